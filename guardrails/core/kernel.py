@@ -1,0 +1,446 @@
+"""The guarded top-k kernel: chunked scoring, penalties and masks, pruned selection.
+
+The kernel knows arrays only. A *candidate space* (:class:`FactorSpace` or
+:class:`SimilaritySpace`) holds the eligible items of a plan, compacted so that
+globally suppressed items are never scored at all, with the plan's global penalty folded
+into the scoring (one extra factor for matrix factorisation). :func:`guarded_topk` then,
+for every chunk of query rows:
+
+1. scores the chunk against every eligible item (one GEMM, or one sparse product);
+2. sets per-call and per-viewer masked cells to ``-inf`` and subtracts per-viewer
+   penalties;
+3. prunes: the items are split into ``B`` strided blocks of ``W`` items; the ``N``-th
+   largest block maximum is a lower bound on the ``N``-th largest score, so only blocks
+   whose maximum reaches it are gathered (a handful per row instead of the whole row);
+4. rescores the surviving candidates exactly (float64, in an order that does not depend
+   on the batch), drops every non-finite score, and sorts by score then item index.
+
+Step 4 is what makes a batch call return exactly what single calls return: BLAS may
+round one row differently depending on the other rows in the product, so the GEMM is
+only used to prune, with a margin larger than its proven rounding error, and the final
+scores are computed the same way whatever the batch. It also means that a masked cell
+can never come out: masks are ``-inf`` before selection, and the final filter drops
+every candidate whose score is not finite, so no sentinel score is ever trusted.
+
+Chunks run on a thread pool; numpy and BLAS release the GIL in every heavy step, and
+BLAS is limited to one thread per chunk so that the pool, not BLAS, uses the cores.
+Memory is bounded by ``block_rows * n_eligible`` scores per worker, whatever the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "FactorSpace",
+    "SimilaritySpace",
+    "guarded_topk",
+    "default_num_threads",
+    "PAD_ID",
+]
+
+#: Item id used to pad batch slates that have fewer than ``N`` eligible items.
+PAD_ID = -1
+
+_EPS32 = float(np.finfo(np.float32).eps)
+# Target size of one chunk's score block, in cells; about 4 MiB of float32 scores, which
+# stays in the last-level cache of ordinary servers while the pruning passes read it.
+_CHUNK_CELLS = 1 << 20
+_DEFAULT_BLOCK_WIDTH = 32
+
+
+def default_num_threads() -> int:
+    """Number of worker threads used when a caller passes ``num_threads=0``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def _layout(n: int, width: int) -> tuple[int, int]:
+    """Return ``(W, B)`` with ``W * B >= n``: ``B`` strided blocks of ``W`` items."""
+    if n == 0:
+        return 1, 0
+    w = max(1, min(width, n))
+    b = -(-n // w)
+    return w, b
+
+
+@dataclass(frozen=True, eq=False)
+class FactorSpace:
+    """Eligible items of a matrix-factorisation plan, compacted and augmented.
+
+    Parameters
+    ----------
+    ids : ndarray of int64, shape (n_eligible,)
+        Sorted global indices of the eligible items.
+    pos : ndarray of int64, shape (n_items,)
+        Compact position of every global item, ``-1`` where it is not eligible.
+    factors : ndarray of float32, shape (W * B, n_factors + 1)
+        Eligible item factors with ``-penalty`` as the last column, padded with zero
+        rows to a whole number of blocks (their scores are overwritten with ``-inf``).
+    row_norm_max : float
+        Largest Euclidean norm of a row of ``factors``; bounds the GEMM rounding error.
+    width, n_blocks : int
+        The block layout used for pruning.
+    """
+
+    ids: np.ndarray
+    pos: np.ndarray
+    factors: np.ndarray
+    row_norm_max: float
+    width: int
+    n_blocks: int
+
+    @property
+    def n_eligible(self) -> int:
+        return int(self.ids.shape[0])
+
+    @classmethod
+    def build(
+        cls,
+        item_factors: np.ndarray,
+        *,
+        hard_mask: np.ndarray | None = None,
+        penalty: np.ndarray | None = None,
+        restrict: np.ndarray | None = None,
+        block_width: int = _DEFAULT_BLOCK_WIDTH,
+    ) -> FactorSpace:
+        """Compact ``item_factors`` to the items not in ``hard_mask`` (and in ``restrict``).
+
+        Parameters
+        ----------
+        item_factors : ndarray of float32, shape (n_items, n_factors)
+        hard_mask : ndarray of bool, shape (n_items,), optional
+            ``True`` for items that must never be returned.
+        penalty : ndarray of float32, shape (n_items,), optional
+            Subtracted from every score of the item.
+        restrict : ndarray of int64, optional
+            If given, only these global items are candidates (implicit's ``items=``).
+        """
+        n_items, n_factors = item_factors.shape
+        keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
+        if restrict is not None:
+            only = np.zeros(n_items, dtype=bool)
+            only[restrict] = True
+            keep &= only
+        ids = np.flatnonzero(keep).astype(np.int64)
+        pos = np.full(n_items, -1, dtype=np.int64)
+        pos[ids] = np.arange(ids.size, dtype=np.int64)
+        width, n_blocks = _layout(ids.size, block_width)
+        aug = np.zeros((width * n_blocks, n_factors + 1), dtype=np.float32)
+        aug[: ids.size, :n_factors] = item_factors[ids]
+        if penalty is not None:
+            aug[: ids.size, n_factors] = -penalty[ids]
+        norm_max = float(np.sqrt((aug.astype(np.float64) ** 2).sum(axis=1).max())) if ids.size else 0.0
+        return cls(ids, pos, aug, norm_max, width, n_blocks)
+
+    def augment_queries(self, queries: np.ndarray) -> np.ndarray:
+        """Append the constant 1 column that multiplies the folded penalty."""
+        out = np.empty((queries.shape[0], queries.shape[1] + 1), dtype=np.float32)
+        out[:, :-1] = queries
+        out[:, -1] = 1.0
+        return out
+
+    def chunk_scores(self, queries: np.ndarray) -> np.ndarray:
+        scores = queries @ self.factors.T
+        scores[:, self.n_eligible :] = -np.inf
+        return scores
+
+    def exact_scores(self, queries: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        # Each product is summed over the factors in a fixed order, independent of how
+        # many other pairs are rescored alongside it.
+        q = queries[rows].astype(np.float64)
+        v = self.factors[cols].astype(np.float64)
+        q *= v
+        return q.sum(axis=1)
+
+    def error_bound(self, queries: np.ndarray) -> np.ndarray:
+        """Per-row bound on ``|GEMM score - exact score|`` (float32 rounding, generous)."""
+        k = queries.shape[1]
+        qn = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
+        return 4.0 * (k + 2) * _EPS32 * qn * self.row_norm_max + 1e-30
+
+
+@dataclass(frozen=True, eq=False)
+class SimilaritySpace:
+    """Eligible items of an item-item plan: the similarity matrix restricted to them.
+
+    Scores of a query row are ``query_row @ similarity[:, eligible] - penalty``, computed
+    by scipy's row-wise sparse product in float64: each output row depends on its own
+    input row only, so the scores are exact with respect to batching.
+    """
+
+    ids: np.ndarray
+    pos: np.ndarray
+    similarity: sp.csr_matrix
+    penalty: np.ndarray | None
+    width: int
+    n_blocks: int
+
+    @property
+    def n_eligible(self) -> int:
+        return int(self.ids.shape[0])
+
+    @classmethod
+    def build(
+        cls,
+        similarity: sp.csr_matrix,
+        *,
+        hard_mask: np.ndarray | None = None,
+        penalty: np.ndarray | None = None,
+        restrict: np.ndarray | None = None,
+        block_width: int = _DEFAULT_BLOCK_WIDTH,
+    ) -> SimilaritySpace:
+        n_items = similarity.shape[1]
+        keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
+        if restrict is not None:
+            only = np.zeros(n_items, dtype=bool)
+            only[restrict] = True
+            keep &= only
+        ids = np.flatnonzero(keep).astype(np.int64)
+        pos = np.full(n_items, -1, dtype=np.int64)
+        pos[ids] = np.arange(ids.size, dtype=np.int64)
+        width, n_blocks = _layout(ids.size, block_width)
+        sim = sp.csr_matrix(similarity[:, ids], dtype=np.float64)
+        pen = None if penalty is None else np.ascontiguousarray(penalty[ids], dtype=np.float64)
+        return cls(ids, pos, sim, pen, width, n_blocks)
+
+    def augment_queries(self, queries: sp.csr_matrix) -> sp.csr_matrix:
+        return queries
+
+    def chunk_scores(self, queries: sp.csr_matrix) -> np.ndarray:
+        out = np.full((queries.shape[0], self.width * self.n_blocks), -np.inf, dtype=np.float64)
+        dense = (queries @ self.similarity).toarray()
+        if self.penalty is not None:
+            dense -= self.penalty
+        out[:, : self.n_eligible] = dense
+        return out
+
+    def exact_scores(self, queries, rows, cols) -> np.ndarray:  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def error_bound(self, queries) -> np.ndarray:
+        return np.zeros(queries.shape[0], dtype=np.float64)
+
+
+class _PairLookup:
+    """Sorted ``row * n_cols + col`` keys of a chunk's sparse cells, for exact rescoring."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int):
+        keys = rows * n_cols + cols
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.vals = vals[order]
+        self.n_cols = n_cols
+
+    def get(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        out = np.zeros(rows.shape[0], dtype=np.float64)
+        if self.keys.size == 0 or rows.size == 0:
+            return out
+        keys = rows * self.n_cols + cols
+        at = np.searchsorted(self.keys, keys)
+        at_c = np.minimum(at, self.keys.size - 1)
+        hit = self.keys[at_c] == keys
+        out[hit] = self.vals[at_c[hit]]
+        return out
+
+
+def _chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
+    """Rows (local), compact columns and values of ``csr[lo:hi]`` that are eligible."""
+    start, stop = csr.indptr[lo], csr.indptr[hi]
+    counts = np.diff(csr.indptr[lo : hi + 1])
+    rows = np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
+    cols = pos[csr.indices[start:stop]]
+    vals = csr.data[start:stop]
+    keep = cols >= 0
+    return rows[keep], cols[keep], vals[keep]
+
+
+_POOL_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_BLAS = None
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="guardrails-kernel")
+            _POOLS[n] = pool
+        return pool
+
+
+def _blas_single_thread():
+    """Context manager limiting BLAS to one thread (the pool provides the parallelism)."""
+    global _BLAS
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def guarded_topk(
+    space: FactorSpace | SimilaritySpace,
+    queries,
+    N: int,
+    *,
+    call_mask: np.ndarray | None = None,
+    viewer_masks: Sequence[sp.csr_matrix] = (),
+    viewer_penalties: Sequence[sp.csr_matrix] = (),
+    block_rows: int | None = None,
+    num_threads: int = 0,
+    score_dtype=np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``N`` eligible items for every query row.
+
+    Parameters
+    ----------
+    space : FactorSpace or SimilaritySpace
+        The eligible items, with the global hard mask and penalty already applied.
+    queries : ndarray of float32, shape (m, n_factors), or csr_matrix of shape (m, n_items)
+        User (or item) factors for a factor space; interaction rows for a similarity space.
+    N : int
+        Slate length, at least 1.
+    call_mask : ndarray of int64, optional
+        Global item indices masked for this call only (implicit's ``filter_items``).
+    viewer_masks : sequence of csr_matrix, each of shape (m, n_items)
+        Non-zero cells are never returned to that row's viewer.
+    viewer_penalties : sequence of csr_matrix, each of shape (m, n_items)
+        Values subtracted from that row's scores (summed if several).
+    block_rows : int, optional
+        Query rows per chunk; bounds peak memory at about ``block_rows * n_eligible``
+        scores per worker thread. Chosen from the catalogue size when omitted.
+    num_threads : int
+        Worker threads; 0 uses every core this process may run on.
+
+    Returns
+    -------
+    ids : ndarray of int64, shape (m, N)
+        Global item indices, best first, padded with ``-1`` when a row has fewer than
+        ``N`` eligible items.
+    scores : ndarray, shape (m, N)
+        Scores of ``score_dtype``, padded with ``-inf``.
+    """
+    m = queries.shape[0]
+    ids = np.full((m, N), PAD_ID, dtype=np.int64)
+    scores = np.full((m, N), -np.inf, dtype=score_dtype)
+    if m == 0 or space.n_eligible == 0:
+        return ids, scores
+    n_pad = space.width * space.n_blocks
+    if block_rows is None:
+        block_rows = max(1, min(1024, _CHUNK_CELLS // max(1, n_pad)))
+    call_cols = None
+    if call_mask is not None and call_mask.size:
+        call_cols = space.pos[call_mask]
+        call_cols = call_cols[call_cols >= 0]
+    qa = space.augment_queries(queries)
+    penalties = [p for p in viewer_penalties if p is not None and p.nnz]
+    masks = [v for v in viewer_masks if v is not None and v.nnz]
+
+    def run(lo: int, hi: int) -> None:
+        _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores)
+
+    bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
+    threads = default_num_threads() if num_threads <= 0 else num_threads
+    if len(bounds) == 1 or threads == 1:
+        for lo, hi in bounds:
+            run(lo, hi)
+    else:
+        with _blas_single_thread():
+            futures = [_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
+            for f in futures:
+                f.result()
+    return ids, scores
+
+
+def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, scores_out) -> None:
+    r = hi - lo
+    q = qa[lo:hi]
+    S = space.chunk_scores(q)
+    W, B = space.width, space.n_blocks
+    if call_cols is not None and call_cols.size:
+        S[:, call_cols] = -np.inf
+    for csr in masks:
+        rr, cc, _ = _chunk_cells(csr, lo, hi, space.pos)
+        S[rr, cc] = -np.inf
+    lookup = None
+    extra = np.zeros(r, dtype=np.float64)
+    if penalties:
+        parts = [_chunk_cells(csr, lo, hi, space.pos) for csr in penalties]
+        rr = np.concatenate([p[0] for p in parts])
+        cc = np.concatenate([p[1] for p in parts])
+        vv = np.concatenate([p[2] for p in parts]).astype(np.float64)
+        if rr.size:
+            # Sum penalties on the same cell once, in float64, so exact rescoring and the
+            # pruning pass agree on the cell's value.
+            keys = rr * S.shape[1] + cc
+            uniq, inv = np.unique(keys, return_inverse=True)
+            total = np.bincount(inv, weights=vv, minlength=uniq.size)
+            urows, ucols = uniq // S.shape[1], uniq % S.shape[1]
+            S[urows, ucols] -= total.astype(S.dtype)
+            lookup = _PairLookup(urows, ucols, total, S.shape[1])
+            np.maximum.at(extra, urows, np.abs(total))
+
+    exact = isinstance(space, SimilaritySpace)
+    if exact:
+        delta = np.zeros(r)
+    else:
+        delta = space.error_bound(q) + 4.0 * _EPS32 * extra
+
+    # Block maxima over strided blocks: item c lies in block c % B.
+    M = S.reshape(r, W, B).max(axis=1)
+    bad = ~np.isfinite(M) & ~np.isneginf(M)
+    if bad.any():
+        # Overflow or NaN in a score: such cells can never be served.
+        rows_bad = np.flatnonzero(bad.any(axis=1))
+        sub = S[rows_bad]
+        sub[~np.isfinite(sub)] = -np.inf
+        S[rows_bad] = sub
+        M[rows_bad] = sub.reshape(rows_bad.size, W, B).max(axis=1)
+    if N < B:
+        t = np.partition(M, B - N, axis=1)[:, B - N].astype(np.float64)
+    else:
+        t = np.full(r, -np.inf)
+    thr = t - 2.0 * delta
+    thr[~np.isfinite(thr)] = -np.inf
+    thr_cmp = thr if S.dtype == np.float64 else _down(thr)
+    blk_r, blk_b = np.nonzero(M >= thr_cmp[:, None])
+    cols = blk_b[:, None] + B * np.arange(W, dtype=np.int64)[None, :]
+    vals = S[blk_r[:, None], cols]
+    rows = np.broadcast_to(blk_r[:, None], cols.shape)
+    keep = np.isfinite(vals) & (vals >= thr_cmp[rows])
+    c_rows = rows[keep]
+    c_cols = cols[keep]
+    if exact:
+        e = vals[keep].astype(np.float64)
+    else:
+        e = space.exact_scores(q, c_rows, c_cols)
+        if lookup is not None:
+            e -= lookup.get(c_rows, c_cols)
+        finite = np.isfinite(e)
+        c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
+    g_ids = space.ids[c_cols]
+    order = np.lexsort((g_ids, -e, c_rows))
+    c_rows, g_ids, e = c_rows[order], g_ids[order], e[order]
+    starts = np.searchsorted(c_rows, np.arange(r))
+    rank = np.arange(c_rows.size) - starts[c_rows]
+    take = rank < N
+    ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
+    scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def _down(thr: np.ndarray) -> np.ndarray:
+    """float64 thresholds rounded down to float32, so a float32 comparison never excludes."""
+    t32 = thr.astype(np.float32)
+    over = t32.astype(np.float64) > thr
+    t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
+    return t32

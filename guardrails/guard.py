@@ -1,0 +1,547 @@
+"""Guard: a drop-in for implicit's ``recommend``, ``similar_items`` and ``similar_users``.
+
+The Guard adapts a model, compiles its policy into a plan, and runs every call through
+the kernel (:mod:`guardrails.core`), so that a suppressed id can never come out and every
+slate is filled from the eligible items.
+
+Slate contract, on every path:
+
+- a candidate removed by the policy, by ``filter_items``, by ``items=`` or (with
+  ``filter_already_liked_items``) by the viewer's own interactions is never returned;
+- batch calls return arrays of shape ``(m, min(N, n_candidates))``; a row with fewer
+  eligible items than that is padded with id ``-1`` and score ``-inf`` (never a real
+  id); single calls return only eligible items;
+- batch results equal single-id results, row for row (the kernel rescores exactly);
+- no score in a slate is NaN or infinite, except the ``-inf`` of padding.
+
+Item-item models rank every eligible item: items with no similarity path to the viewer
+score 0 and follow the reachable ones (implicit returns shorter lists instead).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validation import check_csr, check_ids, check_int, fail
+from .core.kernel import FactorSpace, SimilaritySpace, guarded_topk
+from .core.plan import Plan
+from .exceptions import UnsupportedModelError, ValidationError
+from .filters.base import Catalog, ViewerBatch
+from .models import FactorModel, ItemItemModel, adapt_model
+from .policy import Policy, as_policy
+
+__all__ = ["Guard", "GuardResult"]
+
+_ANY_ID = 2**62
+
+
+@dataclass(frozen=True, eq=False)
+class GuardResult:
+    """A guarded slate with what it was computed against.
+
+    Attributes
+    ----------
+    ids : ndarray of int64
+        Shape ``(n,)`` for a single id, ``(m, N')`` for a batch (padded with ``-1``).
+    scores : ndarray
+        Same shape as ``ids``; float32 for factor models, float64 for item-item models.
+    policy_version : str
+        Content hash of the policy that was applied.
+    snapshot_version : str or None
+        Version of the safety-signal snapshot the slate was computed against.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    policy_version: str
+    snapshot_version: str | None = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class _Compiled:
+    """Everything a call needs, compiled once and swapped atomically as one object."""
+
+    policy: Policy
+    user_policy: Policy | None
+    snapshot: Any
+    item_plan: Plan
+    item_space: FactorSpace | SimilaritySpace
+    cos_space: FactorSpace | None
+    user_plan: Plan | None
+    user_space: FactorSpace | None
+
+    @property
+    def snapshot_version(self) -> str | None:
+        return None if self.snapshot is None else getattr(self.snapshot, "version", None)
+
+
+def _normalized(factors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(factors.astype(np.float64), axis=1)
+    norms[norms == 0] = 1e-10
+    return (factors / norms[:, None]).astype(np.float32)
+
+
+class Guard:
+    """Guarded recommendations from an implicit model.
+
+    Parameters
+    ----------
+    model : implicit model, FactorModel or ItemItemModel
+        A fitted implicit recommender (ALS, BPR, LMF, on CPU or GPU; Cosine, TFIDF,
+        BM25), or an adapter for factors or similarities from another trainer.
+    policy : Policy or sequence of filters, optional
+        Filters applied to ``recommend`` and ``similar_items`` (item candidates).
+    user_policy : Policy, sequence of filters or "same", optional, keyword-only
+        Filters applied to ``similar_users`` (user candidates). ``"same"`` reuses
+        ``policy``, for models whose users and items share one id space (accounts that
+        follow accounts). Without it, a Guard with a non-empty policy refuses
+        ``similar_users`` rather than serving unguarded users.
+    snapshot : object, optional, keyword-only
+        Safety-signal snapshot that snapshot-aware filters read; see
+        :meth:`swap_snapshot`.
+    block_rows : int, optional, keyword-only
+        Query rows per kernel chunk; peak extra memory per thread is about
+        ``block_rows * n_items`` scores. Chosen from the catalogue size when omitted.
+    num_threads : int, keyword-only
+        Kernel threads; 0 uses every available core.
+
+    Attributes
+    ----------
+    model_ : FactorModel or ItemItemModel
+        The adapted model.
+    """
+
+    def __init__(
+        self,
+        model,
+        policy=None,
+        *,
+        user_policy=None,
+        snapshot=None,
+        block_rows: int | None = None,
+        num_threads: int = 0,
+    ):
+        self.model = model
+        self.block_rows = None if block_rows is None else check_int(block_rows, "block_rows", "Guard")
+        self.num_threads = check_int(num_threads, "num_threads", "Guard", low=0)
+        self.model_ = adapt_model(model)
+        self._lock = threading.Lock()
+        self._state = self._compile(as_policy(policy), user_policy, snapshot)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def policy(self) -> Policy:
+        return self._state.policy
+
+    @property
+    def policy_version(self) -> str:
+        return self._state.policy.version
+
+    @property
+    def snapshot(self) -> Any:
+        return self._state.snapshot
+
+    def _compile(self, policy: Policy, user_policy, snapshot) -> _Compiled:
+        m = self.model_
+        catalog = Catalog("items", m.n_items, snapshot)
+        plan = policy.compile_global(catalog)
+        hard, pen = plan.hard_mask, plan.penalty
+        cos_space = None
+        if isinstance(m, FactorModel):
+            space: FactorSpace | SimilaritySpace = FactorSpace.build(m.item_factors, hard_mask=hard, penalty=pen)
+            cos_space = FactorSpace.build(_normalized(m.item_factors), hard_mask=hard, penalty=pen)
+        else:
+            space = SimilaritySpace.build(m.similarity, hard_mask=hard, penalty=pen)
+        if isinstance(user_policy, str):
+            if user_policy != "same":
+                raise fail("user_policy", "Guard", "a Policy, a sequence of filters, 'same' or None", user_policy)
+            if m.n_users != m.n_items:
+                raise fail(
+                    "user_policy",
+                    "Guard",
+                    "'same' only for models with as many users as items (one id space)",
+                    f"a model with {m.n_users} users and {m.n_items} items",
+                    describe=False,
+                )
+            upol: Policy | None = policy
+        else:
+            upol = None if user_policy is None else as_policy(user_policy)
+        user_plan, user_space = None, None
+        if upol is not None and isinstance(m, FactorModel):
+            user_plan = upol.compile_global(Catalog("users", m.n_users, snapshot))
+            user_space = FactorSpace.build(
+                _normalized(m.user_factors), hard_mask=user_plan.hard_mask, penalty=user_plan.penalty
+            )
+        return _Compiled(policy, upol, snapshot, plan, space, cos_space, user_plan, user_space)
+
+    def swap_policy(self, policy, *, user_policy=None) -> None:
+        """Compile a new policy and swap it in atomically; calls in flight finish on the old one."""
+        with self._lock:
+            state = self._state
+            self._state = self._compile(as_policy(policy), user_policy, state.snapshot)
+
+    def swap_snapshot(self, snapshot) -> None:
+        """Recompile the policy against a new snapshot and swap it in atomically.
+
+        Every slate is computed against exactly one snapshot: a call reads the compiled
+        state once, at its start.
+        """
+        with self._lock:
+            state = self._state
+            upol = state.user_policy
+            same = upol is state.policy and upol is not None
+            self._state = self._compile(state.policy, "same" if same else upol, snapshot)
+
+    # ------------------------------------------------------------------ helpers
+    def _columns(self, N: int, n_candidates: int) -> int:
+        return max(0, min(N, n_candidates))
+
+    def _restrict(self, items, where: str, n: int) -> np.ndarray | None:
+        if items is None:
+            return None
+        ids, _ = check_ids(items, "items", where, n)
+        return np.unique(ids)
+
+    def _finish(self, ids, scores, scalar: bool, state: _Compiled, info=None) -> GuardResult:
+        if scalar:
+            keep = ids[0] >= 0
+            ids, scores = ids[0][keep], scores[0][keep]
+        return GuardResult(ids, scores, state.policy.version, state.snapshot_version, info or {})
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(
+        self,
+        userid,
+        user_items=None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
+        *,
+        surface: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guarded top-``N`` items for one user or a batch, with implicit's signature.
+
+        Parameters
+        ----------
+        userid : int or array-like of int, shape (m,)
+        user_items : csr_matrix, shape (m, n_items), optional
+            The users' interactions (one row per user in ``userid``). Needed for
+            ``filter_already_liked_items``, ``recalculate_user`` and item-item models.
+        N : int
+            Slate length.
+        filter_already_liked_items : bool
+            Never return items in the user's row of ``user_items``.
+        filter_items : array-like of int, optional
+            Items never returned in this call.
+        recalculate_user : bool
+            Compute the users' factors from ``user_items`` (new and test accounts).
+        items : array-like of int, optional
+            Rank only these items.
+        surface : str, optional, keyword-only
+            Where the slate is shown; passed to filters.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (k,) with k <= N for one user, (m, N') for a batch
+        scores : ndarray, same shape
+        """
+        r = self.recommend_detailed(
+            userid,
+            user_items,
+            N,
+            filter_already_liked_items,
+            filter_items,
+            recalculate_user,
+            items,
+            surface=surface,
+        )
+        return r.ids, r.scores
+
+    def recommend_detailed(
+        self,
+        userid,
+        user_items=None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
+        *,
+        surface: str | None = None,
+    ) -> GuardResult:
+        """As :meth:`recommend`, returning a :class:`GuardResult` with versions."""
+        where = "Guard.recommend"
+        state = self._state
+        m = self.model_
+        N = check_int(N, "N", where)
+        if filter_items is not None and items is not None:
+            raise ValidationError(
+                "The 'filter_items' and 'items' parameters of Guard.recommend cannot both be "
+                "set. Got both instead."
+            )
+        any_id = recalculate_user or isinstance(m, ItemItemModel)
+        userids, scalar = check_ids(userid, "userid", where, _ANY_ID if any_id else m.n_users)
+        needs_rows = filter_already_liked_items or recalculate_user or isinstance(m, ItemItemModel)
+        if user_items is None:
+            if needs_rows:
+                raise fail(
+                    "user_items",
+                    where,
+                    f"a CSR matrix with {userids.size} rows (one per user) when "
+                    "filter_already_liked_items, recalculate_user or an item-item model needs it",
+                    None,
+                )
+            rows = None
+        else:
+            rows = check_csr(user_items, "user_items", where, shape=(userids.size, m.n_items))
+        restrict = self._restrict(items, where, m.n_items)
+        call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, m.n_items)[0]
+
+        if isinstance(m, FactorModel):
+            if recalculate_user:
+                queries = m.recalculate_user(userids, rows)
+            else:
+                queries = m.user_factors[userids]
+            space = state.item_space
+            if restrict is not None:
+                space = FactorSpace.build(
+                    m.item_factors,
+                    hard_mask=state.item_plan.hard_mask,
+                    penalty=state.item_plan.penalty,
+                    restrict=restrict,
+                )
+            dtype = np.float32
+        else:
+            queries = rows
+            space = state.item_space
+            if restrict is not None:
+                space = SimilaritySpace.build(
+                    m.similarity,
+                    hard_mask=state.item_plan.hard_mask,
+                    penalty=state.item_plan.penalty,
+                    restrict=restrict,
+                )
+            dtype = np.float64
+        catalog = Catalog("items", m.n_items, state.snapshot)
+        vplan = state.policy.compile_viewers(catalog, ViewerBatch(userids, rows, surface))
+        masks = list(vplan.viewer_masks)
+        if filter_already_liked_items and rows is not None:
+            masks.append(rows)
+        n_cols = self._columns(N, m.n_items if restrict is None else restrict.size)
+        ids, scores = guarded_topk(
+            space,
+            queries,
+            n_cols,
+            call_mask=call_mask,
+            viewer_masks=masks,
+            viewer_penalties=vplan.viewer_penalties,
+            block_rows=self.block_rows,
+            num_threads=self.num_threads,
+            score_dtype=dtype,
+        )
+        return self._finish(ids, scores, scalar, state)
+
+    # ------------------------------------------------------------------ similar items
+    def similar_items(
+        self,
+        itemid,
+        N: int = 10,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        viewer=None,
+        surface: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guarded items most similar to ``itemid`` ("suggested accounts" on a profile).
+
+        Parameters
+        ----------
+        itemid : int or array-like of int
+        N : int
+        recalculate_item : bool
+            Recompute the query items' factors from ``item_users`` (implicit models
+            that support it).
+        item_users : csr_matrix, optional
+        filter_items, items : array-like of int, optional
+            As in implicit.
+        viewer : int or array-like of int, optional, keyword-only
+            The viewing user for every query item, so per-viewer filters apply.
+        surface : str, optional, keyword-only
+
+        Returns
+        -------
+        ids, scores : ndarrays, implicit's shapes; scores are cosines for factor models
+        """
+        r = self.similar_items_detailed(
+            itemid, N, recalculate_item, item_users, filter_items, items, viewer=viewer, surface=surface
+        )
+        return r.ids, r.scores
+
+    def similar_items_detailed(
+        self,
+        itemid,
+        N: int = 10,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        viewer=None,
+        surface: str | None = None,
+    ) -> GuardResult:
+        """As :meth:`similar_items`, returning a :class:`GuardResult`."""
+        where = "Guard.similar_items"
+        state = self._state
+        m = self.model_
+        N = check_int(N, "N", where)
+        if filter_items is not None and items is not None:
+            raise ValidationError(
+                "The 'filter_items' and 'items' parameters of Guard.similar_items cannot both "
+                "be set. Got both instead."
+            )
+        itemids, scalar = check_ids(itemid, "itemid", where, _ANY_ID if recalculate_item else m.n_items)
+        restrict = self._restrict(items, where, m.n_items)
+        call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, m.n_items)[0]
+        viewers = self._viewers(viewer, itemids.size, where)
+        if isinstance(m, FactorModel):
+            if recalculate_item:
+                source = m.source
+                if source is None or not hasattr(source, "recalculate_item"):
+                    raise UnsupportedModelError("recalculate_item needs an implicit model that supports it.")
+                try:
+                    factors = np.asarray(source.recalculate_item(itemids, item_users), dtype=np.float32)
+                except NotImplementedError as exc:
+                    raise UnsupportedModelError(
+                        f"{type(source).__name__} does not support recalculate_item."
+                    ) from exc
+                queries = _normalized(factors.reshape(itemids.size, -1))
+            else:
+                queries = _normalized(m.item_factors[itemids])
+            space = state.cos_space
+            if restrict is not None:
+                space = FactorSpace.build(
+                    _normalized(m.item_factors),
+                    hard_mask=state.item_plan.hard_mask,
+                    penalty=state.item_plan.penalty,
+                    restrict=restrict,
+                )
+            dtype = np.float32
+        else:
+            if recalculate_item:
+                raise UnsupportedModelError("Item-item models do not support recalculate_item.")
+            queries = sp.csr_matrix(
+                (np.ones(itemids.size), itemids, np.arange(itemids.size + 1)), shape=(itemids.size, m.n_items)
+            )
+            space = state.item_space
+            if restrict is not None:
+                space = SimilaritySpace.build(
+                    m.similarity,
+                    hard_mask=state.item_plan.hard_mask,
+                    penalty=state.item_plan.penalty,
+                    restrict=restrict,
+                )
+            dtype = np.float64
+        vplan = state.policy.compile_viewers(
+            Catalog("items", m.n_items, state.snapshot), ViewerBatch(viewers, None, surface)
+        )
+        n_cols = self._columns(N, m.n_items if restrict is None else restrict.size)
+        ids, scores = guarded_topk(
+            space,
+            queries,
+            n_cols,
+            call_mask=call_mask,
+            viewer_masks=vplan.viewer_masks,
+            viewer_penalties=vplan.viewer_penalties,
+            block_rows=self.block_rows,
+            num_threads=self.num_threads,
+            score_dtype=dtype,
+        )
+        return self._finish(ids, scores, scalar, state)
+
+    def _viewers(self, viewer, n: int, where: str) -> np.ndarray | None:
+        if viewer is None:
+            return None
+        ids, scalar = check_ids(viewer, "viewer", where, _ANY_ID)
+        if scalar:
+            return np.full(n, ids[0], dtype=np.int64)
+        if ids.size != n:
+            raise fail("viewer", where, f"one viewer per query id ({n})", f"{ids.size} viewers", describe=False)
+        return ids
+
+    # ------------------------------------------------------------------ similar users
+    def similar_users(
+        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guarded users most similar to ``userid``, by cosine of user factors.
+
+        Uses ``user_policy``; see the class docstring.
+        """
+        r = self.similar_users_detailed(userid, N, filter_users, users, surface=surface)
+        return r.ids, r.scores
+
+    def similar_users_detailed(
+        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
+    ) -> GuardResult:
+        """As :meth:`similar_users`, returning a :class:`GuardResult`."""
+        where = "Guard.similar_users"
+        state = self._state
+        m = self.model_
+        if not isinstance(m, FactorModel):
+            raise UnsupportedModelError("similar_users needs a factor model; item-item models have no user factors.")
+        N = check_int(N, "N", where)
+        if filter_users is not None and users is not None:
+            raise ValidationError(
+                "The 'filter_users' and 'users' parameters of Guard.similar_users cannot both "
+                "be set. Got both instead."
+            )
+        if state.user_space is None:
+            if len(state.policy):
+                raise ValidationError(
+                    "Guard.similar_users needs a 'user_policy' when the Guard has an item policy: "
+                    "pass user_policy='same' if users and items share one id space, or a policy "
+                    "over users. Refusing to serve unguarded users."
+                )
+            user_space = FactorSpace.build(_normalized(m.user_factors))
+            object.__setattr__(state, "user_space", user_space)
+            object.__setattr__(state, "user_plan", Plan(m.n_users))
+        userids, scalar = check_ids(userid, "userid", where, m.n_users)
+        restrict = self._restrict(users, where, m.n_users)
+        call_mask = None if filter_users is None else check_ids(filter_users, "filter_users", where, m.n_users)[0]
+        space = state.user_space
+        if restrict is not None:
+            space = FactorSpace.build(
+                _normalized(m.user_factors),
+                hard_mask=state.user_plan.hard_mask,
+                penalty=state.user_plan.penalty,
+                restrict=restrict,
+            )
+        upol = state.user_policy or Policy(())
+        vplan = upol.compile_viewers(Catalog("users", m.n_users, state.snapshot), ViewerBatch(userids, None, surface))
+        n_cols = self._columns(N, m.n_users if restrict is None else restrict.size)
+        ids, scores = guarded_topk(
+            space,
+            _normalized(m.user_factors[userids]),
+            n_cols,
+            call_mask=call_mask,
+            viewer_masks=vplan.viewer_masks,
+            viewer_penalties=vplan.viewer_penalties,
+            block_rows=self.block_rows,
+            num_threads=self.num_threads,
+        )
+        return self._finish(ids, scores, scalar, state)
+
+    def __repr__(self) -> str:
+        return (
+            f"Guard({type(self.model).__name__}, policy={self.policy.version}, "
+            f"filters={len(self.policy)})"
+        )
