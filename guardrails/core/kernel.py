@@ -50,6 +50,7 @@ __all__ = [
 PAD_ID = -1
 
 _EPS32 = float(np.finfo(np.float32).eps)
+_F32_MAX = float(np.finfo(np.float32).max)
 # Target size of one chunk's score block, in cells; about 4 MiB of float32 scores, which
 # stays in the last-level cache of ordinary servers while the pruning passes read it.
 _CHUNK_CELLS = 1 << 20
@@ -75,7 +76,7 @@ def _layout(n: int, width: int) -> tuple[int, int]:
 
 @dataclass(frozen=True, eq=False)
 class FactorSpace:
-    """Eligible items of a matrix-factorisation plan, compacted and augmented.
+    """Eligible items of a matrix-factorisation plan, compacted and transposed.
 
     Parameters
     ----------
@@ -83,18 +84,22 @@ class FactorSpace:
         Sorted global indices of the eligible items.
     pos : ndarray of int64, shape (n_items,)
         Compact position of every global item, ``-1`` where it is not eligible.
-    factors : ndarray of float32, shape (W * B, n_factors + 1)
-        Eligible item factors with ``-penalty`` as the last column, padded with zero
-        rows to a whole number of blocks (their scores are overwritten with ``-inf``).
+    factors_t : ndarray of float32, shape (k, W * B)
+        Eligible item factors, transposed (C-contiguous, the layout BLAS multiplies
+        fastest), padded with zero columns to a whole number of blocks (their scores
+        are overwritten with ``-inf``). When the plan has a penalty, ``k`` is
+        ``n_factors + 1`` and the last row holds ``-penalty``: the penalty is folded into
+        the product as one extra factor that every query multiplies by 1.
     row_norm_max : float
-        Largest Euclidean norm of a row of ``factors``; bounds the GEMM rounding error.
+        Largest Euclidean norm of an item's (augmented) factors; bounds GEMM rounding.
     width, n_blocks : int
         The block layout used for pruning.
     """
 
     ids: np.ndarray
     pos: np.ndarray
-    factors: np.ndarray
+    factors_t: np.ndarray
+    augmented: bool
     row_norm_max: float
     width: int
     n_blocks: int
@@ -135,22 +140,28 @@ class FactorSpace:
         pos = np.full(n_items, -1, dtype=np.int64)
         pos[ids] = np.arange(ids.size, dtype=np.int64)
         width, n_blocks = _layout(ids.size, block_width)
-        aug = np.zeros((width * n_blocks, n_factors + 1), dtype=np.float32)
-        aug[: ids.size, :n_factors] = item_factors[ids]
-        if penalty is not None:
-            aug[: ids.size, n_factors] = -penalty[ids]
-        norm_max = float(np.sqrt((aug.astype(np.float64) ** 2).sum(axis=1).max())) if ids.size else 0.0
-        return cls(ids, pos, aug, norm_max, width, n_blocks)
+        augmented = penalty is not None and bool(np.any(penalty[ids] != 0))
+        k = n_factors + 1 if augmented else n_factors
+        ft = np.zeros((k, width * n_blocks), dtype=np.float32)
+        ft[:n_factors, : ids.size] = item_factors[ids].T
+        if augmented:
+            ft[n_factors, : ids.size] = -penalty[ids]
+        norm_max = float(np.sqrt((ft.astype(np.float64) ** 2).sum(axis=0).max())) if ids.size else 0.0
+        return cls(ids, pos, ft, augmented, norm_max, width, n_blocks)
 
     def augment_queries(self, queries: np.ndarray) -> np.ndarray:
-        """Append the constant 1 column that multiplies the folded penalty."""
+        """Append the constant 1 factor that multiplies the folded penalty."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if not self.augmented:
+            return queries
         out = np.empty((queries.shape[0], queries.shape[1] + 1), dtype=np.float32)
         out[:, :-1] = queries
         out[:, -1] = 1.0
         return out
 
     def chunk_scores(self, queries: np.ndarray) -> np.ndarray:
-        scores = queries @ self.factors.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = queries @ self.factors_t
         scores[:, self.n_eligible :] = -np.inf
         return scores
 
@@ -158,8 +169,7 @@ class FactorSpace:
         # Each product is summed over the factors in a fixed order, independent of how
         # many other pairs are rescored alongside it.
         q = queries[rows].astype(np.float64)
-        v = self.factors[cols].astype(np.float64)
-        q *= v
+        q *= self.factors_t[:, cols].T
         return q.sum(axis=1)
 
     def error_bound(self, queries: np.ndarray) -> np.ndarray:
@@ -426,7 +436,7 @@ def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, score
         e = space.exact_scores(q, c_rows, c_cols)
         if lookup is not None:
             e -= lookup.get(c_rows, c_cols)
-        finite = np.isfinite(e)
+        finite = np.abs(e) <= _F32_MAX  # False for NaN and inf too
         c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
     g_ids = space.ids[c_cols]
     order = np.lexsort((g_ids, -e, c_rows))

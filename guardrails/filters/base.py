@@ -12,8 +12,34 @@ A filter is an object with a stable ``name``, a ``reason`` code, and two compile
 and a ``fingerprint()`` that returns bytes identifying its parameters and data; the
 policy version is a hash of its filters' fingerprints.
 
+A compile step may return one :class:`~guardrails.core.plan.PlanPart`, a sequence of them
+(for graded actions with their own reason codes: a drop part and a demote part), or
+``None``. A *drop* is a mask, a *demote* is a non-negative penalty; the kernel applies
+masks after penalties, so the strictest action always wins (drop beats demote beats
+allow) whatever the order of the filters.
+
+Optional steps, read with ``getattr`` so that a minimal filter needs none of them:
+
+``compile_cohorts(catalog) -> CohortTable | None`` and ``assign_cohorts(catalog, viewers)``
+    Actions per *viewer cohort*: a table of masks and penalties, one row per cohort,
+    compiled once per policy and snapshot, and the cohort of each viewer of a batch
+    (``-1`` for none). The Guard scores each cohort against its own pre-masked candidate
+    space, so a rule that removes most of the catalogue for a few viewers (minors) costs
+    nothing for the others. The table must depend only on the filter and the catalogue.
+``compile_caps(catalog) -> CapSpec | None``
+    A share cap applied at selection time, with backfill (see :class:`CapSpec`).
+``compile_queries(catalog, viewers) -> csr_matrix | None``
+    Interactions to leave out of the viewers' query rows before scoring (used by the
+    circuit breaker to switch off expansion from flagged interests).
+
+and settings, also optional: ``mode`` (``"enforce"``, ``"shadow"`` or ``"off"``),
+``failure`` (``"fail_closed"`` or ``"fail_open"``), ``surfaces`` (a tuple of surface
+names the filter applies to, or ``None`` for all) and ``protected`` (``True`` for
+child-safety filters, which can be neither held back nor failed open).
+
 Subclass :class:`Filter` for the defaults, or implement the same methods on any class
-(the protocol is structural: :class:`FilterProtocol`).
+(the protocol is structural: :class:`FilterProtocol`). Check a new filter with
+:func:`guardrails.testing.check_filter`.
 """
 
 from __future__ import annotations
@@ -27,10 +53,24 @@ import scipy.sparse as sp
 
 from ..core.plan import PlanPart
 
-__all__ = ["Catalog", "ViewerBatch", "Filter", "FilterProtocol", "array_fingerprint"]
+__all__ = [
+    "Catalog",
+    "ViewerBatch",
+    "Filter",
+    "FilterProtocol",
+    "CohortTable",
+    "CapSpec",
+    "array_fingerprint",
+    "MODES",
+    "FAILURE_MODES",
+]
 
 #: Catalogue kinds a filter may be compiled against.
 CATALOG_KINDS = ("items", "users")
+#: Modes of a filter and of a policy.
+MODES = ("enforce", "shadow", "off")
+#: What happens when a filter cannot compile (for example its labels are missing).
+FAILURE_MODES = ("fail_closed", "fail_open")
 
 
 @dataclass(frozen=True)
@@ -82,6 +122,69 @@ class ViewerBatch:
             return int(self.user_items.shape[0])
         return 0
 
+    def take(self, rows: np.ndarray) -> ViewerBatch:
+        """The sub-batch of the given rows."""
+        return ViewerBatch(
+            None if self.userids is None else self.userids[rows],
+            None if self.user_items is None else self.user_items[rows],
+            self.surface,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class CohortTable:
+    """Actions per viewer cohort, compiled once per policy and snapshot.
+
+    Parameters
+    ----------
+    name, reason : str
+        The filter's name and the reason code of its actions.
+    hard_masks : ndarray of bool, shape (n_cohorts, n_candidates), optional
+        ``hard_masks[c, i]``: candidate ``i`` is never returned to viewers of cohort ``c``.
+    penalties : ndarray of float32, shape (n_cohorts, n_candidates), optional
+        Non-negative demotion of candidate ``i`` for viewers of cohort ``c``.
+    labels : tuple of str
+        A name per cohort, for explanations.
+    """
+
+    name: str
+    reason: str
+    hard_masks: np.ndarray | None = None
+    penalties: np.ndarray | None = None
+    labels: tuple[str, ...] = ()
+
+    @property
+    def n_cohorts(self) -> int:
+        a = self.hard_masks if self.hard_masks is not None else self.penalties
+        return 0 if a is None else int(a.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class CapSpec:
+    """At most a share of a slate from one group, applied at selection time.
+
+    Parameters
+    ----------
+    name, reason : str
+        The filter's name and the reason code recorded for capped items.
+    groups : ndarray of int64, shape (n_candidates,)
+        Group of every candidate; ``-1`` for candidates the cap does not count.
+    max_share : float
+        At most ``max(min_count, floor(max_share * N))`` items of a slate of ``N`` come
+        from any one group; the slate is backfilled from the next eligible items.
+    min_count : int
+        Lower bound on the per-group allowance.
+    """
+
+    name: str
+    reason: str
+    groups: np.ndarray
+    max_share: float
+    min_count: int = 0
+
+    def allowance(self, N: int) -> int:
+        return max(int(self.min_count), int(np.floor(self.max_share * N + 1e-9)))
+
 
 @runtime_checkable
 class FilterProtocol(Protocol):
@@ -126,6 +229,41 @@ class Filter:
 
     name: str = "filter"
     reason: str = "filtered"
+    mode: str = "enforce"
+    failure: str = "fail_closed"
+    surfaces: tuple[str, ...] | None = None
+    protected: bool = False
+
+    def _settings(
+        self,
+        *,
+        name: str | None,
+        reason: str,
+        mode: str,
+        failure: str,
+        surfaces,
+        where: str,
+    ) -> None:
+        """Validate and store the common settings of a built-in filter."""
+        from .._validation import check_choice, fail
+
+        if name is not None:
+            if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+                raise fail("name", where, "a non-empty string of letters, digits, '_' and '-'", name)
+            self.name = name
+        if not isinstance(reason, str) or not reason:
+            raise fail("reason", where, "a non-empty string", reason)
+        self.reason = reason
+        self.mode = check_choice(mode, "mode", where, MODES)
+        self.failure = check_choice(failure, "failure", where, FAILURE_MODES)
+        self.surfaces = _check_surfaces(surfaces, where)
+        if self.protected and self.failure == "fail_open":
+            raise fail(
+                "failure",
+                where,
+                "'fail_closed' for a child-safety filter (it may never be skipped)",
+                failure,
+            )
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         return None
@@ -137,7 +275,32 @@ class Filter:
         return ()
 
     def fingerprint(self) -> bytes:
-        return array_fingerprint(type(self).__qualname__, self.name, self.reason, *self.params())
+        return array_fingerprint(
+            type(self).__qualname__,
+            self.name,
+            self.reason,
+            self.mode,
+            self.failure,
+            self.surfaces,
+            self.protected,
+            *self.params(),
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, reason={self.reason!r})"
+
+
+def _check_surfaces(surfaces, where: str) -> tuple[str, ...] | None:
+    from .._validation import fail
+
+    if surfaces is None:
+        return None
+    if isinstance(surfaces, str):
+        surfaces = (surfaces,)
+    try:
+        out = tuple(surfaces)
+    except TypeError as exc:
+        raise fail("surfaces", where, "None or a sequence of surface names", surfaces) from exc
+    if not out or not all(isinstance(s, str) and s for s in out):
+        raise fail("surfaces", where, "None or a non-empty sequence of surface names", surfaces)
+    return tuple(sorted(set(out)))

@@ -141,31 +141,93 @@ class SuppressRisk(Filter):
 
 
 class DemoteRisk(Filter):
-    """Subtract ``weight * risk`` from every score of a candidate.
+    """Subtract ``weight * curve(risk)`` from every score of a candidate (graded demotion).
 
     Parameters
     ----------
     risk : array-like of float, shape (n_candidates,)
         Risk per candidate in [0, 1].
     weight : float
-        Demotion in score units at risk 1 (scores are dot products for ``recommend`` and
-        cosines for ``similar_items``).
+        Demotion in score units at ``curve(risk) = 1`` (scores are dot products for
+        ``recommend`` and cosines for ``similar_items``).
     reason : str
         Reason code recorded for the demoted items.
+    curve : {"linear", "quadratic", "sqrt", "step"}, keyword-only
+        Shape of the demotion: ``risk``, ``risk**2`` (gentle on low risk), ``sqrt(risk)``
+        (steep on low risk) or ``1`` for ``risk >= floor`` (a flat demotion).
+    knots : sequence of (risk, level) pairs, optional, keyword-only
+        A piecewise-linear curve through these points instead of ``curve`` (risks
+        increasing, levels in [0, 1] and non-decreasing), for example
+        ``[(0.1, 0.0), (0.3, 0.5), (1.0, 1.0)]``.
+    floor : float, keyword-only
+        Candidates with ``risk < floor`` are never demoted.
+    mode, failure, surfaces, name : keyword-only
+        Common filter settings (see :mod:`guardrails.filters.base`).
     """
 
     name = "demote_risk"
+    CURVES = ("linear", "quadratic", "sqrt", "step")
 
-    def __init__(self, risk, *, weight: float, reason: str = "risk_demoted"):
-        self.risk = check_vector(risk, "risk", "DemoteRisk", low=0.0, high=1.0)
-        self.weight = check_float(weight, "weight", "DemoteRisk", low=0.0)
-        self.reason = reason
+    def __init__(
+        self,
+        risk,
+        *,
+        weight: float,
+        reason: str = "risk_demoted",
+        curve: str = "linear",
+        knots=None,
+        floor: float = 0.0,
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        from .._validation import check_choice
+
+        where = "DemoteRisk"
+        self.risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
+        self.weight = check_float(weight, "weight", where, low=0.0)
+        self.curve = check_choice(curve, "curve", where, self.CURVES)
+        self.floor = check_float(floor, "floor", where, low=0.0, high=1.0)
+        self.knots = None if knots is None else _check_knots(knots, where)
+        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
 
     def params(self) -> tuple:
-        return (self.risk, self.weight)
+        # The linear default keeps the fingerprint of the original two-parameter filter
+        # shape plus its curve, so versions stay stable across releases.
+        return (self.risk, self.weight, self.curve, self.knots, self.floor)
+
+    def levels(self) -> np.ndarray:
+        """``curve(risk)`` per candidate, float64 in [0, 1]."""
+        r = self.risk.astype(np.float64)
+        if self.knots is not None:
+            lv = np.interp(r, self.knots[:, 0], self.knots[:, 1], left=0.0)
+        elif self.curve == "linear":
+            lv = r
+        elif self.curve == "quadratic":
+            lv = r * r
+        elif self.curve == "sqrt":
+            lv = np.sqrt(r)
+        else:
+            lv = (r > 0).astype(np.float64)
+        lv = np.where(r < self.floor, 0.0, lv)
+        return np.clip(lv, 0.0, 1.0)
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         _check_catalog("DemoteRisk", "risk", self.risk.shape[0], catalog)
         if self.weight == 0.0:
             return None
-        return PlanPart(self.name, self.reason, penalty=(self.weight * self.risk).astype(np.float32))
+        return PlanPart(self.name, self.reason, penalty=(self.weight * self.levels()).astype(np.float32))
+
+
+def _check_knots(knots, where: str) -> np.ndarray:
+    what = "a sequence of (risk, level) pairs with increasing risks in [0, 1] and non-decreasing levels in [0, 1]"
+    try:
+        k = np.asarray(knots, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise fail("knots", where, what, knots) from exc
+    if k.ndim != 2 or k.shape[1] != 2 or k.shape[0] < 1 or not np.isfinite(k).all():
+        raise fail("knots", where, what, knots)
+    if (k < 0).any() or (k > 1).any() or (np.diff(k[:, 0]) <= 0).any() or (np.diff(k[:, 1]) < 0).any():
+        raise fail("knots", where, what, knots)
+    return k

@@ -1,0 +1,131 @@
+"""An unguarded Guard returns what implicit returns, for every model kind."""
+
+from __future__ import annotations
+
+import implicit
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import guardrails as gr
+
+
+@pytest.fixture(scope="module")
+def user_items():
+    rng = np.random.default_rng(7)
+    m = sp.random(120, 80, density=0.08, format="csr", random_state=rng, dtype=np.float32)
+    m.data[:] = rng.integers(1, 5, size=m.nnz)
+    return m
+
+
+def _fit(model, user_items):
+    model.fit(user_items, show_progress=False)
+    return model
+
+
+MF = {
+    "als": lambda: implicit.cpu.als.AlternatingLeastSquares(factors=8, iterations=3, random_state=1, num_threads=1),
+    "bpr": lambda: implicit.cpu.bpr.BayesianPersonalizedRanking(factors=8, iterations=5, random_state=1, num_threads=1),
+    "lmf": lambda: implicit.cpu.lmf.LogisticMatrixFactorization(factors=8, iterations=3, random_state=1, num_threads=1),
+}
+II = {
+    "cosine": lambda: implicit.nearest_neighbours.CosineRecommender(K=10),
+    "tfidf": lambda: implicit.nearest_neighbours.TFIDFRecommender(K=10),
+    "bm25": lambda: implicit.nearest_neighbours.BM25Recommender(K=10),
+}
+
+
+def _same_up_to_ties(ids_a, sc_a, ids_b, sc_b, tol=1e-5):
+    """Same slates, allowing items with equal scores to swap places."""
+    np.testing.assert_allclose(np.asarray(sc_a, np.float64), np.asarray(sc_b, np.float64), rtol=1e-5, atol=tol)
+    for ra, rb, sa in zip(np.atleast_2d(ids_a), np.atleast_2d(ids_b), np.atleast_2d(sc_a), strict=True):
+        if set(ra.tolist()) != set(rb.tolist()):
+            # only the last, tied score may differ in membership
+            diff = set(ra.tolist()) ^ set(rb.tolist())
+            last = sa[-1]
+            assert np.isclose(sa, last, rtol=1e-5, atol=tol)[np.isin(ra, list(diff))].all()
+
+
+@pytest.mark.parametrize("name", sorted(MF))
+def test_factor_models_match_implicit(name, user_items):
+    model = _fit(MF[name](), user_items)
+    guard = gr.Guard(model)
+    users = np.arange(user_items.shape[0])
+    ids_i, sc_i = model.recommend(users, user_items[users], N=10)
+    ids_g, sc_g = guard.recommend(users, user_items[users], N=10)
+    _same_up_to_ties(ids_g, sc_g, ids_i, sc_i)
+    one_i, one_s = model.recommend(3, user_items[3], N=10)
+    one_g, one_gs = guard.recommend(3, user_items[3], N=10)
+    _same_up_to_ties(one_g, one_gs, one_i, one_s)
+    assert one_g.ndim == 1
+    items = np.arange(0, 80, 3)
+    _same_up_to_ties(*guard.recommend(users, user_items[users], N=5, items=items),
+                     *model.recommend(users, user_items[users], N=5, items=items))
+    filt = np.arange(0, 80, 2)
+    _same_up_to_ties(*guard.recommend(users, user_items[users], N=5, filter_items=filt),
+                     *model.recommend(users, user_items[users], N=5, filter_items=filt))
+    _same_up_to_ties(*guard.similar_items(np.arange(80), N=6), *model.similar_items(np.arange(80), N=6), tol=1e-4)
+    _same_up_to_ties(*guard.similar_items(5, N=6), *model.similar_items(5, N=6), tol=1e-4)
+    _same_up_to_ties(*guard.similar_users(np.arange(50), N=6), *model.similar_users(np.arange(50), N=6), tol=1e-4)
+
+
+def test_als_recalculate_user_matches_implicit(user_items):
+    model = _fit(MF["als"](), user_items)
+    guard = gr.Guard(model)
+    # a brand-new test account that followed three items: no trained factors
+    new = sp.csr_matrix((np.ones(3, np.float32), [4, 9, 30], [0, 3]), shape=(1, 80))
+    ids_i, sc_i = model.recommend(0, new, N=10, recalculate_user=True)
+    ids_g, sc_g = guard.recommend(10_000, new, N=10, recalculate_user=True)
+    _same_up_to_ties(ids_g, sc_g, ids_i, sc_i, tol=1e-4)
+    assert not np.isin(ids_g, [4, 9, 30]).any()
+
+
+def test_factor_model_fold_in_for_new_users(user_items):
+    rng = np.random.default_rng(0)
+    fm = gr.FactorModel(rng.standard_normal((5, 4)), rng.standard_normal((80, 4)))
+    new = sp.csr_matrix((np.ones(2, np.float32), [1, 2], [0, 2]), shape=(1, 80))
+    ids, scores = gr.Guard(fm).recommend(123, new, N=5, recalculate_user=True)
+    assert ids.shape == (5,) and not np.isin(ids, [1, 2]).any()
+    # the folded-in user is close to the items it interacted with
+    V = fm.item_factors
+    u = np.linalg.solve(V[[1, 2]].T @ V[[1, 2]] + 0.01 * np.eye(4), V[[1, 2]].T @ np.ones(2))
+    np.testing.assert_allclose(scores, (V @ u)[ids], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(II))
+def test_item_item_models_match_implicit(name, user_items):
+    model = _fit(II[name](), user_items)
+    guard = gr.Guard(model)
+    users = np.arange(user_items.shape[0])
+    ids_i, sc_i = model.recommend(users, user_items[users], N=10)
+    ids_g, sc_g = guard.recommend(users, user_items[users], N=10)
+    for r in users:
+        # implicit stops at the reachable items; the Guard then fills with score-0 items
+        reach = (ids_i[r] >= 0) & (sc_i[r] > 0)
+        k = int(reach.sum())
+        _same_up_to_ties(ids_g[r, :k], sc_g[r, :k], ids_i[r, :k], sc_i[r, :k])
+    for i in range(0, 80, 7):
+        a_ids, a_sc = model.similar_items(i, N=5)
+        g_ids, g_sc = guard.similar_items(i, N=5)
+        k = int((a_sc > 0).sum())
+        _same_up_to_ties(g_ids[:k], g_sc[:k], a_ids[:k], a_sc[:k])
+    with pytest.raises(gr.UnsupportedModelError):
+        guard.similar_users(0)
+
+
+def test_guarded_implicit_model_never_returns_blocked(user_items):
+    model = _fit(MF["als"](), user_items)
+    users = np.arange(user_items.shape[0])
+    top, _ = model.recommend(users, user_items[users], N=10)
+    flagged = np.unique(top[:, :3])
+    guard = gr.Guard(model, [gr.filters.BlockItems(flagged, reason="csam_seller")])
+    ids, _ = guard.recommend(users, user_items[users], N=10)
+    assert not np.isin(ids, flagged).any()
+    assert (ids >= 0).all()
+
+
+def test_unfitted_and_foreign_models_are_rejected():
+    with pytest.raises(gr.UnsupportedModelError, match="fit it"):
+        gr.Guard(implicit.cpu.als.AlternatingLeastSquares(factors=4))
+    with pytest.raises(gr.UnsupportedModelError, match="cannot adapt"):
+        gr.Guard(object())
