@@ -430,7 +430,7 @@ class Guard:
             space = state.cos_space
             if restrict is not None:
                 space = FactorSpace.build(
-                    _normalized(m.item_factors),
+                    state.cos_space.item_rows,
                     hard_mask=state.item_plan.hard_mask,
                     penalty=state.item_plan.penalty,
                     restrict=restrict,
@@ -520,7 +520,7 @@ class Guard:
         space = state.user_space
         if restrict is not None:
             space = FactorSpace.build(
-                _normalized(m.user_factors),
+                state.user_space.item_rows,
                 hard_mask=state.user_plan.hard_mask,
                 penalty=state.user_plan.penalty,
                 restrict=restrict,
@@ -530,7 +530,7 @@ class Guard:
         n_cols = self._columns(N, m.n_users if restrict is None else restrict.size)
         ids, scores = guarded_topk(
             space,
-            _normalized(m.user_factors[userids]),
+            state.user_space.item_rows[userids],
             n_cols,
             call_mask=call_mask,
             viewer_masks=vplan.viewer_masks,

@@ -1,0 +1,286 @@
+"""Aho-Corasick matching of large term lists against normalised text.
+
+Terms are literal strings, never regular expressions: each is normalised with the same
+:class:`~guardrails.text.normalize.Normalizer` as the text, and all keys go into one
+Aho-Corasick automaton (the maintained Rust crate ``aho-corasick`` through
+``ahocorasick-rs``). Building takes time linear in the total length of the terms and a
+scan takes time linear in the text plus the number of matches, whatever the terms are,
+so no user-supplied term can make matching super-linear. Term keys are capped at
+``max_term_length`` characters, which bounds the matches that can end at one position.
+
+Two modes per term:
+
+``"token"``
+    The term must cover whole tokens of the text (``" cp "`` inside ``" buy cp now "``),
+    so a blocked word inside an innocent one (the Scunthorpe problem) does not match.
+    Multi-word terms match consecutive tokens.
+``"substring"``
+    The term may appear anywhere in the compact key (spaces removed), which also catches
+    run-together hashtags (``#buycpnow``) and words split by spaces. Use it only for
+    distinctive terms; keys shorter than ``min_substring_length`` are refused.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import fail
+from ..exceptions import missing_extra
+from .normalize import Normalizer
+
+__all__ = ["Term", "TermMatcher", "ACTIONS", "MODES"]
+
+#: Graded actions, weakest first.
+ACTIONS = ("allow", "warn", "block")
+#: Matching modes of a term.
+MODES = ("token", "substring")
+
+_SEP = "\n"  # never inside a key (whitespace becomes spaces), so matches cannot straddle texts
+
+
+def _import_ahocorasick():  # type: ignore[no-untyped-def]
+    try:
+        import ahocorasick_rs
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise missing_extra("ahocorasick_rs", "text", "Term matching") from exc
+    return ahocorasick_rs
+
+
+@dataclass(frozen=True)
+class Term:
+    """One blocked or flagged term.
+
+    Parameters
+    ----------
+    text : str
+        The term as a moderator writes it; it is normalised like the scanned text.
+    category : str, default "blocked"
+        Label category reported with matches (for example ``"csam_solicitation"``).
+    severity : float, default 1.0
+        In ``(0, 1]``; carried into labels.
+    action : {"block", "warn"}, default "block"
+        What a match does to a search query.
+    mode : {"token", "substring"}, default "token"
+        Whole-token or substring matching (see the module docstring).
+    """
+
+    text: str
+    category: str = "blocked"
+    severity: float = 1.0
+    action: str = "block"
+    mode: str = "token"
+
+    def __post_init__(self) -> None:
+        where = "Term"
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise fail("text", where, "a non-blank str", self.text)
+        if not isinstance(self.category, str) or not self.category:
+            raise fail("category", where, "a non-empty str", self.category)
+        sev = self.severity
+        if (
+            isinstance(sev, bool)
+            or not isinstance(sev, numbers.Real)
+            or not np.isfinite(sev)
+            or not 0.0 < float(sev) <= 1.0
+        ):
+            raise fail("severity", where, "a finite float in (0, 1]", sev)
+        object.__setattr__(self, "severity", float(sev))
+        if self.action not in ("block", "warn"):
+            raise fail("action", where, "one of 'block', 'warn'", self.action)
+        if self.mode not in MODES:
+            raise fail("mode", where, "one of 'token', 'substring'", self.mode)
+
+
+def _as_term(value: object, i: int) -> Term:
+    if isinstance(value, Term):
+        return value
+    if isinstance(value, str):
+        return Term(value)
+    raise fail("terms", "TermMatcher", "an iterable of Term or str", f"{value!r} at position {i}",
+               describe=False)
+
+
+class TermMatcher:
+    """Match many terms at once against normalised text.
+
+    Parameters
+    ----------
+    terms : iterable of Term or str
+        Plain strings become ``Term(text)`` (category ``"blocked"``, token mode, block).
+    normalizer : Normalizer, optional
+        Shared by terms and text; the default normaliser has every step on.
+    min_substring_length : int, default 4
+        Shortest compact key accepted for a substring-mode term.
+    max_term_length : int, default 256
+        Longest key accepted for any term.
+
+    Attributes
+    ----------
+    terms_ : tuple of Term
+        The terms, in input order; match results index into it.
+    keys_ : tuple of str
+        The normalised key of each term (token key, or compact key for substring terms).
+
+    Raises
+    ------
+    ValidationError
+        A term whose key is empty (it could never match: failing open), a substring term
+        whose key is too short, or a key over ``max_term_length``.
+    """
+
+    def __init__(
+        self,
+        terms: Iterable[Term | str],
+        *,
+        normalizer: Normalizer | None = None,
+        min_substring_length: int = 4,
+        max_term_length: int = 256,
+    ) -> None:
+        where = "TermMatcher"
+        if isinstance(terms, (str, bytes)):
+            raise fail("terms", where, "an iterable of Term or str", terms)
+        if normalizer is None:
+            normalizer = Normalizer()
+        elif not isinstance(normalizer, Normalizer):
+            raise fail("normalizer", where, "a Normalizer", normalizer)
+        for name, value in (("min_substring_length", min_substring_length),
+                            ("max_term_length", max_term_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail(name, where, "an int in [1, inf)", value)
+        self.normalizer = normalizer
+        self.min_substring_length = min_substring_length
+        self.max_term_length = max_term_length
+
+        term_list = tuple(_as_term(t, i) for i, t in enumerate(terms))
+        keys: list[str] = []
+        token_patterns: dict[str, list[int]] = {}
+        sub_patterns: dict[str, list[int]] = {}
+        for i, term in enumerate(term_list):
+            token_key, compact_key = normalizer.keys(term.text)
+            key = token_key if term.mode == "token" else compact_key
+            if not key:
+                raise fail("terms", where, "terms whose normalised key is not empty",
+                           f"{term.text!r} (term {i})", describe=False)
+            if len(key) > max_term_length:
+                raise fail("terms", where,
+                           f"terms whose normalised key has at most {max_term_length} characters",
+                           f"{term.text[:40]!r} (term {i}, key length {len(key)})", describe=False)
+            if term.mode == "substring" and len(key) < min_substring_length:
+                raise fail("terms", where,
+                           f"substring terms whose normalised key has at least "
+                           f"{min_substring_length} characters (use mode='token' for short terms)",
+                           f"{term.text!r} (term {i}, key {key!r})", describe=False)
+            keys.append(key)
+            if term.mode == "token":
+                token_patterns.setdefault(f" {key} ", []).append(i)
+            else:
+                sub_patterns.setdefault(key, []).append(i)
+        self.terms_ = term_list
+        self.keys_ = tuple(keys)
+        self._token = self._build(token_patterns)
+        self._sub = self._build(sub_patterns)
+
+    @staticmethod
+    def _build(patterns: dict[str, list[int]]):  # type: ignore[no-untyped-def]
+        if not patterns:
+            return None
+        ac = _import_ahocorasick()
+        names = list(patterns)
+        counts = np.fromiter((len(patterns[p]) for p in names), dtype=np.int64, count=len(names))
+        ptr = np.zeros(len(names) + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        idx = np.fromiter((t for p in names for t in patterns[p]), dtype=np.int64,
+                          count=int(ptr[-1]))
+        automaton = ac.AhoCorasick(names, matchkind=ac.MatchKind.Standard)
+        return automaton, ptr, idx
+
+    @property
+    def n_terms(self) -> int:
+        """Number of terms."""
+        return len(self.terms_)
+
+    def __len__(self) -> int:
+        return len(self.terms_)
+
+    # -- matching ------------------------------------------------------------------------
+    @staticmethod
+    def _scan(built, haystack: str, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+        if built is None or not haystack:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        automaton, ptr, idx = built
+        found = automaton.find_matches_as_indexes(haystack, overlapping=True)
+        if not found:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        arr = np.asarray(found, dtype=np.int64).reshape(-1, 3)
+        pattern, begin = arr[:, 0], arr[:, 1]
+        doc = np.searchsorted(starts, begin, side="right") - 1
+        # Expand each pattern to the terms that share its key (CSR rows, vectorized).
+        lo, hi = ptr[pattern], ptr[pattern + 1]
+        counts = hi - lo
+        doc = np.repeat(doc, counts)
+        offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(counts) - counts, counts
+        )
+        term = idx[np.repeat(lo, counts) + offsets]
+        return doc, term
+
+    def match_keys_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Match pre-computed ``(token_key, compact_key)`` pairs (see :meth:`match_many`)."""
+        n = len(keys)
+        token_parts = [f" {k} " for k, _ in keys]
+        compact_parts = [c for _, c in keys]
+        docs, terms = [], []
+        for built, parts in ((self._token, token_parts), (self._sub, compact_parts)):
+            if built is None or n == 0:
+                continue
+            lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=n)
+            starts = np.zeros(n, dtype=np.int64)
+            np.cumsum(lengths[:-1], out=starts[1:])
+            d, t = self._scan(built, _SEP.join(parts), starts)
+            docs.append(d)
+            terms.append(t)
+        if not docs:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        doc = np.concatenate(docs)
+        term = np.concatenate(terms)
+        if doc.size == 0:
+            return doc, term
+        pairs = np.unique(doc * max(self.n_terms, 1) + term)
+        return pairs // max(self.n_terms, 1), pairs % max(self.n_terms, 1)
+
+    def match_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Match every text of a batch in one automaton pass.
+
+        Parameters
+        ----------
+        texts : sequence of str, length n_texts
+
+        Returns
+        -------
+        text_idx : ndarray of int64, shape (n_matches,)
+            Position of the text in ``texts``.
+        term_idx : ndarray of int64, shape (n_matches,)
+            Index into :attr:`terms_`. Pairs are unique and sorted by text, then term.
+        """
+        if isinstance(texts, str):
+            raise fail("texts", "TermMatcher.match_many", "a sequence of str", texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise fail("texts", "TermMatcher.match_many", "a sequence of str",
+                           f"{type(t).__name__} at position {i}", describe=False)
+        return self.match_keys_many(self.normalizer.keys_many(texts))
+
+    def match(self, text: str) -> np.ndarray:
+        """Return the sorted unique indices (int64) of the terms found in ``text``."""
+        if not isinstance(text, str):
+            raise fail("text", "TermMatcher.match", "a str", text)
+        return self.match_keys_many([self.normalizer.keys(text)])[1]

@@ -1,0 +1,391 @@
+"""Normalisation of user text to a matching key that survives spelling tricks.
+
+The pipeline (each step can be turned off with a keyword of :class:`Normalizer`):
+
+1. ``nfkc`` — Unicode NFKC: fullwidth, mathematical, circled and ligature forms become
+   their plain letters (``ｐｅｄｏ``, ``𝐩𝐞𝐝𝐨`` → ``pedo``).
+2. ``casefold`` — full Unicode case folding (``ß`` → ``ss``).
+3. ``ignorables`` — removal of default-ignorable code points: zero-width spaces and
+   joiners, soft hyphens, bidi controls, variation selectors, tag characters.
+4. ``confusables`` — the UTS #39 confusables skeleton (data from the maintained
+   ``confusable-homoglyphs`` package, never typed by hand): Cyrillic ``а``, Greek ``ο``,
+   Cherokee ``Ꭺ`` ... become their Latin prototypes. Because the skeleton makes ``I``
+   and ``l`` the same and case folding makes ``I`` and ``i`` the same, ``l`` is folded
+   into ``i`` (otherwise ``chiId`` with a capital ``I`` would escape); ``m`` expands to
+   its prototype ``rn``.
+5. ``diacritics`` — canonical decomposition and removal of combining marks (``é`` → ``e``,
+   stacked "zalgo" marks vanish).
+6. ``leetspeak`` — digits and a few symbols that stand for letters (:data:`LEET`). Symbols
+   count only when a letter or digit follows them (``$ex``, ``p@ss``), so ``sale!`` keeps
+   its meaning; ``@`` at the start of a word is a mention and is dropped.
+7. ``separators`` — punctuation is removed inside words (``p.e.d.o``, ``p_e-d_o``) and
+   runs of single letters separated by spaces are joined (``p e d o``).
+8. ``emoji`` — symbols, emoji, skin-tone modifiers and keycaps are removed.
+9. ``squeeze`` — runs of a repeated character become one (``peeedddooo`` → ``pedo``).
+
+Whitespace and control characters always become single spaces (token boundaries), and
+lone surrogates (malformed text) are always dropped, so every key is valid UTF-8.
+
+The key is deliberately lossy: it is a matching key, never shown to users. Both the
+blocked terms and the scanned text go through the same function, so equal keys mean
+"spelled the same after the tricks above". Two keys come out of one pass:
+
+* the *token key* keeps word boundaries as single spaces (for whole-token matching);
+* the *compact key* drops them (for substring matching, which also catches words split
+  by spaces).
+
+Performance: every per-code-point step is composed into one translation table that is
+filled lazily (each code point is worked out once, then :meth:`str.translate` runs in C;
+ASCII text takes CPython's fast path). NFKC is skipped for ASCII text, which it cannot
+change. Short strings (hashtags, names, queries) are cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from .._validation import fail
+from ._data import is_default_ignorable, script_of, skeleton_map
+
+__all__ = ["Normalizer", "LEET", "mixed_script_tokens", "is_mixed_script"]
+
+#: Leetspeak substitutions: the character on the left stands for the letter on the right.
+#: ``0`` and ``1`` are also covered by the confusables skeleton (``0`` → ``o``,
+#: ``1`` → ``l`` → ``i``). Ambiguous digits get their most common reading.
+LEET: dict[str, str] = {
+    "0": "o",
+    "1": "i",
+    "2": "z",
+    "3": "e",
+    "4": "a",
+    "5": "s",
+    "6": "g",
+    "7": "t",
+    "8": "b",
+    "9": "g",
+    "@": "a",
+    "$": "s",
+    "!": "i",
+    "+": "t",
+    "|": "i",
+}
+_LEET_SYMBOLS = "".join(ch for ch in LEET if not ch.isalnum())
+_LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]")
+_SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S) (?=\S(?!\S))")
+_SQUEEZE_RE = re.compile(r"([^ ])\1+")
+# With the skeleton on, "m" is spelled "rn", so "mm" becomes "rnrn": squeeze that too.
+_SQUEEZE_RN_RE = re.compile(r"(rn)(?:rn)+|([^ ])\2+")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+#: Script sets that UTS #39 "highly restrictive" allows inside one token, beyond one
+#: script alone (COMMON and INHERITED never count).
+_ALLOWED_SCRIPT_SETS = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+_NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED", "UNKNOWN"})
+
+_CACHE_MAX_LEN = 256
+
+
+def _strip_marks(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.category(ch).startswith("M"))
+
+
+class _FoldTable(dict):
+    """Lazily filled ``str.translate`` table: code point → replacement (``None`` deletes)."""
+
+    def __init__(self, fold) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self._fold = fold
+
+    def __missing__(self, cp: int) -> str | None:
+        out = self._fold(chr(cp))
+        value = out if out else None
+        self[cp] = value
+        return value
+
+
+class Normalizer:
+    """Turn text into matching keys; every step of the pipeline can be switched off.
+
+    Parameters
+    ----------
+    nfkc, casefold, ignorables, confusables, diacritics, leetspeak, separators, emoji, squeeze : bool
+        Steps of the pipeline described in the module docstring; all on by default.
+    cache_size : int, default 65536
+        How many short strings (up to 256 characters) to remember; 0 disables the cache.
+
+    Examples
+    --------
+    >>> n = Normalizer()
+    >>> n.key("Ｐ\u200bе.d 0") == n.key("pedo")
+    True
+    """
+
+    STEPS = (
+        "nfkc",
+        "casefold",
+        "ignorables",
+        "confusables",
+        "diacritics",
+        "leetspeak",
+        "separators",
+        "emoji",
+        "squeeze",
+    )
+
+    def __init__(
+        self,
+        *,
+        nfkc: bool = True,
+        casefold: bool = True,
+        ignorables: bool = True,
+        confusables: bool = True,
+        diacritics: bool = True,
+        leetspeak: bool = True,
+        separators: bool = True,
+        emoji: bool = True,
+        squeeze: bool = True,
+        cache_size: int = 65536,
+    ) -> None:
+        flags = dict(
+            nfkc=nfkc,
+            casefold=casefold,
+            ignorables=ignorables,
+            confusables=confusables,
+            diacritics=diacritics,
+            leetspeak=leetspeak,
+            separators=separators,
+            emoji=emoji,
+            squeeze=squeeze,
+        )
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise fail(name, "Normalizer", "a bool", value)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise fail("cache_size", "Normalizer", "an int in [0, inf)", cache_size)
+        self.nfkc = nfkc
+        self.casefold = casefold
+        self.ignorables = ignorables
+        self.confusables = confusables
+        self.diacritics = diacritics
+        self.leetspeak = leetspeak
+        self.separators = separators
+        self.emoji = emoji
+        self.squeeze = squeeze
+        self.cache_size = cache_size
+        self._skeleton = skeleton_map() if confusables else {}
+        self._table = _FoldTable(self._fold_char)
+        self._squeeze_re = (
+            (_SQUEEZE_RN_RE if confusables else _SQUEEZE_RE) if squeeze else None
+        )
+        self._keys_cached = (
+            functools.lru_cache(maxsize=cache_size)(self._keys_uncached) if cache_size else None
+        )
+
+    # -- configuration -------------------------------------------------------------------
+    def config(self) -> dict[str, bool]:
+        """Return the step switches as a dict (for reports and equality checks)."""
+        return {name: getattr(self, name) for name in self.STEPS}
+
+    def __repr__(self) -> str:
+        off = [name for name, on in self.config().items() if not on]
+        return f"Normalizer(off={off})" if off else "Normalizer()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Normalizer) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.config().items()))
+
+    # -- per code point ------------------------------------------------------------------
+    def _skel(self, text: str) -> str:
+        table = self._skeleton
+        return "".join(table.get(ch, ch) for ch in text)
+
+    def _fold_char(self, ch: str) -> str:
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            return ""  # a lone surrogate is malformed text; it cannot even be encoded
+        if ch.isspace() or cat in ("Zs", "Zl", "Zp", "Cc"):
+            return " "
+        if self.ignorables and is_default_ignorable(ch):
+            return ""
+        text = ch
+        if ch.isascii():
+            # Latin letters typed as themselves: case first, so "I" stays a letter i.
+            if self.casefold:
+                text = text.casefold()
+            if self.confusables:
+                text = self._skel(text)
+                if self.casefold:
+                    text = text.casefold()
+        else:
+            # Look-alikes from other scripts: skeleton first ("Η" eta → "H" → "h"),
+            # then case; repeat until stable (at most a few rounds).
+            if self.diacritics:
+                text = _strip_marks(text)
+            for _ in range(4):
+                before = text
+                if self.confusables:
+                    text = self._skel(text)
+                if self.diacritics:
+                    text = _strip_marks(text)
+                if self.casefold:
+                    text = text.casefold()
+                if text == before:
+                    break
+        out = []
+        for c in text:
+            if self.confusables and self.casefold and c == "l":
+                c = "i"
+            if self.confusables and c == "m":
+                out.append(c)  # expanded to "rn" on whole strings (keeps the fast path)
+                continue
+            if self.leetspeak and c in LEET:
+                if c in _LEET_SYMBOLS:
+                    out.append(c)  # resolved in context by _resolve_leet_symbols
+                    continue
+                c = LEET[c]
+                if self.confusables and self.casefold and c == "l":
+                    c = "i"
+            sub = unicodedata.category(c)
+            if sub == "Cs":
+                continue
+            if sub[0] in "ZC" and sub != "Cf":
+                out.append(" ")
+                continue
+            if sub == "Cf" and self.ignorables:
+                continue
+            if sub[0] == "P" and self.separators:
+                continue
+            if sub[0] == "S" and self.emoji:
+                continue
+            if sub[0] == "M" and self.diacritics:
+                continue
+            out.append(c)
+        return "".join(out)
+
+    # -- whole strings -------------------------------------------------------------------
+    def _resolve_leet_symbols(self, text: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            i = m.start()
+            nxt = text[i + 1] if i + 1 < len(text) else " "
+            prev = text[i - 1] if i else " "
+            sym = m.group(0)
+            if nxt in _WORD_CHARS and not (sym == "@" and prev not in _WORD_CHARS):
+                out = LEET[sym]
+                return "i" if (out == "l" and self.confusables and self.casefold) else out
+            # Not standing for a letter: an ordinary symbol or punctuation mark.
+            if unicodedata.category(sym)[0] == "S":
+                return "" if self.emoji else sym
+            return "" if self.separators else sym
+
+        return _LEET_SYMBOL_RE.sub(repl, text)
+
+    def _keys_uncached(self, text: str) -> tuple[str, str]:
+        if self.nfkc and not text.isascii():
+            text = _nfkc(text)
+        s = text.translate(self._table)
+        if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
+            s = self._resolve_leet_symbols(s)
+        s = " ".join(s.split())
+        if self.separators:
+            s = _SPACED_LETTERS_RE.sub(r"\1", s)
+        if self.confusables:
+            s = s.replace("m", "rn")
+        squeeze = self._squeeze_re
+        if squeeze is not None:
+            s = squeeze.sub(r"\1\2" if self.confusables else r"\1", s)
+        compact = s.replace(" ", "")
+        if squeeze is not None and len(compact) != len(s):
+            compact = squeeze.sub(r"\1\2" if self.confusables else r"\1", compact)
+        return s, compact
+
+    def keys(self, text: str) -> tuple[str, str]:
+        """Return ``(token_key, compact_key)`` for ``text``.
+
+        Parameters
+        ----------
+        text : str
+            Any string; malformed parts (lone surrogates) are dropped, never an error.
+
+        Returns
+        -------
+        token_key : str
+            Normalised tokens separated by single spaces, no leading or trailing space.
+        compact_key : str
+            The same without spaces (repeated letters squeezed again across the joins).
+        """
+        if not isinstance(text, str):
+            raise fail("text", "Normalizer.keys", "a str", text)
+        if self._keys_cached is not None and len(text) <= _CACHE_MAX_LEN:
+            return self._keys_cached(text)
+        return self._keys_uncached(text)
+
+    def key(self, text: str) -> str:
+        """Return the token key of ``text`` (see :meth:`keys`)."""
+        return self.keys(text)[0]
+
+    def compact(self, text: str) -> str:
+        """Return the compact key of ``text`` (see :meth:`keys`)."""
+        return self.keys(text)[1]
+
+    def keys_many(self, texts: Iterable[str]) -> list[tuple[str, str]]:
+        """Return :meth:`keys` for each string of ``texts``."""
+        return [self.keys(t) for t in texts]
+
+
+def _nfkc(text: str) -> str:
+    try:
+        return unicodedata.normalize("NFKC", text)
+    except UnicodeError:  # pragma: no cover - CPython does not raise here; be defensive
+        return "".join(unicodedata.normalize("NFKC", ch) for ch in text)
+
+
+def mixed_script_tokens(text: str) -> list[str]:
+    """Return the whitespace-separated tokens of ``text`` that mix scripts.
+
+    A token mixes scripts when its letters come from more than one script and the set
+    is not one that UTS #39's "highly restrictive" level allows (Latin with Han and
+    Japanese kana, with Han and Bopomofo, or with Han and Hangul). Characters of the
+    Common and Inherited scripts (digits, punctuation, combining marks) never count.
+    Invisible characters are removed first so that they cannot hide a mix.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    list of str
+        The offending tokens, in order, after NFKC.
+    """
+    if not isinstance(text, str):
+        raise fail("text", "mixed_script_tokens", "a str", text)
+    if text.isascii():
+        return []
+    text = _nfkc(text)
+    found = []
+    for token in text.split():
+        if token.isascii():
+            continue
+        scripts = {
+            script_of(ch)
+            for ch in token
+            if unicodedata.category(ch).startswith("L") and not is_default_ignorable(ch)
+        } - _NEUTRAL_SCRIPTS
+        if len(scripts) > 1 and not any(scripts <= allowed for allowed in _ALLOWED_SCRIPT_SETS):
+            found.append(token)
+    return found
+
+
+def is_mixed_script(text: str) -> bool:
+    """Whether any token of ``text`` mixes scripts (see :func:`mixed_script_tokens`)."""
+    return bool(mixed_script_tokens(text))
