@@ -135,6 +135,17 @@ class Guard:
         self._state = self._compile(as_policy(policy), user_policy, snapshot)
 
     # ------------------------------------------------------------------ state
+    def __getstate__(self) -> dict:
+        # The compiled state travels as it is (workers of a batch job need no recompile);
+        # the swap lock is per process.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def policy(self) -> Policy:
         return self._state.policy

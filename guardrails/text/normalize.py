@@ -3,7 +3,10 @@
 The pipeline (each step can be turned off with a keyword of :class:`Normalizer`):
 
 1. ``nfkc`` — Unicode NFKC: fullwidth, mathematical, circled and ligature forms become
-   their plain letters (``ｐｅｄｏ``, ``𝐩𝐞𝐝𝐨`` → ``pedo``).
+   their plain letters (``ｐｅｄｏ``, ``𝐩𝐞𝐝𝐨`` → ``pedo``). Canonical composition runs on
+   the whole string; compatibility mappings run per code point, after the skeleton for
+   code points that the confusables data maps (UTS #39 defines the skeleton on NFD,
+   and NFKC would otherwise turn look-alikes such as ``ϲ`` into other letters first).
 2. ``casefold`` — full Unicode case folding (``ß`` → ``ss``).
 3. ``ignorables`` — removal of default-ignorable code points: zero-width spaces and
    joiners, soft hyphens, bidi controls, variation selectors, tag characters.
@@ -13,8 +16,8 @@ The pipeline (each step can be turned off with a keyword of :class:`Normalizer`)
    and ``l`` the same and case folding makes ``I`` and ``i`` the same, ``l`` is folded
    into ``i`` (otherwise ``chiId`` with a capital ``I`` would escape); ``m`` expands to
    its prototype ``rn``.
-5. ``diacritics`` — canonical decomposition and removal of combining marks (``é`` → ``e``,
-   stacked "zalgo" marks vanish).
+5. ``diacritics`` — canonical decomposition and removal of nonspacing and enclosing marks
+   (``é`` → ``e``, stacked "zalgo" marks and keycap frames vanish).
 6. ``leetspeak`` — digits and a few symbols that stand for letters (:data:`LEET`). Symbols
    count only when a letter or digit follows them (``$ex``, ``p@ss``), so ``sale!`` keeps
    its meaning; ``@`` at the start of a word is a mention and is dropped.
@@ -94,7 +97,9 @@ _CACHE_MAX_LEN = 256
 
 def _strip_marks(text: str) -> str:
     decomposed = unicodedata.normalize("NFD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.category(ch).startswith("M"))
+    # Nonspacing and enclosing marks only: spacing marks (Mc) are vowel signs in Indic
+    # scripts, not decoration.
+    return "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
 
 
 class _FoldTable(dict):
@@ -227,18 +232,24 @@ class Normalizer:
                 if self.casefold:
                     text = text.casefold()
         else:
-            # Look-alikes from other scripts: skeleton first ("Η" eta → "H" → "h"),
-            # then case; repeat until stable (at most a few rounds).
-            if self.diacritics:
-                text = _strip_marks(text)
+            # Look-alikes from other scripts: skeleton before compatibility mapping and
+            # case ("ϲ" lunate sigma is a "c" to the eye, not the "σ" NFKC makes of it;
+            # Greek "Η" is an "H", not the "η" case folding makes of it); repeat until
+            # stable (a few rounds at most).
+            if self.confusables and ch in self._skeleton:
+                text = self._skeleton[ch]
+            elif self.nfkc:
+                text = unicodedata.normalize("NFKC", ch)
             for _ in range(4):
                 before = text
-                if self.confusables:
-                    text = self._skel(text)
                 if self.diacritics:
                     text = _strip_marks(text)
+                if self.confusables:
+                    text = self._skel(text)
                 if self.casefold:
                     text = text.casefold()
+                if self.nfkc:
+                    text = unicodedata.normalize("NFKC", text)
                 if text == before:
                     break
         out = []
@@ -267,7 +278,7 @@ class Normalizer:
                 continue
             if sub[0] == "S" and self.emoji:
                 continue
-            if sub[0] == "M" and self.diacritics:
+            if sub in ("Mn", "Me") and self.diacritics:
                 continue
             out.append(c)
         return "".join(out)
@@ -291,7 +302,9 @@ class Normalizer:
 
     def _keys_uncached(self, text: str) -> tuple[str, str]:
         if self.nfkc and not text.isascii():
-            text = _nfkc(text)
+            # Canonical composition on the whole string; compatibility mappings are
+            # applied per code point in the table, after the skeleton had its say.
+            text = _nfc(text)
         s = text.translate(self._table)
         if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
             s = self._resolve_leet_symbols(s)
@@ -342,11 +355,12 @@ class Normalizer:
         return [self.keys(t) for t in texts]
 
 
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 def _nfkc(text: str) -> str:
-    try:
-        return unicodedata.normalize("NFKC", text)
-    except UnicodeError:  # pragma: no cover - CPython does not raise here; be defensive
-        return "".join(unicodedata.normalize("NFKC", ch) for ch in text)
+    return unicodedata.normalize("NFKC", text)
 
 
 def mixed_script_tokens(text: str) -> list[str]:

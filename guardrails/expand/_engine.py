@@ -1,0 +1,251 @@
+"""The propagation engine: a prepared sparse operator and two solvers.
+
+Everything here is arrays only. A :class:`Operator` holds one float32 CSR matrix split
+into row blocks of about equal non-zeros; :meth:`Operator.matmul` multiplies it by a
+dense block of columns with one thread per row block (scipy's sparse products release
+the GIL, so the blocks run in parallel).
+
+The solvers compute ``Y = sum_k a^k T^k W`` (the solution of ``(I - a T) Y = W``) for a
+block ``W`` of seed columns:
+
+- :func:`solve_symmetric` for ``T = D^(-s/2) N D^(s/2)`` with ``N`` symmetric (an
+  undirected graph, ``N = D^-1/2 A D^-1/2``): conjugate gradients on the symmetric
+  positive definite system ``(I - a N) Z = D^(s/2) W``, one column per seed category,
+  with per-column step sizes. CG adapts to the spectrum of the graph; on the power-law
+  graphs of the benchmark it needs about two thirds of the products of power iteration
+  for the same error.
+- :func:`solve_power` for any ``T``: power (Jacobi) iteration started at ``W``.
+
+Both stop when the L1 size of the last update of every column, in output space, is at
+most ``tol`` times that column's total seed weight.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..core.kernel import default_num_threads
+from ..exceptions import GuardrailsWarning
+
+__all__ = ["Operator", "solve_symmetric", "solve_power", "walk", "ConvergenceWarning"]
+
+
+class ConvergenceWarning(GuardrailsWarning):
+    """A propagation reached its iteration cap before its tolerance."""
+
+
+_POOL_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="guardrails-expand")
+            _POOLS[n] = pool
+        return pool
+
+
+class Operator:
+    """A float32 CSR matrix split into row blocks for threaded products.
+
+    Parameters
+    ----------
+    matrix : csr_matrix, shape (n, n)
+        Canonical CSR; converted to float32.
+    num_threads : int
+        Row blocks (and threads) used by :meth:`matmul`; 0 uses every available core.
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, *, num_threads: int = 0):
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        self.shape = matrix.shape
+        self.nnz = int(matrix.nnz)
+        threads = default_num_threads() if num_threads <= 0 else int(num_threads)
+        # Small products are not worth a thread hand-off.
+        if self.nnz < 200_000:
+            threads = 1
+        self.num_threads = threads
+        if threads == 1:
+            self.blocks = [(0, matrix.shape[0], matrix)]
+        else:
+            cuts = np.searchsorted(matrix.indptr, np.linspace(0, self.nnz, threads + 1)[1:-1])
+            bounds = [0, *np.unique(cuts).tolist(), matrix.shape[0]]
+            self.blocks = [
+                (lo, hi, matrix[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo
+            ]
+
+    def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Return ``matrix @ X`` as float32; ``X`` has shape (n,) or (n, c)."""
+        if out is None:
+            out = np.empty((self.shape[0], *X.shape[1:]), dtype=np.float32)
+        if X.ndim == 2 and X.shape[1] == 1:
+            # scipy's single-vector product is faster than its multi-vector one.
+            self.matmul(X[:, 0], out=out[:, 0])
+            return out
+        if len(self.blocks) == 1:
+            out[...] = self.blocks[0][2] @ X
+            return out
+
+        def part(block):
+            lo, hi, m = block
+            out[lo:hi] = m @ X
+
+        futures = [_pool(len(self.blocks)).submit(part, b) for b in self.blocks]
+        for f in futures:
+            f.result()
+        return out
+
+
+def _colsum_abs(X: np.ndarray) -> np.ndarray:
+    return np.abs(X).sum(axis=0, dtype=np.float64)
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", leave=False)
+
+
+def solve_symmetric(
+    N: Operator,
+    W: np.ndarray,
+    scale: np.ndarray,
+    *,
+    damping: float,
+    tol: float,
+    max_iter: int,
+    progress: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Solve ``Y = W + a T Y`` with ``T = S^-1 N S`` by conjugate gradients.
+
+    Parameters
+    ----------
+    N : Operator
+        Symmetric, spectrum in [-1, 1] (a symmetrically normalised adjacency).
+    W : ndarray of float32, shape (n, c)
+        Seed weights, one column per category.
+    scale : ndarray of float32, shape (n,)
+        ``S`` (diagonal): ``Z = S Y`` is the symmetric unknown.
+
+    Returns
+    -------
+    Y : ndarray of float32, shape (n, c)
+    n_iter : int
+    """
+    a = np.float32(damping)
+    s = scale[:, None].astype(np.float32)
+    inv = (1.0 / scale)[:, None].astype(np.float32)
+    B = W * s
+    Z = B.copy()  # warm start at Y = W, the first term of the series
+    NP = N.matmul(Z)
+    R = a * NP  # B - (Z - a N Z) with Z = B
+    P = R.copy()
+    rr = (R * R).sum(axis=0, dtype=np.float64)
+    ref = np.maximum(_colsum_abs(W), np.finfo(np.float32).tiny)
+    bar = _progress(progress, max_iter, "propagate (cg)")
+    it = 0
+    converged = not np.any(rr > 0)
+    try:
+        while not converged and it < max_iter:
+            it += 1
+            N.matmul(P, out=NP)
+            MP = P - a * NP
+            pmp = (P * MP).sum(axis=0, dtype=np.float64)
+            ok = pmp > 0
+            alpha = np.where(ok, rr / np.where(ok, pmp, 1.0), 0.0).astype(np.float32)
+            Z += alpha * P
+            R -= alpha * MP
+            step = np.abs(alpha).astype(np.float64) * _colsum_abs(P * inv)
+            rel = step / ref
+            converged = bool(np.all(rel <= tol))
+            rr_new = (R * R).sum(axis=0, dtype=np.float64)
+            beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1.0), 0.0).astype(np.float32)
+            P *= beta
+            P += R
+            rr = rr_new
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(step=f"{rel.max():.2e}")
+    finally:
+        if bar is not None:
+            bar.close()
+    if not converged:
+        warnings.warn(
+            f"Propagation stopped at its iteration cap ({max_iter}) before reaching tol={tol:g}.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return Z * inv, it
+
+
+def solve_power(
+    T: Operator,
+    W: np.ndarray,
+    *,
+    damping: float,
+    tol: float,
+    max_iter: int,
+    progress: bool = False,
+) -> tuple[np.ndarray, int]:
+    """Solve ``Y = W + a T Y`` by power iteration started at ``Y = W``.
+
+    Returns
+    -------
+    Y : ndarray of float32, shape (n, c)
+    n_iter : int
+    """
+    a = np.float32(damping)
+    Y = W.copy()
+    ref = np.maximum(_colsum_abs(W), np.finfo(np.float32).tiny)
+    bar = _progress(progress, max_iter, "propagate (power)")
+    it = 0
+    converged = not np.any(W)
+    buf = np.empty_like(W)
+    try:
+        while not converged and it < max_iter:
+            it += 1
+            T.matmul(Y, out=buf)
+            buf *= a
+            buf += W
+            rel = _colsum_abs(buf - Y) / ref
+            Y, buf = buf, Y
+            converged = bool(np.all(rel <= tol))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(step=f"{rel.max():.2e}")
+    finally:
+        if bar is not None:
+            bar.close()
+    if not converged:
+        warnings.warn(
+            f"Propagation stopped at its iteration cap ({max_iter}) before reaching tol={tol:g}.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return Y, it
+
+
+def walk(T: Operator, W: np.ndarray, n_steps: int, *, progress: bool = False) -> np.ndarray:
+    """Return ``T^n_steps W`` (a walk without restart, stopped early)."""
+    Y = W.copy()
+    buf = np.empty_like(W)
+    bar = _progress(progress, n_steps, "propagate (early-stopped walk)")
+    try:
+        for _ in range(n_steps):
+            T.matmul(Y, out=buf)
+            Y, buf = buf, Y
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return Y

@@ -1,0 +1,781 @@
+"""ReportQueue: durable intake of user reports, reviewer leases, dead letters and triage.
+
+Guarantees (see ``docs/signals.md``):
+
+- :meth:`ReportQueue.submit` returns (acknowledges) only after the report is committed to
+  disk; resubmitting the same idempotency key returns the stored report and writes
+  nothing.
+- A reviewer :meth:`~ReportQueue.claim` s reports with a lease. If the reviewer dies, the
+  lease expires and the report returns to the queue; every claim counts an attempt, and a
+  report whose attempts reach ``max_attempts`` (by failures or expired leases) moves to
+  the dead-letter state, which stays visible in :meth:`~ReportQueue.stats` and
+  :meth:`~ReportQueue.dead_letters` until an operator requeues it.
+- :meth:`~ReportQueue.resolve` writes labels and retractions in the same transaction as
+  the resolution: both happen or neither.
+- Reports are never deleted (a trigger refuses it).
+
+Report states: ``pending`` → ``claimed`` → ``resolved``; ``claimed`` → ``pending`` (lease
+expired, released, failed) or ``dead`` (attempts exhausted); ``dead`` → ``pending``
+(requeued). A claimed report whose lease has expired counts as pending (or dead) at
+once, before any process rewrites its row.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._validation import check_choice, check_float, check_int, fail
+from ..exceptions import StoreError, ValidationError
+from .labels import check_kind, check_subject, check_text, check_time
+from .store import LabelStore
+
+__all__ = [
+    "ReportQueue",
+    "Report",
+    "Ack",
+    "Claim",
+    "QueueStats",
+    "TriageWeights",
+    "TriageEntry",
+    "LeaseLostError",
+    "DEFAULT_CATEGORY_WEIGHTS",
+]
+
+
+class LeaseLostError(StoreError):
+    """The claim's lease is no longer held (it expired and the report was reclaimed,
+    resolved or dead-lettered); the action was not applied."""
+
+
+#: Report categories weighted 1.0 by default triage; any other category gets
+#: ``TriageWeights.default_category_weight``. Platforms should set their own.
+DEFAULT_CATEGORY_WEIGHTS: Mapping[str, float] = {
+    "csam": 1.0,
+    "child_sexual_exploitation": 1.0,
+    "child_safety": 1.0,
+    "sexualised_minor": 1.0,
+    "csam_seller": 1.0,
+    "csam_buyer": 1.0,
+    "grooming": 1.0,
+    "trafficking": 1.0,
+    "violent_threat": 0.8,
+    "self_harm": 0.8,
+    "harassment": 0.5,
+    "spam": 0.1,
+}
+
+_COLS = (
+    "seq, report_key, kind, subject, reporter, category, note, created_at, state, attempts, "
+    "claimed_by, lease_token, lease_expires, resolved_at, resolved_by, outcome, last_error"
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report as stored.
+
+    Attributes
+    ----------
+    key : str
+        Idempotency key supplied at submission.
+    seq : int
+        Arrival order.
+    kind : {"account", "item"}
+    subject : int or str
+        External id of the reported account or item.
+    reporter : int or str
+        External id of the reporting user.
+    category : str
+        What the reporter chose (``"child_safety"``, ``"spam"``, ...).
+    note : str or None
+    created_at : float
+    state : {"pending", "claimed", "resolved", "dead"}
+        As of the time the report was read (an expired lease reads as pending or dead).
+    attempts : int
+        Claims so far (a released claim is not counted).
+    claimed_by : str or None
+    lease_expires : float or None
+    resolved_at : float or None
+    resolved_by : str or None
+    outcome : str or None
+    last_error : str or None
+    """
+
+    key: str
+    seq: int
+    kind: str
+    subject: int | str
+    reporter: int | str
+    category: str
+    note: str | None
+    created_at: float
+    state: str
+    attempts: int
+    claimed_by: str | None
+    lease_expires: float | None
+    resolved_at: float | None
+    resolved_by: str | None
+    outcome: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Acknowledgement of a durable submission.
+
+    Attributes
+    ----------
+    key : str
+    seq : int
+    duplicate : bool
+        True when the key was already stored (nothing was written).
+    """
+
+    key: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A reviewer's lease on one report; pass it to resolve, fail, release or extend."""
+
+    report: Report
+    token: str
+    reviewer: str
+    expires_at: float
+
+    @property
+    def key(self) -> str:
+        return self.report.key
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counters over the whole queue; nothing is ever silently dropped.
+
+    Attributes
+    ----------
+    pending : int
+        Waiting for a reviewer (expired leases included).
+    claimed : int
+        Held under a live lease.
+    dead : int
+        Dead-lettered: attempts exhausted; visible until requeued.
+    resolved : int
+    oldest_pending_age_s : float or None
+        Age of the oldest pending report, ``None`` when nothing is pending.
+    expired_leases : int
+        Claims whose lease has expired (counted in ``pending`` or ``dead``).
+    """
+
+    pending: int
+    claimed: int
+    dead: int
+    resolved: int
+    oldest_pending_age_s: float | None
+    expired_leases: int
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.claimed + self.dead + self.resolved
+
+
+@dataclass(frozen=True)
+class TriageWeights:
+    """Weights of the triage priority (see :meth:`ReportQueue.triage`).
+
+    ``priority = risk * r + reporters * min(1, log1p(n) / log1p(reporters_saturation))
+    + category * w(c) + age * min(1, age_s / age_saturation_s)``, where ``r`` is the
+    reported subject's risk in [0, 1], ``n`` the number of distinct reporters of the
+    subject among unresolved reports, ``w(c)`` the weight of the report's category and
+    ``age_s`` the report's age.
+    """
+
+    risk: float = 4.0
+    reporters: float = 2.0
+    category: float = 2.0
+    age: float = 1.0
+    reporters_saturation: int = 10
+    age_saturation_s: float = 72 * 3600.0
+    category_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_CATEGORY_WEIGHTS))
+    default_category_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        where = "TriageWeights"
+        for name in ("risk", "reporters", "category", "age"):
+            check_float(getattr(self, name), name, where, low=0.0)
+        check_int(self.reporters_saturation, "reporters_saturation", where, low=1)
+        check_float(self.age_saturation_s, "age_saturation_s", where, low=0.0, low_open=True)
+        check_float(self.default_category_weight, "default_category_weight", where, low=0.0, high=1.0)
+        for k, v in dict(self.category_weights).items():
+            if not isinstance(k, str):
+                raise fail("category_weights", where, "a mapping of str to floats in [0, 1]", k)
+            check_float(v, "category_weights", where, low=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
+class TriageEntry:
+    """One pending report with its priority and the parts it was computed from."""
+
+    report: Report
+    priority: float
+    risk: float
+    label_risk: float
+    neighbourhood_risk: float
+    reporters: int
+    category_weight: float
+    age_s: float
+
+
+class ReportQueue:
+    """Durable report intake with leases, dead letters and triage.
+
+    Parameters
+    ----------
+    store : LabelStore, str or path-like
+        The store to share (so that resolving a report writes labels in the same
+        transaction), or a path to open one (then the queue owns and closes it).
+    max_attempts : int, keyword-only
+        Claims (failures or expired leases) before a report is dead-lettered.
+    lease_s : float, keyword-only
+        Default lease length in seconds.
+    weights : TriageWeights, keyword-only
+        Triage weights for :meth:`triage` and :meth:`claim`.
+
+    Examples
+    --------
+    >>> q = ReportQueue(":memory:")
+    >>> q.submit(7, "child_safety", reporter=99, key="r-1").duplicate
+    False
+    >>> [c] = q.claim("alice")
+    >>> q.resolve(c, outcome="actioned", labels=[{"category": "csam_seller"}]).state
+    'resolved'
+    """
+
+    def __init__(
+        self,
+        store: LabelStore | str | os.PathLike = ":memory:",
+        *,
+        max_attempts: int = 5,
+        lease_s: float = 300.0,
+        weights: TriageWeights | None = None,
+    ):
+        where = "ReportQueue"
+        self._owns = not isinstance(store, LabelStore)
+        self.store = LabelStore(store) if self._owns else store
+        self.max_attempts = check_int(max_attempts, "max_attempts", where, low=1)
+        self.lease_s = check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        if weights is not None and not isinstance(weights, TriageWeights):
+            raise fail("weights", where, "a TriageWeights or None", weights)
+        self.weights = weights or TriageWeights()
+
+    def close(self) -> None:
+        """Close the store if the queue opened it."""
+        if self._owns:
+            self.store.close()
+
+    def __enter__(self) -> ReportQueue:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _now(self, now, where: str) -> float:
+        return self.store.clock() if now is None else check_time(now, "now", where)
+
+    def _report(self, row, now: float) -> Report:
+        (seq, key, kind, subject, reporter, category, note, created, state, attempts,
+         claimed_by, _token, lease_expires, resolved_at, resolved_by, outcome, last_error) = row
+        if state == "claimed" and lease_expires is not None and lease_expires <= now:
+            state = "dead" if attempts >= self.max_attempts else "pending"
+        return Report(
+            key, seq, kind, subject, reporter, category, note, created, state, attempts,
+            claimed_by, lease_expires, resolved_at, resolved_by, outcome, last_error,
+        )
+
+    # ------------------------------------------------------------------ intake
+    def submit(
+        self,
+        subject: int | str,
+        category: str,
+        *,
+        reporter: int | str,
+        key: str,
+        note: str | None = None,
+        kind: str = "account",
+        created_at=None,
+    ) -> Ack:
+        """Submit a report; returns once it is durably committed.
+
+        Parameters
+        ----------
+        subject : int or str
+            External id of the reported account (or item, with ``kind="item"``).
+        category : str
+            The reporter's category.
+        reporter : int or str, keyword-only
+            External id of the reporting user.
+        key : str, keyword-only
+            Idempotency key: a retry with the same key and content returns the stored
+            report (``duplicate=True``); the same key with different content raises
+            ``ValidationError``.
+        note : str, optional, keyword-only
+        kind : {"account", "item"}, keyword-only
+        created_at : float or aware datetime, optional, keyword-only
+            Defaults to now.
+
+        Returns
+        -------
+        Ack
+        """
+        spec = self._submit_spec(
+            dict(subject=subject, category=category, reporter=reporter, key=key, note=note, kind=kind, created_at=created_at),
+            "ReportQueue.submit",
+        )
+        with self.store._txn() as conn:
+            return self._insert(conn, spec)
+
+    def submit_many(self, reports: Iterable[Mapping[str, Any]]) -> list[Ack]:
+        """Submit several reports in one transaction (all acknowledged, or none).
+
+        Parameters
+        ----------
+        reports : iterable of dict
+            Keyword arguments of :meth:`submit` (``subject``, ``category``, ``reporter``
+            and ``key`` required).
+        """
+        specs = [self._submit_spec(dict(r), "ReportQueue.submit_many") for r in reports]
+        with self.store._txn() as conn:
+            return [self._insert(conn, s) for s in specs]
+
+    def _submit_spec(self, d: dict, where: str) -> dict:
+        allowed = {"subject", "category", "reporter", "key", "note", "kind", "created_at"}
+        unknown = set(d) - allowed
+        if unknown:
+            raise fail("reports", where, f"dicts with keys among {sorted(allowed)}", f"unknown keys {sorted(unknown)}", describe=False)
+        for req in ("subject", "category", "reporter", "key"):
+            if req not in d:
+                raise fail(req, where, "given", None)
+        return dict(
+            subject=check_subject(d["subject"], "subject", where),
+            category=check_text(d["category"], "category", where, max_len=200),
+            reporter=check_subject(d["reporter"], "reporter", where),
+            key=check_text(d["key"], "key", where, max_len=500),
+            note=check_text(d.get("note"), "note", where, optional=True),
+            kind=check_kind(d.get("kind", "account"), where),
+            created_at=check_time(d.get("created_at"), "created_at", where, optional=True),
+        )
+
+    def _insert(self, conn, spec: dict) -> Ack:
+        row = conn.execute(
+            "SELECT seq, kind, subject, reporter, category, note, created_at FROM reports WHERE report_key = ?",
+            (spec["key"],),
+        ).fetchone()
+        if row is not None:
+            seq, kind, subject, reporter, category, note, created = row
+            same = (
+                (kind, subject, reporter, category, note)
+                == (spec["kind"], spec["subject"], spec["reporter"], spec["category"], spec["note"])
+                and type(subject) is type(spec["subject"])
+                and type(reporter) is type(spec["reporter"])
+                and (spec["created_at"] is None or spec["created_at"] == created)
+            )
+            if not same:
+                raise ValidationError(
+                    f"The 'key' parameter of ReportQueue.submit must identify one report. Got "
+                    f"{spec['key']!r}, already stored with different content, instead."
+                )
+            return Ack(spec["key"], int(seq), True)
+        now = self.store.clock()
+        created = now if spec["created_at"] is None else spec["created_at"]
+        cur = conn.execute(
+            "INSERT INTO reports (report_key, kind, subject, reporter, category, note, created_at, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+            (spec["key"], spec["kind"], spec["subject"], spec["reporter"], spec["category"], spec["note"], created),
+        )
+        self.store._audit(
+            conn, "report", spec["key"], "submit", source="user_report", actor=str(spec["reporter"]),
+            detail={"kind": spec["kind"], "subject": spec["subject"], "category": spec["category"]}, at=now,
+        )
+        return Ack(spec["key"], int(cur.lastrowid), False)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: str, *, now=None) -> Report:
+        """The report with this key (``ValidationError`` if none)."""
+        t = self._now(now, "ReportQueue.get")
+        with self.store._lock:
+            row = self.store._conn.execute(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)).fetchone()
+        if row is None:
+            raise fail("key", "ReportQueue.get", "the key of a stored report", key)
+        return self._report(row, t)
+
+    def reports(self, *, state: str | None = None, now=None) -> list[Report]:
+        """Reports in arrival order, optionally only those in one (derived) ``state``."""
+        where = "ReportQueue.reports"
+        if state is not None:
+            check_choice(state, "state", where, ("pending", "claimed", "resolved", "dead"))
+        t = self._now(now, where)
+        with self.store._lock:
+            rows = self.store._conn.execute(f"SELECT {_COLS} FROM reports ORDER BY seq").fetchall()
+        out = [self._report(r, t) for r in rows]
+        return out if state is None else [r for r in out if r.state == state]
+
+    def dead_letters(self, *, now=None) -> list[Report]:
+        """Dead-lettered reports, oldest first."""
+        return self.reports(state="dead", now=now)
+
+    def stats(self, *, now=None) -> QueueStats:
+        """Counters: pending, claimed, dead-lettered, resolved, and the oldest pending age."""
+        t = self._now(now, "ReportQueue.stats")
+        sql = (
+            "SELECT CASE WHEN state = 'claimed' AND lease_expires <= :now THEN "
+            "  CASE WHEN attempts >= :max THEN 'dead' ELSE 'pending' END ELSE state END AS s, "
+            "count(*), min(created_at), "
+            "sum(CASE WHEN state = 'claimed' AND lease_expires <= :now THEN 1 ELSE 0 END) "
+            "FROM reports GROUP BY s"
+        )
+        with self.store._lock:
+            rows = self.store._conn.execute(sql, {"now": t, "max": self.max_attempts}).fetchall()
+        counts = {s: (int(n), oldest, int(exp or 0)) for s, n, oldest, exp in rows}
+        pending = counts.get("pending", (0, None, 0))
+        return QueueStats(
+            pending=pending[0],
+            claimed=counts.get("claimed", (0, None, 0))[0],
+            dead=counts.get("dead", (0, None, 0))[0],
+            resolved=counts.get("resolved", (0, None, 0))[0],
+            oldest_pending_age_s=None if pending[1] is None else max(0.0, t - pending[1]),
+            expired_leases=sum(c[2] for c in counts.values()),
+        )
+
+    # ------------------------------------------------------------------ triage
+    def triage(
+        self,
+        limit: int | None = None,
+        *,
+        now=None,
+        neighbourhood_risk: Mapping | Callable[[Any], float] | None = None,
+        weights: TriageWeights | None = None,
+    ) -> list[TriageEntry]:
+        """Pending reports, most dangerous first.
+
+        Parameters
+        ----------
+        limit : int, optional
+            At most this many entries.
+        now : float, optional, keyword-only
+        neighbourhood_risk : mapping or callable, optional, keyword-only
+            Risk in [0, 1] of a reported subject's neighbourhood (for example from graph
+            propagation), by external id; subjects absent from a mapping have 0.
+        weights : TriageWeights, optional, keyword-only
+            Defaults to the queue's.
+
+        Returns
+        -------
+        list of TriageEntry
+            Sorted by priority (descending), then age (oldest first), then arrival.
+
+        Notes
+        -----
+        ``risk = max(label_risk, neighbourhood_risk)``, where ``label_risk`` is the
+        highest ``severity * confidence`` among the subject's effective labels now;
+        see :class:`TriageWeights` for the priority formula.
+        """
+        where = "ReportQueue.triage"
+        if limit is not None:
+            limit = check_int(limit, "limit", where, low=0)
+        t = self._now(now, where)
+        w = self.weights if weights is None else weights
+        with self.store._read() as conn:
+            return self._triage(conn, t, w, neighbourhood_risk, limit)
+
+    def _triage(self, conn, t: float, w: TriageWeights, nrisk, limit: int | None) -> list[TriageEntry]:
+        rows = conn.execute(
+            f"SELECT {_COLS} FROM reports WHERE state = 'pending' "
+            "OR (state = 'claimed' AND lease_expires <= ? AND attempts < ?)",
+            (t, self.max_attempts),
+        ).fetchall()
+        if not rows:
+            return []
+        reports = [self._report(r, t) for r in rows]
+        counts = {
+            (kind, type(s) is str, s): int(n)
+            for kind, s, n in conn.execute(
+                "SELECT kind, subject, count(DISTINCT reporter) FROM reports "
+                "WHERE state IN ('pending', 'claimed', 'dead') GROUP BY kind, subject"
+            )
+        }
+        label_risk: dict = {}
+        for kind in {r.kind for r in reports}:
+            subjects = list({r.subject: None for r in reports if r.kind == kind})
+            for key, v in self.store._effective_risk(conn, kind, subjects, t).items():
+                label_risk[(kind, *key)] = v
+        cw = dict(w.category_weights)
+        sat = math.log1p(w.reporters_saturation)
+        out = []
+        for rep in reports:
+            skey = (rep.kind, type(rep.subject) is str, rep.subject)
+            lr = label_risk.get(skey, 0.0)
+            nr = _neighbourhood(nrisk, rep.subject)
+            risk = max(lr, nr)
+            n_rep = counts.get(skey, 1)
+            cat_w = cw.get(rep.category, w.default_category_weight)
+            age = max(0.0, t - rep.created_at)
+            prio = (
+                w.risk * risk
+                + w.reporters * min(1.0, math.log1p(n_rep) / sat)
+                + w.category * cat_w
+                + w.age * min(1.0, age / w.age_saturation_s)
+            )
+            out.append(TriageEntry(rep, prio, risk, lr, nr, n_rep, cat_w, age))
+        out.sort(key=lambda e: (-e.priority, e.report.created_at, e.report.seq))
+        return out if limit is None else out[:limit]
+
+    # ------------------------------------------------------------------ reviewing
+    def claim(
+        self,
+        reviewer: str,
+        *,
+        n: int = 1,
+        lease_s: float | None = None,
+        order: str = "priority",
+        now=None,
+        neighbourhood_risk=None,
+    ) -> list[Claim]:
+        """Claim up to ``n`` pending reports under a lease.
+
+        Parameters
+        ----------
+        reviewer : str
+        n : int, keyword-only
+        lease_s : float, optional, keyword-only
+            Lease length; the queue's default when omitted.
+        order : {"priority", "fifo"}, keyword-only
+            Triage order (see :meth:`triage`) or arrival order.
+        now : float, optional, keyword-only
+        neighbourhood_risk : mapping or callable, optional, keyword-only
+            As in :meth:`triage`.
+
+        Returns
+        -------
+        list of Claim
+            Empty when nothing is pending. Expired leases are reaped first (their reports
+            return to the queue, or are dead-lettered when out of attempts).
+        """
+        where = "ReportQueue.claim"
+        reviewer = check_text(reviewer, "reviewer", where, max_len=500)
+        n = check_int(n, "n", where)
+        lease = self.lease_s if lease_s is None else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        check_choice(order, "order", where, ("priority", "fifo"))
+        t = self._now(now, where)
+        claims = []
+        with self.store._txn() as conn:
+            self._reap(conn, t)
+            if order == "fifo":
+                rows = conn.execute(
+                    f"SELECT {_COLS} FROM reports WHERE state = 'pending' ORDER BY created_at, seq LIMIT ?", (n,)
+                ).fetchall()
+                picked = [self._report(r, t) for r in rows]
+            else:
+                picked = [e.report for e in self._triage(conn, t, self.weights, neighbourhood_risk, n)]
+            for rep in picked:
+                token = uuid.uuid4().hex
+                expires = t + lease
+                conn.execute(
+                    "UPDATE reports SET state = 'claimed', claimed_by = ?, lease_token = ?, lease_expires = ?, "
+                    "attempts = attempts + 1 WHERE seq = ? AND state = 'pending'",
+                    (reviewer, token, expires, rep.seq),
+                )
+                self.store._audit(
+                    conn, "report", rep.key, "claim", actor=reviewer,
+                    detail={"lease_expires": expires, "attempt": rep.attempts + 1}, at=t,
+                )
+                claimed = Report(
+                    rep.key, rep.seq, rep.kind, rep.subject, rep.reporter, rep.category, rep.note,
+                    rep.created_at, "claimed", rep.attempts + 1, reviewer, expires, None, None, None,
+                    rep.last_error,
+                )
+                claims.append(Claim(claimed, token, reviewer, expires))
+        return claims
+
+    def _reap(self, conn, t: float) -> None:
+        rows = conn.execute(
+            "SELECT seq, report_key, attempts, claimed_by FROM reports WHERE state = 'claimed' AND lease_expires <= ?",
+            (t,),
+        ).fetchall()
+        for seq, key, attempts, who in rows:
+            dead = attempts >= self.max_attempts
+            conn.execute(
+                "UPDATE reports SET state = ?, claimed_by = NULL, lease_token = NULL, lease_expires = NULL, "
+                "last_error = coalesce(last_error, 'lease expired') WHERE seq = ?",
+                ("dead" if dead else "pending", seq),
+            )
+            self.store._audit(conn, "report", key, "lease_expired", actor=who, detail={"attempts": attempts}, at=t)
+            if dead:
+                self.store._audit(
+                    conn, "report", key, "dead_letter", reason="attempts exhausted (lease expired)",
+                    detail={"attempts": attempts}, at=t,
+                )
+
+    def _held(self, conn, claim: Claim, where: str):
+        if not isinstance(claim, Claim):
+            raise fail("claim", where, "a Claim returned by ReportQueue.claim", claim)
+        row = conn.execute(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (claim.key,)).fetchone()
+        if row is None or row[8] != "claimed" or row[11] != claim.token:
+            state = "missing" if row is None else row[8]
+            raise LeaseLostError(
+                f"The lease of {claim.reviewer!r} on report {claim.key!r} is no longer held "
+                f"(the report is {state}); nothing was written."
+            )
+        return row
+
+    def resolve(
+        self,
+        claim: Claim,
+        *,
+        outcome: str,
+        labels: Iterable[Mapping[str, Any]] = (),
+        retract: Iterable[str] = (),
+        reason: str | None = None,
+        now=None,
+    ) -> Report:
+        """Resolve a claimed report, writing labels and retractions in the same transaction.
+
+        Parameters
+        ----------
+        claim : Claim
+        outcome : str, keyword-only
+            For example ``"actioned"`` or ``"dismissed"``.
+        labels : iterable of dict, keyword-only
+            Keyword arguments of :meth:`LabelStore.add`; ``subject`` and ``kind`` default to
+            the report's, ``source`` to ``"reviewer"``, ``evidence`` to
+            ``"report:<key>"``, ``actor`` to the reviewer.
+        retract : iterable of str, keyword-only
+            Label ids to retract (by the reviewer, for ``reason`` or the outcome).
+        reason : str, optional, keyword-only
+            Recorded in the audit log.
+
+        Returns
+        -------
+        Report
+            The resolved report.
+
+        Raises
+        ------
+        LeaseLostError
+            The lease is no longer held; nothing was written.
+        """
+        where = "ReportQueue.resolve"
+        if not isinstance(claim, Claim):
+            raise fail("claim", where, "a Claim returned by ReportQueue.claim", claim)
+        outcome = check_text(outcome, "outcome", where, max_len=200)
+        reason = check_text(reason, "reason", where, optional=True)
+        t = self._now(now, where)
+        rep = claim.report
+        specs = []
+        for lab in labels:
+            d = dict(lab)
+            d.setdefault("subject", rep.subject)
+            d.setdefault("kind", rep.kind)
+            d.setdefault("evidence", f"report:{rep.key}")
+            d.setdefault("actor", claim.reviewer)
+            d.setdefault("source", "reviewer")
+            specs.append(self.store._spec(d, where))
+        retract = [check_text(r, "retract", where, max_len=500) for r in retract]
+        with self.store._txn() as conn:
+            row = self._held(conn, claim, where)
+            written = [self.store._insert_label(conn, s).label_id for s in specs]
+            for lid in retract:
+                self.store._retract(conn, lid, by=claim.reviewer, reason=reason or outcome)
+            conn.execute(
+                "UPDATE reports SET state = 'resolved', resolved_at = ?, resolved_by = ?, outcome = ?, "
+                "lease_token = NULL, lease_expires = NULL WHERE seq = ?",
+                (t, claim.reviewer, outcome, row[0]),
+            )
+            self.store._audit(
+                conn, "report", claim.key, "resolve", actor=claim.reviewer, reason=reason,
+                detail={"outcome": outcome, "labels": written, "retracted": retract}, at=t,
+            )
+            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+        return self._report(final, t)
+
+    def fail(self, claim: Claim, *, error: str, now=None) -> Report:
+        """Record a failed processing attempt: back to pending, or dead-lettered when out of attempts."""
+        where = "ReportQueue.fail"
+        error = check_text(error, "error", where)
+        t = self._now(now, where)
+        with self.store._txn() as conn:
+            row = self._held(conn, claim, where)
+            dead = row[9] >= self.max_attempts
+            conn.execute(
+                "UPDATE reports SET state = ?, claimed_by = NULL, lease_token = NULL, lease_expires = NULL, "
+                "last_error = ? WHERE seq = ?",
+                ("dead" if dead else "pending", error, row[0]),
+            )
+            self.store._audit(conn, "report", claim.key, "fail", actor=claim.reviewer, reason=error, at=t)
+            if dead:
+                self.store._audit(
+                    conn, "report", claim.key, "dead_letter", reason="attempts exhausted",
+                    detail={"attempts": row[9], "error": error}, at=t,
+                )
+            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+        return self._report(final, t)
+
+    def release(self, claim: Claim, *, now=None) -> Report:
+        """Give a claimed report back without counting an attempt."""
+        where = "ReportQueue.release"
+        t = self._now(now, where)
+        with self.store._txn() as conn:
+            row = self._held(conn, claim, where)
+            conn.execute(
+                "UPDATE reports SET state = 'pending', claimed_by = NULL, lease_token = NULL, lease_expires = NULL, "
+                "attempts = max(attempts - 1, 0) WHERE seq = ?",
+                (row[0],),
+            )
+            self.store._audit(conn, "report", claim.key, "release", actor=claim.reviewer, at=t)
+            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+        return self._report(final, t)
+
+    def extend(self, claim: Claim, *, lease_s: float | None = None, now=None) -> Claim:
+        """Renew a lease (a heartbeat); returns the claim with its new expiry."""
+        where = "ReportQueue.extend"
+        lease = self.lease_s if lease_s is None else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        t = self._now(now, where)
+        with self.store._txn() as conn:
+            row = self._held(conn, claim, where)
+            expires = t + lease
+            conn.execute("UPDATE reports SET lease_expires = ? WHERE seq = ?", (expires, row[0]))
+            self.store._audit(conn, "report", claim.key, "extend", actor=claim.reviewer, detail={"lease_expires": expires}, at=t)
+            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+        return Claim(self._report(final, t), claim.token, claim.reviewer, expires)
+
+    def requeue(self, key: str, *, actor: str, reason: str, now=None) -> Report:
+        """Return a dead-lettered report to the queue with its attempts reset."""
+        where = "ReportQueue.requeue"
+        actor = check_text(actor, "actor", where)
+        reason = check_text(reason, "reason", where)
+        t = self._now(now, where)
+        with self.store._txn() as conn:
+            self._reap(conn, t)
+            row = conn.execute(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)).fetchone()
+            if row is None or row[8] != "dead":
+                raise fail("key", where, "the key of a dead-lettered report", key)
+            conn.execute("UPDATE reports SET state = 'pending', attempts = 0 WHERE seq = ?", (row[0],))
+            self.store._audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
+            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+        return self._report(final, t)
+
+
+def _neighbourhood(nrisk, subject) -> float:
+    if nrisk is None:
+        return 0.0
+    v = nrisk(subject) if callable(nrisk) else nrisk.get(subject, 0.0)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 <= float(v) <= 1.0):
+        raise fail("neighbourhood_risk", "ReportQueue.triage", "risks in [0, 1]", f"{v!r} for {subject!r}", describe=False)
+    return float(v)

@@ -1,0 +1,23 @@
+"""Every example runs on small data, so that none of them rots."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quickstart(capsys):
+    ids = _load("quickstart").main(["--users", "300", "--items", "200"])
+    assert ids.shape == (100, 10) and (ids >= 0).all()
+    assert "none flagged" in capsys.readouterr().out
