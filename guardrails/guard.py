@@ -33,7 +33,7 @@ from .core.plan import Plan
 from .exceptions import UnsupportedModelError, ValidationError
 from .filters.base import Catalog, ViewerBatch
 from .models import FactorModel, ItemItemModel, adapt_model
-from .policy import Policy, as_policy
+from .policy import CompiledPolicy, Decision, DecisionCounters, Explanation, Policy, as_policy
 
 __all__ = ["Guard", "GuardResult"]
 
@@ -54,6 +54,12 @@ class GuardResult:
         Content hash of the policy that was applied.
     snapshot_version : str or None
         Version of the safety-signal snapshot the slate was computed against.
+    info : dict
+        Per-call counters (see :class:`~guardrails.policy.DecisionCounters`).
+    decisions : tuple of Decision
+        With ``record=True``: one decision per candidate removed from the slate (compared
+        with the unguarded slate) or demoted in it, and, for shadow or held-back filters,
+        per candidate that full enforcement would remove.
     """
 
     ids: np.ndarray
@@ -61,24 +67,34 @@ class GuardResult:
     policy_version: str
     snapshot_version: str | None = None
     info: dict = field(default_factory=dict)
+    decisions: tuple[Decision, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
 class _Compiled:
-    """Everything a call needs, compiled once and swapped atomically as one object."""
+    """Everything a call needs, compiled once and swapped atomically as one object.
+
+    ``items`` and ``users`` own the candidate spaces of every policy variant (surface,
+    holdback and viewer-cohort combinations), built on first use and cached.
+    """
 
     policy: Policy
     user_policy: Policy | None
     snapshot: Any
-    item_plan: Plan
-    item_space: FactorSpace | SimilaritySpace
-    cos_space: FactorSpace | None
-    user_plan: Plan | None
-    user_space: FactorSpace | None
+    items: CompiledPolicy
+    users: CompiledPolicy | None
+    cos_items: np.ndarray | None
+    cos_users: np.ndarray | None
 
     @property
     def snapshot_version(self) -> str | None:
         return None if self.snapshot is None else getattr(self.snapshot, "version", None)
+
+    @property
+    def item_plan(self) -> Plan:
+        """The enforced global plan on every surface (for inspection)."""
+        cp = self.items
+        return Plan(cp.catalog.n, tuple(p for i in cp.active(None)[0] for p in cp.global_parts[i]))
 
 
 def _normalized(factors: np.ndarray) -> np.ndarray:
@@ -132,6 +148,7 @@ class Guard:
         self.num_threads = check_int(num_threads, "num_threads", "Guard", low=0)
         self.model_ = adapt_model(model)
         self._lock = threading.Lock()
+        self._counters = DecisionCounters()
         self._state = self._compile(as_policy(policy), user_policy, snapshot)
 
     # ------------------------------------------------------------------ state
@@ -160,15 +177,7 @@ class Guard:
 
     def _compile(self, policy: Policy, user_policy, snapshot) -> _Compiled:
         m = self.model_
-        catalog = Catalog("items", m.n_items, snapshot)
-        plan = policy.compile_global(catalog)
-        hard, pen = plan.hard_mask, plan.penalty
-        cos_space = None
-        if isinstance(m, FactorModel):
-            space: FactorSpace | SimilaritySpace = FactorSpace.build(m.item_factors, hard_mask=hard, penalty=pen)
-            cos_space = FactorSpace.build(_normalized(m.item_factors), hard_mask=hard, penalty=pen)
-        else:
-            space = SimilaritySpace.build(m.similarity, hard_mask=hard, penalty=pen)
+        items = policy.compiled(Catalog("items", m.n_items, snapshot))
         if isinstance(user_policy, str):
             if user_policy != "same":
                 raise fail("user_policy", "Guard", "a Policy, a sequence of filters, 'same' or None", user_policy)
@@ -183,13 +192,157 @@ class Guard:
             upol: Policy | None = policy
         else:
             upol = None if user_policy is None else as_policy(user_policy)
-        user_plan, user_space = None, None
-        if upol is not None and isinstance(m, FactorModel):
-            user_plan = upol.compile_global(Catalog("users", m.n_users, snapshot))
-            user_space = FactorSpace.build(
-                _normalized(m.user_factors), hard_mask=user_plan.hard_mask, penalty=user_plan.penalty
+        users = None
+        cos_items = cos_users = None
+        if isinstance(m, FactorModel):
+            cos_items = _normalized(m.item_factors)
+            if upol is not None:
+                users = upol.compiled(Catalog("users", m.n_users, snapshot))
+        state = _Compiled(policy, upol, snapshot, items, users, cos_items, cos_users)
+        # Build the spaces of the common variant now, so the first call pays nothing.
+        enforced = items.active(None)[0]
+        base = items.variant(enforced)
+        if isinstance(m, FactorModel):
+            base.space("dot", self._builder(state, "dot"))
+            base.space("cos", self._builder(state, "cos"))
+            if users is not None:
+                users.variant(users.active(None)[0]).space("cos", self._builder(state, "users"))
+        else:
+            base.space("sim", self._builder(state, "sim"))
+        return state
+
+    def _builder(self, state: _Compiled, kind: str, restrict: np.ndarray | None = None):
+        """``build(hard_mask, penalty) -> space`` for one kind of candidate space."""
+        m = self.model_
+        if kind == "dot":
+            return lambda h, p: FactorSpace.build(m.item_factors, hard_mask=h, penalty=p, restrict=restrict)
+        if kind == "cos":
+            return lambda h, p: FactorSpace.build(state.cos_items, hard_mask=h, penalty=p, restrict=restrict)
+        if kind == "users":
+            return lambda h, p: FactorSpace.build(self._cos_users(state), hard_mask=h, penalty=p, restrict=restrict)
+        return lambda h, p: SimilaritySpace.build(m.similarity, hard_mask=h, penalty=p, restrict=restrict)
+
+    def _cos_users(self, state: _Compiled) -> np.ndarray:
+        if state.cos_users is None:
+            object.__setattr__(state, "cos_users", _normalized(self.model_.user_factors))
+        return state.cos_users
+
+    def _run(
+        self,
+        state: _Compiled,
+        cp: CompiledPolicy,
+        kind: str,
+        viewers: ViewerBatch,
+        queries,
+        n_cols: int,
+        limit: int,
+        *,
+        restrict,
+        call_mask,
+        extra_mask,
+        requery,
+        dtype,
+        record: bool,
+    ):
+        """Run one call through the compiled policy and the kernel."""
+        spaces: dict = {}
+
+        def topk(variant, sub, masks, pens, strip, n):
+            if restrict is None:
+                space = variant.space(kind, self._builder(state, kind))
+            else:
+                space = spaces.get(variant.key)
+                if space is None:
+                    space = self._builder(state, kind, restrict)(variant.hard_mask, variant.penalty)
+                    spaces[variant.key] = space
+            if strip is not None and requery is not None:
+                q = requery(sub, strip)
+            else:
+                q = queries if sub is None else queries[sub]
+            ms = list(masks)
+            if extra_mask is not None:
+                ms.append(extra_mask if sub is None else extra_mask[sub])
+            return guarded_topk(
+                space,
+                q,
+                n,
+                call_mask=call_mask,
+                viewer_masks=ms,
+                viewer_penalties=pens,
+                block_rows=self.block_rows,
+                num_threads=self.num_threads,
+                score_dtype=dtype,
             )
-        return _Compiled(policy, upol, snapshot, plan, space, cos_space, user_plan, user_space)
+
+        return cp.run(
+            viewers,
+            topk,
+            n_cols,
+            limit,
+            record=record,
+            counters=self._counters,
+            snapshot_version=state.snapshot_version,
+        )
+
+    def decision_counters(self, *, reset: bool = False) -> dict[str, int]:
+        """Aggregated counters of what the policy did since the Guard was built.
+
+        See :class:`~guardrails.policy.DecisionCounters` for the names.
+        """
+        out = self._counters.snapshot()
+        if reset:
+            self._counters.reset()
+        return out
+
+    def explain(
+        self,
+        userid,
+        itemid: int,
+        *,
+        user_items=None,
+        surface: str | None = None,
+        candidates: str = "items",
+    ) -> Explanation:
+        """Why ``itemid`` is, or would be, suppressed for ``userid``.
+
+        Parameters
+        ----------
+        userid : int or None
+            The viewer (``None`` for a call without a viewer).
+        itemid : int
+            The candidate (an item, or a user with ``candidates="users"``).
+        user_items : csr_matrix, shape (1, n_items), optional, keyword-only
+            The viewer's interactions, as a call would pass them (the circuit breaker and
+            relationship rules read them).
+        surface : str, optional, keyword-only
+        candidates : {"items", "users"}, keyword-only
+
+        Returns
+        -------
+        Explanation
+            Per-filter verdicts, the served and the fully enforced action, versions.
+        """
+        from ._validation import check_choice
+
+        where = "Guard.explain"
+        state = self._state
+        m = self.model_
+        candidates = check_choice(candidates, "candidates", where, ("items", "users"))
+        cp = state.items if candidates == "items" else state.users
+        if cp is None:
+            raise ValidationError("Guard.explain with candidates='users' needs a 'user_policy'. Got none instead.")
+        n = cp.catalog.n
+        item, _ = check_ids(itemid, "itemid", where, n)
+        if item.size != 1:
+            raise fail("itemid", where, "a single id", itemid)
+        uids = None
+        if userid is not None:
+            uids, _ = check_ids(userid, "userid", where, _ANY_ID)
+            if uids.size != 1:
+                raise fail("userid", where, "a single id or None", userid)
+        rows = None if user_items is None else check_csr(user_items, "user_items", where, shape=(1, m.n_items))
+        viewers = ViewerBatch(uids, rows, surface, 1)
+        return cp.explain(viewers, int(item[0]), snapshot_version=state.snapshot_version)
 
     def swap_policy(self, policy, *, user_policy=None) -> None:
         """Compile a new policy and swap it in atomically; calls in flight finish on the old one."""
@@ -219,11 +372,11 @@ class Guard:
         ids, _ = check_ids(items, "items", where, n)
         return np.unique(ids)
 
-    def _finish(self, ids, scores, scalar: bool, state: _Compiled, info=None) -> GuardResult:
+    def _finish(self, ids, scores, scalar: bool, state: _Compiled, info=None, decisions=()) -> GuardResult:
         if scalar:
             keep = ids[0] >= 0
             ids, scores = ids[0][keep], scores[0][keep]
-        return GuardResult(ids, scores, state.policy.version, state.snapshot_version, info or {})
+        return GuardResult(ids, scores, state.policy.version, state.snapshot_version, info or {}, tuple(decisions))
 
     # ------------------------------------------------------------------ recommend
     def recommend(
@@ -287,8 +440,13 @@ class Guard:
         items=None,
         *,
         surface: str | None = None,
+        record: bool = False,
     ) -> GuardResult:
-        """As :meth:`recommend`, returning a :class:`GuardResult` with versions."""
+        """As :meth:`recommend`, returning a :class:`GuardResult` with versions.
+
+        With ``record=True`` the result also carries per-item :class:`Decision` records
+        (this computes the unguarded slate too, so it roughly doubles the cost).
+        """
         where = "Guard.recommend"
         state = self._state
         m = self.model_
@@ -316,49 +474,49 @@ class Guard:
         restrict = self._restrict(items, where, m.n_items)
         call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, m.n_items)[0]
 
+        requery = None
         if isinstance(m, FactorModel):
             if recalculate_user:
                 queries = m.recalculate_user(userids, rows)
+
+                def requery(sub, strip):
+                    r = rows if sub is None else rows[sub]
+                    u = userids if sub is None else userids[sub]
+                    return m.recalculate_user(u, _without(r, strip))
+
             else:
                 queries = m.user_factors[userids]
-            space = state.item_space
-            if restrict is not None:
-                space = FactorSpace.build(
-                    m.item_factors,
-                    hard_mask=state.item_plan.hard_mask,
-                    penalty=state.item_plan.penalty,
-                    restrict=restrict,
-                )
+            kind = "dot"
             dtype = np.float32
         else:
             queries = rows
-            space = state.item_space
-            if restrict is not None:
-                space = SimilaritySpace.build(
-                    m.similarity,
-                    hard_mask=state.item_plan.hard_mask,
-                    penalty=state.item_plan.penalty,
-                    restrict=restrict,
-                )
+
+            def requery(sub, strip):
+                r = rows if sub is None else rows[sub]
+                return _without(r, strip)
+
+            kind = "sim"
             dtype = np.float64
-        catalog = Catalog("items", m.n_items, state.snapshot)
-        vplan = state.policy.compile_viewers(catalog, ViewerBatch(userids, rows, surface))
-        masks = list(vplan.viewer_masks)
-        if filter_already_liked_items and rows is not None:
-            masks.append(rows)
-        n_cols = self._columns(N, m.n_items if restrict is None else restrict.size)
-        ids, scores = guarded_topk(
-            space,
+        viewers = ViewerBatch(userids, rows, surface, userids.size)
+        liked = rows if (filter_already_liked_items and rows is not None) else None
+        limit = m.n_items if restrict is None else restrict.size
+        n_cols = self._columns(N, limit)
+        ids, scores, decisions, info = self._run(
+            state,
+            state.items,
+            kind,
+            viewers,
             queries,
             n_cols,
+            limit,
+            restrict=restrict,
             call_mask=call_mask,
-            viewer_masks=masks,
-            viewer_penalties=vplan.viewer_penalties,
-            block_rows=self.block_rows,
-            num_threads=self.num_threads,
-            score_dtype=dtype,
+            extra_mask=liked,
+            requery=requery,
+            dtype=dtype,
+            record=record,
         )
-        return self._finish(ids, scores, scalar, state)
+        return self._finish(ids, scores, scalar, state, info, decisions)
 
     # ------------------------------------------------------------------ similar items
     def similar_items(
@@ -409,8 +567,10 @@ class Guard:
         *,
         viewer=None,
         surface: str | None = None,
+        record: bool = False,
     ) -> GuardResult:
-        """As :meth:`similar_items`, returning a :class:`GuardResult`."""
+        """As :meth:`similar_items`, returning a :class:`GuardResult` (``record`` as in
+        :meth:`recommend_detailed`)."""
         where = "Guard.similar_items"
         state = self._state
         m = self.model_
@@ -437,15 +597,8 @@ class Guard:
                     ) from exc
                 queries = _normalized(factors.reshape(itemids.size, -1))
             else:
-                queries = _normalized(m.item_factors[itemids])
-            space = state.cos_space
-            if restrict is not None:
-                space = FactorSpace.build(
-                    state.cos_space.item_rows,
-                    hard_mask=state.item_plan.hard_mask,
-                    penalty=state.item_plan.penalty,
-                    restrict=restrict,
-                )
+                queries = state.cos_items[itemids]
+            kind = "cos"
             dtype = np.float32
         else:
             if recalculate_item:
@@ -453,31 +606,26 @@ class Guard:
             queries = sp.csr_matrix(
                 (np.ones(itemids.size), itemids, np.arange(itemids.size + 1)), shape=(itemids.size, m.n_items)
             )
-            space = state.item_space
-            if restrict is not None:
-                space = SimilaritySpace.build(
-                    m.similarity,
-                    hard_mask=state.item_plan.hard_mask,
-                    penalty=state.item_plan.penalty,
-                    restrict=restrict,
-                )
+            kind = "sim"
             dtype = np.float64
-        vplan = state.policy.compile_viewers(
-            Catalog("items", m.n_items, state.snapshot), ViewerBatch(viewers, None, surface)
-        )
-        n_cols = self._columns(N, m.n_items if restrict is None else restrict.size)
-        ids, scores = guarded_topk(
-            space,
+        limit = m.n_items if restrict is None else restrict.size
+        n_cols = self._columns(N, limit)
+        ids, scores, decisions, info = self._run(
+            state,
+            state.items,
+            kind,
+            ViewerBatch(viewers, None, surface, itemids.size),
             queries,
             n_cols,
+            limit,
+            restrict=restrict,
             call_mask=call_mask,
-            viewer_masks=vplan.viewer_masks,
-            viewer_penalties=vplan.viewer_penalties,
-            block_rows=self.block_rows,
-            num_threads=self.num_threads,
-            score_dtype=dtype,
+            extra_mask=None,
+            requery=None,
+            dtype=dtype,
+            record=record,
         )
-        return self._finish(ids, scores, scalar, state)
+        return self._finish(ids, scores, scalar, state, info, decisions)
 
     def _viewers(self, viewer, n: int, where: str) -> np.ndarray | None:
         if viewer is None:
@@ -501,7 +649,14 @@ class Guard:
         return r.ids, r.scores
 
     def similar_users_detailed(
-        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
+        self,
+        userid,
+        N: int = 10,
+        filter_users=None,
+        users=None,
+        *,
+        surface: str | None = None,
+        record: bool = False,
     ) -> GuardResult:
         """As :meth:`similar_users`, returning a :class:`GuardResult`."""
         where = "Guard.similar_users"
@@ -515,44 +670,46 @@ class Guard:
                 "The 'filter_users' and 'users' parameters of Guard.similar_users cannot both "
                 "be set. Got both instead."
             )
-        if state.user_space is None:
+        cp = state.users
+        if cp is None:
             if len(state.policy):
                 raise ValidationError(
                     "Guard.similar_users needs a 'user_policy' when the Guard has an item policy: "
                     "pass user_policy='same' if users and items share one id space, or a policy "
                     "over users. Refusing to serve unguarded users."
                 )
-            user_space = FactorSpace.build(_normalized(m.user_factors))
-            object.__setattr__(state, "user_space", user_space)
-            object.__setattr__(state, "user_plan", Plan(m.n_users))
+            cp = Policy(()).compiled(Catalog("users", m.n_users, state.snapshot))
         userids, scalar = check_ids(userid, "userid", where, m.n_users)
         restrict = self._restrict(users, where, m.n_users)
         call_mask = None if filter_users is None else check_ids(filter_users, "filter_users", where, m.n_users)[0]
-        space = state.user_space
-        if restrict is not None:
-            space = FactorSpace.build(
-                state.user_space.item_rows,
-                hard_mask=state.user_plan.hard_mask,
-                penalty=state.user_plan.penalty,
-                restrict=restrict,
-            )
-        upol = state.user_policy or Policy(())
-        vplan = upol.compile_viewers(Catalog("users", m.n_users, state.snapshot), ViewerBatch(userids, None, surface))
-        n_cols = self._columns(N, m.n_users if restrict is None else restrict.size)
-        ids, scores = guarded_topk(
-            space,
-            state.user_space.item_rows[userids],
+        limit = m.n_users if restrict is None else restrict.size
+        n_cols = self._columns(N, limit)
+        ids, scores, decisions, info = self._run(
+            state,
+            cp,
+            "users",
+            ViewerBatch(userids, None, surface, userids.size),
+            self._cos_users(state)[userids],
             n_cols,
+            limit,
+            restrict=restrict,
             call_mask=call_mask,
-            viewer_masks=vplan.viewer_masks,
-            viewer_penalties=vplan.viewer_penalties,
-            block_rows=self.block_rows,
-            num_threads=self.num_threads,
+            extra_mask=None,
+            requery=None,
+            dtype=np.float32,
+            record=record,
         )
-        return self._finish(ids, scores, scalar, state)
+        return self._finish(ids, scores, scalar, state, info, decisions)
 
     def __repr__(self) -> str:
         return (
             f"Guard({type(self.model).__name__}, policy={self.policy.version}, "
             f"filters={len(self.policy)})"
         )
+
+
+def _without(rows: sp.csr_matrix, strip: sp.csr_matrix) -> sp.csr_matrix:
+    """``rows`` with the cells of ``strip`` removed (interactions left out of a query)."""
+    out = sp.csr_matrix(rows - rows.multiply(strip != 0))
+    out.eliminate_zeros()
+    return out

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ import scipy.sparse as sp
 
 from ._validation import check_choice, check_float, fail
 from .core.plan import Plan, PlanPart
-from .exceptions import FailClosedError, GuardrailsWarning, ValidationError
+from .exceptions import FailClosedError, ValidationError
 from .filters.base import FAILURE_MODES, MODES, CapSpec, Catalog, CohortTable, FilterProtocol, ViewerBatch
 
 __all__ = [
@@ -225,6 +224,16 @@ class Policy:
         self._compiled_lock = threading.Lock()
 
     # ------------------------------------------------------------------ basics
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_compiled"] = {}
+        del state["_compiled_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._compiled_lock = threading.Lock()
+
     @property
     def version(self) -> str:
         """Content hash of the settings and filters (16 hex digits)."""
@@ -399,7 +408,9 @@ class Decision:
         The candidate's index.
     filter : str
         The deciding filter (the first, in policy order, with the strictest action).
-    action : {"drop", "demote", "cap"}
+    action : {"drop", "demote", "cap", "requery"}
+        ``"requery"``: the viewer's query left out interactions (circuit breaker), which
+        changed the ranking of items that were not themselves acted on.
     reason : str
     mode : {"enforce", "shadow", "holdback"}
         ``"shadow"`` and ``"holdback"`` decisions describe what enforcement would have
@@ -437,6 +448,13 @@ class DecisionCounters:
     def __init__(self):
         self._lock = threading.Lock()
         self._c: dict[str, int] = {}
+
+    def __getstate__(self) -> dict:
+        return {"_c": self.snapshot()}
+
+    def __setstate__(self, state: dict) -> None:
+        self._c = dict(state["_c"])
+        self._lock = threading.Lock()
 
     def add(self, counts: dict[str, int]) -> None:
         with self._lock:
@@ -531,6 +549,15 @@ class Variant:
     spaces: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
     def space(self, kind: str, build: Callable[[np.ndarray | None, np.ndarray | None], Any]):
         """The candidate space of ``kind``, built once with ``build(hard_mask, penalty)``."""
         s = self.spaces.get(kind)
@@ -610,6 +637,15 @@ class CompiledPolicy:
         self._variants: dict[tuple, Variant] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @staticmethod
     def _failure(st: FilterSettings, exc: Exception) -> str:
         if st.failure == "fail_open" and not st.protected:
@@ -638,9 +674,15 @@ class CompiledPolicy:
                 sh.append(i)
         return tuple(enf), tuple(sh)
 
-    def variant(self, filters: tuple[int, ...], cohorts: tuple[tuple[int, int], ...] = ()) -> Variant:
-        """The candidate space of the global parts of ``filters`` plus cohort rows."""
-        key = (tuple(i for i in filters if self.global_parts[i]), cohorts)
+    def variant(
+        self, filters: tuple[int, ...], cohorts: tuple[tuple[int, int], ...] = (), split: tuple[int, bool] | None = None
+    ) -> Variant:
+        """The candidate space of the global parts of ``filters`` plus cohort rows.
+
+        ``split=(i, inside)`` further keeps only the candidates inside (or outside) the
+        single group of share cap ``i``.
+        """
+        key = (tuple(i for i in filters if self.global_parts[i]), cohorts, split)
         v = self._variants.get(key)
         if v is not None:
             return v
@@ -662,6 +704,10 @@ class CompiledPolicy:
                         hard = t.hard_masks[g].copy() if hard is None else (hard | t.hard_masks[g])
                     if t.penalties is not None:
                         pen = t.penalties[g].astype(np.float64) if pen is None else pen + t.penalties[g]
+                if split is not None:
+                    ci, inside = split
+                    out = (self.caps[ci].groups < 0) if inside else (self.caps[ci].groups >= 0)
+                    hard = out.copy() if hard is None else (hard | out)
                 if hard is None and n == 0:
                     hard = np.zeros(0, dtype=bool)
                 v = Variant(key, hard, None if pen is None else pen.astype(np.float32))
@@ -774,12 +820,18 @@ class CompiledPolicy:
         would_mode = "shadow" if sh else "holdback"
         if sh or (cache.held is not None and cache.held.any()):
             full = self._slate(cache, enf + sh, topk, N, limit, honour_holdback=False)
-            removed = _missing(served.ids, full.ids)
-            rr, ii = removed
-            for r, it in zip(rr.tolist(), ii.tolist(), strict=True):
-                fi = self._attribute(cache, full.active[r], r, it, full.capped)
-                if fi is not None:
-                    key = f"{self.policy.settings[fi[0]].name}/would_remove"
+            rr, ii = _missing(full.ids, served.ids)
+            bf, ba = self._attribute_many(cache, full, rr, ii)
+            capped_set = {(r, it): fi for r, it, fi in full.capped}
+            for i, strip in cache.strips.items():
+                if strip is not None:
+                    for r in np.flatnonzero(np.diff(strip.indptr) > 0).tolist():
+                        for it in ii[rr == r].tolist():
+                            capped_set.setdefault((r, it), i)
+            for j in range(rr.size):
+                fi = int(bf[j]) if ba[j] > 0 else capped_set.get((int(rr[j]), int(ii[j])), -1)
+                if fi >= 0:
+                    key = f"{self.policy.settings[fi].name}/would_remove"
                     counts[key] = counts.get(key, 0) + 1
             if record:
                 decisions.extend(
@@ -845,7 +897,7 @@ class CompiledPolicy:
                     strip = s if strip is None else strip + s
             caps = [(i, self.caps[i]) for i in act if self.caps[i] is not None]
             if caps:
-                gi, gs, gc = _capped_topk(topk, variant, rows, masks, pens, strip, N, limit, caps)
+                gi, gs, gc = self._capped_topk(topk, act, tuple(cohort), variant, rows, masks, pens, strip, N, limit, caps)
             else:
                 gi, gs = topk(variant, rows, masks, pens, strip, min(N, limit))
                 gc = []
@@ -866,6 +918,27 @@ class CompiledPolicy:
         if scores is None:
             scores = np.full((m, N), -np.inf, dtype=np.float32)
         return _Slate(ids, scores, row_active, capped)
+
+    def _capped_topk(self, topk, act, cohort, variant, rows, masks, pens, strip, N, limit, caps):
+        """Top-N under share caps.
+
+        One cap with a single group (a risky share): exact and without re-fetching, by
+        merging the top ``N`` outside the group with the top ``allowance`` inside it
+        (scores are exact and independent of the batch, so the merge equals greedy
+        selection over the full ranking). Otherwise: over-fetch, greedy selection,
+        re-fetch of the rows left short.
+        """
+        if len(caps) == 1 and int(caps[0][1].groups.max(initial=-1)) == 0:
+            ci, cap = caps[0]
+            allow = min(cap.allowance(N), N)
+            out_v = self.variant(act, cohort, (ci, False))
+            ids, scores = topk(out_v, rows, masks, pens, strip, min(N, limit))
+            if allow > 0:
+                in_v = self.variant(act, cohort, (ci, True))
+                ids_in, sc_in = topk(in_v, rows, masks, pens, strip, min(allow, limit))
+                ids, scores = _merge_slates(ids, scores, ids_in, sc_in, N)
+            return ids, scores, []
+        return _capped_topk(topk, variant, rows, masks, pens, strip, N, limit, caps)
 
     def _count(self, cache: _CallCache, idx: tuple[int, ...], served: _Slate, counts: dict) -> None:
         names = [s.name for s in self.policy.settings]
@@ -920,20 +993,31 @@ class CompiledPolicy:
         act[(act < 1) & (pen > 0)] = 1
         return act, pen
 
-    def _attribute(self, cache, active, r: int, item: int, capped) -> tuple[int, str] | None:
-        rows = np.array([r], dtype=np.int64)
-        items = np.array([item], dtype=np.int64)
-        best = None
-        for i in active:
+    def _attribute_many(self, cache, slate: _Slate, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Deciding filter and strictest action code of every (row, item) pair.
+
+        The strictest action wins; among filters with the same action, the first in
+        policy order decides. Filters not active for a row (surface, holdback) are ignored.
+        """
+        nf = len(self.policy.filters)
+        m = len(slate.active)
+        on = np.zeros((m, nf), dtype=bool)
+        for r, act in enumerate(slate.active):
+            if act:
+                on[r, list(act)] = True
+        best_act = np.zeros(rows.size, dtype=np.int8)
+        best_f = np.full(rows.size, -1, dtype=np.int64)
+        if rows.size == 0:
+            return best_f, best_act
+        for i in range(nf):
+            if not on[:, i].any():
+                continue
             a, _ = self.pair_actions(cache, i, rows, items)
-            if a[0] == 2:
-                return (i, "drop")
-            if a[0] == 1 and best is None:
-                best = (i, "demote")
-        for rr, it, fi in capped:
-            if rr == r and it == item:
-                return (fi, "cap")
-        return best
+            a = np.where(on[rows, i], a, 0)
+            better = a > best_act
+            best_f[better] = i
+            best_act[better] = a[better]
+        return best_f, best_act
 
     def _decisions(self, cache, before: np.ndarray, after: _Slate, pv, sv, surface, *, mode: str, query_ids) -> list[Decision]:
         """Decisions for every id of ``before`` missing from ``after``, and demoted ids kept."""
@@ -944,7 +1028,12 @@ class CompiledPolicy:
         kept_items = after.ids[kr, kc]
         capped_set = {(r, it): fi for r, it, fi in after.capped}
         uid = cache.viewers.userids
-        per_row_active = after.active
+        requeried: dict[int, int] = {}
+        for i, strip in sorted(cache.strips.items(), reverse=True):
+            if strip is not None:
+                for r in np.flatnonzero(np.diff(strip.indptr) > 0).tolist():
+                    if after.active[r] and i in after.active[r]:
+                        requeried[r] = i
 
         def viewer_of(r: int):
             return None if uid is None else int(uid[r])
@@ -963,16 +1052,7 @@ class CompiledPolicy:
         for in_slate, rows_, items_ in ((False, rr, ii), (True, kr, kept_items)):
             if rows_.size == 0:
                 continue
-            best_act = np.zeros(rows_.size, dtype=np.int8)
-            best_f = np.full(rows_.size, -1, dtype=np.int64)
-            all_idx = sorted({i for a in per_row_active if a for i in a})
-            for i in all_idx:
-                on = np.array([i in per_row_active[r] for r in rows_.tolist()], dtype=bool)
-                a, _ = self.pair_actions(cache, i, rows_, items_)
-                a = np.where(on, a, 0)
-                better = a > best_act
-                best_f[better] = i
-                best_act[better] = a[better]
+            best_f, best_act = self._attribute_many(cache, after, rows_, items_)
             for j in range(rows_.size):
                 r, it = int(rows_[j]), int(items_[j])
                 if in_slate:
@@ -985,9 +1065,12 @@ class CompiledPolicy:
                     fi, action = capped_set[(r, it)], "cap"
                 elif best_act[j] == 1:
                     fi, action = int(best_f[j]), "demote"
+                elif r in requeried:
+                    fi, action = requeried[r], "requery"
                 else:
-                    # Pushed out by a capped slate's backfill order or a demotion of others
-                    # cannot happen (penalties never boost); record it so nothing goes missing.
+                    # Penalties never boost and caps only skip, so an item that is neither
+                    # dropped, demoted, capped nor re-queried cannot be pushed out; record
+                    # it anyway so that nothing ever goes missing silently.
                     fi, action = -1, "displaced"
                 if fi >= 0:
                     reason = self._reason(fi, cache, r, it, action)
@@ -1003,6 +1086,8 @@ class CompiledPolicy:
     def _reason(self, i: int, cache, r: int, item: int, action: str) -> str:
         if action == "cap":
             return self.caps[i].reason
+        if action == "requery":
+            return f"{getattr(self.policy.filters[i], 'reason', 'filtered')}:interests_stripped"
         rows = np.array([r], dtype=np.int64)
         items = np.array([item], dtype=np.int64)
         want = 2 if action == "drop" else 1
@@ -1087,6 +1172,26 @@ def _missing(after: np.ndarray, before: np.ndarray) -> tuple[np.ndarray, np.ndar
     ka = ra * big + (after.ravel() + 1)
     miss = (before.ravel() >= 0) & ~np.isin(kb, ka)
     return rb[miss], before.ravel()[miss]
+
+
+def _merge_slates(a_ids, a_sc, b_ids, b_sc, N: int):
+    """Row-wise merge of two best-first slates into the best ``N`` (score desc, id asc)."""
+    ids = np.concatenate([a_ids, b_ids], axis=1)
+    sc = np.concatenate([a_sc, b_sc], axis=1)
+    valid = ids >= 0
+    key_sc = np.where(valid, sc, -np.inf)
+    key_id = np.where(valid, ids, np.iinfo(np.int64).max)
+    order = np.lexsort((key_id, -key_sc.astype(np.float64)), axis=1)[:, :N]
+    out_ids = np.take_along_axis(ids, order, axis=1)
+    out_sc = np.take_along_axis(sc, order, axis=1)
+    pad = np.take_along_axis(valid, order, axis=1)
+    out_ids[~pad] = -1
+    out_sc[~pad] = -np.inf
+    if out_ids.shape[1] < N:
+        w = N - out_ids.shape[1]
+        out_ids = np.concatenate([out_ids, np.full((ids.shape[0], w), -1, np.int64)], axis=1)
+        out_sc = np.concatenate([out_sc, np.full((ids.shape[0], w), -np.inf, sc.dtype)], axis=1)
+    return out_ids, out_sc
 
 
 def _capped_topk(topk: TopK, variant, rows, masks, pens, strip, N: int, limit: int, caps):
@@ -1202,6 +1307,7 @@ def default_policy(
     graph=None,
     interactions=None,
     risk=None,
+    viewer_risk=None,
     viewer_cohorts=None,
     candidate_cohorts=None,
     cohort_matrix=None,
@@ -1217,78 +1323,107 @@ def default_policy(
     Parameters
     ----------
     n_items : int, optional, keyword-only
-        Catalogue size; inferred from the other arrays when omitted.
+        Catalogue size; checked against the other arrays when given.
     seeds : array-like of bool or int, optional, keyword-only
-        Flagged accounts (candidate indices).
+        Flagged accounts (candidate indices); always dropped.
     graph : sparse matrix, shape (n_items, n_items), optional, keyword-only
         Follow graph between candidates (accounts following accounts).
     interactions : sparse matrix, shape (n_users, n_items), optional, keyword-only
-        The model's user-item interaction matrix; candidates are linked through the
-        users they share (co-interaction), and viewers' stored risk comes from it.
+        The model's user-item interaction matrix: risk spreads along co-engagement
+        (:func:`guardrails.expand.coengagement_risk`), which also gives every user a
+        stored risk for the circuit breaker.
     risk : array-like of float, shape (n_items,), optional, keyword-only
         Precomputed propagated risk, instead of propagation from ``seeds``.
+    viewer_risk : array-like of float, shape (n_users,), optional, keyword-only
+        Precomputed stored viewer risk.
     viewer_cohorts, candidate_cohorts, cohort_matrix, cohort_labels : optional
         A :class:`~guardrails.filters.CohortRule` (for example minors and adults).
     label_categories : sequence of str, keyword-only
         With ``snapshot_labels=True``, categories that :class:`BlockLabeled` drops,
         reading the Guard's snapshot (failing closed for child-safety categories).
     strictness : {"strict", "balanced"}, keyword-only
-        ``"strict"`` (default): lower thresholds. ``"balanced"``: higher thresholds.
     discovery_surfaces : sequence of str, optional, keyword-only
-        Surfaces where the share cap and relationship demotion apply (default: all).
+        Surfaces where the share cap applies (default: all).
     name : str, keyword-only
 
     Returns
     -------
     Policy
-        In order: labels (if asked), neighbourhood suppression with a demoted band,
-        graded risk demotion, the viewer circuit breaker, a risky-share cap, and the
-        cohort rule (if given). Thresholds are on the propagated risk, which is a share
-        of flagged neighbours, so they mean the same thing on any platform.
+        In order: labels (if asked), neighbourhood suppression, graded risk demotion of
+        the band below it, the viewer circuit breaker, a risky-share cap, and the
+        cohort rule (if given).
+
+    Notes
+    -----
+    Thresholds are both absolute and relative, so the policy needs no tuning on a
+    platform it has never seen: a candidate is dropped when its risk is at least the
+    absolute threshold *and* in the riskiest ``q`` of the catalogue (seeds are always
+    dropped); a viewer trips the circuit breaker when 30 % of their interactions (in the
+    call, or stored) fall on candidates above the drop threshold, and then gets only the
+    less risky half of the catalogue (below the demotion threshold); the share cap
+    counts the riskiest tenth. With ``strictness="strict"``
+    ``q`` is 5 % for drops and 20 % for demotion; ``"balanced"`` halves both.
 
     Raises
     ------
     ValidationError
-        When there is neither risk nor seeds with a graph or interactions.
+        When there is neither risk nor seeds with a graph and/or interactions.
     """
+    from ._validation import check_vector
+    from .filters._risk import seed_mask
     from .filters.primitive import DemoteRisk
     from .filters.safety import BlockLabeled, CohortRule, ShareCap, SuppressNeighborhood, ViewerCircuitBreaker
 
     where = "default_policy"
     strictness = check_choice(strictness, "strictness", where, ("strict", "balanced"))
-    t = {"strict": (0.25, 0.08, 0.15), "balanced": (0.4, 0.15, 0.3)}[strictness]
-    drop_t, demote_t, trip = t
-    viewer_risk = None
+    q_drop, q_demote = {"strict": (0.05, 0.20), "balanced": (0.025, 0.10)}[strictness]
     if risk is not None:
-        from ._validation import check_vector
-
         risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
     else:
         if seeds is None or (graph is None and interactions is None):
-            raise fail(
-                "risk",
-                where,
-                "given, or seeds given with a graph and/or interactions",
-                None,
-            )
-        risk, viewer_risk = _default_risk(seeds, graph, interactions, n_items, where)
+            raise fail("risk", where, "given, or seeds given with a graph and/or interactions", None)
+        risk, stored = _default_risk(seeds, graph, interactions, where)
+        if viewer_risk is None:
+            viewer_risk = stored
+    if viewer_risk is not None:
+        viewer_risk = check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
     n = risk.shape[0]
     if n_items is not None and n_items != n:
         raise fail("n_items", where, f"equal to the length of the risk ({n})", n_items)
+    seed_arg = None if seeds is None else seed_mask(seeds, n, "seeds", where)
+    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
+
+    def top(q: float) -> float:
+        return float(np.quantile(rest, 1.0 - q)) if rest.size else 1.0
+
+    abs_drop, abs_demote = 0.05, 0.02
+    trip = 0.3
+    drop_t = min(1.0, max(abs_drop, top(q_drop) + 1e-7))
+    demote_t = min(drop_t, max(abs_demote, top(q_demote) + 1e-7))
+    pool_t = max(1e-6, float(np.quantile(rest, 0.5)) if rest.size else 1.0)
+    risky_t = min(1.0, max(abs_demote, top(0.10) + 1e-7))
     filters: list = []
     if snapshot_labels:
         filters.append(BlockLabeled(tuple(label_categories), name="block_labeled"))
-    seed_arg = None
-    if seeds is not None:
-        from .filters._risk import seed_mask
-
-        seed_arg = seed_mask(seeds, n, "seeds", where)
+    filters.append(SuppressNeighborhood(risk, threshold=drop_t, seeds=seed_arg))
+    filters.append(DemoteRisk(risk, weight=0.5, curve="sqrt", floor=demote_t))
+    if viewer_risk is not None and viewer_risk.size:
+        # Stored viewer risk on the same relative footing: the riskiest 5 % of viewers
+        # reach the trip level.
+        v_hi = max(abs_drop, float(np.quantile(viewer_risk, 1.0 - q_drop)) + 1e-7)
+        viewer_risk = np.clip(viewer_risk / min(1.0, v_hi) * trip, 0.0, 1.0).astype(np.float32)
     filters.append(
-        SuppressNeighborhood(risk, threshold=drop_t, demote_threshold=demote_t, demote_weight=1.0, seeds=seed_arg)
+        ViewerCircuitBreaker(
+            risk,
+            item_threshold=drop_t,
+            trip=trip,
+            pool_threshold=min(pool_t, demote_t),
+            viewer_risk=viewer_risk,
+        )
     )
-    filters.append(DemoteRisk(risk, weight=0.5, curve="sqrt", floor=0.02))
-    filters.append(ViewerCircuitBreaker(risk, item_threshold=demote_t, trip=trip, pool_threshold=demote_t / 2, viewer_risk=viewer_risk))
-    filters.append(ShareCap(max_share=0.1, risk=risk, threshold=0.02, surfaces=discovery_surfaces, name="share_cap_risky"))
+    filters.append(
+        ShareCap(max_share=0.1, risk=risk, threshold=risky_t, surfaces=discovery_surfaces, name="share_cap_risky")
+    )
     if cohort_matrix is not None:
         vl, cl = cohort_labels if cohort_labels is not None else (None, None)
         filters.append(
@@ -1297,9 +1432,10 @@ def default_policy(
     return Policy(filters, name=name)
 
 
-def _default_risk(seeds, graph, interactions, n_items, where):
+def _default_risk(seeds, graph, interactions, where):
+    """Item risk (and stored user risk) from seeds over the graph and/or interactions."""
     from ._validation import check_csr
-    from .filters._risk import propagate_seed_risk
+    from .filters._risk import propagate_seed_risk, seed_mask
 
     n = None
     if graph is not None:
@@ -1310,47 +1446,21 @@ def _default_risk(seeds, graph, interactions, n_items, where):
         if n is not None and interactions.shape[1] != n:
             raise fail("interactions", where, f"a matrix with {n} columns (one per candidate)", interactions)
         n = interactions.shape[1]
-    adj = None
+    s = seed_mask(seeds, n, "seeds", where)
+    parts = []
+    user_risk = None
     if graph is not None:
-        adj = (abs(graph) > 0).astype(np.float32)
+        parts.append(propagate_seed_risk(s, graph, where=where))
     if interactions is not None:
-        # Co-interaction graph (candidates shared by a user), thinned to each candidate's
-        # strongest links so that popular items do not connect everything to everything.
-        x = (abs(interactions) > 0).astype(np.float32)
-        x = sp.csr_matrix(x)
-        co = (x.T @ x).tocsr()
-        co.setdiag(0)
-        co.eliminate_zeros()
-        co = _top_links(co, 20)
-        adj = co if adj is None else (adj + co)
-    risk = propagate_seed_risk(seeds, adj, where=where)
-    viewer_risk = None
-    if interactions is not None:
-        from .filters._risk import viewer_share
+        from .expand import coengagement_risk
 
-        share, _ = viewer_share(interactions, risk >= 0.08)
-        viewer_risk = np.clip(share, 0.0, 1.0).astype(np.float32)
-    return risk, viewer_risk
-
-
-def _top_links(a: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep each row's ``k`` largest entries (vectorized), as a 0/1 matrix."""
-    a = sp.csr_matrix(a)
-    counts = np.diff(a.indptr)
-    if counts.max(initial=0) <= k:
-        return (a > 0).astype(np.float32)
-    rows = np.repeat(np.arange(a.shape[0]), counts)
-    order = np.lexsort((-a.data, rows))
-    rank = np.arange(a.nnz) - np.repeat(a.indptr[:-1], counts)
-    keep = np.zeros(a.nnz, dtype=bool)
-    keep[order[rank < k]] = True
-    # rank is computed in sorted order: map it back.
-    srt_rows = rows[order]
-    rank_sorted = np.arange(a.nnz) - np.searchsorted(srt_rows, srt_rows)
-    keep = np.zeros(a.nnz, dtype=bool)
-    keep[order[rank_sorted < k]] = True
-    out = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), a.indices[keep], np.r_[0, np.cumsum(np.add.reduceat(keep, a.indptr[:-1]) if a.nnz else np.zeros(a.shape[0], dtype=np.int64))]), shape=a.shape)
-    return out
+        item_risk, user_risk = coengagement_risk(interactions, np.flatnonzero(s))
+        parts.append(np.asarray(item_risk, dtype=np.float32))
+        user_risk = np.asarray(user_risk, dtype=np.float32)
+    risk = np.maximum.reduce(parts) if len(parts) > 1 else parts[0]
+    risk = np.clip(risk, 0.0, 1.0).astype(np.float32)
+    risk[s] = 1.0
+    return risk, user_risk
 
 
 # ============================================================================ TOML
@@ -1432,7 +1542,3 @@ def save_policy(policy: Policy, path, *, data_dir: str | None = None) -> dict[st
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(dump_toml(doc))
     return written
-
-
-def _unused() -> None:  # pragma: no cover - keeps warnings imported for fail-open paths
-    warnings.warn("", GuardrailsWarning)

@@ -129,3 +129,17 @@ def test_unfitted_and_foreign_models_are_rejected():
         gr.Guard(implicit.cpu.als.AlternatingLeastSquares(factors=4))
     with pytest.raises(gr.UnsupportedModelError, match="cannot adapt"):
         gr.Guard(object())
+
+
+def test_gpu_models_are_converted_to_cpu(user_items):
+    """implicit's GPU models reach the kernel through their own ``to_cpu()``."""
+    cpu = _fit(MF["als"](), user_items)
+
+    class FakeGpuALS:  # stands in for implicit.gpu.als.AlternatingLeastSquares
+        def to_cpu(self):
+            return cpu
+
+    FakeGpuALS.__module__ = "implicit.gpu.als"
+    guard = gr.Guard(FakeGpuALS())
+    users = np.arange(20)
+    _same_up_to_ties(*guard.recommend(users, user_items[users], N=5), *cpu.recommend(users, user_items[users], N=5))

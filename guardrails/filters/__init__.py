@@ -1,19 +1,48 @@
-"""Filters: the Filter protocol and built-in filters.
+"""Filters: the Filter protocol, built-in filters and the plug-in registry.
 
-Third-party filters implement :class:`FilterProtocol` (or subclass :class:`Filter`).
+Third-party filters implement :class:`FilterProtocol` (or subclass :class:`Filter`),
+register with :func:`register_filter` or the ``guardrails.filters`` entry-point group
+(:func:`load_plugins`), and check themselves with :mod:`guardrails.testing`.
 """
 
-from .base import Catalog, Filter, FilterProtocol, ViewerBatch, array_fingerprint
+from .base import CapSpec, Catalog, CohortTable, Filter, FilterProtocol, ViewerBatch, array_fingerprint
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
+from .registry import ENTRY_POINT_GROUP, load_plugins, register_filter, registered_filters
+from .safety import (
+    ACTIONS,
+    CHILD_SAFETY_CATEGORIES,
+    BlockLabeled,
+    CohortRule,
+    RelationshipRule,
+    ShareCap,
+    SuppressNeighborhood,
+    ViewerCircuitBreaker,
+    is_child_safety,
+)
 
 __all__ = [
     "Catalog",
     "ViewerBatch",
     "Filter",
     "FilterProtocol",
+    "CohortTable",
+    "CapSpec",
     "array_fingerprint",
     "BlockItems",
     "ExcludePairs",
     "SuppressRisk",
     "DemoteRisk",
+    "BlockLabeled",
+    "SuppressNeighborhood",
+    "CohortRule",
+    "ViewerCircuitBreaker",
+    "ShareCap",
+    "RelationshipRule",
+    "ACTIONS",
+    "CHILD_SAFETY_CATEGORIES",
+    "is_child_safety",
+    "ENTRY_POINT_GROUP",
+    "register_filter",
+    "registered_filters",
+    "load_plugins",
 ]

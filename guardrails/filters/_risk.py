@@ -47,21 +47,18 @@ def propagate_seed_risk(
         Flagged accounts.
     graph : sparse matrix, shape (n, n)
         Follow (or interaction) graph; treated as undirected, weights ignored in sign.
-    alpha : float
-        Discount per extra hop, in (0, 1].
-    n_iter : int
-        Power iterations.
+    alpha, n_iter : float, int
+        Parameters of the fallback propagation only (used when
+        :mod:`guardrails.expand` cannot be imported).
 
     Returns
     -------
     risk : ndarray of float32, shape (n,)
-        ``1`` on seeds; elsewhere the share of the node's neighbours that are flagged,
-        with neighbours of neighbours counted at weight ``alpha`` per hop (a random walk
-        from the node that stops at a seed, scored by how soon it gets there). The value
-        is a share, so a threshold means the same thing on any graph size.
+        ``1`` on seeds; elsewhere the risk of :func:`guardrails.expand.propagate`
+        (personalised PageRank from the seeds, walking edges both ways, on its documented
+        scale). The fallback is the share of a node's neighbours that are flagged, with
+        each further hop discounted by ``alpha``.
     """
-    # TODO(expand): switch to guardrails.expand.propagate once it has landed and has the
-    # same scale-free output; the call is isolated here so only this function changes.
     g = check_csr(graph, "graph", where)
     if g.shape[0] != g.shape[1]:
         raise fail("graph", where, "a square sparse matrix (n, n)", g)
@@ -71,6 +68,21 @@ def propagate_seed_risk(
     s = seed_mask(seeds, n, "seeds", where)
     if not s.any():
         return np.zeros(n, dtype=np.float32)
+    try:
+        from ..expand import propagate
+    except ImportError:  # pragma: no cover - expand ships with the package
+        propagate = None
+    if propagate is not None:
+        risk = np.asarray(propagate(abs(g), np.flatnonzero(s), direction="both"), dtype=np.float32)
+        risk = np.clip(risk, 0.0, 1.0)
+        risk[s] = 1.0
+        return risk
+    return _mean_walk_risk(g, s, alpha, n_iter)
+
+
+def _mean_walk_risk(g: sp.csr_matrix, s: np.ndarray, alpha: float, n_iter: int) -> np.ndarray:
+    """Fallback propagation: mean of what neighbours emit, seeds clamped at 1."""
+    n = g.shape[0]
     a = abs(g).astype(np.float64)
     a = ((a + a.T) > 0).astype(np.float64).tocsr()
     a.setdiag(0)

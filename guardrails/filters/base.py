@@ -108,14 +108,20 @@ class ViewerBatch:
         The viewers' interactions as passed in the call (not only stored history).
     surface : str or None
         Where the slate is shown, for example ``"suggested_accounts"``.
+    n_rows : int, optional
+        Rows of the batch when neither ``userids`` nor ``user_items`` says (for example
+        ``similar_items`` without a viewer).
     """
 
     userids: np.ndarray | None
     user_items: sp.csr_matrix | None = None
     surface: str | None = None
+    n_rows: int | None = None
 
     @property
     def size(self) -> int:
+        if self.n_rows is not None:
+            return int(self.n_rows)
         if self.userids is not None:
             return int(self.userids.shape[0])
         if self.user_items is not None:
@@ -128,6 +134,7 @@ class ViewerBatch:
             None if self.userids is None else self.userids[rows],
             None if self.user_items is None else self.user_items[rows],
             self.surface,
+            None if self.n_rows is None else int(np.asarray(rows).shape[0]),
         )
 
 

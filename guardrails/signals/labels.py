@@ -107,7 +107,9 @@ class Label:
         return self.retracted_at is not None
 
 
-def in_force(created_at: float, expires_at: float | None, retracted_at: float | None, at: float) -> bool:
+def in_force(
+    created_at: float, expires_at: float | None, retracted_at: float | None, at: float
+) -> bool:
     """Scalar form of the in-force rule (see the module docstring)."""
     return (
         created_at <= at
@@ -158,7 +160,9 @@ def check_subject(value: Any, name: str, where: str) -> int | str:
     return v
 
 
-def check_text(value: Any, name: str, where: str, *, optional: bool = False, max_len: int = 10_000) -> str | None:
+def check_text(
+    value: Any, name: str, where: str, *, optional: bool = False, max_len: int = 10_000
+) -> str | None:
     """Return a non-empty str of at most ``max_len`` characters (or None if optional)."""
     if value is None and optional:
         return None
@@ -190,7 +194,11 @@ def check_time(value: Any, name: str, where: str, *, optional: bool = False) -> 
         if value.tzinfo is None:
             raise fail(name, where, what, value)
         return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+    ):
         raise fail(name, where, what, value)
     return float(value)
 

@@ -204,7 +204,9 @@ class TriageWeights:
     age: float = 1.0
     reporters_saturation: int = 10
     age_saturation_s: float = 72 * 3600.0
-    category_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_CATEGORY_WEIGHTS))
+    category_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_CATEGORY_WEIGHTS)
+    )
     default_category_weight: float = 0.5
 
     def __post_init__(self) -> None:
@@ -213,7 +215,9 @@ class TriageWeights:
             check_float(getattr(self, name), name, where, low=0.0)
         check_int(self.reporters_saturation, "reporters_saturation", where, low=1)
         check_float(self.age_saturation_s, "age_saturation_s", where, low=0.0, low_open=True)
-        check_float(self.default_category_weight, "default_category_weight", where, low=0.0, high=1.0)
+        check_float(
+            self.default_category_weight, "default_category_weight", where, low=0.0, high=1.0
+        )
         for k, v in dict(self.category_weights).items():
             if not isinstance(k, str):
                 raise fail("category_weights", where, "a mapping of str to floats in [0, 1]", k)
@@ -291,13 +295,44 @@ class ReportQueue:
         return self.store.clock() if now is None else check_time(now, "now", where)
 
     def _report(self, row, now: float) -> Report:
-        (seq, key, kind, subject, reporter, category, note, created, state, attempts,
-         claimed_by, _token, lease_expires, resolved_at, resolved_by, outcome, last_error) = row
+        (
+            seq,
+            key,
+            kind,
+            subject,
+            reporter,
+            category,
+            note,
+            created,
+            state,
+            attempts,
+            claimed_by,
+            _token,
+            lease_expires,
+            resolved_at,
+            resolved_by,
+            outcome,
+            last_error,
+        ) = row
         if state == "claimed" and lease_expires is not None and lease_expires <= now:
             state = "dead" if attempts >= self.max_attempts else "pending"
         return Report(
-            key, seq, kind, subject, reporter, category, note, created, state, attempts,
-            claimed_by, lease_expires, resolved_at, resolved_by, outcome, last_error,
+            key,
+            seq,
+            kind,
+            subject,
+            reporter,
+            category,
+            note,
+            created,
+            state,
+            attempts,
+            claimed_by,
+            lease_expires,
+            resolved_at,
+            resolved_by,
+            outcome,
+            last_error,
         )
 
     # ------------------------------------------------------------------ intake
@@ -336,7 +371,15 @@ class ReportQueue:
         Ack
         """
         spec = self._submit_spec(
-            dict(subject=subject, category=category, reporter=reporter, key=key, note=note, kind=kind, created_at=created_at),
+            dict(
+                subject=subject,
+                category=category,
+                reporter=reporter,
+                key=key,
+                note=note,
+                kind=kind,
+                created_at=created_at,
+            ),
             "ReportQueue.submit",
         )
         with self.store._txn() as conn:
@@ -359,7 +402,13 @@ class ReportQueue:
         allowed = {"subject", "category", "reporter", "key", "note", "kind", "created_at"}
         unknown = set(d) - allowed
         if unknown:
-            raise fail("reports", where, f"dicts with keys among {sorted(allowed)}", f"unknown keys {sorted(unknown)}", describe=False)
+            raise fail(
+                "reports",
+                where,
+                f"dicts with keys among {sorted(allowed)}",
+                f"unknown keys {sorted(unknown)}",
+                describe=False,
+            )
         for req in ("subject", "category", "reporter", "key"):
             if req not in d:
                 raise fail(req, where, "given", None)
@@ -375,7 +424,8 @@ class ReportQueue:
 
     def _insert(self, conn, spec: dict) -> Ack:
         row = conn.execute(
-            "SELECT seq, kind, subject, reporter, category, note, created_at FROM reports WHERE report_key = ?",
+            "SELECT seq, kind, subject, reporter, category, note, created_at FROM reports WHERE "
+            "report_key = ?",
             (spec["key"],),
         ).fetchone()
         if row is not None:
@@ -396,13 +446,28 @@ class ReportQueue:
         now = self.store.clock()
         created = now if spec["created_at"] is None else spec["created_at"]
         cur = conn.execute(
-            "INSERT INTO reports (report_key, kind, subject, reporter, category, note, created_at, state) "
+            "INSERT INTO reports (report_key, kind, subject, reporter, category, note, "
+            "created_at, state) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
-            (spec["key"], spec["kind"], spec["subject"], spec["reporter"], spec["category"], spec["note"], created),
+            (
+                spec["key"],
+                spec["kind"],
+                spec["subject"],
+                spec["reporter"],
+                spec["category"],
+                spec["note"],
+                created,
+            ),
         )
         self.store._audit(
-            conn, "report", spec["key"], "submit", source="user_report", actor=str(spec["reporter"]),
-            detail={"kind": spec["kind"], "subject": spec["subject"], "category": spec["category"]}, at=now,
+            conn,
+            "report",
+            spec["key"],
+            "submit",
+            source="user_report",
+            actor=str(spec["reporter"]),
+            detail={"kind": spec["kind"], "subject": spec["subject"], "category": spec["category"]},
+            at=now,
         )
         return Ack(spec["key"], int(cur.lastrowid), False)
 
@@ -411,7 +476,9 @@ class ReportQueue:
         """The report with this key (``ValidationError`` if none)."""
         t = self._now(now, "ReportQueue.get")
         with self.store._lock:
-            row = self.store._conn.execute(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)).fetchone()
+            row = self.store._conn.execute(
+                f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)
+            ).fetchone()
         if row is None:
             raise fail("key", "ReportQueue.get", "the key of a stored report", key)
         return self._report(row, t)
@@ -495,7 +562,9 @@ class ReportQueue:
         with self.store._read() as conn:
             return self._triage(conn, t, w, neighbourhood_risk, limit)
 
-    def _triage(self, conn, t: float, w: TriageWeights, nrisk, limit: int | None) -> list[TriageEntry]:
+    def _triage(
+        self, conn, t: float, w: TriageWeights, nrisk, limit: int | None
+    ) -> list[TriageEntry]:
         rows = conn.execute(
             f"SELECT {_COLS} FROM reports WHERE state = 'pending' "
             "OR (state = 'claimed' AND lease_expires <= ? AND attempts < ?)",
@@ -571,7 +640,11 @@ class ReportQueue:
         where = "ReportQueue.claim"
         reviewer = check_text(reviewer, "reviewer", where, max_len=500)
         n = check_int(n, "n", where)
-        lease = self.lease_s if lease_s is None else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        lease = (
+            self.lease_s
+            if lease_s is None
+            else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        )
         check_choice(order, "order", where, ("priority", "fifo"))
         t = self._now(now, where)
         claims = []
@@ -579,26 +652,49 @@ class ReportQueue:
             self._reap(conn, t)
             if order == "fifo":
                 rows = conn.execute(
-                    f"SELECT {_COLS} FROM reports WHERE state = 'pending' ORDER BY created_at, seq LIMIT ?", (n,)
+                    f"SELECT {_COLS} FROM reports WHERE state = 'pending' ORDER BY created_at, "
+                    "seq LIMIT ?",
+                    (n,),
                 ).fetchall()
                 picked = [self._report(r, t) for r in rows]
             else:
-                picked = [e.report for e in self._triage(conn, t, self.weights, neighbourhood_risk, n)]
+                picked = [
+                    e.report for e in self._triage(conn, t, self.weights, neighbourhood_risk, n)
+                ]
             for rep in picked:
                 token = uuid.uuid4().hex
                 expires = t + lease
                 conn.execute(
-                    "UPDATE reports SET state = 'claimed', claimed_by = ?, lease_token = ?, lease_expires = ?, "
+                    "UPDATE reports SET state = 'claimed', claimed_by = ?, lease_token = ?, "
+                    "lease_expires = ?, "
                     "attempts = attempts + 1 WHERE seq = ? AND state = 'pending'",
                     (reviewer, token, expires, rep.seq),
                 )
                 self.store._audit(
-                    conn, "report", rep.key, "claim", actor=reviewer,
-                    detail={"lease_expires": expires, "attempt": rep.attempts + 1}, at=t,
+                    conn,
+                    "report",
+                    rep.key,
+                    "claim",
+                    actor=reviewer,
+                    detail={"lease_expires": expires, "attempt": rep.attempts + 1},
+                    at=t,
                 )
                 claimed = Report(
-                    rep.key, rep.seq, rep.kind, rep.subject, rep.reporter, rep.category, rep.note,
-                    rep.created_at, "claimed", rep.attempts + 1, reviewer, expires, None, None, None,
+                    rep.key,
+                    rep.seq,
+                    rep.kind,
+                    rep.subject,
+                    rep.reporter,
+                    rep.category,
+                    rep.note,
+                    rep.created_at,
+                    "claimed",
+                    rep.attempts + 1,
+                    reviewer,
+                    expires,
+                    None,
+                    None,
+                    None,
                     rep.last_error,
                 )
                 claims.append(Claim(claimed, token, reviewer, expires))
@@ -606,27 +702,38 @@ class ReportQueue:
 
     def _reap(self, conn, t: float) -> None:
         rows = conn.execute(
-            "SELECT seq, report_key, attempts, claimed_by FROM reports WHERE state = 'claimed' AND lease_expires <= ?",
+            "SELECT seq, report_key, attempts, claimed_by FROM reports WHERE state = 'claimed' "
+            "AND lease_expires <= ?",
             (t,),
         ).fetchall()
         for seq, key, attempts, who in rows:
             dead = attempts >= self.max_attempts
             conn.execute(
-                "UPDATE reports SET state = ?, claimed_by = NULL, lease_token = NULL, lease_expires = NULL, "
+                "UPDATE reports SET state = ?, claimed_by = NULL, lease_token = NULL, "
+                "lease_expires = NULL, "
                 "last_error = coalesce(last_error, 'lease expired') WHERE seq = ?",
                 ("dead" if dead else "pending", seq),
             )
-            self.store._audit(conn, "report", key, "lease_expired", actor=who, detail={"attempts": attempts}, at=t)
+            self.store._audit(
+                conn, "report", key, "lease_expired", actor=who, detail={"attempts": attempts}, at=t
+            )
             if dead:
                 self.store._audit(
-                    conn, "report", key, "dead_letter", reason="attempts exhausted (lease expired)",
-                    detail={"attempts": attempts}, at=t,
+                    conn,
+                    "report",
+                    key,
+                    "dead_letter",
+                    reason="attempts exhausted (lease expired)",
+                    detail={"attempts": attempts},
+                    at=t,
                 )
 
     def _held(self, conn, claim: Claim, where: str):
         if not isinstance(claim, Claim):
             raise fail("claim", where, "a Claim returned by ReportQueue.claim", claim)
-        row = conn.execute(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (claim.key,)).fetchone()
+        row = conn.execute(
+            f"SELECT {_COLS} FROM reports WHERE report_key = ?", (claim.key,)
+        ).fetchone()
         if row is None or row[8] != "claimed" or row[11] != claim.token:
             state = "missing" if row is None else row[8]
             raise LeaseLostError(
@@ -694,19 +801,26 @@ class ReportQueue:
             for lid in retract:
                 self.store._retract(conn, lid, by=claim.reviewer, reason=reason or outcome)
             conn.execute(
-                "UPDATE reports SET state = 'resolved', resolved_at = ?, resolved_by = ?, outcome = ?, "
+                "UPDATE reports SET state = 'resolved', resolved_at = ?, resolved_by = ?, outcome "
+                "= ?, "
                 "lease_token = NULL, lease_expires = NULL WHERE seq = ?",
                 (t, claim.reviewer, outcome, row[0]),
             )
             self.store._audit(
-                conn, "report", claim.key, "resolve", actor=claim.reviewer, reason=reason,
-                detail={"outcome": outcome, "labels": written, "retracted": retract}, at=t,
+                conn,
+                "report",
+                claim.key,
+                "resolve",
+                actor=claim.reviewer,
+                reason=reason,
+                detail={"outcome": outcome, "labels": written, "retracted": retract},
+                at=t,
             )
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
 
     def fail(self, claim: Claim, *, error: str, now=None) -> Report:
-        """Record a failed processing attempt: back to pending, or dead-lettered when out of attempts."""
+        """Record a failed attempt: back to pending, or dead-lettered when out of attempts."""
         where = "ReportQueue.fail"
         error = check_text(error, "error", where)
         t = self._now(now, where)
@@ -714,15 +828,23 @@ class ReportQueue:
             row = self._held(conn, claim, where)
             dead = row[9] >= self.max_attempts
             conn.execute(
-                "UPDATE reports SET state = ?, claimed_by = NULL, lease_token = NULL, lease_expires = NULL, "
+                "UPDATE reports SET state = ?, claimed_by = NULL, lease_token = NULL, "
+                "lease_expires = NULL, "
                 "last_error = ? WHERE seq = ?",
                 ("dead" if dead else "pending", error, row[0]),
             )
-            self.store._audit(conn, "report", claim.key, "fail", actor=claim.reviewer, reason=error, at=t)
+            self.store._audit(
+                conn, "report", claim.key, "fail", actor=claim.reviewer, reason=error, at=t
+            )
             if dead:
                 self.store._audit(
-                    conn, "report", claim.key, "dead_letter", reason="attempts exhausted",
-                    detail={"attempts": row[9], "error": error}, at=t,
+                    conn,
+                    "report",
+                    claim.key,
+                    "dead_letter",
+                    reason="attempts exhausted",
+                    detail={"attempts": row[9], "error": error},
+                    at=t,
                 )
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
@@ -734,7 +856,8 @@ class ReportQueue:
         with self.store._txn() as conn:
             row = self._held(conn, claim, where)
             conn.execute(
-                "UPDATE reports SET state = 'pending', claimed_by = NULL, lease_token = NULL, lease_expires = NULL, "
+                "UPDATE reports SET state = 'pending', claimed_by = NULL, lease_token = NULL, "
+                "lease_expires = NULL, "
                 "attempts = max(attempts - 1, 0) WHERE seq = ?",
                 (row[0],),
             )
@@ -745,13 +868,25 @@ class ReportQueue:
     def extend(self, claim: Claim, *, lease_s: float | None = None, now=None) -> Claim:
         """Renew a lease (a heartbeat); returns the claim with its new expiry."""
         where = "ReportQueue.extend"
-        lease = self.lease_s if lease_s is None else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        lease = (
+            self.lease_s
+            if lease_s is None
+            else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
+        )
         t = self._now(now, where)
         with self.store._txn() as conn:
             row = self._held(conn, claim, where)
             expires = t + lease
             conn.execute("UPDATE reports SET lease_expires = ? WHERE seq = ?", (expires, row[0]))
-            self.store._audit(conn, "report", claim.key, "extend", actor=claim.reviewer, detail={"lease_expires": expires}, at=t)
+            self.store._audit(
+                conn,
+                "report",
+                claim.key,
+                "extend",
+                actor=claim.reviewer,
+                detail={"lease_expires": expires},
+                at=t,
+            )
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return Claim(self._report(final, t), claim.token, claim.reviewer, expires)
 
@@ -763,10 +898,14 @@ class ReportQueue:
         t = self._now(now, where)
         with self.store._txn() as conn:
             self._reap(conn, t)
-            row = conn.execute(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)
+            ).fetchone()
             if row is None or row[8] != "dead":
                 raise fail("key", where, "the key of a dead-lettered report", key)
-            conn.execute("UPDATE reports SET state = 'pending', attempts = 0 WHERE seq = ?", (row[0],))
+            conn.execute(
+                "UPDATE reports SET state = 'pending', attempts = 0 WHERE seq = ?", (row[0],)
+            )
             self.store._audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
@@ -777,5 +916,11 @@ def _neighbourhood(nrisk, subject) -> float:
         return 0.0
     v = nrisk(subject) if callable(nrisk) else nrisk.get(subject, 0.0)
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 <= float(v) <= 1.0):
-        raise fail("neighbourhood_risk", "ReportQueue.triage", "risks in [0, 1]", f"{v!r} for {subject!r}", describe=False)
+        raise fail(
+            "neighbourhood_risk",
+            "ReportQueue.triage",
+            "risks in [0, 1]",
+            f"{v!r} for {subject!r}",
+            describe=False,
+        )
     return float(v)

@@ -103,7 +103,12 @@ class ServingGuard:
         n = guard.model_.n_items
         if fallback_items is None:
             if self.on_failure == "fallback":
-                raise fail("fallback_items", where, "a list of item indices when on_failure='fallback'", None)
+                raise fail(
+                    "fallback_items",
+                    where,
+                    "a list of item indices when on_failure='fallback'",
+                    None,
+                )
             self.fallback_items = None
         else:
             ids, _ = check_ids(fallback_items, "fallback_items", where, n)
@@ -114,7 +119,9 @@ class ServingGuard:
         self.clock = clock
         self.max_retries = check_int(max_retries, "max_retries", where)
         self._lock = threading.Lock()
-        self.stats: dict[str, int] = dict.fromkeys(("served", "fallback", "refused", "load_failures", *_REASONS), 0)
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("served", "fallback", "refused", "load_failures", *_REASONS), 0
+        )
         self.last_failure: str | None = None
         self._mask_cache: tuple[Any, np.ndarray] | None = None
 
@@ -132,7 +139,13 @@ class ServingGuard:
         n = self.guard.model_.n_items
         size = getattr(snapshot, "n_items", None)
         if size is not None and size != n:
-            raise fail("snapshot", "ServingGuard.swap_snapshot", f"a snapshot of {n} items", f"a snapshot of {size} items", describe=False)
+            raise fail(
+                "snapshot",
+                "ServingGuard.swap_snapshot",
+                f"a snapshot of {n} items",
+                f"a snapshot of {size} items",
+                describe=False,
+            )
         self.guard.swap_snapshot(snapshot)
 
     def load_snapshot(self, path) -> Snapshot:
@@ -175,12 +188,17 @@ class ServingGuard:
                 return (
                     False,
                     "stale",
-                    f"the snapshot {version} is {age:.0f} s old (maximum {self.max_snapshot_age:.0f} s)",
+                    f"the snapshot {version} is {age:.0f} s old (maximum "
+                    f"{self.max_snapshot_age:.0f} s)",
                 )
         return True, None, version
 
     # ------------------------------------------------------------------ core
-    def _serve(self, call: Callable[[], GuardResult], fallback: Callable[[Any, str, str], GuardResult] | None):
+    def _serve(
+        self,
+        call: Callable[[], GuardResult],
+        fallback: Callable[[Any, str, str], GuardResult] | None,
+    ):
         for _ in range(self.max_retries):
             ok, reason, msg = self.check()
             if not ok:
@@ -208,7 +226,9 @@ class ServingGuard:
             with self._lock:
                 self.stats["refused"] += 1
             logger.error("guardrails: %s The fallback failed too: %s", text, exc)
-            raise FailClosedError(f"{text} The safe fallback could not be served either: {exc}") from exc
+            raise FailClosedError(
+                f"{text} The safe fallback could not be served either: {exc}"
+            ) from exc
         with self._lock:
             self.stats["fallback"] += 1
         logger.warning("guardrails: %s Served the safe fallback.", text)
@@ -230,7 +250,9 @@ class ServingGuard:
             if sev is not None:
                 sev = np.asarray(sev)
                 if sev.shape != (n,):
-                    raise FailClosedError(f"the snapshot's max_severity has shape {sev.shape}, not ({n},)")
+                    raise FailClosedError(
+                        f"the snapshot's max_severity has shape {sev.shape}, not ({n},)"
+                    )
                 mask |= sev > 0
         self._mask_cache = (key, mask)
         return mask
@@ -272,7 +294,11 @@ class ServingGuard:
         scores = np.full((m, n_cols), -np.inf, dtype=dtype)
         for i in range(m):
             row = cand
-            drop = [mk.indices[mk.indptr[i] : mk.indptr[i + 1]] for mk in masks if mk.nnz and i < mk.shape[0]]
+            drop = [
+                mk.indices[mk.indptr[i] : mk.indptr[i + 1]]
+                for mk in masks
+                if mk.nnz and i < mk.shape[0]
+            ]
             if query_items is not None:
                 drop.append(query_items[i : i + 1])
             if drop:
@@ -293,17 +319,43 @@ class ServingGuard:
         return GuardResult(ids, scores, policy_version, snap_version, info)
 
     # ------------------------------------------------------------------ API
-    def recommend(self, userid, user_items=None, N: int = 10, filter_already_liked_items: bool = True,
-                  filter_items=None, recalculate_user: bool = False, items=None, *, surface: str | None = None):
+    def recommend(
+        self,
+        userid,
+        user_items=None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
+        *,
+        surface: str | None = None,
+    ):
         """As :meth:`Guard.recommend`, failing closed; returns ``(ids, scores)``."""
         r = self.recommend_detailed(
-            userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user, items, surface=surface
+            userid,
+            user_items,
+            N,
+            filter_already_liked_items,
+            filter_items,
+            recalculate_user,
+            items,
+            surface=surface,
         )
         return r.ids, r.scores
 
-    def recommend_detailed(self, userid, user_items=None, N: int = 10, filter_already_liked_items: bool = True,
-                           filter_items=None, recalculate_user: bool = False, items=None, *,
-                           surface: str | None = None) -> GuardResult:
+    def recommend_detailed(
+        self,
+        userid,
+        user_items=None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
+        *,
+        surface: str | None = None,
+    ) -> GuardResult:
         """As :meth:`Guard.recommend_detailed`, failing closed.
 
         A fallback result has ``info["fail_closed"]`` set to the reason and
@@ -314,7 +366,13 @@ class ServingGuard:
 
         def call() -> GuardResult:
             return g.recommend_detailed(
-                userid, user_items, N, filter_already_liked_items, filter_items, recalculate_user, items,
+                userid,
+                user_items,
+                N,
+                filter_already_liked_items,
+                filter_items,
+                recalculate_user,
+                items,
                 surface=surface,
             )
 
@@ -323,35 +381,84 @@ class ServingGuard:
             n = g.model_.n_items
             userids, scalar = check_ids(userid, "userid", where, 2**62)
             n_ = check_int(N, "N", where)
-            rows = None if user_items is None else check_csr(user_items, "user_items", where, shape=(userids.size, n))
-            call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, n)[0]
+            rows = (
+                None
+                if user_items is None
+                else check_csr(user_items, "user_items", where, shape=(userids.size, n))
+            )
+            call_mask = (
+                None
+                if filter_items is None
+                else check_ids(filter_items, "filter_items", where, n)[0]
+            )
             restrict = None if items is None else np.unique(check_ids(items, "items", where, n)[0])
             liked = rows if (filter_already_liked_items and rows is not None) else None
             return self._fallback_slate(
-                snap, reason, text, m=userids.size, scalar=scalar, N=n_, call_mask=call_mask, restrict=restrict,
-                liked=liked, viewers=ViewerBatch(userids, rows, surface),
+                snap,
+                reason,
+                text,
+                m=userids.size,
+                scalar=scalar,
+                N=n_,
+                call_mask=call_mask,
+                restrict=restrict,
+                liked=liked,
+                viewers=ViewerBatch(userids, rows, surface),
             )
 
         return self._serve(call, fallback if self.on_failure == "fallback" else None)
 
-    def similar_items(self, itemid, N: int = 10, recalculate_item: bool = False, item_users=None,
-                      filter_items=None, items=None, *, viewer=None, surface: str | None = None):
+    def similar_items(
+        self,
+        itemid,
+        N: int = 10,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        viewer=None,
+        surface: str | None = None,
+    ):
         """As :meth:`Guard.similar_items`, failing closed; returns ``(ids, scores)``."""
         r = self.similar_items_detailed(
-            itemid, N, recalculate_item, item_users, filter_items, items, viewer=viewer, surface=surface
+            itemid,
+            N,
+            recalculate_item,
+            item_users,
+            filter_items,
+            items,
+            viewer=viewer,
+            surface=surface,
         )
         return r.ids, r.scores
 
-    def similar_items_detailed(self, itemid, N: int = 10, recalculate_item: bool = False, item_users=None,
-                               filter_items=None, items=None, *, viewer=None,
-                               surface: str | None = None) -> GuardResult:
+    def similar_items_detailed(
+        self,
+        itemid,
+        N: int = 10,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        viewer=None,
+        surface: str | None = None,
+    ) -> GuardResult:
         """As :meth:`Guard.similar_items_detailed`, failing closed (the fallback never
         returns the query item itself)."""
         g = self.guard
 
         def call() -> GuardResult:
             return g.similar_items_detailed(
-                itemid, N, recalculate_item, item_users, filter_items, items, viewer=viewer, surface=surface
+                itemid,
+                N,
+                recalculate_item,
+                item_users,
+                filter_items,
+                items,
+                viewer=viewer,
+                surface=surface,
             )
 
         def fallback(snap, reason, text) -> GuardResult:
@@ -359,27 +466,45 @@ class ServingGuard:
             n = g.model_.n_items
             itemids, scalar = check_ids(itemid, "itemid", where, 2**62)
             n_ = check_int(N, "N", where)
-            call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, n)[0]
+            call_mask = (
+                None
+                if filter_items is None
+                else check_ids(filter_items, "filter_items", where, n)[0]
+            )
             restrict = None if items is None else np.unique(check_ids(items, "items", where, n)[0])
             viewers = g._viewers(viewer, itemids.size, where)
             return self._fallback_slate(
-                snap, reason, text, m=itemids.size, scalar=scalar, N=n_, call_mask=call_mask, restrict=restrict,
-                liked=None, viewers=ViewerBatch(viewers, None, surface), query_items=itemids,
+                snap,
+                reason,
+                text,
+                m=itemids.size,
+                scalar=scalar,
+                N=n_,
+                call_mask=call_mask,
+                restrict=restrict,
+                liked=None,
+                viewers=ViewerBatch(viewers, None, surface),
+                query_items=itemids,
             )
 
         return self._serve(call, fallback if self.on_failure == "fallback" else None)
 
-    def similar_users(self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None):
+    def similar_users(
+        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
+    ):
         """As :meth:`Guard.similar_users`, failing closed (always by raising: the fallback
         list holds items, not users)."""
         r = self.similar_users_detailed(userid, N, filter_users, users, surface=surface)
         return r.ids, r.scores
 
-    def similar_users_detailed(self, userid, N: int = 10, filter_users=None, users=None, *,
-                               surface: str | None = None) -> GuardResult:
+    def similar_users_detailed(
+        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
+    ) -> GuardResult:
         """As :meth:`Guard.similar_users_detailed`, failing closed by raising."""
         g = self.guard
-        return self._serve(lambda: g.similar_users_detailed(userid, N, filter_users, users, surface=surface), None)
+        return self._serve(
+            lambda: g.similar_users_detailed(userid, N, filter_users, users, surface=surface), None
+        )
 
     def __repr__(self) -> str:
         return (

@@ -77,10 +77,28 @@ class IdMap:
             keys = list(ids.keys())
             idx = np.fromiter((int(v) for v in ids.values()), dtype=np.int64, count=len(keys))
             if idx.size and not np.array_equal(np.sort(idx), np.arange(idx.size)):
-                raise fail("ids", where, "a mapping onto the indices 0 .. n-1, each once", "a mapping with gaps or repeats", describe=False)
+                raise fail(
+                    "ids",
+                    where,
+                    "a mapping onto the indices 0 .. n-1, each once",
+                    "a mapping with gaps or repeats",
+                    describe=False,
+                )
             arr = np.empty(len(keys), dtype=object)
             arr[idx] = keys
             ids = arr.tolist()
+        if not isinstance(ids, np.ndarray):
+            ids = list(ids)
+            types = set(map(type, ids))
+            if types == {int}:
+                ids = np.array(ids, dtype=np.int64)
+        if not isinstance(ids, np.ndarray):
+            n_str = sum(isinstance(v, str) for v in ids)
+            n_int = sum(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in ids)
+            if n_str + n_int != len(ids) or (n_str and n_int):
+                raise fail("ids", where, "a 1-d array of unique ints or strs (not mixed)", ids)
+            if n_int:
+                ids = np.array(ids, dtype=np.int64)
         arr = np.asarray(ids)
         if arr.ndim != 1:
             raise fail("ids", where, "a 1-d array of unique ints or strs", ids)
@@ -97,7 +115,13 @@ class IdMap:
         if srt.size > 1:
             dup = srt[1:] == srt[:-1]
             if dup.any():
-                raise fail("ids", where, "unique external ids", f"duplicates {srt[1:][dup][:5].tolist()}", describe=False)
+                raise fail(
+                    "ids",
+                    where,
+                    "unique external ids",
+                    f"duplicates {srt[1:][dup][:5].tolist()}",
+                    describe=False,
+                )
         self.ids = _readonly(arr)
         self._sorter = sorter.astype(np.int64)
         self._sorted = srt
@@ -136,6 +160,10 @@ class IdMap:
         out = np.full(len(seq), -1, dtype=np.int64)
         if not seq:
             return out
+        types = set(map(type, seq))
+        if types <= ({int} if self.is_int else {str}):
+            q = np.array(seq, dtype=np.int64) if self.is_int else np.array(seq, dtype=str)
+            return self._search(q)
         if self.is_int:
             ok = np.fromiter(
                 (isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in seq),
@@ -203,6 +231,8 @@ class Snapshot:
     unknown_ids : ndarray, shape (n_unknown,)
         External ids with effective labels (severity > 0) that are not in the catalogue;
         they are reported here, never silently dropped.
+    risk : ndarray of float32, shape (n_items,), or None
+        Neighbourhood risk attached with :meth:`with_risk` (read by risk filters).
     id_map_fingerprint : str
     """
 
@@ -222,6 +252,7 @@ class Snapshot:
         at: float,
         created_at: float,
         id_map_fingerprint: str,
+        risk: np.ndarray | None = None,
     ):
         self.kind = str(kind)
         self.n_items = int(n_items)
@@ -239,6 +270,7 @@ class Snapshot:
         if unknown.size == 0:
             unknown = np.zeros(0, dtype=np.int64)
         self.unknown_ids = _readonly(unknown)
+        self.risk = None if risk is None else _readonly(np.array(risk, dtype=np.float32))
         self._validate()
         self._cat_pos = {c: j for j, c in enumerate(self.categories)}
         self._src_pos = {s: j for j, s in enumerate(self.sources)}
@@ -246,7 +278,9 @@ class Snapshot:
         flags = np.zeros(self.n_items, dtype=np.uint32)
         if self._items.size:
             np.maximum.at(max_sev, self._items, self._severity)
-            np.bitwise_or.at(flags, self._items, np.left_shift(np.uint32(1), self._source.astype(np.uint32)))
+            np.bitwise_or.at(
+                flags, self._items, np.left_shift(np.uint32(1), self._source.astype(np.uint32))
+            )
         self.max_severity = _readonly(max_sev)
         self.source_flags = _readonly(flags)
         self.content_hash = self._hash()
@@ -264,11 +298,20 @@ class Snapshot:
             bad = "categories not sorted and unique"
         elif len(set(self.sources)) != len(self.sources) or len(self.sources) > 32:
             bad = "sources not unique or more than 32"
-        elif self._indptr.shape != (n_cat + 1,) or self._indptr[0] != 0 or np.any(np.diff(self._indptr) < 0):
+        elif (
+            self._indptr.shape != (n_cat + 1,)
+            or self._indptr[0] != 0
+            or np.any(np.diff(self._indptr) < 0)
+        ):
             bad = "indptr malformed"
         elif self._indptr[-1] != self._items.size:
             bad = "indptr does not cover items"
-        elif not (self._items.shape == self._severity.shape == self._confidence.shape == self._source.shape):
+        elif not (
+            self._items.shape
+            == self._severity.shape
+            == self._confidence.shape
+            == self._source.shape
+        ):
             bad = "per-label arrays of different lengths"
         elif self._items.size and (self._items.min() < 0 or self._items.max() >= self.n_items):
             bad = "item indices outside the catalogue"
@@ -285,6 +328,12 @@ class Snapshot:
             bad = "source codes outside the source list"
         elif self.unknown_ids.ndim != 1 or self.unknown_ids.dtype.kind not in "iU":
             bad = "unknown_ids not a 1-d int or str array"
+        elif self.risk is not None and (
+            self.risk.shape != (self.n_items,)
+            or not np.all(np.isfinite(self.risk))
+            or (self.risk.size and (self.risk.min() < 0 or self.risk.max() > 1))
+        ):
+            bad = "risk not a finite array in [0, 1] of one entry per item"
         else:
             for j in range(n_cat):
                 seg = self._items[self._indptr[j] : self._indptr[j + 1]]
@@ -303,9 +352,20 @@ class Snapshot:
             "sources": list(self.sources),
             "id_map": self.id_map_fingerprint,
             "unknown_dtype": self.unknown_ids.dtype.str,
+            "has_risk": self.risk is not None,
         }
         h.update(json.dumps(meta, sort_keys=True).encode())
-        for a in (self._indptr, self._items, self._severity, self._confidence, self._source, self.unknown_ids):
+        arrays = [
+            self._indptr,
+            self._items,
+            self._severity,
+            self._confidence,
+            self._source,
+            self.unknown_ids,
+        ]
+        if self.risk is not None:
+            arrays.append(self.risk)
+        for a in arrays:
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
@@ -410,6 +470,37 @@ class Snapshot:
             shape=(len(self.categories), self.n_items),
         )
 
+    def with_risk(self, risk) -> Snapshot:
+        """A new snapshot with a per-item neighbourhood risk attached (a new version).
+
+        Parameters
+        ----------
+        risk : array-like of float, shape (n_items,)
+            Risk in [0, 1] per candidate, for example from graph propagation; filters
+            read it as ``snapshot.risk``.
+        """
+        from .._validation import check_vector
+
+        arr = check_vector(
+            risk, "risk", "Snapshot.with_risk", length=self.n_items, low=0.0, high=1.0
+        )
+        return Snapshot(
+            kind=self.kind,
+            n_items=self.n_items,
+            categories=self.categories,
+            sources=self.sources,
+            indptr=self._indptr,
+            items=self._items,
+            severity=self._severity,
+            confidence=self._confidence,
+            source=self._source,
+            unknown_ids=self.unknown_ids,
+            at=self.at,
+            created_at=self.created_at,
+            id_map_fingerprint=self.id_map_fingerprint,
+            risk=arr,
+        )
+
     def age(self, now: float | None = None) -> float:
         """Seconds between ``at`` and ``now`` (default: the current time)."""
         return (time.time() if now is None else float(now)) - self.at
@@ -417,7 +508,8 @@ class Snapshot:
     def __repr__(self) -> str:
         return (
             f"Snapshot(version={self.version!r}, kind={self.kind!r}, n_items={self.n_items}, "
-            f"categories={len(self.categories)}, flags={self.n_labels}, unknown={self.unknown_ids.size})"
+            f"categories={len(self.categories)}, flags={self.n_labels}, "
+            f"unknown={self.unknown_ids.size})"
         )
 
     # ------------------------------------------------------------------ files
@@ -449,6 +541,8 @@ class Snapshot:
             "unknown_ids": self.unknown_ids,
             "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         }
+        if self.risk is not None:
+            arrays["risk"] = self.risk
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=directory)
         try:
@@ -494,15 +588,21 @@ class Snapshot:
         except OSError as exc:
             raise StoreError(f"Cannot read the snapshot file {path!r}: {exc}.") from exc
         if not data.startswith(b"PK"):
-            raise NotAGuardrailsStoreError(f"The file {path!r} is not a recsys-guardrails snapshot.")
+            raise NotAGuardrailsStoreError(
+                f"The file {path!r} is not a recsys-guardrails snapshot."
+            )
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 names = set(npz.files)
                 if "meta" not in names:
-                    raise NotAGuardrailsStoreError(f"The file {path!r} is not a recsys-guardrails snapshot.")
+                    raise NotAGuardrailsStoreError(
+                        f"The file {path!r} is not a recsys-guardrails snapshot."
+                    )
                 meta = json.loads(bytes(npz["meta"]).decode())
                 if not isinstance(meta, dict) or meta.get("format") != _SNAPSHOT_FORMAT:
-                    raise NotAGuardrailsStoreError(f"The file {path!r} is not a recsys-guardrails snapshot.")
+                    raise NotAGuardrailsStoreError(
+                        f"The file {path!r} is not a recsys-guardrails snapshot."
+                    )
                 fv = meta.get("format_version")
                 if not isinstance(fv, int) or fv > _SNAPSHOT_FORMAT_VERSION:
                     raise SchemaVersionError(
@@ -513,9 +613,17 @@ class Snapshot:
                 if missing:
                     raise CorruptStoreError(f"The snapshot {path!r} lacks the arrays {missing}.")
                 arrays = {a: npz[a] for a in _ARRAYS}
+                arrays["risk"] = npz["risk"] if "risk" in names else None
         except StoreError:
             raise
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:
+        except (
+            ValueError,
+            OSError,
+            KeyError,
+            zipfile.BadZipFile,
+            EOFError,
+            UnicodeDecodeError,
+        ) as exc:
             raise CorruptStoreError(f"The snapshot {path!r} is unreadable: {exc}.") from exc
         try:
             snap = cls(
@@ -531,7 +639,9 @@ class Snapshot:
         except CorruptStoreError as exc:
             raise CorruptStoreError(f"The snapshot {path!r} is corrupt: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptStoreError(f"The snapshot {path!r} has malformed metadata: {exc}.") from exc
+            raise CorruptStoreError(
+                f"The snapshot {path!r} has malformed metadata: {exc}."
+            ) from exc
         if snap.content_hash != meta.get("content_hash"):
             raise CorruptStoreError(
                 f"The snapshot {path!r} fails its content hash: recorded "
@@ -582,7 +692,7 @@ def build_snapshot(
                 j = first[key] = len(unknown_keys)
                 unknown_keys.append(s)
             code[r] = id_map.n + j
-    cat_code = np.fromiter((cat_pos[c] for c in category), dtype=np.int64, count=n)
+    cat_code = np.fromiter(map(cat_pos.__getitem__, category), dtype=np.int64, count=n)
     group = code * n_cat + cat_code
     win = select_effective(group, created_at, seq)
     sev_w = severity[win]
@@ -601,21 +711,26 @@ def build_snapshot(
         unknown_ids = np.zeros(0, dtype=np.int64)
     win = win[known]
     # Sources: known ones first (stable bits), then others sorted.
-    src_all = [source[i] for i in win.tolist()] if win.size < n else source
+    src_all = list(map(source.__getitem__, win.tolist()))
     extra = sorted(set(src_all) - set(KNOWN_SOURCES)) if win.size else []
     sources = list(KNOWN_SOURCES) + extra
     if len(sources) > 32:
         raise StoreError(
-            f"A snapshot can carry at most 32 distinct label sources; the labels use {len(sources)}."
+            "A snapshot can carry at most 32 distinct label sources; the labels use "
+            f"{len(sources)}."
         )
     src_pos = {s: j for j, s in enumerate(sources)}
-    src_code_w = np.fromiter((src_pos[source[i]] for i in win.tolist()), dtype=np.uint8, count=win.size)
+    src_code_w = np.fromiter(
+        map(src_pos.__getitem__, src_all), dtype=np.uint8, count=win.size
+    )
     c_w = cat_code[win]
     i_w = code[win]
     order = np.lexsort((i_w, c_w))
     c_w, i_w = c_w[order], i_w[order]
     win_sorted = win[order]
-    counts = np.bincount(c_w, minlength=len(cats)) if c_w.size else np.zeros(len(cats), dtype=np.int64)
+    counts = (
+        np.bincount(c_w, minlength=len(cats)) if c_w.size else np.zeros(len(cats), dtype=np.int64)
+    )
     indptr = np.zeros(len(cats) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return Snapshot(

@@ -399,12 +399,28 @@ class LabelStore:
 
     def _spec(self, d: dict, where: str) -> dict:
         allowed = {
-            "subject", "category", "severity", "confidence", "source", "evidence", "label_id",
-            "created_at", "expires_at", "kind", "actor", "reason",
+            "subject",
+            "category",
+            "severity",
+            "confidence",
+            "source",
+            "evidence",
+            "label_id",
+            "created_at",
+            "expires_at",
+            "kind",
+            "actor",
+            "reason",
         }
         unknown = set(d) - allowed
         if unknown:
-            raise fail("labels", where, f"dicts with keys among {sorted(allowed)}", f"unknown keys {sorted(unknown)}", describe=False)
+            raise fail(
+                "labels",
+                where,
+                f"dicts with keys among {sorted(allowed)}",
+                f"unknown keys {sorted(unknown)}",
+                describe=False,
+            )
         if "subject" not in d or "category" not in d:
             raise fail("labels", where, "dicts with 'subject' and 'category'", d)
         given_created = d.get("created_at") is not None
@@ -434,7 +450,9 @@ class LabelStore:
         if spec["expires_at"] is not None and spec["expires_at"] <= created:
             raise fail("expires_at", where, f"after created_at ({created})", spec["expires_at"])
         label_id = spec["label_id"] or f"auto-{uuid.uuid4().hex}"
-        row = conn.execute(f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", (label_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", (label_id,)
+        ).fetchone()
         if row is not None:
             old = _label_from_row(row)
             same = (
@@ -471,7 +489,10 @@ class LabelStore:
                 spec["expires_at"],
             ),
         )
-        conn.execute("INSERT OR IGNORE INTO categories (name, declared_at) VALUES (?, ?)", (spec["category"], now))
+        conn.execute(
+            "INSERT OR IGNORE INTO categories (name, declared_at) VALUES (?, ?)",
+            (spec["category"], now),
+        )
         self._audit(
             conn,
             "label",
@@ -536,26 +557,38 @@ class LabelStore:
         with self._txn() as conn:
             return self._retract(conn, label_id, by=by, reason=reason, at=at)
 
-    def _retract(self, conn: sqlite3.Connection, label_id: str, *, by: str, reason: str, at=None) -> Label:
+    def _retract(
+        self, conn: sqlite3.Connection, label_id: str, *, by: str, reason: str, at=None
+    ) -> Label:
         where = "LabelStore.retract"
         label_id = check_text(label_id, "label_id", where, max_len=500)
         by = check_text(by, "by", where)
         reason = check_text(reason, "reason", where)
         now = self.clock()
         when = now if at is None else check_time(at, "at", where)
-        row = conn.execute(f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", (label_id,)).fetchone()
+        row = conn.execute(
+            f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", (label_id,)
+        ).fetchone()
         if row is None:
             raise fail("label_id", where, "the id of a stored label", label_id)
         old = _label_from_row(row)
         if old.retracted_at is not None:
             return old
         conn.execute(
-            "UPDATE labels SET retracted_at = ?, retracted_by = ?, retraction_reason = ? WHERE label_id = ?",
+            "UPDATE labels SET retracted_at = ?, retracted_by = ?, retraction_reason = ? WHERE "
+            "label_id = ?",
             (when, by, reason, label_id),
         )
         self._audit(
-            conn, "label", label_id, "retract", source=old.source, actor=by, reason=reason,
-            detail={"retracted_at": when, "subject": old.subject, "category": old.category}, at=now,
+            conn,
+            "label",
+            label_id,
+            "retract",
+            source=old.source,
+            actor=by,
+            reason=reason,
+            detail={"retracted_at": when, "subject": old.subject, "category": old.category},
+            at=now,
         )
         return Label(*(row[:9] + (when, by, reason) + row[12:]))
 
@@ -565,11 +598,16 @@ class LabelStore:
         Every snapshot lists every known category, so a filter for a category nobody has
         been labelled with yet compiles (to an empty mask) instead of failing.
         """
-        names = [check_text(c, "categories", "LabelStore.declare_categories", max_len=200) for c in categories]
+        names = [
+            check_text(c, "categories", "LabelStore.declare_categories", max_len=200)
+            for c in categories
+        ]
         with self._txn() as conn:
             now = self.clock()
             for c in names:
-                cur = conn.execute("INSERT OR IGNORE INTO categories (name, declared_at) VALUES (?, ?)", (c, now))
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO categories (name, declared_at) VALUES (?, ?)", (c, now)
+                )
                 if cur.rowcount:
                     self._audit(conn, "category", c, "declare", at=now)
 
@@ -577,7 +615,9 @@ class LabelStore:
     def get(self, label_id: str) -> Label:
         """The stored label with this id (``ValidationError`` if none)."""
         with self._lock:
-            row = self._conn.execute(f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", (label_id,)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {_LABEL_COLUMNS} FROM labels WHERE label_id = ?", (label_id,)
+            ).fetchone()
         if row is None:
             raise fail("label_id", "LabelStore.get", "the id of a stored label", label_id)
         return _label_from_row(row)
@@ -633,9 +673,14 @@ class LabelStore:
             rows = self._conn.execute("SELECT name FROM categories ORDER BY name").fetchall()
         return tuple(r[0] for r in rows)
 
-    def audit(self, entity_id: str | None = None, *, entity: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+    def audit(
+        self, entity_id: str | None = None, *, entity: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
         """Audit entries, oldest first, optionally for one entity."""
-        sql = "SELECT seq, at, entity, entity_id, action, source, actor, reason, detail FROM audit WHERE 1=1"
+        sql = (
+            "SELECT seq, at, entity, entity_id, action, source, actor, reason, detail "
+            "FROM audit WHERE 1=1"
+        )
         args: list[Any] = []
         if entity_id is not None:
             sql += " AND entity_id = ?"
@@ -657,12 +702,14 @@ class LabelStore:
             return int(self._conn.execute("SELECT count(*) FROM labels").fetchone()[0])
 
     def integrity_check(self, *, full: bool = True) -> None:
-        """Run SQLite's ``integrity_check`` (or ``quick_check``); raise ``CorruptStoreError`` on failure."""
+        """Run SQLite's integrity (or quick) check; ``CorruptStoreError`` if it fails."""
         with self._lock:
             _check_integrity(self._conn, self.path, "full" if full else "quick")
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot(self, id_map, *, at=None, kind: str = "account", categories: Iterable[str] = ()) -> Snapshot:
+    def snapshot(
+        self, id_map, *, at=None, kind: str = "account", categories: Iterable[str] = ()
+    ) -> Snapshot:
         """Build an immutable snapshot of the effective labels for a model catalogue.
 
         Parameters
@@ -691,14 +738,17 @@ class LabelStore:
         with self._read() as conn:
             known = [r[0] for r in conn.execute("SELECT name FROM categories")]
             rows = conn.execute(
-                "SELECT subject, category, severity, confidence, source, created_at, seq FROM labels "
+                # A full scan: through the (kind, subject, category) index it would become
+                # random row lookups, ten times slower.
+                "SELECT subject, category, severity, confidence, source, created_at, seq "
+                "FROM labels NOT INDEXED "
                 "WHERE kind = ? AND created_at <= ? AND (expires_at IS NULL OR expires_at > ?) "
                 "AND (retracted_at IS NULL OR retracted_at > ?)",
                 (kind, t, t, t),
             ).fetchall()
         n = len(rows)
         if n:
-            subj, cat, sev, conf, src, created, seq = zip(*rows)
+            subj, cat, sev, conf, src, created, seq = zip(*rows, strict=False)
         else:
             subj = cat = sev = conf = src = created = seq = ()
         return build_snapshot(
@@ -717,7 +767,9 @@ class LabelStore:
         )
 
     # ------------------------------------------------------------------ for ReportQueue
-    def _effective_risk(self, conn: sqlite3.Connection, kind: str, subjects: list, at: float) -> dict:
+    def _effective_risk(
+        self, conn: sqlite3.Connection, kind: str, subjects: list, at: float
+    ) -> dict:
         """Max ``severity * confidence`` over each subject's effective labels as of ``at``."""
         risk: dict = {}
         if not subjects:
@@ -726,7 +778,8 @@ class LabelStore:
             chunk = subjects[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT subject, category, severity, confidence, created_at, seq, expires_at, retracted_at "
+                "SELECT subject, category, severity, confidence, created_at, seq, expires_at, "
+                "retracted_at "
                 f"FROM labels WHERE kind = ? AND subject IN ({marks})",
                 [kind, *chunk],
             ).fetchall()
@@ -735,7 +788,9 @@ class LabelStore:
                 continue
             keys = {}
             group = np.fromiter(
-                (keys.setdefault((type(r[0]) is str, r[0], r[1]), len(keys)) for r in rows), dtype=np.int64, count=len(rows)
+                (keys.setdefault((type(r[0]) is str, r[0], r[1]), len(keys)) for r in rows),
+                dtype=np.int64,
+                count=len(rows),
             )
             win = select_effective(
                 group,
@@ -766,10 +821,14 @@ def _check_integrity(conn: sqlite3.Connection, path: str, check: str) -> None:
     try:
         rows = conn.execute(f"PRAGMA {pragma}").fetchall()
     except sqlite3.DatabaseError as exc:
-        raise CorruptStoreError(f"The store {path!r} fails SQLite's {pragma}: {exc}. It was left untouched.") from exc
+        raise CorruptStoreError(
+            f"The store {path!r} fails SQLite's {pragma}: {exc}. It was left untouched."
+        ) from exc
     if [r[0] for r in rows] != ["ok"]:
         detail = "; ".join(str(r[0]) for r in rows[:3])
-        raise CorruptStoreError(f"The store {path!r} fails SQLite's {pragma}: {detail}. It was left untouched.")
+        raise CorruptStoreError(
+            f"The store {path!r} fails SQLite's {pragma}: {detail}. It was left untouched."
+        )
 
 
 def _open(path: str, check: str, timeout: float, clock: Callable[[], float]) -> sqlite3.Connection:
@@ -777,16 +836,21 @@ def _open(path: str, check: str, timeout: float, clock: Callable[[], float]) -> 
     exists = not memory and os.path.exists(path)
     if exists:
         if os.path.isdir(path):
-            raise NotAGuardrailsStoreError(f"The path {path!r} is a directory, not a recsys-guardrails store.")
+            raise NotAGuardrailsStoreError(
+                f"The path {path!r} is a directory, not a recsys-guardrails store."
+            )
         with open(path, "rb") as fh:
             head = fh.read(len(_SQLITE_HEADER))
         if head and head != _SQLITE_HEADER:
             raise NotAGuardrailsStoreError(
-                f"The file {path!r} is not a recsys-guardrails store (not an SQLite database); it was left untouched."
+                f"The file {path!r} is not a recsys-guardrails store (not an SQLite database); it "
+                "was left untouched."
             )
     target = path if memory else f"file:{os.path.abspath(path)}?mode={'rw' if exists else 'rwc'}"
     try:
-        conn = sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=not memory)
+        conn = sqlite3.connect(
+            target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=not memory
+        )
     except sqlite3.Error as exc:
         raise StoreError(f"Cannot open the store {path!r}: {exc}.") from exc
     try:
@@ -797,7 +861,9 @@ def _open(path: str, check: str, timeout: float, clock: Callable[[], float]) -> 
     return conn
 
 
-def _prepare(conn: sqlite3.Connection, path: str, memory: bool, check: str, clock: Callable[[], float]) -> None:
+def _prepare(
+    conn: sqlite3.Connection, path: str, memory: bool, check: str, clock: Callable[[], float]
+) -> None:
     try:
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -813,21 +879,30 @@ def _prepare(conn: sqlite3.Connection, path: str, memory: bool, check: str, cloc
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"The store {path!r} has schema version {version}; this version of recsys-guardrails "
-            f"understands up to {SCHEMA_VERSION}. Upgrade recsys-guardrails; the file was left untouched."
+            f"understands up to {SCHEMA_VERSION}. Upgrade recsys-guardrails; the file was left "
+            "untouched."
         )
     if not fresh:
         _check_integrity(conn, path, check)
     if not memory:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StoreError(f"The store {path!r} cannot use write-ahead logging (journal mode {mode!r}).")
+            raise StoreError(
+                f"The store {path!r} cannot use write-ahead logging (journal mode {mode!r})."
+            )
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     if version < SCHEMA_VERSION:
         _migrate(conn, path, version, clock)
 
 
-def _migrate(conn: sqlite3.Connection, path: str, version: int, clock: Callable[[], float], upto: int | None = None) -> None:
+def _migrate(
+    conn: sqlite3.Connection,
+    path: str,
+    version: int,
+    clock: Callable[[], float],
+    upto: int | None = None,
+) -> None:
     """Apply migrations ``version + 1 .. upto`` in one transaction."""
     target = SCHEMA_VERSION if upto is None else upto
     conn.execute("BEGIN IMMEDIATE")
@@ -835,7 +910,9 @@ def _migrate(conn: sqlite3.Connection, path: str, version: int, clock: Callable[
         # Re-read under the write lock: another process may have migrated meanwhile.
         current = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if current == 0 and int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]):
-            raise NotAGuardrailsStoreError(f"The file {path!r} changed while it was opened; it was left untouched.")
+            raise NotAGuardrailsStoreError(
+                f"The file {path!r} changed while it was opened; it was left untouched."
+            )
         now = clock()
         for v in range(current + 1, target + 1):
             for stmt in _statements(_MIGRATIONS[v]):
@@ -846,8 +923,14 @@ def _migrate(conn: sqlite3.Connection, path: str, version: int, clock: Callable[
                 conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (repr(now),))
             conn.execute(f"PRAGMA user_version = {v}")
             conn.execute(
-                "INSERT INTO audit (at, entity, entity_id, action, detail) VALUES (?, 'schema', ?, ?, ?)",
-                (now, str(v), "create" if v == 1 else "migrate", json.dumps({"from": v - 1, "to": v})),
+                "INSERT INTO audit (at, entity, entity_id, action, detail) VALUES (?, 'schema', "
+                "?, ?, ?)",
+                (
+                    now,
+                    str(v),
+                    "create" if v == 1 else "migrate",
+                    json.dumps({"from": v - 1, "to": v}),
+                ),
             )
         conn.execute("COMMIT")
     except BaseException:

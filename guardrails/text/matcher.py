@@ -5,8 +5,12 @@ Terms are literal strings, never regular expressions: each is normalised with th
 Aho-Corasick automaton (the maintained Rust crate ``aho-corasick`` through
 ``ahocorasick-rs``). Building takes time linear in the total length of the terms and a
 scan takes time linear in the text plus the number of matches, whatever the terms are,
-so no user-supplied term can make matching super-linear. Term keys are capped at
-``max_term_length`` characters, which bounds the matches that can end at one position.
+so no term and no text can make matching super-linear: there is no regular expression
+and no backtracking. Overlapping matches are all reported (a text can hit ``cp`` and
+``cp links`` at once), so the number of matches is at most the text length times the
+nesting depth of the term list (how many keys can end at one position, at most
+``max_term_length``); realistic lists nest a few deep. Long inputs are scanned in
+windows, so memory stays bounded too.
 
 Two modes per term:
 
@@ -39,6 +43,7 @@ ACTIONS = ("allow", "warn", "block")
 #: Matching modes of a term.
 MODES = ("token", "substring")
 
+_CHUNK_CHARS = 1 << 20  # characters per automaton call
 _SEP = "\n"  # never inside a key (whitespace becomes spaces), so matches cannot straddle texts
 
 
@@ -207,55 +212,60 @@ class TermMatcher:
         return len(self.terms_)
 
     # -- matching ------------------------------------------------------------------------
-    @staticmethod
-    def _scan(built, haystack: str, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-        if built is None or not haystack:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
+    def _scan(self, built, haystack: str, starts: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Return the unique ``doc * n_terms + term`` codes of all matches in ``haystack``.
+
+        The haystack is scanned in windows of ``_CHUNK_CHARS`` characters that overlap
+        by the longest pattern, so the raw match list of one automaton call stays
+        bounded however long the input is; matches seen twice are merged.
+        """
         automaton, ptr, idx = built
-        found = automaton.find_matches_as_indexes(haystack, overlapping=True)
-        if not found:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        arr = np.asarray(found, dtype=np.int64).reshape(-1, 3)
-        pattern, begin = arr[:, 0], arr[:, 1]
-        doc = np.searchsorted(starts, begin, side="right") - 1
-        # Expand each pattern to the terms that share its key (CSR rows, vectorized).
-        lo, hi = ptr[pattern], ptr[pattern + 1]
-        counts = hi - lo
-        doc = np.repeat(doc, counts)
-        offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(
-            np.cumsum(counts) - counts, counts
-        )
-        term = idx[np.repeat(lo, counts) + offsets]
-        return doc, term
+        width = max(self.n_terms, 1)
+        overlap = self.max_term_length + 2
+        codes = []
+        for w in range(0, max(len(haystack), 1), _CHUNK_CHARS):
+            window = haystack[w : w + _CHUNK_CHARS + overlap]
+            found = automaton.find_matches_as_indexes(window, overlapping=True)
+            if not found:
+                continue
+            arr = np.asarray(found, dtype=np.int64).reshape(-1, 3)
+            pattern, begin = arr[:, 0], arr[:, 1] + w
+            doc = np.searchsorted(starts, begin, side="right") - 1
+            # Expand each pattern to the terms sharing its key (CSR rows, vectorized).
+            lo, hi = ptr[pattern], ptr[pattern + 1]
+            counts = hi - lo
+            doc = np.repeat(doc, counts)
+            offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(
+                np.cumsum(counts) - counts, counts
+            )
+            term = idx[np.repeat(lo, counts) + offsets]
+            codes.append(np.unique(doc * width + term))
+        if not codes:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(codes))
 
     def match_keys_many(
         self, keys: Sequence[tuple[str, str]]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Match pre-computed ``(token_key, compact_key)`` pairs (see :meth:`match_many`)."""
         n = len(keys)
-        token_parts = [f" {k} " for k, _ in keys]
-        compact_parts = [c for _, c in keys]
-        docs, terms = [], []
-        for built, parts in ((self._token, token_parts), (self._sub, compact_parts)):
-            if built is None or n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        if n == 0 or (self._token is None and self._sub is None):
+            return empty, empty
+        width = max(self.n_terms, 1)
+        found = []
+        for built, parts in (
+            (self._token, [f" {k} " for k, _ in keys]),
+            (self._sub, [c for _, c in keys]),
+        ):
+            if built is None:
                 continue
             lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=n)
             starts = np.zeros(n, dtype=np.int64)
             np.cumsum(lengths[:-1], out=starts[1:])
-            d, t = self._scan(built, _SEP.join(parts), starts)
-            docs.append(d)
-            terms.append(t)
-        if not docs:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        doc = np.concatenate(docs)
-        term = np.concatenate(terms)
-        if doc.size == 0:
-            return doc, term
-        pairs = np.unique(doc * max(self.n_terms, 1) + term)
-        return pairs // max(self.n_terms, 1), pairs % max(self.n_terms, 1)
+            found.append(self._scan(built, _SEP.join(parts), starts))
+        pairs = np.unique(np.concatenate(found)) if found else empty
+        return pairs // width, pairs % width
 
     def match_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Match every text of a batch in one automaton pass.
@@ -283,4 +293,15 @@ class TermMatcher:
         """Return the sorted unique indices (int64) of the terms found in ``text``."""
         if not isinstance(text, str):
             raise fail("text", "TermMatcher.match", "a str", text)
-        return self.match_keys_many([self.normalizer.keys(text)])[1]
+        token_key, compact_key = self.normalizer.keys(text)
+        if len(token_key) > _CHUNK_CHARS:
+            return self.match_keys_many([(token_key, compact_key)])[1]
+        # One short text (a search query): plain automaton calls, no array set-up.
+        found: set[int] = set()
+        for built, hay in ((self._token, f" {token_key} "), (self._sub, compact_key)):
+            if built is None or not hay:
+                continue
+            automaton, ptr, idx = built
+            for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
+                found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
+        return np.array(sorted(found), dtype=np.int64)

@@ -50,6 +50,8 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
+import numpy as np
+
 from .._validation import fail
 from ._data import is_default_ignorable, script_of, skeleton_map
 
@@ -76,11 +78,12 @@ LEET: dict[str, str] = {
     "|": "i",
 }
 _LEET_SYMBOLS = "".join(ch for ch in LEET if not ch.isalnum())
-_LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]")
+_LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]+")
 _SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S) (?=\S(?!\S))")
 _SQUEEZE_RE = re.compile(r"([^ ])\1+")
-# With the skeleton on, "m" is spelled "rn", so "mm" becomes "rnrn": squeeze that too.
-_SQUEEZE_RN_RE = re.compile(r"(rn)(?:rn)+|([^ ])\2+")
+# With the skeleton on, "m" is spelled "rn", so "mm" becomes "rnrn" and "mn" "rnn":
+# after the per-character squeeze, "rn" followed by more "rn" or "n" collapses to "rn".
+_SQUEEZE_RN_RE = re.compile(r"rn(?:rn|n)+")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 
 #: Script sets that UTS #39 "highly restrictive" allows inside one token, beyond one
@@ -93,6 +96,8 @@ _ALLOWED_SCRIPT_SETS = (
 _NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED", "UNKNOWN"})
 
 _CACHE_MAX_LEN = 256
+_NUMPY_MIN_LEN = 512
+_BATCH_MIN = 8
 
 
 def _strip_marks(text: str) -> str:
@@ -187,9 +192,7 @@ class Normalizer:
         self.cache_size = cache_size
         self._skeleton = skeleton_map() if confusables else {}
         self._table = _FoldTable(self._fold_char)
-        self._squeeze_re = (
-            (_SQUEEZE_RN_RE if confusables else _SQUEEZE_RE) if squeeze else None
-        )
+
         self._keys_cached = (
             functools.lru_cache(maxsize=cache_size)(self._keys_uncached) if cache_size else None
         )
@@ -236,7 +239,12 @@ class Normalizer:
             # case ("ϲ" lunate sigma is a "c" to the eye, not the "σ" NFKC makes of it;
             # Greek "Η" is an "H", not the "η" case folding makes of it); repeat until
             # stable (a few rounds at most).
-            if self.confusables and ch in self._skeleton:
+            canonical = unicodedata.decomposition(ch)
+            if self.diacritics and canonical and not canonical.startswith("<"):
+                # A letter with accents ("ö"): the accents go first, so the skeleton
+                # sees the base letter (the data maps "ö" itself to Arabic "ة").
+                text = _strip_marks(ch)
+            elif self.confusables and ch in self._skeleton:
                 text = self._skeleton[ch]
             elif self.nfkc:
                 text = unicodedata.normalize("NFKC", ch)
@@ -281,45 +289,101 @@ class Normalizer:
             if sub in ("Mn", "Me") and self.diacritics:
                 continue
             out.append(c)
-        return "".join(out)
+        result = "".join(out)
+        if self.confusables:
+            # One code point stays one letter (the fast path and the joining of spaced
+            # letters need that); "m" is expanded to its prototype "rn" on whole strings.
+            result = result.replace("rn", "m")
+        return result
 
     # -- whole strings -------------------------------------------------------------------
     def _resolve_leet_symbols(self, text: str) -> str:
+        fold_l = self.confusables and self.casefold
+
         def repl(m: re.Match[str]) -> str:
-            i = m.start()
-            nxt = text[i + 1] if i + 1 < len(text) else " "
-            prev = text[i - 1] if i else " "
-            sym = m.group(0)
-            if nxt in _WORD_CHARS and not (sym == "@" and prev not in _WORD_CHARS):
-                out = LEET[sym]
-                return "i" if (out == "l" and self.confusables and self.casefold) else out
-            # Not standing for a letter: an ordinary symbol or punctuation mark.
-            if unicodedata.category(sym)[0] == "S":
-                return "" if self.emoji else sym
-            return "" if self.separators else sym
+            run = m.group(0)
+            end = m.end()
+            nxt = text[end] if end < len(text) else " "
+            start = m.start()
+            prev = text[start - 1] if start else " "
+            if nxt in _WORD_CHARS:
+                # A run of symbols inside or at the start of a word stands for letters;
+                # "@" opening a word is a mention, not an "a".
+                if run[0] == "@" and prev not in _WORD_CHARS:
+                    run = run[1:]
+                out = "".join(LEET[c] for c in run)
+                return out.replace("l", "i") if fold_l else out
+            # Not standing for letters: ordinary symbols or punctuation marks.
+            kept = []
+            for c in run:
+                group = unicodedata.category(c)[0]
+                if (group == "S" and not self.emoji) or (group == "P" and not self.separators):
+                    kept.append(c)
+            return "".join(kept)
 
         return _LEET_SYMBOL_RE.sub(repl, text)
 
+    def _squeeze(self, text: str) -> str:
+        if _SQUEEZE_RE.search(text) is not None:
+            text = _SQUEEZE_RE.sub(_group1, text)
+        if self.confusables and ("rnn" in text or "rnrn" in text):
+            text = _SQUEEZE_RN_RE.sub("rn", text)
+        return text
+
     def _keys_uncached(self, text: str) -> tuple[str, str]:
-        if self.nfkc and not text.isascii():
-            # Canonical composition on the whole string; compatibility mappings are
-            # applied per code point in the table, after the skeleton had its say.
-            text = _nfc(text)
-        s = text.translate(self._table)
-        if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
-            s = self._resolve_leet_symbols(s)
-        s = " ".join(s.split())
-        if self.separators:
-            s = _SPACED_LETTERS_RE.sub(r"\1", s)
-        if self.confusables:
-            s = s.replace("m", "rn")
-        squeeze = self._squeeze_re
-        if squeeze is not None:
-            s = squeeze.sub(r"\1\2" if self.confusables else r"\1", s)
+        s = self._fold_string(text)
+        if len(s) >= _NUMPY_MIN_LEN:
+            s = self._post_numpy(s)
+        else:
+            s = self._post_regex(s)
+        if " " not in s:
+            return s, s
         compact = s.replace(" ", "")
-        if squeeze is not None and len(compact) != len(s):
-            compact = squeeze.sub(r"\1\2" if self.confusables else r"\1", compact)
+        if self.squeeze:
+            compact = self._squeeze(compact) if len(compact) < _NUMPY_MIN_LEN else (
+                self._post_numpy(compact)
+            )
         return s, compact
+
+    def _post_regex(self, s: str) -> str:
+        # Short strings: cheap membership tests skip most regular expressions.
+        if self.separators and " " in s:
+            s = _SPACED_LETTERS_RE.sub(_group1, s)
+        if self.confusables and "m" in s:
+            s = s.replace("m", "rn")
+        if self.squeeze:
+            s = self._squeeze(s)
+        return s
+
+    def _post_numpy(self, s: str) -> str:
+        """Spaced-letter joining and squeezing as array operations (long strings).
+
+        Same result as :meth:`_post_regex`; Python's regular expressions with
+        back-references cost about a microsecond per character, these masks a few
+        nanoseconds.
+        """
+        if self.separators and " " in s:
+            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
+            spaces = np.flatnonzero(a == 32)
+            bounds = np.concatenate(([-1], spaces, [a.size]))
+            single = np.diff(bounds) == 2  # tokens of one code point
+            join = single[:-1] & single[1:]  # the space between two of them goes
+            if join.any():
+                keep = np.ones(a.size, dtype=bool)
+                keep[spaces[join]] = False
+                s = a[keep].tobytes().decode("utf-32-le")
+        if self.confusables and "m" in s:
+            s = s.replace("m", "rn")
+        if self.squeeze:
+            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
+            keep = np.empty(a.size, dtype=bool)
+            keep[:1] = True
+            np.not_equal(a[1:], a[:-1], out=keep[1:])
+            if not keep.all():
+                s = a[keep].tobytes().decode("utf-32-le")
+            if self.confusables and ("rnn" in s or "rnrn" in s):
+                s = _SQUEEZE_RN_RE.sub("rn", s)
+        return s
 
     def keys(self, text: str) -> tuple[str, str]:
         """Return ``(token_key, compact_key)`` for ``text``.
@@ -351,8 +415,64 @@ class Normalizer:
         return self.keys(text)[1]
 
     def keys_many(self, texts: Iterable[str]) -> list[tuple[str, str]]:
-        """Return :meth:`keys` for each string of ``texts``."""
-        return [self.keys(t) for t in texts]
+        """Return :meth:`keys` for each string of ``texts``, as one batch.
+
+        The per-string steps (composition, the translation table, leetspeak symbols,
+        whitespace) run string by string in C; joining spaced letters and squeezing run
+        once over the whole batch as array operations. The result equals
+        ``[self.keys(t) for t in texts]``.
+        """
+        items = list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise fail("texts", "Normalizer.keys_many", "an iterable of str",
+                           f"{type(t).__name__} at position {i}", describe=False)
+        if len(items) < _BATCH_MIN:
+            return [self.keys(t) for t in items]
+        folded = [self._fold_string(t) for t in items]
+        tokens = self._post_batch("\n".join(folded)).split("\n")
+        if not self.squeeze:
+            return [(k, k.replace(" ", "")) for k in tokens]
+        compact = self._post_batch("\n".join(k.replace(" ", "") for k in tokens)).split("\n")
+        return list(zip(tokens, compact, strict=True))
+
+    def _fold_string(self, text: str) -> str:
+        if self.nfkc and not text.isascii():
+            text = _nfc(text)
+        s = text.translate(self._table)
+        if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
+            s = self._resolve_leet_symbols(s)
+        return " ".join(s.split()) if " " in s else s
+
+    def _post_batch(self, s: str) -> str:
+        """:meth:`_post_numpy` over many keys joined by newlines (never removed or merged)."""
+        if self.separators and " " in s:
+            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
+            bounds_at = np.flatnonzero((a == 32) | (a == 10))
+            bounds = np.concatenate(([-1], bounds_at, [a.size]))
+            single = np.diff(bounds) == 2
+            join = single[:-1] & single[1:] & (a[bounds_at] == 32)
+            if join.any():
+                keep = np.ones(a.size, dtype=bool)
+                keep[bounds_at[join]] = False
+                s = a[keep].tobytes().decode("utf-32-le")
+        if self.confusables and "m" in s:
+            s = s.replace("m", "rn")
+        if self.squeeze:
+            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
+            keep = np.empty(a.size, dtype=bool)
+            keep[:1] = True
+            np.not_equal(a[1:], a[:-1], out=keep[1:])
+            keep |= a == 10
+            if not keep.all():
+                s = a[keep].tobytes().decode("utf-32-le")
+            if self.confusables and ("rnn" in s or "rnrn" in s):
+                s = _SQUEEZE_RN_RE.sub("rn", s)
+        return s
+
+
+def _group1(m: re.Match[str]) -> str:
+    return m.group(1)
 
 
 def _nfc(text: str) -> str:

@@ -1,0 +1,190 @@
+"""The recommender and the guard configurations the audit compares.
+
+- :func:`train_model`: implicit's ALS on the platform's follow graph (users are followers,
+  items are followed accounts; one id space).
+- :func:`seed_risk`: a small personalised PageRank from the known seeds only, for the
+  primitive-filter configuration and the sweep.
+- :func:`primitive_policy`: ``BlockItems`` on the known seeds, ``SuppressRisk`` and
+  ``DemoteRisk`` on :func:`seed_risk`.
+- :func:`default_guard_policy`: :func:`guardrails.default_policy` built from the known seeds
+  and the platform's own follow graph (no ground truth), when the library provides it.
+
+Only the public API is used: ``guardrails.Guard``, ``guardrails.filters``,
+``guardrails.default_policy`` and ``guardrails.load_policy``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+import guardrails as gr
+
+from .._validation import check_float, check_int
+from ..exceptions import MissingDependencyError
+from .platform import Platform
+
+__all__ = [
+    "train_model",
+    "seed_risk",
+    "primitive_policy",
+    "default_policy_available",
+    "default_guard_policy",
+    "policy_file_guard_policy",
+]
+
+
+def train_model(
+    platform: Platform,
+    *,
+    factors: int = 64,
+    iterations: int = 15,
+    regularization: float = 0.05,
+    alpha: float = 2.0,
+    num_threads: int = 2,
+    seed: int = 0,
+):
+    """Fit implicit's ALS on ``platform.train`` with bounded threads.
+
+    Parameters
+    ----------
+    platform : Platform
+    factors, iterations, regularization, alpha : keyword-only
+        ALS hyperparameters.
+    num_threads : int, keyword-only
+        ALS threads (BLAS is pinned to one thread, as implicit recommends).
+    seed : int, keyword-only
+
+    Returns
+    -------
+    implicit.cpu.als.AlternatingLeastSquares
+        Fitted; ``n_users == n_items == platform.n_accounts``.
+    """
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    where = "train_model"
+    kw = {
+        "factors": check_int(factors, "factors", where),
+        "iterations": check_int(iterations, "iterations", where),
+        "regularization": check_float(regularization, "regularization", where, low=0.0),
+        "alpha": check_float(alpha, "alpha", where, low=0.0, low_open=True),
+        "num_threads": check_int(num_threads, "num_threads", where, low=0),
+    }
+    # implicit checks the BLAS thread pool when the model is built: build it inside the limit.
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(random_state=seed, **kw)
+        model.fit(platform.train, show_progress=False)
+    return model
+
+
+def seed_risk(graph: sp.spmatrix, seeds: np.ndarray, *, damping: float = 0.5, n_iter: int = 30) -> np.ndarray:
+    """Risk in [0, 1] of every account from flagged seeds (walk-from-node personalised PageRank).
+
+    ``risk[i]`` is the discounted probability that a random walk from ``i`` over the
+    undirected follow graph reaches a seed: 1 on seeds, ``damping`` times the mean risk of
+    the neighbours elsewhere. High-degree accounts (celebrities) dilute their risk over
+    many neighbours, so camouflage follows do not make them risky.
+
+    Parameters
+    ----------
+    graph : sparse matrix, shape (n, n)
+    seeds : ndarray of int64
+    damping : float, keyword-only
+        In (0, 1): the weight of each further hop.
+    n_iter : int, keyword-only
+
+    Returns
+    -------
+    ndarray of float32, shape (n,)
+    """
+    damping = check_float(damping, "damping", "seed_risk", low=0.0, high=1.0, low_open=True)
+    n = graph.shape[0]
+    a = sp.csr_matrix(graph, dtype=np.float64)
+    a = ((a + a.T) > 0).astype(np.float64)
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv = np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0.0)
+    p = sp.diags(inv) @ a
+    is_seed = np.zeros(n, dtype=bool)
+    is_seed[np.asarray(seeds, dtype=np.int64)] = True
+    r = is_seed.astype(np.float64)
+    for _ in range(check_int(n_iter, "n_iter", "seed_risk")):
+        r = np.where(is_seed, 1.0, damping * (p @ r))
+    return np.clip(r, 0.0, 1.0).astype(np.float32)
+
+
+def primitive_policy(platform: Platform, risk: np.ndarray, *, threshold: float = 0.02, weight: float = 4.0):
+    """Block the known seeds, suppress ``risk >= threshold``, demote the rest by ``weight * risk``.
+
+    Returns
+    -------
+    guardrails.Policy
+    """
+    f = gr.filters
+    filters = [f.BlockItems(platform.known_seeds, reason="known_seed")]
+    filters.append(f.SuppressRisk(risk, threshold=threshold))
+    if weight > 0:
+        filters.append(f.DemoteRisk(risk, weight=weight))
+    return gr.Policy(filters, name=f"primitive(t={threshold:g},w={weight:g})")
+
+
+def _default_policy_fn():
+    fn = getattr(gr, "default_policy", None)
+    if fn is None:  # not yet exported at the top level: the policy module may have it
+        from .. import policy as _policy
+
+        fn = getattr(_policy, "default_policy", None)
+    return fn
+
+
+def default_policy_available() -> bool:
+    """Whether this version of the library provides ``default_policy``."""
+    return _default_policy_fn() is not None
+
+
+def default_guard_policy(platform: Platform, **knobs):
+    """:func:`guardrails.default_policy` from the known seeds and the follow graph only.
+
+    Parameters
+    ----------
+    platform : Platform
+    **knobs
+        Passed to ``default_policy`` (for example ``strictness="balanced"``).
+
+    Returns
+    -------
+    guardrails.Policy
+
+    Raises
+    ------
+    MissingDependencyError
+        When this version of the library has no ``default_policy``.
+    """
+    fn = _default_policy_fn()
+    if fn is None:
+        raise MissingDependencyError("guardrails.default_policy is not available in this version of recsys-guardrails.")
+    return fn(seeds=platform.known_seeds, graph=platform.train, interactions=platform.train, **knobs)
+
+
+def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
+    """A policy read from a TOML file with :func:`guardrails.load_policy`.
+
+    Arrays the file may reference by name: ``known_seeds`` (int64), ``risk``
+    (:func:`seed_risk`, float32), ``minors`` (bool; the minors' accounts), ``graph``
+    (the training follow graph, CSR) and ``flagged_tags`` (int64).
+    """
+    fn = getattr(gr, "load_policy", None)
+    if fn is None:
+        from .. import policy as _policy
+
+        fn = getattr(_policy, "load_policy", None)
+    if fn is None:
+        raise MissingDependencyError("guardrails.load_policy is not available in this version of recsys-guardrails.")
+    data = {
+        "known_seeds": platform.known_seeds,
+        "risk": risk,
+        "minors": platform.vulnerable,
+        "graph": platform.train,
+        "flagged_tags": platform.flagged_tags,
+    }
+    return fn(path, data=data)

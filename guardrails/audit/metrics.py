@@ -1,0 +1,184 @@
+"""Quality and collateral metrics: what a guard costs benign users and benign accounts.
+
+- :func:`ranking_quality`: recall@k and NDCG@k on held-out follows of benign users;
+- :func:`suppressed_share`: benign accounts a guard never returns to ordinary viewers
+  (read off full-length slates, so demoted accounts count as served);
+- :func:`reach`: how often accounts of a group appear in ordinary viewers' top-k slates,
+  to compare the vulnerable community's reach with and without the guard.
+
+Every function takes a :class:`guardrails.Guard` and uses only its public API.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import check_int
+from .platform import Platform
+
+__all__ = [
+    "recall_at_k",
+    "ndcg_at_k",
+    "ranking_quality",
+    "evaluation_users",
+    "ordinary_viewers",
+    "suppressed_share",
+    "reach",
+]
+
+
+def _hits(ids: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
+    """``hits[r, j]``: item ``ids[r, j]`` is in row ``r`` of ``truth``; padding never hits."""
+    ids = np.atleast_2d(np.asarray(ids))
+    truth = sp.csr_matrix(truth)
+    rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
+    cols = ids.ravel()
+    real = cols >= 0
+    out = np.zeros(ids.size, dtype=bool)
+    vals = np.asarray(truth[rows[real], cols[real]]).ravel()
+    out[real] = vals > 0
+    return out.reshape(ids.shape)
+
+
+def recall_at_k(ids: np.ndarray, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """Recall@k per user: held-out items in the top ``k``, over ``min(k, |held out|)``.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (m, >= k)
+        Ranked slates (``-1`` = padding).
+    truth : csr_matrix, shape (m, n_items)
+        Held-out interactions, one row per slate.
+    k : int
+
+    Returns
+    -------
+    ndarray of float64, shape (m,); NaN for users without held-out items
+    """
+    k = check_int(k, "k", "recall_at_k")
+    hits = _hits(np.atleast_2d(ids)[:, :k], truth)
+    n_true = np.diff(sp.csr_matrix(truth).indptr)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_true > 0, hits.sum(axis=1) / np.minimum(n_true, k), np.nan)
+
+
+def ndcg_at_k(ids: np.ndarray, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """NDCG@k per user with binary relevance.
+
+    Parameters
+    ----------
+    ids : ndarray of int, shape (m, >= k)
+    truth : csr_matrix, shape (m, n_items)
+    k : int
+
+    Returns
+    -------
+    ndarray of float64, shape (m,); NaN for users without held-out items
+    """
+    k = check_int(k, "k", "ndcg_at_k")
+    hits = _hits(np.atleast_2d(ids)[:, :k], truth)
+    disc = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
+    dcg = (hits * disc).sum(axis=1)
+    n_true = np.minimum(np.diff(sp.csr_matrix(truth).indptr), k)
+    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])[n_true]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_true > 0, dcg / ideal, np.nan)
+
+
+def evaluation_users(platform: Platform, *, max_users: int = 3000, seed: int = 0) -> np.ndarray:
+    """Benign users with a held-out follow (a seeded sample of at most ``max_users``), sorted."""
+    users = np.flatnonzero(np.diff(platform.held_out.indptr) > 0)
+    users = users[platform.benign[users]]
+    if users.size > max_users:
+        users = np.random.default_rng(seed).choice(users, size=max_users, replace=False)
+    return np.sort(users).astype(np.int64)
+
+
+def ranking_quality(guard, platform: Platform, users: np.ndarray, *, k: int = 10, batch: int = 2000) -> dict:
+    """Mean recall@k and NDCG@k of ``guard`` on the held-out follows of ``users``.
+
+    Returns
+    -------
+    dict with ``recall``, ``ndcg`` (floats) and ``n_users``
+    """
+    k = check_int(k, "k", "ranking_quality")
+    rec, nd = [], []
+    for lo in range(0, users.size, batch):
+        u = users[lo : lo + batch]
+        ids, _ = guard.recommend(u, platform.train[u], N=k)
+        truth = platform.held_out[u]
+        rec.append(recall_at_k(ids, truth, k))
+        nd.append(ndcg_at_k(ids, truth, k))
+    r = np.concatenate(rec) if rec else np.empty(0)
+    d = np.concatenate(nd) if nd else np.empty(0)
+    return {"recall": float(np.nanmean(r)) if r.size else float("nan"),
+            "ndcg": float(np.nanmean(d)) if d.size else float("nan"),
+            "n_users": int(users.size)}
+
+
+def ordinary_viewers(platform: Platform, *, n: int = 500, seed: int = 0, community: int | None = None) -> np.ndarray:
+    """A seeded sample of ordinary (benign adult) viewers, optionally from one community."""
+    pool = np.flatnonzero(platform.ordinary & (np.diff(platform.train.indptr) > 0))
+    if community is not None:
+        pool = pool[platform.community[pool] == community]
+    if pool.size > n:
+        pool = np.random.default_rng(seed).choice(pool, size=n, replace=False)
+    return np.sort(pool).astype(np.int64)
+
+
+def suppressed_share(guard, platform: Platform, viewers: np.ndarray) -> dict:
+    """Share of benign accounts a guard never returns to each ordinary viewer.
+
+    Each viewer's full-length slate (``N = n_accounts``, already-followed accounts kept)
+    holds every account the guard allows, demoted ones included; benign accounts missing
+    from it are suppressed for that viewer.
+
+    Returns
+    -------
+    dict with ``mean`` and ``max`` (share of benign accounts suppressed, over viewers),
+    ``accounts_suppressed_for_all`` (count) and ``n_viewers``
+    """
+    n = platform.n_accounts
+    benign = platform.benign
+    n_benign = int(benign.sum())
+    shares = []
+    always = np.ones(n, dtype=bool)
+    for u in viewers:
+        ids, _ = guard.recommend(int(u), platform.train[int(u)], N=n, filter_already_liked_items=False)
+        served = np.zeros(n, dtype=bool)
+        served[ids[ids >= 0]] = True
+        missing = benign & ~served
+        always &= missing
+        shares.append(missing.sum() / max(n_benign, 1))
+    s = np.asarray(shares, dtype=np.float64)
+    return {
+        "mean": float(s.mean()) if s.size else 0.0,
+        "max": float(s.max()) if s.size else 0.0,
+        "accounts_suppressed_for_all": int(always.sum()) if s.size else 0,
+        "n_viewers": int(len(viewers)),
+    }
+
+
+def reach(guard, platform: Platform, viewers: np.ndarray, group: np.ndarray, *, k: int = 10) -> dict:
+    """How many top-``k`` slots of ``viewers`` go to accounts of ``group``.
+
+    Parameters
+    ----------
+    group : ndarray of bool, shape (n_accounts,)
+
+    Returns
+    -------
+    dict with ``slots`` (int), ``accounts_reached`` (distinct accounts, int) and ``per_viewer``
+    """
+    if viewers.size == 0:
+        return {"slots": 0, "accounts_reached": 0, "per_viewer": 0.0}
+    ids, _ = guard.recommend(viewers, platform.train[viewers], N=k)
+    ids = np.atleast_2d(ids)
+    real = ids >= 0
+    hit = group[np.where(real, ids, 0)] & real
+    return {
+        "slots": int(hit.sum()),
+        "accounts_reached": int(np.unique(ids[hit]).size),
+        "per_viewer": float(hit.sum() / viewers.size),
+    }
