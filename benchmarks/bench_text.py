@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from guardrails.text import Normalizer, Term, TermMatcher
+from guardrails.text import Normalizer, TermMatcher
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     rq_mb = sum(len(q.encode()) for q in rq) / 1e6
     t_rb = _median_time(lambda: [pattern.search(b) for b in rb], regex_repeats)
     t_rq = _median_time(lambda: [pattern.search(q) for q in rq], regex_repeats)
-    note = f"{n_regex:,} terms" + ("" if n_regex == len(terms) else " (full list too slow to compile)")
+    note = f"{n_regex:,} terms"
+    if n_regex != len(terms):
+        note += " (full list too slow to compile)"
     rows.append((f"regex alternation, bios ({note})", f"{rb_mb / t_rb:.3f}", "",
                  f"compile {regex_compile_s:.1f} s; sample of {len(rb)} bios"))
     rows.append((f"regex alternation, queries ({note})", f"{rq_mb / t_rq:.3f}",

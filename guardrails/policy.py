@@ -822,7 +822,9 @@ class CompiledPolicy:
             full = self._slate(cache, enf + sh, topk, N, limit, honour_holdback=False)
             rr, ii = _missing(full.ids, served.ids)
             bf, ba = self._attribute_many(cache, full, rr, ii)
+            hits = self._cap_hits(full, rr, ii)
             capped_set = {(r, it): fi for r, it, fi in full.capped}
+            capped_set.update({(int(r), int(it)): int(h) for r, it, h in zip(rr, ii, hits, strict=True) if h >= 0})
             for i, strip in cache.strips.items():
                 if strip is not None:
                     for r in np.flatnonzero(np.diff(strip.indptr) > 0).tolist():
@@ -956,6 +958,28 @@ class CompiledPolicy:
         for _, _, fi in served.capped:
             k = f"{names[fi]}/capped"
             counts[k] = counts.get(k, 0) + 1
+        N = served.ids.shape[1]
+        if N:
+            valid = served.ids >= 0
+            safe = np.where(valid, served.ids, 0)
+            for i in idx:
+                cap = self.caps[i]
+                if cap is None:
+                    continue
+                G = np.where(valid, cap.groups[safe], -1)
+                allow = cap.allowance(N)
+                if cap.groups.max(initial=-1) == 0:
+                    binding = (G == 0).sum(axis=1) >= allow
+                else:
+                    k = int(cap.groups.max(initial=-1)) + 1
+                    rr = np.repeat(np.arange(G.shape[0]), N)
+                    gg = G.ravel()
+                    ok = gg >= 0
+                    cnt = np.zeros((G.shape[0], max(k, 1)), dtype=np.int64)
+                    np.add.at(cnt, (rr[ok], gg[ok]), 1)
+                    binding = (cnt >= allow).any(axis=1)
+                on = np.array([bool(a) and i in a for a in served.active], dtype=bool)
+                counts[f"{names[i]}/capped_rows"] = int((binding & on).sum())
         for i, sk in enumerate(self.skipped):
             if sk is not None:
                 counts[f"{names[i]}/skipped_fail_open"] = 1
@@ -992,6 +1016,29 @@ class CompiledPolicy:
                 pen += np.asarray(p.viewer_penalty[rows, items]).ravel()
         act[(act < 1) & (pen > 0)] = 1
         return act, pen
+
+    def _cap_hits(self, slate: _Slate, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """For each (row, item): the first active share cap whose group of the item is full
+        in that row's slate (the reason the item is missing), else ``-1``."""
+        out = np.full(rows.size, -1, dtype=np.int64)
+        if rows.size == 0:
+            return out
+        N = slate.ids.shape[1]
+        valid = slate.ids >= 0
+        safe = np.where(valid, slate.ids, 0)
+        for i, cap in enumerate(self.caps):
+            if cap is None:
+                continue
+            on = np.array([bool(slate.active[r]) and i in slate.active[r] for r in rows.tolist()], dtype=bool)
+            g = cap.groups[items]
+            cand = on & (g >= 0) & (out < 0)
+            if not cand.any():
+                continue
+            G = np.where(valid, cap.groups[safe], -1)
+            full = (G[rows[cand]] == g[cand][:, None]).sum(axis=1) >= cap.allowance(N)
+            idx = np.flatnonzero(cand)[full]
+            out[idx] = i
+        return out
 
     def _attribute_many(self, cache, slate: _Slate, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Deciding filter and strictest action code of every (row, item) pair.
@@ -1053,6 +1100,7 @@ class CompiledPolicy:
             if rows_.size == 0:
                 continue
             best_f, best_act = self._attribute_many(cache, after, rows_, items_)
+            hits = self._cap_hits(after, rows_, items_) if not in_slate else np.full(rows_.size, -1)
             for j in range(rows_.size):
                 r, it = int(rows_[j]), int(items_[j])
                 if in_slate:
@@ -1061,6 +1109,8 @@ class CompiledPolicy:
                     fi, action = int(best_f[j]), "demote"
                 elif best_act[j] == 2:
                     fi, action = int(best_f[j]), "drop"
+                elif hits[j] >= 0:
+                    fi, action = int(hits[j]), "cap"
                 elif (r, it) in capped_set:
                     fi, action = capped_set[(r, it)], "cap"
                 elif best_act[j] == 1:

@@ -69,16 +69,22 @@ def test_cg_and_power_agree_and_cg_refuses_directed():
     np.testing.assert_allclose(cg, pw, rtol=1e-4, atol=1e-5)
     D = ex.RiskGraph(random_graph(30, 0.1, 3, directed=True), direction="out")
     assert not D.symmetric
-    with pytest.raises(ValidationError, match=r"The 'method' parameter of RiskGraph.propagate must be"):
+    with pytest.raises(
+        ValidationError, match=r"The 'method' parameter of RiskGraph.propagate must be"
+    ):
         D.propagate([0], method="cg")
 
 
 def test_categories_are_columns_and_match_single_runs():
     A = random_graph(50, 0.1, 4)
     g = ex.RiskGraph(A)
-    both = g.propagate({"sellers": [0, 1], "spam": [10]}, weights={"sellers": [1.0, 0.5], "spam": [0.7]}, tol=1e-7)
+    both = g.propagate(
+        {"sellers": [0, 1], "spam": [10]}, weights={"sellers": [1.0, 0.5], "spam": [0.7]}, tol=1e-7
+    )
     assert both.shape == (50, 2) and both.dtype == np.float32
-    np.testing.assert_allclose(both[:, 0], g.propagate([0, 1], weights=[1.0, 0.5], tol=1e-7), atol=1e-5)
+    np.testing.assert_allclose(
+        both[:, 0], g.propagate([0, 1], weights=[1.0, 0.5], tol=1e-7), atol=1e-5
+    )
     np.testing.assert_allclose(both[:, 1], g.propagate([10], weights=[0.7], tol=1e-7), atol=1e-5)
     as_list = g.propagate([[0, 1], [10]], weights=[[1.0, 0.5], [0.7]], tol=1e-7)
     np.testing.assert_allclose(as_list, both, atol=1e-6)
@@ -95,7 +101,7 @@ def test_scale_seed_weight_and_decay_on_a_path():
     r = ex.propagate(path, [0], weights=[0.6], tol=1e-7)
     assert r[0] >= 0.6 - 1e-6
     assert np.all(np.diff(r[1:]) <= 1e-7)  # decays with distance
-    assert r[-1] < 0.6 * A_DAMP ** 10
+    assert r[-1] < 0.6 * A_DAMP**10
     # a hub with one flagged neighbour stays low
     star = sp.csr_matrix((np.ones(50), (np.zeros(50, int), np.arange(1, 51))), shape=(51, 51))
     hub = ex.propagate(star, [1])[0]
@@ -115,7 +121,10 @@ def test_risk_invariants(n, p, seed, normalization, direction, data):
     """Risk is float32 in [0, 1]; seeds get at least their weight; more seeds never lower risk."""
     A = random_graph(n, p, seed, directed=True)
     seeds = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
-    w = np.array(data.draw(st.lists(st.floats(0.0, 1.0), min_size=len(seeds), max_size=len(seeds))), dtype=np.float32)
+    w = np.array(
+        data.draw(st.lists(st.floats(0.0, 1.0), min_size=len(seeds), max_size=len(seeds))),
+        dtype=np.float32,
+    )
     g = ex.RiskGraph(A, direction=direction, normalization=normalization)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ex.ConvergenceWarning)
@@ -202,7 +211,10 @@ def test_neighbourhood_helpers():
 # -- bipartite: co-engagement and term co-use ---------------------------------------------
 def test_coengagement_matches_bipartite_graph_and_reaches_coengaged_items():
     # users 0-2 like items 0 and 1; user 3 likes items 2 and 3
-    R = sp.csr_matrix(([1, 1, 1, 1, 1, 1, 1, 1], ([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 2, 3])), shape=(4, 4))
+    R = sp.csr_matrix(
+        ([1, 1, 1, 1, 1, 1, 1, 1], ([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 0, 1, 0, 1, 2, 3])),
+        shape=(4, 4),
+    )
     item, user = ex.coengagement_risk(R, [0], tol=1e-7)
     assert item.shape == (4,) and user.shape == (4,)
     assert item[0] == 1.0 and item[1] > 0.3 and item[2] == 0 and item[3] == 0
@@ -272,15 +284,21 @@ def test_embedding_top_m_and_zero_factors():
 
 # -- combining and provenance -------------------------------------------------------------
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.floats(0, 1), min_size=3, max_size=3), st.lists(st.floats(0, 1), min_size=3, max_size=3),
-       st.floats(0, 2), st.floats(0, 2))
+@given(
+    st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    st.lists(st.floats(0, 1), min_size=3, max_size=3),
+    st.floats(0, 2),
+    st.floats(0, 2),
+)
 def test_combine_methods(a, b, la, lb):
     a, b = np.array(a, dtype=np.float32), np.array(b, dtype=np.float32)
     w = {"graph": la, "embedding": lb}
     src = {"graph": a, "embedding": b}
     mx = ex.combine_risk(src, weights=w)
     no = ex.combine_risk(src, weights=w, method="noisy_or")
-    np.testing.assert_allclose(mx, np.maximum(np.minimum(la * a, 1), np.minimum(lb * b, 1)), atol=1e-6)
+    np.testing.assert_allclose(
+        mx, np.maximum(np.minimum(la * a, 1), np.minimum(lb * b, 1)), atol=1e-6
+    )
     assert np.all(no >= mx - 1e-6) and np.all((no >= 0) & (no <= 1))
     if la + lb > 1e-6:
         ws = ex.combine_risk(src, weights=w, method="weighted_sum")
@@ -305,7 +323,9 @@ def test_risk_expansion_explains_by_source_and_seed():
     assert risk.shape == (n,) and risk.dtype == np.float32
     srcs = exp.source_risks()
     assert set(srcs) == {"graph", "coengagement", "embedding", "terms"}
-    want = ex.combine_risk(srcs, weights={"graph": 1.0, "coengagement": 0.8, "embedding": 0.5, "terms": 0.7})
+    want = ex.combine_risk(
+        srcs, weights={"graph": 1.0, "coengagement": 0.8, "embedding": 0.5, "terms": 0.7}
+    )
     np.testing.assert_array_equal(risk, want)
     expl = exp.explain([0, 11, 25], top=4)
     assert [e.account for e in expl] == [0, 11, 25]
@@ -337,3 +357,40 @@ def test_karate_club_recovery_beats_random():
     top = ex.neighbourhood(r / r.max(), top_k=int(club.sum()) - 2, exclude=seeds)
     precision = club[top].mean()
     assert precision > 0.75 > club.mean()
+
+
+@pytest.mark.parametrize("method", ["power", "sybilrank"])
+def test_contributions_directed_and_early_stopped(method):
+    A = random_graph(30, 0.12, 11, directed=True)
+    g = ex.RiskGraph(A, direction="out")
+    seeds, w = [2, 4], [1.0, 0.5]
+    W = np.zeros(30)
+    W[seeds] = w
+    M = A.toarray()
+    Q = M / np.maximum(M.sum(axis=1, keepdims=True), 1e-300)
+    if method == "sybilrank":  # unscaled T^n_steps w
+        raw = np.linalg.matrix_power(Q, 4) @ W
+    else:
+        raw = g.propagate(seeds, weights=w, method=method, tol=1e-8, raw=True)
+        np.testing.assert_allclose(
+            raw, np.linalg.solve(np.eye(30) - A_DAMP * Q, W), rtol=1e-4, atol=1e-6
+        )
+    _, C = g.contributions([0, 7, 2], seeds, weights=w, method=method, n_steps=4, tol=1e-8)
+    np.testing.assert_allclose(C.sum(axis=1)[:, 0], raw[[0, 7, 2]], rtol=1e-4, atol=1e-6)
+
+
+def test_progress_bar_runs(capsys):
+    A = random_graph(30, 0.1, 12)
+    r1 = ex.propagate(A, [0], progress=True)
+    r2 = ex.propagate(A, [0])
+    np.testing.assert_array_equal(r1, r2)
+
+
+@pytest.mark.parametrize("module", ["propagate", "provenance"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"guardrails.expand.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

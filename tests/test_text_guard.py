@@ -145,7 +145,9 @@ def test_blocked_domain_variants_match(link):
 
 def test_idna_and_subdomain_rules():
     assert normalize_link("https://B\u00fccher.DE.").host == "xn--bcher-kva.de"
-    m = DomainMatcher([DomainRule("b\u00fccher.de"), DomainRule("evil.org", include_subdomains=False)])
+    m = DomainMatcher(
+        [DomainRule("b\u00fccher.de"), DomainRule("evil.org", include_subdomains=False)]
+    )
     assert m.match("xn--bcher-kva.de/x")[1] == [0]
     assert m.match("evil.org")[1] == [1]
     assert m.match("a.evil.org")[1] == []

@@ -56,7 +56,9 @@ INVISIBLE = [chr(cp) for cp in range(0x10000) if unicodedata.category(chr(cp)) =
     "\ufe0f", "\ufe00", "\u034f", "\U000e0041",
 ]
 COMBINING = [chr(cp) for cp in range(0x300, 0x370)]
-SEPARATORS = list(".-_*~/\\,:;'\"^") + ["\U0001f355", "\u2764\ufe0f", "\U0001f44d\U0001f3fd", "\u2022"]
+SEPARATORS = list(".-_*~/\\,:;'\"^") + [
+    "\U0001f355", "\u2764\ufe0f", "\U0001f44d\U0001f3fd", "\u2022",
+]
 
 
 @st.composite

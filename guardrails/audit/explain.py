@@ -7,7 +7,13 @@ import numpy as np
 import guardrails as gr
 
 from .._validation import check_int
-from .guards import default_guard_policy, default_policy_available, primitive_policy, seed_risk, train_model
+from .guards import (
+    default_guard_policy,
+    default_policy_available,
+    primitive_policy,
+    seed_risk,
+    train_model,
+)
 from .platform import ROLE_NAMES, make_platform
 
 __all__ = ["explain_account"]
@@ -52,21 +58,29 @@ def explain_account(
         policy, label = primitive_policy(platform, risk), "primitive"
     guard = gr.Guard(model, policy)
     lines = [
-        f"account {account}: role {ROLE_NAMES[platform.role[account]]} (ground truth, never shown to the guard), "
-        f"community {platform.community[account]}, {'active' if platform.active[account] else 'deactivated'}",
+        f"account {account}: role {ROLE_NAMES[platform.role[account]]} "
+        "(ground truth, never shown to the guard), "
+        f"community {platform.community[account]}, "
+        f"{'active' if platform.active[account] else 'deactivated'}",
         f"known seed: {bool(np.isin(account, platform.known_seeds))}; "
         f"seed risk (personalised PageRank from the known seeds): {float(risk[account]):.4f}",
     ]
     if viewer is not None:
         lines.append(
-            f"viewer {viewer}: role {ROLE_NAMES[platform.role[viewer]]}, follows {platform.train[viewer].nnz} accounts"
+            f"viewer {viewer}: role {ROLE_NAMES[platform.role[viewer]]}, "
+            f"follows {platform.train[viewer].nnz} accounts"
         )
     explain = getattr(guard, "explain", None)
     if explain is None:
         lines.append("this version of the Guard has no explain(); showing the slate check only")
         rows = None if viewer is None else platform.train[viewer]
-        ids, _ = guard.recommend(viewer if viewer is not None else n, rows if rows is not None else platform.train[0] * 0,
-                                 N=n, filter_already_liked_items=False, recalculate_user=viewer is None)
+        ids, _ = guard.recommend(
+            viewer if viewer is not None else n,
+            rows if rows is not None else platform.train[0] * 0,
+            N=n,
+            filter_already_liked_items=False,
+            recalculate_user=viewer is None,
+        )
         lines.append(f"served at all: {bool(np.isin(account, ids))}")
     else:
         rows = None if viewer is None else platform.train[viewer]

@@ -78,7 +78,9 @@ def train_model(
     return model
 
 
-def seed_risk(graph: sp.spmatrix, seeds: np.ndarray, *, damping: float = 0.5, n_iter: int = 30) -> np.ndarray:
+def seed_risk(
+    graph: sp.spmatrix, seeds: np.ndarray, *, damping: float = 0.5, n_iter: int = 30
+) -> np.ndarray:
     """Risk in [0, 1] of every account from flagged seeds (walk-from-node personalised PageRank).
 
     ``risk[i]`` is the discounted probability that a random walk from ``i`` over the
@@ -113,7 +115,9 @@ def seed_risk(graph: sp.spmatrix, seeds: np.ndarray, *, damping: float = 0.5, n_
     return np.clip(r, 0.0, 1.0).astype(np.float32)
 
 
-def primitive_policy(platform: Platform, risk: np.ndarray, *, threshold: float = 0.02, weight: float = 4.0):
+def primitive_policy(
+    platform: Platform, risk: np.ndarray, *, threshold: float = 0.02, weight: float = 4.0
+):
     """Block the known seeds, suppress ``risk >= threshold``, demote the rest by ``weight * risk``.
 
     Returns
@@ -162,8 +166,12 @@ def default_guard_policy(platform: Platform, **knobs):
     """
     fn = _default_policy_fn()
     if fn is None:
-        raise MissingDependencyError("guardrails.default_policy is not available in this version of recsys-guardrails.")
-    return fn(seeds=platform.known_seeds, graph=platform.train, interactions=platform.train, **knobs)
+        raise MissingDependencyError(
+            "guardrails.default_policy is not available in this version of recsys-guardrails."
+        )
+    return fn(
+        seeds=platform.known_seeds, graph=platform.train, interactions=platform.train, **knobs
+    )
 
 
 def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
@@ -179,7 +187,9 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
 
         fn = getattr(_policy, "load_policy", None)
     if fn is None:
-        raise MissingDependencyError("guardrails.load_policy is not available in this version of recsys-guardrails.")
+        raise MissingDependencyError(
+            "guardrails.load_policy is not available in this version of recsys-guardrails."
+        )
     data = {
         "known_seeds": platform.known_seeds,
         "risk": risk,

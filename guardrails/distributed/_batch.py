@@ -6,8 +6,11 @@ How a run goes:
    bad argument fails before any cluster work, with the Guard's own message.
 2. It builds an *item-side* copy of the Guard: the item factors (or the item-item
    similarity), the policy compiled against the snapshot, and nothing user-sized: the
-   user factors are left out. That copy is scattered to every worker once
-   (``client.scatter(..., broadcast=True)``), never per task.
+   user factors are left out. That copy enters the cluster once, as the data of one
+   task, and is broadcast to every worker (``client.replicate``), never shipped per
+   task. Unlike ``client.scatter`` data, the scheduler can recompute it: Dask's active
+   memory manager may drop broadcast replicas, and a worker dying with the last copy
+   of scattered data would cancel every block depending on it.
 3. The users are cut into blocks of ``block_size``. Each task receives only its block:
    the user ids, their factor rows and their interaction rows. Memory per task is
    therefore bounded by the block (plus the item side, shared by all tasks of a
@@ -36,6 +39,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -106,7 +110,7 @@ class BatchResult:
     snapshot_version: str | None
     wall_seconds: float
     task_seconds: float
-    # Keeps the scattered item side alive while ``frame`` may need its blocks recomputed.
+    # Keeps the item side alive while ``frame`` may need its blocks recomputed.
     _keep: tuple = field(default=(), repr=False)
 
 
@@ -139,7 +143,7 @@ class _BlockRows:
 
 @dataclass(frozen=True, eq=False)
 class _Job:
-    """Everything every block needs, scattered to every worker once."""
+    """Everything every block needs, shipped to every worker once."""
 
     guard: Guard
     n_users: int
@@ -289,6 +293,10 @@ def _run_block(job: _Job, block: int, user_ids: np.ndarray, factor_rows, rows):
         "seconds": time.perf_counter() - t0,
     }
     return stats, frame
+
+
+def _identity(x):
+    return x
 
 
 def _stats_of(outcome):
@@ -508,7 +516,11 @@ def recommend_all(
         max_in_flight = max(2, 2 * n_threads)
     token = uuid.uuid4().hex[:12]
     t0 = time.perf_counter()
-    job_future = client.scatter(job, broadcast=True, hash=False)
+    with warnings.catch_warnings():
+        # The item side is large by nature; it is shipped once, not per task.
+        warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
+        job_future = client.submit(_identity, job, key=f"guardrails-job-{token}", pure=False)
+    client.replicate([job_future])
 
     def submit(block: int):
         lo, hi = block * block_size, min(ids.size, (block + 1) * block_size)

@@ -35,6 +35,7 @@ from ._deps import require_dask
 __all__ = ["personalized_pagerank"]
 
 _WHERE = "personalized_pagerank"
+_CHECK_EVERY = 5
 
 
 def _out_degree(block) -> np.ndarray:
@@ -42,10 +43,17 @@ def _out_degree(block) -> np.ndarray:
 
 
 def _push(block, r_block: np.ndarray, deg_block: np.ndarray) -> np.ndarray:
-    """``block^T (r_block / deg_block)``: the mass a row block sends along its edges."""
+    """The mass a row block sends along its edges, and (last entry) its dangling mass.
+
+    Returns ``[block^T (r_block / deg_block), sum(r_block[deg_block == 0])]``, a vector of
+    length ``n + 1``, so one tree reduction sums both.
+    """
     csr = sp.csr_matrix(block)
     w = np.divide(r_block, deg_block, out=np.zeros_like(r_block), where=deg_block > 0)
-    return np.asarray(csr.T @ w, dtype=np.float64).ravel()
+    out = np.empty(csr.shape[1] + 1, dtype=np.float64)
+    out[:-1] = csr.T @ w
+    out[-1] = r_block[deg_block == 0].sum()
+    return out
 
 
 def _check_block(block, n: int):
@@ -171,26 +179,30 @@ def personalized_pagerank(
         for b, rows in zip(blocks, row_chunks, strict=True)
     ]
     deg = client.persist(da.concatenate(deg_parts))
-    dangling = client.persist(deg == 0)
     s_d = da.from_array(s, chunks=(row_chunks,))
     r = client.persist(s_d)
     converged = False
-    for _ in range(max_iter):
-        r_parts = r.to_delayed().ravel()
-        d_parts = deg.to_delayed().ravel()
-        partials = [
-            da.from_delayed(dask.delayed(_push)(b, rb, db), shape=(n,), dtype=np.float64)
-            for b, rb, db in zip(blocks, r_parts, d_parts, strict=True)
-        ]
-        pushed = da.stack(partials).sum(axis=0).rechunk((row_chunks,))
-        lost = da.where(dangling, r, 0.0).sum()
-        r_new = (1.0 - damping) * s_d + damping * (pushed + lost * s_d)
-        r_new = client.persist(r_new)
-        change = float(client.compute(abs(r_new - r).sum()).result())
-        r = r_new
-        if change <= tol:
-            converged = True
-            break
+    done = 0
+    while done < max_iter and not converged:
+        # A few iterations are queued before the client waits for their changes, so the
+        # scheduler is never idle waiting for the client.
+        queued = []
+        for _ in range(min(_CHECK_EVERY, max_iter - done)):
+            partials = [
+                da.from_delayed(dask.delayed(_push)(b, rb, db), shape=(n + 1,), dtype=np.float64)
+                for b, rb, db in zip(blocks, r.to_delayed().ravel(), deg.to_delayed().ravel(), strict=True)
+            ]
+            total = da.stack(partials).sum(axis=0)
+            pushed, lost = total[:n].rechunk((row_chunks,)), total[n]
+            r_new = client.persist((1.0 - damping) * s_d + damping * (pushed + lost * s_d))
+            queued.append((r_new, client.compute(abs(r_new - r).sum())))
+            r = r_new
+        changes = client.gather([c for _, c in queued])
+        for (r_i, _), change in zip(queued, changes, strict=True):
+            done += 1
+            if float(change) <= tol:
+                r, converged = r_i, True
+                break
     if not converged:
         warnings.warn(
             f"personalized_pagerank reached max_iter={max_iter} before tol={tol}.",

@@ -17,7 +17,7 @@ block ``W`` of seed columns:
 - :func:`solve_power` for any ``T``: power (Jacobi) iteration started at ``W``.
 
 Both stop when the L1 size of the last update of every column, in output space, is at
-most ``tol`` times that column's total seed weight.
+most ``tol`` times the L1 norm of that column's current solution (a relative change).
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ class Operator:
             cuts = np.searchsorted(matrix.indptr, np.linspace(0, self.nnz, threads + 1)[1:-1])
             bounds = [0, *np.unique(cuts).tolist(), matrix.shape[0]]
             self.blocks = [
-                (lo, hi, matrix[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo
+                (lo, hi, matrix[lo:hi])
+                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+                if hi > lo
             ]
 
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -150,7 +152,7 @@ def solve_symmetric(
     R = a * NP  # B - (Z - a N Z) with Z = B
     P = R.copy()
     rr = (R * R).sum(axis=0, dtype=np.float64)
-    ref = np.maximum(_colsum_abs(W), np.finfo(np.float32).tiny)
+    tiny = np.finfo(np.float32).tiny
     bar = _progress(progress, max_iter, "propagate (cg)")
     it = 0
     converged = not np.any(rr > 0)
@@ -165,7 +167,7 @@ def solve_symmetric(
             Z += alpha * P
             R -= alpha * MP
             step = np.abs(alpha).astype(np.float64) * _colsum_abs(P * inv)
-            rel = step / ref
+            rel = step / np.maximum(_colsum_abs(Z * inv), tiny)
             converged = bool(np.all(rel <= tol))
             rr_new = (R * R).sum(axis=0, dtype=np.float64)
             beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1.0), 0.0).astype(np.float32)
@@ -205,7 +207,7 @@ def solve_power(
     """
     a = np.float32(damping)
     Y = W.copy()
-    ref = np.maximum(_colsum_abs(W), np.finfo(np.float32).tiny)
+    tiny = np.finfo(np.float32).tiny
     bar = _progress(progress, max_iter, "propagate (power)")
     it = 0
     converged = not np.any(W)
@@ -216,7 +218,7 @@ def solve_power(
             T.matmul(Y, out=buf)
             buf *= a
             buf += W
-            rel = _colsum_abs(buf - Y) / ref
+            rel = _colsum_abs(buf - Y) / np.maximum(_colsum_abs(buf), tiny)
             Y, buf = buf, Y
             converged = bool(np.all(rel <= tol))
             if bar is not None:

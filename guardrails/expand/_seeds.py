@@ -47,7 +47,12 @@ def seed_matrix(seeds, weights, n: int, where: str) -> tuple[np.ndarray, bool, l
             raise fail("weights", where, "None when 'seeds' is a weight matrix", weights)
         dense = seeds.toarray() if sp.issparse(seeds) else np.asarray(seeds)
         what = f"a weight matrix of shape ({n}, n_categories) with finite values in [0, 1]"
-        if dense.ndim != 2 or dense.shape[0] != n or dense.shape[1] < 1 or dense.dtype.kind not in "biuf":
+        if (
+            dense.ndim != 2
+            or dense.shape[0] != n
+            or dense.shape[1] < 1
+            or dense.dtype.kind not in "biuf"
+        ):
             raise fail("seeds", where, what, seeds)
         W = np.ascontiguousarray(dense, dtype=np.float32)
         if not np.isfinite(W).all() or (W.size and (W.min() < 0 or W.max() > 1)):
@@ -64,7 +69,9 @@ def seed_matrix(seeds, weights, n: int, where: str) -> tuple[np.ndarray, bool, l
     elif _is_group_list(seeds):
         groups = list(seeds)
         if weights is not None and (not _is_group_list(weights) or len(weights) != len(groups)):
-            raise fail("weights", where, f"None or a sequence of {len(groups)} weight arrays", weights)
+            raise fail(
+                "weights", where, f"None or a sequence of {len(groups)} weight arrays", weights
+            )
         wgroups = [None] * len(groups) if weights is None else list(weights)
         squeeze = False
     else:
@@ -72,7 +79,7 @@ def seed_matrix(seeds, weights, n: int, where: str) -> tuple[np.ndarray, bool, l
     if not groups:
         raise fail("seeds", where, "at least one seed category", seeds)
     W = np.zeros((n, len(groups)), dtype=np.float32)
-    for c, (ids, w) in enumerate(zip(groups, wgroups)):
+    for c, (ids, w) in enumerate(zip(groups, wgroups, strict=True)):
         idx, wv = _one(ids, w, n, "seeds", where)
         np.maximum.at(W[:, c], idx, wv)
     return W, squeeze, names

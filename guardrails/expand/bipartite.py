@@ -34,17 +34,32 @@ class BipartiteRiskGraph:
     num_threads : int, keyword-only
     """
 
-    def __init__(self, biadjacency, *, damping: float = DEFAULT_DAMPING, binary: bool = False, num_threads: int = 0):
+    def __init__(
+        self,
+        biadjacency,
+        *,
+        damping: float = DEFAULT_DAMPING,
+        binary: bool = False,
+        num_threads: int = 0,
+    ):
         where = "BipartiteRiskGraph"
         B = check_csr(biadjacency, "biadjacency", where).astype(np.float32)
         if B.nnz and B.data.min() < 0:
-            raise fail("biadjacency", where, "a matrix with non-negative weights", "negative weights", describe=False)
+            raise fail(
+                "biadjacency",
+                where,
+                "a matrix with non-negative weights",
+                "negative weights",
+                describe=False,
+            )
         if binary:
             B.data[:] = 1.0
         B.eliminate_zeros()
         self.n_rows, self.n_cols = (int(x) for x in B.shape)
         full = sp.bmat([[None, B], [B.T, None]], format="csr", dtype=np.float32)
-        self.graph = RiskGraph(full, direction="out", damping=damping, num_threads=num_threads, _symmetric=True)
+        self.graph = RiskGraph(
+            full, direction="out", damping=damping, num_threads=num_threads, _symmetric=True
+        )
 
     def _seeds(self, row_seeds, col_seeds, row_weights, col_weights, where):
         if row_seeds is None and col_seeds is None:
@@ -58,7 +73,13 @@ class BipartiteRiskGraph:
             parts.append(("c", Wc, sq_c))
         ncat = {p[1].shape[1] for p in parts}
         if len(ncat) != 1:
-            raise fail("col_seeds", where, "the same number of categories as 'row_seeds'", f"{sorted(ncat)} categories", describe=False)
+            raise fail(
+                "col_seeds",
+                where,
+                "the same number of categories as 'row_seeds'",
+                f"{sorted(ncat)} categories",
+                describe=False,
+            )
         c = ncat.pop()
         W = np.zeros((self.n_rows + self.n_cols, c), dtype=np.float32)
         for side, Ws, _ in parts:
@@ -88,14 +109,26 @@ class BipartiteRiskGraph:
         row_risk : ndarray of float32, shape (n_rows,) or (n_rows, c)
         col_risk : ndarray of float32, shape (n_cols,) or (n_cols, c)
         """
-        W, squeeze = self._seeds(row_seeds, col_seeds, row_weights, col_weights, "BipartiteRiskGraph.propagate")
+        W, squeeze = self._seeds(
+            row_seeds, col_seeds, row_weights, col_weights, "BipartiteRiskGraph.propagate"
+        )
         Y = self.graph.propagate(W, tol=tol, max_iter=max_iter, progress=progress, raw=raw)
         if squeeze:
             Y = Y[:, 0]
         return Y[: self.n_rows], Y[self.n_rows :]
 
-    def contributions(self, *, row_nodes=None, col_nodes=None, row_seeds=None, col_seeds=None,
-                      row_weights=None, col_weights=None, tol: float = 1e-6, max_iter: int = 200):
+    def contributions(
+        self,
+        *,
+        row_nodes=None,
+        col_nodes=None,
+        row_seeds=None,
+        col_seeds=None,
+        row_weights=None,
+        col_weights=None,
+        tol: float = 1e-6,
+        max_iter: int = 200,
+    ):
         """Contribution of every seed to some nodes; see :meth:`RiskGraph.contributions`.
 
         Returns
@@ -106,7 +139,9 @@ class BipartiteRiskGraph:
         C : ndarray of float32, shape (m, S, c)
             Nodes are ``row_nodes`` then ``col_nodes``.
         """
-        W, _ = self._seeds(row_seeds, col_seeds, row_weights, col_weights, "BipartiteRiskGraph.contributions")
+        W, _ = self._seeds(
+            row_seeds, col_seeds, row_weights, col_weights, "BipartiteRiskGraph.contributions"
+        )
         nodes = []
         if row_nodes is not None:
             nodes.append(np.asarray(row_nodes, dtype=np.int64).ravel())
@@ -156,8 +191,13 @@ def coengagement_risk(
     """
     g = BipartiteRiskGraph(user_items, damping=damping, binary=binary, num_threads=num_threads)
     user_risk, item_risk = g.propagate(
-        row_seeds=seed_users, col_seeds=seed_items, row_weights=user_weights, col_weights=weights,
-        tol=tol, max_iter=max_iter, progress=progress,
+        row_seeds=seed_users,
+        col_seeds=seed_items,
+        row_weights=user_weights,
+        col_weights=weights,
+        tol=tol,
+        max_iter=max_iter,
+        progress=progress,
     )
     return item_risk, user_risk
 
@@ -194,6 +234,11 @@ def term_risk(
     """
     g = BipartiteRiskGraph(account_terms, damping=damping, binary=binary, num_threads=num_threads)
     return g.propagate(
-        row_seeds=seed_accounts, col_seeds=seed_terms, row_weights=account_weights, col_weights=term_weights,
-        tol=tol, max_iter=max_iter, progress=progress,
+        row_seeds=seed_accounts,
+        col_seeds=seed_terms,
+        row_weights=account_weights,
+        col_weights=term_weights,
+        tol=tol,
+        max_iter=max_iter,
+        progress=progress,
     )

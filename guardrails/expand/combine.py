@@ -41,14 +41,25 @@ def _as_risk(value, name: str, where: str, source: str = "") -> np.ndarray:
     return arr
 
 
-def calibrated(sources: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None, *, where: str = "combine_risk") -> dict[str, np.ndarray]:
+def calibrated(
+    sources: Mapping[str, np.ndarray],
+    weights: Mapping[str, float] | None = None,
+    *,
+    where: str = "combine_risk",
+) -> dict[str, np.ndarray]:
     """Each source times its weight, clipped to [0, 1] (float32), after validation."""
     if not isinstance(sources, Mapping) or not sources:
         raise fail("sources", where, "a non-empty mapping from source name to risk array", sources)
     weights = {} if weights is None else dict(weights)
     unknown = set(weights) - set(sources)
     if unknown:
-        raise fail("weights", where, f"a mapping over the sources {sorted(sources)}", f"unknown sources {sorted(unknown)}", describe=False)
+        raise fail(
+            "weights",
+            where,
+            f"a mapping over the sources {sorted(sources)}",
+            f"unknown sources {sorted(unknown)}",
+            describe=False,
+        )
     out: dict[str, np.ndarray] = {}
     shape = None
     for name, value in sources.items():
@@ -56,7 +67,12 @@ def calibrated(sources: Mapping[str, np.ndarray], weights: Mapping[str, float] |
         if shape is None:
             shape = arr.shape
         elif arr.shape != shape:
-            raise fail("sources", where, f"for source {name!r}, an array of shape {shape} like the first source", arr)
+            raise fail(
+                "sources",
+                where,
+                f"for source {name!r}, an array of shape {shape} like the first source",
+                arr,
+            )
         lam = check_float(weights.get(name, 1.0), "weights", where, low=0.0)
         out[name] = np.minimum(arr * np.float32(lam), np.float32(1.0))
     return out
@@ -92,7 +108,9 @@ def combine_risk(
     elif method == "noisy_or":
         out = 1.0 - np.prod(1.0 - stack.astype(np.float64), axis=0)
     else:
-        lams = np.array([check_float((weights or {}).get(k, 1.0), "weights", where, low=0.0) for k in cal])
+        lams = np.array(
+            [check_float((weights or {}).get(k, 1.0), "weights", where, low=0.0) for k in cal]
+        )
         total = lams.sum()
         if total <= 0:
             raise fail("weights", where, "weights with a positive sum for 'weighted_sum'", weights)

@@ -49,7 +49,15 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_csr, check_float, check_ids, check_int, fail
+from .._validation import (
+    check_choice,
+    check_csr,
+    check_float,
+    check_ids,
+    check_int,
+    check_vector,
+    fail,
+)
 from ._engine import ConvergenceWarning, Operator, solve_power, solve_symmetric, walk
 from ._seeds import seed_matrix
 
@@ -105,6 +113,8 @@ class RiskGraph:
     degree : ndarray of float32, shape (n,)
         Total edge weight a walk can leave each node by (0 for dead ends, where walks
         stop).
+    n_iter_ : int
+        Iterations (sparse products) of the last solve.
     """
 
     def __init__(
@@ -121,7 +131,13 @@ class RiskGraph:
         n = adjacency.shape[0] if sp.issparse(adjacency) else None
         A = check_csr(adjacency, "adjacency", where, shape=(n, n))
         if A.nnz and A.data.min() < 0:
-            raise fail("adjacency", where, "a matrix with non-negative edge weights", "negative weights", describe=False)
+            raise fail(
+                "adjacency",
+                where,
+                "a matrix with non-negative edge weights",
+                "negative weights",
+                describe=False,
+            )
         self.direction = check_choice(direction, "direction", where, _DIRECTIONS)
         self.normalization = check_choice(normalization, "normalization", where, _NORMALIZATIONS)
         self.damping = check_float(damping, "damping", where, low=0.0, high=1.0, low_open=True)
@@ -152,19 +168,18 @@ class RiskGraph:
         if op is not None:
             return op
         A = self._A
-        rows = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
+        counts = np.diff(A.indptr)
         safe = np.where(self.degree > 0, self.degree, 1.0).astype(np.float64)
-        if kind == "sym":
-            scale = 1.0 / np.sqrt(safe)
-            data = A.data * scale[rows] * scale[A.indices]
-            M = sp.csr_matrix((data.astype(np.float32), A.indices, A.indptr), shape=A.shape)
-        elif kind == "row":  # Q = D^-1 A: from a node to its neighbours
-            M = sp.csr_matrix(((A.data / safe[rows]).astype(np.float32), A.indices, A.indptr), shape=A.shape)
-        elif kind == "col":  # Q^T = A^T D^-1: mass moving from the seeds
-            Q = sp.csr_matrix(((A.data / safe[rows]).astype(np.float32), A.indices, A.indptr), shape=A.shape)
-            M = Q.T.tocsr()
-        else:  # pragma: no cover - internal
-            raise AssertionError(kind)
+        if kind == "sym":  # N = D^-1/2 A D^-1/2
+            scale = (1.0 / np.sqrt(safe)).astype(np.float32)
+            data = A.data * np.repeat(scale, counts)
+            data *= scale[A.indices]
+            M = sp.csr_matrix((data, A.indices, A.indptr), shape=A.shape)
+        else:
+            inv = (1.0 / safe).astype(np.float32)
+            Q = sp.csr_matrix((A.data * np.repeat(inv, counts), A.indices, A.indptr), shape=A.shape)
+            # 'row': Q = D^-1 A (from a node to its neighbours); 'col': Q^T (from the seeds)
+            M = Q if kind == "row" else Q.T.tocsr()
         op = Operator(M, num_threads=self.num_threads)
         self._ops[kind] = op
         return op
@@ -182,7 +197,13 @@ class RiskGraph:
         for lo in range(0, c, max_columns):
             Wc = np.ascontiguousarray(W[:, lo : lo + max_columns])
             out[:, lo : lo + max_columns] = self._solve_block(
-                Wc, method=method, tol=tol, max_iter=max_iter, n_steps=n_steps, progress=progress, transpose=transpose
+                Wc,
+                method=method,
+                tol=tol,
+                max_iter=max_iter,
+                n_steps=n_steps,
+                progress=progress,
+                transpose=transpose,
             )
         return out
 
@@ -194,17 +215,31 @@ class RiskGraph:
         if method == "cg":
             if not self.symmetric:
                 raise fail(
-                    "method", "RiskGraph.propagate", "'power' or 'auto' for a directed graph ('cg' needs a symmetric walk)", method
+                    "method",
+                    "RiskGraph.propagate",
+                    "'power' or 'auto' for a directed graph ('cg' needs a symmetric walk)",
+                    method,
                 )
             # T = S^-1 N S with S = D^(1/2) for walks from each node, D^(-1/2) from seeds.
             forward = (self.normalization == "degree") != transpose
             scale = self._sqrt_deg if forward else 1.0 / self._sqrt_deg
             Y, self.n_iter_ = solve_symmetric(
-                self._operator("sym"), W, scale, damping=self.damping, tol=tol, max_iter=max_iter, progress=progress
+                self._operator("sym"),
+                W,
+                scale,
+                damping=self.damping,
+                tol=tol,
+                max_iter=max_iter,
+                progress=progress,
             )
             return Y
         Y, self.n_iter_ = solve_power(
-            self._operator(self._walk_kind(transpose)), W, damping=self.damping, tol=tol, max_iter=max_iter, progress=progress
+            self._operator(self._walk_kind(transpose)),
+            W,
+            damping=self.damping,
+            tol=tol,
+            max_iter=max_iter,
+            progress=progress,
         )
         return Y
 
@@ -245,7 +280,8 @@ class RiskGraph:
             otherwise; ``'sybilrank'``: the early-stopped walk without restart.
         tol : float
             Stop when the L1 size of the last update of every category is at most
-            ``tol`` times its total seed weight.
+            ``tol`` times the L1 norm of its current solution. For conjugate gradients
+            the remaining L1 error is then usually well below ``tol`` (relative).
         max_iter : int
             Iteration cap; reaching it issues a :class:`ConvergenceWarning`.
         n_steps : int, optional
@@ -263,10 +299,18 @@ class RiskGraph:
             In [0, 1] (unless ``raw``).
         """
         where = "RiskGraph.propagate"
-        method, tol, max_iter, n_steps = self._check_solver_args(where, method, tol, max_iter, n_steps)
+        method, tol, max_iter, n_steps = self._check_solver_args(
+            where, method, tol, max_iter, n_steps
+        )
         W, squeeze, _ = seed_matrix(seeds, weights, self.n_nodes, where)
         Y = self._solve(
-            W, method=method, tol=tol, max_iter=max_iter, n_steps=n_steps, progress=progress, transpose=False,
+            W,
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            n_steps=n_steps,
+            progress=progress,
+            transpose=False,
             max_columns=max_columns,
         )
         if method == "sybilrank":
@@ -310,14 +354,22 @@ class RiskGraph:
             solver tolerance).
         """
         where = "RiskGraph.contributions"
-        method, tol, max_iter, n_steps = self._check_solver_args(where, method, tol, max_iter, n_steps)
+        method, tol, max_iter, n_steps = self._check_solver_args(
+            where, method, tol, max_iter, n_steps
+        )
         idx, _ = check_ids(nodes, "nodes", where, self.n_nodes)
         W, _, _ = seed_matrix(seeds, weights, self.n_nodes, where)
         seed_ids = np.flatnonzero(W.max(axis=1) > 0).astype(np.int64)
         E = np.zeros((self.n_nodes, idx.size), dtype=np.float32)
         E[idx, np.arange(idx.size)] = 1.0
         Mrows = self._solve(
-            E, method=method, tol=tol, max_iter=max_iter, n_steps=n_steps, progress=progress, transpose=True,
+            E,
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            n_steps=n_steps,
+            progress=progress,
+            transpose=True,
             max_columns=None,
         )
         # C[j, t, k] = M[nodes[j], seed_ids[t]] * W[seed_ids[t], k]
@@ -391,10 +443,20 @@ def propagate(
     array([1.  , 0.73, 0.62, 0.54, 0.16, 0.08], dtype=float32)
     """
     graph = RiskGraph(
-        adjacency, direction=direction, normalization=normalization, damping=damping, num_threads=num_threads
+        adjacency,
+        direction=direction,
+        normalization=normalization,
+        damping=damping,
+        num_threads=num_threads,
     )
     return graph.propagate(
-        seeds, weights=weights, method=method, tol=tol, max_iter=max_iter, n_steps=n_steps, progress=progress
+        seeds,
+        weights=weights,
+        method=method,
+        tol=tol,
+        max_iter=max_iter,
+        n_steps=n_steps,
+        progress=progress,
     )
 
 
@@ -432,12 +494,16 @@ def neighbourhood(
     r = np.asarray(risk)
     if r.ndim != 1:
         raise fail("risk", where, "a 1-d array of risks (select one category first)", risk)
-    from .._validation import check_vector
-
     r = check_vector(r, "risk", where, low=0.0, high=1.0)
     given = [x is not None for x in (threshold, top_k, quantile)]
     if sum(given) != 1:
-        raise fail("threshold", where, "given alone: pass exactly one of threshold, top_k and quantile", f"{sum(given)} of them", describe=False)
+        raise fail(
+            "threshold",
+            where,
+            "given alone: pass exactly one of threshold, top_k and quantile",
+            f"{sum(given)} of them",
+            describe=False,
+        )
     keep = r > 0
     if exclude is not None:
         ex, _ = check_ids(exclude, "exclude", where, r.size)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validation import check_choice, check_float, check_ids, check_int, fail
+from ._seeds import seed_matrix
 from .bipartite import BipartiteRiskGraph
 from .combine import _METHODS, calibrated, combine_risk
 from .propagate import DEFAULT_DAMPING, RiskGraph
 from .proximity import DEFAULT_RADIUS, embedding_risk, nearest_seeds
-from ._seeds import seed_matrix
 
 __all__ = ["RiskExpansion", "Explanation", "Contribution"]
 
@@ -99,19 +99,29 @@ class RiskExpansion:
 
     Examples
     --------
-    >>> exp = RiskExpansion(n_items, flagged, weights=confidence)  # doctest: +SKIP
-    >>> exp.add_graph(follows, direction="both").add_coengagement(user_items, weight=0.8)
+    >>> import scipy.sparse as sp
+    >>> from guardrails.expand import RiskExpansion, DEFAULT_THRESHOLD
+    >>> from guardrails.filters import SuppressRisk
+    >>> follows = sp.csr_matrix(([1.0, 1.0, 1.0], ([0, 1, 3], [1, 2, 4])), shape=(5, 5))
+    >>> user_items = sp.csr_matrix(([1.0] * 4, ([0, 0, 1, 1], [0, 3, 2, 4])), shape=(2, 5))
+    >>> exp = RiskExpansion(5, [0]).add_graph(follows).add_coengagement(user_items, weight=0.8)
     >>> risk = exp.risk()
-    >>> policy_filter = SuppressRisk(risk, threshold=DEFAULT_THRESHOLD)
-    >>> exp.explain([42])[0].top_source
-    'graph'
+    >>> keep_out = SuppressRisk(risk, threshold=DEFAULT_THRESHOLD)
+    >>> why = exp.explain([1, 3])
+    >>> why[0].top_source, why[1].top_source
+    ('graph', 'coengagement')
+    >>> top = why[1].seeds[0]  # the flagged account 0, through the users they share
+    >>> top.source, top.kind, top.index
+    ('coengagement', 'account', 0)
     """
 
     def __init__(self, n_accounts: int, seeds, *, weights=None, method: str = "max"):
         where = "RiskExpansion"
         self.n_accounts = check_int(n_accounts, "n_accounts", where, low=1)
         self.method = check_choice(method, "method", where, _METHODS)
-        self.W, self._squeeze, self.category_names = seed_matrix(seeds, weights, self.n_accounts, where)
+        self.W, self._squeeze, self.category_names = seed_matrix(
+            seeds, weights, self.n_accounts, where
+        )
         self._sources: dict[str, dict] = {}
         self._risks: dict[str, np.ndarray] | None = None
 
@@ -119,49 +129,125 @@ class RiskExpansion:
     def _add(self, name: str, weight: float, spec: dict) -> RiskExpansion:
         where = "RiskExpansion.add"
         if not isinstance(name, str) or not name or name in self._sources:
-            raise fail("name", where, f"a new, non-empty source name (have {sorted(self._sources)})", name)
+            raise fail(
+                "name", where, f"a new, non-empty source name (have {sorted(self._sources)})", name
+            )
         spec["weight"] = check_float(weight, "weight", where, low=0.0)
         self._sources[name] = spec
         self._risks = None
         return self
 
-    def add_graph(self, adjacency, *, name: str = "graph", weight: float = 1.0, direction: str = "both",
-                  normalization: str = "degree", damping: float = DEFAULT_DAMPING, method: str = "auto",
-                  num_threads: int = 0) -> RiskExpansion:
+    def add_graph(
+        self,
+        adjacency,
+        *,
+        name: str = "graph",
+        weight: float = 1.0,
+        direction: str = "both",
+        normalization: str = "degree",
+        damping: float = DEFAULT_DAMPING,
+        method: str = "auto",
+        num_threads: int = 0,
+    ) -> RiskExpansion:
         """Add an account graph (n_accounts x n_accounts), for example who follows whom."""
-        g = RiskGraph(adjacency, direction=direction, normalization=normalization, damping=damping, num_threads=num_threads)
+        g = RiskGraph(
+            adjacency,
+            direction=direction,
+            normalization=normalization,
+            damping=damping,
+            num_threads=num_threads,
+        )
         if g.n_nodes != self.n_accounts:
-            raise fail("adjacency", "RiskExpansion.add_graph", f"a graph over the {self.n_accounts} accounts", adjacency)
+            raise fail(
+                "adjacency",
+                "RiskExpansion.add_graph",
+                f"a graph over the {self.n_accounts} accounts",
+                adjacency,
+            )
         return self._add(name, weight, {"kind": "graph", "graph": g, "method": method})
 
-    def add_coengagement(self, user_items, *, name: str = "coengagement", weight: float = 1.0, seed_users=None,
-                         user_weights=None, damping: float = DEFAULT_DAMPING, binary: bool = True,
-                         num_threads: int = 0) -> RiskExpansion:
+    def add_coengagement(
+        self,
+        user_items,
+        *,
+        name: str = "coengagement",
+        weight: float = 1.0,
+        seed_users=None,
+        user_weights=None,
+        damping: float = DEFAULT_DAMPING,
+        binary: bool = True,
+        num_threads: int = 0,
+    ) -> RiskExpansion:
         """Add the recommender's interaction matrix (n_users x n_accounts)."""
         g = BipartiteRiskGraph(user_items, damping=damping, binary=binary, num_threads=num_threads)
         if g.n_cols != self.n_accounts:
-            raise fail("user_items", "RiskExpansion.add_coengagement", f"a matrix with {self.n_accounts} item columns", user_items)
+            raise fail(
+                "user_items",
+                "RiskExpansion.add_coengagement",
+                f"a matrix with {self.n_accounts} item columns",
+                user_items,
+            )
         Wu = None
         if seed_users is not None:
-            Wu = self._side_seeds(seed_users, user_weights, g.n_rows, "RiskExpansion.add_coengagement")
+            Wu = self._side_seeds(
+                seed_users, user_weights, g.n_rows, "RiskExpansion.add_coengagement"
+            )
         return self._add(name, weight, {"kind": "coengagement", "graph": g, "side_seeds": Wu})
 
-    def add_embedding(self, item_factors, *, name: str = "embedding", weight: float = 1.0,
-                      radius: float = DEFAULT_RADIUS, top_m: int | None = None, num_threads: int = 0) -> RiskExpansion:
+    def add_embedding(
+        self,
+        item_factors,
+        *,
+        name: str = "embedding",
+        weight: float = 1.0,
+        radius: float = DEFAULT_RADIUS,
+        top_m: int | None = None,
+        num_threads: int = 0,
+    ) -> RiskExpansion:
         """Add the model's item factors (n_accounts x n_factors)."""
         V = np.asarray(item_factors)
         if V.ndim != 2 or V.shape[0] != self.n_accounts:
-            raise fail("item_factors", "RiskExpansion.add_embedding", f"a 2-d array with {self.n_accounts} rows", item_factors)
-        return self._add(name, weight, {"kind": "embedding", "factors": V, "radius": radius, "top_m": top_m,
-                                        "num_threads": num_threads})
+            raise fail(
+                "item_factors",
+                "RiskExpansion.add_embedding",
+                f"a 2-d array with {self.n_accounts} rows",
+                item_factors,
+            )
+        return self._add(
+            name,
+            weight,
+            {
+                "kind": "embedding",
+                "factors": V,
+                "radius": radius,
+                "top_m": top_m,
+                "num_threads": num_threads,
+            },
+        )
 
-    def add_terms(self, account_terms, *, name: str = "terms", weight: float = 1.0, seed_terms=None,
-                  term_weights=None, damping: float = DEFAULT_DAMPING, binary: bool = True,
-                  num_threads: int = 0) -> RiskExpansion:
+    def add_terms(
+        self,
+        account_terms,
+        *,
+        name: str = "terms",
+        weight: float = 1.0,
+        seed_terms=None,
+        term_weights=None,
+        damping: float = DEFAULT_DAMPING,
+        binary: bool = True,
+        num_threads: int = 0,
+    ) -> RiskExpansion:
         """Add an account x term (hashtag, link domain) matrix (n_accounts x n_terms)."""
-        g = BipartiteRiskGraph(account_terms, damping=damping, binary=binary, num_threads=num_threads)
+        g = BipartiteRiskGraph(
+            account_terms, damping=damping, binary=binary, num_threads=num_threads
+        )
         if g.n_rows != self.n_accounts:
-            raise fail("account_terms", "RiskExpansion.add_terms", f"a matrix with {self.n_accounts} account rows", account_terms)
+            raise fail(
+                "account_terms",
+                "RiskExpansion.add_terms",
+                f"a matrix with {self.n_accounts} account rows",
+                account_terms,
+            )
         Wt = None
         if seed_terms is not None:
             Wt = self._side_seeds(seed_terms, term_weights, g.n_cols, "RiskExpansion.add_terms")
@@ -173,14 +259,26 @@ class RiskExpansion:
         if W.shape[1] != c:
             if W.shape[1] == 1:
                 return np.repeat(W, c, axis=1)
-            raise fail("seeds", where, f"{c} categories like the account seeds", f"{W.shape[1]} categories", describe=False)
+            raise fail(
+                "seeds",
+                where,
+                f"{c} categories like the account seeds",
+                f"{W.shape[1]} categories",
+                describe=False,
+            )
         return W
 
     # -- risk -----------------------------------------------------------------------------
     def source_risks(self, *, progress: bool = False) -> dict[str, np.ndarray]:
         """Uncalibrated risk per source, each float32 of shape (n_accounts,) or (n_accounts, c)."""
         if not self._sources:
-            raise fail("sources", "RiskExpansion.risk", "at least one source (add_graph, add_coengagement, ...)", "none", describe=False)
+            raise fail(
+                "sources",
+                "RiskExpansion.risk",
+                "at least one source (add_graph, add_coengagement, ...)",
+                "none",
+                describe=False,
+            )
         if self._risks is None:
             risks = {}
             for name, s in self._sources.items():
@@ -188,11 +286,21 @@ class RiskExpansion:
                 if kind == "graph":
                     r = s["graph"].propagate(self.W, method=s["method"], progress=progress)
                 elif kind == "coengagement":
-                    _, r = s["graph"].propagate(row_seeds=s["side_seeds"], col_seeds=self.W, progress=progress)
+                    _, r = s["graph"].propagate(
+                        row_seeds=s["side_seeds"], col_seeds=self.W, progress=progress
+                    )
                 elif kind == "terms":
-                    r, _ = s["graph"].propagate(row_seeds=self.W, col_seeds=s["side_seeds"], progress=progress)
+                    r, _ = s["graph"].propagate(
+                        row_seeds=self.W, col_seeds=s["side_seeds"], progress=progress
+                    )
                 else:
-                    r = embedding_risk(s["factors"], self.W, radius=s["radius"], top_m=s["top_m"], num_threads=s["num_threads"])
+                    r = embedding_risk(
+                        s["factors"],
+                        self.W,
+                        radius=s["radius"],
+                        top_m=s["top_m"],
+                        num_threads=s["num_threads"],
+                    )
                 risks[name] = r[:, 0] if self._squeeze else r
             self._risks = risks
         return dict(self._risks)
@@ -200,7 +308,9 @@ class RiskExpansion:
     def risk(self, *, progress: bool = False) -> np.ndarray:
         """Combined risk, float32 in [0, 1], shape (n_accounts,) or (n_accounts, c)."""
         risks = self.source_risks(progress=progress)
-        return combine_risk(risks, weights={k: s["weight"] for k, s in self._sources.items()}, method=self.method)
+        return combine_risk(
+            risks, weights={k: s["weight"] for k, s in self._sources.items()}, method=self.method
+        )
 
     # -- provenance -------------------------------------------------------------------------
     def explain(self, accounts, *, top: int = 5) -> list[Explanation]:
@@ -249,9 +359,16 @@ class RiskExpansion:
                 seed_ids = np.flatnonzero(col > 0)
                 if seed_ids.size == 0:
                     continue
-                ids, vals = nearest_seeds(s["factors"], [a], seed_ids, weights=col[seed_ids], radius=s["radius"], top=top,
-                                          num_threads=s["num_threads"])
-                for sid, v in zip(ids[0], vals[0]):
+                ids, vals = nearest_seeds(
+                    s["factors"],
+                    [a],
+                    seed_ids,
+                    weights=col[seed_ids],
+                    radius=s["radius"],
+                    top=top,
+                    num_threads=s["num_threads"],
+                )
+                for sid, v in zip(ids[0], vals[0], strict=True):
                     if sid >= 0 and v > 0:
                         yield j, ("account", sid, v)
             return
@@ -261,11 +378,21 @@ class RiskExpansion:
         else:
             g = s["graph"]
             if kind == "coengagement":
-                seed_ids, C = g.contributions(col_nodes=idx, row_seeds=s["side_seeds"], col_seeds=self.W)
-                labels = [("user", int(t)) if t < g.n_rows else ("account", int(t - g.n_rows)) for t in seed_ids]
+                seed_ids, C = g.contributions(
+                    col_nodes=idx, row_seeds=s["side_seeds"], col_seeds=self.W
+                )
+                labels = [
+                    ("user", int(t)) if t < g.n_rows else ("account", int(t - g.n_rows))
+                    for t in seed_ids
+                ]
             else:
-                seed_ids, C = g.contributions(row_nodes=idx, row_seeds=self.W, col_seeds=s["side_seeds"])
-                labels = [("account", int(t)) if t < g.n_rows else ("term", int(t - g.n_rows)) for t in seed_ids]
+                seed_ids, C = g.contributions(
+                    row_nodes=idx, row_seeds=self.W, col_seeds=s["side_seeds"]
+                )
+                labels = [
+                    ("account", int(t)) if t < g.n_rows else ("term", int(t - g.n_rows))
+                    for t in seed_ids
+                ]
         for j in range(idx.size):
             vals = C[j, :, cats[j]]
             best = np.argsort(-vals, kind="stable")[:top]

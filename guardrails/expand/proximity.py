@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_factors, check_float, check_ids, check_int
+from .._validation import check_factors, check_float, check_ids, check_int, fail
 from ..core.kernel import FactorSpace, guarded_topk
 from ._seeds import seed_matrix
 
@@ -43,7 +43,9 @@ def _unit(factors: np.ndarray) -> np.ndarray:
 
 def _seed_space(U: np.ndarray, idx: np.ndarray, w: np.ndarray, radius: float) -> FactorSpace:
     # score(i, s) = <u_i, w_s u_s> - w_s * radius = w_s (cos - radius)
-    return FactorSpace.build((U[idx] * w[:, None]).astype(np.float32), penalty=(w * radius).astype(np.float32))
+    return FactorSpace.build(
+        (U[idx] * w[:, None]).astype(np.float32), penalty=(w * radius).astype(np.float32)
+    )
 
 
 def embedding_risk(
@@ -80,8 +82,6 @@ def embedding_risk(
     V = check_factors(item_factors, "item_factors", where)
     radius = check_float(radius, "radius", where, low=-1.0, high=1.0)
     if radius >= 1.0:
-        from .._validation import fail
-
         raise fail("radius", where, "a finite float in [-1.0, 1.0)", radius)
     if top_m is not None:
         top_m = check_int(top_m, "top_m", where, low=1)
@@ -103,7 +103,9 @@ def embedding_risk(
         else:
             # The top_m nearest items of every seed, from a space of all items.
             space = FactorSpace.build(U)
-            ids, cos = guarded_topk(space, U[idx], min(n, top_m + 1), num_threads=num_threads, score_dtype=np.float64)
+            ids, cos = guarded_topk(
+                space, U[idx], min(n, top_m + 1), num_threads=num_threads, score_dtype=np.float64
+            )
             ok = ids >= 0
             contrib = w[:, None] * np.maximum(cos - radius, 0.0) / (1.0 - radius)
             risk = np.zeros(n, dtype=np.float64)
@@ -155,7 +157,9 @@ def nearest_seeds(
         return seeds, risk
     U = _unit(V)
     space = _seed_space(U, idx, w_all[idx], radius)
-    pos, score = guarded_topk(space, U[q], min(top, idx.size), num_threads=num_threads, score_dtype=np.float64)
+    pos, score = guarded_topk(
+        space, U[q], min(top, idx.size), num_threads=num_threads, score_dtype=np.float64
+    )
     ok = (pos >= 0) & (score > 0)
     k = pos.shape[1]
     seeds[:, :k] = np.where(ok, idx[np.maximum(pos, 0)], -1)

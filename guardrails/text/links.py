@@ -14,6 +14,7 @@ through one cannot be cleared by the blocklist.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,8 +40,6 @@ DEFAULT_SHORTENERS: frozenset[str] = frozenset(
     }
 )
 
-_HOST_KEY = Normalizer(leetspeak=False, separators=False, emoji=False, squeeze=False,
-                       cache_size=4096)
 _STRIP = "<>()[]{}\"'`,;!?"
 
 
@@ -75,8 +74,16 @@ class NormalizedLink:
     valid: bool
 
 
+@functools.cache
+def _host_normalizer() -> Normalizer:
+    # Look-alikes, case and accents only: digits and hyphens are real in host names.
+    return Normalizer(leetspeak=False, separators=False, emoji=False, squeeze=False,
+                      cache_size=4096)
+
+
 def _host_key(unicode_host: str) -> str:
-    return ".".join(_HOST_KEY.key(label).replace(" ", "") for label in unicode_host.split("."))
+    norm = _host_normalizer()
+    return ".".join(norm.key(label).replace(" ", "") for label in unicode_host.split("."))
 
 
 def normalize_link(link: str) -> NormalizedLink:

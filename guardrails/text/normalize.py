@@ -126,7 +126,9 @@ class Normalizer:
 
     Parameters
     ----------
-    nfkc, casefold, ignorables, confusables, diacritics, leetspeak, separators, emoji, squeeze : bool
+    nfkc, casefold, ignorables, confusables, diacritics : bool
+        Steps of the pipeline described in the module docstring; all on by default.
+    leetspeak, separators, emoji, squeeze : bool
         Steps of the pipeline described in the module docstring; all on by default.
     cache_size : int, default 65536
         How many short strings (up to 256 characters) to remember; 0 disables the cache.
@@ -134,7 +136,9 @@ class Normalizer:
     Examples
     --------
     >>> n = Normalizer()
-    >>> n.key("Ｐ\u200bе.d 0") == n.key("pedo")
+    >>> n.compact("Ｐ\u200bе.d 0") == n.compact("pedo")  # fullwidth, ZWSP, Cyrillic, 0
+    True
+    >>> n.key("the p e d o") == n.key("the pedo")
     True
     """
 
