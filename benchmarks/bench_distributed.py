@@ -9,10 +9,14 @@ about 50 excluded pairs per viewer, risk suppression and risk demotion), N=10:
   single-threaded worker processes (1 and 2), results kept in worker memory as a Dask
   DataFrame (``frame``), and, separately, written to Parquet in a temporary directory.
 
-Each is run once to warm up (worker imports, the first shipment) and then timed
-``--repeat`` times; the table reports medians. ``ratio`` is the median time of the
-1-thread Guard divided by the row's median time (above 1: faster than one process on
-one core). ``overhead / block`` is the client's wall time not explained by the tasks'
+Every configuration (both clusters stay up) runs once to warm up (worker imports, thread
+pools), then the configurations are run in turn, ``--repeat`` rounds, so that a change
+in the machine's load hits them alike; the table reports medians. The single-process
+Guard runs with BLAS on one thread, as inside a Dask task. ``ratio`` is the median time
+of the 1-thread Guard divided by the row's median time (above 1: faster than one
+process on one core), for the whole ``recommend_all`` call. ``setup s`` is the part
+before the first block (checks, building the item-side copy, shipping it to every
+worker). ``overhead / block`` is the time of the block loop not explained by the tasks'
 own time, ``(wall - task_seconds / w) / n_blocks``: scheduling, shipping blocks and
 results, and the client loop, per block.
 
@@ -23,13 +27,16 @@ results, and the client loop, per block.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import statistics
 import tempfile
 import time
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 import guardrails as gr
 from guardrails.distributed import recommend_all
@@ -40,7 +47,9 @@ def make_case(n_users, n_items, factors, seed=0):
     pop = rng.pareto(2.0, n_items).astype(np.float32) + 1.0
     V = (rng.standard_normal((n_items, factors)).astype(np.float32) * 0.1) * np.sqrt(pop)[:, None]
     U = rng.standard_normal((n_users, factors)).astype(np.float32) * 0.1
-    risk = np.clip(rng.beta(0.3, 3.0, n_items) * (pop / pop.max()) ** 0.2 * 2, 0, 1).astype(np.float32)
+    risk = np.clip(rng.beta(0.3, 3.0, n_items) * (pop / pop.max()) ** 0.2 * 2, 0, 1).astype(
+        np.float32
+    )
     blocked = rng.choice(n_items, size=max(1, n_items // 100), replace=False)
     rows = np.repeat(np.arange(n_users), 50)
     cols = rng.integers(0, n_items, size=rows.size)
@@ -52,16 +61,6 @@ def make_case(n_users, n_items, factors, seed=0):
         gr.filters.DemoteRisk(risk, weight=2.0),
     ]
     return gr.FactorModel(U, V), policy
-
-
-def timed(fn, repeat):
-    fn()  # warm-up
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        r = fn()
-        out.append((time.perf_counter() - t0, r))
-    return out
 
 
 def main(argv=None):
@@ -80,62 +79,88 @@ def main(argv=None):
     users = np.arange(args.users)
     g1 = gr.Guard(model, policy, num_threads=1)
     gall = gr.Guard(model, policy, num_threads=0)
-    rows = []
+    tmp = tempfile.mkdtemp(prefix="bench_distributed_")
 
     def single(guard):
-        return guard.recommend_detailed(users, None, 10, False)
+        # BLAS on one thread, as inside a Dask task: the kernel's threads are the parallelism
+        with threadpool_limits(1, "blas"):
+            guard.recommend_detailed(users, None, 10, False)
+        return None
 
-    base = statistics.median(t for t, _ in timed(lambda: single(g1), args.repeat))
-    rows.append(("guard 1 thread", "-", "-", "-", base, None))
-    t_all = statistics.median(t for t, _ in timed(lambda: single(gall), args.repeat))
-    rows.append((f"guard {os.cpu_count()} threads", "-", "-", "-", t_all, None))
-
-    for w in args.workers:
-        with (
-            LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-            Client(cluster) as client,
-        ):
+    configs = {
+        ("guard 1 thread", "-", "-"): lambda: single(g1),
+        (f"guard {os.cpu_count()} threads", "-", "-"): lambda: single(gall),
+    }
+    with contextlib.ExitStack() as stack:
+        for w in args.workers:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0"
+                )
+            )
+            client = stack.enter_context(Client(cluster, set_as_default=False))
             for bs in args.block_size:
                 for mode in ("frame", "parquet"):
-                    with tempfile.TemporaryDirectory() as tmp:
 
-                        def run(mode=mode, bs=bs, tmp=tmp):
-                            out = os.path.join(tmp, "out") if mode == "parquet" else None
-                            return recommend_all(
-                                g1,
-                                users,
-                                None,
-                                N=10,
-                                client=client,
-                                output=out,
-                                overwrite=True,
-                                block_size=bs,
-                                filter_already_liked_items=False,
-                            )
+                    def run(client=client, mode=mode, bs=bs, w=w):
+                        out = os.path.join(tmp, f"w{w}-b{bs}") if mode == "parquet" else None
+                        return recommend_all(
+                            g1,
+                            users,
+                            None,
+                            N=10,
+                            client=client,
+                            output=out,
+                            overwrite=True,
+                            block_size=bs,
+                            filter_already_liked_items=False,
+                        )
 
-                        runs = timed(run, args.repeat)
-                    t = statistics.median(x for x, _ in runs)
-                    over = statistics.median(
-                        (x - r.task_seconds / w) / max(1, r.n_blocks) for x, r in runs
-                    )
-                    rows.append((f"dask {w} worker{'s' if w > 1 else ''}", mode, bs, runs[0][1].n_blocks, t, over))
+                    configs[(f"dask {w} worker{'s' if w > 1 else ''}", mode, bs)] = run
+        # Warm up everything (worker imports, thread pools), then interleave the runs so
+        # that a change in the machine's load hits every configuration alike.
+        for fn in configs.values():
+            fn()
+        times = {k: [] for k in configs}
+        results = {k: [] for k in configs}
+        for _ in range(args.repeat):
+            for key, fn in configs.items():
+                t0 = time.perf_counter()
+                res = fn()
+                times[key].append(time.perf_counter() - t0)
+                results[key].append(res)
+    shutil.rmtree(tmp, ignore_errors=True)
 
+    base = statistics.median(times[("guard 1 thread", "-", "-")])
     head = (
-        f"# bench_distributed: {args.users} users x {args.items} items x {args.factors} factors, "
-        f"N=10, four filters, {os.cpu_count()} cores, medians of {args.repeat} runs\n\n"
+        f"# bench_distributed: {args.users} users x {args.items} items x {args.factors} "
+        f"factors, N=10, four filters, {os.cpu_count()} cores, medians of {args.repeat} "
+        "interleaved runs\n\n"
         "| run | output | block size | blocks | median s | users/s | ratio to guard 1 thread "
-        "| overhead / block ms |\n|---|---|---|---|---|---|---|---|"
+        "| setup s | overhead / block ms |\n|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
-    for name, mode, bs, nb, t, over in rows:
-        ov = "-" if over is None else f"{over * 1e3:.1f}"
-        lines.append(f"| {name} | {mode} | {bs} | {nb} | {t:.2f} | {args.users / t:.0f} | {base / t:.2f} | {ov} |")
+    for (name, mode, bs), ts in times.items():
+        t = statistics.median(ts)
+        rs = results[(name, mode, bs)]
+        if rs[0] is None:
+            nb, setup, over = "-", "-", "-"
+        else:
+            w = int(name.split()[1])
+            nb = rs[0].n_blocks
+            setup = f"{statistics.median(r.setup_seconds for r in rs):.2f}"
+            over = statistics.median((r.wall_seconds - r.task_seconds / w) / r.n_blocks for r in rs)
+            over = f"{over * 1e3:.1f}"
+        lines.append(
+            f"| {name} | {mode} | {bs} | {nb} | {t:.2f} | {args.users / t:.0f} | "
+            f"{base / t:.2f} | {setup} | {over} |"
+        )
     text = "\n".join(lines)
     print(text, flush=True)
     if args.write:
         with open(args.write, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
-    return rows
+    return text
 
 
 if __name__ == "__main__":

@@ -52,18 +52,24 @@ def main(argv=None):
     follows.sum_duplicates()
     follows.data[:] = 1
     with threadpool_limits(1, "blas"):
-        model = implicit.cpu.als.AlternatingLeastSquares(factors=32, iterations=5, random_state=args.seed)
+        model = implicit.cpu.als.AlternatingLeastSquares(
+            factors=32, iterations=5, random_state=args.seed
+        )
         model.fit(follows, show_progress=False)
     flagged = rng.choice(n, size=10, replace=False)
 
     with (
-        LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster,
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, dashboard_address=":0"
+        ) as cluster,
         Client(cluster) as client,
     ):
         # 1. risk: a walk that restarts at the flagged accounts, over follows both ways
         seeds = np.zeros(n)
         seeds[flagged] = 1.0
-        ppr = personalized_pagerank((follows + follows.T).tocsr(), seeds, damping=0.7, client=client)
+        ppr = personalized_pagerank(
+            (follows + follows.T).tocsr(), seeds, damping=0.5, client=client
+        )
         others = np.setdiff1d(np.arange(n), flagged)
         risk = np.clip(ppr / ppr[others].max(), 0.0, 1.0).astype(np.float32)
         risk[flagged] = 1.0

@@ -214,13 +214,30 @@ class Guard:
     def _builder(self, state: _Compiled, kind: str, restrict: np.ndarray | None = None):
         """``build(hard_mask, penalty) -> space`` for one kind of candidate space."""
         m = self.model_
+
+        def width(h, n):
+            # Small spaces (a cohort's few allowed candidates, items=) get narrower blocks,
+            # so that pruning still has many blocks to choose from; results are the same.
+            k = n if h is None else n - int(np.count_nonzero(h))
+            if restrict is not None:
+                k = min(k, restrict.size)
+            return int(np.clip(k // 64, 1, 32))
+
         if kind == "dot":
-            return lambda h, p: FactorSpace.build(m.item_factors, hard_mask=h, penalty=p, restrict=restrict)
+            return lambda h, p: FactorSpace.build(
+                m.item_factors, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
+            )
         if kind == "cos":
-            return lambda h, p: FactorSpace.build(state.cos_items, hard_mask=h, penalty=p, restrict=restrict)
+            return lambda h, p: FactorSpace.build(
+                state.cos_items, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
+            )
         if kind == "users":
-            return lambda h, p: FactorSpace.build(self._cos_users(state), hard_mask=h, penalty=p, restrict=restrict)
-        return lambda h, p: SimilaritySpace.build(m.similarity, hard_mask=h, penalty=p, restrict=restrict)
+            return lambda h, p: FactorSpace.build(
+                self._cos_users(state), hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_users)
+            )
+        return lambda h, p: SimilaritySpace.build(
+            m.similarity, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
+        )
 
     def _cos_users(self, state: _Compiled) -> np.ndarray:
         if state.cos_users is None:

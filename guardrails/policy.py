@@ -335,8 +335,12 @@ def _as_parts(out, name: str) -> tuple[PlanPart, ...]:
     )
 
 
-def _checked(part: PlanPart, catalog: Catalog, n_viewers: int | None) -> PlanPart:
-    """Reject a part whose arrays do not fit the catalogue: never apply a misaligned mask."""
+def _checked(part: PlanPart, catalog: Catalog, n_viewers: int | None, restore: np.ndarray | None = None) -> PlanPart:
+    """Reject a part whose arrays do not fit the catalogue: never apply a misaligned mask.
+
+    Negative per-viewer penalties are accepted only where they give back at most the
+    filter's own global penalty (``restore``), so a filter's net effect is never a boost.
+    """
     n = catalog.n
     for attr in ("hard_mask", "penalty"):
         a = getattr(part, attr)
@@ -354,7 +358,18 @@ def _checked(part: PlanPart, catalog: Catalog, n_viewers: int | None) -> PlanPar
                 f"Filter {part.name!r} compiled a {attr} of shape {getattr(a, 'shape', None)}; it must be "
                 f"a CSR matrix of shape ({n_viewers}, {n})."
             )
-    for attr, vals in (("penalty", part.penalty), ("viewer_penalty", None if part.viewer_penalty is None else part.viewer_penalty.data)):
+    vp = part.viewer_penalty
+    if vp is not None and vp.nnz and np.isfinite(vp.data).all() and vp.data.min() < 0:
+        vp = sp.csr_matrix(vp)
+        neg = vp.data < 0
+        cols = vp.indices[neg]
+        if restore is None or (-vp.data[neg] > restore[cols] * (1 + 1e-6) + 1e-7).any():
+            raise ValidationError(
+                f"Filter {part.name!r} compiled a viewer_penalty with negative values beyond its own "
+                "global penalty; penalties must be non-negative (a demotion never boosts)."
+            )
+        vp = None
+    for attr, vals in (("penalty", part.penalty), ("viewer_penalty", None if vp is None else vp.data)):
         if vals is not None and vals.size and (not np.isfinite(vals).all() or vals.min() < 0):
             raise ValidationError(
                 f"Filter {part.name!r} compiled a {attr} with negative or non-finite values; penalties "
@@ -589,8 +604,11 @@ class _CallCache:
 class _Slate:
     ids: np.ndarray
     scores: np.ndarray
-    active: list  # per row: tuple of active filter indices
+    on: np.ndarray  # bool (m, n_filters): filter active for the row
     capped: list  # (row, item, filter index)
+
+    def acts(self, r: int) -> tuple[int, ...]:
+        return tuple(np.flatnonzero(self.on[r]).tolist())
 
 
 class CompiledPolicy:
@@ -719,8 +737,15 @@ class CompiledPolicy:
     def viewer_parts(self, i: int, viewers: ViewerBatch) -> tuple[PlanPart, ...]:
         f = self.policy.filters[i]
         st = self.policy.settings[i]
+        restore = None
+        pens = [p.penalty for p in self.global_parts[i] if p.penalty is not None]
+        if pens:
+            restore = np.sum(pens, axis=0) if len(pens) > 1 else pens[0]
         try:
-            return tuple(_checked(p, self.catalog, viewers.size) for p in _as_parts(f.compile_viewers(self.catalog, viewers), st.name))
+            return tuple(
+                _checked(p, self.catalog, viewers.size, restore)
+                for p in _as_parts(f.compile_viewers(self.catalog, viewers), st.name)
+            )
         except Exception as exc:  # noqa: BLE001
             self._failure(st, exc)
             return ()
@@ -870,7 +895,7 @@ class CompiledPolicy:
             groups = [(None, np.array([c[0] for c in cols], dtype=np.int64) if cols and m else np.zeros(len(cols), dtype=np.int64))]
         ids = np.full((m, N), -1, dtype=np.int64)
         scores = None
-        row_active: list = [None] * m
+        on = np.zeros((m, len(self.policy.filters)), dtype=bool)
         capped: list = []
         for rows, key in groups:
             off = 0
@@ -909,17 +934,17 @@ class CompiledPolicy:
             if rows is None:
                 ids[:, :w] = gi
                 scores[:, :w] = gs
-                row_active = [act] * m
+                on[:, list(act)] = True
                 capped.extend(gc)
             else:
                 ids[rows, :w] = gi
                 scores[rows, :w] = gs
-                for r in rows.tolist():
-                    row_active[r] = act
+                if act:
+                    on[np.ix_(rows, list(act))] = True
                 capped.extend((int(rows[r]), it, fi) for r, it, fi in gc)
         if scores is None:
             scores = np.full((m, N), -np.inf, dtype=np.float32)
-        return _Slate(ids, scores, row_active, capped)
+        return _Slate(ids, scores, on, capped)
 
     def _capped_topk(self, topk, act, cohort, variant, rows, masks, pens, strip, N, limit, caps):
         """Top-N under share caps.
@@ -978,7 +1003,7 @@ class CompiledPolicy:
                     cnt = np.zeros((G.shape[0], max(k, 1)), dtype=np.int64)
                     np.add.at(cnt, (rr[ok], gg[ok]), 1)
                     binding = (cnt >= allow).any(axis=1)
-                on = np.array([bool(a) and i in a for a in served.active], dtype=bool)
+                on = served.on[:, i]
                 counts[f"{names[i]}/capped_rows"] = int((binding & on).sum())
         for i, sk in enumerate(self.skipped):
             if sk is not None:
@@ -1029,7 +1054,7 @@ class CompiledPolicy:
         for i, cap in enumerate(self.caps):
             if cap is None:
                 continue
-            on = np.array([bool(slate.active[r]) and i in slate.active[r] for r in rows.tolist()], dtype=bool)
+            on = slate.on[rows, i]
             g = cap.groups[items]
             cand = on & (g >= 0) & (out < 0)
             if not cand.any():
@@ -1047,11 +1072,7 @@ class CompiledPolicy:
         policy order decides. Filters not active for a row (surface, holdback) are ignored.
         """
         nf = len(self.policy.filters)
-        m = len(slate.active)
-        on = np.zeros((m, nf), dtype=bool)
-        for r, act in enumerate(slate.active):
-            if act:
-                on[r, list(act)] = True
+        on = slate.on
         best_act = np.zeros(rows.size, dtype=np.int8)
         best_f = np.full(rows.size, -1, dtype=np.int64)
         if rows.size == 0:
@@ -1079,7 +1100,7 @@ class CompiledPolicy:
         for i, strip in sorted(cache.strips.items(), reverse=True):
             if strip is not None:
                 for r in np.flatnonzero(np.diff(strip.indptr) > 0).tolist():
-                    if after.active[r] and i in after.active[r]:
+                    if after.on[r, i]:
                         requeried[r] = i
 
         def viewer_of(r: int):

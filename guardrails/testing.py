@@ -200,8 +200,8 @@ def _check_part(f, p: PlanPart, catalog: Catalog, m: int | None, check: str) -> 
             raise _fail(f, check, f"{attr} in a global part")
         if not sp.issparse(a) or a.shape != (m, n):
             raise _fail(f, check, f"{attr} must be sparse of shape ({m}, {n})")
-        if attr == "viewer_penalty" and a.nnz and (not np.isfinite(a.data).all() or (a.data < 0).any()):
-            raise _fail(f, check, "viewer_penalty must be finite and non-negative")
+        if attr == "viewer_penalty" and a.nnz and not np.isfinite(a.data).all():
+            raise _fail(f, check, "viewer_penalty must be finite")
 
 
 def _dense(a) -> np.ndarray:
@@ -292,6 +292,12 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
 
     # Per-viewer parts: shapes, determinism, and batch == rows.
     whole = _viewer_summary(f, catalog, viewers)
+    gpen = np.zeros(n)
+    for p in g1:
+        if p.penalty is not None:
+            gpen += p.penalty
+    if (whole["pen"] + gpen[None, :] < -1e-6).any():
+        raise _fail(f, "compile_viewers", "net penalties (global plus per-viewer) must be non-negative: a demotion never boosts")
     again = _viewer_summary(f, catalog, viewers)
     for k in whole:
         if not np.array_equal(whole[k], again[k]):

@@ -48,7 +48,11 @@ class KillWorkerOnce(Filter):
         return (self.userid,)
 
     def compile_viewers(self, catalog, viewers):
-        if os.getpid() != self.client_pid and viewers.userids is not None and self.userid in viewers.userids:
+        if (
+            os.getpid() != self.client_pid
+            and viewers.userids is not None
+            and self.userid in viewers.userids
+        ):
             try:
                 fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
@@ -79,7 +83,11 @@ class FailOnWorker(Filter):
 def client():
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=50,
         ) as cluster,
         Client(cluster, set_as_default=False) as c,
     ):
@@ -88,7 +96,9 @@ def client():
 
 def _case(kind: str, seed: int = 0, n_users: int = 300, n_items: int = 60):
     rng = np.random.default_rng(seed)
-    ui = sp.random(n_users, n_items, density=0.08, format="csr", random_state=seed, dtype=np.float32)
+    ui = sp.random(
+        n_users, n_items, density=0.08, format="csr", random_state=seed, dtype=np.float32
+    )
     ui.data[:] = 1
     risk = rng.random(n_items).astype(np.float32)
     pairs = sp.random(n_users, n_items, density=0.05, format="csr", random_state=seed + 1)
@@ -102,9 +112,13 @@ def _case(kind: str, seed: int = 0, n_users: int = 300, n_items: int = 60):
         model = gr.FactorModel(rng.standard_normal((n_users, 6)), rng.standard_normal((n_items, 6)))
     elif kind == "als":
         import implicit
+        from threadpoolctl import threadpool_limits
 
-        model = implicit.cpu.als.AlternatingLeastSquares(factors=6, iterations=2, random_state=seed, num_threads=1)
-        model.fit(ui, show_progress=False)
+        with threadpool_limits(1, "blas"):
+            model = implicit.cpu.als.AlternatingLeastSquares(
+                factors=6, iterations=2, random_state=seed, num_threads=1
+            )
+            model.fit(ui, show_progress=False)
     else:
         sim = sp.random(n_items, n_items, density=0.2, format="csr", random_state=seed + 2)
         model = gr.ItemItemModel(sim)
@@ -202,7 +216,9 @@ def test_parquet_output_manifest_and_rerun(client, tmp_path):
     files = sorted(os.listdir(out))
     assert files == [MANIFEST_NAME] + [f"part-{b:06d}.parquet" for b in range(6)]
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["n_users"] == 300 and manifest["n_rows"] == res.n_rows == len(pd.read_parquet(out))
+    assert manifest["n_users"] == 300 and manifest["n_rows"] == res.n_rows == len(
+        pd.read_parquet(out)
+    )
     df = pd.read_parquet(out)
     assert str(df["rank"].dtype) == "int32" and str(df["score"].dtype) == "float32"
     assert df["snapshot_version"].isna().all()
@@ -229,10 +245,14 @@ def test_killed_worker_blocks_are_retried_exactly_once(client, tmp_path, to_parq
     base, ui = _case("factors", seed=3)
     users = np.random.default_rng(3).permutation(300)
     marker = tmp_path / "killed"
-    guard = gr.Guard(base.model_, [*base.policy.filters, KillWorkerOnce(users[170], str(marker))], num_threads=1)
+    guard = gr.Guard(
+        base.model_, [*base.policy.filters, KillWorkerOnce(users[170], str(marker))], num_threads=1
+    )
     client.wait_for_workers(2, timeout=60)
     out = tmp_path / "recs" if to_parquet else None
-    res = recommend_all(guard, users, ui[users], N=8, client=client, output=out, block_size=20, max_in_flight=4)
+    res = recommend_all(
+        guard, users, ui[users], N=8, client=client, output=out, block_size=20, max_in_flight=4
+    )
     assert marker.exists(), "the worker was not killed"
     df = pd.read_parquet(out) if to_parquet else client.compute(res.frame).result()
     assert sorted(set(df["user_id"])) == sorted(users.tolist())
@@ -255,7 +275,14 @@ def test_task_errors_reach_the_client(client):
 def test_progress_callback(client):
     guard, ui = _case("factors")
     seen = []
-    recommend_all(guard, np.arange(300), ui, client=client, block_size=64, progress=lambda d, t: seen.append((d, t)))
+    recommend_all(
+        guard,
+        np.arange(300),
+        ui,
+        client=client,
+        block_size=64,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert len(seen) == 5 and seen[-1] == (300, 300)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
@@ -281,7 +308,9 @@ def test_validation(client):
 
 def test_empty_user_list(client, tmp_path):
     guard, ui = _case("factors")
-    res = recommend_all(guard, np.array([], dtype=np.int64), ui[:0], client=client, output=tmp_path / "o")
+    res = recommend_all(
+        guard, np.array([], dtype=np.int64), ui[:0], client=client, output=tmp_path / "o"
+    )
     assert res.n_blocks == 0 and res.n_rows == 0
     assert os.listdir(tmp_path / "o") == [MANIFEST_NAME]
 

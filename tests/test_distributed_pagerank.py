@@ -24,7 +24,11 @@ pytestmark = pytest.mark.timeout(120)
 def client():
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=50,
         ) as cluster,
         Client(cluster, set_as_default=False) as c,
     ):
@@ -65,7 +69,12 @@ def test_dask_array_of_row_blocks_loaded_on_workers(client):
         return _graph()[lo:hi]
 
     blocks = [
-        da.from_delayed(dask.delayed(load)(lo, lo + step), shape=(step, n), dtype=np.float64, meta=sp.csr_matrix((0, n)))
+        da.from_delayed(
+            dask.delayed(load)(lo, lo + step),
+            shape=(step, n),
+            dtype=np.float64,
+            meta=sp.csr_matrix((0, n)),
+        )
         for lo in range(0, n, step)
     ]
     A = da.concatenate(blocks, axis=0)
@@ -93,7 +102,10 @@ def test_validation(client):
         personalized_pagerank(A, np.ones(120), damping=1.0, client=client)
     with pytest.raises(ValidationError, match="'adjacency' parameter"):
         personalized_pagerank(sp.csr_matrix((3, 4)), np.ones(3), client=client)
-    with pytest.raises(ValidationError, match="non-negative edge weights"), warnings.catch_warnings():
+    with (
+        pytest.raises(ValidationError, match="non-negative edge weights"),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         personalized_pagerank(-A, np.ones(120), client=client)
     with pytest.raises(ValidationError, match="'adjacency' parameter"):

@@ -245,7 +245,8 @@ def make_platform(
     holdout_share: float = 0.2,
     scenario: str = "default",
     still_active: float = 0.077,
-    recreate_fraction: float = 0.5,
+    recreate_fraction: float = 0.9,
+    refollow_share: float = 0.8,
 ) -> Platform:
     """Build a synthetic platform with an abusive network and a vulnerable community.
 
@@ -284,12 +285,16 @@ def make_platform(
         ``"stale"``: the identified sellers were identified a month ago; since then all
         but ``still_active`` of them were deactivated (their follows are gone), and
         ``recreate_fraction`` of the deactivated ones came back as new, unlabelled
-        accounts that half of their old followers follow again. The labels still name
+        accounts that ``refollow_share`` of their old followers follow again. The labels still name
         only the old accounts.
     still_active : float, keyword-only
         Stale scenario: share of identified sellers still active (the study: 7.7%).
     recreate_fraction : float, keyword-only
-        Stale scenario: share of deactivated sellers re-created as new accounts.
+        Stale scenario: share of deactivated sellers re-created as new accounts. The
+        study saw a network of roughly constant size (500-1000 sellers at a time) while
+        92% of the identified sellers disappeared within a month, so most come back.
+    refollow_share : float, keyword-only
+        Stale scenario: share of an old seller's followers who follow its new account.
 
     Returns
     -------
@@ -328,6 +333,7 @@ def make_platform(
     recreate_fraction = check_float(
         recreate_fraction, "recreate_fraction", where, low=0.0, high=1.0
     )
+    refollow_share = check_float(refollow_share, "refollow_share", where, low=0.0, high=1.0)
     params = {
         "n_accounts": n,
         "n_communities": n_comm,
@@ -345,6 +351,7 @@ def make_platform(
         "scenario": scenario,
         "still_active": still_active,
         "recreate_fraction": recreate_fraction,
+        "refollow_share": refollow_share,
     }
     rng = np.random.default_rng(seed)
 
@@ -545,12 +552,12 @@ def make_platform(
         new_ids = np.arange(n_base, n_base + reborn.size, dtype=np.int64)
         fol = follows.tocoo()
         r, c = fol.row.astype(np.int64), fol.col.astype(np.int64)
-        # The new accounts follow what the old ones followed; half of the old followers
-        # find them again.
+        # The new accounts follow what the old ones followed; most old followers find
+        # them again.
         old_to_new = np.full(n, -1, dtype=np.int64)
         old_to_new[reborn] = new_ids
         out_e = old_to_new[r] >= 0
-        in_e = (old_to_new[c] >= 0) & (rng.random(c.size) < 0.5)
+        in_e = (old_to_new[c] >= 0) & (rng.random(c.size) < refollow_share)
         add_r = np.concatenate([old_to_new[r[out_e]], r[in_e]])
         add_c = np.concatenate([c[out_e], old_to_new[c[in_e]]])
         dead = np.zeros(n, dtype=bool)

@@ -94,8 +94,11 @@ class BatchResult:
         Users whose slate has fewer than ``N`` items (not enough eligible items).
     policy_version, snapshot_version : str, str or None
         The versions every block was computed with (checked equal across blocks).
+    setup_seconds : float
+        Client time before the first block: checks, the item-side copy, and shipping it
+        to every worker.
     wall_seconds : float
-        Client time from the first submission to the last result.
+        Client time from the first block's submission to the last block's result.
     task_seconds : float
         Sum over blocks of the time spent inside the tasks (scoring and writing).
     """
@@ -108,6 +111,7 @@ class BatchResult:
     n_short: int
     policy_version: str
     snapshot_version: str | None
+    setup_seconds: float
     wall_seconds: float
     task_seconds: float
     # Keeps the item side alive while ``frame`` may need its blocks recomputed.
@@ -133,11 +137,15 @@ class _BlockRows:
     def __getitem__(self, idx) -> np.ndarray:
         idx = np.asarray(idx)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise GuardrailsError("A batch block's user factors can only be indexed by a 1-d array of user ids.")
+            raise GuardrailsError(
+                "A batch block's user factors can only be indexed by a 1-d array of user ids."
+            )
         pos = np.searchsorted(self._sorted, idx)
         pos = np.minimum(pos, max(0, self._sorted.size - 1))
         if self._sorted.size == 0 or not np.array_equal(self._sorted[pos], idx):
-            raise GuardrailsError("A batch block was asked for the factors of a user outside the block.")
+            raise GuardrailsError(
+                "A batch block was asked for the factors of a user outside the block."
+            )
         return self._rows[self._order[pos]]
 
 
@@ -182,7 +190,13 @@ def _items_only(guard: Guard, threads: int) -> Guard:
     else:
         model = copy.copy(m)
         model.source = None
-    return Guard(model, guard.policy, snapshot=guard.snapshot, block_rows=guard.block_rows, num_threads=threads)
+    return Guard(
+        model,
+        guard.policy,
+        snapshot=guard.snapshot,
+        block_rows=guard.block_rows,
+        num_threads=threads,
+    )
 
 
 def _arrow_table(user_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray, job: _Job, block: int):
@@ -246,10 +260,21 @@ def _write_atomic(table, directory: str, block: int) -> str:
     return name
 
 
+_BLAS: Any = None
+
+
+def _blas_limit(threads: int):
+    """Limit BLAS threads in this worker process (the controller is built once per process)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=threads, user_api="blas")
+
+
 def _run_block(job: _Job, block: int, user_ids: np.ndarray, factor_rows, rows):
     """Score one block on a worker; returns ``(stats, frame or None)``."""
-    from threadpoolctl import threadpool_limits
-
     t0 = time.perf_counter()
     guard = job.guard
     if factor_rows is not None:
@@ -258,7 +283,7 @@ def _run_block(job: _Job, block: int, user_ids: np.ndarray, factor_rows, rows):
         adapter = copy.copy(guard.model_)
         adapter.user_factors = _BlockRows(user_ids, factor_rows, job.n_users)
         guard.model_ = adapter
-    with threadpool_limits(limits=job.threads, user_api="blas"):
+    with _blas_limit(job.threads):
         res = guard.recommend_detailed(
             user_ids,
             rows,
@@ -271,7 +296,8 @@ def _run_block(job: _Job, block: int, user_ids: np.ndarray, factor_rows, rows):
     if res.policy_version != job.policy_version or res.snapshot_version != job.snapshot_version:
         raise FailClosedError(
             f"Block {block} was computed with policy {res.policy_version} and snapshot "
-            f"{res.snapshot_version}, not the run's {job.policy_version} and {job.snapshot_version}."
+            f"{res.snapshot_version}, not the run's {job.policy_version} and "
+            f"{job.snapshot_version}."
         )
     ids = np.asarray(res.ids).reshape(user_ids.size, -1)
     scores = np.asarray(res.scores).reshape(user_ids.size, -1)
@@ -437,6 +463,7 @@ def recommend_all(
         A block was computed against another policy or snapshot, or a block file is
         missing at the end. A filter's own errors propagate from the task unchanged.
     """
+    started = time.perf_counter()
     mods = require_dask("recommend_all")
     distributed = mods["distributed"]
 
@@ -462,9 +489,17 @@ def recommend_all(
     n_dup = ids.size - np.unique(ids).size
     if n_dup:
         raise fail(
-            "user_ids", _WHERE, "unique ids (every user is scored exactly once)", f"{n_dup} repeated ids", describe=False
+            "user_ids",
+            _WHERE,
+            "unique ids (every user is scored exactly once)",
+            f"{n_dup} repeated ids",
+            describe=False,
         )
-    rows = None if user_items is None else check_csr(user_items, "user_items", _WHERE, shape=(ids.size, m.n_items))
+    rows = (
+        None
+        if user_items is None
+        else check_csr(user_items, "user_items", _WHERE, shape=(ids.size, m.n_items))
+    )
     filter_items = None if filter_items is None else np.asarray(filter_items)
     items = None if items is None else np.asarray(items)
     versions = (guard.policy_version, _snapshot_version(guard))
@@ -486,7 +521,10 @@ def recommend_all(
             client = distributed.default_client()
         except ValueError as exc:
             raise fail(
-                "client", _WHERE, "a distributed.Client, or None with a default client running", None
+                "client",
+                _WHERE,
+                "a distributed.Client, or None with a default client running",
+                None,
             ) from exc
     elif not isinstance(client, distributed.Client):
         raise fail("client", _WHERE, "a distributed.Client", client)
@@ -507,27 +545,40 @@ def recommend_all(
         policy_version=versions[0],
         snapshot_version=versions[1],
     )
-    if (shipped.policy_version, _snapshot_version(shipped)) != (guard.policy_version, _snapshot_version(guard)):
-        raise FailClosedError("The item-side copy of the Guard does not have the Guard's policy and snapshot.")
+    if (shipped.policy_version, _snapshot_version(shipped)) != (
+        guard.policy_version,
+        _snapshot_version(guard),
+    ):
+        raise FailClosedError(
+            "The item-side copy of the Guard does not have the Guard's policy and snapshot."
+        )
 
     n_blocks = -(-ids.size // block_size)
     if max_in_flight is None:
         n_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
         max_in_flight = max(2, 2 * n_threads)
     token = uuid.uuid4().hex[:12]
-    t0 = time.perf_counter()
     with warnings.catch_warnings():
         # The item side is large by nature; it is shipped once, not per task.
-        warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
+        warnings.filterwarnings("ignore", message=".*[Ll]arge (object|graph).*")
         job_future = client.submit(_identity, job, key=f"guardrails-job-{token}", pure=False)
     client.replicate([job_future])
+    t0 = time.perf_counter()
 
     def submit(block: int):
         lo, hi = block * block_size, min(ids.size, (block + 1) * block_size)
         bid = ids[lo:hi]
         frows = m.user_factors[bid] if by_factor_row else None
         brows = None if rows is None else rows[lo:hi]
-        run = client.submit(_run_block, job_future, block, bid, frows, brows, key=f"guardrails-block-{token}-{block:06d}")
+        run = client.submit(
+            _run_block,
+            job_future,
+            block,
+            bid,
+            frows,
+            brows,
+            key=f"guardrails-block-{token}-{block:06d}",
+        )
         if out is not None:
             return run, run
         stats = client.submit(_stats_of, run, key=f"guardrails-stats-{token}-{block:06d}")
@@ -576,8 +627,13 @@ def recommend_all(
     if sorted(s["block"] for s in stats) != list(range(n_blocks)):
         raise FailClosedError("recommend_all did not receive every block exactly once.")
     for s in stats:
-        if s["policy_version"] != job.policy_version or s["snapshot_version"] != job.snapshot_version:
-            raise FailClosedError(f"Block {s['block']} was computed with another policy or snapshot.")
+        if (
+            s["policy_version"] != job.policy_version
+            or s["snapshot_version"] != job.snapshot_version
+        ):
+            raise FailClosedError(
+                f"Block {s['block']} was computed with another policy or snapshot."
+            )
     stats.sort(key=lambda s: s["block"])
     n_rows = sum(s["n_rows"] for s in stats)
     n_short = sum(s["n_short"] for s in stats)
@@ -604,7 +660,7 @@ def recommend_all(
         )
         del job_future
     else:
-        frame = _as_frame(mods, [runs[b] for b in range(n_blocks)], job)
+        frame = _as_frame([runs[b] for b in range(n_blocks)], job)
         keep = (job_future, tuple(runs.values()))
     return BatchResult(
         path=out,
@@ -615,6 +671,7 @@ def recommend_all(
         n_short=n_short,
         policy_version=job.policy_version,
         snapshot_version=job.snapshot_version,
+        setup_seconds=t0 - started,
         wall_seconds=wall,
         task_seconds=float(sum(s["seconds"] for s in stats)),
         _keep=keep,
@@ -626,12 +683,14 @@ def _snapshot_version(guard: Guard) -> str | None:
     return None if snap is None else getattr(snap, "version", None)
 
 
-def _as_frame(mods, runs: list, job: _Job):
+def _as_frame(runs: list, job: _Job):
     """A Dask DataFrame over the blocks held in worker memory, in block order."""
     import dask
     import dask.dataframe as dd
 
-    meta = _arrow_table(np.empty(0, np.int64), np.empty((0, 0), np.int64), np.empty((0, 0)), job, 0).to_pandas()
+    meta = _arrow_table(
+        np.empty(0, np.int64), np.empty((0, 0), np.int64), np.empty((0, 0)), job, 0
+    ).to_pandas()
     if not runs:
         return dd.from_pandas(meta, npartitions=1)
     parts = [dask.delayed(_frame_of)(r) for r in runs]

@@ -131,12 +131,21 @@ def personalized_pagerank(
         try:
             client = distributed.default_client()
         except ValueError as exc:
-            raise fail("client", _WHERE, "a distributed.Client, or None with a default client running", None) from exc
+            raise fail(
+                "client",
+                _WHERE,
+                "a distributed.Client, or None with a default client running",
+                None,
+            ) from exc
     elif not isinstance(client, distributed.Client):
         raise fail("client", _WHERE, "a distributed.Client", client)
 
     if isinstance(adjacency, da.Array):
-        if adjacency.ndim != 2 or adjacency.shape[0] != adjacency.shape[1] or len(adjacency.chunks[1]) != 1:
+        if (
+            adjacency.ndim != 2
+            or adjacency.shape[0] != adjacency.shape[1]
+            or len(adjacency.chunks[1]) != 1
+        ):
             raise fail(
                 "adjacency",
                 _WHERE,
@@ -153,7 +162,9 @@ def personalized_pagerank(
         n = int(adjacency.shape[0])
         csr = sp.csr_matrix(adjacency)
         if block_rows is None:
-            n_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+            n_threads = sum(
+                w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()
+            )
             step = max(1, -(-n // max(1, n_threads)))
         else:
             step = check_int(block_rows, "block_rows", _WHERE)
@@ -161,13 +172,23 @@ def personalized_pagerank(
         row_chunks = tuple(hi - lo for lo, hi in bounds)
         blocks = [dask.delayed(_check_block)(csr[lo:hi], n) for lo, hi in bounds]
     else:
-        raise fail("adjacency", _WHERE, "a scipy sparse matrix or a dask array of sparse row blocks", adjacency)
+        raise fail(
+            "adjacency",
+            _WHERE,
+            "a scipy sparse matrix or a dask array of sparse row blocks",
+            adjacency,
+        )
 
     if isinstance(seeds, numbers.Number) or np.ndim(seeds) != 1:
         raise fail("seeds", _WHERE, f"a 1-d array of {n} non-negative floats", seeds)
     s = np.asarray(seeds, dtype=np.float64)
     if s.shape != (n,) or not np.isfinite(s).all() or (s.size and s.min() < 0) or s.sum() <= 0:
-        raise fail("seeds", _WHERE, f"a 1-d array of {n} finite non-negative floats with a positive sum", seeds)
+        raise fail(
+            "seeds",
+            _WHERE,
+            f"a 1-d array of {n} finite non-negative floats with a positive sum",
+            seeds,
+        )
     s = s / s.sum()
     if n == 0:
         return s
@@ -190,7 +211,9 @@ def personalized_pagerank(
         for _ in range(min(_CHECK_EVERY, max_iter - done)):
             partials = [
                 da.from_delayed(dask.delayed(_push)(b, rb, db), shape=(n + 1,), dtype=np.float64)
-                for b, rb, db in zip(blocks, r.to_delayed().ravel(), deg.to_delayed().ravel(), strict=True)
+                for b, rb, db in zip(
+                    blocks, r.to_delayed().ravel(), deg.to_delayed().ravel(), strict=True
+                )
             ]
             total = da.stack(partials).sum(axis=0)
             pushed, lost = total[:n].rechunk((row_chunks,)), total[n]

@@ -620,7 +620,18 @@ class ViewerCircuitBreaker(Filter):
         return out
 
     def tripped(self, viewers: ViewerBatch) -> np.ndarray:
-        return self.viewer_risk_of(viewers) >= self.trip
+        """Bool mask of the batch's tripped viewers (memoised for the last batch)."""
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] is viewers:
+            return memo[1]
+        out = self.viewer_risk_of(viewers) >= self.trip
+        self._memo = (viewers, out)
+        return out
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_memo", None)
+        return state
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
         _check_len("ViewerCircuitBreaker", "risk", self.risk.shape[0], catalog)
@@ -799,11 +810,35 @@ class RelationshipRule(Filter):
             out = out + (ui != 0).astype(np.float32)
         return sp.csr_matrix(out)
 
+    def compile_global(self, catalog: Catalog) -> PlanPart | None:
+        # A demotion is global, and followers get it back per viewer (a few cells), which
+        # costs far less than a per-viewer penalty on every target for every viewer.
+        self._check(catalog)
+        if self.action != "demote" or self.weight == 0 or self.targets.size == 0:
+            return None
+        pen = np.zeros(catalog.n, dtype=np.float32)
+        pen[self.targets] = np.float32(self.weight)
+        return PlanPart(self.name, self.reason, penalty=pen)
+
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
         self._check(catalog)
         m, n, k = viewers.size, catalog.n, self.targets.size
         if m == 0 or k == 0:
             return None
+        if self.action == "demote":
+            if self.weight == 0:
+                return None
+            fol = self.followed(catalog, viewers)
+            is_target = np.zeros(n, dtype=np.float32)
+            is_target[self.targets] = 1.0
+            back = sp.csr_matrix((fol > 0).astype(np.float32) @ sp.diags(is_target))
+            back.eliminate_zeros()
+            if not back.nnz:
+                return None
+            back.data[:] = -np.float32(self.weight)
+            # Negative cells only restore this filter's own global demotion (checked by the
+            # policy), so the net effect on any cell is never a boost.
+            return PlanPart(self.name, self.reason, viewer_penalty=back)
         base = sp.csr_matrix(
             (np.ones(m * k, dtype=np.float32), np.tile(self.targets, m), np.arange(0, m * k + 1, k, dtype=np.int64)),
             shape=(m, n),
@@ -812,11 +847,7 @@ class RelationshipRule(Filter):
         if fol.nnz:
             base = sp.csr_matrix(base - base.multiply(fol > 0))
             base.eliminate_zeros()
-        if self.action == "drop":
-            return PlanPart(self.name, self.reason, viewer_mask=base)
-        if self.weight == 0:
-            return None
-        return PlanPart(self.name, self.reason, viewer_penalty=(base * np.float32(self.weight)).tocsr())
+        return PlanPart(self.name, self.reason, viewer_mask=base)
 
 
 def warn_skipped(name: str, exc: BaseException) -> None:
