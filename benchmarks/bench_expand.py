@@ -431,6 +431,34 @@ def section_speed(n, m, repeats, n_seeds=500, nx_n=20_000, tol_target=1e-4):
     return "\n".join(out), ratios
 
 
+def section_scale(n, m, n_cats=8):
+    """Propagation on a large graph: time and peak resident memory (Linux ru_maxrss)."""
+    import resource
+
+    def peak_gib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    t = time.perf_counter()
+    A = powerlaw_graph(n, m, seed=5)
+    t_build = time.perf_counter() - t
+    base = peak_gib()
+    t = time.perf_counter()
+    g = ex.RiskGraph(A)
+    del A
+    rng = np.random.default_rng(0)
+    seeds = {f"c{j}": rng.choice(n, 500, replace=False) for j in range(n_cats)}
+    r = g.propagate(seeds, progress=True)
+    t_prop = time.perf_counter() - t
+    return (
+        f"{n:,} nodes, {g._A.nnz // 2:,} undirected edges (built in {t_build:.0f} s, peak "
+        f"{base:.1f} GiB while generating); RiskGraph + propagate of {n_cats} categories x 500 "
+        f"seeds: {t_prop:.1f} s, {g.n_iter_} CG products, peak resident memory "
+        f"{peak_gib():.1f} GiB; risk shape {r.shape}, dtype {r.dtype}, "
+        f"{int((r >= ex.DEFAULT_THRESHOLD).any(axis=1).sum()):,} nodes at or above "
+        f"DEFAULT_THRESHOLD."
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -444,6 +472,9 @@ def main():
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--skip", nargs="*", default=[], choices=["recovery", "stale", "speed"])
     ap.add_argument("--write", default=None, help="write the markdown report to this file")
+    ap.add_argument(
+        "--scale", type=int, default=0, help="also propagate on a graph of this many nodes"
+    )
     args = ap.parse_args()
     n = args.nodes or (1_000_000 if args.full else 200_000)
     m = args.edges or 10 * n
@@ -465,6 +496,10 @@ def main():
         table, ratios = section_speed(n, m, args.repeats)
         parts += ["## Speed: personalised PageRank from 500 seeds\n", table + "\n", ratios + "\n"]
         print(parts[-2], parts[-1], flush=True)
+    if args.scale:
+        line = section_scale(args.scale, 3 * args.scale)
+        parts += ["## Scale\n", line + "\n"]
+        print(parts[-1], flush=True)
     report = "\n".join(parts)
     if args.write:
         with open(args.write, "w") as f:

@@ -101,7 +101,9 @@ def run_case(n_users, n_items, factors, repeat, threads):
     U, V, risk, blocked, pairs = make_case(n_users, n_items, factors)
     model = gr.FactorModel(U, V)
     users = np.arange(n_users)
-    ui = sp.random(n_users, n_items, density=20 / n_items, format="csr", random_state=3, dtype=np.float32)
+    ui = sp.random(
+        n_users, n_items, density=20 / n_items, format="csr", random_state=3, dtype=np.float32
+    )
     four, dflt, everything = policies(n_users, n_items, risk, blocked, pairs)
     guards = {
         "guard-0": gr.Guard(model, num_threads=threads),
@@ -126,8 +128,14 @@ def main():
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = ap.parse_args()
     names = ["guard-0", "guard-4", "default", "all", "all-shadow", "all+record"]
-    print(f"# bench_policy: {args.threads} threads, medians of {args.repeat} runs, N=10, user_items on every call\n")
-    print("| users | items | factors | " + " | ".join(f"{n} u/s" for n in names) + " | default / guard-4 | all / guard-4 | shadow / guard-4 |")
+    print(
+        f"# bench_policy: {args.threads} threads, medians of {args.repeat} runs, N=10, user_items on every call\n"
+    )
+    print(
+        "| users | items | factors | "
+        + " | ".join(f"{n} u/s" for n in names)
+        + " | default / guard-4 | all / guard-4 | shadow / guard-4 |"
+    )
     print("|" + "---|" * (3 + len(names) + 3))
     for n_items in args.items:
         t, counters = run_case(args.users, n_items, args.factors, args.repeat, args.threads)

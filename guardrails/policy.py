@@ -40,7 +40,15 @@ import scipy.sparse as sp
 from ._validation import check_choice, check_float, fail
 from .core.plan import Plan, PlanPart
 from .exceptions import FailClosedError, ValidationError
-from .filters.base import FAILURE_MODES, MODES, CapSpec, Catalog, CohortTable, FilterProtocol, ViewerBatch
+from .filters.base import (
+    FAILURE_MODES,
+    MODES,
+    CapSpec,
+    Catalog,
+    CohortTable,
+    FilterProtocol,
+    ViewerBatch,
+)
 
 __all__ = [
     "Policy",
@@ -104,7 +112,9 @@ class Holdback:
         if not names or not all(isinstance(n, str) and n for n in names):
             raise fail("filters", where, "a non-empty sequence of filter names", filters)
         self.filters = tuple(sorted(set(names)))
-        self._salt64 = np.uint64(int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little"))
+        self._salt64 = np.uint64(
+            int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little")
+        )
 
     def held(self, userids: np.ndarray | None, m: int) -> np.ndarray:
         """Bool mask of held-back viewers, shape ``(m,)``; no viewer means not held back."""
@@ -190,30 +200,51 @@ class Policy:
                     describe=False,
                 )
             seen.add(fname)
-            fmode = check_choice(overrides.pop(fname, getattr(f, "mode", "enforce")), "filter_modes", where, MODES)
-            failure = check_choice(getattr(f, "failure", "fail_closed"), "failure", f"filter {fname!r}", FAILURE_MODES)
+            fmode = check_choice(
+                overrides.pop(fname, getattr(f, "mode", "enforce")), "filter_modes", where, MODES
+            )
+            failure = check_choice(
+                getattr(f, "failure", "fail_closed"), "failure", f"filter {fname!r}", FAILURE_MODES
+            )
             surfaces = getattr(f, "surfaces", None)
             if surfaces is not None:
                 surfaces = tuple(surfaces)
             protected = bool(getattr(f, "protected", False))
             if protected and failure != "fail_closed":
-                raise fail("failure", f"filter {fname!r}", "'fail_closed' for a protected filter", failure)
+                raise fail(
+                    "failure", f"filter {fname!r}", "'fail_closed' for a protected filter", failure
+                )
             settings.append(FilterSettings(fname, fmode, failure, surfaces, protected))
         if overrides:
-            raise fail("filter_modes", where, f"a dict keyed by filter names {sorted(seen)}", sorted(overrides))
+            raise fail(
+                "filter_modes",
+                where,
+                f"a dict keyed by filter names {sorted(seen)}",
+                sorted(overrides),
+            )
         if holdback is not None:
             if not isinstance(holdback, Holdback):
                 raise fail("holdback", where, "a Holdback or None", holdback)
             for hname in holdback.filters:
                 if hname not in seen:
-                    raise fail("holdback", where, f"a Holdback naming filters of this policy {sorted(seen)}", hname)
+                    raise fail(
+                        "holdback",
+                        where,
+                        f"a Holdback naming filters of this policy {sorted(seen)}",
+                        hname,
+                    )
                 if next(s for s in settings if s.name == hname).protected:
                     raise fail(
-                        "holdback", where, "a Holdback that names no protected (child-safety) filter", hname
+                        "holdback",
+                        where,
+                        "a Holdback that names no protected (child-safety) filter",
+                        hname,
                     )
         self.holdback = holdback
         self.settings: tuple[FilterSettings, ...] = tuple(settings)
-        self._filter_modes = {s.name: s.mode for s in settings if s.mode != getattr(f, "mode", "enforce")}
+        self._filter_modes = {
+            s.name: s.mode for s in settings if s.mode != getattr(f, "mode", "enforce")
+        }
         h = hashlib.sha256(b"guardrails-policy-v2")
         h.update(repr((self.mode, holdback.fingerprint() if holdback else None)).encode())
         for f, s in zip(filters, settings, strict=True):
@@ -335,7 +366,9 @@ def _as_parts(out, name: str) -> tuple[PlanPart, ...]:
     )
 
 
-def _checked(part: PlanPart, catalog: Catalog, n_viewers: int | None, restore: np.ndarray | None = None) -> PlanPart:
+def _checked(
+    part: PlanPart, catalog: Catalog, n_viewers: int | None, restore: np.ndarray | None = None
+) -> PlanPart:
     """Reject a part whose arrays do not fit the catalogue: never apply a misaligned mask.
 
     Negative per-viewer penalties are accepted only where they give back at most the
@@ -350,7 +383,9 @@ def _checked(part: PlanPart, catalog: Catalog, n_viewers: int | None, restore: n
                 f"{catalog.kind} catalogue of {n}; it must have shape ({n},)."
             )
     if part.hard_mask is not None and part.hard_mask.dtype != bool:
-        raise ValidationError(f"Filter {part.name!r} compiled a hard_mask of dtype {part.hard_mask.dtype}; it must be bool.")
+        raise ValidationError(
+            f"Filter {part.name!r} compiled a hard_mask of dtype {part.hard_mask.dtype}; it must be bool."
+        )
     for attr in ("viewer_mask", "viewer_penalty"):
         a = getattr(part, attr)
         if a is not None and (not sp.issparse(a) or n_viewers is None or a.shape != (n_viewers, n)):
@@ -369,7 +404,10 @@ def _checked(part: PlanPart, catalog: Catalog, n_viewers: int | None, restore: n
                 "global penalty; penalties must be non-negative (a demotion never boosts)."
             )
         vp = None
-    for attr, vals in (("penalty", part.penalty), ("viewer_penalty", None if vp is None else vp.data)):
+    for attr, vals in (
+        ("penalty", part.penalty),
+        ("viewer_penalty", None if vp is None else vp.data),
+    ):
         if vals is not None and vals.size and (not np.isfinite(vals).all() or vals.min() < 0):
             raise ValidationError(
                 f"Filter {part.name!r} compiled a {attr} with negative or non-finite values; penalties "
@@ -382,7 +420,9 @@ def _check_table(t, catalog: Catalog, name: str) -> CohortTable | None:
     if t is None:
         return None
     if not isinstance(t, CohortTable):
-        raise ValidationError(f"Filter {name!r} compiled cohorts of type {type(t).__name__}; expected a CohortTable.")
+        raise ValidationError(
+            f"Filter {name!r} compiled cohorts of type {type(t).__name__}; expected a CohortTable."
+        )
     g = t.n_cohorts
     for attr in ("hard_masks", "penalties"):
         a = getattr(t, attr)
@@ -391,7 +431,9 @@ def _check_table(t, catalog: Catalog, name: str) -> CohortTable | None:
                 f"Filter {name!r} compiled cohort {attr} of shape {a.shape}; it must have shape ({g}, {catalog.n})."
             )
     if t.hard_masks is not None and t.hard_masks.dtype != bool:
-        raise ValidationError(f"Filter {name!r} compiled cohort hard_masks of dtype {t.hard_masks.dtype}; it must be bool.")
+        raise ValidationError(
+            f"Filter {name!r} compiled cohort hard_masks of dtype {t.hard_masks.dtype}; it must be bool."
+        )
     if t.penalties is not None and (not np.isfinite(t.penalties).all() or (t.penalties < 0).any()):
         raise ValidationError(f"Filter {name!r} compiled negative or non-finite cohort penalties.")
     return t
@@ -538,12 +580,18 @@ class Explanation:
         lines = [
             f"item {self.item} for viewer {self.viewer} on surface {self.surface!r}: {self.action}"
             + (f" by {self.deciding_filter} ({self.reason})" if self.deciding_filter else "")
-            + (f"; full enforcement would {self.would_action}" if self.would_action != self.action else "")
+            + (
+                f"; full enforcement would {self.would_action}"
+                if self.would_action != self.action
+                else ""
+            )
         ]
         for v in self.verdicts:
             if v.action != "allow" or v.note:
                 pen = f" penalty={v.penalty:.4g}" if v.action == "demote" else ""
-                lines.append(f"  - {v.filter} [{v.mode}]: {v.action} ({v.reason}){pen} {v.note}".rstrip())
+                lines.append(
+                    f"  - {v.filter} [{v.mode}]: {v.action} ({v.reason}){pen} {v.note}".rstrip()
+                )
         if self.capped_by:
             lines.append(f"  - counted by share caps: {', '.join(self.capped_by)}")
         lines.append(f"  policy {self.policy_version}, snapshot {self.snapshot_version}")
@@ -636,10 +684,15 @@ class CompiledPolicy:
                 self.skipped.append(None)
                 continue
             try:
-                parts = tuple(_checked(p, catalog, None) for p in _as_parts(f.compile_global(catalog), st.name))
+                parts = tuple(
+                    _checked(p, catalog, None)
+                    for p in _as_parts(f.compile_global(catalog), st.name)
+                )
                 for p in parts:
                     if p.viewer_mask is not None or p.viewer_penalty is not None:
-                        raise ValidationError(f"Filter {st.name!r} compiled per-viewer arrays in compile_global.")
+                        raise ValidationError(
+                            f"Filter {st.name!r} compiled per-viewer arrays in compile_global."
+                        )
                 ct = getattr(f, "compile_cohorts", None)
                 table = _check_table(ct(catalog), catalog, st.name) if ct is not None else None
                 cc = getattr(f, "compile_caps", None)
@@ -693,7 +746,10 @@ class CompiledPolicy:
         return tuple(enf), tuple(sh)
 
     def variant(
-        self, filters: tuple[int, ...], cohorts: tuple[tuple[int, int], ...] = (), split: tuple[int, bool] | None = None
+        self,
+        filters: tuple[int, ...],
+        cohorts: tuple[tuple[int, int], ...] = (),
+        split: tuple[int, bool] | None = None,
     ) -> Variant:
         """The candidate space of the global parts of ``filters`` plus cohort rows.
 
@@ -721,7 +777,11 @@ class CompiledPolicy:
                     if t.hard_masks is not None:
                         hard = t.hard_masks[g].copy() if hard is None else (hard | t.hard_masks[g])
                     if t.penalties is not None:
-                        pen = t.penalties[g].astype(np.float64) if pen is None else pen + t.penalties[g]
+                        pen = (
+                            t.penalties[g].astype(np.float64)
+                            if pen is None
+                            else pen + t.penalties[g]
+                        )
                 if split is not None:
                     ci, inside = split
                     out = (self.caps[ci].groups < 0) if inside else (self.caps[ci].groups >= 0)
@@ -762,7 +822,9 @@ class CompiledPolicy:
             f = self.policy.filters[i]
             try:
                 g = np.asarray(f.assign_cohorts(self.catalog, cache.viewers), dtype=np.int64)
-                if g.shape != (cache.viewers.size,) or (g.size and (g.min() < -1 or g.max() >= self.tables[i].n_cohorts)):
+                if g.shape != (cache.viewers.size,) or (
+                    g.size and (g.min() < -1 or g.max() >= self.tables[i].n_cohorts)
+                ):
                     raise ValidationError(
                         f"Filter {self.policy.settings[i].name!r} assigned cohorts of shape {g.shape} or out of "
                         f"range; expected ints in [-1, {self.tables[i].n_cohorts}) of shape ({cache.viewers.size},)."
@@ -838,7 +900,11 @@ class CompiledPolicy:
         if hb is not None and any(self.policy.settings[i].name in held_names for i in enf):
             cache.held = hb.held(viewers.userids, viewers.size)
         served = self._slate(cache, enf, topk, N, limit, honour_holdback=True)
-        counts: dict[str, int] = {"calls": 1, "rows": viewers.size, "padded": int((served.ids < 0).sum())}
+        counts: dict[str, int] = {
+            "calls": 1,
+            "rows": viewers.size,
+            "padded": int((served.ids < 0).sum()),
+        }
         self._count(cache, enf + sh, served, counts)
         decisions: list[Decision] = []
         pv = self.policy.version
@@ -849,7 +915,9 @@ class CompiledPolicy:
             bf, ba = self._attribute_many(cache, full, rr, ii)
             hits = self._cap_hits(full, rr, ii)
             capped_set = {(r, it): fi for r, it, fi in full.capped}
-            capped_set.update({(int(r), int(it)): int(h) for r, it, h in zip(rr, ii, hits, strict=True) if h >= 0})
+            capped_set.update(
+                {(int(r), int(it)): int(h) for r, it, h in zip(rr, ii, hits, strict=True) if h >= 0}
+            )
             for i, strip in cache.strips.items():
                 if strip is not None:
                     for r in np.flatnonzero(np.diff(strip.indptr) > 0).tolist():
@@ -862,18 +930,45 @@ class CompiledPolicy:
                     counts[key] = counts.get(key, 0) + 1
             if record:
                 decisions.extend(
-                    self._decisions(cache, served.ids, full, pv, snapshot_version, surface, mode=would_mode, query_ids=query_ids)
+                    self._decisions(
+                        cache,
+                        served.ids,
+                        full,
+                        pv,
+                        snapshot_version,
+                        surface,
+                        mode=would_mode,
+                        query_ids=query_ids,
+                    )
                 )
         if record:
             base = self._slate(cache, (), topk, N, limit, honour_holdback=False)
             decisions.extend(
-                self._decisions(cache, base.ids, served, pv, snapshot_version, surface, mode="enforce", query_ids=query_ids)
+                self._decisions(
+                    cache,
+                    base.ids,
+                    served,
+                    pv,
+                    snapshot_version,
+                    surface,
+                    mode="enforce",
+                    query_ids=query_ids,
+                )
             )
         if counters is not None:
             counters.add(counts)
         return served.ids, served.scores, tuple(decisions), counts
 
-    def _slate(self, cache: _CallCache, active: tuple[int, ...], topk: TopK, N: int, limit: int, *, honour_holdback: bool) -> _Slate:
+    def _slate(
+        self,
+        cache: _CallCache,
+        active: tuple[int, ...],
+        topk: TopK,
+        N: int,
+        limit: int,
+        *,
+        honour_holdback: bool,
+    ) -> _Slate:
         m = cache.viewers.size
         held = cache.held if honour_holdback else None
         names = [s.name for s in self.policy.settings]
@@ -892,7 +987,14 @@ class CompiledPolicy:
             if len(groups) == 1:
                 groups = [(None, uniq[0])]
         else:
-            groups = [(None, np.array([c[0] for c in cols], dtype=np.int64) if cols and m else np.zeros(len(cols), dtype=np.int64))]
+            groups = [
+                (
+                    None,
+                    np.array([c[0] for c in cols], dtype=np.int64)
+                    if cols and m
+                    else np.zeros(len(cols), dtype=np.int64),
+                )
+            ]
         ids = np.full((m, N), -1, dtype=np.int64)
         scores = None
         on = np.zeros((m, len(self.policy.filters)), dtype=bool)
@@ -924,7 +1026,9 @@ class CompiledPolicy:
                     strip = s if strip is None else strip + s
             caps = [(i, self.caps[i]) for i in act if self.caps[i] is not None]
             if caps:
-                gi, gs, gc = self._capped_topk(topk, act, tuple(cohort), variant, rows, masks, pens, strip, N, limit, caps)
+                gi, gs, gc = self._capped_topk(
+                    topk, act, tuple(cohort), variant, rows, masks, pens, strip, N, limit, caps
+                )
             else:
                 gi, gs = topk(variant, rows, masks, pens, strip, min(N, limit))
                 gc = []
@@ -976,7 +1080,9 @@ class CompiledPolicy:
             for p in cache.parts.get(i, ()):
                 for a in (p.viewer_mask, p.viewer_penalty):
                     if a is not None:
-                        counts[f"{names[i]}/viewer_cells"] = counts.get(f"{names[i]}/viewer_cells", 0) + int(a.nnz)
+                        counts[f"{names[i]}/viewer_cells"] = counts.get(
+                            f"{names[i]}/viewer_cells", 0
+                        ) + int(a.nnz)
             s = cache.strips.get(i)
             if s is not None:
                 counts[f"{names[i]}/stripped"] = int(s.nnz)
@@ -1010,7 +1116,9 @@ class CompiledPolicy:
                 counts[f"{names[i]}/skipped_fail_open"] = 1
 
     # ------------------------------------------------------------------ attribution
-    def pair_actions(self, cache: _CallCache, i: int, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def pair_actions(
+        self, cache: _CallCache, i: int, rows: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Action codes (0 allow, 1 demote, 2 drop) and penalties of filter ``i`` on pairs."""
         k = rows.size
         act = np.zeros(k, dtype=np.int8)
@@ -1065,7 +1173,9 @@ class CompiledPolicy:
             out[idx] = i
         return out
 
-    def _attribute_many(self, cache, slate: _Slate, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _attribute_many(
+        self, cache, slate: _Slate, rows: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Deciding filter and strictest action code of every (row, item) pair.
 
         The strictest action wins; among filters with the same action, the first in
@@ -1087,7 +1197,9 @@ class CompiledPolicy:
             best_act[better] = a[better]
         return best_f, best_act
 
-    def _decisions(self, cache, before: np.ndarray, after: _Slate, pv, sv, surface, *, mode: str, query_ids) -> list[Decision]:
+    def _decisions(
+        self, cache, before: np.ndarray, after: _Slate, pv, sv, surface, *, mode: str, query_ids
+    ) -> list[Decision]:
         """Decisions for every id of ``before`` missing from ``after``, and demoted ids kept."""
         out = []
         rr, ii = _missing(after.ids, before)
@@ -1115,7 +1227,11 @@ class CompiledPolicy:
                 return "enforce"
             if i not in enforced:
                 return "shadow"
-            return "holdback" if (names[i] in hb_set and cache.held is not None and cache.held[r]) else "enforce"
+            return (
+                "holdback"
+                if (names[i] in hb_set and cache.held is not None and cache.held[r])
+                else "enforce"
+            )
 
         for in_slate, rows_, items_ in ((False, rr, ii), (True, kr, kept_items)):
             if rows_.size == 0:
@@ -1150,7 +1266,9 @@ class CompiledPolicy:
                 else:
                     reason, fname, md = "displaced", "(none)", mode
                 out.append(
-                    Decision(viewer_of(r), r, it, fname, action, reason, md, in_slate, pv, sv, surface)
+                    Decision(
+                        viewer_of(r), r, it, fname, action, reason, md, in_slate, pv, sv, surface
+                    )
                 )
         return out
 
@@ -1177,7 +1295,9 @@ class CompiledPolicy:
         return getattr(self.policy.filters[i], "reason", "filtered")
 
     # ------------------------------------------------------------------ explain
-    def explain(self, viewers: ViewerBatch, item: int, *, snapshot_version: str | None = None) -> Explanation:
+    def explain(
+        self, viewers: ViewerBatch, item: int, *, snapshot_version: str | None = None
+    ) -> Explanation:
         """Why ``item`` is or would be suppressed for the single viewer of ``viewers``."""
         cache = _CallCache(viewers)
         surface = viewers.surface
@@ -1194,13 +1314,19 @@ class CompiledPolicy:
             mode = self.policy.effective_mode(i)
             note = ""
             if self.skipped[i] is not None:
-                verdicts.append(FilterVerdict(st.name, mode, "allow", None, 0.0, f"skipped (fail_open): {self.skipped[i]}"))
+                verdicts.append(
+                    FilterVerdict(
+                        st.name, mode, "allow", None, 0.0, f"skipped (fail_open): {self.skipped[i]}"
+                    )
+                )
                 continue
             if mode == "off":
                 verdicts.append(FilterVerdict(st.name, "off", "allow", None, 0.0, "off"))
                 continue
             if not st.applies(surface):
-                verdicts.append(FilterVerdict(st.name, mode, "allow", None, 0.0, f"not on surface {surface!r}"))
+                verdicts.append(
+                    FilterVerdict(st.name, mode, "allow", None, 0.0, f"not on surface {surface!r}")
+                )
                 continue
             a, pen = self.pair_actions(cache, i, rows, items)
             code = int(a[0])
@@ -1211,7 +1337,11 @@ class CompiledPolicy:
                 note = "viewer held back"
             if self.caps[i] is not None and self.caps[i].groups[item] >= 0:
                 capped_by.append(st.name)
-            verdicts.append(FilterVerdict(st.name, "holdback" if is_held else mode, action, reason, float(pen[0]), note))
+            verdicts.append(
+                FilterVerdict(
+                    st.name, "holdback" if is_held else mode, action, reason, float(pen[0]), note
+                )
+            )
             would_best = max(would_best, code)
             if i in enf and not is_held and code > served_best:
                 served_best, served_f, served_reason = code, st.name, reason
@@ -1355,7 +1485,9 @@ def _greedy(ids: np.ndarray, scores: np.ndarray, caps, N: int):
     full = take.sum(axis=1) >= N
     sr, sc = np.nonzero(over_f >= 0)
     keep = ~full[sr] | (sc < last[sr])
-    skipped = [(int(a), int(ids[a, b]), int(over_f[a, b])) for a, b in zip(sr[keep], sc[keep], strict=True)]
+    skipped = [
+        (int(a), int(ids[a, b]), int(over_f[a, b])) for a, b in zip(sr[keep], sc[keep], strict=True)
+    ]
     return out_ids, out_scores, skipped
 
 
@@ -1443,7 +1575,13 @@ def default_policy(
     from ._validation import check_vector
     from .filters._risk import seed_mask
     from .filters.primitive import DemoteRisk
-    from .filters.safety import BlockLabeled, CohortRule, ShareCap, SuppressNeighborhood, ViewerCircuitBreaker
+    from .filters.safety import (
+        BlockLabeled,
+        CohortRule,
+        ShareCap,
+        SuppressNeighborhood,
+        ViewerCircuitBreaker,
+    )
 
     where = "default_policy"
     strictness = check_choice(strictness, "strictness", where, ("strict", "balanced"))
@@ -1452,7 +1590,9 @@ def default_policy(
         risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
     else:
         if seeds is None or (graph is None and interactions is None):
-            raise fail("risk", where, "given, or seeds given with a graph and/or interactions", None)
+            raise fail(
+                "risk", where, "given, or seeds given with a graph and/or interactions", None
+            )
         risk, stored = _default_risk(seeds, graph, interactions, where)
         if viewer_risk is None:
             viewer_risk = stored
@@ -1493,12 +1633,24 @@ def default_policy(
         )
     )
     filters.append(
-        ShareCap(max_share=0.1, risk=risk, threshold=risky_t, surfaces=discovery_surfaces, name="share_cap_risky")
+        ShareCap(
+            max_share=0.1,
+            risk=risk,
+            threshold=risky_t,
+            surfaces=discovery_surfaces,
+            name="share_cap_risky",
+        )
     )
     if cohort_matrix is not None:
         vl, cl = cohort_labels if cohort_labels is not None else (None, None)
         filters.append(
-            CohortRule(viewer_cohorts, candidate_cohorts, cohort_matrix, viewer_labels=vl, candidate_labels=cl)
+            CohortRule(
+                viewer_cohorts,
+                candidate_cohorts,
+                cohort_matrix,
+                viewer_labels=vl,
+                candidate_labels=cl,
+            )
         )
     return Policy(filters, name=name)
 
@@ -1515,7 +1667,12 @@ def _default_risk(seeds, graph, interactions, where):
     if interactions is not None:
         interactions = check_csr(interactions, "interactions", where)
         if n is not None and interactions.shape[1] != n:
-            raise fail("interactions", where, f"a matrix with {n} columns (one per candidate)", interactions)
+            raise fail(
+                "interactions",
+                where,
+                f"a matrix with {n} columns (one per candidate)",
+                interactions,
+            )
         n = interactions.shape[1]
     s = seed_mask(seeds, n, "seeds", where)
     parts = []
@@ -1568,7 +1725,9 @@ def load_policy(path, *, data: dict | None = None) -> Policy:
         raise PolicyFileError(f"Policy file {path!r} is not valid TOML: {exc}") from exc
     except OSError as exc:
         raise PolicyFileError(f"Policy file {path!r} cannot be read: {exc}") from exc
-    return policy_from_dict(doc, data=data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+    return policy_from_dict(
+        doc, data=data, source=path, base_dir=os.path.dirname(os.path.abspath(path))
+    )
 
 
 def save_policy(policy: Policy, path, *, data_dir: str | None = None) -> dict[str, str]:

@@ -61,7 +61,9 @@ def catalogs(*, kinds=("items",), min_n: int = 1, max_n: int = 60):
 def risk_vectors(n: int):
     """Strategy of float32 risk arrays of length ``n`` in [0, 1], with ties and extremes."""
     st = _st()
-    vals = st.one_of(st.sampled_from([0.0, 0.05, 0.2, 0.3, 0.5, 1.0]), st.floats(0.0, 1.0, allow_nan=False))
+    vals = st.one_of(
+        st.sampled_from([0.0, 0.05, 0.2, 0.3, 0.5, 1.0]), st.floats(0.0, 1.0, allow_nan=False)
+    )
     return st.lists(vals, min_size=n, max_size=n).map(lambda xs: np.asarray(xs, dtype=np.float32))
 
 
@@ -69,24 +71,45 @@ def cohort_arrays(n: int, n_cohorts: int, *, allow_none: bool = True):
     """Strategy of int64 cohort arrays of length ``n`` in ``[-1 or 0, n_cohorts)``."""
     st = _st()
     lo = -1 if allow_none else 0
-    return st.lists(st.integers(lo, n_cohorts - 1), min_size=n, max_size=n).map(lambda xs: np.asarray(xs, dtype=np.int64))
+    return st.lists(st.integers(lo, n_cohorts - 1), min_size=n, max_size=n).map(
+        lambda xs: np.asarray(xs, dtype=np.int64)
+    )
 
 
-def random_viewers(n_candidates: int, n_users: int, m: int, *, seed: int = 0, density: float = 0.1, surface=None, new_users: bool = True) -> ViewerBatch:
+def random_viewers(
+    n_candidates: int,
+    n_users: int,
+    m: int,
+    *,
+    seed: int = 0,
+    density: float = 0.1,
+    surface=None,
+    new_users: bool = True,
+) -> ViewerBatch:
     """A random :class:`ViewerBatch`: ids (some beyond ``n_users``: new accounts) and interactions."""
     rng = np.random.default_rng(seed)
     hi = n_users + (3 if new_users else 0)
     userids = rng.integers(0, max(1, hi), size=m).astype(np.int64)
-    ui = sp.random(m, n_candidates, density=density, format="csr", random_state=rng, dtype=np.float32)
+    ui = sp.random(
+        m, n_candidates, density=density, format="csr", random_state=rng, dtype=np.float32
+    )
     ui.data[:] = np.ceil(ui.data * 3)
     return ViewerBatch(userids, sp.csr_matrix(ui), surface, m)
 
 
-def viewer_batches(n_candidates: int, n_users: int, *, max_m: int = 8, surfaces=(None, "feed", "suggested_accounts")):
+def viewer_batches(
+    n_candidates: int,
+    n_users: int,
+    *,
+    max_m: int = 8,
+    surfaces=(None, "feed", "suggested_accounts"),
+):
     """Strategy of :class:`ViewerBatch` with interactions, for a catalogue of ``n_candidates``."""
     st = _st()
     return st.builds(
-        lambda m, seed, dens, surf: random_viewers(n_candidates, n_users, m, seed=seed, density=dens, surface=surf),
+        lambda m, seed, dens, surf: random_viewers(
+            n_candidates, n_users, m, seed=seed, density=dens, surface=surf
+        ),
         st.integers(1, max_m),
         st.integers(0, 2**31 - 1),
         st.sampled_from([0.0, 0.05, 0.3]),
@@ -121,23 +144,34 @@ def builtin_filters(n_candidates: int, n_users: int):
 
     surf = st.sampled_from([None, ("suggested_accounts",), ("feed", "search")])
     makers = [
-        st.builds(lambda s: BlockItems(rng(s).choice(n, size=max(1, n // 8), replace=False)), seeds),
         st.builds(
-            lambda s: ExcludePairs(sp.random(n_users, n, density=0.1, format="csr", random_state=rng(s))), seeds
+            lambda s: BlockItems(rng(s).choice(n, size=max(1, n // 8), replace=False)), seeds
         ),
-        st.builds(lambda s, t: SuppressRisk(risk(s), threshold=t), seeds, st.sampled_from([0.3, 0.6, 1.0])),
+        st.builds(
+            lambda s: ExcludePairs(
+                sp.random(n_users, n, density=0.1, format="csr", random_state=rng(s))
+            ),
+            seeds,
+        ),
+        st.builds(
+            lambda s, t: SuppressRisk(risk(s), threshold=t), seeds, st.sampled_from([0.3, 0.6, 1.0])
+        ),
         st.builds(
             lambda s, c: DemoteRisk(risk(s), weight=0.5, curve=c),
             seeds,
             st.sampled_from(DemoteRisk.CURVES),
         ),
         st.builds(
-            lambda s, a, sf: BlockLabeled(["csam"], labels={"csam": rng(s).random(n) < 0.15}, action=a, surfaces=sf),
+            lambda s, a, sf: BlockLabeled(
+                ["csam"], labels={"csam": rng(s).random(n) < 0.15}, action=a, surfaces=sf
+            ),
             seeds,
             st.sampled_from(["drop", "demote"]),
             surf,
         ),
-        st.builds(lambda s: SuppressNeighborhood(risk(s), threshold=0.5, demote_threshold=0.2), seeds),
+        st.builds(
+            lambda s: SuppressNeighborhood(risk(s), threshold=0.5, demote_threshold=0.2), seeds
+        ),
         st.builds(
             lambda s: CohortRule(
                 rng(s).integers(-1, 3, n_users),
@@ -146,8 +180,16 @@ def builtin_filters(n_candidates: int, n_users: int):
             ),
             seeds,
         ),
-        st.builds(lambda s, tr: ViewerCircuitBreaker(risk(s), item_threshold=0.3, trip=tr), seeds, st.sampled_from([0.1, 0.3, 1.0])),
-        st.builds(lambda s, sh: ShareCap(max_share=sh, risk=risk(s), threshold=0.2), seeds, st.sampled_from([0.0, 0.2, 0.5])),
+        st.builds(
+            lambda s, tr: ViewerCircuitBreaker(risk(s), item_threshold=0.3, trip=tr),
+            seeds,
+            st.sampled_from([0.1, 0.3, 1.0]),
+        ),
+        st.builds(
+            lambda s, sh: ShareCap(max_share=sh, risk=risk(s), threshold=0.2),
+            seeds,
+            st.sampled_from([0.0, 0.2, 0.5]),
+        ),
         st.builds(lambda s: ShareCap(max_share=0.3, communities=rng(s).integers(-1, 4, n)), seeds),
         st.builds(
             lambda s, a: RelationshipRule(
@@ -169,7 +211,9 @@ class ConformanceError(AssertionError):
 
 
 def _fail(f, check: str, detail: str) -> ConformanceError:
-    return ConformanceError(f"Filter {getattr(f, 'name', f)!r} fails conformance check {check!r}: {detail}")
+    return ConformanceError(
+        f"Filter {getattr(f, 'name', f)!r} fails conformance check {check!r}: {detail}"
+    )
 
 
 def _parts(f, out, check: str) -> tuple[PlanPart, ...]:
@@ -179,18 +223,29 @@ def _parts(f, out, check: str) -> tuple[PlanPart, ...]:
         return (out,)
     if isinstance(out, (list, tuple)) and all(isinstance(p, PlanPart) for p in out):
         return tuple(out)
-    raise _fail(f, check, f"returned {type(out).__name__}, not None, a PlanPart or a sequence of PlanParts")
+    raise _fail(
+        f, check, f"returned {type(out).__name__}, not None, a PlanPart or a sequence of PlanParts"
+    )
 
 
 def _check_part(f, p: PlanPart, catalog: Catalog, m: int | None, check: str) -> None:
     n = catalog.n
     if not isinstance(p.name, str) or not p.name or not isinstance(p.reason, str) or not p.reason:
         raise _fail(f, check, "a part without a name or reason code")
-    if p.hard_mask is not None and (not isinstance(p.hard_mask, np.ndarray) or p.hard_mask.dtype != bool or p.hard_mask.shape != (n,)):
+    if p.hard_mask is not None and (
+        not isinstance(p.hard_mask, np.ndarray)
+        or p.hard_mask.dtype != bool
+        or p.hard_mask.shape != (n,)
+    ):
         raise _fail(f, check, f"hard_mask must be a bool array of shape ({n},)")
     if p.penalty is not None:
         a = p.penalty
-        if not isinstance(a, np.ndarray) or a.shape != (n,) or not np.isfinite(a).all() or (a < 0).any():
+        if (
+            not isinstance(a, np.ndarray)
+            or a.shape != (n,)
+            or not np.isfinite(a).all()
+            or (a < 0).any()
+        ):
             raise _fail(f, check, f"penalty must be a finite, non-negative array of shape ({n},)")
     for attr in ("viewer_mask", "viewer_penalty"):
         a = getattr(p, attr)
@@ -224,11 +279,25 @@ def _viewer_summary(f, catalog: Catalog, viewers: ViewerBatch) -> dict[str, np.n
     cq = getattr(f, "compile_queries", None)
     if cq is not None:
         q = cq(catalog, viewers)
-        out["strip"] = np.zeros((m, viewers.user_items.shape[1] if viewers.user_items is not None else 0), dtype=bool) if q is None else _dense(q) != 0
+        out["strip"] = (
+            np.zeros(
+                (m, viewers.user_items.shape[1] if viewers.user_items is not None else 0),
+                dtype=bool,
+            )
+            if q is None
+            else _dense(q) != 0
+        )
     return out
 
 
-def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None = None, *, n_users: int = 20, seed: int = 0) -> None:
+def check_filter(
+    f,
+    catalog: Catalog | None = None,
+    viewers: ViewerBatch | None = None,
+    *,
+    n_users: int = 20,
+    seed: int = 0,
+) -> None:
     """Run the conformance checks on one filter; raise :class:`ConformanceError` on failure.
 
     Parameters
@@ -244,7 +313,9 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
     if isinstance(f, tuple) and len(f) == 2:
         f, catalog = f
     if not isinstance(f, FilterProtocol):
-        raise _fail(f, "protocol", "missing name, reason, compile_global, compile_viewers or fingerprint")
+        raise _fail(
+            f, "protocol", "missing name, reason, compile_global, compile_viewers or fingerprint"
+        )
     if not isinstance(f.name, str) or not f.name or not isinstance(f.reason, str) or not f.reason:
         raise _fail(f, "protocol", "name and reason must be non-empty strings")
     if catalog is None:
@@ -256,7 +327,10 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
     fp = f.fingerprint()
     if not isinstance(fp, bytes) or fp != f.fingerprint():
         raise _fail(f, "fingerprint", "fingerprint() must return the same bytes on every call")
-    for mode_attr, choices in (("mode", ("enforce", "shadow", "off")), ("failure", ("fail_closed", "fail_open"))):
+    for mode_attr, choices in (
+        ("mode", ("enforce", "shadow", "off")),
+        ("failure", ("fail_closed", "fail_open")),
+    ):
         v = getattr(f, mode_attr, choices[0])
         if v not in choices:
             raise _fail(f, "settings", f"{mode_attr} must be one of {choices}, got {v!r}")
@@ -267,7 +341,8 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
     for p in g1:
         _check_part(f, p, catalog, None, "compile_global")
     if len(g1) != len(g2) or any(
-        not _same(a.hard_mask, b.hard_mask) or not _same(a.penalty, b.penalty) for a, b in zip(g1, g2, strict=True)
+        not _same(a.hard_mask, b.hard_mask) or not _same(a.penalty, b.penalty)
+        for a, b in zip(g1, g2, strict=True)
     ):
         raise _fail(f, "determinism", "compile_global must return the same plan on every call")
 
@@ -278,17 +353,33 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
         if not isinstance(table, CohortTable):
             raise _fail(f, "compile_cohorts", "must return a CohortTable or None")
         k = table.n_cohorts
-        if table.hard_masks is not None and (table.hard_masks.dtype != bool or table.hard_masks.shape != (k, n)):
+        if table.hard_masks is not None and (
+            table.hard_masks.dtype != bool or table.hard_masks.shape != (k, n)
+        ):
             raise _fail(f, "compile_cohorts", f"hard_masks must be bool of shape ({k}, {n})")
-        if table.penalties is not None and (table.penalties.shape != (k, n) or (table.penalties < 0).any() or not np.isfinite(table.penalties).all()):
-            raise _fail(f, "compile_cohorts", f"penalties must be finite, non-negative, shape ({k}, {n})")
+        if table.penalties is not None and (
+            table.penalties.shape != (k, n)
+            or (table.penalties < 0).any()
+            or not np.isfinite(table.penalties).all()
+        ):
+            raise _fail(
+                f, "compile_cohorts", f"penalties must be finite, non-negative, shape ({k}, {n})"
+            )
         if getattr(f, "assign_cohorts", None) is None:
             raise _fail(f, "compile_cohorts", "a filter with cohorts must implement assign_cohorts")
     capc = getattr(f, "compile_caps", None)
     caps = capc(catalog) if capc is not None else None
     if caps is not None:
-        if not isinstance(caps, CapSpec) or caps.groups.shape != (n,) or not 0 <= caps.max_share <= 1:
-            raise _fail(f, "compile_caps", f"must return a CapSpec with groups of shape ({n},) and a share in [0, 1]")
+        if (
+            not isinstance(caps, CapSpec)
+            or caps.groups.shape != (n,)
+            or not 0 <= caps.max_share <= 1
+        ):
+            raise _fail(
+                f,
+                "compile_caps",
+                f"must return a CapSpec with groups of shape ({n},) and a share in [0, 1]",
+            )
 
     # Per-viewer parts: shapes, determinism, and batch == rows.
     whole = _viewer_summary(f, catalog, viewers)
@@ -297,7 +388,11 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
         if p.penalty is not None:
             gpen += p.penalty
     if (whole["pen"] + gpen[None, :] < -1e-6).any():
-        raise _fail(f, "compile_viewers", "net penalties (global plus per-viewer) must be non-negative: a demotion never boosts")
+        raise _fail(
+            f,
+            "compile_viewers",
+            "net penalties (global plus per-viewer) must be non-negative: a demotion never boosts",
+        )
     again = _viewer_summary(f, catalog, viewers)
     for k in whole:
         if not np.array_equal(whole[k], again[k]):
@@ -306,7 +401,9 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
         c = whole["cohort"]
         k = table.n_cohorts if table is not None else 0
         if c.shape != (viewers.size,) or (c.size and (c.min() < -1 or c.max() >= max(k, 0))):
-            raise _fail(f, "assign_cohorts", f"must return ints in [-1, {k}) of shape ({viewers.size},)")
+            raise _fail(
+                f, "assign_cohorts", f"must return ints in [-1, {k}) of shape ({viewers.size},)"
+            )
     if "strip" in whole and viewers.user_items is not None and whole["strip"].size:
         if (whole["strip"] & ~(_dense(viewers.user_items) != 0)).any():
             raise _fail(f, "compile_queries", "may only remove interactions the viewers have")
@@ -314,7 +411,11 @@ def check_filter(f, catalog: Catalog | None = None, viewers: ViewerBatch | None 
         one = _viewer_summary(f, catalog, viewers.take(np.array([r])))
         for k in whole:
             if not np.allclose(whole[k][r : r + 1], one[k], rtol=0, atol=1e-6):
-                raise _fail(f, "batch consistency", f"row {r}'s per-viewer {k} differs from compiling it alone")
+                raise _fail(
+                    f,
+                    "batch consistency",
+                    f"row {r}'s per-viewer {k} differs from compiling it alone",
+                )
 
     # A policy of just this filter compiles, and its version is stable.
     from .policy import Policy
@@ -330,7 +431,9 @@ def _same(a, b) -> bool:
     return np.array_equal(a, b)
 
 
-def check_guard_respects(f, catalog: Catalog, viewers: ViewerBatch, *, n_factors: int = 4, N: int = 5, seed: int = 0) -> None:
+def check_guard_respects(
+    f, catalog: Catalog, viewers: ViewerBatch, *, n_factors: int = 4, N: int = 5, seed: int = 0
+) -> None:
     """Serve ``viewers`` through a real Guard with ``f`` and check the safety invariants.
 
     Nothing the filter drops for a viewer is ever in that viewer's slate; share caps hold;
@@ -349,8 +452,14 @@ def check_guard_respects(f, catalog: Catalog, viewers: ViewerBatch, *, n_factors
     model = FactorModel(rng.normal(size=(n_users, n_factors)), rng.normal(size=(n, n_factors)))
     pol = Policy([f])
     guard = Guard(model, pol, snapshot=catalog.snapshot, num_threads=1)
-    ui = viewers.user_items if viewers.user_items is not None else sp.csr_matrix((viewers.size, n), dtype=np.float32)
-    res = guard.recommend_detailed(viewers.userids, ui, N=N, surface=viewers.surface, recalculate_user=False)
+    ui = (
+        viewers.user_items
+        if viewers.user_items is not None
+        else sp.csr_matrix((viewers.size, n), dtype=np.float32)
+    )
+    res = guard.recommend_detailed(
+        viewers.userids, ui, N=N, surface=viewers.surface, recalculate_user=False
+    )
     ids = res.ids
     cp = pol.compiled(Catalog("items", n, catalog.snapshot))
     vb = ViewerBatch(viewers.userids, ui, viewers.surface, viewers.size)
@@ -362,7 +471,9 @@ def check_guard_respects(f, catalog: Catalog, viewers: ViewerBatch, *, n_factors
         act, _ = cp.pair_actions(cache, 0, rr, served)
         if (act == 2).any():
             j = int(np.flatnonzero(act == 2)[0])
-            raise _fail(f, "never serves a drop", f"item {int(served[j])} was served to row {int(rr[j])}")
+            raise _fail(
+                f, "never serves a drop", f"item {int(served[j])} was served to row {int(rr[j])}"
+            )
         caps = cp.caps[0]
         if caps is not None:
             allow = caps.allowance(ids.shape[1])
@@ -370,11 +481,17 @@ def check_guard_respects(f, catalog: Catalog, viewers: ViewerBatch, *, n_factors
                 g = caps.groups[ids[r][ids[r] >= 0]]
                 g = g[g >= 0]
                 if g.size and np.bincount(g).max() > allow:
-                    raise _fail(f, "share cap", f"row {r} has {np.bincount(g).max()} items of one group, above {allow}")
+                    raise _fail(
+                        f,
+                        "share cap",
+                        f"row {r} has {np.bincount(g).max()} items of one group, above {allow}",
+                    )
     if (ids[rr, cc] < 0).any() or len(np.unique(np.c_[rr, served], axis=0)) != rr.size:
         raise _fail(f, "slate", "duplicate or invalid ids in a slate")
     for r in range(viewers.size):
-        one = guard.recommend_detailed(viewers.userids[r : r + 1], ui[r], N=N, surface=viewers.surface)
+        one = guard.recommend_detailed(
+            viewers.userids[r : r + 1], ui[r], N=N, surface=viewers.surface
+        )
         if not np.array_equal(one.ids[0], ids[r]):
             raise _fail(f, "batch equals single", f"row {r} differs from its single-viewer slate")
 
@@ -389,7 +506,9 @@ class FilterConformance:
     n_users = 25
     max_examples = 25
 
-    def make_filter(self, n_candidates: int, n_users: int, seed: int) -> Any:  # pragma: no cover - abstract
+    def make_filter(
+        self, n_candidates: int, n_users: int, seed: int
+    ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError("Implement make_filter(n_candidates, n_users, seed) -> filter.")
 
     def catalog(self) -> Catalog:
@@ -399,10 +518,16 @@ class FilterConformance:
         from hypothesis import HealthCheck, given, settings
         from hypothesis import strategies as st
 
-        @settings(max_examples=self.max_examples, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(seed=st.integers(0, 2**31 - 1), viewers=viewer_batches(self.n_candidates, self.n_users))
+        @settings(
+            max_examples=self.max_examples, deadline=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(
+            seed=st.integers(0, 2**31 - 1), viewers=viewer_batches(self.n_candidates, self.n_users)
+        )
         def run(seed, viewers):
-            check_filter(self.make_filter(self.n_candidates, self.n_users, seed), self.catalog(), viewers)
+            check_filter(
+                self.make_filter(self.n_candidates, self.n_users, seed), self.catalog(), viewers
+            )
 
         run()
 
@@ -410,11 +535,24 @@ class FilterConformance:
         from hypothesis import HealthCheck, given, settings
         from hypothesis import strategies as st
 
-        @settings(max_examples=max(5, self.max_examples // 2), deadline=None, suppress_health_check=list(HealthCheck))
-        @given(seed=st.integers(0, 2**31 - 1), viewers=viewer_batches(self.n_candidates, self.n_users), N=st.integers(1, 8))
+        @settings(
+            max_examples=max(5, self.max_examples // 2),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            seed=st.integers(0, 2**31 - 1),
+            viewers=viewer_batches(self.n_candidates, self.n_users),
+            N=st.integers(1, 8),
+        )
         def run(seed, viewers, N):
             f = self.make_filter(self.n_candidates, self.n_users, seed)
-            vb = ViewerBatch(np.minimum(viewers.userids, self.n_users - 1), viewers.user_items, viewers.surface, viewers.size)
+            vb = ViewerBatch(
+                np.minimum(viewers.userids, self.n_users - 1),
+                viewers.user_items,
+                viewers.surface,
+                viewers.size,
+            )
             check_guard_respects(f, self.catalog(), vb, N=N, seed=seed)
 
         run()

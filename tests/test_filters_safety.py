@@ -64,9 +64,13 @@ def test_block_labeled_never_serves_labeled(seed, min_sev):
     csam = rng.random(NI) < 0.2
     spam = rng.random(NI) < 0.2
     sev = rng.random(NI).astype(np.float32)
-    f = BlockLabeled(["csam", "spam"], labels={"csam": csam, "spam": spam}, severity=sev, min_severity=min_sev)
+    f = BlockLabeled(
+        ["csam", "spam"], labels={"csam": csam, "spam": spam}, severity=sev, min_severity=min_sev
+    )
     blocked = csam | spam | ((sev >= min_sev) if min_sev is not None else False)
-    ids, _ = gr.Guard(_model(seed), [f]).recommend(np.arange(NU), _empty(NU), N=10, filter_already_liked_items=False)
+    ids, _ = gr.Guard(_model(seed), [f]).recommend(
+        np.arange(NU), _empty(NU), N=10, filter_already_liked_items=False
+    )
     served = ids[ids >= 0]
     assert not blocked[served].any()
     # Slates stay full from the eligible items.
@@ -76,9 +80,13 @@ def test_block_labeled_never_serves_labeled(seed, min_sev):
 def test_block_labeled_reads_snapshot_and_records_its_version():
     rng = np.random.default_rng(1)
     csam = rng.random(NI) < 0.3
-    snap = FakeSnapshot({"csam": csam, "spam": np.zeros(NI, bool)}, np.where(csam, 0.9, 0.0).astype(np.float32))
+    snap = FakeSnapshot(
+        {"csam": csam, "spam": np.zeros(NI, bool)}, np.where(csam, 0.9, 0.0).astype(np.float32)
+    )
     g = gr.Guard(_model(), [BlockLabeled(["csam"])], snapshot=snap)
-    r = g.recommend_detailed(np.arange(NU), _empty(NU), N=8, filter_already_liked_items=False, record=True)
+    r = g.recommend_detailed(
+        np.arange(NU), _empty(NU), N=8, filter_already_liked_items=False, record=True
+    )
     assert not csam[r.ids[r.ids >= 0]].any()
     assert r.snapshot_version == "snap-1"
     assert r.decisions and all(d.snapshot_version == "snap-1" for d in r.decisions)
@@ -103,7 +111,9 @@ def test_block_labeled_fail_open_warns_and_counts():
     with pytest.warns(GuardrailsWarning, match="spam"):
         g = gr.Guard(_model(), [f])
     ids, _ = g.recommend(np.arange(3), _empty(3), N=5, filter_already_liked_items=False)
-    ref, _ = gr.Guard(_model()).recommend(np.arange(3), _empty(3), N=5, filter_already_liked_items=False)
+    ref, _ = gr.Guard(_model()).recommend(
+        np.arange(3), _empty(3), N=5, filter_already_liked_items=False
+    )
     assert np.array_equal(ids, ref)
     assert g.decision_counters()["block_labeled/skipped_fail_open"] == 1
 
@@ -173,7 +183,9 @@ def test_demote_risk_curves_are_monotone_and_bounded(data, curve, w):
 
 def test_demote_risk_compatible_and_knots():
     risk = np.linspace(0, 1, NI).astype(np.float32)
-    assert np.allclose(DemoteRisk(risk, weight=0.5).compile_global(Catalog("items", NI)).penalty, 0.5 * risk)
+    assert np.allclose(
+        DemoteRisk(risk, weight=0.5).compile_global(Catalog("items", NI)).penalty, 0.5 * risk
+    )
     f = DemoteRisk(risk, weight=1.0, knots=[(0.2, 0.0), (0.5, 0.5), (1.0, 1.0)])
     pen = f.compile_global(Catalog("items", NI)).penalty
     assert np.allclose(pen, np.interp(risk, [0.2, 0.5, 1.0], [0.0, 0.5, 1.0], left=0.0), atol=1e-6)
@@ -190,7 +202,13 @@ MATRIX = [["allow", "drop", "allow"], ["drop", "allow", "demote"], ["allow", "al
 def test_cohort_rule_holds_for_every_pair(data):
     vc = data.draw(cohort_arrays(NU, 3))
     cc = data.draw(cohort_arrays(NI, 3))
-    f = CohortRule(vc, cc, MATRIX, viewer_labels=["adult", "minor", "flagged_adult"], candidate_labels=["adult", "minor", "new"])
+    f = CohortRule(
+        vc,
+        cc,
+        MATRIX,
+        viewer_labels=["adult", "minor", "flagged_adult"],
+        candidate_labels=["adult", "minor", "new"],
+    )
     g = gr.Guard(_model(), [f])
     users = np.arange(NU + 3)  # three new accounts beyond the cohort array
     ui = _interactions(users.size, 3)
@@ -236,7 +254,9 @@ def test_circuit_breaker_stops_test_account_flood():
     x, risk = _flagged_platform()
     import implicit
 
-    als = implicit.cpu.als.AlternatingLeastSquares(factors=8, iterations=5, random_state=0, num_threads=1)
+    als = implicit.cpu.als.AlternatingLeastSquares(
+        factors=8, iterations=5, random_state=0, num_threads=1
+    )
     als.fit(x, show_progress=False)
     # A brand-new test account follows a handful of flagged accounts.
     test_rows = sp.csr_matrix((np.ones(3, np.float32), [0, 1, 2], [0, 3]), shape=(1, x.shape[1]))
@@ -277,7 +297,12 @@ def test_circuit_breaker_tripped_viewers_only_get_pool(data, trip):
 
 # ---------------------------------------------------------------------------- ShareCap
 @SETTINGS
-@given(data=st.data(), share=st.sampled_from([0.0, 0.1, 0.3, 0.5]), N=st.integers(1, 12), communities=st.booleans())
+@given(
+    data=st.data(),
+    share=st.sampled_from([0.0, 0.1, 0.3, 0.5]),
+    N=st.integers(1, 12),
+    communities=st.booleans(),
+)
 def test_share_cap_holds_and_backfills(data, share, N, communities):
     seed = data.draw(st.integers(0, 10_000))
     rng = np.random.default_rng(seed)
@@ -290,12 +315,15 @@ def test_share_cap_holds_and_backfills(data, share, N, communities):
         groups = np.where(risk >= 0.3, 0, -1)
     filt = rng.choice(NI, size=int(rng.integers(0, NI)), replace=False)
     g = gr.Guard(_model(seed), [f])
-    ids, scores = g.recommend(np.arange(NU), _empty(NU), N=N, filter_already_liked_items=False, filter_items=filt)
+    ids, scores = g.recommend(
+        np.arange(NU), _empty(NU), N=N, filter_already_liked_items=False, filter_items=filt
+    )
     eligible = np.ones(NI, bool)
     eligible[filt] = False
     allow = f.compile_caps(Catalog("items", NI)).allowance(N)
     feasible = int((eligible & (groups < 0)).sum()) + sum(
-        min(allow, int((eligible & (groups == k)).sum())) for k in range(int(groups.max(initial=-1)) + 1)
+        min(allow, int((eligible & (groups == k)).sum()))
+        for k in range(int(groups.max(initial=-1)) + 1)
     )
     for r in range(NU):
         row = ids[r][ids[r] >= 0]
@@ -314,7 +342,9 @@ def test_relationship_rule_applies_only_to_non_followers(seed, action):
     rng = np.random.default_rng(seed)
     targets = rng.random(NI) < 0.25
     follows = sp.random(NU, NI, density=0.15, format="csr", random_state=seed)
-    f = RelationshipRule(targets, follows=follows, action=action, weight=0.5, use_call_interactions=False)
+    f = RelationshipRule(
+        targets, follows=follows, action=action, weight=0.5, use_call_interactions=False
+    )
     cp = Policy([f]).compiled(Catalog("items", NI))
     from guardrails.filters.base import ViewerBatch
     from guardrails.policy import _CallCache
@@ -327,7 +357,9 @@ def test_relationship_rule_applies_only_to_non_followers(seed, action):
     expected = np.where(targets[ii.ravel()] & ~fol, 2 if action == "drop" else 1, 0)
     assert np.array_equal(act, expected)
     if action == "drop":
-        ids, _ = gr.Guard(_model(seed), [f]).recommend(users, _empty(NU), N=8, filter_already_liked_items=False)
+        ids, _ = gr.Guard(_model(seed), [f]).recommend(
+            users, _empty(NU), N=8, filter_already_liked_items=False
+        )
         for u in users:
             row = ids[u][ids[u] >= 0]
             assert not (targets[row] & (follows[u].toarray().ravel()[row] == 0)).any()

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 import guardrails as gr
 from guardrails.exceptions import FailClosedError, ValidationError
 from guardrails.filters import (
-    BlockItems,
     BlockLabeled,
     CohortRule,
     DemoteRisk,
@@ -49,7 +48,11 @@ policies = st.lists(builtin_filters(NI, NU), min_size=1, max_size=4).map(_named)
 
 
 @SETTINGS
-@given(filters=policies, seed=st.integers(0, 1000), surface=st.sampled_from([None, "feed", "suggested_accounts"]))
+@given(
+    filters=policies,
+    seed=st.integers(0, 1000),
+    surface=st.sampled_from([None, "feed", "suggested_accounts"]),
+)
 def test_strictest_action_wins_and_nothing_dropped_is_served(filters, seed, surface):
     pol = Policy(filters)
     g = gr.Guard(_model(seed), pol)
@@ -69,11 +72,18 @@ def test_strictest_action_wins_and_nothing_dropped_is_served(filters, seed, surf
         for it in (0, 13, 27):
             ex = g.explain(u, it, user_items=ui[u], surface=surface)
             codes = {"allow": 0, "demote": 1, "drop": 2}
-            enforced = [codes[v.action] for v, s in zip(ex.verdicts, pol.settings, strict=True)
-                        if v.mode == "enforce" and s.applies(surface)]
+            enforced = [
+                codes[v.action]
+                for v, s in zip(ex.verdicts, pol.settings, strict=True)
+                if v.mode == "enforce" and s.applies(surface)
+            ]
             assert codes[ex.action] == max(enforced, default=0)
             if ex.action != "allow":
-                first = next(v for v in ex.verdicts if v.mode == "enforce" and codes[v.action] == codes[ex.action])
+                first = next(
+                    v
+                    for v in ex.verdicts
+                    if v.mode == "enforce" and codes[v.action] == codes[ex.action]
+                )
                 assert ex.deciding_filter == first.filter
 
 
@@ -89,7 +99,9 @@ def test_every_missing_id_is_explained_by_a_decision(filters, seed):
     assert all(d.action != "displaced" for d in r.decisions)
     for u in users:
         missing = set(base[u][base[u] >= 0].tolist()) - set(r.ids[u].tolist())
-        explained = {d.item for d in r.decisions if d.row == u and not d.in_slate and d.mode == "enforce"}
+        explained = {
+            d.item for d in r.decisions if d.row == u and not d.in_slate and d.mode == "enforce"
+        }
         assert missing <= explained, (u, missing - explained)
         for d in r.decisions:
             assert d.policy_version == g.policy_version
@@ -136,9 +148,15 @@ def test_per_filter_modes_and_kill_switch():
     assert np.array_equal(b_off.recommend(users, ui, N=5)[0], ref)
     assert not np.array_equal(full.recommend(users, ui, N=5)[0], ref)
     killed = gr.Guard(_model(), Policy([a, b], mode="off"))
-    assert np.array_equal(killed.recommend(users, ui, N=5)[0], gr.Guard(_model()).recommend(users, ui, N=5)[0])
-    versions = {Policy([a, b]).version, Policy([a, b], mode="shadow").version, Policy([a, b], mode="off").version,
-                Policy([a, b], filter_modes={"demote_risk": "shadow"}).version}
+    assert np.array_equal(
+        killed.recommend(users, ui, N=5)[0], gr.Guard(_model()).recommend(users, ui, N=5)[0]
+    )
+    versions = {
+        Policy([a, b]).version,
+        Policy([a, b], mode="shadow").version,
+        Policy([a, b], mode="off").version,
+        Policy([a, b], filter_modes={"demote_risk": "shadow"}).version,
+    }
     assert len(versions) == 4
     assert Policy([a, b]).version == Policy([a, b]).version
     with pytest.raises(ValidationError, match="filter_modes"):
@@ -183,11 +201,15 @@ def test_holdback_exempts_a_stable_fraction_from_named_filters_only():
     assert np.array_equal(r.ids[held], without[held])
     assert np.array_equal(r.ids[~held], full[~held])
     assert any(d.mode == "holdback" for d in r.decisions)
-    single = gr.Guard(model, pol).recommend(int(np.flatnonzero(held)[0]), ui[np.flatnonzero(held)[0]], N=5)[0]
+    single = gr.Guard(model, pol).recommend(
+        int(np.flatnonzero(held)[0]), ui[np.flatnonzero(held)[0]], N=5
+    )[0]
     assert np.array_equal(single, r.ids[np.flatnonzero(held)[0]])
     with pytest.raises(ValidationError, match="protected"):
-        Policy([BlockLabeled(["csam"], labels={"csam": np.zeros(NI, bool)})],
-               holdback=Holdback(0.1, salt="x", filters=["block_labeled"]))
+        Policy(
+            [BlockLabeled(["csam"], labels={"csam": np.zeros(NI, bool)})],
+            holdback=Holdback(0.1, salt="x", filters=["block_labeled"]),
+        )
 
 
 def test_failing_filter_is_named_and_fails_closed():
@@ -234,10 +256,14 @@ def test_cohort_batches_equal_single_calls_and_counters():
 
 def test_guard_with_policy_pickles():
     risk = np.linspace(0, 1, NI).astype(np.float32)
-    g = gr.Guard(_model(), Policy([SuppressNeighborhood(risk, threshold=0.5), ViewerCircuitBreaker(risk)]))
+    g = gr.Guard(
+        _model(), Policy([SuppressNeighborhood(risk, threshold=0.5), ViewerCircuitBreaker(risk)])
+    )
     g.recommend(np.arange(3), _ui(3, 1), N=4)
     g2 = pickle.loads(pickle.dumps(g))
-    assert np.array_equal(g2.recommend(np.arange(3), _ui(3, 1), N=4)[0], g.recommend(np.arange(3), _ui(3, 1), N=4)[0])
+    assert np.array_equal(
+        g2.recommend(np.arange(3), _ui(3, 1), N=4)[0], g.recommend(np.arange(3), _ui(3, 1), N=4)[0]
+    )
     assert g2.decision_counters()["calls"] == 2  # one carried over, one new
 
 
@@ -256,7 +282,9 @@ def test_default_policy_protects_a_test_account_out_of_the_box():
 
     x, ring = _planted()
     seeds = ring[:5]  # only a few of the ring are known
-    als = implicit.cpu.als.AlternatingLeastSquares(factors=16, iterations=8, random_state=0, num_threads=1)
+    als = implicit.cpu.als.AlternatingLeastSquares(
+        factors=16, iterations=8, random_state=0, num_threads=1
+    )
     als.fit(x, show_progress=False)
     pol = default_policy(seeds=seeds, interactions=x)
     assert isinstance(pol, Policy) and pol.version
@@ -266,8 +294,12 @@ def test_default_policy_protects_a_test_account_out_of_the_box():
     follows = list(seeds[:3])
     exposed_plain = exposed = 0
     for _ in range(4):
-        row = sp.csr_matrix((np.ones(len(follows), np.float32), follows, [0, len(follows)]), shape=(1, x.shape[1]))
-        ids, _ = g.recommend(x.shape[0] + 1, row, N=10, recalculate_user=True, surface="suggested_accounts")
+        row = sp.csr_matrix(
+            (np.ones(len(follows), np.float32), follows, [0, len(follows)]), shape=(1, x.shape[1])
+        )
+        ids, _ = g.recommend(
+            x.shape[0] + 1, row, N=10, recalculate_user=True, surface="suggested_accounts"
+        )
         pids, _ = plain.recommend(x.shape[0] + 1, row, N=10, recalculate_user=True)
         exposed += np.isin(ids, ring).sum()
         exposed_plain += np.isin(pids, ring).sum()
@@ -287,9 +319,15 @@ def test_default_policy_with_cohorts_and_labels():
     x, ring = _planted(1, nu=60, ni=60, k=6)
     vc = np.arange(60) % 2
     cc = (np.arange(60) % 3 == 0).astype(int)
-    pol = default_policy(seeds=ring, interactions=x, viewer_cohorts=vc, candidate_cohorts=cc,
-                         cohort_matrix=[["allow", "allow"], ["drop", "allow"]],
-                         cohort_labels=(["adult", "minor"], ["adult", "minor"]), snapshot_labels=True)
+    pol = default_policy(
+        seeds=ring,
+        interactions=x,
+        viewer_cohorts=vc,
+        candidate_cohorts=cc,
+        cohort_matrix=[["allow", "allow"], ["drop", "allow"]],
+        cohort_labels=(["adult", "minor"], ["adult", "minor"]),
+        snapshot_labels=True,
+    )
     names = [s.name for s in pol.settings]
     assert names[0] == "block_labeled" and "cohort_rule" in names
     assert pol.settings[0].protected

@@ -37,16 +37,32 @@ def _every_filter(seed=0):
         DemoteRisk(risk, weight=0.3, knots=[(0.1, 0.0), (1.0, 1.0)], mode="shadow"),
         BlockLabeled(["csam"], labels={"csam": risk > 0.95}, severity=risk, min_severity=0.99),
         SuppressNeighborhood(risk, threshold=0.8, demote_threshold=0.5, seeds=[3]),
-        CohortRule(rng.integers(-1, 2, NU), rng.integers(-1, 2, NI), [["allow", "drop"], ["demote", "allow"]],
-                   viewer_labels=["adult", "minor"], candidate_labels=["adult", "minor"], unknown_viewer="minor"),
-        ViewerCircuitBreaker(risk, viewer_risk=rng.random(NU).astype(np.float32), surfaces=["suggested_accounts"]),
+        CohortRule(
+            rng.integers(-1, 2, NU),
+            rng.integers(-1, 2, NI),
+            [["allow", "drop"], ["demote", "allow"]],
+            viewer_labels=["adult", "minor"],
+            candidate_labels=["adult", "minor"],
+            unknown_viewer="minor",
+        ),
+        ViewerCircuitBreaker(
+            risk, viewer_risk=rng.random(NU).astype(np.float32), surfaces=["suggested_accounts"]
+        ),
         ShareCap(max_share=0.2, communities=rng.integers(-1, 3, NI)),
-        RelationshipRule(risk > 0.7, follows=sp.random(NU, NI, density=0.2, format="csr", random_state=1), action="demote"),
+        RelationshipRule(
+            risk > 0.7,
+            follows=sp.random(NU, NI, density=0.2, format="csr", random_state=1),
+            action="demote",
+        ),
     ]
 
 
 def test_round_trip_preserves_version_and_slates(tmp_path):
-    pol = Policy(_every_filter(), name="everything", holdback=Holdback(0.1, salt="s", filters=["demote_risk"]))
+    pol = Policy(
+        _every_filter(),
+        name="everything",
+        holdback=Holdback(0.1, salt="s", filters=["demote_risk"]),
+    )
     path = tmp_path / "p.toml"
     written = save_policy(pol, path)
     assert written and all(os.path.exists(p) for p in written.values())
@@ -72,13 +88,18 @@ def test_default_policy_round_trips(tmp_path):
 
 def test_example_policy_loads_with_named_arrays():
     rng = np.random.default_rng(0)
-    data = {"risk": rng.random(NI).astype(np.float32), "viewer_cohorts": rng.integers(0, 3, NU),
-            "candidate_cohorts": rng.integers(-1, 2, NI)}
+    data = {
+        "risk": rng.random(NI).astype(np.float32),
+        "viewer_cohorts": rng.integers(0, 3, NU),
+        "candidate_cohorts": rng.integers(-1, 2, NI),
+    }
     pol = load_policy(EXAMPLE, data=data)
     assert pol.name == "example" and len(pol) == 6
     assert pol["block_csam"].protected and pol.settings[0].failure == "fail_closed"
     assert pol.holdback.filters == ("demote_risk",)
-    with pytest.raises(PolicyFileError, match=r"'filters\[1\]\.risk' key of policy file .*policy\.toml"):
+    with pytest.raises(
+        PolicyFileError, match=r"'filters\[1\]\.risk' key of policy file .*policy\.toml"
+    ):
         load_policy(EXAMPLE, data={})
 
 
@@ -103,7 +124,10 @@ GOOD = 'schema_version = 1\n[[filters]]\ntype = "suppress_risk"\nrisk = "risk"\n
         (GOOD.replace("suppress_risk", "os.system"), "filters[0].type"),
         (GOOD.replace('"risk"\n', '"../../etc/passwd.npy"\n'), "filters[0].risk"),
         (GOOD.replace('"risk"\n', '"nope"\n'), "filters[0].risk"),
-        ('schema_version = 1\n[holdback]\nfraction = 0.1\nsalt = "s"\nfilters = ["x"]\nwho = 1\n', "holdback.who"),
+        (
+            'schema_version = 1\n[holdback]\nfraction = 0.1\nsalt = "s"\nfilters = ["x"]\nwho = 1\n',
+            "holdback.who",
+        ),
         ('schema_version = 1\nmode = "loud"\n', "bad.toml"),
     ],
 )
@@ -117,7 +141,9 @@ def test_bad_files_name_file_and_key(tmp_path, text, key):
 
 def test_filter_value_errors_are_policy_file_errors(tmp_path):
     p = _write(tmp_path, GOOD.replace("0.5", "7.0"))
-    with pytest.raises(PolicyFileError, match=r"filters\[0\].*'threshold' parameter of SuppressRisk"):
+    with pytest.raises(
+        PolicyFileError, match=r"filters\[0\].*'threshold' parameter of SuppressRisk"
+    ):
         load_policy(p, data={"risk": np.zeros(NI, np.float32)})
     p = _write(tmp_path, "schema_version = [1")
     with pytest.raises(PolicyFileError, match="not valid TOML"):

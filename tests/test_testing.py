@@ -62,7 +62,11 @@ class TestDemoteRisk(_Base):
 
 class TestBlockLabeled(_Base):
     def make_filter(self, n, nu, seed):
-        return BlockLabeled(["csam"], labels={"csam": _rng(seed).random(n) < 0.2}, action=("drop", "demote")[seed % 2])
+        return BlockLabeled(
+            ["csam"],
+            labels={"csam": _rng(seed).random(n) < 0.2},
+            action=("drop", "demote")[seed % 2],
+        )
 
 
 class TestSuppressNeighborhood(_Base):
@@ -73,7 +77,9 @@ class TestSuppressNeighborhood(_Base):
 class TestCohortRule(_Base):
     def make_filter(self, n, nu, seed):
         r = _rng(seed)
-        return CohortRule(r.integers(-1, 2, nu), r.integers(-1, 2, n), [["allow", "drop"], ["drop", "demote"]])
+        return CohortRule(
+            r.integers(-1, 2, nu), r.integers(-1, 2, n), [["allow", "drop"], ["drop", "demote"]]
+        )
 
 
 class TestViewerCircuitBreaker(_Base):
@@ -101,10 +107,7 @@ class TestRelationshipRule(_Base):
 
 
 def test_suite_covers_every_builtin():
-    covered = {
-        cls().make_filter(30, 15, 0).name
-        for cls in _Base.__subclasses__()
-    }
+    covered = {cls().make_filter(30, 15, 0).name for cls in _Base.__subclasses__()}
     assert set(registered_filters()) <= covered
 
 
@@ -131,7 +134,11 @@ class BatchDependent(_Plug):
         # Masks depend on the batch size: batch calls would differ from single calls.
         m = viewers.size
         cols = np.full(m, m % catalog.n)
-        return PlanPart(self.name, "r", viewer_mask=sp.csr_matrix((np.ones(m), (np.arange(m), cols)), shape=(m, catalog.n)))
+        return PlanPart(
+            self.name,
+            "r",
+            viewer_mask=sp.csr_matrix((np.ones(m), (np.arange(m), cols)), shape=(m, catalog.n)),
+        )
 
 
 class NonDeterministic(_Plug):
@@ -141,8 +148,12 @@ class NonDeterministic(_Plug):
 
 @pytest.mark.parametrize(
     ("cls", "check"),
-    [(WrongShape, "compile_global"), (NegativePenalty, "compile_global"), (BatchDependent, "batch consistency"),
-     (NonDeterministic, "determinism")],
+    [
+        (WrongShape, "compile_global"),
+        (NegativePenalty, "compile_global"),
+        (BatchDependent, "batch consistency"),
+        (NonDeterministic, "determinism"),
+    ],
 )
 def test_conformance_catches_broken_filters(cls, check):
     with pytest.raises(ConformanceError, match=check):
@@ -169,7 +180,10 @@ def test_register_filter_checks_and_names_the_plugin():
 
     register_filter(Good, config={"risk": "vector", "threshold": "float"})
     assert registered_filters()["third_party_good"] is Good
-    doc = {"schema_version": 1, "filters": [{"type": "third_party_good", "risk": "r", "threshold": 0.7}]}
+    doc = {
+        "schema_version": 1,
+        "filters": [{"type": "third_party_good", "risk": "r", "threshold": 0.7}],
+    }
     pol = gr.policy.policy_from_dict(doc, data={"r": np.linspace(0, 1, 20)})
     assert isinstance(pol.filters[0], Good)
 
@@ -213,8 +227,13 @@ def test_entry_point_plugins_are_loaded_only_on_request(monkeypatch):
         name = "ep_plugged"
         config_spec = {}
 
-    eps = [EP("plugged", "pkg.mod:Plugged", Plugged), EP("broken", "pkg.broken:Thing", exc=ImportError("no module"))]
-    monkeypatch.setattr(md, "entry_points", lambda group=None: eps if group == "guardrails.filters" else [])
+    eps = [
+        EP("plugged", "pkg.mod:Plugged", Plugged),
+        EP("broken", "pkg.broken:Thing", exc=ImportError("no module")),
+    ]
+    monkeypatch.setattr(
+        md, "entry_points", lambda group=None: eps if group == "guardrails.filters" else []
+    )
     with pytest.raises(PluginError, match="broken = pkg.broken:Thing"):
         gr.filters.load_plugins()
     eps.pop()

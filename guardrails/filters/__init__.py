@@ -5,7 +5,15 @@ register with :func:`register_filter` or the ``guardrails.filters`` entry-point 
 (:func:`load_plugins`), and check themselves with :mod:`guardrails.testing`.
 """
 
-from .base import CapSpec, Catalog, CohortTable, Filter, FilterProtocol, ViewerBatch, array_fingerprint
+from .base import (
+    CapSpec,
+    Catalog,
+    CohortTable,
+    Filter,
+    FilterProtocol,
+    ViewerBatch,
+    array_fingerprint,
+)
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .registry import ENTRY_POINT_GROUP, load_plugins, register_filter, registered_filters
 from .safety import (

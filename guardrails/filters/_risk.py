@@ -20,12 +20,22 @@ def seed_mask(seeds, n: int, name: str, where: str) -> np.ndarray:
     arr = np.asarray(seeds)
     if arr.dtype == bool:
         if arr.ndim != 1 or arr.shape[0] != n:
-            raise fail(name, where, f"a bool mask of length {n} or an array of indices in [0, {n})", seeds)
+            raise fail(
+                name, where, f"a bool mask of length {n} or an array of indices in [0, {n})", seeds
+            )
         return arr.copy()
     if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-        raise fail(name, where, f"a bool mask of length {n} or an array of indices in [0, {n})", seeds)
+        raise fail(
+            name, where, f"a bool mask of length {n} or an array of indices in [0, {n})", seeds
+        )
     if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise fail(name, where, f"indices in [0, {n})", f"indices in [{arr.min()}, {arr.max()}]", describe=False)
+        raise fail(
+            name,
+            where,
+            f"indices in [0, {n})",
+            f"indices in [{arr.min()}, {arr.max()}]",
+            describe=False,
+        )
     out = np.zeros(n, dtype=bool)
     out[arr.astype(np.int64)] = True
     return out

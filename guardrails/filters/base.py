@@ -255,8 +255,14 @@ class Filter:
         from .._validation import check_choice, fail
 
         if name is not None:
-            if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-                raise fail("name", where, "a non-empty string of letters, digits, '_' and '-'", name)
+            if (
+                not isinstance(name, str)
+                or not name
+                or not name.replace("_", "").replace("-", "").isalnum()
+            ):
+                raise fail(
+                    "name", where, "a non-empty string of letters, digits, '_' and '-'", name
+                )
             self.name = name
         if not isinstance(reason, str) or not reason:
             raise fail("reason", where, "a non-empty string", reason)

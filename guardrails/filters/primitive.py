@@ -44,7 +44,13 @@ class BlockItems(Filter):
         if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
             raise fail("ids", "BlockItems", "a 1-d array of non-negative ints", ids)
         if arr.size and arr.min() < 0:
-            raise fail("ids", "BlockItems", "a 1-d array of non-negative ints", f"negative ids {arr[arr < 0][:5].tolist()}", describe=False)
+            raise fail(
+                "ids",
+                "BlockItems",
+                "a 1-d array of non-negative ints",
+                f"negative ids {arr[arr < 0][:5].tolist()}",
+                describe=False,
+            )
         self.ids = np.unique(arr.astype(np.int64))
         self.reason = reason
 
@@ -82,7 +88,9 @@ class ExcludePairs(Filter):
 
     def __init__(self, pairs, *, reason: str = "excluded_pair"):
         csr = check_csr(pairs, "pairs", "ExcludePairs")
-        csr = sp.csr_matrix((np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape)
+        csr = sp.csr_matrix(
+            (np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape
+        )
         csr.eliminate_zeros()
         self.pairs = csr
         self.reason = reason
@@ -129,7 +137,9 @@ class SuppressRisk(Filter):
 
     def __init__(self, risk, *, threshold: float, reason: str = "risk_neighborhood"):
         self.risk = check_vector(risk, "risk", "SuppressRisk", low=0.0, high=1.0)
-        self.threshold = check_float(threshold, "threshold", "SuppressRisk", low=0.0, high=1.0, low_open=True)
+        self.threshold = check_float(
+            threshold, "threshold", "SuppressRisk", low=0.0, high=1.0, low_open=True
+        )
         self.reason = reason
 
     def params(self) -> tuple:
@@ -190,7 +200,9 @@ class DemoteRisk(Filter):
         self.curve = check_choice(curve, "curve", where, self.CURVES)
         self.floor = check_float(floor, "floor", where, low=0.0, high=1.0)
         self.knots = None if knots is None else _check_knots(knots, where)
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
         # The linear default keeps the fingerprint of the original two-parameter filter
@@ -217,7 +229,9 @@ class DemoteRisk(Filter):
         _check_catalog("DemoteRisk", "risk", self.risk.shape[0], catalog)
         if self.weight == 0.0:
             return None
-        return PlanPart(self.name, self.reason, penalty=(self.weight * self.levels()).astype(np.float32))
+        return PlanPart(
+            self.name, self.reason, penalty=(self.weight * self.levels()).astype(np.float32)
+        )
 
 
 def _check_knots(knots, where: str) -> np.ndarray:
@@ -228,6 +242,11 @@ def _check_knots(knots, where: str) -> np.ndarray:
         raise fail("knots", where, what, knots) from exc
     if k.ndim != 2 or k.shape[1] != 2 or k.shape[0] < 1 or not np.isfinite(k).all():
         raise fail("knots", where, what, knots)
-    if (k < 0).any() or (k > 1).any() or (np.diff(k[:, 0]) <= 0).any() or (np.diff(k[:, 1]) < 0).any():
+    if (
+        (k < 0).any()
+        or (k > 1).any()
+        or (np.diff(k[:, 0]) <= 0).any()
+        or (np.diff(k[:, 1]) < 0).any()
+    ):
         raise fail("knots", where, what, knots)
     return k

@@ -69,13 +69,26 @@ def _builtins() -> None:
     if _BUILTINS_LOADED:
         return
     from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
-    from .safety import BlockLabeled, CohortRule, RelationshipRule, ShareCap, SuppressNeighborhood, ViewerCircuitBreaker
+    from .safety import (
+        BlockLabeled,
+        CohortRule,
+        RelationshipRule,
+        ShareCap,
+        SuppressNeighborhood,
+        ViewerCircuitBreaker,
+    )
 
     specs = {
         BlockItems: {"ids": "ints"},
         ExcludePairs: {"pairs": "csr"},
         SuppressRisk: {"risk": "vector", "threshold": "float"},
-        DemoteRisk: {"risk": "vector", "weight": "float", "curve": "str", "knots": "knots", "floor": "float"},
+        DemoteRisk: {
+            "risk": "vector",
+            "weight": "float",
+            "curve": "str",
+            "knots": "knots",
+            "floor": "float",
+        },
         BlockLabeled: {
             "categories": "strs",
             "min_severity": "float",
@@ -146,7 +159,9 @@ def filter_class(type_name: str) -> tuple[type, dict[str, str]]:
         return _REGISTRY[type_name]
 
 
-def register_filter(cls: type, *, config: dict[str, str] | None = None, plugin: str | None = None) -> type:
+def register_filter(
+    cls: type, *, config: dict[str, str] | None = None, plugin: str | None = None
+) -> type:
     """Register a filter class (usable as ``type = "<cls.name>"`` in policy files).
 
     Parameters
@@ -177,7 +192,9 @@ def register_filter(cls: type, *, config: dict[str, str] | None = None, plugin: 
     except PluginError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a plug-in is its own
-        raise PluginError(f"Plug-in filter {label!r} failed registration: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(
+            f"Plug-in filter {label!r} failed registration: {type(exc).__name__}: {exc}"
+        ) from exc
     name = cls.name
     with _LOCK:
         old = _REGISTRY.get(name)
@@ -195,18 +212,30 @@ def _check_plugin(cls, config) -> None:
         raise PluginError(f"Plug-in filter {cls!r} failed registration: it is not a class.")
     label = f"{cls.__module__}.{cls.__qualname__}"
     name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise PluginError(f"Plug-in filter {label!r} failed registration: it needs a class-level string 'name' of letters, digits, '_' and '-'.")
+    if (
+        not isinstance(name, str)
+        or not name
+        or not name.replace("_", "").replace("-", "").isalnum()
+    ):
+        raise PluginError(
+            f"Plug-in filter {label!r} failed registration: it needs a class-level string 'name' of letters, digits, '_' and '-'."
+        )
     for meth in ("compile_global", "compile_viewers", "fingerprint"):
         if not callable(getattr(cls, meth, None)):
-            raise PluginError(f"Plug-in filter {label!r} failed registration: it has no method {meth!r}.")
+            raise PluginError(
+                f"Plug-in filter {label!r} failed registration: it has no method {meth!r}."
+            )
     if config is not None:
         params = inspect.signature(cls.__init__).parameters
         for key, kind in config.items():
             if kind not in KINDS:
-                raise PluginError(f"Plug-in filter {label!r} failed registration: config key {key!r} has unknown kind {kind!r}; use one of {KINDS}.")
+                raise PluginError(
+                    f"Plug-in filter {label!r} failed registration: config key {key!r} has unknown kind {kind!r}; use one of {KINDS}."
+                )
             if key not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-                raise PluginError(f"Plug-in filter {label!r} failed registration: config key {key!r} is not a constructor parameter.")
+                raise PluginError(
+                    f"Plug-in filter {label!r} failed registration: config key {key!r} is not a constructor parameter."
+                )
     example = getattr(cls, "example", None)
     if example is not None:
         from ..testing import check_filter
@@ -214,7 +243,9 @@ def _check_plugin(cls, config) -> None:
         try:
             check_filter(example())
         except Exception as exc:  # noqa: BLE001
-            raise PluginError(f"Plug-in filter {label!r} failed the conformance checks: {exc}") from exc
+            raise PluginError(
+                f"Plug-in filter {label!r} failed the conformance checks: {exc}"
+            ) from exc
 
 
 def load_plugins() -> list[str]:
@@ -238,7 +269,9 @@ def load_plugins() -> list[str]:
         try:
             obj = ep.load()
         except Exception as exc:  # noqa: BLE001
-            raise PluginError(f"Plug-in filter {label!r} failed to load: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(
+                f"Plug-in filter {label!r} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
         config = getattr(obj, "config_spec", None)
         register_filter(obj, config=config, plugin=label)
         names.append(obj.name)
@@ -256,16 +289,22 @@ class _Reader:
         shown = repr(got)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        return PolicyFileError(f"The {key!r} key of policy file {self.source!r} must be {what}. Got {shown} instead.")
+        return PolicyFileError(
+            f"The {key!r} key of policy file {self.source!r} must be {what}. Got {shown} instead."
+        )
 
     def array(self, key: str, ref: Any):
         if not isinstance(ref, str) or not ref:
-            raise self.error(key, "the name of an array (from data=) or a relative .npy/.npz path", ref)
+            raise self.error(
+                key, "the name of an array (from data=) or a relative .npy/.npz path", ref
+            )
         if ref in self.data:
             return self.data[ref]
         if ref.endswith((".npy", ".npz")):
             if self.base_dir is None:
-                raise self.error(key, "an array name given in data= (no file to resolve paths against)", ref)
+                raise self.error(
+                    key, "an array name given in data= (no file to resolve paths against)", ref
+                )
             if os.path.isabs(ref) or ".." in ref.replace("\\", "/").split("/"):
                 raise self.error(key, "a relative path inside the policy file's directory", ref)
             path = os.path.join(self.base_dir, ref)
@@ -275,7 +314,11 @@ class _Reader:
                 return np.load(path, allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise self.error(key, f"a readable array file ({exc})", ref) from exc
-        raise self.error(key, f"an array name given in data= (known: {sorted(self.data)}) or a .npy/.npz path", ref)
+        raise self.error(
+            key,
+            f"an array name given in data= (known: {sorted(self.data)}) or a .npy/.npz path",
+            ref,
+        )
 
     def value(self, key: str, kind: str, v: Any):
         if kind == "float":
@@ -315,12 +358,18 @@ class _Reader:
                 raise self.error(key, "a reference to an integer array", v)
             return arr
         if kind == "matrix":
-            if not isinstance(v, list) or not v or not all(isinstance(r, list) and all(isinstance(x, str) for x in r) for r in v):
+            if (
+                not isinstance(v, list)
+                or not v
+                or not all(isinstance(r, list) and all(isinstance(x, str) for x in r) for r in v)
+            ):
                 raise self.error(key, "a list of lists of actions ('allow', 'demote', 'drop')", v)
             return v
         if kind == "knots":
             ok = isinstance(v, list) and all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+                isinstance(p, list)
+                and len(p) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
                 for p in v
             )
             if not ok:
@@ -330,10 +379,14 @@ class _Reader:
             if not isinstance(v, dict):
                 raise self.error(key, "a table of category = array reference", v)
             return {k: np.asarray(self.array(f"{key}.{k}", x)) for k, x in v.items()}
-        raise self.error(key, f"a value of a known kind (spec says {kind!r})", v)  # pragma: no cover
+        raise self.error(
+            key, f"a value of a known kind (spec says {kind!r})", v
+        )  # pragma: no cover
 
 
-def policy_from_dict(doc: dict, *, data: dict | None = None, source: str = "<dict>", base_dir: str | None = None):
+def policy_from_dict(
+    doc: dict, *, data: dict | None = None, source: str = "<dict>", base_dir: str | None = None
+):
     """Build a :class:`~guardrails.policy.Policy` from a parsed policy file."""
     from ..policy import SCHEMA_VERSION, Holdback, Policy
 
@@ -348,7 +401,9 @@ def policy_from_dict(doc: dict, *, data: dict | None = None, source: str = "<dic
     if isinstance(sv, bool) or not isinstance(sv, int):
         raise rd.error("schema_version", f"an integer (this release reads {SCHEMA_VERSION})", sv)
     if sv > SCHEMA_VERSION or sv < 1:
-        raise rd.error("schema_version", f"at most {SCHEMA_VERSION} (written by a newer release?)", sv)
+        raise rd.error(
+            "schema_version", f"at most {SCHEMA_VERSION} (written by a newer release?)", sv
+        )
     filters = []
     raw = doc.get("filters", [])
     if not isinstance(raw, list):
@@ -363,14 +418,18 @@ def policy_from_dict(doc: dict, *, data: dict | None = None, source: str = "<dic
         try:
             cls, spec = filter_class(t)
         except KeyError:
-            raise rd.error(f"{base}.type", f"a registered filter type {sorted(registered_filters())}", t) from None
+            raise rd.error(
+                f"{base}.type", f"a registered filter type {sorted(registered_filters())}", t
+            ) from None
         full = {**_COMMON, **spec}
         kwargs: dict[str, Any] = {}
         for k, v in fd.items():
             if k == "type":
                 continue
             if k not in full:
-                raise rd.error(f"{base}.{k}", f"a key of filter type {t!r}: one of {sorted(full)}", k)
+                raise rd.error(
+                    f"{base}.{k}", f"a key of filter type {t!r}: one of {sorted(full)}", k
+                )
             kwargs[k] = rd.value(f"{base}.{k}", full[k], v)
         try:
             filters.append(_construct(cls, kwargs))
@@ -411,7 +470,11 @@ def _construct(cls, kwargs: dict):
 
     params = inspect.signature(cls.__init__).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    late = {k: kwargs.pop(k) for k in list(kwargs) if k in _COMMON and k not in params and not accepts_any}
+    late = {
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k in _COMMON and k not in params and not accepts_any
+    }
     obj = cls(**kwargs)
     where = type(obj).__name__
     for k, v in late.items():
@@ -434,7 +497,11 @@ def policy_to_dict(policy, *, store: Callable[[str, Any], str]) -> dict:
     """The policy as a plain dict for TOML; arrays go through ``store(name, array) -> ref``."""
     from ..policy import SCHEMA_VERSION
 
-    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "name": policy.name, "mode": policy.mode}
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "name": policy.name,
+        "mode": policy.mode,
+    }
     if policy.holdback is not None:
         hb = policy.holdback
         doc["holdback"] = {"fraction": hb.fraction, "salt": hb.salt, "filters": list(hb.filters)}

@@ -28,7 +28,7 @@ from .._validation import check_choice, check_csr, check_float, check_int, check
 from ..core.plan import PlanPart
 from ..exceptions import FailClosedError
 from ._risk import propagate_seed_risk, seed_mask, viewer_share
-from .base import Catalog, CapSpec, CohortTable, Filter, ViewerBatch
+from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
 
 __all__ = [
     "CHILD_SAFETY_CATEGORIES",
@@ -162,7 +162,9 @@ class BlockLabeled(Filter):
         if not all(isinstance(c, str) and c for c in cats):
             raise fail("categories", where, "a sequence of non-empty category names", categories)
         self.categories = tuple(dict.fromkeys(cats))
-        self.min_severity = None if min_severity is None else check_float(min_severity, "min_severity", where)
+        self.min_severity = (
+            None if min_severity is None else check_float(min_severity, "min_severity", where)
+        )
         if not self.categories and self.min_severity is None:
             raise fail("categories", where, "non-empty unless min_severity is set", categories)
         self.labels = None if labels is None else _check_labels(labels, label_names, where)
@@ -174,10 +176,16 @@ class BlockLabeled(Filter):
             failure = "fail_closed" if self.protected else "fail_open"
         if reason is None:
             reason = f"label:{self.categories[0]}" if self.categories else "label_severity"
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
-        lab = () if self.labels is None else tuple(x for k in sorted(self.labels) for x in (k, self.labels[k]))
+        lab = (
+            ()
+            if self.labels is None
+            else tuple(x for k in sorted(self.labels) for x in (k, self.labels[k]))
+        )
         return (self.categories, self.min_severity, *lab, self.severity, self.action, self.weight)
 
     def _category(self, catalog: Catalog, cat: str) -> np.ndarray:
@@ -245,12 +253,22 @@ def _check_labels(labels, label_names, where: str) -> dict[str, np.ndarray]:
         out = {}
         for k, v in labels.items():
             a = np.asarray(v)
-            if not isinstance(k, str) or a.ndim != 1 or not (a.dtype == bool or np.issubdtype(a.dtype, np.integer)):
+            if (
+                not isinstance(k, str)
+                or a.ndim != 1
+                or not (a.dtype == bool or np.issubdtype(a.dtype, np.integer))
+            ):
                 raise fail("labels", where, what, labels)
             out[k] = a.astype(bool)
         lengths = {a.shape[0] for a in out.values()}
         if len(lengths) > 1:
-            raise fail("labels", where, "arrays of one length", f"lengths {sorted(lengths)}", describe=False)
+            raise fail(
+                "labels",
+                where,
+                "arrays of one length",
+                f"lengths {sorted(lengths)}",
+                describe=False,
+            )
         return out
     arr = np.asarray(labels)
     if arr.ndim != 2 or label_names is None or len(label_names) != arr.shape[1]:
@@ -303,11 +321,15 @@ class SuppressNeighborhood(Filter):
         name: str | None = None,
     ):
         where = "SuppressNeighborhood"
-        self.threshold = check_float(threshold, "threshold", where, low=0.0, high=1.0, low_open=True)
+        self.threshold = check_float(
+            threshold, "threshold", where, low=0.0, high=1.0, low_open=True
+        )
         self.demote_threshold = (
             None
             if demote_threshold is None
-            else check_float(demote_threshold, "demote_threshold", where, low=0.0, high=self.threshold)
+            else check_float(
+                demote_threshold, "demote_threshold", where, low=0.0, high=self.threshold
+            )
         )
         self.demote_weight = check_float(demote_weight, "demote_weight", where, low=0.0)
         self.alpha = check_float(alpha, "alpha", where, low=0.0, high=1.0, low_open=True)
@@ -322,17 +344,32 @@ class SuppressNeighborhood(Filter):
         n = None if self.risk is None else self.risk.shape[0]
         if seeds is not None:
             if n is None:
-                raise fail("seeds", where, "given together with risk or graph", "seeds alone", describe=False)
+                raise fail(
+                    "seeds",
+                    where,
+                    "given together with risk or graph",
+                    "seeds alone",
+                    describe=False,
+                )
             self.seeds = seed_mask(seeds, n, "seeds", where)
         else:
             self.seeds = None
         if not isinstance(demote_reason, str) or not demote_reason:
             raise fail("demote_reason", where, "a non-empty string", demote_reason)
         self.demote_reason = demote_reason
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
-        return (self.risk, self.seeds, self.threshold, self.demote_threshold, self.demote_weight, self.demote_reason)
+        return (
+            self.risk,
+            self.seeds,
+            self.threshold,
+            self.demote_threshold,
+            self.demote_weight,
+            self.demote_reason,
+        )
 
     def risk_for(self, catalog: Catalog) -> np.ndarray:
         if self.risk is not None:
@@ -437,7 +474,12 @@ class CohortRule(Filter):
         where = "CohortRule"
         mat = np.asarray(matrix, dtype=object)
         if mat.ndim != 2 or mat.size == 0:
-            raise fail("matrix", where, "a non-empty 2-d array of actions 'allow', 'demote', 'drop'", matrix)
+            raise fail(
+                "matrix",
+                where,
+                "a non-empty 2-d array of actions 'allow', 'demote', 'drop'",
+                matrix,
+            )
         codes = np.empty(mat.shape, dtype=np.int8)
         for idx, v in np.ndenumerate(mat):
             if isinstance(v, str) and v in _ACTION_CODE:
@@ -446,14 +488,20 @@ class CohortRule(Filter):
                 codes[idx] = int(v)
             else:
                 raise fail(
-                    "matrix", where, "a 2-d array of actions 'allow', 'demote', 'drop' (or 0, 1, 2)", f"{v!r} at {idx}", describe=False
+                    "matrix",
+                    where,
+                    "a 2-d array of actions 'allow', 'demote', 'drop' (or 0, 1, 2)",
+                    f"{v!r} at {idx}",
+                    describe=False,
                 )
         self.matrix = codes
         n_v, n_c = codes.shape
         self.viewer_cohorts = _cohort_ids(viewer_cohorts, "viewer_cohorts", where, n_v)
         self.candidate_cohorts = _cohort_ids(candidate_cohorts, "candidate_cohorts", where, n_c)
         self.viewer_labels = _names(viewer_labels, n_v, "viewer_labels", where, "viewer_cohort_")
-        self.candidate_labels = _names(candidate_labels, n_c, "candidate_labels", where, "candidate_cohort_")
+        self.candidate_labels = _names(
+            candidate_labels, n_c, "candidate_labels", where, "candidate_cohort_"
+        )
         self.weight = check_float(weight, "weight", where, low=0.0)
         if isinstance(unknown_viewer, str):
             if unknown_viewer == "strictest":
@@ -461,10 +509,19 @@ class CohortRule(Filter):
             elif unknown_viewer in self.viewer_labels:
                 self.unknown_viewer = self.viewer_labels.index(unknown_viewer)
             else:
-                raise fail("unknown_viewer", where, "'strictest', a viewer cohort index or label", unknown_viewer)
+                raise fail(
+                    "unknown_viewer",
+                    where,
+                    "'strictest', a viewer cohort index or label",
+                    unknown_viewer,
+                )
         else:
-            self.unknown_viewer = check_int(unknown_viewer, "unknown_viewer", where, low=0, high=n_v - 1)
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+            self.unknown_viewer = check_int(
+                unknown_viewer, "unknown_viewer", where, low=0, high=n_v - 1
+            )
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
         return (
@@ -496,10 +553,14 @@ class CohortRule(Filter):
         masks = drop if drop.any() else None
         if masks is None and pens is None:
             return None
-        return CohortTable(self.name, self.reason, masks, pens, (*self.viewer_labels, "unknown_viewer"))
+        return CohortTable(
+            self.name, self.reason, masks, pens, (*self.viewer_labels, "unknown_viewer")
+        )
 
     def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
-        unknown = self.matrix.shape[0] if self.unknown_viewer == "strictest" else int(self.unknown_viewer)
+        unknown = (
+            self.matrix.shape[0] if self.unknown_viewer == "strictest" else int(self.unknown_viewer)
+        )
         if viewers.userids is None:
             return np.full(viewers.size, unknown, dtype=np.int64)
         u = viewers.userids
@@ -567,12 +628,16 @@ class ViewerCircuitBreaker(Filter):
     ):
         where = "ViewerCircuitBreaker"
         self.risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
-        self.item_threshold = check_float(item_threshold, "item_threshold", where, low=0.0, high=1.0, low_open=True)
+        self.item_threshold = check_float(
+            item_threshold, "item_threshold", where, low=0.0, high=1.0, low_open=True
+        )
         self.trip = check_float(trip, "trip", where, low=0.0, high=1.0, low_open=True)
         self.pool_threshold = (
             self.item_threshold / 2
             if pool_threshold is None
-            else check_float(pool_threshold, "pool_threshold", where, low=0.0, high=1.0, low_open=True)
+            else check_float(
+                pool_threshold, "pool_threshold", where, low=0.0, high=1.0, low_open=True
+            )
         )
         if pool is not None:
             p = np.asarray(pool)
@@ -581,12 +646,18 @@ class ViewerCircuitBreaker(Filter):
             self.pool = p.copy()
         else:
             self.pool = None
-        self.viewer_risk = None if viewer_risk is None else check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
+        self.viewer_risk = (
+            None
+            if viewer_risk is None
+            else check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
+        )
         self.min_interactions = check_int(min_interactions, "min_interactions", where, low=1)
         if not isinstance(strip_interactions, bool):
             raise fail("strip_interactions", where, "a bool", strip_interactions)
         self.strip_interactions = strip_interactions
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
         return (
@@ -635,7 +706,9 @@ class ViewerCircuitBreaker(Filter):
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
         _check_len("ViewerCircuitBreaker", "risk", self.risk.shape[0], catalog)
-        return CohortTable(self.name, self.reason, (~self.low_risk_pool())[None, :], None, ("tripped",))
+        return CohortTable(
+            self.name, self.reason, (~self.low_risk_pool())[None, :], None, ("tripped",)
+        )
 
     def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
         return np.where(self.tripped(viewers), 0, -1).astype(np.int64)
@@ -699,19 +772,34 @@ class ShareCap(Filter):
         where = "ShareCap"
         self.max_share = check_float(max_share, "max_share", where, low=0.0, high=1.0)
         if (risk is None) == (communities is None):
-            raise fail("risk", where, "given, or communities given, but not both", "both" if risk is not None else None)
-        self.threshold = check_float(threshold, "threshold", where, low=0.0, high=1.0, low_open=True)
+            raise fail(
+                "risk",
+                where,
+                "given, or communities given, but not both",
+                "both" if risk is not None else None,
+            )
+        self.threshold = check_float(
+            threshold, "threshold", where, low=0.0, high=1.0, low_open=True
+        )
         self.risk = None if risk is None else check_vector(risk, "risk", where, low=0.0, high=1.0)
         if communities is not None:
             c = np.asarray(communities)
-            if c.ndim != 1 or not (c.size == 0 or np.issubdtype(c.dtype, np.integer)) or (c.size and c.min() < -1):
+            if (
+                c.ndim != 1
+                or not (c.size == 0 or np.issubdtype(c.dtype, np.integer))
+                or (c.size and c.min() < -1)
+            ):
                 raise fail("communities", where, "a 1-d array of ints >= -1", communities)
             self.communities = c.astype(np.int64)
         else:
             self.communities = None
         default_min = 0 if self.risk is not None else 1
-        self.min_count = default_min if min_count is None else check_int(min_count, "min_count", where, low=0)
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+        self.min_count = (
+            default_min if min_count is None else check_int(min_count, "min_count", where, low=0)
+        )
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
         return (self.max_share, self.risk, self.threshold, self.communities, self.min_count)
@@ -771,29 +859,52 @@ class RelationshipRule(Filter):
             self.targets = np.flatnonzero(t).astype(np.int64)
             self.n_candidates: int | None = int(t.shape[0])
         else:
-            if t.ndim != 1 or not (t.size == 0 or np.issubdtype(t.dtype, np.integer)) or (t.size and t.min() < 0):
-                raise fail("targets", where, "a 1-d bool mask or an array of non-negative indices", targets)
+            if (
+                t.ndim != 1
+                or not (t.size == 0 or np.issubdtype(t.dtype, np.integer))
+                or (t.size and t.min() < 0)
+            ):
+                raise fail(
+                    "targets", where, "a 1-d bool mask or an array of non-negative indices", targets
+                )
             self.targets = np.unique(t.astype(np.int64))
             self.n_candidates = None
         self.follows = None
         if follows is not None:
             f = check_csr(follows, "follows", where)
-            self.follows = sp.csr_matrix((np.ones(f.nnz, dtype=np.float32), f.indices, f.indptr), shape=f.shape)
+            self.follows = sp.csr_matrix(
+                (np.ones(f.nnz, dtype=np.float32), f.indices, f.indptr), shape=f.shape
+            )
         if not isinstance(use_call_interactions, bool):
             raise fail("use_call_interactions", where, "a bool", use_call_interactions)
         self.use_call_interactions = use_call_interactions
         self.action = _action(action, where)
         self.weight = check_float(weight, "weight", where, low=0.0)
-        self._settings(name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where)
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
 
     def params(self) -> tuple:
-        return (self.targets, self.n_candidates, self.follows, self.use_call_interactions, self.action, self.weight)
+        return (
+            self.targets,
+            self.n_candidates,
+            self.follows,
+            self.use_call_interactions,
+            self.action,
+            self.weight,
+        )
 
     def _check(self, catalog: Catalog) -> None:
         if self.n_candidates is not None:
             _check_len("RelationshipRule", "targets", self.n_candidates, catalog)
         if self.targets.size and self.targets[-1] >= catalog.n:
-            raise fail("targets", "RelationshipRule", f"indices in [0, {catalog.n})", f"ids up to {self.targets[-1]}", describe=False)
+            raise fail(
+                "targets",
+                "RelationshipRule",
+                f"indices in [0, {catalog.n})",
+                f"ids up to {self.targets[-1]}",
+                describe=False,
+            )
         if self.follows is not None:
             _check_len("RelationshipRule", "follows", self.follows.shape[1], catalog)
 
@@ -840,7 +951,11 @@ class RelationshipRule(Filter):
             # policy), so the net effect on any cell is never a boost.
             return PlanPart(self.name, self.reason, viewer_penalty=back)
         base = sp.csr_matrix(
-            (np.ones(m * k, dtype=np.float32), np.tile(self.targets, m), np.arange(0, m * k + 1, k, dtype=np.int64)),
+            (
+                np.ones(m * k, dtype=np.float32),
+                np.tile(self.targets, m),
+                np.arange(0, m * k + 1, k, dtype=np.int64),
+            ),
             shape=(m, n),
         )
         fol = self.followed(catalog, viewers)
