@@ -14,7 +14,9 @@ The tree::
     ├── StoreError                       the durable signal store cannot be used
     │   ├── NotAGuardrailsStoreError     the file is not one of ours
     │   ├── SchemaVersionError           the file comes from a newer schema
-    │   └── CorruptStoreError            the file fails SQLite's integrity check
+    │   ├── CorruptStoreError            the file fails SQLite's integrity check
+    │   └── LeaseLostError               a reviewer acted on a report lease that expired
+    │                                    and was taken over; nothing was applied
     └── MissingDependencyError (ImportError)
                                          an optional extra is not installed
 
@@ -40,6 +42,7 @@ __all__ = [
     "NotAGuardrailsStoreError",
     "SchemaVersionError",
     "CorruptStoreError",
+    "LeaseLostError",
     "MissingDependencyError",
     "GuardrailsWarning",
     "FailClosedWarning",
@@ -91,6 +94,11 @@ class SchemaVersionError(StoreError):
 
 class CorruptStoreError(StoreError):
     """The store fails SQLite's integrity check; it is left untouched."""
+
+
+class LeaseLostError(StoreError):
+    """The claim's lease is no longer held (it expired and the report was reclaimed,
+    resolved or dead-lettered); the action was not applied."""
 
 
 class MissingDependencyError(GuardrailsError, ImportError):

@@ -56,6 +56,8 @@ _F32_MAX = float(np.finfo(np.float32).max)
 # pruning passes read it from cache or close to it.
 _CHUNK_CELLS = 1 << 22
 _DEFAULT_BLOCK_WIDTH = 32
+# Block pruning pays only when there are several blocks per slate slot.
+_MIN_BLOCKS_PER_SLOT = 4
 
 
 def default_num_threads() -> int:
@@ -418,27 +420,34 @@ def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, score
         delta = space.error_bound(q) + 4.0 * _EPS32 * extra
 
     # Block maxima over strided blocks: item c lies in block c % B.
-    M = S.reshape(r, W, B).max(axis=1)
-    bad = ~np.isfinite(M) & ~np.isneginf(M)
-    if bad.any():
-        # Overflow or NaN in a score: such cells can never be served.
-        rows_bad = np.flatnonzero(bad.any(axis=1))
-        sub = S[rows_bad]
-        sub[~np.isfinite(sub)] = -np.inf
-        S[rows_bad] = sub
-        M[rows_bad] = sub.reshape(rows_bad.size, W, B).max(axis=1)
-    if N < B:
+    n_pad = S.shape[1]
+    if B >= _MIN_BLOCKS_PER_SLOT * N:
+        # Block maxima over strided blocks: item c lies in block c % B. The N-th largest
+        # block maximum is a lower bound on the N-th largest score.
+        M = S.reshape(r, W, B).max(axis=1)
+        if not np.isfinite(M[~np.isneginf(M)]).all():
+            M = S.reshape(r, W, B).max(axis=1) if _sanitize(S) else M
         t = np.partition(M, B - N, axis=1)[:, B - N].astype(np.float64)
+        thr_cmp = _threshold(t, delta, S.dtype)
+        blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)
+        cols = blk_b[:, None] + B * np.arange(W, dtype=np.int64)[None, :]
+        vals = S.reshape(-1)[(blk_r * n_pad)[:, None] + cols]
+        rows = np.broadcast_to(blk_r[:, None], cols.shape)
+        keep = np.isfinite(vals) & (vals >= thr_cmp[rows])
     else:
-        t = np.full(r, -np.inf)
-    thr = t - 2.0 * delta
-    thr[~np.isfinite(thr)] = -np.inf
-    thr_cmp = thr if S.dtype == np.float64 else _down(thr)
-    blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)
-    cols = blk_b[:, None] + B * np.arange(W, dtype=np.int64)[None, :]
-    vals = S.reshape(-1)[(blk_r * S.shape[1])[:, None] + cols]
-    rows = np.broadcast_to(blk_r[:, None], cols.shape)
-    keep = np.isfinite(vals) & (vals >= thr_cmp[rows])
+        # Few blocks per slate slot (a small catalogue, or a large N): blocks would not
+        # prune, so bound the N-th score by a partition of the whole row instead.
+        if not np.isfinite(S[~np.isneginf(S)]).all():
+            _sanitize(S)
+        if N < n_pad:
+            t = np.partition(S, n_pad - N, axis=1)[:, n_pad - N].astype(np.float64)
+        else:
+            t = np.full(r, -np.inf)
+        thr_cmp = _threshold(t, delta, S.dtype)
+        flat = np.flatnonzero(S >= thr_cmp[:, None])
+        rows, cols = np.divmod(flat, n_pad)
+        vals = S.reshape(-1)[flat]
+        keep = np.isfinite(vals)
     c_rows = rows[keep]
     c_cols = cols[keep]
     if exact:
@@ -457,6 +466,20 @@ def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, score
     take = rank < N
     ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
     scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def _sanitize(S: np.ndarray) -> bool:
+    """Overflowed or NaN scores can never be served: make them ``-inf``. Rare path."""
+    bad = ~np.isfinite(S) & ~np.isneginf(S)
+    S[bad] = -np.inf
+    return bool(bad.any())
+
+
+def _threshold(t: np.ndarray, delta: np.ndarray, dtype) -> np.ndarray:
+    """Lower ``t`` by twice the rounding bound; no finite candidate above it is lost."""
+    thr = t - 2.0 * delta
+    thr[~np.isfinite(thr)] = -np.inf
+    return thr if dtype == np.float64 else _down(thr)
 
 
 def _down(thr: np.ndarray) -> np.ndarray:

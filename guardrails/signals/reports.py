@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validation import check_choice, check_float, check_int, fail
-from ..exceptions import StoreError, ValidationError
+from ..exceptions import LeaseLostError, ValidationError
 from .labels import check_kind, check_subject, check_text, check_time
 from .store import LabelStore
 
@@ -46,11 +46,6 @@ __all__ = [
     "LeaseLostError",
     "DEFAULT_CATEGORY_WEIGHTS",
 ]
-
-
-class LeaseLostError(StoreError):
-    """The claim's lease is no longer held (it expired and the report was reclaimed,
-    resolved or dead-lettered); the action was not applied."""
 
 
 #: Report categories weighted 1.0 by default triage; any other category gets
