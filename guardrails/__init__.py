@@ -15,6 +15,7 @@ install both into one environment.
 
 from . import expand, filters, signals, testing, text
 from .exceptions import (
+    ConvergenceWarning,
     CorruptStoreError,
     FailClosedError,
     FailClosedWarning,
@@ -100,6 +101,7 @@ __all__ = [
     "MissingDependencyError",
     "GuardrailsWarning",
     "FailClosedWarning",
+    "ConvergenceWarning",
 ]
 
 

@@ -21,8 +21,10 @@ The tree::
                                          an optional extra is not installed
 
     GuardrailsWarning (UserWarning)
-    └── FailClosedWarning                a guard served its safe fallback instead of
-                                         guarded results
+    ├── FailClosedWarning                a guard served its safe fallback instead of
+    │                                    guarded results
+    └── ConvergenceWarning               a risk propagation reached its iteration cap
+                                         before its tolerance
 
 Every error message has one shape: what was wrong, where, and what was received, for
 example ``"The 'N' parameter of Guard.recommend must be an int in [1, inf). Got 0
@@ -46,6 +48,7 @@ __all__ = [
     "MissingDependencyError",
     "GuardrailsWarning",
     "FailClosedWarning",
+    "ConvergenceWarning",
 ]
 
 
@@ -119,3 +122,7 @@ def missing_extra(module: str, extra: str, feature: str) -> MissingDependencyErr
         f"{feature} needs the optional dependency {module!r}, which is not installed. "
         f"Install it with: pip install 'recsys-guardrails[{extra}]'"
     )
+
+
+class ConvergenceWarning(GuardrailsWarning):
+    """A risk propagation reached its iteration cap before its tolerance."""

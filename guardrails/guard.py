@@ -627,11 +627,18 @@ class Guard:
             dtype = np.float64
         limit = m.n_items if restrict is None else restrict.size
         n_cols = self._columns(N, limit)
+        # The viewed account is the viewer's context: passed as the call's one interaction
+        # per row, so per-viewer filters (the circuit breaker) can read the profile's risk.
+        inside = itemids < m.n_items
+        context = sp.csr_matrix(
+            (np.ones(int(inside.sum()), np.float32), itemids[inside], np.r_[0, np.cumsum(inside)]),
+            shape=(itemids.size, m.n_items),
+        )
         ids, scores, decisions, info = self._run(
             state,
             state.items,
             kind,
-            ViewerBatch(viewers, None, surface, itemids.size),
+            ViewerBatch(viewers, context, surface, itemids.size),
             queries,
             n_cols,
             limit,

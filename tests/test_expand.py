@@ -394,3 +394,14 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"guardrails.expand.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_background_level_is_the_seeds_share_of_the_graph():
+    """Degree-weighted mean of the raw risk = sum_s d_s w_s / ((1 - a) sum d) (documented)."""
+    A = random_graph(60, 0.1, 13, weighted=True)
+    g = ex.RiskGraph(A)
+    seeds, w = np.array([1, 4, 9]), np.array([1.0, 0.5, 0.2], dtype=np.float32)
+    raw = g.propagate(seeds, weights=w, tol=1e-8, raw=True)
+    d = g.degree.astype(np.float64)
+    want = (d[seeds] * w).sum() / ((1 - A_DAMP) * d.sum())
+    assert np.isclose((d * raw).sum() / d.sum(), want, rtol=1e-4)

@@ -6,8 +6,10 @@
   primitive-filter configuration and the sweep.
 - :func:`primitive_policy`: ``BlockItems`` on the known seeds, ``SuppressRisk`` and
   ``DemoteRisk`` on :func:`seed_risk`.
-- :func:`default_guard_policy`: :func:`guardrails.default_policy` built from the known seeds
-  and the platform's own follow graph (no ground truth), when the library provides it.
+- :func:`default_guard_policy`: :func:`guardrails.default_policy` built from what the
+  platform itself knows (no ground truth): the known seeds, its follow graph, the hashtags
+  accounts use and the flagged ones, and its age signals (minors' accounts), when the
+  library provides it.
 
 Only the public API is used: ``guardrails.Guard``, ``guardrails.filters``,
 ``guardrails.default_policy`` and ``guardrails.load_policy``.
@@ -147,7 +149,12 @@ def default_policy_available() -> bool:
 
 
 def default_guard_policy(platform: Platform, **knobs):
-    """:func:`guardrails.default_policy` from the known seeds and the follow graph only.
+    """:func:`guardrails.default_policy` from what the platform knows (no ground truth).
+
+    Signals: the known seeds, the training follow graph (also the interactions), the
+    account x hashtag matrix with the flagged hashtags, and the minors' accounts (the
+    platform's age signals; users and accounts share one id space, so the same mask gives
+    the minor viewers). Roles, the network and re-created accounts are never passed.
 
     Parameters
     ----------
@@ -169,9 +176,20 @@ def default_guard_policy(platform: Platform, **knobs):
         raise MissingDependencyError(
             "guardrails.default_policy is not available in this version of recsys-guardrails."
         )
-    return fn(
-        seeds=platform.known_seeds, graph=platform.train, interactions=platform.train, **knobs
-    )
+    signals = {
+        "seeds": platform.known_seeds,
+        "graph": platform.train,
+        "interactions": platform.train,
+        # What a platform has besides labels: the hashtags its accounts use and the ones
+        # trust and safety flagged, and its own age signals (minors' accounts; users and
+        # accounts share one id space, so they are also the minor viewers).
+        "account_terms": platform.hashtags,
+        "seed_terms": platform.flagged_tags,
+        "minors": platform.vulnerable,
+        "minor_viewers": platform.vulnerable,
+    }
+    signals.update(knobs)
+    return fn(**signals)
 
 
 def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):

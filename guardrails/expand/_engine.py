@@ -12,8 +12,8 @@ block ``W`` of seed columns:
   undirected graph, ``N = D^-1/2 A D^-1/2``): conjugate gradients on the symmetric
   positive definite system ``(I - a N) Z = D^(s/2) W``, one column per seed category,
   with per-column step sizes. CG adapts to the spectrum of the graph; on the power-law
-  graphs of the benchmark it needs about two thirds of the products of power iteration
-  for the same error.
+  graphs of the benchmark it needs about three quarters of the products of power
+  iteration for the same error (9 against 11-12 for an L1 error of 1e-4).
 - :func:`solve_power` for any ``T``: power (Jacobi) iteration started at ``W``.
 
 Both stop when the L1 size of the last update of every column, in output space, is at
@@ -30,13 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.kernel import default_num_threads
-from ..exceptions import GuardrailsWarning
+from ..exceptions import ConvergenceWarning
 
 __all__ = ["Operator", "solve_symmetric", "solve_power", "walk", "ConvergenceWarning"]
-
-
-class ConvergenceWarning(GuardrailsWarning):
-    """A propagation reached its iteration cap before its tolerance."""
 
 
 _POOL_LOCK = threading.Lock()
