@@ -42,7 +42,9 @@ def make_case(n_users, n_items, factors, seed=0):
     V = (rng.standard_normal((n_items, factors)).astype(np.float32) * 0.1) * np.sqrt(pop)[:, None]
     U = rng.standard_normal((n_users, factors)).astype(np.float32) * 0.1
     # risk correlated with popularity, so that filtering after top-k would leave slates short
-    risk = np.clip(rng.beta(0.3, 3.0, n_items) * (pop / pop.max()) ** 0.2 * 2, 0, 1).astype(np.float32)
+    risk = np.clip(rng.beta(0.3, 3.0, n_items) * (pop / pop.max()) ** 0.2 * 2, 0, 1).astype(
+        np.float32
+    )
     blocked = rng.choice(n_items, size=max(1, n_items // 100), replace=False)
     pairs_per_user = 50
     rows = np.repeat(np.arange(n_users), pairs_per_user)
@@ -92,13 +94,22 @@ def run_case(n_users, n_items, factors, repeat, threads):
 
     out = {}
     with threadpool_limits(1, "blas"):
-        out["implicit"] = median_time(lambda: model.recommend(users, empty, N=10, filter_already_liked_items=False), repeat)
+        out["implicit"] = median_time(
+            lambda: model.recommend(users, empty, N=10, filter_already_liked_items=False), repeat
+        )
         out["implicit+filter"] = median_time(
-            lambda: model.recommend(users, empty, N=10, filter_already_liked_items=False, filter_items=blocked), repeat
+            lambda: model.recommend(
+                users, empty, N=10, filter_already_liked_items=False, filter_items=blocked
+            ),
+            repeat,
         )
         out["numpy"] = median_time(numpy_product, repeat)
-    out["guard-0"] = median_time(lambda: g0.recommend(users, None, N=10, filter_already_liked_items=False), repeat)
-    out["guard-4"] = median_time(lambda: g4.recommend(users, None, N=10, filter_already_liked_items=False), repeat)
+    out["guard-0"] = median_time(
+        lambda: g0.recommend(users, None, N=10, filter_already_liked_items=False), repeat
+    )
+    out["guard-4"] = median_time(
+        lambda: g4.recommend(users, None, N=10, filter_already_liked_items=False), repeat
+    )
 
     tracemalloc.start()
     g4.recommend(users[: min(n_users, 2000)], None, N=10, filter_already_liked_items=False)
@@ -113,21 +124,33 @@ def run_case(n_users, n_items, factors, repeat, threads):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=20_000, help="users per call (throughput is per user)")
+    ap.add_argument(
+        "--users", type=int, default=20_000, help="users per call (throughput is per user)"
+    )
     ap.add_argument("--items", type=int, nargs="*", default=[50_000])
     ap.add_argument("--factors", type=int, nargs="*", default=[64])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--full", action="store_true", help="50k/200k users x 50k/200k items x 64/128 factors")
+    ap.add_argument(
+        "--full", action="store_true", help="50k/200k users x 50k/200k items x 64/128 factors"
+    )
     args = ap.parse_args()
     grid = [(args.users, i, f) for i in args.items for f in args.factors]
     if args.full:
         grid = [(u, i, f) for u in (50_000, 200_000) for i in (50_000, 200_000) for f in (64, 128)]
 
-    blas = [(x["internal_api"], x.get("architecture"), x["num_threads"]) for x in threadpool_info() if x["user_api"] == "blas"]
-    print(f"# bench_recommend: {args.threads} threads, BLAS {blas}, medians of {args.repeat} runs, N=10\n")
-    print("| users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s | guard-4 u/s | numpy u/s "
-          "| guard-4 / implicit | guard-4 / numpy | guard-0 / numpy | guard-4 peak MiB (2k users) | short slates, filter after top-110 |")
+    blas = [
+        (x["internal_api"], x.get("architecture"), x["num_threads"])
+        for x in threadpool_info()
+        if x["user_api"] == "blas"
+    ]
+    print(
+        f"# bench_recommend: {args.threads} threads, BLAS {blas}, medians of {args.repeat} runs, N=10\n"
+    )
+    print(
+        "| users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s | guard-4 u/s | numpy u/s "
+        "| guard-4 / implicit | guard-4 / numpy | guard-0 / numpy | guard-4 peak MiB (2k users) | short slates, filter after top-110 |"
+    )
     print("|" + "---|" * 13)
     for n_users, n_items, factors in grid:
         t, peak, short = run_case(n_users, n_items, factors, args.repeat, args.threads)

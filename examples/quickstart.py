@@ -31,18 +31,22 @@ def main(argv=None):
     p = pop / pop.sum()
     rows = np.repeat(np.arange(args.users), 20)
     cols = rng.choice(args.items, size=rows.size, p=p)
-    user_items = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(args.users, args.items))
+    user_items = sp.csr_matrix(
+        (np.ones(rows.size, np.float32), (rows, cols)), shape=(args.users, args.items)
+    )
     user_items.sum_duplicates()
     user_items.data[:] = 1
 
     with threadpool_limits(1, "blas"):
-        model = implicit.cpu.als.AlternatingLeastSquares(factors=32, iterations=5, random_state=args.seed)
+        model = implicit.cpu.als.AlternatingLeastSquares(
+            factors=32, iterations=5, random_state=args.seed
+        )
         model.fit(user_items, show_progress=False)
 
-    flagged = rng.choice(args.items, size=20, replace=False)          # known bad accounts
-    risk = np.zeros(args.items, dtype=np.float32)                     # e.g. from gr.propagate_risk
+    flagged = rng.choice(args.items, size=20, replace=False)  # known bad accounts
+    risk = np.zeros(args.items, dtype=np.float32)  # e.g. from gr.propagate_risk
     risk[flagged] = 1.0
-    risk[rng.choice(args.items, size=50, replace=False)] = 0.4        # their neighbourhood
+    risk[rng.choice(args.items, size=50, replace=False)] = 0.4  # their neighbourhood
     blocks = sp.random(args.users, args.items, density=0.01, format="csr", random_state=args.seed)
 
     guard = gr.Guard(

@@ -38,7 +38,9 @@ def _describe(value: Any) -> str:
 def fail(name: str, where: str, what: str, got: Any, *, describe: bool = True) -> ValidationError:
     """Build a :class:`ValidationError` in the library's one message shape."""
     shown = _describe(got) if describe else str(got)
-    return ValidationError(f"The {name!r} parameter of {where} must be {what}. Got {shown} instead.")
+    return ValidationError(
+        f"The {name!r} parameter of {where} must be {what}. Got {shown} instead."
+    )
 
 
 def check_int(value: Any, name: str, where: str, *, low: int = 1, high: int | None = None) -> int:
@@ -106,7 +108,9 @@ def check_factors(value: Any, name: str, where: str, *, n_cols: int | None = Non
     cols = "any number of" if n_cols is None else str(n_cols)
     what = f"a 2-d array of finite floats with {cols} columns"
     arr = np.asarray(value)
-    if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if arr.ndim != 2 or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
         raise fail(name, where, what, value)
     if n_cols is not None and arr.shape[1] != n_cols:
         raise fail(name, where, what, arr)
@@ -159,7 +163,11 @@ def check_vector(
     arr = np.asarray(value)
     if arr.ndim != 1 or (length is not None and arr.shape[0] != length):
         raise fail(name, where, what, value)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+    if not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == bool
+    ):
         raise fail(name, where, what, value)
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():

@@ -42,7 +42,9 @@ class FactorModel:
 
     kind = "factors"
 
-    def __init__(self, user_factors, item_factors, *, regularization: float = 0.01, recalculate=None):
+    def __init__(
+        self, user_factors, item_factors, *, regularization: float = 0.01, recalculate=None
+    ):
         self.item_factors = check_factors(item_factors, "item_factors", "FactorModel")
         self.user_factors = check_factors(
             user_factors, "user_factors", "FactorModel", n_cols=self.item_factors.shape[1]
@@ -104,7 +106,11 @@ class FactorModel:
             w = user_items.data[lo:hi].astype(np.float64)
             A = Vi.T @ Vi + reg
             b = Vi.T @ w
-            out[r] = np.linalg.lstsq(A, b, rcond=None)[0] if self.regularization == 0 else np.linalg.solve(A, b)
+            out[r] = (
+                np.linalg.lstsq(A, b, rcond=None)[0]
+                if self.regularization == 0
+                else np.linalg.solve(A, b)
+            )
         return out
 
 
@@ -122,7 +128,9 @@ class ItemItemModel:
 
     def __init__(self, similarity):
         n = similarity.shape[0] if sp.issparse(similarity) else None
-        self.similarity = check_csr(similarity, "similarity", "ItemItemModel", shape=(n, n)).astype(np.float64)
+        self.similarity = check_csr(similarity, "similarity", "ItemItemModel", shape=(n, n)).astype(
+            np.float64
+        )
         self.source: Any = None
 
     @property
@@ -176,9 +184,9 @@ def adapt_model(model: Any) -> FactorModel | ItemItemModel:
         if type(model).recalculate_user is not MatrixFactorizationBase.recalculate_user:
 
             def recalc(userids, user_items, _model=model):
-                return np.asarray(_model.recalculate_user(userids, user_items), dtype=np.float32).reshape(
-                    user_items.shape[0], -1
-                )
+                return np.asarray(
+                    _model.recalculate_user(userids, user_items), dtype=np.float32
+                ).reshape(user_items.shape[0], -1)
 
         adapter = FactorModel(model.user_factors, model.item_factors, recalculate=recalc)
         adapter._native_recalculate = recalc is not None  # type: ignore[attr-defined]

@@ -1509,10 +1509,13 @@ def as_policy(policy: Policy | Iterable[FilterProtocol] | None) -> Policy:
 #: background level that grows with the amount of seed evidence (more seeds, more visits
 #: everywhere), so a lift over the background means the same thing whatever the seeds.
 DEFAULT_DROP_LIFT = 4.0
-#: Lift below which an account is "no riskier than typical": the low-risk pool that
-#: tripped viewers and risky profiles are served from; between the two lifts accounts
-#: are demoted (graded), not dropped.
-DEFAULT_POOL_LIFT = 2.0
+#: Lift at or above which an account is demoted (graded by its risk), not dropped: the
+#: moderate band, mostly ordinary accounts near camouflage follows.
+DEFAULT_DEMOTE_LIFT = 2.0
+#: Lift at or below which an account is "no riskier than typical": the low-risk pool
+#: (the less risky half of the catalogue) that tripped viewers and risky profiles are
+#: served from.
+DEFAULT_POOL_LIFT = 1.0
 #: Absolute floor of the drop threshold, so a catalogue with (almost) no risk drops
 #: nothing on noise.
 DEFAULT_DROP_FLOOR = 0.02
@@ -1687,7 +1690,8 @@ def default_policy(
 
     base = float(np.median(rest)) if rest.size else 0.0
     drop_t = min(1.0, max(DEFAULT_DROP_FLOOR, DEFAULT_DROP_LIFT * base, top(q_cap) + 1e-7))
-    demote_t = min(drop_t, max(DEFAULT_POOL_LIFT * base, 1e-6))
+    demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
+    pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
@@ -1699,7 +1703,7 @@ def default_policy(
         ui = check_csr(interactions, "interactions", where)
         if ui.shape[1] == n:
             viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
-    pool = risk < demote_t
+    pool = risk <= pool_t
     if seed_arg is not None:
         pool &= ~seed_arg
     if minor_mask is not None:

@@ -34,9 +34,13 @@ def problems(draw):
     pen = None
     if draw(st.booleans()):
         pen = (rng.random(n) * draw(st.sampled_from([0.5, 10.0]))).astype(np.float32)
-    vm = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.2, 0.9])), format="csr", random_state=rng)
+    vm = sp.random(
+        m, n, density=draw(st.sampled_from([0.0, 0.2, 0.9])), format="csr", random_state=rng
+    )
     vp = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.3])), format="csr", random_state=rng)
-    call = rng.choice(n, size=rng.integers(0, n + 1), replace=False) if draw(st.booleans()) else None
+    call = (
+        rng.choice(n, size=rng.integers(0, n + 1), replace=False) if draw(st.booleans()) else None
+    )
     return dict(Q=Q, V=V, hard=hard, pen=pen, vm=vm, vp=vp, call=call, m=m, n=n, ties=ties)
 
 
@@ -53,12 +57,25 @@ def _expected(p, N):
 
 
 @SETTINGS
-@given(p=problems(), width=st.integers(1, 8), N=st.integers(1, 30), block_rows=st.integers(1, 5),
-       threads=st.sampled_from([1, 2]))
+@given(
+    p=problems(),
+    width=st.integers(1, 8),
+    N=st.integers(1, 30),
+    block_rows=st.integers(1, 5),
+    threads=st.sampled_from([1, 2]),
+)
 def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
-    ids, scores = guarded_topk(space, p["Q"], N, call_mask=p["call"], viewer_masks=[p["vm"]],
-                               viewer_penalties=[p["vp"]], block_rows=block_rows, num_threads=threads)
+    ids, scores = guarded_topk(
+        space,
+        p["Q"],
+        N,
+        call_mask=p["call"],
+        viewer_masks=[p["vm"]],
+        viewer_penalties=[p["vp"]],
+        block_rows=block_rows,
+        num_threads=threads,
+    )
     raw, ok = _expected(p, N)
     for r in range(p["m"]):
         cand = np.flatnonzero(ok[r])
@@ -74,8 +91,16 @@ def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads):
         if p["ties"] and p["pen"] is None and p["vp"].nnz == 0:
             np.testing.assert_array_equal(got, want)
     # every chunking and thread count gives the same bits
-    ids1, scores1 = guarded_topk(space, p["Q"], N, call_mask=p["call"], viewer_masks=[p["vm"]],
-                                 viewer_penalties=[p["vp"]], block_rows=1000, num_threads=1)
+    ids1, scores1 = guarded_topk(
+        space,
+        p["Q"],
+        N,
+        call_mask=p["call"],
+        viewer_masks=[p["vm"]],
+        viewer_penalties=[p["vp"]],
+        block_rows=1000,
+        num_threads=1,
+    )
     np.testing.assert_array_equal(ids, ids1)
     np.testing.assert_array_equal(scores, scores1)
 
@@ -87,8 +112,15 @@ def test_similarity_kernel_matches_brute_force(p, width, N):
     sim = sp.random(p["n"], p["n"], density=0.1, format="csr", random_state=rng)
     queries = sp.random(p["m"], p["n"], density=0.2, format="csr", random_state=rng)
     space = SimilaritySpace.build(sim, hard_mask=p["hard"], penalty=p["pen"], block_width=width)
-    ids, scores = guarded_topk(space, queries, N, viewer_masks=[p["vm"]], viewer_penalties=[p["vp"]],
-                               score_dtype=np.float64, block_rows=2)
+    ids, scores = guarded_topk(
+        space,
+        queries,
+        N,
+        viewer_masks=[p["vm"]],
+        viewer_penalties=[p["vp"]],
+        score_dtype=np.float64,
+        block_rows=2,
+    )
     raw = (queries @ sim).toarray()
     if p["pen"] is not None:
         raw -= p["pen"].astype(np.float64)[None, :]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -83,7 +83,9 @@ def scenarios(draw, kind=None):
 def _brute_scores(s, userids):
     model = s["model"]
     if isinstance(model, gr.FactorModel):
-        raw = model.user_factors[userids].astype(np.float64) @ model.item_factors.T.astype(np.float64)
+        raw = model.user_factors[userids].astype(np.float64) @ model.item_factors.T.astype(
+            np.float64
+        )
     else:
         raw = (s["user_items"][userids] @ model.similarity).toarray()
     return raw - s["penalty"][None, :]
@@ -136,8 +138,12 @@ def _check_rows(ids, scores, ok, brute, n_cols, exact_ties):
 @SETTINGS
 @given(s=scenarios(), data=st.data())
 def test_recommend_contract(s, data):
-    guard = gr.Guard(s["model"], s["filters"], num_threads=data.draw(st.sampled_from([1, 2])),
-                     block_rows=data.draw(st.sampled_from([None, 1, 3])))
+    guard = gr.Guard(
+        s["model"],
+        s["filters"],
+        num_threads=data.draw(st.sampled_from([1, 2])),
+        block_rows=data.draw(st.sampled_from([None, 1, 3])),
+    )
     m = data.draw(st.integers(1, s["n_users"]))
     userids = s["rng"].choice(s["n_users"], size=m, replace=False)
     N = data.draw(st.integers(1, s["n_items"] + 5))
@@ -145,21 +151,41 @@ def test_recommend_contract(s, data):
     mode = data.draw(st.sampled_from(["none", "filter_items", "items"]))
     filter_items = items = None
     if mode == "filter_items":
-        filter_items = s["rng"].choice(s["n_items"], size=s["rng"].integers(1, s["n_items"] + 1), replace=False)
+        filter_items = s["rng"].choice(
+            s["n_items"], size=s["rng"].integers(1, s["n_items"] + 1), replace=False
+        )
     elif mode == "items":
-        items = s["rng"].choice(s["n_items"], size=s["rng"].integers(1, s["n_items"] + 1), replace=False)
+        items = s["rng"].choice(
+            s["n_items"], size=s["rng"].integers(1, s["n_items"] + 1), replace=False
+        )
     rows = s["user_items"][userids]
-    ids, scores = guard.recommend(userids, rows, N=N, filter_already_liked_items=filter_liked,
-                                  filter_items=filter_items, items=items)
+    ids, scores = guard.recommend(
+        userids,
+        rows,
+        N=N,
+        filter_already_liked_items=filter_liked,
+        filter_items=filter_items,
+        items=items,
+    )
     n_cands = s["n_items"] if items is None else len(np.unique(items))
     ok = _eligible(s, userids, filter_liked, filter_items, items)
-    exact = isinstance(s["model"], gr.ItemItemModel) or np.issubdtype(
-        s["model"].user_factors.dtype, np.floating) and np.all(s["model"].user_factors == np.round(s["model"].user_factors)) and np.all(s["penalty"] == 0)
+    exact = (
+        isinstance(s["model"], gr.ItemItemModel)
+        or np.issubdtype(s["model"].user_factors.dtype, np.floating)
+        and np.all(s["model"].user_factors == np.round(s["model"].user_factors))
+        and np.all(s["penalty"] == 0)
+    )
     _check_rows(ids, scores, ok, _brute_scores(s, userids), min(N, n_cands), exact)
     # batch equals single, bit for bit
     for r, u in enumerate(userids):
-        i1, s1 = guard.recommend(int(u), rows[r], N=N, filter_already_liked_items=filter_liked,
-                                 filter_items=filter_items, items=items)
+        i1, s1 = guard.recommend(
+            int(u),
+            rows[r],
+            N=N,
+            filter_already_liked_items=filter_liked,
+            filter_items=filter_items,
+            items=items,
+        )
         k = int((ids[r] >= 0).sum())
         np.testing.assert_array_equal(i1, ids[r, :k])
         np.testing.assert_array_equal(s1, scores[r, :k])
@@ -189,7 +215,9 @@ def test_similar_items_contract(s, data):
 @given(s=scenarios(kind="similarity"), data=st.data())
 def test_similar_items_item_item_contract(s, data):
     guard = gr.Guard(s["model"], [f for f in s["filters"] if not isinstance(f, ExcludePairs)])
-    itemids = s["rng"].choice(s["n_items"], size=data.draw(st.integers(1, s["n_items"])), replace=False)
+    itemids = s["rng"].choice(
+        s["n_items"], size=data.draw(st.integers(1, s["n_items"])), replace=False
+    )
     N = data.draw(st.integers(1, s["n_items"] + 3))
     ids, scores = guard.similar_items(itemids, N=N)
     brute = s["model"].similarity[itemids].toarray() - s["penalty"][None, :]

@@ -24,9 +24,15 @@ def _fit(model, user_items):
 
 
 MF = {
-    "als": lambda: implicit.cpu.als.AlternatingLeastSquares(factors=8, iterations=3, random_state=1, num_threads=1),
-    "bpr": lambda: implicit.cpu.bpr.BayesianPersonalizedRanking(factors=8, iterations=5, random_state=1, num_threads=1),
-    "lmf": lambda: implicit.cpu.lmf.LogisticMatrixFactorization(factors=8, iterations=3, random_state=1, num_threads=1),
+    "als": lambda: implicit.cpu.als.AlternatingLeastSquares(
+        factors=8, iterations=3, random_state=1, num_threads=1
+    ),
+    "bpr": lambda: implicit.cpu.bpr.BayesianPersonalizedRanking(
+        factors=8, iterations=5, random_state=1, num_threads=1
+    ),
+    "lmf": lambda: implicit.cpu.lmf.LogisticMatrixFactorization(
+        factors=8, iterations=3, random_state=1, num_threads=1
+    ),
 }
 II = {
     "cosine": lambda: implicit.nearest_neighbours.CosineRecommender(K=10),
@@ -37,8 +43,12 @@ II = {
 
 def _same_up_to_ties(ids_a, sc_a, ids_b, sc_b, tol=1e-5):
     """Same slates, allowing items with equal scores to swap places."""
-    np.testing.assert_allclose(np.asarray(sc_a, np.float64), np.asarray(sc_b, np.float64), rtol=1e-5, atol=tol)
-    for ra, rb, sa in zip(np.atleast_2d(ids_a), np.atleast_2d(ids_b), np.atleast_2d(sc_a), strict=True):
+    np.testing.assert_allclose(
+        np.asarray(sc_a, np.float64), np.asarray(sc_b, np.float64), rtol=1e-5, atol=tol
+    )
+    for ra, rb, sa in zip(
+        np.atleast_2d(ids_a), np.atleast_2d(ids_b), np.atleast_2d(sc_a), strict=True
+    ):
         if set(ra.tolist()) != set(rb.tolist()):
             # only the last, tied score may differ in membership
             diff = set(ra.tolist()) ^ set(rb.tolist())
@@ -59,14 +69,22 @@ def test_factor_models_match_implicit(name, user_items):
     _same_up_to_ties(one_g, one_gs, one_i, one_s)
     assert one_g.ndim == 1
     items = np.arange(0, 80, 3)
-    _same_up_to_ties(*guard.recommend(users, user_items[users], N=5, items=items),
-                     *model.recommend(users, user_items[users], N=5, items=items))
+    _same_up_to_ties(
+        *guard.recommend(users, user_items[users], N=5, items=items),
+        *model.recommend(users, user_items[users], N=5, items=items),
+    )
     filt = np.arange(0, 80, 2)
-    _same_up_to_ties(*guard.recommend(users, user_items[users], N=5, filter_items=filt),
-                     *model.recommend(users, user_items[users], N=5, filter_items=filt))
-    _same_up_to_ties(*guard.similar_items(np.arange(80), N=6), *model.similar_items(np.arange(80), N=6), tol=1e-4)
+    _same_up_to_ties(
+        *guard.recommend(users, user_items[users], N=5, filter_items=filt),
+        *model.recommend(users, user_items[users], N=5, filter_items=filt),
+    )
+    _same_up_to_ties(
+        *guard.similar_items(np.arange(80), N=6), *model.similar_items(np.arange(80), N=6), tol=1e-4
+    )
     _same_up_to_ties(*guard.similar_items(5, N=6), *model.similar_items(5, N=6), tol=1e-4)
-    _same_up_to_ties(*guard.similar_users(np.arange(50), N=6), *model.similar_users(np.arange(50), N=6), tol=1e-4)
+    _same_up_to_ties(
+        *guard.similar_users(np.arange(50), N=6), *model.similar_users(np.arange(50), N=6), tol=1e-4
+    )
 
 
 def test_als_recalculate_user_matches_implicit(user_items):
@@ -142,4 +160,7 @@ def test_gpu_models_are_converted_to_cpu(user_items):
     FakeGpuALS.__module__ = "implicit.gpu.als"
     guard = gr.Guard(FakeGpuALS())
     users = np.arange(20)
-    _same_up_to_ties(*guard.recommend(users, user_items[users], N=5), *cpu.recommend(users, user_items[users], N=5))
+    _same_up_to_ties(
+        *guard.recommend(users, user_items[users], N=5),
+        *cpu.recommend(users, user_items[users], N=5),
+    )

@@ -151,7 +151,9 @@ class FactorSpace:
         ft[:n_factors, : ids.size] = item_factors[ids].T
         if augmented:
             ft[n_factors, : ids.size] = -penalty[ids]
-        norm_max = float(np.sqrt((ft.astype(np.float64) ** 2).sum(axis=0).max())) if ids.size else 0.0
+        norm_max = (
+            float(np.sqrt((ft.astype(np.float64) ** 2).sum(axis=0).max())) if ids.size else 0.0
+        )
         # Row-major factors for exact rescoring: gathering a few rows is cache-friendly,
         # gathering columns of the transposed copy is not. No copy when already float32.
         item_rows = np.ascontiguousarray(item_factors, dtype=np.float32)
