@@ -169,7 +169,8 @@ def audit(
     if report.get("movielens"):
         ml = report["movielens"]
         click.echo(
-            f"\nMovieLens ({ml['n_users']} users, {ml['n_items']} movies), flagged genre {ml['genre']}:"
+            f"\nMovieLens ({ml['n_users']} users, {ml['n_items']} movies), "
+            f"flagged genre {ml['genre']}:"
         )
         for name, row in ml["configs"].items():
             click.echo(

@@ -1614,23 +1614,32 @@ def default_policy(
 
     Notes
     -----
-    Every default is on the absolute risk scale of :mod:`guardrails.expand`, so it
-    means the same on a platform the policy has never seen; the only relative number is
-    a collateral cap:
+    Propagated risk (personalised PageRank, :mod:`guardrails.expand`) has a background
+    level that grows with the amount of seed evidence, so the thresholds are *lifts*
+    over the catalogue's typical (median) risk ``b``; they mean the same on a platform
+    the policy has never seen, with no tuning:
 
-    - drop: ``risk >= 0.1`` (:data:`DEFAULT_DROP_RISK`, the expansion module's
-      recommended threshold), raised if needed so that at most 10 % (``"balanced"``:
-      5 %) of the catalogue is dropped; seeds are always dropped;
-    - demote: ``0.02 <= risk < drop`` by ``0.5 * sqrt(risk)`` score units (demoted, not
-      dropped: the moderate band is mostly ordinary accounts near camouflage follows);
-    - circuit breaker: a viewer with at least 30 % of their interactions (in the call,
-      or stored from ``interactions``) on dropped candidates is tripped and gets only
-      the low-risk pool (``risk < 0.02``, minors excluded); their risky interactions are
-      left out of the query. For ``similar_items`` the viewed account is the viewer's
-      context (the Guard passes it as the call's interaction), so the profile of a
-      flagged-neighbourhood account suggests only low-risk accounts, whoever views it;
-    - risky share cap: at most 10 % of a slate from candidates at or above the demotion
-      floor.
+    - drop: ``risk >= max(0.02, 4 * b)`` (:data:`DEFAULT_DROP_LIFT`): a walk from the
+      account meets flagged accounts four times as often as a walk from a typical one;
+      raised if needed so that at most 10 % (``"balanced"``: 5 %) of the catalogue is
+      dropped (a collateral cap); seeds are always dropped;
+    - demote: ``2 * b <= risk < drop`` (:data:`DEFAULT_DEMOTE_LIFT`) by
+      ``0.5 * sqrt(risk)`` score units: demoted, not dropped, because this band is
+      mostly ordinary accounts near camouflage follows;
+    - circuit breaker: a viewer with at least 30 % (:data:`DEFAULT_TRIP`) of their
+      interactions (in the call, or stored from ``interactions``) on dropped candidates
+      is tripped and gets only the low-risk pool (``risk <= b``, the less risky half;
+      seeds and minors excluded); their risky interactions are left out of the query.
+      For ``similar_items`` the Guard passes the viewed account as the call's one
+      interaction, so the profile of a dropped account suggests only the pool, whoever
+      views it (a new account gives the breaker nothing else to read);
+    - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
+      interaction on a dropped candidate and then drops minors' accounts; minors'
+      accounts carry no neighbourhood risk of their own (it comes from buyers following
+      them), so ordinary viewers keep seeing them; ``minor_viewers=`` adds a
+      ``CohortRule`` that keeps the whole band at or above ``2 * b`` away from minors
+      and from viewers the policy does not know (new accounts might be minors);
+    - risky share cap: at most 10 % of a slate from candidates at or above ``2 * b``.
 
     Raises
     ------
@@ -1656,7 +1665,10 @@ def default_policy(
     has_terms = account_terms is not None and seed_terms is not None
     if (account_terms is None) != (seed_terms is None):
         raise fail(
-            "seed_terms", where, "given together with account_terms", "only one of them",
+            "seed_terms",
+            where,
+            "given together with account_terms",
+            "only one of them",
             describe=False,
         )
     if risk is not None:
@@ -1744,9 +1756,9 @@ def default_policy(
         )
     if minor_viewers is not None:
         mv = np.asarray(minor_viewers)
-        if mv.dtype != bool:
-            n_users = None if viewer_risk is None else viewer_risk.shape[0]
-            mv = seed_mask(mv, n_users if n_users is not None else int(mv.max()) + 1, "minor_viewers", where)
+        if mv.dtype != bool:  # indices: as many viewers as the stored risk, or up to the last
+            size = viewer_risk.shape[0] if viewer_risk is not None else int(mv.max(initial=-1)) + 1
+            mv = seed_mask(mv, size, "minor_viewers", where)
         cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
         if seed_arg is not None:
             cand[seed_arg] = 0
@@ -1789,7 +1801,7 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
 
     Seeds weigh 1; accounts using flagged terms are soft seeds of weight
     ``DEFAULT_TERM_WEIGHT * term_risk`` (direct users only: term risk at least
-    ``DEFAULT_DROP_RISK``). Both spread over the follow graph (both ways) and over
+    ``_TERM_DIRECT``). Both spread over the follow graph (both ways) and over
     co-engagement; the sources are combined with ``max``. A soft seed's own weight is
     then taken off its risk, so an account is never suppressed for its own terms alone:
     its risk is what its neighbourhood says.
@@ -1825,9 +1837,7 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
         if st.ndim != 1 or not (st.size == 0 or np.issubdtype(st.dtype, np.integer)):
             raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
         if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
-            raise fail(
-                "seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms
-            )
+            raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
         if st.size:
             acc, _ = term_risk(abs(at), seed_terms=st.astype(np.int64))
             acc = np.asarray(acc, dtype=np.float32)

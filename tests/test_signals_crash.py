@@ -33,6 +33,44 @@ while True:
     i += 1
 """
 
+THREADS = 4
+
+# Several threads submit through one ReportQueue, so reports are group-committed; each
+# thread also retries its own previous report and reports of other threads committed by
+# earlier (killed) workers, so groups mix fresh reports with duplicates.
+THREADED_SUBMITTER = r"""
+import os, random, sys, threading
+from guardrails.signals import ReportQueue
+path, starts = sys.argv[1], [int(x) for x in sys.argv[2:]]
+n = len(starts)
+q = ReportQueue(path)
+
+def content(t, i):
+    return dict(subject=i % 50, category="child_safety", reporter=t * 1_000_000 + i,
+                key=f"k{t}-{i}")
+
+def work(t):
+    rng = random.Random(t)
+    i = starts[t]
+    while True:
+        q.submit(**content(t, i))
+        os.write(1, f"k{t}-{i}\n".encode())   # acknowledged: committed before this line
+        if i % 5 == 0 and i > starts[t]:       # a client retry of its previous report
+            q.submit(**content(t, i - 1))
+        u = (t + 1) % n
+        if starts[u] and i % 3 == 0:           # a retry of a report committed earlier
+            q.submit(**content(u, rng.randrange(starts[u])))
+        if t == 0 and i % 20 == 0:
+            os.write(1, f"M {q._group_stats['max_batch']}\n".encode())
+        i += 1
+
+threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in range(n)]
+os.write(1, b"ready\n")
+for th in threads:
+    th.start()
+threading.Event().wait()
+"""
+
 REVIEWER = r"""
 import os, sys, time
 from guardrails.signals import ReportQueue
@@ -109,6 +147,50 @@ def test_submitter_killed_loses_no_acknowledged_report(tmp_path):
     q = ReportQueue(path)
     assert q.stats().pending == len(stored)
     q.close()
+
+
+def test_threaded_submitter_killed_loses_no_acknowledged_report(tmp_path):
+    """SIGKILL a process whose threads submit concurrently (group commit): every report
+    acknowledged to any thread survives, exactly once, with its content."""
+    path = str(tmp_path / "group.db")
+    rng = random.Random(4321)
+    acked: set[tuple[int, int]] = set()
+    starts = [0] * THREADS
+    max_group = 0
+    for _ in range(KILLS):
+        lines = _run_and_kill(THREADED_SUBMITTER, [path, *map(str, starts)], rng)
+        for x in lines:
+            if x.startswith("k"):
+                t, i = map(int, x[1:].split("-"))
+                acked.add((t, i))
+                # The next worker starts after the last acknowledged report of each
+                # thread; the one in flight at the kill is resubmitted (idempotently).
+                starts[t] = max(starts[t], i + 1)
+            elif x.startswith("M "):
+                max_group = max(max_group, int(x[2:]))
+    _integrity(path)
+    with LabelStore(path, check="full") as store:
+        rows = store._conn.execute(
+            "SELECT report_key, subject, reporter, count(*) FROM reports GROUP BY report_key"
+        ).fetchall()
+        submits = dict(
+            store._conn.execute(
+                "SELECT entity_id, count(*) FROM audit WHERE action = 'submit' GROUP BY entity_id"
+            ).fetchall()
+        )
+    assert len({t for t, _ in acked}) == THREADS, "some thread never acknowledged a report"
+    assert max_group > 1, "the threads never shared a group commit"
+    stored = {}
+    for k, subject, reporter, n in rows:
+        t, i = map(int, k[1:].split("-"))
+        stored[(t, i)] = (subject, reporter, n)
+    for t, i in acked:
+        assert stored[(t, i)] == (i % 50, t * 1_000_000 + i, 1), (t, i)
+        assert submits[f"k{t}-{i}"] == 1
+    # Nothing beyond what was attempted: at most one in-flight report per thread per kill.
+    assert len(stored) <= len(acked) + KILLS * THREADS
+    with ReportQueue(path) as q:
+        assert q.stats().pending == len(stored)
 
 
 def test_reviewer_killed_while_holding_a_lease(tmp_path):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
+import sqlite3
+import tempfile
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrails.exceptions import ValidationError
+from guardrails.exceptions import StoreError, ValidationError
 from guardrails.signals import LabelStore, LeaseLostError, ReportQueue, TriageWeights
 
 
@@ -265,3 +269,279 @@ def test_no_report_is_ever_lost(ops):
     for key, state in states.items():
         has_label = bool(q.store.labels(int(key[1:]), category="spam"))
         assert has_label == (state == "resolved")
+
+
+# ---------------------------------------------------------------------- group commit
+def _queued(q: ReportQueue, n: int, timeout: float = 20.0) -> None:
+    """Wait until ``n`` submissions wait in the intake queue (the store lock is held)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with q._intake_cv:
+            if len(q._intake) >= n:
+                return
+        assert time.monotonic() < deadline, "submitters never queued"
+        time.sleep(0.002)
+
+
+def _submit_all(q: ReportQueue, calls: list[dict], *, hold: bool = True) -> list:
+    """Run each call in its own thread, queued behind the held store lock so that they
+    form one group; returns each call's Ack or exception, in call order."""
+    out: list = [None] * len(calls)
+
+    def one(i: int) -> None:
+        try:
+            out[i] = q.submit(**calls[i])
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            out[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(calls))]
+    if hold:
+        q.store._lock.acquire()
+    try:
+        for i, th in enumerate(threads):
+            th.start()
+            if hold:
+                _queued(q, i + 1)  # arrival order = call order
+    finally:
+        if hold:
+            q.store._lock.release()
+    for th in threads:
+        th.join(timeout=60)
+        assert not th.is_alive(), "a submitter hung"
+    return out
+
+
+def _call(key: str, subject: int = 1, reporter: int = 1, **kw) -> dict:
+    return dict(subject=subject, category="spam", reporter=reporter, key=key, **kw)
+
+
+def test_group_commit_one_transaction_errors_fail_only_their_caller(tmp_path):
+    q = ReportQueue(str(tmp_path / "g.db"))
+    q.submit(1, "spam", reporter=1, key="taken")
+    before = dict(q._group_stats)
+    calls = [
+        _call("a", subject=10),
+        _call("taken", subject=99),  # conflicts with a stored report
+        _call("b", subject=11),
+        _call("a", subject=10),  # repeated in the group, same content: the first's ack
+        _call("c", subject=12),
+        _call("c", subject=13),  # repeated in the group, different content: refused
+        _call("taken", subject=1),  # retry of the stored report
+        _call("bad", subject=None),  # invalid: refused before queueing
+    ]
+    out = _submit_all(q, calls[:-1]) + _submit_all(q, calls[-1:], hold=False)
+    a1, conflict, b, a2, c1, c2, retry, bad = out
+    assert isinstance(conflict, ValidationError) and "different content" in str(conflict)
+    assert isinstance(c2, ValidationError) and "different content" in str(c2)
+    assert isinstance(bad, ValidationError)
+    assert not a1.duplicate and a2.duplicate and a1.seq == a2.seq
+    assert not b.duplicate and not c1.duplicate and retry.duplicate
+    # Seven submissions queued behind the lock were written in one transaction.
+    assert q._group_stats["batches"] == before["batches"] + 1
+    assert q._group_stats["reports"] == before["reports"] + 5
+    stored = {r.key: r for r in q.reports()}
+    assert set(stored) == {"taken", "a", "b", "c"}
+    assert (stored["taken"].subject, stored["a"].subject, stored["c"].subject) == (1, 10, 12)
+    assert [stored[k].seq for k in "abc"] == [a1.seq, b.seq, c1.seq]  # arrival order
+    assert all(len([e for e in q.store.audit(k) if e.action == "submit"]) == 1 for k in stored)
+    q.close()
+
+
+def test_group_commit_timeout_raises_instead_of_hanging(tmp_path):
+    """A stuck leader: queued callers raise StoreError after submit_timeout; none is
+    acknowledged for a report that is not committed, and retries are safe."""
+    q = ReportQueue(str(tmp_path / "t.db"))  # the leader waits as long as it takes
+    gate = threading.Event()
+    insert = q._insert
+
+    def slow_insert(conn, spec):
+        if spec["key"] == "slow":
+            assert gate.wait(60)
+        return insert(conn, spec)
+
+    q._insert = slow_insert
+    results: dict = {}
+    leader = threading.Thread(
+        target=lambda: results.setdefault("slow", q.submit(1, "spam", reporter=1, key="slow"))
+    )
+    q.store._lock.acquire()
+    leader.start()
+    _queued(q, 1)
+    # Callers arriving from now on give up after 2 s (ample for the leader, once the
+    # lock is released, to take them into its batch).
+    q.submit_timeout = 2.0
+    followers = [_call(f"f{i}", subject=i) for i in range(3)]
+    ths = []
+    for i, call in enumerate(followers):  # taken into the stuck leader's batch
+        ths.append(threading.Thread(target=lambda c=call: _record(results, q, c)))
+        ths[-1].start()
+        _queued(q, i + 2)
+    q.store._lock.release()
+    for th in ths:
+        th.join(timeout=30)
+        assert not th.is_alive()
+    # Arriving while the leader is stuck: waits behind it, times out, writes nothing.
+    late = _call("late", subject=7)
+    _record(results, q, late)
+    for key in ("f0", "f1", "f2", "late"):
+        assert isinstance(results[key], StoreError), results[key]
+    assert "may or may not be stored" in str(results["f0"])
+    assert "nothing was written" in str(results["late"])
+    gate.set()
+    leader.join(timeout=30)
+    assert not leader.is_alive() and not results["slow"].duplicate
+    # The stuck batch committed after all: its callers got errors, never false acks,
+    # and a retry with the same key returns the stored report.
+    assert all(q.submit(**c).duplicate for c in followers)
+    assert not q.submit(**late).duplicate
+    assert q.stats().pending == 5
+    q.close()
+
+
+def _record(results: dict, q: ReportQueue, call: dict) -> None:
+    try:
+        results[call["key"]] = q.submit(**call)
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        results[call["key"]] = exc
+
+
+class _WriterDied(BaseException):
+    pass
+
+
+def test_dying_leader_fails_its_group_and_the_queue_recovers(tmp_path):
+    q = ReportQueue(str(tmp_path / "d.db"))
+    commit = q._commit_group
+
+    def die(batch):
+        raise _WriterDied()
+
+    q._commit_group = die
+    out = _submit_all(q, [_call(f"k{i}", subject=i) for i in range(4)])
+    assert isinstance(out[0], _WriterDied)  # the leader's own exception propagates
+    for exc in out[1:]:
+        assert isinstance(exc, StoreError) and "interrupted" in str(exc)
+    assert q.reports() == []  # nothing acknowledged, nothing written
+    q._commit_group = commit
+    acks = _submit_all(q, [_call(f"k{i}", subject=i) for i in range(4)])
+    assert [a.duplicate for a in acks] == [False] * 4
+    assert q.stats().pending == 4
+    q.close()
+
+
+def test_closed_store_fails_every_queued_caller(tmp_path):
+    q = ReportQueue(str(tmp_path / "c.db"))
+    q.store._lock.acquire()
+    try:
+        out: list = []
+        ths = [
+            threading.Thread(target=lambda i=i: _record_list(out, q, _call(f"k{i}")))
+            for i in range(3)
+        ]
+        for i, th in enumerate(ths):
+            th.start()
+            _queued(q, i + 1)
+        q.store.close()
+    finally:
+        q.store._lock.release()
+    for th in ths:
+        th.join(timeout=30)
+        assert not th.is_alive()
+    assert len(out) == 3 and all(isinstance(e, StoreError) and "closed" in str(e) for e in out)
+
+
+def _record_list(out: list, q: ReportQueue, call: dict) -> None:
+    try:
+        out.append(q.submit(**call))
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        out.append(exc)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    plan=st.lists(
+        st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1)), min_size=1, max_size=12),
+        min_size=2,
+        max_size=8,
+    )
+)
+def test_concurrent_overlapping_keys_exactly_once(plan):
+    """Many threads submit overlapping keys, each with one of two contents. For every key,
+    the content committed first wins: every submission with it is acknowledged with the
+    same seq (exactly one not a duplicate), every other one fails alone with
+    ValidationError, and the report is stored exactly once."""
+    with tempfile.TemporaryDirectory() as d:
+        q = ReportQueue(os.path.join(d, "h.db"))
+        outcomes: list[list] = [[None] * len(ops) for ops in plan]
+
+        def work(t: int) -> None:
+            for j, (k, variant) in enumerate(plan[t]):
+                try:
+                    outcomes[t][j] = q.submit(
+                        10 * k + variant, "spam", reporter=1000 + k, key=f"key-{k}"
+                    )
+                except Exception as exc:  # noqa: BLE001 - inspected below
+                    outcomes[t][j] = exc
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(len(plan))]
+        q.store._lock.acquire()  # the first submission of every thread forms one group
+        try:
+            for th in threads:
+                th.start()
+            _queued(q, len(plan))
+        finally:
+            q.store._lock.release()
+        for th in threads:
+            th.join(timeout=60)
+            assert not th.is_alive()
+        assert q._group_stats["max_batch"] > 1
+        stored = {r.key: r for r in q.reports()}
+        seen: dict[str, list] = {}
+        for t, ops in enumerate(plan):
+            for (k, variant), res in zip(ops, outcomes[t], strict=True):
+                seen.setdefault(f"key-{k}", []).append((variant, res))
+        assert set(stored) == set(seen)
+        for key, subs in seen.items():
+            rep = stored[key]
+            winner = rep.subject % 10
+            acks = [res for v, res in subs if v == winner]
+            refused = [res for v, res in subs if v != winner]
+            assert all(not isinstance(a, BaseException) for a in acks), acks
+            assert all(a.seq == rep.seq for a in acks)
+            assert sum(not a.duplicate for a in acks) == 1
+            assert all(isinstance(e, ValidationError) for e in refused), refused
+            assert [e.action for e in q.store.audit(key)] == ["submit"]
+        assert q.stats().pending == len(stored)
+        q.close()
+
+
+class _FailingCommit:
+    """Connection proxy whose next COMMIT fails like a full or failing disk."""
+
+    def __init__(self, conn):
+        self._c = conn
+        self.fail_next = True
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT" and self.fail_next:
+            self.fail_next = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._c.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+
+def test_failed_commit_acknowledges_no_one_in_the_group(tmp_path):
+    q = ReportQueue(str(tmp_path / "f.db"))
+    real = q.store._conn
+    q.store._conn = _FailingCommit(real)
+    calls = [_call(f"k{i}", subject=i) for i in range(4)] + [_call("k0", subject=0)]
+    out = _submit_all(q, calls)
+    assert all(isinstance(e, StoreError) and "disk I/O error" in str(e) for e in out), out
+    assert q.reports() == []
+    acks = _submit_all(q, calls)  # the retries commit (the disk recovered)
+    assert [a.duplicate for a in acks] == [False] * 4 + [True]
+    q.store._conn = real
+    assert q.stats().pending == 4
+    q.close()

@@ -256,36 +256,31 @@ def _rewrite(path, change):
     np.savez(path, **arrays)
 
 
-def test_load_tampered_content_fails_hash(tmp_path):
+def _halve_severity(arrays, meta):
+    arrays["severity"] = (arrays["severity"] * 0.5).astype(np.float32)
+
+
+def _items_out_of_range(arrays, meta):
+    arrays["items"] = arrays["items"] + 1000
+
+
+def _newer_format(arrays, meta):
+    meta["format_version"] = 99
+
+
+@pytest.mark.parametrize(
+    ("tamper", "error", "match"),
+    [
+        (_halve_severity, CorruptStoreError, "content hash"),
+        (_items_out_of_range, CorruptStoreError, "outside the catalogue"),
+        (_newer_format, SchemaVersionError, None),
+    ],
+    ids=["tampered_content_fails_hash", "inconsistent_arrays", "newer_format"],
+)
+def test_load_refuses_rewritten_file(tmp_path, tamper, error, match):
     _, path = _saved(tmp_path)
-
-    def lower(arrays, meta):
-        arrays["severity"] = (arrays["severity"] * 0.5).astype(np.float32)
-
-    _rewrite(path, lower)
-    with pytest.raises(CorruptStoreError, match="content hash"):
-        Snapshot.load(path)
-
-
-def test_load_inconsistent_arrays(tmp_path):
-    _, path = _saved(tmp_path)
-
-    def out_of_range(arrays, meta):
-        arrays["items"] = arrays["items"] + 1000
-
-    _rewrite(path, out_of_range)
-    with pytest.raises(CorruptStoreError, match="outside the catalogue"):
-        Snapshot.load(path)
-
-
-def test_load_newer_format(tmp_path):
-    _, path = _saved(tmp_path)
-
-    def newer(arrays, meta):
-        meta["format_version"] = 99
-
-    _rewrite(path, newer)
-    with pytest.raises(SchemaVersionError):
+    _rewrite(path, tamper)
+    with pytest.raises(error, match=match):
         Snapshot.load(path)
 
 

@@ -118,11 +118,13 @@ def format_targets(report: dict, *, markdown: bool = False) -> str:
         res = "PASS" if t["passed"] else "FAIL"
         if markdown:
             lines.append(
-                f"| {t['description']} | {t['run']} | {t['config']} | {shown} | {t['bound']} | {res} |"
+                f"| {t['description']} | {t['run']} | {t['config']} | {shown} "
+                f"| {t['bound']} | {res} |"
             )
         else:
             lines.append(
-                f"[{res}] {t['run']:<16} {t['config']:<15} {t['target']:<24} {shown:>10}  ({t['bound']})"
+                f"[{res}] {t['run']:<16} {t['config']:<15} {t['target']:<24} {shown:>10}  "
+                f"({t['bound']})"
             )
     return "\n".join(lines)
 
@@ -277,7 +279,8 @@ def markdown_summary(report: dict, *, image_dir: str | None = None) -> str:
     """The report as Markdown: settings, the main table, targets and the Pareto front."""
     s = report["settings"]
     parts = [
-        f"Measured with recsys-guardrails {report['library_version']}: {s['n_accounts']:,} accounts, "
+        f"Measured with recsys-guardrails {report['library_version']}: "
+        f"{s['n_accounts']:,} accounts, "
         f"seeds {s['seeds']}, scenarios {s['scenarios']}, {s['n_walkers']} test accounts per walk, "
         f"{s['n_steps']} rounds of N={s['N']} suggestions; guarded configuration: "
         f"`{report['guarded_config']}`. Total {report['seconds']:.0f} s.",

@@ -207,6 +207,7 @@ def view_one(
         One step per viewed profile.
     """
     n_views = check_int(n_views, "n_views", "view_one")
+    N = check_int(N, "N", "view_one")
     rng = np.random.default_rng(seed)
     starts = _pick_starts(platform, n_views, rng, unknown_only=unknown_only)
     viewers = platform.n_accounts + np.arange(n_views, dtype=np.int64)

@@ -51,7 +51,7 @@ from .._validation import check_csr, check_ids, check_int, fail
 from ..exceptions import FailClosedError, GuardrailsError
 from ..guard import Guard
 from ..models import FactorModel
-from ._deps import require_dask
+from ._deps import require_dask, resolve_client
 
 __all__ = ["recommend_all", "BatchResult", "COLUMNS", "MANIFEST_NAME"]
 
@@ -516,18 +516,7 @@ def recommend_all(
         )
         versions = (probe.policy_version, probe.snapshot_version)
 
-    if client is None:
-        try:
-            client = distributed.default_client()
-        except ValueError as exc:
-            raise fail(
-                "client",
-                _WHERE,
-                "a distributed.Client, or None with a default client running",
-                None,
-            ) from exc
-    elif not isinstance(client, distributed.Client):
-        raise fail("client", _WHERE, "a distributed.Client", client)
+    client = resolve_client(distributed, client, _WHERE)
     out = None if output is None else _prepare_output(output, bool(overwrite))
 
     shipped = _items_only(guard, threads)

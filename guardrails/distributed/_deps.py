@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from .._validation import fail
 from ..exceptions import missing_extra
 
-__all__ = ["require_dask"]
+__all__ = ["require_dask", "resolve_client"]
 
 _MODULES = ("dask", "distributed", "pandas", "pyarrow")
 
@@ -39,3 +40,35 @@ def require_dask(feature: str) -> dict[str, ModuleType]:
         except ImportError as exc:
             raise missing_extra(name, "dask", f"guardrails.distributed.{feature}") from exc
     return out
+
+
+def resolve_client(distributed: ModuleType, client, where: str):
+    """Return ``client``, or the default client when it is None.
+
+    Parameters
+    ----------
+    distributed : module
+        The ``distributed`` module (from :func:`require_dask`).
+    client : distributed.Client or None
+    where : str
+        The public function, for the error message.
+
+    Raises
+    ------
+    ValidationError
+        When ``client`` is not a ``distributed.Client``, or is None with no default
+        client running.
+    """
+    if client is None:
+        try:
+            return distributed.default_client()
+        except ValueError as exc:
+            raise fail(
+                "client",
+                where,
+                "a distributed.Client, or None with a default client running",
+                None,
+            ) from exc
+    if not isinstance(client, distributed.Client):
+        raise fail("client", where, "a distributed.Client", client)
+    return client

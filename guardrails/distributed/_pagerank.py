@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from .._validation import check_float, check_int, fail
 from ..exceptions import GuardrailsWarning, ValidationError
-from ._deps import require_dask
+from ._deps import require_dask, resolve_client
 
 __all__ = ["personalized_pagerank"]
 
@@ -127,18 +127,7 @@ def personalized_pagerank(
         raise fail("damping", _WHERE, "a finite float in [0.0, 1.0)", damping)
     tol = check_float(tol, "tol", _WHERE, low=0.0, low_open=True)
     max_iter = check_int(max_iter, "max_iter", _WHERE)
-    if client is None:
-        try:
-            client = distributed.default_client()
-        except ValueError as exc:
-            raise fail(
-                "client",
-                _WHERE,
-                "a distributed.Client, or None with a default client running",
-                None,
-            ) from exc
-    elif not isinstance(client, distributed.Client):
-        raise fail("client", _WHERE, "a distributed.Client", client)
+    client = resolve_client(distributed, client, _WHERE)
 
     if isinstance(adjacency, da.Array):
         if (

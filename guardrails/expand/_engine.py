@@ -22,30 +22,15 @@ most ``tol`` times the L1 norm of that column's current solution (a relative cha
 
 from __future__ import annotations
 
-import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.kernel import default_num_threads
+from ..core.kernel import _pool, default_num_threads
 from ..exceptions import ConvergenceWarning
 
 __all__ = ["Operator", "solve_symmetric", "solve_power", "walk", "ConvergenceWarning"]
-
-
-_POOL_LOCK = threading.Lock()
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        pool = _POOLS.get(n)
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="guardrails-expand")
-            _POOLS[n] = pool
-        return pool
 
 
 class Operator:
@@ -113,6 +98,22 @@ def _progress(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="it", leave=False)
 
 
+def _tick(bar, rel: np.ndarray) -> None:
+    """Advance a solver's progress bar by one iteration, showing the largest step."""
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(step=f"{rel.max():.2e}")
+
+
+def _warn_capped(max_iter: int, tol: float) -> None:
+    # stacklevel 4: this helper, the solver, the propagate call, then the user's call.
+    warnings.warn(
+        f"Propagation stopped at its iteration cap ({max_iter}) before reaching tol={tol:g}.",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
+
+
 def solve_symmetric(
     N: Operator,
     W: np.ndarray,
@@ -170,18 +171,12 @@ def solve_symmetric(
             P *= beta
             P += R
             rr = rr_new
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(step=f"{rel.max():.2e}")
+            _tick(bar, rel)
     finally:
         if bar is not None:
             bar.close()
     if not converged:
-        warnings.warn(
-            f"Propagation stopped at its iteration cap ({max_iter}) before reaching tol={tol:g}.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        _warn_capped(max_iter, tol)
     return Z * inv, it
 
 
@@ -217,18 +212,12 @@ def solve_power(
             rel = _colsum_abs(buf - Y) / np.maximum(_colsum_abs(buf), tiny)
             Y, buf = buf, Y
             converged = bool(np.all(rel <= tol))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(step=f"{rel.max():.2e}")
+            _tick(bar, rel)
     finally:
         if bar is not None:
             bar.close()
     if not converged:
-        warnings.warn(
-            f"Propagation stopped at its iteration cap ({max_iter}) before reaching tol={tol:g}.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        _warn_capped(max_iter, tol)
     return Y, it
 
 

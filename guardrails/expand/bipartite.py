@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, fail
+from .._validation import check_csr, check_ids, fail
 from ._seeds import seed_matrix
 from .propagate import DEFAULT_DAMPING, RiskGraph
 
@@ -139,14 +139,14 @@ class BipartiteRiskGraph:
         C : ndarray of float32, shape (m, S, c)
             Nodes are ``row_nodes`` then ``col_nodes``.
         """
-        W, _ = self._seeds(
-            row_seeds, col_seeds, row_weights, col_weights, "BipartiteRiskGraph.contributions"
-        )
+        where = "BipartiteRiskGraph.contributions"
+        W, _ = self._seeds(row_seeds, col_seeds, row_weights, col_weights, where)
         nodes = []
+        # Checked against their own side: an id past n_rows would otherwise name a column.
         if row_nodes is not None:
-            nodes.append(np.asarray(row_nodes, dtype=np.int64).ravel())
+            nodes.append(check_ids(row_nodes, "row_nodes", where, self.n_rows)[0])
         if col_nodes is not None:
-            nodes.append(np.asarray(col_nodes, dtype=np.int64).ravel() + self.n_rows)
+            nodes.append(check_ids(col_nodes, "col_nodes", where, self.n_cols)[0] + self.n_rows)
         idx = np.concatenate(nodes) if nodes else np.zeros(0, dtype=np.int64)
         return self.graph.contributions(idx, W, tol=tol, max_iter=max_iter)
 

@@ -5,6 +5,12 @@ Guarantees (see ``docs/signals.md``):
 - :meth:`ReportQueue.submit` returns (acknowledges) only after the report is committed to
   disk; resubmitting the same idempotency key returns the stored report and writes
   nothing.
+- Concurrent :meth:`~ReportQueue.submit` calls are **group-committed**: the first waiting
+  caller becomes the leader and commits every queued report in one transaction (one
+  fsync), each in its own savepoint, so a report that fails (a conflicting idempotency
+  key) fails only its own caller. Every caller returns only after the transaction holding
+  its report has committed, or raises; a caller never waits longer than
+  ``submit_timeout`` and never receives an acknowledgement for an uncommitted report.
 - A reviewer :meth:`~ReportQueue.claim` s reports with a lease. If the reviewer dies, the
   lease expires and the report returns to the queue; every claim counts an attempt, and a
   report whose attempts reach ``max_attempts`` (by failures or expired leases) moves to
@@ -22,18 +28,23 @@ once, before any process rewrites its row.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
 import numbers
 import os
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._validation import check_choice, check_float, check_int, fail
-from ..exceptions import LeaseLostError, ValidationError
+from ..exceptions import LeaseLostError, StoreError, ValidationError
 from .labels import check_kind, check_subject, check_text, check_time
-from .store import LabelStore
+from .store import LabelStore, _wrap
 
 __all__ = [
     "ReportQueue",
@@ -64,6 +75,10 @@ DEFAULT_CATEGORY_WEIGHTS: Mapping[str, float] = {
     "harassment": 0.5,
     "spam": 0.1,
 }
+
+#: Most reports one group commit writes in one transaction (a leader leaves the rest
+#: queued for the next leader, so one huge burst does not become one huge transaction).
+_MAX_GROUP = 256
 
 _COLS = (
     "seq, report_key, kind, subject, reporter, category, note, created_at, state, attempts, "
@@ -247,6 +262,18 @@ class ReportQueue:
         Default lease length in seconds.
     weights : TriageWeights, keyword-only
         Triage weights for :meth:`triage` and :meth:`claim`.
+    submit_timeout : float, keyword-only
+        Most seconds a :meth:`submit` call waits for the group commit holding its report
+        (queueing behind other writers included); past it the call raises
+        ``StoreError`` instead of hanging. Should exceed the store's ``timeout``.
+
+    Notes
+    -----
+    Concurrent :meth:`submit` calls are group-committed: the caller at the head of the
+    intake queue becomes the leader, takes every queued report (up to 256) and commits
+    them in one transaction, each in its own savepoint; the others wait for the outcome.
+    A batch closes as soon as the leader holds the store (no added delay), so a single
+    writer pays one commit per report as before, and concurrent writers share commits.
 
     Examples
     --------
@@ -265,6 +292,7 @@ class ReportQueue:
         max_attempts: int = 5,
         lease_s: float = 300.0,
         weights: TriageWeights | None = None,
+        submit_timeout: float = 60.0,
     ):
         where = "ReportQueue"
         self._owns = not isinstance(store, LabelStore)
@@ -274,6 +302,15 @@ class ReportQueue:
         if weights is not None and not isinstance(weights, TriageWeights):
             raise fail("weights", where, "a TriageWeights or None", weights)
         self.weights = weights or TriageWeights()
+        self.submit_timeout = check_float(
+            submit_timeout, "submit_timeout", where, low=0.0, low_open=True
+        )
+        # Group commit: pending submissions in arrival order; the head's thread leads.
+        self._intake: collections.deque[_Pending] = collections.deque()
+        self._intake_cv = threading.Condition(threading.Lock())
+        # Counters (read by tests and the benchmark): transactions and reports committed
+        # by group commit.
+        self._group_stats = {"batches": 0, "reports": 0, "max_batch": 0}
 
     def close(self) -> None:
         """Close the store if the queue opened it."""
@@ -364,6 +401,23 @@ class ReportQueue:
         Returns
         -------
         Ack
+
+        Raises
+        ------
+        ValidationError
+            Invalid arguments, or the key is stored with different content (only this
+            call fails; reports committed in the same group are unaffected).
+        StoreError
+            The report could not be committed within ``submit_timeout``, or the store
+            failed or is closed. The report is not acknowledged: it may or may not be
+            stored, and a retry with the same key is safe.
+
+        Notes
+        -----
+        Calls from several threads are group-committed (see :class:`ReportQueue`); the
+        acknowledgement is the same as if the reports had been submitted one at a time
+        in arrival order (a key repeated within one group returns the first's ``seq``
+        with ``duplicate=True``).
         """
         spec = self._submit_spec(
             dict(
@@ -377,8 +431,122 @@ class ReportQueue:
             ),
             "ReportQueue.submit",
         )
-        with self.store._txn() as conn:
-            return self._insert(conn, spec)
+        return self._group_submit(spec)
+
+    # ------------------------------------------------------------------ group commit
+    def _group_submit(self, spec: dict) -> Ack:
+        """Queue ``spec``; lead a group commit when at the head, else wait for the leader."""
+        item = _Pending(spec)
+        deadline = time.monotonic() + self.submit_timeout
+        cv = self._intake_cv
+        with cv:
+            self._intake.append(item)
+            while not item.done and self._intake[0] is not item:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._abandon(item)
+                cv.wait(remaining)
+        if item.done:
+            return item.outcome()
+        # Head of the queue: lead. Take the store first (outside the intake lock, so that
+        # more submissions queue up meanwhile), then the batch.
+        lock = self.store._lock
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            with cv:
+                self._abandon(item)
+        batch: list[_Pending] = []
+        try:
+            with cv:
+                batch = [self._intake[i] for i in range(min(len(self._intake), _MAX_GROUP))]
+                for it in batch:
+                    it.taken = True
+            self._commit_group(batch)
+        finally:
+            lock.release()
+            with cv:
+                for it in batch:
+                    if not it.done:  # the leader died mid-batch (BaseException)
+                        it.fail(
+                            StoreError(
+                                f"The group commit of {self.store.path!r} was interrupted; the "
+                                "report is not acknowledged (it may or may not be stored: "
+                                "retry with the same key)."
+                            )
+                        )
+                    self._intake.popleft()
+                cv.notify_all()
+        return item.outcome()
+
+    def _abandon(self, item: _Pending) -> None:
+        """Time out ``item`` (the intake lock is held) and raise ``StoreError``."""
+        where = f"within submit_timeout={self.submit_timeout:g} s"
+        if item.taken:
+            # In a leader's transaction that has not finished: outcome unknown.
+            raise StoreError(
+                f"The store {self.store.path!r} did not commit the report {item.spec['key']!r} "
+                f"{where}; it is not acknowledged (it may or may not be stored: retry with "
+                "the same key)."
+            )
+        self._intake.remove(item)
+        self._intake_cv.notify_all()
+        raise StoreError(
+            f"The store {self.store.path!r} did not accept the report {item.spec['key']!r} "
+            f"{where}; nothing was written (retry with the same key)."
+        )
+
+    def _commit_group(self, batch: list[_Pending]) -> None:
+        """Write ``batch`` in one transaction; set each item's outcome after the commit.
+
+        Each report gets a savepoint: a report that fails (``ValidationError``, or an
+        SQLite error that leaves the transaction open) is rolled back alone and fails only
+        its caller. An error that ends the transaction, or a failed commit, fails every
+        report of the batch that had not failed on its own; nothing is acknowledged
+        before the commit returns.
+        """
+        acks: list[Ack | None] = [None] * len(batch)
+        errors: list[BaseException | None] = [None] * len(batch)
+        single = len(batch) == 1
+        try:
+            with self.store._txn() as conn:
+                for i, it in enumerate(batch):
+                    if single:
+                        try:
+                            acks[i] = self._insert(conn, it.spec)
+                        except ValidationError as exc:
+                            errors[i] = exc
+                            # Nothing else in the transaction: roll it back by raising.
+                            raise _OnlyFailure() from exc
+                        continue
+                    conn.execute("SAVEPOINT submit")
+                    try:
+                        acks[i] = self._insert(conn, it.spec)
+                    except Exception as exc:
+                        if not conn.in_transaction:
+                            raise
+                        conn.execute("ROLLBACK TO submit")
+                        errors[i] = (
+                            _wrap(exc, self.store.path) if isinstance(exc, sqlite3.Error) else exc
+                        )
+                    conn.execute("RELEASE submit")
+        except _OnlyFailure:
+            pass
+        except Exception as exc:
+            err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
+            for it, own in zip(batch, errors, strict=True):
+                it.fail(own if own is not None else _batch_error(err, self.store.path))
+            return
+        # Committed (or nothing to commit): publish.
+        n_ok = sum(a is not None for a in acks)
+        if n_ok:
+            stats = self._group_stats
+            stats["batches"] += 1
+            stats["reports"] += n_ok
+            stats["max_batch"] = max(stats["max_batch"], n_ok)
+        for it, ack, err in zip(batch, acks, errors, strict=True):
+            if err is not None:
+                it.fail(err)
+            else:
+                it.succeed(ack)
 
     def submit_many(self, reports: Iterable[Mapping[str, Any]]) -> list[Ack]:
         """Submit several reports in one transaction (all acknowledged, or none).
@@ -904,6 +1072,48 @@ class ReportQueue:
             self.store._audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
+
+
+class _Pending:
+    """One queued submission and, once its group has committed, its outcome."""
+
+    __slots__ = ("spec", "taken", "done", "ack", "error")
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.taken = False  # in a leader's batch: can no longer be withdrawn
+        self.done = False
+        self.ack: Ack | None = None
+        self.error: BaseException | None = None
+
+    def succeed(self, ack: Ack) -> None:
+        self.ack, self.done = ack, True
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.done = error, True
+
+    def outcome(self) -> Ack:
+        if self.error is not None:
+            raise self.error
+        assert self.ack is not None
+        return self.ack
+
+
+class _OnlyFailure(Exception):
+    """Rolls back a one-report transaction whose report failed validation."""
+
+
+def _batch_error(exc: BaseException, path: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        msg = str(exc)
+    else:
+        msg = f"The store {path!r} failed: {type(exc).__name__}: {exc}."
+    err = StoreError(
+        f"{msg} The report is not acknowledged (it may or may not be stored: retry with the "
+        "same key)."
+    )
+    err.__cause__ = exc
+    return err
 
 
 def _neighbourhood(nrisk, subject) -> float:

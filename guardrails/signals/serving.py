@@ -386,12 +386,7 @@ class ServingGuard:
                 if user_items is None
                 else check_csr(user_items, "user_items", where, shape=(userids.size, n))
             )
-            call_mask = (
-                None
-                if filter_items is None
-                else check_ids(filter_items, "filter_items", where, n)[0]
-            )
-            restrict = None if items is None else np.unique(check_ids(items, "items", where, n)[0])
+            call_mask, restrict = _item_limits(filter_items, items, n, where)
             liked = rows if (filter_already_liked_items and rows is not None) else None
             return self._fallback_slate(
                 snap,
@@ -466,12 +461,7 @@ class ServingGuard:
             n = g.model_.n_items
             itemids, scalar = check_ids(itemid, "itemid", where, 2**62)
             n_ = check_int(N, "N", where)
-            call_mask = (
-                None
-                if filter_items is None
-                else check_ids(filter_items, "filter_items", where, n)[0]
-            )
-            restrict = None if items is None else np.unique(check_ids(items, "items", where, n)[0])
+            call_mask, restrict = _item_limits(filter_items, items, n, where)
             viewers = g._viewers(viewer, itemids.size, where)
             return self._fallback_slate(
                 snap,
@@ -511,3 +501,12 @@ class ServingGuard:
             f"ServingGuard({self.guard!r}, max_snapshot_age={self.max_snapshot_age}, "
             f"on_failure={self.on_failure!r})"
         )
+
+
+def _item_limits(filter_items, items, n: int, where: str):
+    """The fallback's ``filter_items`` (ids to drop) and ``items`` (sorted ids to keep)."""
+    call_mask = (
+        None if filter_items is None else check_ids(filter_items, "filter_items", where, n)[0]
+    )
+    restrict = None if items is None else np.unique(check_ids(items, "items", where, n)[0])
+    return call_mask, restrict

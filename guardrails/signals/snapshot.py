@@ -421,11 +421,7 @@ class Snapshot:
         -------
         ndarray of float32, shape (n_items,)
         """
-        j = self._cat(category, "Snapshot.severity")
-        s = slice(self._indptr[j], self._indptr[j + 1])
-        out = np.zeros(self.n_items, dtype=np.float32)
-        out[self._items[s]] = self._severity[s]
-        return out
+        return self._dense(category, "Snapshot.severity", self._severity)
 
     def confidence(self, category: str) -> np.ndarray:
         """Confidence of the effective label of ``category`` per candidate (0 where absent).
@@ -434,10 +430,14 @@ class Snapshot:
         -------
         ndarray of float32, shape (n_items,)
         """
-        j = self._cat(category, "Snapshot.confidence")
+        return self._dense(category, "Snapshot.confidence", self._confidence)
+
+    def _dense(self, category: str, where: str, values: np.ndarray) -> np.ndarray:
+        """``values`` of the labels of ``category`` scattered to a float32 column."""
+        j = self._cat(category, where)
         s = slice(self._indptr[j], self._indptr[j + 1])
         out = np.zeros(self.n_items, dtype=np.float32)
-        out[self._items[s]] = self._confidence[s]
+        out[self._items[s]] = values[s]
         return out
 
     def from_source(self, source: str) -> np.ndarray:

@@ -15,15 +15,13 @@ through one cannot be cleared by the blocklist.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from .._validation import fail
 from ..exceptions import missing_extra
+from .matcher import _check_rule
 from .normalize import Normalizer
 
 __all__ = ["DomainRule", "NormalizedLink", "DomainMatcher", "normalize_link", "extract_links",
@@ -172,24 +170,9 @@ class DomainRule:
     include_subdomains: bool = True
 
     def __post_init__(self) -> None:
-        where = "DomainRule"
-        if not isinstance(self.domain, str) or not self.domain.strip():
-            raise fail("domain", where, "a non-blank str", self.domain)
-        if not isinstance(self.category, str) or not self.category:
-            raise fail("category", where, "a non-empty str", self.category)
-        sev = self.severity
-        if (
-            isinstance(sev, bool)
-            or not isinstance(sev, numbers.Real)
-            or not np.isfinite(sev)
-            or not 0.0 < float(sev) <= 1.0
-        ):
-            raise fail("severity", where, "a finite float in (0, 1]", sev)
-        object.__setattr__(self, "severity", float(sev))
-        if self.action not in ("block", "warn"):
-            raise fail("action", where, "one of 'block', 'warn'", self.action)
+        _check_rule(self, "domain", "DomainRule")
         if not isinstance(self.include_subdomains, bool):
-            raise fail("include_subdomains", where, "a bool", self.include_subdomains)
+            raise fail("include_subdomains", "DomainRule", "a bool", self.include_subdomains)
 
 
 class DomainMatcher:

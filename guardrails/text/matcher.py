@@ -80,24 +80,33 @@ class Term:
     mode: str = "token"
 
     def __post_init__(self) -> None:
-        where = "Term"
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise fail("text", where, "a non-blank str", self.text)
-        if not isinstance(self.category, str) or not self.category:
-            raise fail("category", where, "a non-empty str", self.category)
-        sev = self.severity
-        if (
-            isinstance(sev, bool)
-            or not isinstance(sev, numbers.Real)
-            or not np.isfinite(sev)
-            or not 0.0 < float(sev) <= 1.0
-        ):
-            raise fail("severity", where, "a finite float in (0, 1]", sev)
-        object.__setattr__(self, "severity", float(sev))
-        if self.action not in ("block", "warn"):
-            raise fail("action", where, "one of 'block', 'warn'", self.action)
+        _check_rule(self, "text", "Term")
         if self.mode not in MODES:
-            raise fail("mode", where, "one of 'token', 'substring'", self.mode)
+            raise fail("mode", "Term", "one of 'token', 'substring'", self.mode)
+
+
+def _check_rule(rule, key: str, where: str) -> None:
+    """Check the fields a :class:`Term` and a :class:`~guardrails.text.DomainRule` share.
+
+    ``key`` names the rule's own non-blank str field (``"text"``, ``"domain"``); the
+    severity is stored back as a float.
+    """
+    value = getattr(rule, key)
+    if not isinstance(value, str) or not value.strip():
+        raise fail(key, where, "a non-blank str", value)
+    if not isinstance(rule.category, str) or not rule.category:
+        raise fail("category", where, "a non-empty str", rule.category)
+    sev = rule.severity
+    if (
+        isinstance(sev, bool)
+        or not isinstance(sev, numbers.Real)
+        or not np.isfinite(sev)
+        or not 0.0 < float(sev) <= 1.0
+    ):
+        raise fail("severity", where, "a finite float in (0, 1]", sev)
+    object.__setattr__(rule, "severity", float(sev))
+    if rule.action not in ("block", "warn"):
+        raise fail("action", where, "one of 'block', 'warn'", rule.action)
 
 
 def _as_term(value: object, i: int) -> Term:

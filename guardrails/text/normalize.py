@@ -364,17 +364,19 @@ class Normalizer:
 
         Same result as :meth:`_post_regex`; Python's regular expressions with
         back-references cost about a microsecond per character, these masks a few
-        nanoseconds.
+        nanoseconds. ``s`` may also be many keys joined by newlines (:meth:`keys_many`):
+        a newline is never removed, merged or joined across.
         """
         if self.separators and " " in s:
             a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
-            spaces = np.flatnonzero(a == 32)
-            bounds = np.concatenate(([-1], spaces, [a.size]))
+            bounds_at = np.flatnonzero((a == 32) | (a == 10))
+            bounds = np.concatenate(([-1], bounds_at, [a.size]))
             single = np.diff(bounds) == 2  # tokens of one code point
-            join = single[:-1] & single[1:]  # the space between two of them goes
+            # the space between two of them goes (a newline between keys stays)
+            join = single[:-1] & single[1:] & (a[bounds_at] == 32)
             if join.any():
                 keep = np.ones(a.size, dtype=bool)
-                keep[spaces[join]] = False
+                keep[bounds_at[join]] = False
                 s = a[keep].tobytes().decode("utf-32-le")
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
@@ -383,6 +385,7 @@ class Normalizer:
             keep = np.empty(a.size, dtype=bool)
             keep[:1] = True
             np.not_equal(a[1:], a[:-1], out=keep[1:])
+            keep |= a == 10
             if not keep.all():
                 s = a[keep].tobytes().decode("utf-32-le")
             if self.confusables and ("rnn" in s or "rnrn" in s):
@@ -434,10 +437,10 @@ class Normalizer:
         if len(items) < _BATCH_MIN:
             return [self.keys(t) for t in items]
         folded = [self._fold_string(t) for t in items]
-        tokens = self._post_batch("\n".join(folded)).split("\n")
+        tokens = self._post_numpy("\n".join(folded)).split("\n")
         if not self.squeeze:
             return [(k, k.replace(" ", "")) for k in tokens]
-        compact = self._post_batch("\n".join(k.replace(" ", "") for k in tokens)).split("\n")
+        compact = self._post_numpy("\n".join(k.replace(" ", "") for k in tokens)).split("\n")
         return list(zip(tokens, compact, strict=True))
 
     def _fold_string(self, text: str) -> str:
@@ -447,32 +450,6 @@ class Normalizer:
         if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
             s = self._resolve_leet_symbols(s)
         return " ".join(s.split()) if " " in s else s
-
-    def _post_batch(self, s: str) -> str:
-        """:meth:`_post_numpy` over many keys joined by newlines (never removed or merged)."""
-        if self.separators and " " in s:
-            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
-            bounds_at = np.flatnonzero((a == 32) | (a == 10))
-            bounds = np.concatenate(([-1], bounds_at, [a.size]))
-            single = np.diff(bounds) == 2
-            join = single[:-1] & single[1:] & (a[bounds_at] == 32)
-            if join.any():
-                keep = np.ones(a.size, dtype=bool)
-                keep[bounds_at[join]] = False
-                s = a[keep].tobytes().decode("utf-32-le")
-        if self.confusables and "m" in s:
-            s = s.replace("m", "rn")
-        if self.squeeze:
-            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
-            keep = np.empty(a.size, dtype=bool)
-            keep[:1] = True
-            np.not_equal(a[1:], a[:-1], out=keep[1:])
-            keep |= a == 10
-            if not keep.all():
-                s = a[keep].tobytes().decode("utf-32-le")
-            if self.confusables and ("rnn" in s or "rnrn" in s):
-                s = _SQUEEZE_RN_RE.sub("rn", s)
-        return s
 
 
 def _group1(m: re.Match[str]) -> str:

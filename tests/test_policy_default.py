@@ -1,0 +1,200 @@
+"""default_policy: risk from stale seeds and flagged terms, risky profiles, minors' protection."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import guardrails as gr
+from guardrails.audit.platform import BUYER, SELLER, make_platform
+from guardrails.exceptions import ValidationError
+from guardrails.policy import DEFAULT_DROP_LIFT, default_policy
+
+
+@pytest.fixture(scope="module")
+def stale():
+    return make_platform(seed=3, n_accounts=3000, scenario="stale")
+
+
+def _signals(p, **kw):
+    out = {
+        "seeds": p.known_seeds,
+        "graph": p.train,
+        "interactions": p.train,
+        "account_terms": p.hashtags,
+        "seed_terms": p.flagged_tags,
+        "minors": p.vulnerable,
+        "minor_viewers": p.vulnerable,
+    }
+    out.update(kw)
+    return out
+
+
+def test_flagged_terms_reach_recreated_accounts(stale):
+    p = stale
+    assert p.active[p.known_seeds].sum() < p.known_seeds.size  # most seeds are gone
+    with_terms = default_policy(**_signals(p))
+    without = default_policy(**_signals(p, account_terms=None, seed_terms=None))
+    recreated = np.flatnonzero(p.recreated)
+    assert recreated.size
+
+    def dropped(pol):
+        f = pol["suppress_neighborhood"]
+        return (f.risk >= f.threshold) | f.seeds
+
+    d_terms, d_plain = dropped(with_terms), dropped(without)
+    # Re-created sellers carry no label: only term evidence (their hashtags, their
+    # followers) finds them.
+    assert d_terms[recreated].mean() >= 0.8
+    assert d_terms[recreated].mean() > d_plain[recreated].mean() + 0.3
+    network = ((p.role == SELLER) | (p.role == BUYER)) & p.active
+    assert d_terms[network].mean() >= 0.5
+    # Collateral: benign adults dropped stay rare, and minors are never dropped for the
+    # risk that buyers' follows give them.
+    assert d_terms[p.ordinary].mean() <= 0.01
+    assert not d_terms[p.vulnerable].any()
+
+
+def test_own_terms_alone_never_drop_an_account():
+    # A ring of 10 accounts follows itself; one isolated account uses the flagged term too.
+    n = 200
+    rng = np.random.default_rng(0)
+    rows, cols = [], []
+    for i in range(10):
+        for j in range(10):
+            if i != j:
+                rows.append(i)
+                cols.append(j)
+    for i in range(10, n):  # ordinary accounts follow a few random ordinary accounts
+        for j in rng.choice(np.arange(10, n), size=5, replace=False):
+            if j != i:
+                rows.append(i)
+                cols.append(int(j))
+    g = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
+    terms = sp.lil_matrix((n, 6), dtype=np.float32)
+    for i in range(n):
+        terms[i, i % 5] = 1.0
+    terms[:10, 5] = 1.0  # the ring uses the flagged term
+    innocent = 150
+    terms[innocent, 5] = 1.0
+    pol = default_policy(
+        seeds=[0], graph=g, account_terms=sp.csr_matrix(terms), seed_terms=np.array([5])
+    )
+    f = pol["suppress_neighborhood"]
+    dropped = (f.risk >= f.threshold) | f.seeds
+    assert dropped[:10].all()
+    assert not dropped[innocent]
+    assert dropped[10:].mean() <= 0.05
+
+
+def test_default_policy_validates_term_inputs(stale):
+    p = stale
+    with pytest.raises(ValidationError, match="'seed_terms' parameter of default_policy"):
+        default_policy(seeds=p.known_seeds, graph=p.train, account_terms=p.hashtags)
+    with pytest.raises(ValidationError, match="'seed_terms' parameter of default_policy"):
+        default_policy(
+            seeds=p.known_seeds,
+            graph=p.train,
+            account_terms=p.hashtags,
+            seed_terms=np.array([p.hashtags.shape[1]]),
+        )
+    with pytest.raises(ValidationError, match="'account_terms' parameter of default_policy"):
+        default_policy(
+            seeds=p.known_seeds,
+            graph=p.train,
+            account_terms=p.hashtags[:10],
+            seed_terms=p.flagged_tags,
+        )
+    # Terms alone (no labels left at all) still build a policy.
+    pol = default_policy(graph=p.train, account_terms=p.hashtags, seed_terms=p.flagged_tags)
+    assert pol["suppress_neighborhood"].threshold > 0
+
+
+def test_defaults_are_lifts_over_the_background(stale):
+    pol = default_policy(**_signals(stale))
+    f = pol["suppress_neighborhood"]
+    rest = f.risk[~f.seeds]
+    assert f.threshold >= DEFAULT_DROP_LIFT * np.median(rest) - 1e-6
+    # The collateral cap: neighbourhood suppression never drops more than 10 %.
+    assert (rest >= f.threshold).mean() <= 0.10 + 1e-3
+
+
+NI = 80
+
+
+def _world(seed):
+    rng = np.random.default_rng(seed)
+    risk = np.zeros(NI, np.float32)
+    risk[:20] = rng.uniform(0.3, 1.0, 20)  # a flagged neighbourhood
+    risk[20:] = rng.uniform(0.0, 0.05, NI - 20)
+    minors = np.zeros(NI, bool)
+    minors[60:70] = True
+    model = gr.FactorModel(rng.normal(size=(NI, 8)), rng.normal(size=(NI, 8)))
+    return risk, minors, model
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), item=st.integers(0, NI - 1), viewer=st.integers(0, 2 * NI))
+def test_risky_profiles_suggest_only_the_low_risk_pool(seed, item, viewer):
+    risk, minors, model = _world(seed)
+    pol = default_policy(risk=risk, minors=minors)
+    g = gr.Guard(model, pol)
+    ids, _ = g.similar_items(item, N=12, viewer=viewer, surface="suggested_accounts")
+    ids = ids[ids >= 0]
+    breaker = pol["viewer_circuit_breaker"]
+    pool = breaker.low_risk_pool()
+    drop_t = pol["suppress_neighborhood"].threshold
+    others = ids[ids != item]
+    if risk[item] >= drop_t and not minors[item]:
+        # The viewed account is the viewer's context: its profile suggests no account
+        # outside the low-risk pool (so no minors either), whoever views it.
+        assert pool[others].all()
+        assert not minors[others].any()
+    assert (risk[others] < drop_t).all() or minors[others].all()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_risky=st.integers(0, 3), n_plain=st.integers(0, 8))
+def test_any_risky_interaction_keeps_minors_away(seed, n_risky, n_plain):
+    risk, minors, model = _world(seed)
+    rng = np.random.default_rng(seed + 1)
+    pol = default_policy(risk=risk, minors=minors)
+    drop_t = pol["suppress_neighborhood"].threshold
+    risky_items = np.flatnonzero((risk >= drop_t) & ~minors)
+    plain_items = np.flatnonzero((risk < drop_t) & ~minors)
+    follows = np.concatenate(
+        [
+            rng.choice(risky_items, size=min(n_risky, risky_items.size), replace=False),
+            rng.choice(plain_items, size=n_plain, replace=False),
+        ]
+    )
+    row = sp.csr_matrix(
+        (np.ones(follows.size, np.float32), follows, [0, follows.size]), shape=(1, NI)
+    )
+    g = gr.Guard(model, pol)
+    ids, _ = g.recommend(NI + 5, row, N=NI, recalculate_user=True)
+    ids = ids[ids >= 0]
+    if n_risky:
+        assert not minors[ids].any()
+    else:
+        # Minors' accounts are not dropped for their own risk: an ordinary viewer can
+        # still be suggested them.
+        assert minors[ids].sum() == minors.sum() - np.isin(follows, np.flatnonzero(minors)).sum()
+
+
+def test_minor_viewers_and_new_viewers_get_no_flagged_band():
+    risk, minors, model = _world(0)
+    minor_viewers = np.zeros(NI, bool)
+    minor_viewers[:10] = True
+    pol = default_policy(risk=risk, minors=minors, minor_viewers=minor_viewers)
+    g = gr.Guard(model, pol)
+    band = risk >= pol["demote_risk"].floor
+    empty = sp.csr_matrix((3, NI), dtype=np.float32)
+    ids, _ = g.recommend(np.array([0, 5, 3 * NI]), empty, N=NI, recalculate_user=True)
+    for r in range(3):  # two minors and a new account we know nothing about
+        got = ids[r][ids[r] >= 0]
+        assert got.size and not band[got].any()
+    adult, _ = g.recommend(40, sp.csr_matrix((1, NI), dtype=np.float32), N=NI)
+    adult = adult[adult >= 0]
+    assert band[adult].any()  # adults still get the demoted band, at a demotion
