@@ -4,12 +4,17 @@ Run::
 
     python benchmarks/bench_signals.py            # full: snapshots at 1M and 10M accounts
     python benchmarks/bench_signals.py --quick    # small sizes, for a smoke run
+    python benchmarks/bench_signals.py --intake-only --repeats 5   # report intake only
 
 Measures, side by side in one run, medians of ``--repeats`` runs:
 
-1. Durable report intake (WAL, ``synchronous=FULL``, one commit per acknowledged report):
-   reports per second with one writer thread, with several writer threads, and with
-   ``submit_many`` batches (one commit per batch), as ratios to the single writer.
+1. Durable report intake (WAL, ``synchronous=FULL``, acknowledged after the commit):
+   reports per second with one writer thread and with 2, 4 and 8 writer threads calling
+   ``ReportQueue.submit`` (group commit: concurrent submissions share a transaction), and,
+   as the reference, the same threads with one transaction per report (the pre-group-commit
+   path, ``store._txn()`` + ``_insert`` per report), plus ``submit_many`` batches of 100;
+   ratios are to the single writer. The modes run round-robin within each repeat so that
+   a change in the machine's load hits them alike.
 2. Snapshot build (``LabelStore.snapshot``) for 1M and 10M accounts with 100k and 1M
    labels, against the floor of reading the in-force rows out of SQLite
    (``SELECT ... fetchall``), and the one-off ``IdMap`` build.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -40,24 +46,26 @@ def _median(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
-def intake_single(directory: str, n: int) -> float:
-    path = os.path.join(directory, f"single-{time.perf_counter_ns()}.db")
-    with ReportQueue(path) as q:
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.submit(i % 1000, "child_safety", reporter=i, key=f"s{i}")
-        dt = time.perf_counter() - t0
-    return n / dt
+def _submit_one_txn(q: ReportQueue, **kw) -> None:
+    """The pre-group-commit path: one transaction (one fsync) per report."""
+    spec = q._submit_spec(kw, "bench")
+    with q.store._txn() as conn:
+        q._insert(conn, spec)
 
 
-def intake_threads(directory: str, n: int, threads: int) -> float:
+def intake_threads(directory: str, n: int, threads: int, *, group: bool = True) -> dict:
+    """Reports/s with ``threads`` writer threads (1 = the single writer)."""
     path = os.path.join(directory, f"threads-{time.perf_counter_ns()}.db")
     per = n // threads
     with ReportQueue(path) as q:
 
         def work(t: int) -> None:
             for i in range(per):
-                q.submit(i % 1000, "child_safety", reporter=t, key=f"t{t}-{i}")
+                kw = {"subject": i % 1000, "category": "child_safety", "reporter": t}
+                if group:
+                    q.submit(**kw, key=f"t{t}-{i}")
+                else:
+                    _submit_one_txn(q, **kw, key=f"t{t}-{i}")
 
         ths = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
         t0 = time.perf_counter()
@@ -67,7 +75,9 @@ def intake_threads(directory: str, n: int, threads: int) -> float:
             th.join()
         dt = time.perf_counter() - t0
         assert q.stats().pending == per * threads
-    return per * threads / dt
+        g = q._group_stats
+        txns = g["batches"] if group else per * threads
+    return {"rate": per * threads / dt, "per_txn": per * threads / max(txns, 1)}
 
 
 def intake_batched(directory: str, n: int, batch: int) -> float:
@@ -187,7 +197,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reports", type=int, default=400, help="reports per intake run")
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=[2, 4, 8], help="writer thread counts"
+    )
+    ap.add_argument("--intake-only", action="store_true", help="skip the snapshot benchmark")
     ap.add_argument(
         "--dir", default=None, help="directory for the database files (default: a temp dir)"
     )
@@ -197,33 +210,55 @@ def main(argv=None) -> int:
         if args.quick
         else [(1_000_000, 100_000), (10_000_000, 1_000_000)]
     )
-    n = 100 if args.quick else args.reports
+    n = 120 if args.quick else args.reports
+    counts = [1, *args.threads]
+    modes = [(t, True) for t in counts] + [(t, False) for t in counts if t > 1]
+    runs: dict = {m: [] for m in modes}
+    batched_runs, add_many_runs = [], []
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
-        single = _median(lambda: intake_single(d, n), args.repeats)
-        threaded = _median(lambda: intake_threads(d, n, args.threads), args.repeats)
-        batched = _median(lambda: intake_batched(d, n * 10, 100), args.repeats)
-        add_many = _median(lambda: labels_add_many(n * 10), args.repeats)
-        snaps = [snapshot_case(d, a, lab, args.repeats) for a, lab in sizes]
+        for _ in range(args.repeats):  # round-robin: load drift hits every mode alike
+            for m in modes:
+                runs[m].append(intake_threads(d, n, m[0], group=m[1]))
+            batched_runs.append(intake_batched(d, n * 10, 100))
+            add_many_runs.append(labels_add_many(n * 10))
+        snaps = (
+            [] if args.intake_only else [snapshot_case(d, a, lab, args.repeats) for a, lab in sizes]
+        )
+    med = {m: statistics.median(r["rate"] for r in runs[m]) for m in modes}
+    per_txn = {m: statistics.median(r["per_txn"] for r in runs[m]) for m in modes}
+    single = med[(1, True)]
+    batched = statistics.median(batched_runs)
+    add_many = statistics.median(add_many_runs)
     print(
-        f"# bench_signals ({platform.python_version()}, {platform.machine()}, {os.cpu_count()} "
-        "cores, "
-        f"median of {args.repeats})\n"
+        f"# bench_signals ({platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, median of {args.repeats}, "
+        f"{n} reports per intake run)\n"
     )
     print("## Durable report intake (WAL, synchronous=FULL; acknowledged after commit)\n")
-    print("| mode | reports/s | ratio to single writer |")
-    print("|---|---:|---:|")
-    print(f"| single writer, one commit per report | {single:,.0f} | 1.00 |")
     print(
-        f"| {args.threads} writer threads, one commit per report | {threaded:,.0f} | "
-        f"{threaded / single:.2f} |"
+        "| writers | `submit` (group commit) reports/s | ratio | reports per commit | "
+        "one commit per report (old path) reports/s | ratio |"
     )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for t in counts:
+        g = med[(t, True)]
+        old = med.get((t, False))
+        old_cells = "(same as group commit)" if old is None else f"{old:,.0f}"
+        old_ratio = "1.00" if old is None else f"{old / single:.2f}"
+        print(
+            f"| {t} | {g:,.0f} | {g / single:.2f} | {per_txn[(t, True)]:.1f} | {old_cells} | "
+            f"{old_ratio} |"
+        )
     print(
-        f"| single writer, `submit_many` batches of 100 | {batched:,.0f} | {batched / single:.2f} |"
+        f"\nSingle writer, `submit_many` batches of 100: {batched:,.0f} reports/s "
+        f"({batched / single:.2f} x the single writer)."
     )
     print(
         "\n`LabelStore.add_many` (validated, audited, one transaction, in memory): "
         f"{add_many:,.0f} labels/s\n"
     )
+    if not snaps:
+        return 0
     print("## Snapshot build (`LabelStore.snapshot`, IdMap reused)\n")
     print(
         "| accounts | labels | in-force read floor (s) | snapshot build (s) | build / floor | "

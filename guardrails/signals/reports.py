@@ -29,7 +29,6 @@ once, before any process rewrites its row.
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import numbers
 import os
