@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_csr, check_ids, check_int, fail
+from ._validation import check_csr, check_factors, check_ids, check_int, fail
 from .core.kernel import FactorSpace, SimilaritySpace, guarded_topk
 from .core.plan import Plan
 from .exceptions import UnsupportedModelError, ValidationError
@@ -458,11 +458,17 @@ class Guard:
         *,
         surface: str | None = None,
         record: bool = False,
+        user_factors=None,
     ) -> GuardResult:
         """As :meth:`recommend`, returning a :class:`GuardResult` with versions.
 
         With ``record=True`` the result also carries per-item :class:`Decision` records
         (this computes the unguarded slate too, so it roughly doubles the cost).
+
+        ``user_factors`` (array of shape ``(m, n_factors)``, factor models only) scores
+        this call with these factors instead of the model's rows for ``userid``: batch
+        jobs ship each block its own users' factors and the Guard without user factors
+        (:mod:`guardrails.distributed`). User ids are then not checked against the model.
         """
         where = "Guard.recommend"
         state = self._state
@@ -473,8 +479,18 @@ class Guard:
                 "The 'filter_items' and 'items' parameters of Guard.recommend cannot both be "
                 "set. Got both instead."
             )
-        any_id = recalculate_user or isinstance(m, ItemItemModel)
+        if user_factors is not None and (recalculate_user or not isinstance(m, FactorModel)):
+            raise ValidationError(
+                "The 'user_factors' parameter of Guard.recommend needs a factor model and "
+                "recalculate_user=False. Got it with "
+                f"{'recalculate_user=True' if recalculate_user else 'an item-item model'} instead."
+            )
+        any_id = recalculate_user or isinstance(m, ItemItemModel) or user_factors is not None
         userids, scalar = check_ids(userid, "userid", where, _ANY_ID if any_id else m.n_users)
+        if user_factors is not None:
+            user_factors = check_factors(user_factors, "user_factors", where, n_cols=m.n_factors)
+            if user_factors.shape[0] != userids.size:
+                raise fail("user_factors", where, f"one row per user ({userids.size})", user_factors)
         needs_rows = filter_already_liked_items or recalculate_user or isinstance(m, ItemItemModel)
         if user_items is None:
             if needs_rows:
@@ -501,6 +517,8 @@ class Guard:
                     u = userids if sub is None else userids[sub]
                     return m.recalculate_user(u, _without(r, strip))
 
+            elif user_factors is not None:
+                queries = user_factors
             else:
                 queries = m.user_factors[userids]
             kind = "dot"

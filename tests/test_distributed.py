@@ -26,7 +26,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 import guardrails as gr  # noqa: E402
 from guardrails.distributed import COLUMNS, MANIFEST_NAME, recommend_all  # noqa: E402
-from guardrails.distributed._batch import _BlockRows, _items_only  # noqa: E402
+from guardrails.distributed._batch import _items_only  # noqa: E402
 from guardrails.exceptions import FailClosedError, GuardrailsError, ValidationError  # noqa: E402
 from guardrails.filters import BlockItems, DemoteRisk, ExcludePairs, Filter, SuppressRisk  # noqa: E402
 
@@ -331,11 +331,17 @@ def test_item_side_copy_of_implicit_model_drops_users():
     assert shipped.model.user_factors.shape[0] == 0 and guard.model.user_factors.shape[0] == 300
 
 
-def test_block_rows_refuse_ids_outside_the_block():
-    rows = _BlockRows(np.array([7, 3, 9]), np.arange(6, dtype=np.float32).reshape(3, 2), 10)
-    assert rows.shape == (10, 2)
-    np.testing.assert_array_equal(rows[np.array([3, 9, 7])], [[2, 3], [4, 5], [0, 1]])
-    with pytest.raises(GuardrailsError, match="outside the block"):
-        rows[np.array([3, 4])]
-    with pytest.raises(GuardrailsError, match="outside the block"):
-        rows[np.array([10])]
+def test_blocks_score_with_their_own_user_factors():
+    """A block ships only its users' factor rows; the Guard scores with exactly those."""
+    rng = np.random.default_rng(3)
+    model = gr.FactorModel(rng.standard_normal((10, 4)), rng.standard_normal((30, 4)))
+    guard = gr.Guard(model, [BlockItems([1, 2])])
+    ids = np.array([7, 3, 9])
+    full = guard.recommend_detailed(ids, None, 5, False)
+    block = guard.recommend_detailed(ids, None, 5, False, user_factors=model.user_factors[ids])
+    np.testing.assert_array_equal(full.ids, block.ids)
+    np.testing.assert_array_equal(full.scores, block.scores)
+    with pytest.raises(ValidationError, match="user_factors"):
+        guard.recommend_detailed(ids, None, 5, False, user_factors=model.user_factors[:2])
+    with pytest.raises(ValidationError, match="user_factors"):
+        guard.recommend_detailed(ids, sp.csr_matrix((3, 30)), 5, True, None, True, user_factors=model.user_factors[ids])

@@ -276,7 +276,7 @@ def _queued(q: ReportQueue, n: int, timeout: float = 20.0) -> None:
     """Wait until ``n`` submissions wait in the intake queue (the store lock is held)."""
     deadline = time.monotonic() + timeout
     while True:
-        with q._intake_cv:
+        with q._intake_lock:
             if len(q._intake) >= n:
                 return
         assert time.monotonic() < deadline, "submitters never queued"
@@ -544,4 +544,30 @@ def test_failed_commit_acknowledges_no_one_in_the_group(tmp_path):
     assert [a.duplicate for a in acks] == [False] * 4 + [True]
     q.store._conn = real
     assert q.stats().pending == 4
+    q.close()
+
+
+def test_leader_that_cannot_get_the_store_times_out_and_hands_over(tmp_path):
+    """The store is held elsewhere: the head of the queue gives up after its timeout
+    (nothing written) and the next caller takes over as leader."""
+    q = ReportQueue(str(tmp_path / "h.db"), submit_timeout=0.3)
+    results: dict = {}
+    q.store._lock.acquire()  # e.g. a long reviewer transaction
+    try:
+        first = threading.Thread(target=_record, args=(results, q, _call("first")))
+        first.start()
+        _queued(q, 1)
+        q.submit_timeout = 60.0
+        second = threading.Thread(target=_record, args=(results, q, _call("second")))
+        second.start()
+        _queued(q, 2)
+        first.join(timeout=30)
+        assert not first.is_alive()
+        assert isinstance(results["first"], StoreError)
+        assert "nothing was written" in str(results["first"])
+    finally:
+        q.store._lock.release()
+    second.join(timeout=30)
+    assert not second.is_alive() and not results["second"].duplicate
+    assert [r.key for r in q.reports()] == ["second"]
     q.close()

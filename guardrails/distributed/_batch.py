@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_csr, check_ids, check_int, fail
-from ..exceptions import FailClosedError, GuardrailsError
+from ..exceptions import FailClosedError
 from ..guard import Guard
 from ..models import FactorModel
 from ._deps import require_dask, resolve_client
@@ -116,37 +116,6 @@ class BatchResult:
     task_seconds: float
     # Keeps the item side alive while ``frame`` may need its blocks recomputed.
     _keep: tuple = field(default=(), repr=False)
-
-
-class _BlockRows:
-    """The user-factor matrix as one task sees it: only its block's rows are present.
-
-    Has the shape of the full matrix, so the Guard validates user ids against every user
-    of the model, and indexing by ids of the block returns their rows; any other id is
-    an error, never a silent zero row.
-    """
-
-    def __init__(self, user_ids: np.ndarray, rows: np.ndarray, n_users: int):
-        self._order = np.argsort(user_ids, kind="stable")
-        self._sorted = user_ids[self._order]
-        self._rows = rows
-        self.shape = (int(n_users), int(rows.shape[1]))
-        self.dtype = rows.dtype
-        self.ndim = 2
-
-    def __getitem__(self, idx) -> np.ndarray:
-        idx = np.asarray(idx)
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise GuardrailsError(
-                "A batch block's user factors can only be indexed by a 1-d array of user ids."
-            )
-        pos = np.searchsorted(self._sorted, idx)
-        pos = np.minimum(pos, max(0, self._sorted.size - 1))
-        if self._sorted.size == 0 or not np.array_equal(self._sorted[pos], idx):
-            raise GuardrailsError(
-                "A batch block was asked for the factors of a user outside the block."
-            )
-        return self._rows[self._order[pos]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,12 +246,6 @@ def _run_block(job: _Job, block: int, user_ids: np.ndarray, factor_rows, rows):
     """Score one block on a worker; returns ``(stats, frame or None)``."""
     t0 = time.perf_counter()
     guard = job.guard
-    if factor_rows is not None:
-        # A private shallow copy per task: the compiled state is shared, read-only.
-        guard = copy.copy(guard)
-        adapter = copy.copy(guard.model_)
-        adapter.user_factors = _BlockRows(user_ids, factor_rows, job.n_users)
-        guard.model_ = adapter
     with _blas_limit(job.threads):
         res = guard.recommend_detailed(
             user_ids,
@@ -292,6 +255,7 @@ def _run_block(job: _Job, block: int, user_ids: np.ndarray, factor_rows, rows):
             job.filter_items,
             job.recalculate_user,
             job.items,
+            user_factors=factor_rows,
         )
     if res.policy_version != job.policy_version or res.snapshot_version != job.snapshot_version:
         raise FailClosedError(

@@ -306,7 +306,7 @@ class ReportQueue:
         )
         # Group commit: pending submissions in arrival order; the head's thread leads.
         self._intake: collections.deque[_Pending] = collections.deque()
-        self._intake_cv = threading.Condition(threading.Lock())
+        self._intake_lock = threading.Lock()
         # Counters (read by tests and the benchmark): transactions and reports committed
         # by group commit.
         self._group_stats = {"batches": 0, "reports": 0, "max_batch": 0}
@@ -434,35 +434,51 @@ class ReportQueue:
 
     # ------------------------------------------------------------------ group commit
     def _group_submit(self, spec: dict) -> Ack:
-        """Queue ``spec``; lead a group commit when at the head, else wait for the leader."""
+        """Queue ``spec``; lead a group commit when at the head, else wait for the leader.
+
+        Each waiter sleeps on its own event, woken only when its outcome is set or it
+        becomes the head (no thundering herd on every commit).
+        """
         item = _Pending(spec)
         deadline = time.monotonic() + self.submit_timeout
-        cv = self._intake_cv
-        with cv:
-            self._intake.append(item)
-            while not item.done and self._intake[0] is not item:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._abandon(item)
-                cv.wait(remaining)
-        if item.done:
-            return item.outcome()
-        # Head of the queue: lead. Take the store first (outside the intake lock, so that
-        # more submissions queue up meanwhile), then the batch.
+        mutex = self._intake_lock
         lock = self.store._lock
-        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            with cv:
-                self._abandon(item)
+        with mutex:
+            self._intake.append(item)
+        try:
+            while True:
+                item.wake.clear()
+                with mutex:
+                    if item.done:
+                        return item.outcome()
+                    if self._intake[0] is item:
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._abandon(item)
+                item.wake.wait(remaining)
+            # Head of the queue: lead. Take the store first (outside the intake lock, so
+            # that more submissions queue up meanwhile), then the batch.
+            if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                with mutex:
+                    self._abandon(item)
+        except BaseException:
+            # Interrupted while waiting (or timed out): never leave a report in the queue
+            # that nobody waits for; if it was the head, wake the next leader.
+            with mutex:
+                if not item.taken and item in self._intake:
+                    self._withdraw(item)
+            raise
         batch: list[_Pending] = []
         try:
-            with cv:
+            with mutex:
                 batch = [self._intake[i] for i in range(min(len(self._intake), _MAX_GROUP))]
                 for it in batch:
                     it.taken = True
             self._commit_group(batch)
         finally:
             lock.release()
-            with cv:
+            with mutex:
                 for it in batch:
                     if not it.done:  # the leader died mid-batch (BaseException)
                         it.fail(
@@ -473,7 +489,11 @@ class ReportQueue:
                             )
                         )
                     self._intake.popleft()
-                cv.notify_all()
+                head = self._intake[0] if self._intake else None
+            for it in batch:
+                it.wake.set()
+            if head is not None:
+                head.wake.set()  # the next leader
         return item.outcome()
 
     def _abandon(self, item: _Pending) -> None:
@@ -486,12 +506,18 @@ class ReportQueue:
                 f"{where}; it is not acknowledged (it may or may not be stored: retry with "
                 "the same key)."
             )
-        self._intake.remove(item)
-        self._intake_cv.notify_all()
+        self._withdraw(item)
         raise StoreError(
             f"The store {self.store.path!r} did not accept the report {item.spec['key']!r} "
             f"{where}; nothing was written (retry with the same key)."
         )
+
+    def _withdraw(self, item: _Pending) -> None:
+        """Remove an untaken ``item`` (the intake lock is held); wake the next leader."""
+        was_head = self._intake[0] is item
+        self._intake.remove(item)
+        if was_head and self._intake:
+            self._intake[0].wake.set()
 
     def _commit_group(self, batch: list[_Pending]) -> None:
         """Write ``batch`` in one transaction; set each item's outcome after the commit.
@@ -1076,10 +1102,11 @@ class ReportQueue:
 class _Pending:
     """One queued submission and, once its group has committed, its outcome."""
 
-    __slots__ = ("spec", "taken", "done", "ack", "error")
+    __slots__ = ("spec", "taken", "done", "ack", "error", "wake")
 
     def __init__(self, spec: dict):
         self.spec = spec
+        self.wake = threading.Event()  # set when done, or when it becomes the head
         self.taken = False  # in a leader's batch: can no longer be withdrawn
         self.done = False
         self.ack: Ack | None = None
