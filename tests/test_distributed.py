@@ -27,7 +27,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 import guardrails as gr  # noqa: E402
 from guardrails.distributed import COLUMNS, MANIFEST_NAME, recommend_all  # noqa: E402
 from guardrails.distributed._batch import _items_only  # noqa: E402
-from guardrails.exceptions import FailClosedError, GuardrailsError, ValidationError  # noqa: E402
+from guardrails.exceptions import FailClosedError, ValidationError  # noqa: E402
 from guardrails.filters import BlockItems, DemoteRisk, ExcludePairs, Filter, SuppressRisk  # noqa: E402
 
 # Test filters below travel to the workers by value (the tests folder is not a package).
