@@ -41,10 +41,15 @@ def make_case(n_users, n_items, factors, seed=0):
     pop = rng.pareto(2.0, n_items).astype(np.float32) + 1.0
     V = (rng.standard_normal((n_items, factors)).astype(np.float32) * 0.1) * np.sqrt(pop)[:, None]
     U = rng.standard_normal((n_users, factors)).astype(np.float32) * 0.1
-    # risk correlated with popularity, so that filtering after top-k would leave slates short
-    risk = np.clip(rng.beta(0.3, 3.0, n_items) * (pop / pop.max()) ** 0.2 * 2, 0, 1).astype(
-        np.float32
-    )
+    # Risk concentrated in one region of the embedding (a niche), as a flagged network is:
+    # viewers whose taste points there find mostly risky items at the top of their slate,
+    # which is why filtering after top-k leaves their slates short.
+    direction = rng.standard_normal(factors).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    proj = (V / np.linalg.norm(V, axis=1, keepdims=True)) @ direction
+    lo, hi = np.quantile(proj, [0.90, 0.995])
+    risk = np.clip((proj - lo) / (hi - lo), 0, 1).astype(np.float32)
+    U[: max(1, n_users // 20)] += 4.0 * direction  # 5% of viewers lean into the niche
     blocked = rng.choice(n_items, size=max(1, n_items // 100), replace=False)
     pairs_per_user = 50
     rows = np.repeat(np.arange(n_users), pairs_per_user)

@@ -542,6 +542,9 @@ def test_failed_commit_acknowledges_no_one_in_the_group(tmp_path):
     assert q.reports() == []
     acks = _submit_all(q, calls)  # the retries commit (the disk recovered)
     assert [a.duplicate for a in acks] == [False] * 4 + [True]
+    q.store._conn.fail_next = True  # a lone submitter (a group of one) is refused alike
+    with pytest.raises(StoreError, match="disk I/O error"):
+        q.submit(9, "spam", reporter=1, key="alone")
     q.store._conn = real
     assert q.stats().pending == 4
     q.close()

@@ -55,6 +55,9 @@ _F32_MAX = float(np.finfo(np.float32).max)
 # enough for an efficient GEMM (about 80 rows against 50k items), small enough that the
 # pruning passes read it from cache or close to it.
 _CHUNK_CELLS = 1 << 22
+# GEMM efficiency falls off below a few dozen rows; large catalogues take this floor
+# (32 rows x 1M items is 128 MiB of scores per thread: set block_rows to go lower).
+_MIN_BLOCK_ROWS = 32
 _DEFAULT_BLOCK_WIDTH = 32
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
@@ -362,7 +365,7 @@ def guarded_topk(
         return ids, scores
     n_pad = space.width * space.n_blocks
     if block_rows is None:
-        block_rows = max(1, min(1024, _CHUNK_CELLS // max(1, n_pad)))
+        block_rows = max(_MIN_BLOCK_ROWS, min(256, _CHUNK_CELLS // max(1, n_pad)))
     call_cols = None
     if call_mask is not None and call_mask.size:
         call_cols = space.pos[call_mask]

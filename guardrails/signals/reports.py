@@ -307,8 +307,8 @@ class ReportQueue:
         # Group commit: pending submissions in arrival order; the head's thread leads.
         self._intake: collections.deque[_Pending] = collections.deque()
         self._intake_lock = threading.Lock()
-        # Counters (read by tests and the benchmark): transactions and reports committed
-        # by group commit.
+        # Counters (read by tests and the benchmark): committed transactions, reports
+        # acknowledged in them, and the most submissions one transaction handled.
         self._group_stats = {"batches": 0, "reports": 0, "max_batch": 0}
 
     def close(self) -> None:
@@ -436,7 +436,8 @@ class ReportQueue:
     def _group_submit(self, spec: dict) -> Ack:
         """Queue ``spec``; lead a group commit when at the head, else wait for the leader.
 
-        Each waiter sleeps on its own event, woken only when its outcome is set or it
+        A caller arriving at an empty queue leads at once (no waiting, no event). Every
+        other caller sleeps on its own event, woken only when its outcome is set or it
         becomes the head (no thundering herd on every commit).
         """
         item = _Pending(spec)
@@ -444,22 +445,27 @@ class ReportQueue:
         mutex = self._intake_lock
         lock = self.store._lock
         with mutex:
+            lead = not self._intake
+            if not lead:
+                item.wake = threading.Event()
             self._intake.append(item)
         try:
-            while True:
+            while not lead:
                 item.wake.clear()
                 with mutex:
                     if item.done:
                         return item.outcome()
-                    if self._intake[0] is item:
-                        break
+                    lead = self._intake[0] is item
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if not lead and remaining <= 0:
                         self._abandon(item)
-                item.wake.wait(remaining)
+                if not lead:
+                    item.wake.wait(remaining)
             # Head of the queue: lead. Take the store first (outside the intake lock, so
             # that more submissions queue up meanwhile), then the batch.
-            if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if not lock.acquire(blocking=False) and not lock.acquire(
+                timeout=max(0.0, deadline - time.monotonic())
+            ):
                 with mutex:
                     self._abandon(item)
         except BaseException:
@@ -472,10 +478,18 @@ class ReportQueue:
         batch: list[_Pending] = []
         try:
             with mutex:
-                batch = [self._intake[i] for i in range(min(len(self._intake), _MAX_GROUP))]
+                intake = self._intake
+                batch = (
+                    list(intake)
+                    if len(intake) <= _MAX_GROUP
+                    else [intake[i] for i in range(_MAX_GROUP)]
+                )
                 for it in batch:
                     it.taken = True
-            self._commit_group(batch)
+            if len(batch) == 1:
+                self._commit_one(item)
+            else:
+                self._commit_group(batch)
         finally:
             lock.release()
             with mutex:
@@ -491,9 +505,10 @@ class ReportQueue:
                     self._intake.popleft()
                 head = self._intake[0] if self._intake else None
             for it in batch:
-                it.wake.set()
-            if head is not None:
-                head.wake.set()  # the next leader
+                if it.wake is not None:
+                    it.wake.set()
+            if head is not None and head.wake is not None:
+                head.wake.set()  # the next leader (it queued behind us: it has an event)
         return item.outcome()
 
     def _abandon(self, item: _Pending) -> None:
@@ -516,8 +531,29 @@ class ReportQueue:
         """Remove an untaken ``item`` (the intake lock is held); wake the next leader."""
         was_head = self._intake[0] is item
         self._intake.remove(item)
-        if was_head and self._intake:
+        if was_head and self._intake and self._intake[0].wake is not None:
             self._intake[0].wake.set()
+
+    def _commit_one(self, item: _Pending) -> None:
+        """A group of one: the report's own transaction (as without group commit)."""
+        try:
+            with self.store._txn() as conn:
+                ack = self._insert(conn, item.spec)
+        except ValidationError as exc:
+            item.fail(exc)
+        except Exception as exc:
+            err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
+            item.fail(_batch_error(err, self.store.path))
+        else:
+            self._count_group(1, 1)
+            item.succeed(ack)
+
+    def _count_group(self, n: int, size: int) -> None:
+        """Count a committed group of ``size`` submissions, ``n`` of them acknowledged."""
+        stats = self._group_stats
+        stats["batches"] += 1
+        stats["reports"] += n
+        stats["max_batch"] = max(stats["max_batch"], size)
 
     def _commit_group(self, batch: list[_Pending]) -> None:
         """Write ``batch`` in one transaction; set each item's outcome after the commit.
@@ -530,18 +566,9 @@ class ReportQueue:
         """
         acks: list[Ack | None] = [None] * len(batch)
         errors: list[BaseException | None] = [None] * len(batch)
-        single = len(batch) == 1
         try:
             with self.store._txn() as conn:
                 for i, it in enumerate(batch):
-                    if single:
-                        try:
-                            acks[i] = self._insert(conn, it.spec)
-                        except ValidationError as exc:
-                            errors[i] = exc
-                            # Nothing else in the transaction: roll it back by raising.
-                            raise _OnlyFailure() from exc
-                        continue
                     conn.execute("SAVEPOINT submit")
                     try:
                         acks[i] = self._insert(conn, it.spec)
@@ -553,20 +580,13 @@ class ReportQueue:
                             _wrap(exc, self.store.path) if isinstance(exc, sqlite3.Error) else exc
                         )
                     conn.execute("RELEASE submit")
-        except _OnlyFailure:
-            pass
         except Exception as exc:
             err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
             for it, own in zip(batch, errors, strict=True):
                 it.fail(own if own is not None else _batch_error(err, self.store.path))
             return
-        # Committed (or nothing to commit): publish.
-        n_ok = sum(a is not None for a in acks)
-        if n_ok:
-            stats = self._group_stats
-            stats["batches"] += 1
-            stats["reports"] += n_ok
-            stats["max_batch"] = max(stats["max_batch"], n_ok)
+        # Committed: publish.
+        self._count_group(len(batch) - sum(e is not None for e in errors), len(batch))
         for it, ack, err in zip(batch, acks, errors, strict=True):
             if err is not None:
                 it.fail(err)
@@ -1106,7 +1126,8 @@ class _Pending:
 
     def __init__(self, spec: dict):
         self.spec = spec
-        self.wake = threading.Event()  # set when done, or when it becomes the head
+        # Set when done or when it becomes the head; only for callers that may wait.
+        self.wake: threading.Event | None = None
         self.taken = False  # in a leader's batch: can no longer be withdrawn
         self.done = False
         self.ack: Ack | None = None
@@ -1123,10 +1144,6 @@ class _Pending:
             raise self.error
         assert self.ack is not None
         return self.ack
-
-
-class _OnlyFailure(Exception):
-    """Rolls back a one-report transaction whose report failed validation."""
 
 
 def _batch_error(exc: BaseException, path: str) -> StoreError:
