@@ -51,10 +51,10 @@ PAD_ID = -1
 
 _EPS32 = float(np.finfo(np.float32).eps)
 _F32_MAX = float(np.finfo(np.float32).max)
-# Target size of one chunk's score block, in cells (32 MiB of float32 scores), within
-# [32, 128] rows: 128 rows measured best at 64 and 128 factors on 50k items (an efficient
-# GEMM, and pruning passes that still read the block from cache or close to it).
-_CHUNK_CELLS = 1 << 23
+# Rows per chunk: 128 measured best at 64 and 128 factors on 50k and 200k items (GEMM
+# efficiency grows with the rows), capped so one chunk's scores stay within 128 MiB
+# (float32) per thread, and never below 32 rows (1M items: 128 MiB; set block_rows lower).
+_CHUNK_CELLS = 1 << 25
 _MAX_BLOCK_ROWS = 128
 # GEMM efficiency falls off below a few dozen rows; large catalogues take this floor
 # (32 rows x 1M items is 128 MiB of scores per thread: set block_rows to go lower).
