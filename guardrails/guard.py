@@ -645,8 +645,8 @@ class Guard:
             dtype = np.float64
         limit = m.n_items if restrict is None else restrict.size
         n_cols = self._columns(N, limit)
-        # The viewed account is the viewer's context: passed as the call's one interaction
-        # per row, so per-viewer filters (the circuit breaker) can read the profile's risk.
+        # The viewed account is the viewer's context (not an interaction): filters that
+        # read a viewer's risk (the circuit breaker) count the profile being viewed.
         inside = itemids < m.n_items
         context = sp.csr_matrix(
             (np.ones(int(inside.sum()), np.float32), itemids[inside], np.r_[0, np.cumsum(inside)]),
@@ -656,7 +656,7 @@ class Guard:
             state,
             state.items,
             kind,
-            ViewerBatch(viewers, context, surface, itemids.size),
+            ViewerBatch(viewers, None, surface, itemids.size, context),
             queries,
             n_cols,
             limit,

@@ -1630,9 +1630,10 @@ def default_policy(
       interactions (in the call, or stored from ``interactions``) on dropped candidates
       is tripped and gets only the low-risk pool (``risk <= b``, the less risky half;
       seeds and minors excluded); their risky interactions are left out of the query.
-      For ``similar_items`` the Guard passes the viewed account as the call's one
-      interaction, so the profile of a dropped account suggests only the pool, whoever
-      views it (a new account gives the breaker nothing else to read);
+      For ``similar_items`` the Guard passes the viewed account as the viewer's context
+      (``ViewerBatch.context_items``, which the breaker reads), so the profile of a
+      dropped account suggests only the pool, whoever views it (a new account gives the
+      breaker nothing else to read);
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
       interaction on a dropped candidate and then drops minors' accounts; minors'
       accounts carry no neighbourhood risk of their own (it comes from buyers following

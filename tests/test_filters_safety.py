@@ -387,3 +387,29 @@ def test_filter_validation_messages():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Policy([SuppressNeighborhood(np.zeros(NI), threshold=0.5)]).compiled(Catalog("items", NI))
+
+
+def test_viewed_profile_is_context_not_a_follow():
+    """similar_items passes the viewed account as context: the circuit breaker reads it,
+    a relationship rule does not count it as followed."""
+    import guardrails as gr
+    from guardrails.filters import RelationshipRule, ViewerCircuitBreaker
+
+    rng = np.random.default_rng(5)
+    model = gr.FactorModel(rng.standard_normal((8, 4)), rng.standard_normal((40, 4)))
+    # the viewed account (0) is itself in its own "similar" list (cosine 1)
+    assert 0 in gr.Guard(model).similar_items(0, N=5)[0]
+    rel = gr.Guard(model, [RelationshipRule(np.array([0]), action="drop")])
+    assert 0 not in rel.similar_items(0, N=5)[0]
+
+    risk = np.zeros(40, dtype=np.float32)
+    risk[0] = 1.0
+    risk[20:] = 0.5  # outside the low-risk pool
+    breaker = ViewerCircuitBreaker(risk, item_threshold=0.9, trip=0.5, pool_threshold=0.2)
+    guard = gr.Guard(model, [breaker])
+    ids, _ = guard.similar_items(0, N=10)
+    assert (ids < 20).all() and 0 not in ids  # a risky profile suggests only the pool
+    benign, _ = guard.similar_items(5, N=10)
+    # a benign profile is not restricted: the same slate as without the breaker
+    np.testing.assert_array_equal(benign, gr.Guard(model).similar_items(5, N=10)[0])
+    assert (benign >= 20).any()

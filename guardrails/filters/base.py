@@ -111,12 +111,27 @@ class ViewerBatch:
     n_rows : int, optional
         Rows of the batch when neither ``userids`` nor ``user_items`` says (for example
         ``similar_items`` without a viewer).
+    context_items : csr_matrix, shape (m, n_items), or None
+        What the viewer is looking at, without having interacted with it: the profile
+        whose "suggested accounts" ``similar_items`` computes. Filters that read a
+        viewer's risk count it (see :attr:`interactions`); relationship filters do not
+        treat it as a follow.
     """
 
     userids: np.ndarray | None
     user_items: sp.csr_matrix | None = None
     surface: str | None = None
     n_rows: int | None = None
+    context_items: sp.csr_matrix | None = None
+
+    @property
+    def interactions(self) -> sp.csr_matrix | None:
+        """``user_items`` and ``context_items`` together: what a viewer's risk reads."""
+        if self.context_items is None:
+            return self.user_items
+        if self.user_items is None:
+            return self.context_items
+        return sp.csr_matrix(self.user_items + self.context_items)
 
     @property
     def size(self) -> int:
@@ -135,6 +150,7 @@ class ViewerBatch:
             None if self.user_items is None else self.user_items[rows],
             self.surface,
             None if self.n_rows is None else int(np.asarray(rows).shape[0]),
+            None if self.context_items is None else self.context_items[rows],
         )
 
 

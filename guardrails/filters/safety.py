@@ -678,7 +678,7 @@ class ViewerCircuitBreaker(Filter):
         """Risk of every viewer in the batch, float64 of shape ``(m,)``."""
         m = viewers.size
         out = np.zeros(m, dtype=np.float64)
-        ui = viewers.user_items
+        ui = viewers.interactions
         if ui is not None and ui.shape[1] == self.risk.shape[0]:
             share, count = viewer_share(ui, self.risk >= self.item_threshold)
             out = np.where(count >= self.min_interactions, share, 0.0)
