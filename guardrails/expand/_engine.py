@@ -86,6 +86,12 @@ class Operator:
         return out
 
 
+def _row_chunks(n: int, c: int) -> list[tuple[int, int]]:
+    """Row ranges of about 256 KiB of one ``(n, c)`` float32 array each."""
+    rows = max(1024, (1 << 16) // max(1, c))
+    return [(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
+
+
 def _colsum_abs(X: np.ndarray) -> np.ndarray:
     return np.abs(X).sum(axis=0, dtype=np.float64)
 
@@ -143,6 +149,7 @@ def solve_symmetric(
     a = np.float32(damping)
     s = scale[:, None].astype(np.float32)
     inv = (1.0 / scale)[:, None].astype(np.float32)
+    n, c = W.shape
     B = W * s
     Z = B.copy()  # warm start at Y = W, the first term of the series
     NP = N.matmul(Z)
@@ -150,6 +157,43 @@ def solve_symmetric(
     P = R.copy()
     rr = (R * R).sum(axis=0, dtype=np.float64)
     tiny = np.finfo(np.float32).tiny
+    # The dense vector updates of an iteration run fused over row chunks that stay in
+    # cache, on the operator's threads: with several categories they otherwise cost more
+    # than the sparse product itself (a dozen passes over n x c arrays, with temporaries).
+    chunks = _row_chunks(n, c)
+    threads = max(1, min(N.num_threads, len(chunks)))
+    groups = [chunks[i::threads] for i in range(threads)]
+
+    def run_group(fn, group):
+        return [fn(lo, hi) for lo, hi in group]
+
+    def par(fn):
+        if threads == 1:
+            return run_group(fn, chunks)
+        pool = _pool(threads)
+        futures = [pool.submit(run_group, fn, g) for g in groups]
+        return [x for f in futures for x in f.result()]
+
+    def dot_pmp(lo, hi):
+        mp = P[lo:hi] - a * NP[lo:hi]
+        return (P[lo:hi] * mp).sum(axis=0, dtype=np.float64)
+
+    def update(lo, hi, alpha):
+        p, iv = P[lo:hi], inv[lo:hi]
+        mp = p - a * NP[lo:hi]
+        z = Z[lo:hi]
+        z += alpha * p
+        r = R[lo:hi]
+        r -= alpha * mp
+        step = np.abs(p * iv).sum(axis=0, dtype=np.float64)
+        size = np.abs(z * iv).sum(axis=0, dtype=np.float64)
+        return step, size, (r * r).sum(axis=0, dtype=np.float64)
+
+    def direction(lo, hi, beta):
+        p = P[lo:hi]
+        p *= beta
+        p += R[lo:hi]
+
     bar = _progress(progress, max_iter, "propagate (cg)")
     it = 0
     converged = not np.any(rr > 0)
@@ -157,19 +201,17 @@ def solve_symmetric(
         while not converged and it < max_iter:
             it += 1
             N.matmul(P, out=NP)
-            MP = P - a * NP
-            pmp = (P * MP).sum(axis=0, dtype=np.float64)
+            pmp = np.sum(par(dot_pmp), axis=0)
             ok = pmp > 0
             alpha = np.where(ok, rr / np.where(ok, pmp, 1.0), 0.0).astype(np.float32)
-            Z += alpha * P
-            R -= alpha * MP
-            step = np.abs(alpha).astype(np.float64) * _colsum_abs(P * inv)
-            rel = step / np.maximum(_colsum_abs(Z * inv), tiny)
+            sums = par(lambda lo, hi, alpha=alpha: update(lo, hi, alpha))
+            step = np.abs(alpha).astype(np.float64) * np.sum([x[0] for x in sums], axis=0)
+            size = np.sum([x[1] for x in sums], axis=0)
+            rr_new = np.sum([x[2] for x in sums], axis=0)
+            rel = step / np.maximum(size, tiny)
             converged = bool(np.all(rel <= tol))
-            rr_new = (R * R).sum(axis=0, dtype=np.float64)
             beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1.0), 0.0).astype(np.float32)
-            P *= beta
-            P += R
+            par(lambda lo, hi, beta=beta: direction(lo, hi, beta))
             rr = rr_new
             _tick(bar, rel)
     finally:
