@@ -22,7 +22,6 @@ pytest.importorskip("distributed")
 pytest.importorskip("pyarrow")
 import cloudpickle  # noqa: E402  (a dependency of distributed)
 import pandas as pd  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
 
 import guardrails as gr  # noqa: E402
 from guardrails.distributed import COLUMNS, MANIFEST_NAME, recommend_all  # noqa: E402
@@ -77,21 +76,6 @@ class FailOnWorker(Filter):
         if os.getpid() != self.client_pid and self.userid in viewers.userids:
             raise FailClosedError("labels unreadable on the worker")
         return None
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=50,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def _case(kind: str, seed: int = 0, n_users: int = 300, n_items: int = 60):
@@ -344,4 +328,6 @@ def test_blocks_score_with_their_own_user_factors():
     with pytest.raises(ValidationError, match="user_factors"):
         guard.recommend_detailed(ids, None, 5, False, user_factors=model.user_factors[:2])
     with pytest.raises(ValidationError, match="user_factors"):
-        guard.recommend_detailed(ids, sp.csr_matrix((3, 30)), 5, True, None, True, user_factors=model.user_factors[ids])
+        guard.recommend_detailed(
+            ids, sp.csr_matrix((3, 30)), 5, True, None, True, user_factors=model.user_factors[ids]
+        )

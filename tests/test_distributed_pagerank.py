@@ -12,27 +12,11 @@ pytest.importorskip("distributed")
 nx = pytest.importorskip("networkx")
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
 
 from guardrails.distributed import personalized_pagerank  # noqa: E402
 from guardrails.exceptions import GuardrailsWarning, ValidationError  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=50,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
-        yield c
 
 
 def _graph(n=120, seed=0):
