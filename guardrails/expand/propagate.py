@@ -62,7 +62,16 @@ from .._validation import (
     check_vector,
     fail,
 )
-from ._engine import ConvergenceWarning, Operator, solve_power, solve_symmetric, walk
+from ..exceptions import MissingDependencyError
+from ._engine import (
+    BACKENDS,
+    ConvergenceWarning,
+    Operator,
+    compiled_available,
+    solve_power,
+    solve_symmetric,
+    walk,
+)
 from ._seeds import seed_matrix
 
 __all__ = [
@@ -107,6 +116,10 @@ class RiskGraph:
         Probability that the walk continues at each step.
     num_threads : int, keyword-only
         Threads for the sparse products; 0 uses every available core.
+    backend : {'auto', 'compiled', 'scipy'}, keyword-only
+        Who computes the sparse products: the compiled loops built with the package
+        (``'auto'`` uses them when they were built), or scipy. Results agree to float32
+        rounding; the compiled loops are 2-3 times faster with 8 categories.
 
     Attributes
     ----------
@@ -129,6 +142,7 @@ class RiskGraph:
         normalization: str = "degree",
         damping: float = DEFAULT_DAMPING,
         num_threads: int = 0,
+        backend: str = "auto",
         _symmetric: bool | None = None,
     ):
         where = "RiskGraph"
@@ -148,6 +162,13 @@ class RiskGraph:
         if self.damping >= 1.0:
             raise fail("damping", where, "a finite float in (0.0, 1.0)", damping)
         self.num_threads = check_int(num_threads, "num_threads", where, low=0)
+        self.backend = check_choice(backend, "backend", where, BACKENDS)
+        if self.backend == "compiled" and not compiled_available():
+            raise MissingDependencyError(
+                "RiskGraph(backend='compiled'): the compiled loops (guardrails.expand._spmm) "
+                "were not built with this installation; reinstall with a C compiler, or use "
+                "backend='auto' or 'scipy'"
+            )
         A = A.astype(np.float32)
         A.eliminate_zeros()
         if self.direction == "in":
@@ -184,7 +205,7 @@ class RiskGraph:
             Q = sp.csr_matrix((A.data * np.repeat(inv, counts), A.indices, A.indptr), shape=A.shape)
             # 'row': Q = D^-1 A (from a node to its neighbours); 'col': Q^T (from the seeds)
             M = Q if kind == "row" else Q.T.tocsr()
-        op = Operator(M, num_threads=self.num_threads)
+        op = Operator(M, num_threads=self.num_threads, backend=self.backend)
         self._ops[kind] = op
         return op
 
@@ -194,10 +215,20 @@ class RiskGraph:
 
     def _solve(self, W, *, method, tol, max_iter, n_steps, progress, transpose, max_columns):
         n, c = W.shape
-        out = np.empty((n, c), dtype=np.float32)
         if max_columns is None:
             # Bound the working set at about 1 GiB of float32 vectors.
             max_columns = max(1, (1 << 30) // (4 * _VECTORS_PER_COLUMN * max(1, n)))
+        if c <= max_columns:
+            return self._solve_block(
+                np.ascontiguousarray(W),
+                method=method,
+                tol=tol,
+                max_iter=max_iter,
+                n_steps=n_steps,
+                progress=progress,
+                transpose=transpose,
+            )
+        out = np.empty((n, c), dtype=np.float32)
         for lo in range(0, c, max_columns):
             Wc = np.ascontiguousarray(W[:, lo : lo + max_columns])
             out[:, lo : lo + max_columns] = self._solve_block(
@@ -407,6 +438,7 @@ def propagate(
     max_iter: int = 200,
     n_steps: int | None = None,
     num_threads: int = 0,
+    backend: str = "auto",
     progress: bool = False,
 ) -> np.ndarray:
     """Risk of every node of a graph from flagged seeds (personalised PageRank).
@@ -430,8 +462,10 @@ def propagate(
     damping : float in (0, 1)
         Probability that the walk continues at each step.
     method : {'auto', 'cg', 'power', 'sybilrank'}
-    tol, max_iter, n_steps, num_threads, progress
+    tol, max_iter, n_steps, progress
         See :meth:`RiskGraph.propagate`.
+    num_threads, backend
+        See :class:`RiskGraph`.
 
     Returns
     -------
@@ -452,6 +486,7 @@ def propagate(
         normalization=normalization,
         damping=damping,
         num_threads=num_threads,
+        backend=backend,
     )
     return graph.propagate(
         seeds,

@@ -1,0 +1,211 @@
+"""The propagation engine: products and solvers agree across backends, threads and chunks.
+
+Small graphs normally run on one thread in one chunk; these tests force two threads and
+chunks of a few rows so that the chunk boundaries, the per-thread sums and the compiled
+loops' bounds checks all run on data a dense solve can check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import guardrails.expand as ex
+from guardrails.exceptions import MissingDependencyError
+from guardrails.expand import _engine
+
+BACKENDS = ["scipy", "compiled"] if _engine.compiled_available() else ["scipy"]
+
+
+def random_csr(n, m, density, seed, index_dtype=np.int32):
+    A = sp.random(n, m, density=density, random_state=seed, format="csr", dtype=np.float32)
+    A.indptr = A.indptr.astype(index_dtype)
+    A.indices = A.indices.astype(index_dtype)
+    return A
+
+
+def small_operator(A, backend, threads=2, chunk_values=16):
+    return _engine.Operator(
+        A, num_threads=threads, chunk_values=chunk_values, min_parallel_nnz=0, backend=backend
+    )
+
+
+def test_the_compiled_loops_are_built_in_ci():
+    # CI installs with a C compiler; a silent fallback to scipy would hide a build break.
+    import os
+
+    if os.environ.get("CI"):
+        assert _engine.compiled_available()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(
+    n=st.integers(1, 40),
+    m=st.integers(1, 40),
+    c=st.sampled_from([1, 2, 3, 8, 9]),
+    density=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**16),
+    index64=st.booleans(),
+    threads=st.integers(1, 3),
+    chunk_values=st.integers(1, 64),
+    one_d=st.booleans(),
+)
+@settings(max_examples=60, deadline=None)
+def test_matmul_matches_dense(
+    backend, n, m, c, density, seed, index64, threads, chunk_values, one_d
+):
+    A = random_csr(n, m, density, seed, np.int64 if index64 else np.int32)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, c)).astype(np.float32)
+    if one_d and c == 1:
+        X = X[:, 0]
+    op = small_operator(A, backend, threads, chunk_values)
+    got = op.matmul(X)
+    want = A.toarray().astype(np.float64) @ X.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # The epilogue sees every row exactly once, in row order.
+    seen = op.matmul(X, out=np.empty_like(got), epilogue=lambda lo, hi: (lo, hi))
+    covered = [i for lo, hi in seen for i in range(lo, hi)]
+    assert covered == list(range(n))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matmul_on_non_contiguous_input_falls_back_and_agrees(backend):
+    A = random_csr(30, 30, 0.3, 1)
+    X = np.random.default_rng(0).standard_normal((30, 16)).astype(np.float32)[:, ::2]
+    got = small_operator(A, backend).matmul(X)
+    np.testing.assert_allclose(got, A @ X, rtol=1e-5, atol=1e-6)
+
+
+def dense_solution(A, W, damping, scale):
+    """Y = W + a S^-1 N S Y, solved densely in float64."""
+    N = A.toarray().astype(np.float64)
+    T = np.diag(1.0 / scale) @ N @ np.diag(scale)
+    return np.linalg.solve(np.eye(N.shape[0]) - damping * T, W.astype(np.float64))
+
+
+def normalised_graph(n, p, seed):
+    rng = np.random.default_rng(seed)
+    U = sp.random(n, n, density=p, random_state=seed, format="csr")
+    U.data[:] = 1.0
+    G = ((U + U.T) > 0).astype(np.float64)
+    deg = np.asarray(G.sum(axis=1)).ravel()
+    d = np.where(deg > 0, deg, 1.0)
+    N = sp.diags(1 / np.sqrt(d)) @ G @ sp.diags(1 / np.sqrt(d))
+    return sp.csr_matrix(N, dtype=np.float32), np.sqrt(d).astype(np.float32), rng
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(
+    n=st.integers(2, 60),
+    p=st.floats(0.02, 0.3),
+    c=st.sampled_from([1, 2, 8]),
+    seed=st.integers(0, 2**16),
+    n_seeds=st.integers(1, 6),
+    threads=st.integers(1, 2),
+    chunk_values=st.sampled_from([8, 64, 1 << 16]),
+)
+@settings(max_examples=40, deadline=None)
+def test_solvers_match_a_dense_solve(backend, n, p, c, seed, n_seeds, threads, chunk_values):
+    N, sqrt_deg, rng = normalised_graph(n, p, seed)
+    W = np.zeros((n, c), dtype=np.float32)
+    for k in range(c):
+        W[rng.choice(n, min(n, n_seeds), replace=False), k] = rng.uniform(0.1, 1.0)
+    op = small_operator(N, backend, threads, chunk_values)
+    want = dense_solution(N, W, 0.85, sqrt_deg)
+    Y, _ = _engine.solve_symmetric(op, W, sqrt_deg, damping=0.85, tol=1e-7, max_iter=500)
+    np.testing.assert_allclose(Y, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+    # Power iteration on T = S^-1 N S, as a CSR operator of its own.
+    T = sp.csr_matrix(sp.diags(1 / sqrt_deg) @ N @ sp.diags(sqrt_deg), dtype=np.float32)
+    Yp, _ = _engine.solve_power(
+        small_operator(T, backend, threads, chunk_values), W, damping=0.85, tol=1e-8, max_iter=2000
+    )
+    np.testing.assert_allclose(Yp, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+
+
+def test_backends_agree_on_a_graph_large_enough_to_thread():
+    rng = np.random.default_rng(5)
+    n = 20_000
+    src = rng.integers(0, n, 150_000)
+    dst = rng.integers(0, n, 150_000)
+    A = sp.csr_matrix((np.ones(src.size, np.float32), (src, dst)), shape=(n, n))
+    seeds = [rng.choice(n, 50, replace=False) for _ in range(8)]
+    results = {
+        b: ex.RiskGraph(A, backend=b, num_threads=2).propagate(seeds, tol=1e-6) for b in BACKENDS
+    }
+    for b in BACKENDS:
+        # Dense seed rows (more than n/16) take the full first product instead of the
+        # seeds' edges only: the same result.
+        W = np.zeros((n, 8), np.float32)
+        for k, s in enumerate(seeds):
+            W[s, k] = 1.0
+        dense_rows = rng.choice(n, n // 8, replace=False)
+        W[dense_rows, 0] = np.maximum(W[dense_rows, 0], 1e-9)
+        dense = ex.RiskGraph(A, backend=b, num_threads=2).propagate(W, tol=1e-6)
+        np.testing.assert_allclose(dense, results[BACKENDS[0]], atol=2e-5)
+        np.testing.assert_allclose(results[b], results[BACKENDS[0]], atol=2e-5)
+
+
+def test_unknown_and_missing_backends_are_refused(monkeypatch):
+    A = random_csr(5, 5, 0.5, 0)
+    with pytest.raises(ValueError, match="backend"):
+        ex.RiskGraph(A, backend="gpu")
+    monkeypatch.setattr(_engine, "_spmm", None)
+    with pytest.raises(MissingDependencyError, match="compiled"):
+        ex.RiskGraph(A, backend="compiled")
+    with pytest.raises(ImportError, match="compiled"):
+        _engine.Operator(A, backend="compiled")
+    # 'auto' falls back to scipy and still propagates.
+    g = ex.RiskGraph(A + A.T, backend="auto")
+    assert g.propagate([0]).shape == (5,)
+    assert g._operator("sym").backend == "scipy"
+
+
+@pytest.mark.skipif("compiled" not in BACKENDS, reason="compiled loops not built")
+def test_compiled_loops_refuse_bad_buffers():
+    from guardrails.expand import _spmm
+
+    A = random_csr(6, 6, 0.5, 3)
+    X = np.ones((6, 2), np.float32)
+    Y = np.zeros((6, 2), np.float32)
+    args = (A.indptr, A.indices, A.data)
+    _spmm.csr_matmul(*args, X, Y, 0, 6, 2)
+    np.testing.assert_allclose(Y, A @ X, rtol=1e-6)
+    with pytest.raises(TypeError, match="float32"):
+        _spmm.csr_matmul(*args, X.astype(np.float64), Y, 0, 6, 2)
+    with pytest.raises(TypeError, match="share a dtype"):
+        _spmm.csr_matmul(A.indptr.astype(np.int64), A.indices, A.data, X, Y, 0, 6, 2)
+    with pytest.raises(ValueError, match="row range"):
+        _spmm.csr_matmul(*args, X, Y, 0, 7, 2)
+    with pytest.raises(ValueError, match="fewer than"):
+        _spmm.csr_matmul(*args, X, np.zeros((3, 2), np.float32), 0, 6, 2)
+    with pytest.raises(ValueError, match="indptr points outside"):
+        _spmm.csr_matmul(A.indptr, A.indices[:1], A.data, X, Y, 0, 6, 2)
+    bad = A.indices.copy()
+    bad[0] = 99
+    with pytest.raises(IndexError, match="outside x"):
+        _spmm.csr_matmul(A.indptr, bad, A.data, X, Y, 0, 6, 2)
+    bad[0] = -1
+    with pytest.raises(IndexError, match="outside x"):
+        _spmm.csr_matmul(A.indptr, bad, A.data, X, Y, 0, 6, 2)
+    with pytest.raises((ValueError, BufferError), match="contiguous"):
+        _spmm.csr_matmul(*args, np.ones((6, 4), np.float32)[:, ::2], Y, 0, 6, 2)
+    frozen = Y.copy()
+    frozen.flags.writeable = False
+    with pytest.raises((ValueError, BufferError), match="writ|read-only"):
+        _spmm.csr_matmul(*args, X, frozen, 0, 6, 2)
+    sums = np.zeros(6)
+    Q = np.zeros_like(X)
+    _spmm.cg_product(*args, X, X, Q, 0, 6, 2, 0.5, sums)
+    np.testing.assert_allclose(Q, X - 0.5 * (A @ X), rtol=1e-6)
+    np.testing.assert_allclose(sums[:2], (X * Q).sum(axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match="3 c"):
+        _spmm.cg_product(*args, X, X, Q, 0, 6, 2, 0.5, np.zeros(5))
+    with pytest.raises(TypeError, match="float64"):
+        _spmm.cg_product(*args, X, X, Q, 0, 6, 2, 0.5, np.zeros(6, np.float32))
+    one = np.ones(2, np.float32)
+    with pytest.raises(ValueError, match="rows"):
+        _spmm.cg_update(X, Q, X.copy(), X.copy(), np.ones(3, np.float32), one, one, 0, 6, 2, sums)
