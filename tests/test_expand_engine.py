@@ -7,6 +7,8 @@ loops' bounds checks all run on data a dense solve can check.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -33,12 +35,14 @@ def small_operator(A, backend, threads=2, chunk_values=16):
     )
 
 
-def test_the_compiled_loops_are_built_in_ci():
-    # CI installs with a C compiler; a silent fallback to scipy would hide a build break.
-    import os
-
-    if os.environ.get("CI"):
-        assert _engine.compiled_available()
+@pytest.mark.skipif(
+    not os.environ.get("GUARDRAILS_REQUIRE_COMPILED"),
+    reason="set GUARDRAILS_REQUIRE_COMPILED=1 where a C compiler is known to be present",
+)
+def test_the_compiled_loops_were_built():
+    # .ci/run sets the variable: the build is optional, so a compiler or source error
+    # would otherwise pass unnoticed, with every test on the scipy fallback.
+    assert _engine.compiled_available()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,9 +1,12 @@
 """The propagation engine: a prepared sparse operator and two solvers.
 
-Everything here is arrays only. A :class:`Operator` holds one float32 CSR matrix split
-into row blocks of about equal non-zeros; :meth:`Operator.matmul` multiplies it by a
-dense block of columns with one thread per row block (scipy's sparse products release
-the GIL, so the blocks run in parallel).
+Everything here is arrays only. An :class:`Operator` holds one float32 CSR matrix split
+into row blocks of about equal non-zeros, one thread per block, each block walked in
+row chunks; :meth:`Operator.matmul` multiplies it by a dense block of columns and can
+run an epilogue on each chunk right after the chunk is written. The products are the
+compiled loops of ``guardrails.expand._spmm`` (built with the package where a C compiler
+was available; see that file for why) or scipy's; both release the GIL, so the blocks
+run in parallel.
 
 The solvers compute ``Y = sum_k a^k T^k W`` (the solution of ``(I - a T) Y = W``) for a
 block ``W`` of seed columns:
@@ -31,7 +34,15 @@ import scipy.sparse as sp
 from ..core.kernel import _blas_single_thread, _pool, default_num_threads
 from ..exceptions import ConvergenceWarning
 
-__all__ = ["Operator", "solve_symmetric", "solve_power", "walk", "ConvergenceWarning"]
+__all__ = [
+    "BACKENDS",
+    "Operator",
+    "compiled_available",
+    "solve_symmetric",
+    "solve_power",
+    "walk",
+    "ConvergenceWarning",
+]
 
 
 try:  # the compiled loops, built with the package when a C compiler was available
