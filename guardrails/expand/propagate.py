@@ -218,9 +218,10 @@ class RiskGraph:
         if max_columns is None:
             # Bound the working set at about 1 GiB of float32 vectors.
             max_columns = max(1, (1 << 30) // (4 * _VECTORS_PER_COLUMN * max(1, n)))
-        if c <= max_columns:
+
+        def block(lo):
             return self._solve_block(
-                np.ascontiguousarray(W),
+                np.ascontiguousarray(W[:, lo : lo + max_columns]),
                 method=method,
                 tol=tol,
                 max_iter=max_iter,
@@ -228,18 +229,12 @@ class RiskGraph:
                 progress=progress,
                 transpose=transpose,
             )
+
+        if c <= max_columns:
+            return block(0)  # the solver's own array: no copy
         out = np.empty((n, c), dtype=np.float32)
         for lo in range(0, c, max_columns):
-            Wc = np.ascontiguousarray(W[:, lo : lo + max_columns])
-            out[:, lo : lo + max_columns] = self._solve_block(
-                Wc,
-                method=method,
-                tol=tol,
-                max_iter=max_iter,
-                n_steps=n_steps,
-                progress=progress,
-                transpose=transpose,
-            )
+            out[:, lo : lo + max_columns] = block(lo)
         return out
 
     def _solve_block(self, W, *, method, tol, max_iter, n_steps, progress, transpose):
