@@ -213,3 +213,106 @@ def test_compiled_loops_refuse_bad_buffers():
     one = np.ones(2, np.float32)
     with pytest.raises(ValueError, match="rows"):
         _spmm.cg_update(X, Q, X.copy(), X.copy(), np.ones(3, np.float32), one, one, 0, 6, 2, sums)
+
+
+@pytest.mark.skipif("compiled" not in BACKENDS, reason="compiled loops not built")
+def test_compiled_loops_refuse_overflowing_ranges_and_foreign_byte_order():
+    import sys
+
+    from guardrails.expand import _spmm
+
+    A = random_csr(6, 6, 0.5, 4)
+    X = np.ones((6, 2), np.float32)
+    Y = np.zeros((6, 2), np.float32)
+    for lo, hi in ((0, sys.maxsize), (sys.maxsize - 1, sys.maxsize), (-1, 3), (4, 3)):
+        with pytest.raises(ValueError, match="row range"):
+            _spmm.csr_matmul(A.indptr, A.indices, A.data, X, Y, lo, hi, 2)
+    with pytest.raises(ValueError, match="row range"):
+        _spmm.csr_matmul(A.indptr, A.indices, A.data, X, Y, 0, 6, 0)
+    for lo, hi in ((0, 6), (0, 0)):  # an empty row range reaches the sums' length check
+        with pytest.raises(ValueError, match="3 c|rows of"):
+            _spmm.cg_product(
+                A.indptr, A.indices, A.data, X, X, Y, lo, hi, sys.maxsize, 0.5, np.zeros(6)
+            )
+        with pytest.raises(ValueError, match="rows|sums"):
+            one = np.ones(2, np.float32)
+            _spmm.cg_update(
+                X, X, X, X, np.ones(6, np.float32), one, one, lo, hi, sys.maxsize, np.zeros(8)
+            )
+    swapped = X.astype(X.dtype.newbyteorder())
+    with pytest.raises(TypeError, match="native byte order"):
+        _spmm.csr_matmul(A.indptr, A.indices, A.data, swapped, Y, 0, 6, 2)
+    with pytest.raises(TypeError, match="native byte order"):
+        _spmm.csr_matmul(A.indptr.astype(">i4"), A.indices, A.data, X, Y, 0, 6, 2)
+
+
+@pytest.mark.skipif("compiled" not in BACKENDS, reason="compiled loops not built")
+def test_cg_product_with_int64_indices_equals_int32():
+    from guardrails.expand import _spmm
+
+    A = random_csr(40, 40, 0.2, 6)
+    rng = np.random.default_rng(6)
+    P = rng.standard_normal((40, 8)).astype(np.float32)
+    R = rng.standard_normal((40, 8)).astype(np.float32)
+    out = {}
+    for dtype in (np.int32, np.int64):
+        Q = np.empty_like(P)
+        sums = np.zeros(24)
+        _spmm.cg_product(
+            A.indptr.astype(dtype), A.indices.astype(dtype), A.data, P, R, Q, 0, 40, 8, 0.85, sums
+        )
+        out[dtype] = (Q, sums)
+    np.testing.assert_array_equal(out[np.int32][0], out[np.int64][0])
+    np.testing.assert_array_equal(out[np.int32][1], out[np.int64][1])
+    Qd = P.astype(np.float64) - 0.85 * (A.toarray() @ P.astype(np.float64))
+    np.testing.assert_allclose(out[np.int32][0], Qd, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[np.int32][1][16:], (Qd * Qd).sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matmul_checks_out_and_handles_empty_shapes(backend):
+    A = random_csr(5, 4, 0.5, 7)
+    op = small_operator(A, backend)
+    X = np.ones((4, 2), np.float32)
+    for bad in (np.empty((6, 4), np.float32), np.empty(10, np.float32), np.empty((5, 2))):
+        with pytest.raises(ValueError, match="out must be float32 of shape"):
+            op.matmul(X, out=bad)
+    with pytest.raises(ValueError, match="X has shape"):
+        op.matmul(np.ones((5, 2), np.float32))
+    assert op.matmul(np.ones((4, 0), np.float32)).shape == (5, 0)
+    empty = small_operator(sp.csr_matrix((0, 0), dtype=np.float32), backend)
+    assert empty.matmul(np.ones((0, 3), np.float32)).shape == (0, 3)
+    assert empty.map_rows(lambda lo, hi: (lo, hi), 3) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", ["cg", "power", "sybilrank"])
+def test_empty_graph_propagates_to_empty_risk(backend, method):
+    g = ex.RiskGraph(sp.csr_matrix((0, 0), dtype=np.float32), backend=backend)
+    assert g.propagate(np.zeros((0, 2), np.float32), method=method).shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", ["cg", "power"])
+def test_tiny_seed_weights_scale_the_risk_linearly(backend, method):
+    # The risk is linear in the weights: a 1e-25 seed must not stop the solver early.
+    import warnings
+
+    A = sp.csr_matrix(nx_free_ring(200) + nx_free_ring(200, step=7), dtype=np.float32)
+    g = ex.RiskGraph(A, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ones = g.propagate([[3, 50], [120]], raw=True, method=method, tol=1e-6)
+        tiny = g.propagate(
+            [[3, 50], [120]], weights=[[1e-25, 1e-25], [1e-30]], raw=True, method=method, tol=1e-6
+        )
+    np.testing.assert_allclose(tiny[:, 0] / 1e-25, ones[:, 0], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(tiny[:, 1] / 1e-30, ones[:, 1], rtol=1e-4, atol=1e-9)
+
+
+def nx_free_ring(n, step=1):
+    """An undirected ring (chords of length ``step``) as a sparse adjacency matrix."""
+    i = np.arange(n)
+    j = (i + step) % n
+    A = sp.coo_matrix((np.ones(n), (i, j)), shape=(n, n))
+    return (A + A.T).tocsr()

@@ -157,11 +157,19 @@ class Operator:
         ``lo:hi`` of ``out`` are written, and return the list of its results in row
         order instead of ``out``.
         """
-        if X.shape[0] != self.shape[1] or X.ndim not in (1, 2):
+        if X.ndim not in (1, 2) or X.shape[0] != self.shape[1]:
             raise ValueError(f"Operator.matmul: X has shape {X.shape}, matrix {self.shape}")
+        shape = (self.shape[0], *X.shape[1:])
         if out is None:
-            out = np.empty((self.shape[0], *X.shape[1:]), dtype=np.float32)
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(
+                f"Operator.matmul: out must be float32 of shape {shape}, got {out.dtype} "
+                f"{out.shape}"
+            )
         c = 1 if X.ndim == 1 else X.shape[1]
+        if c == 0:
+            return out if epilogue is None else []
         compiled = (
             self.backend == "compiled"
             and X.dtype == np.float32
@@ -199,8 +207,8 @@ class Operator:
             return results
 
         plan = self.plan(c)
-        if len(plan) == 1:
-            results = run(plan[0])
+        if len(plan) <= 1:  # one thread, or no rows at all
+            results = run(plan[0]) if plan else []
         else:
             pool = _pool(len(plan))
             futures = [pool.submit(run, chunks) for chunks in plan]
@@ -210,8 +218,8 @@ class Operator:
     def map_rows(self, fn, n_columns: int) -> list:
         """Call ``fn(lo, hi)`` over the row chunks of :meth:`plan`, on the threads."""
         plan = self.plan(n_columns)
-        if len(plan) == 1:
-            return [fn(lo, hi) for lo, hi, _ in plan[0]]
+        if len(plan) <= 1:
+            return [fn(lo, hi) for lo, hi, _ in plan[0]] if plan else []
         pool = _pool(len(plan))
         futures = [pool.submit(lambda ch: [fn(lo, hi) for lo, hi, _ in ch], ch) for ch in plan]
         return [r for f in futures for r in f.result()]
@@ -318,9 +326,19 @@ def solve_symmetric(
     Q = np.empty_like(Z)  # N P, then M P = P - a N P
     colsum = _ColumnSums(N, c)
     tiny = np.finfo(np.float32).tiny
+    # The solution is linear in each column: solve for columns scaled to a largest seed
+    # weight of 1 and scale back at the end, so that tiny weights (1e-25, say) do not
+    # underflow the float32 squares of the residual and stop the solver early.
+    seeded = np.flatnonzero(W.any(axis=1))
+    top = W[seeded].max(axis=0).astype(np.float64) if seeded.size else np.zeros(c)
+    top = np.where(top > 0, top, 1.0)
+    up = np.minimum(1.0 / top, 1e38).astype(np.float32)
+    down = top.astype(np.float32)
 
     def scaled_seeds(lo, hi):
-        np.multiply(W[lo:hi], s[lo:hi], out=Z[lo:hi])
+        z = Z[lo:hi]
+        np.multiply(W[lo:hi], s[lo:hi], out=z)
+        z *= up
 
     def first_residual(lo, hi):
         # Z = B, so R = B - M Z = a N B.
@@ -381,7 +399,6 @@ def solve_symmetric(
     blas = _blas_single_thread() if N.num_threads > 1 else contextlib.nullcontext()
     with blas:
         N.map_rows(scaled_seeds, c)
-        seeded = np.flatnonzero(W.any(axis=1))
         if seeded.size * 16 <= n:
             # Few seed rows: N B = (N[seeded])^T B[seeded] (N is symmetric) costs their
             # edges only, instead of a product over the whole graph.
@@ -413,7 +430,13 @@ def solve_symmetric(
         finally:
             if bar is not None:
                 bar.close()
-        N.map_rows(lambda lo, hi: np.multiply(Z[lo:hi], inv[lo:hi], out=Z[lo:hi]), c)
+
+        def unscale(lo, hi):
+            z = Z[lo:hi]
+            np.multiply(z, inv[lo:hi], out=z)
+            z *= down
+
+        N.map_rows(unscale, c)
     if not converged:
         _warn_capped(max_iter, tol)
     return Z, it

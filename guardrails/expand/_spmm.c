@@ -40,21 +40,26 @@
 
 /* On x86-64 Linux with GCC or Clang, the product loops are also compiled for AVX2 and the
    loader picks that version on CPUs that have it (an 8-column row is one AVX register);
-   elsewhere there is one baseline build. No FMA: the rounding stays that of scipy. */
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(GR_NO_CLONES)
+   elsewhere (musl has no ifunc) there is one baseline build. No FMA: the rounding stays
+   that of scipy (setup.py also turns off contraction into FMA on other platforms). */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && \
+    (defined(__GNUC__) || defined(__clang__)) && !defined(GR_NO_CLONES)
 #define GR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define GR_CLONES
 #endif
 
-/* Row i of A @ X into y (c floats). Returns -1 on a column index outside X. */
+/* Row i of A @ X into y (c floats). Returns -1 on a column index outside X, -2 when the
+   row's range of non-zeros leaves [start, end), the range validated before the GIL was
+   released (indptr is read once per row here, so a concurrent write cannot push the
+   loop outside indices and data). */
 #define GR_DEFINE_ROW(NAME, IDX)                                                            \
-    static inline int NAME(Py_ssize_t i, int64_t end, const IDX *indptr, const IDX *indices,  \
-                           const float *data, const float *x, uint64_t xrows, float *y,       \
-                           Py_ssize_t c)                                                      \
+    static inline int NAME(Py_ssize_t i, int64_t start, int64_t end, const IDX *indptr,       \
+                           const IDX *indices, const float *data, const float *x,             \
+                           uint64_t xrows, float *y, Py_ssize_t c)                            \
     {                                                                                         \
         const int64_t first = (int64_t)indptr[i], last = (int64_t)indptr[i + 1];              \
+        if (first < start || last > end || last < first) return -2;                          \
         if (c == 1) {                                                                         \
             float acc = 0.0f;                                                                 \
             for (int64_t jj = first; jj < last; jj++) {                                       \
@@ -99,15 +104,15 @@ GR_DEFINE_ROW(row_i64, int64_t)
 
 /* Rows lo:hi of A @ X into y; with q_p non-NULL, the CG epilogue on each row. */
 #define GR_DEFINE_ROWS(NAME, ROW, IDX)                                                       \
-    GR_CLONES static int NAME(Py_ssize_t lo, Py_ssize_t hi, const IDX *indptr,                \
-                              const IDX *indices, const float *data, const float *x,          \
-                              uint64_t xrows, float *y, Py_ssize_t c, const float *r,         \
-                              float a, double *sums)                                          \
+    GR_CLONES static int NAME(Py_ssize_t lo, Py_ssize_t hi, int64_t start, int64_t end,       \
+                              const IDX *indptr, const IDX *indices, const float *data,       \
+                              const float *x, uint64_t xrows, float *y, Py_ssize_t c,         \
+                              const float *r, float a, double *sums)                          \
     {                                                                                         \
-        const int64_t end = (int64_t)indptr[hi];                                              \
         for (Py_ssize_t i = lo; i < hi; i++) {                                                \
             float *yr = y + (size_t)i * (size_t)c;                                            \
-            if (ROW(i, end, indptr, indices, data, x, xrows, yr, c) != 0) return -1;          \
+            const int rc = ROW(i, start, end, indptr, indices, data, x, xrows, yr, c);        \
+            if (rc != 0) return rc;                                                           \
             if (sums != NULL) {                                                               \
                 const float *pr = x + (size_t)i * (size_t)c;                                  \
                 const float *rr = r + (size_t)i * (size_t)c;                                  \
@@ -143,8 +148,15 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *
         return -1;
     }
     const char *f = view->format ? view->format : "B";
-    while (*f == '@' || *f == '=' || *f == '<' || *f == '>' || *f == '!') f++;
-    int ok = f[0] != '\0' && f[1] == '\0';
+    /* Native byte order only: '<' or '>' (and '!') name one order explicitly. */
+    const uint16_t probe = 1;
+    const char foreign = *(const unsigned char *)&probe == 1 ? '>' : '<';
+    int ok = 1;
+    while (*f == '@' || *f == '=' || *f == '<' || *f == '>' || *f == '!') {
+        if (*f == foreign || *f == '!') ok = 0;
+        f++;
+    }
+    ok = ok && f[0] != '\0' && f[1] == '\0';
     if (ok && kind == 'f') {
         ok = f[0] == 'f' && view->itemsize == 4;
     } else if (ok && kind == 'd') {
@@ -153,7 +165,8 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *
         ok = strchr("ilqn", f[0]) != NULL && (view->itemsize == 4 || view->itemsize == 8);
     }
     if (!ok) {
-        PyErr_Format(PyExc_TypeError, "%s must be %s, got format '%s'", name,
+        PyErr_Format(PyExc_TypeError, "%s must be %s in native byte order, got format '%s'",
+                     name,
                      kind == 'f' ? "float32" : (kind == 'd' ? "float64" : "int32 or int64"),
                      view->format ? view->format : "B");
         PyBuffer_Release(view);
@@ -182,17 +195,24 @@ check_rows(const Py_buffer *b, Py_ssize_t hi, Py_ssize_t c, const char *name)
     return 0;
 }
 
-/* The CSR arrays for rows lo:hi; sets *width to the index size. */
+/* The index width and the range of non-zeros of rows lo:hi, once validated. */
+typedef struct {
+    int width;
+    int64_t start, end;
+} csr_rows;
+
+/* The CSR arrays for rows lo:hi. */
 static int
 check_csr(const Py_buffer *bp, const Py_buffer *bi, const Py_buffer *bd, Py_ssize_t lo,
-          Py_ssize_t hi, Py_ssize_t c, int *width)
+          Py_ssize_t hi, Py_ssize_t c, csr_rows *rows)
 {
     const int w = (int)bp->itemsize;
     if (bi->itemsize != w) {
         PyErr_SetString(PyExc_TypeError, "indptr and indices must share a dtype");
         return -1;
     }
-    if (c < 1 || lo < 0 || hi < lo || bp->len / w < hi + 1) {
+    /* hi < entries of indptr, written without hi + 1 (no overflow for any hi). */
+    if (c < 1 || lo < 0 || hi < lo || hi >= bp->len / w) {
         PyErr_SetString(PyExc_ValueError, "row range outside indptr, or c < 1");
         return -1;
     }
@@ -207,30 +227,37 @@ check_csr(const Py_buffer *bp, const Py_buffer *bi, const Py_buffer *bd, Py_ssiz
             return -1;
         }
     }
-    *width = w;
+    rows->width = w;
+    rows->start = start;
+    rows->end = end;
     return 0;
 }
 
 static int
-run_rows(int w, Py_buffer *v, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t c, const float *r,
-         float a, double *sums)
+run_rows(const csr_rows *rows, Py_buffer *v, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t c,
+         const float *r, float a, double *sums)
 {
     /* v: indptr, indices, data, x, y */
     const uint64_t xrows = (uint64_t)(v[3].len / 4 / c);
+    const int64_t start = rows->start, end = rows->end;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    if (w == 4) {
-        rc = rows_i32(lo, hi, (const int32_t *)v[0].buf, (const int32_t *)v[1].buf,
+    if (rows->width == 4) {
+        rc = rows_i32(lo, hi, start, end, (const int32_t *)v[0].buf, (const int32_t *)v[1].buf,
                       (const float *)v[2].buf, (const float *)v[3].buf, xrows, (float *)v[4].buf,
                       c, r, a, sums);
     } else {
-        rc = rows_i64(lo, hi, (const int64_t *)v[0].buf, (const int64_t *)v[1].buf,
+        rc = rows_i64(lo, hi, start, end, (const int64_t *)v[0].buf, (const int64_t *)v[1].buf,
                       (const float *)v[2].buf, (const float *)v[3].buf, xrows, (float *)v[4].buf,
                       c, r, a, sums);
     }
     Py_END_ALLOW_THREADS
+    if (rc == -1) {
+        PyErr_SetString(PyExc_IndexError, "a column index is outside x (rows before it are written)");
+        return -1;
+    }
     if (rc != 0) {
-        PyErr_SetString(PyExc_IndexError, "a column index is outside x");
+        PyErr_SetString(PyExc_ValueError, "indptr changed during the call");
         return -1;
     }
     return 0;
@@ -249,7 +276,7 @@ csr_matmul(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[5];
     Py_buffer v[5];
     Py_ssize_t lo, hi, c;
-    int w;
+    csr_rows rows;
     memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOnnn:csr_matmul", &o[0], &o[1], &o[2], &o[3], &o[4], &lo,
                           &hi, &c)) {
@@ -257,8 +284,8 @@ csr_matmul(PyObject *Py_UNUSED(self), PyObject *args)
     }
     if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
         get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
-        get_buffer(o[4], &v[4], 1, 'f', "y") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &w) ||
-        check_rows(&v[4], hi, c, "y") || run_rows(w, v, lo, hi, c, NULL, 0.0f, NULL)) {
+        get_buffer(o[4], &v[4], 1, 'f', "y") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
+        check_rows(&v[4], hi, c, "y") || run_rows(&rows, v, lo, hi, c, NULL, 0.0f, NULL)) {
         release_all(v, 5);
         return NULL;
     }
@@ -278,7 +305,7 @@ cg_product(PyObject *Py_UNUSED(self), PyObject *args)
     Py_buffer v[7];
     Py_ssize_t lo, hi, c;
     float a;
-    int w;
+    csr_rows rows;
     memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOOnnnfO:cg_product", &o[0], &o[1], &o[2], &o[3], &o[5],
                           &o[4], &lo, &hi, &c, &a, &o[6])) {
@@ -289,17 +316,17 @@ cg_product(PyObject *Py_UNUSED(self), PyObject *args)
         get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "p") ||
         get_buffer(o[4], &v[4], 1, 'f', "q") || get_buffer(o[5], &v[5], 0, 'f', "r") ||
         get_buffer(o[6], &v[6], 1, 'd', "sums") ||
-        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &w) || check_rows(&v[3], hi, c, "p") ||
+        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, "p") ||
         check_rows(&v[4], hi, c, "q") || check_rows(&v[5], hi, c, "r")) {
         release_all(v, 7);
         return NULL;
     }
-    if (v[6].len / 8 < 3 * c) {
+    if (v[6].len / 8 / 3 < c) {
         PyErr_SetString(PyExc_ValueError, "sums has fewer than 3 c values");
         release_all(v, 7);
         return NULL;
     }
-    if (run_rows(w, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf)) {
+    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf)) {
         release_all(v, 7);
         return NULL;
     }
@@ -337,7 +364,7 @@ cg_update(PyObject *Py_UNUSED(self), PyObject *args)
         check_rows(&v[1], hi, c, "q") || check_rows(&v[2], hi, c, "r") ||
         check_rows(&v[3], hi, c, "z") || check_rows(&v[4], hi, 1, "inv") ||
         check_rows(&v[5], 1, c, "alpha") || check_rows(&v[6], 1, c, "beta") ||
-        v[7].len / 8 < 4 * c) {
+        v[7].len / 8 / 4 < c) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_ValueError, "bad row range, c or sums length");
         }

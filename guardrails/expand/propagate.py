@@ -344,7 +344,7 @@ class RiskGraph:
             max_columns=max_columns,
         )
         if method == "sybilrank":
-            top = Y.max(axis=0)
+            top = Y.max(axis=0, initial=0.0)
             Y = Y / np.where(top > 0, top, 1.0)
         if not raw:
             np.clip(Y, 0.0, 1.0, out=Y)
