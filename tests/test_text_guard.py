@@ -178,6 +178,40 @@ def test_url_normalisation_property(labels, tld, upper, www, dot, scheme, path, 
     assert m.match(f"{scheme}{host}{path}")[1] == [0]
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    labels=st.lists(st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=8),
+                    min_size=1, max_size=3),
+    tld=st.sampled_from(["com", "org", "net"]),
+    data=st.data(),
+    scheme=st.sampled_from(["", "hxxp://", "hXXps[://]", "http[:]//", "HXXPS://"]),
+    path=st.sampled_from(["", "[/]x", "/a?b=c"]),
+)
+def test_defanged_links_match_their_rule(labels, tld, data, scheme, path):
+    domain = ".".join(labels + [tld])
+    m = DomainMatcher([domain])
+    parts = labels + [tld]
+    dots = data.draw(st.lists(st.sampled_from([".", "[.]", "(.)", "{.}", "[dot]", "(DOT)"]),
+                              min_size=len(parts) - 1, max_size=len(parts) - 1))
+    host = parts[0] + "".join(d + p for d, p in zip(dots, parts[1:], strict=True))
+    link = f"{scheme}{host}{path}"
+    assert m.match(link)[1] == [0]
+    assert gt.extract_links(f"dm me at {link} today") == [link]
+
+
+def test_a_defanged_link_in_text_is_blocked(guard):
+    v = guard.scan("new stuff at hxxps://www[.]evil(dot)org[/]menu, ask me")
+    assert v.action == "block"
+    assert any(m.kind == "domain" and m.category == "csam" for m in v.matches)
+
+
+def test_spaced_dot_is_not_a_link_and_refang_is_exact():
+    # A bare "dot" is an ordinary word: "example dot com" stays text, not a link.
+    assert gt.extract_links("the dot com era and example dot com") == []
+    assert gt.refang("Example[.]COM") == "example.com"
+    assert gt.refang("no links here") == "no links here"
+
+
 def test_malformed_links_are_reported_not_ignored(guard):
     v = guard.scan("see http://[::1 and ex_ample.com")
     kinds = {m.kind for m in v.matches}

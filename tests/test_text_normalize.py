@@ -196,6 +196,12 @@ def test_symbol_leet_only_inside_words():
     assert NORM.key("p@ss") == NORM.key("pass")
     assert NORM.key("sale!") == NORM.key("sale")
     assert NORM.key("@user") == NORM.key("user")
+    # "$" ending a word after a letter is an "s"; other symbols there stay punctuation.
+    assert NORM.key("pa$$") == NORM.key("pass")
+    assert NORM.key("pa$$!") == NORM.key("pass")
+    assert NORM.key("bo$$ man") == NORM.key("boss man")
+    assert NORM.key("$$$") == ""
+    assert NORM.key("a $ b") == NORM.key("a b")
 
 
 # -- malformed and hostile input --------------------------------------------------------

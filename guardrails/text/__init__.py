@@ -30,6 +30,7 @@ from .links import (
     NormalizedLink,
     extract_links,
     normalize_link,
+    refang,
 )
 from .matcher import ACTIONS, MODES, Term, TermMatcher
 from .normalize import LEET, Normalizer, is_mixed_script, mixed_script_tokens
@@ -51,6 +52,7 @@ __all__ = [
     "NormalizedLink",
     "normalize_link",
     "extract_links",
+    "refang",
     "DEFAULT_SHORTENERS",
     "Normalizer",
     "LEET",

@@ -25,7 +25,7 @@ from .matcher import _check_rule
 from .normalize import Normalizer
 
 __all__ = ["DomainRule", "NormalizedLink", "DomainMatcher", "normalize_link", "extract_links",
-           "DEFAULT_SHORTENERS"]
+           "refang", "DEFANGED", "DEFAULT_SHORTENERS"]
 
 #: Public URL-shortening services (hosts, already normalised). Pass your own list to
 #: :class:`DomainMatcher` to extend it.
@@ -39,6 +39,27 @@ DEFAULT_SHORTENERS: frozenset[str] = frozenset(
 )
 
 _STRIP = "<>()[]{}\"'`,;!?"
+
+#: Defanged spellings of link punctuation, as in threat-intelligence reports and in bios
+#: that dodge link filters (``example[.]com``, ``hxxps://``), undone before parsing.
+#: Compared in lower case; "dot" only in brackets, since a bare "dot" is an ordinary word.
+DEFANGED: tuple[tuple[str, str], ...] = (
+    ("[.]", "."), ("(.)", "."), ("{.}", "."), ("[dot]", "."), ("(dot)", "."), ("{dot}", "."),
+    ("[:]", ":"), ("[://]", "://"), ("[/]", "/"), ("hxxp", "http"),
+)
+
+
+def refang(token: str) -> str:
+    """Undo defanged link punctuation (:data:`DEFANGED`); other text is returned as is.
+
+    The result is lower case where a defanged spelling was found (hosts are case-free).
+    """
+    low = token.lower()
+    if not any(pattern in low for pattern, _ in DEFANGED):
+        return token
+    for pattern, plain in DEFANGED:
+        low = low.replace(pattern, plain)
+    return low
 
 
 def _idna():  # type: ignore[no-untyped-def]
@@ -97,7 +118,7 @@ def normalize_link(link: str) -> NormalizedLink:
     """
     if not isinstance(link, str):
         raise fail("link", "normalize_link", "a str", link)
-    raw = link.strip().strip(_STRIP)
+    raw = refang(link.strip()).strip(_STRIP)
     text = raw if "://" in raw else "http://" + raw
     try:
         host = urlsplit(text).hostname or ""
@@ -126,6 +147,7 @@ def normalize_link(link: str) -> NormalizedLink:
 
 
 def _looks_like_link(token: str) -> bool:
+    token = refang(token)
     if "://" in token:
         return True
     if token.startswith("www."):
@@ -141,7 +163,8 @@ def extract_links(text: str) -> list[str]:
     """Return the whitespace-separated tokens of ``text`` that look like links.
 
     Linear in the length of the text: no regular expression runs over user input.
-    Obfuscated links (``example[.]com``, ``example dot com``) are not recovered.
+    Defanged links (``example[.]com``, ``hxxps://example(dot)com``) count as links (see
+    :func:`refang`); a bare ``example dot com``, split over several tokens, does not.
     """
     if not isinstance(text, str):
         raise fail("text", "extract_links", "a str", text)

@@ -19,8 +19,9 @@ The pipeline (each step can be turned off with a keyword of :class:`Normalizer`)
 5. ``diacritics`` — canonical decomposition and removal of nonspacing and enclosing marks
    (``é`` → ``e``, stacked "zalgo" marks and keycap frames vanish).
 6. ``leetspeak`` — digits and a few symbols that stand for letters (:data:`LEET`). Symbols
-   count only when a letter or digit follows them (``$ex``, ``p@ss``), so ``sale!`` keeps
-   its meaning; ``@`` at the start of a word is a mention and is dropped.
+   count when a letter or digit follows them (``$ex``, ``p@ss``), and ``$`` also at the end
+   of a word (``pa$$``), so ``sale!`` keeps its meaning; ``@`` at the start of a word is a
+   mention and is dropped.
 7. ``separators`` — punctuation is removed inside words (``p.e.d.o``, ``p_e-d_o``) and
    runs of single letters separated by spaces are joined (``p e d o``).
 8. ``emoji`` — symbols, emoji, skin-tone modifiers and keycaps are removed.
@@ -85,6 +86,7 @@ _SQUEEZE_RE = re.compile(r"([^ ])\1+")
 # after the per-character squeeze, "rn" followed by more "rn" or "n" collapses to "rn".
 _SQUEEZE_RN_RE = re.compile(r"rn(?:rn|n)+")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 #: Script sets that UTS #39 "highly restrictive" allows inside one token, beyond one
 #: script alone (COMMON and INHERITED never count).
@@ -317,8 +319,15 @@ class Normalizer:
                     run = run[1:]
                 out = "".join(LEET[c] for c in run)
                 return out.replace("l", "i") if fold_l else out
+            # At the end of a word only "$" stands for letters, after a letter ("pa$$",
+            # "bo$$"; digits are letters by now, so "10$" reads "ios"): "!" there is
+            # punctuation ("sale!").
+            head = ""
+            if prev in _LETTERS and run[0] == "$":
+                rest = run.lstrip("$")
+                head, run = "s" * (len(run) - len(rest)), rest
             # Not standing for letters: ordinary symbols or punctuation marks.
-            kept = []
+            kept = [head]
             for c in run:
                 group = unicodedata.category(c)[0]
                 if (group == "S" and not self.emoji) or (group == "P" and not self.separators):
