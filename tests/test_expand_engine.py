@@ -316,3 +316,24 @@ def nx_free_ring(n, step=1):
     j = (i + step) % n
     A = sp.coo_matrix((np.ones(n), (i, j)), shape=(n, n))
     return (A + A.T).tocsr()
+
+
+@pytest.mark.skipif("compiled" not in BACKENDS, reason="compiled loops not built")
+def test_power_product_matches_numpy_and_refuses_aliasing():
+    from guardrails.expand import _spmm
+
+    A = random_csr(30, 30, 0.2, 8)
+    rng = np.random.default_rng(8)
+    X = rng.random((30, 3), dtype=np.float32)
+    Wt = rng.random((30, 3), dtype=np.float32)
+    Y = np.empty_like(X)
+    sums = np.zeros(6)
+    _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, Y, 0, 30, 3, 0.85, sums)
+    want = 0.85 * (A.toarray().astype(np.float64) @ X) + Wt
+    np.testing.assert_allclose(Y, want, rtol=1e-5)
+    np.testing.assert_allclose(sums[:3], np.abs(want - X).sum(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(sums[3:], np.abs(want).sum(axis=0), rtol=1e-5)
+    with pytest.raises(ValueError, match="different arrays"):
+        _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, X, 0, 30, 3, 0.85, sums)
+    with pytest.raises(ValueError, match="2 c"):
+        _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, Y, 0, 30, 3, 0.85, np.zeros(5))

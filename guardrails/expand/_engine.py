@@ -454,7 +454,8 @@ def solve_power(
     """Solve ``Y = W + a T Y`` by power iteration started at ``Y = W``.
 
     Each product's epilogue forms ``a T Y + W`` and the column sums of the stopping
-    test for the chunk it just wrote.
+    test for the rows it just wrote (row by row in the compiled loops, per chunk with
+    scipy).
 
     Returns
     -------
@@ -479,14 +480,28 @@ def solve_power(
         change = colsum(np.abs(t, out=t))
         return change, colsum(np.abs(y, out=t))
 
+    if T.backend == "compiled":
+        m = T.matrix
+
+        def step(old, new):
+            def chunk(lo, hi):
+                out = np.zeros(2 * c)
+                _spmm.power_product(m.indptr, m.indices, m.data, old, W, new, lo, hi, c, a, out)
+                return out[:c], out[c:]
+
+            return T.map_rows(chunk, c)
+
+    else:
+
+        def step(old, new):
+            return T.matmul(old, out=new, epilogue=lambda lo, hi: finish(lo, hi, new, old))
+
     blas = _blas_single_thread() if T.num_threads > 1 else contextlib.nullcontext()
     with blas:
         try:
             while not converged and it < max_iter:
                 it += 1
-                parts = T.matmul(
-                    Y, out=buf, epilogue=lambda lo, hi, new=buf, old=Y: finish(lo, hi, new, old)
-                )
+                parts = step(Y, buf)
                 rel = _total(parts, 0) / np.maximum(_total(parts, 1), tiny)
                 Y, buf = buf, Y
                 converged = bool(np.all(rel <= tol))

@@ -6,6 +6,7 @@
  *   cg_product  Q[lo:hi] = P[lo:hi] - a (A @ P)[lo:hi], with the column sums P.Q, R.Q, Q.Q
  *   cg_update   Z += alpha P, R -= alpha Q, P = R + beta P on rows lo:hi, with the column
  *               sums of |P / s|, |Z / s|, R.R and R.P
+ *   power_product  Y[lo:hi] = a (A @ X)[lo:hi] + W[lo:hi], with the sums of |Y - X| and |Y|
  *
  * A is CSR (float32 data; int32 or int64 indptr and indices), the dense arrays are
  * float32, row-major with c columns (one per seed category), the sums float64.
@@ -102,18 +103,31 @@
 GR_DEFINE_ROW(row_i32, int32_t)
 GR_DEFINE_ROW(row_i64, int64_t)
 
-/* Rows lo:hi of A @ X into y; with q_p non-NULL, the CG epilogue on each row. */
+/* Rows lo:hi of A @ X into y, then on each row the epilogue of `mode`:
+   GR_PLAIN none; GR_CG  y = x - a y with the sums x.y, r.y, y.y (x = P, r = R);
+   GR_POWER y = a y + r with the sums |y - x| and |y| (x = the last iterate, r = W). */
+enum { GR_PLAIN = 0, GR_CG = 1, GR_POWER = 2 };
+
 #define GR_DEFINE_ROWS(NAME, ROW, IDX)                                                       \
     GR_CLONES static int NAME(Py_ssize_t lo, Py_ssize_t hi, int64_t start, int64_t end,       \
                               const IDX *indptr, const IDX *indices, const float *data,       \
                               const float *x, uint64_t xrows, float *y, Py_ssize_t c,         \
-                              const float *r, float a, double *sums)                          \
+                              const float *r, float a, double *sums, int mode)                \
     {                                                                                         \
         for (Py_ssize_t i = lo; i < hi; i++) {                                                \
             float *yr = y + (size_t)i * (size_t)c;                                            \
             const int rc = ROW(i, start, end, indptr, indices, data, x, xrows, yr, c);        \
             if (rc != 0) return rc;                                                           \
-            if (sums != NULL) {                                                               \
+            if (mode == GR_POWER) {                                                           \
+                const float *xr = x + (size_t)i * (size_t)c;                                  \
+                const float *wr = r + (size_t)i * (size_t)c;                                  \
+                for (Py_ssize_t k = 0; k < c; k++) {                                          \
+                    const float yk = a * yr[k] + wr[k];                                       \
+                    yr[k] = yk;                                                               \
+                    sums[k] += fabs((double)yk - (double)xr[k]);                              \
+                    sums[c + k] += fabs((double)yk);                                          \
+                }                                                                             \
+            } else if (mode == GR_CG) {                                                       \
                 const float *pr = x + (size_t)i * (size_t)c;                                  \
                 const float *rr = r + (size_t)i * (size_t)c;                                  \
                 for (Py_ssize_t k = 0; k < c; k++) {                                          \
@@ -235,7 +249,7 @@ check_csr(const Py_buffer *bp, const Py_buffer *bi, const Py_buffer *bd, Py_ssiz
 
 static int
 run_rows(const csr_rows *rows, Py_buffer *v, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t c,
-         const float *r, float a, double *sums)
+         const float *r, float a, double *sums, int mode)
 {
     /* v: indptr, indices, data, x, y */
     const uint64_t xrows = (uint64_t)(v[3].len / 4 / c);
@@ -245,11 +259,11 @@ run_rows(const csr_rows *rows, Py_buffer *v, Py_ssize_t lo, Py_ssize_t hi, Py_ss
     if (rows->width == 4) {
         rc = rows_i32(lo, hi, start, end, (const int32_t *)v[0].buf, (const int32_t *)v[1].buf,
                       (const float *)v[2].buf, (const float *)v[3].buf, xrows, (float *)v[4].buf,
-                      c, r, a, sums);
+                      c, r, a, sums, mode);
     } else {
         rc = rows_i64(lo, hi, start, end, (const int64_t *)v[0].buf, (const int64_t *)v[1].buf,
                       (const float *)v[2].buf, (const float *)v[3].buf, xrows, (float *)v[4].buf,
-                      c, r, a, sums);
+                      c, r, a, sums, mode);
     }
     Py_END_ALLOW_THREADS
     if (rc == -1) {
@@ -285,7 +299,7 @@ csr_matmul(PyObject *Py_UNUSED(self), PyObject *args)
     if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
         get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
         get_buffer(o[4], &v[4], 1, 'f', "y") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
-        check_rows(&v[4], hi, c, "y") || run_rows(&rows, v, lo, hi, c, NULL, 0.0f, NULL)) {
+        check_rows(&v[4], hi, c, "y") || run_rows(&rows, v, lo, hi, c, NULL, 0.0f, NULL, GR_PLAIN)) {
         release_all(v, 5);
         return NULL;
     }
@@ -326,7 +340,55 @@ cg_product(PyObject *Py_UNUSED(self), PyObject *args)
         release_all(v, 7);
         return NULL;
     }
-    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf)) {
+    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf, GR_CG)) {
+        release_all(v, 7);
+        return NULL;
+    }
+    release_all(v, 7);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(power_product_doc,
+"power_product(indptr, indices, data, x, w, y, lo, hi, c, a, sums, /)\n--\n\n"
+"For rows lo:hi: y = a (A @ x) + w, and add the column sums |y - x| and |y| to\n"
+"sums[0:c] and sums[c:2c] (float64). x, w, y: float32, c columns (x is the last\n"
+"iterate of a power iteration, y the next one).");
+
+static PyObject *
+power_product(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[7];
+    Py_buffer v[7];
+    Py_ssize_t lo, hi, c;
+    float a;
+    csr_rows rows;
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOOnnnfO:power_product", &o[0], &o[1], &o[2], &o[3], &o[5],
+                          &o[4], &lo, &hi, &c, &a, &o[6])) {
+        return NULL;
+    }
+    /* v: indptr, indices, data, x, y, w, sums */
+    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
+        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
+        get_buffer(o[4], &v[4], 1, 'f', "y") || get_buffer(o[5], &v[5], 0, 'f', "w") ||
+        get_buffer(o[6], &v[6], 1, 'd', "sums") ||
+        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, "x") ||
+        check_rows(&v[4], hi, c, "y") || check_rows(&v[5], hi, c, "w")) {
+        release_all(v, 7);
+        return NULL;
+    }
+    if (v[6].len / 8 / 2 < c) {
+        PyErr_SetString(PyExc_ValueError, "sums has fewer than 2 c values");
+        release_all(v, 7);
+        return NULL;
+    }
+    if (v[3].buf == v[4].buf) {
+        PyErr_SetString(PyExc_ValueError, "x and y must be different arrays");
+        release_all(v, 7);
+        return NULL;
+    }
+    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf,
+                 GR_POWER)) {
         release_all(v, 7);
         return NULL;
     }
@@ -402,6 +464,7 @@ static PyMethodDef methods[] = {
     {"csr_matmul", csr_matmul, METH_VARARGS, csr_matmul_doc},
     {"cg_product", cg_product, METH_VARARGS, cg_product_doc},
     {"cg_update", cg_update, METH_VARARGS, cg_update_doc},
+    {"power_product", power_product, METH_VARARGS, power_product_doc},
     {NULL, NULL, 0, NULL},
 };
 
