@@ -337,3 +337,84 @@ def test_power_product_matches_numpy_and_refuses_aliasing():
         _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, X, 0, 30, 3, 0.85, sums)
     with pytest.raises(ValueError, match="2 c"):
         _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, Y, 0, 30, 3, 0.85, np.zeros(5))
+
+
+def directed_walk(n, p, seed):
+    """A random directed graph's walk matrix D^-1 A (rows of dead ends stay zero)."""
+    A = sp.random(n, n, density=p, random_state=seed, format="csr", dtype=np.float64)
+    A.data[:] = np.random.default_rng(seed).uniform(0.5, 2.0, A.nnz)
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags(1 / np.where(deg > 0, deg, 1.0)) @ A, dtype=np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(
+    n=st.integers(1, 60),
+    p=st.floats(0.0, 0.4),
+    c=st.sampled_from([1, 3, 8]),
+    seed=st.integers(0, 2**16),
+    threads=st.integers(1, 2),
+    chunk_values=st.sampled_from([8, 64, 1 << 16]),
+)
+@settings(max_examples=40, deadline=None)
+def test_bicgstab_matches_a_dense_solve_on_directed_walks(
+    backend, n, p, c, seed, threads, chunk_values
+):
+    T = directed_walk(n, p, seed)
+    rng = np.random.default_rng(seed)
+    W = (rng.random((n, c)) < 0.2).astype(np.float32) * rng.uniform(0.1, 1.0, (n, c)).astype(
+        np.float32
+    )
+    want = np.linalg.solve(np.eye(n) - 0.85 * T.toarray().astype(np.float64), W.astype(np.float64))
+    op = small_operator(T, backend, threads, chunk_values)
+    Y, products = _engine.solve_bicgstab(op, W, damping=0.85, tol=1e-7, max_iter=400)
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(Y, want, rtol=1e-4, atol=2e-5 * scale)
+    assert products <= 400 + 1
+
+
+def test_bicgstab_breakdown_falls_back_to_power_iteration(monkeypatch):
+    T = directed_walk(40, 0.15, 3)
+    W = np.zeros((40, 2), np.float32)
+    W[[1, 7], 0] = 1.0
+    W[[20], 1] = 0.5
+    want = np.linalg.solve(np.eye(40) - 0.85 * T.toarray().astype(np.float64), W)
+    op = small_operator(T, "scipy", 1, 1 << 16)
+    calls = {"n": 0, "power": 0}
+    real_matmul = op.matmul
+
+    def failing(X, out=None, epilogue=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first V = A P: a breakdown (non-finite Rh.V)
+            out[...] = np.nan
+            return [(np.full(X.shape[1], np.nan),)]
+        return real_matmul(X, out=out, epilogue=epilogue)
+
+    real_power = _engine.solve_power
+
+    def power(*args, **kwargs):
+        calls["power"] += 1
+        return real_power(*args, **kwargs)
+
+    monkeypatch.setattr(op, "matmul", failing)
+    monkeypatch.setattr(_engine, "solve_power", power)
+    Y, _ = _engine.solve_bicgstab(op, W, damping=0.85, tol=1e-7, max_iter=500)
+    assert calls["power"] == 1
+    np.testing.assert_allclose(Y, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_directed_auto_uses_bicgstab_and_agrees_with_power(backend):
+    rng = np.random.default_rng(11)
+    n = 3000
+    A = sp.csr_matrix(
+        (np.ones(24_000, np.float32), (rng.integers(0, n, 24_000), rng.integers(0, n, 24_000))),
+        shape=(n, n),
+    )
+    g = ex.RiskGraph(A, direction="out", backend=backend)
+    seeds = [rng.choice(n, 20, replace=False) for _ in range(3)]
+    auto = g.propagate(seeds, raw=True, tol=1e-6)
+    auto_products = g.n_iter_
+    power = g.propagate(seeds, raw=True, tol=1e-7, method="power")
+    np.testing.assert_allclose(auto, power, rtol=1e-3, atol=1e-5)
+    assert auto_products < g.n_iter_  # fewer sparse products than power iteration

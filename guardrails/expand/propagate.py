@@ -68,6 +68,7 @@ from ._engine import (
     ConvergenceWarning,
     Operator,
     compiled_available,
+    solve_bicgstab,
     solve_power,
     solve_symmetric,
     walk,
@@ -91,9 +92,10 @@ DEFAULT_DAMPING = 0.85
 
 _DIRECTIONS = ("out", "in", "both")
 _NORMALIZATIONS = ("degree", "none")
-_METHODS = ("auto", "cg", "power", "sybilrank")
-# Working memory per column of the CG solver, in float32 vectors of length n.
-_VECTORS_PER_COLUMN = 6
+_METHODS = ("auto", "cg", "bicgstab", "power", "sybilrank")
+# Working memory per column of each solver, in float32 vectors of length n (the seeds
+# and the result included).
+_VECTORS_PER_COLUMN = {"cg": 6, "bicgstab": 9, "power": 3, "sybilrank": 3}
 
 
 class RiskGraph:
@@ -126,12 +128,12 @@ class RiskGraph:
     n_nodes : int
     symmetric : bool
         True when the walk's graph is undirected; propagation then uses conjugate
-        gradients, otherwise power iteration.
+        gradients, otherwise BiCGSTAB.
     degree : ndarray of float32, shape (n,)
         Total edge weight a walk can leave each node by (0 for dead ends, where walks
         stop).
     n_iter_ : int
-        Iterations (sparse products) of the last solve.
+        Sparse products of the last solve.
     """
 
     def __init__(
@@ -215,9 +217,12 @@ class RiskGraph:
 
     def _solve(self, W, *, method, tol, max_iter, n_steps, progress, transpose, max_columns):
         n, c = W.shape
+        if method == "auto":
+            method = "cg" if self.symmetric else "bicgstab"
         if max_columns is None:
             # Bound the working set at about 1 GiB of float32 vectors.
-            max_columns = max(1, (1 << 30) // (4 * _VECTORS_PER_COLUMN * max(1, n)))
+            per = _VECTORS_PER_COLUMN[method]
+            max_columns = max(1, (1 << 30) // (4 * per * max(1, n)))
 
         def block(lo):
             return self._solve_block(
@@ -241,13 +246,14 @@ class RiskGraph:
         if method == "sybilrank":
             return walk(self._operator(self._walk_kind(transpose)), W, n_steps, progress=progress)
         if method == "auto":
-            method = "cg" if self.symmetric else "power"
+            method = "cg" if self.symmetric else "bicgstab"
         if method == "cg":
             if not self.symmetric:
                 raise fail(
                     "method",
                     "RiskGraph.propagate",
-                    "'power' or 'auto' for a directed graph ('cg' needs a symmetric walk)",
+                    "'bicgstab', 'power' or 'auto' for a directed graph ('cg' needs a "
+                    "symmetric walk)",
                     method,
                 )
             # T = S^-1 N S with S = D^(1/2) for walks from each node, D^(-1/2) from seeds.
@@ -263,7 +269,8 @@ class RiskGraph:
                 progress=progress,
             )
             return Y
-        Y, self.n_iter_ = solve_power(
+        solve = solve_bicgstab if method == "bicgstab" else solve_power
+        Y, self.n_iter_ = solve(
             self._operator(self._walk_kind(transpose)),
             W,
             damping=self.damping,
@@ -305,9 +312,11 @@ class RiskGraph:
             ``guardrails.expand._seeds.seed_matrix`` for the accepted forms).
         weights : array-like of float in [0, 1], optional
             Seed weights (severity, confidence), matching ``seeds``; default 1.
-        method : {'auto', 'cg', 'power', 'sybilrank'}
-            ``'auto'``: conjugate gradients on undirected walks, power iteration
-            otherwise; ``'sybilrank'``: the early-stopped walk without restart.
+        method : {'auto', 'cg', 'bicgstab', 'power', 'sybilrank'}
+            ``'auto'``: conjugate gradients on undirected walks, BiCGSTAB on directed
+            ones (a third of the sparse products of power iteration there, and a far
+            smaller error at the same ``tol``); ``'power'``: power iteration, for
+            comparison; ``'sybilrank'``: the early-stopped walk without restart.
         tol : float
             Stop when the L1 size of the last update of every category is at most
             ``tol`` times the L1 norm of its current solution. For conjugate gradients
@@ -456,7 +465,7 @@ def propagate(
         personalised PageRank mass from the seeds.
     damping : float in (0, 1)
         Probability that the walk continues at each step.
-    method : {'auto', 'cg', 'power', 'sybilrank'}
+    method : {'auto', 'cg', 'bicgstab', 'power', 'sybilrank'}
     tol, max_iter, n_steps, progress
         See :meth:`RiskGraph.propagate`.
     num_threads, backend
