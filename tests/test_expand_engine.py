@@ -236,9 +236,35 @@ def test_compiled_loops_refuse_overflowing_ranges_and_foreign_byte_order():
             )
         with pytest.raises(ValueError, match="rows|sums"):
             one = np.ones(2, np.float32)
+            p_, q_, r_, z_ = (X.copy() for _ in range(4))
             _spmm.cg_update(
-                X, X, X, X, np.ones(6, np.float32), one, one, lo, hi, sys.maxsize, np.zeros(8)
+                p_, q_, r_, z_, np.ones(6, np.float32), one, one, lo, hi, sys.maxsize, np.zeros(8)
             )
+    # Outputs that overlap inputs (even by one row) are refused: the loops would read
+    # rows they have already overwritten.
+    big = np.ones((7, 2), np.float32)
+    with pytest.raises(ValueError, match="y overlaps x"):
+        _spmm.csr_matmul(A.indptr, A.indices, A.data, big[:6], big[1:], 0, 6, 2)
+    with pytest.raises(ValueError, match="q overlaps"):
+        _spmm.cg_product(A.indptr, A.indices, A.data, X, Y, Y, 0, 6, 2, 0.5, np.zeros(6))
+    one = np.ones(2, np.float32)
+    p_, q_, z_ = X.copy(), X.copy(), X.copy()
+    with pytest.raises(ValueError, match="overlaps"):
+        _spmm.cg_update(p_, q_, p_, z_, np.ones(6, np.float32), one, one, 0, 6, 2, np.zeros(8))
+    with pytest.raises(ValueError, match="overlaps"):
+        _spmm.cg_update(
+            p_,
+            q_,
+            X.copy(),
+            z_,
+            np.ones(6, np.float32),
+            one,
+            one,
+            0,
+            6,
+            2,
+            p_.reshape(-1).view(np.float64),
+        )
     swapped = X.astype(X.dtype.newbyteorder())
     with pytest.raises(TypeError, match="native byte order"):
         _spmm.csr_matmul(A.indptr, A.indices, A.data, swapped, Y, 0, 6, 2)
@@ -333,7 +359,7 @@ def test_power_product_matches_numpy_and_refuses_aliasing():
     np.testing.assert_allclose(Y, want, rtol=1e-5)
     np.testing.assert_allclose(sums[:3], np.abs(want - X).sum(axis=0), rtol=1e-5)
     np.testing.assert_allclose(sums[3:], np.abs(want).sum(axis=0), rtol=1e-5)
-    with pytest.raises(ValueError, match="different arrays"):
+    with pytest.raises(ValueError, match="overlaps"):
         _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, X, 0, 30, 3, 0.85, sums)
     with pytest.raises(ValueError, match="2 c"):
         _spmm.power_product(A.indptr, A.indices, A.data, X, Wt, Y, 0, 30, 3, 0.85, np.zeros(5))
@@ -418,3 +444,84 @@ def test_directed_auto_uses_bicgstab_and_agrees_with_power(backend):
     power = g.propagate(seeds, raw=True, tol=1e-7, method="power")
     np.testing.assert_allclose(auto, power, rtol=1e-3, atol=1e-5)
     assert auto_products < g.n_iter_  # fewer sparse products than power iteration
+
+
+def tree_like_digraph(n, k, seed):
+    """Every node follows k random nodes: few short cycles around any seed."""
+    rng = np.random.default_rng(seed)
+    src = np.repeat(np.arange(n), k)
+    dst = rng.integers(0, n, n * k)
+    return sp.csr_matrix((np.ones(src.size, np.float32), (src, dst)), shape=(n, n))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bicgstab_converges_on_its_own_in_few_products(backend, monkeypatch):
+    # A regression bound: 19 products here (power iteration: 74) and no fallback. A wrong
+    # beta, omega or shadow residual costs dozens of products or a fallback.
+    n = 20_000
+    g = ex.RiskGraph(tree_like_digraph(n, 8, 1), direction="out", backend=backend)
+    rng = np.random.default_rng(2)
+    seeds = [rng.choice(n, 30, replace=False) for _ in range(4)]
+    fallbacks = []
+    real_power = _engine.solve_power
+    monkeypatch.setattr(
+        _engine, "solve_power", lambda *a, **k: fallbacks.append(1) or real_power(*a, **k)
+    )
+    y = g.propagate(seeds, raw=True, tol=1e-6)
+    assert not fallbacks
+    assert g.n_iter_ <= 23
+    monkeypatch.setattr(_engine, "solve_power", real_power)
+    ref = g.propagate(seeds, raw=True, tol=1e-9, method="power", max_iter=1000)
+    assert g.n_iter_ > 3 * 23
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_bicgstab_column_solved_by_its_half_step_does_not_stop_the_others():
+    # Column 0 sits on a 2-node chain (T^2 w = 0: the half step solves it exactly); the
+    # other columns must go on as if alone, without a fallback to power iteration.
+    n = 20_000
+    A = tree_like_digraph(n, 8, 3).tolil()
+    A[0, :] = 0
+    A[1, :] = 0
+    A[0, 1] = 1.0
+    A = A.tocsr()
+    A.eliminate_zeros()
+    g = ex.RiskGraph(A, direction="out")
+    rng = np.random.default_rng(4)
+    others = [rng.choice(np.arange(2, n), 30, replace=False) for _ in range(2)]
+    g.propagate(others, tol=1e-6)
+    alone = g.n_iter_
+    both = g.propagate([np.array([0]), *others], raw=True, tol=1e-6)
+    assert g.n_iter_ == alone
+    np.testing.assert_allclose(both[[0, 1], 0], [1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(both[0, 0], 1.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cap", [1, 2, 3, 4, 5])
+def test_bicgstab_honours_the_cap_and_names_it(backend, cap):
+    n = 2000
+    g = ex.RiskGraph(tree_like_digraph(n, 4, 5), direction="out", backend=backend)
+    seeds = np.random.default_rng(5).choice(n, 10, replace=False)
+    ref = g.propagate(seeds, raw=True, tol=1e-9, max_iter=400)
+    seeds_only = np.zeros(n)
+    seeds_only[seeds] = 1.0
+    with pytest.warns(ex.ConvergenceWarning, match=rf"cap \({cap}\)") as rec:
+        y = g.propagate(seeds, raw=True, tol=1e-9, max_iter=cap)
+    assert g.n_iter_ <= cap
+    assert rec[0].filename == __file__  # the warning points at the caller's line
+    # Never worse than the seeds alone (BiCGSTAB's residual is not monotone).
+    assert np.abs(y - ref).sum() <= np.abs(seeds_only - ref).sum() * (1 + 1e-6)
+
+
+def test_power_iteration_from_a_start_converges_to_the_same_solution():
+    T = directed_walk(50, 0.1, 9)
+    W = np.zeros((50, 2), np.float32)
+    W[[3, 9], 0] = 1.0
+    W[[20], 1] = 1.0
+    op = small_operator(T, BACKENDS[-1], 1, 1 << 16)
+    Y0, n0 = _engine.solve_power(op, W, damping=0.85, tol=1e-7, max_iter=500)
+    start = Y0 + np.float32(1e-3)
+    Y1, n1 = _engine.solve_power(op, W, damping=0.85, tol=1e-7, max_iter=500, start=start)
+    np.testing.assert_allclose(Y1, Y0, rtol=1e-5, atol=1e-6)
+    assert n1 < n0

@@ -190,6 +190,19 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *
     return 0;
 }
 
+/* Refuse an output buffer whose bytes overlap an input's: the loops read rows of the
+   inputs after writing rows of the output, so aliasing would give wrong values. */
+static int
+check_apart(const Py_buffer *out, const Py_buffer *in, const char *out_name, const char *in_name)
+{
+    const char *o = (const char *)out->buf, *i = (const char *)in->buf;
+    if (out->len > 0 && in->len > 0 && o < i + in->len && i < o + out->len) {
+        PyErr_Format(PyExc_ValueError, "%s overlaps %s: pass separate arrays", out_name, in_name);
+        return -1;
+    }
+    return 0;
+}
+
 static void
 release_all(Py_buffer *views, int n)
 {
@@ -298,7 +311,8 @@ csr_matmul(PyObject *Py_UNUSED(self), PyObject *args)
     }
     if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
         get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
-        get_buffer(o[4], &v[4], 1, 'f', "y") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
+        get_buffer(o[4], &v[4], 1, 'f', "y") || check_apart(&v[4], &v[3], "y", "x") ||
+        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
         check_rows(&v[4], hi, c, "y") || run_rows(&rows, v, lo, hi, c, NULL, 0.0f, NULL, GR_PLAIN)) {
         release_all(v, 5);
         return NULL;
@@ -329,7 +343,8 @@ cg_product(PyObject *Py_UNUSED(self), PyObject *args)
     if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
         get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "p") ||
         get_buffer(o[4], &v[4], 1, 'f', "q") || get_buffer(o[5], &v[5], 0, 'f', "r") ||
-        get_buffer(o[6], &v[6], 1, 'd', "sums") ||
+        get_buffer(o[6], &v[6], 1, 'd', "sums") || check_apart(&v[4], &v[3], "q", "p") ||
+        check_apart(&v[4], &v[5], "q", "r") ||
         check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, "p") ||
         check_rows(&v[4], hi, c, "q") || check_rows(&v[5], hi, c, "r")) {
         release_all(v, 7);
@@ -371,7 +386,8 @@ power_product(PyObject *Py_UNUSED(self), PyObject *args)
     if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
         get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
         get_buffer(o[4], &v[4], 1, 'f', "y") || get_buffer(o[5], &v[5], 0, 'f', "w") ||
-        get_buffer(o[6], &v[6], 1, 'd', "sums") ||
+        get_buffer(o[6], &v[6], 1, 'd', "sums") || check_apart(&v[4], &v[3], "y", "x") ||
+        check_apart(&v[4], &v[5], "y", "w") ||
         check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, "x") ||
         check_rows(&v[4], hi, c, "y") || check_rows(&v[5], hi, c, "w")) {
         release_all(v, 7);
@@ -379,11 +395,6 @@ power_product(PyObject *Py_UNUSED(self), PyObject *args)
     }
     if (v[6].len / 8 / 2 < c) {
         PyErr_SetString(PyExc_ValueError, "sums has fewer than 2 c values");
-        release_all(v, 7);
-        return NULL;
-    }
-    if (v[3].buf == v[4].buf) {
-        PyErr_SetString(PyExc_ValueError, "x and y must be different arrays");
         release_all(v, 7);
         return NULL;
     }
@@ -420,6 +431,15 @@ cg_update(PyObject *Py_UNUSED(self), PyObject *args)
         if (get_buffer(o[k], &v[k], writable[k], k == 7 ? 'd' : 'f', names[k])) {
             release_all(v, 8);
             return NULL;
+        }
+    }
+    for (int k = 0; k < 8; k++) {
+        for (int j = 0; j < 8; j++) {
+            if (j != k && writable[k] && (j > k || !writable[j]) &&
+                check_apart(&v[k], &v[j], names[k], names[j])) {
+                release_all(v, 8);
+                return NULL;
+            }
         }
     }
     if (c < 1 || lo < 0 || hi < lo || check_rows(&v[0], hi, c, "p") ||
