@@ -154,10 +154,12 @@ def test_sybilrank_variant_is_relative_and_early_stopped():
     np.testing.assert_allclose(r, want / want.max(), atol=1e-5)
 
 
-def test_convergence_warning_at_iteration_cap():
+@pytest.mark.parametrize("kw", [{}, {"direction": "out"}, {"direction": "out", "method": "power"}])
+def test_convergence_warning_at_iteration_cap(kw):
     A = random_graph(40, 0.1, 6)
-    with pytest.warns(ex.ConvergenceWarning):
-        ex.propagate(A, [0], max_iter=1, tol=1e-9)
+    with pytest.warns(ex.ConvergenceWarning, match=r"cap \(1\)") as rec:
+        ex.propagate(A, [0], max_iter=1, tol=1e-9, **kw)
+    assert rec[0].filename == __file__  # points at the caller's line, whatever the solver
 
 
 def test_isolated_and_dead_end_nodes():
