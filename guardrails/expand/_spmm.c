@@ -326,8 +326,12 @@ PyDoc_STRVAR(cg_product_doc,
 "For rows lo:hi: q = p - a (A @ p), and add the column sums p.q, r.q and q.q to\n"
 "sums[0:c], sums[c:2c] and sums[2c:3c] (float64). p, r, q: float32, c columns.");
 
+/* The product with an epilogue (cg_product, power_product): the same arguments
+   (indptr, indices, data, x, r, y, lo, hi, c, a, sums), named `names` (x, r, y) in
+   errors; `nsums` blocks of c sums; the epilogue `mode`. */
 static PyObject *
-cg_product(PyObject *Py_UNUSED(self), PyObject *args)
+product_with_epilogue(PyObject *args, const char *format, const char *const names[3],
+                      Py_ssize_t nsums, int mode)
 {
     PyObject *o[7];
     Py_buffer v[7];
@@ -335,32 +339,39 @@ cg_product(PyObject *Py_UNUSED(self), PyObject *args)
     float a;
     csr_rows rows;
     memset(v, 0, sizeof(v));
-    if (!PyArg_ParseTuple(args, "OOOOOOnnnfO:cg_product", &o[0], &o[1], &o[2], &o[3], &o[5],
-                          &o[4], &lo, &hi, &c, &a, &o[6])) {
+    if (!PyArg_ParseTuple(args, format, &o[0], &o[1], &o[2], &o[3], &o[5], &o[4], &lo, &hi, &c,
+                          &a, &o[6])) {
         return NULL;
     }
-    /* v: indptr, indices, data, x = p, y = q, r, sums */
+    /* v: indptr, indices, data, x, y, r, sums */
     if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
-        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "p") ||
-        get_buffer(o[4], &v[4], 1, 'f', "q") || get_buffer(o[5], &v[5], 0, 'f', "r") ||
-        get_buffer(o[6], &v[6], 1, 'd', "sums") || check_apart(&v[4], &v[3], "q", "p") ||
-        check_apart(&v[4], &v[5], "q", "r") ||
-        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, "p") ||
-        check_rows(&v[4], hi, c, "q") || check_rows(&v[5], hi, c, "r")) {
+        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', names[0]) ||
+        get_buffer(o[4], &v[4], 1, 'f', names[2]) || get_buffer(o[5], &v[5], 0, 'f', names[1]) ||
+        get_buffer(o[6], &v[6], 1, 'd', "sums") || check_apart(&v[4], &v[3], names[2], names[0]) ||
+        check_apart(&v[4], &v[5], names[2], names[1]) ||
+        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, names[0]) ||
+        check_rows(&v[4], hi, c, names[2]) || check_rows(&v[5], hi, c, names[1])) {
         release_all(v, 7);
         return NULL;
     }
-    if (v[6].len / 8 / 3 < c) {
-        PyErr_SetString(PyExc_ValueError, "sums has fewer than 3 c values");
+    if (v[6].len / 8 / nsums < c) {
+        PyErr_Format(PyExc_ValueError, "sums has fewer than %zd c values", nsums);
         release_all(v, 7);
         return NULL;
     }
-    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf, GR_CG)) {
+    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf, mode)) {
         release_all(v, 7);
         return NULL;
     }
     release_all(v, 7);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+cg_product(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    static const char *const names[3] = {"p", "r", "q"};
+    return product_with_epilogue(args, "OOOOOOnnnfO:cg_product", names, 3, GR_CG);
 }
 
 PyDoc_STRVAR(power_product_doc,
@@ -372,39 +383,8 @@ PyDoc_STRVAR(power_product_doc,
 static PyObject *
 power_product(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *o[7];
-    Py_buffer v[7];
-    Py_ssize_t lo, hi, c;
-    float a;
-    csr_rows rows;
-    memset(v, 0, sizeof(v));
-    if (!PyArg_ParseTuple(args, "OOOOOOnnnfO:power_product", &o[0], &o[1], &o[2], &o[3], &o[5],
-                          &o[4], &lo, &hi, &c, &a, &o[6])) {
-        return NULL;
-    }
-    /* v: indptr, indices, data, x, y, w, sums */
-    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
-        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
-        get_buffer(o[4], &v[4], 1, 'f', "y") || get_buffer(o[5], &v[5], 0, 'f', "w") ||
-        get_buffer(o[6], &v[6], 1, 'd', "sums") || check_apart(&v[4], &v[3], "y", "x") ||
-        check_apart(&v[4], &v[5], "y", "w") ||
-        check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, "x") ||
-        check_rows(&v[4], hi, c, "y") || check_rows(&v[5], hi, c, "w")) {
-        release_all(v, 7);
-        return NULL;
-    }
-    if (v[6].len / 8 / 2 < c) {
-        PyErr_SetString(PyExc_ValueError, "sums has fewer than 2 c values");
-        release_all(v, 7);
-        return NULL;
-    }
-    if (run_rows(&rows, v, lo, hi, c, (const float *)v[5].buf, a, (double *)v[6].buf,
-                 GR_POWER)) {
-        release_all(v, 7);
-        return NULL;
-    }
-    release_all(v, 7);
-    Py_RETURN_NONE;
+    static const char *const names[3] = {"x", "w", "y"};
+    return product_with_epilogue(args, "OOOOOOnnnfO:power_product", names, 2, GR_POWER);
 }
 
 PyDoc_STRVAR(cg_update_doc,
