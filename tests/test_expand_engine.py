@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import guardrails.expand as ex
@@ -383,6 +383,9 @@ def directed_walk(n, p, seed):
     chunk_values=st.sampled_from([8, 64, 1 << 16]),
 )
 @settings(max_examples=40, deadline=None)
+# Found by Hypothesis: the recursive residual drifted from the true one in float32 and a
+# column stopped at an error of 1e-3; the solver now checks the true residual.
+@example(n=46, p=0.04826735307748812, c=8, seed=2047, threads=1, chunk_values=8)
 def test_bicgstab_matches_a_dense_solve_on_directed_walks(
     backend, n, p, c, seed, threads, chunk_values
 ):

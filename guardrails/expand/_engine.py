@@ -615,6 +615,15 @@ def solve_bicgstab(
         tt = colsum(np.multiply(t, t, out=w))
         return ts, tt, colsum(t)
 
+    def true_residual(lo, hi):  # R = W - A Y, from R = T Y
+        r, y = R[lo:hi], Y[lo:hi]
+        r *= a
+        r += Ws[lo:hi]
+        r -= y
+        w = np.abs(r)
+        res = colsum(w)
+        return res, colsum(np.abs(y, out=w)), colsum(r)
+
     def pass_c(lo, hi, alpha, omega, beta):
         p, v, sr, t, y, r = P[lo:hi], V[lo:hi], S[lo:hi], Tt[lo:hi], Y[lo:hi], R[lo:hi]
         step = np.multiply(p, alpha)
@@ -641,45 +650,63 @@ def solve_bicgstab(
         products += 1
         live = rho != 0  # R >= 0 at the start: a zero sum is a zero residual
         res0, res = rho.copy(), rho.copy()  # |R|_1 at the start (R >= 0) and now
+        restarts = 0
         try:
-            while live.any() and products + 2 <= max_iter:
-                rhv = _total(T.matmul(P, out=V, epilogue=after_v), 0)
+            while True:
+                while live.any() and products + 2 <= max_iter:
+                    rhv = _total(T.matmul(P, out=V, epilogue=after_v), 0)
+                    products += 1
+                    ok = (rhv != 0) & np.isfinite(rhv) & (rho != 0) & np.isfinite(rho)
+                    if (live & ~ok).any():
+                        broke = True
+                        break
+                    alpha = np.where(live, rho / np.where(ok, rhv, 1.0), 0.0)
+                    a32 = alpha.astype(np.float32)
+                    T.map_rows(lambda lo, hi, a32=a32: pass_s(lo, hi, a32), c)
+                    parts = T.matmul(S, out=Tt, epilogue=after_t)
+                    products += 1
+                    ts, tt, rht = (_total(parts, k) for k in range(3))
+                    # tt = 0: S = 0, the half step solved the column; Y += alpha P ends it.
+                    solved = live & (tt == 0)
+                    ok = np.isfinite(tt) & np.isfinite(ts) & ((tt > 0) | solved)
+                    omega = np.where(live & ~solved & ok, ts / np.where(tt > 0, tt, 1.0), 0.0)
+                    if (live & ~ok).any() or (live & ~solved & (omega == 0)).any():
+                        broke = True
+                        Y += a32 * P  # the half step still makes progress
+                        break
+                    rho_next = rho - alpha * rhv - omega * rht
+                    den = np.where(live & ~solved, rho * omega, 1.0)
+                    beta = np.where(live & ~solved, rho_next * alpha / den, 0.0)
+                    o32, b32 = omega.astype(np.float32), beta.astype(np.float32)
+                    parts = T.map_rows(
+                        lambda lo, hi, a32=a32, o32=o32, b32=b32: pass_c(lo, hi, a32, o32, b32), c
+                    )
+                    move, size, res, rho = (_total(parts, k) for k in range(4))
+                    if not (np.isfinite(move).all() and np.isfinite(res).all()):
+                        broke = True
+                        break
+                    scale = np.maximum(size, tiny)
+                    done = solved | ((move / scale <= tol) & (res / scale <= tol))
+                    live &= ~done
+                    if bar is not None:
+                        bar.update(2)
+                        bar.set_postfix(step=f"{(move / scale).max():.2e}")
+                if broke or live.any() or products + 1 > max_iter:
+                    break
+                # The recursive residual can drift from the true one in float32: check
+                # it with one more product, and restart the columns it fails from there.
+                parts = T.matmul(Y, out=R, epilogue=true_residual)
                 products += 1
-                ok = (rhv != 0) & np.isfinite(rhv) & (rho != 0) & np.isfinite(rho)
-                if (live & ~ok).any():
+                res, size, rho = (_total(parts, k) for k in range(3))
+                bad = res > max(10.0 * tol, 1e-5) * np.maximum(size, tiny)
+                if not bad.any():
+                    break
+                restarts += 1
+                live = bad
+                if restarts > 3 or (bad & (rho == 0)).any():
                     broke = True
                     break
-                alpha = np.where(live, rho / np.where(ok, rhv, 1.0), 0.0)
-                a32 = alpha.astype(np.float32)
-                T.map_rows(lambda lo, hi, a32=a32: pass_s(lo, hi, a32), c)
-                parts = T.matmul(S, out=Tt, epilogue=after_t)
-                products += 1
-                ts, tt, rht = (_total(parts, k) for k in range(3))
-                # tt = 0: S = 0, the half step solved the column; Y += alpha P ends it.
-                solved = live & (tt == 0)
-                ok = np.isfinite(tt) & np.isfinite(ts) & ((tt > 0) | solved)
-                omega = np.where(live & ~solved & ok, ts / np.where(tt > 0, tt, 1.0), 0.0)
-                if (live & ~ok).any() or (live & ~solved & (omega == 0)).any():
-                    broke = True
-                    Y += a32 * P  # the half step still makes progress
-                    break
-                rho_next = rho - alpha * rhv - omega * rht
-                den = np.where(live & ~solved, rho * omega, 1.0)
-                beta = np.where(live & ~solved, rho_next * alpha / den, 0.0)
-                o32, b32 = omega.astype(np.float32), beta.astype(np.float32)
-                parts = T.map_rows(
-                    lambda lo, hi, a32=a32, o32=o32, b32=b32: pass_c(lo, hi, a32, o32, b32), c
-                )
-                move, size, res, rho = (_total(parts, k) for k in range(4))
-                if not (np.isfinite(move).all() and np.isfinite(res).all()):
-                    broke = True
-                    break
-                scale = np.maximum(size, tiny)
-                done = solved | ((move / scale <= tol) & (res / scale <= tol))
-                live &= ~done
-                if bar is not None:
-                    bar.update(2)
-                    bar.set_postfix(step=f"{(move / scale).max():.2e}")
+                T.map_rows(lambda lo, hi: np.copyto(P[lo:hi], R[lo:hi]), c)
         finally:
             if bar is not None:
                 bar.close()
@@ -687,7 +714,7 @@ def solve_bicgstab(
         left = max_iter - products
         if not np.isfinite(Y).all():
             Y = Ws.copy()
-        else:
+        elif restarts == 0:
             # BiCGSTAB's residual is not monotone: a column stopped while its residual is
             # above its start goes back to the start (Y = W) before power iteration.
             worse = np.flatnonzero(live & ~(res <= res0))
