@@ -93,6 +93,19 @@ class Catalog:
     n: int
     snapshot: Any = None
 
+    def check_sized(self, where: str, name: str, length: int) -> None:
+        """Raise a typed error unless a per-candidate array has ``n`` entries."""
+        if length != self.n:
+            from .._validation import fail
+
+            raise fail(
+                name,
+                where,
+                f"sized to the {self.kind} catalogue ({self.n} entries)",
+                f"{length} entries",
+                describe=False,
+            )
+
 
 @dataclass(frozen=True, eq=False)
 class ViewerBatch:

@@ -15,17 +15,6 @@ from .base import Catalog, Filter, ViewerBatch
 __all__ = ["BlockItems", "ExcludePairs", "SuppressRisk", "DemoteRisk"]
 
 
-def _check_catalog(where: str, name: str, length: int, catalog: Catalog) -> None:
-    if length != catalog.n:
-        raise fail(
-            name,
-            where,
-            f"sized to the {catalog.kind} catalogue ({catalog.n} entries)",
-            f"{length} entries",
-            describe=False,
-        )
-
-
 class BlockItems(Filter):
     """Never return the given candidates to anybody.
 
@@ -101,7 +90,7 @@ class ExcludePairs(Filter):
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
         if viewers.userids is None:
             return None
-        _check_catalog("ExcludePairs", "pairs", self.pairs.shape[1], catalog)
+        catalog.check_sized("ExcludePairs", "pairs", self.pairs.shape[1])
         rows = _viewer_rows(self.pairs, viewers.userids)
         return PlanPart(self.name, self.reason, viewer_mask=rows)
 
@@ -146,7 +135,7 @@ class SuppressRisk(Filter):
         return (self.risk, self.threshold)
 
     def compile_global(self, catalog: Catalog) -> PlanPart:
-        _check_catalog("SuppressRisk", "risk", self.risk.shape[0], catalog)
+        catalog.check_sized("SuppressRisk", "risk", self.risk.shape[0])
         return PlanPart(self.name, self.reason, hard_mask=self.risk >= self.threshold)
 
 
@@ -226,7 +215,7 @@ class DemoteRisk(Filter):
         return np.clip(lv, 0.0, 1.0)
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
-        _check_catalog("DemoteRisk", "risk", self.risk.shape[0], catalog)
+        catalog.check_sized("DemoteRisk", "risk", self.risk.shape[0])
         if self.weight == 0.0:
             return None
         return PlanPart(

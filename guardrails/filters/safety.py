@@ -72,17 +72,6 @@ ACTIONS = ("allow", "demote", "drop")
 _ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
 
 
-def _check_len(where: str, name: str, length: int, catalog: Catalog) -> None:
-    if length != catalog.n:
-        raise fail(
-            name,
-            where,
-            f"sized to the {catalog.kind} catalogue ({catalog.n} entries)",
-            f"{length} entries",
-            describe=False,
-        )
-
-
 def _action(value, where: str, name: str = "action") -> str:
     return check_choice(value, name, where, ("drop", "demote"))
 
@@ -191,7 +180,7 @@ class BlockLabeled(Filter):
     def _category(self, catalog: Catalog, cat: str) -> np.ndarray:
         if self.labels is not None and cat in self.labels:
             arr = self.labels[cat]
-            _check_len("BlockLabeled", "labels", arr.shape[0], catalog)
+            catalog.check_sized("BlockLabeled", "labels", arr.shape[0])
             return arr
         snap = catalog.snapshot
         if snap is None or not hasattr(snap, "has"):
@@ -216,12 +205,12 @@ class BlockLabeled(Filter):
                 f"BlockLabeled {self.name!r}: snapshot.has({cat!r}) returned {arr.dtype} of shape "
                 f"{arr.shape}, not a 1-d bool array."
             )
-        _check_len("BlockLabeled", "snapshot", arr.shape[0], catalog)
+        catalog.check_sized("BlockLabeled", "snapshot", arr.shape[0])
         return arr
 
     def _severity(self, catalog: Catalog) -> np.ndarray:
         if self.severity is not None:
-            _check_len("BlockLabeled", "severity", self.severity.shape[0], catalog)
+            catalog.check_sized("BlockLabeled", "severity", self.severity.shape[0])
             return self.severity
         snap = catalog.snapshot
         sev = None if snap is None else getattr(snap, "max_severity", None)
@@ -231,7 +220,7 @@ class BlockLabeled(Filter):
                 "max_severity and no plain severity were given."
             )
         sev = np.asarray(sev)
-        _check_len("BlockLabeled", "snapshot", sev.shape[0], catalog)
+        catalog.check_sized("BlockLabeled", "snapshot", sev.shape[0])
         return sev
 
     def matches(self, catalog: Catalog) -> np.ndarray:
@@ -373,7 +362,7 @@ class SuppressNeighborhood(Filter):
 
     def risk_for(self, catalog: Catalog) -> np.ndarray:
         if self.risk is not None:
-            _check_len("SuppressNeighborhood", "risk", self.risk.shape[0], catalog)
+            catalog.check_sized("SuppressNeighborhood", "risk", self.risk.shape[0])
             return self.risk
         snap = catalog.snapshot
         risk = None if snap is None else getattr(snap, "risk", None)
@@ -383,7 +372,7 @@ class SuppressNeighborhood(Filter):
                 "or give the Guard a snapshot with a risk array."
             )
         risk = np.asarray(risk, dtype=np.float32)
-        _check_len("SuppressNeighborhood", "snapshot", risk.shape[0], catalog)
+        catalog.check_sized("SuppressNeighborhood", "snapshot", risk.shape[0])
         return risk
 
     def compile_global(self, catalog: Catalog) -> list[PlanPart]:
@@ -539,7 +528,7 @@ class CohortRule(Filter):
         return np.vstack([self.matrix, self.matrix.max(axis=0, keepdims=True)])
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable | None:
-        _check_len("CohortRule", "candidate_cohorts", self.candidate_cohorts.shape[0], catalog)
+        catalog.check_sized("CohortRule", "candidate_cohorts", self.candidate_cohorts.shape[0])
         acts = self.actions()  # (n_v + 1, n_c)
         cc = self.candidate_cohorts
         known = cc >= 0
@@ -705,7 +694,7 @@ class ViewerCircuitBreaker(Filter):
         return state
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
-        _check_len("ViewerCircuitBreaker", "risk", self.risk.shape[0], catalog)
+        catalog.check_sized("ViewerCircuitBreaker", "risk", self.risk.shape[0])
         return CohortTable(
             self.name, self.reason, (~self.low_risk_pool())[None, :], None, ("tripped",)
         )
@@ -806,10 +795,10 @@ class ShareCap(Filter):
 
     def compile_caps(self, catalog: Catalog) -> CapSpec:
         if self.risk is not None:
-            _check_len("ShareCap", "risk", self.risk.shape[0], catalog)
+            catalog.check_sized("ShareCap", "risk", self.risk.shape[0])
             groups = np.where(self.risk >= self.threshold, 0, -1).astype(np.int64)
         else:
-            _check_len("ShareCap", "communities", self.communities.shape[0], catalog)
+            catalog.check_sized("ShareCap", "communities", self.communities.shape[0])
             groups = self.communities
         return CapSpec(self.name, self.reason, groups, self.max_share, self.min_count)
 
@@ -896,7 +885,7 @@ class RelationshipRule(Filter):
 
     def _check(self, catalog: Catalog) -> None:
         if self.n_candidates is not None:
-            _check_len("RelationshipRule", "targets", self.n_candidates, catalog)
+            catalog.check_sized("RelationshipRule", "targets", self.n_candidates)
         if self.targets.size and self.targets[-1] >= catalog.n:
             raise fail(
                 "targets",
@@ -906,7 +895,7 @@ class RelationshipRule(Filter):
                 describe=False,
             )
         if self.follows is not None:
-            _check_len("RelationshipRule", "follows", self.follows.shape[1], catalog)
+            catalog.check_sized("RelationshipRule", "follows", self.follows.shape[1])
 
     def followed(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
         """Bool-valued CSR ``(m, n)`` of the relationships known for the batch."""
