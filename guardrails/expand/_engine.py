@@ -244,6 +244,25 @@ class _ColumnSums:
         return (self.ones[: X.shape[0]] @ X).astype(np.float64)
 
 
+def _column_scale(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The seeded rows of ``W``, and per-column factors ``(up, down)`` that scale each
+    column to a largest absolute weight of 1 and back.
+
+    The solution is linear in each column, so solvers work on the scaled columns: tiny
+    weights (1e-25, say) then do not underflow the float32 squares of a residual and
+    stop a solver early.
+    """
+    seeded = np.flatnonzero(W.any(axis=1))
+    top = np.abs(W[seeded]).max(axis=0).astype(np.float64) if seeded.size else np.zeros(W.shape[1])
+    top = np.where(top > 0, top, 1.0)
+    return seeded, np.minimum(1.0 / top, 1e38).astype(np.float32), top.astype(np.float32)
+
+
+def _one_blas_thread(op: Operator):
+    """One BLAS thread per chunk while ``op``'s threads provide the parallelism."""
+    return _blas_single_thread() if op.num_threads > 1 else contextlib.nullcontext()
+
+
 def _total(parts, k: int) -> np.ndarray:
     return np.sum([p[k] for p in parts], axis=0)
 
@@ -340,14 +359,7 @@ def solve_symmetric(
     Q = np.empty_like(Z)  # N P, then M P = P - a N P
     colsum = _ColumnSums(N, c)
     tiny = np.finfo(np.float32).tiny
-    # The solution is linear in each column: solve for columns scaled to a largest seed
-    # weight of 1 and scale back at the end, so that tiny weights (1e-25, say) do not
-    # underflow the float32 squares of the residual and stop the solver early.
-    seeded = np.flatnonzero(W.any(axis=1))
-    top = W[seeded].max(axis=0).astype(np.float64) if seeded.size else np.zeros(c)
-    top = np.where(top > 0, top, 1.0)
-    up = np.minimum(1.0 / top, 1e38).astype(np.float32)
-    down = top.astype(np.float32)
+    seeded, up, down = _column_scale(W)
 
     def scaled_seeds(lo, hi):
         z = Z[lo:hi]
@@ -409,8 +421,7 @@ def solve_symmetric(
 
     bar = _progress(progress, max_iter, "propagate (cg)")
     it = 0
-    # One BLAS thread per chunk: the operator's threads provide the parallelism.
-    blas = _blas_single_thread() if N.num_threads > 1 else contextlib.nullcontext()
+    blas = _one_blas_thread(N)
     with blas:
         N.map_rows(scaled_seeds, c)
         if seeded.size * 16 <= n:
@@ -517,7 +528,7 @@ def solve_power(
         def step(old, new):
             return T.matmul(old, out=new, epilogue=lambda lo, hi: finish(lo, hi, new, old))
 
-    blas = _blas_single_thread() if T.num_threads > 1 else contextlib.nullcontext()
+    blas = _one_blas_thread(T)
     with blas:
         try:
             while not converged and it < max_iter:
@@ -580,11 +591,8 @@ def solve_bicgstab(
     n, c = W.shape
     colsum = _ColumnSums(T, c)
     tiny = np.finfo(np.float32).tiny
-    # Columns scaled to a largest seed weight of 1 (the solution is linear in each).
-    seeded = np.flatnonzero(W.any(axis=1))
-    top = np.abs(W[seeded]).max(axis=0).astype(np.float64) if seeded.size else np.zeros(c)
-    top = np.where(top > 0, top, 1.0)
-    Ws = W * np.minimum(1.0 / top, 1e38).astype(np.float32)
+    _, up, down = _column_scale(W)
+    Ws = W * up
     Y = Ws.copy()
     R = np.empty_like(Ws)
     P = np.empty_like(Ws)
@@ -647,7 +655,7 @@ def solve_bicgstab(
     bar = _progress(progress, max_iter, "propagate (bicgstab)")
     products = 0
     broke = False
-    blas = _blas_single_thread() if T.num_threads > 1 else contextlib.nullcontext()
+    blas = _one_blas_thread(T)
     with blas:
         rho = _total(T.matmul(Ws, out=R, epilogue=first), 0)
         products += 1
@@ -737,7 +745,7 @@ def solve_bicgstab(
                 cap=max_iter,
             )
             products += more
-    Y *= top.astype(np.float32)
+    Y *= down
     return Y, products
 
 

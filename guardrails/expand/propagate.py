@@ -245,8 +245,6 @@ class RiskGraph:
     def _solve_block(self, W, *, method, tol, max_iter, n_steps, progress, transpose):
         if method == "sybilrank":
             return walk(self._operator(self._walk_kind(transpose)), W, n_steps, progress=progress)
-        if method == "auto":
-            method = "cg" if self.symmetric else "bicgstab"
         if method == "cg":
             if not self.symmetric:
                 raise fail(
