@@ -210,6 +210,8 @@ def test_spaced_dot_is_not_a_link_and_refang_is_exact():
     assert gt.extract_links("the dot com era and example dot com") == []
     assert gt.refang("Example[.]COM") == "example.com"
     assert gt.refang("no links here") == "no links here"
+    with pytest.raises(ValidationError, match="'token' parameter of refang"):
+        gt.refang(b"example[.]com")
 
 
 def test_malformed_links_are_reported_not_ignored(guard):

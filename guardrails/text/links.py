@@ -54,6 +54,8 @@ def refang(token: str) -> str:
 
     The result is lower case where a defanged spelling was found (hosts are case-free).
     """
+    if not isinstance(token, str):
+        raise fail("token", "refang", "a str", token)
     # Every defanged spelling has a bracket or an "x": most tokens leave here, cheaply
     # (extract_links calls this on every word of a bio).
     if not ("[" in token or "(" in token or "{" in token or "x" in token or "X" in token):
