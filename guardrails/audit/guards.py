@@ -135,12 +135,7 @@ def primitive_policy(
 
 
 def _default_policy_fn():
-    fn = getattr(gr, "default_policy", None)
-    if fn is None:  # not yet exported at the top level: the policy module may have it
-        from .. import policy as _policy
-
-        fn = getattr(_policy, "default_policy", None)
-    return fn
+    return getattr(gr, "default_policy", None)
 
 
 def default_policy_available() -> bool:
@@ -200,10 +195,6 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
     (the training follow graph, CSR) and ``flagged_tags`` (int64).
     """
     fn = getattr(gr, "load_policy", None)
-    if fn is None:
-        from .. import policy as _policy
-
-        fn = getattr(_policy, "load_policy", None)
     if fn is None:
         raise MissingDependencyError(
             "guardrails.load_policy is not available in this version of recsys-guardrails."

@@ -282,9 +282,7 @@ class Policy:
 
     def compile_global(self, catalog: Catalog) -> Plan:
         """Global parts of the enforced filters (every surface, no holdback)."""
-        cp = self.compiled(catalog)
-        idx = cp.active(None)[0]
-        return Plan(catalog.n, tuple(p for i in idx for p in cp.global_parts[i]))
+        return self.compiled(catalog).global_plan()
 
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> Plan:
         """Per-viewer parts of the enforced filters for one batch (every surface)."""
