@@ -131,7 +131,9 @@ def _block_labeled():
 def _suppress_neighborhood():
     def make(source, s, thr, dthr, dweight, alpha, dreason, seeds_kind):
         rng = _rng(s)
-        kw = {"threshold": thr, "demote_weight": dweight, "alpha": alpha}
+        kw = {"threshold": thr, "demote_weight": dweight}
+        if alpha is not None:
+            kw["alpha"] = alpha
         if dthr is not None:
             kw["demote_threshold"] = min(dthr, thr)
         if dreason:
@@ -156,7 +158,7 @@ def _suppress_neighborhood():
         unit,
         _opt(st.sampled_from([0.0, 0.1, 0.4])),
         weights,
-        st.sampled_from([0.3, 0.5, 1.0]),
+        _opt(st.sampled_from([0.3, 0.5, 0.9])),
         _opt(st.just("neighbourhood_demoted")),
         st.sampled_from(["none", "mask", "ints"]),
     ).flatmap(lambda t: _common().map(lambda c: (t[0], t[1], {**t[2], **c})))

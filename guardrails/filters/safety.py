@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from .._validation import check_choice, check_csr, check_float, check_int, check_vector, fail
 from ..core.plan import PlanPart
 from ..exceptions import FailClosedError
-from ._risk import propagate_seed_risk, seed_mask, viewer_share
+from ._risk import check_damping, propagate_seed_risk, seed_mask, viewer_share
 from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
 from .primitive import viewer_rows
 
@@ -311,8 +311,9 @@ class SuppressNeighborhood(Filter):
         Flagged accounts (dropped whatever the threshold).
     graph : sparse matrix, shape (n, n), optional, keyword-only
         Follow or interaction graph for propagation from ``seeds``.
-    alpha : float, keyword-only
-        Per-hop discount of the propagation.
+    alpha : float in (0, 1), optional, keyword-only
+        Damping of the propagation from ``seeds`` over ``graph`` (the weight of each
+        further hop); ``None`` uses :data:`guardrails.expand.DEFAULT_DAMPING`.
     reason, demote_reason : str, keyword-only
     mode, failure, surfaces, name : keyword-only
     """
@@ -340,7 +341,7 @@ class SuppressNeighborhood(Filter):
         demote_weight: float = 1.0,
         seeds=None,
         graph=None,
-        alpha: float = 0.5,
+        alpha: float | None = None,
         reason: str = "risk_neighborhood",
         demote_reason: str = "risk_neighborhood_demoted",
         mode: str = "enforce",
@@ -369,7 +370,7 @@ class SuppressNeighborhood(Filter):
             )
         )
         self.demote_weight_ = check_float(demote_weight, "demote_weight", where, low=0.0)
-        self.alpha_ = check_float(alpha, "alpha", where, low=0.0, high=1.0, low_open=True)
+        self.alpha_ = None if alpha is None else check_damping(alpha, "alpha", where)
         if risk is not None:
             self.risk_ = check_vector(risk, "risk", where, low=0.0, high=1.0)
         elif graph is not None:
