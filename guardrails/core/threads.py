@@ -11,11 +11,43 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["default_num_threads", "shared_pool", "blas_single_thread"]
+__all__ = ["default_num_threads", "shared_pool", "blas_single_thread", "PicklableLock"]
 
 _POOL_LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _BLAS = None
+
+
+class PicklableLock:
+    """A lock that pickles (and copies) as a new, unlocked lock.
+
+    Guards per-process caches of objects that travel to other processes (Dask
+    workers, ``copy.deepcopy``): a lock's state means nothing in another process, so
+    the objects holding one need no ``__getstate__`` of their own for it.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.__exit__(*exc)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __reduce__(self):
+        return (PicklableLock, ())
 
 
 def default_num_threads() -> int:

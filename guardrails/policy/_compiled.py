@@ -8,7 +8,6 @@ filters and cohort rows.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.plan import Action, Plan, PlanPart
-from ..core.select import TopK
+from ..core.threads import PicklableLock
 from ..exceptions import FailClosedError, ValidationError
 from ..filters._contract import (
     assign_cohorts,
@@ -28,7 +27,6 @@ from ..filters._contract import (
 from ..filters.base import CapSpec, Catalog, CohortTable, ViewerBatch
 from ..filters.safety import warn_skipped
 from . import _run
-from ._decisions import Decision, DecisionCounters, Explanation
 from ._run import CallCache
 
 if TYPE_CHECKING:
@@ -45,16 +43,7 @@ class Variant:
     hard_mask: np.ndarray | None
     penalty: np.ndarray | None
     spaces: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.lock = threading.Lock()
+    lock: PicklableLock = field(default_factory=PicklableLock)
 
     def space(self, kind: str, build: Callable[[np.ndarray | None, np.ndarray | None], Any]):
         """The candidate space of ``kind``, built once with ``build(hard_mask, penalty)``."""
@@ -113,7 +102,7 @@ class CompiledPolicy:
             self._compile_one(i, f, policy.settings[i]) for i, f in enumerate(policy.filters)
         )
         self._variants: dict[tuple, Variant] = {}
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
     def _compile_one(self, i: int, f, st: FilterSettings) -> CompiledFilter:
         if self.policy.effective_mode(i) == "off":
@@ -128,15 +117,6 @@ class CompiledPolicy:
         """The global parts of the filters enforced on ``surface`` (no holdback)."""
         idx = self.active(surface)[0]
         return Plan(self.catalog.n, tuple(p for i in idx for p in self.filters[i].global_parts))
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     @staticmethod
     def failure(st: FilterSettings, exc: Exception) -> str:
@@ -268,36 +248,10 @@ class CompiledPolicy:
         return cache.strips[i]
 
     # ------------------------------------------------------------------ execution
-    def run(
-        self,
-        viewers: ViewerBatch,
-        topk: TopK,
-        N: int,
-        limit: int,
-        *,
-        record: bool = False,
-        counters: DecisionCounters | None = None,
-        snapshot_version: str | None = None,
-        query_ids: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, tuple[Decision, ...], dict]:
-        """Serve one batch; see :func:`guardrails.policy._run.run`."""
-        return _run.run(
-            self,
-            viewers,
-            topk,
-            N,
-            limit,
-            record=record,
-            counters=counters,
-            snapshot_version=snapshot_version,
-            query_ids=query_ids,
-        )
-
-    def explain(
-        self, viewers: ViewerBatch, item: int, *, snapshot_version: str | None = None
-    ) -> Explanation:
-        """Why ``item`` is or would be suppressed for the single viewer of ``viewers``."""
-        return _run.explain(self, viewers, item, snapshot_version=snapshot_version)
+    #: Serve one batch (:func:`guardrails.policy._run.run`, with this policy as ``cp``).
+    run = _run.run
+    #: Why an item is or would be suppressed for one viewer (:func:`._run.explain`).
+    explain = _run.explain
 
     # ------------------------------------------------------------------ attribution
     def pair_actions(

@@ -7,7 +7,6 @@ decides. Caps and re-queried interests explain what a mask or penalty does not.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..core.plan import Action
 from ..core.select import missing
+from ..core.threads import PicklableLock
 
 if TYPE_CHECKING:
     from ._compiled import CompiledPolicy
@@ -85,15 +85,11 @@ class DecisionCounters:
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
         self._c: dict[str, int] = {}
 
     def __getstate__(self) -> dict:
-        return {"_c": self.snapshot()}
-
-    def __setstate__(self, state: dict) -> None:
-        self._c = dict(state["_c"])
-        self._lock = threading.Lock()
+        return {"_c": self.snapshot(), "_lock": PicklableLock()}
 
     def add(self, counts: dict[str, int]) -> None:
         with self._lock:
