@@ -16,6 +16,9 @@ import click
 
 __all__ = ["main"]
 
+# Commands import the audit modules when they run, not here: ``--help`` and
+# ``--version`` then start without loading implicit and the plotting stack.
+
 
 def _version() -> str:
     import guardrails
