@@ -301,26 +301,8 @@ def make_platform(
     -------
     Platform
     """
-    seed, params = _checked_params(
-        seed,
-        n_accounts,
-        n_communities,
-        mean_follows,
-        seller_share,
-        buyers_per_seller,
-        buyer_seller_follows,
-        buyer_minor_follows,
-        camouflage_follows,
-        minor_share,
-        celebrity_share,
-        known_fraction,
-        n_flagged_tags,
-        holdout_share,
-        scenario,
-        still_active,
-        recreate_fraction,
-        refollow_share,
-    )
+    # The first statement: locals() holds exactly the arguments, passed on by name.
+    seed, params = _checked_params(**locals())
     p = {"n": params["n_accounts"], "n_comm": params["n_communities"], **params}
     # One generator for every phase, in a fixed order: the same seed, the same platform.
     rng = np.random.default_rng(seed)
@@ -362,6 +344,7 @@ def _fields(ns, *names):
 
 
 def _checked_params(
+    *,
     seed,
     n_accounts,
     n_communities,

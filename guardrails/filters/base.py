@@ -335,6 +335,15 @@ class Filter:
                 failure,
             )
 
+    def _keep_arguments(self, arguments: dict) -> None:
+        """Store the constructor arguments named in ``config_spec`` as given.
+
+        Called first thing in ``__init__`` with ``locals()``: what the spec names is what
+        the filter keeps and what a policy file writes, so the two cannot drift apart.
+        """
+        for key in type(self).config_spec or ():
+            setattr(self, key, arguments[key])
+
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         return None
 

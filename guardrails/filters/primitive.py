@@ -44,7 +44,7 @@ class BlockItems(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.ids = ids
+        self._keep_arguments(locals())
         arr = np.asarray(ids)
         if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
             raise fail("ids", "BlockItems", "a 1-d array of non-negative ints", ids)
@@ -114,7 +114,7 @@ class ExcludePairs(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.pairs = pairs
+        self._keep_arguments(locals())
         csr = check_csr(pairs, "pairs", "ExcludePairs")
         csr = sp.csr_matrix(
             (np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape
@@ -187,8 +187,7 @@ class SuppressRisk(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.risk = risk
-        self.threshold = threshold
+        self._keep_arguments(locals())
         self.risk_ = check_vector(risk, "risk", "SuppressRisk", low=0.0, high=1.0)
         self.threshold_ = check_float(
             threshold, "threshold", "SuppressRisk", low=0.0, high=1.0, low_open=True
@@ -262,11 +261,7 @@ class DemoteRisk(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.risk = risk
-        self.weight = weight
-        self.curve = curve
-        self.knots = knots
-        self.floor = floor
+        self._keep_arguments(locals())
         where = "DemoteRisk"
         self.risk_ = check_vector(risk, "risk", where, low=0.0, high=1.0)
         self.weight_ = check_float(weight, "weight", where, low=0.0)

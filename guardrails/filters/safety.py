@@ -135,13 +135,7 @@ class BlockLabeled(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.categories = categories
-        self.min_severity = min_severity
-        self.labels = labels
-        self.label_names = label_names
-        self.severity = severity
-        self.action = action
-        self.weight = weight
+        self._keep_arguments(locals())
         where = "BlockLabeled"
         if isinstance(categories, str):
             categories = (categories,)
@@ -330,14 +324,7 @@ class SuppressNeighborhood(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.risk = risk
-        self.threshold = threshold
-        self.demote_threshold = demote_threshold
-        self.demote_weight = demote_weight
-        self.seeds = seeds
-        self.graph = graph
-        self.alpha = alpha
-        self.demote_reason = demote_reason
+        self._keep_arguments(locals())
         where = "SuppressNeighborhood"
         self.threshold_ = check_float(
             threshold, "threshold", where, low=0.0, high=1.0, low_open=True
@@ -503,13 +490,7 @@ class CohortRule(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.viewer_cohorts = viewer_cohorts
-        self.candidate_cohorts = candidate_cohorts
-        self.matrix = matrix
-        self.viewer_labels = viewer_labels
-        self.candidate_labels = candidate_labels
-        self.weight = weight
-        self.unknown_viewer = unknown_viewer
+        self._keep_arguments(locals())
         where = "CohortRule"
         mat = np.asarray(matrix, dtype=object)
         if mat.ndim != 2 or mat.size == 0:

@@ -88,14 +88,7 @@ class ViewerCircuitBreaker(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.risk = risk
-        self.item_threshold = item_threshold
-        self.trip = trip
-        self.pool_threshold = pool_threshold
-        self.pool = pool
-        self.viewer_risk = viewer_risk
-        self.min_interactions = min_interactions
-        self.strip_interactions = strip_interactions
+        self._keep_arguments(locals())
         where = "ViewerCircuitBreaker"
         self.risk_ = check_vector(risk, "risk", where, low=0.0, high=1.0)
         self.item_threshold_ = check_float(
@@ -249,11 +242,7 @@ class ShareCap(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.max_share = max_share
-        self.risk = risk
-        self.threshold = threshold
-        self.communities = communities
-        self.min_count = min_count
+        self._keep_arguments(locals())
         where = "ShareCap"
         self.max_share_ = check_float(max_share, "max_share", where, low=0.0, high=1.0)
         if (risk is None) == (communities is None):
@@ -346,11 +335,7 @@ class RelationshipRule(Filter):
         name: str | None = None,
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
-        self.targets = targets
-        self.follows = follows
-        self.use_call_interactions = use_call_interactions
-        self.action = action
-        self.weight = weight
+        self._keep_arguments(locals())
         where = "RelationshipRule"
         t = np.asarray(targets)
         if t.dtype == bool:
