@@ -30,6 +30,26 @@ The pipeline (each step can be turned off with a keyword of :class:`Normalizer`)
 Whitespace and control characters always become single spaces (token boundaries), and
 lone surrogates (malformed text) are always dropped, so every key is valid UTF-8.
 
+Readings. One spelling can mean several things, so :meth:`Normalizer.readings` returns
+every reading worth matching, and a text matches a term when *any* reading hits:
+
+* the *skeleton fold* above (the first reading, equal to :meth:`Normalizer.keys`);
+* with ``transliterate`` on (the default, needs the ``anyascii`` package from the
+  ``text`` extra), two *transliteration folds*, computed only when the skeleton fold
+  leaves a non-ASCII letter: the *look-alike fold* keeps the skeleton where it gives
+  ASCII and transliterates the rest letter by letter (Greek ``κ`` → ``k``, whose
+  skeleton is Latin ``ĸ``), so look-alikes from several scripts in one word still meet;
+  the *transliteration fold* transliterates every non-ASCII letter (Cyrillic ``р`` →
+  ``r``, ``з`` → ``z``: a term spelled phonetically in another alphabet);
+* leetspeak symbols at the edge of a word read *both ways*: the cautious reading above
+  (``sale!`` is ``sale``, ``@user`` is ``user``) and the eager one in which every
+  symbol touching a word is a letter (``zorv@k!`` is ``zorvaki``); the eager reading is
+  only produced when it differs.
+
+Each reading also carries a *chunk key*: the token key without the joining of single
+letters, which :class:`~guardrails.text.matcher.TermMatcher` uses to match long terms
+spelled out in chunks of a few letters (``b a mfen fen q ua``).
+
 The key is deliberately lossy: it is a matching key, never shown to users. Both the
 blocked terms and the scanned text go through the same function, so equal keys mean
 "spelled the same after the tricks above". Two keys come out of one pass:
@@ -50,13 +70,15 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from .._validation import fail
+from ..exceptions import missing_extra
 from ._data import is_default_ignorable, script_of, skeleton_map
 
-__all__ = ["Normalizer", "LEET", "mixed_script_tokens", "is_mixed_script"]
+__all__ = ["Normalizer", "Reading", "LEET", "mixed_script_tokens", "is_mixed_script"]
 
 #: Leetspeak substitutions: the character on the left stands for the letter on the right.
 #: ``0`` and ``1`` are also covered by the confusables skeleton (``0`` → ``o``,
@@ -80,6 +102,8 @@ LEET: dict[str, str] = {
 }
 _LEET_SYMBOLS = "".join(ch for ch in LEET if not ch.isalnum())
 _LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]+")
+# Cheap pre-check for batches: can this text have an eager leetspeak reading?
+_EDGE_SYMBOL_RE = re.compile("[" + re.escape("@" + _LEET_SYMBOLS) + "]")
 _SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S) (?=\S(?!\S))")
 _SQUEEZE_RE = re.compile(r"([^ ])\1+")
 # With the skeleton on, "m" is spelled "rn", so "mm" becomes "rnrn" and "mn" "rnn":
@@ -100,6 +124,25 @@ _NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED", "UNKNOWN"})
 _CACHE_MAX_LEN = 256
 _NUMPY_MIN_LEN = 512
 _BATCH_MIN = 8
+
+
+class Reading(NamedTuple):
+    """One reading of a text (see :meth:`Normalizer.readings`).
+
+    Attributes
+    ----------
+    token : str
+        Token key: normalised tokens separated by single spaces.
+    compact : str
+        The token key without spaces, squeezed again across the joins.
+    chunks : str
+        The token key before runs of single letters are joined (``"p e d o"`` stays
+        four tokens): what spaced-out chunks are matched on.
+    """
+
+    token: str
+    compact: str
+    chunks: str
 
 
 def _strip_marks(text: str) -> str:
@@ -132,6 +175,8 @@ class Normalizer:
         Steps of the pipeline described in the module docstring; all on by default.
     leetspeak, separators, emoji, squeeze : bool
         Steps of the pipeline described in the module docstring; all on by default.
+    transliterate : bool, default True
+        Add the transliteration folds to :meth:`readings` (needs ``anyascii``).
     cache_size : int, default 65536
         How many short strings (up to 256 characters) to remember; 0 disables the cache.
 
@@ -154,6 +199,7 @@ class Normalizer:
         "separators",
         "emoji",
         "squeeze",
+        "transliterate",
     )
 
     def __init__(
@@ -168,6 +214,7 @@ class Normalizer:
         separators: bool = True,
         emoji: bool = True,
         squeeze: bool = True,
+        transliterate: bool = True,
         cache_size: int = 65536,
     ) -> None:
         flags = dict(
@@ -180,6 +227,7 @@ class Normalizer:
             separators=separators,
             emoji=emoji,
             squeeze=squeeze,
+            transliterate=transliterate,
         )
         for name, value in flags.items():
             if not isinstance(value, bool):
@@ -195,12 +243,20 @@ class Normalizer:
         self.separators = separators
         self.emoji = emoji
         self.squeeze = squeeze
+        self.transliterate = transliterate
         self.cache_size = cache_size
         self._skeleton = skeleton_map() if confusables else {}
+        self._anyascii = _import_anyascii() if transliterate else None
         self._table = _FoldTable(self._fold_char)
+        self._lookalike_table = _FoldTable(self._fold_char_lookalike)
+        self._translit_table = _FoldTable(self._fold_char_translit)
 
         self._keys_cached = (
             functools.lru_cache(maxsize=cache_size)(self._keys_uncached) if cache_size else None
+        )
+        self._readings_cached = (
+            functools.lru_cache(maxsize=cache_size)(self._readings_uncached)
+            if cache_size else None
         )
 
     # -- configuration -------------------------------------------------------------------
@@ -302,8 +358,39 @@ class Normalizer:
             result = result.replace("rn", "m")
         return result
 
+    def _translit_letter(self, ch: str) -> str | None:
+        """Transliterate one non-ASCII letter or number to its folded ASCII spelling.
+
+        Only letters and numbers: symbols and emoji have transliterations too
+        (``🍕`` → ``:pizza:``) that would put words into the key.
+        """
+        if unicodedata.category(ch)[0] not in "LN":
+            return None
+        plain = unicodedata.normalize("NFKC", ch) if self.nfkc else ch
+        out = self._anyascii(_strip_marks(plain))
+        if not out or not out.isascii() or not out.isalnum():
+            return None
+        table = self._table
+        return "".join(table[ord(c)] or "" for c in out) or None
+
+    def _fold_char_lookalike(self, ch: str) -> str:
+        # The skeleton where it reaches ASCII, else the transliteration of the letter:
+        # look-alikes from several scripts in one word all meet in Latin.
+        base = self._table[ord(ch)]
+        if base is None or base.isascii():
+            return base or ""
+        out = self._translit_letter(ch)
+        return base if out is None else out
+
+    def _fold_char_translit(self, ch: str) -> str:
+        if not ch.isascii():
+            out = self._translit_letter(ch)
+            if out is not None:
+                return out
+        return self._table[ord(ch)] or ""
+
     # -- whole strings -------------------------------------------------------------------
-    def _resolve_leet_symbols(self, text: str) -> str:
+    def _resolve_leet_symbols(self, text: str, eager: bool = False) -> str:
         fold_l = self.confusables and self.casefold
 
         def repl(m: re.Match[str]) -> str:
@@ -312,10 +399,11 @@ class Normalizer:
             nxt = text[end] if end < len(text) else " "
             start = m.start()
             prev = text[start - 1] if start else " "
-            if nxt in _WORD_CHARS:
+            if nxt in _WORD_CHARS or (eager and prev in _WORD_CHARS):
                 # A run of symbols inside or at the start of a word stands for letters;
-                # "@" opening a word is a mention, not an "a".
-                if run[0] == "@" and prev not in _WORD_CHARS:
+                # "@" opening a word is a mention, not an "a" (the eager reading takes
+                # every symbol touching a word as a letter).
+                if run[0] == "@" and prev not in _WORD_CHARS and not eager:
                     run = run[1:]
                 out = "".join(LEET[c] for c in run)
                 return out.replace("l", "i") if fold_l else out
@@ -344,7 +432,9 @@ class Normalizer:
         return text
 
     def _keys_uncached(self, text: str) -> tuple[str, str]:
-        s = self._fold_string(text)
+        return self._keys_from_folded(self._fold_string(text))
+
+    def _keys_from_folded(self, s: str) -> tuple[str, str]:
         if len(s) >= _NUMPY_MIN_LEN:
             s = self._post_numpy(s)
         else:
@@ -358,9 +448,9 @@ class Normalizer:
             )
         return s, compact
 
-    def _post_regex(self, s: str) -> str:
+    def _post_regex(self, s: str, join: bool = True) -> str:
         # Short strings: cheap membership tests skip most regular expressions.
-        if self.separators and " " in s:
+        if join and self.separators and " " in s:
             s = _SPACED_LETTERS_RE.sub(_group1, s)
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
@@ -368,7 +458,7 @@ class Normalizer:
             s = self._squeeze(s)
         return s
 
-    def _post_numpy(self, s: str) -> str:
+    def _post_numpy(self, s: str, join: bool = True) -> str:
         """Spaced-letter joining and squeezing as array operations (long strings).
 
         Same result as :meth:`_post_regex`; Python's regular expressions with
@@ -376,7 +466,7 @@ class Normalizer:
         nanoseconds. ``s`` may also be many keys joined by newlines (:meth:`keys_many`):
         a newline is never removed, merged or joined across.
         """
-        if self.separators and " " in s:
+        if join and self.separators and " " in s:
             a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
             bounds_at = np.flatnonzero((a == 32) | (a == 10))
             bounds = np.concatenate(([-1], bounds_at, [a.size]))
@@ -422,6 +512,88 @@ class Normalizer:
             return self._keys_cached(text)
         return self._keys_uncached(text)
 
+    def readings(self, text: str) -> tuple[Reading, ...]:
+        """Return every reading of ``text`` worth matching (see the module docstring).
+
+        Parameters
+        ----------
+        text : str
+            Any string; malformed parts are dropped, never an error.
+
+        Returns
+        -------
+        tuple of Reading
+            Distinct readings; the first is the skeleton fold with the cautious
+            leetspeak reading, whose ``(token, compact)`` equals :meth:`keys`. Plain
+            ASCII text without leetspeak symbols has exactly one reading.
+        """
+        if not isinstance(text, str):
+            raise fail("text", "Normalizer.readings", "a str", text)
+        if self._readings_cached is not None and len(text) <= _CACHE_MAX_LEN:
+            return self._readings_cached(text)
+        return self._readings_uncached(text)
+
+    def _readings_uncached(self, text: str) -> tuple[Reading, ...]:
+        if self.nfkc and not text.isascii():
+            text = _nfc(text)
+        raw = text.translate(self._table)
+        folds = [raw]
+        if self.transliterate and not raw.isascii():
+            # Only where the skeleton left something non-ASCII can they differ.
+            folds.append(text.translate(self._lookalike_table))
+            folds.append(text.translate(self._translit_table))
+        out: list[Reading] = []
+        seen: set[str] = set()
+        for r in folds:
+            leet = self.leetspeak and _LEET_SYMBOL_RE.search(r) is not None
+            for eager in (False, True) if leet else (False,):
+                s = self._resolve_leet_symbols(r, eager) if leet else r
+                s = " ".join(s.split()) if " " in s else s
+                if s in seen:
+                    continue
+                seen.add(s)
+                out.append(self._reading(s))
+        return tuple(out)
+
+    def _reading(self, s: str, keys: tuple[str, str] | None = None) -> Reading:
+        token, compact = self._keys_from_folded(s) if keys is None else keys
+        chunks = token
+        if self.separators and " " in s and _SPACED_LETTERS_RE.search(s) is not None:
+            chunks = self._post_numpy(s, False) if len(s) >= _NUMPY_MIN_LEN else (
+                self._post_regex(s, False)
+            )
+        return Reading(token, compact, chunks)
+
+    def readings_many(self, texts: Iterable[str]) -> list[tuple[Reading, ...]]:
+        """Return :meth:`readings` for each string of ``texts``, as one batch.
+
+        Texts with a single reading (no leetspeak symbol, nothing non-ASCII left by the
+        skeleton) take the array path of :meth:`keys_many`; the others are read one by
+        one. The result equals ``[self.readings(t) for t in texts]``.
+        """
+        items = list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise fail("texts", "Normalizer.readings_many", "an iterable of str",
+                           f"{type(t).__name__} at position {i}", describe=False)
+        if len(items) < _BATCH_MIN:
+            return [self.readings(t) for t in items]
+        out: list[tuple[Reading, ...] | None] = [None] * len(items)
+        plain_idx: list[int] = []
+        plain: list[str] = []
+        for i, t in enumerate(items):
+            raw = (_nfc(t) if self.nfkc and not t.isascii() else t).translate(self._table)
+            if (self.transliterate and not raw.isascii()) or (
+                self.leetspeak and _LEET_SYMBOL_RE.search(raw) is not None
+            ):
+                out[i] = self.readings(t)
+            else:
+                plain_idx.append(i)
+                plain.append(" ".join(raw.split()) if " " in raw else raw)
+        for i, s, keys in zip(plain_idx, plain, self._keys_many_folded(plain), strict=True):
+            out[i] = (self._reading(s, keys),)
+        return out  # type: ignore[return-value]
+
     def key(self, text: str) -> str:
         """Return the token key of ``text`` (see :meth:`keys`)."""
         return self.keys(text)[0]
@@ -445,7 +617,11 @@ class Normalizer:
                            f"{type(t).__name__} at position {i}", describe=False)
         if len(items) < _BATCH_MIN:
             return [self.keys(t) for t in items]
-        folded = [self._fold_string(t) for t in items]
+        return self._keys_many_folded([self._fold_string(t) for t in items])
+
+    def _keys_many_folded(self, folded: list[str]) -> list[tuple[str, str]]:
+        if not folded:
+            return []
         tokens = self._post_numpy("\n".join(folded)).split("\n")
         if not self.squeeze:
             return [(k, k.replace(" ", "")) for k in tokens]
@@ -459,6 +635,14 @@ class Normalizer:
         if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
             s = self._resolve_leet_symbols(s)
         return " ".join(s.split()) if " " in s else s
+
+
+def _import_anyascii():  # type: ignore[no-untyped-def]
+    try:
+        from anyascii import anyascii
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise missing_extra("anyascii", "text", "Normalizer(transliterate=True)") from exc
+    return anyascii
 
 
 def _group1(m: re.Match[str]) -> str:
