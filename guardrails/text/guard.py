@@ -259,7 +259,7 @@ class TextGuard:
     max_query_length : int, default 512
         Longer queries are blocked with a ``too_long`` reason (fail closed, no scan).
     min_substring_length : int, default 4
-    min_chunked_length : int, default 6
+    min_chunked_length : int, default 5
     max_chunk_length : int, default 4
         See :class:`~guardrails.text.matcher.TermMatcher`.
 
@@ -284,7 +284,7 @@ class TextGuard:
         mixed_script_action: str = "warn",
         max_query_length: int = 512,
         min_substring_length: int = 4,
-        min_chunked_length: int = 6,
+        min_chunked_length: int = 5,
         max_chunk_length: int = 4,
     ) -> None:
         where = "TextGuard"

@@ -50,7 +50,7 @@ import numpy as np
 
 from .._validation import fail
 from ..exceptions import missing_extra
-from .normalize import Normalizer, Reading
+from .normalize import GLUE, Normalizer, Reading
 
 __all__ = ["Term", "TermMatcher", "ACTIONS", "MODES"]
 
@@ -147,7 +147,7 @@ class TermMatcher:
         Shortest compact key accepted for a substring-mode term.
     max_term_length : int, default 256
         Longest key accepted for any term.
-    min_chunked_length : int, default 6
+    min_chunked_length : int, default 5
         Token-mode terms whose compact key has at least this many characters also match
         when spelled out in chunks (see the module docstring).
     max_chunk_length : int, default 4
@@ -174,7 +174,7 @@ class TermMatcher:
         normalizer: Normalizer | None = None,
         min_substring_length: int = 4,
         max_term_length: int = 256,
-        min_chunked_length: int = 6,
+        min_chunked_length: int = 5,
         max_chunk_length: int = 4,
     ) -> None:
         where = "TermMatcher"
@@ -218,13 +218,13 @@ class TermMatcher:
                            f"{min_substring_length} characters (use mode='token' for short terms)",
                            f"{term.text!r} (term {i}, key {key!r})", describe=False)
             keys.append(key)
+            n_letters = sum(map(str.isalnum, term.text))
             for r in readings:
                 if term.mode == "token":
                     if r.token:
                         _add(token_patterns, f" {r.token} ", i)
-                    if len(r.compact) >= min_chunked_length and (
-                        len(r.compact) <= max_term_length
-                    ):
+                    # Length in letters as written ("gikka" is five, its key "gika").
+                    if n_letters >= min_chunked_length and len(r.compact) <= max_term_length:
                         _add(chunk_patterns, r.compact, i)
                 elif r.compact:
                     _add(sub_patterns, r.compact, i)
@@ -432,33 +432,48 @@ def _on(bounds: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 
 def _chunk_runs(key: str, max_chunk: int, squeeze: bool) -> list[tuple[str, set[int]]]:
-    """Join each run of at least two short tokens of ``key`` into one string.
+    """Join each run of at least two chunk tokens of ``key`` into one string.
 
+    A chunk is a token of at most ``max_chunk`` letters, or any token next to a single
+    letter (``kestoz g o``: single letters were one token each before joining).
     Returns ``(joined, cuts)`` per run, ``cuts`` holding the positions in ``joined``
     where a token starts or ends (where a chunked term may start or end). With
     ``squeeze``, a letter repeated across a join is kept once (``zorv vak`` is
     ``zorvak``, as its key is); the cut then also stands one letter earlier.
     """
+    toks = key.split(" ")
+    # "m" is spelled "rn" in keys; count it as the one letter it was.
+    size = [len(t) - t.count("rn") for t in toks]
+    n = len(toks)
+    ok = [
+        0 < size[i] <= max_chunk
+        or (i > 0 and size[i - 1] == 1)
+        or (i + 1 < n and size[i + 1] == 1)
+        for i in range(n)
+    ]
     out: list[tuple[str, set[int]]] = []
-    run: list[str] = []
-    for tok in key.split(" ") + [""]:
-        # "m" is spelled "rn" in keys; count it as the one letter it was.
-        if tok and len(tok) - tok.count("rn") <= max_chunk:
-            run.append(tok)
+    i = 0
+    while i < n:
+        if not ok[i]:
+            i += 1
             continue
+        j = i
+        while j < n and ok[j]:
+            j += 1
+        run = [t for t in toks[i:j] if t != GLUE]
         if len(run) >= 2:
             joined = run[0]
             cuts = {0, len(joined)}
             for t in run[1:]:
-                if squeeze:
-                    j = 0
-                    while j < len(t) and t[j] == joined[-1]:
-                        j += 1
-                    if j:
+                if squeeze and joined:
+                    k = 0
+                    while k < len(t) and t[k] == joined[-1]:
+                        k += 1
+                    if k:
                         cuts.add(len(joined) - 1)
-                        t = t[j:]
+                        t = t[k:]
                 joined += t
                 cuts.add(len(joined))
             out.append((joined, cuts))
-        run = []
+        i = j
     return out

@@ -102,6 +102,10 @@ LEET: dict[str, str] = {
 }
 _LEET_SYMBOLS = "".join(ch for ch in LEET if not ch.isalnum())
 _LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]+")
+#: Stands in the chunk key where a token of punctuation or symbols stood between words
+#: (``puqu . egedeq``): a deliberate split, so the words around it count as chunks.
+GLUE = "\ue000"
+_GLUE_RE = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")
 # Cheap pre-check for batches: can this text have an eager leetspeak reading?
 _EDGE_SYMBOL_RE = re.compile("[" + re.escape("@" + _LEET_SYMBOLS) + "]")
 _SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S) (?=\S(?!\S))")
@@ -120,6 +124,8 @@ _ALLOWED_SCRIPT_SETS = (
     frozenset({"LATIN", "HAN", "HANGUL"}),
 )
 _NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED", "UNKNOWN"})
+# Scripts whose letters pass for Latin ones (prototype voting is limited to them).
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
 
 _CACHE_MAX_LEN = 256
 _NUMPY_MIN_LEN = 512
@@ -137,7 +143,8 @@ class Reading(NamedTuple):
         The token key without spaces, squeezed again across the joins.
     chunks : str
         The token key before runs of single letters are joined (``"p e d o"`` stays
-        four tokens): what spaced-out chunks are matched on.
+        four tokens), with a :data:`GLUE` token where a token of punctuation or symbols
+        stood between words: what spaced-out chunks are matched on.
     """
 
     token: str
@@ -292,7 +299,9 @@ class Normalizer:
             # Latin letters typed as themselves: case first, so "I" stays a letter i.
             if self.casefold:
                 text = text.casefold()
-            if self.confusables:
+            # Only letters, digits and "|" (UTS #39 maps "%" to "º/₀", which would put
+            # letters where a separator stood).
+            if self.confusables and (ch.isalnum() or ch == "|"):
                 text = self._skel(text)
                 if self.casefold:
                     text = text.casefold()
@@ -306,7 +315,11 @@ class Normalizer:
                 # A letter with accents ("ö"): the accents go first, so the skeleton
                 # sees the base letter (the data maps "ö" itself to Arabic "ة").
                 text = _strip_marks(ch)
-            elif self.confusables and ch in self._skeleton:
+            elif self.confusables and ch in self._skeleton and (
+                any(c.isalnum() for c in self._skeleton[ch])
+                or not (self.nfkc and unicodedata.normalize("NFKC", ch).isalnum())
+            ):
+                # (Circled "Ⓡ" has the skeleton "®", a symbol; NFKC makes it the letter.)
                 text = self._skeleton[ch]
             elif self.nfkc:
                 text = unicodedata.normalize("NFKC", ch)
@@ -379,6 +392,18 @@ class Normalizer:
         base = self._table[ord(ch)]
         if base is None or base.isascii():
             return base or ""
+        # The skeleton knows some capitals but not their small letters (Greek "Χ" is
+        # "X", "χ" is itself; "Κ" is "K", "κ" is Latin "ĸ").
+        upper = ch.upper()
+        if self.confusables and len(upper) == 1 and upper != ch:
+            proto = self._skeleton.get(upper, "")
+            if proto.isascii() and proto.isalpha():
+                return "".join(self._table[ord(c)] or "" for c in proto)
+        # A prototype outside ASCII (Latin kra "ĸ", the skeleton of Greek "κ") reads as
+        # the letter its look-alikes transliterate to.
+        voted = _prototype_letters(self._anyascii).get(base)
+        if voted is not None:
+            return self._table[ord(voted)] or ""
         out = self._translit_letter(ch)
         return base if out is None else out
 
@@ -390,15 +415,28 @@ class Normalizer:
         return self._table[ord(ch)] or ""
 
     # -- whole strings -------------------------------------------------------------------
-    def _resolve_leet_symbols(self, text: str, eager: bool = False) -> str:
+    def _resolve_leet_symbols(self, text: str, eager: int = 0) -> str:
+        """Read leetspeak symbols in context.
+
+        ``eager`` 0 is the cautious reading; 1 also takes every symbol touching a word,
+        and a token of symbols alone (``u @ b``), as letters; 2 is 1 except that ``!``
+        closing a word stays punctuation (``u+!`` is ``ut``).
+        """
         fold_l = self.confusables and self.casefold
+        n = len(text)
 
         def repl(m: re.Match[str]) -> str:
             run = m.group(0)
             end = m.end()
-            nxt = text[end] if end < len(text) else " "
+            nxt = text[end] if end < n else " "
             start = m.start()
             prev = text[start - 1] if start else " "
+            if eager and prev == " " and nxt == " ":
+                prev = "a"  # a token of its own: a spaced-out letter (u @ b)
+            if eager == 2 and nxt not in _WORD_CHARS and prev in _WORD_CHARS:
+                run = run.rstrip("!")
+                if not run:
+                    return ""
             if nxt in _WORD_CHARS or (eager and prev in _WORD_CHARS):
                 # A run of symbols inside or at the start of a word stands for letters;
                 # "@" opening a word is a mention, not an "a" (the eager reading takes
@@ -451,6 +489,9 @@ class Normalizer:
     def _post_regex(self, s: str, join: bool = True) -> str:
         # Short strings: cheap membership tests skip most regular expressions.
         if join and self.separators and " " in s:
+            if self.squeeze and _SQUEEZE_RE.search(s) is not None:
+                # "k rr uuu f d" is spaced single letters too: squeeze before joining.
+                s = _SQUEEZE_RE.sub(_group1, s)
             s = _SPACED_LETTERS_RE.sub(_group1, s)
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
@@ -467,6 +508,8 @@ class Normalizer:
         a newline is never removed, merged or joined across.
         """
         if join and self.separators and " " in s:
+            if self.squeeze:
+                s = _np_squeeze(s)
             a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
             bounds_at = np.flatnonzero((a == 32) | (a == 10))
             bounds = np.concatenate(([-1], bounds_at, [a.size]))
@@ -480,13 +523,7 @@ class Normalizer:
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
         if self.squeeze:
-            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
-            keep = np.empty(a.size, dtype=bool)
-            keep[:1] = True
-            np.not_equal(a[1:], a[:-1], out=keep[1:])
-            keep |= a == 10
-            if not keep.all():
-                s = a[keep].tobytes().decode("utf-32-le")
+            s = _np_squeeze(s)
             if self.confusables and ("rnn" in s or "rnrn" in s):
                 s = _SQUEEZE_RN_RE.sub("rn", s)
         return s
@@ -536,17 +573,21 @@ class Normalizer:
     def _readings_uncached(self, text: str) -> tuple[Reading, ...]:
         if self.nfkc and not text.isascii():
             text = _nfc(text)
-        raw = text.translate(self._table)
-        folds = [raw]
-        if self.transliterate and not raw.isascii():
+        pieces = [text]
+        if self.separators and self.emoji and _GLUE_RE.search(text) is not None:
+            pieces = _GLUE_RE.sub(self._glue, text).split(GLUE)
+        raw = [p.translate(self._table) for p in pieces]
+        folds = [GLUE.join(raw)]
+        if self.transliterate and not all(p.isascii() for p in raw):
             # Only where the skeleton left something non-ASCII can they differ.
-            folds.append(text.translate(self._lookalike_table))
-            folds.append(text.translate(self._translit_table))
+            for table in (self._lookalike_table, self._translit_table):
+                folds.append(GLUE.join(p.translate(table) for p in pieces))
         out: list[Reading] = []
         seen: set[str] = set()
         for r in folds:
+            r = " ".join(r.split()) if " " in r else r
             leet = self.leetspeak and _LEET_SYMBOL_RE.search(r) is not None
-            for eager in (False, True) if leet else (False,):
+            for eager in (0, 1, 2) if leet else (0,):
                 s = self._resolve_leet_symbols(r, eager) if leet else r
                 s = " ".join(s.split()) if " " in s else s
                 if s in seen:
@@ -555,10 +596,25 @@ class Normalizer:
                 out.append(self._reading(s))
         return tuple(out)
 
+    def _glue(self, m: re.Match[str]) -> str:
+        token = m.group(0)
+        # Only tokens that fold to nothing: circled letters are symbols that fold to
+        # letters, and a token of leetspeak symbols may be a letter (eager reading).
+        table = self._table
+        if any(c in _LEET_SYMBOLS or (table[ord(c)] or " ") != " " for c in token):
+            return token
+        return f" {GLUE} "
+
     def _reading(self, s: str, keys: tuple[str, str] | None = None) -> Reading:
-        token, compact = self._keys_from_folded(s) if keys is None else keys
+        glued = GLUE in s
+        if keys is None:
+            plain = " ".join(s.replace(GLUE, " ").split()) if glued else s
+            keys = self._keys_from_folded(plain)
+        token, compact = keys
         chunks = token
-        if self.separators and " " in s and _SPACED_LETTERS_RE.search(s) is not None:
+        if self.separators and " " in s and (
+            glued or _SPACED_LETTERS_RE.search(s) is not None
+        ):
             chunks = self._post_numpy(s, False) if len(s) >= _NUMPY_MIN_LEN else (
                 self._post_regex(s, False)
             )
@@ -585,7 +641,7 @@ class Normalizer:
             raw = (_nfc(t) if self.nfkc and not t.isascii() else t).translate(self._table)
             if (self.transliterate and not raw.isascii()) or (
                 self.leetspeak and _LEET_SYMBOL_RE.search(raw) is not None
-            ):
+            ) or (self.separators and self.emoji and _GLUE_RE.search(t) is not None):
                 out[i] = self.readings(t)
             else:
                 plain_idx.append(i)
@@ -635,6 +691,40 @@ class Normalizer:
         if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
             s = self._resolve_leet_symbols(s)
         return " ".join(s.split()) if " " in s else s
+
+
+@functools.cache
+def _prototype_letters(anyascii) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Non-ASCII skeleton prototypes → the ASCII letter most of their sources transliterate to.
+
+    Only prototypes with at least two sources agreeing, e.g. ``ĸ`` ← ``κ``, ``ᴋ``, ``к``
+    (all ``k``); from the confusables data and ``anyascii``, nothing typed by hand.
+    """
+    votes: dict[str, dict[str, int]] = {}
+    for source, proto in skeleton_map().items():
+        if (len(proto) != 1 or proto.isascii() or len(proto.casefold()) != 1
+                or script_of(proto) not in _LOOKALIKE_SCRIPTS):
+            continue
+        out = anyascii(_strip_marks(source)).lower()
+        if len(out) == 1 and out.isalpha():
+            tally = votes.setdefault(proto.casefold(), {})
+            tally[out] = tally.get(out, 0) + 1
+    result = {}
+    for proto, tally in votes.items():
+        letter, count = max(tally.items(), key=lambda kv: (kv[1], kv[0]))
+        if count >= 2:
+            result[proto] = letter
+    return result
+
+
+def _np_squeeze(s: str) -> str:
+    """Runs of one repeated code point become one (newlines, between keys, always stay)."""
+    a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
+    keep = np.empty(a.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    keep |= a == 10
+    return s if keep.all() else a[keep].tobytes().decode("utf-32-le")
 
 
 def _import_anyascii():  # type: ignore[no-untyped-def]
