@@ -443,14 +443,18 @@ def _chunk_runs(key: str, max_chunk: int, squeeze: bool) -> list[tuple[str, set[
     """
     toks = key.split(" ")
     # "m" is spelled "rn" in keys; count it as the one letter it was.
-    size = [len(t) - t.count("rn") for t in toks]
+    size = [len(t) - t.count("rn") for t in toks] if "rn" in key else list(map(len, toks))
     n = len(toks)
-    ok = [
-        0 < size[i] <= max_chunk
-        or (i > 0 and size[i - 1] == 1)
-        or (i + 1 < n and size[i + 1] == 1)
-        for i in range(n)
-    ]
+    ok = [0 < z <= max_chunk for z in size]
+    if 1 in size:
+        for i in range(n):
+            if size[i] == 1:
+                if i:
+                    ok[i - 1] = True
+                if i + 1 < n:
+                    ok[i + 1] = True
+    if sum(ok) < 2:
+        return []
     out: list[tuple[str, set[int]]] = []
     i = 0
     while i < n:

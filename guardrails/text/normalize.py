@@ -108,7 +108,9 @@ GLUE = "\ue000"
 _GLUE_RE = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")
 # Cheap pre-check for batches: can this text have an eager leetspeak reading?
 _EDGE_SYMBOL_RE = re.compile("[" + re.escape("@" + _LEET_SYMBOLS) + "]")
-_SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S) (?=\S(?!\S))")
+# A token of one letter, possibly repeated ("k rr uuu"), followed by another: the space
+# between them goes (the repeats are squeezed later).
+_SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S)\1*+ (?=(\S)\2*+(?!\S))")
 _SQUEEZE_RE = re.compile(r"([^ ])\1+")
 # With the skeleton on, "m" is spelled "rn", so "mm" becomes "rnrn" and "mn" "rnn":
 # after the per-character squeeze, "rn" followed by more "rn" or "n" collapses to "rn".
@@ -489,9 +491,6 @@ class Normalizer:
     def _post_regex(self, s: str, join: bool = True) -> str:
         # Short strings: cheap membership tests skip most regular expressions.
         if join and self.separators and " " in s:
-            if self.squeeze and _SQUEEZE_RE.search(s) is not None:
-                # "k rr uuu f d" is spaced single letters too: squeeze before joining.
-                s = _SQUEEZE_RE.sub(_group1, s)
             s = _SPACED_LETTERS_RE.sub(_group1, s)
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
@@ -509,6 +508,7 @@ class Normalizer:
         """
         if join and self.separators and " " in s:
             if self.squeeze:
+                # "k rr uuu f d" is spaced single letters too: squeeze before joining.
                 s = _np_squeeze(s)
             a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
             bounds_at = np.flatnonzero((a == 32) | (a == 10))
@@ -573,8 +573,19 @@ class Normalizer:
     def _readings_uncached(self, text: str) -> tuple[Reading, ...]:
         if self.nfkc and not text.isascii():
             text = _nfc(text)
+        first = text.translate(self._table)
+        # A token that folds to nothing leaves two spaces (or one at an end) behind: only
+        # then can there be glue.
+        glue = self.separators and self.emoji and (
+            "  " in first or first[:1] == " " or first[-1:] == " "
+        ) and _GLUE_RE.search(text) is not None
+        if not glue and (first.isascii() or not self.transliterate) and not (
+            self.leetspeak and _LEET_SYMBOL_RE.search(first) is not None
+        ):
+            # One reading (most text): no loops, no sets.
+            return (self._reading(" ".join(first.split()) if " " in first else first),)
         pieces = [text]
-        if self.separators and self.emoji and _GLUE_RE.search(text) is not None:
+        if glue:
             pieces = _GLUE_RE.sub(self._glue, text).split(GLUE)
         raw = [p.translate(self._table) for p in pieces]
         folds = [GLUE.join(raw)]
@@ -612,9 +623,8 @@ class Normalizer:
             keys = self._keys_from_folded(plain)
         token, compact = keys
         chunks = token
-        if self.separators and " " in s and (
-            glued or _SPACED_LETTERS_RE.search(s) is not None
-        ):
+        # Joining single letters is the only step that removes spaces.
+        if self.separators and " " in s and (glued or token.count(" ") != s.count(" ")):
             chunks = self._post_numpy(s, False) if len(s) >= _NUMPY_MIN_LEN else (
                 self._post_regex(s, False)
             )
