@@ -176,7 +176,8 @@ def default_guard_policy(platform: Platform, **knobs):
         raise MissingDependencyError(
             "guardrails.default_policy is not available in this version of recsys-guardrails."
         )
-    signals = {
+    own = getattr(platform, "policy_signals", None)  # own data (audit.data.DataPlatform)
+    signals = own() if own is not None else {
         "seeds": platform.known_seeds,
         "graph": platform.train,
         "interactions": platform.train,
@@ -208,7 +209,8 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
         raise MissingDependencyError(
             "guardrails.load_policy is not available in this version of recsys-guardrails."
         )
-    data = {
+    own = getattr(platform, "policy_data", None)  # own data (audit.data.DataPlatform)
+    data = own(risk) if own is not None else {
         "known_seeds": platform.known_seeds,
         "risk": risk,
         "minors": platform.vulnerable,
