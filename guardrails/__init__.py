@@ -13,7 +13,7 @@ Note: the unrelated package ``guardrails-ai`` installs the same import name; do 
 install both into one environment.
 """
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
 # Names load on first access (PEP 562), so that ``import guardrails`` -- and the command
 # line's ``--version`` and ``--help`` -- do not pay for numpy, scipy and implicit.
@@ -56,7 +56,7 @@ _EXPORTS = {
 _RENAMED = {"propagate_risk": (".expand", "propagate")}
 _SUBPACKAGES = ("expand", "filters", "signals", "testing", "text", "audit", "distributed")
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+if _typing.TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import expand, filters, signals, testing, text
     from .exceptions import (
         ConvergenceWarning,

@@ -443,6 +443,8 @@ class OwnData:
 # ---------------------------------------------------------------------------- files
 def _npz(path: str, name: str) -> dict:
     """Every array of an .npz file, read without pickle."""
+    if not zipfile.is_zipfile(path):
+        raise _bad(name, "(file)", "an .npz archive (numpy.savez)", "an unreadable file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files"):
