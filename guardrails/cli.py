@@ -120,8 +120,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     "policy_path",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="A TOML policy file to audit as the guarded configuration (checked before any "
-    "training).",
+    help="A TOML policy file to audit as the guarded configuration (checked before any training).",
 )
 @click.option(
     "--out",
@@ -155,9 +154,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     show_default=True,
     help="ALS training threads (0: all cores).",
 )
-@click.option(
-    "--factors", type=click.IntRange(1), default=None, help="ALS factors [default: 64]."
-)
+@click.option("--factors", type=click.IntRange(1), default=None, help="ALS factors [default: 64].")
 @click.option(
     "--iterations", type=click.IntRange(1), default=None, help="ALS iterations [default: 15]."
 )
@@ -261,11 +258,17 @@ def audit(
     if data_dir is not None:
         given = [
             opt
-            for opt, v in (("--accounts", n_accounts), ("--scenario", scenarios), ("--quick", quick))
+            for opt, v in (
+                ("--accounts", n_accounts),
+                ("--scenario", scenarios),
+                ("--quick", quick),
+            )
             if v
         ]
         if given:
-            raise click.UsageError(f"{', '.join(given)} describe the synthetic platform: not with --data.")
+            raise click.UsageError(
+                f"{', '.join(given)} describe the synthetic platform: not with --data."
+            )
         if len(seeds) > 1:
             raise click.UsageError("--data takes one --seed.")
         from .audit.run import audit_platform
@@ -371,9 +374,7 @@ def _print_report(report: dict, files: dict, *, err: bool) -> None:
                 f"  {name:<22} recall@10 {row['recall']:.4f} (x{row['recall_ratio']:.3f})  "
                 f"catalogue suppressed {100 * row['catalogue_suppressed']:.1f}%"
             )
-    out(
-        f"\nWrote {files['json']}, {files['markdown']}" + "".join(f", {p}" for p in files["plots"])
-    )
+    out(f"\nWrote {files['json']}, {files['markdown']}" + "".join(f", {p}" for p in files["plots"]))
 
 
 @main.group("policy")

@@ -114,8 +114,8 @@ def test_exit_status_follows_the_targets(folder, tmp_path):
 
 def test_without_terms_or_minors_the_search_walk_and_minor_target_are_left_out(tmp_path, platform):
     folder = write_platform(str(tmp_path / "p"), platform, terms=False, follows=False)
-    np.savez(os.path.join(folder, "evaluation.npz"), abusive=np.flatnonzero(
-        platform.network & ~np.isin(np.arange(platform.n_accounts), platform.known_seeds)))  # fmt: skip
+    unknown = platform.network & ~np.isin(np.arange(platform.n_accounts), platform.known_seeds)
+    np.savez(os.path.join(folder, "evaluation.npz"), abusive=np.flatnonzero(unknown))
     rep = gr.audit.audit_platform(
         folder, n_walkers=2, n_steps=2, factors=8, iterations=3, num_threads=1, sweep=True,
         progress=False,
@@ -137,7 +137,6 @@ def test_given_factors_and_implicit_model(tmp_path):
     """Non-square data (users != accounts) with the user's own factors, then a saved model."""
     from implicit.cpu.als import AlternatingLeastSquares
 
-    rng = np.random.default_rng(0)
     n_users, n_items = 300, 120
     x = sp.random(n_users, n_items, density=0.08, random_state=1, format="csr", dtype=np.float32)
     x.data[:] = 1.0
@@ -366,6 +365,7 @@ def test_movielens_through_the_own_data_path(tmp_path):
     assert run["platform"]["n_held_out"] > 100
     un, g = run["configs"]["unguarded"], run["configs"]["default_policy"]
     assert "search_start" not in un["walks"]
+
     # The guard keeps the unknown half of the genre out of the follow walks' slates
     # better than the unguarded model does.
     def worst(c):

@@ -23,8 +23,19 @@ def test_quickstart(capsys):
 
 def test_audit_own_data(tmp_path, capsys):
     rc = _load("audit_own_data").main(
-        ["--accounts", "1000", "--folder", str(tmp_path / "plat"), "--out", str(tmp_path / "rep"),
-         "--walkers", "2", "--steps", "2", "--no-sweep"]  # fmt: skip
+        [
+            "--accounts",
+            "1000",
+            "--folder",
+            str(tmp_path / "plat"),
+            "--out",
+            str(tmp_path / "rep"),
+            "--walkers",
+            "2",
+            "--steps",
+            "2",
+            "--no-sweep",
+        ]  # fmt: skip
     )
     out = capsys.readouterr().out
     assert rc in (0, 1) and f"exit status {rc}" in out

@@ -12,8 +12,8 @@
   platform's exported files (``recsys-guardrails audit --data DIR``).
 """
 
-from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
 from .data import DataPlatform, OwnData, load_data
+from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
 from .run import audit_platform, run_audit
 from .sweep import SweepPoint, pareto_front, run_sweep
 from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one

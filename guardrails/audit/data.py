@@ -55,6 +55,7 @@ import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -114,9 +115,7 @@ def _check_matrix(
         got = _shown(np.asarray(m)) if hasattr(m, "shape") else type(m).__name__
         raise _bad(source, "format", "a scipy.sparse CSR matrix", got)
     if m.format != "csr":
-        raise _bad(
-            source, "format", "'csr' (save a scipy.sparse.csr_matrix)", repr(str(m.format))
-        )
+        raise _bad(source, "format", "'csr' (save a scipy.sparse.csr_matrix)", repr(str(m.format)))
     for axis, (want, name) in enumerate(zip(shape, names, strict=True)):
         if want is not None and m.shape[axis] != want:
             raise _bad(
@@ -147,9 +146,7 @@ def _ids(value, n: int, source: str, field: str, *, what_ids: str) -> np.ndarray
         raise _bad(source, field, what, _shown(arr))
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         bad = arr[(arr < 0) | (arr >= n)]
-        raise _bad(
-            source, field, what, f"{bad.size} ids out of range (first: {int(bad[0])})"
-        )
+        raise _bad(source, field, what, f"{bad.size} ids out of range (first: {int(bad[0])})")
     out = np.zeros(n, dtype=bool)
     out[arr.astype(np.int64)] = True
     return out
@@ -268,9 +265,7 @@ class OwnData:
                 raise _bad(src, "categories", "a 1-d int or str array, one per seed", _shown(cats))
             n_given = int(raw.sum()) if raw.dtype == bool else int(raw.size)
             if cats.shape[0] != n_given:
-                raise _bad(
-                    src, "categories", f"one category per seed ({n_given})", _shown(cats)
-                )
+                raise _bad(src, "categories", f"one category per seed ({n_given})", _shown(cats))
             if raw.dtype != bool:
                 # Align with the sorted unique seed indices; a seed listed twice must keep
                 # one category.
@@ -444,7 +439,12 @@ class OwnData:
 def _npz(path: str, name: str) -> dict:
     """Every array of an .npz file, read without pickle."""
     if not zipfile.is_zipfile(path):
-        raise _bad(name, "(file)", "an .npz archive (numpy.savez)", "an unreadable file (not a zip archive)")
+        raise _bad(
+            name,
+            "(file)",
+            "an .npz archive (numpy.savez)",
+            "an unreadable file (not a zip archive)",
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files"):
@@ -455,11 +455,18 @@ def _npz(path: str, name: str) -> dict:
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise _bad(
-                name, "(file)", "arrays readable without pickle (no object arrays)", "an object array"
+                name,
+                "(file)",
+                "arrays readable without pickle (no object arrays)",
+                "an object array",
             ) from exc
-        raise _bad(name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})") from exc
+        raise _bad(
+            name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})"
+        ) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise _bad(name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})") from exc
+        raise _bad(
+            name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})"
+        ) from exc
 
 
 def _sparse_file(path: str, name: str):
@@ -506,17 +513,22 @@ def _sparse_file(path: str, name: str):
 def _implicit_model(path: str, name: str, n_users: int, n_items: int):
     """An implicit model written with its own ``save``; the class is read off its fields."""
     z = _npz(path, name)
+    cls: Any
     if "K" in z and "indptr" in z:
         from implicit.nearest_neighbours import ItemItemRecommender
 
         cls = ItemItemRecommender
     elif "item_factors" in z and "user_factors" in z:
+        import implicit.cpu.als
+        import implicit.cpu.bpr
+        import implicit.cpu.lmf
+
         if "neg_prop" in z:
-            from implicit.cpu.lmf import LogisticMatrixFactorization as cls
+            cls = implicit.cpu.lmf.LogisticMatrixFactorization
         elif "learning_rate" in z:
-            from implicit.cpu.bpr import BayesianPersonalizedRanking as cls
+            cls = implicit.cpu.bpr.BayesianPersonalizedRanking
         else:
-            from implicit.cpu.als import AlternatingLeastSquares as cls
+            cls = implicit.cpu.als.AlternatingLeastSquares
     else:
         raise _bad(
             name,
@@ -572,7 +584,9 @@ def load_data(directory) -> OwnData:
         z = _npz(present[fname], paths[fname])
         unknown = sorted(set(z) - set(fields))
         if unknown:
-            raise _bad(paths[fname], unknown[0], f"one of the known fields {list(fields)}", "a field")
+            raise _bad(
+                paths[fname], unknown[0], f"one of the known fields {list(fields)}", "a field"
+            )
         arrays.update(z)
     for fname, field in (("seeds.npz", "seeds"), ("evaluation.npz", "abusive")):
         if field not in arrays:
@@ -581,7 +595,9 @@ def load_data(directory) -> OwnData:
     data = OwnData.from_arrays(**arrays, source=directory, files=files)  # type: ignore[arg-type]
     if "model.npz" in present:
         if data.user_factors is not None:
-            raise _bad(paths["model.npz"], "(file)", "given without factors.npz (one model)", "both")
+            raise _bad(
+                paths["model.npz"], "(file)", "given without factors.npz (one model)", "both"
+            )
         if data.held_out is None:
             raise _bad(
                 paths["held_out.npz"],
@@ -590,7 +606,9 @@ def load_data(directory) -> OwnData:
                 "quality measured on trained pairs would be in-sample)",
                 "no held-out file",
             )
-        model = _implicit_model(present["model.npz"], paths["model.npz"], data.n_users, data.n_items)
+        model = _implicit_model(
+            present["model.npz"], paths["model.npz"], data.n_users, data.n_items
+        )
         data = dataclasses.replace(data, model=model)
     return data
 
@@ -652,9 +670,7 @@ class DataPlatform:
             eligible = np.flatnonzero(counts >= MIN_HOLDOUT_INTERACTIONS)
         if eligible.size > max_holdout:
             eligible = np.sort(rng.choice(eligible, size=max_holdout, replace=False))
-        offs = ui.indptr[eligible] + (rng.random(eligible.size) * counts[eligible]).astype(
-            np.int64
-        )
+        offs = ui.indptr[eligible] + (rng.random(eligible.size) * counts[eligible]).astype(np.int64)
         held = sp.csr_matrix(
             (np.ones(eligible.size, np.float32), (eligible, ui.indices[offs])), shape=ui.shape
         )
@@ -730,7 +746,10 @@ class DataPlatform:
 
     def search(self, tag: int, *, top: int = 10) -> np.ndarray:
         """Accounts using term ``tag``, most interacted with first (a hashtag search)."""
-        users = self.data.terms.tocsc()[:, int(tag)].nonzero()[0]
+        terms = self.data.terms
+        if terms is None:
+            return np.empty(0, dtype=np.int64)
+        users = terms.tocsc()[:, int(tag)].nonzero()[0]
         pop = np.asarray(self.train.sum(axis=0)).ravel()
         if self.data.follows is not None:
             pop = pop + np.asarray(self.data.follows.sum(axis=0)).ravel()

@@ -177,7 +177,9 @@ def default_guard_policy(platform: Platform, **knobs):
             "guardrails.default_policy is not available in this version of recsys-guardrails."
         )
     own = getattr(platform, "policy_signals", None)  # own data (audit.data.DataPlatform)
-    signals = own() if own is not None else {
+    if own is not None:
+        return fn(**{**own(), **knobs})
+    signals = {
         "seeds": platform.known_seeds,
         "graph": platform.train,
         "interactions": platform.train,
@@ -210,7 +212,9 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
             "guardrails.load_policy is not available in this version of recsys-guardrails."
         )
     own = getattr(platform, "policy_data", None)  # own data (audit.data.DataPlatform)
-    data = own(risk) if own is not None else {
+    if own is not None:
+        return fn(path, data=own(risk))
+    data = {
         "known_seeds": platform.known_seeds,
         "risk": risk,
         "minors": platform.vulnerable,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -429,7 +430,7 @@ def audit_platform(
     n_steps = check_int(n_steps, "n_steps", where)
     N = check_int(N, "N", where)
     seed = check_int(seed, "seed", where, low=0)
-    model_kw = {
+    model_kw: dict[str, Any] = {
         "factors": check_int(factors, "factors", where),
         "iterations": check_int(iterations, "iterations", where),
         "regularization": check_float(regularization, "regularization", where, low=0.0),
@@ -442,7 +443,8 @@ def audit_platform(
     t0 = time.perf_counter()
     if not isinstance(data, OwnData):
         data = load_data(data)
-    platform = DataPlatform.from_data(data, seed=seed, risky_share=risky_share)
+    # Duck-typed as a Platform: the walks, metrics and sweep read the same names.
+    platform: Any = DataPlatform.from_data(data, seed=seed, risky_share=risky_share)
     risk = platform.seed_risk()
     policies = {"unguarded": None, "primitive": primitive_policy(platform, risk, **primitive_knobs)}
     if default_policy_available():
