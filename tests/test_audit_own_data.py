@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import guardrails as gr
 from guardrails.audit import make_platform
@@ -401,3 +403,37 @@ def test_policy_check(folder, tmp_path):
     assert r.exit_code == 2 and "--n-items" in r.output
     r = run_cli(["policy", "check", str(pol), "--data", folder, "--n-items", "5"])
     assert r.exit_code == 2 and "disagrees" in r.output
+
+
+# ---------------------------------------------------------------------------- properties
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seeds=st.lists(st.integers(-2, 21), max_size=6),
+    abusive=st.lists(st.integers(-2, 21), max_size=6),
+    weights=st.lists(
+        st.one_of(st.floats(-1.0, 3.0), st.just(float("nan")), st.just(float("inf"))),
+        min_size=40,
+        max_size=40,
+    ),
+    as_mask=st.booleans(),
+)
+def test_from_arrays_accepts_only_valid_data(seeds, abusive, weights, as_mask):
+    """Whatever the arrays, the result is a ValidationError or data that keeps every promise."""
+    n_users, n_items = 8, 20
+    rng = np.random.default_rng(len(seeds) + 7 * len(abusive))
+    rows, cols = rng.integers(0, n_users, 40), rng.integers(0, n_items, 40)
+    ui = sp.csr_matrix((np.asarray(weights, np.float32), (rows, cols)), shape=(n_users, n_items))
+    s = np.asarray(seeds, dtype=np.int64)
+    if as_mask and s.size and s.min() >= 0 and s.max() < n_items:
+        mask = np.zeros(n_items, bool)
+        mask[s] = True
+        s = mask
+    try:
+        d = OwnData.from_arrays(interactions=ui, seeds=s, abusive=np.asarray(abusive, np.int64))
+    except gr.ValidationError as exc:
+        assert str(exc).startswith("The '") and "\n" not in str(exc)
+        return
+    assert d.seeds.size and d.seeds.min() >= 0 and d.seeds.max() < n_items
+    assert d.abusive.shape == (n_items,) and d.abusive.any() and not d.abusive[d.seeds].any()
+    assert np.isfinite(d.interactions.data).all() and (d.interactions.data >= 0).all()
+    assert d.interactions.format == "csr" and d.interactions.shape == (n_users, n_items)
