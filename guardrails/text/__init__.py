@@ -37,7 +37,6 @@ from .links import (
     refang,
 )
 from .matcher import ACTIONS, MODES, Term, TermMatcher
-from . import obfuscate
 from .normalize import LEET, Normalizer, Reading, is_mixed_script, mixed_script_tokens
 
 __all__ = [

@@ -310,7 +310,10 @@ class TermMatcher:
     def match_readings_many(
         self, readings: Sequence[Sequence[Reading]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Match pre-computed readings (:meth:`Normalizer.readings_many`), see :meth:`match_many`."""
+        """Match pre-computed readings (:meth:`Normalizer.readings_many`).
+
+        See :meth:`match_many`.
+        """
         parts = [r for rs in readings for r in rs]
         owner = np.repeat(np.arange(len(readings)), [len(rs) for rs in readings])
         return self._match_parts(parts, owner)

@@ -37,18 +37,22 @@ every reading worth matching, and a text matches a term when *any* reading hits:
 * with ``transliterate`` on (the default, needs the ``anyascii`` package from the
   ``text`` extra), two *transliteration folds*, computed only when the skeleton fold
   leaves a non-ASCII letter: the *look-alike fold* keeps the skeleton where it gives
-  ASCII and transliterates the rest letter by letter (Greek ``κ`` → ``k``, whose
-  skeleton is Latin ``ĸ``), so look-alikes from several scripts in one word still meet;
+  ASCII and otherwise takes the skeleton of the capital letter, the letter that the
+  look-alikes of a non-ASCII prototype transliterate to, or the letter's own
+  transliteration (Greek ``κ`` → ``k``, whose skeleton is Latin ``ĸ``), so look-alikes
+  from several scripts in one word still meet;
   the *transliteration fold* transliterates every non-ASCII letter (Cyrillic ``р`` →
   ``r``, ``з`` → ``z``: a term spelled phonetically in another alphabet);
 * leetspeak symbols at the edge of a word read *both ways*: the cautious reading above
-  (``sale!`` is ``sale``, ``@user`` is ``user``) and the eager one in which every
-  symbol touching a word is a letter (``zorv@k!`` is ``zorvaki``); the eager reading is
-  only produced when it differs.
+  (``sale!`` is ``sale``, ``@user`` is ``user``) and eager ones in which every symbol
+  touching a word, and a token of symbols alone, is a letter (``zorv@k!`` is
+  ``zorvaki``; ``u @ b`` is ``u a b``), one of them keeping a closing ``!`` as
+  punctuation (``u+!`` is ``ut``); eager readings are only produced when they differ.
 
 Each reading also carries a *chunk key*: the token key without the joining of single
-letters, which :class:`~guardrails.text.matcher.TermMatcher` uses to match long terms
-spelled out in chunks of a few letters (``b a mfen fen q ua``).
+letters, with a :data:`GLUE` token where a token of punctuation or symbols stood, which
+:class:`~guardrails.text.matcher.TermMatcher` uses to match long terms spelled out in
+chunks of a few letters (``b a mfen fen q ua``, ``puqu . egedeq``).
 
 The key is deliberately lossy: it is a matching key, never shown to users. Both the
 blocked terms and the scanned text go through the same function, so equal keys mean
@@ -106,8 +110,6 @@ _LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]+")
 #: (``puqu . egedeq``): a deliberate split, so the words around it count as chunks.
 GLUE = "\ue000"
 _GLUE_RE = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")
-# Cheap pre-check for batches: can this text have an eager leetspeak reading?
-_EDGE_SYMBOL_RE = re.compile("[" + re.escape("@" + _LEET_SYMBOLS) + "]")
 # A token of one letter, possibly repeated ("k rr uuu"), followed by another: the space
 # between them goes (the repeats are squeezed later).
 _SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S)\1*+ (?=(\S)\2*+(?!\S))")
@@ -379,10 +381,11 @@ class Normalizer:
         Only letters and numbers: symbols and emoji have transliterations too
         (``🍕`` → ``:pizza:``) that would put words into the key.
         """
-        if unicodedata.category(ch)[0] not in "LN":
+        convert = self._anyascii
+        if convert is None or unicodedata.category(ch)[0] not in "LN":
             return None
         plain = unicodedata.normalize("NFKC", ch) if self.nfkc else ch
-        out = self._anyascii(_strip_marks(plain))
+        out = convert(_strip_marks(plain))
         if not out or not out.isascii() or not out.isalnum():
             return None
         table = self._table

@@ -134,7 +134,9 @@ _STYLES = ("FULLWIDTH", "MATHEMATICAL BOLD", "MATHEMATICAL BOLD ITALIC", "MATHEM
 
 def _lookalike_table() -> dict[str, tuple[str, ...]]:
     """Letter → single code points that imitate it (confusables data, both cases)."""
-    found: dict[str, set[str]] = {c: set(EXTRA_LOOKALIKES.get(c, ())) for c in string.ascii_lowercase}
+    found: dict[str, set[str]] = {
+        c: set(EXTRA_LOOKALIKES.get(c, ())) for c in string.ascii_lowercase
+    }
     for source, proto in skeleton_map().items():
         if source.isascii() or unicodedata.category(source)[0] != "L":
             continue
