@@ -42,8 +42,9 @@ from typing import Any
 
 from .._validation import check_choice, check_float, check_int, fail
 from ..exceptions import LeaseLostError, StoreError, ValidationError
+from ._db import Database, as_store_error
 from .labels import check_kind, check_subject, check_text, check_time
-from .store import LabelStore, _wrap
+from .store import LabelStore, effective_risk, insert_label, label_spec, retract_label
 
 __all__ = [
     "ReportQueue",
@@ -296,6 +297,8 @@ class ReportQueue:
         where = "ReportQueue"
         self._owns = not isinstance(store, LabelStore)
         self.store = LabelStore(store) if self._owns else store
+        # Every read and write goes through the store's shared SQLite layer.
+        self._db: Database = self.store.database
         self.max_attempts = check_int(max_attempts, "max_attempts", where, low=1)
         self.lease_s = check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
         if weights is not None and not isinstance(weights, TriageWeights):
@@ -323,7 +326,7 @@ class ReportQueue:
         self.close()
 
     def _now(self, now, where: str) -> float:
-        return self.store.clock() if now is None else check_time(now, "now", where)
+        return self._db.clock() if now is None else check_time(now, "now", where)
 
     def _report(self, row, now: float) -> Report:
         (
@@ -443,7 +446,7 @@ class ReportQueue:
         item = _Pending(spec)
         deadline = time.monotonic() + self.submit_timeout
         mutex = self._intake_lock
-        lock = self.store._lock
+        lock = self._db.lock
         with mutex:
             lead = not self._intake
             if not lead:
@@ -537,12 +540,12 @@ class ReportQueue:
     def _commit_one(self, item: _Pending) -> None:
         """A group of one: the report's own transaction (as without group commit)."""
         try:
-            with self.store._txn() as conn:
+            with self._db.write() as conn:
                 ack = self._insert(conn, item.spec)
         except ValidationError as exc:
             item.fail(exc)
         except Exception as exc:
-            err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
+            err = _as_error(exc, self.store.path)
             item.fail(_batch_error(err, self.store.path))
         else:
             self._count_group(1, 1)
@@ -567,7 +570,7 @@ class ReportQueue:
         acks: list[Ack | None] = [None] * len(batch)
         errors: list[BaseException | None] = [None] * len(batch)
         try:
-            with self.store._txn() as conn:
+            with self._db.write() as conn:
                 for i, it in enumerate(batch):
                     conn.execute("SAVEPOINT submit")
                     try:
@@ -576,12 +579,10 @@ class ReportQueue:
                         if not conn.in_transaction:
                             raise
                         conn.execute("ROLLBACK TO submit")
-                        errors[i] = (
-                            _wrap(exc, self.store.path) if isinstance(exc, sqlite3.Error) else exc
-                        )
+                        errors[i] = _as_error(exc, self.store.path)
                     conn.execute("RELEASE submit")
         except Exception as exc:
-            err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
+            err = _as_error(exc, self.store.path)
             for it, own in zip(batch, errors, strict=True):
                 it.fail(own if own is not None else _batch_error(err, self.store.path))
             return
@@ -603,7 +604,7 @@ class ReportQueue:
             and ``key`` required).
         """
         specs = [self._submit_spec(dict(r), "ReportQueue.submit_many") for r in reports]
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             return [self._insert(conn, s) for s in specs]
 
     def _submit_spec(self, d: dict, where: str) -> dict:
@@ -651,7 +652,7 @@ class ReportQueue:
                     f"{spec['key']!r}, already stored with different content, instead."
                 )
             return Ack(spec["key"], int(seq), True)
-        now = self.store.clock()
+        now = self._db.clock()
         created = now if spec["created_at"] is None else spec["created_at"]
         cur = conn.execute(
             "INSERT INTO reports (report_key, kind, subject, reporter, category, note, "
@@ -667,7 +668,7 @@ class ReportQueue:
                 created,
             ),
         )
-        self.store._audit(
+        self._db.audit(
             conn,
             "report",
             spec["key"],
@@ -683,10 +684,7 @@ class ReportQueue:
     def get(self, key: str, *, now=None) -> Report:
         """The report with this key (``ValidationError`` if none)."""
         t = self._now(now, "ReportQueue.get")
-        with self.store._lock:
-            row = self.store._conn.execute(
-                f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)
-            ).fetchone()
+        row = self._db.query_one(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,))
         if row is None:
             raise fail("key", "ReportQueue.get", "the key of a stored report", key)
         return self._report(row, t)
@@ -697,8 +695,7 @@ class ReportQueue:
         if state is not None:
             check_choice(state, "state", where, ("pending", "claimed", "resolved", "dead"))
         t = self._now(now, where)
-        with self.store._lock:
-            rows = self.store._conn.execute(f"SELECT {_COLS} FROM reports ORDER BY seq").fetchall()
+        rows = self._db.query(f"SELECT {_COLS} FROM reports ORDER BY seq")
         out = [self._report(r, t) for r in rows]
         return out if state is None else [r for r in out if r.state == state]
 
@@ -716,8 +713,7 @@ class ReportQueue:
             "sum(CASE WHEN state = 'claimed' AND lease_expires <= :now THEN 1 ELSE 0 END) "
             "FROM reports GROUP BY s"
         )
-        with self.store._lock:
-            rows = self.store._conn.execute(sql, {"now": t, "max": self.max_attempts}).fetchall()
+        rows = self._db.query(sql, {"now": t, "max": self.max_attempts})
         counts = {s: (int(n), oldest, int(exp or 0)) for s, n, oldest, exp in rows}
         pending = counts.get("pending", (0, None, 0))
         return QueueStats(
@@ -767,7 +763,7 @@ class ReportQueue:
             limit = check_int(limit, "limit", where, low=0)
         t = self._now(now, where)
         w = self.weights if weights is None else weights
-        with self.store._read() as conn:
+        with self._db.read() as conn:
             return self._triage(conn, t, w, neighbourhood_risk, limit)
 
     def _triage(
@@ -791,7 +787,7 @@ class ReportQueue:
         label_risk: dict = {}
         for kind in {r.kind for r in reports}:
             subjects = list({r.subject: None for r in reports if r.kind == kind})
-            for key, v in self.store._effective_risk(conn, kind, subjects, t).items():
+            for key, v in effective_risk(conn, kind, subjects, t).items():
                 label_risk[(kind, *key)] = v
         cw = dict(w.category_weights)
         sat = math.log1p(w.reporters_saturation)
@@ -856,7 +852,7 @@ class ReportQueue:
         check_choice(order, "order", where, ("priority", "fifo"))
         t = self._now(now, where)
         claims = []
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             self._reap(conn, t)
             if order == "fifo":
                 rows = conn.execute(
@@ -878,7 +874,7 @@ class ReportQueue:
                     "attempts = attempts + 1 WHERE seq = ? AND state = 'pending'",
                     (reviewer, token, expires, rep.seq),
                 )
-                self.store._audit(
+                self._db.audit(
                     conn,
                     "report",
                     rep.key,
@@ -922,11 +918,11 @@ class ReportQueue:
                 "last_error = coalesce(last_error, 'lease expired') WHERE seq = ?",
                 ("dead" if dead else "pending", seq),
             )
-            self.store._audit(
+            self._db.audit(
                 conn, "report", key, "lease_expired", actor=who, detail={"attempts": attempts}, at=t
             )
             if dead:
-                self.store._audit(
+                self._db.audit(
                     conn,
                     "report",
                     key,
@@ -1001,20 +997,20 @@ class ReportQueue:
             d.setdefault("evidence", f"report:{rep.key}")
             d.setdefault("actor", claim.reviewer)
             d.setdefault("source", "reviewer")
-            specs.append(self.store._spec(d, where))
+            specs.append(label_spec(d, where))
         retract = [check_text(r, "retract", where, max_len=500) for r in retract]
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
-            written = [self.store._insert_label(conn, s).label_id for s in specs]
+            written = [insert_label(self._db, conn, s).label_id for s in specs]
             for lid in retract:
-                self.store._retract(conn, lid, by=claim.reviewer, reason=reason or outcome)
+                retract_label(self._db, conn, lid, by=claim.reviewer, reason=reason or outcome)
             conn.execute(
                 "UPDATE reports SET state = 'resolved', resolved_at = ?, resolved_by = ?, outcome "
                 "= ?, "
                 "lease_token = NULL, lease_expires = NULL WHERE seq = ?",
                 (t, claim.reviewer, outcome, row[0]),
             )
-            self.store._audit(
+            self._db.audit(
                 conn,
                 "report",
                 claim.key,
@@ -1032,7 +1028,7 @@ class ReportQueue:
         where = "ReportQueue.fail"
         error = check_text(error, "error", where)
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
             dead = row[9] >= self.max_attempts
             conn.execute(
@@ -1041,11 +1037,11 @@ class ReportQueue:
                 "last_error = ? WHERE seq = ?",
                 ("dead" if dead else "pending", error, row[0]),
             )
-            self.store._audit(
+            self._db.audit(
                 conn, "report", claim.key, "fail", actor=claim.reviewer, reason=error, at=t
             )
             if dead:
-                self.store._audit(
+                self._db.audit(
                     conn,
                     "report",
                     claim.key,
@@ -1061,7 +1057,7 @@ class ReportQueue:
         """Give a claimed report back without counting an attempt."""
         where = "ReportQueue.release"
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
             conn.execute(
                 "UPDATE reports SET state = 'pending', claimed_by = NULL, lease_token = NULL, "
@@ -1069,7 +1065,7 @@ class ReportQueue:
                 "attempts = max(attempts - 1, 0) WHERE seq = ?",
                 (row[0],),
             )
-            self.store._audit(conn, "report", claim.key, "release", actor=claim.reviewer, at=t)
+            self._db.audit(conn, "report", claim.key, "release", actor=claim.reviewer, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
 
@@ -1082,11 +1078,11 @@ class ReportQueue:
             else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
         )
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
             expires = t + lease
             conn.execute("UPDATE reports SET lease_expires = ? WHERE seq = ?", (expires, row[0]))
-            self.store._audit(
+            self._db.audit(
                 conn,
                 "report",
                 claim.key,
@@ -1104,7 +1100,7 @@ class ReportQueue:
         actor = check_text(actor, "actor", where)
         reason = check_text(reason, "reason", where)
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             self._reap(conn, t)
             row = conn.execute(
                 f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)
@@ -1114,7 +1110,7 @@ class ReportQueue:
             conn.execute(
                 "UPDATE reports SET state = 'pending', attempts = 0 WHERE seq = ?", (row[0],)
             )
-            self.store._audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
+            self._db.audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
 
@@ -1144,6 +1140,11 @@ class _Pending:
             raise self.error
         assert self.ack is not None
         return self.ack
+
+
+def _as_error(exc: BaseException, path: str) -> BaseException:
+    """An SQLite error as the library's ``StoreError``; any other error as it is."""
+    return as_store_error(exc, path) if isinstance(exc, sqlite3.DatabaseError) else exc
 
 
 def _batch_error(exc: BaseException, path: str) -> StoreError:
