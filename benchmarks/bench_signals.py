@@ -135,7 +135,7 @@ def populate(path: str, n_accounts: int, n_labels: int, seed: int = 0) -> None:
             )
             for i in range(n_labels)
         )
-        with s._txn() as conn:
+        with s.database.write() as conn:
             conn.executemany(
                 "INSERT INTO labels (label_id, kind, subject, category, severity, confidence, "
                 "source, "
