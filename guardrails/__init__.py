@@ -45,7 +45,8 @@ from .policy import (
     load_policy,
     save_policy,
 )
-from .signals import IdMap, LabelStore, ReportQueue, ServingGuard, Snapshot
+from .serving import ServingGuard
+from .signals import IdMap, LabelStore, ReportQueue, Snapshot
 from .text import TextGuard
 
 __version__ = "0.1.0"

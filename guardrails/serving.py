@@ -17,6 +17,11 @@ once per call; :meth:`Guard.swap_snapshot` swaps a new one in atomically). The
   counter in :attr:`ServingGuard.stats`, a :class:`~guardrails.exceptions.FailClosedWarning`
   (for a fallback), a log record on the ``guardrails.signals`` logger, and
   ``GuardResult.info["fail_closed"]``.
+
+The ServingGuard has the Guard's call surface (:class:`~guardrails.guard.GuardCalls`):
+every call's arguments are checked once, by the guard, into a
+:class:`~guardrails.guard.GuardRequest`; the guarded slate, a retry after a concurrent swap
+and the fallback all read that one request.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_csr, check_float, check_ids, check_int, fail
-from ..exceptions import FailClosedError, FailClosedWarning, StoreError
-from ..filters.base import Catalog, ViewerBatch
-from ..guard import Guard, GuardResult
-from ..models import FactorModel
-from .snapshot import Snapshot
+from ._validation import check_choice, check_float, check_ids, check_int, fail
+from .exceptions import FailClosedError, FailClosedWarning, StoreError
+from .filters.base import Catalog
+from .guard import Guard, GuardCalls, GuardRequest, GuardResult
+from .models import FactorModel
+from .signals.snapshot import Snapshot
 
 __all__ = ["ServingGuard"]
 
@@ -46,7 +51,7 @@ logger = logging.getLogger("guardrails.signals")
 _REASONS = ("missing", "unreadable", "stale", "unstable")
 
 
-class ServingGuard:
+class ServingGuard(GuardCalls):
     """Serve from a Guard only while its snapshot is present, readable and fresh.
 
     Parameters
@@ -193,35 +198,43 @@ class ServingGuard:
                 )
         return True, None, version
 
-    # ------------------------------------------------------------------ core
-    def _serve(
-        self,
-        call: Callable[[], GuardResult],
-        fallback: Callable[[Any, str, str], GuardResult] | None,
-    ):
+    # ------------------------------------------------------------------ calls
+    def prepare(self, method: str, /, **arguments) -> GuardRequest:
+        """Check one call's arguments with the guard (see :meth:`Guard.prepare`)."""
+        return self.guard.prepare(method, **arguments)
+
+    def execute(self, request: GuardRequest) -> GuardResult:
+        """Serve ``request`` while the held snapshot may be served; otherwise fail closed.
+
+        The request was checked once (:meth:`prepare`); a retry after a concurrent swap
+        and the fallback both reuse it.
+        """
+        fallback = self.on_failure == "fallback" and request.candidates == "items"
         for _ in range(self.max_retries):
             ok, reason, msg = self.check()
             if not ok:
-                return self._fail(reason, msg, fallback)
-            result = call()
+                return self._fail(reason, msg, request if fallback else None)
+            result = self.guard.execute(request)
             if result.snapshot_version == msg:
                 with self._lock:
                     self.stats["served"] += 1
                 return result
-        return self._fail("unstable", "the snapshot kept changing during the call", fallback)
+        return self._fail(
+            "unstable", "the snapshot kept changing during the call", request if fallback else None
+        )
 
-    def _fail(self, reason: str, msg: str, fallback) -> GuardResult:
+    def _fail(self, reason: str, msg: str, request: GuardRequest | None) -> GuardResult:
         text = f"Guard refused to serve unguarded results: {msg}."
         with self._lock:
             self.stats[reason] += 1
             self.last_failure = text
-        if self.on_failure == "raise" or fallback is None:
+        if request is None:
             with self._lock:
                 self.stats["refused"] += 1
             logger.error("guardrails: %s", text)
             raise FailClosedError(text)
         try:
-            result = fallback(self.guard.snapshot, reason, text)
+            result = self._fallback_slate(self.guard.snapshot, reason, text, request)
         except Exception as exc:
             with self._lock:
                 self.stats["refused"] += 1
@@ -257,38 +270,32 @@ class ServingGuard:
         self._mask_cache = (key, mask)
         return mask
 
-    def _fallback_slate(
-        self,
-        snap,
-        reason: str,
-        text: str,
-        *,
-        m: int,
-        scalar: bool,
-        N: int,
-        call_mask,
-        restrict,
-        liked: sp.csr_matrix | None,
-        viewers: ViewerBatch,
-        query_items: np.ndarray | None = None,
-    ) -> GuardResult:
+    def _fallback_slate(self, snap, reason: str, text: str, request: GuardRequest) -> GuardResult:
+        """The vetted list, in order, less everything the call and the policy exclude.
+
+        Excluded: the policy's item-level hard mask against ``snap`` (and, with
+        ``exclude_flagged``, every labelled item), its per-viewer masks, the call's
+        ``filter_items`` and ``items``, the viewer's own items (``exclude``) and, for
+        ``similar_items``, the query item itself.
+        """
         n = self.guard.model_.n_items
         allowed = ~self._hard_mask(snap)
-        if call_mask is not None:
-            allowed[call_mask] = False
-        if restrict is not None:
+        if request.call_mask is not None:
+            allowed[request.call_mask] = False
+        if request.restrict is not None:
             keep = np.zeros(n, dtype=bool)
-            keep[restrict] = True
+            keep[request.restrict] = True
             allowed &= keep
         order = self.fallback_items
         cand = order[allowed[order]]
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(order.size)
-        vplan = self.guard.policy.compile_viewers(Catalog("items", n, snap), viewers)
+        vplan = self.guard.policy.compile_viewers(Catalog("items", n, snap), request.viewers)
         masks = [sp.csr_matrix(x) for x in vplan.viewer_masks]
-        if liked is not None:
-            masks.append(liked)
-        n_cols = max(0, min(N, n if restrict is None else int(np.asarray(restrict).size)))
+        if request.exclude is not None:
+            masks.append(request.exclude)
+        query_items = request.ids if request.method == "similar_items" else None
+        m, n_cols = request.n_rows, request.n_columns
         dtype = np.float32 if isinstance(self.guard.model_, FactorModel) else np.float64
         ids = np.full((m, n_cols), -1, dtype=np.int64)
         scores = np.full((m, n_cols), -np.inf, dtype=dtype)
@@ -313,200 +320,13 @@ class ServingGuard:
         }
         policy_version = self.guard.policy_version
         snap_version = None if snap is None else getattr(snap, "version", None)
-        if scalar:
+        if request.scalar:
             keep = ids[0] >= 0
             return GuardResult(ids[0][keep], scores[0][keep], policy_version, snap_version, info)
         return GuardResult(ids, scores, policy_version, snap_version, info)
-
-    # ------------------------------------------------------------------ API
-    def recommend(
-        self,
-        userid,
-        user_items=None,
-        N: int = 10,
-        filter_already_liked_items: bool = True,
-        filter_items=None,
-        recalculate_user: bool = False,
-        items=None,
-        *,
-        surface: str | None = None,
-    ):
-        """As :meth:`Guard.recommend`, failing closed; returns ``(ids, scores)``."""
-        r = self.recommend_detailed(
-            userid,
-            user_items,
-            N,
-            filter_already_liked_items,
-            filter_items,
-            recalculate_user,
-            items,
-            surface=surface,
-        )
-        return r.ids, r.scores
-
-    def recommend_detailed(
-        self,
-        userid,
-        user_items=None,
-        N: int = 10,
-        filter_already_liked_items: bool = True,
-        filter_items=None,
-        recalculate_user: bool = False,
-        items=None,
-        *,
-        surface: str | None = None,
-    ) -> GuardResult:
-        """As :meth:`Guard.recommend_detailed`, failing closed.
-
-        A fallback result has ``info["fail_closed"]`` set to the reason and
-        ``info["fallback"] = True``; its scores are ``1 / (1 + position in the
-        fallback list)``.
-        """
-        g = self.guard
-
-        def call() -> GuardResult:
-            return g.recommend_detailed(
-                userid,
-                user_items,
-                N,
-                filter_already_liked_items,
-                filter_items,
-                recalculate_user,
-                items,
-                surface=surface,
-            )
-
-        def fallback(snap, reason, text) -> GuardResult:
-            where = "Guard.recommend"
-            n = g.model_.n_items
-            userids, scalar = check_ids(userid, "userid", where, 2**62)
-            n_ = check_int(N, "N", where)
-            rows = (
-                None
-                if user_items is None
-                else check_csr(user_items, "user_items", where, shape=(userids.size, n))
-            )
-            call_mask, restrict = _item_limits(filter_items, items, n, where)
-            liked = rows if (filter_already_liked_items and rows is not None) else None
-            return self._fallback_slate(
-                snap,
-                reason,
-                text,
-                m=userids.size,
-                scalar=scalar,
-                N=n_,
-                call_mask=call_mask,
-                restrict=restrict,
-                liked=liked,
-                viewers=ViewerBatch(userids, rows, surface),
-            )
-
-        return self._serve(call, fallback if self.on_failure == "fallback" else None)
-
-    def similar_items(
-        self,
-        itemid,
-        N: int = 10,
-        recalculate_item: bool = False,
-        item_users=None,
-        filter_items=None,
-        items=None,
-        *,
-        viewer=None,
-        surface: str | None = None,
-    ):
-        """As :meth:`Guard.similar_items`, failing closed; returns ``(ids, scores)``."""
-        r = self.similar_items_detailed(
-            itemid,
-            N,
-            recalculate_item,
-            item_users,
-            filter_items,
-            items,
-            viewer=viewer,
-            surface=surface,
-        )
-        return r.ids, r.scores
-
-    def similar_items_detailed(
-        self,
-        itemid,
-        N: int = 10,
-        recalculate_item: bool = False,
-        item_users=None,
-        filter_items=None,
-        items=None,
-        *,
-        viewer=None,
-        surface: str | None = None,
-    ) -> GuardResult:
-        """As :meth:`Guard.similar_items_detailed`, failing closed (the fallback never
-        returns the query item itself)."""
-        g = self.guard
-
-        def call() -> GuardResult:
-            return g.similar_items_detailed(
-                itemid,
-                N,
-                recalculate_item,
-                item_users,
-                filter_items,
-                items,
-                viewer=viewer,
-                surface=surface,
-            )
-
-        def fallback(snap, reason, text) -> GuardResult:
-            where = "Guard.similar_items"
-            n = g.model_.n_items
-            itemids, scalar = check_ids(itemid, "itemid", where, 2**62)
-            n_ = check_int(N, "N", where)
-            call_mask, restrict = _item_limits(filter_items, items, n, where)
-            viewers = g._viewers(viewer, itemids.size, where)
-            return self._fallback_slate(
-                snap,
-                reason,
-                text,
-                m=itemids.size,
-                scalar=scalar,
-                N=n_,
-                call_mask=call_mask,
-                restrict=restrict,
-                liked=None,
-                viewers=ViewerBatch(viewers, None, surface),
-                query_items=itemids,
-            )
-
-        return self._serve(call, fallback if self.on_failure == "fallback" else None)
-
-    def similar_users(
-        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
-    ):
-        """As :meth:`Guard.similar_users`, failing closed (always by raising: the fallback
-        list holds items, not users)."""
-        r = self.similar_users_detailed(userid, N, filter_users, users, surface=surface)
-        return r.ids, r.scores
-
-    def similar_users_detailed(
-        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
-    ) -> GuardResult:
-        """As :meth:`Guard.similar_users_detailed`, failing closed by raising."""
-        g = self.guard
-        return self._serve(
-            lambda: g.similar_users_detailed(userid, N, filter_users, users, surface=surface), None
-        )
 
     def __repr__(self) -> str:
         return (
             f"ServingGuard({self.guard!r}, max_snapshot_age={self.max_snapshot_age}, "
             f"on_failure={self.on_failure!r})"
         )
-
-
-def _item_limits(filter_items, items, n: int, where: str):
-    """The fallback's ``filter_items`` (ids to drop) and ``items`` (sorted ids to keep)."""
-    call_mask = (
-        None if filter_items is None else check_ids(filter_items, "filter_items", where, n)[0]
-    )
-    restrict = None if items is None else np.unique(check_ids(items, "items", where, n)[0])
-    return call_mask, restrict
