@@ -82,6 +82,9 @@ class ServingGuard(GuardCalls):
         failure reason (``missing``, ``unreadable``, ``stale``, ``unstable``).
     last_failure : str or None
         The message of the last fail-closed event.
+    last_load_error : str or None
+        Why the last :meth:`load_snapshot` failed, until one succeeds; fail-closed
+        messages repeat it (a corrupt snapshot file is the usual cause of a stale one).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class ServingGuard(GuardCalls):
             ("served", "fallback", "refused", "load_failures", *_REASONS), 0
         )
         self.last_failure: str | None = None
+        self.last_load_error: str | None = None
         self._mask_cache: tuple[Any, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ snapshots
@@ -157,8 +161,10 @@ class ServingGuard(GuardCalls):
         """Load a snapshot file and swap it in.
 
         On failure (missing, unreadable or corrupt file) the error is counted in
-        ``stats["load_failures"]``, logged and re-raised; the held snapshot stays in
-        service until it is too old, after which calls fail closed.
+        ``stats["load_failures"]``, kept in :attr:`last_load_error`, logged and re-raised;
+        the held snapshot stays in service until it is too old, after which calls fail
+        closed and their message says why the refresh failed. A successful load clears
+        :attr:`last_load_error`.
         """
         try:
             snap = Snapshot.load(path)
@@ -166,8 +172,11 @@ class ServingGuard(GuardCalls):
         except (StoreError, ValueError) as exc:
             with self._lock:
                 self.stats["load_failures"] += 1
+                self.last_load_error = f"{type(exc).__name__}: {exc}"
             logger.error("guardrails: could not load snapshot %r: %s", str(path), exc)
             raise
+        with self._lock:
+            self.last_load_error = None
         return snap
 
     def check(self) -> tuple[bool, str | None, str]:
@@ -226,6 +235,8 @@ class ServingGuard(GuardCalls):
     def _fail(self, reason: str, msg: str, request: GuardRequest | None) -> GuardResult:
         text = f"Guard refused to serve unguarded results: {msg}."
         with self._lock:
+            if self.last_load_error is not None:
+                text += f" The last snapshot refresh failed: {self.last_load_error}"
             self.stats[reason] += 1
             self.last_failure = text
         if request is None:
