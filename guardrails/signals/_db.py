@@ -177,10 +177,10 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
 
-        Returns only after the commit is durable (WAL, ``synchronous=FULL``). A failed
-        ``BEGIN`` or ``COMMIT`` (locked, full disk, read-only file) raises ``StoreError``
-        after rolling back; an error inside the block is re-raised as it is, after the
-        rollback.
+        Returns only after the commit is durable (WAL, ``synchronous=FULL``). An SQLite
+        failure (``BEGIN``, a statement in the block, or ``COMMIT``: locked, full disk,
+        read-only file) raises ``StoreError`` after rolling back; any other error in the
+        block is re-raised as it is, after the rollback.
         """
         with self.lock:
             conn = self._live()
@@ -190,6 +190,12 @@ class Database:
                 raise as_store_error(exc, self.path) from exc
             try:
                 yield conn
+            except sqlite3.DatabaseError as exc:
+                # A statement failed (a full disk, a read-only file, a damaged page): the
+                # whole transaction goes, and the caller sees the library's error.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise as_store_error(exc, self.path) from exc
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
