@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,8 +94,8 @@ class GuardRequest:
         Size of the candidate space (``n_items``, or ``n_users`` for ``similar_users``).
     viewers : ViewerBatch
         Who sees each row, with the interactions and context filters read.
-    kind : {"dot", "cos", "sim", "users"}
-        The kernel's candidate space.
+    kind : {"dot", "cos", "sim", "users", "rank"}
+        The kernel's candidate space (``"rank"``: :attr:`ranking`).
     queries : ndarray, csr_matrix or None
         Query rows for the kernel; ``None`` where they come from the compiled state (the
         normalised factors of the model).
@@ -113,6 +113,8 @@ class GuardRequest:
         ``strip`` (filters that strip interactions from a query).
     record : bool
         Also return per-item decisions.
+    ranking : ndarray of float32, shape (n_candidates,), or None
+        A fixed score per candidate that replaces the model (see :meth:`with_ranking`).
     """
 
     method: str
@@ -129,6 +131,7 @@ class GuardRequest:
     exclude: sp.csr_matrix | None = None
     requery: Callable | None = None
     record: bool = False
+    ranking: np.ndarray | None = None
 
     @property
     def candidates(self) -> str:
@@ -148,6 +151,50 @@ class GuardRequest:
     def n_columns(self) -> int:
         """Columns of a batch result: ``min(N, limit)``."""
         return max(0, min(self.N, self.limit))
+
+    def with_ranking(
+        self,
+        ranking,
+        *,
+        drop: np.ndarray | None = None,
+        exclude: sp.csr_matrix | None = None,
+    ) -> GuardRequest:
+        """The same call, scored by a fixed ranking instead of the model.
+
+        Everything else stays: the viewers, the call's exclusions and the policy the
+        Guard runs it through (hard masks, per-viewer masks, penalties, caps), so a
+        vetted fallback list served this way honours the policy as a model slate does.
+
+        Parameters
+        ----------
+        ranking : array-like of float, shape (n_candidates,)
+            Score of each candidate, higher first; NaN for candidates outside the ranking
+            (never returned).
+        drop : ndarray of int64, optional
+            More candidates never returned in this call.
+        exclude : csr_matrix, shape (m, n_candidates), optional
+            Per-row candidates never returned, in place of :attr:`exclude`.
+
+        Returns
+        -------
+        GuardRequest
+        """
+        where = "GuardRequest.with_ranking"
+        scores = np.asarray(ranking, dtype=np.float32)
+        if scores.shape != (self.n_candidates,) or np.isinf(scores).any():
+            raise fail("ranking", where, f"finite scores or NaN, shape ({self.n_candidates},)", ranking)
+        outside = np.flatnonzero(np.isnan(scores))
+        masks = [m for m in (self.call_mask, outside, drop) if m is not None and m.size]
+        call_mask = np.unique(np.concatenate(masks)).astype(np.int64) if masks else None
+        return replace(
+            self,
+            kind="rank",
+            ranking=np.nan_to_num(scores, nan=0.0)[:, None],
+            queries=np.ones((self.n_rows, 1), dtype=np.float32),
+            requery=None,
+            call_mask=call_mask,
+            exclude=self.exclude if exclude is None else exclude,
+        )
 
 
 class GuardCalls:
@@ -499,7 +546,13 @@ class Guard(GuardCalls):
             base.space("sim", self._builder(state, "sim"))
         return state
 
-    def _builder(self, state: _Compiled, kind: str, restrict: np.ndarray | None = None):
+    def _builder(
+        self,
+        state: _Compiled,
+        kind: str,
+        restrict: np.ndarray | None = None,
+        ranking: np.ndarray | None = None,
+    ):
         """``build(hard_mask, penalty) -> space`` for one kind of candidate space."""
         m = self.model_
 
@@ -511,6 +564,10 @@ class Guard(GuardCalls):
                 k = min(k, restrict.size)
             return int(np.clip(k // 64, 1, 32))
 
+        if kind == "rank":
+            return lambda h, p: FactorSpace.build(
+                ranking, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, ranking.shape[0])
+            )
         if kind == "dot":
             return lambda h, p: FactorSpace.build(
                 m.item_factors, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
@@ -573,12 +630,14 @@ class Guard(GuardCalls):
         spaces: dict = {}
 
         def topk(variant, sub, masks, pens, strip, n):
-            if restrict is None:
+            if restrict is None and request.ranking is None:
                 space = variant.space(kind, self._builder(state, kind))
             else:
+                # Spaces of this call only (items=, or a ranking that is not the model's).
                 space = spaces.get(variant.key)
                 if space is None:
-                    space = self._builder(state, kind, restrict)(variant.hard_mask, variant.penalty)
+                    build = self._builder(state, kind, restrict, request.ranking)
+                    space = build(variant.hard_mask, variant.penalty)
                     spaces[variant.key] = space
             if strip is not None and requery is not None:
                 q = requery(sub, strip)

@@ -26,6 +26,7 @@ and the fallback all read that one request.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -35,13 +36,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._validation import check_choice, check_float, check_ids, check_int, fail
 from .exceptions import FailClosedError, FailClosedWarning, StoreError
-from .filters.base import Catalog
 from .guard import Guard, GuardCalls, GuardRequest, GuardResult
-from .models import FactorModel
 from .signals.snapshot import Snapshot
 
 __all__ = ["ServingGuard"]
@@ -132,7 +130,7 @@ class ServingGuard(GuardCalls):
         )
         self.last_failure: str | None = None
         self.last_load_error: str | None = None
-        self._mask_cache: tuple[Any, np.ndarray] | None = None
+        self._mask_cache: tuple[Any, np.ndarray] | None = None  # flagged items per snapshot
 
     # ------------------------------------------------------------------ snapshots
     @property
@@ -259,82 +257,43 @@ class ServingGuard(GuardCalls):
         warnings.warn(FailClosedWarning(f"{text} Served the safe fallback list."), stacklevel=4)
         return result
 
-    def _hard_mask(self, snap) -> np.ndarray:
-        """Item-level hard mask of the guard's policy against ``snap`` (cached)."""
-        policy = self.guard.policy
-        key = (policy.version, id(snap), getattr(snap, "version", None))
+    def _flagged(self, snap) -> np.ndarray | None:
+        """Items with any label in ``snap`` (cached per snapshot), or ``None``."""
+        if not self.exclude_flagged or snap is None:
+            return None
+        key = (id(snap), getattr(snap, "version", None))
         cached = self._mask_cache
         if cached is not None and cached[0] == key:
             return cached[1]
+        sev = getattr(snap, "max_severity", None)
+        if sev is None:
+            return None
+        sev = np.asarray(sev)
         n = self.guard.model_.n_items
-        mask = policy.compile_global(Catalog("items", n, snap)).hard_mask
-        mask = np.zeros(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).copy()
-        if self.exclude_flagged and snap is not None:
-            sev = getattr(snap, "max_severity", None)
-            if sev is not None:
-                sev = np.asarray(sev)
-                if sev.shape != (n,):
-                    raise FailClosedError(
-                        f"the snapshot's max_severity has shape {sev.shape}, not ({n},)"
-                    )
-                mask |= sev > 0
-        self._mask_cache = (key, mask)
-        return mask
+        if sev.shape != (n,):
+            raise FailClosedError(f"the snapshot's max_severity has shape {sev.shape}, not ({n},)")
+        flagged = np.flatnonzero(sev > 0).astype(np.int64)
+        self._mask_cache = (key, flagged)
+        return flagged
 
     def _fallback_slate(self, snap, reason: str, text: str, request: GuardRequest) -> GuardResult:
-        """The vetted list, in order, less everything the call and the policy exclude.
+        """The vetted list, in order, served through the guard's policy.
 
-        Excluded: the policy's item-level hard mask against ``snap`` (and, with
-        ``exclude_flagged``, every labelled item), its per-viewer masks, the call's
-        ``filter_items`` and ``items``, the viewer's own items (``exclude``) and, for
+        The request is rescored by the list (``1 / (1 + position)``) instead of the
+        model and run by the guard (:meth:`GuardRequest.with_ranking`), so the slate
+        honours the policy as compiled against the held snapshot (hard masks, per-viewer
+        masks, penalties, caps) and the call's exclusions; also dropped: with
+        ``exclude_flagged``, every item labelled in the held snapshot, and, for
         ``similar_items``, the query item itself.
         """
         n = self.guard.model_.n_items
-        allowed = ~self._hard_mask(snap)
-        if request.call_mask is not None:
-            allowed[request.call_mask] = False
-        if request.restrict is not None:
-            keep = np.zeros(n, dtype=bool)
-            keep[request.restrict] = True
-            allowed &= keep
-        order = self.fallback_items
-        cand = order[allowed[order]]
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(order.size)
-        vplan = self.guard.policy.compile_viewers(Catalog("items", n, snap), request.viewers)
-        masks = [sp.csr_matrix(x) for x in vplan.viewer_masks]
-        if request.exclude is not None:
-            masks.append(request.exclude)
-        query_items = request.ids if request.method == "similar_items" else None
-        m, n_cols = request.n_rows, request.n_columns
-        dtype = np.float32 if isinstance(self.guard.model_, FactorModel) else np.float64
-        ids = np.full((m, n_cols), -1, dtype=np.int64)
-        scores = np.full((m, n_cols), -np.inf, dtype=dtype)
-        for i in range(m):
-            row = cand
-            drop = [
-                mk.indices[mk.indptr[i] : mk.indptr[i + 1]]
-                for mk in masks
-                if mk.nnz and i < mk.shape[0]
-            ]
-            if query_items is not None:
-                drop.append(query_items[i : i + 1])
-            if drop:
-                row = row[~np.isin(row, np.concatenate(drop))]
-            row = row[:n_cols]
-            ids[i, : row.size] = row
-            scores[i, : row.size] = 1.0 / (1.0 + rank[row])
-        info = {
-            "fail_closed": reason,
-            "fallback": True,
-            "message": text,
-        }
-        policy_version = self.guard.policy_version
-        snap_version = None if snap is None else getattr(snap, "version", None)
-        if request.scalar:
-            keep = ids[0] >= 0
-            return GuardResult(ids[0][keep], scores[0][keep], policy_version, snap_version, info)
-        return GuardResult(ids, scores, policy_version, snap_version, info)
+        ranking = np.full(n, np.nan, dtype=np.float32)
+        ranking[self.fallback_items] = 1.0 / (1.0 + np.arange(self.fallback_items.size))
+        exclude = request.viewers.context_items if request.method == "similar_items" else None
+        vetted = request.with_ranking(ranking, drop=self._flagged(snap), exclude=exclude)
+        result = self.guard.execute(vetted)
+        info = {**result.info, "fail_closed": reason, "fallback": True, "message": text}
+        return dataclasses.replace(result, info=info, decisions=())
 
     def __repr__(self) -> str:
         return (

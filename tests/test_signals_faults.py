@@ -14,12 +14,14 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrails import FactorModel, Guard, ServingGuard
+from guardrails.core.plan import PlanPart
 from guardrails.exceptions import FailClosedError, FailClosedWarning, StoreError
-from guardrails.filters import BlockItems
+from guardrails.filters import BlockItems, Filter
 from guardrails.signals import IdMap, LabelStore, ReportQueue, Snapshot
 
 N_USERS, N_ITEMS = 30, 80
@@ -343,3 +345,51 @@ def test_refresher_on_a_corrupt_file_never_lets_a_slate_through_unchecked(
     assert served and all(v == snap.version for v in served)
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert refused and all("s old" in str(e) for e in refused)
+
+
+# ---------------------------------------------------------------------- fallback = policy
+class _HideFromViewer(Filter):
+    """Test filter: viewer ``u`` never sees item ``u + 1``; item 5 is demoted below all."""
+
+    name = "hide_from_viewer"
+
+    def __init__(self):
+        self.reason = "test"
+
+    def params(self):
+        return ()
+
+    def compile_global(self, catalog):
+        pen = np.zeros(catalog.n, dtype=np.float32)
+        pen[5] = 10.0
+        return PlanPart(self.name, self.reason, penalty=pen)
+
+    def compile_viewers(self, catalog, viewers):
+        if viewers.userids is None:
+            return None
+        m = viewers.size
+        cols = np.minimum(viewers.userids + 1, catalog.n - 1)
+        mask = sp.csr_matrix((np.ones(m, bool), cols, np.arange(m + 1)), shape=(m, catalog.n))
+        return PlanPart(self.name, self.reason, viewer_mask=mask)
+
+
+@settings(max_examples=25, deadline=None)
+@given(users=st.lists(st.integers(0, N_USERS - 1), min_size=1, max_size=6), n=st.integers(1, 12))
+def test_fallback_runs_through_the_policy_and_batches_equal_single_calls(model, users, n):
+    """The fallback is the guard's own run over the vetted list: per-viewer masks and
+    penalties apply, and a batch equals its single calls row for row."""
+    fallback = np.arange(20)
+    sg = ServingGuard(
+        Guard(model, [_HideFromViewer()]), on_failure="fallback", fallback_items=fallback
+    )  # no snapshot: fails closed as "missing"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FailClosedWarning)
+        batch = sg.recommend_detailed(users, None, N=n, filter_already_liked_items=False)
+        singles = [
+            sg.recommend_detailed(u, None, N=n, filter_already_liked_items=False) for u in users
+        ]
+    assert batch.info["fail_closed"] == "missing" and batch.ids.shape == (len(users), n)
+    for u, row, single in zip(users, batch.ids, singles, strict=True):
+        assert row[row >= 0].tolist() == single.ids.tolist()
+        want = [i for i in fallback.tolist() if i not in (u + 1, 5)] + [5]
+        assert single.ids.tolist() == [i for i in want if i != u + 1][:n]
