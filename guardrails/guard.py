@@ -115,6 +115,9 @@ class GuardRequest:
         Also return per-item decisions.
     ranking : ndarray of float32, shape (n_candidates,), or None
         A fixed score per candidate that replaces the model (see :meth:`with_ranking`).
+    model : FactorModel or ItemItemModel or None
+        The adapted model the arguments were checked against; a Guard refuses to run a
+        request checked against another model.
     """
 
     method: str
@@ -132,6 +135,7 @@ class GuardRequest:
     requery: Callable | None = None
     record: bool = False
     ranking: np.ndarray | None = None
+    model: Any = None
 
     @property
     def candidates(self) -> str:
@@ -599,6 +603,14 @@ class Guard(GuardCalls):
         if not isinstance(request, GuardRequest):
             raise fail("request", "Guard.execute", "a GuardRequest from Guard.prepare", request)
         state = self._state
+        if request.model is not self.model_:
+            raise fail(
+                "request",
+                "Guard.execute",
+                "a request prepared by this Guard, for its model",
+                "a request prepared for another model",
+                describe=False,
+            )
         if request.candidates == "items":
             cp = state.items
         else:
@@ -864,6 +876,7 @@ class Guard(GuardCalls):
             exclude=rows if (filter_already_liked_items and rows is not None) else None,
             requery=requery,
             record=bool(record),
+            model=m,
         )
 
     def _prepare_similar_items(
@@ -916,6 +929,7 @@ class Guard(GuardCalls):
             call_mask=call_mask,
             restrict=restrict,
             record=bool(record),
+            model=m,
         )
 
     def _prepare_similar_users(self, *, userid, N, filter_users, users, surface, record) -> GuardRequest:
@@ -939,6 +953,7 @@ class Guard(GuardCalls):
             call_mask=call_mask,
             restrict=restrict,
             record=bool(record),
+            model=m,
         )
 
     def __repr__(self) -> str:
