@@ -470,6 +470,14 @@ class Guard(GuardCalls):
     ----------
     model_ : FactorModel or ItemItemModel
         The adapted model.
+
+    Notes
+    -----
+    Every call goes through two steps: :meth:`prepare` checks its arguments once into a
+    frozen :class:`GuardRequest`, and :meth:`execute` runs that request against the
+    compiled state (policy and snapshot) read once, at its start. Wrappers such as
+    :class:`~guardrails.ServingGuard` run the same request again (a retry, a fallback
+    ranking) without checking anything twice.
     """
 
     def __init__(
