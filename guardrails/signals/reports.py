@@ -28,19 +28,16 @@ once, before any process rewrites its row.
 
 from __future__ import annotations
 
-import collections
 import os
-import sqlite3
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._validation import check_choice, check_float, check_int, fail
-from ..exceptions import LeaseLostError, StoreError, ValidationError
-from ._db import Database, as_store_error
+from ..exceptions import LeaseLostError, ValidationError
+from ._db import Database
+from ._intake import GroupCommit
 from ._triage import DEFAULT_CATEGORY_WEIGHTS, TriageEntry, TriageWeights, rank
 from .labels import check_kind, check_subject, check_text, check_time
 from .store import LabelStore, insert_label, label_spec, retract_label
@@ -57,10 +54,6 @@ __all__ = [
     "DEFAULT_CATEGORY_WEIGHTS",
 ]
 
-
-#: Most reports one group commit writes in one transaction (a leader leaves the rest
-#: queued for the next leader, so one huge burst does not become one huge transaction).
-_MAX_GROUP = 256
 
 _COLS = (
     "seq, report_key, kind, subject, reporter, category, note, created_at, state, attempts, "
@@ -238,12 +231,14 @@ class ReportQueue:
         self.submit_timeout = check_float(
             submit_timeout, "submit_timeout", where, low=0.0, low_open=True
         )
-        # Group commit: pending submissions in arrival order; the head's thread leads.
-        self._intake: collections.deque[_Pending] = collections.deque()
-        self._intake_lock = threading.Lock()
-        # Counters (read by tests and the benchmark): committed transactions, reports
-        # acknowledged in them, and the most submissions one transaction handled.
-        self._group_stats = {"batches": 0, "reports": 0, "max_batch": 0}
+        # ``_insert`` is looked up per write, so a wrapped one (tests, instrumentation)
+        # is the one the group commit calls.
+        self._group = GroupCommit(self._db, lambda conn, spec: self._insert(conn, spec))
+        # The intake queue, its lock and the counters, by their old names (tests and the
+        # benchmark read them).
+        self._intake = self._group.intake
+        self._intake_lock = self._group.intake_lock
+        self._group_stats = self._group.stats
 
     def close(self) -> None:
         """Close the store if the queue opened it."""
@@ -364,166 +359,7 @@ class ReportQueue:
             ),
             "ReportQueue.submit",
         )
-        return self._group_submit(spec)
-
-    # ------------------------------------------------------------------ group commit
-    def _group_submit(self, spec: dict) -> Ack:
-        """Queue ``spec``; lead a group commit when at the head, else wait for the leader.
-
-        A caller arriving at an empty queue leads at once (no waiting, no event). Every
-        other caller sleeps on its own event, woken only when its outcome is set or it
-        becomes the head (no thundering herd on every commit).
-        """
-        item = _Pending(spec)
-        deadline = time.monotonic() + self.submit_timeout
-        mutex = self._intake_lock
-        lock = self._db.lock
-        with mutex:
-            lead = not self._intake
-            if not lead:
-                item.wake = threading.Event()
-            self._intake.append(item)
-        try:
-            while not lead:
-                item.wake.clear()
-                with mutex:
-                    if item.done:
-                        return item.outcome()
-                    lead = self._intake[0] is item
-                    remaining = deadline - time.monotonic()
-                    if not lead and remaining <= 0:
-                        self._abandon(item)
-                if not lead:
-                    item.wake.wait(remaining)
-            # Head of the queue: lead. Take the store first (outside the intake lock, so
-            # that more submissions queue up meanwhile), then the batch.
-            if not lock.acquire(blocking=False) and not lock.acquire(
-                timeout=max(0.0, deadline - time.monotonic())
-            ):
-                with mutex:
-                    self._abandon(item)
-        except BaseException:
-            # Interrupted while waiting (or timed out): never leave a report in the queue
-            # that nobody waits for; if it was the head, wake the next leader.
-            with mutex:
-                if not item.taken and item in self._intake:
-                    self._withdraw(item)
-            raise
-        batch: list[_Pending] = []
-        try:
-            with mutex:
-                intake = self._intake
-                batch = (
-                    list(intake)
-                    if len(intake) <= _MAX_GROUP
-                    else [intake[i] for i in range(_MAX_GROUP)]
-                )
-                for it in batch:
-                    it.taken = True
-            if len(batch) == 1:
-                self._commit_one(item)
-            else:
-                self._commit_group(batch)
-        finally:
-            lock.release()
-            with mutex:
-                for it in batch:
-                    if not it.done:  # the leader died mid-batch (BaseException)
-                        it.fail(
-                            StoreError(
-                                f"The group commit of {self.store.path!r} was interrupted; the "
-                                "report is not acknowledged (it may or may not be stored: "
-                                "retry with the same key)."
-                            )
-                        )
-                    self._intake.popleft()
-                head = self._intake[0] if self._intake else None
-            for it in batch:
-                if it.wake is not None:
-                    it.wake.set()
-            if head is not None and head.wake is not None:
-                head.wake.set()  # the next leader (it queued behind us: it has an event)
-        return item.outcome()
-
-    def _abandon(self, item: _Pending) -> None:
-        """Time out ``item`` (the intake lock is held) and raise ``StoreError``."""
-        where = f"within submit_timeout={self.submit_timeout:g} s"
-        if item.taken:
-            # In a leader's transaction that has not finished: outcome unknown.
-            raise StoreError(
-                f"The store {self.store.path!r} did not commit the report {item.spec['key']!r} "
-                f"{where}; it is not acknowledged (it may or may not be stored: retry with "
-                "the same key)."
-            )
-        self._withdraw(item)
-        raise StoreError(
-            f"The store {self.store.path!r} did not accept the report {item.spec['key']!r} "
-            f"{where}; nothing was written (retry with the same key)."
-        )
-
-    def _withdraw(self, item: _Pending) -> None:
-        """Remove an untaken ``item`` (the intake lock is held); wake the next leader."""
-        was_head = self._intake[0] is item
-        self._intake.remove(item)
-        if was_head and self._intake and self._intake[0].wake is not None:
-            self._intake[0].wake.set()
-
-    def _commit_one(self, item: _Pending) -> None:
-        """A group of one: the report's own transaction (as without group commit)."""
-        try:
-            with self._db.write() as conn:
-                ack = self._insert(conn, item.spec)
-        except ValidationError as exc:
-            item.fail(exc)
-        except Exception as exc:
-            err = _as_error(exc, self.store.path)
-            item.fail(_batch_error(err, self.store.path))
-        else:
-            self._count_group(1, 1)
-            item.succeed(ack)
-
-    def _count_group(self, n: int, size: int) -> None:
-        """Count a committed group of ``size`` submissions, ``n`` of them acknowledged."""
-        stats = self._group_stats
-        stats["batches"] += 1
-        stats["reports"] += n
-        stats["max_batch"] = max(stats["max_batch"], size)
-
-    def _commit_group(self, batch: list[_Pending]) -> None:
-        """Write ``batch`` in one transaction; set each item's outcome after the commit.
-
-        Each report gets a savepoint: a report that fails (``ValidationError``, or an
-        SQLite error that leaves the transaction open) is rolled back alone and fails only
-        its caller. An error that ends the transaction, or a failed commit, fails every
-        report of the batch that had not failed on its own; nothing is acknowledged
-        before the commit returns.
-        """
-        acks: list[Ack | None] = [None] * len(batch)
-        errors: list[BaseException | None] = [None] * len(batch)
-        try:
-            with self._db.write() as conn:
-                for i, it in enumerate(batch):
-                    conn.execute("SAVEPOINT submit")
-                    try:
-                        acks[i] = self._insert(conn, it.spec)
-                    except Exception as exc:
-                        if not conn.in_transaction:
-                            raise
-                        conn.execute("ROLLBACK TO submit")
-                        errors[i] = _as_error(exc, self.store.path)
-                    conn.execute("RELEASE submit")
-        except Exception as exc:
-            err = _as_error(exc, self.store.path)
-            for it, own in zip(batch, errors, strict=True):
-                it.fail(own if own is not None else _batch_error(err, self.store.path))
-            return
-        # Committed: publish.
-        self._count_group(len(batch) - sum(e is not None for e in errors), len(batch))
-        for it, ack, err in zip(batch, acks, errors, strict=True):
-            if err is not None:
-                it.fail(err)
-            else:
-                it.succeed(ack)
+        return self._group.submit(spec, self.submit_timeout)
 
     def submit_many(self, reports: Iterable[Mapping[str, Any]]) -> list[Ack]:
         """Submit several reports in one transaction (all acknowledged, or none).
@@ -1013,48 +849,3 @@ class ReportQueue:
             self._db.audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
-
-
-class _Pending:
-    """One queued submission and, once its group has committed, its outcome."""
-
-    __slots__ = ("spec", "taken", "done", "ack", "error", "wake")
-
-    def __init__(self, spec: dict):
-        self.spec = spec
-        # Set when done or when it becomes the head; only for callers that may wait.
-        self.wake: threading.Event | None = None
-        self.taken = False  # in a leader's batch: can no longer be withdrawn
-        self.done = False
-        self.ack: Ack | None = None
-        self.error: BaseException | None = None
-
-    def succeed(self, ack: Ack) -> None:
-        self.ack, self.done = ack, True
-
-    def fail(self, error: BaseException) -> None:
-        self.error, self.done = error, True
-
-    def outcome(self) -> Ack:
-        if self.error is not None:
-            raise self.error
-        assert self.ack is not None
-        return self.ack
-
-
-def _as_error(exc: BaseException, path: str) -> BaseException:
-    """An SQLite error as the library's ``StoreError``; any other error as it is."""
-    return as_store_error(exc, path) if isinstance(exc, sqlite3.DatabaseError) else exc
-
-
-def _batch_error(exc: BaseException, path: str) -> StoreError:
-    if isinstance(exc, StoreError):
-        msg = str(exc)
-    else:
-        msg = f"The store {path!r} failed: {type(exc).__name__}: {exc}."
-    err = StoreError(
-        f"{msg} The report is not acknowledged (it may or may not be stored: retry with the "
-        "same key)."
-    )
-    err.__cause__ = exc
-    return err
