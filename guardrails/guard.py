@@ -577,8 +577,9 @@ class Guard(GuardCalls):
             return int(np.clip(k // 64, 1, 32))
 
         if kind == "rank":
+            fixed: np.ndarray = ranking  # type: ignore[assignment]  # set with kind "rank"
             return lambda h, p: FactorSpace.build(
-                ranking, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, ranking.shape[0])
+                fixed, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, fixed.shape[0])
             )
         if kind == "dot":
             return lambda h, p: FactorSpace.build(
@@ -619,6 +620,7 @@ class Guard(GuardCalls):
                 "a request prepared for another model",
                 describe=False,
             )
+        cp: CompiledPolicy | None
         if request.candidates == "items":
             cp = state.items
         else:
@@ -782,11 +784,12 @@ class Guard(GuardCalls):
             Run it with :meth:`execute`; wrappers (:class:`~guardrails.ServingGuard`)
             inspect it instead of checking the arguments again.
         """
-        build = {
+        builders: dict[str, Callable[..., GuardRequest]] = {
             "recommend": self._prepare_recommend,
             "similar_items": self._prepare_similar_items,
             "similar_users": self._prepare_similar_users,
-        }.get(method)
+        }
+        build = builders.get(method)
         if build is None:
             raise fail("method", "Guard.prepare", "'recommend', 'similar_items' or 'similar_users'", method)
         return build(**arguments)
@@ -847,6 +850,7 @@ class Guard(GuardCalls):
             rows = check_csr(user_items, "user_items", where, shape=(userids.size, m.n_items))
 
         requery = None
+        dtype: Any
         if isinstance(m, FactorModel):
             if recalculate_user:
                 queries = m.recalculate_user(userids, rows)
@@ -897,6 +901,7 @@ class Guard(GuardCalls):
         itemids, scalar = check_ids(itemid, "itemid", where, _ANY_ID if recalculate_item else m.n_items)
         viewers = _viewer_ids(viewer, itemids.size, where)
         queries: Any = None  # factor models: the compiled state's normalised rows, at run time
+        dtype: Any
         if isinstance(m, FactorModel):
             if recalculate_item:
                 source = m.source

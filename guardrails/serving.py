@@ -287,8 +287,10 @@ class ServingGuard(GuardCalls):
         ``similar_items``, the query item itself.
         """
         n = self.guard.model_.n_items
+        order = self.fallback_items
+        assert order is not None  # a fallback is served only with on_failure="fallback"
         ranking = np.full(n, np.nan, dtype=np.float32)
-        ranking[self.fallback_items] = 1.0 / (1.0 + np.arange(self.fallback_items.size))
+        ranking[order] = 1.0 / (1.0 + np.arange(order.size))
         exclude = request.viewers.context_items if request.method == "similar_items" else None
         vetted = request.with_ranking(ranking, drop=self._flagged(snap), exclude=exclude)
         result = self.guard.execute(vetted)
