@@ -54,12 +54,9 @@ ROOT_CLIENTS = {"audit", "distributed", "cli", "__main__"}
 #: Known violations, each with why it is still here and who removes it. An entry that no
 #: longer matches anything fails the test, so the list only shrinks.
 ALLOWED: dict[tuple[str, str], str] = {
-    # ServingGuard still lives in signals/ and imports Guard: issue 13, part b (branch i13b)
-    # moves it to guardrails/serving.py; delete these entries with that move.
-    ("guardrails.signals", "guardrails.signals.serving"): "i13b: serving moves out of signals",
-    # ReportQueue borrows LabelStore's private helpers: issue 13, part b (branch i13b) puts
-    # them in signals/_db.py shared by both; delete this entry with that change.
-    ("guardrails.signals.reports", "guardrails.signals.store"): "i13b: signals/_db.py",
+    # (importer, imported module): "why it is still here, and who removes it". Empty since
+    # ServingGuard moved to guardrails/serving.py and signals/_db.py took the store's
+    # shared helpers (issue 13, part b).
 }
 
 
