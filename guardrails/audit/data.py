@@ -53,14 +53,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..exceptions import ValidationError
+from ._checks import (
+    bad,
+    check_matrix,
+    factors_array,
+    flagged_term_ids,
+    ids_mask,
+    outside_seeds,
+    own_model_needs,
+    seed_categories,
+)
+from ._files import implicit_model, read_npz, sparse_file
 from .guards import seed_risk
 
 __all__ = ["OwnData", "DataPlatform", "load_data", "DATA_FILES"]
@@ -85,84 +94,18 @@ _FIELDS = {
 MIN_HOLDOUT_INTERACTIONS = 3
 
 
-def _bad(source: str, field: str, what: str, got: str) -> ValidationError:
-    return ValidationError(f"The {field!r} field of {source} must be {what}. Got {got} instead.")
-
-
-def _shown(arr: np.ndarray) -> str:
-    return f"an array of shape {arr.shape} and dtype {arr.dtype}"
-
-
-# ---------------------------------------------------------------------------- checks
-def _check_weights(m: sp.csr_matrix, source: str, field: str) -> None:
-    what = "finite, non-negative weights"
-    if m.dtype.kind not in "biuf":
-        raise _bad(source, field, what, f"dtype {m.dtype}")
-    data = m.data
-    n_nan = int(np.count_nonzero(~np.isfinite(data))) if data.dtype.kind == "f" else 0
-    if n_nan:
-        raise _bad(source, field, what, f"{n_nan} NaN or infinite values")
-    n_neg = int(np.count_nonzero(data < 0))
-    if n_neg:
-        raise _bad(source, field, what, f"{n_neg} negative values (smallest {data.min():g})")
-
-
-def _check_matrix(
-    m, source: str, shape: tuple[int | None, int | None], names: tuple[str, str]
-) -> sp.csr_matrix:
-    """A CSR matrix with finite non-negative weights, of ``shape`` (None: any)."""
-    if not sp.issparse(m):
-        got = _shown(np.asarray(m)) if hasattr(m, "shape") else type(m).__name__
-        raise _bad(source, "format", "a scipy.sparse CSR matrix", got)
-    if m.format != "csr":
-        raise _bad(source, "format", "'csr' (save a scipy.sparse.csr_matrix)", repr(str(m.format)))
-    for axis, (want, name) in enumerate(zip(shape, names, strict=True)):
-        if want is not None and m.shape[axis] != want:
-            raise _bad(
-                source,
-                "shape",
-                f"({shape[0] if shape[0] is not None else 'any'}, "
-                f"{shape[1] if shape[1] is not None else 'any'}): axis {axis} is {name}",
-                str(tuple(int(s) for s in m.shape)),
-            )
-    _check_weights(m, source, "data")
-    m = sp.csr_matrix(m, dtype=np.float32)
-    if not m.has_canonical_format:
-        m = m.copy()
-        m.sum_duplicates()
-    m.eliminate_zeros()
-    return m
-
-
-def _ids(value, n: int, source: str, field: str, *, what_ids: str) -> np.ndarray:
-    """Indices in [0, n) or a bool mask of length n, as a bool mask."""
-    arr = np.asarray(value)
-    what = f"{what_ids}: indices in [0, {n}) or a bool mask of length {n}"
-    if arr.dtype == bool:
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise _bad(source, field, what, _shown(arr))
-        return arr.copy()
-    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-        raise _bad(source, field, what, _shown(arr))
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        bad = arr[(arr < 0) | (arr >= n)]
-        raise _bad(source, field, what, f"{bad.size} ids out of range (first: {int(bad[0])})")
-    out = np.zeros(n, dtype=bool)
-    out[arr.astype(np.int64)] = True
-    return out
-
-
-def _factors(value, rows: int, source: str, field: str, k: int | None = None) -> np.ndarray:
-    arr = np.asarray(value)
-    cols = "k" if k is None else str(k)
-    what = f"a float array of shape ({rows}, {cols}) with finite values"
-    if arr.ndim != 2 or arr.dtype.kind != "f" or arr.shape[0] != rows:
-        raise _bad(source, field, what, _shown(arr))
-    if k is not None and arr.shape[1] != k:
-        raise _bad(source, field, what, _shown(arr))
-    if not np.isfinite(arr).all():
-        raise _bad(source, field, what, f"{int((~np.isfinite(arr)).sum())} NaN or infinite values")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+def _held_out(held_out, ui: sp.csr_matrix, f: dict) -> sp.csr_matrix:
+    """Held-out interactions: the shape of the interactions, sharing no pair with them."""
+    ho = check_matrix(held_out, f["held_out.npz"], ui.shape, ("users", "candidate accounts"))
+    overlap = ho.multiply(ui).nnz
+    if overlap:
+        raise bad(
+            f["held_out.npz"],
+            "data",
+            f"pairs not in {f['interactions.npz']} (held out from training)",
+            f"{overlap} pairs that are also interactions",
+        )
+    return ho
 
 
 # ---------------------------------------------------------------------------- data
@@ -246,127 +189,56 @@ class OwnData:
         """
         f = {k: k for k in DATA_FILES} | (files or {})
         # The file each field lives in, as the messages name it.
-        ui = _check_matrix(
+        ui = check_matrix(
             interactions, f["interactions.npz"], (None, None), ("users", "candidate accounts")
         )
         n_users, n_items = ui.shape
         if ui.nnz == 0:
-            raise _bad(f["interactions.npz"], "data", "at least one interaction", "none")
-        src = f["seeds.npz"]
-        seed_mask = _ids(seeds, n_items, src, "seeds", what_ids="candidate accounts")
+            raise bad(f["interactions.npz"], "data", "at least one interaction", "none")
+        src, ev = f["seeds.npz"], f["evaluation.npz"]
+        seed_mask = ids_mask(seeds, n_items, src, "seeds", what_ids="candidate accounts")
         if not seed_mask.any():
-            raise _bad(src, "seeds", "at least one flagged account", "no seeds")
+            raise bad(src, "seeds", "at least one flagged account", "no seeds")
         seed_idx = np.flatnonzero(seed_mask).astype(np.int64)
-        cats = None
-        if categories is not None:
-            cats = np.asarray(categories)
-            raw = np.asarray(seeds)
-            if cats.ndim != 1 or cats.dtype.kind not in "iuU":
-                raise _bad(src, "categories", "a 1-d int or str array, one per seed", _shown(cats))
-            n_given = int(raw.sum()) if raw.dtype == bool else int(raw.size)
-            if cats.shape[0] != n_given:
-                raise _bad(src, "categories", f"one category per seed ({n_given})", _shown(cats))
-            if raw.dtype != bool:
-                # Align with the sorted unique seed indices; a seed listed twice must keep
-                # one category.
-                order = np.argsort(raw, kind="stable")
-                r, c = raw[order], cats[order]
-                first = np.r_[True, r[1:] != r[:-1]]
-                same = np.array([np.all(c[r == v] == c[r == v][0]) for v in r[first]])
-                if not same.all():
-                    raise _bad(
-                        src,
-                        "categories",
-                        "one category per seed (a seed listed twice with two categories)",
-                        f"seed {int(r[first][~same][0])} with two",
-                    )
-                cats = c[first]
-        follows_m = None
+        cats = None if categories is None else seed_categories(categories, seeds, src)
+        follows_m = terms_m = None
         if follows is not None:
-            follows_m = _check_matrix(
+            follows_m = check_matrix(
                 follows, f["follows.npz"], (n_items, n_items), ("accounts", "accounts")
             )
-        terms_m, flagged = None, None
         if terms is not None:
-            terms_m = _check_matrix(terms, f["terms.npz"], (n_items, None), ("accounts", "terms"))
-        if flagged_terms is not None:
-            if terms_m is None:
-                raise _bad(
-                    src,
-                    "flagged_terms",
-                    f"given with {f['terms.npz']} (the terms each account uses)",
-                    "no terms file",
-                )
-            flagged = np.flatnonzero(
-                _ids(flagged_terms, terms_m.shape[1], src, "flagged_terms", what_ids="terms")
-            ).astype(np.int64)
-        elif terms_m is not None:
-            raise _bad(
-                src, "flagged_terms", f"given with {f['terms.npz']} (the flagged terms)", "none"
-            )
-        ev = f["evaluation.npz"]
-        ab = _ids(abusive, n_items, ev, "abusive", what_ids="candidate accounts")
+            terms_m = check_matrix(terms, f["terms.npz"], (n_items, None), ("accounts", "terms"))
+        flagged = flagged_term_ids(flagged_terms, terms_m, src, f["terms.npz"])
+        ab = outside_seeds(
+            abusive, seed_mask, ev, "abusive", "evaluation labels the guard never sees"
+        )
         if not ab.any():
-            raise _bad(ev, "abusive", "at least one known abusive account (not a seed)", "none")
-        both = np.flatnonzero(ab & seed_mask)
-        if both.size:
-            raise _bad(
-                ev,
-                "abusive",
-                "accounts outside the seeds (evaluation labels the guard never sees)",
-                f"{both.size} accounts that are also seeds (first: {int(both[0])})",
-            )
-        mi = None
+            raise bad(ev, "abusive", "at least one known abusive account (not a seed)", "none")
+        mi = mv = ho = uf = itf = None
         if minors is not None:
-            mi = _ids(minors, n_items, ev, "minors", what_ids="candidate accounts")
-            both = np.flatnonzero(mi & seed_mask)
-            if both.size:
-                raise _bad(
-                    ev,
-                    "minors",
-                    "accounts outside the seeds (minors are protected, not flagged)",
-                    f"{both.size} accounts that are also seeds (first: {int(both[0])})",
-                )
-        mv = None
+            mi = outside_seeds(minors, seed_mask, ev, "minors", "minors are protected, not flagged")
         if minor_viewers is not None:
-            mv = _ids(minor_viewers, n_users, ev, "minor_viewers", what_ids="users")
-        ho = None
+            mv = ids_mask(minor_viewers, n_users, ev, "minor_viewers", what_ids="users")
         if held_out is not None:
-            ho = _check_matrix(
-                held_out, f["held_out.npz"], (n_users, n_items), ("users", "candidate accounts")
-            )
-            overlap = ho.multiply(ui).nnz
-            if overlap:
-                raise _bad(
-                    f["held_out.npz"],
-                    "data",
-                    f"pairs not in {f['interactions.npz']} (held out from training)",
-                    f"{overlap} pairs that are also interactions",
-                )
-        uf = itf = None
+            ho = _held_out(held_out, ui, f)
         if (user_factors is None) != (item_factors is None):
-            raise _bad(
+            raise bad(
                 f["factors.npz"],
                 "item_factors" if item_factors is None else "user_factors",
                 "given together with the other factors",
                 "only one of them",
             )
         if user_factors is not None:
-            src_f = f["factors.npz"]
-            itf = _factors(item_factors, n_items, src_f, "item_factors")
-            uf = _factors(user_factors, n_users, src_f, "user_factors", itf.shape[1])
-        if model is not None and uf is not None:
-            raise _bad(
-                f["model.npz"], "(file)", f"given without {f['factors.npz']} (one model)", "both"
+            itf = factors_array(item_factors, n_items, f["factors.npz"], "item_factors")
+            uf = factors_array(
+                user_factors, n_users, f["factors.npz"], "user_factors", itf.shape[1]
             )
-        if (model is not None or uf is not None) and ho is None:
-            raise _bad(
-                f["held_out.npz"],
-                "(file)",
-                "given with your own factors or model (interactions it was not trained on; "
-                "quality measured on trained pairs would be in-sample)",
-                "no held-out file",
-            )
+        own_model_needs(
+            f,
+            model_given=model is not None,
+            factors_given=uf is not None,
+            held_out_given=ho is not None,
+        )
         data = cls(
             interactions=ui,
             seeds=seed_idx,
@@ -392,7 +264,7 @@ class OwnData:
         flagged[self.seeds] = True
         flagged |= self.abusive
         if self.interactions[:, flagged].nnz == 0:
-            raise _bad(
+            raise bad(
                 f["interactions.npz"],
                 "data",
                 "interactions of some user with a seed or abusive account (risky viewers)",
@@ -400,9 +272,9 @@ class OwnData:
             )
         if self.held_out is not None:
             if self.held_out.nnz == 0:
-                raise _bad(f["held_out.npz"], "data", "at least one held-out interaction", "none")
+                raise bad(f["held_out.npz"], "data", "at least one held-out interaction", "none")
         elif not (np.diff(self.interactions.indptr) >= MIN_HOLDOUT_INTERACTIONS).any():
-            raise _bad(
+            raise bad(
                 f["interactions.npz"],
                 "data",
                 f"some user with {MIN_HOLDOUT_INTERACTIONS} or more interactions "
@@ -435,120 +307,6 @@ class OwnData:
         return out
 
 
-# ---------------------------------------------------------------------------- files
-def _npz(path: str, name: str) -> dict:
-    """Every array of an .npz file, read without pickle."""
-    if not zipfile.is_zipfile(path):
-        raise _bad(
-            name,
-            "(file)",
-            "an .npz archive (numpy.savez)",
-            "an unreadable file (not a zip archive)",
-        )
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise _bad(name, "(file)", "an .npz archive (numpy.savez)", "a single .npy array")
-            return {k: z[k] for k in z.files}
-    except ValidationError:
-        raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise _bad(
-                name,
-                "(file)",
-                "arrays readable without pickle (no object arrays)",
-                "an object array",
-            ) from exc
-        raise _bad(
-            name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})"
-        ) from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise _bad(
-            name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})"
-        ) from exc
-
-
-def _sparse_file(path: str, name: str):
-    """A matrix written by ``scipy.sparse.save_npz``, read without pickle; format kept."""
-    z = _npz(path, name)
-    fmt = z.get("format")
-    if fmt is None:
-        raise _bad(name, "format", "present (write the file with scipy.sparse.save_npz)", "none")
-    fmt = fmt.item()
-    fmt = fmt.decode("ascii", "replace") if isinstance(fmt, bytes) else str(fmt)
-    if fmt != "csr":
-        raise _bad(name, "format", "'csr' (save a scipy.sparse.csr_matrix)", repr(fmt))
-    for key in ("data", "indices", "indptr", "shape"):
-        if key not in z:
-            raise _bad(name, key, "present (write the file with scipy.sparse.save_npz)", "none")
-    shape = tuple(int(s) for s in np.asarray(z["shape"]).ravel())
-    indptr, indices, data = z["indptr"], z["indices"], z["data"]
-    if len(shape) != 2 or min(shape) < 1:
-        raise _bad(name, "shape", "two positive sizes", str(shape))
-    if (
-        indptr.ndim != 1
-        or indptr.shape[0] != shape[0] + 1
-        or indptr[0] != 0
-        or np.any(np.diff(indptr) < 0)
-        or indptr[-1] != indices.shape[0]
-        or indices.shape != data.shape
-    ):
-        raise _bad(name, "indptr", f"a CSR row pointer of length {shape[0] + 1}", _shown(indptr))
-    if not np.issubdtype(indices.dtype, np.integer):
-        raise _bad(name, "indices", "integer column indices", _shown(indices))
-    if indices.size and (indices.min() < 0 or indices.max() >= shape[1]):
-        bad = indices[(indices < 0) | (indices >= shape[1])]
-        raise _bad(
-            name,
-            "indices",
-            f"column ids in [0, {shape[1]})",
-            f"{bad.size} ids out of range (first: {int(bad[0])})",
-        )
-    if data.dtype.kind not in "biuf":
-        raise _bad(name, "data", "finite, non-negative weights", f"dtype {data.dtype}")
-    return sp.csr_matrix((data, indices, indptr), shape=shape)
-
-
-def _implicit_model(path: str, name: str, n_users: int, n_items: int):
-    """An implicit model written with its own ``save``; the class is read off its fields."""
-    z = _npz(path, name)
-    cls: Any
-    if "K" in z and "indptr" in z:
-        from implicit.nearest_neighbours import ItemItemRecommender
-
-        cls = ItemItemRecommender
-    elif "item_factors" in z and "user_factors" in z:
-        import implicit.cpu.als
-        import implicit.cpu.bpr
-        import implicit.cpu.lmf
-
-        if "neg_prop" in z:
-            cls = implicit.cpu.lmf.LogisticMatrixFactorization
-        elif "learning_rate" in z:
-            cls = implicit.cpu.bpr.BayesianPersonalizedRanking
-        else:
-            cls = implicit.cpu.als.AlternatingLeastSquares
-    else:
-        raise _bad(
-            name,
-            "(file)",
-            "a model written by an implicit model's save() (ALS, BPR, LMF or item-item)",
-            f"fields {sorted(z)}",
-        )
-    if "item_factors" in z:
-        itf = _factors(z["item_factors"], n_items, name, "item_factors")
-        _factors(z["user_factors"], n_users, name, "user_factors", itf.shape[1])
-    else:
-        shape = tuple(int(s) for s in np.asarray(z["shape"]).ravel())
-        if shape != (n_items, n_items):
-            raise _bad(name, "shape", f"({n_items}, {n_items}) (item-item similarity)", str(shape))
-    try:
-        return cls.load(path)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise _bad(name, "(file)", "a model implicit's load() reads", f"an error ({exc})") from exc
-
-
 def load_data(directory) -> OwnData:
     """Read and validate a platform exported as a folder (see the module docstring).
 
@@ -571,44 +329,37 @@ def load_data(directory) -> OwnData:
     paths = {k: os.path.join(directory, k) for k in DATA_FILES}
     for fname, required in DATA_FILES.items():
         if required and not os.path.isfile(paths[fname]):
-            raise _bad(paths[fname], "(file)", "present (see the own-data format)", "no such file")
+            raise bad(paths[fname], "(file)", "present (see the own-data format)", "no such file")
     present = {k: p for k, p in paths.items() if os.path.isfile(p)}
     arrays: dict[str, object] = {}
-    arrays["interactions"] = _sparse_file(present["interactions.npz"], paths["interactions.npz"])
+    arrays["interactions"] = sparse_file(present["interactions.npz"], paths["interactions.npz"])
     for fname in ("follows.npz", "terms.npz", "held_out.npz"):
         if fname in present:
-            arrays[fname[:-4]] = _sparse_file(present[fname], paths[fname])
+            arrays[fname[:-4]] = sparse_file(present[fname], paths[fname])
     for fname, fields in _FIELDS.items():
         if fname not in present:
             continue
-        z = _npz(present[fname], paths[fname])
+        z = read_npz(present[fname], paths[fname])
         unknown = sorted(set(z) - set(fields))
         if unknown:
-            raise _bad(
+            raise bad(
                 paths[fname], unknown[0], f"one of the known fields {list(fields)}", "a field"
             )
         arrays.update(z)
     for fname, field in (("seeds.npz", "seeds"), ("evaluation.npz", "abusive")):
         if field not in arrays:
-            raise _bad(paths[fname], field, "present", "no such field")
+            raise bad(paths[fname], field, "present", "no such field")
     files = dict(paths)
     data = OwnData.from_arrays(**arrays, source=directory, files=files)  # type: ignore[arg-type]
     if "model.npz" in present:
-        if data.user_factors is not None:
-            raise _bad(
-                paths["model.npz"], "(file)", "given without factors.npz (one model)", "both"
-            )
-        if data.held_out is None:
-            raise _bad(
-                paths["held_out.npz"],
-                "(file)",
-                "given with your own factors or model (interactions it was not trained on; "
-                "quality measured on trained pairs would be in-sample)",
-                "no held-out file",
-            )
-        model = _implicit_model(
-            present["model.npz"], paths["model.npz"], data.n_users, data.n_items
+        # The message names factors.npz as the file, not its path, as it always has.
+        own_model_needs(
+            {**paths, "factors.npz": "factors.npz"},
+            model_given=True,
+            factors_given=data.user_factors is not None,
+            held_out_given=data.held_out is not None,
         )
+        model = implicit_model(present["model.npz"], paths["model.npz"], data.n_users, data.n_items)
         data = dataclasses.replace(data, model=model)
     return data
 
