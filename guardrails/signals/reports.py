@@ -28,16 +28,18 @@ once, before any process rewrites its row.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .._validation import check_choice, check_float, check_int, fail
 from ..exceptions import LeaseLostError, ValidationError
 from ._db import Database
 from ._intake import GroupCommit
+from ._records import REPORT_COLUMNS as _COLS
+from ._records import Ack, Claim, QueueStats, Report, report_from_row
 from ._triage import DEFAULT_CATEGORY_WEIGHTS, TriageEntry, TriageWeights, rank
 from .labels import check_kind, check_subject, check_text, check_time
 from .store import LabelStore, insert_label, label_spec, retract_label
@@ -53,123 +55,6 @@ __all__ = [
     "LeaseLostError",
     "DEFAULT_CATEGORY_WEIGHTS",
 ]
-
-
-_COLS = (
-    "seq, report_key, kind, subject, reporter, category, note, created_at, state, attempts, "
-    "claimed_by, lease_token, lease_expires, resolved_at, resolved_by, outcome, last_error"
-)
-
-
-@dataclass(frozen=True)
-class Report:
-    """A report as stored.
-
-    Attributes
-    ----------
-    key : str
-        Idempotency key supplied at submission.
-    seq : int
-        Arrival order.
-    kind : {"account", "item"}
-    subject : int or str
-        External id of the reported account or item.
-    reporter : int or str
-        External id of the reporting user.
-    category : str
-        What the reporter chose (``"child_safety"``, ``"spam"``, ...).
-    note : str or None
-    created_at : float
-    state : {"pending", "claimed", "resolved", "dead"}
-        As of the time the report was read (an expired lease reads as pending or dead).
-    attempts : int
-        Claims so far (a released claim is not counted).
-    claimed_by : str or None
-    lease_expires : float or None
-    resolved_at : float or None
-    resolved_by : str or None
-    outcome : str or None
-    last_error : str or None
-    """
-
-    key: str
-    seq: int
-    kind: str
-    subject: int | str
-    reporter: int | str
-    category: str
-    note: str | None
-    created_at: float
-    state: str
-    attempts: int
-    claimed_by: str | None
-    lease_expires: float | None
-    resolved_at: float | None
-    resolved_by: str | None
-    outcome: str | None
-    last_error: str | None
-
-
-@dataclass(frozen=True)
-class Ack:
-    """Acknowledgement of a durable submission.
-
-    Attributes
-    ----------
-    key : str
-    seq : int
-    duplicate : bool
-        True when the key was already stored (nothing was written).
-    """
-
-    key: str
-    seq: int
-    duplicate: bool
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A reviewer's lease on one report; pass it to resolve, fail, release or extend."""
-
-    report: Report
-    token: str
-    reviewer: str
-    expires_at: float
-
-    @property
-    def key(self) -> str:
-        return self.report.key
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """Counters over the whole queue; nothing is ever silently dropped.
-
-    Attributes
-    ----------
-    pending : int
-        Waiting for a reviewer (expired leases included).
-    claimed : int
-        Held under a live lease.
-    dead : int
-        Dead-lettered: attempts exhausted; visible until requeued.
-    resolved : int
-    oldest_pending_age_s : float or None
-        Age of the oldest pending report, ``None`` when nothing is pending.
-    expired_leases : int
-        Claims whose lease has expired (counted in ``pending`` or ``dead``).
-    """
-
-    pending: int
-    claimed: int
-    dead: int
-    resolved: int
-    oldest_pending_age_s: float | None
-    expired_leases: int
-
-    @property
-    def total(self) -> int:
-        return self.pending + self.claimed + self.dead + self.resolved
 
 
 class ReportQueue:
@@ -255,45 +140,12 @@ class ReportQueue:
         return self._db.clock() if now is None else check_time(now, "now", where)
 
     def _report(self, row, now: float) -> Report:
-        (
-            seq,
-            key,
-            kind,
-            subject,
-            reporter,
-            category,
-            note,
-            created,
-            state,
-            attempts,
-            claimed_by,
-            _token,
-            lease_expires,
-            resolved_at,
-            resolved_by,
-            outcome,
-            last_error,
-        ) = row
-        if state == "claimed" and lease_expires is not None and lease_expires <= now:
-            state = "dead" if attempts >= self.max_attempts else "pending"
-        return Report(
-            key,
-            seq,
-            kind,
-            subject,
-            reporter,
-            category,
-            note,
-            created,
-            state,
-            attempts,
-            claimed_by,
-            lease_expires,
-            resolved_at,
-            resolved_by,
-            outcome,
-            last_error,
-        )
+        return report_from_row(row, now, self.max_attempts)
+
+    @staticmethod
+    def _row(conn, seq: int) -> tuple:
+        """The report's stored row, re-read inside the write that changed it."""
+        return conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (seq,)).fetchone()
 
     # ------------------------------------------------------------------ intake
     def submit(
@@ -619,23 +471,15 @@ class ReportQueue:
                     detail={"lease_expires": expires, "attempt": rep.attempts + 1},
                     at=t,
                 )
-                claimed = Report(
-                    rep.key,
-                    rep.seq,
-                    rep.kind,
-                    rep.subject,
-                    rep.reporter,
-                    rep.category,
-                    rep.note,
-                    rep.created_at,
-                    "claimed",
-                    rep.attempts + 1,
-                    reviewer,
-                    expires,
-                    None,
-                    None,
-                    None,
-                    rep.last_error,
+                claimed = dataclasses.replace(
+                    rep,
+                    state="claimed",
+                    attempts=rep.attempts + 1,
+                    claimed_by=reviewer,
+                    lease_expires=expires,
+                    resolved_at=None,
+                    resolved_by=None,
+                    outcome=None,
                 )
                 claims.append(Claim(claimed, token, reviewer, expires))
         return claims
@@ -756,7 +600,7 @@ class ReportQueue:
                 detail={"outcome": outcome, "labels": written, "retracted": retract},
                 at=t,
             )
-            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+            final = self._row(conn, row[0])
         return self._report(final, t)
 
     def fail(self, claim: Claim, *, error: str, now=None) -> Report:
@@ -786,7 +630,7 @@ class ReportQueue:
                     detail={"attempts": row[9], "error": error},
                     at=t,
                 )
-            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+            final = self._row(conn, row[0])
         return self._report(final, t)
 
     def release(self, claim: Claim, *, now=None) -> Report:
@@ -802,7 +646,7 @@ class ReportQueue:
                 (row[0],),
             )
             self._db.audit(conn, "report", claim.key, "release", actor=claim.reviewer, at=t)
-            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+            final = self._row(conn, row[0])
         return self._report(final, t)
 
     def extend(self, claim: Claim, *, lease_s: float | None = None, now=None) -> Claim:
@@ -827,7 +671,7 @@ class ReportQueue:
                 detail={"lease_expires": expires},
                 at=t,
             )
-            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+            final = self._row(conn, row[0])
         return Claim(self._report(final, t), claim.token, claim.reviewer, expires)
 
     def requeue(self, key: str, *, actor: str, reason: str, now=None) -> Report:
@@ -847,5 +691,5 @@ class ReportQueue:
                 "UPDATE reports SET state = 'pending', attempts = 0 WHERE seq = ?", (row[0],)
             )
             self._db.audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
-            final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
+            final = self._row(conn, row[0])
         return self._report(final, t)

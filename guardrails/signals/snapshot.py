@@ -720,9 +720,7 @@ def build_snapshot(
             f"{len(sources)}."
         )
     src_pos = {s: j for j, s in enumerate(sources)}
-    src_code_w = np.fromiter(
-        map(src_pos.__getitem__, src_all), dtype=np.uint8, count=win.size
-    )
+    src_code_w = np.fromiter(map(src_pos.__getitem__, src_all), dtype=np.uint8, count=win.size)
     c_w = cat_code[win]
     i_w = code[win]
     order = np.lexsort((i_w, c_w))
