@@ -81,6 +81,7 @@ import numpy as np
 from .._validation import fail
 from ..exceptions import missing_extra
 from ._data import is_default_ignorable, script_of, skeleton_map
+from .scripts import is_mixed_script, mixed_script_tokens
 
 __all__ = ["Normalizer", "Reading", "LEET", "mixed_script_tokens", "is_mixed_script"]
 
@@ -120,14 +121,6 @@ _SQUEEZE_RN_RE = re.compile(r"rn(?:rn|n)+")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 
-#: Script sets that UTS #39 "highly restrictive" allows inside one token, beyond one
-#: script alone (COMMON and INHERITED never count).
-_ALLOWED_SCRIPT_SETS = (
-    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
-    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
-    frozenset({"LATIN", "HAN", "HANGUL"}),
-)
-_NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED", "UNKNOWN"})
 # Scripts whose letters pass for Latin ones (prototype voting is limited to them).
 _LOOKALIKE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
 
@@ -546,11 +539,9 @@ class Normalizer:
         compact_key : str
             The same without spaces (repeated letters squeezed again across the joins).
         """
-        if not isinstance(text, str):
-            raise fail("text", "Normalizer.keys", "a str", text)
-        if self._keys_cached is not None and len(text) <= _CACHE_MAX_LEN:
-            return self._keys_cached(text)
-        return self._keys_uncached(text)
+        return _checked_and_cached(
+            text, "Normalizer.keys", self._keys_cached, self._keys_uncached
+        )
 
     def readings(self, text: str) -> tuple[Reading, ...]:
         """Return every reading of ``text`` worth matching (see the module docstring).
@@ -567,11 +558,9 @@ class Normalizer:
             leetspeak reading, whose ``(token, compact)`` equals :meth:`keys`. Plain
             ASCII text without leetspeak symbols has exactly one reading.
         """
-        if not isinstance(text, str):
-            raise fail("text", "Normalizer.readings", "a str", text)
-        if self._readings_cached is not None and len(text) <= _CACHE_MAX_LEN:
-            return self._readings_cached(text)
-        return self._readings_uncached(text)
+        return _checked_and_cached(
+            text, "Normalizer.readings", self._readings_cached, self._readings_uncached
+        )
 
     def _readings_uncached(self, text: str) -> tuple[Reading, ...]:
         if self.nfkc and not text.isascii():
@@ -756,47 +745,14 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
+def _checked_and_cached(text, where: str, cached, uncached):  # type: ignore[no-untyped-def]
+    """``text`` checked to be a str, then through the cache when it is short enough.
 
-
-def mixed_script_tokens(text: str) -> list[str]:
-    """Return the whitespace-separated tokens of ``text`` that mix scripts.
-
-    A token mixes scripts when its letters come from more than one script and the set
-    is not one that UTS #39's "highly restrictive" level allows (Latin with Han and
-    Japanese kana, with Han and Bopomofo, or with Han and Hangul). Characters of the
-    Common and Inherited scripts (digits, punctuation, combining marks) never count.
-    Invisible characters are removed first so that they cannot hide a mix.
-
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    list of str
-        The offending tokens, in order, after NFKC.
+    Long strings skip the cache: they rarely repeat and would evict the short ones
+    (hashtags, names, queries) that do.
     """
     if not isinstance(text, str):
-        raise fail("text", "mixed_script_tokens", "a str", text)
-    if text.isascii():
-        return []
-    text = _nfkc(text)
-    found = []
-    for token in text.split():
-        if token.isascii():
-            continue
-        scripts = {
-            script_of(ch)
-            for ch in token
-            if unicodedata.category(ch).startswith("L") and not is_default_ignorable(ch)
-        } - _NEUTRAL_SCRIPTS
-        if len(scripts) > 1 and not any(scripts <= allowed for allowed in _ALLOWED_SCRIPT_SETS):
-            found.append(token)
-    return found
-
-
-def is_mixed_script(text: str) -> bool:
-    """Whether any token of ``text`` mixes scripts (see :func:`mixed_script_tokens`)."""
-    return bool(mixed_script_tokens(text))
+        raise fail("text", where, "a str", text)
+    if cached is not None and len(text) <= _CACHE_MAX_LEN:
+        return cached(text)
+    return uncached(text)
