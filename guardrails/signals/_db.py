@@ -184,27 +184,21 @@ class Database:
         """
         with self.lock:
             conn = self._live()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as exc:
-                raise as_store_error(exc, self.path) from exc
+            self._begin(conn, "BEGIN IMMEDIATE")
             try:
                 yield conn
             except sqlite3.DatabaseError as exc:
                 # A statement failed (a full disk, a read-only file, a damaged page): the
                 # whole transaction goes, and the caller sees the library's error.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                _quietly(conn, "ROLLBACK")
                 raise as_store_error(exc, self.path) from exc
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                _quietly(conn, "ROLLBACK")
                 raise
             try:
                 conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                _quietly(conn, "ROLLBACK")
                 raise as_store_error(exc, self.path) from exc
 
     @contextlib.contextmanager
@@ -212,17 +206,20 @@ class Database:
         """A consistent read transaction (several statements see one state)."""
         with self.lock:
             conn = self._live()
-            try:
-                conn.execute("BEGIN")
-            except sqlite3.DatabaseError as exc:
-                raise as_store_error(exc, self.path) from exc
+            self._begin(conn, "BEGIN")
             try:
                 yield conn
             except sqlite3.DatabaseError as exc:
                 raise as_store_error(exc, self.path) from exc
             finally:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("COMMIT")
+                _quietly(conn, "COMMIT")
+
+    def _begin(self, conn: sqlite3.Connection, statement: str) -> None:
+        """Open a transaction; SQLite's refusal (locked, damaged) as the library's error."""
+        try:
+            conn.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise as_store_error(exc, self.path) from exc
 
     def query(self, sql: str, args: Any = ()) -> list[tuple]:
         """Every row of one read statement."""
@@ -425,8 +422,7 @@ def migrate(
             )
         conn.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
+        _quietly(conn, "ROLLBACK")
         raise
 
 
@@ -441,3 +437,9 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+def _quietly(conn: sqlite3.Connection, statement: str) -> None:
+    """End a transaction that is already failing; a second error would hide the first."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute(statement)

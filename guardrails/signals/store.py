@@ -547,21 +547,22 @@ def insert_label(db: Database, conn: sqlite3.Connection, spec: dict) -> Label:
                 f"{label_id!r}, already stored with different content, instead."
             )
         return old
+    # The stored columns in Label's field order, so the new Label is these values.
+    values = (
+        label_id,
+        spec["subject"],
+        spec["category"],
+        spec["severity"],
+        spec["confidence"],
+        spec["source"],
+        spec["evidence"],
+        created,
+        spec["expires_at"],
+    )
     cur = conn.execute(
-        "INSERT INTO labels (label_id, kind, subject, category, severity, confidence, source, "
-        "evidence, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            label_id,
-            spec["kind"],
-            spec["subject"],
-            spec["category"],
-            spec["severity"],
-            spec["confidence"],
-            spec["source"],
-            spec["evidence"],
-            created,
-            spec["expires_at"],
-        ),
+        "INSERT INTO labels (label_id, subject, category, severity, confidence, source, "
+        "evidence, created_at, expires_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*values, spec["kind"]),
     )
     conn.execute(
         "INSERT OR IGNORE INTO categories (name, declared_at) VALUES (?, ?)",
@@ -587,22 +588,8 @@ def insert_label(db: Database, conn: sqlite3.Connection, spec: dict) -> Label:
         },
         at=now,
     )
-    return Label(
-        label_id,
-        spec["subject"],
-        spec["category"],
-        spec["severity"],
-        spec["confidence"],
-        spec["source"],
-        spec["evidence"],
-        created,
-        spec["expires_at"],
-        None,
-        None,
-        None,
-        spec["kind"],
-        int(cur.lastrowid),
-    )
+    # Not retracted (retracted_at, retracted_by, retraction_reason); seq as stored.
+    return Label(*values, None, None, None, spec["kind"], int(cur.lastrowid))
 
 
 def retract_label(
