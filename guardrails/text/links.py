@@ -20,21 +20,55 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .._validation import fail
-from ..exceptions import missing_extra
+from ._extra import import_text_extra
 from .matcher import check_rule
 from .normalize import Normalizer
 
-__all__ = ["DomainRule", "NormalizedLink", "DomainMatcher", "normalize_link", "extract_links",
-           "refang", "DEFANGED", "DEFAULT_SHORTENERS"]
+__all__ = [
+    "DomainRule",
+    "NormalizedLink",
+    "DomainMatcher",
+    "normalize_link",
+    "extract_links",
+    "refang",
+    "DEFANGED",
+    "DEFAULT_SHORTENERS",
+]
 
 #: Public URL-shortening services (hosts, already normalised). Pass your own list to
 #: :class:`DomainMatcher` to extend it.
 DEFAULT_SHORTENERS: frozenset[str] = frozenset(
     {
-        "bit.ly", "bitly.com", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd", "v.gd",
-        "buff.ly", "rebrand.ly", "cutt.ly", "shorturl.at", "t.ly", "tiny.cc", "rb.gy",
-        "bit.do", "s.id", "lnkd.in", "tr.im", "shorte.st", "adf.ly", "qr.ae", "soo.gd",
-        "clck.ru", "u.to", "x.co", "bl.ink", "short.io", "tiny.one", "t.me",
+        "bit.ly",
+        "bitly.com",
+        "tinyurl.com",
+        "t.co",
+        "goo.gl",
+        "ow.ly",
+        "is.gd",
+        "v.gd",
+        "buff.ly",
+        "rebrand.ly",
+        "cutt.ly",
+        "shorturl.at",
+        "t.ly",
+        "tiny.cc",
+        "rb.gy",
+        "bit.do",
+        "s.id",
+        "lnkd.in",
+        "tr.im",
+        "shorte.st",
+        "adf.ly",
+        "qr.ae",
+        "soo.gd",
+        "clck.ru",
+        "u.to",
+        "x.co",
+        "bl.ink",
+        "short.io",
+        "tiny.one",
+        "t.me",
     }
 )
 
@@ -44,8 +78,16 @@ _STRIP = "<>()[]{}\"'`,;!?"
 #: that dodge link filters (``example[.]com``, ``hxxps://``), undone before parsing.
 #: Compared in lower case; "dot" only in brackets, since a bare "dot" is an ordinary word.
 DEFANGED: tuple[tuple[str, str], ...] = (
-    ("[.]", "."), ("(.)", "."), ("{.}", "."), ("[dot]", "."), ("(dot)", "."), ("{dot}", "."),
-    ("[:]", ":"), ("[://]", "://"), ("[/]", "/"), ("hxxp", "http"),
+    ("[.]", "."),
+    ("(.)", "."),
+    ("{.}", "."),
+    ("[dot]", "."),
+    ("(dot)", "."),
+    ("{dot}", "."),
+    ("[:]", ":"),
+    ("[://]", "://"),
+    ("[/]", "/"),
+    ("hxxp", "http"),
 )
 
 
@@ -66,14 +108,6 @@ def refang(token: str) -> str:
     for pattern, plain in DEFANGED:
         low = low.replace(pattern, plain)
     return low
-
-
-def _idna():  # type: ignore[no-untyped-def]
-    try:
-        import idna
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise missing_extra("idna", "text", "Link normalisation") from exc
-    return idna
 
 
 @dataclass(frozen=True)
@@ -102,8 +136,9 @@ class NormalizedLink:
 @functools.cache
 def _host_normalizer() -> Normalizer:
     # Look-alikes, case and accents only: digits and hyphens are real in host names.
-    return Normalizer(leetspeak=False, separators=False, emoji=False, squeeze=False,
-                      cache_size=4096)
+    return Normalizer(
+        leetspeak=False, separators=False, emoji=False, squeeze=False, cache_size=4096
+    )
 
 
 def _host_key(unicode_host: str) -> str:
@@ -133,7 +168,7 @@ def normalize_link(link: str) -> NormalizedLink:
     host = host.strip().rstrip(".").lower()
     if not host or any(ch.isspace() for ch in host):
         return NormalizedLink(link, "", _host_key(host), False)
-    idna = _idna()
+    idna = import_text_extra("idna", "Link normalisation")
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
         unicode_host = idna.decode(ascii_host)
@@ -234,8 +269,13 @@ class DomainMatcher:
             if isinstance(r, str):
                 r = DomainRule(r)
             if not isinstance(r, DomainRule):
-                raise fail("rules", where, "an iterable of DomainRule or str",
-                           f"{r!r} at position {i}", describe=False)
+                raise fail(
+                    "rules",
+                    where,
+                    "an iterable of DomainRule or str",
+                    f"{r!r} at position {i}",
+                    describe=False,
+                )
             parsed.append(r)
         self.rules_ = tuple(parsed)
         self._by_host: dict[str, list[int]] = {}
@@ -243,8 +283,13 @@ class DomainMatcher:
         for i, r in enumerate(self.rules_):
             link = normalize_link(r.domain)
             if not link.host and not link.host_key:
-                raise fail("rules", where, "rules whose domain normalises to a host",
-                           f"{r.domain!r} (rule {i})", describe=False)
+                raise fail(
+                    "rules",
+                    where,
+                    "rules whose domain normalises to a host",
+                    f"{r.domain!r} (rule {i})",
+                    describe=False,
+                )
             if link.host:
                 self._by_host.setdefault(link.host, []).append(i)
             if link.host_key:

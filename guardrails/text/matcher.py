@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import fail
-from ..exceptions import missing_extra
+from ._extra import import_text_extra
 from .normalize import GLUE, Normalizer, Reading
 
 __all__ = ["Term", "TermMatcher", "ACTIONS", "MODES"]
@@ -61,14 +61,6 @@ MODES = ("token", "substring")
 
 _CHUNK_CHARS = 1 << 20  # characters per automaton call
 _SEP = "\n"  # never inside a key (whitespace becomes spaces), so matches cannot straddle texts
-
-
-def _import_ahocorasick():  # type: ignore[no-untyped-def]
-    try:
-        import ahocorasick_rs
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise missing_extra("ahocorasick_rs", "text", "Term matching") from exc
-    return ahocorasick_rs
 
 
 @dataclass(frozen=True)
@@ -130,8 +122,13 @@ def _as_term(value: object, i: int) -> Term:
         return value
     if isinstance(value, str):
         return Term(value)
-    raise fail("terms", "TermMatcher", "an iterable of Term or str", f"{value!r} at position {i}",
-               describe=False)
+    raise fail(
+        "terms",
+        "TermMatcher",
+        "an iterable of Term or str",
+        f"{value!r} at position {i}",
+        describe=False,
+    )
 
 
 class TermMatcher:
@@ -184,10 +181,12 @@ class TermMatcher:
             normalizer = Normalizer()
         elif not isinstance(normalizer, Normalizer):
             raise fail("normalizer", where, "a Normalizer", normalizer)
-        for name, value in (("min_substring_length", min_substring_length),
-                            ("max_term_length", max_term_length),
-                            ("min_chunked_length", min_chunked_length),
-                            ("max_chunk_length", max_chunk_length)):
+        for name, value in (
+            ("min_substring_length", min_substring_length),
+            ("max_term_length", max_term_length),
+            ("min_chunked_length", min_chunked_length),
+            ("max_chunk_length", max_chunk_length),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(name, where, "an int in [1, inf)", value)
         self.normalizer = normalizer
@@ -206,17 +205,30 @@ class TermMatcher:
             token_key, compact_key, _ = readings[0]
             key = token_key if term.mode == "token" else compact_key
             if not key:
-                raise fail("terms", where, "terms whose normalised key is not empty",
-                           f"{term.text!r} (term {i})", describe=False)
+                raise fail(
+                    "terms",
+                    where,
+                    "terms whose normalised key is not empty",
+                    f"{term.text!r} (term {i})",
+                    describe=False,
+                )
             if len(key) > max_term_length:
-                raise fail("terms", where,
-                           f"terms whose normalised key has at most {max_term_length} characters",
-                           f"{term.text[:40]!r} (term {i}, key length {len(key)})", describe=False)
+                raise fail(
+                    "terms",
+                    where,
+                    f"terms whose normalised key has at most {max_term_length} characters",
+                    f"{term.text[:40]!r} (term {i}, key length {len(key)})",
+                    describe=False,
+                )
             if term.mode == "substring" and len(key) < min_substring_length:
-                raise fail("terms", where,
-                           f"substring terms whose normalised key has at least "
-                           f"{min_substring_length} characters (use mode='token' for short terms)",
-                           f"{term.text!r} (term {i}, key {key!r})", describe=False)
+                raise fail(
+                    "terms",
+                    where,
+                    f"substring terms whose normalised key has at least "
+                    f"{min_substring_length} characters (use mode='token' for short terms)",
+                    f"{term.text!r} (term {i}, key {key!r})",
+                    describe=False,
+                )
             keys.append(key)
             n_letters = sum(map(str.isalnum, term.text))
             for r in readings:
@@ -238,13 +250,14 @@ class TermMatcher:
     def _build(patterns: dict[str, list[int]]):  # type: ignore[no-untyped-def]
         if not patterns:
             return None
-        ac = _import_ahocorasick()
+        ac = import_text_extra("ahocorasick_rs", "Term matching")
         names = list(patterns)
         counts = np.fromiter((len(patterns[p]) for p in names), dtype=np.int64, count=len(names))
         ptr = np.zeros(len(names) + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
-        idx = np.fromiter((t for p in names for t in patterns[p]), dtype=np.int64,
-                          count=int(ptr[-1]))
+        idx = np.fromiter(
+            (t for p in names for t in patterns[p]), dtype=np.int64, count=int(ptr[-1])
+        )
         automaton = ac.AhoCorasick(names, matchkind=ac.MatchKind.Standard)
         return automaton, ptr, idx
 
@@ -297,9 +310,7 @@ class TermMatcher:
             return np.zeros(0, dtype=np.int64)
         return np.unique(np.concatenate(codes))
 
-    def match_keys_many(
-        self, keys: Sequence[tuple[str, str]]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def match_keys_many(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Match pre-computed ``(token_key, compact_key)`` pairs, one reading per text.
 
         See :meth:`match_many`; chunked spellings are not looked for (a key pair does
@@ -364,8 +375,12 @@ class TermMatcher:
                 pos += len(joined) + 1
         if not pieces:
             return np.zeros(0, dtype=np.int64)
-        codes = self._scan(self._chunk, _SEP.join(pieces), np.asarray(run_starts, dtype=np.int64),
-                           np.unique(np.asarray(bounds, dtype=np.int64)))
+        codes = self._scan(
+            self._chunk,
+            _SEP.join(pieces),
+            np.asarray(run_starts, dtype=np.int64),
+            np.unique(np.asarray(bounds, dtype=np.int64)),
+        )
         return np.asarray(run_owner, dtype=np.int64)[codes // width] * width + codes % width
 
     def match_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -389,8 +404,13 @@ class TermMatcher:
             raise fail("texts", "TermMatcher.match_many", "a sequence of str", texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise fail("texts", "TermMatcher.match_many", "a sequence of str",
-                           f"{type(t).__name__} at position {i}", describe=False)
+                raise fail(
+                    "texts",
+                    "TermMatcher.match_many",
+                    "a sequence of str",
+                    f"{type(t).__name__} at position {i}",
+                    describe=False,
+                )
         return self.match_readings_many(self.normalizer.readings_many(texts))
 
     def match(self, text: str) -> np.ndarray:
@@ -412,8 +432,9 @@ class TermMatcher:
             if self._chunk is None or " " not in chunk_key:
                 continue
             automaton, ptr, idx = self._chunk
-            for joined, cuts in _chunk_runs(chunk_key, self.max_chunk_length,
-                                            self.normalizer.squeeze):
+            for joined, cuts in _chunk_runs(
+                chunk_key, self.max_chunk_length, self.normalizer.squeeze
+            ):
                 for pattern, b, e in automaton.find_matches_as_indexes(joined, overlapping=True):
                     if b in cuts and e in cuts:
                         found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())

@@ -79,8 +79,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .._validation import fail
-from ..exceptions import missing_extra
 from ._data import is_default_ignorable, script_of, skeleton_map
+from ._extra import import_text_extra
 from .scripts import is_mixed_script, mixed_script_tokens
 
 __all__ = ["Normalizer", "Reading", "LEET", "mixed_script_tokens", "is_mixed_script"]
@@ -250,7 +250,11 @@ class Normalizer:
         self.transliterate = transliterate
         self.cache_size = cache_size
         self._skeleton = skeleton_map() if confusables else {}
-        self._anyascii = _import_anyascii() if transliterate else None
+        self._anyascii = (
+            import_text_extra("anyascii", "Normalizer(transliterate=True)").anyascii
+            if transliterate
+            else None
+        )
         self._table = _FoldTable(self._fold_char)
         self._lookalike_table = _FoldTable(self._fold_char_lookalike)
         self._translit_table = _FoldTable(self._fold_char_translit)
@@ -259,8 +263,7 @@ class Normalizer:
             functools.lru_cache(maxsize=cache_size)(self._keys_uncached) if cache_size else None
         )
         self._readings_cached = (
-            functools.lru_cache(maxsize=cache_size)(self._readings_uncached)
-            if cache_size else None
+            functools.lru_cache(maxsize=cache_size)(self._readings_uncached) if cache_size else None
         )
 
     # -- configuration -------------------------------------------------------------------
@@ -312,9 +315,13 @@ class Normalizer:
                 # A letter with accents ("ö"): the accents go first, so the skeleton
                 # sees the base letter (the data maps "ö" itself to Arabic "ة").
                 text = _strip_marks(ch)
-            elif self.confusables and ch in self._skeleton and (
-                any(c.isalnum() for c in self._skeleton[ch])
-                or not (self.nfkc and unicodedata.normalize("NFKC", ch).isalnum())
+            elif (
+                self.confusables
+                and ch in self._skeleton
+                and (
+                    any(c.isalnum() for c in self._skeleton[ch])
+                    or not (self.nfkc and unicodedata.normalize("NFKC", ch).isalnum())
+                )
             ):
                 # (Circled "Ⓡ" has the skeleton "®", a symbol; NFKC makes it the letter.)
                 text = self._skeleton[ch]
@@ -479,8 +486,10 @@ class Normalizer:
             return s, s
         compact = s.replace(" ", "")
         if self.squeeze:
-            compact = self._squeeze(compact) if len(compact) < _NUMPY_MIN_LEN else (
-                self._post_numpy(compact)
+            compact = (
+                self._squeeze(compact)
+                if len(compact) < _NUMPY_MIN_LEN
+                else (self._post_numpy(compact))
             )
         return s, compact
 
@@ -539,9 +548,7 @@ class Normalizer:
         compact_key : str
             The same without spaces (repeated letters squeezed again across the joins).
         """
-        return _checked_and_cached(
-            text, "Normalizer.keys", self._keys_cached, self._keys_uncached
-        )
+        return _checked_and_cached(text, "Normalizer.keys", self._keys_cached, self._keys_uncached)
 
     def readings(self, text: str) -> tuple[Reading, ...]:
         """Return every reading of ``text`` worth matching (see the module docstring).
@@ -568,11 +575,16 @@ class Normalizer:
         first = text.translate(self._table)
         # A token that folds to nothing leaves two spaces (or one at an end) behind: only
         # then can there be glue.
-        glue = self.separators and self.emoji and (
-            "  " in first or first[:1] == " " or first[-1:] == " "
-        ) and _GLUE_RE.search(text) is not None
-        if not glue and (first.isascii() or not self.transliterate) and not (
-            self.leetspeak and _LEET_SYMBOL_RE.search(first) is not None
+        glue = (
+            self.separators
+            and self.emoji
+            and ("  " in first or first[:1] == " " or first[-1:] == " ")
+            and _GLUE_RE.search(text) is not None
+        )
+        if (
+            not glue
+            and (first.isascii() or not self.transliterate)
+            and not (self.leetspeak and _LEET_SYMBOL_RE.search(first) is not None)
         ):
             # One reading (most text): no loops, no sets.
             return (self._reading(" ".join(first.split()) if " " in first else first),)
@@ -617,8 +629,10 @@ class Normalizer:
         chunks = token
         # Joining single letters is the only step that removes spaces.
         if self.separators and " " in s and (glued or token.count(" ") != s.count(" ")):
-            chunks = self._post_numpy(s, False) if len(s) >= _NUMPY_MIN_LEN else (
-                self._post_regex(s, False)
+            chunks = (
+                self._post_numpy(s, False)
+                if len(s) >= _NUMPY_MIN_LEN
+                else (self._post_regex(s, False))
             )
         return Reading(token, compact, chunks)
 
@@ -632,8 +646,13 @@ class Normalizer:
         items = list(texts)
         for i, t in enumerate(items):
             if not isinstance(t, str):
-                raise fail("texts", "Normalizer.readings_many", "an iterable of str",
-                           f"{type(t).__name__} at position {i}", describe=False)
+                raise fail(
+                    "texts",
+                    "Normalizer.readings_many",
+                    "an iterable of str",
+                    f"{type(t).__name__} at position {i}",
+                    describe=False,
+                )
         if len(items) < _BATCH_MIN:
             return [self.readings(t) for t in items]
         out: list[tuple[Reading, ...] | None] = [None] * len(items)
@@ -641,9 +660,11 @@ class Normalizer:
         plain: list[str] = []
         for i, t in enumerate(items):
             raw = (_nfc(t) if self.nfkc and not t.isascii() else t).translate(self._table)
-            if (self.transliterate and not raw.isascii()) or (
-                self.leetspeak and _LEET_SYMBOL_RE.search(raw) is not None
-            ) or (self.separators and self.emoji and _GLUE_RE.search(t) is not None):
+            if (
+                (self.transliterate and not raw.isascii())
+                or (self.leetspeak and _LEET_SYMBOL_RE.search(raw) is not None)
+                or (self.separators and self.emoji and _GLUE_RE.search(t) is not None)
+            ):
                 out[i] = self.readings(t)
             else:
                 plain_idx.append(i)
@@ -671,8 +692,13 @@ class Normalizer:
         items = list(texts)
         for i, t in enumerate(items):
             if not isinstance(t, str):
-                raise fail("texts", "Normalizer.keys_many", "an iterable of str",
-                           f"{type(t).__name__} at position {i}", describe=False)
+                raise fail(
+                    "texts",
+                    "Normalizer.keys_many",
+                    "an iterable of str",
+                    f"{type(t).__name__} at position {i}",
+                    describe=False,
+                )
         if len(items) < _BATCH_MIN:
             return [self.keys(t) for t in items]
         return self._keys_many_folded([self._fold_string(t) for t in items])
@@ -704,8 +730,12 @@ def _prototype_letters(anyascii) -> dict[str, str]:  # type: ignore[no-untyped-d
     """
     votes: dict[str, dict[str, int]] = {}
     for source, proto in skeleton_map().items():
-        if (len(proto) != 1 or proto.isascii() or len(proto.casefold()) != 1
-                or script_of(proto) not in _LOOKALIKE_SCRIPTS):
+        if (
+            len(proto) != 1
+            or proto.isascii()
+            or len(proto.casefold()) != 1
+            or script_of(proto) not in _LOOKALIKE_SCRIPTS
+        ):
             continue
         out = anyascii(_strip_marks(source)).lower()
         if len(out) == 1 and out.isalpha():
@@ -727,14 +757,6 @@ def _np_squeeze(s: str) -> str:
     np.not_equal(a[1:], a[:-1], out=keep[1:])
     keep |= a == 10
     return s if keep.all() else a[keep].tobytes().decode("utf-32-le")
-
-
-def _import_anyascii():  # type: ignore[no-untyped-def]
-    try:
-        from anyascii import anyascii
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise missing_extra("anyascii", "text", "Normalizer(transliterate=True)") from exc
-    return anyascii
 
 
 def _group1(m: re.Match[str]) -> str:
