@@ -51,7 +51,7 @@ from .._validation import check_csr, check_ids, check_int, fail
 from ..exceptions import FailClosedError
 from ..guard import Guard
 from ..models import FactorModel
-from ._deps import require_dask, resolve_client
+from ._deps import require_dask, resolve_client, worker_threads
 
 __all__ = ["recommend_all", "BatchResult", "COLUMNS", "MANIFEST_NAME"]
 
@@ -428,8 +428,9 @@ def recommend_all(
         missing at the end. A filter's own errors propagate from the task unchanged.
     """
     # Long for its docstring and one linear sequence (check, ship the item side once,
-    # schedule, verify, assemble) whose steps share the client and the job; the
-    # scheduling loop and the block checks are _schedule and _check_blocks.
+    # schedule, verify, assemble) whose steps share the client and the job; the user
+    # checks, the scheduling loop, the block checks and the manifest are _checked_users,
+    # _schedule, _check_blocks and _manifest.
     started = time.perf_counter()
     mods = require_dask("recommend_all")
     distributed = mods["distributed"]
@@ -452,21 +453,7 @@ def recommend_all(
     if not (isinstance(progress, bool) or callable(progress)):
         raise fail("progress", _WHERE, "a bool or a callable(done, total)", progress)
     by_factor_row = isinstance(m, FactorModel) and not recalculate_user
-    ids, _ = check_ids(user_ids, "user_ids", _WHERE, m.n_users if by_factor_row else _ANY_ID)
-    n_dup = ids.size - np.unique(ids).size
-    if n_dup:
-        raise fail(
-            "user_ids",
-            _WHERE,
-            "unique ids (every user is scored exactly once)",
-            f"{n_dup} repeated ids",
-            describe=False,
-        )
-    rows = (
-        None
-        if user_items is None
-        else check_csr(user_items, "user_items", _WHERE, shape=(ids.size, m.n_items))
-    )
+    ids, rows = _checked_users(m, user_ids, user_items, by_factor_row)
     filter_items = None if filter_items is None else np.asarray(filter_items)
     items = None if items is None else np.asarray(items)
     versions = (guard.policy_version, _snapshot_version(guard))
@@ -511,8 +498,7 @@ def recommend_all(
 
     n_blocks = -(-ids.size // block_size)
     if max_in_flight is None:
-        n_threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
-        max_in_flight = max(2, 2 * n_threads)
+        max_in_flight = max(2, 2 * worker_threads(client))
     token = uuid.uuid4().hex[:12]
     with warnings.catch_warnings():
         # The item side is large by nature; it is shipped once, not per task.
@@ -552,24 +538,7 @@ def recommend_all(
     frame = None
     keep: tuple = ()
     if out is not None:
-        _finish_output(
-            out,
-            stats,
-            {
-                "format": _MANIFEST_FORMAT,
-                "format_version": 1,
-                "columns": list(COLUMNS),
-                "n_users": int(ids.size),
-                "n_blocks": n_blocks,
-                "n_rows": n_rows,
-                "n_short": n_short,
-                "N": N,
-                "block_size": block_size,
-                "policy_version": job.policy_version,
-                "snapshot_version": job.snapshot_version,
-                "files": [_part_name(s["block"]) for s in stats],
-            },
-        )
+        _finish_output(out, stats, _manifest(job, stats, int(ids.size), block_size))
         del job_future
     else:
         frame = _as_frame([runs[b] for b in range(n_blocks)], job)
@@ -588,6 +557,44 @@ def recommend_all(
         task_seconds=float(sum(s["seconds"] for s in stats)),
         _keep=keep,
     )
+
+
+def _checked_users(m, user_ids, user_items, by_factor_row: bool):
+    """The users (unique ids; in range when scored by factor row) and their rows, if any."""
+    ids, _ = check_ids(user_ids, "user_ids", _WHERE, m.n_users if by_factor_row else _ANY_ID)
+    n_dup = ids.size - np.unique(ids).size
+    if n_dup:
+        raise fail(
+            "user_ids",
+            _WHERE,
+            "unique ids (every user is scored exactly once)",
+            f"{n_dup} repeated ids",
+            describe=False,
+        )
+    rows = (
+        None
+        if user_items is None
+        else check_csr(user_items, "user_items", _WHERE, shape=(ids.size, m.n_items))
+    )
+    return ids, rows
+
+
+def _manifest(job: _Job, stats: list, n_users: int, block_size: int) -> dict:
+    """``_manifest.json`` of a run written to files: counts, versions and the parts."""
+    return {
+        "format": _MANIFEST_FORMAT,
+        "format_version": 1,
+        "columns": list(COLUMNS),
+        "n_users": n_users,
+        "n_blocks": len(stats),
+        "n_rows": sum(s["n_rows"] for s in stats),
+        "n_short": sum(s["n_short"] for s in stats),
+        "N": job.N,
+        "block_size": block_size,
+        "policy_version": job.policy_version,
+        "snapshot_version": job.snapshot_version,
+        "files": [_part_name(s["block"]) for s in stats],
+    }
 
 
 def _schedule(

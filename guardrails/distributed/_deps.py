@@ -7,7 +7,7 @@ from types import ModuleType
 from .._validation import fail
 from ..exceptions import missing_extra
 
-__all__ = ["require_dask", "resolve_client"]
+__all__ = ["require_dask", "resolve_client", "worker_threads"]
 
 _MODULES = ("dask", "distributed", "pandas", "pyarrow")
 
@@ -72,3 +72,8 @@ def resolve_client(distributed: ModuleType, client, where: str):
     if not isinstance(client, distributed.Client):
         raise fail("client", where, "a distributed.Client", client)
     return client
+
+
+def worker_threads(client) -> int:
+    """Threads across the cluster's workers now (each worker counts one if it does not say)."""
+    return sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())

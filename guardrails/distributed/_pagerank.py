@@ -48,7 +48,7 @@ import scipy.sparse as sp
 
 from .._validation import check_float, check_int, fail
 from ..exceptions import GuardrailsWarning, ValidationError
-from ._deps import require_dask, resolve_client
+from ._deps import require_dask, resolve_client, worker_threads
 
 __all__ = ["personalized_pagerank"]
 
@@ -147,56 +147,8 @@ def personalized_pagerank(
     max_iter = check_int(max_iter, "max_iter", _WHERE)
     client = resolve_client(distributed, client, _WHERE)
 
-    if isinstance(adjacency, da.Array):
-        if (
-            adjacency.ndim != 2
-            or adjacency.shape[0] != adjacency.shape[1]
-            or len(adjacency.chunks[1]) != 1
-        ):
-            raise fail(
-                "adjacency",
-                _WHERE,
-                "a square dask array chunked by rows only (one chunk across the columns)",
-                f"a dask array of shape {adjacency.shape} with chunks {adjacency.chunks}",
-                describe=False,
-            )
-        n = int(adjacency.shape[0])
-        row_chunks = adjacency.chunks[0]
-        blocks = [dask.delayed(_check_block)(b, n) for b in adjacency.to_delayed().ravel()]
-    elif sp.issparse(adjacency):
-        if adjacency.ndim != 2 or adjacency.shape[0] != adjacency.shape[1]:
-            raise fail("adjacency", _WHERE, "a square sparse matrix", adjacency)
-        n = int(adjacency.shape[0])
-        csr = sp.csr_matrix(adjacency)
-        if block_rows is None:
-            n_threads = sum(
-                w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()
-            )
-            step = max(1, -(-n // max(1, n_threads)))
-        else:
-            step = check_int(block_rows, "block_rows", _WHERE)
-        bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-        row_chunks = tuple(hi - lo for lo, hi in bounds)
-        blocks = [dask.delayed(_check_block)(csr[lo:hi], n) for lo, hi in bounds]
-    else:
-        raise fail(
-            "adjacency",
-            _WHERE,
-            "a scipy sparse matrix or a dask array of sparse row blocks",
-            adjacency,
-        )
-
-    if isinstance(seeds, numbers.Number) or np.ndim(seeds) != 1:
-        raise fail("seeds", _WHERE, f"a 1-d array of {n} non-negative floats", seeds)
-    s = np.asarray(seeds, dtype=np.float64)
-    if s.shape != (n,) or not np.isfinite(s).all() or (s.size and s.min() < 0) or s.sum() <= 0:
-        raise fail(
-            "seeds",
-            _WHERE,
-            f"a 1-d array of {n} finite non-negative floats with a positive sum",
-            seeds,
-        )
-    s = s / s.sum()
+    n, row_chunks, blocks = _row_blocks(adjacency, block_rows, client)
+    s = _seed_vector(seeds, n)
     if n == 0:
         return s
 
@@ -240,3 +192,65 @@ def personalized_pagerank(
             stacklevel=2,
         )
     return np.asarray(client.compute(r).result(), dtype=np.float64)
+
+
+def _row_blocks(adjacency, block_rows, client) -> tuple[int, tuple, list]:
+    """The graph as delayed, checked row blocks: ``(n, rows per block, blocks)``.
+
+    A dask array keeps its own row chunks (loaded on the workers); a scipy matrix is cut
+    into ``block_rows`` rows per block, one block per worker thread by default.
+    """
+    import dask
+    import dask.array as da
+
+    if isinstance(adjacency, da.Array):
+        if (
+            adjacency.ndim != 2
+            or adjacency.shape[0] != adjacency.shape[1]
+            or len(adjacency.chunks[1]) != 1
+        ):
+            raise fail(
+                "adjacency",
+                _WHERE,
+                "a square dask array chunked by rows only (one chunk across the columns)",
+                f"a dask array of shape {adjacency.shape} with chunks {adjacency.chunks}",
+                describe=False,
+            )
+        n = int(adjacency.shape[0])
+        row_chunks = adjacency.chunks[0]
+        blocks = [dask.delayed(_check_block)(b, n) for b in adjacency.to_delayed().ravel()]
+    elif sp.issparse(adjacency):
+        if adjacency.ndim != 2 or adjacency.shape[0] != adjacency.shape[1]:
+            raise fail("adjacency", _WHERE, "a square sparse matrix", adjacency)
+        n = int(adjacency.shape[0])
+        csr = sp.csr_matrix(adjacency)
+        if block_rows is None:
+            step = max(1, -(-n // max(1, worker_threads(client))))
+        else:
+            step = check_int(block_rows, "block_rows", _WHERE)
+        bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+        row_chunks = tuple(hi - lo for lo, hi in bounds)
+        blocks = [dask.delayed(_check_block)(csr[lo:hi], n) for lo, hi in bounds]
+    else:
+        raise fail(
+            "adjacency",
+            _WHERE,
+            "a scipy sparse matrix or a dask array of sparse row blocks",
+            adjacency,
+        )
+    return n, row_chunks, blocks
+
+
+def _seed_vector(seeds, n: int) -> np.ndarray:
+    """The seed weights as a float64 vector of length ``n`` summing to 1."""
+    if isinstance(seeds, numbers.Number) or np.ndim(seeds) != 1:
+        raise fail("seeds", _WHERE, f"a 1-d array of {n} non-negative floats", seeds)
+    s = np.asarray(seeds, dtype=np.float64)
+    if s.shape != (n,) or not np.isfinite(s).all() or (s.size and s.min() < 0) or s.sum() <= 0:
+        raise fail(
+            "seeds",
+            _WHERE,
+            f"a 1-d array of {n} finite non-negative floats with a positive sum",
+            seeds,
+        )
+    return s / s.sum()
