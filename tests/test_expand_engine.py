@@ -138,7 +138,10 @@ def test_backends_agree_on_a_graph_large_enough_to_thread():
     A = sp.csr_matrix((np.ones(src.size, np.float32), (src, dst)), shape=(n, n))
     seeds = [rng.choice(n, 50, replace=False) for _ in range(8)]
     results = {
-        b: ex.RiskGraph(A, backend=b, num_threads=2).propagate(seeds, tol=1e-6) for b in BACKENDS
+        # method="ppr": this checks the products, not the choice of 'auto' (which sees
+        # the 1e-9 rows below as extra seeds).
+        b: ex.RiskGraph(A, backend=b, num_threads=2).propagate(seeds, tol=1e-6, method="ppr")
+        for b in BACKENDS
     }
     for b in BACKENDS:
         # Dense seed rows (more than n/16) take the full first product instead of the
@@ -148,7 +151,7 @@ def test_backends_agree_on_a_graph_large_enough_to_thread():
             W[s, k] = 1.0
         dense_rows = rng.choice(n, n // 8, replace=False)
         W[dense_rows, 0] = np.maximum(W[dense_rows, 0], 1e-9)
-        dense = ex.RiskGraph(A, backend=b, num_threads=2).propagate(W, tol=1e-6)
+        dense = ex.RiskGraph(A, backend=b, num_threads=2).propagate(W, tol=1e-6, method="ppr")
         np.testing.assert_allclose(dense, results[BACKENDS[0]], atol=2e-5)
         np.testing.assert_allclose(results[b], results[BACKENDS[0]], atol=2e-5)
 
@@ -433,7 +436,7 @@ def test_bicgstab_breakdown_falls_back_to_power_iteration(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_directed_auto_uses_bicgstab_and_agrees_with_power(backend):
+def test_directed_ppr_uses_bicgstab_and_agrees_with_power(backend):
     rng = np.random.default_rng(11)
     n = 3000
     A = sp.csr_matrix(
@@ -442,7 +445,7 @@ def test_directed_auto_uses_bicgstab_and_agrees_with_power(backend):
     )
     g = ex.RiskGraph(A, direction="out", backend=backend)
     seeds = [rng.choice(n, 20, replace=False) for _ in range(3)]
-    auto = g.propagate(seeds, raw=True, tol=1e-6)
+    auto = g.propagate(seeds, raw=True, tol=1e-6, method="ppr")  # the solver is chosen
     auto_products = g.n_iter_
     power = g.propagate(seeds, raw=True, tol=1e-7, method="power")
     np.testing.assert_allclose(auto, power, rtol=1e-3, atol=1e-5)
@@ -470,7 +473,7 @@ def test_bicgstab_converges_on_its_own_in_few_products(backend, monkeypatch):
     monkeypatch.setattr(
         _engine, "solve_power", lambda *a, **k: fallbacks.append(1) or real_power(*a, **k)
     )
-    y = g.propagate(seeds, raw=True, tol=1e-6)
+    y = g.propagate(seeds, raw=True, tol=1e-6, method="ppr")
     assert not fallbacks
     assert g.n_iter_ <= 23
     monkeypatch.setattr(_engine, "solve_power", real_power)
@@ -506,11 +509,11 @@ def test_bicgstab_honours_the_cap_and_names_it(backend, cap):
     n = 2000
     g = ex.RiskGraph(tree_like_digraph(n, 4, 5), direction="out", backend=backend)
     seeds = np.random.default_rng(5).choice(n, 10, replace=False)
-    ref = g.propagate(seeds, raw=True, tol=1e-9, max_iter=400)
+    ref = g.propagate(seeds, raw=True, tol=1e-9, max_iter=400, method="ppr")
     seeds_only = np.zeros(n)
     seeds_only[seeds] = 1.0
     with pytest.warns(ex.ConvergenceWarning, match=rf"cap \({cap}\)") as rec:
-        y = g.propagate(seeds, raw=True, tol=1e-9, max_iter=cap)
+        y = g.propagate(seeds, raw=True, tol=1e-9, max_iter=cap, method="ppr")
     assert g.n_iter_ <= cap
     assert rec[0].filename == __file__  # the warning points at the caller's line
     # Never worse than the seeds alone (BiCGSTAB's residual is not monotone).
