@@ -17,6 +17,12 @@ __all__ = ["Selection", "Folds", "make_folds", "average_precision", "choose"]
 
 #: Fewer seeds than this in a category: no validation, the documented fallback.
 MIN_SEEDS = 5
+#: Up to this many seeds in a category, validation leaves one seed out per fold.
+LOO_SEEDS = 10
+#: Validation metric: "auc" or "ap" (see ``choose``).
+METRIC = "auc"
+#: Standard errors by which a candidate must beat the default to replace it.
+Z_SWITCH = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ def make_folds(W: np.ndarray, n_folds: int, random_state: int, min_seeds: int = 
         validated.append(j)
         rng = np.random.default_rng([int(random_state), j])
         perm = ids[rng.permutation(ids.size)]
-        k = min(n_folds, ids.size)
+        # Up to LOO_SEEDS seeds, leave one out: every fold keeps as many training seeds
+        # as possible, and each seed is held out once.
+        k = ids.size if ids.size <= LOO_SEEDS else min(n_folds, ids.size)
         for held in np.array_split(perm, k):
             held = np.sort(held)
             col = W[:, j].copy()
@@ -86,8 +94,12 @@ def make_folds(W: np.ndarray, n_folds: int, random_state: int, min_seeds: int = 
     return Folds(np.ascontiguousarray(Wt, dtype=np.float32), meta, validated, counts)
 
 
-def average_precision(scores: np.ndarray, positives: np.ndarray, exclude: np.ndarray, mask=None):
-    """Average precision of ``positives`` when ranking every node not in ``exclude``.
+def average_precision(
+    scores: np.ndarray, positives: np.ndarray, exclude: np.ndarray, mask=None, *, auc=False
+):
+    """Average precision of ``positives`` when ranking every node not in ``exclude``
+    (with ``auc``: the area under the ROC curve instead, the mean share of the other
+    eligible nodes each positive ranks above).
 
     Ties count half (a positive tied with ``t`` other nodes ranks ``t / 2`` below the
     nodes strictly above it), so a constant score has the precision of a random order
@@ -123,6 +135,12 @@ def average_precision(scores: np.ndarray, positives: np.ndarray, exclude: np.nda
         above = np.where(out, n_ok, above)
         tied = np.where(out, 1, tied)
     rank = above + 1.0 + (tied - 1) / 2.0
+    if auc:
+        n_ok = int(ok.sum()) - positives.size + 1
+        # Each positive against the other eligible nodes: the positives themselves do
+        # not count against one another.
+        rank = rank - (np.searchsorted(np.sort(rank), rank, side="left"))
+        return float(np.mean(1.0 - (rank - 1.0) / max(n_ok - 1, 1)))
     rank = np.sort(rank)
     hits = np.arange(1, rank.size + 1, dtype=np.float64)
     return float(np.mean(hits / np.maximum(rank, hits)))
@@ -138,13 +156,23 @@ def choose(names, fold_scores, folds: Folds, *, mask=None):
     per: dict[int, dict[str, list[float]]] = {j: {nm: [] for nm in names} for j in folds.validated}
     for col, (j, held, train) in enumerate(folds.columns):
         for nm in names:
-            per[j][nm].append(average_precision(fold_scores[nm][:, col], held, train, mask))
+            per[j][nm].append(
+                average_precision(fold_scores[nm][:, col], held, train, mask, auc=METRIC == "auc")
+            )
     out = {}
     for j in folds.validated:
-        means = {nm: float(np.mean(v)) for nm, v in per[j].items()}
+        ap = {nm: np.asarray(v) for nm, v in per[j].items()}
+        means = {nm: float(v.mean()) for nm, v in ap.items()}
         best = names[0]
         for nm in names[1:]:
             if means[nm] > means[best] + 1e-9:
                 best = nm
+        # One-standard-error rule against the default (names[0]): held-out seeds are few,
+        # and the best of many noisy means is biased upwards; leave the default only
+        # when the paired gain over the folds exceeds Z_SWITCH standard errors.
+        d = ap[best] - ap[names[0]]
+        se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.inf
+        if best != names[0] and not d.mean() > Z_SWITCH * se:
+            best = names[0]
         out[j] = (best, means)
     return out
