@@ -139,8 +139,6 @@ class BipartiteRiskGraph:
             check_int(n_folds, "n_folds", where, low=2)
             check_int(random_state, "random_state", where, low=0)
             names = self.graph._check_candidates(candidates, where, extra=tuple(extra))
-            if candidates is None:
-                names = names[:1] + ("coengagement",) + names[1:-1]
             mask = np.zeros(self.n_rows + self.n_cols, dtype=bool)
             if row_seeds is not None:
                 mask[: self.n_rows] = True
