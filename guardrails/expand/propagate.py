@@ -72,6 +72,7 @@ from ._engine import (
     solve_bicgstab,
     solve_power,
     solve_symmetric,
+    transpose_scaled,
     walk,
 )
 from ._auto import Selection, choose, make_folds
@@ -153,6 +154,7 @@ class RiskGraph:
         num_threads: int = 0,
         backend: str = "auto",
         _symmetric: bool | None = None,
+        _share: bool = False,
     ):
         where = "RiskGraph"
         n = adjacency.shape[0] if sp.issparse(adjacency) else None
@@ -178,20 +180,32 @@ class RiskGraph:
                 "were not built with this installation; reinstall with a C compiler, or use "
                 "backend='auto' or 'scipy'"
             )
-        A = A.astype(np.float32)
-        A.eliminate_zeros()
+        # One call (propagate()) reads the caller's float32 arrays in place; a RiskGraph
+        # kept for many calls holds its own copy, so later edits of the caller's matrix
+        # cannot change it.
+        A = A.astype(np.float32, copy=not _share)
+        if A.nnz and not A.data.all():
+            if _share:
+                A = A.copy()
+            A.eliminate_zeros()
+        col_counts = None
         if self.direction == "in":
-            A = A.T.tocsr()
+            A = transpose_scaled(A, np.ones(A.shape[0], np.float32))
         elif self.direction == "both":
             A = (A + A.T).tocsr()
+            A.sort_indices()
             _symmetric = True
-        A.sort_indices()
         if _symmetric is None:
-            _symmetric = _is_symmetric(A)
+            # In- and out-degree counts differ on almost every directed graph: then no
+            # transposed copy is needed to know it is not symmetric.
+            col_counts = np.bincount(A.indices, minlength=A.shape[1])
+            same = np.array_equal(col_counts, np.diff(A.indptr))
+            _symmetric = same and _is_symmetric(A)
         self.symmetric = bool(_symmetric)
         self.n_nodes = int(A.shape[0])
         self.degree = np.asarray(A.sum(axis=1), dtype=np.float32).ravel()
         self._A = A
+        self._col_counts = col_counts
         self._ops: dict[str, Operator] = {}
         safe = np.where(self.degree > 0, self.degree, 1.0).astype(np.float64)
         self._sqrt_deg = np.sqrt(safe).astype(np.float32)
@@ -215,9 +229,14 @@ class RiskGraph:
             M = sp.csr_matrix((data, A.indices, A.indptr), shape=A.shape)
         else:
             inv = (1.0 / safe).astype(np.float32)
-            Q = sp.csr_matrix((A.data * np.repeat(inv, counts), A.indices, A.indptr), shape=A.shape)
-            # 'row': Q = D^-1 A (from a node to its neighbours); 'col': Q^T (from the seeds)
-            M = Q if kind == "row" else Q.T.tocsr()
+            # 'row': Q = D^-1 A (from a node to its neighbours); 'col': Q^T (from the
+            # seeds), scaled and transposed in one pass, without Q itself.
+            if kind == "row":
+                M = sp.csr_matrix(
+                    (A.data * np.repeat(inv, counts), A.indices, A.indptr), shape=A.shape
+                )
+            else:
+                M = transpose_scaled(A, inv, self._col_counts)
         op = Operator(M, num_threads=self.num_threads, backend=self.backend)
         self._ops[kind] = op
         return op
@@ -241,7 +260,8 @@ class RiskGraph:
         damping=None,
     ):
         n, c = W.shape
-        if method in ("auto", "ppr"):
+        self._chose_solver = method in ("auto", "ppr")
+        if self._chose_solver:
             method = "cg" if self.symmetric else "bicgstab"
         if max_columns is None:
             # Bound the working set at about 1 GiB of float32 vectors.
@@ -296,9 +316,31 @@ class RiskGraph:
                 progress=progress,
             )
             return Y
+        kind = self._walk_kind(transpose, normalization)
+        if kind == "col" and self._chose_solver:
+            # A walk from the seeds keeps its mass (but at dead ends): the solution's
+            # total is about sum(w) / (1 - a), spread far from the seeds. Power iteration
+            # started there, instead of at the seeds, has an error of nearly zero total
+            # mass, which the walk damps by a * |lambda_2| per step rather than a: on the
+            # directed benchmark graph 17 fused products reached an L1 error of 4e-5
+            # where BiCGSTAB took 52 and power iteration from the seeds stopped at 3e-4.
+            n = W.shape[0]
+            start = np.empty_like(W)
+            far = (damping / (1.0 - damping)) * W.sum(axis=0, dtype=np.float64) / max(n, 1)
+            np.add(W, far.astype(np.float32)[None, :], out=start)
+            Y, self.n_iter_ = solve_power(
+                self._operator(kind),
+                W,
+                damping=damping,
+                tol=tol,
+                max_iter=max_iter,
+                progress=progress,
+                start=start,
+            )
+            return Y
         solve = solve_bicgstab if method == "bicgstab" else solve_power
         Y, self.n_iter_ = solve(
-            self._operator(self._walk_kind(transpose, normalization)),
+            self._operator(kind),
             W,
             damping=damping,
             tol=tol,
@@ -770,6 +812,7 @@ def propagate(
         damping=damping,
         num_threads=num_threads,
         backend=backend,
+        _share=True,  # the graph lives for this call only
     )
     return graph.propagate(
         seeds,
