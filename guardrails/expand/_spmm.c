@@ -7,6 +7,7 @@
  *   cg_update   Z += alpha P, R -= alpha Q, P = R + beta P on rows lo:hi, with the column
  *               sums of |P / s|, |Z / s|, R.R and R.P
  *   power_product  Y[lo:hi] = a (A @ X)[lo:hi] + W[lo:hi], with the sums of |Y - X| and |Y|
+ *   csr_scatter (diag(s) A)^T @ X from A's own rows, without a transposed copy
  *   csr_transpose  the transpose of A with each non-zero scaled by its row's factor, in
  *               one pass (a walk's operator against the edges, built once per graph)
  *
@@ -544,7 +545,94 @@ csr_transpose(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(csr_scatter_doc,
+"csr_scatter(indptr, indices, data, scale, x, y, lo, hi, c, /)\n--\n\n"
+"Add rows lo:hi of (diag(scale) A)^T @ X into y: for row i of A and its non-zero\n"
+"(i, j, v), y[j] += v * scale[i] * x[i] (c columns). A is read in its own CSR order,\n"
+"so the transpose's product needs no transposed copy; threads pass separate y\n"
+"buffers (their rows of A scatter anywhere) and the caller adds them up. Releases the\n"
+"GIL. ValueError on inconsistent lengths, IndexError on a column index outside y.");
+
+static PyObject *
+csr_scatter(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[6];
+    Py_buffer v[6];
+    Py_ssize_t lo, hi, c;
+    csr_rows rows;
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOOnnn:csr_scatter", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &lo, &hi, &c)) {
+        return NULL;
+    }
+    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
+        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "scale") ||
+        get_buffer(o[4], &v[4], 0, 'f', "x") || get_buffer(o[5], &v[5], 1, 'f', "y") ||
+        check_apart(&v[5], &v[4], "y", "x") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
+        check_rows(&v[4], hi, c, "x")) {
+        release_all(v, 6);
+        return NULL;
+    }
+    if (v[3].len / 4 < hi) {
+        PyErr_SetString(PyExc_ValueError, "scale has fewer than hi entries");
+        release_all(v, 6);
+        return NULL;
+    }
+    const uint64_t yrows = (uint64_t)(v[5].len / 4 / c);
+    const int w = rows.width;
+    const float *data = (const float *)v[2].buf, *scale = (const float *)v[3].buf;
+    const float *x = (const float *)v[4].buf;
+    float *y = (float *)v[5].buf;
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = lo; i < hi && rc == 0; i++) {
+        const int64_t first = index_at(&v[0], w, i), last = index_at(&v[0], w, i + 1);
+        if (first < rows.start || last > rows.end || last < first) { rc = -2; break; }
+        const float *xi = x + (size_t)i * c;
+        const float s = scale[i];
+        if (c == 1) {
+            const float xs = xi[0] * s;
+            if (xs == 0.0f) continue;
+            if (w == 4) {
+                const int32_t *ind = (const int32_t *)v[1].buf;
+                for (int64_t jj = first; jj < last; jj++) {
+                    const uint64_t j = (uint64_t)(int64_t)ind[jj];
+                    if (j >= yrows) { rc = -1; break; }
+                    y[j] += data[jj] * xs;
+                }
+            } else {
+                const int64_t *ind = (const int64_t *)v[1].buf;
+                for (int64_t jj = first; jj < last; jj++) {
+                    const uint64_t j = (uint64_t)ind[jj];
+                    if (j >= yrows) { rc = -1; break; }
+                    y[j] += data[jj] * xs;
+                }
+            }
+        } else {
+            for (int64_t jj = first; jj < last; jj++) {
+                const uint64_t j = (uint64_t)index_at(&v[1], w, jj);
+                if (j >= yrows) { rc = -1; break; }
+                const float f = data[jj] * s;
+                float *yj = y + j * (uint64_t)c;
+                for (Py_ssize_t k = 0; k < c; k++) yj[k] += f * xi[k];
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(v, 6);
+    if (rc == -1) {
+        PyErr_SetString(PyExc_IndexError, "a column index is outside y");
+        return NULL;
+    }
+    if (rc != 0) {
+        PyErr_SetString(PyExc_ValueError, "indptr changed during the call");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"csr_scatter", csr_scatter, METH_VARARGS, csr_scatter_doc},
     {"csr_transpose", csr_transpose, METH_VARARGS, csr_transpose_doc},
     {"csr_matmul", csr_matmul, METH_VARARGS, csr_matmul_doc},
     {"cg_product", cg_product, METH_VARARGS, cg_product_doc},
