@@ -215,8 +215,19 @@ class RiskGraph:
         if self.direction == "in":
             A = transpose_scaled(A, np.ones(A.shape[0], np.float32))
         elif self.direction == "both":
-            A = (A + A.T).tocsr()
-            A.sort_indices()
+            # An undirected graph given as a symmetric matrix (the common case) walks the
+            # same with A as with A + A^T = 2A: keep A and build no sum. The transpose
+            # that decides it (one compiled pass) is reused for the sum otherwise.
+            counts_match = np.array_equal(
+                np.bincount(A.indices, minlength=A.shape[1]), np.diff(A.indptr)
+            )
+            T = transpose_scaled(A, np.ones(A.shape[0], np.float32)) if counts_match else None
+            if T is None or not _same_csr(A, T):
+                if T is None:
+                    T = transpose_scaled(A, np.ones(A.shape[0], np.float32))
+                A = (A + T).tocsr()
+                A.sort_indices()
+            del T
             _symmetric = True
         if _symmetric is None:
             # In- and out-degree counts differ on almost every directed graph: then no
@@ -771,11 +782,18 @@ def _check_method(method, name: str, where: str) -> str:
     raise fail(name, where, what, method)
 
 
+def _same_csr(A: sp.csr_matrix, T: sp.csr_matrix) -> bool:
+    return bool(
+        np.array_equal(A.indptr, T.indptr)
+        and np.array_equal(A.indices, T.indices)
+        and np.allclose(A.data, T.data, rtol=1e-6, atol=0.0)
+    )
+
+
 def _is_symmetric(A: sp.csr_matrix) -> bool:
     if A.shape[0] != A.shape[1]:
         return False
-    T = A.T.tocsr()
-    T.sort_indices()
+    T = transpose_scaled(A, np.ones(A.shape[0], np.float32))
     return bool(
         np.array_equal(A.indptr, T.indptr)
         and np.array_equal(A.indices, T.indices)
