@@ -52,13 +52,19 @@ as unlabelled members of the group compete with the one held-out seed). All fold
 categories are columns of one solve per candidate, on the operators the graph already
 holds. The prior ``degree@0.95`` is kept unless another candidate beats it by more than
 two standard errors of the paired per-fold differences (the best of eight noisy means is
-biased upwards). A category with fewer than 5 seeds is not validated: it gets the
-graph's own personalised PageRank (``normalization``, ``damping``), the documented
-fallback and the behaviour of ``method="ppr"``. The choice, the mean score of every
+biased upwards). A category with fewer than 5 seeds is not validated: it gets the graph's own
+personalised PageRank (``normalization``, ``damping``), exactly ``method="ppr"`` (the
+documented fallback). Whatever ranks the nodes, the values are those of the graph's
+own personalised PageRank (``normalization``, ``damping``; ``method="ppr"``) for the same
+seeds, placed rank for rank in the chosen order (tied scores share the mean of their
+values; per side of a bipartite graph; seeds keep at least their weight): a threshold
+set on that scale (:data:`DEFAULT_THRESHOLD`) keeps selecting as many nodes whichever
+scorer the seeds chose. The choice, the mean score of every
 candidate, the number of seeds and folds, and whether the fallback was used are in
 :attr:`RiskGraph.selection_` (one :class:`~guardrails.expand.Selection` per category).
-Every candidate keeps the scale above: a seed has risk at least its weight, and risk is
-clipped to [0, 1] (``onehop`` and ``heat`` saturate sooner than PageRank). For a fixed
+Called by name, every candidate keeps the scale above in its own way: a seed has risk
+at least its weight, and risk is clipped to [0, 1] (``onehop`` and ``heat`` saturate
+sooner than PageRank). For a fixed
 scorer -- for example where risk must never fall when a seed is added, which ``'auto'``
 does not promise since another seed can change its choice -- pass its name or ``'ppr'``.
 
@@ -531,7 +537,10 @@ class RiskGraph:
             chosen = choose(names, fold_scores, folds, mask=mask)
         n, c = W.shape
         selections = []
-        fallback = _ppr_name(self.normalization, self.damping)
+        own_name = _ppr_name(self.normalization, self.damping)
+        # Unvalidated categories get the graph's own PageRank (the behaviour before
+        # 'auto', exactly): too few seeds to tell candidates apart.
+        fallback = own_name
         for j in range(c):
             if j in chosen:
                 best, means = chosen[j]
@@ -556,6 +565,23 @@ class RiskGraph:
                 Y[:, cols] = extra_scorer[nm](Wc)
             else:
                 Y[:, cols] = self._scores(nm, Wc, tol=tol, max_iter=max_iter, progress=progress)
+        # The chosen scorer decides the order; the graph's own PageRank keeps the scale.
+        # Each category's scores are replaced, rank for rank, by the values of the
+        # graph's own PageRank for the same seeds (per side of a bipartite graph; tied
+        # scores share the mean of their values), so a threshold set on that scale
+        # (DEFAULT_THRESHOLD, SuppressRisk) keeps catching as many nodes whatever
+        # scorer the seeds chose; seeds keep at least their weight.
+        recal = [s.category for s in selections if s.method != own_name]
+        if recal:
+            Wr = np.ascontiguousarray(W[:, recal])
+            own = self._scores(own_name, Wr, tol=tol, max_iter=max_iter, progress=progress)
+            sides = [np.ones(n, dtype=bool)] if mask is None else [mask, ~mask]
+            for k, j in enumerate(recal):
+                for side in sides:
+                    idx = np.flatnonzero(side)
+                    if idx.size:
+                        Y[idx, j] = _rank_map(Y[idx, j], own[idx, k])
+                np.maximum(Y[:, j], W[:, j], out=Y[:, j])
         return Y, selections
 
     # -- public -----------------------------------------------------------------------
@@ -756,6 +782,21 @@ class RiskGraph:
             Ms = Mrows[seed_ids].T  # (m, S)
             C[:, :, cols] = np.maximum(Ms[:, :, None] * W[seed_ids][:, cols][None, :, :], 0.0)
         return seed_ids, C
+
+
+def _rank_map(order_by: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values``, sorted, placed in the order of ``order_by`` (ties get their mean)."""
+    key = np.asarray(order_by, dtype=np.float64)
+    srt = np.argsort(key, kind="stable")
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    ks = key[srt]
+    # Mean of the values over each run of tied keys.
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    sums = np.add.reduceat(v, starts)
+    lens = np.diff(np.r_[starts, ks.size])
+    out = np.empty(key.size, dtype=np.float32)
+    out[srt] = np.repeat(sums / lens, lens)
+    return out
 
 
 def _ppr_name(normalization: str, damping: float) -> str:
