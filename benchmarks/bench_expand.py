@@ -156,12 +156,12 @@ def movielens_recovery(
         return np.asarray(s) + nu
 
     methods = {
-        "ours (degree)": lambda s: bg_deg.propagate(
-            col_seeds=s, raw=True, tol=1e-6, method="ppr"
-        )[1],
-        "PPR unnormalised": lambda s: g_none.propagate(
-            pad(s), raw=True, tol=1e-6, method="ppr"
-        )[nu:],
+        "ours (degree)": lambda s: bg_deg.propagate(col_seeds=s, raw=True, tol=1e-6, method="ppr")[
+            1
+        ],
+        "PPR unnormalised": lambda s: g_none.propagate(pad(s), raw=True, tol=1e-6, method="ppr")[
+            nu:
+        ],
         "one-hop count": lambda s: np.asarray(C[:, s].sum(axis=1)).ravel(),
     }
     rows = []
@@ -265,8 +265,10 @@ def labelled_graphs():
     n, k = 300, 4
     lab = rng.integers(0, k, n)
     theta = rng.pareto(2.0, n) + 1.0
-    P = np.outer(theta, theta) / theta.mean() ** 2 * np.where(
-        lab[:, None] == lab[None, :], 0.25, 0.12
+    P = (
+        np.outer(theta, theta)
+        / theta.mean() ** 2
+        * np.where(lab[:, None] == lab[None, :], 0.25, 0.12)
     )
     U = np.triu(rng.random((n, n)) < np.minimum(P, 1.0), 1)
     A = sp.csr_matrix((U | U.T).astype(np.float32))
@@ -358,12 +360,21 @@ def section_auto(n_draws, frac=0.2, min_group=10, random_state=0):
                         picks[sel.method] = picks.get(sel.method, 0) + 1
         means = {m: float(np.mean(v)) for m, v in res.items()}
         rows.append((name, M.shape, means, picks, len(res["auto"])))
-    cand_cols = ["degree@0.85", "plain@0.85", "degree@0.5", "plain@0.5", "degree@0.95",
-                 "plain@0.95", "onehop", "heat", "coengagement"]
+    cand_cols = [
+        "degree@0.85",
+        "plain@0.85",
+        "degree@0.5",
+        "plain@0.5",
+        "degree@0.95",
+        "plain@0.95",
+        "onehop",
+        "heat",
+        "coengagement",
+    ]
     head = "| data | draws | auto | best fixed | auto - best | " + " | ".join(cand_cols) + " |"
     out = [head, "|---|---:|" + "---:|" * (3 + len(cand_cols))]
     gaps, vs_plain = [], []
-    for name, shape, means, picks, draws in rows:
+    for name, _shape, means, _picks, draws in rows:
         fixed = {m: v for m, v in means.items() if m != "auto"}
         best = max(fixed, key=fixed.get)
         gap = means["auto"] - fixed[best]
@@ -751,9 +762,7 @@ def directed_powerlaw(n, m, gamma=2.1, seed=0):
     src = np.concatenate([src, np.arange(n)])
     dst = np.concatenate([dst, (np.arange(n) + 1 + rng.integers(0, n - 1, n)) % n])
     keep = src != dst
-    A = sp.csr_matrix(
-        (np.ones(int(keep.sum()), np.float32), (src[keep], dst[keep])), shape=(n, n)
-    )
+    A = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (src[keep], dst[keep])), shape=(n, n))
     A.sum_duplicates()
     A.data[:] = 1.0
     return A
@@ -817,9 +826,9 @@ def section_onecall(n, m, repeats, n_seeds=500, tol_target=1e-4):
         "igraph personalized_pagerank (PRPACK)": lambda: ig.personalized_pagerank(
             reset_vertices=seeds, damping=DAMPING, directed=True
         ),
-        "scikit-network PageRank, defaults": lambda: PageRank(
-            damping_factor=DAMPING
-        ).fit_predict(A, weights=wdict),
+        "scikit-network PageRank, defaults": lambda: PageRank(damping_factor=DAMPING).fit_predict(
+            A, weights=wdict
+        ),
         f"scikit-network PageRank, n_iter={n_it}": lambda: PageRank(
             damping_factor=DAMPING, n_iter=n_it
         ).fit_predict(A, weights=wdict),

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import guardrails as gr
 import guardrails.expand as ex
-from guardrails.expand._auto import average_precision
 from guardrails.exceptions import ValidationError
+from guardrails.expand._auto import average_precision
 
 
 def planted_partition(sizes, p_in, p_out, seed):
@@ -51,8 +51,9 @@ def test_auto_is_never_far_below_the_best_fixed_candidate(blocks, size, p_in, ra
     g = ex.RiskGraph(A)
     auto = unseen_ap(g.propagate(seeds, raw=True), group, seeds)
     chosen = g.selection_[0]
-    fixed = {m: unseen_ap(g.propagate(seeds, method=m, raw=True), group, seeds)
-             for m in g.candidates()}
+    fixed = {
+        m: unseen_ap(g.propagate(seeds, method=m, raw=True), group, seeds) for m in g.candidates()
+    }
     assert chosen.method in fixed
     assert auto >= max(fixed.values()) - 0.01, (chosen, fixed)
 

@@ -555,8 +555,13 @@ def test_transpose_scatter_refuses_inconsistent_input():
     nxt = np.array([0, 1], np.int64)
     with pytest.raises(ValueError):
         _engine._spmm.csr_transpose(
-            indptr, indices, data, np.ones(2, np.float32), nxt,
-            np.empty(2, np.int32), np.empty(2, np.float32),
+            indptr,
+            indices,
+            data,
+            np.ones(2, np.float32),
+            nxt,
+            np.empty(2, np.int32),
+            np.empty(2, np.float32),
         )
 
 
@@ -598,8 +603,9 @@ def test_one_call_reads_the_walk_from_the_seeds_without_a_transpose(n, k, thread
     np.testing.assert_allclose(one, kept, rtol=1e-4, atol=1e-6)
     # the scatter operator itself against scipy
     d = np.asarray(A.sum(axis=1)).ravel()
-    op = _engine.TransposeOperator(A, (1 / d).astype(np.float32), num_threads=threads,
-                                   min_parallel_nnz=1)
+    op = _engine.TransposeOperator(
+        A, (1 / d).astype(np.float32), num_threads=threads, min_parallel_nnz=1
+    )
     X = rng.random((n, 3)).astype(np.float32)
     want = (sp.diags(1 / d) @ A).T @ X
     np.testing.assert_allclose(op.matmul(X), want, rtol=1e-4, atol=1e-5)

@@ -275,15 +275,23 @@ class TransposeOperator:
     generic (not the fused compiled) path. Needs the compiled loops.
     """
 
-    def __init__(self, matrix: sp.csr_matrix, scale: np.ndarray, *, num_threads: int = 0,
-                 min_parallel_nnz: int = 200_000, chunk_values: int = 1 << 16):
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        scale: np.ndarray,
+        *,
+        num_threads: int = 0,
+        min_parallel_nnz: int = 200_000,
+        chunk_values: int = 1 << 16,
+    ):
         if _spmm is None:  # pragma: no cover - callers check compiled_available()
             raise ImportError("TransposeOperator needs the compiled loops")
         m = matrix
         if m.indptr.dtype != m.indices.dtype:
             dtype = np.promote_types(m.indptr.dtype, m.indices.dtype)
-            m = sp.csr_matrix((m.data, m.indices.astype(dtype), m.indptr.astype(dtype)),
-                              shape=m.shape, copy=False)
+            m = sp.csr_matrix(
+                (m.data, m.indices.astype(dtype), m.indptr.astype(dtype)), shape=m.shape, copy=False
+            )
         self.matrix = m
         self.scale = np.ascontiguousarray(scale, dtype=np.float32)
         self.shape = (m.shape[1], m.shape[0])
@@ -321,15 +329,17 @@ class TransposeOperator:
         if len(plan) <= 1:
             return [fn(lo, hi) for lo, hi, _ in plan[0]] if plan else []
         pool = _pool(len(plan))
-        futures = [pool.submit(lambda ch: [(lo, fn(lo, hi)) for lo, hi, _ in ch], ch)
-                   for ch in plan]
+        futures = [
+            pool.submit(lambda ch: [(lo, fn(lo, hi)) for lo, hi, _ in ch], ch) for ch in plan
+        ]
         # Results in row order, as Operator.map_rows returns them.
-        return [r for _, r in sorted((x for f in futures for x in f.result()),
-                                     key=lambda t: t[0])]
+        return [r for _, r in sorted((x for f in futures for x in f.result()), key=lambda t: t[0])]
 
     def matmul(self, X: np.ndarray, out: np.ndarray | None = None, epilogue=None):
         if X.ndim not in (1, 2) or X.shape[0] != self.shape[1]:
-            raise ValueError(f"TransposeOperator.matmul: X has shape {X.shape}, matrix {self.shape}")
+            raise ValueError(
+                f"TransposeOperator.matmul: X has shape {X.shape}, matrix {self.shape}"
+            )
         shape = (self.shape[0], *X.shape[1:])
         if out is None:
             out = np.empty(shape, dtype=np.float32)
@@ -339,6 +349,7 @@ class TransposeOperator:
         bufs = [out] + [np.zeros(shape, dtype=np.float32) for _ in self.blocks[1:]]
         out[...] = 0.0
         if c:
+
             def run(k):
                 lo, hi = self.blocks[k]
                 _spmm.csr_scatter(m.indptr, m.indices, m.data, self.scale, X, bufs[k], lo, hi, c)

@@ -92,19 +92,19 @@ from .._validation import (
     fail,
 )
 from ..exceptions import MissingDependencyError
+from ._auto import Selection, choose, make_folds
 from ._engine import (
     BACKENDS,
     ConvergenceWarning,
     Operator,
+    TransposeOperator,
     compiled_available,
     solve_bicgstab,
     solve_power,
     solve_symmetric,
-    TransposeOperator,
     transpose_scaled,
     walk,
 )
-from ._auto import Selection, choose, make_folds
 from ._seeds import seed_matrix
 
 __all__ = [
@@ -520,8 +520,19 @@ class RiskGraph:
                 out[nm] = self._scores(nm, folds.W, tol=vtol, max_iter=max_iter, progress=False)
         return out
 
-    def _auto(self, W, *, tol, max_iter, progress, n_folds, random_state, candidates, mask=None,
-              extra_scorer=None):
+    def _auto(
+        self,
+        W,
+        *,
+        tol,
+        max_iter,
+        progress,
+        n_folds,
+        random_state,
+        candidates,
+        mask=None,
+        extra_scorer=None,
+    ):
         """Cross-validate ``candidates`` on the seeds of each column of ``W``; return the
         unclipped risk and one :class:`Selection` per column."""
         folds = make_folds(W, n_folds, random_state)
@@ -669,8 +680,9 @@ class RiskGraph:
                 np.clip(Y, 0.0, 1.0, out=Y)
             return Y[:, 0] if squeeze else Y
         if method in ("onehop", "heat") or "@" in method:
-            Y = self._scores(method, W, tol=tol, max_iter=max_iter, progress=progress,
-                             max_columns=max_columns)
+            Y = self._scores(
+                method, W, tol=tol, max_iter=max_iter, progress=progress, max_columns=max_columns
+            )
             self.selection_ = [Selection(category=j, method=method) for j in range(W.shape[1])]
             if not raw:
                 np.clip(Y, 0.0, 1.0, out=Y)
@@ -760,7 +772,9 @@ class RiskGraph:
         elif "@" in method:
             kind, _, p = method.partition("@")
             specs = [("degree" if kind == "degree" else "none", float(p))] * c
-        solver = "ppr" if method == "auto" or "@" in method or method in ("onehop", "heat") else method
+        solver = (
+            "ppr" if method == "auto" or "@" in method or method in ("onehop", "heat") else method
+        )
         E = np.zeros((self.n_nodes, idx.size), dtype=np.float32)
         E[idx, np.arange(idx.size)] = 1.0
         C = np.zeros((idx.size, seed_ids.size, c), dtype=np.float32)
