@@ -297,8 +297,11 @@ class TextGuard:
         )
         self.max_query_length = check_int(max_query_length, "max_query_length", where)
         self.matcher = TermMatcher(
-            terms, normalizer=normalizer, min_substring_length=min_substring_length,
-            min_chunked_length=min_chunked_length, max_chunk_length=max_chunk_length,
+            terms,
+            normalizer=normalizer,
+            min_substring_length=min_substring_length,
+            min_chunked_length=min_chunked_length,
+            max_chunk_length=max_chunk_length,
         )
         self.normalizer = self.matcher.normalizer
         self.domains = DomainMatcher(domains, shorteners=shorteners)
@@ -331,17 +334,32 @@ class TextGuard:
             r = self.domains.rules_[i]
             out.append(TextMatch("domain", "link", r.domain, r.category, r.severity, r.action))
         if short:
-            out.append(TextMatch("shortener", "link", shown, "url_shortener", 0.1,
-                                 self.shortener_action))
+            out.append(
+                TextMatch("shortener", "link", shown, "url_shortener", 0.1, self.shortener_action)
+            )
         if not norm.valid:
-            out.append(TextMatch("malformed_link", "link", _snip(norm.original), "malformed_link",
-                                 0.1, self.malformed_link_action))
+            out.append(
+                TextMatch(
+                    "malformed_link",
+                    "link",
+                    _snip(norm.original),
+                    "malformed_link",
+                    0.1,
+                    self.malformed_link_action,
+                )
+            )
         return out
 
     def _mixed(self, text: str, where: str) -> list[TextMatch]:
         return [
-            TextMatch("mixed_script", where, _snip(tok), "mixed_script", MIXED_SCRIPT_SEVERITY,
-                      self.mixed_script_action)
+            TextMatch(
+                "mixed_script",
+                where,
+                _snip(tok),
+                "mixed_script",
+                MIXED_SCRIPT_SEVERITY,
+                self.mixed_script_action,
+            )
             for tok in mixed_script_tokens(text)
         ]
 
@@ -379,10 +397,13 @@ class TextGuard:
         if not isinstance(query, str):
             raise fail("query", "TextGuard.query", "a str", query)
         if len(query) > self.max_query_length:
-            return _verdict([
-                TextMatch("too_long", "query", f"{len(query)} characters", "too_long", 1.0,
-                          "block")
-            ])
+            return _verdict(
+                [
+                    TextMatch(
+                        "too_long", "query", f"{len(query)} characters", "too_long", 1.0, "block"
+                    )
+                ]
+            )
         return self.scan(query, field="query")
 
     def filter_results(self, query: str, results: Sequence[T]) -> list[T]:
@@ -417,8 +438,13 @@ class TextGuard:
         cands = list(candidates)
         for i, c in enumerate(cands):
             if not isinstance(c, str):
-                raise fail("candidates", where, "a sequence of str",
-                           f"{type(c).__name__} at position {i}", describe=False)
+                raise fail(
+                    "candidates",
+                    where,
+                    "a sequence of str",
+                    f"{type(c).__name__} at position {i}",
+                    describe=False,
+                )
         limit = _RANK[max_action]
         if self.query(prefix).blocked:
             return []
@@ -467,8 +493,13 @@ class TextGuard:
             if isinstance(a, Mapping):
                 a = AccountText(**a)
             if not isinstance(a, AccountText):
-                raise fail("accounts", where, "an iterable of AccountText or mappings",
-                           f"{type(a).__name__} at position {i}", describe=False)
+                raise fail(
+                    "accounts",
+                    where,
+                    "an iterable of AccountText or mappings",
+                    f"{type(a).__name__} at position {i}",
+                    describe=False,
+                )
             accs.append(a)
 
         texts: list[str] = []
@@ -513,8 +544,11 @@ class TextGuard:
             ms = sorted(ms, key=lambda m: (-m.severity, m.field, m.matched))
             confidence = max(_confidence(m) or 0.0 for m in ms)
             evidence = "; ".join(dict.fromkeys(m.evidence for m in ms[:_EVIDENCE_ITEMS]))
-            labels.append(TextLabel(accs[i].account_id, category, ms[0].severity, confidence,
-                                    "text_match", evidence))
+            labels.append(
+                TextLabel(
+                    accs[i].account_id, category, ms[0].severity, confidence, "text_match", evidence
+                )
+            )
         return TaggingResult(
             account_ids=tuple(a.account_id for a in accs),
             labels=tuple(labels),

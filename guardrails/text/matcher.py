@@ -50,7 +50,7 @@ import numpy as np
 
 from .._validation import fail
 from ._extra import import_text_extra
-from .normalize import GLUE, Normalizer, Reading
+from .normalize import GLUE, Normalizer, Reading, check_texts
 
 __all__ = ["Term", "TermMatcher", "ACTIONS", "MODES"]
 
@@ -402,15 +402,7 @@ class TermMatcher:
         """
         if isinstance(texts, str):
             raise fail("texts", "TermMatcher.match_many", "a sequence of str", texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise fail(
-                    "texts",
-                    "TermMatcher.match_many",
-                    "a sequence of str",
-                    f"{type(t).__name__} at position {i}",
-                    describe=False,
-                )
+        check_texts(texts, "TermMatcher.match_many", "a sequence of str")
         return self.match_readings_many(self.normalizer.readings_many(texts))
 
     def match(self, text: str) -> np.ndarray:

@@ -643,16 +643,7 @@ class Normalizer:
         skeleton) take the array path of :meth:`keys_many`; the others are read one by
         one. The result equals ``[self.readings(t) for t in texts]``.
         """
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise fail(
-                    "texts",
-                    "Normalizer.readings_many",
-                    "an iterable of str",
-                    f"{type(t).__name__} at position {i}",
-                    describe=False,
-                )
+        items = check_texts(list(texts), "Normalizer.readings_many", "an iterable of str")
         if len(items) < _BATCH_MIN:
             return [self.readings(t) for t in items]
         out: list[tuple[Reading, ...] | None] = [None] * len(items)
@@ -689,16 +680,7 @@ class Normalizer:
         once over the whole batch as array operations. The result equals
         ``[self.keys(t) for t in texts]``.
         """
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise fail(
-                    "texts",
-                    "Normalizer.keys_many",
-                    "an iterable of str",
-                    f"{type(t).__name__} at position {i}",
-                    describe=False,
-                )
+        items = check_texts(list(texts), "Normalizer.keys_many", "an iterable of str")
         if len(items) < _BATCH_MIN:
             return [self.keys(t) for t in items]
         return self._keys_many_folded([self._fold_string(t) for t in items])
@@ -765,6 +747,14 @@ def _group1(m: re.Match[str]) -> str:
 
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
+
+
+def check_texts(texts, where: str, what: str) -> list[str]:
+    """``texts`` unchanged when every element is a str; else name the first that is not."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise fail("texts", where, what, f"{type(t).__name__} at position {i}", describe=False)
+    return texts
 
 
 def _checked_and_cached(text, where: str, cached, uncached):  # type: ignore[no-untyped-def]

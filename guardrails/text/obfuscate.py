@@ -109,27 +109,89 @@ _CONSONANTS = "bcdfghjklmnprstvwxz"
 _VOWELS = "aeiou"
 _ONSETS = [c for c in _CONSONANTS] + ["ch", "sh", "th", "br", "kr", "st", "qu", "z"]
 _INVISIBLE = (
-    "\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff", "\u2062", "\u2063",
-    "\u2064", "\u034f", "\ufe0f", "\ufe00", "\u180e", "\U000e0020", "\U000e0061",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\u00ad",
+    "\ufeff",
+    "\u2062",
+    "\u2063",
+    "\u2064",
+    "\u034f",
+    "\ufe0f",
+    "\ufe00",
+    "\u180e",
+    "\U000e0020",
+    "\U000e0061",
 )
 _BIDI = (
-    "\u200e", "\u200f", "\u061c", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
-    "\u2066", "\u2067", "\u2068", "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
 )
 _EMOJI = (
-    "\U0001f355", "\u2764\ufe0f", "\U0001f44d\U0001f3fd", "\U0001f525", "\u2728",
-    "\U0001f608", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f1fa\U0001f1f8",
-    "\U0001f48b", "\U0001f51e", "\u2b50", "\U0001f346",
+    "\U0001f355",
+    "\u2764\ufe0f",
+    "\U0001f44d\U0001f3fd",
+    "\U0001f525",
+    "\u2728",
+    "\U0001f608",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "\U0001f1fa\U0001f1f8",
+    "\U0001f48b",
+    "\U0001f51e",
+    "\u2b50",
+    "\U0001f346",
 )
-_PUNCT = (".", "-", "_", "*", "~", "/", "\\", ",", ":", ";", "'", '"', "^", "\u2022",
-          "\u00b7", "\u2026", "=", "#", "%", "&")
+_PUNCT = (
+    ".",
+    "-",
+    "_",
+    "*",
+    "~",
+    "/",
+    "\\",
+    ",",
+    ":",
+    ";",
+    "'",
+    '"',
+    "^",
+    "\u2022",
+    "\u00b7",
+    "\u2026",
+    "=",
+    "#",
+    "%",
+    "&",
+)
 _SPACES = (" ", "  ", "\u00a0", "\u3000", "\t", "\u2003")
-_COMBINING = tuple(chr(cp) for cp in range(0x300, 0x370) if cp != 0x34F) + tuple(
-    chr(cp) for cp in range(0x1DC0, 0x1E00) if unicodedata.category(chr(cp)) == "Mn"
-) + tuple(chr(cp) for cp in range(0x20D0, 0x20F1) if unicodedata.category(chr(cp)) == "Mn")
-_STYLES = ("FULLWIDTH", "MATHEMATICAL BOLD", "MATHEMATICAL BOLD ITALIC", "MATHEMATICAL FRAKTUR",
-           "MATHEMATICAL DOUBLE-STRUCK", "MATHEMATICAL SANS-SERIF BOLD",
-           "MATHEMATICAL MONOSPACE", "MATHEMATICAL SCRIPT", "CIRCLED")
+_COMBINING = (
+    tuple(chr(cp) for cp in range(0x300, 0x370) if cp != 0x34F)
+    + tuple(chr(cp) for cp in range(0x1DC0, 0x1E00) if unicodedata.category(chr(cp)) == "Mn")
+    + tuple(chr(cp) for cp in range(0x20D0, 0x20F1) if unicodedata.category(chr(cp)) == "Mn")
+)
+_STYLES = (
+    "FULLWIDTH",
+    "MATHEMATICAL BOLD",
+    "MATHEMATICAL BOLD ITALIC",
+    "MATHEMATICAL FRAKTUR",
+    "MATHEMATICAL DOUBLE-STRUCK",
+    "MATHEMATICAL SANS-SERIF BOLD",
+    "MATHEMATICAL MONOSPACE",
+    "MATHEMATICAL SCRIPT",
+    "CIRCLED",
+)
 
 
 def _lookalike_table() -> dict[str, tuple[str, ...]]:
@@ -185,8 +247,14 @@ class Case:
     text: str
 
 
-def make_terms(n: int, rng: random.Random, *, min_length: int = 5, max_length: int = 12,
-               exclude: Iterable[str] = ()) -> list[str]:
+def make_terms(
+    n: int,
+    rng: random.Random,
+    *,
+    min_length: int = 5,
+    max_length: int = 12,
+    exclude: Iterable[str] = (),
+) -> list[str]:
     """Made-up pronounceable terms (``zorvak``, ``bamfenfenqua``), distinct and sorted.
 
     Parameters
@@ -234,7 +302,7 @@ def _t_case(u: _Units, g: _Units, rng: random.Random) -> None:
     if style < 0.3:
         chosen = letters
     elif style < 0.5:
-        chosen = letters[rng.randint(0, 1)::2]
+        chosen = letters[rng.randint(0, 1) :: 2]
     else:
         chosen = _some(rng, letters)
     for i in chosen:
@@ -280,8 +348,10 @@ def _styled(ch: str, style: str) -> str:
     if style == "FULLWIDTH":
         return chr(ord(ch) + 0xFEE0)
     case = "CAPITAL" if ch.isupper() else "SMALL"
-    name = f"{style} {case} {ch.upper()}" if style != "CIRCLED" else (
-        f"CIRCLED LATIN {case} LETTER {ch.upper()}"
+    name = (
+        f"{style} {case} {ch.upper()}"
+        if style != "CIRCLED"
+        else (f"CIRCLED LATIN {case} LETTER {ch.upper()}")
     )
     try:
         return unicodedata.lookup(name)
@@ -394,8 +464,10 @@ def obfuscate(term: str, kind: str, rng: random.Random) -> str:
     -------
     str
     """
-    if not isinstance(term, str) or not term or not all(
-        w.isascii() and w.isalpha() for w in term.split(" ")
+    if (
+        not isinstance(term, str)
+        or not term
+        or not all(w.isascii() and w.isalpha() for w in term.split(" "))
     ):
         raise fail("term", "obfuscate", "a str of ASCII letters and single spaces", term)
     if kind not in CLASSES:
@@ -434,9 +506,15 @@ def place(variant: str, context: str, rng: random.Random, filler: Sequence[str])
     )
 
 
-def make_suite(terms: Sequence[str], rng: random.Random, filler: Sequence[str], *,
-               per_term: int = 1, kinds: Sequence[str] = CLASSES,
-               contexts: Sequence[str] = CONTEXTS) -> list[Case]:
+def make_suite(
+    terms: Sequence[str],
+    rng: random.Random,
+    filler: Sequence[str],
+    *,
+    per_term: int = 1,
+    kinds: Sequence[str] = CLASSES,
+    contexts: Sequence[str] = CONTEXTS,
+) -> list[Case]:
     """Every class in every context, ``per_term`` disguises of each term."""
     check_int(per_term, "per_term", "make_suite")
     cases = []
@@ -449,8 +527,9 @@ def make_suite(terms: Sequence[str], rng: random.Random, filler: Sequence[str], 
     return cases
 
 
-def evaluate(found: Callable[[str], Iterable[str]], cases: Sequence[Case]
-             ) -> dict[tuple[str, str], tuple[int, int]]:
+def evaluate(
+    found: Callable[[str], Iterable[str]], cases: Sequence[Case]
+) -> dict[tuple[str, str], tuple[int, int]]:
     """Count the hits per ``(kind, context)``: a case is a hit when its term is found.
 
     Parameters
