@@ -14,8 +14,15 @@ Slate contract, on every path:
 - batch results equal single-id results, row for row (the kernel rescores exactly);
 - no score in a slate is NaN or infinite, except the ``-inf`` of padding.
 
-Item-item models rank every eligible item: items with no similarity path to the viewer
-score 0 and follow the reachable ones (implicit returns shorter lists instead).
+Item-item models return what implicit returns: the *reachable* eligible items only (those
+with a non-zero score, a similarity path from the viewer's interactions or the query
+item), so a slate is full when ``N`` reachable eligible items exist and shorter (batch
+rows padded) otherwise. Filling short slates with the lowest ids at score 0 would push
+the same few accounts to everyone whose list is short; an explicit ``backfill`` source
+(for example popularity) fills them instead, from eligible items only.
+
+Ids are returned in implicit's dtype: int32 while the model's item and user catalogues
+both fit in int32 (fewer than 2**31 ids), int64 otherwise; padding is ``-1`` either way.
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ from .policy import CompiledPolicy, Decision, DecisionCounters, Explanation, Pol
 __all__ = ["Guard", "GuardResult"]
 
 _ANY_ID = 2**62
+_INT32_IDS = int(np.iinfo(np.int32).max)
+_KEEP: Any = object()
+
+
+def _id_dtype(model) -> type:
+    """implicit's id dtype (int32) while every catalogue of ``model`` fits in it."""
+    return np.int32 if max(model.n_items, model.n_users) <= _INT32_IDS else np.int64
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +60,7 @@ class GuardResult:
 
     Attributes
     ----------
-    ids : ndarray of int64
+    ids : ndarray of int32 (int64 for catalogues of 2**31 ids or more)
         Shape ``(n,)`` for a single id, ``(m, N')`` for a batch (padded with ``-1``).
     scores : ndarray
         Same shape as ``ids``; float32 for factor models, float64 for item-item models.
@@ -85,6 +99,9 @@ class _Compiled:
     users: CompiledPolicy | None
     cos_items: np.ndarray | None
     cos_users: np.ndarray | None
+    model: Any = None
+    model_: Any = None
+    fill: np.ndarray | None = None
 
     @property
     def snapshot_version(self) -> str | None:
@@ -126,11 +143,32 @@ class Guard:
         ``block_rows * n_items`` scores. Chosen from the catalogue size when omitted.
     num_threads : int, keyword-only
         Kernel threads; 0 uses every available core.
+    backfill : array-like of float, shape (n_items,), optional, keyword-only
+        Item-item models only: scores that fill slates with fewer than ``N`` reachable
+        eligible items (by default such slates are short, as in implicit). A common
+        source is popularity, ``np.asarray(user_items.sum(axis=0)).ravel()`` over the
+        training interactions. Backfilled items come after every reachable one, ordered by
+        ``backfill - penalty`` then id, are drawn from the items the policy and the call
+        leave eligible (never a suppressed one), and carry their model score (0, minus
+        penalties). Factor models score every item, so they refuse this.
 
     Attributes
     ----------
+    model : object
+        The model as passed (to the constructor or :meth:`swap_model`).
     model_ : FactorModel or ItemItemModel
         The adapted model.
+
+    Notes
+    -----
+    What the Guard keeps from the model: for implicit's matrix-factorisation models, copies
+    of ``user_factors`` and ``item_factors`` (float32), taken when the Guard is built or the
+    model is swapped in, plus the model itself for ``recalculate_user`` and
+    ``recalculate_item``; for item-item models, a float64 copy of ``similarity``. A
+    :class:`FactorModel` built by hand keeps its arrays without copying when they are
+    already float32 and C-contiguous, so do not modify them in place. Training the model
+    further (``fit``, ``partial_fit_users``, ``partial_fit_items``) therefore changes
+    nothing the Guard serves until :meth:`swap_model` is called with it.
     """
 
     def __init__(
@@ -142,14 +180,17 @@ class Guard:
         snapshot=None,
         block_rows: int | None = None,
         num_threads: int = 0,
+        backfill=None,
     ):
-        self.model = model
         self.block_rows = None if block_rows is None else check_int(block_rows, "block_rows", "Guard")
         self.num_threads = check_int(num_threads, "num_threads", "Guard", low=0)
-        self.model_ = adapt_model(model)
+        adapted = adapt_model(model)
+        fill = _check_backfill(backfill, adapted, "Guard")
         self._lock = threading.Lock()
         self._counters = DecisionCounters()
-        self._state = self._compile(as_policy(policy), user_policy, snapshot)
+        self._state = self._compile(
+            as_policy(policy), user_policy, snapshot, model=(model, adapted), fill=fill
+        )
 
     # ------------------------------------------------------------------ state
     def __getstate__(self) -> dict:
@@ -164,6 +205,19 @@ class Guard:
         self._lock = threading.Lock()
 
     @property
+    def model(self) -> Any:
+        return self._state.model
+
+    @property
+    def model_(self) -> FactorModel | ItemItemModel:
+        return self._state.model_
+
+    @property
+    def backfill(self) -> np.ndarray | None:
+        """The item-item backfill scores, shape (n_items,), or None."""
+        return self._state.fill
+
+    @property
     def policy(self) -> Policy:
         return self._state.policy
 
@@ -175,8 +229,11 @@ class Guard:
     def snapshot(self) -> Any:
         return self._state.snapshot
 
-    def _compile(self, policy: Policy, user_policy, snapshot) -> _Compiled:
-        m = self.model_
+    def _compile(self, policy: Policy, user_policy, snapshot, *, model=None, fill=_KEEP) -> _Compiled:
+        # ``model``: (model, adapted) to swap in; the current ones otherwise.
+        raw, m = (self._state.model, self._state.model_) if model is None else model
+        if fill is _KEEP:
+            fill = self._state.fill
         items = policy.compiled(Catalog("items", m.n_items, snapshot))
         if isinstance(user_policy, str):
             if user_policy != "same":
@@ -198,7 +255,7 @@ class Guard:
             cos_items = _normalized(m.item_factors)
             if upol is not None:
                 users = upol.compiled(Catalog("users", m.n_users, snapshot))
-        state = _Compiled(policy, upol, snapshot, items, users, cos_items, cos_users)
+        state = _Compiled(policy, upol, snapshot, items, users, cos_items, cos_users, raw, m, fill)
         # Build the spaces of the common variant now, so the first call pays nothing.
         enforced = items.active(None)[0]
         base = items.variant(enforced)
@@ -213,7 +270,7 @@ class Guard:
 
     def _builder(self, state: _Compiled, kind: str, restrict: np.ndarray | None = None):
         """``build(hard_mask, penalty) -> space`` for one kind of candidate space."""
-        m = self.model_
+        m = state.model_
 
         def width(h, n):
             # Small spaces (a cohort's few allowed candidates, items=) get narrower blocks,
@@ -241,7 +298,7 @@ class Guard:
 
     def _cos_users(self, state: _Compiled) -> np.ndarray:
         if state.cos_users is None:
-            object.__setattr__(state, "cos_users", _normalized(self.model_.user_factors))
+            object.__setattr__(state, "cos_users", _normalized(state.model_.user_factors))
         return state.cos_users
 
     def _run(
@@ -279,7 +336,7 @@ class Guard:
             ms = list(masks)
             if extra_mask is not None:
                 ms.append(extra_mask if sub is None else extra_mask[sub])
-            return guarded_topk(
+            out = guarded_topk(
                 space,
                 q,
                 n,
@@ -290,6 +347,9 @@ class Guard:
                 num_threads=self.num_threads,
                 score_dtype=dtype,
             )
+            if kind == "sim" and state.fill is not None:
+                out = self._backfill(space, state.fill, q, n, out, call_mask, ms, list(pens))
+            return out
 
         return cp.run(
             viewers,
@@ -300,6 +360,39 @@ class Guard:
             counters=self._counters,
             snapshot_version=state.snapshot_version,
         )
+
+    def _backfill(self, space, fill, queries, n, out, call_mask, masks, pens):
+        """Fill the short rows of an item-item slate from the backfill tier.
+
+        The tier is the same candidate space (same global plan) scored by ``fill`` and
+        run through the same kernel with the same call and viewer masks, so a backfilled
+        item is eligible exactly when a reachable one would be.
+        """
+        ids, scores = out
+        short = np.flatnonzero(ids[:, -1] < 0) if n else np.zeros(0, dtype=np.int64)
+        if short.size == 0:
+            return out
+        f_ids, f_scores = guarded_topk(
+            space.backfill(fill),
+            queries[short],
+            n,
+            call_mask=call_mask,
+            viewer_masks=[mk[short] for mk in masks if mk is not None],
+            viewer_penalties=[p[short] for p in pens if p is not None],
+            block_rows=self.block_rows,
+            num_threads=self.num_threads,
+            score_dtype=scores.dtype,
+        )
+        for j, r in enumerate(short.tolist()):
+            k = int(np.count_nonzero(ids[r] >= 0))
+            got = f_ids[j, : n - k]
+            ok = got >= 0
+            # A backfilled item's model score: no similarity path (0), minus penalties.
+            ids[r, k : k + got.size] = got
+            scores[r, k : k + got.size] = np.where(
+                ok, f_scores[j, : n - k] - fill[np.where(ok, got, 0)], -np.inf
+            )
+        return ids, scores
 
     def decision_counters(self, *, reset: bool = False) -> dict[str, int]:
         """Aggregated counters of what the policy did since the Guard was built.
@@ -343,7 +436,7 @@ class Guard:
 
         where = "Guard.explain"
         state = self._state
-        m = self.model_
+        m = state.model_
         candidates = check_choice(candidates, "candidates", where, ("items", "users"))
         cp = state.items if candidates == "items" else state.users
         if cp is None:
@@ -366,6 +459,35 @@ class Guard:
         with self._lock:
             state = self._state
             self._state = self._compile(as_policy(policy), user_policy, state.snapshot)
+
+    def swap_model(self, model, *, backfill=_KEEP) -> None:
+        """Adapt a new or retrained model and swap it in atomically, with the same policy.
+
+        Calls in flight finish on the old model; every call runs on exactly one model
+        (a call reads the compiled state once, at its start). Use it after training the
+        model further, e.g. after ``model.partial_fit_users(...)`` so that the new user
+        ids are served: the Guard copied the factors when it was built (see the class
+        Notes) and never sees in-place changes to the model.
+
+        Parameters
+        ----------
+        model : implicit model, FactorModel or ItemItemModel
+            May have more (or fewer) users and items than the current one; the policy is
+            recompiled for its catalogue, so its filters must accept that catalogue size.
+        backfill : array-like of float, shape (n_items,), or None, keyword-only
+            New item-item backfill scores; kept from the current state when omitted (then
+            the catalogue size must not change, or pass new scores or ``None``).
+        """
+        adapted = adapt_model(model)
+        with self._lock:
+            state = self._state
+            fill = state.fill if backfill is _KEEP else backfill
+            fill = _check_backfill(fill, adapted, "Guard.swap_model")
+            upol = state.user_policy
+            same = upol is state.policy and upol is not None
+            self._state = self._compile(
+                state.policy, "same" if same else upol, state.snapshot, model=(model, adapted), fill=fill
+            )
 
     def swap_snapshot(self, snapshot) -> None:
         """Recompile the policy against a new snapshot and swap it in atomically.
@@ -390,6 +512,7 @@ class Guard:
         return np.unique(ids)
 
     def _finish(self, ids, scores, scalar: bool, state: _Compiled, info=None, decisions=()) -> GuardResult:
+        ids = ids.astype(_id_dtype(state.model_), copy=False)
         if scalar:
             keep = ids[0] >= 0
             ids, scores = ids[0][keep], scores[0][keep]
@@ -431,7 +554,8 @@ class Guard:
 
         Returns
         -------
-        ids : ndarray of int64, shape (k,) with k <= N for one user, (m, N') for a batch
+        ids : ndarray of int32 (see the module docstring), shape (k,) with k <= N for one
+            user, (m, N') for a batch
         scores : ndarray, same shape
         """
         r = self.recommend_detailed(
@@ -472,7 +596,7 @@ class Guard:
         """
         where = "Guard.recommend"
         state = self._state
-        m = self.model_
+        m = state.model_
         N = check_int(N, "N", where)
         if filter_items is not None and items is not None:
             raise ValidationError(
@@ -608,7 +732,7 @@ class Guard:
         :meth:`recommend_detailed`)."""
         where = "Guard.similar_items"
         state = self._state
-        m = self.model_
+        m = state.model_
         N = check_int(N, "N", where)
         if filter_items is not None and items is not None:
             raise ValidationError(
@@ -703,7 +827,7 @@ class Guard:
         """As :meth:`similar_users`, returning a :class:`GuardResult`."""
         where = "Guard.similar_users"
         state = self._state
-        m = self.model_
+        m = state.model_
         if not isinstance(m, FactorModel):
             raise UnsupportedModelError("similar_users needs a factor model; item-item models have no user factors.")
         N = check_int(N, "N", where)
@@ -745,9 +869,33 @@ class Guard:
 
     def __repr__(self) -> str:
         return (
-            f"Guard({type(self.model).__name__}, policy={self.policy.version}, "
+            f"Guard({type(self._state.model).__name__}, policy={self.policy.version}, "
             f"filters={len(self.policy)})"
         )
+
+
+def _check_backfill(backfill, model, where: str) -> np.ndarray | None:
+    """Backfill scores as a float64 array of shape (n_items,), for item-item models only."""
+    if backfill is None:
+        return None
+    if not isinstance(model, ItemItemModel):
+        raise fail(
+            "backfill",
+            where,
+            "None for a factor model (it scores every item, so no slate is short)",
+            backfill,
+        )
+    arr = np.asarray(backfill)
+    what = f"an array of {model.n_items} finite floats (one per item)"
+    if arr.shape != (model.n_items,) or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise fail("backfill", where, what, backfill)
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise fail("backfill", where, what, "an array with NaN or infinite values", describe=False)
+    arr.setflags(write=False)
+    return arr
 
 
 def _without(rows: sp.csr_matrix, strip: sp.csr_matrix) -> sp.csr_matrix:

@@ -33,7 +33,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -205,6 +205,12 @@ class SimilaritySpace:
     Scores of a query row are ``query_row @ similarity[:, eligible] - penalty``, computed
     by scipy's row-wise sparse product in float64: each output row depends on its own
     input row only, so the scores are exact with respect to batching.
+
+    Only *reachable* items are candidates, as in implicit: items with a non-zero entry in
+    the product (a similarity path from the query's interactions). With ``fill`` set, the
+    space is the backfill tier instead: the eligible items that are *not* reachable,
+    scored ``fill - penalty`` (``fill`` is a per-eligible-item backfill score, such as
+    popularity), and the reachable ones are masked.
     """
 
     ids: np.ndarray
@@ -213,6 +219,7 @@ class SimilaritySpace:
     penalty: np.ndarray | None
     width: int
     n_blocks: int
+    fill: np.ndarray | None = None
 
     @property
     def n_eligible(self) -> int:
@@ -247,11 +254,24 @@ class SimilaritySpace:
 
     def chunk_scores(self, queries: sp.csr_matrix) -> np.ndarray:
         out = np.full((queries.shape[0], self.width * self.n_blocks), -np.inf, dtype=np.float64)
-        dense = (queries @ self.similarity).toarray()
-        if self.penalty is not None:
-            dense -= self.penalty
-        out[:, : self.n_eligible] = dense
+        # scipy's product keeps only non-zero sums: its pattern is the reachable items.
+        prod = sp.csr_matrix(queries @ self.similarity)
+        rows = np.repeat(np.arange(prod.shape[0]), np.diff(prod.indptr))
+        cols = prod.indices
+        if self.fill is None:
+            vals = prod.data.astype(np.float64)
+            if self.penalty is not None:
+                vals = vals - self.penalty[cols]
+            out[rows, cols] = vals
+        else:
+            tier = self.fill if self.penalty is None else self.fill - self.penalty
+            out[:, : self.n_eligible] = tier
+            out[rows, cols] = -np.inf
         return out
+
+    def backfill(self, fill: np.ndarray) -> SimilaritySpace:
+        """The backfill tier of this space, from global per-item ``fill`` scores."""
+        return replace(self, fill=np.ascontiguousarray(fill[self.ids], dtype=np.float64))
 
     def exact_scores(self, queries, rows, cols) -> np.ndarray:  # pragma: no cover - unused
         raise NotImplementedError
@@ -295,7 +315,6 @@ def _chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
 
 _POOL_LOCK = threading.Lock()
 _POOLS: dict[int, ThreadPoolExecutor] = {}
-_BLAS = None
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -307,14 +326,58 @@ def _pool(n: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _blas_single_thread():
-    """Context manager limiting BLAS to one thread (the pool provides the parallelism)."""
-    global _BLAS
-    from threadpoolctl import ThreadpoolController
+class _BlasLimiter:
+    """One process-wide, reference-counted "BLAS uses one thread" limit.
 
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+    threadpoolctl's limits are process-wide: two overlapping ``with limit(...)`` blocks
+    in different threads each save and restore "the original" value, and the one that
+    saved the other's limit restores it, leaving BLAS at one thread for the rest of the
+    process. Here the first entrant sets the limit and the last one to leave restores
+    what the first one found, under a lock, so overlapping calls from any number of
+    threads always leave the process as they found it. While any guarded call runs,
+    every BLAS call in the process is single-threaded: that is the price of a
+    process-wide setting, and the kernel's pool uses the cores instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._restore = None
+        self._controller = None
+
+    @property
+    def users(self) -> int:
+        """Calls currently holding the limit (for tests and health checks)."""
+        return self._users
+
+    def __enter__(self) -> _BlasLimiter:
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None:
+                    from threadpoolctl import ThreadpoolController
+
+                    self._controller = ThreadpoolController()
+                self._restore = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._restore is not None:
+                restore, self._restore = self._restore, None
+                restore.restore_original_limits()
+
+
+_BLAS_LIMITER = _BlasLimiter()
+
+
+def _blas_single_thread() -> _BlasLimiter:
+    """Context manager limiting BLAS to one thread (the pool provides the parallelism).
+
+    Safe under concurrent use: see :class:`_BlasLimiter`.
+    """
+    return _BLAS_LIMITER
 
 
 def guarded_topk(
