@@ -229,7 +229,9 @@ class Guard:
     def snapshot(self) -> Any:
         return self._state.snapshot
 
-    def _compile(self, policy: Policy, user_policy, snapshot, *, model=None, fill=_KEEP) -> _Compiled:
+    def _compile(
+        self, policy: Policy, user_policy, snapshot, *, model=None, fill=_KEEP
+    ) -> _Compiled:
         # ``model``: (model, adapted) to swap in; the current ones otherwise.
         raw, m = (self._state.model, self._state.model_) if model is None else model
         if fill is _KEEP:
@@ -486,7 +488,11 @@ class Guard:
             upol = state.user_policy
             same = upol is state.policy and upol is not None
             self._state = self._compile(
-                state.policy, "same" if same else upol, state.snapshot, model=(model, adapted), fill=fill
+                state.policy,
+                "same" if same else upol,
+                state.snapshot,
+                model=(model, adapted),
+                fill=fill,
             )
 
     def swap_snapshot(self, snapshot) -> None:
