@@ -124,7 +124,9 @@ def make_handler(serving, collector_registry):
                 try:
                     user = int(q["user"][0])
                     n = int(q.get("n", ["10"])[0])
-                    r = serving.recommend_detailed(user, None, N=n, filter_already_liked_items=False)
+                    r = serving.recommend_detailed(
+                        user, None, N=n, filter_already_liked_items=False
+                    )
                 except (KeyError, ValueError) as exc:  # ValidationError is a ValueError
                     self._json(400, {"error": str(exc)})
                 except gr.FailClosedError as exc:
