@@ -123,7 +123,7 @@ class GuardCollector:
         )
         at = getattr(snap, "at", None) if snap is not None else None
         try:
-            age = self.serving.clock() - float(at)
+            age = math.nan if at is None else self.serving.clock() - float(at)
         except (TypeError, ValueError):
             age = math.nan
         if math.isfinite(age):
