@@ -12,6 +12,7 @@ without testing anything.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -35,11 +36,15 @@ def _blas_threads() -> list[int]:
 
 
 def _in_fresh_process(name: str) -> None:
+    # Two BLAS threads whatever the runner (or an earlier test) set, so that a limit of
+    # one left behind shows.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), name],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     if "SKIP:" in done.stdout:
         pytest.skip(done.stdout.split("SKIP:", 1)[1].strip())
