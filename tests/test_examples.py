@@ -34,3 +34,25 @@ def test_serving_example_fails_closed():
     assert out["after_break"] == (503, "fail_closed")
     assert out["health_after"] == 503
     assert out["refresh_failures"] >= 1
+
+
+def test_audit_own_data(tmp_path, capsys):
+    rc = _load("audit_own_data").main(
+        [
+            "--accounts",
+            "1000",
+            "--folder",
+            str(tmp_path / "plat"),
+            "--out",
+            str(tmp_path / "rep"),
+            "--walkers",
+            "2",
+            "--steps",
+            "2",
+            "--no-sweep",
+        ]  # fmt: skip
+    )
+    out = capsys.readouterr().out
+    assert rc in (0, 1) and f"exit status {rc}" in out
+    assert (tmp_path / "plat" / "evaluation.npz").exists()
+    assert (tmp_path / "rep" / "report.json").exists()
