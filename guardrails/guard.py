@@ -213,6 +213,12 @@ class Guard:
         return self._state.model_
 
     @property
+    def ids_dtype(self) -> type:
+        """dtype of the ids this Guard returns: int32 while the model's catalogues fit in
+        it, as implicit returns them; int64 beyond."""
+        return _id_dtype(self._state.model_)
+
+    @property
     def backfill(self) -> np.ndarray | None:
         """The item-item backfill scores, shape (n_items,), or None."""
         return self._state.fill

@@ -260,3 +260,18 @@ def test_swap_model_serves_users_added_by_partial_fit(user_items):
     with pytest.raises(gr.UnsupportedModelError):
         guard.swap_model(object())
     assert isinstance(guard.model_, gr.ItemItemModel)
+
+
+def test_serving_guard_returns_implicit_dtype_on_the_fallback_path_too():
+    rng = np.random.default_rng(0)
+    model = gr.FactorModel(rng.normal(size=(8, 3)), rng.normal(size=(20, 3)))
+    guard = gr.Guard(model)
+    assert guard.ids_dtype is np.int32
+    serving = gr.ServingGuard(guard, on_failure="fallback", fallback_items=np.arange(20))
+    with pytest.warns(gr.FailClosedWarning):  # no snapshot held: the vetted list is served
+        r = serving.recommend_detailed(np.arange(8), None, N=5, filter_already_liked_items=False)
+    assert r.info["fallback"] is True
+    assert r.ids.dtype == np.int32 and r.ids.shape == (8, 5)
+    with pytest.warns(gr.FailClosedWarning):
+        ids, _ = serving.recommend(3, None, N=5, filter_already_liked_items=False)
+    assert ids.dtype == np.int32

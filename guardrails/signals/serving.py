@@ -290,7 +290,7 @@ class ServingGuard:
             masks.append(liked)
         n_cols = max(0, min(N, n if restrict is None else int(np.asarray(restrict).size)))
         dtype = np.float32 if isinstance(self.guard.model_, FactorModel) else np.float64
-        ids = np.full((m, n_cols), -1, dtype=np.int64)
+        ids = np.full((m, n_cols), -1, dtype=self.guard.ids_dtype)
         scores = np.full((m, n_cols), -np.inf, dtype=dtype)
         for i in range(m):
             row = cand
