@@ -275,3 +275,20 @@ def test_serving_guard_returns_implicit_dtype_on_the_fallback_path_too():
     with pytest.warns(gr.FailClosedWarning):
         ids, _ = serving.recommend(3, None, N=5, filter_already_liked_items=False)
     assert ids.dtype == np.int32
+
+
+def test_one_policy_object_shared_by_guards_on_different_models():
+    """Compiled candidate spaces hold a model's factors: Guards on two models sharing one
+    Policy object (same catalogue size and snapshot) each serve their own model."""
+    rng = np.random.default_rng(1)
+    a, b = (gr.FactorModel(rng.normal(size=(30, 4)), rng.normal(size=(60, 4))) for _ in range(2))
+    shared = gr.Policy([gr.filters.BlockItems([0, 5])])
+    users = np.arange(30)
+    got_a = gr.Guard(a, shared).recommend(users, None, N=6, filter_already_liked_items=False)
+    got_b = gr.Guard(b, shared).recommend(users, None, N=6, filter_already_liked_items=False)
+    own_b = gr.Guard(b, [gr.filters.BlockItems([0, 5])]).recommend(
+        users, None, N=6, filter_already_liked_items=False
+    )
+    np.testing.assert_array_equal(got_b[0], own_b[0])
+    np.testing.assert_array_equal(got_b[1], own_b[1])
+    assert not np.array_equal(got_a[0], got_b[0])

@@ -93,6 +93,56 @@ def test_six_threads_with_policy_and_snapshot_swaps():
     _in_fresh_process("stress")
 
 
+def test_swap_model_under_concurrent_calls():
+    """Every slate comes from exactly one of the models swapped in, and no call fails."""
+    rng = np.random.default_rng(5)
+    models = [
+        gr.FactorModel(rng.normal(size=(N_USERS, 8)), rng.normal(size=(N_ITEMS, 8)))
+        for _ in range(2)
+    ]
+    policy = [BlockItems(np.arange(0, N_ITEMS, 9))]
+    users = np.arange(N_USERS)
+    want = [
+        gr.Guard(m, policy, num_threads=1).recommend(
+            users, None, N=8, filter_already_liked_items=False
+        )
+        for m in models
+    ]
+    guard = gr.Guard(models[0], policy, block_rows=16, num_threads=2)
+    stop = threading.Event()
+    seen: list = []
+    errors: list = []
+
+    def serve():
+        try:
+            while not stop.is_set():
+                ids, scores = guard.recommend(users, None, N=8, filter_already_liked_items=False)
+                hit = [
+                    k
+                    for k, (i, s) in enumerate(want)
+                    if np.array_equal(ids, i) and np.array_equal(scores, s)
+                ]
+                assert len(hit) == 1
+                seen.append(hit[0])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=serve) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    k = 0
+    while (len(seen) < 60 or len(set(seen)) < 2) and time.monotonic() < deadline and not errors:
+        k += 1
+        guard.swap_model(models[k % 2])
+        time.sleep(0.002)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[0]
+    assert len(set(seen)) == 2
+
+
 def _overlap() -> None:
     """A enters, B enters, A leaves, B leaves: the order that broke a per-call restore."""
     before = _blas_before()
