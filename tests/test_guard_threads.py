@@ -24,8 +24,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import guardrails as gr
-from guardrails.core.kernel import _blas_single_thread
 from guardrails.core.plan import PlanPart
+from guardrails.core.threads import blas_single_thread as _blas_single_thread
 from guardrails.filters import BlockItems, Filter
 
 N_USERS, N_ITEMS = 96, 400

@@ -29,14 +29,13 @@ Memory is bounded by ``block_rows * n_eligible`` scores per worker, whatever the
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
+
+from .threads import blas_single_thread, default_num_threads, shared_pool
 
 __all__ = [
     "FactorSpace",
@@ -62,14 +61,6 @@ _MIN_BLOCK_ROWS = 32
 _DEFAULT_BLOCK_WIDTH = 32
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
-
-
-def default_num_threads() -> int:
-    """Number of worker threads used when a caller passes ``num_threads=0``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        return max(1, os.cpu_count() or 1)
 
 
 def _layout(n: int, width: int) -> tuple[int, int]:
@@ -313,97 +304,6 @@ def _chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
     return rows[keep], cols[keep], vals[keep]
 
 
-_POOL_LOCK = threading.Lock()
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        pool = _POOLS.get(n)
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="guardrails-kernel")
-            _POOLS[n] = pool
-        return pool
-
-
-class _BlasLimiter:
-    """One process-wide, reference-counted "BLAS uses one thread" limit.
-
-    threadpoolctl's limits are process-wide: two overlapping ``with limit(...)`` blocks
-    in different threads each save and restore "the original" value, and the one that
-    saved the other's limit restores it, leaving BLAS at one thread for the rest of the
-    process. Here the first entrant sets the limit and the last one to leave restores
-    what the first one found, under a lock, so overlapping calls from any number of
-    threads leave the process as they found it. While any guarded call runs, every BLAS
-    call in the process is single-threaded: the price of a process-wide setting, paid
-    so that the kernel's pool, not BLAS, uses the cores.
-
-    Every setting is made from one long-lived control thread: recent OpenBLAS builds
-    honour ``openblas_set_num_threads`` only from the thread that first called it and
-    silently ignore it from any other, so a limit set by one request thread could not
-    be lifted by another. If another thread of the application set BLAS limits first,
-    OpenBLAS ignores these settings too; the kernel's results are the same, only slower.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._restore = None
-        self._controller = None
-        self._control: ThreadPoolExecutor | None = None
-
-    @property
-    def users(self) -> int:
-        """Calls currently holding the limit (for tests and health checks)."""
-        return self._users
-
-    def _on_control_thread(self, fn):
-        if self._control is None:
-            self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrails-blas")
-        return self._control.submit(fn).result()
-
-    def _set(self):
-        if self._controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            self._controller = ThreadpoolController()
-        return self._controller.limit(limits=1, user_api="blas")
-
-    def _after_fork(self) -> None:
-        # A forked child has none of the parent's threads: start afresh.
-        self._lock = threading.Lock()
-        self._users = 0
-        self._restore = None
-        self._control = None
-
-    def __enter__(self) -> _BlasLimiter:
-        with self._lock:
-            if self._users == 0:
-                self._restore = self._on_control_thread(self._set)
-            self._users += 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._restore is not None:
-                restore, self._restore = self._restore, None
-                self._on_control_thread(restore.restore_original_limits)
-
-
-_BLAS_LIMITER = _BlasLimiter()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_BLAS_LIMITER._after_fork)
-
-
-def _blas_single_thread() -> _BlasLimiter:
-    """Context manager limiting BLAS to one thread (the pool provides the parallelism).
-
-    Safe under concurrent use: see :class:`_BlasLimiter`.
-    """
-    return _BLAS_LIMITER
-
-
 def guarded_topk(
     space: FactorSpace | SimilaritySpace,
     queries,
@@ -471,8 +371,8 @@ def guarded_topk(
         for lo, hi in bounds:
             run(lo, hi)
     else:
-        with _blas_single_thread():
-            futures = [_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
+        with blas_single_thread():
+            futures = [shared_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
             for f in futures:
                 f.result()
     return ids, scores

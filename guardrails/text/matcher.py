@@ -96,12 +96,12 @@ class Term:
     mode: str = "token"
 
     def __post_init__(self) -> None:
-        _check_rule(self, "text", "Term")
+        check_rule(self, "text", "Term")
         if self.mode not in MODES:
             raise fail("mode", "Term", "one of 'token', 'substring'", self.mode)
 
 
-def _check_rule(rule, key: str, where: str) -> None:
+def check_rule(rule, key: str, where: str) -> None:
     """Check the fields a :class:`Term` and a :class:`~guardrails.text.DomainRule` share.
 
     ``key`` names the rule's own non-blank str field (``"text"``, ``"domain"``); the
