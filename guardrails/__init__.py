@@ -45,6 +45,7 @@ from .policy import (
     load_policy,
     save_policy,
 )
+from .retrieval import ANNRetrieval
 from .signals import IdMap, LabelStore, ReportQueue, ServingGuard, Snapshot
 from .text import TextGuard
 
@@ -60,6 +61,7 @@ __all__ = [
     "ServingGuard",
     "FactorModel",
     "ItemItemModel",
+    "ANNRetrieval",
     # policy
     "Policy",
     "Holdback",

@@ -126,6 +126,12 @@ class Guard:
         ``block_rows * n_items`` scores. Chosen from the catalogue size when omitted.
     num_threads : int, keyword-only
         Kernel threads; 0 uses every available core.
+    retrieval : ANNRetrieval, optional, keyword-only
+        Approximate candidate retrieval for ``recommend`` on factor models (very large
+        catalogues): candidate pools from an index, the exact guarded kernel on each
+        pool, widening and an exact fallback keep the contract. Built on the model's
+        item factors here if not built yet; swaps never rebuild it. See
+        :class:`~guardrails.ANNRetrieval`.
 
     Attributes
     ----------
@@ -142,11 +148,13 @@ class Guard:
         snapshot=None,
         block_rows: int | None = None,
         num_threads: int = 0,
+        retrieval=None,
     ):
         self.model = model
         self.block_rows = None if block_rows is None else check_int(block_rows, "block_rows", "Guard")
         self.num_threads = check_int(num_threads, "num_threads", "Guard", low=0)
         self.model_ = adapt_model(model)
+        self.retrieval = self._check_retrieval(retrieval)
         self._lock = threading.Lock()
         self._counters = DecisionCounters()
         self._state = self._compile(as_policy(policy), user_policy, snapshot)
@@ -162,6 +170,19 @@ class Guard:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def _check_retrieval(self, retrieval):
+        if retrieval is None:
+            return None
+        if not callable(getattr(retrieval, "topk", None)) or not hasattr(retrieval, "build"):
+            raise fail("retrieval", "Guard", "an ANNRetrieval or None", retrieval)
+        m = self.model_
+        if not isinstance(m, FactorModel):
+            raise fail("retrieval", "Guard", "None for an item-item model", retrieval)
+        if not retrieval.built:
+            retrieval.build(m.item_factors)
+        retrieval.check_model(m.n_items, m.n_factors, "Guard")
+        return retrieval
 
     @property
     def policy(self) -> Policy:
@@ -279,6 +300,19 @@ class Guard:
             ms = list(masks)
             if extra_mask is not None:
                 ms.append(extra_mask if sub is None else extra_mask[sub])
+            if self.retrieval is not None and kind == "dot" and restrict is None:
+                return self.retrieval.topk(
+                    space,
+                    q,
+                    n,
+                    hard_mask=variant.hard_mask,
+                    call_mask=call_mask,
+                    viewer_masks=ms,
+                    viewer_penalties=pens,
+                    block_rows=self.block_rows,
+                    num_threads=self.num_threads,
+                    score_dtype=dtype,
+                )
             return guarded_topk(
                 space,
                 q,

@@ -50,6 +50,7 @@ __all__ = [
     "FactorSpace",
     "SimilaritySpace",
     "guarded_topk",
+    "pool_topk",
     "default_num_threads",
     "PAD_ID",
 ]
@@ -539,6 +540,108 @@ def _emit(space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scor
     take = rank < N
     ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
     scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def pool_topk(
+    space: FactorSpace,
+    queries: np.ndarray,
+    pool_ids: np.ndarray,
+    N: int,
+    *,
+    pool_scores: np.ndarray | None = None,
+    call_mask: np.ndarray | None = None,
+    viewer_masks: Sequence[sp.csr_matrix] = (),
+    viewer_penalties: Sequence[sp.csr_matrix] = (),
+    score_dtype=np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
+
+    Every pooled item is scored exactly as :func:`guarded_topk` scores its candidates
+    (same products, same penalties, same tie-break), so a pool that holds a row's exact
+    top ``N`` gives that row exactly the exact path's slate. Items outside ``space``
+    (globally hard-masked), in ``call_mask`` or masked for the viewer are dropped:
+    nothing in a pool is trusted.
+
+    With ``pool_scores`` (the index's float32 inner products of the raw factors) the
+    pool is pruned before exact rescoring, by the kernel's argument: a score within
+    ``delta`` of the exact one, the penalties added, bounds the ``N``-th exact score,
+    and only cells within ``2 delta`` of that bound are rescored.
+
+    Parameters
+    ----------
+    space : FactorSpace
+        The eligible items of the plan variant.
+    queries : ndarray of float32, shape (m, n_factors)
+    pool_ids : ndarray of int64, shape (m, P)
+        Global item indices per row; ``-1`` and repeats are ignored.
+    N : int
+    pool_scores : ndarray of float32, shape (m, P), optional
+        Unpenalised inner products of the pooled items, any float32 summation order.
+    call_mask, viewer_masks, viewer_penalties, score_dtype
+        As for :func:`guarded_topk`.
+
+    Returns
+    -------
+    ids, scores : ndarray, shape (m, N)
+        As for :func:`guarded_topk`, padded where a pool has fewer than ``N`` eligible
+        items.
+    """
+    m = queries.shape[0]
+    ids = np.full((m, N), PAD_ID, dtype=np.int64)
+    scores = np.full((m, N), -np.inf, dtype=score_dtype)
+    if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
+        return ids, scores
+    n_items = space.pos.shape[0]
+    pool_ids = np.asarray(pool_ids, dtype=np.int64)
+    rows = np.repeat(np.arange(m, dtype=np.int64), pool_ids.shape[1])
+    g = pool_ids.reshape(-1)
+    ok = (g >= 0) & (g < n_items)
+    g = np.where(ok, g, 0)
+    cols = space.pos[g]
+    ok &= cols >= 0
+    if call_mask is not None and np.size(call_mask):
+        banned = np.zeros(n_items, dtype=bool)
+        banned[call_mask] = True
+        ok &= ~banned[g]
+    rows, cols = rows[ok], cols[ok]
+    approx = None if pool_scores is None else np.asarray(pool_scores).reshape(-1)[ok]
+    n_pad = space.width * space.n_blocks
+    for csr in viewer_masks:
+        if csr is None or not csr.nnz:
+            continue
+        rr, cc, _ = _chunk_cells(csr, 0, m, space.pos)
+        hit = _PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
+        rows, cols = rows[~hit], cols[~hit]
+        approx = None if approx is None else approx[~hit]
+    pens = [p for p in viewer_penalties if p is not None and p.nnz]
+    cells = _penalty_cells(space, 0, m, pens, n_pad)
+    lookup = None if cells is None else _PairLookup(*cells, n_pad)
+    qa = space.augment_queries(queries)
+    if approx is not None and rows.size:
+        a = approx.astype(np.float64)
+        extra = np.zeros(m, dtype=np.float64)
+        if space.neg_penalty is not None:
+            a += space.neg_penalty[cols]
+        if lookup is not None:
+            a -= lookup.get(rows, cols)
+            np.maximum.at(extra, cells[0], np.abs(cells[2]))
+        delta = space.error_bound(qa) + 4.0 * _EPS32 * extra
+        # N-th largest finite approximate score per row; fewer than N keeps the row whole.
+        fin = np.isfinite(a)
+        order = np.lexsort((-np.where(fin, a, -np.inf), rows))
+        r_sorted = rows[order]
+        rank = np.arange(order.size) - np.searchsorted(r_sorted, r_sorted)
+        t = np.full(m, -np.inf)
+        at_n = rank == N - 1
+        t[r_sorted[at_n]] = a[order[at_n]]
+        t[~np.isfinite(t)] = -np.inf
+        keep = ~fin | (a >= t[rows] - 2.0 * delta[rows])
+        rows, cols = rows[keep], cols[keep]
+    # One cell per (row, item), whatever the pool repeats.
+    keys = np.unique(rows * n_pad + cols)
+    rows, cols = keys // n_pad, keys % n_pad
+    _emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
+    return ids, scores
 
 
 def _run_chunk_tiled(
