@@ -91,6 +91,9 @@ class ANNRetrieval:
         Shape of the factors it was built on.
     build_seconds_ : float
         Wall time of the last build.
+    last_widened_, last_fallbacks_ : int
+        Rows of the last call searched again with a wider pool, and rows that took the
+        exact path.
     """
 
     def __init__(
@@ -275,7 +278,9 @@ class ANNRetrieval:
         raw = np.ascontiguousarray(queries[:, : self.n_factors_], dtype=np.float32)
         todo = np.arange(m)
         k = max(self.pool, N)
+        widened = 0
         while todo.size:
+            widened += todo.size if k > max(self.pool, N) else 0
             params, keep = self._params(allowed, k)
             dist, labels = self._search(raw[todo], k, params)
             del keep
@@ -314,6 +319,9 @@ class ANNRetrieval:
                 score_dtype=score_dtype,
             )
             ids[todo], scores[todo] = e_ids, e_scores
+        # Diagnostics of the last call (benchmarks, tests): rows searched again, rows
+        # that took the exact path.
+        self.last_widened_ = int(widened)
         self.last_fallbacks_ = int(todo.size)
         return ids, scores
 

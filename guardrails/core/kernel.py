@@ -617,6 +617,10 @@ def pool_topk(
     cells = _penalty_cells(space, 0, m, pens, n_pad)
     lookup = None if cells is None else _PairLookup(*cells, n_pad)
     qa = space.augment_queries(queries)
+    # One cell per (row, item), whatever the pool repeats (before counting N of them).
+    keys, first = np.unique(rows * n_pad + cols, return_index=True)
+    rows, cols = keys // n_pad, keys % n_pad
+    approx = None if approx is None else approx[first]
     if approx is not None and rows.size:
         a = approx.astype(np.float64)
         extra = np.zeros(m, dtype=np.float64)
@@ -637,9 +641,6 @@ def pool_topk(
         t[~np.isfinite(t)] = -np.inf
         keep = ~fin | (a >= t[rows] - 2.0 * delta[rows])
         rows, cols = rows[keep], cols[keep]
-    # One cell per (row, item), whatever the pool repeats.
-    keys = np.unique(rows * n_pad + cols)
-    rows, cols = keys // n_pad, keys % n_pad
     _emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
     return ids, scores
 
