@@ -104,7 +104,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kind", default="ivf", choices=["ivf", "hnsw"])
-    ap.add_argument("--pool", type=int, default=200)
+    ap.add_argument("--pool", type=int, default=100)
     args = ap.parse_args()
     print(
         f"# bench_ann: {args.kind}, pool {args.pool}, {args.users} users, N=10, "

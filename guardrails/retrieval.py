@@ -76,7 +76,7 @@ class ANNRetrieval:
         Factor by which a short viewer's pool grows on each retry (at least 2).
     nlist, nprobe : int, optional, keyword-only
         IVF lists (default ``2 * sqrt(n_items)``) and lists searched (default
-        ``max(8, nlist // 32)``).
+        ``max(8, nlist // 128)``).
     M, ef_construction, ef_search : int, keyword-only
         HNSW links per item, build and search beam widths (``ef_search`` is raised to
         the pool size when smaller).
@@ -100,7 +100,7 @@ class ANNRetrieval:
         self,
         *,
         kind: str = "ivf",
-        pool: int = 200,
+        pool: int = 100,
         max_pool: int = 3200,
         widen: int = 4,
         nlist: int | None = None,
@@ -155,7 +155,7 @@ class ANNRetrieval:
             index.cp.seed = self.seed
             index.train(sample)
             index.add(x)
-            index.nprobe = self.nprobe or max(8, nlist // 32)
+            index.nprobe = self.nprobe or max(8, nlist // 128)
         else:
             index = faiss.IndexHNSWFlat(d, self.M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.ef_construction

@@ -72,6 +72,11 @@ _DEFAULT_BLOCK_WIDTH = 32
 # One tile of scores per worker (the fused path): small enough to stay in cache
 # (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
 _TILE_BYTES = 1 << 20
+# The fused path by default only from this many eligible items: side by side on the
+# 2-core machine it measured 1.16x the unfused path at 200k items x 64 factors and 0.88x
+# at 50k (noisy; bench_recommend.py's fused / unfused column), where a chunk's scores
+# still fit in the last-level cache.
+_FUSED_MIN_ITEMS = 100_000
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
 
@@ -431,7 +436,7 @@ def _tile_items(space, N: int, block_rows: int, tile_items: int | None) -> int:
         return 0
     if tile_items is not None:
         return max(space.width, int(tile_items))
-    if space.n_blocks < _MIN_BLOCKS_PER_SLOT * N:
+    if space.n_blocks < _MIN_BLOCKS_PER_SLOT * N or space.n_eligible < _FUSED_MIN_ITEMS:
         return 0
     # At least a few blocks per slate slot in every tile, so the running bound rises.
     t = max(_TILE_BYTES // (4 * block_rows), _MIN_BLOCKS_PER_SLOT * N * space.width)
