@@ -76,7 +76,7 @@ class ANNRetrieval:
         Factor by which a short viewer's pool grows on each retry (at least 2).
     nlist, nprobe : int, optional, keyword-only
         IVF lists (default ``2 * sqrt(n_items)``) and lists searched (default
-        ``max(8, nlist // 128)``).
+        ``max(8, nlist // 32)``).
     M, ef_construction, ef_search : int, keyword-only
         HNSW links per item, build and search beam widths (``ef_search`` is raised to
         the pool size when smaller).
@@ -155,7 +155,7 @@ class ANNRetrieval:
             index.cp.seed = self.seed
             index.train(sample)
             index.add(x)
-            index.nprobe = self.nprobe or max(8, nlist // 128)
+            index.nprobe = self.nprobe or max(8, nlist // 32)
         else:
             index = faiss.IndexHNSWFlat(d, self.M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.ef_construction
@@ -222,11 +222,11 @@ class ANNRetrieval:
             )
 
     # ------------------------------------------------------------------ search
-    def _params(self, allowed: np.ndarray | None, k: int):
+    def _params(self, allowed: np.ndarray | None, k: int, scale: int = 1):
         faiss = _faiss()
         if self.kind == "ivf":
             params = faiss.SearchParametersIVF()
-            params.nprobe = self.index_.nprobe
+            params.nprobe = min(self.index_.nlist, self.index_.nprobe * scale)
         else:
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.ef_search, k)
@@ -277,11 +277,13 @@ class ANNRetrieval:
                 allowed[call_mask] = False
         raw = np.ascontiguousarray(queries[:, : self.n_factors_], dtype=np.float32)
         todo = np.arange(m)
-        k = max(self.pool, N)
+        k0 = k = max(self.pool, N)
         widened = 0
         while todo.size:
-            widened += todo.size if k > max(self.pool, N) else 0
-            params, keep = self._params(allowed, k)
+            last = k >= min(self.max_pool, self.n_items_)
+            widened += todo.size if k > k0 else 0
+            # A wider pool searches proportionally more IVF lists (HNSW: ef >= pool).
+            params, keep = self._params(allowed, k, k // k0)
             dist, labels = self._search(raw[todo], k, params)
             del keep
             sub = [v[todo] for v in viewer_masks]
@@ -298,10 +300,16 @@ class ANNRetrieval:
                 score_dtype=score_dtype,
             )
             full = got_ids[:, N - 1] >= 0
+            if not last:
+                # Widen also a full pool that cannot vouch for its slate: penalties only
+                # lower scores, so an item outside the pool (raw score at most the pool's
+                # last, were the search exact) could still beat the N-th guarded score.
+                bound = np.where(labels[:, -1] >= 0, dist[:, -1], -np.inf)
+                full &= got_scores[:, N - 1].astype(np.float64) >= bound
             ids[todo[full]] = got_ids[full]
             scores[todo[full]] = got_scores[full]
             todo = todo[~full]
-            if k >= min(self.max_pool, self.n_items_):
+            if last:
                 break
             k = min(k * self.widen, self.max_pool, self.n_items_)
         if todo.size:
