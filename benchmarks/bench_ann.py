@@ -77,7 +77,7 @@ def run(n_users, n_items, factors, repeat, seed, kind, pool):
     call = dict(N=10, filter_already_liked_items=False)
     (e_ids, _), te, te_max = timed(lambda: exact.recommend(users, None, **call), repeat)
     (a_ids, _), ta, ta_max = timed(lambda: ann.recommend(users, None, **call), repeat)
-    recall = np.array([np.intersect1d(x, y).size / 10 for x, y in zip(a_ids, e_ids)])
+    recall = np.array([np.intersect1d(x, y).size / 10 for x, y in zip(a_ids, e_ids, strict=True)])
     suppressed = np.isin(a_ids, blocked) | (risk[a_ids] >= 0.7)
     suppressed |= np.asarray(pairs[users[:, None], a_ids].todense()) != 0
     return dict(
@@ -112,7 +112,8 @@ def main():
     )
     print(
         "| items | factors | build s | index MiB | exact u/s | ANN u/s | ANN / exact "
-        "| recall@10 | recall@10 p10 | exact fallback | suppressed returned | all full | peak RSS MiB |"
+        "| recall@10 | recall@10 p10 | exact fallback | suppressed returned | all full "
+        "| peak RSS MiB |"
     )
     print("|" + "---|" * 13)
     for n_items in args.items:

@@ -86,7 +86,8 @@ def als_case(n_users, n_items, factors, seed=0):
     V = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     # Risk in one region of the trained embedding, as for the Gaussian case.
     direction = V[np.argmax(np.linalg.norm(V, axis=1))]
-    proj = (V / (np.linalg.norm(V, axis=1, keepdims=True) + 1e-12)) @ (direction / np.linalg.norm(direction))
+    unit = V / (np.linalg.norm(V, axis=1, keepdims=True) + 1e-12)
+    proj = unit @ (direction / np.linalg.norm(direction))
     lo, hi = np.quantile(proj, [0.90, 0.995])
     risk = np.clip((proj - lo) / (hi - lo), 0, 1).astype(np.float32)
     return U, V, risk, blocked, pairs
@@ -202,7 +203,8 @@ def main():
         if x["user_api"] == "blas"
     ]
     print(
-        f"# bench_recommend: {args.threads} threads, BLAS {blas}, medians of {args.repeat} runs, N=10\n"
+        f"# bench_recommend: {args.threads} threads, BLAS {blas}, "
+        f"medians of {args.repeat} runs, N=10\n"
     )
     print(
         "| data | users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s "

@@ -241,7 +241,9 @@ class ANNRetrieval:
 
     def _search(self, q: np.ndarray, k: int, params) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.n_items_)
-        dist, labels = self.index_.search(np.ascontiguousarray(q, dtype=np.float32), k, params=params)
+        dist, labels = self.index_.search(
+            np.ascontiguousarray(q, dtype=np.float32), k, params=params
+        )
         return dist, labels
 
     def topk(

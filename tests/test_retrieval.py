@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("faiss")
 
+from test_guard_contract import _eligible, scenarios  # noqa: E402
+
 import guardrails as gr  # noqa: E402
 from guardrails.core.kernel import FactorSpace, guarded_topk, pool_topk  # noqa: E402
-
-from test_guard_contract import _eligible, scenarios  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -81,14 +81,18 @@ def pools(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     m, n, d = draw(st.integers(1, 8)), draw(st.integers(1, 150)), draw(st.integers(1, 5))
     Q = (rng.standard_normal((m, d)) * draw(st.sampled_from([1e-3, 1.0, 1e3]))).astype(np.float32)
-    V = rng.integers(-2, 3, (n, d)).astype(np.float32) if draw(st.booleans()) else (
-        rng.standard_normal((n, d)).astype(np.float32)
+    V = (
+        rng.integers(-2, 3, (n, d)).astype(np.float32)
+        if draw(st.booleans())
+        else (rng.standard_normal((n, d)).astype(np.float32))
     )
     hard = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.9]))
     pen = (rng.random(n) * 3).astype(np.float32) if draw(st.booleans()) else None
     vm = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.3])), format="csr", random_state=rng)
     vp = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.3])), format="csr", random_state=rng)
-    call = rng.choice(n, size=rng.integers(0, n + 1), replace=False) if draw(st.booleans()) else None
+    call = (
+        rng.choice(n, size=rng.integers(0, n + 1), replace=False) if draw(st.booleans()) else None
+    )
     return dict(Q=Q, V=V, hard=hard, pen=pen, vm=vm, vp=vp, call=call, m=m, n=n)
 
 
@@ -148,7 +152,8 @@ def test_widening_alone_fills_slates():
     # each viewer has already liked their own top 20: the first pool holds nothing new
     top = np.argsort(-(model.user_factors @ model.item_factors.T), axis=1)[:, :20]
     liked = sp.csr_matrix(
-        (np.ones(top.size, np.float32), (np.repeat(np.arange(30), 20), top.ravel())), shape=(30, 400)
+        (np.ones(top.size, np.float32), (np.repeat(np.arange(30), 20), top.ravel())),
+        shape=(30, 400),
     )
     retrieval = gr.ANNRetrieval(pool=2, max_pool=400, nprobe=1_000)
     guard = gr.Guard(model, retrieval=retrieval)

@@ -506,7 +506,8 @@ def _run_chunk(
         rows, cols = np.divmod(flat, n_pad)
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
-    _emit(space, q, lo, r, N, rows[keep], cols[keep], vals[keep], exact, lookup, ids_out, scores_out)
+    c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
+    _emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out)
 
 
 def _penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
@@ -742,7 +743,8 @@ def _run_chunk_tiled(
         call[c_sorted] = True
         bad |= call[cols]
     if m_rows.size:
-        hit = _PairLookup(m_rows, m_cols, np.ones(m_rows.size), n_pad).get(rows.ravel(), cols.ravel())
+        masked = _PairLookup(m_rows, m_cols, np.ones(m_rows.size), n_pad)
+        hit = masked.get(rows.ravel(), cols.ravel())
         bad |= hit.reshape(cols.shape) > 0
     vals = vals.astype(np.float64)
     if lookup is not None:
