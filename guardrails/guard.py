@@ -433,7 +433,7 @@ class _Compiled:
     def item_plan(self) -> Plan:
         """The enforced global plan on every surface (for inspection)."""
         cp = self.items
-        return Plan(cp.catalog.n, tuple(p for i in cp.active(None)[0] for p in cp.global_parts[i]))
+        return cp.global_plan()
 
 
 def _normalized(factors: np.ndarray) -> np.ndarray:
