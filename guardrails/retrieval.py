@@ -50,6 +50,21 @@ _WHERE = "ANNRetrieval"
 _KINDS = ("ivf", "hnsw")
 
 
+def _to_sphere(x: np.ndarray) -> np.ndarray:
+    """Items with one more coordinate, ``sqrt(M^2 - |x|^2)``: every row then has norm ``M``.
+
+    Inner products with a query padded by 0 are unchanged, but the largest inner product
+    becomes the nearest neighbour on a sphere, which k-means lists and graph links
+    capture; on raw factors a high-norm item far from a viewer's cluster is missed by the
+    lists near the viewer (the MIPS-to-NNS reduction of Bachrach et al., RecSys 2014).
+    """
+    norms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
+    out[:, :-1] = x
+    out[:, -1] = np.sqrt(np.maximum(norms.max() - norms, 0.0))
+    return out
+
+
 def _faiss():
     try:
         import faiss
@@ -66,8 +81,9 @@ class ANNRetrieval:
     kind : {"ivf", "hnsw"}, keyword-only
         ``"ivf"``: an inverted file of ``nlist`` k-means lists (fast to build, searched in
         ``nprobe`` lists); ``"hnsw"``: a graph of ``M`` links per item (slower to build,
-        searched with ``ef_search`` candidates). Both score by inner product on the
-        model's raw factors.
+        searched with ``ef_search`` candidates). Both index the item factors lifted onto
+        a sphere (one extra coordinate, see :func:`_to_sphere`) and return the plain
+        inner products of the factors.
     pool : int, keyword-only
         Candidates retrieved per viewer at first (at least ``N`` is always asked for).
     max_pool : int, keyword-only
@@ -143,11 +159,12 @@ class ANNRetrieval:
         if n == 0:
             raise fail("item_factors", f"{_WHERE}.build", "at least one item", x)
         t0 = time.perf_counter()
+        x = _to_sphere(x)
         if self.kind == "ivf":
             nlist = self.nlist or int(max(1, min(n // 39, 2 * np.sqrt(n))))
             nlist = max(1, min(nlist, n))
-            quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            quantizer = faiss.IndexFlatIP(d + 1)
+            index = faiss.IndexIVFFlat(quantizer, d + 1, nlist, faiss.METRIC_INNER_PRODUCT)
             # k-means on a sample: faiss needs >= 39 points per list, more buys little.
             rng = np.random.default_rng(self.seed)
             m = min(n, 40 * nlist)
@@ -157,7 +174,7 @@ class ANNRetrieval:
             index.add(x)
             index.nprobe = self.nprobe or max(8, nlist // 32)
         else:
-            index = faiss.IndexHNSWFlat(d, self.M, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWFlat(d + 1, self.M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.ef_construction
             index.add(x)
         seconds = time.perf_counter() - t0
@@ -186,7 +203,7 @@ class ANNRetrieval:
         index = faiss.read_index(str(path))
         with self._lock:
             self.index_ = index
-            self.n_items_, self.n_factors_ = int(index.ntotal), int(index.d)
+            self.n_items_, self.n_factors_ = int(index.ntotal), int(index.d) - 1
         return self
 
     def __getstate__(self) -> dict:
@@ -241,9 +258,11 @@ class ANNRetrieval:
 
     def _search(self, q: np.ndarray, k: int, params) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.n_items_)
-        dist, labels = self.index_.search(
-            np.ascontiguousarray(q, dtype=np.float32), k, params=params
-        )
+        # The items' extra coordinate meets a query's 0: the distances are the plain
+        # float32 inner products of the factors, which pool_topk prunes with.
+        qa = np.zeros((q.shape[0], q.shape[1] + 1), dtype=np.float32)
+        qa[:, :-1] = q
+        dist, labels = self.index_.search(qa, k, params=params)
         return dist, labels
 
     def topk(
