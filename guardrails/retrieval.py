@@ -227,6 +227,10 @@ class ANNRetrieval:
                 "instead (call build(item_factors) first)."
             )
 
+    def matches(self, n_items: int, n_factors: int) -> bool:
+        """Whether the index was built on factors of this shape."""
+        return self.index_ is not None and (self.n_items_, self.n_factors_) == (n_items, n_factors)
+
     def check_model(self, n_items: int, n_factors: int, where: str) -> None:
         """Refuse an index built on factors of another shape (another model)."""
         if self.n_items_ != n_items or self.n_factors_ != n_factors:

@@ -328,7 +328,7 @@ class TransposeOperator:
         plan = self.plan(n_columns)
         if len(plan) <= 1:
             return [fn(lo, hi) for lo, hi, _ in plan[0]] if plan else []
-        pool = _pool(len(plan))
+        pool = shared_pool(len(plan))
         futures = [
             pool.submit(lambda ch: [(lo, fn(lo, hi)) for lo, hi, _ in ch], ch) for ch in plan
         ]
@@ -358,7 +358,7 @@ class TransposeOperator:
                 for k in range(len(self.blocks)):
                     run(k)
             else:
-                pool = _pool(len(self.blocks))
+                pool = shared_pool(len(self.blocks))
                 for f in [pool.submit(run, k) for k in range(len(self.blocks))]:
                     f.result()
                 for b in bufs[1:]:
