@@ -197,3 +197,18 @@ def test_refuses_a_mismatched_index_and_item_item_models():
         gr.ANNRetrieval(kind="lsh")
     with pytest.raises(gr.ValidationError, match="max_pool"):
         gr.ANNRetrieval(pool=10, max_pool=5)
+
+
+def test_a_swapped_model_of_another_shape_takes_the_exact_path_until_rebuilt():
+    model, _ = _small(n_items=400)
+    retrieval = gr.ANNRetrieval(pool=16)
+    guard = gr.Guard(model, [gr.filters.BlockItems([0, 1], reason="x")], retrieval=retrieval)
+    bigger, _ = _small(seed=1, n_items=500)
+    guard.swap_model(bigger)
+    ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
+    exact = gr.Guard(bigger, [gr.filters.BlockItems([0, 1], reason="x")])
+    want = exact.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)[0]
+    np.testing.assert_array_equal(ids, want)
+    retrieval.build(bigger.item_factors)  # rebuilt: pools again, same contract
+    ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
+    assert (ids >= 0).all() and not np.isin(ids, [0, 1]).any()
