@@ -37,6 +37,7 @@ filter predicate, so the hard mask could only be applied after the search.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class ANNRetrieval:
         self.ef_construction = check_int(ef_construction, "ef_construction", _WHERE)
         self.ef_search = check_int(ef_search, "ef_search", _WHERE)
         self.seed = check_int(seed, "seed", _WHERE, low=0)
-        self.index_ = None
+        self.index_: Any = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ index

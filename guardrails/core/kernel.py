@@ -608,7 +608,7 @@ def pool_topk(
         approx = None if approx is None else approx[~hit]
     pens = [p for p in viewer_penalties if p is not None and p.nnz]
     cells = _penalty_cells(space, 0, m, pens, n_pad)
-    lookup = None if cells is None else _PairLookup(*cells, n_pad)
+    lookup = None if cells is None else _PairLookup(cells[0], cells[1], cells[2], n_pad)
     qa = space.augment_queries(queries)
     # One cell per (row, item), whatever the pool repeats (before counting N of them).
     keys, first = np.unique(rows * n_pad + cols, return_index=True)
