@@ -10,6 +10,7 @@ across platforms.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 
@@ -134,7 +135,9 @@ def evaluate_family_platform(
     t0 = time.perf_counter()
     model = train_family_model(platform, spec, num_threads=num_threads, seed=seed)
     t1 = time.perf_counter()
-    policy = factory(platform)
+    # A factory that takes the model gets it (the embedding signal reads its factors).
+    params = inspect.signature(factory).parameters
+    policy = factory(platform, model=model) if "model" in params else factory(platform)
     is_mf = spec["kind"] != "item"
     guard = gr.Guard(model, policy, user_policy="same" if is_mf else None)
     bare = gr.Guard(model)
@@ -154,6 +157,7 @@ def evaluate_family_platform(
     }
     prof = view_profiles(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 2)
     worst = {k: float(w.network_share.mean(axis=0).max()) for k, w in walks.items()}
+    minors_by_walk = {k: float(w.vulnerable_share.max()) for k, w in walks.items()}
     worst.pop("risky_viewers")
     if prof["similar_users"] is not None:
         worst["similar_users"] = prof["similar_users"]["mean"]
@@ -176,6 +180,7 @@ def evaluate_family_platform(
     return {
         "values": values,
         "walks": worst,
+        "minors_by_walk": minors_by_walk,
         "quality": {"recall": q["recall"], "recall_unguarded": qb["recall"], "n_users": q["n_users"]},
         "seconds": {
             "train": t1 - t0,

@@ -14,6 +14,7 @@ from .base import (
     ViewerBatch,
     array_fingerprint,
 )
+from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .registry import ENTRY_POINT_GROUP, load_plugins, register_filter, registered_filters
 from .safety import (
@@ -44,6 +45,7 @@ __all__ = [
     "SuppressNeighborhood",
     "CohortRule",
     "ViewerCircuitBreaker",
+    "ContextRisk",
     "ShareCap",
     "RelationshipRule",
     "ACTIONS",
