@@ -106,6 +106,21 @@ def main() -> None:
     "--quick", is_flag=True, help="A small, fast run (3000 accounts, 8 walkers, 4 steps, no sweep)."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars or stage lines.")
+@click.option(
+    "--family",
+    "family",
+    type=click.IntRange(1),
+    default=None,
+    help="Audit the default policy on N evaluation platforms of the randomised family "
+    "(ALS, BPR and an item-item model on each) instead of the one platform.",
+)
+@click.option(
+    "--family-size",
+    type=click.Choice(["small", "medium", "large", "any"]),
+    default="small",
+    show_default=True,
+    help="Account range of the family's platforms (small 5k-10k ... large 50k-200k).",
+)
 def audit(
     n_accounts,
     seeds,
@@ -120,6 +135,8 @@ def audit(
     plots,
     quick,
     quiet,
+    family,
+    family_size,
 ):
     """Reproduce the test-account experiment and measure the guard.
 
@@ -132,6 +149,9 @@ def audit(
     from .audit.run import run_audit
 
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    if family:
+        _audit_family(family, family_size, out_dir, n_walkers, n_steps, num_threads, plots, log)
+        return
     if quick:
         n_accounts = n_accounts or 3000
         n_walkers, n_steps, sweep = min(n_walkers, 8), min(n_steps, 4), False
@@ -180,6 +200,38 @@ def audit(
     click.echo(
         f"\nWrote {files['json']}, {files['markdown']}" + "".join(f", {p}" for p in files["plots"])
     )
+
+
+def _audit_family(n, size, out_dir, n_walkers, n_steps, num_threads, plots, log) -> None:
+    """``audit --family N``: the default policy on N evaluation platforms of the family."""
+    import json
+    import os
+
+    from .audit.family_run import format_family, run_family, write_family_plot
+
+    report = run_family(
+        n,
+        size=size,
+        n_walkers=n_walkers,
+        n_steps=n_steps,
+        num_threads=num_threads,
+        log=log,
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "family.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1, default=float)
+    with open(os.path.join(out_dir, "family.md"), "w", encoding="utf-8") as fh:
+        fh.write(format_family(report, markdown=True) + "\n")
+    written = [path, os.path.join(out_dir, "family.md")]
+    if plots:
+        png = write_family_plot(report, os.path.join(out_dir, "family.png"))
+        if png:
+            written.append(png)
+        else:
+            log("Plot skipped: matplotlib is not installed (pip install 'recsys-guardrails[plot]').")
+    click.echo(format_family(report))
+    click.echo("\nWrote " + ", ".join(written))
 
 
 @main.command()

@@ -7,10 +7,15 @@
 - :mod:`~guardrails.audit.metrics`: recall@k, NDCG@k, suppressed benign accounts, reach;
 - :mod:`~guardrails.audit.sweep`: the exposure/quality trade-off and its Pareto front;
 - :func:`run_audit` and :mod:`~guardrails.audit.report`: the whole audit, its table, JSON
-  and plots (``recsys-guardrails audit`` on the command line).
+  and plots (``recsys-guardrails audit`` on the command line);
+- :mod:`~guardrails.audit.family` and :func:`run_family`: a randomised family of platforms
+  (tuning and evaluation seeds) and the worst case of a policy over it
+  (``recsys-guardrails audit --family N``).
 """
 
 from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
+from .family import FamilyConfig, FamilyPlatform, draw_config, family_seeds, make_family_platform
+from .family_run import run_family
 from .run import run_audit
 from .sweep import SweepPoint, pareto_front, run_sweep
 from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one
@@ -19,6 +24,12 @@ __all__ = [
     "Platform",
     "make_platform",
     "run_audit",
+    "FamilyConfig",
+    "FamilyPlatform",
+    "draw_config",
+    "family_seeds",
+    "make_family_platform",
+    "run_family",
     "WalkResult",
     "view_one",
     "follow_handful",
