@@ -21,10 +21,14 @@ import statistics
 import warnings
 
 from guardrails.audit.family import MODEL_KINDS, SIZES
-from guardrails.audit.family_policy import calibrated_guard_policy
+from guardrails.audit.family_policy import calibrated_guard_policy, default_with_context
 from guardrails.audit.family_run import format_family, run_family, write_family_plot
 
-POLICIES = {"default": None, "calibrated": calibrated_guard_policy}
+POLICIES = {
+    "default": None,
+    "calibrated": calibrated_guard_policy,
+    "default+context": default_with_context,
+}
 
 
 def main(argv=None) -> None:

@@ -38,7 +38,7 @@ from ..filters import (
 )
 from .platform import Platform
 
-__all__ = ["calibrated_policy", "calibrated_guard_policy", "DROP_K", "DEMOTE_K", "DROP_CAP"]
+__all__ = ["calibrated_policy", "calibrated_guard_policy", "default_with_context", "DROP_K", "DEMOTE_K", "DROP_CAP"]
 
 #: Drop at this many upper spreads (median to 75th percentile, log risk) above the median.
 DROP_K = 4.5
@@ -196,3 +196,29 @@ def calibrated_guard_policy(platform: Platform, model=None) -> gr.Policy:
         minors=platform.vulnerable,
         minor_viewers=platform.vulnerable,
     )
+
+
+def default_with_context(platform: Platform, model=None) -> gr.Policy:
+    """``default_policy`` as shipped, plus :class:`~guardrails.filters.ContextRisk` on its
+    own demotion band (the smallest change that closes the "view one" hole).
+
+    The context filter reads the shipped policy's risk, demotion floor and low-risk pool
+    from its filters, so the thresholds are exactly those of ``default_policy``.
+    """
+    from .guards import default_guard_policy
+
+    base = default_guard_policy(platform)
+    by_name = {f.name: f for f in base.filters}
+    breaker = by_name["viewer_circuit_breaker"]
+    demote_t = by_name["demote_risk"].floor
+    ctx = ContextRisk(
+        breaker.risk,
+        threshold=max(demote_t, 1e-6),
+        pool=breaker.low_risk_pool(),
+        new_viewer_interactions=NEW_VIEWER,
+        known_viewers=platform.n_accounts,
+    )
+    filters = list(base.filters)
+    at = next((i for i, f in enumerate(filters) if f.name == "share_cap_risky"), len(filters))
+    filters.insert(at, ctx)
+    return gr.Policy(filters, name="default+context")
