@@ -7,50 +7,92 @@ snapshots), :mod:`guardrails.expand` (risk propagation around flagged seeds),
 :mod:`guardrails.text` (obfuscation-proof term and link matching),
 :mod:`guardrails.testing` (Hypothesis strategies and a conformance suite for filters),
 :mod:`guardrails.audit` (the test-account experiment) and :mod:`guardrails.distributed`
-(batch scoring on Dask, optional extra ``dask``); the last two load on first access.
+(batch scoring on Dask, optional extra ``dask``). Every name loads on first access.
 
 Note: the unrelated package ``guardrails-ai`` installs the same import name; do not
 install both into one environment.
 """
 
-from . import expand, filters, signals, testing, text
-from .exceptions import (
-    ConvergenceWarning,
-    CorruptStoreError,
-    FailClosedError,
-    FailClosedWarning,
-    GuardrailsError,
-    GuardrailsWarning,
-    LeaseLostError,
-    MissingDependencyError,
-    NotAGuardrailsStoreError,
-    PluginError,
-    PolicyFileError,
-    SchemaVersionError,
-    StoreError,
-    UnsupportedModelError,
-    ValidationError,
-)
-from .expand import propagate as propagate_risk
-from .filters import register_filter
-from .guard import Guard, GuardResult
-from .models import FactorModel, ItemItemModel
-from .policy import (
-    Decision,
-    DecisionCounters,
-    Explanation,
-    Holdback,
-    Policy,
-    default_policy,
-    load_policy,
-    save_policy,
-)
-from .signals import IdMap, LabelStore, ReportQueue, ServingGuard, Snapshot
-from .text import TextGuard
+import typing as _typing
+
+# Names load on first access (PEP 562), so that ``import guardrails`` -- and the command
+# line's ``--version`` and ``--help`` -- do not pay for numpy, scipy and implicit.
+_EXPORTS = {
+    "ConvergenceWarning": ".exceptions",
+    "CorruptStoreError": ".exceptions",
+    "FailClosedError": ".exceptions",
+    "FailClosedWarning": ".exceptions",
+    "GuardrailsError": ".exceptions",
+    "GuardrailsWarning": ".exceptions",
+    "LeaseLostError": ".exceptions",
+    "MissingDependencyError": ".exceptions",
+    "NotAGuardrailsStoreError": ".exceptions",
+    "PluginError": ".exceptions",
+    "PolicyFileError": ".exceptions",
+    "SchemaVersionError": ".exceptions",
+    "StoreError": ".exceptions",
+    "UnsupportedModelError": ".exceptions",
+    "ValidationError": ".exceptions",
+    "register_filter": ".filters",
+    "Guard": ".guard",
+    "GuardResult": ".guard",
+    "FactorModel": ".models",
+    "ItemItemModel": ".models",
+    "Decision": ".policy",
+    "DecisionCounters": ".policy",
+    "Explanation": ".policy",
+    "Holdback": ".policy",
+    "Policy": ".policy",
+    "default_policy": ".policy",
+    "load_policy": ".policy",
+    "save_policy": ".policy",
+    "IdMap": ".signals",
+    "LabelStore": ".signals",
+    "ReportQueue": ".signals",
+    "ServingGuard": ".signals",
+    "Snapshot": ".signals",
+    "TextGuard": ".text",
+}
+_RENAMED = {"propagate_risk": (".expand", "propagate")}
+_SUBPACKAGES = ("expand", "filters", "signals", "testing", "text", "audit", "distributed")
+
+if _typing.TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from . import expand, filters, signals, testing, text
+    from .exceptions import (
+        ConvergenceWarning,
+        CorruptStoreError,
+        FailClosedError,
+        FailClosedWarning,
+        GuardrailsError,
+        GuardrailsWarning,
+        LeaseLostError,
+        MissingDependencyError,
+        NotAGuardrailsStoreError,
+        PluginError,
+        PolicyFileError,
+        SchemaVersionError,
+        StoreError,
+        UnsupportedModelError,
+        ValidationError,
+    )
+    from .expand import propagate as propagate_risk
+    from .filters import register_filter
+    from .guard import Guard, GuardResult
+    from .models import FactorModel, ItemItemModel
+    from .policy import (
+        Decision,
+        DecisionCounters,
+        Explanation,
+        Holdback,
+        Policy,
+        default_policy,
+        load_policy,
+        save_policy,
+    )
+    from .signals import IdMap, LabelStore, ReportQueue, ServingGuard, Snapshot
+    from .text import TextGuard
 
 __version__ = "0.1.0"
-
-_LAZY = ("audit", "distributed")
 
 __all__ = [
     "__version__",
@@ -106,15 +148,20 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # audit (matplotlib, implicit training) and distributed (dask) load on first access
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'guardrails' has no attribute {name!r}")
+    if name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name in _RENAMED:
+        module, attr = _RENAMED[name]
+        value = getattr(importlib.import_module(module, __name__), attr)
+    else:
+        raise AttributeError(f"module 'guardrails' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(__all__))

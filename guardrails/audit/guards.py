@@ -176,6 +176,9 @@ def default_guard_policy(platform: Platform, **knobs):
         raise MissingDependencyError(
             "guardrails.default_policy is not available in this version of recsys-guardrails."
         )
+    own = getattr(platform, "policy_signals", None)  # own data (audit.data.DataPlatform)
+    if own is not None:
+        return fn(**{**own(), **knobs})
     signals = {
         "seeds": platform.known_seeds,
         "graph": platform.train,
@@ -208,6 +211,9 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
         raise MissingDependencyError(
             "guardrails.load_policy is not available in this version of recsys-guardrails."
         )
+    own = getattr(platform, "policy_data", None)  # own data (audit.data.DataPlatform)
+    if own is not None:
+        return fn(path, data=own(risk))
     data = {
         "known_seeds": platform.known_seeds,
         "risk": risk,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 import guardrails as gr
 
-from .._validation import check_choice, check_int, fail
+from .._validation import check_choice, check_float, check_int, fail
 from .guards import (
     default_guard_policy,
     default_policy_available,
@@ -30,6 +31,8 @@ from .walks import follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
     "run_audit",
+    "audit_platform",
+    "failed_targets",
     "evaluate_config",
     "check_targets",
     "TARGETS",
@@ -95,11 +98,12 @@ def evaluate_config(
             unknown_only=True,
             progress=bar,
         ),
-        "search_start": search_start(
-            guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar
-        ),
         "risky_viewers": risky_viewers(guard, platform, n_viewers=200, N=N, seed=seed),
     }
+    if getattr(platform, "has_search", True):  # own data without flagged terms: no search
+        walks["search_start"] = search_start(
+            guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar
+        )
     out = {"walks": {k: w.summary() for k, w in walks.items()}}
     out["quality"] = ranking_quality(guard, platform, users, k=N)
     out["suppressed"] = suppressed_share(guard, platform, viewers)
@@ -319,9 +323,11 @@ def check_targets(report: dict, guarded: str | None = None) -> list[dict]:
                 "<= 3 steps",
             )
         )
-        worst = max(max(g["walks"][w]["network_share_mean"]) for w in _WALKS_EXPOSURE)
+        worst = max(
+            max(g["walks"][w]["network_share_mean"]) for w in _WALKS_EXPOSURE if w in g["walks"]
+        )
         out.append(_target("guarded_exposure", tag, guarded, worst, worst <= 0.01, "<= 0.01"))
-        vul = max(g["walks"][w]["worst_vulnerable_share"] for w in _WALKS_RISKY)
+        vul = max(g["walks"][w]["worst_vulnerable_share"] for w in _WALKS_RISKY if w in g["walks"])
         out.append(
             _target("risky_viewers_no_minors", tag, guarded, vul, vul == 0.0, "== 0 (worst slate)")
         )
@@ -342,3 +348,219 @@ def _target(key: str, where: str, config: str, value, passed: bool, bound: str) 
         "bound": bound,
         "passed": bool(passed),
     }
+
+
+def failed_targets(report: dict) -> list[dict]:
+    """The targets of ``report`` that failed and gate the audit (``gating`` not false)."""
+    return [t for t in report["targets"] if not t["passed"] and t.get("gating", True)]
+
+
+def audit_platform(
+    data,
+    *,
+    policy_path=None,
+    sweep: bool = True,
+    n_walkers: int = 20,
+    n_steps: int = 6,
+    N: int = 10,
+    factors: int = 64,
+    iterations: int = 15,
+    regularization: float = 0.05,
+    alpha: float = 2.0,
+    num_threads: int = 2,
+    seed: int = 0,
+    risky_share: float = 0.2,
+    progress: bool = True,
+    log=None,
+    primitive_knobs: dict | None = None,
+) -> dict:
+    """Run the audit on your own platform: the same walks, metrics, sweep and targets.
+
+    Everything is validated, and every policy built, before a model is trained.
+
+    Parameters
+    ----------
+    data : str, PathLike or OwnData
+        A folder in the own-data format (:mod:`guardrails.audit.data`, read with
+        :func:`~guardrails.audit.data.load_data`) or data already validated with
+        :meth:`~guardrails.audit.data.OwnData.from_arrays`.
+    policy_path : str or PathLike, optional, keyword-only
+        A TOML policy audited as ``"policy_file"`` (the guarded configuration); it may
+        reference ``seeds``, ``known_seeds``, ``seed_mask``, ``risk``, ``interactions``
+        and, when given, ``graph``, ``minors``, ``minor_viewers``, ``terms``,
+        ``flagged_terms`` and ``seeds_<category>``. Otherwise the guarded configuration is
+        :func:`guardrails.default_policy` built from what was given.
+    sweep : bool, keyword-only
+        Run the exposure/quality sweep.
+    n_walkers, n_steps, N : int, keyword-only
+        Test accounts per walk, suggestion rounds, slate length.
+    factors, iterations, regularization, alpha : keyword-only
+        ALS hyperparameters when no factors or model were given (``regularization`` is
+        also the fold-in ridge term of given factors).
+    num_threads : int, keyword-only
+        ALS training threads.
+    seed : int, keyword-only
+        Seeds the held-out split, the walks and ALS.
+    risky_share : float, keyword-only
+        Users with at least this share of their interactions on seeds or known abusive
+        accounts are the risky viewers.
+    progress : bool, keyword-only
+    log : callable, optional, keyword-only
+    primitive_knobs : dict, optional, keyword-only
+
+    Returns
+    -------
+    dict
+        As :func:`run_audit`, with one run (scenario ``"own-data"``) and ``data`` (the
+        folder and its counts). Whether the unguarded recommender floods is reported
+        but does not gate (``gating`` false); the minors' target is left out when no
+        minors were given.
+
+    Raises
+    ------
+    ValidationError
+        Bad files or arguments, before any training.
+    PolicyFileError
+        A bad policy file, before any training.
+    """
+    from .data import DataPlatform, OwnData, load_data
+
+    where = "audit_platform"
+    n_walkers = check_int(n_walkers, "n_walkers", where)
+    n_steps = check_int(n_steps, "n_steps", where)
+    N = check_int(N, "N", where)
+    seed = check_int(seed, "seed", where, low=0)
+    model_kw: dict[str, Any] = {
+        "factors": check_int(factors, "factors", where),
+        "iterations": check_int(iterations, "iterations", where),
+        "regularization": check_float(regularization, "regularization", where, low=0.0),
+        "alpha": check_float(alpha, "alpha", where, low=0.0, low_open=True),
+        "num_threads": check_int(num_threads, "num_threads", where, low=0),
+    }
+    risky_share = check_float(risky_share, "risky_share", where, low=0.0, high=1.0, low_open=True)
+    say = log or (lambda _msg: None)
+    primitive_knobs = {"threshold": 0.02, "weight": 4.0, **(primitive_knobs or {})}
+    t0 = time.perf_counter()
+    if not isinstance(data, OwnData):
+        data = load_data(data)
+    # Duck-typed as a Platform: the walks, metrics and sweep read the same names.
+    platform: Any = DataPlatform.from_data(data, seed=seed, risky_share=risky_share)
+    risk = platform.seed_risk()
+    policies = {"unguarded": None, "primitive": primitive_policy(platform, risk, **primitive_knobs)}
+    if default_policy_available():
+        policies["default_policy"] = default_guard_policy(platform)
+    if policy_path is not None:
+        policies["policy_file"] = policy_file_guard_policy(policy_path, platform, risk)
+    catalog = gr.filters.Catalog("items", data.n_items)
+    for p in policies.values():
+        if p is not None:  # arrays sized to another catalogue fail here, not after training
+            p.compile_global(catalog)
+    t1 = time.perf_counter()
+    if data.model is not None:
+        model = data.model
+    elif data.user_factors is not None:
+        model = gr.FactorModel(
+            data.user_factors, data.item_factors, regularization=model_kw["regularization"]
+        )
+    else:
+        model = train_model(platform, seed=seed, **model_kw)
+    t2 = time.perf_counter()
+    guards = {k: gr.Guard(model, p) for k, p in policies.items()}
+    say(
+        f"{data.source}: {data.n_users} users, {data.n_items} accounts, "
+        f"{data.interactions.nnz} interactions; load and policies {t1 - t0:.1f}s, "
+        f"model {t2 - t1:.1f}s"
+    )
+    users = platform.evaluation_users(seed=seed)
+    viewers = platform.ordinary_viewers(n=20, seed=seed)
+    youth = platform.youth_viewers(seed=seed)
+    configs = {}
+    per_config = (3 if platform.has_search else 2) * n_steps
+    with _bar(per_config * len(guards), "walks (own data)", progress) as bar:
+        for name, guard in guards.items():
+            configs[name] = evaluate_config(
+                guard,
+                platform,
+                users=users,
+                viewers=viewers,
+                youth_viewers=youth,
+                n_walkers=n_walkers,
+                n_steps=n_steps,
+                N=N,
+                seed=seed,
+                bar=bar,
+            )
+    base = configs["unguarded"]
+    for c in configs.values():
+        q, b = c["quality"], base["quality"]
+        q["recall_ratio"] = q["recall"] / b["recall"] if b["recall"] else float("nan")
+        q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
+        r, rb = c["minor_reach"], base["minor_reach"]
+        r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
+    t3 = time.perf_counter()
+    sweep_out = None
+    if sweep:
+        from .sweep import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS
+
+        n_points = (
+            1
+            + len(DEFAULT_THRESHOLDS) * len(DEFAULT_WEIGHTS)
+            + (2 if default_policy_available() else 0)
+        )
+        with _bar(n_points, "sweep", progress) as sbar:
+            points = run_sweep(
+                model,
+                platform,
+                risk,
+                users,
+                seed=seed,
+                progress=None if sbar is None else (lambda: sbar.update(1)),
+            )
+        sweep_out = {
+            "seed": seed,
+            "scenario": platform.scenario,
+            "points": [p.to_dict() for p in points],
+            "pareto": [p.to_dict() for p in pareto_front(points)],
+            "seconds": time.perf_counter() - t3,
+        }
+        say(f"sweep: {len(points)} configurations in {sweep_out['seconds']:.1f}s")
+    run = {
+        "seed": seed,
+        "scenario": platform.scenario,
+        "platform": platform.summary(),
+        "seconds": {"load": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2},
+        "configs": configs,
+    }
+    report = {
+        "library_version": gr.__version__,
+        "settings": {
+            "data": data.source,
+            "n_accounts": data.n_items,
+            "n_users": data.n_users,
+            "seeds": [seed],
+            "scenarios": [platform.scenario],
+            "n_walkers": n_walkers,
+            "n_steps": n_steps,
+            "N": N,
+            "num_threads": model_kw["num_threads"],
+            "model": model_kw,
+            "risky_share": risky_share,
+            "policy_path": None if policy_path is None else str(policy_path),
+            "primitive_knobs": primitive_knobs,
+            "default_policy_available": default_policy_available(),
+        },
+        "data": platform.summary(),
+        "guarded_config": _guarded_name(configs),
+        "runs": [run],
+        "sweep": sweep_out,
+        "seconds": time.perf_counter() - t0,
+    }
+    targets = check_targets(report)
+    for t in targets:
+        # Whether *your* recommender floods test accounts is a finding, not a failure of
+        # the guard: reported, never gating.
+        t["gating"] = t["target"] != "flood_reproduced"
+    if data.minors is None:  # nothing to measure: a target that cannot fail is left out
+        targets = [t for t in targets if t["target"] != "risky_viewers_no_minors"]
+    report["targets"] = targets
+    return report

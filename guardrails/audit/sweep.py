@@ -85,8 +85,9 @@ def exposure(
     walks = [
         view_one(guard, platform, n_views=n_walkers, seed=seed),
         follow_handful(guard, platform, n_walkers=n_walkers, n_steps=n_steps, seed=seed),
-        search_start(guard, platform, n_walkers=n_walkers, n_steps=n_steps, seed=seed),
     ]
+    if getattr(platform, "has_search", True):  # own data without flagged terms: no search
+        walks.append(search_start(guard, platform, n_walkers=n_walkers, n_steps=n_steps, seed=seed))
     net = float(np.mean([w.network_share.mean() for w in walks]))
     vul = float(np.mean([w.vulnerable_share.mean() for w in walks[1:]]))
     return net, vul

@@ -147,8 +147,8 @@ def _walk(
 ) -> WalkResult:
     n = platform.n_accounts
     m = len(first_follows)
-    # Test accounts are new: ids beyond every trained account, factors folded in per step.
-    userids = n + np.arange(m, dtype=np.int64)
+    # Test accounts are new: ids beyond every trained user, factors folded in per step.
+    userids = getattr(platform, "n_users", n) + np.arange(m, dtype=np.int64)
     follows = [np.unique(f.astype(np.int64)) for f in first_follows]
     net = np.zeros((m, n_steps))
     vul = np.zeros((m, n_steps))
@@ -210,7 +210,7 @@ def view_one(
     N = check_int(N, "N", "view_one")
     rng = np.random.default_rng(seed)
     starts = _pick_starts(platform, n_views, rng, unknown_only=unknown_only)
-    viewers = platform.n_accounts + np.arange(n_views, dtype=np.int64)
+    viewers = getattr(platform, "n_users", platform.n_accounts) + np.arange(n_views, dtype=np.int64)
     ids, _ = guard.similar_items(starts, N=N + 1, viewer=viewers, surface="suggested_accounts")
     ids = np.atleast_2d(ids)
     # implicit includes the viewed account itself first; it is not a suggestion.

@@ -1,0 +1,376 @@
+"""``default_policy``: a strong protective policy from what a platform typically has.
+
+The thresholds are lifts over the catalogue's typical risk, so they mean the same thing
+whatever the amount of seed evidence; each constant says where its value comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._validation import check_choice, check_csr, check_vector, fail
+from ..expand import coengagement_risk, propagate, term_risk
+from ..filters._risk import seed_mask, viewer_share
+from ..filters.primitive import DemoteRisk
+from ..filters.safety import (
+    BlockLabeled,
+    CohortRule,
+    ShareCap,
+    SuppressNeighborhood,
+    ViewerCircuitBreaker,
+)
+from ._policy import Policy
+
+__all__ = [
+    "DEFAULT_DEMOTE_LIFT",
+    "DEFAULT_DROP_FLOOR",
+    "DEFAULT_DROP_LIFT",
+    "DEFAULT_POOL_LIFT",
+    "DEFAULT_TERM_WEIGHT",
+    "DEFAULT_TRIP",
+    "default_policy",
+]
+
+
+#: Lift (risk over the catalogue's typical risk, its median) at or above which an account
+#: is in a flagged neighbourhood and dropped: a walk from it meets flagged accounts four
+#: times as often as a walk from a typical account. Risk from personalised PageRank has a
+#: background level that grows with the amount of seed evidence (more seeds, more visits
+#: everywhere), so a lift over the background means the same thing whatever the seeds.
+DEFAULT_DROP_LIFT = 4.0
+#: Lift at or above which an account is demoted (graded by its risk), not dropped: the
+#: moderate band, mostly ordinary accounts near camouflage follows.
+DEFAULT_DEMOTE_LIFT = 2.0
+#: Lift at or below which an account is "no riskier than typical": the low-risk pool
+#: (the less risky half of the catalogue) that tripped viewers and risky profiles are
+#: served from.
+DEFAULT_POOL_LIFT = 1.0
+#: Absolute floor of the drop threshold, so a catalogue with (almost) no risk drops
+#: nothing on noise.
+DEFAULT_DROP_FLOOR = 0.02
+#: Confidence given to an account only because it uses a flagged term (hashtag): the
+#: terms have innocent uses too, so term use alone is half the evidence of a label.
+DEFAULT_TERM_WEIGHT = 0.5
+#: Share of a viewer's interactions on dropped accounts that trips the breaker.
+DEFAULT_TRIP = 0.3
+#: Term risk of an account that uses a flagged term itself (one hop on the term graph:
+#: at least damping / 5 for an account with five terms, one of them flagged); accounts
+#: further away are not soft seeds.
+_TERM_DIRECT = 0.1
+#: Largest share of the catalogue neighbourhood suppression may drop (a collateral cap).
+_DROP_CAP = {"strict": 0.10, "balanced": 0.05}
+
+
+def default_policy(
+    *,
+    n_items: int | None = None,
+    seeds=None,
+    graph=None,
+    interactions=None,
+    account_terms=None,
+    seed_terms=None,
+    risk=None,
+    viewer_risk=None,
+    minors=None,
+    minor_viewers=None,
+    viewer_cohorts=None,
+    candidate_cohorts=None,
+    cohort_matrix=None,
+    cohort_labels: tuple[Sequence[str], Sequence[str]] | None = None,
+    label_categories: Sequence[str] = ("csam",),
+    snapshot_labels: bool = False,
+    strictness: str = "strict",
+    discovery_surfaces: Sequence[str] | None = None,
+    name: str = "default",
+) -> Policy:
+    """A strong protective policy from what a platform typically has.
+
+    Parameters
+    ----------
+    n_items : int, optional, keyword-only
+        Catalogue size; checked against the other arrays when given.
+    seeds : array-like of bool or int, optional, keyword-only
+        Flagged accounts (candidate indices); always dropped.
+    graph : sparse matrix, shape (n_items, n_items), optional, keyword-only
+        Follow graph between candidates (accounts following accounts); risk propagates
+        over it both ways (:func:`guardrails.expand.propagate`).
+    interactions : sparse matrix, shape (n_users, n_items), optional, keyword-only
+        The model's user-item interaction matrix: risk spreads along co-engagement
+        (:func:`guardrails.expand.coengagement_risk`: accounts followed by the same
+        followers as flagged accounts), and every user gets a stored risk (the share of
+        their interactions on flagged neighbourhoods) for the circuit breakers.
+    account_terms : sparse matrix, shape (n_items, n_terms), optional, keyword-only
+        Terms (hashtags, link domains) each account uses; with ``seed_terms``.
+    seed_terms : array-like of int, optional, keyword-only
+        Flagged terms (columns of ``account_terms``). Accounts using them become soft
+        seeds of weight :data:`DEFAULT_TERM_WEIGHT` times their term risk
+        (:func:`guardrails.expand.term_risk`) for the graph and co-engagement
+        propagation; this is what survives when labelled accounts are banned and come
+        back under new ids. An account is never dropped for its own terms alone.
+    risk : array-like of float, shape (n_items,), optional, keyword-only
+        Precomputed propagated risk, instead of propagation from seeds and terms.
+    viewer_risk : array-like of float, shape (n_users,), optional, keyword-only
+        Precomputed stored viewer risk on the breaker's scale (share of a viewer's
+        interactions on flagged neighbourhoods).
+    minors : array-like of bool or int, shape (n_items,), optional, keyword-only
+        Candidates that are minors' accounts (a vulnerable cohort, from the platform's
+        age signals). They are never suggested to a viewer with any interaction on a
+        flagged neighbourhood (call or stored), never to a tripped viewer or on a risky
+        profile; they are not dropped for their own neighbourhood risk (buyers following
+        them is what makes it high: they are the network's targets, not its members).
+    minor_viewers : array-like of bool or int, shape (n_users,), optional, keyword-only
+        Viewers who are minors: they never get candidates at or above the demotion
+        floor (the flagged band), and new viewers (unknown ids) are treated the same.
+    viewer_cohorts, candidate_cohorts, cohort_matrix, cohort_labels : optional
+        An extra :class:`~guardrails.filters.CohortRule`.
+    label_categories : sequence of str, keyword-only
+        With ``snapshot_labels=True``, categories that :class:`BlockLabeled` drops,
+        reading the Guard's snapshot (failing closed for child-safety categories).
+    strictness : {"strict", "balanced"}, keyword-only
+        The collateral cap of neighbourhood suppression (at most 10 % or 5 % of the
+        catalogue dropped) and the demotion weight (0.5 or 0.25).
+    discovery_surfaces : sequence of str, optional, keyword-only
+        Surfaces where the share cap applies (default: all).
+    name : str, keyword-only
+
+    Returns
+    -------
+    Policy
+        In order: labels (if asked), neighbourhood suppression, graded risk demotion of
+        the band below it, the viewer circuit breaker, the minors' protection breaker
+        and cohort rule (with ``minors`` / ``minor_viewers``), a risky-share cap, and
+        the extra cohort rule (if given).
+
+    Notes
+    -----
+    Propagated risk (personalised PageRank, :mod:`guardrails.expand`) has a background
+    level that grows with the amount of seed evidence, so the thresholds are *lifts*
+    over the catalogue's typical (median) risk ``b``; they mean the same on a platform
+    the policy has never seen, with no tuning:
+
+    - drop: ``risk >= max(0.02, 4 * b)`` (:data:`DEFAULT_DROP_LIFT`): a walk from the
+      account meets flagged accounts four times as often as a walk from a typical one;
+      raised if needed so that at most 10 % (``"balanced"``: 5 %) of the catalogue is
+      dropped (a collateral cap); seeds are always dropped;
+    - demote: ``2 * b <= risk < drop`` (:data:`DEFAULT_DEMOTE_LIFT`) by
+      ``0.5 * sqrt(risk)`` score units: demoted, not dropped, because this band is
+      mostly ordinary accounts near camouflage follows;
+    - circuit breaker: a viewer with at least 30 % (:data:`DEFAULT_TRIP`) of their
+      interactions (in the call, or stored from ``interactions``) on dropped candidates
+      is tripped and gets only the low-risk pool (``risk <= b``, the less risky half;
+      seeds and minors excluded); their risky interactions are left out of the query.
+      For ``similar_items`` the Guard passes the viewed account as the viewer's context
+      (``ViewerBatch.context_items``, which the breaker reads), so the profile of a
+      dropped account suggests only the pool, whoever views it (a new account gives the
+      breaker nothing else to read);
+    - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
+      interaction on a dropped candidate and then drops minors' accounts; minors'
+      accounts carry no neighbourhood risk of their own (it comes from buyers following
+      them), so ordinary viewers keep seeing them; ``minor_viewers=`` adds a
+      ``CohortRule`` that keeps the whole band at or above ``2 * b`` away from minors
+      and from viewers the policy does not know (new accounts might be minors);
+    - risky share cap: at most 10 % of a slate from candidates at or above ``2 * b``.
+
+    Raises
+    ------
+    ValidationError
+        When there is neither risk nor seeds (or flagged terms) with a graph and/or
+        interactions.
+    """
+    where = "default_policy"
+    strictness = check_choice(strictness, "strictness", where, ("strict", "balanced"))
+    q_cap = _DROP_CAP[strictness]
+    demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
+    has_terms = account_terms is not None and seed_terms is not None
+    if (account_terms is None) != (seed_terms is None):
+        raise fail(
+            "seed_terms",
+            where,
+            "given together with account_terms",
+            "only one of them",
+            describe=False,
+        )
+    if risk is not None:
+        risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
+    else:
+        if (seeds is None and not has_terms) or (graph is None and interactions is None):
+            raise fail(
+                "risk",
+                where,
+                "given, or seeds (or account_terms with seed_terms) given with a graph "
+                "and/or interactions",
+                None,
+            )
+        risk = _default_risk(
+            seeds, graph, interactions, account_terms if has_terms else None, seed_terms, where
+        )
+    n = risk.shape[0]
+    if n_items is not None and n_items != n:
+        raise fail("n_items", where, f"equal to the length of the risk ({n})", n_items)
+    seed_arg = None if seeds is None else seed_mask(seeds, n, "seeds", where)
+    minor_mask = None if minors is None else seed_mask(minors, n, "minors", where)
+    if minor_mask is not None and minor_mask.any():
+        # Minors' accounts are the network's targets: protected by viewer rules below,
+        # not dropped or demoted for the risk that buyers' follows give them.
+        risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
+        risk = risk.astype(np.float32)
+    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
+
+    def top(q: float) -> float:
+        return float(np.quantile(rest, 1.0 - q)) if rest.size else 1.0
+
+    base = float(np.median(rest)) if rest.size else 0.0
+    drop_t = min(1.0, max(DEFAULT_DROP_FLOOR, DEFAULT_DROP_LIFT * base, top(q_cap) + 1e-7))
+    demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
+    pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
+    risky = risk >= drop_t
+    if seed_arg is not None:
+        risky |= seed_arg
+    if viewer_risk is not None:
+        viewer_risk = check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
+    elif interactions is not None:
+        ui = check_csr(interactions, "interactions", where)
+        if ui.shape[1] == n:
+            viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
+    pool = risk <= pool_t
+    if seed_arg is not None:
+        pool &= ~seed_arg
+    if minor_mask is not None:
+        pool &= ~minor_mask
+    filters: list = []
+    if snapshot_labels:
+        filters.append(BlockLabeled(tuple(label_categories), name="block_labeled"))
+    filters.append(SuppressNeighborhood(risk, threshold=drop_t, seeds=seed_arg))
+    filters.append(DemoteRisk(risk, weight=demote_weight, curve="sqrt", floor=demote_t))
+    breaker_risk = np.where(risky, np.float32(1.0), risk).astype(np.float32)
+    filters.append(
+        ViewerCircuitBreaker(
+            breaker_risk,
+            item_threshold=drop_t,
+            trip=DEFAULT_TRIP,
+            pool=pool,
+            viewer_risk=viewer_risk,
+        )
+    )
+    if minor_mask is not None and minor_mask.any():
+        # Any sign of the network (one interaction on a dropped candidate, in the call
+        # or stored) and minors' accounts are never suggested: a second breaker whose
+        # pool is everything but the minors, tripping on any risky interaction.
+        stored = None
+        if viewer_risk is not None:
+            stored = (viewer_risk > 0).astype(np.float32)
+        filters.append(
+            ViewerCircuitBreaker(
+                breaker_risk,
+                item_threshold=drop_t,
+                trip=1e-6,
+                pool=~minor_mask,
+                viewer_risk=stored,
+                strip_interactions=False,
+                reason="minors_protected",
+                name="protect_minors",
+            )
+        )
+    if minor_viewers is not None:
+        mv = np.asarray(minor_viewers)
+        if mv.dtype != bool:  # indices: as many viewers as the stored risk, or up to the last
+            size = viewer_risk.shape[0] if viewer_risk is not None else int(mv.max(initial=-1)) + 1
+            mv = seed_mask(mv, size, "minor_viewers", where)
+        cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
+        if seed_arg is not None:
+            cand[seed_arg] = 0
+        filters.append(
+            CohortRule(
+                mv.astype(np.int64),
+                cand,
+                [["allow"], ["drop"]],
+                viewer_labels=("adult", "minor"),
+                candidate_labels=("flagged_band",),
+                reason="minor_viewer_protected",
+                name="minor_viewers",
+            )
+        )
+    filters.append(
+        ShareCap(
+            max_share=0.1,
+            risk=risk,
+            threshold=max(demote_t, 1e-6),
+            surfaces=discovery_surfaces,
+            name="share_cap_risky",
+        )
+    )
+    if cohort_matrix is not None:
+        vl, cl = cohort_labels if cohort_labels is not None else (None, None)
+        filters.append(
+            CohortRule(
+                viewer_cohorts,
+                candidate_cohorts,
+                cohort_matrix,
+                viewer_labels=vl,
+                candidate_labels=cl,
+            )
+        )
+    return Policy(filters, name=name)
+
+
+def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
+    """Item risk from labelled seeds and flagged terms over the graph and/or interactions.
+
+    Seeds weigh 1; accounts using flagged terms are soft seeds of weight
+    ``DEFAULT_TERM_WEIGHT * term_risk`` (direct users only: term risk at least
+    ``_TERM_DIRECT``). Both spread over the follow graph (both ways) and over
+    co-engagement; the sources are combined with ``max``. A soft seed's own weight is
+    then taken off its risk, so an account is never suppressed for its own terms alone:
+    its risk is what its neighbourhood says.
+    """
+    n = None
+    if graph is not None:
+        graph = check_csr(graph, "graph", where)
+        if graph.shape[0] != graph.shape[1]:
+            raise fail("graph", where, "a square sparse matrix (n, n)", graph)
+        n = graph.shape[0]
+    if interactions is not None:
+        interactions = check_csr(interactions, "interactions", where)
+        if n is not None and interactions.shape[1] != n:
+            raise fail(
+                "interactions",
+                where,
+                f"a matrix with {n} columns (one per candidate)",
+                interactions,
+            )
+        n = interactions.shape[1]
+    s = np.zeros(n, dtype=bool) if seeds is None else seed_mask(seeds, n, "seeds", where)
+    w = s.astype(np.float32)
+    soft = np.zeros(n, dtype=np.float32)
+    if account_terms is not None:
+        at = check_csr(account_terms, "account_terms", where)
+        if at.shape[0] != n:
+            raise fail("account_terms", where, f"a matrix with {n} rows (one per candidate)", at)
+        st = np.asarray(seed_terms)
+        if st.ndim != 1 or not (st.size == 0 or np.issubdtype(st.dtype, np.integer)):
+            raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
+        if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
+            raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
+        if st.size:
+            acc, _ = term_risk(abs(at), seed_terms=st.astype(np.int64))
+            acc = np.asarray(acc, dtype=np.float32)
+            soft = np.where(acc >= _TERM_DIRECT, DEFAULT_TERM_WEIGHT * acc, 0.0)
+            soft = np.where(s, 0.0, soft).astype(np.float32)
+            w = np.maximum(w, soft)
+    if not (w > 0).any():
+        return np.zeros(n, dtype=np.float32)
+    idx = np.flatnonzero(w > 0)
+    parts = []
+    if graph is not None:
+        parts.append(
+            np.asarray(propagate(abs(graph), idx, weights=w[idx], direction="both"), np.float32)
+        )
+    if interactions is not None:
+        item_risk, _ = coengagement_risk(abs(interactions), idx, weights=w[idx])
+        parts.append(np.asarray(item_risk, dtype=np.float32))
+    risk = np.maximum.reduce(parts) if len(parts) > 1 else parts[0]
+    risk = np.clip(risk - soft, 0.0, 1.0).astype(np.float32)
+    risk[s] = 1.0
+    return risk

@@ -1,0 +1,446 @@
+"""Policy files: TOML documents read with ``tomllib``, arrays in ``.npy``/``.npz`` files.
+
+A filter type is written and read through the config spec its class declares (see
+:func:`guardrails.filters.register_filter`); arrays are referenced by name (``data=``)
+or by a relative path beside the file, and never loaded with pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import check_choice, fail
+from ..exceptions import PolicyFileError, ValidationError
+from ..filters.base import FAILURE_MODES, MODES, _check_surfaces
+from ..filters.registry import filter_class, registered_filters
+from ..filters.safety import ACTIONS, CohortRule, RelationshipRule
+from ._policy import SCHEMA_VERSION, Holdback, Policy
+
+__all__ = ["load_policy", "save_policy", "policy_from_dict", "policy_to_dict", "dump_toml"]
+
+#: Settings every filter type accepts in a policy file, whatever its own spec.
+_COMMON = {"name": "str", "reason": "str", "mode": "str", "failure": "str", "surfaces": "strs"}
+
+
+def load_policy(path, *, data: dict | None = None) -> Policy:
+    """Read a policy file (TOML).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The policy file.
+    data : dict of str to array, optional, keyword-only
+        Arrays referenced by name in the file (``risk = "risk"``). A reference not in
+        ``data`` that ends in ``.npy`` or ``.npz`` is loaded relative to the file,
+        without pickle.
+
+    Raises
+    ------
+    PolicyFileError
+        Unknown keys, bad values or a newer schema, with the file and key named.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyFileError(f"Policy file {path!r} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise PolicyFileError(f"Policy file {path!r} cannot be read: {exc}") from exc
+    return policy_from_dict(
+        doc, data=data, source=path, base_dir=os.path.dirname(os.path.abspath(path))
+    )
+
+
+def save_policy(policy: Policy, path, *, data_dir: str | None = None) -> dict[str, str]:
+    """Write a policy file (TOML), with its arrays as ``.npy``/``.npz`` files beside it.
+
+    Parameters
+    ----------
+    policy : Policy
+        A policy of built-in (or registered, configurable) filters.
+    path : str or PathLike
+    data_dir : str, optional, keyword-only
+        Directory for the arrays, relative to the file's directory; defaults to
+        ``"<file stem>.data"``.
+
+    Returns
+    -------
+    dict of str to str
+        Array reference -> file written.
+    """
+    path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    rel = data_dir if data_dir is not None else f"{stem}.data"
+    written: dict[str, str] = {}
+
+    def store(name: str, arr) -> str:
+        os.makedirs(os.path.join(base, rel), exist_ok=True)
+        if sp.issparse(arr):
+            ref = f"{rel}/{name}.npz"
+            sp.save_npz(os.path.join(base, ref), sp.csr_matrix(arr), compressed=True)
+        else:
+            ref = f"{rel}/{name}.npy"
+            np.save(os.path.join(base, ref), np.asarray(arr), allow_pickle=False)
+        written[ref] = os.path.join(base, ref)
+        return ref
+
+    doc = policy_to_dict(policy, store=store)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(dump_toml(doc))
+    return written
+
+
+# ============================================================================ reading
+class _Reader:
+    def __init__(self, source: str, data: dict | None, base_dir: str | None):
+        self.source = source
+        self.data = dict(data or {})
+        self.base_dir = base_dir
+
+    def error(self, key: str, what: str, got: Any) -> PolicyFileError:
+        shown = repr(got)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return PolicyFileError(
+            f"The {key!r} key of policy file {self.source!r} must be {what}. Got {shown} instead."
+        )
+
+    def array(self, key: str, ref: Any):
+        if not isinstance(ref, str) or not ref:
+            raise self.error(
+                key, "the name of an array (from data=) or a relative .npy/.npz path", ref
+            )
+        if ref in self.data:
+            return self.data[ref]
+        if ref.endswith((".npy", ".npz")):
+            if self.base_dir is None:
+                raise self.error(
+                    key, "an array name given in data= (no file to resolve paths against)", ref
+                )
+            if os.path.isabs(ref) or ".." in ref.replace("\\", "/").split("/"):
+                raise self.error(key, "a relative path inside the policy file's directory", ref)
+            path = os.path.join(self.base_dir, ref)
+            try:
+                if ref.endswith(".npz"):
+                    return sp.load_npz(path)
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise self.error(key, f"a readable array file ({exc})", ref) from exc
+        raise self.error(
+            key,
+            f"an array name given in data= (known: {sorted(self.data)}) or a .npy/.npz path",
+            ref,
+        )
+
+    def value(self, key: str, kind: str, v: Any):
+        if kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise self.error(key, "a finite number", v)
+            return float(v)
+        if kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise self.error(key, "an integer", v)
+            return v
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise self.error(key, "true or false", v)
+            return v
+        if kind == "str":
+            if not isinstance(v, str):
+                raise self.error(key, "a string", v)
+            return v
+        if kind == "str_or_int":
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise self.error(key, "a string or an integer", v)
+            return v
+        if kind == "strs":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise self.error(key, "a list of strings", v)
+            return tuple(v)
+        if kind in ("vector", "mask", "ints", "csr"):
+            arr = self.array(key, v)
+            if kind == "csr":
+                if not sp.issparse(arr):
+                    raise self.error(key, "a reference to a sparse matrix (.npz)", v)
+                return arr
+            arr = np.asarray(arr)
+            if kind == "mask" and arr.dtype != bool:
+                raise self.error(key, "a reference to a bool array", v)
+            if kind == "ints" and not np.issubdtype(arr.dtype, np.integer):
+                raise self.error(key, "a reference to an integer array", v)
+            return arr
+        if kind == "matrix":
+            if (
+                not isinstance(v, list)
+                or not v
+                or not all(isinstance(r, list) and all(isinstance(x, str) for x in r) for r in v)
+            ):
+                raise self.error(key, "a list of lists of actions ('allow', 'demote', 'drop')", v)
+            return v
+        if kind == "knots":
+            ok = isinstance(v, list) and all(
+                isinstance(p, list)
+                and len(p) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in p)
+                for p in v
+            )
+            if not ok:
+                raise self.error(key, "a list of [risk, level] pairs", v)
+            return [tuple(float(x) for x in p) for p in v]
+        if kind == "labels":
+            if not isinstance(v, dict):
+                raise self.error(key, "a table of category = array reference", v)
+            return {k: np.asarray(self.array(f"{key}.{k}", x)) for k, x in v.items()}
+        raise self.error(
+            key, f"a value of a known kind (spec says {kind!r})", v
+        )  # pragma: no cover
+
+
+def policy_from_dict(
+    doc: dict, *, data: dict | None = None, source: str = "<dict>", base_dir: str | None = None
+):
+    """Build a :class:`~guardrails.policy.Policy` from a parsed policy file."""
+    rd = _Reader(source, data, base_dir)
+    top = {"schema_version", "name", "mode", "holdback", "filters"}
+    if not isinstance(doc, dict):
+        raise rd.error("(document)", "a table", doc)
+    for k in doc:
+        if k not in top:
+            raise rd.error(k, f"one of the known top-level keys {sorted(top)}", k)
+    sv = doc.get("schema_version")
+    if isinstance(sv, bool) or not isinstance(sv, int):
+        raise rd.error("schema_version", f"an integer (this release reads {SCHEMA_VERSION})", sv)
+    if sv > SCHEMA_VERSION or sv < 1:
+        raise rd.error(
+            "schema_version", f"at most {SCHEMA_VERSION} (written by a newer release?)", sv
+        )
+    filters = []
+    raw = doc.get("filters", [])
+    if not isinstance(raw, list):
+        raise rd.error("filters", "an array of tables ([[filters]])", raw)
+    for j, fd in enumerate(raw):
+        base = f"filters[{j}]"
+        if not isinstance(fd, dict):
+            raise rd.error(base, "a table", fd)
+        t = fd.get("type")
+        if not isinstance(t, str):
+            raise rd.error(f"{base}.type", "a filter type name", t)
+        try:
+            cls, spec = filter_class(t)
+        except KeyError:
+            raise rd.error(
+                f"{base}.type", f"a registered filter type {sorted(registered_filters())}", t
+            ) from None
+        full = {**_COMMON, **spec}
+        kwargs: dict[str, Any] = {}
+        for k, v in fd.items():
+            if k == "type":
+                continue
+            if k not in full:
+                raise rd.error(
+                    f"{base}.{k}", f"a key of filter type {t!r}: one of {sorted(full)}", k
+                )
+            kwargs[k] = rd.value(f"{base}.{k}", full[k], v)
+        try:
+            filters.append(_construct(cls, kwargs))
+        except ValidationError as exc:
+            raise PolicyFileError(f"Policy file {source!r}, {base} (type {t!r}): {exc}") from exc
+    kw: dict[str, Any] = {}
+    if "name" in doc:
+        kw["name"] = rd.value("name", "str", doc["name"])
+    if "mode" in doc:
+        kw["mode"] = rd.value("mode", "str", doc["mode"])
+    if "holdback" in doc:
+        h = doc["holdback"]
+        if not isinstance(h, dict):
+            raise rd.error("holdback", "a table", h)
+        for k in h:
+            if k not in ("fraction", "salt", "filters"):
+                raise rd.error(f"holdback.{k}", "one of 'fraction', 'salt', 'filters'", k)
+        try:
+            kw["holdback"] = Holdback(
+                rd.value("holdback.fraction", "float", h.get("fraction")),
+                salt=rd.value("holdback.salt", "str", h.get("salt")),
+                filters=rd.value("holdback.filters", "strs", h.get("filters")),
+            )
+        except ValidationError as exc:
+            if isinstance(exc, PolicyFileError):
+                raise
+            raise PolicyFileError(f"Policy file {source!r}, holdback: {exc}") from exc
+    try:
+        return Policy(filters, **kw)
+    except ValidationError as exc:
+        raise PolicyFileError(f"Policy file {source!r}: {exc}") from exc
+
+
+def _construct(cls, kwargs: dict):
+    """Construct ``cls``; common settings it does not accept are validated and set after."""
+    params = inspect.signature(cls.__init__).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    late = {
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k in _COMMON and k not in params and not accepts_any
+    }
+    obj = cls(**kwargs)
+    where = type(obj).__name__
+    for k, v in late.items():
+        if k == "mode":
+            v = check_choice(v, "mode", where, MODES)
+        elif k == "failure":
+            v = check_choice(v, "failure", where, FAILURE_MODES)
+        elif k == "surfaces":
+            v = _check_surfaces(v, where)
+        elif not isinstance(v, str) or not v:
+            raise fail(k, where, "a non-empty string", v)
+        setattr(obj, k, v)
+    return obj
+
+
+# ============================================================================ writing
+def policy_to_dict(policy, *, store: Callable[[str, Any], str]) -> dict:
+    """The policy as a plain dict for TOML; arrays go through ``store(name, array) -> ref``."""
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "name": policy.name,
+        "mode": policy.mode,
+    }
+    if policy.holdback is not None:
+        hb = policy.holdback
+        doc["holdback"] = {"fraction": hb.fraction, "salt": hb.salt, "filters": list(hb.filters)}
+    out = []
+    for f, st in zip(policy.filters, policy.settings, strict=True):
+        t = type(f)
+        try:
+            cls, spec = filter_class(t.name)
+        except (KeyError, AttributeError):
+            cls, spec = None, None
+        if cls is not t:
+            raise ValidationError(
+                f"The 'policy' parameter of save_policy must hold registered filters with a config spec. "
+                f"Got {t.__qualname__} (filter {st.name!r}) instead."
+            )
+        d: dict[str, Any] = {"type": t.name}
+        d["name"] = st.name
+        reason = getattr(f, "reason", None)
+        if isinstance(reason, str):
+            d["reason"] = reason
+        d["mode"] = st.mode
+        d["failure"] = st.failure
+        if st.surfaces is not None:
+            d["surfaces"] = list(st.surfaces)
+        for key, kind in spec.items():
+            v = _config_value(f, key)
+            if v is None:
+                continue
+            ref = f"{st.name}.{key}"
+            if kind in ("vector", "ints", "csr"):
+                d[key] = store(ref, v)
+            elif kind == "mask":
+                d[key] = store(ref, np.asarray(v, dtype=bool))
+            elif kind == "labels":
+                d[key] = {c: store(f"{ref}.{c}", a) for c, a in v.items()}
+            elif kind == "knots":
+                d[key] = [[float(a), float(b)] for a, b in np.asarray(v)]
+            elif kind == "matrix":
+                d[key] = v
+            elif kind == "strs":
+                d[key] = list(v)
+            elif kind == "float":
+                d[key] = float(v)
+            else:
+                d[key] = v
+        out.append(d)
+    doc["filters"] = out
+    return doc
+
+
+def _config_value(f, key: str):
+    if isinstance(f, CohortRule) and key == "matrix":
+        return [[ACTIONS[int(c)] for c in row] for row in f.matrix]
+    if isinstance(f, RelationshipRule) and key == "targets":
+        n = f.n_candidates if f.n_candidates is not None else int(f.targets.max(initial=-1)) + 1
+        m = np.zeros(n, dtype=bool)
+        m[f.targets] = True
+        return m
+    return getattr(f, key, None)
+
+
+def dump_toml(doc: dict) -> str:
+    """A small TOML writer for policy documents (scalars, arrays, tables, arrays of tables)."""
+    lines: list[str] = []
+    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict) and not _is_table_array(v)}
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in doc.items() if _is_table_array(v)}
+    for k, v in scalars.items():
+        lines.append(f"{_key(k)} = {_val(v)}")
+    for k, v in tables.items():
+        lines.append("")
+        lines.append(f"[{_key(k)}]")
+        for kk, vv in v.items():
+            lines.append(f"{_key(kk)} = {_val(vv)}")
+    for k, v in arrays.items():
+        for t in v:
+            lines.append("")
+            lines.append(f"[[{_key(k)}]]")
+            for kk, vv in t.items():
+                lines.append(f"{_key(kk)} = {_val(vv)}")
+    return "\n".join(lines) + "\n"
+
+
+def _is_table_array(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def _key(k: str) -> str:
+    if k and all(c.isalnum() or c in "_-" for c in k):
+        return k
+    return _str(k)
+
+
+def _str(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _val(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if not math.isfinite(f):
+            raise ValidationError(f"Cannot write the non-finite number {f!r} to a policy file.")
+        return repr(f)
+    if isinstance(v, str):
+        return _str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_val(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_val(x)}" for k, x in v.items()) + " }"
+    raise ValidationError(f"Cannot write a value of type {type(v).__name__} to a policy file.")

@@ -1,0 +1,390 @@
+"""Executing a compiled policy: one call's slates, counters and explanations.
+
+A call groups its viewers by what applies to them (holdback, cohorts), runs the kernel
+once per group on the matching candidate space (:class:`~._compiled.Variant`), applies
+share caps, and when asked recomputes the full-enforcement and unguarded slates to
+record decisions. Per-call compiled viewer state lives in one :class:`CallCache`, so
+the served, shadow and audit slates compile each filter's viewer parts once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.select import TopK, capped_topk, merge_slates, missing
+from ..filters.base import ViewerBatch
+from ._decisions import (
+    Decision,
+    DecisionCounters,
+    Explanation,
+    FilterVerdict,
+    attribute_many,
+    cap_hits,
+    reason_of,
+    slate_decisions,
+)
+
+if TYPE_CHECKING:
+    from ._compiled import CompiledPolicy
+
+__all__ = ["CallCache", "Slate", "run", "explain"]
+
+
+@dataclass(eq=False)
+class CallCache:
+    """Per-call compiled viewer state, shared by the served, shadow and audit slates."""
+
+    viewers: ViewerBatch
+    parts: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+    strips: dict = field(default_factory=dict)
+    held: np.ndarray | None = None
+
+
+@dataclass(eq=False)
+class Slate:
+    """One computed slate and which filters were active for each of its rows."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    on: np.ndarray  # bool (m, n_filters): filter active for the row
+    capped: list  # (row, item, filter index)
+
+    def acts(self, r: int) -> tuple[int, ...]:
+        return tuple(np.flatnonzero(self.on[r]).tolist())
+
+
+def run(
+    cp: CompiledPolicy,
+    viewers: ViewerBatch,
+    topk: TopK,
+    N: int,
+    limit: int,
+    *,
+    record: bool = False,
+    counters: DecisionCounters | None = None,
+    snapshot_version: str | None = None,
+    query_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[Decision, ...], dict]:
+    """Serve one batch: group viewers, run the kernel per variant, apply caps.
+
+    Parameters
+    ----------
+    viewers : ViewerBatch
+    topk : callable
+        ``topk(variant, rows, viewer_masks, viewer_penalties, strip, n)`` runs the
+        kernel for the batch rows ``rows`` (``None``: all) with ``n`` columns.
+    N : int
+        Slate length (columns of the result).
+    limit : int
+        Most columns ``topk`` can return (the number of candidates).
+    record : bool
+        Also compute the unguarded slate and return per-item decisions.
+
+    Returns
+    -------
+    ids, scores : ndarrays, shape (m, N)
+    decisions : tuple of Decision
+    info : dict
+        Per-call counts (the same that go to ``counters``).
+    """
+    cache = CallCache(viewers)
+    surface = viewers.surface
+    enf, sh = cp.active(surface)
+    hb = cp.policy.holdback
+    held_names = set(hb.filters) if hb is not None else set()
+    if hb is not None and any(cp.policy.settings[i].name in held_names for i in enf):
+        cache.held = hb.held(viewers.userids, viewers.size)
+    served = build_slate(cp, cache, enf, topk, N, limit, honour_holdback=True)
+    counts: dict[str, int] = {
+        "calls": 1,
+        "rows": viewers.size,
+        "padded": int((served.ids < 0).sum()),
+    }
+    count(cp, cache, enf + sh, served, counts)
+    decisions: list[Decision] = []
+    pv = cp.policy.version
+    would_mode = "shadow" if sh else "holdback"
+    if sh or (cache.held is not None and cache.held.any()):
+        full = build_slate(cp, cache, enf + sh, topk, N, limit, honour_holdback=False)
+        rr, ii = missing(full.ids, served.ids)
+        bf, ba = attribute_many(cp, cache, full, rr, ii)
+        hits = cap_hits(cp, full, rr, ii)
+        capped_set = {(r, it): fi for r, it, fi in full.capped}
+        capped_set.update(
+            {(int(r), int(it)): int(h) for r, it, h in zip(rr, ii, hits, strict=True) if h >= 0}
+        )
+        for i, strip in cache.strips.items():
+            if strip is not None:
+                for r in np.flatnonzero(np.diff(strip.indptr) > 0).tolist():
+                    for it in ii[rr == r].tolist():
+                        capped_set.setdefault((r, it), i)
+        for j in range(rr.size):
+            fi = int(bf[j]) if ba[j] > 0 else capped_set.get((int(rr[j]), int(ii[j])), -1)
+            if fi >= 0:
+                key = f"{cp.policy.settings[fi].name}/would_remove"
+                counts[key] = counts.get(key, 0) + 1
+        if record:
+            decisions.extend(
+                slate_decisions(
+                    cp,
+                    cache,
+                    served.ids,
+                    full,
+                    pv,
+                    snapshot_version,
+                    surface,
+                    mode=would_mode,
+                    query_ids=query_ids,
+                )
+            )
+    if record:
+        base = build_slate(cp, cache, (), topk, N, limit, honour_holdback=False)
+        decisions.extend(
+            slate_decisions(
+                cp,
+                cache,
+                base.ids,
+                served,
+                pv,
+                snapshot_version,
+                surface,
+                mode="enforce",
+                query_ids=query_ids,
+            )
+        )
+    if counters is not None:
+        counters.add(counts)
+    return served.ids, served.scores, tuple(decisions), counts
+
+
+def build_slate(
+    cp: CompiledPolicy,
+    cache: CallCache,
+    active: tuple[int, ...],
+    topk: TopK,
+    N: int,
+    limit: int,
+    *,
+    honour_holdback: bool,
+) -> Slate:
+    m = cache.viewers.size
+    held = cache.held if honour_holdback else None
+    names = [s.name for s in cp.policy.settings]
+    hb_set = set(cp.policy.holdback.filters) if cp.policy.holdback is not None else set()
+    with_tables = [i for i in active if cp.tables[i] is not None]
+    cols = []
+    if held is not None:
+        cols.append(held.astype(np.int64))
+    for i in with_tables:
+        cols.append(cp.cached_groups(cache, i))
+    if cols and m > 1:
+        keys = np.stack(cols, axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        inv = inv.ravel()
+        groups = [(np.flatnonzero(inv == k), uniq[k]) for k in range(uniq.shape[0])]
+        if len(groups) == 1:
+            groups = [(None, uniq[0])]
+    else:
+        groups = [
+            (
+                None,
+                np.array([c[0] for c in cols], dtype=np.int64)
+                if cols and m
+                else np.zeros(len(cols), dtype=np.int64),
+            )
+        ]
+    ids = np.full((m, N), -1, dtype=np.int64)
+    scores = None
+    on = np.zeros((m, len(cp.policy.filters)), dtype=bool)
+    capped: list = []
+    for rows, key in groups:
+        off = 0
+        is_held = False
+        if held is not None:
+            is_held = bool(key[0]) if m else False
+            off = 1
+        act = tuple(i for i in active if not (is_held and names[i] in hb_set))
+        cohort = []
+        for j, i in enumerate(with_tables):
+            g = int(key[off + j]) if m else -1
+            if g >= 0 and i in act:
+                cohort.append((i, g))
+        variant = cp.variant(act, tuple(cohort))
+        masks, pens = [], []
+        strip = None
+        for i in act:
+            for p in cp.cached_parts(cache, i):
+                if p.viewer_mask is not None:
+                    masks.append(p.viewer_mask if rows is None else p.viewer_mask[rows])
+                if p.viewer_penalty is not None:
+                    pens.append(p.viewer_penalty if rows is None else p.viewer_penalty[rows])
+            s = cp.cached_strip(cache, i)
+            if s is not None:
+                s = s if rows is None else s[rows]
+                strip = s if strip is None else strip + s
+        caps = [(i, cp.caps[i]) for i in act if cp.caps[i] is not None]
+        if caps:
+            gi, gs, gc = capped_slate(
+                cp, topk, act, tuple(cohort), variant, rows, masks, pens, strip, N, limit, caps
+            )
+        else:
+            gi, gs = topk(variant, rows, masks, pens, strip, min(N, limit))
+            gc = []
+        if scores is None:
+            scores = np.full((m, N), -np.inf, dtype=gs.dtype)
+        w = gi.shape[1]
+        if rows is None:
+            ids[:, :w] = gi
+            scores[:, :w] = gs
+            on[:, list(act)] = True
+            capped.extend(gc)
+        else:
+            ids[rows, :w] = gi
+            scores[rows, :w] = gs
+            if act:
+                on[np.ix_(rows, list(act))] = True
+            capped.extend((int(rows[r]), it, fi) for r, it, fi in gc)
+    if scores is None:
+        scores = np.full((m, N), -np.inf, dtype=np.float32)
+    return Slate(ids, scores, on, capped)
+
+
+def capped_slate(
+    cp: CompiledPolicy, topk, act, cohort, variant, rows, masks, pens, strip, N, limit, caps
+):
+    """Top-N under share caps.
+
+    One cap with a single group (a risky share): exact and without re-fetching, by
+    merging the top ``N`` outside the group with the top ``allowance`` inside it
+    (scores are exact and independent of the batch, so the merge equals greedy
+    selection over the full ranking). Otherwise: over-fetch, greedy selection,
+    re-fetch of the rows left short.
+    """
+    if len(caps) == 1 and int(caps[0][1].groups.max(initial=-1)) == 0:
+        ci, cap = caps[0]
+        allow = min(cap.allowance(N), N)
+        out_v = cp.variant(act, cohort, (ci, False))
+        ids, scores = topk(out_v, rows, masks, pens, strip, min(N, limit))
+        if allow > 0:
+            in_v = cp.variant(act, cohort, (ci, True))
+            ids_in, sc_in = topk(in_v, rows, masks, pens, strip, min(allow, limit))
+            ids, scores = merge_slates(ids, scores, ids_in, sc_in, N)
+        return ids, scores, []
+    return capped_topk(topk, variant, rows, masks, pens, strip, N, limit, caps)
+
+
+def count(
+    cp: CompiledPolicy, cache: CallCache, idx: tuple[int, ...], served: Slate, counts: dict
+) -> None:
+    names = [s.name for s in cp.policy.settings]
+    for i in idx:
+        g = cache.groups.get(i)
+        if g is not None:
+            counts[f"{names[i]}/viewers"] = int((g >= 0).sum())
+        for p in cache.parts.get(i, ()):
+            for a in (p.viewer_mask, p.viewer_penalty):
+                if a is not None:
+                    counts[f"{names[i]}/viewer_cells"] = counts.get(
+                        f"{names[i]}/viewer_cells", 0
+                    ) + int(a.nnz)
+        s = cache.strips.get(i)
+        if s is not None:
+            counts[f"{names[i]}/stripped"] = int(s.nnz)
+    for _, _, fi in served.capped:
+        k = f"{names[fi]}/capped"
+        counts[k] = counts.get(k, 0) + 1
+    N = served.ids.shape[1]
+    if N:
+        valid = served.ids >= 0
+        safe = np.where(valid, served.ids, 0)
+        for i in idx:
+            cap = cp.caps[i]
+            if cap is None:
+                continue
+            G = np.where(valid, cap.groups[safe], -1)
+            allow = cap.allowance(N)
+            if cap.groups.max(initial=-1) == 0:
+                binding = (G == 0).sum(axis=1) >= allow
+            else:
+                k = int(cap.groups.max(initial=-1)) + 1
+                rr = np.repeat(np.arange(G.shape[0]), N)
+                gg = G.ravel()
+                ok = gg >= 0
+                cnt = np.zeros((G.shape[0], max(k, 1)), dtype=np.int64)
+                np.add.at(cnt, (rr[ok], gg[ok]), 1)
+                binding = (cnt >= allow).any(axis=1)
+            on = served.on[:, i]
+            counts[f"{names[i]}/capped_rows"] = int((binding & on).sum())
+    for i, sk in enumerate(cp.skipped):
+        if sk is not None:
+            counts[f"{names[i]}/skipped_fail_open"] = 1
+
+
+def explain(
+    cp: CompiledPolicy, viewers: ViewerBatch, item: int, *, snapshot_version: str | None = None
+) -> Explanation:
+    """Why ``item`` is or would be suppressed for the single viewer of ``viewers``."""
+    cache = CallCache(viewers)
+    surface = viewers.surface
+    enf, sh = cp.active(surface)
+    hb = cp.policy.holdback
+    held = bool(hb.held(viewers.userids, 1)[0]) if hb is not None else False
+    rows = np.zeros(1, dtype=np.int64)
+    items = np.array([item], dtype=np.int64)
+    verdicts = []
+    served_best, served_f, served_reason = 0, None, None
+    would_best = 0
+    capped_by = []
+    for i, st in enumerate(cp.policy.settings):
+        mode = cp.policy.effective_mode(i)
+        note = ""
+        if cp.skipped[i] is not None:
+            verdicts.append(
+                FilterVerdict(
+                    st.name, mode, "allow", None, 0.0, f"skipped (fail_open): {cp.skipped[i]}"
+                )
+            )
+            continue
+        if mode == "off":
+            verdicts.append(FilterVerdict(st.name, "off", "allow", None, 0.0, "off"))
+            continue
+        if not st.applies(surface):
+            verdicts.append(
+                FilterVerdict(st.name, mode, "allow", None, 0.0, f"not on surface {surface!r}")
+            )
+            continue
+        a, pen = cp.pair_actions(cache, i, rows, items)
+        code = int(a[0])
+        action = ("allow", "demote", "drop")[code]
+        reason = reason_of(cp, i, cache, 0, item, action) if code else None
+        is_held = held and hb is not None and st.name in hb.filters
+        if is_held:
+            note = "viewer held back"
+        if cp.caps[i] is not None and cp.caps[i].groups[item] >= 0:
+            capped_by.append(st.name)
+        verdicts.append(
+            FilterVerdict(
+                st.name, "holdback" if is_held else mode, action, reason, float(pen[0]), note
+            )
+        )
+        would_best = max(would_best, code)
+        if i in enf and not is_held and code > served_best:
+            served_best, served_f, served_reason = code, st.name, reason
+    names = ("allow", "demote", "drop")
+    return Explanation(
+        None if viewers.userids is None else int(viewers.userids[0]),
+        int(item),
+        names[served_best],
+        names[would_best],
+        served_f,
+        served_reason,
+        tuple(verdicts),
+        tuple(capped_by),
+        cp.policy.version,
+        snapshot_version,
+        surface,
+    )
