@@ -264,15 +264,10 @@ def test_context_risk_rejects_bad_input():
 # ---------------------------------------------------------------------------- the audit
 @pytest.fixture(scope="module")
 def small_family():
-    """Two small evaluation platforms x three model kinds, candidate defaults (~1 minute)."""
-    return run_family(
-        2,
-        size="small",
-        policy_factory=calibrated_guard_policy,
-        n_walkers=10,
-        n_steps=4,
-        num_threads=1,
-    )
+    """The first two small evaluation platforms x three model kinds, shipped default policy
+    (about a minute). The seeds come from FAMILY_VERSION: a changed family is tested on
+    fresh platforms."""
+    return run_family(2, size="small", n_walkers=10, n_steps=4, num_threads=1)
 
 
 def test_small_family_report_shape(small_family, tmp_path):
@@ -293,15 +288,11 @@ def test_small_family_report_shape(small_family, tmp_path):
 
 
 def test_small_family_worst_case_targets(small_family):
-    """The candidate defaults on fresh evaluation platforms: the safety targets hold in the
-    worst case; the collateral targets are checked against the bounds measured on the
-    20-platform family (docs/audit.md), which they do not all meet."""
-    worst = {t["target"]: t["worst"] for t in small_family["targets"]}
-    assert worst["self_shown"] == 0.0
-    assert worst["exposure"] <= 0.05
-    assert worst["minors_to_risky"] <= 0.1
-    assert worst["recall_ratio"] >= 0.9
-    assert worst["benign_suppressed"] <= 0.05
+    """``default_policy`` on the small CI family: every target holds in the worst case
+    (every platform, every model kind). The 20-platform family in docs/audit.md is where
+    the misses are reported."""
+    missed = {t["target"]: t["broken"] for t in small_family["targets"] if not t["passed"]}
+    assert not missed, missed
 
 
 def test_family_targets_name_the_platforms_that_break_them():
