@@ -56,6 +56,7 @@ def _builtins() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
+    from .context import ContextRisk
     from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
     from .safety import (
         BlockLabeled,
@@ -102,6 +103,13 @@ def _builtins() -> None:
             "candidate_labels": "strs",
             "weight": "float",
             "unknown_viewer": "str_or_int",
+        },
+        ContextRisk: {
+            "risk": "vector",
+            "threshold": "float",
+            "pool": "mask",
+            "new_viewer_interactions": "int",
+            "known_viewers": "int",
         },
         ViewerCircuitBreaker: {
             "risk": "vector",
