@@ -12,7 +12,7 @@ Measures, side by side in one run, medians of ``--repeats`` runs:
    reports per second with one writer thread and with 2, 4 and 8 writer threads calling
    ``ReportQueue.submit`` (group commit: concurrent submissions share a transaction), and,
    as the reference, the same threads with one transaction per report (the pre-group-commit
-   path, ``store._txn()`` + ``_insert`` per report), plus ``submit_many`` batches of 100;
+   path, ``store.database.write()`` + ``_insert`` per report), plus ``submit_many`` batches of 100;
    ratios are to the single writer. The modes run round-robin within each repeat so that
    a change in the machine's load hits them alike.
 2. Snapshot build (``LabelStore.snapshot``) for 1M and 10M accounts with 100k and 1M
@@ -49,7 +49,7 @@ def _median(fn, repeats: int) -> float:
 def _submit_one_txn(q: ReportQueue, **kw) -> None:
     """The pre-group-commit path: one transaction (one fsync) per report."""
     spec = q._submit_spec(kw, "bench")
-    with q.store._txn() as conn:
+    with q.store.database.write() as conn:
         q._insert(conn, spec)
 
 
@@ -135,7 +135,7 @@ def populate(path: str, n_accounts: int, n_labels: int, seed: int = 0) -> None:
             )
             for i in range(n_labels)
         )
-        with s._txn() as conn:
+        with s.database.write() as conn:
             conn.executemany(
                 "INSERT INTO labels (label_id, kind, subject, category, severity, confidence, "
                 "source, "
@@ -158,7 +158,7 @@ def snapshot_case(directory: str, n_accounts: int, n_labels: int, repeats: int) 
 
         def floor() -> float:
             t = time.perf_counter()
-            with store._read() as conn:
+            with store.database.read() as conn:
                 conn.execute(
                     "SELECT subject, category, severity, confidence, source, created_at, seq FROM "
                     "labels NOT INDEXED "

@@ -49,7 +49,7 @@ _EXPORTS = {
     "IdMap": ".signals",
     "LabelStore": ".signals",
     "ReportQueue": ".signals",
-    "ServingGuard": ".signals",
+    "ServingGuard": ".serving",
     "Snapshot": ".signals",
     "TextGuard": ".text",
 }
@@ -89,7 +89,8 @@ if _typing.TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_policy,
         save_policy,
     )
-    from .signals import IdMap, LabelStore, ReportQueue, ServingGuard, Snapshot
+    from .serving import ServingGuard
+    from .signals import IdMap, LabelStore, ReportQueue, Snapshot
     from .text import TextGuard
 
 __version__ = "0.1.0"

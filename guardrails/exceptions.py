@@ -11,6 +11,9 @@ The tree::
     ├── FailClosedError                  the guard could not read its safety signals and
     │                                    refused to serve unguarded results
     ├── PluginError                      a third-party filter failed registration checks
+    ├── ConformanceError (AssertionError)
+    │                                    a filter broke the filter contract (raised by
+    │                                    guardrails.testing and at plug-in registration)
     ├── StoreError                       the durable signal store cannot be used
     │   ├── NotAGuardrailsStoreError     the file is not one of ours
     │   ├── SchemaVersionError           the file comes from a newer schema
@@ -40,6 +43,7 @@ __all__ = [
     "UnsupportedModelError",
     "FailClosedError",
     "PluginError",
+    "ConformanceError",
     "StoreError",
     "NotAGuardrailsStoreError",
     "SchemaVersionError",
@@ -81,6 +85,10 @@ class FailClosedError(GuardrailsError):
 
 class PluginError(GuardrailsError):
     """A third-party filter failed to load or failed the registration checks."""
+
+
+class ConformanceError(GuardrailsError, AssertionError):
+    """A filter broke the filter contract; the message names the filter and the check."""
 
 
 class StoreError(GuardrailsError):

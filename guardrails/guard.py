@@ -21,7 +21,8 @@ score 0 and follow the reachable ones (implicit returns shorter lists instead).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from .filters.base import Catalog, ViewerBatch
 from .models import FactorModel, ItemItemModel, adapt_model
 from .policy import CompiledPolicy, Decision, DecisionCounters, Explanation, Policy, as_policy
 
-__all__ = ["Guard", "GuardResult"]
+__all__ = ["Guard", "GuardResult", "GuardRequest", "GuardCalls"]
 
 _ANY_ID = 2**62
 
@@ -71,6 +72,344 @@ class GuardResult:
 
 
 @dataclass(frozen=True, eq=False)
+class GuardRequest:
+    """One call of a Guard, checked once (:meth:`Guard.prepare`) and run by
+    :meth:`Guard.execute`.
+
+    A request is bound to the model, not to the policy or the snapshot: those are read
+    when it runs, so a wrapper may run it again after a swap without checking anything
+    twice.
+
+    Attributes
+    ----------
+    method : {"recommend", "similar_items", "similar_users"}
+    ids : ndarray of int64, shape (m,)
+        The query ids (users for ``recommend`` and ``similar_users``, items for
+        ``similar_items``).
+    scalar : bool
+        The call passed one id (the result is 1-d, padding removed).
+    N : int
+        Slate length asked for.
+    n_candidates : int
+        Size of the candidate space (``n_items``, or ``n_users`` for ``similar_users``).
+    viewers : ViewerBatch
+        Who sees each row, with the interactions and context filters read.
+    kind : {"dot", "cos", "sim", "users", "rank"}
+        The kernel's candidate space (``"rank"``: :attr:`ranking`).
+    queries : ndarray, csr_matrix or None
+        Query rows for the kernel; ``None`` where they come from the compiled state (the
+        normalised factors of the model).
+    dtype : numpy dtype
+        Score dtype of the result.
+    call_mask : ndarray of int64 or None
+        Candidates never returned in this call (``filter_items`` / ``filter_users``).
+    restrict : ndarray of int64 or None
+        Sorted candidates to rank, the only ones returned (``items`` / ``users``).
+    exclude : csr_matrix, shape (m, n_candidates), or None
+        Per-row candidates never returned (the viewer's own items with
+        ``filter_already_liked_items``).
+    requery : callable or None
+        ``requery(rows, strip)``: query rows recomputed without the interactions in
+        ``strip`` (filters that strip interactions from a query).
+    record : bool
+        Also return per-item decisions.
+    ranking : ndarray of float32, shape (n_candidates,), or None
+        A fixed score per candidate that replaces the model (see :meth:`with_ranking`).
+    model : FactorModel or ItemItemModel or None
+        The adapted model the arguments were checked against; a Guard refuses to run a
+        request checked against another model.
+    """
+
+    method: str
+    ids: np.ndarray
+    scalar: bool
+    N: int
+    n_candidates: int
+    viewers: ViewerBatch
+    kind: str
+    queries: Any = None
+    dtype: Any = np.float32
+    call_mask: np.ndarray | None = None
+    restrict: np.ndarray | None = None
+    exclude: sp.csr_matrix | None = None
+    requery: Callable | None = None
+    record: bool = False
+    ranking: np.ndarray | None = None
+    model: Any = None
+
+    @property
+    def candidates(self) -> str:
+        """``"users"`` for ``similar_users``, else ``"items"``."""
+        return "users" if self.method == "similar_users" else "items"
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.ids.size)
+
+    @property
+    def limit(self) -> int:
+        """Most candidates a row can hold."""
+        return self.n_candidates if self.restrict is None else int(self.restrict.size)
+
+    @property
+    def n_columns(self) -> int:
+        """Columns of a batch result: ``min(N, limit)``."""
+        return max(0, min(self.N, self.limit))
+
+    def with_ranking(
+        self,
+        ranking,
+        *,
+        drop: np.ndarray | None = None,
+        exclude: sp.csr_matrix | None = None,
+    ) -> GuardRequest:
+        """The same call, scored by a fixed ranking instead of the model.
+
+        Everything else stays: the viewers, the call's exclusions and the policy the
+        Guard runs it through (hard masks, per-viewer masks, penalties, caps), so a
+        vetted fallback list served this way honours the policy as a model slate does.
+
+        Parameters
+        ----------
+        ranking : array-like of float, shape (n_candidates,)
+            Score of each candidate, higher first; NaN for candidates outside the ranking
+            (never returned).
+        drop : ndarray of int64, optional
+            More candidates never returned in this call.
+        exclude : csr_matrix, shape (m, n_candidates), optional
+            Per-row candidates never returned, in place of :attr:`exclude`.
+
+        Returns
+        -------
+        GuardRequest
+        """
+        where = "GuardRequest.with_ranking"
+        scores = np.asarray(ranking, dtype=np.float32)
+        if scores.shape != (self.n_candidates,) or np.isinf(scores).any():
+            raise fail("ranking", where, f"finite scores or NaN, shape ({self.n_candidates},)", ranking)
+        outside = np.flatnonzero(np.isnan(scores))
+        masks = [m for m in (self.call_mask, outside, drop) if m is not None and m.size]
+        call_mask = np.unique(np.concatenate(masks)).astype(np.int64) if masks else None
+        return replace(
+            self,
+            kind="rank",
+            ranking=np.nan_to_num(scores, nan=0.0)[:, None],
+            queries=np.ones((self.n_rows, 1), dtype=np.float32),
+            requery=None,
+            call_mask=call_mask,
+            exclude=self.exclude if exclude is None else exclude,
+        )
+
+
+class GuardCalls:
+    """implicit's call surface, written once: ``recommend``, ``similar_items``,
+    ``similar_users`` and their ``*_detailed`` forms.
+
+    Each ``*_detailed`` method turns its arguments into one :class:`GuardRequest` with
+    :meth:`prepare` and hands it to :meth:`execute`; the plain forms return
+    ``(ids, scores)`` as implicit does. :class:`Guard` implements both steps;
+    :class:`~guardrails.ServingGuard` delegates :meth:`prepare` to its guard and wraps
+    :meth:`execute` in its fail-closed checks.
+    """
+
+    def prepare(self, method: str, /, **arguments) -> GuardRequest:
+        raise NotImplementedError
+
+    def execute(self, request: GuardRequest) -> GuardResult:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(
+        self,
+        userid,
+        user_items=None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
+        *,
+        surface: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guarded top-``N`` items for one user or a batch, with implicit's signature.
+
+        Parameters
+        ----------
+        userid : int or array-like of int, shape (m,)
+        user_items : csr_matrix, shape (m, n_items), optional
+            The users' interactions (one row per user in ``userid``). Needed for
+            ``filter_already_liked_items``, ``recalculate_user`` and item-item models.
+        N : int
+            Slate length.
+        filter_already_liked_items : bool
+            Never return items in the user's row of ``user_items``.
+        filter_items : array-like of int, optional
+            Items never returned in this call.
+        recalculate_user : bool
+            Compute the users' factors from ``user_items`` (new and test accounts).
+        items : array-like of int, optional
+            Rank only these items.
+        surface : str, optional, keyword-only
+            Where the slate is shown; passed to filters.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (k,) with k <= N for one user, (m, N') for a batch
+        scores : ndarray, same shape
+        """
+        r = self.recommend_detailed(
+            userid,
+            user_items,
+            N,
+            filter_already_liked_items,
+            filter_items,
+            recalculate_user,
+            items,
+            surface=surface,
+        )
+        return r.ids, r.scores
+
+    def recommend_detailed(
+        self,
+        userid,
+        user_items=None,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter_items=None,
+        recalculate_user: bool = False,
+        items=None,
+        *,
+        surface: str | None = None,
+        record: bool = False,
+        user_factors=None,
+    ) -> GuardResult:
+        """As :meth:`recommend`, returning a :class:`GuardResult` with versions.
+
+        With ``record=True`` the result also carries per-item :class:`Decision` records
+        (this computes the unguarded slate too, so it roughly doubles the cost).
+
+        ``user_factors`` (array of shape ``(m, n_factors)``, factor models only) scores
+        this call with these factors instead of the model's rows for ``userid``: batch
+        jobs ship each block its own users' factors and the Guard without user factors
+        (:mod:`guardrails.distributed`). User ids are then not checked against the model.
+        """
+        request = self.prepare(
+            "recommend",
+            userid=userid,
+            user_items=user_items,
+            N=N,
+            filter_already_liked_items=filter_already_liked_items,
+            filter_items=filter_items,
+            recalculate_user=recalculate_user,
+            items=items,
+            surface=surface,
+            record=record,
+            user_factors=user_factors,
+        )
+        return self.execute(request)
+
+    # ------------------------------------------------------------------ similar items
+    def similar_items(
+        self,
+        itemid,
+        N: int = 10,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        viewer=None,
+        surface: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guarded items most similar to ``itemid`` ("suggested accounts" on a profile).
+
+        Parameters
+        ----------
+        itemid : int or array-like of int
+        N : int
+        recalculate_item : bool
+            Recompute the query items' factors from ``item_users`` (implicit models
+            that support it).
+        item_users : csr_matrix, optional
+        filter_items, items : array-like of int, optional
+            As in implicit.
+        viewer : int or array-like of int, optional, keyword-only
+            The viewing user for every query item, so per-viewer filters apply.
+        surface : str, optional, keyword-only
+
+        Returns
+        -------
+        ids, scores : ndarrays, implicit's shapes; scores are cosines for factor models
+        """
+        r = self.similar_items_detailed(
+            itemid, N, recalculate_item, item_users, filter_items, items, viewer=viewer, surface=surface
+        )
+        return r.ids, r.scores
+
+    def similar_items_detailed(
+        self,
+        itemid,
+        N: int = 10,
+        recalculate_item: bool = False,
+        item_users=None,
+        filter_items=None,
+        items=None,
+        *,
+        viewer=None,
+        surface: str | None = None,
+        record: bool = False,
+    ) -> GuardResult:
+        """As :meth:`similar_items`, returning a :class:`GuardResult` (``record`` as in
+        :meth:`recommend_detailed`)."""
+        request = self.prepare(
+            "similar_items",
+            itemid=itemid,
+            N=N,
+            recalculate_item=recalculate_item,
+            item_users=item_users,
+            filter_items=filter_items,
+            items=items,
+            viewer=viewer,
+            surface=surface,
+            record=record,
+        )
+        return self.execute(request)
+
+    # ------------------------------------------------------------------ similar users
+    def similar_users(
+        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guarded users most similar to ``userid``, by cosine of user factors.
+
+        Uses ``user_policy``; see :class:`Guard`.
+        """
+        r = self.similar_users_detailed(userid, N, filter_users, users, surface=surface)
+        return r.ids, r.scores
+
+    def similar_users_detailed(
+        self,
+        userid,
+        N: int = 10,
+        filter_users=None,
+        users=None,
+        *,
+        surface: str | None = None,
+        record: bool = False,
+    ) -> GuardResult:
+        """As :meth:`similar_users`, returning a :class:`GuardResult`."""
+        request = self.prepare(
+            "similar_users",
+            userid=userid,
+            N=N,
+            filter_users=filter_users,
+            users=users,
+            surface=surface,
+            record=record,
+        )
+        return self.execute(request)
+
+
+@dataclass(frozen=True, eq=False)
 class _Compiled:
     """Everything a call needs, compiled once and swapped atomically as one object.
 
@@ -94,7 +433,7 @@ class _Compiled:
     def item_plan(self) -> Plan:
         """The enforced global plan on every surface (for inspection)."""
         cp = self.items
-        return Plan(cp.catalog.n, tuple(p for i in cp.active(None)[0] for p in cp.global_parts[i]))
+        return cp.global_plan()
 
 
 def _normalized(factors: np.ndarray) -> np.ndarray:
@@ -103,7 +442,7 @@ def _normalized(factors: np.ndarray) -> np.ndarray:
     return (factors / norms[:, None]).astype(np.float32)
 
 
-class Guard:
+class Guard(GuardCalls):
     """Guarded recommendations from an implicit model.
 
     Parameters
@@ -131,6 +470,14 @@ class Guard:
     ----------
     model_ : FactorModel or ItemItemModel
         The adapted model.
+
+    Notes
+    -----
+    Every call goes through two steps: :meth:`prepare` checks its arguments once into a
+    frozen :class:`GuardRequest`, and :meth:`execute` runs that request against the
+    compiled state (policy and snapshot) read once, at its start. Wrappers such as
+    :class:`~guardrails.ServingGuard` run the same request again (a retry, a fallback
+    ranking) without checking anything twice.
     """
 
     def __init__(
@@ -211,7 +558,13 @@ class Guard:
             base.space("sim", self._builder(state, "sim"))
         return state
 
-    def _builder(self, state: _Compiled, kind: str, restrict: np.ndarray | None = None):
+    def _builder(
+        self,
+        state: _Compiled,
+        kind: str,
+        restrict: np.ndarray | None = None,
+        ranking: np.ndarray | None = None,
+    ):
         """``build(hard_mask, penalty) -> space`` for one kind of candidate space."""
         m = self.model_
 
@@ -223,6 +576,11 @@ class Guard:
                 k = min(k, restrict.size)
             return int(np.clip(k // 64, 1, 32))
 
+        if kind == "rank":
+            fixed: np.ndarray = ranking  # type: ignore[assignment]  # set with kind "rank"
+            return lambda h, p: FactorSpace.build(
+                fixed, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, fixed.shape[0])
+            )
         if kind == "dot":
             return lambda h, p: FactorSpace.build(
                 m.item_factors, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
@@ -244,59 +602,90 @@ class Guard:
             object.__setattr__(state, "cos_users", _normalized(self.model_.user_factors))
         return state.cos_users
 
-    def _run(
-        self,
-        state: _Compiled,
-        cp: CompiledPolicy,
-        kind: str,
-        viewers: ViewerBatch,
-        queries,
-        n_cols: int,
-        limit: int,
-        *,
-        restrict,
-        call_mask,
-        extra_mask,
-        requery,
-        dtype,
-        record: bool,
-    ):
-        """Run one call through the compiled policy and the kernel."""
+    def execute(self, request: GuardRequest) -> GuardResult:
+        """Serve one checked request (from :meth:`prepare`) against the compiled state.
+
+        The compiled state (policy and snapshot) is read once, here: every slate is
+        computed against exactly one policy and one snapshot, whatever is swapped in
+        meanwhile.
+        """
+        if not isinstance(request, GuardRequest):
+            raise fail("request", "Guard.execute", "a GuardRequest from Guard.prepare", request)
+        state = self._state
+        if request.model is not self.model_:
+            raise fail(
+                "request",
+                "Guard.execute",
+                "a request prepared by this Guard, for its model",
+                "a request prepared for another model",
+                describe=False,
+            )
+        cp: CompiledPolicy | None
+        if request.candidates == "items":
+            cp = state.items
+        else:
+            cp = state.users
+            if cp is None:
+                if len(state.policy):
+                    raise ValidationError(
+                        "Guard.similar_users needs a 'user_policy' when the Guard has an item "
+                        "policy: pass user_policy='same' if users and items share one id space, "
+                        "or a policy over users. Refusing to serve unguarded users."
+                    )
+                cp = Policy(()).compiled(Catalog("users", self.model_.n_users, state.snapshot))
+        ids, scores, decisions, info = self._run(state, cp, request)
+        if request.scalar:
+            keep = ids[0] >= 0
+            ids, scores = ids[0][keep], scores[0][keep]
+        return GuardResult(
+            ids, scores, state.policy.version, state.snapshot_version, info or {}, tuple(decisions)
+        )
+
+    def _run(self, state: _Compiled, cp: CompiledPolicy, request: GuardRequest):
+        """Run one request through the compiled policy and the kernel."""
+        kind, restrict, requery = request.kind, request.restrict, request.requery
+        queries, exclude = request.queries, request.exclude
+        if kind == "users":
+            queries = self._cos_users(state)[request.ids]
+        elif kind == "cos" and queries is None:
+            queries = state.cos_items[request.ids]
         spaces: dict = {}
 
         def topk(variant, sub, masks, pens, strip, n):
-            if restrict is None:
+            if restrict is None and request.ranking is None:
                 space = variant.space(kind, self._builder(state, kind))
             else:
+                # Spaces of this call only (items=, or a ranking that is not the model's).
                 space = spaces.get(variant.key)
                 if space is None:
-                    space = self._builder(state, kind, restrict)(variant.hard_mask, variant.penalty)
+                    build = self._builder(state, kind, restrict, request.ranking)
+                    space = build(variant.hard_mask, variant.penalty)
                     spaces[variant.key] = space
             if strip is not None and requery is not None:
                 q = requery(sub, strip)
             else:
                 q = queries if sub is None else queries[sub]
             ms = list(masks)
-            if extra_mask is not None:
-                ms.append(extra_mask if sub is None else extra_mask[sub])
+            if exclude is not None:
+                ms.append(exclude if sub is None else exclude[sub])
             return guarded_topk(
                 space,
                 q,
                 n,
-                call_mask=call_mask,
+                call_mask=request.call_mask,
                 viewer_masks=ms,
                 viewer_penalties=pens,
                 block_rows=self.block_rows,
                 num_threads=self.num_threads,
-                score_dtype=dtype,
+                score_dtype=request.dtype,
             )
 
         return cp.run(
-            viewers,
+            request.viewers,
             topk,
-            n_cols,
-            limit,
-            record=record,
+            request.n_columns,
+            request.limit,
+            record=request.record,
             counters=self._counters,
             snapshot_version=state.snapshot_version,
         )
@@ -379,106 +768,61 @@ class Guard:
             same = upol is state.policy and upol is not None
             self._state = self._compile(state.policy, "same" if same else upol, snapshot)
 
-    # ------------------------------------------------------------------ helpers
-    def _columns(self, N: int, n_candidates: int) -> int:
-        return max(0, min(N, n_candidates))
-
-    def _restrict(self, items, where: str, n: int) -> np.ndarray | None:
-        if items is None:
-            return None
-        ids, _ = check_ids(items, "items", where, n)
-        return np.unique(ids)
-
-    def _finish(self, ids, scores, scalar: bool, state: _Compiled, info=None, decisions=()) -> GuardResult:
-        if scalar:
-            keep = ids[0] >= 0
-            ids, scores = ids[0][keep], scores[0][keep]
-        return GuardResult(ids, scores, state.policy.version, state.snapshot_version, info or {}, tuple(decisions))
-
-    # ------------------------------------------------------------------ recommend
-    def recommend(
-        self,
-        userid,
-        user_items=None,
-        N: int = 10,
-        filter_already_liked_items: bool = True,
-        filter_items=None,
-        recalculate_user: bool = False,
-        items=None,
-        *,
-        surface: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Guarded top-``N`` items for one user or a batch, with implicit's signature.
+    # ------------------------------------------------------------------ requests
+    def prepare(self, method: str, /, **arguments) -> GuardRequest:
+        """Check the arguments of one call, once, and return its :class:`GuardRequest`.
 
         Parameters
         ----------
-        userid : int or array-like of int, shape (m,)
-        user_items : csr_matrix, shape (m, n_items), optional
-            The users' interactions (one row per user in ``userid``). Needed for
-            ``filter_already_liked_items``, ``recalculate_user`` and item-item models.
-        N : int
-            Slate length.
-        filter_already_liked_items : bool
-            Never return items in the user's row of ``user_items``.
-        filter_items : array-like of int, optional
-            Items never returned in this call.
-        recalculate_user : bool
-            Compute the users' factors from ``user_items`` (new and test accounts).
-        items : array-like of int, optional
-            Rank only these items.
-        surface : str, optional, keyword-only
-            Where the slate is shown; passed to filters.
+        method : {"recommend", "similar_items", "similar_users"}
+        **arguments
+            That method's arguments by name (those of its ``*_detailed`` form).
 
         Returns
         -------
-        ids : ndarray of int64, shape (k,) with k <= N for one user, (m, N') for a batch
-        scores : ndarray, same shape
+        GuardRequest
+            Run it with :meth:`execute`; wrappers (:class:`~guardrails.ServingGuard`)
+            inspect it instead of checking the arguments again.
         """
-        r = self.recommend_detailed(
-            userid,
-            user_items,
-            N,
-            filter_already_liked_items,
-            filter_items,
-            recalculate_user,
-            items,
-            surface=surface,
-        )
-        return r.ids, r.scores
+        builders: dict[str, Callable[..., GuardRequest]] = {
+            "recommend": self._prepare_recommend,
+            "similar_items": self._prepare_similar_items,
+            "similar_users": self._prepare_similar_users,
+        }
+        build = builders.get(method)
+        if build is None:
+            raise fail("method", "Guard.prepare", "'recommend', 'similar_items' or 'similar_users'", method)
+        return build(**arguments)
 
-    def recommend_detailed(
+    def _limits(self, exclude, keep, names: tuple[str, str], where: str, n: int):
+        """The call's exclusions (``filter_items``) and sorted candidates (``items``)."""
+        if exclude is not None and keep is not None:
+            raise ValidationError(
+                f"The '{names[0]}' and '{names[1]}' parameters of {where} cannot both be set. "
+                "Got both instead."
+            )
+        call_mask = None if exclude is None else check_ids(exclude, names[0], where, n)[0]
+        restrict = None if keep is None else np.unique(check_ids(keep, names[1], where, n)[0])
+        return call_mask, restrict
+
+    def _prepare_recommend(
         self,
-        userid,
-        user_items=None,
-        N: int = 10,
-        filter_already_liked_items: bool = True,
-        filter_items=None,
-        recalculate_user: bool = False,
-        items=None,
         *,
-        surface: str | None = None,
-        record: bool = False,
-        user_factors=None,
-    ) -> GuardResult:
-        """As :meth:`recommend`, returning a :class:`GuardResult` with versions.
-
-        With ``record=True`` the result also carries per-item :class:`Decision` records
-        (this computes the unguarded slate too, so it roughly doubles the cost).
-
-        ``user_factors`` (array of shape ``(m, n_factors)``, factor models only) scores
-        this call with these factors instead of the model's rows for ``userid``: batch
-        jobs ship each block its own users' factors and the Guard without user factors
-        (:mod:`guardrails.distributed`). User ids are then not checked against the model.
-        """
+        userid,
+        user_items,
+        N,
+        filter_already_liked_items,
+        filter_items,
+        recalculate_user,
+        items,
+        surface,
+        record,
+        user_factors,
+    ) -> GuardRequest:
         where = "Guard.recommend"
-        state = self._state
         m = self.model_
         N = check_int(N, "N", where)
-        if filter_items is not None and items is not None:
-            raise ValidationError(
-                "The 'filter_items' and 'items' parameters of Guard.recommend cannot both be "
-                "set. Got both instead."
-            )
+        call_mask, restrict = self._limits(filter_items, items, ("filter_items", "items"), where, m.n_items)
         if user_factors is not None and (recalculate_user or not isinstance(m, FactorModel)):
             raise ValidationError(
                 "The 'user_factors' parameter of Guard.recommend needs a factor model and "
@@ -504,10 +848,9 @@ class Guard:
             rows = None
         else:
             rows = check_csr(user_items, "user_items", where, shape=(userids.size, m.n_items))
-        restrict = self._restrict(items, where, m.n_items)
-        call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, m.n_items)[0]
 
         requery = None
+        dtype: Any
         if isinstance(m, FactorModel):
             if recalculate_user:
                 queries = m.recalculate_user(userids, rows)
@@ -521,8 +864,7 @@ class Guard:
                 queries = user_factors
             else:
                 queries = m.user_factors[userids]
-            kind = "dot"
-            dtype = np.float32
+            kind, dtype = "dot", np.float32
         else:
             queries = rows
 
@@ -530,95 +872,36 @@ class Guard:
                 r = rows if sub is None else rows[sub]
                 return _without(r, strip)
 
-            kind = "sim"
-            dtype = np.float64
-        viewers = ViewerBatch(userids, rows, surface, userids.size)
-        liked = rows if (filter_already_liked_items and rows is not None) else None
-        limit = m.n_items if restrict is None else restrict.size
-        n_cols = self._columns(N, limit)
-        ids, scores, decisions, info = self._run(
-            state,
-            state.items,
-            kind,
-            viewers,
-            queries,
-            n_cols,
-            limit,
-            restrict=restrict,
-            call_mask=call_mask,
-            extra_mask=liked,
-            requery=requery,
+            kind, dtype = "sim", np.float64
+        return GuardRequest(
+            method="recommend",
+            ids=userids,
+            scalar=scalar,
+            N=N,
+            n_candidates=m.n_items,
+            viewers=ViewerBatch(userids, rows, surface, userids.size),
+            kind=kind,
+            queries=queries,
             dtype=dtype,
-            record=record,
+            call_mask=call_mask,
+            restrict=restrict,
+            exclude=rows if (filter_already_liked_items and rows is not None) else None,
+            requery=requery,
+            record=bool(record),
+            model=m,
         )
-        return self._finish(ids, scores, scalar, state, info, decisions)
 
-    # ------------------------------------------------------------------ similar items
-    def similar_items(
-        self,
-        itemid,
-        N: int = 10,
-        recalculate_item: bool = False,
-        item_users=None,
-        filter_items=None,
-        items=None,
-        *,
-        viewer=None,
-        surface: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Guarded items most similar to ``itemid`` ("suggested accounts" on a profile).
-
-        Parameters
-        ----------
-        itemid : int or array-like of int
-        N : int
-        recalculate_item : bool
-            Recompute the query items' factors from ``item_users`` (implicit models
-            that support it).
-        item_users : csr_matrix, optional
-        filter_items, items : array-like of int, optional
-            As in implicit.
-        viewer : int or array-like of int, optional, keyword-only
-            The viewing user for every query item, so per-viewer filters apply.
-        surface : str, optional, keyword-only
-
-        Returns
-        -------
-        ids, scores : ndarrays, implicit's shapes; scores are cosines for factor models
-        """
-        r = self.similar_items_detailed(
-            itemid, N, recalculate_item, item_users, filter_items, items, viewer=viewer, surface=surface
-        )
-        return r.ids, r.scores
-
-    def similar_items_detailed(
-        self,
-        itemid,
-        N: int = 10,
-        recalculate_item: bool = False,
-        item_users=None,
-        filter_items=None,
-        items=None,
-        *,
-        viewer=None,
-        surface: str | None = None,
-        record: bool = False,
-    ) -> GuardResult:
-        """As :meth:`similar_items`, returning a :class:`GuardResult` (``record`` as in
-        :meth:`recommend_detailed`)."""
+    def _prepare_similar_items(
+        self, *, itemid, N, recalculate_item, item_users, filter_items, items, viewer, surface, record
+    ) -> GuardRequest:
         where = "Guard.similar_items"
-        state = self._state
         m = self.model_
         N = check_int(N, "N", where)
-        if filter_items is not None and items is not None:
-            raise ValidationError(
-                "The 'filter_items' and 'items' parameters of Guard.similar_items cannot both "
-                "be set. Got both instead."
-            )
+        call_mask, restrict = self._limits(filter_items, items, ("filter_items", "items"), where, m.n_items)
         itemids, scalar = check_ids(itemid, "itemid", where, _ANY_ID if recalculate_item else m.n_items)
-        restrict = self._restrict(items, where, m.n_items)
-        call_mask = None if filter_items is None else check_ids(filter_items, "filter_items", where, m.n_items)[0]
-        viewers = self._viewers(viewer, itemids.size, where)
+        viewers = _viewer_ids(viewer, itemids.size, where)
+        queries: Any = None  # factor models: the compiled state's normalised rows, at run time
+        dtype: Any
         if isinstance(m, FactorModel):
             if recalculate_item:
                 source = m.source
@@ -631,20 +914,14 @@ class Guard:
                         f"{type(source).__name__} does not support recalculate_item."
                     ) from exc
                 queries = _normalized(factors.reshape(itemids.size, -1))
-            else:
-                queries = state.cos_items[itemids]
-            kind = "cos"
-            dtype = np.float32
+            kind, dtype = "cos", np.float32
         else:
             if recalculate_item:
                 raise UnsupportedModelError("Item-item models do not support recalculate_item.")
             queries = sp.csr_matrix(
                 (np.ones(itemids.size), itemids, np.arange(itemids.size + 1)), shape=(itemids.size, m.n_items)
             )
-            kind = "sim"
-            dtype = np.float64
-        limit = m.n_items if restrict is None else restrict.size
-        n_cols = self._columns(N, limit)
+            kind, dtype = "sim", np.float64
         # The viewed account is the viewer's context (not an interaction): filters that
         # read a viewer's risk (the circuit breaker) count the profile being viewed.
         inside = itemids < m.n_items
@@ -652,96 +929,45 @@ class Guard:
             (np.ones(int(inside.sum()), np.float32), itemids[inside], np.r_[0, np.cumsum(inside)]),
             shape=(itemids.size, m.n_items),
         )
-        ids, scores, decisions, info = self._run(
-            state,
-            state.items,
-            kind,
-            ViewerBatch(viewers, None, surface, itemids.size, context),
-            queries,
-            n_cols,
-            limit,
-            restrict=restrict,
-            call_mask=call_mask,
-            extra_mask=None,
-            requery=None,
+        return GuardRequest(
+            method="similar_items",
+            ids=itemids,
+            scalar=scalar,
+            N=N,
+            n_candidates=m.n_items,
+            viewers=ViewerBatch(viewers, None, surface, itemids.size, context),
+            kind=kind,
+            queries=queries,
             dtype=dtype,
-            record=record,
+            call_mask=call_mask,
+            restrict=restrict,
+            record=bool(record),
+            model=m,
         )
-        return self._finish(ids, scores, scalar, state, info, decisions)
 
-    def _viewers(self, viewer, n: int, where: str) -> np.ndarray | None:
-        if viewer is None:
-            return None
-        ids, scalar = check_ids(viewer, "viewer", where, _ANY_ID)
-        if scalar:
-            return np.full(n, ids[0], dtype=np.int64)
-        if ids.size != n:
-            raise fail("viewer", where, f"one viewer per query id ({n})", f"{ids.size} viewers", describe=False)
-        return ids
-
-    # ------------------------------------------------------------------ similar users
-    def similar_users(
-        self, userid, N: int = 10, filter_users=None, users=None, *, surface: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Guarded users most similar to ``userid``, by cosine of user factors.
-
-        Uses ``user_policy``; see the class docstring.
-        """
-        r = self.similar_users_detailed(userid, N, filter_users, users, surface=surface)
-        return r.ids, r.scores
-
-    def similar_users_detailed(
-        self,
-        userid,
-        N: int = 10,
-        filter_users=None,
-        users=None,
-        *,
-        surface: str | None = None,
-        record: bool = False,
-    ) -> GuardResult:
-        """As :meth:`similar_users`, returning a :class:`GuardResult`."""
+    def _prepare_similar_users(self, *, userid, N, filter_users, users, surface, record) -> GuardRequest:
         where = "Guard.similar_users"
-        state = self._state
         m = self.model_
         if not isinstance(m, FactorModel):
             raise UnsupportedModelError("similar_users needs a factor model; item-item models have no user factors.")
         N = check_int(N, "N", where)
-        if filter_users is not None and users is not None:
-            raise ValidationError(
-                "The 'filter_users' and 'users' parameters of Guard.similar_users cannot both "
-                "be set. Got both instead."
-            )
-        cp = state.users
-        if cp is None:
-            if len(state.policy):
-                raise ValidationError(
-                    "Guard.similar_users needs a 'user_policy' when the Guard has an item policy: "
-                    "pass user_policy='same' if users and items share one id space, or a policy "
-                    "over users. Refusing to serve unguarded users."
-                )
-            cp = Policy(()).compiled(Catalog("users", m.n_users, state.snapshot))
+        call_mask, restrict = self._limits(filter_users, users, ("filter_users", "users"), where, m.n_users)
         userids, scalar = check_ids(userid, "userid", where, m.n_users)
-        restrict = self._restrict(users, where, m.n_users)
-        call_mask = None if filter_users is None else check_ids(filter_users, "filter_users", where, m.n_users)[0]
-        limit = m.n_users if restrict is None else restrict.size
-        n_cols = self._columns(N, limit)
-        ids, scores, decisions, info = self._run(
-            state,
-            cp,
-            "users",
-            ViewerBatch(userids, None, surface, userids.size),
-            self._cos_users(state)[userids],
-            n_cols,
-            limit,
-            restrict=restrict,
-            call_mask=call_mask,
-            extra_mask=None,
-            requery=None,
+        return GuardRequest(
+            method="similar_users",
+            ids=userids,
+            scalar=scalar,
+            N=N,
+            n_candidates=m.n_users,
+            viewers=ViewerBatch(userids, None, surface, userids.size),
+            kind="users",
+            queries=None,  # the compiled state's normalised user rows, at run time
             dtype=np.float32,
-            record=record,
+            call_mask=call_mask,
+            restrict=restrict,
+            record=bool(record),
+            model=m,
         )
-        return self._finish(ids, scores, scalar, state, info, decisions)
 
     def __repr__(self) -> str:
         return (
@@ -755,3 +981,15 @@ def _without(rows: sp.csr_matrix, strip: sp.csr_matrix) -> sp.csr_matrix:
     out = sp.csr_matrix(rows - rows.multiply(strip != 0))
     out.eliminate_zeros()
     return out
+
+
+def _viewer_ids(viewer, n: int, where: str) -> np.ndarray | None:
+    """``viewer`` of ``similar_items``: one viewer for every query id, or one per id."""
+    if viewer is None:
+        return None
+    ids, scalar = check_ids(viewer, "viewer", where, _ANY_ID)
+    if scalar:
+        return np.full(n, ids[0], dtype=np.int64)
+    if ids.size != n:
+        raise fail("viewer", where, f"one viewer per query id ({n})", f"{ids.size} viewers", describe=False)
+    return ids

@@ -26,12 +26,30 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .core.plan import PlanPart
-from .exceptions import missing_extra
-from .filters.base import CapSpec, Catalog, CohortTable, FilterProtocol, ViewerBatch
+from .exceptions import ConformanceError, missing_extra
+from .filters import (
+    BlockItems,
+    BlockLabeled,
+    Catalog,
+    CohortRule,
+    ContextRisk,
+    DemoteRisk,
+    ExcludePairs,
+    RelationshipRule,
+    ShareCap,
+    SuppressNeighborhood,
+    SuppressRisk,
+    ViewerBatch,
+    ViewerCircuitBreaker,
+)
+from .filters._contract import check_conformance, example_parts, random_viewers
+from .guard import Guard
+from .models import FactorModel
+from .policy import CallCache, Policy
 
 __all__ = [
     "check_filter",
+    "ConformanceError",
     "check_guard_respects",
     "random_viewers",
     "FilterConformance",
@@ -76,27 +94,6 @@ def cohort_arrays(n: int, n_cohorts: int, *, allow_none: bool = True):
     )
 
 
-def random_viewers(
-    n_candidates: int,
-    n_users: int,
-    m: int,
-    *,
-    seed: int = 0,
-    density: float = 0.1,
-    surface=None,
-    new_users: bool = True,
-) -> ViewerBatch:
-    """A random :class:`ViewerBatch`: ids (some beyond ``n_users``: new accounts) and interactions."""
-    rng = np.random.default_rng(seed)
-    hi = n_users + (3 if new_users else 0)
-    userids = rng.integers(0, max(1, hi), size=m).astype(np.int64)
-    ui = sp.random(
-        m, n_candidates, density=density, format="csr", random_state=rng, dtype=np.float32
-    )
-    ui.data[:] = np.ceil(ui.data * 3)
-    return ViewerBatch(userids, sp.csr_matrix(ui), surface, m)
-
-
 def viewer_batches(
     n_candidates: int,
     n_users: int,
@@ -120,19 +117,6 @@ def viewer_batches(
 def builtin_filters(n_candidates: int, n_users: int):
     """Strategy of random built-in filters (every kind) for the given sizes."""
     st = _st()
-    from .filters import (
-        BlockItems,
-        BlockLabeled,
-        CohortRule,
-        ContextRisk,
-        DemoteRisk,
-        ExcludePairs,
-        RelationshipRule,
-        ShareCap,
-        SuppressNeighborhood,
-        SuppressRisk,
-        ViewerCircuitBreaker,
-    )
 
     n = n_candidates
     seeds = st.integers(0, 2**31 - 1)
@@ -214,90 +198,6 @@ def builtin_filters(n_candidates: int, n_users: int):
 
 
 # ============================================================================ checks
-class ConformanceError(AssertionError):
-    """A filter broke the protocol; the message names the filter and the check."""
-
-
-def _fail(f, check: str, detail: str) -> ConformanceError:
-    return ConformanceError(
-        f"Filter {getattr(f, 'name', f)!r} fails conformance check {check!r}: {detail}"
-    )
-
-
-def _parts(f, out, check: str) -> tuple[PlanPart, ...]:
-    if out is None:
-        return ()
-    if isinstance(out, PlanPart):
-        return (out,)
-    if isinstance(out, (list, tuple)) and all(isinstance(p, PlanPart) for p in out):
-        return tuple(out)
-    raise _fail(
-        f, check, f"returned {type(out).__name__}, not None, a PlanPart or a sequence of PlanParts"
-    )
-
-
-def _check_part(f, p: PlanPart, catalog: Catalog, m: int | None, check: str) -> None:
-    n = catalog.n
-    if not isinstance(p.name, str) or not p.name or not isinstance(p.reason, str) or not p.reason:
-        raise _fail(f, check, "a part without a name or reason code")
-    if p.hard_mask is not None and (
-        not isinstance(p.hard_mask, np.ndarray)
-        or p.hard_mask.dtype != bool
-        or p.hard_mask.shape != (n,)
-    ):
-        raise _fail(f, check, f"hard_mask must be a bool array of shape ({n},)")
-    if p.penalty is not None:
-        a = p.penalty
-        if (
-            not isinstance(a, np.ndarray)
-            or a.shape != (n,)
-            or not np.isfinite(a).all()
-            or (a < 0).any()
-        ):
-            raise _fail(f, check, f"penalty must be a finite, non-negative array of shape ({n},)")
-    for attr in ("viewer_mask", "viewer_penalty"):
-        a = getattr(p, attr)
-        if a is None:
-            continue
-        if m is None:
-            raise _fail(f, check, f"{attr} in a global part")
-        if not sp.issparse(a) or a.shape != (m, n):
-            raise _fail(f, check, f"{attr} must be sparse of shape ({m}, {n})")
-        if attr == "viewer_penalty" and a.nnz and not np.isfinite(a.data).all():
-            raise _fail(f, check, "viewer_penalty must be finite")
-
-
-def _dense(a) -> np.ndarray:
-    return np.asarray(a.todense()) if sp.issparse(a) else np.asarray(a)
-
-
-def _viewer_summary(f, catalog: Catalog, viewers: ViewerBatch) -> dict[str, np.ndarray]:
-    """Everything per-viewer a filter compiles for a batch, as dense arrays."""
-    m, n = viewers.size, catalog.n
-    out = {"drop": np.zeros((m, n), dtype=bool), "pen": np.zeros((m, n), dtype=np.float64)}
-    for p in _parts(f, f.compile_viewers(catalog, viewers), "compile_viewers"):
-        _check_part(f, p, catalog, m, "compile_viewers")
-        if p.viewer_mask is not None:
-            out["drop"] |= _dense(p.viewer_mask) != 0
-        if p.viewer_penalty is not None:
-            out["pen"] += _dense(p.viewer_penalty)
-    ac = getattr(f, "assign_cohorts", None)
-    if ac is not None and getattr(f, "compile_cohorts", None) is not None:
-        out["cohort"] = np.asarray(ac(catalog, viewers))
-    cq = getattr(f, "compile_queries", None)
-    if cq is not None:
-        q = cq(catalog, viewers)
-        out["strip"] = (
-            np.zeros(
-                (m, viewers.user_items.shape[1] if viewers.user_items is not None else 0),
-                dtype=bool,
-            )
-            if q is None
-            else _dense(q) != 0
-        )
-    return out
-
-
 def check_filter(
     f,
     catalog: Catalog | None = None,
@@ -307,6 +207,9 @@ def check_filter(
     seed: int = 0,
 ) -> None:
     """Run the conformance checks on one filter; raise :class:`ConformanceError` on failure.
+
+    The checks are the filter contract a policy applies (the same code), plus
+    determinism, batch consistency and a stable policy version.
 
     Parameters
     ----------
@@ -318,125 +221,23 @@ def check_filter(
     viewers : ViewerBatch, optional
         Defaults to a random batch of 6 viewers (some new) with interactions.
     """
-    if isinstance(f, tuple) and len(f) == 2:
-        f, catalog = f
-    if not isinstance(f, FilterProtocol):
-        raise _fail(
-            f, "protocol", "missing name, reason, compile_global, compile_viewers or fingerprint"
-        )
-    if not isinstance(f.name, str) or not f.name or not isinstance(f.reason, str) or not f.reason:
-        raise _fail(f, "protocol", "name and reason must be non-empty strings")
-    if catalog is None:
-        risk = getattr(f, "risk", None)
-        catalog = Catalog("items", int(risk.shape[0]) if isinstance(risk, np.ndarray) else 30)
-    n = catalog.n
+    f, default = example_parts(f)
+    catalog = default if catalog is None else catalog
     if viewers is None:
-        viewers = random_viewers(n, n_users, 6, seed=seed)
-    fp = f.fingerprint()
-    if not isinstance(fp, bytes) or fp != f.fingerprint():
-        raise _fail(f, "fingerprint", "fingerprint() must return the same bytes on every call")
-    for mode_attr, choices in (
-        ("mode", ("enforce", "shadow", "off")),
-        ("failure", ("fail_closed", "fail_open")),
-    ):
-        v = getattr(f, mode_attr, choices[0])
-        if v not in choices:
-            raise _fail(f, "settings", f"{mode_attr} must be one of {choices}, got {v!r}")
-
-    # Global parts: shapes, signs, determinism.
-    g1 = _parts(f, f.compile_global(catalog), "compile_global")
-    g2 = _parts(f, f.compile_global(catalog), "compile_global")
-    for p in g1:
-        _check_part(f, p, catalog, None, "compile_global")
-    if len(g1) != len(g2) or any(
-        not _same(a.hard_mask, b.hard_mask) or not _same(a.penalty, b.penalty)
-        for a, b in zip(g1, g2, strict=True)
-    ):
-        raise _fail(f, "determinism", "compile_global must return the same plan on every call")
-
-    # Cohorts and caps.
-    cc = getattr(f, "compile_cohorts", None)
-    table = cc(catalog) if cc is not None else None
-    if table is not None:
-        if not isinstance(table, CohortTable):
-            raise _fail(f, "compile_cohorts", "must return a CohortTable or None")
-        k = table.n_cohorts
-        if table.hard_masks is not None and (
-            table.hard_masks.dtype != bool or table.hard_masks.shape != (k, n)
-        ):
-            raise _fail(f, "compile_cohorts", f"hard_masks must be bool of shape ({k}, {n})")
-        if table.penalties is not None and (
-            table.penalties.shape != (k, n)
-            or (table.penalties < 0).any()
-            or not np.isfinite(table.penalties).all()
-        ):
-            raise _fail(
-                f, "compile_cohorts", f"penalties must be finite, non-negative, shape ({k}, {n})"
-            )
-        if getattr(f, "assign_cohorts", None) is None:
-            raise _fail(f, "compile_cohorts", "a filter with cohorts must implement assign_cohorts")
-    capc = getattr(f, "compile_caps", None)
-    caps = capc(catalog) if capc is not None else None
-    if caps is not None:
-        if (
-            not isinstance(caps, CapSpec)
-            or caps.groups.shape != (n,)
-            or not 0 <= caps.max_share <= 1
-        ):
-            raise _fail(
-                f,
-                "compile_caps",
-                f"must return a CapSpec with groups of shape ({n},) and a share in [0, 1]",
-            )
-
-    # Per-viewer parts: shapes, determinism, and batch == rows.
-    whole = _viewer_summary(f, catalog, viewers)
-    gpen = np.zeros(n)
-    for p in g1:
-        if p.penalty is not None:
-            gpen += p.penalty
-    if (whole["pen"] + gpen[None, :] < -1e-6).any():
-        raise _fail(
-            f,
-            "compile_viewers",
-            "net penalties (global plus per-viewer) must be non-negative: a demotion never boosts",
-        )
-    again = _viewer_summary(f, catalog, viewers)
-    for k in whole:
-        if not np.array_equal(whole[k], again[k]):
-            raise _fail(f, "determinism", f"per-viewer {k} differs between two identical calls")
-    if "cohort" in whole:
-        c = whole["cohort"]
-        k = table.n_cohorts if table is not None else 0
-        if c.shape != (viewers.size,) or (c.size and (c.min() < -1 or c.max() >= max(k, 0))):
-            raise _fail(
-                f, "assign_cohorts", f"must return ints in [-1, {k}) of shape ({viewers.size},)"
-            )
-    if "strip" in whole and viewers.user_items is not None and whole["strip"].size:
-        if (whole["strip"] & ~(_dense(viewers.user_items) != 0)).any():
-            raise _fail(f, "compile_queries", "may only remove interactions the viewers have")
-    for r in range(viewers.size):
-        one = _viewer_summary(f, catalog, viewers.take(np.array([r])))
-        for k in whole:
-            if not np.allclose(whole[k][r : r + 1], one[k], rtol=0, atol=1e-6):
-                raise _fail(
-                    f,
-                    "batch consistency",
-                    f"row {r}'s per-viewer {k} differs from compiling it alone",
-                )
-
+        viewers = random_viewers(catalog.n, n_users, 6, seed=seed)
+    check_conformance(f, catalog, viewers)
     # A policy of just this filter compiles, and its version is stable.
-    from .policy import Policy
-
     pol = Policy([f])
     if pol.version != Policy([f]).version:
-        raise _fail(f, "policy", "the policy version is not stable")
+        raise ConformanceError(
+            f"Filter {f.name!r} fails conformance check 'policy': the policy version is not stable"
+        )
 
 
-def _same(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return np.array_equal(a, b)
+def _fail(f, check: str, detail: str) -> ConformanceError:
+    return ConformanceError(
+        f"Filter {getattr(f, 'name', f)!r} fails conformance check {check!r}: {detail}"
+    )
 
 
 def check_guard_respects(
@@ -448,10 +249,6 @@ def check_guard_respects(
     batch results equal one-viewer results; the slate is full whenever enough candidates
     are allowed (without caps).
     """
-    from .guard import Guard
-    from .models import FactorModel
-    from .policy import Policy, _CallCache
-
     if catalog.kind != "items":
         return
     n = catalog.n
@@ -471,7 +268,7 @@ def check_guard_respects(
     ids = res.ids
     cp = pol.compiled(Catalog("items", n, catalog.snapshot))
     vb = ViewerBatch(viewers.userids, ui, viewers.surface, viewers.size)
-    cache = _CallCache(vb)
+    cache = CallCache(vb)
     rr, cc = np.nonzero(ids >= 0)
     served = ids[rr, cc]
     enf = cp.active(viewers.surface)[0]
@@ -482,7 +279,7 @@ def check_guard_respects(
             raise _fail(
                 f, "never serves a drop", f"item {int(served[j])} was served to row {int(rr[j])}"
             )
-        caps = cp.caps[0]
+        caps = cp.filters[0].caps
         if caps is not None:
             allow = caps.allowance(ids.shape[1])
             for r in range(ids.shape[0]):

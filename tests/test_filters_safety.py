@@ -213,7 +213,7 @@ def test_cohort_rule_holds_for_every_pair(data):
     users = np.arange(NU + 3)  # three new accounts beyond the cohort array
     ui = _interactions(users.size, 3)
     ids, _ = g.recommend(users, ui, N=8, recalculate_user=True)
-    codes = f.matrix
+    codes = f.matrix_
     strict = codes.max(axis=0)
     for r, u in enumerate(users):
         for it in ids[r][ids[r] >= 0]:
@@ -290,7 +290,7 @@ def test_circuit_breaker_tripped_viewers_only_get_pool(data, trip):
     tot = np.asarray(abs(ui).sum(axis=1)).ravel()
     share = np.divide(share_num, tot, out=np.zeros_like(tot), where=tot > 0)
     tripped = np.maximum(share, vr) >= trip
-    pool = risk < cb.pool_threshold
+    pool = risk < cb.pool_threshold_
     for r in np.flatnonzero(tripped):
         assert pool[ids[r][ids[r] >= 0]].all()
 

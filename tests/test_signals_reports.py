@@ -411,18 +411,18 @@ class _WriterDied(BaseException):
 
 def test_dying_leader_fails_its_group_and_the_queue_recovers(tmp_path):
     q = ReportQueue(str(tmp_path / "d.db"))
-    commit = q._commit_group
+    commit = q._group._commit_group
 
     def die(batch):
         raise _WriterDied()
 
-    q._commit_group = die
+    q._group._commit_group = die
     out = _submit_all(q, [_call(f"k{i}", subject=i) for i in range(4)])
     assert isinstance(out[0], _WriterDied)  # the leader's own exception propagates
     for exc in out[1:]:
         assert isinstance(exc, StoreError) and "interrupted" in str(exc)
     assert q.reports() == []  # nothing acknowledged, nothing written
-    q._commit_group = commit
+    q._group._commit_group = commit
     acks = _submit_all(q, [_call(f"k{i}", subject=i) for i in range(4)])
     assert [a.duplicate for a in acks] == [False] * 4
     assert q.stats().pending == 4

@@ -307,13 +307,13 @@ def test_swap_race_is_retried(model, id_map):
     fresh = store.snapshot(id_map, at=995.0)
     stale = store.snapshot(id_map, at=500.0)
     sg = _serving(model, fresh, clock, max_snapshot_age=60)
-    real = sg.guard.recommend_detailed
+    real = sg.guard.execute
 
     def racing(*a, **k):
         sg.guard.swap_snapshot(stale)  # lands after the check, before the slate
         return real(*a, **k)
 
-    sg.guard.recommend_detailed = racing
+    sg.guard.execute = racing
     with pytest.raises(FailClosedError, match="s old"):
         sg.recommend(0, N=5, filter_already_liked_items=False)
     assert sg.stats["served"] == 0

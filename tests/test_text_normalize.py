@@ -168,15 +168,23 @@ STEP_CASES = {
     "separators": ("pe.do", "pedo"),
     "emoji": ("pe\U0001f355do", "pedo"),
     "squeeze": ("peeedo", "pedo"),
+    "transliterate": ("\u03bae\u0131d", "keid"),  # Greek kappa, dotless i
 }
+
+
+def _compacts(norm: Normalizer, text: str) -> set[str]:
+    return {r.compact for r in norm.readings(text)}
 
 
 @pytest.mark.parametrize("step", Normalizer.STEPS)
 def test_each_step_does_its_job_and_can_be_turned_off(step):
     tricked, plain = STEP_CASES[step]
-    assert Normalizer().compact(tricked) == Normalizer().compact(plain)
+    assert Normalizer().compact(plain) in _compacts(Normalizer(), tricked)
+    # Transliteration undoes accents, compatibility forms and look-alikes by itself, so
+    # it goes off too when another step is tested alone.
+    off = Normalizer(**{step: False, "transliterate": False})
+    assert off.compact(plain) not in _compacts(off, tricked)
     off = Normalizer(**{step: False})
-    assert off.compact(tricked) != off.compact(plain)
     assert off.config()[step] is False
 
 

@@ -17,13 +17,16 @@ Only the public API is used: ``guardrails.Guard``, ``guardrails.filters``,
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
 import guardrails as gr
 
-from .._validation import check_float, check_int
-from ..exceptions import MissingDependencyError
+from .._validation import check_float, check_int, fail
+from ..exceptions import ConvergenceWarning, MissingDependencyError
+from ..expand import propagate
 from .platform import Platform
 
 __all__ = [
@@ -97,23 +100,42 @@ def seed_risk(
     damping : float, keyword-only
         In (0, 1): the weight of each further hop.
     n_iter : int, keyword-only
+        Most iterations of the solver (:func:`guardrails.expand.propagate`, which this
+        calls on the graph with walks stopping at the seeds).
 
     Returns
     -------
     ndarray of float32, shape (n,)
     """
-    damping = check_float(damping, "damping", "seed_risk", low=0.0, high=1.0, low_open=True)
+    where = "seed_risk"
+    damping = check_float(damping, "damping", where, low=0.0, high=1.0, low_open=True)
+    if damping >= 1.0:
+        raise fail("damping", where, "a float in (0.0, 1.0)", damping)
+    n_iter = check_int(n_iter, "n_iter", where)
     n = graph.shape[0]
-    a = sp.csr_matrix(graph, dtype=np.float64)
-    a = ((a + a.T) > 0).astype(np.float64)
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    inv = np.where(deg > 0, 1.0 / np.maximum(deg, 1), 0.0)
-    p = sp.diags(inv) @ a
+    a = sp.csr_matrix(graph, dtype=np.float32)
+    a = ((a + a.T) > 0).astype(np.float32)
     is_seed = np.zeros(n, dtype=bool)
     is_seed[np.asarray(seeds, dtype=np.int64)] = True
-    r = is_seed.astype(np.float64)
-    for _ in range(check_int(n_iter, "n_iter", "seed_risk")):
-        r = np.where(is_seed, 1.0, damping * (p @ r))
+    # Walks stop at the seeds (their rows are removed): guardrails.expand.propagate then
+    # solves exactly ``r = 1`` on seeds and ``r = damping * mean(r of the neighbours)``
+    # elsewhere, the same fixed point the n_iter sweeps of this function always
+    # approximated (to 1e-7 on the audit platforms).
+    walk = (sp.diags((~is_seed).astype(np.float32)) @ a).tocsr()
+    walk.eliminate_zeros()
+    if not is_seed.any():
+        return np.zeros(n, dtype=np.float32)
+    with warnings.catch_warnings():
+        # n_iter caps the solver as it capped the sweeps; stopping early is expected.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = propagate(
+            walk,
+            np.flatnonzero(is_seed),
+            direction="out",
+            damping=damping,
+            tol=1e-6,
+            max_iter=max(n_iter, 1),
+        )
     return np.clip(r, 0.0, 1.0).astype(np.float32)
 
 
@@ -135,12 +157,7 @@ def primitive_policy(
 
 
 def _default_policy_fn():
-    fn = getattr(gr, "default_policy", None)
-    if fn is None:  # not yet exported at the top level: the policy module may have it
-        from .. import policy as _policy
-
-        fn = getattr(_policy, "default_policy", None)
-    return fn
+    return getattr(gr, "default_policy", None)
 
 
 def default_policy_available() -> bool:
@@ -203,10 +220,6 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
     (the training follow graph, CSR) and ``flagged_tags`` (int64).
     """
     fn = getattr(gr, "load_policy", None)
-    if fn is None:
-        from .. import policy as _policy
-
-        fn = getattr(_policy, "load_policy", None)
     if fn is None:
         raise MissingDependencyError(
             "guardrails.load_policy is not available in this version of recsys-guardrails."

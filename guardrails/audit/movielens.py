@@ -172,9 +172,7 @@ def genre_audit(
             gr.filters.SuppressRisk(risk, threshold=t),
         ]
     if default_policy_available():
-        from .guards import _default_policy_fn
-
-        configs["default_policy"] = _default_policy_fn()(seeds=seeds, interactions=data.train)
+        configs["default_policy"] = gr.default_policy(seeds=seeds, interactions=data.train)
     users = np.flatnonzero(np.diff(data.held_out.indptr) > 0)
     truth = data.held_out[users]
     held_item = truth.indices

@@ -14,6 +14,7 @@ build in seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
@@ -300,6 +301,70 @@ def make_platform(
     -------
     Platform
     """
+    # The first statement: locals() holds exactly the arguments, passed on by name.
+    seed, params = _checked_params(**locals())
+    p = {"n": params["n_accounts"], "n_comm": params["n_communities"], **params}
+    # One generator for every phase, in a fixed order: the same seed, the same platform.
+    rng = np.random.default_rng(seed)
+    a = _accounts(rng, p)
+    follows = _follow_graph(rng, p, a)
+    identified = _identified(rng, follows, a.sellers_, a.n_identified)
+    active = np.ones(p["n"], dtype=bool)
+    recreated = np.zeros(p["n"], dtype=bool)
+    hashtags, tag_names, flagged = _hashtags(rng, p, a)
+    if p["scenario"] == "stale" and identified.size:
+        follows, hashtags = _stale_seeds(
+            rng, p, a, identified, follows, hashtags, active, recreated
+        )
+    held_out, train = _hold_out(rng, follows, a.role, active, p["holdout_share"])
+    return Platform(
+        follows=follows,
+        train=train,
+        held_out=held_out,
+        role=a.role,
+        community=a.community,
+        vulnerable_community=int(a.youth),
+        active=active,
+        recreated=recreated,
+        known_seeds=np.asarray(identified, dtype=np.int64),
+        hashtags=hashtags,
+        tag_names=tag_names,
+        flagged_tags=flagged,
+        scenario=p["scenario"],
+        seed=seed,
+        params=params,
+    )
+
+
+def _fields(ns, *names):
+    """Several fields of a namespace or dict at once, in order."""
+    if isinstance(ns, dict):
+        return tuple(ns[k] for k in names)
+    return tuple(getattr(ns, k) for k in names)
+
+
+def _checked_params(
+    *,
+    seed,
+    n_accounts,
+    n_communities,
+    mean_follows,
+    seller_share,
+    buyers_per_seller,
+    buyer_seller_follows,
+    buyer_minor_follows,
+    camouflage_follows,
+    minor_share,
+    celebrity_share,
+    known_fraction,
+    n_flagged_tags,
+    holdout_share,
+    scenario,
+    still_active,
+    recreate_fraction,
+    refollow_share,
+) -> tuple[int, dict]:
+    """The seed and the validated parameters of :func:`make_platform`."""
     where = "make_platform"
     seed = check_int(seed, "seed", where, low=0)
     n = check_int(n_accounts, "n_accounts", where, low=500, high=10_000_000)
@@ -353,8 +418,19 @@ def make_platform(
         "recreate_fraction": recreate_fraction,
         "refollow_share": refollow_share,
     }
-    rng = np.random.default_rng(seed)
+    return seed, params
 
+
+def _accounts(rng: np.random.Generator, p: dict) -> SimpleNamespace:
+    """Roles, communities, popularity and the samplers follows are drawn from."""
+    where = "make_platform"
+    n, n_comm, scenario = _fields(p, "n", "n_comm", "scenario")
+    seller_share, buyers_per_seller, minor_share, celebrity_share = _fields(
+        p, "seller_share", "buyers_per_seller", "minor_share", "celebrity_share"
+    )
+    known_fraction, still_active, recreate_fraction = _fields(
+        p, "known_fraction", "still_active", "recreate_fraction"
+    )
     # ---------------------------------------------------------------- accounts and roles
     n_sell = max(12, int(round(seller_share * n)))
     n_buy = max(n_sell, int(round(buyers_per_seller * n_sell)))
@@ -416,7 +492,84 @@ def make_platform(
     seller_pop = pop[sellers_] ** 1.5  # a few sellers are far more visible than the rest
     seller_s = _GroupSampler(sellers_, np.zeros(sellers_.size, np.int64), seller_pop, 1)
     buyer_s = _GroupSampler(buyers_, np.zeros(buyers_.size, np.int64), pop[buyers_], 1)
-    zeros = lambda a: np.zeros(a.size, np.int64)  # noqa: E731 - one group for a whole pool
+    return SimpleNamespace(
+        n_sell=n_sell,
+        n_buy=n_buy,
+        n_minor=n_minor,
+        n_adult_youth=n_adult_youth,
+        n_celeb=n_celeb,
+        n_recreate=n_recreate,
+        n_identified=n_identified,
+        n_base=n_base,
+        role=role,
+        sellers_=sellers_,
+        buyers_=buyers_,
+        minors_=minors_,
+        celebs_=celebs_,
+        rest=rest,
+        youth=youth,
+        comm_p=comm_p,
+        community=community,
+        adults_youth=adults_youth,
+        network_=network_,
+        pop=pop,
+        in_comm=in_comm,
+        everyone=everyone,
+        celeb_s=celeb_s,
+        youth_all=youth_all,
+        youth_s=youth_s,
+        minor_s=minor_s,
+        seller_s=seller_s,
+        buyer_s=buyer_s,
+    )
+
+
+def _follow_graph(rng: np.random.Generator, p: dict, a: SimpleNamespace) -> sp.csr_matrix:
+    """Benign follows and the network's follows, deduplicated, as a 0/1 CSR matrix."""
+    n, mean_follows, buyer_seller_follows, buyer_minor_follows, camouflage_follows = _fields(
+        p, "n", "mean_follows", "buyer_seller_follows", "buyer_minor_follows", "camouflage_follows"
+    )
+    (
+        n_celeb,
+        rest,
+        community,
+        youth,
+        in_comm,
+        everyone,
+        celeb_s,
+        youth_all,
+        youth_s,
+        minor_s,
+        seller_s,
+        buyer_s,
+        celebs_,
+        buyers_,
+        sellers_,
+        minors_,
+        network_,
+    ) = _fields(
+        a,
+        "n_celeb",
+        "rest",
+        "community",
+        "youth",
+        "in_comm",
+        "everyone",
+        "celeb_s",
+        "youth_all",
+        "youth_s",
+        "minor_s",
+        "seller_s",
+        "buyer_s",
+        "celebs_",
+        "buyers_",
+        "sellers_",
+        "minors_",
+        "network_",
+    )
+
+    def zeros(arr):  # one group for a whole pool
+        return np.zeros(arr.size, np.int64)
 
     src, dst = [], []
 
@@ -492,6 +645,11 @@ def make_platform(
     follows.sum_duplicates()
     follows.data[:] = 1.0
 
+    return follows
+
+
+def _identified(rng: np.random.Generator, follows, sellers_, n_identified: int) -> np.ndarray:
+    """The sellers the platform has identified: the most followed are found first."""
     # ---------------------------------------------------------------- who is known
     # Researchers (and moderators) find the most followed sellers first.
     indeg = np.asarray(follows.sum(axis=0)).ravel()
@@ -500,9 +658,16 @@ def make_platform(
         identified = np.sort(rng.choice(sellers_, size=n_identified, replace=False, p=w / w.sum()))
     else:
         identified = np.empty(0, dtype=np.int64)
-    active = np.ones(n, dtype=bool)
-    recreated = np.zeros(n, dtype=bool)
 
+    return identified
+
+
+def _hashtags(rng: np.random.Generator, p: dict, a: SimpleNamespace):
+    """Account x hashtag matrix, the tag names and the flagged tags the network uses."""
+    n, n_comm, n_flagged_tags = _fields(p, "n", "n_comm", "n_flagged_tags")
+    n_base, community, role, sellers_, buyers_, rest = _fields(
+        a, "n_base", "community", "role", "sellers_", "buyers_", "rest"
+    )
     # ---------------------------------------------------------------- hashtags
     tags_per_comm = 5
     n_comm_tags = (n_comm + 1) * tags_per_comm
@@ -539,54 +704,71 @@ def make_platform(
     )
     del net_mask
 
-    # ---------------------------------------------------------------- stale seeds
-    if scenario == "stale" and identified.size:
-        n_keep = int(round(still_active * identified.size))
-        still = rng.choice(identified, size=n_keep, replace=False)
-        gone = np.setdiff1d(identified, still)
-        reborn = (
-            np.sort(rng.choice(gone, size=n_recreate, replace=False))
-            if n_recreate
-            else np.empty(0, np.int64)
-        )
-        new_ids = np.arange(n_base, n_base + reborn.size, dtype=np.int64)
-        fol = follows.tocoo()
-        r, c = fol.row.astype(np.int64), fol.col.astype(np.int64)
-        # The new accounts follow what the old ones followed; most old followers find
-        # them again.
-        old_to_new = np.full(n, -1, dtype=np.int64)
-        old_to_new[reborn] = new_ids
-        out_e = old_to_new[r] >= 0
-        in_e = (old_to_new[c] >= 0) & (rng.random(c.size) < refollow_share)
-        add_r = np.concatenate([old_to_new[r[out_e]], r[in_e]])
-        add_c = np.concatenate([c[out_e], old_to_new[c[in_e]]])
-        dead = np.zeros(n, dtype=bool)
-        dead[gone] = True
-        live = ~(dead[r] | dead[c])
-        r = np.concatenate([r[live], add_r])
-        c = np.concatenate([c[live], add_c])
-        ok = (r != c) & ~dead[r] & ~dead[c]
-        follows = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (r[ok], c[ok])), shape=(n, n))
-        follows.sum_duplicates()
-        follows.data[:] = 1.0
-        role[new_ids] = SELLER
-        community[new_ids] = community[reborn]
-        recreated[new_ids] = True
-        active[gone] = False
-        ht = hashtags.tocoo()
-        copy = old_to_new[ht.row] >= 0
-        hashtags = sp.csr_matrix(
-            (
-                np.ones(ht.nnz + int(copy.sum()), np.float32),
-                (
-                    np.concatenate([ht.row, old_to_new[ht.row[copy]]]),
-                    np.concatenate([ht.col, ht.col[copy]]),
-                ),
-            ),
-            shape=hashtags.shape,
-        )
-    known = identified
+    return hashtags, tag_names, flagged
 
+
+def _stale_seeds(
+    rng, p: dict, a: SimpleNamespace, identified, follows, hashtags, active, recreated
+):
+    """The stale scenario: most identified sellers gone, most of them back as new accounts.
+
+    Updates ``a.role``, ``a.community``, ``active`` and ``recreated`` in place and returns
+    the new follows and hashtags.
+    """
+    n, still_active, refollow_share = _fields(p, "n", "still_active", "refollow_share")
+    n_recreate, n_base, role, community = _fields(a, "n_recreate", "n_base", "role", "community")
+    # ---------------------------------------------------------------- stale seeds
+    n_keep = int(round(still_active * identified.size))
+    still = rng.choice(identified, size=n_keep, replace=False)
+    gone = np.setdiff1d(identified, still)
+    reborn = (
+        np.sort(rng.choice(gone, size=n_recreate, replace=False))
+        if n_recreate
+        else np.empty(0, np.int64)
+    )
+    new_ids = np.arange(n_base, n_base + reborn.size, dtype=np.int64)
+    fol = follows.tocoo()
+    r, c = fol.row.astype(np.int64), fol.col.astype(np.int64)
+    # The new accounts follow what the old ones followed; most old followers find
+    # them again.
+    old_to_new = np.full(n, -1, dtype=np.int64)
+    old_to_new[reborn] = new_ids
+    out_e = old_to_new[r] >= 0
+    in_e = (old_to_new[c] >= 0) & (rng.random(c.size) < refollow_share)
+    add_r = np.concatenate([old_to_new[r[out_e]], r[in_e]])
+    add_c = np.concatenate([c[out_e], old_to_new[c[in_e]]])
+    dead = np.zeros(n, dtype=bool)
+    dead[gone] = True
+    live = ~(dead[r] | dead[c])
+    r = np.concatenate([r[live], add_r])
+    c = np.concatenate([c[live], add_c])
+    ok = (r != c) & ~dead[r] & ~dead[c]
+    follows = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (r[ok], c[ok])), shape=(n, n))
+    follows.sum_duplicates()
+    follows.data[:] = 1.0
+    role[new_ids] = SELLER
+    community[new_ids] = community[reborn]
+    recreated[new_ids] = True
+    active[gone] = False
+    ht = hashtags.tocoo()
+    copy = old_to_new[ht.row] >= 0
+    hashtags = sp.csr_matrix(
+        (
+            np.ones(ht.nnz + int(copy.sum()), np.float32),
+            (
+                np.concatenate([ht.row, old_to_new[ht.row[copy]]]),
+                np.concatenate([ht.col, ht.col[copy]]),
+            ),
+        ),
+        shape=hashtags.shape,
+    )
+
+    return follows, hashtags
+
+
+def _hold_out(rng: np.random.Generator, follows, role, active, holdout_share: float):
+    """One follow held out per chosen benign user (the quality metrics' test set)."""
+    n = follows.shape[0]
     # ---------------------------------------------------------------- held-out follows
     benign_users = np.flatnonzero(~((role == SELLER) | (role == BUYER)) & active)
     counts = np.diff(follows.indptr)[benign_users]
@@ -600,20 +782,4 @@ def make_platform(
     train = follows.copy()
     train.data[offs] = 0.0
     train.eliminate_zeros()
-    return Platform(
-        follows=follows,
-        train=train,
-        held_out=held_out,
-        role=role,
-        community=community,
-        vulnerable_community=int(youth),
-        active=active,
-        recreated=recreated,
-        known_seeds=np.asarray(known, dtype=np.int64),
-        hashtags=hashtags,
-        tag_names=tag_names,
-        flagged_tags=flagged,
-        scenario=scenario,
-        seed=seed,
-        params=params,
-    )
+    return held_out, train

@@ -26,7 +26,7 @@ from .guards import (
 )
 from .metrics import evaluation_users, ordinary_viewers, ranking_quality, reach, suppressed_share
 from .platform import MINOR, Platform, make_platform
-from .sweep import pareto_front, run_sweep
+from .sweep import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS, pareto_front, run_sweep
 from .walks import follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
@@ -250,8 +250,6 @@ def run_audit(
             )
             if sweep and sweep_out is None and scenario == "default":
                 ts = time.perf_counter()
-                from .sweep import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS
-
                 n_points = (
                     1
                     + len(DEFAULT_THRESHOLDS) * len(DEFAULT_WEIGHTS)

@@ -1,7 +1,8 @@
 """The vectorized kernel: numpy and scipy only; knows arrays, never policy objects."""
 
-from .kernel import PAD_ID, FactorSpace, SimilaritySpace, default_num_threads, guarded_topk
-from .plan import Plan, PlanPart
+from .kernel import PAD_ID, FactorSpace, SimilaritySpace, guarded_topk
+from .plan import Action, Plan, PlanPart
+from .threads import default_num_threads
 
 __all__ = [
     "PAD_ID",
@@ -9,6 +10,7 @@ __all__ = [
     "SimilaritySpace",
     "Plan",
     "PlanPart",
+    "Action",
     "default_num_threads",
     "guarded_topk",
 ]

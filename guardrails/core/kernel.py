@@ -29,14 +29,13 @@ Memory is bounded by ``block_rows * n_eligible`` scores per worker, whatever the
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+from .threads import blas_single_thread, default_num_threads, shared_pool
 
 __all__ = [
     "FactorSpace",
@@ -62,14 +61,6 @@ _MIN_BLOCK_ROWS = 32
 _DEFAULT_BLOCK_WIDTH = 32
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
-
-
-def default_num_threads() -> int:
-    """Number of worker threads used when a caller passes ``num_threads=0``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        return max(1, os.cpu_count() or 1)
 
 
 def _layout(n: int, width: int) -> tuple[int, int]:
@@ -293,30 +284,6 @@ def _chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
     return rows[keep], cols[keep], vals[keep]
 
 
-_POOL_LOCK = threading.Lock()
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_BLAS = None
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        pool = _POOLS.get(n)
-        if pool is None:
-            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="guardrails-kernel")
-            _POOLS[n] = pool
-        return pool
-
-
-def _blas_single_thread():
-    """Context manager limiting BLAS to one thread (the pool provides the parallelism)."""
-    global _BLAS
-    from threadpoolctl import ThreadpoolController
-
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
 def guarded_topk(
     space: FactorSpace | SimilaritySpace,
     queries,
@@ -384,8 +351,8 @@ def guarded_topk(
         for lo, hi in bounds:
             run(lo, hi)
     else:
-        with _blas_single_thread():
-            futures = [_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
+        with blas_single_thread():
+            futures = [shared_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
             for f in futures:
                 f.result()
     return ids, scores

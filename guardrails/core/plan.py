@@ -10,11 +10,29 @@ per call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["PlanPart", "Plan"]
+__all__ = ["Action", "PlanPart", "Plan"]
+
+
+class Action(IntEnum):
+    """Graded action of a filter on one candidate; a larger value is stricter.
+
+    The strictest action wins whatever the filter order: a drop (a mask) beats a demote
+    (a penalty) beats allow. The values are the codes stored in int8 action arrays.
+    """
+
+    ALLOW = 0
+    DEMOTE = 1
+    DROP = 2
+
+    @property
+    def label(self) -> str:
+        """The lower-case name used in decisions and explanations."""
+        return self.name.lower()
 
 
 @dataclass(frozen=True, eq=False)

@@ -427,6 +427,9 @@ def recommend_all(
         A block was computed against another policy or snapshot, or a block file is
         missing at the end. A filter's own errors propagate from the task unchanged.
     """
+    # Long for its docstring and one linear sequence (check, ship the item side once,
+    # schedule, verify, assemble) whose steps share the client and the job; the
+    # scheduling loop and the block checks are _schedule and _check_blocks.
     started = time.perf_counter()
     mods = require_dask("recommend_all")
     distributed = mods["distributed"]
@@ -537,56 +540,12 @@ def recommend_all(
         stats = client.submit(_stats_of, run, key=f"guardrails-stats-{token}-{block:06d}")
         return run, stats
 
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=int(ids.size), unit="user", desc="recommend_all")
-    runs: dict[int, Any] = {}
-    stats: list[dict] = []
-    pending = iter(range(n_blocks))
-    in_flight = distributed.as_completed(loop=client.loop)
-    done_users = 0
-    try:
-        for block in islice(pending, max_in_flight):
-            run, st = submit(block)
-            runs[block] = run
-            in_flight.add(st)
-        for fut in in_flight:
-            s = fut.result()
-            if out is not None:
-                s = s[0]  # (stats, None): the block is in its file
-            stats.append(s)
-            if out is not None:
-                runs.pop(s["block"], None)  # release: the file is the result
-            done_users += s["n_users"]
-            if bar is not None:
-                bar.update(s["n_users"])
-            elif callable(progress) and progress is not False:
-                progress(done_users, int(ids.size))
-            nxt = next(pending, None)
-            if nxt is not None:
-                run, st = submit(nxt)
-                runs[nxt] = run
-                in_flight.add(st)
-    except BaseException:
-        client.cancel(list(runs.values()) + list(in_flight.futures))
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    runs, stats = _schedule(
+        distributed, client, submit, n_blocks, max_in_flight, out is not None, progress, ids.size
+    )
     wall = time.perf_counter() - t0
 
-    if sorted(s["block"] for s in stats) != list(range(n_blocks)):
-        raise FailClosedError("recommend_all did not receive every block exactly once.")
-    for s in stats:
-        if (
-            s["policy_version"] != job.policy_version
-            or s["snapshot_version"] != job.snapshot_version
-        ):
-            raise FailClosedError(
-                f"Block {s['block']} was computed with another policy or snapshot."
-            )
+    _check_blocks(stats, n_blocks, job)
     stats.sort(key=lambda s: s["block"])
     n_rows = sum(s["n_rows"] for s in stats)
     n_short = sum(s["n_short"] for s in stats)
@@ -629,6 +588,69 @@ def recommend_all(
         task_seconds=float(sum(s["seconds"] for s in stats)),
         _keep=keep,
     )
+
+
+def _schedule(
+    distributed, client, submit, n_blocks: int, max_in_flight: int, to_files: bool, progress, total
+):
+    """Run every block with at most ``max_in_flight`` in flight; the block futures and stats.
+
+    ``submit(block) -> (run, stats)`` futures. With ``to_files`` a block's run future is
+    released as soon as its file is written (the file is the result).
+    """
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(total), unit="user", desc="recommend_all")
+    runs: dict[int, Any] = {}
+    stats: list[dict] = []
+    pending = iter(range(n_blocks))
+    in_flight = distributed.as_completed(loop=client.loop)
+    done_users = 0
+    try:
+        for block in islice(pending, max_in_flight):
+            run, st = submit(block)
+            runs[block] = run
+            in_flight.add(st)
+        for fut in in_flight:
+            s = fut.result()
+            if to_files:
+                s = s[0]  # (stats, None): the block is in its file
+            stats.append(s)
+            if to_files:
+                runs.pop(s["block"], None)  # release: the file is the result
+            done_users += s["n_users"]
+            if bar is not None:
+                bar.update(s["n_users"])
+            elif callable(progress) and progress is not False:
+                progress(done_users, int(total))
+            nxt = next(pending, None)
+            if nxt is not None:
+                run, st = submit(nxt)
+                runs[nxt] = run
+                in_flight.add(st)
+    except BaseException:
+        client.cancel(list(runs.values()) + list(in_flight.futures))
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return runs, stats
+
+
+def _check_blocks(stats: list[dict], n_blocks: int, job) -> None:
+    """Fail closed unless every block came back once, from the job's policy and snapshot."""
+    if sorted(s["block"] for s in stats) != list(range(n_blocks)):
+        raise FailClosedError("recommend_all did not receive every block exactly once.")
+    for s in stats:
+        if (
+            s["policy_version"] != job.policy_version
+            or s["snapshot_version"] != job.snapshot_version
+        ):
+            raise FailClosedError(
+                f"Block {s['block']} was computed with another policy or snapshot."
+            )
 
 
 def _snapshot_version(guard: Guard) -> str | None:

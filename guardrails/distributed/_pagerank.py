@@ -18,6 +18,24 @@ itself stays on the workers between iterations. Per task, memory is one block of
 plus two vectors of length ``n``; the edges, which dominate (``nnz >> n``), are
 partitioned. Dangling nodes (no out-edges) send their mass back to the seeds, so the
 result sums to 1 and matches ``networkx.pagerank(G, alpha=d, personalization=s)``.
+
+Why this is not :func:`guardrails.expand.propagate`, the library's one risk propagation:
+the two answer different questions on different scales, and this one exists for graphs
+that do not fit in one process.
+
+- *Scale.* This is a probability distribution over nodes (walks restart at the seeds,
+  the vector sums to 1), the quantity other PageRank tools report. ``propagate`` returns
+  risk, the expected number of seed visits of a walk from each node (``normalization=
+  "degree"``), clipped to [0, 1], so a seed has risk 1 whatever the number of seeds.
+  Without dangling nodes, ``RiskGraph(A, direction="out", normalization="none",
+  damping=d).propagate(seeds, weights=s, raw=True)`` equals this result divided by
+  ``1 - d`` (both are ``sum_k d^k (A^T D^-1)^k s``; ``tests/test_propagation_scales.py``
+  checks it); with dangling nodes, this one sends their mass back to the seeds and
+  ``propagate`` lets walks stop.
+- *Partitioning.* ``propagate`` solves on one in-memory operator with CG or BiCGSTAB,
+  which need every row at every step; a per-block call cannot reproduce it. Here each
+  block pushes its own edges and only a length-``n`` vector is reduced, so no task holds
+  more than one block of edges.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.kernel import _blas_single_thread, _pool, default_num_threads
+from ..core.threads import blas_single_thread, default_num_threads, shared_pool
 from ..exceptions import ConvergenceWarning
 
 __all__ = [
@@ -213,7 +213,7 @@ class Operator:
         if len(plan) <= 1:  # one thread, or no rows at all
             results = run(plan[0]) if plan else []
         else:
-            pool = _pool(len(plan))
+            pool = shared_pool(len(plan))
             futures = [pool.submit(run, chunks) for chunks in plan]
             results = [r for f in futures for r in f.result()]
         return out if epilogue is None else results
@@ -223,7 +223,7 @@ class Operator:
         plan = self.plan(n_columns)
         if len(plan) <= 1:
             return [fn(lo, hi) for lo, hi, _ in plan[0]] if plan else []
-        pool = _pool(len(plan))
+        pool = shared_pool(len(plan))
         futures = [pool.submit(lambda ch: [fn(lo, hi) for lo, hi, _ in ch], ch) for ch in plan]
         return [r for f in futures for r in f.result()]
 
@@ -260,7 +260,7 @@ def _column_scale(W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _one_blas_thread(op: Operator):
     """One BLAS thread per chunk while ``op``'s threads provide the parallelism."""
-    return _blas_single_thread() if op.num_threads > 1 else contextlib.nullcontext()
+    return blas_single_thread() if op.num_threads > 1 else contextlib.nullcontext()
 
 
 def _total(parts, k: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from .._validation import check_choice, check_float, fail
 
 __all__ = ["combine_risk", "calibrated"]
 
-_METHODS = ("max", "noisy_or", "weighted_sum")
+METHODS = ("max", "noisy_or", "weighted_sum")
 
 
 def _as_risk(value, name: str, where: str, source: str = "") -> np.ndarray:
@@ -100,7 +100,7 @@ def combine_risk(
     risk : ndarray of float32, same shape as the sources, in [0, 1]
     """
     where = "combine_risk"
-    method = check_choice(method, "method", where, _METHODS)
+    method = check_choice(method, "method", where, METHODS)
     cal = calibrated(sources, weights, where=where)
     stack = np.stack(list(cal.values()))
     if method == "max":

@@ -22,7 +22,7 @@ import numpy as np
 from .._validation import check_choice, check_float, check_ids, check_int, fail
 from ._seeds import seed_matrix
 from .bipartite import BipartiteRiskGraph
-from .combine import _METHODS, calibrated, combine_risk
+from .combine import METHODS, calibrated, combine_risk
 from .propagate import DEFAULT_DAMPING, RiskGraph
 from .proximity import DEFAULT_RADIUS, embedding_risk, nearest_seeds
 
@@ -118,7 +118,7 @@ class RiskExpansion:
     def __init__(self, n_accounts: int, seeds, *, weights=None, method: str = "max"):
         where = "RiskExpansion"
         self.n_accounts = check_int(n_accounts, "n_accounts", where, low=1)
-        self.method = check_choice(method, "method", where, _METHODS)
+        self.method = check_choice(method, "method", where, METHODS)
         self.W, self._squeeze, self.category_names = seed_matrix(
             seeds, weights, self.n_accounts, where
         )

@@ -6,11 +6,14 @@ register with :func:`register_filter` or the ``guardrails.filters`` entry-point 
 """
 
 from .base import (
+    CapFilter,
     CapSpec,
     Catalog,
+    CohortFilter,
     CohortTable,
     Filter,
     FilterProtocol,
+    QueryFilter,
     ViewerBatch,
     array_fingerprint,
 )
@@ -34,6 +37,9 @@ __all__ = [
     "ViewerBatch",
     "Filter",
     "FilterProtocol",
+    "CohortFilter",
+    "CapFilter",
+    "QueryFilter",
     "CohortTable",
     "CapSpec",
     "array_fingerprint",

@@ -12,10 +12,33 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core.plan import PlanPart
-from ..exceptions import ValidationError
-from .base import CapSpec, Catalog, CohortTable
+from ..exceptions import ConformanceError, ValidationError
+from .base import (
+    FAILURE_MODES,
+    MODES,
+    CapFilter,
+    CapSpec,
+    Catalog,
+    CohortFilter,
+    CohortTable,
+    FilterProtocol,
+    QueryFilter,
+    ViewerBatch,
+)
 
-__all__ = ["as_parts", "check_part", "check_table", "check_caps"]
+__all__ = [
+    "as_parts",
+    "check_part",
+    "check_table",
+    "check_caps",
+    "compile_static",
+    "compile_viewer_parts",
+    "assign_cohorts",
+    "compile_queries",
+    "check_conformance",
+    "random_viewers",
+    "example_parts",
+]
 
 
 def as_parts(out, name: str) -> tuple[PlanPart, ...]:
@@ -49,6 +72,10 @@ def check_part(
     filter's own global penalty (``restore``), so a filter's net effect is never a boost.
     """
     n = catalog.n
+    if not isinstance(part.reason, str) or not part.reason:
+        raise ValidationError(
+            f"Filter {part.name!r} compiled a part without a reason code; every part needs one."
+        )
     for attr in ("hard_mask", "penalty"):
         a = getattr(part, attr)
         if a is not None and (not isinstance(a, np.ndarray) or a.shape != (n,)):
@@ -68,6 +95,8 @@ def check_part(
                 f"a CSR matrix of shape ({n_viewers}, {n})."
             )
     vp = part.viewer_penalty
+    if n_viewers is None and (part.viewer_mask is not None or vp is not None):
+        raise ValidationError(f"Filter {part.name!r} compiled per-viewer arrays in compile_global.")
     if vp is not None and vp.nnz and np.isfinite(vp.data).all() and vp.data.min() < 0:
         vp = sp.csr_matrix(vp)
         neg = vp.data < 0
@@ -121,3 +150,244 @@ def check_caps(c, catalog: Catalog, name: str) -> CapSpec | None:
             f"Filter {name!r} compiled caps that are not a CapSpec with groups of shape ({catalog.n},)."
         )
     return c
+
+
+# ---------------------------------------------------------------------------- compile steps
+def compile_static(
+    f: FilterProtocol, catalog: Catalog, name: str
+) -> tuple[tuple[PlanPart, ...], CohortTable | None, CapSpec | None]:
+    """What ``f`` compiles once per policy and snapshot, checked: global parts, cohort
+    table and share cap.
+
+    Raises
+    ------
+    ValidationError
+        For anything that does not fit the catalogue or breaks the protocol.
+    """
+    parts = tuple(check_part(p, catalog, None) for p in as_parts(f.compile_global(catalog), name))
+    table = None
+    if hasattr(f, "compile_cohorts"):
+        if not isinstance(f, CohortFilter):
+            raise ValidationError(
+                f"Filter {name!r} implements compile_cohorts without assign_cohorts; a filter "
+                "with cohorts must implement both."
+            )
+        table = check_table(f.compile_cohorts(catalog), catalog, name)
+    caps = check_caps(f.compile_caps(catalog), catalog, name) if isinstance(f, CapFilter) else None
+    return parts, table, caps
+
+
+def compile_viewer_parts(
+    f: FilterProtocol,
+    catalog: Catalog,
+    viewers: ViewerBatch,
+    name: str,
+    restore: np.ndarray | None = None,
+) -> tuple[PlanPart, ...]:
+    """The per-viewer parts of ``f`` for one batch, checked (see :func:`check_part`)."""
+    return tuple(
+        check_part(p, catalog, viewers.size, restore)
+        for p in as_parts(f.compile_viewers(catalog, viewers), name)
+    )
+
+
+def assign_cohorts(
+    f: CohortFilter, catalog: Catalog, viewers: ViewerBatch, table: CohortTable, name: str
+) -> np.ndarray:
+    """The cohort of every viewer of the batch (``-1``: none), checked against ``table``."""
+    g = np.asarray(f.assign_cohorts(catalog, viewers))
+    k = table.n_cohorts
+    if (
+        g.shape != (viewers.size,)
+        or not (g.size == 0 or np.issubdtype(g.dtype, np.integer))
+        or (g.size and (g.min() < -1 or g.max() >= k))
+    ):
+        raise ValidationError(
+            f"Filter {name!r} assigned cohorts of shape {g.shape} or out of range; expected "
+            f"ints in [-1, {k}) of shape ({viewers.size},)."
+        )
+    return g.astype(np.int64)
+
+
+def compile_queries(
+    f: FilterProtocol, catalog: Catalog, viewers: ViewerBatch, name: str
+) -> sp.csr_matrix | None:
+    """Interactions ``f`` leaves out of the viewers' queries (``None``: none), checked.
+
+    A filter may only leave out interactions the viewers have.
+    """
+    if not isinstance(f, QueryFilter) or viewers.user_items is None:
+        return None
+    s = f.compile_queries(catalog, viewers)
+    if s is None:
+        return None
+    ui = viewers.user_items
+    if not sp.issparse(s) or s.shape != ui.shape:
+        raise ValidationError(
+            f"Filter {name!r} compiled query cells of shape {getattr(s, 'shape', None)}; they "
+            f"must be a sparse matrix of the interactions' shape {ui.shape}."
+        )
+    s = sp.csr_matrix(s)
+    s.eliminate_zeros()
+    if not s.nnz:
+        return None
+    has = sp.csr_matrix(ui, copy=True)
+    has.data = np.ones_like(has.data)
+    extra = sp.csr_matrix(s, copy=True)
+    extra.data = np.ones_like(extra.data, dtype=np.float32)
+    if (extra - extra.multiply(has)).nnz:
+        raise ValidationError(
+            f"Filter {name!r} compiled query cells outside the viewers' interactions; it may "
+            "only leave out interactions the viewers have."
+        )
+    return s
+
+
+# ---------------------------------------------------------------------------- conformance
+def random_viewers(
+    n_candidates: int,
+    n_users: int,
+    m: int,
+    *,
+    seed: int = 0,
+    density: float = 0.1,
+    surface=None,
+    new_users: bool = True,
+) -> ViewerBatch:
+    """A random :class:`ViewerBatch`: ids (some beyond ``n_users``: new accounts) and interactions."""
+    rng = np.random.default_rng(seed)
+    hi = n_users + (3 if new_users else 0)
+    userids = rng.integers(0, max(1, hi), size=m).astype(np.int64)
+    ui = sp.random(
+        m, n_candidates, density=density, format="csr", random_state=rng, dtype=np.float32
+    )
+    ui.data[:] = np.ceil(ui.data * 3)
+    return ViewerBatch(userids, sp.csr_matrix(ui), surface, m)
+
+
+def example_parts(example) -> tuple:
+    """``(filter, catalog)`` from a filter or a ``(filter, catalog)`` pair (``example()``).
+
+    Without a catalogue, an item catalogue sized from the filter's ``risk`` array when it
+    has one, else of 30 candidates.
+    """
+    if isinstance(example, tuple) and len(example) == 2:
+        f, catalog = example
+    else:
+        f, catalog = example, None
+    if catalog is None:
+        risk = getattr(f, "risk_", getattr(f, "risk", None))
+        catalog = Catalog("items", int(risk.shape[0]) if isinstance(risk, np.ndarray) else 30)
+    return f, catalog
+
+
+def _fail(f, check: str, detail: str) -> ConformanceError:
+    return ConformanceError(
+        f"Filter {getattr(f, 'name', f)!r} fails conformance check {check!r}: {detail}"
+    )
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return np.array_equal(a, b)
+
+
+def _dense(a) -> np.ndarray:
+    return np.asarray(a.todense()) if sp.issparse(a) else np.asarray(a)
+
+
+def _viewer_summary(
+    f, catalog: Catalog, viewers: ViewerBatch, table: CohortTable | None, restore
+) -> dict[str, np.ndarray]:
+    """Everything per-viewer ``f`` compiles for a batch, checked, as dense arrays."""
+    m, n = viewers.size, catalog.n
+    name = f.name
+    out = {"drop": np.zeros((m, n), dtype=bool), "pen": np.zeros((m, n), dtype=np.float64)}
+    try:
+        for p in compile_viewer_parts(f, catalog, viewers, name, restore):
+            if p.viewer_mask is not None:
+                out["drop"] |= _dense(p.viewer_mask) != 0
+            if p.viewer_penalty is not None:
+                out["pen"] += _dense(p.viewer_penalty)
+    except ValidationError as exc:
+        raise _fail(f, "compile_viewers", str(exc)) from exc
+    if table is not None:
+        try:
+            out["cohort"] = assign_cohorts(f, catalog, viewers, table, name)
+        except ValidationError as exc:
+            raise _fail(f, "assign_cohorts", str(exc)) from exc
+    if isinstance(f, QueryFilter) and viewers.user_items is not None:
+        try:
+            q = compile_queries(f, catalog, viewers, name)
+        except ValidationError as exc:
+            raise _fail(f, "compile_queries", str(exc)) from exc
+        out["strip"] = (
+            np.zeros(viewers.user_items.shape, dtype=bool) if q is None else _dense(q) != 0
+        )
+    return out
+
+
+def check_conformance(f, catalog: Catalog, viewers: ViewerBatch) -> None:
+    """The filter contract on one filter, catalogue and batch of viewers.
+
+    Checks the protocol (name, reason, fingerprint, settings), everything the filter
+    compiles (through the same checks a policy applies), determinism, and that compiling
+    a batch equals compiling each of its rows. Used by
+    :func:`guardrails.testing.check_filter` and by plug-in registration.
+
+    Raises
+    ------
+    ConformanceError
+        Naming the filter and the check that failed.
+    """
+    if not isinstance(f, FilterProtocol):
+        raise _fail(
+            f, "protocol", "missing name, reason, compile_global, compile_viewers or fingerprint"
+        )
+    if not isinstance(f.name, str) or not f.name or not isinstance(f.reason, str) or not f.reason:
+        raise _fail(f, "protocol", "name and reason must be non-empty strings")
+    fp = f.fingerprint()
+    if not isinstance(fp, bytes) or fp != f.fingerprint():
+        raise _fail(f, "fingerprint", "fingerprint() must return the same bytes on every call")
+    for attr, choices in (("mode", MODES), ("failure", FAILURE_MODES)):
+        v = getattr(f, attr, choices[0])
+        if v not in choices:
+            raise _fail(f, "settings", f"{attr} must be one of {choices}, got {v!r}")
+
+    # Static parts: the policy's own checks, then determinism.
+    try:
+        g1, table, caps = compile_static(f, catalog, f.name)
+        g2, _, _ = compile_static(f, catalog, f.name)
+    except ValidationError as exc:
+        check = "compile_global"
+        if "cohort" in str(exc):
+            check = "compile_cohorts"
+        elif "caps" in str(exc):
+            check = "compile_caps"
+        raise _fail(f, check, str(exc)) from exc
+    if len(g1) != len(g2) or any(
+        not _same(a.hard_mask, b.hard_mask) or not _same(a.penalty, b.penalty)
+        for a, b in zip(g1, g2, strict=True)
+    ):
+        raise _fail(f, "determinism", "compile_global must return the same plan on every call")
+    if caps is not None and not 0 <= caps.max_share <= 1:
+        raise _fail(f, "compile_caps", "the share of a CapSpec must be in [0, 1]")
+
+    # Per-viewer parts: checked like a policy checks them, deterministic, batch == rows.
+    pens = [p.penalty for p in g1 if p.penalty is not None]
+    restore = np.sum(pens, axis=0) if pens else None
+    whole = _viewer_summary(f, catalog, viewers, table, restore)
+    again = _viewer_summary(f, catalog, viewers, table, restore)
+    for k in whole:
+        if not np.array_equal(whole[k], again[k]):
+            raise _fail(f, "determinism", f"per-viewer {k} differs between two identical calls")
+    for r in range(viewers.size):
+        one = _viewer_summary(f, catalog, viewers.take(np.array([r])), table, restore)
+        for k in whole:
+            if not np.allclose(whole[k][r : r + 1], one[k], rtol=0, atol=1e-6):
+                raise _fail(
+                    f,
+                    "batch consistency",
+                    f"row {r}'s per-viewer {k} differs from compiling it alone",
+                )

@@ -1,8 +1,8 @@
 """Risk helpers shared by the safety filters and :func:`guardrails.default_policy`.
 
-:func:`propagate_seed_risk` is the one place where seed accounts become neighbourhood
-risk. It calls :func:`guardrails.expand.propagate` when that module is available and
-falls back to a small personalised PageRank otherwise, so the filters work either way.
+:func:`propagate_seed_risk` is where a filter turns seed accounts into neighbourhood
+risk; the propagation itself is :func:`guardrails.expand.propagate`, the library's one
+implementation.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_float, check_int, fail
+from .._validation import check_csr, check_float, fail
+from ..expand import DEFAULT_DAMPING, propagate
 
-__all__ = ["propagate_seed_risk", "seed_mask", "viewer_share"]
+__all__ = ["propagate_seed_risk", "check_damping", "seed_mask", "viewer_share"]
 
 
 def seed_mask(seeds, n: int, name: str, where: str) -> np.ndarray:
@@ -45,8 +46,7 @@ def propagate_seed_risk(
     seeds,
     graph,
     *,
-    alpha: float = 0.5,
-    n_iter: int = 30,
+    alpha: float | None = None,
     where: str = "propagate_seed_risk",
 ) -> np.ndarray:
     """Risk in [0, 1] of every node of ``graph`` from flagged ``seeds``.
@@ -57,59 +57,37 @@ def propagate_seed_risk(
         Flagged accounts.
     graph : sparse matrix, shape (n, n)
         Follow (or interaction) graph; treated as undirected, weights ignored in sign.
-    alpha, n_iter : float, int
-        Parameters of the fallback propagation only (used when
-        :mod:`guardrails.expand` cannot be imported).
+    alpha : float in (0, 1), optional
+        Damping of the propagation (the weight of each further hop); ``None`` uses
+        :data:`guardrails.expand.DEFAULT_DAMPING`.
 
     Returns
     -------
     risk : ndarray of float32, shape (n,)
         ``1`` on seeds; elsewhere the risk of :func:`guardrails.expand.propagate`
         (personalised PageRank from the seeds, walking edges both ways, on its documented
-        scale). The fallback is the share of a node's neighbours that are flagged, with
-        each further hop discounted by ``alpha``.
+        scale).
     """
     g = check_csr(graph, "graph", where)
     if g.shape[0] != g.shape[1]:
         raise fail("graph", where, "a square sparse matrix (n, n)", g)
     n = g.shape[0]
-    alpha = check_float(alpha, "alpha", where, low=0.0, high=1.0, low_open=True)
-    n_iter = check_int(n_iter, "n_iter", where)
+    damping = DEFAULT_DAMPING if alpha is None else check_damping(alpha, "alpha", where)
     s = seed_mask(seeds, n, "seeds", where)
     if not s.any():
         return np.zeros(n, dtype=np.float32)
-    try:
-        from ..expand import propagate
-    except ImportError:  # pragma: no cover - expand ships with the package
-        propagate = None
-    if propagate is not None:
-        risk = np.asarray(propagate(abs(g), np.flatnonzero(s), direction="both"), dtype=np.float32)
-        risk = np.clip(risk, 0.0, 1.0)
-        risk[s] = 1.0
-        return risk
-    return _mean_walk_risk(g, s, alpha, n_iter)
-
-
-def _mean_walk_risk(g: sp.csr_matrix, s: np.ndarray, alpha: float, n_iter: int) -> np.ndarray:
-    """Fallback propagation: mean of what neighbours emit, seeds clamped at 1."""
-    n = g.shape[0]
-    a = abs(g).astype(np.float64)
-    a = ((a + a.T) > 0).astype(np.float64).tocsr()
-    a.setdiag(0)
-    a.eliminate_zeros()
-    deg = np.asarray(a.sum(axis=1)).ravel()
-    inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
-    mean = (sp.diags(inv) @ a).tocsr()
-    # A seed emits 1, any other node emits alpha times its own risk; a node's risk is the
-    # mean of what its neighbours emit. One hop is the undiscounted share of flagged
-    # neighbours, each further hop is discounted by alpha; seeds are clamped at 1.
-    sf = s.astype(np.float64)
-    x = np.zeros(n, dtype=np.float64)
-    for _ in range(n_iter):
-        x = mean @ (sf + alpha * (1.0 - sf) * x)
-    risk = np.clip(x, 0.0, 1.0)
+    risk = propagate(abs(g), np.flatnonzero(s), direction="both", damping=damping)
+    risk = np.clip(np.asarray(risk, dtype=np.float32), 0.0, 1.0)
     risk[s] = 1.0
-    return risk.astype(np.float32)
+    return risk
+
+
+def check_damping(value, name: str, where: str) -> float:
+    """A damping (continuation probability) in the open interval (0, 1)."""
+    d = check_float(value, name, where, low=0.0, high=1.0, low_open=True)
+    if d >= 1.0:
+        raise fail(name, where, "a float in (0.0, 1.0)", value)
+    return d
 
 
 def viewer_share(user_items: sp.csr_matrix, risky: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

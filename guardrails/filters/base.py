@@ -18,7 +18,9 @@ A compile step may return one :class:`~guardrails.core.plan.PlanPart`, a sequenc
 masks after penalties, so the strictest action always wins (drop beats demote beats
 allow) whatever the order of the filters.
 
-Optional steps, read with ``getattr`` so that a minimal filter needs none of them:
+Optional steps, each a runtime-checkable protocol (:class:`CohortFilter`,
+:class:`CapFilter`, :class:`QueryFilter`) so that a minimal filter needs none of them
+and type checkers see the ones it has:
 
 ``compile_cohorts(catalog) -> CohortTable | None`` and ``assign_cohorts(catalog, viewers)``
     Actions per *viewer cohort*: a table of masks and penalties, one row per cohort,
@@ -46,11 +48,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import check_choice, fail
 from ..core.plan import PlanPart
 
 __all__ = [
@@ -58,6 +61,9 @@ __all__ = [
     "ViewerBatch",
     "Filter",
     "FilterProtocol",
+    "CohortFilter",
+    "CapFilter",
+    "QueryFilter",
     "CohortTable",
     "CapSpec",
     "array_fingerprint",
@@ -96,8 +102,6 @@ class Catalog:
     def check_sized(self, where: str, name: str, length: int) -> None:
         """Raise a typed error unless a per-candidate array has ``n`` entries."""
         if length != self.n:
-            from .._validation import fail
-
             raise fail(
                 name,
                 where,
@@ -236,6 +240,29 @@ class FilterProtocol(Protocol):
     def fingerprint(self) -> bytes: ...
 
 
+@runtime_checkable
+class CohortFilter(Protocol):
+    """Optional steps of a filter with actions per viewer cohort (see the module docstring)."""
+
+    def compile_cohorts(self, catalog: Catalog) -> CohortTable | None: ...
+
+    def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray: ...
+
+
+@runtime_checkable
+class CapFilter(Protocol):
+    """Optional step of a filter with a share cap applied at selection time."""
+
+    def compile_caps(self, catalog: Catalog) -> CapSpec | None: ...
+
+
+@runtime_checkable
+class QueryFilter(Protocol):
+    """Optional step of a filter that leaves interactions out of the viewers' queries."""
+
+    def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None: ...
+
+
 def array_fingerprint(*arrays) -> bytes:
     """A SHA-256 digest of arrays (dense or sparse), shapes and dtypes included."""
     h = hashlib.sha256()
@@ -269,6 +296,9 @@ class Filter:
     failure: str = "fail_closed"
     surfaces: tuple[str, ...] | None = None
     protected: bool = False
+    #: Policy-file kind (see :data:`guardrails.filters.registry.KINDS`) of every
+    #: constructor argument besides the common settings; ``None``: not in policy files.
+    config_spec: ClassVar[dict[str, str] | None] = None
 
     def _settings(
         self,
@@ -281,8 +311,6 @@ class Filter:
         where: str,
     ) -> None:
         """Validate and store the common settings of a built-in filter."""
-        from .._validation import check_choice, fail
-
         if name is not None:
             if (
                 not isinstance(name, str)
@@ -298,7 +326,7 @@ class Filter:
         self.reason = reason
         self.mode = check_choice(mode, "mode", where, MODES)
         self.failure = check_choice(failure, "failure", where, FAILURE_MODES)
-        self.surfaces = _check_surfaces(surfaces, where)
+        self.surfaces = check_surfaces(surfaces, where)
         if self.protected and self.failure == "fail_open":
             raise fail(
                 "failure",
@@ -306,6 +334,15 @@ class Filter:
                 "'fail_closed' for a child-safety filter (it may never be skipped)",
                 failure,
             )
+
+    def _keep_arguments(self, arguments: dict) -> None:
+        """Store the constructor arguments named in ``config_spec`` as given.
+
+        Called first thing in ``__init__`` with ``locals()``: what the spec names is what
+        the filter keeps and what a policy file writes, so the two cannot drift apart.
+        """
+        for key in type(self).config_spec or ():
+            setattr(self, key, arguments[key])
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         return None
@@ -332,9 +369,8 @@ class Filter:
         return f"{type(self).__name__}(name={self.name!r}, reason={self.reason!r})"
 
 
-def _check_surfaces(surfaces, where: str) -> tuple[str, ...] | None:
-    from .._validation import fail
-
+def check_surfaces(surfaces, where: str) -> tuple[str, ...] | None:
+    """Validate a filter's ``surfaces`` setting: ``None`` or a sorted tuple of names."""
     if surfaces is None:
         return None
     if isinstance(surfaces, str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_float, check_vector, fail
+from .._validation import check_choice, check_csr, check_float, check_vector, fail
 from ..core.plan import PlanPart
 from .base import Catalog, Filter, ViewerBatch
 
@@ -24,11 +24,27 @@ class BlockItems(Filter):
         Candidate indices (model item indices, or user indices for a user policy).
     reason : str
         Reason code recorded for the blocked items.
+    mode, failure, surfaces, name : keyword-only
+        Common filter settings (see :mod:`guardrails.filters.base`).
     """
 
     name = "block_items"
 
-    def __init__(self, ids, *, reason: str = "blocked"):
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {"ids": "ints"}
+
+    def __init__(
+        self,
+        ids,
+        *,
+        reason: str = "blocked",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
         arr = np.asarray(ids)
         if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
             raise fail("ids", "BlockItems", "a 1-d array of non-negative ints", ids)
@@ -40,23 +56,30 @@ class BlockItems(Filter):
                 f"negative ids {arr[arr < 0][:5].tolist()}",
                 describe=False,
             )
-        self.ids = np.unique(arr.astype(np.int64))
-        self.reason = reason
+        self.ids_ = np.unique(arr.astype(np.int64))
+        self._settings(
+            name=name,
+            reason=reason,
+            mode=mode,
+            failure=failure,
+            surfaces=surfaces,
+            where="BlockItems",
+        )
 
     def params(self) -> tuple:
-        return (self.ids,)
+        return (self.ids_,)
 
     def compile_global(self, catalog: Catalog) -> PlanPart:
-        if self.ids.size and self.ids[-1] >= catalog.n:
+        if self.ids_.size and self.ids_[-1] >= catalog.n:
             raise fail(
                 "ids",
                 "BlockItems",
                 f"indices in [0, {catalog.n}) of the {catalog.kind} catalogue",
-                f"ids up to {int(self.ids[-1])}",
+                f"ids up to {int(self.ids_[-1])}",
                 describe=False,
             )
         mask = np.zeros(catalog.n, dtype=bool)
-        mask[self.ids] = True
+        mask[self.ids_] = True
         return PlanPart(self.name, self.reason, hard_mask=mask)
 
 
@@ -71,31 +94,54 @@ class ExcludePairs(Filter):
         last row have no exclusions.
     reason : str
         Reason code recorded for the excluded pairs.
+    mode, failure, surfaces, name : keyword-only
+        Common filter settings (see :mod:`guardrails.filters.base`).
     """
 
     name = "exclude_pairs"
 
-    def __init__(self, pairs, *, reason: str = "excluded_pair"):
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {"pairs": "csr"}
+
+    def __init__(
+        self,
+        pairs,
+        *,
+        reason: str = "excluded_pair",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
         csr = check_csr(pairs, "pairs", "ExcludePairs")
         csr = sp.csr_matrix(
             (np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape
         )
         csr.eliminate_zeros()
-        self.pairs = csr
-        self.reason = reason
+        self.pairs_ = csr
+        self._settings(
+            name=name,
+            reason=reason,
+            mode=mode,
+            failure=failure,
+            surfaces=surfaces,
+            where="ExcludePairs",
+        )
 
     def params(self) -> tuple:
-        return (self.pairs,)
+        return (self.pairs_,)
 
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
         if viewers.userids is None:
             return None
-        catalog.check_sized("ExcludePairs", "pairs", self.pairs.shape[1])
-        rows = _viewer_rows(self.pairs, viewers.userids)
+        catalog.check_sized("ExcludePairs", "pairs", self.pairs_.shape[1])
+        rows = viewer_rows(self.pairs_, viewers.userids)
         return PlanPart(self.name, self.reason, viewer_mask=rows)
 
 
-def _viewer_rows(csr: sp.csr_matrix, userids: np.ndarray) -> sp.csr_matrix:
+def viewer_rows(csr: sp.csr_matrix, userids: np.ndarray) -> sp.csr_matrix:
     """Rows ``csr[userids]``, with empty rows for ids beyond the matrix."""
     n_rows = csr.shape[0]
     known = userids < n_rows
@@ -120,23 +166,47 @@ class SuppressRisk(Filter):
         Candidates with ``risk >= threshold`` are suppressed.
     reason : str
         Reason code recorded for the suppressed items.
+    mode, failure, surfaces, name : keyword-only
+        Common filter settings (see :mod:`guardrails.filters.base`).
     """
 
     name = "suppress_risk"
 
-    def __init__(self, risk, *, threshold: float, reason: str = "risk_neighborhood"):
-        self.risk = check_vector(risk, "risk", "SuppressRisk", low=0.0, high=1.0)
-        self.threshold = check_float(
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {"risk": "vector", "threshold": "float"}
+
+    def __init__(
+        self,
+        risk,
+        *,
+        threshold: float,
+        reason: str = "risk_neighborhood",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
+        self.risk_ = check_vector(risk, "risk", "SuppressRisk", low=0.0, high=1.0)
+        self.threshold_ = check_float(
             threshold, "threshold", "SuppressRisk", low=0.0, high=1.0, low_open=True
         )
-        self.reason = reason
+        self._settings(
+            name=name,
+            reason=reason,
+            mode=mode,
+            failure=failure,
+            surfaces=surfaces,
+            where="SuppressRisk",
+        )
 
     def params(self) -> tuple:
-        return (self.risk, self.threshold)
+        return (self.risk_, self.threshold_)
 
     def compile_global(self, catalog: Catalog) -> PlanPart:
-        catalog.check_sized("SuppressRisk", "risk", self.risk.shape[0])
-        return PlanPart(self.name, self.reason, hard_mask=self.risk >= self.threshold)
+        catalog.check_sized("SuppressRisk", "risk", self.risk_.shape[0])
+        return PlanPart(self.name, self.reason, hard_mask=self.risk_ >= self.threshold_)
 
 
 class DemoteRisk(Filter):
@@ -167,6 +237,15 @@ class DemoteRisk(Filter):
     name = "demote_risk"
     CURVES = ("linear", "quadratic", "sqrt", "step")
 
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {
+        "risk": "vector",
+        "weight": "float",
+        "curve": "str",
+        "knots": "knots",
+        "floor": "float",
+    }
+
     def __init__(
         self,
         risk,
@@ -181,14 +260,14 @@ class DemoteRisk(Filter):
         surfaces=None,
         name: str | None = None,
     ):
-        from .._validation import check_choice
-
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
         where = "DemoteRisk"
-        self.risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
-        self.weight = check_float(weight, "weight", where, low=0.0)
-        self.curve = check_choice(curve, "curve", where, self.CURVES)
-        self.floor = check_float(floor, "floor", where, low=0.0, high=1.0)
-        self.knots = None if knots is None else _check_knots(knots, where)
+        self.risk_ = check_vector(risk, "risk", where, low=0.0, high=1.0)
+        self.weight_ = check_float(weight, "weight", where, low=0.0)
+        self.curve_ = check_choice(curve, "curve", where, self.CURVES)
+        self.floor_ = check_float(floor, "floor", where, low=0.0, high=1.0)
+        self.knots_ = None if knots is None else _check_knots(knots, where)
         self._settings(
             name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
         )
@@ -196,30 +275,30 @@ class DemoteRisk(Filter):
     def params(self) -> tuple:
         # The linear default keeps the fingerprint of the original two-parameter filter
         # shape plus its curve, so versions stay stable across releases.
-        return (self.risk, self.weight, self.curve, self.knots, self.floor)
+        return (self.risk_, self.weight_, self.curve_, self.knots_, self.floor_)
 
     def levels(self) -> np.ndarray:
         """``curve(risk)`` per candidate, float64 in [0, 1]."""
-        r = self.risk.astype(np.float64)
-        if self.knots is not None:
-            lv = np.interp(r, self.knots[:, 0], self.knots[:, 1], left=0.0)
-        elif self.curve == "linear":
+        r = self.risk_.astype(np.float64)
+        if self.knots_ is not None:
+            lv = np.interp(r, self.knots_[:, 0], self.knots_[:, 1], left=0.0)
+        elif self.curve_ == "linear":
             lv = r
-        elif self.curve == "quadratic":
+        elif self.curve_ == "quadratic":
             lv = r * r
-        elif self.curve == "sqrt":
+        elif self.curve_ == "sqrt":
             lv = np.sqrt(r)
         else:
             lv = (r > 0).astype(np.float64)
-        lv = np.where(r < self.floor, 0.0, lv)
+        lv = np.where(r < self.floor_, 0.0, lv)
         return np.clip(lv, 0.0, 1.0)
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
-        catalog.check_sized("DemoteRisk", "risk", self.risk.shape[0])
-        if self.weight == 0.0:
+        catalog.check_sized("DemoteRisk", "risk", self.risk_.shape[0])
+        if self.weight_ == 0.0:
             return None
         return PlanPart(
-            self.name, self.reason, penalty=(self.weight * self.levels()).astype(np.float32)
+            self.name, self.reason, penalty=(self.weight_ * self.levels()).astype(np.float32)
         )
 
 

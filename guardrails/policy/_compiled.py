@@ -8,7 +8,6 @@ filters and cohort rows.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..core.plan import PlanPart
-from ..core.select import TopK
+from ..core.plan import Action, Plan, PlanPart
+from ..core.threads import PicklableLock
 from ..exceptions import FailClosedError, ValidationError
-from ..filters._contract import as_parts, check_caps, check_part, check_table
+from ..filters._contract import (
+    assign_cohorts,
+    compile_queries,
+    compile_static,
+    compile_viewer_parts,
+)
 from ..filters.base import CapSpec, Catalog, CohortTable, ViewerBatch
 from ..filters.safety import warn_skipped
 from . import _run
-from ._decisions import Decision, DecisionCounters, Explanation
 from ._run import CallCache
 
 if TYPE_CHECKING:
@@ -40,16 +43,7 @@ class Variant:
     hard_mask: np.ndarray | None
     penalty: np.ndarray | None
     spaces: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.lock = threading.Lock()
+    lock: PicklableLock = field(default_factory=PicklableLock)
 
     def space(self, kind: str, build: Callable[[np.ndarray | None, np.ndarray | None], Any]):
         """The candidate space of ``kind``, built once with ``build(hard_mask, penalty)``."""
@@ -61,6 +55,35 @@ class Variant:
                     s = build(self.hard_mask, self.penalty)
                     self.spaces[kind] = s
         return s
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledFilter:
+    """Everything compiled once per policy and snapshot for one filter of the policy.
+
+    Attributes
+    ----------
+    index : int
+        Position of the filter in the policy.
+    filter : FilterProtocol
+    settings : FilterSettings
+    global_parts : tuple of PlanPart
+        Viewer-independent parts (empty for a filter that is off or skipped).
+    table : CohortTable or None
+        Per-cohort actions (:class:`~guardrails.filters.CohortFilter`).
+    caps : CapSpec or None
+        A share cap (:class:`~guardrails.filters.CapFilter`).
+    skipped : str or None
+        Why a fail-open filter was skipped at compile time; ``None`` when it compiled.
+    """
+
+    index: int
+    filter: Any
+    settings: FilterSettings
+    global_parts: tuple[PlanPart, ...] = ()
+    table: CohortTable | None = None
+    caps: CapSpec | None = None
+    skipped: str | None = None
 
 
 class CompiledPolicy:
@@ -75,51 +98,25 @@ class CompiledPolicy:
     def __init__(self, policy: Policy, catalog: Catalog):
         self.policy = policy
         self.catalog = catalog
-        self.skipped: list[str | None] = []
-        self.global_parts: list[tuple[PlanPart, ...]] = []
-        self.tables: list[CohortTable | None] = []
-        self.caps: list[CapSpec | None] = []
-        for i, f in enumerate(policy.filters):
-            st = policy.settings[i]
-            if policy.effective_mode(i) == "off":
-                self.global_parts.append(())
-                self.tables.append(None)
-                self.caps.append(None)
-                self.skipped.append(None)
-                continue
-            try:
-                parts = tuple(
-                    check_part(p, catalog, None)
-                    for p in as_parts(f.compile_global(catalog), st.name)
-                )
-                for p in parts:
-                    if p.viewer_mask is not None or p.viewer_penalty is not None:
-                        raise ValidationError(
-                            f"Filter {st.name!r} compiled per-viewer arrays in compile_global."
-                        )
-                ct = getattr(f, "compile_cohorts", None)
-                table = check_table(ct(catalog), catalog, st.name) if ct is not None else None
-                cc = getattr(f, "compile_caps", None)
-                caps = check_caps(cc(catalog), catalog, st.name) if cc is not None else None
-                skipped = None
-            except Exception as exc:  # noqa: BLE001 - routed by the filter's failure mode
-                parts, table, caps = (), None, None
-                skipped = self.failure(st, exc)
-            self.global_parts.append(parts)
-            self.tables.append(table)
-            self.caps.append(caps)
-            self.skipped.append(skipped)
+        self.filters: tuple[CompiledFilter, ...] = tuple(
+            self._compile_one(i, f, policy.settings[i]) for i, f in enumerate(policy.filters)
+        )
         self._variants: dict[tuple, Variant] = {}
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
+    def _compile_one(self, i: int, f, st: FilterSettings) -> CompiledFilter:
+        if self.policy.effective_mode(i) == "off":
+            return CompiledFilter(i, f, st)
+        try:
+            parts, table, caps = compile_static(f, self.catalog, st.name)
+        except Exception as exc:  # noqa: BLE001 - routed by the filter's failure mode
+            return CompiledFilter(i, f, st, skipped=self.failure(st, exc))
+        return CompiledFilter(i, f, st, parts, table, caps)
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    def global_plan(self, surface: str | None = None) -> Plan:
+        """The global parts of the filters enforced on ``surface`` (no holdback)."""
+        idx = self.active(surface)[0]
+        return Plan(self.catalog.n, tuple(p for i in idx for p in self.filters[i].global_parts))
 
     @staticmethod
     def failure(st: FilterSettings, exc: Exception) -> str:
@@ -142,7 +139,7 @@ class CompiledPolicy:
         """Indices of the enforced and of the shadow filters that apply on ``surface``."""
         enf, sh = [], []
         for i, st in enumerate(self.policy.settings):
-            if self.skipped[i] is not None or not st.applies(surface):
+            if self.filters[i].skipped is not None or not st.applies(surface):
                 continue
             m = self.policy.effective_mode(i)
             if m == "enforce":
@@ -162,7 +159,7 @@ class CompiledPolicy:
         ``split=(i, inside)`` further keeps only the candidates inside (or outside) the
         single group of share cap ``i``.
         """
-        key = (tuple(i for i in filters if self.global_parts[i]), cohorts, split)
+        key = (tuple(i for i in filters if self.filters[i].global_parts), cohorts, split)
         v = self._variants.get(key)
         if v is not None:
             return v
@@ -173,13 +170,13 @@ class CompiledPolicy:
                 hard = None
                 pen = None
                 for i in key[0]:
-                    for p in self.global_parts[i]:
+                    for p in self.filters[i].global_parts:
                         if p.hard_mask is not None:
                             hard = p.hard_mask.copy() if hard is None else (hard | p.hard_mask)
                         if p.penalty is not None:
                             pen = p.penalty.astype(np.float64) if pen is None else pen + p.penalty
                 for i, g in cohorts:
-                    t = self.tables[i]
+                    t = self.filters[i].table
                     if t.hard_masks is not None:
                         hard = t.hard_masks[g].copy() if hard is None else (hard | t.hard_masks[g])
                     if t.penalties is not None:
@@ -190,7 +187,11 @@ class CompiledPolicy:
                         )
                 if split is not None:
                     ci, inside = split
-                    out = (self.caps[ci].groups < 0) if inside else (self.caps[ci].groups >= 0)
+                    out = (
+                        (self.filters[ci].caps.groups < 0)
+                        if inside
+                        else (self.filters[ci].caps.groups >= 0)
+                    )
                     hard = out.copy() if hard is None else (hard | out)
                 if hard is None and n == 0:
                     hard = np.zeros(0, dtype=bool)
@@ -201,99 +202,56 @@ class CompiledPolicy:
         return v
 
     def viewer_parts(self, i: int, viewers: ViewerBatch) -> tuple[PlanPart, ...]:
-        f = self.policy.filters[i]
-        st = self.policy.settings[i]
-        restore = None
-        pens = [p.penalty for p in self.global_parts[i] if p.penalty is not None]
-        if pens:
-            restore = np.sum(pens, axis=0) if len(pens) > 1 else pens[0]
+        """Filter ``i``'s per-viewer parts for one batch, checked; ``()`` if it failed open."""
+        cf = self.filters[i]
+        pens = [p.penalty for p in cf.global_parts if p.penalty is not None]
+        # Per-viewer parts may give back the filter's own global penalty, never more.
+        restore = (np.sum(pens, axis=0) if len(pens) > 1 else pens[0]) if pens else None
         try:
-            return tuple(
-                check_part(p, self.catalog, viewers.size, restore)
-                for p in as_parts(f.compile_viewers(self.catalog, viewers), st.name)
-            )
-        except Exception as exc:  # noqa: BLE001
-            self.failure(st, exc)
+            return compile_viewer_parts(cf.filter, self.catalog, viewers, cf.settings.name, restore)
+        except Exception as exc:  # noqa: BLE001 - routed by the filter's failure mode
+            self.failure(cf.settings, exc)
             return ()
 
     def cached_parts(self, cache: CallCache, i: int) -> tuple[PlanPart, ...]:
+        """:meth:`viewer_parts` of filter ``i``, compiled once per call."""
         if i not in cache.parts:
             cache.parts[i] = self.viewer_parts(i, cache.viewers)
         return cache.parts[i]
 
     def cached_groups(self, cache: CallCache, i: int) -> np.ndarray | None:
-        if self.tables[i] is None:
+        """Cohort of every viewer of the call for filter ``i`` (``None``: no cohorts)."""
+        cf = self.filters[i]
+        if cf.table is None:
             return None
         if i not in cache.groups:
-            f = self.policy.filters[i]
             try:
-                g = np.asarray(f.assign_cohorts(self.catalog, cache.viewers), dtype=np.int64)
-                if g.shape != (cache.viewers.size,) or (
-                    g.size and (g.min() < -1 or g.max() >= self.tables[i].n_cohorts)
-                ):
-                    raise ValidationError(
-                        f"Filter {self.policy.settings[i].name!r} assigned cohorts of shape {g.shape} or out of "
-                        f"range; expected ints in [-1, {self.tables[i].n_cohorts}) of shape ({cache.viewers.size},)."
-                    )
-            except Exception as exc:  # noqa: BLE001
-                self.failure(self.policy.settings[i], exc)
+                g = assign_cohorts(
+                    cf.filter, self.catalog, cache.viewers, cf.table, cf.settings.name
+                )
+            except Exception as exc:  # noqa: BLE001 - routed by the filter's failure mode
+                self.failure(cf.settings, exc)
                 g = np.full(cache.viewers.size, -1, dtype=np.int64)
             cache.groups[i] = g
         return cache.groups[i]
 
-    def cached_strip(self, cache: CallCache, i: int):
+    def cached_strip(self, cache: CallCache, i: int) -> sp.csr_matrix | None:
+        """Query cells filter ``i`` leaves out for the call's viewers (``None``: none)."""
         if i not in cache.strips:
-            f = self.policy.filters[i]
-            cq = getattr(f, "compile_queries", None)
-            s = None
-            if cq is not None and cache.viewers.user_items is not None:
-                try:
-                    s = cq(self.catalog, cache.viewers)
-                except Exception as exc:  # noqa: BLE001
-                    self.failure(self.policy.settings[i], exc)
-                    s = None
-                if s is not None:
-                    if not sp.issparse(s) or s.shape != cache.viewers.user_items.shape:
-                        raise ValidationError(
-                            f"Filter {self.policy.settings[i].name!r} compiled query cells of the wrong shape."
-                        )
-                    s = sp.csr_matrix(s)
-                    if not s.nnz:
-                        s = None
+            cf = self.filters[i]
+            try:
+                s = compile_queries(cf.filter, self.catalog, cache.viewers, cf.settings.name)
+            except Exception as exc:  # noqa: BLE001 - routed by the filter's failure mode
+                self.failure(cf.settings, exc)
+                s = None
             cache.strips[i] = s
         return cache.strips[i]
 
     # ------------------------------------------------------------------ execution
-    def run(
-        self,
-        viewers: ViewerBatch,
-        topk: TopK,
-        N: int,
-        limit: int,
-        *,
-        record: bool = False,
-        counters: DecisionCounters | None = None,
-        snapshot_version: str | None = None,
-        query_ids: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, tuple[Decision, ...], dict]:
-        """Serve one batch; see :func:`guardrails.policy._run.run`."""
-        return _run.run(
-            self,
-            viewers,
-            topk,
-            N,
-            limit,
-            record=record,
-            counters=counters,
-            snapshot_version=snapshot_version,
-            query_ids=query_ids,
-        )
-
-    def explain(
-        self, viewers: ViewerBatch, item: int, *, snapshot_version: str | None = None
-    ) -> Explanation:
-        """Why ``item`` is or would be suppressed for the single viewer of ``viewers``."""
-        return _run.explain(self, viewers, item, snapshot_version=snapshot_version)
+    #: Serve one batch (:func:`guardrails.policy._run.run`, with this policy as ``cp``).
+    run = _run.run
+    #: Why an item is or would be suppressed for one viewer (:func:`._run.explain`).
+    explain = _run.explain
 
     # ------------------------------------------------------------------ attribution
     def pair_actions(
@@ -305,27 +263,27 @@ class CompiledPolicy:
         pen = np.zeros(k, dtype=np.float64)
         if k == 0:
             return act, pen
-        for p in self.global_parts[i]:
+        for p in self.filters[i].global_parts:
             if p.hard_mask is not None:
-                act[p.hard_mask[items]] = 2
+                act[p.hard_mask[items]] = Action.DROP
             if p.penalty is not None:
                 pen += p.penalty[items]
         g = self.cached_groups(cache, i)
         if g is not None:
-            t = self.tables[i]
+            t = self.filters[i].table
             gr = g[rows]
             has = gr >= 0
             if t.hard_masks is not None and has.any():
                 hit = np.zeros(k, dtype=bool)
                 hit[has] = t.hard_masks[gr[has], items[has]]
-                act[hit] = 2
+                act[hit] = Action.DROP
             if t.penalties is not None and has.any():
                 pen[has] += t.penalties[gr[has], items[has]]
         for p in self.cached_parts(cache, i):
             if p.viewer_mask is not None:
                 hit = np.asarray(p.viewer_mask[rows, items]).ravel() != 0
-                act[hit] = 2
+                act[hit] = Action.DROP
             if p.viewer_penalty is not None:
                 pen += np.asarray(p.viewer_penalty[rows, items]).ravel()
-        act[(act < 1) & (pen > 0)] = 1
+        act[(act < Action.DEMOTE) & (pen > 0)] = Action.DEMOTE
         return act, pen

@@ -7,13 +7,14 @@ decides. Caps and re-queried interests explain what a mask or penalty does not.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.plan import Action
 from ..core.select import missing
+from ..core.threads import PicklableLock
 
 if TYPE_CHECKING:
     from ._compiled import CompiledPolicy
@@ -84,15 +85,11 @@ class DecisionCounters:
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
         self._c: dict[str, int] = {}
 
     def __getstate__(self) -> dict:
-        return {"_c": self.snapshot()}
-
-    def __setstate__(self, state: dict) -> None:
-        self._c = dict(state["_c"])
-        self._lock = threading.Lock()
+        return {"_c": self.snapshot(), "_lock": PicklableLock()}
 
     def add(self, counts: dict[str, int]) -> None:
         with self._lock:
@@ -188,7 +185,8 @@ def cap_hits(cp: CompiledPolicy, slate: Slate, rows: np.ndarray, items: np.ndarr
     N = slate.ids.shape[1]
     valid = slate.ids >= 0
     safe = np.where(valid, slate.ids, 0)
-    for i, cap in enumerate(cp.caps):
+    for cf in cp.filters:
+        i, cap = cf.index, cf.caps
         if cap is None:
             continue
         on = slate.on[rows, i]
@@ -281,16 +279,16 @@ def slate_decisions(
         for j in range(rows_.size):
             r, it = int(rows_[j]), int(items_[j])
             if in_slate:
-                if best_act[j] != 1:
+                if best_act[j] != Action.DEMOTE:
                     continue
                 fi, action = int(best_f[j]), "demote"
-            elif best_act[j] == 2:
+            elif best_act[j] == Action.DROP:
                 fi, action = int(best_f[j]), "drop"
             elif hits[j] >= 0:
                 fi, action = int(hits[j]), "cap"
             elif (r, it) in capped_set:
                 fi, action = capped_set[(r, it)], "cap"
-            elif best_act[j] == 1:
+            elif best_act[j] == Action.DEMOTE:
                 fi, action = int(best_f[j]), "demote"
             elif r in requeried:
                 fi, action = requeried[r], "requery"
@@ -313,22 +311,22 @@ def slate_decisions(
 
 def reason_of(cp: CompiledPolicy, i: int, cache, r: int, item: int, action: str) -> str:
     if action == "cap":
-        return cp.caps[i].reason
+        return cp.filters[i].caps.reason
     if action == "requery":
         return f"{getattr(cp.policy.filters[i], 'reason', 'filtered')}:interests_stripped"
     rows = np.array([r], dtype=np.int64)
     items = np.array([item], dtype=np.int64)
-    want = 2 if action == "drop" else 1
-    for p in cp.global_parts[i]:
-        if want == 2 and p.hard_mask is not None and p.hard_mask[item]:
+    want = Action.DROP if action == "drop" else Action.DEMOTE
+    for p in cp.filters[i].global_parts:
+        if want == Action.DROP and p.hard_mask is not None and p.hard_mask[item]:
             return p.reason
-        if want == 1 and p.penalty is not None and p.penalty[item] > 0:
+        if want == Action.DEMOTE and p.penalty is not None and p.penalty[item] > 0:
             return p.reason
-    t = cp.tables[i]
+    t = cp.filters[i].table
     if t is not None:
         return t.reason
     for p in cp.cached_parts(cache, i):
-        a = p.viewer_mask if want == 2 else p.viewer_penalty
+        a = p.viewer_mask if want == Action.DROP else p.viewer_penalty
         if a is not None and np.asarray(a[rows, items]).ravel()[0] != 0:
             return p.reason
     return getattr(cp.policy.filters[i], "reason", "filtered")

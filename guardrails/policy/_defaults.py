@@ -191,33 +191,11 @@ def default_policy(
         When there is neither risk nor seeds (or flagged terms) with a graph and/or
         interactions.
     """
+    # The length of this function is its docstring (what the policy does, filter by
+    # filter); the work is in the helpers below.
     where = "default_policy"
     strictness = check_choice(strictness, "strictness", where, ("strict", "balanced"))
-    q_cap = _DROP_CAP[strictness]
-    demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
-    has_terms = account_terms is not None and seed_terms is not None
-    if (account_terms is None) != (seed_terms is None):
-        raise fail(
-            "seed_terms",
-            where,
-            "given together with account_terms",
-            "only one of them",
-            describe=False,
-        )
-    if risk is not None:
-        risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
-    else:
-        if (seeds is None and not has_terms) or (graph is None and interactions is None):
-            raise fail(
-                "risk",
-                where,
-                "given, or seeds (or account_terms with seed_terms) given with a graph "
-                "and/or interactions",
-                None,
-            )
-        risk = _default_risk(
-            seeds, graph, interactions, account_terms if has_terms else None, seed_terms, where
-        )
+    risk = _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, where)
     n = risk.shape[0]
     if n_items is not None and n_items != n:
         raise fail("n_items", where, f"equal to the length of the risk ({n})", n_items)
@@ -228,15 +206,7 @@ def default_policy(
         # not dropped or demoted for the risk that buyers' follows give them.
         risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
         risk = risk.astype(np.float32)
-    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
-
-    def top(q: float) -> float:
-        return float(np.quantile(rest, 1.0 - q)) if rest.size else 1.0
-
-    base = float(np.median(rest)) if rest.size else 0.0
-    drop_t = min(1.0, max(DEFAULT_DROP_FLOOR, DEFAULT_DROP_LIFT * base, top(q_cap) + 1e-7))
-    demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
-    pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
+    drop_t, demote_t, pool_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
@@ -247,10 +217,10 @@ def default_policy(
         if ui.shape[1] == n:
             viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
     pool = risk <= pool_t
-    if seed_arg is not None:
-        pool &= ~seed_arg
-    if minor_mask is not None:
-        pool &= ~minor_mask
+    for excluded in (seed_arg, minor_mask):
+        if excluded is not None:
+            pool &= ~excluded
+    demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
     filters: list = []
     if snapshot_labels:
         filters.append(BlockLabeled(tuple(label_categories), name="block_labeled"))
@@ -266,6 +236,7 @@ def default_policy(
             viewer_risk=viewer_risk,
         )
     )
+<<<<<<< HEAD
     # The viewing context: a viewed profile (similar_items, similar_users) or a new
     # account's first follows in the flagged band get the low-risk pool only, so a risky
     # but unflagged profile suggests neither its neighbourhood nor itself.
@@ -320,7 +291,13 @@ def default_policy(
                 reason="minor_viewer_protected",
                 name="minor_viewers",
             )
+=======
+    filters.extend(
+        _minor_filters(
+            minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
+>>>>>>> main
         )
+    )
     filters.append(
         ShareCap(
             max_share=0.1,
@@ -342,6 +319,85 @@ def default_policy(
             )
         )
     return Policy(filters, name=name)
+
+
+def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, where):
+    """The given risk, checked, or the risk computed from seeds and flagged terms."""
+    if (account_terms is None) != (seed_terms is None):
+        raise fail(
+            "seed_terms",
+            where,
+            "given together with account_terms",
+            "only one of them",
+            describe=False,
+        )
+    has_terms = account_terms is not None
+    if risk is not None:
+        return check_vector(risk, "risk", where, low=0.0, high=1.0)
+    if (seeds is None and not has_terms) or (graph is None and interactions is None):
+        raise fail(
+            "risk",
+            where,
+            "given, or seeds (or account_terms with seed_terms) given with a graph "
+            "and/or interactions",
+            None,
+        )
+    return _default_risk(seeds, graph, interactions, account_terms, seed_terms, where)
+
+
+def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float]:
+    """Drop, demote and low-risk-pool thresholds: lifts over the typical non-seed risk."""
+    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
+    top = float(np.quantile(rest, 1.0 - q_cap)) if rest.size else 1.0
+    base = float(np.median(rest)) if rest.size else 0.0
+    drop_t = min(1.0, max(DEFAULT_DROP_FLOOR, DEFAULT_DROP_LIFT * base, top + 1e-7))
+    demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
+    pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
+    return drop_t, demote_t, pool_t
+
+
+def _minor_filters(
+    minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
+) -> list:
+    """The filters that keep minors' accounts and minor viewers apart from the network."""
+    out: list = []
+    if minor_mask is not None and minor_mask.any():
+        # Any sign of the network (one interaction on a dropped candidate, in the call
+        # or stored) and minors' accounts are never suggested: a second breaker whose
+        # pool is everything but the minors, tripping on any risky interaction.
+        stored = None if viewer_risk is None else (viewer_risk > 0).astype(np.float32)
+        out.append(
+            ViewerCircuitBreaker(
+                breaker_risk,
+                item_threshold=drop_t,
+                trip=1e-6,
+                pool=~minor_mask,
+                viewer_risk=stored,
+                strip_interactions=False,
+                reason="minors_protected",
+                name="protect_minors",
+            )
+        )
+    if minor_viewers is not None:
+        mv = np.asarray(minor_viewers)
+        if mv.dtype != bool:  # indices: as many viewers as the stored risk, or up to the last
+            size = viewer_risk.shape[0] if viewer_risk is not None else int(mv.max(initial=-1)) + 1
+            mv = seed_mask(mv, size, "minor_viewers", "default_policy")
+        cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
+        if seed_arg is not None:
+            cand[seed_arg] = 0
+        out.append(
+            CohortRule(
+                mv.astype(np.int64),
+                cand,
+                [["allow"], ["drop"]],
+                viewer_labels=("adult", "minor"),
+                candidate_labels=("flagged_band",),
+                reason="minor_viewer_protected",
+                name="minor_viewers",
+            )
+        )
+    return out
 
 
 def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):

@@ -19,9 +19,9 @@ import scipy.sparse as sp
 
 from .._validation import check_choice, fail
 from ..exceptions import PolicyFileError, ValidationError
-from ..filters.base import FAILURE_MODES, MODES, _check_surfaces
+from ..filters.base import MODES, check_surfaces
 from ..filters.registry import filter_class, registered_filters
-from ..filters.safety import ACTIONS, CohortRule, RelationshipRule
+from ..filters.safety import ACTIONS
 from ._policy import SCHEMA_VERSION, Holdback, Policy
 
 __all__ = ["load_policy", "save_policy", "policy_from_dict", "policy_to_dict", "dump_toml"]
@@ -167,6 +167,11 @@ class _Reader:
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise self.error(key, "a list of strings", v)
             return tuple(v)
+        if kind == "indices":
+            arr = np.asarray(self.array(key, v))
+            if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
+                raise self.error(key, "a reference to a bool mask or an integer array", v)
+            return arr
         if kind in ("vector", "mask", "ints", "csr"):
             arr = self.array(key, v)
             if kind == "csr":
@@ -198,8 +203,12 @@ class _Reader:
                 raise self.error(key, "a list of [risk, level] pairs", v)
             return [tuple(float(x) for x in p) for p in v]
         if kind == "labels":
+            if isinstance(v, str):
+                return np.asarray(self.array(key, v))
             if not isinstance(v, dict):
-                raise self.error(key, "a table of category = array reference", v)
+                raise self.error(
+                    key, "a table of category = array reference, or one array reference", v
+                )
             return {k: np.asarray(self.array(f"{key}.{k}", x)) for k, x in v.items()}
         raise self.error(
             key, f"a value of a known kind (spec says {kind!r})", v
@@ -225,6 +234,7 @@ def policy_from_dict(
             "schema_version", f"at most {SCHEMA_VERSION} (written by a newer release?)", sv
         )
     filters = []
+    modes: dict[str, str] = {}
     raw = doc.get("filters", [])
     if not isinstance(raw, list):
         raise rd.error("filters", "an array of tables ([[filters]])", raw)
@@ -252,10 +262,13 @@ def policy_from_dict(
                 )
             kwargs[k] = rd.value(f"{base}.{k}", full[k], v)
         try:
-            filters.append(_construct(cls, kwargs))
+            f, mode = _construct(cls, kwargs)
         except ValidationError as exc:
             raise PolicyFileError(f"Policy file {source!r}, {base} (type {t!r}): {exc}") from exc
-    kw: dict[str, Any] = {}
+        filters.append(f)
+        if mode is not None:
+            modes[f.name] = mode
+    kw: dict[str, Any] = {"filter_modes": modes}
     if "name" in doc:
         kw["name"] = rd.value("name", "str", doc["name"])
     if "mode" in doc:
@@ -283,28 +296,31 @@ def policy_from_dict(
         raise PolicyFileError(f"Policy file {source!r}: {exc}") from exc
 
 
-def _construct(cls, kwargs: dict):
-    """Construct ``cls``; common settings it does not accept are validated and set after."""
+def _construct(cls, kwargs: dict) -> tuple[Any, str | None]:
+    """Build ``cls`` from the file's keys (no attribute is set after construction).
+
+    Every built-in filter takes the common settings in its constructor. A plug-in that
+    does not take one of them gets ``mode`` through the policy (its per-filter mode
+    override, returned here); any other common setting must equal the class's own.
+    """
     params = inspect.signature(cls.__init__).parameters
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    late = {
-        k: kwargs.pop(k)
-        for k in list(kwargs)
-        if k in _COMMON and k not in params and not accepts_any
-    }
-    obj = cls(**kwargs)
-    where = type(obj).__name__
-    for k, v in late.items():
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return cls(**kwargs), None
+    mode = None
+    where = getattr(cls, "__name__", "filter")
+    for k in [k for k in kwargs if k in _COMMON and k not in params]:
+        v = kwargs.pop(k)
         if k == "mode":
-            v = check_choice(v, "mode", where, MODES)
-        elif k == "failure":
-            v = check_choice(v, "failure", where, FAILURE_MODES)
-        elif k == "surfaces":
-            v = _check_surfaces(v, where)
-        elif not isinstance(v, str) or not v:
-            raise fail(k, where, "a non-empty string", v)
-        setattr(obj, k, v)
-    return obj
+            mode = check_choice(v, "mode", where, MODES)
+            continue
+        fixed = getattr(cls, k, None)
+        if k == "surfaces":
+            same = check_surfaces(v, where) == fixed
+        else:
+            same = v == fixed
+        if not same:
+            raise fail(k, where, f"{fixed!r} (this filter type does not take {k!r})", v)
+    return cls(**kwargs), mode
 
 
 # ============================================================================ writing
@@ -340,40 +356,41 @@ def policy_to_dict(policy, *, store: Callable[[str, Any], str]) -> dict:
         if st.surfaces is not None:
             d["surfaces"] = list(st.surfaces)
         for key, kind in spec.items():
-            v = _config_value(f, key)
-            if v is None:
-                continue
-            ref = f"{st.name}.{key}"
-            if kind in ("vector", "ints", "csr"):
-                d[key] = store(ref, v)
-            elif kind == "mask":
-                d[key] = store(ref, np.asarray(v, dtype=bool))
-            elif kind == "labels":
-                d[key] = {c: store(f"{ref}.{c}", a) for c, a in v.items()}
-            elif kind == "knots":
-                d[key] = [[float(a), float(b)] for a, b in np.asarray(v)]
-            elif kind == "matrix":
-                d[key] = v
-            elif kind == "strs":
-                d[key] = list(v)
-            elif kind == "float":
-                d[key] = float(v)
-            else:
-                d[key] = v
+            # Filters keep their constructor arguments as given, so the file holds
+            # exactly what rebuilds the filter.
+            v = getattr(f, key, None)
+            if v is not None:
+                d[key] = _file_value(kind, v, f"{st.name}.{key}", store)
         out.append(d)
     doc["filters"] = out
     return doc
 
 
-def _config_value(f, key: str):
-    if isinstance(f, CohortRule) and key == "matrix":
-        return [[ACTIONS[int(c)] for c in row] for row in f.matrix]
-    if isinstance(f, RelationshipRule) and key == "targets":
-        n = f.n_candidates if f.n_candidates is not None else int(f.targets.max(initial=-1)) + 1
-        m = np.zeros(n, dtype=bool)
-        m[f.targets] = True
-        return m
-    return getattr(f, key, None)
+def _file_value(kind: str, v: Any, ref: str, store: Callable[[str, Any], str]):
+    """A constructor argument of ``kind`` as a TOML value; arrays go through ``store``."""
+    if kind in ("vector", "ints", "indices"):
+        return store(ref, np.asarray(v))
+    if kind == "mask":
+        return store(ref, np.asarray(v, dtype=bool))
+    if kind == "csr":
+        return store(ref, sp.csr_matrix(v))
+    if kind == "labels":
+        if isinstance(v, dict):
+            return {c: store(f"{ref}.{c}", np.asarray(a)) for c, a in v.items()}
+        return store(ref, np.asarray(v))
+    if kind == "knots":
+        return [[float(a), float(b)] for a, b in np.asarray(v, dtype=np.float64)]
+    if kind == "matrix":
+        return [[c if isinstance(c, str) else ACTIONS[int(c)] for c in row] for row in v]
+    if kind == "strs":
+        return [v] if isinstance(v, str) else [str(x) for x in v]
+    if kind == "float":
+        return float(v)
+    if kind == "int":
+        return int(v)
+    if kind == "str_or_int":
+        return v if isinstance(v, str) else int(v)
+    return v
 
 
 def dump_toml(doc: dict) -> str:

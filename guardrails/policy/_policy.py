@@ -5,7 +5,6 @@ surfaces, holdback and failure modes (see :mod:`guardrails.policy` for the seman
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from .._validation import check_choice, check_float, fail
 from ..core.plan import Plan
+from ..core.threads import PicklableLock
 from ..exceptions import ValidationError
 from ..filters.base import FAILURE_MODES, MODES, Catalog, FilterProtocol, ViewerBatch
 from ._compiled import CompiledPolicy
@@ -204,18 +204,12 @@ class Policy:
             h.update(f.fingerprint())
         self._version = h.hexdigest()[:16]
         self._compiled: dict[tuple, CompiledPolicy] = {}
-        self._compiled_lock = threading.Lock()
+        self._compiled_lock = PicklableLock()
 
     # ------------------------------------------------------------------ basics
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_compiled"] = {}
-        del state["_compiled_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._compiled_lock = threading.Lock()
+        # Compiled policies are per-process caches (and large): they are rebuilt on use.
+        return {**self.__dict__, "_compiled": {}}
 
     @property
     def version(self) -> str:
@@ -282,9 +276,7 @@ class Policy:
 
     def compile_global(self, catalog: Catalog) -> Plan:
         """Global parts of the enforced filters (every surface, no holdback)."""
-        cp = self.compiled(catalog)
-        idx = cp.active(None)[0]
-        return Plan(catalog.n, tuple(p for i in idx for p in cp.global_parts[i]))
+        return self.compiled(catalog).global_plan()
 
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> Plan:
         """Per-viewer parts of the enforced filters for one batch (every surface)."""

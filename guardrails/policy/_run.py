@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..core.plan import Action
 from ..core.select import TopK, capped_topk, merge_slates, missing
 from ..filters.base import ViewerBatch
 from ._decisions import (
@@ -175,7 +176,7 @@ def build_slate(
     held = cache.held if honour_holdback else None
     names = [s.name for s in cp.policy.settings]
     hb_set = set(cp.policy.holdback.filters) if cp.policy.holdback is not None else set()
-    with_tables = [i for i in active if cp.tables[i] is not None]
+    with_tables = [i for i in active if cp.filters[i].table is not None]
     cols = []
     if held is not None:
         cols.append(held.astype(np.int64))
@@ -226,7 +227,7 @@ def build_slate(
             if s is not None:
                 s = s if rows is None else s[rows]
                 strip = s if strip is None else strip + s
-        caps = [(i, cp.caps[i]) for i in act if cp.caps[i] is not None]
+        caps = [(i, cp.filters[i].caps) for i in act if cp.filters[i].caps is not None]
         if caps:
             gi, gs, gc = capped_slate(
                 cp, topk, act, tuple(cohort), variant, rows, masks, pens, strip, N, limit, caps
@@ -302,7 +303,7 @@ def count(
         valid = served.ids >= 0
         safe = np.where(valid, served.ids, 0)
         for i in idx:
-            cap = cp.caps[i]
+            cap = cp.filters[i].caps
             if cap is None:
                 continue
             G = np.where(valid, cap.groups[safe], -1)
@@ -319,9 +320,9 @@ def count(
                 binding = (cnt >= allow).any(axis=1)
             on = served.on[:, i]
             counts[f"{names[i]}/capped_rows"] = int((binding & on).sum())
-    for i, sk in enumerate(cp.skipped):
-        if sk is not None:
-            counts[f"{names[i]}/skipped_fail_open"] = 1
+    for cf in cp.filters:
+        if cf.skipped is not None:
+            counts[f"{names[cf.index]}/skipped_fail_open"] = 1
 
 
 def explain(
@@ -342,10 +343,15 @@ def explain(
     for i, st in enumerate(cp.policy.settings):
         mode = cp.policy.effective_mode(i)
         note = ""
-        if cp.skipped[i] is not None:
+        if cp.filters[i].skipped is not None:
             verdicts.append(
                 FilterVerdict(
-                    st.name, mode, "allow", None, 0.0, f"skipped (fail_open): {cp.skipped[i]}"
+                    st.name,
+                    mode,
+                    "allow",
+                    None,
+                    0.0,
+                    f"skipped (fail_open): {cp.filters[i].skipped}",
                 )
             )
             continue
@@ -359,12 +365,12 @@ def explain(
             continue
         a, pen = cp.pair_actions(cache, i, rows, items)
         code = int(a[0])
-        action = ("allow", "demote", "drop")[code]
+        action = Action(code).label
         reason = reason_of(cp, i, cache, 0, item, action) if code else None
         is_held = held and hb is not None and st.name in hb.filters
         if is_held:
             note = "viewer held back"
-        if cp.caps[i] is not None and cp.caps[i].groups[item] >= 0:
+        if cp.filters[i].caps is not None and cp.filters[i].caps.groups[item] >= 0:
             capped_by.append(st.name)
         verdicts.append(
             FilterVerdict(
@@ -374,12 +380,11 @@ def explain(
         would_best = max(would_best, code)
         if i in enf and not is_held and code > served_best:
             served_best, served_f, served_reason = code, st.name, reason
-    names = ("allow", "demote", "drop")
     return Explanation(
         None if viewers.userids is None else int(viewers.userids[0]),
         int(item),
-        names[served_best],
-        names[would_best],
+        Action(served_best).label,
+        Action(would_best).label,
         served_f,
         served_reason,
         tuple(verdicts),

@@ -7,8 +7,10 @@
   labels in the same transaction.
 - :class:`Snapshot`: an immutable, versioned, per-item array view of the labels for one
   model catalogue (:class:`IdMap`), as of one time; saved and loaded without pickle.
-- :class:`ServingGuard`: serves from a Guard only while its snapshot is present, readable
-  and fresh; otherwise raises ``FailClosedError`` or serves a safe fallback.
+
+:class:`~guardrails.ServingGuard` (serving from a Guard only while its snapshot is present,
+readable and fresh) lives in :mod:`guardrails.serving`, above the Guard it wraps;
+``guardrails.signals.ServingGuard`` still resolves to it, with a ``DeprecationWarning``.
 
 See ``docs/signals.md`` for the semantics of expiry, retraction and supersession, the
 triage formula and the snapshot interface that filters read.
@@ -26,7 +28,6 @@ from .reports import (
     TriageEntry,
     TriageWeights,
 )
-from .serving import ServingGuard
 from .snapshot import IdMap, Snapshot
 from .store import SCHEMA_VERSION, AuditEntry, LabelStore
 
@@ -50,3 +51,23 @@ __all__ = [
     "DEFAULT_CATEGORY_WEIGHTS",
     "ServingGuard",
 ]
+
+
+def __getattr__(name: str):
+    # ServingGuard moved to guardrails.serving: it wraps a Guard, and signals sits below
+    # the Guard (signals uses only core, _validation and exceptions). The old name is
+    # resolved on first access, never when signals loads, so the layering holds.
+    if name == "ServingGuard":
+        import importlib
+        import warnings
+
+        warnings.warn(
+            "guardrails.signals.ServingGuard moved to guardrails.ServingGuard "
+            "(module guardrails.serving); import it from there.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        cls = importlib.import_module("guardrails.serving").ServingGuard
+        globals()[name] = cls  # warn once
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,22 +28,19 @@ once, before any process rewrites its row.
 
 from __future__ import annotations
 
-import collections
-import math
-import numbers
 import os
-import sqlite3
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._validation import check_choice, check_float, check_int, fail
-from ..exceptions import LeaseLostError, StoreError, ValidationError
+from ..exceptions import LeaseLostError, ValidationError
+from ._db import Database
+from ._intake import GroupCommit
+from ._triage import DEFAULT_CATEGORY_WEIGHTS, TriageEntry, TriageWeights, rank
 from .labels import check_kind, check_subject, check_text, check_time
-from .store import LabelStore, _wrap
+from .store import LabelStore, insert_label, label_spec, retract_label
 
 __all__ = [
     "ReportQueue",
@@ -57,27 +54,6 @@ __all__ = [
     "DEFAULT_CATEGORY_WEIGHTS",
 ]
 
-
-#: Report categories weighted 1.0 by default triage; any other category gets
-#: ``TriageWeights.default_category_weight``. Platforms should set their own.
-DEFAULT_CATEGORY_WEIGHTS: Mapping[str, float] = {
-    "csam": 1.0,
-    "child_sexual_exploitation": 1.0,
-    "child_safety": 1.0,
-    "sexualised_minor": 1.0,
-    "csam_seller": 1.0,
-    "csam_buyer": 1.0,
-    "grooming": 1.0,
-    "trafficking": 1.0,
-    "violent_threat": 0.8,
-    "self_harm": 0.8,
-    "harassment": 0.5,
-    "spam": 0.1,
-}
-
-#: Most reports one group commit writes in one transaction (a leader leaves the rest
-#: queued for the next leader, so one huge burst does not become one huge transaction).
-_MAX_GROUP = 256
 
 _COLS = (
     "seq, report_key, kind, subject, reporter, category, note, created_at, state, attempts, "
@@ -196,57 +172,6 @@ class QueueStats:
         return self.pending + self.claimed + self.dead + self.resolved
 
 
-@dataclass(frozen=True)
-class TriageWeights:
-    """Weights of the triage priority (see :meth:`ReportQueue.triage`).
-
-    ``priority = risk * r + reporters * min(1, log1p(n) / log1p(reporters_saturation))
-    + category * w(c) + age * min(1, age_s / age_saturation_s)``, where ``r`` is the
-    reported subject's risk in [0, 1], ``n`` the number of distinct reporters of the
-    subject among unresolved reports, ``w(c)`` the weight of the report's category and
-    ``age_s`` the report's age.
-    """
-
-    risk: float = 4.0
-    reporters: float = 2.0
-    category: float = 2.0
-    age: float = 1.0
-    reporters_saturation: int = 10
-    age_saturation_s: float = 72 * 3600.0
-    category_weights: Mapping[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_CATEGORY_WEIGHTS)
-    )
-    default_category_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        where = "TriageWeights"
-        for name in ("risk", "reporters", "category", "age"):
-            check_float(getattr(self, name), name, where, low=0.0)
-        check_int(self.reporters_saturation, "reporters_saturation", where, low=1)
-        check_float(self.age_saturation_s, "age_saturation_s", where, low=0.0, low_open=True)
-        check_float(
-            self.default_category_weight, "default_category_weight", where, low=0.0, high=1.0
-        )
-        for k, v in dict(self.category_weights).items():
-            if not isinstance(k, str):
-                raise fail("category_weights", where, "a mapping of str to floats in [0, 1]", k)
-            check_float(v, "category_weights", where, low=0.0, high=1.0)
-
-
-@dataclass(frozen=True)
-class TriageEntry:
-    """One pending report with its priority and the parts it was computed from."""
-
-    report: Report
-    priority: float
-    risk: float
-    label_risk: float
-    neighbourhood_risk: float
-    reporters: int
-    category_weight: float
-    age_s: float
-
-
 class ReportQueue:
     """Durable report intake with leases, dead letters and triage.
 
@@ -296,6 +221,8 @@ class ReportQueue:
         where = "ReportQueue"
         self._owns = not isinstance(store, LabelStore)
         self.store = LabelStore(store) if self._owns else store
+        # Every read and write goes through the store's shared SQLite layer.
+        self._db: Database = self.store.database
         self.max_attempts = check_int(max_attempts, "max_attempts", where, low=1)
         self.lease_s = check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
         if weights is not None and not isinstance(weights, TriageWeights):
@@ -304,12 +231,14 @@ class ReportQueue:
         self.submit_timeout = check_float(
             submit_timeout, "submit_timeout", where, low=0.0, low_open=True
         )
-        # Group commit: pending submissions in arrival order; the head's thread leads.
-        self._intake: collections.deque[_Pending] = collections.deque()
-        self._intake_lock = threading.Lock()
-        # Counters (read by tests and the benchmark): committed transactions, reports
-        # acknowledged in them, and the most submissions one transaction handled.
-        self._group_stats = {"batches": 0, "reports": 0, "max_batch": 0}
+        # ``_insert`` is looked up per write, so a wrapped one (tests, instrumentation)
+        # is the one the group commit calls.
+        self._group = GroupCommit(self._db, lambda conn, spec: self._insert(conn, spec))
+        # The intake queue, its lock and the counters, by their old names (tests and the
+        # benchmark read them).
+        self._intake = self._group.intake
+        self._intake_lock = self._group.intake_lock
+        self._group_stats = self._group.stats
 
     def close(self) -> None:
         """Close the store if the queue opened it."""
@@ -323,7 +252,7 @@ class ReportQueue:
         self.close()
 
     def _now(self, now, where: str) -> float:
-        return self.store.clock() if now is None else check_time(now, "now", where)
+        return self._db.clock() if now is None else check_time(now, "now", where)
 
     def _report(self, row, now: float) -> Report:
         (
@@ -430,168 +359,7 @@ class ReportQueue:
             ),
             "ReportQueue.submit",
         )
-        return self._group_submit(spec)
-
-    # ------------------------------------------------------------------ group commit
-    def _group_submit(self, spec: dict) -> Ack:
-        """Queue ``spec``; lead a group commit when at the head, else wait for the leader.
-
-        A caller arriving at an empty queue leads at once (no waiting, no event). Every
-        other caller sleeps on its own event, woken only when its outcome is set or it
-        becomes the head (no thundering herd on every commit).
-        """
-        item = _Pending(spec)
-        deadline = time.monotonic() + self.submit_timeout
-        mutex = self._intake_lock
-        lock = self.store._lock
-        with mutex:
-            lead = not self._intake
-            if not lead:
-                item.wake = threading.Event()
-            self._intake.append(item)
-        try:
-            while not lead:
-                item.wake.clear()
-                with mutex:
-                    if item.done:
-                        return item.outcome()
-                    lead = self._intake[0] is item
-                    remaining = deadline - time.monotonic()
-                    if not lead and remaining <= 0:
-                        self._abandon(item)
-                if not lead:
-                    item.wake.wait(remaining)
-            # Head of the queue: lead. Take the store first (outside the intake lock, so
-            # that more submissions queue up meanwhile), then the batch.
-            if not lock.acquire(blocking=False) and not lock.acquire(
-                timeout=max(0.0, deadline - time.monotonic())
-            ):
-                with mutex:
-                    self._abandon(item)
-        except BaseException:
-            # Interrupted while waiting (or timed out): never leave a report in the queue
-            # that nobody waits for; if it was the head, wake the next leader.
-            with mutex:
-                if not item.taken and item in self._intake:
-                    self._withdraw(item)
-            raise
-        batch: list[_Pending] = []
-        try:
-            with mutex:
-                intake = self._intake
-                batch = (
-                    list(intake)
-                    if len(intake) <= _MAX_GROUP
-                    else [intake[i] for i in range(_MAX_GROUP)]
-                )
-                for it in batch:
-                    it.taken = True
-            if len(batch) == 1:
-                self._commit_one(item)
-            else:
-                self._commit_group(batch)
-        finally:
-            lock.release()
-            with mutex:
-                for it in batch:
-                    if not it.done:  # the leader died mid-batch (BaseException)
-                        it.fail(
-                            StoreError(
-                                f"The group commit of {self.store.path!r} was interrupted; the "
-                                "report is not acknowledged (it may or may not be stored: "
-                                "retry with the same key)."
-                            )
-                        )
-                    self._intake.popleft()
-                head = self._intake[0] if self._intake else None
-            for it in batch:
-                if it.wake is not None:
-                    it.wake.set()
-            if head is not None and head.wake is not None:
-                head.wake.set()  # the next leader (it queued behind us: it has an event)
-        return item.outcome()
-
-    def _abandon(self, item: _Pending) -> None:
-        """Time out ``item`` (the intake lock is held) and raise ``StoreError``."""
-        where = f"within submit_timeout={self.submit_timeout:g} s"
-        if item.taken:
-            # In a leader's transaction that has not finished: outcome unknown.
-            raise StoreError(
-                f"The store {self.store.path!r} did not commit the report {item.spec['key']!r} "
-                f"{where}; it is not acknowledged (it may or may not be stored: retry with "
-                "the same key)."
-            )
-        self._withdraw(item)
-        raise StoreError(
-            f"The store {self.store.path!r} did not accept the report {item.spec['key']!r} "
-            f"{where}; nothing was written (retry with the same key)."
-        )
-
-    def _withdraw(self, item: _Pending) -> None:
-        """Remove an untaken ``item`` (the intake lock is held); wake the next leader."""
-        was_head = self._intake[0] is item
-        self._intake.remove(item)
-        if was_head and self._intake and self._intake[0].wake is not None:
-            self._intake[0].wake.set()
-
-    def _commit_one(self, item: _Pending) -> None:
-        """A group of one: the report's own transaction (as without group commit)."""
-        try:
-            with self.store._txn() as conn:
-                ack = self._insert(conn, item.spec)
-        except ValidationError as exc:
-            item.fail(exc)
-        except Exception as exc:
-            err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
-            item.fail(_batch_error(err, self.store.path))
-        else:
-            self._count_group(1, 1)
-            item.succeed(ack)
-
-    def _count_group(self, n: int, size: int) -> None:
-        """Count a committed group of ``size`` submissions, ``n`` of them acknowledged."""
-        stats = self._group_stats
-        stats["batches"] += 1
-        stats["reports"] += n
-        stats["max_batch"] = max(stats["max_batch"], size)
-
-    def _commit_group(self, batch: list[_Pending]) -> None:
-        """Write ``batch`` in one transaction; set each item's outcome after the commit.
-
-        Each report gets a savepoint: a report that fails (``ValidationError``, or an
-        SQLite error that leaves the transaction open) is rolled back alone and fails only
-        its caller. An error that ends the transaction, or a failed commit, fails every
-        report of the batch that had not failed on its own; nothing is acknowledged
-        before the commit returns.
-        """
-        acks: list[Ack | None] = [None] * len(batch)
-        errors: list[BaseException | None] = [None] * len(batch)
-        try:
-            with self.store._txn() as conn:
-                for i, it in enumerate(batch):
-                    conn.execute("SAVEPOINT submit")
-                    try:
-                        acks[i] = self._insert(conn, it.spec)
-                    except Exception as exc:
-                        if not conn.in_transaction:
-                            raise
-                        conn.execute("ROLLBACK TO submit")
-                        errors[i] = (
-                            _wrap(exc, self.store.path) if isinstance(exc, sqlite3.Error) else exc
-                        )
-                    conn.execute("RELEASE submit")
-        except Exception as exc:
-            err = _wrap(exc, self.store.path) if isinstance(exc, sqlite3.DatabaseError) else exc
-            for it, own in zip(batch, errors, strict=True):
-                it.fail(own if own is not None else _batch_error(err, self.store.path))
-            return
-        # Committed: publish.
-        self._count_group(len(batch) - sum(e is not None for e in errors), len(batch))
-        for it, ack, err in zip(batch, acks, errors, strict=True):
-            if err is not None:
-                it.fail(err)
-            else:
-                it.succeed(ack)
+        return self._group.submit(spec, self.submit_timeout)
 
     def submit_many(self, reports: Iterable[Mapping[str, Any]]) -> list[Ack]:
         """Submit several reports in one transaction (all acknowledged, or none).
@@ -603,7 +371,7 @@ class ReportQueue:
             and ``key`` required).
         """
         specs = [self._submit_spec(dict(r), "ReportQueue.submit_many") for r in reports]
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             return [self._insert(conn, s) for s in specs]
 
     def _submit_spec(self, d: dict, where: str) -> dict:
@@ -651,7 +419,7 @@ class ReportQueue:
                     f"{spec['key']!r}, already stored with different content, instead."
                 )
             return Ack(spec["key"], int(seq), True)
-        now = self.store.clock()
+        now = self._db.clock()
         created = now if spec["created_at"] is None else spec["created_at"]
         cur = conn.execute(
             "INSERT INTO reports (report_key, kind, subject, reporter, category, note, "
@@ -667,7 +435,7 @@ class ReportQueue:
                 created,
             ),
         )
-        self.store._audit(
+        self._db.audit(
             conn,
             "report",
             spec["key"],
@@ -683,10 +451,7 @@ class ReportQueue:
     def get(self, key: str, *, now=None) -> Report:
         """The report with this key (``ValidationError`` if none)."""
         t = self._now(now, "ReportQueue.get")
-        with self.store._lock:
-            row = self.store._conn.execute(
-                f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)
-            ).fetchone()
+        row = self._db.query_one(f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,))
         if row is None:
             raise fail("key", "ReportQueue.get", "the key of a stored report", key)
         return self._report(row, t)
@@ -697,8 +462,7 @@ class ReportQueue:
         if state is not None:
             check_choice(state, "state", where, ("pending", "claimed", "resolved", "dead"))
         t = self._now(now, where)
-        with self.store._lock:
-            rows = self.store._conn.execute(f"SELECT {_COLS} FROM reports ORDER BY seq").fetchall()
+        rows = self._db.query(f"SELECT {_COLS} FROM reports ORDER BY seq")
         out = [self._report(r, t) for r in rows]
         return out if state is None else [r for r in out if r.state == state]
 
@@ -716,8 +480,7 @@ class ReportQueue:
             "sum(CASE WHEN state = 'claimed' AND lease_expires <= :now THEN 1 ELSE 0 END) "
             "FROM reports GROUP BY s"
         )
-        with self.store._lock:
-            rows = self.store._conn.execute(sql, {"now": t, "max": self.max_attempts}).fetchall()
+        rows = self._db.query(sql, {"now": t, "max": self.max_attempts})
         counts = {s: (int(n), oldest, int(exp or 0)) for s, n, oldest, exp in rows}
         pending = counts.get("pending", (0, None, 0))
         return QueueStats(
@@ -767,7 +530,7 @@ class ReportQueue:
             limit = check_int(limit, "limit", where, low=0)
         t = self._now(now, where)
         w = self.weights if weights is None else weights
-        with self.store._read() as conn:
+        with self._db.read() as conn:
             return self._triage(conn, t, w, neighbourhood_risk, limit)
 
     def _triage(
@@ -781,38 +544,7 @@ class ReportQueue:
         if not rows:
             return []
         reports = [self._report(r, t) for r in rows]
-        counts = {
-            (kind, type(s) is str, s): int(n)
-            for kind, s, n in conn.execute(
-                "SELECT kind, subject, count(DISTINCT reporter) FROM reports "
-                "WHERE state IN ('pending', 'claimed', 'dead') GROUP BY kind, subject"
-            )
-        }
-        label_risk: dict = {}
-        for kind in {r.kind for r in reports}:
-            subjects = list({r.subject: None for r in reports if r.kind == kind})
-            for key, v in self.store._effective_risk(conn, kind, subjects, t).items():
-                label_risk[(kind, *key)] = v
-        cw = dict(w.category_weights)
-        sat = math.log1p(w.reporters_saturation)
-        out = []
-        for rep in reports:
-            skey = (rep.kind, type(rep.subject) is str, rep.subject)
-            lr = label_risk.get(skey, 0.0)
-            nr = _neighbourhood(nrisk, rep.subject)
-            risk = max(lr, nr)
-            n_rep = counts.get(skey, 1)
-            cat_w = cw.get(rep.category, w.default_category_weight)
-            age = max(0.0, t - rep.created_at)
-            prio = (
-                w.risk * risk
-                + w.reporters * min(1.0, math.log1p(n_rep) / sat)
-                + w.category * cat_w
-                + w.age * min(1.0, age / w.age_saturation_s)
-            )
-            out.append(TriageEntry(rep, prio, risk, lr, nr, n_rep, cat_w, age))
-        out.sort(key=lambda e: (-e.priority, e.report.created_at, e.report.seq))
-        return out if limit is None else out[:limit]
+        return rank(conn, reports, t, w, nrisk, limit)
 
     # ------------------------------------------------------------------ reviewing
     def claim(
@@ -856,7 +588,7 @@ class ReportQueue:
         check_choice(order, "order", where, ("priority", "fifo"))
         t = self._now(now, where)
         claims = []
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             self._reap(conn, t)
             if order == "fifo":
                 rows = conn.execute(
@@ -878,7 +610,7 @@ class ReportQueue:
                     "attempts = attempts + 1 WHERE seq = ? AND state = 'pending'",
                     (reviewer, token, expires, rep.seq),
                 )
-                self.store._audit(
+                self._db.audit(
                     conn,
                     "report",
                     rep.key,
@@ -922,11 +654,11 @@ class ReportQueue:
                 "last_error = coalesce(last_error, 'lease expired') WHERE seq = ?",
                 ("dead" if dead else "pending", seq),
             )
-            self.store._audit(
+            self._db.audit(
                 conn, "report", key, "lease_expired", actor=who, detail={"attempts": attempts}, at=t
             )
             if dead:
-                self.store._audit(
+                self._db.audit(
                     conn,
                     "report",
                     key,
@@ -1001,20 +733,20 @@ class ReportQueue:
             d.setdefault("evidence", f"report:{rep.key}")
             d.setdefault("actor", claim.reviewer)
             d.setdefault("source", "reviewer")
-            specs.append(self.store._spec(d, where))
+            specs.append(label_spec(d, where))
         retract = [check_text(r, "retract", where, max_len=500) for r in retract]
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
-            written = [self.store._insert_label(conn, s).label_id for s in specs]
+            written = [insert_label(self._db, conn, s).label_id for s in specs]
             for lid in retract:
-                self.store._retract(conn, lid, by=claim.reviewer, reason=reason or outcome)
+                retract_label(self._db, conn, lid, by=claim.reviewer, reason=reason or outcome)
             conn.execute(
                 "UPDATE reports SET state = 'resolved', resolved_at = ?, resolved_by = ?, outcome "
                 "= ?, "
                 "lease_token = NULL, lease_expires = NULL WHERE seq = ?",
                 (t, claim.reviewer, outcome, row[0]),
             )
-            self.store._audit(
+            self._db.audit(
                 conn,
                 "report",
                 claim.key,
@@ -1032,7 +764,7 @@ class ReportQueue:
         where = "ReportQueue.fail"
         error = check_text(error, "error", where)
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
             dead = row[9] >= self.max_attempts
             conn.execute(
@@ -1041,11 +773,11 @@ class ReportQueue:
                 "last_error = ? WHERE seq = ?",
                 ("dead" if dead else "pending", error, row[0]),
             )
-            self.store._audit(
+            self._db.audit(
                 conn, "report", claim.key, "fail", actor=claim.reviewer, reason=error, at=t
             )
             if dead:
-                self.store._audit(
+                self._db.audit(
                     conn,
                     "report",
                     claim.key,
@@ -1061,7 +793,7 @@ class ReportQueue:
         """Give a claimed report back without counting an attempt."""
         where = "ReportQueue.release"
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
             conn.execute(
                 "UPDATE reports SET state = 'pending', claimed_by = NULL, lease_token = NULL, "
@@ -1069,7 +801,7 @@ class ReportQueue:
                 "attempts = max(attempts - 1, 0) WHERE seq = ?",
                 (row[0],),
             )
-            self.store._audit(conn, "report", claim.key, "release", actor=claim.reviewer, at=t)
+            self._db.audit(conn, "report", claim.key, "release", actor=claim.reviewer, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
 
@@ -1082,11 +814,11 @@ class ReportQueue:
             else check_float(lease_s, "lease_s", where, low=0.0, low_open=True)
         )
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             row = self._held(conn, claim, where)
             expires = t + lease
             conn.execute("UPDATE reports SET lease_expires = ? WHERE seq = ?", (expires, row[0]))
-            self.store._audit(
+            self._db.audit(
                 conn,
                 "report",
                 claim.key,
@@ -1104,7 +836,7 @@ class ReportQueue:
         actor = check_text(actor, "actor", where)
         reason = check_text(reason, "reason", where)
         t = self._now(now, where)
-        with self.store._txn() as conn:
+        with self._db.write() as conn:
             self._reap(conn, t)
             row = conn.execute(
                 f"SELECT {_COLS} FROM reports WHERE report_key = ?", (key,)
@@ -1114,61 +846,6 @@ class ReportQueue:
             conn.execute(
                 "UPDATE reports SET state = 'pending', attempts = 0 WHERE seq = ?", (row[0],)
             )
-            self.store._audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
+            self._db.audit(conn, "report", key, "requeue", actor=actor, reason=reason, at=t)
             final = conn.execute(f"SELECT {_COLS} FROM reports WHERE seq = ?", (row[0],)).fetchone()
         return self._report(final, t)
-
-
-class _Pending:
-    """One queued submission and, once its group has committed, its outcome."""
-
-    __slots__ = ("spec", "taken", "done", "ack", "error", "wake")
-
-    def __init__(self, spec: dict):
-        self.spec = spec
-        # Set when done or when it becomes the head; only for callers that may wait.
-        self.wake: threading.Event | None = None
-        self.taken = False  # in a leader's batch: can no longer be withdrawn
-        self.done = False
-        self.ack: Ack | None = None
-        self.error: BaseException | None = None
-
-    def succeed(self, ack: Ack) -> None:
-        self.ack, self.done = ack, True
-
-    def fail(self, error: BaseException) -> None:
-        self.error, self.done = error, True
-
-    def outcome(self) -> Ack:
-        if self.error is not None:
-            raise self.error
-        assert self.ack is not None
-        return self.ack
-
-
-def _batch_error(exc: BaseException, path: str) -> StoreError:
-    if isinstance(exc, StoreError):
-        msg = str(exc)
-    else:
-        msg = f"The store {path!r} failed: {type(exc).__name__}: {exc}."
-    err = StoreError(
-        f"{msg} The report is not acknowledged (it may or may not be stored: retry with the "
-        "same key)."
-    )
-    err.__cause__ = exc
-    return err
-
-
-def _neighbourhood(nrisk, subject) -> float:
-    if nrisk is None:
-        return 0.0
-    v = nrisk(subject) if callable(nrisk) else nrisk.get(subject, 0.0)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0.0 <= float(v) <= 1.0):
-        raise fail(
-            "neighbourhood_risk",
-            "ReportQueue.triage",
-            "risks in [0, 1]",
-            f"{v!r} for {subject!r}",
-            describe=False,
-        )
-    return float(v)

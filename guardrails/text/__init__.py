@@ -1,11 +1,15 @@
 """Text guard: hashtags, bios, links and search queries that survive obfuscation.
 
 Needs the ``text`` extra (``pip install 'recsys-guardrails[text]'``): ``ahocorasick-rs``,
-``confusable-homoglyphs`` and ``idna``.
+``confusable-homoglyphs``, ``idna`` and ``anyascii``.
 
-* :class:`Normalizer` turns text into a matching key (NFKC, case folding, invisible
+* :class:`Normalizer` turns text into matching keys (NFKC, case folding, invisible
   characters, UTS #39 confusables, diacritics, leetspeak, separators, emoji, repeated
-  letters); :func:`is_mixed_script` is a signal of its own.
+  letters) and :class:`Reading` s (transliteration folds through ``anyascii``, both
+  readings of leetspeak at word edges, chunks); :func:`is_mixed_script` is a signal of
+  its own.
+* :mod:`guardrails.text.obfuscate` generates disguised spellings of terms, class by
+  class, to measure what a guard catches.
 * :class:`TermMatcher` matches 100,000+ :class:`Term` s in one Aho-Corasick pass, in
   whole-token or substring mode; :class:`DomainMatcher` checks links against
   :class:`DomainRule` s after URL normalisation and flags shorteners.
@@ -33,7 +37,7 @@ from .links import (
     refang,
 )
 from .matcher import ACTIONS, MODES, Term, TermMatcher
-from .normalize import LEET, Normalizer, is_mixed_script, mixed_script_tokens
+from .normalize import LEET, Normalizer, Reading, is_mixed_script, mixed_script_tokens
 
 __all__ = [
     "TextGuard",
@@ -55,6 +59,7 @@ __all__ = [
     "refang",
     "DEFAULT_SHORTENERS",
     "Normalizer",
+    "Reading",
     "LEET",
     "is_mixed_script",
     "mixed_script_tokens",

@@ -259,6 +259,8 @@ class TextGuard:
     max_query_length : int, default 512
         Longer queries are blocked with a ``too_long`` reason (fail closed, no scan).
     min_substring_length : int, default 4
+    min_chunked_length : int, default 5
+    max_chunk_length : int, default 4
         See :class:`~guardrails.text.matcher.TermMatcher`.
 
     Examples
@@ -282,6 +284,8 @@ class TextGuard:
         mixed_script_action: str = "warn",
         max_query_length: int = 512,
         min_substring_length: int = 4,
+        min_chunked_length: int = 5,
+        max_chunk_length: int = 4,
     ) -> None:
         where = "TextGuard"
         self.shortener_action = check_choice(shortener_action, "shortener_action", where, ACTIONS)
@@ -293,7 +297,8 @@ class TextGuard:
         )
         self.max_query_length = check_int(max_query_length, "max_query_length", where)
         self.matcher = TermMatcher(
-            terms, normalizer=normalizer, min_substring_length=min_substring_length
+            terms, normalizer=normalizer, min_substring_length=min_substring_length,
+            min_chunked_length=min_chunked_length, max_chunk_length=max_chunk_length,
         )
         self.normalizer = self.matcher.normalizer
         self.domains = DomainMatcher(domains, shorteners=shorteners)

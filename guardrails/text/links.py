@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from .._validation import fail
 from ..exceptions import missing_extra
-from .matcher import _check_rule
+from .matcher import check_rule
 from .normalize import Normalizer
 
 __all__ = ["DomainRule", "NormalizedLink", "DomainMatcher", "normalize_link", "extract_links",
@@ -199,7 +199,7 @@ class DomainRule:
     include_subdomains: bool = True
 
     def __post_init__(self) -> None:
-        _check_rule(self, "domain", "DomainRule")
+        check_rule(self, "domain", "DomainRule")
         if not isinstance(self.include_subdomains, bool):
             raise fail("include_subdomains", "DomainRule", "a bool", self.include_subdomains)
 

@@ -22,6 +22,22 @@ Two modes per term:
     The term may appear anywhere in the compact key (spaces removed), which also catches
     run-together hashtags (``#buycpnow``) and words split by spaces. Use it only for
     distinctive terms; keys shorter than ``min_substring_length`` are refused.
+
+Every reading of a text (:meth:`~guardrails.text.normalize.Normalizer.readings`: the
+skeleton fold, the transliteration folds, both readings of leetspeak symbols at word
+edges) is matched, and so is every reading of every term; a text matches a term when any
+reading of the one hits any reading of the other.
+
+Spaced-out chunks. A word cut into chunks of a few letters (``b a mfen fen q ua``,
+``zor vak``) is neither one token nor, inside a sentence, a substring that substring
+mode would see without its neighbours. So a run of consecutive short tokens (at most
+``max_chunk_length`` characters each) is also joined into one compact string, and a
+token-mode term whose compact key has at least ``min_chunked_length`` characters matches
+when it covers consecutive whole chunks of such a run (it must start and end on chunk
+boundaries, so ``buy b a mfen fen q ua now`` hits ``bamfenfenqua`` but ``tea m``
+never hits ``eam``). Short terms are left out because ordinary sentences are full of
+short words whose joins spell other short words; ``docs/text.md`` gives the measured
+false-positive rate for the defaults.
 """
 
 from __future__ import annotations
@@ -34,7 +50,7 @@ import numpy as np
 
 from .._validation import fail
 from ..exceptions import missing_extra
-from .normalize import Normalizer
+from .normalize import GLUE, Normalizer, Reading
 
 __all__ = ["Term", "TermMatcher", "ACTIONS", "MODES"]
 
@@ -80,12 +96,12 @@ class Term:
     mode: str = "token"
 
     def __post_init__(self) -> None:
-        _check_rule(self, "text", "Term")
+        check_rule(self, "text", "Term")
         if self.mode not in MODES:
             raise fail("mode", "Term", "one of 'token', 'substring'", self.mode)
 
 
-def _check_rule(rule, key: str, where: str) -> None:
+def check_rule(rule, key: str, where: str) -> None:
     """Check the fields a :class:`Term` and a :class:`~guardrails.text.DomainRule` share.
 
     ``key`` names the rule's own non-blank str field (``"text"``, ``"domain"``); the
@@ -131,6 +147,11 @@ class TermMatcher:
         Shortest compact key accepted for a substring-mode term.
     max_term_length : int, default 256
         Longest key accepted for any term.
+    min_chunked_length : int, default 5
+        Token-mode terms whose compact key has at least this many characters also match
+        when spelled out in chunks (see the module docstring).
+    max_chunk_length : int, default 4
+        Longest token counted as a chunk.
 
     Attributes
     ----------
@@ -153,6 +174,8 @@ class TermMatcher:
         normalizer: Normalizer | None = None,
         min_substring_length: int = 4,
         max_term_length: int = 256,
+        min_chunked_length: int = 5,
+        max_chunk_length: int = 4,
     ) -> None:
         where = "TermMatcher"
         if isinstance(terms, (str, bytes)):
@@ -162,19 +185,25 @@ class TermMatcher:
         elif not isinstance(normalizer, Normalizer):
             raise fail("normalizer", where, "a Normalizer", normalizer)
         for name, value in (("min_substring_length", min_substring_length),
-                            ("max_term_length", max_term_length)):
+                            ("max_term_length", max_term_length),
+                            ("min_chunked_length", min_chunked_length),
+                            ("max_chunk_length", max_chunk_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(name, where, "an int in [1, inf)", value)
         self.normalizer = normalizer
         self.min_substring_length = min_substring_length
         self.max_term_length = max_term_length
+        self.min_chunked_length = min_chunked_length
+        self.max_chunk_length = max_chunk_length
 
         term_list = tuple(_as_term(t, i) for i, t in enumerate(terms))
         keys: list[str] = []
         token_patterns: dict[str, list[int]] = {}
         sub_patterns: dict[str, list[int]] = {}
+        chunk_patterns: dict[str, list[int]] = {}
         for i, term in enumerate(term_list):
-            token_key, compact_key = normalizer.keys(term.text)
+            readings = normalizer.readings(term.text)
+            token_key, compact_key, _ = readings[0]
             key = token_key if term.mode == "token" else compact_key
             if not key:
                 raise fail("terms", where, "terms whose normalised key is not empty",
@@ -189,14 +218,21 @@ class TermMatcher:
                            f"{min_substring_length} characters (use mode='token' for short terms)",
                            f"{term.text!r} (term {i}, key {key!r})", describe=False)
             keys.append(key)
-            if term.mode == "token":
-                token_patterns.setdefault(f" {key} ", []).append(i)
-            else:
-                sub_patterns.setdefault(key, []).append(i)
+            n_letters = sum(map(str.isalnum, term.text))
+            for r in readings:
+                if term.mode == "token":
+                    if r.token:
+                        _add(token_patterns, f" {r.token} ", i)
+                    # Length in letters as written ("gikka" is five, its key "gika").
+                    if n_letters >= min_chunked_length and len(r.compact) <= max_term_length:
+                        _add(chunk_patterns, r.compact, i)
+                elif r.compact:
+                    _add(sub_patterns, r.compact, i)
         self.terms_ = term_list
         self.keys_ = tuple(keys)
         self._token = self._build(token_patterns)
         self._sub = self._build(sub_patterns)
+        self._chunk = self._build(chunk_patterns)
 
     @staticmethod
     def _build(patterns: dict[str, list[int]]):  # type: ignore[no-untyped-def]
@@ -221,12 +257,16 @@ class TermMatcher:
         return len(self.terms_)
 
     # -- matching ------------------------------------------------------------------------
-    def _scan(self, built, haystack: str, starts: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def _scan(  # type: ignore[no-untyped-def]
+        self, built, haystack: str, starts: np.ndarray, bounds: np.ndarray | None = None
+    ) -> np.ndarray:
         """Return the unique ``doc * n_terms + term`` codes of all matches in ``haystack``.
 
         The haystack is scanned in windows of ``_CHUNK_CHARS`` characters that overlap
         by the longest pattern, so the raw match list of one automaton call stays
-        bounded however long the input is; matches seen twice are merged.
+        bounded however long the input is; matches seen twice are merged. With
+        ``bounds`` (sorted positions in ``haystack``), only matches that start and end
+        on one of them count.
         """
         automaton, ptr, idx = built
         width = max(self.n_terms, 1)
@@ -238,6 +278,10 @@ class TermMatcher:
             if not found:
                 continue
             arr = np.asarray(found, dtype=np.int64).reshape(-1, 3)
+            if bounds is not None:
+                arr = arr[_on(bounds, arr[:, 1] + w) & _on(bounds, arr[:, 2] + w)]
+                if not arr.size:
+                    continue
             pattern, begin = arr[:, 0], arr[:, 1] + w
             doc = np.searchsorted(starts, begin, side="right") - 1
             # Expand each pattern to the terms sharing its key (CSR rows, vectorized).
@@ -256,28 +300,79 @@ class TermMatcher:
     def match_keys_many(
         self, keys: Sequence[tuple[str, str]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Match pre-computed ``(token_key, compact_key)`` pairs (see :meth:`match_many`)."""
-        n = len(keys)
+        """Match pre-computed ``(token_key, compact_key)`` pairs, one reading per text.
+
+        See :meth:`match_many`; chunked spellings are not looked for (a key pair does
+        not carry the chunks), use :meth:`match_readings_many` for that.
+        """
+        return self._match_parts([(t, c, "") for t, c in keys], np.arange(len(keys)))
+
+    def match_readings_many(
+        self, readings: Sequence[Sequence[Reading]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Match pre-computed readings (:meth:`Normalizer.readings_many`).
+
+        See :meth:`match_many`.
+        """
+        parts = [r for rs in readings for r in rs]
+        owner = np.repeat(np.arange(len(readings)), [len(rs) for rs in readings])
+        return self._match_parts(parts, owner)
+
+    def _match_parts(
+        self, parts: Sequence[tuple[str, str, str]], owner: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(parts)
         empty = np.zeros(0, dtype=np.int64)
         if n == 0 or (self._token is None and self._sub is None):
             return empty, empty
         width = max(self.n_terms, 1)
+        owner = np.asarray(owner, dtype=np.int64)
         found = []
-        for built, parts in (
-            (self._token, [f" {k} " for k, _ in keys]),
-            (self._sub, [c for _, c in keys]),
+        for built, hay in (
+            (self._token, [f" {t} " for t, _, _ in parts]),
+            (self._sub, [c for _, c, _ in parts]),
         ):
             if built is None:
                 continue
-            lengths = np.fromiter((len(p) + 1 for p in parts), dtype=np.int64, count=n)
+            lengths = np.fromiter((len(p) + 1 for p in hay), dtype=np.int64, count=n)
             starts = np.zeros(n, dtype=np.int64)
             np.cumsum(lengths[:-1], out=starts[1:])
-            found.append(self._scan(built, _SEP.join(parts), starts))
+            codes = self._scan(built, _SEP.join(hay), starts)
+            found.append(owner[codes // width] * width + codes % width)
+        if self._chunk is not None:
+            found.append(self._scan_chunks([p[2] for p in parts], owner))
         pairs = np.unique(np.concatenate(found)) if found else empty
         return pairs // width, pairs % width
 
+    def _scan_chunks(self, chunk_keys: Sequence[str], owner: np.ndarray) -> np.ndarray:
+        """Codes of the chunked spellings found in runs of short tokens (all texts at once)."""
+        width = max(self.n_terms, 1)
+        squeeze = self.normalizer.squeeze
+        pieces: list[str] = []
+        bounds: list[int] = []
+        run_starts: list[int] = []
+        run_owner: list[int] = []
+        pos = 0
+        for i, key in enumerate(chunk_keys):
+            if " " not in key:
+                continue
+            for joined, cuts in _chunk_runs(key, self.max_chunk_length, squeeze):
+                run_starts.append(pos)
+                run_owner.append(int(owner[i]))
+                bounds.extend(pos + c for c in cuts)
+                pieces.append(joined)
+                pos += len(joined) + 1
+        if not pieces:
+            return np.zeros(0, dtype=np.int64)
+        codes = self._scan(self._chunk, _SEP.join(pieces), np.asarray(run_starts, dtype=np.int64),
+                           np.unique(np.asarray(bounds, dtype=np.int64)))
+        return np.asarray(run_owner, dtype=np.int64)[codes // width] * width + codes % width
+
     def match_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Match every text of a batch in one automaton pass.
+
+        Every reading of every text is matched (:meth:`Normalizer.readings_many`),
+        chunked spellings included.
 
         Parameters
         ----------
@@ -296,21 +391,96 @@ class TermMatcher:
             if not isinstance(t, str):
                 raise fail("texts", "TermMatcher.match_many", "a sequence of str",
                            f"{type(t).__name__} at position {i}", describe=False)
-        return self.match_keys_many(self.normalizer.keys_many(texts))
+        return self.match_readings_many(self.normalizer.readings_many(texts))
 
     def match(self, text: str) -> np.ndarray:
         """Return the sorted unique indices (int64) of the terms found in ``text``."""
         if not isinstance(text, str):
             raise fail("text", "TermMatcher.match", "a str", text)
-        token_key, compact_key = self.normalizer.keys(text)
-        if len(token_key) > _CHUNK_CHARS:
-            return self.match_keys_many([(token_key, compact_key)])[1]
+        readings = self.normalizer.readings(text)
+        if len(readings[0].token) > _CHUNK_CHARS:
+            return self.match_readings_many([readings])[1]
         # One short text (a search query): plain automaton calls, no array set-up.
         found: set[int] = set()
-        for built, hay in ((self._token, f" {token_key} "), (self._sub, compact_key)):
-            if built is None or not hay:
+        for token_key, compact_key, chunk_key in readings:
+            for built, hay in ((self._token, f" {token_key} "), (self._sub, compact_key)):
+                if built is None or not hay:
+                    continue
+                automaton, ptr, idx = built
+                for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
+                    found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
+            if self._chunk is None or " " not in chunk_key:
                 continue
-            automaton, ptr, idx = built
-            for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
-                found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
+            automaton, ptr, idx = self._chunk
+            for joined, cuts in _chunk_runs(chunk_key, self.max_chunk_length,
+                                            self.normalizer.squeeze):
+                for pattern, b, e in automaton.find_matches_as_indexes(joined, overlapping=True):
+                    if b in cuts and e in cuts:
+                        found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
         return np.array(sorted(found), dtype=np.int64)
+
+
+def _add(patterns: dict[str, list[int]], key: str, i: int) -> None:
+    ids = patterns.setdefault(key, [])
+    if not ids or ids[-1] != i:
+        ids.append(i)
+
+
+def _on(bounds: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Whether each position is one of the sorted ``bounds``."""
+    at = np.searchsorted(bounds, pos)
+    ok = at < bounds.size
+    ok[ok] = bounds[at[ok]] == pos[ok]
+    return ok
+
+
+def _chunk_runs(key: str, max_chunk: int, squeeze: bool) -> list[tuple[str, set[int]]]:
+    """Join each run of at least two chunk tokens of ``key`` into one string.
+
+    A chunk is a token of at most ``max_chunk`` letters, or any token next to a single
+    letter (``kestoz g o``: single letters were one token each before joining).
+    Returns ``(joined, cuts)`` per run, ``cuts`` holding the positions in ``joined``
+    where a token starts or ends (where a chunked term may start or end). With
+    ``squeeze``, a letter repeated across a join is kept once (``zorv vak`` is
+    ``zorvak``, as its key is); the cut then also stands one letter earlier.
+    """
+    toks = key.split(" ")
+    # "m" is spelled "rn" in keys; count it as the one letter it was.
+    size = [len(t) - t.count("rn") for t in toks] if "rn" in key else list(map(len, toks))
+    n = len(toks)
+    ok = [0 < z <= max_chunk for z in size]
+    if 1 in size:
+        for i in range(n):
+            if size[i] == 1:
+                if i:
+                    ok[i - 1] = True
+                if i + 1 < n:
+                    ok[i + 1] = True
+    if sum(ok) < 2:
+        return []
+    out: list[tuple[str, set[int]]] = []
+    i = 0
+    while i < n:
+        if not ok[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and ok[j]:
+            j += 1
+        run = [t for t in toks[i:j] if t != GLUE]
+        if len(run) >= 2:
+            joined = run[0]
+            cuts = {0, len(joined)}
+            for t in run[1:]:
+                if squeeze and joined:
+                    k = 0
+                    while k < len(t) and t[k] == joined[-1]:
+                        k += 1
+                    if k:
+                        cuts.add(len(joined) - 1)
+                        t = t[k:]
+                joined += t
+                cuts.add(len(joined))
+            out.append((joined, cuts))
+        i = j
+    return out

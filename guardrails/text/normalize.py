@@ -30,6 +30,30 @@ The pipeline (each step can be turned off with a keyword of :class:`Normalizer`)
 Whitespace and control characters always become single spaces (token boundaries), and
 lone surrogates (malformed text) are always dropped, so every key is valid UTF-8.
 
+Readings. One spelling can mean several things, so :meth:`Normalizer.readings` returns
+every reading worth matching, and a text matches a term when *any* reading hits:
+
+* the *skeleton fold* above (the first reading, equal to :meth:`Normalizer.keys`);
+* with ``transliterate`` on (the default, needs the ``anyascii`` package from the
+  ``text`` extra), two *transliteration folds*, computed only when the skeleton fold
+  leaves a non-ASCII letter: the *look-alike fold* keeps the skeleton where it gives
+  ASCII and otherwise takes the skeleton of the capital letter, the letter that the
+  look-alikes of a non-ASCII prototype transliterate to, or the letter's own
+  transliteration (Greek ``κ`` → ``k``, whose skeleton is Latin ``ĸ``), so look-alikes
+  from several scripts in one word still meet;
+  the *transliteration fold* transliterates every non-ASCII letter (Cyrillic ``р`` →
+  ``r``, ``з`` → ``z``: a term spelled phonetically in another alphabet);
+* leetspeak symbols at the edge of a word read *both ways*: the cautious reading above
+  (``sale!`` is ``sale``, ``@user`` is ``user``) and eager ones in which every symbol
+  touching a word, and a token of symbols alone, is a letter (``zorv@k!`` is
+  ``zorvaki``; ``u @ b`` is ``u a b``), one of them keeping a closing ``!`` as
+  punctuation (``u+!`` is ``ut``); eager readings are only produced when they differ.
+
+Each reading also carries a *chunk key*: the token key without the joining of single
+letters, with a :data:`GLUE` token where a token of punctuation or symbols stood, which
+:class:`~guardrails.text.matcher.TermMatcher` uses to match long terms spelled out in
+chunks of a few letters (``b a mfen fen q ua``, ``puqu . egedeq``).
+
 The key is deliberately lossy: it is a matching key, never shown to users. Both the
 blocked terms and the scanned text go through the same function, so equal keys mean
 "spelled the same after the tricks above". Two keys come out of one pass:
@@ -50,13 +74,15 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from .._validation import fail
+from ..exceptions import missing_extra
 from ._data import is_default_ignorable, script_of, skeleton_map
 
-__all__ = ["Normalizer", "LEET", "mixed_script_tokens", "is_mixed_script"]
+__all__ = ["Normalizer", "Reading", "LEET", "mixed_script_tokens", "is_mixed_script"]
 
 #: Leetspeak substitutions: the character on the left stands for the letter on the right.
 #: ``0`` and ``1`` are also covered by the confusables skeleton (``0`` → ``o``,
@@ -80,7 +106,13 @@ LEET: dict[str, str] = {
 }
 _LEET_SYMBOLS = "".join(ch for ch in LEET if not ch.isalnum())
 _LEET_SYMBOL_RE = re.compile("[" + re.escape(_LEET_SYMBOLS) + "]+")
-_SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S) (?=\S(?!\S))")
+#: Stands in the chunk key where a token of punctuation or symbols stood between words
+#: (``puqu . egedeq``): a deliberate split, so the words around it count as chunks.
+GLUE = "\ue000"
+_GLUE_RE = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")
+# A token of one letter, possibly repeated ("k rr uuu"), followed by another: the space
+# between them goes (the repeats are squeezed later).
+_SPACED_LETTERS_RE = re.compile(r"(?<!\S)(\S)\1*+ (?=(\S)\2*+(?!\S))")
 _SQUEEZE_RE = re.compile(r"([^ ])\1+")
 # With the skeleton on, "m" is spelled "rn", so "mm" becomes "rnrn" and "mn" "rnn":
 # after the per-character squeeze, "rn" followed by more "rn" or "n" collapses to "rn".
@@ -96,10 +128,32 @@ _ALLOWED_SCRIPT_SETS = (
     frozenset({"LATIN", "HAN", "HANGUL"}),
 )
 _NEUTRAL_SCRIPTS = frozenset({"COMMON", "INHERITED", "UNKNOWN"})
+# Scripts whose letters pass for Latin ones (prototype voting is limited to them).
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
 
 _CACHE_MAX_LEN = 256
 _NUMPY_MIN_LEN = 512
 _BATCH_MIN = 8
+
+
+class Reading(NamedTuple):
+    """One reading of a text (see :meth:`Normalizer.readings`).
+
+    Attributes
+    ----------
+    token : str
+        Token key: normalised tokens separated by single spaces.
+    compact : str
+        The token key without spaces, squeezed again across the joins.
+    chunks : str
+        The token key before runs of single letters are joined (``"p e d o"`` stays
+        four tokens), with a :data:`GLUE` token where a token of punctuation or symbols
+        stood between words: what spaced-out chunks are matched on.
+    """
+
+    token: str
+    compact: str
+    chunks: str
 
 
 def _strip_marks(text: str) -> str:
@@ -132,6 +186,8 @@ class Normalizer:
         Steps of the pipeline described in the module docstring; all on by default.
     leetspeak, separators, emoji, squeeze : bool
         Steps of the pipeline described in the module docstring; all on by default.
+    transliterate : bool, default True
+        Add the transliteration folds to :meth:`readings` (needs ``anyascii``).
     cache_size : int, default 65536
         How many short strings (up to 256 characters) to remember; 0 disables the cache.
 
@@ -154,6 +210,7 @@ class Normalizer:
         "separators",
         "emoji",
         "squeeze",
+        "transliterate",
     )
 
     def __init__(
@@ -168,6 +225,7 @@ class Normalizer:
         separators: bool = True,
         emoji: bool = True,
         squeeze: bool = True,
+        transliterate: bool = True,
         cache_size: int = 65536,
     ) -> None:
         flags = dict(
@@ -180,6 +238,7 @@ class Normalizer:
             separators=separators,
             emoji=emoji,
             squeeze=squeeze,
+            transliterate=transliterate,
         )
         for name, value in flags.items():
             if not isinstance(value, bool):
@@ -195,12 +254,20 @@ class Normalizer:
         self.separators = separators
         self.emoji = emoji
         self.squeeze = squeeze
+        self.transliterate = transliterate
         self.cache_size = cache_size
         self._skeleton = skeleton_map() if confusables else {}
+        self._anyascii = _import_anyascii() if transliterate else None
         self._table = _FoldTable(self._fold_char)
+        self._lookalike_table = _FoldTable(self._fold_char_lookalike)
+        self._translit_table = _FoldTable(self._fold_char_translit)
 
         self._keys_cached = (
             functools.lru_cache(maxsize=cache_size)(self._keys_uncached) if cache_size else None
+        )
+        self._readings_cached = (
+            functools.lru_cache(maxsize=cache_size)(self._readings_uncached)
+            if cache_size else None
         )
 
     # -- configuration -------------------------------------------------------------------
@@ -236,7 +303,9 @@ class Normalizer:
             # Latin letters typed as themselves: case first, so "I" stays a letter i.
             if self.casefold:
                 text = text.casefold()
-            if self.confusables:
+            # Only letters, digits and "|" (UTS #39 maps "%" to "º/₀", which would put
+            # letters where a separator stood).
+            if self.confusables and (ch.isalnum() or ch == "|"):
                 text = self._skel(text)
                 if self.casefold:
                     text = text.casefold()
@@ -250,7 +319,11 @@ class Normalizer:
                 # A letter with accents ("ö"): the accents go first, so the skeleton
                 # sees the base letter (the data maps "ö" itself to Arabic "ة").
                 text = _strip_marks(ch)
-            elif self.confusables and ch in self._skeleton:
+            elif self.confusables and ch in self._skeleton and (
+                any(c.isalnum() for c in self._skeleton[ch])
+                or not (self.nfkc and unicodedata.normalize("NFKC", ch).isalnum())
+            ):
+                # (Circled "Ⓡ" has the skeleton "®", a symbol; NFKC makes it the letter.)
                 text = self._skeleton[ch]
             elif self.nfkc:
                 text = unicodedata.normalize("NFKC", ch)
@@ -302,20 +375,78 @@ class Normalizer:
             result = result.replace("rn", "m")
         return result
 
+    def _translit_letter(self, ch: str) -> str | None:
+        """Transliterate one non-ASCII letter or number to its folded ASCII spelling.
+
+        Only letters and numbers: symbols and emoji have transliterations too
+        (``🍕`` → ``:pizza:``) that would put words into the key.
+        """
+        convert = self._anyascii
+        if convert is None or unicodedata.category(ch)[0] not in "LN":
+            return None
+        plain = unicodedata.normalize("NFKC", ch) if self.nfkc else ch
+        out = convert(_strip_marks(plain))
+        if not out or not out.isascii() or not out.isalnum():
+            return None
+        table = self._table
+        return "".join(table[ord(c)] or "" for c in out) or None
+
+    def _fold_char_lookalike(self, ch: str) -> str:
+        # The skeleton where it reaches ASCII, else the transliteration of the letter:
+        # look-alikes from several scripts in one word all meet in Latin.
+        base = self._table[ord(ch)]
+        if base is None or base.isascii():
+            return base or ""
+        # The skeleton knows some capitals but not their small letters (Greek "Χ" is
+        # "X", "χ" is itself; "Κ" is "K", "κ" is Latin "ĸ").
+        upper = ch.upper()
+        if self.confusables and len(upper) == 1 and upper != ch:
+            proto = self._skeleton.get(upper, "")
+            if proto.isascii() and proto.isalpha():
+                return "".join(self._table[ord(c)] or "" for c in proto)
+        # A prototype outside ASCII (Latin kra "ĸ", the skeleton of Greek "κ") reads as
+        # the letter its look-alikes transliterate to.
+        voted = _prototype_letters(self._anyascii).get(base)
+        if voted is not None:
+            return self._table[ord(voted)] or ""
+        out = self._translit_letter(ch)
+        return base if out is None else out
+
+    def _fold_char_translit(self, ch: str) -> str:
+        if not ch.isascii():
+            out = self._translit_letter(ch)
+            if out is not None:
+                return out
+        return self._table[ord(ch)] or ""
+
     # -- whole strings -------------------------------------------------------------------
-    def _resolve_leet_symbols(self, text: str) -> str:
+    def _resolve_leet_symbols(self, text: str, eager: int = 0) -> str:
+        """Read leetspeak symbols in context.
+
+        ``eager`` 0 is the cautious reading; 1 also takes every symbol touching a word,
+        and a token of symbols alone (``u @ b``), as letters; 2 is 1 except that ``!``
+        closing a word stays punctuation (``u+!`` is ``ut``).
+        """
         fold_l = self.confusables and self.casefold
+        n = len(text)
 
         def repl(m: re.Match[str]) -> str:
             run = m.group(0)
             end = m.end()
-            nxt = text[end] if end < len(text) else " "
+            nxt = text[end] if end < n else " "
             start = m.start()
             prev = text[start - 1] if start else " "
-            if nxt in _WORD_CHARS:
+            if eager and prev == " " and nxt == " ":
+                prev = "a"  # a token of its own: a spaced-out letter (u @ b)
+            if eager == 2 and nxt not in _WORD_CHARS and prev in _WORD_CHARS:
+                run = run.rstrip("!")
+                if not run:
+                    return ""
+            if nxt in _WORD_CHARS or (eager and prev in _WORD_CHARS):
                 # A run of symbols inside or at the start of a word stands for letters;
-                # "@" opening a word is a mention, not an "a".
-                if run[0] == "@" and prev not in _WORD_CHARS:
+                # "@" opening a word is a mention, not an "a" (the eager reading takes
+                # every symbol touching a word as a letter).
+                if run[0] == "@" and prev not in _WORD_CHARS and not eager:
                     run = run[1:]
                 out = "".join(LEET[c] for c in run)
                 return out.replace("l", "i") if fold_l else out
@@ -344,7 +475,9 @@ class Normalizer:
         return text
 
     def _keys_uncached(self, text: str) -> tuple[str, str]:
-        s = self._fold_string(text)
+        return self._keys_from_folded(self._fold_string(text))
+
+    def _keys_from_folded(self, s: str) -> tuple[str, str]:
         if len(s) >= _NUMPY_MIN_LEN:
             s = self._post_numpy(s)
         else:
@@ -358,9 +491,9 @@ class Normalizer:
             )
         return s, compact
 
-    def _post_regex(self, s: str) -> str:
+    def _post_regex(self, s: str, join: bool = True) -> str:
         # Short strings: cheap membership tests skip most regular expressions.
-        if self.separators and " " in s:
+        if join and self.separators and " " in s:
             s = _SPACED_LETTERS_RE.sub(_group1, s)
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
@@ -368,7 +501,7 @@ class Normalizer:
             s = self._squeeze(s)
         return s
 
-    def _post_numpy(self, s: str) -> str:
+    def _post_numpy(self, s: str, join: bool = True) -> str:
         """Spaced-letter joining and squeezing as array operations (long strings).
 
         Same result as :meth:`_post_regex`; Python's regular expressions with
@@ -376,7 +509,10 @@ class Normalizer:
         nanoseconds. ``s`` may also be many keys joined by newlines (:meth:`keys_many`):
         a newline is never removed, merged or joined across.
         """
-        if self.separators and " " in s:
+        if join and self.separators and " " in s:
+            if self.squeeze:
+                # "k rr uuu f d" is spaced single letters too: squeeze before joining.
+                s = _np_squeeze(s)
             a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
             bounds_at = np.flatnonzero((a == 32) | (a == 10))
             bounds = np.concatenate(([-1], bounds_at, [a.size]))
@@ -390,13 +526,7 @@ class Normalizer:
         if self.confusables and "m" in s:
             s = s.replace("m", "rn")
         if self.squeeze:
-            a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
-            keep = np.empty(a.size, dtype=bool)
-            keep[:1] = True
-            np.not_equal(a[1:], a[:-1], out=keep[1:])
-            keep |= a == 10
-            if not keep.all():
-                s = a[keep].tobytes().decode("utf-32-le")
+            s = _np_squeeze(s)
             if self.confusables and ("rnn" in s or "rnrn" in s):
                 s = _SQUEEZE_RN_RE.sub("rn", s)
         return s
@@ -422,6 +552,117 @@ class Normalizer:
             return self._keys_cached(text)
         return self._keys_uncached(text)
 
+    def readings(self, text: str) -> tuple[Reading, ...]:
+        """Return every reading of ``text`` worth matching (see the module docstring).
+
+        Parameters
+        ----------
+        text : str
+            Any string; malformed parts are dropped, never an error.
+
+        Returns
+        -------
+        tuple of Reading
+            Distinct readings; the first is the skeleton fold with the cautious
+            leetspeak reading, whose ``(token, compact)`` equals :meth:`keys`. Plain
+            ASCII text without leetspeak symbols has exactly one reading.
+        """
+        if not isinstance(text, str):
+            raise fail("text", "Normalizer.readings", "a str", text)
+        if self._readings_cached is not None and len(text) <= _CACHE_MAX_LEN:
+            return self._readings_cached(text)
+        return self._readings_uncached(text)
+
+    def _readings_uncached(self, text: str) -> tuple[Reading, ...]:
+        if self.nfkc and not text.isascii():
+            text = _nfc(text)
+        first = text.translate(self._table)
+        # A token that folds to nothing leaves two spaces (or one at an end) behind: only
+        # then can there be glue.
+        glue = self.separators and self.emoji and (
+            "  " in first or first[:1] == " " or first[-1:] == " "
+        ) and _GLUE_RE.search(text) is not None
+        if not glue and (first.isascii() or not self.transliterate) and not (
+            self.leetspeak and _LEET_SYMBOL_RE.search(first) is not None
+        ):
+            # One reading (most text): no loops, no sets.
+            return (self._reading(" ".join(first.split()) if " " in first else first),)
+        pieces = [text]
+        if glue:
+            pieces = _GLUE_RE.sub(self._glue, text).split(GLUE)
+        raw = [p.translate(self._table) for p in pieces]
+        folds = [GLUE.join(raw)]
+        if self.transliterate and not all(p.isascii() for p in raw):
+            # Only where the skeleton left something non-ASCII can they differ.
+            for table in (self._lookalike_table, self._translit_table):
+                folds.append(GLUE.join(p.translate(table) for p in pieces))
+        out: list[Reading] = []
+        seen: set[str] = set()
+        for r in folds:
+            r = " ".join(r.split()) if " " in r else r
+            leet = self.leetspeak and _LEET_SYMBOL_RE.search(r) is not None
+            for eager in (0, 1, 2) if leet else (0,):
+                s = self._resolve_leet_symbols(r, eager) if leet else r
+                s = " ".join(s.split()) if " " in s else s
+                if s in seen:
+                    continue
+                seen.add(s)
+                out.append(self._reading(s))
+        return tuple(out)
+
+    def _glue(self, m: re.Match[str]) -> str:
+        token = m.group(0)
+        # Only tokens that fold to nothing: circled letters are symbols that fold to
+        # letters, and a token of leetspeak symbols may be a letter (eager reading).
+        table = self._table
+        if any(c in _LEET_SYMBOLS or (table[ord(c)] or " ") != " " for c in token):
+            return token
+        return f" {GLUE} "
+
+    def _reading(self, s: str, keys: tuple[str, str] | None = None) -> Reading:
+        glued = GLUE in s
+        if keys is None:
+            plain = " ".join(s.replace(GLUE, " ").split()) if glued else s
+            keys = self._keys_from_folded(plain)
+        token, compact = keys
+        chunks = token
+        # Joining single letters is the only step that removes spaces.
+        if self.separators and " " in s and (glued or token.count(" ") != s.count(" ")):
+            chunks = self._post_numpy(s, False) if len(s) >= _NUMPY_MIN_LEN else (
+                self._post_regex(s, False)
+            )
+        return Reading(token, compact, chunks)
+
+    def readings_many(self, texts: Iterable[str]) -> list[tuple[Reading, ...]]:
+        """Return :meth:`readings` for each string of ``texts``, as one batch.
+
+        Texts with a single reading (no leetspeak symbol, nothing non-ASCII left by the
+        skeleton) take the array path of :meth:`keys_many`; the others are read one by
+        one. The result equals ``[self.readings(t) for t in texts]``.
+        """
+        items = list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise fail("texts", "Normalizer.readings_many", "an iterable of str",
+                           f"{type(t).__name__} at position {i}", describe=False)
+        if len(items) < _BATCH_MIN:
+            return [self.readings(t) for t in items]
+        out: list[tuple[Reading, ...] | None] = [None] * len(items)
+        plain_idx: list[int] = []
+        plain: list[str] = []
+        for i, t in enumerate(items):
+            raw = (_nfc(t) if self.nfkc and not t.isascii() else t).translate(self._table)
+            if (self.transliterate and not raw.isascii()) or (
+                self.leetspeak and _LEET_SYMBOL_RE.search(raw) is not None
+            ) or (self.separators and self.emoji and _GLUE_RE.search(t) is not None):
+                out[i] = self.readings(t)
+            else:
+                plain_idx.append(i)
+                plain.append(" ".join(raw.split()) if " " in raw else raw)
+        for i, s, keys in zip(plain_idx, plain, self._keys_many_folded(plain), strict=True):
+            out[i] = (self._reading(s, keys),)
+        return out  # type: ignore[return-value]
+
     def key(self, text: str) -> str:
         """Return the token key of ``text`` (see :meth:`keys`)."""
         return self.keys(text)[0]
@@ -445,7 +686,11 @@ class Normalizer:
                            f"{type(t).__name__} at position {i}", describe=False)
         if len(items) < _BATCH_MIN:
             return [self.keys(t) for t in items]
-        folded = [self._fold_string(t) for t in items]
+        return self._keys_many_folded([self._fold_string(t) for t in items])
+
+    def _keys_many_folded(self, folded: list[str]) -> list[tuple[str, str]]:
+        if not folded:
+            return []
         tokens = self._post_numpy("\n".join(folded)).split("\n")
         if not self.squeeze:
             return [(k, k.replace(" ", "")) for k in tokens]
@@ -459,6 +704,48 @@ class Normalizer:
         if self.leetspeak and _LEET_SYMBOL_RE.search(s) is not None:
             s = self._resolve_leet_symbols(s)
         return " ".join(s.split()) if " " in s else s
+
+
+@functools.cache
+def _prototype_letters(anyascii) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Non-ASCII skeleton prototypes → the ASCII letter most of their sources transliterate to.
+
+    Only prototypes with at least two sources agreeing, e.g. ``ĸ`` ← ``κ``, ``ᴋ``, ``к``
+    (all ``k``); from the confusables data and ``anyascii``, nothing typed by hand.
+    """
+    votes: dict[str, dict[str, int]] = {}
+    for source, proto in skeleton_map().items():
+        if (len(proto) != 1 or proto.isascii() or len(proto.casefold()) != 1
+                or script_of(proto) not in _LOOKALIKE_SCRIPTS):
+            continue
+        out = anyascii(_strip_marks(source)).lower()
+        if len(out) == 1 and out.isalpha():
+            tally = votes.setdefault(proto.casefold(), {})
+            tally[out] = tally.get(out, 0) + 1
+    result = {}
+    for proto, tally in votes.items():
+        letter, count = max(tally.items(), key=lambda kv: (kv[1], kv[0]))
+        if count >= 2:
+            result[proto] = letter
+    return result
+
+
+def _np_squeeze(s: str) -> str:
+    """Runs of one repeated code point become one (newlines, between keys, always stay)."""
+    a = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32)
+    keep = np.empty(a.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    keep |= a == 10
+    return s if keep.all() else a[keep].tobytes().decode("utf-32-le")
+
+
+def _import_anyascii():  # type: ignore[no-untyped-def]
+    try:
+        from anyascii import anyascii
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise missing_extra("anyascii", "text", "Normalizer(transliterate=True)") from exc
+    return anyascii
 
 
 def _group1(m: re.Match[str]) -> str:

@@ -1,0 +1,448 @@
+"""Built-in safety filters that act per viewer: circuit breaker, share caps, relationships.
+
+Split from :mod:`guardrails.filters.safety` (which still exports them) so that each
+module holds one family of rules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import check_csr, check_float, check_int, check_vector, fail
+from ..core.plan import PlanPart
+from ._actions import check_action
+from ._risk import viewer_share
+from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
+from .primitive import viewer_rows
+
+__all__ = ["ViewerCircuitBreaker", "ShareCap", "RelationshipRule"]
+
+
+# ---------------------------------------------------------------------------- circuit breaker
+class ViewerCircuitBreaker(Filter):
+    """Viewers whose own interactions sit in flagged neighbourhoods get a low-risk pool only.
+
+    A viewer's risk is the weighted share of their interactions in the call
+    (``user_items``, so new and test accounts count from their first follows) that fall on
+    candidates with ``risk >= item_threshold``, or their stored ``viewer_risk`` when that
+    is higher. A viewer at or above ``trip`` is *tripped*: for them every candidate outside
+    the low-risk pool is dropped, and (with ``strip_interactions``) their interactions on
+    risky candidates are left out of the query, which switches off expansion from their
+    niche interests (for ``recalculate_user`` and item-item models, whose queries come from
+    ``user_items``). This is what stops a test account being flooded after following a
+    handful of suggestions.
+
+    Parameters
+    ----------
+    risk : array-like of float, shape (n_candidates,)
+        Propagated candidate risk in [0, 1].
+    item_threshold : float, keyword-only
+        Candidates at or above this count as risky interactions.
+    trip : float, keyword-only
+        Viewer risk at which the breaker trips.
+    pool_threshold : float, optional, keyword-only
+        Tripped viewers only get candidates with ``risk < pool_threshold``; defaults to
+        ``item_threshold / 2``.
+    pool : array-like of bool, shape (n_candidates,), optional, keyword-only
+        An explicit low-risk pool instead of ``pool_threshold`` (for example low-risk
+        and popular accounts).
+    viewer_risk : array-like of float, shape (n_users,), optional, keyword-only
+        Stored viewer risk (for example from the same propagation over users).
+    min_interactions : int, keyword-only
+        Call interactions needed before the share counts (stored risk always counts).
+    strip_interactions : bool, keyword-only
+    reason : str, keyword-only
+    mode, failure, surfaces, name : keyword-only
+    """
+
+    name = "viewer_circuit_breaker"
+
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {
+        "risk": "vector",
+        "item_threshold": "float",
+        "trip": "float",
+        "pool_threshold": "float",
+        "pool": "mask",
+        "viewer_risk": "vector",
+        "min_interactions": "int",
+        "strip_interactions": "bool",
+    }
+
+    def __init__(
+        self,
+        risk,
+        *,
+        item_threshold: float = 0.3,
+        trip: float = 0.2,
+        pool_threshold: float | None = None,
+        pool=None,
+        viewer_risk=None,
+        min_interactions: int = 1,
+        strip_interactions: bool = True,
+        reason: str = "viewer_circuit_breaker",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
+        where = "ViewerCircuitBreaker"
+        self.risk_ = check_vector(risk, "risk", where, low=0.0, high=1.0)
+        self.item_threshold_ = check_float(
+            item_threshold, "item_threshold", where, low=0.0, high=1.0, low_open=True
+        )
+        self.trip_ = check_float(trip, "trip", where, low=0.0, high=1.0, low_open=True)
+        self.pool_threshold_ = (
+            self.item_threshold_ / 2
+            if pool_threshold is None
+            else check_float(
+                pool_threshold, "pool_threshold", where, low=0.0, high=1.0, low_open=True
+            )
+        )
+        if pool is not None:
+            p = np.asarray(pool)
+            if p.dtype != bool or p.shape != self.risk_.shape:
+                raise fail("pool", where, f"a bool mask of length {self.risk_.shape[0]}", pool)
+            self.pool_ = p.copy()
+        else:
+            self.pool_ = None
+        self.viewer_risk_ = (
+            None
+            if viewer_risk is None
+            else check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
+        )
+        self.min_interactions_ = check_int(min_interactions, "min_interactions", where, low=1)
+        if not isinstance(strip_interactions, bool):
+            raise fail("strip_interactions", where, "a bool", strip_interactions)
+        self.strip_interactions_ = strip_interactions
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
+
+    def params(self) -> tuple:
+        return (
+            self.risk_,
+            self.item_threshold_,
+            self.trip_,
+            self.pool_threshold_,
+            self.pool_,
+            self.viewer_risk_,
+            self.min_interactions_,
+            self.strip_interactions_,
+        )
+
+    def low_risk_pool(self) -> np.ndarray:
+        return self.pool_ if self.pool_ is not None else self.risk_ < self.pool_threshold_
+
+    def viewer_risk_of(self, viewers: ViewerBatch) -> np.ndarray:
+        """Risk of every viewer in the batch, float64 of shape ``(m,)``."""
+        m = viewers.size
+        out = np.zeros(m, dtype=np.float64)
+        ui = viewers.interactions
+        if ui is not None and ui.shape[1] == self.risk_.shape[0]:
+            share, count = viewer_share(ui, self.risk_ >= self.item_threshold_)
+            out = np.where(count >= self.min_interactions_, share, 0.0)
+        if self.viewer_risk_ is not None and viewers.userids is not None:
+            u = viewers.userids
+            inside = u < self.viewer_risk_.shape[0]
+            stored = np.zeros(m, dtype=np.float64)
+            stored[inside] = self.viewer_risk_[u[inside]]
+            out = np.maximum(out, stored)
+        return out
+
+    def tripped(self, viewers: ViewerBatch) -> np.ndarray:
+        """Bool mask of the batch's tripped viewers (memoised for the last batch)."""
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] is viewers:
+            return memo[1]
+        out = self.viewer_risk_of(viewers) >= self.trip_
+        self._memo = (viewers, out)
+        return out
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_memo", None)
+        return state
+
+    def compile_cohorts(self, catalog: Catalog) -> CohortTable:
+        catalog.check_sized("ViewerCircuitBreaker", "risk", self.risk_.shape[0])
+        return CohortTable(
+            self.name, self.reason, (~self.low_risk_pool())[None, :], None, ("tripped",)
+        )
+
+    def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
+        return np.where(self.tripped(viewers), 0, -1).astype(np.int64)
+
+    def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None:
+        ui = viewers.user_items
+        if not self.strip_interactions_ or ui is None or ui.shape[1] != self.risk_.shape[0]:
+            return None
+        trip = self.tripped(viewers)
+        if not trip.any():
+            return None
+        outside = (~self.low_risk_pool()).astype(np.float32)
+        keep_rows = sp.diags(trip.astype(np.float32))
+        strip = (keep_rows @ (ui != 0).astype(np.float32)) @ sp.diags(outside)
+        strip = sp.csr_matrix(strip)
+        strip.eliminate_zeros()
+        return strip
+
+
+# ---------------------------------------------------------------------------- share caps
+class ShareCap(Filter):
+    """At most a share of a slate from risky candidates, or from any one community.
+
+    Applied at selection time: the Guard over-fetches, keeps the best items within the
+    caps and backfills from the next eligible items, re-fetching when short, so a slate
+    stays full whenever enough items exist within the caps.
+
+    Parameters
+    ----------
+    max_share : float, keyword-only
+        Largest share of a slate of ``N`` from one group: at most
+        ``max(min_count, floor(max_share * N))`` items.
+    risk : array-like of float, shape (n_candidates,), optional, keyword-only
+        Cap the candidates with ``risk >= threshold`` (one group).
+    threshold : float, keyword-only
+    communities : array-like of int, shape (n_candidates,), optional, keyword-only
+        Cap every community (``-1``: uncapped). Exactly one of ``risk`` and
+        ``communities``.
+    min_count : int, optional, keyword-only
+        Lower bound on the allowance; defaults to 0 for risk, 1 for communities.
+    reason : str, keyword-only
+    mode, failure, surfaces, name : keyword-only
+    """
+
+    name = "share_cap"
+
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {
+        "max_share": "float",
+        "risk": "vector",
+        "threshold": "float",
+        "communities": "ints",
+        "min_count": "int",
+    }
+
+    def __init__(
+        self,
+        *,
+        max_share: float,
+        risk=None,
+        threshold: float = 0.3,
+        communities=None,
+        min_count: int | None = None,
+        reason: str = "share_cap",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
+        where = "ShareCap"
+        self.max_share_ = check_float(max_share, "max_share", where, low=0.0, high=1.0)
+        if (risk is None) == (communities is None):
+            raise fail(
+                "risk",
+                where,
+                "given, or communities given, but not both",
+                "both" if risk is not None else None,
+            )
+        self.threshold_ = check_float(
+            threshold, "threshold", where, low=0.0, high=1.0, low_open=True
+        )
+        self.risk_ = None if risk is None else check_vector(risk, "risk", where, low=0.0, high=1.0)
+        if communities is not None:
+            c = np.asarray(communities)
+            if (
+                c.ndim != 1
+                or not (c.size == 0 or np.issubdtype(c.dtype, np.integer))
+                or (c.size and c.min() < -1)
+            ):
+                raise fail("communities", where, "a 1-d array of ints >= -1", communities)
+            self.communities_ = c.astype(np.int64)
+        else:
+            self.communities_ = None
+        default_min = 0 if self.risk_ is not None else 1
+        self.min_count_ = (
+            default_min if min_count is None else check_int(min_count, "min_count", where, low=0)
+        )
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
+
+    def params(self) -> tuple:
+        return (self.max_share_, self.risk_, self.threshold_, self.communities_, self.min_count_)
+
+    def compile_caps(self, catalog: Catalog) -> CapSpec:
+        if self.risk_ is not None:
+            catalog.check_sized("ShareCap", "risk", self.risk_.shape[0])
+            groups = np.where(self.risk_ >= self.threshold_, 0, -1).astype(np.int64)
+        else:
+            catalog.check_sized("ShareCap", "communities", self.communities_.shape[0])
+            groups = self.communities_
+        return CapSpec(self.name, self.reason, groups, self.max_share_, self.min_count_)
+
+
+# ---------------------------------------------------------------------------- relationships
+class RelationshipRule(Filter):
+    """An action on target candidates that applies only to viewers who do not follow them.
+
+    "Do not amplify": a borderline account stays visible to its followers but is never
+    suggested (``"drop"``) or is demoted (``"demote"``) for everybody else.
+
+    Parameters
+    ----------
+    targets : array-like of bool, shape (n_candidates,), or of int
+        Candidates the rule acts on.
+    follows : sparse matrix, shape (n_users, n_candidates), optional, keyword-only
+        Stored relationships: non-zero ``(u, i)`` when ``u`` follows ``i``.
+    use_call_interactions : bool, keyword-only
+        Also treat the interactions passed in the call (``user_items``) as follows.
+    action : {"drop", "demote"}, keyword-only
+    weight : float, keyword-only
+    reason : str, keyword-only
+    mode, failure, surfaces, name : keyword-only
+    """
+
+    name = "relationship_rule"
+
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {
+        "targets": "indices",
+        "follows": "csr",
+        "use_call_interactions": "bool",
+        "action": "str",
+        "weight": "float",
+    }
+
+    def __init__(
+        self,
+        targets,
+        *,
+        follows=None,
+        use_call_interactions: bool = True,
+        action: str = "drop",
+        weight: float = 1.0,
+        reason: str = "not_amplified",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
+        where = "RelationshipRule"
+        t = np.asarray(targets)
+        if t.dtype == bool:
+            if t.ndim != 1:
+                raise fail("targets", where, "a 1-d bool mask or an array of indices", targets)
+            self.targets_ = np.flatnonzero(t).astype(np.int64)
+            self.n_candidates_: int | None = int(t.shape[0])
+        else:
+            if (
+                t.ndim != 1
+                or not (t.size == 0 or np.issubdtype(t.dtype, np.integer))
+                or (t.size and t.min() < 0)
+            ):
+                raise fail(
+                    "targets", where, "a 1-d bool mask or an array of non-negative indices", targets
+                )
+            self.targets_ = np.unique(t.astype(np.int64))
+            self.n_candidates_ = None
+        self.follows_ = None
+        if follows is not None:
+            f = check_csr(follows, "follows", where)
+            self.follows_ = sp.csr_matrix(
+                (np.ones(f.nnz, dtype=np.float32), f.indices, f.indptr), shape=f.shape
+            )
+        if not isinstance(use_call_interactions, bool):
+            raise fail("use_call_interactions", where, "a bool", use_call_interactions)
+        self.use_call_interactions_ = use_call_interactions
+        self.action_ = check_action(action, where)
+        self.weight_ = check_float(weight, "weight", where, low=0.0)
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
+
+    def params(self) -> tuple:
+        return (
+            self.targets_,
+            self.n_candidates_,
+            self.follows_,
+            self.use_call_interactions_,
+            self.action_,
+            self.weight_,
+        )
+
+    def _check(self, catalog: Catalog) -> None:
+        if self.n_candidates_ is not None:
+            catalog.check_sized("RelationshipRule", "targets", self.n_candidates_)
+        if self.targets_.size and self.targets_[-1] >= catalog.n:
+            raise fail(
+                "targets",
+                "RelationshipRule",
+                f"indices in [0, {catalog.n})",
+                f"ids up to {self.targets_[-1]}",
+                describe=False,
+            )
+        if self.follows_ is not None:
+            catalog.check_sized("RelationshipRule", "follows", self.follows_.shape[1])
+
+    def followed(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
+        """Bool-valued CSR ``(m, n)`` of the relationships known for the batch."""
+        m, n = viewers.size, catalog.n
+        out = sp.csr_matrix((m, n), dtype=np.float32)
+        if self.follows_ is not None and viewers.userids is not None:
+            out = out + viewer_rows(self.follows_, viewers.userids)
+        ui = viewers.user_items
+        if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
+            out = out + (ui != 0).astype(np.float32)
+        return sp.csr_matrix(out)
+
+    def compile_global(self, catalog: Catalog) -> PlanPart | None:
+        # A demotion is global, and followers get it back per viewer (a few cells), which
+        # costs far less than a per-viewer penalty on every target for every viewer.
+        self._check(catalog)
+        if self.action_ != "demote" or self.weight_ == 0 or self.targets_.size == 0:
+            return None
+        pen = np.zeros(catalog.n, dtype=np.float32)
+        pen[self.targets_] = np.float32(self.weight_)
+        return PlanPart(self.name, self.reason, penalty=pen)
+
+    def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
+        self._check(catalog)
+        m, n, k = viewers.size, catalog.n, self.targets_.size
+        if m == 0 or k == 0:
+            return None
+        if self.action_ == "demote":
+            if self.weight_ == 0:
+                return None
+            fol = self.followed(catalog, viewers)
+            is_target = np.zeros(n, dtype=np.float32)
+            is_target[self.targets_] = 1.0
+            back = sp.csr_matrix((fol > 0).astype(np.float32) @ sp.diags(is_target))
+            back.eliminate_zeros()
+            if not back.nnz:
+                return None
+            back.data[:] = -np.float32(self.weight_)
+            # Negative cells only restore this filter's own global demotion (checked by the
+            # policy), so the net effect on any cell is never a boost.
+            return PlanPart(self.name, self.reason, viewer_penalty=back)
+        base = sp.csr_matrix(
+            (
+                np.ones(m * k, dtype=np.float32),
+                np.tile(self.targets_, m),
+                np.arange(0, m * k + 1, k, dtype=np.int64),
+            ),
+            shape=(m, n),
+        )
+        fol = self.followed(catalog, viewers)
+        if fol.nnz:
+            base = sp.csr_matrix(base - base.multiply(fol > 0))
+            base.eliminate_zeros()
+        return PlanPart(self.name, self.reason, viewer_mask=base)
