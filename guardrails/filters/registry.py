@@ -18,6 +18,7 @@ import threading
 
 from ..exceptions import PluginError
 from ._contract import check_conformance, example_parts, random_viewers
+from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .safety import (
     BlockLabeled,
@@ -69,109 +70,15 @@ BUILTINS = (
     SuppressNeighborhood,
     CohortRule,
     ViewerCircuitBreaker,
+    ContextRisk,
     ShareCap,
     RelationshipRule,
 )
 
 _LOCK = threading.Lock()
-<<<<<<< HEAD
-_REGISTRY: dict[str, tuple[type, dict[str, str]]] = {}
-_BUILTINS_LOADED = False
-
-
-def _builtins() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    from .context import ContextRisk
-    from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
-    from .safety import (
-        BlockLabeled,
-        CohortRule,
-        RelationshipRule,
-        ShareCap,
-        SuppressNeighborhood,
-        ViewerCircuitBreaker,
-    )
-
-    specs = {
-        BlockItems: {"ids": "ints"},
-        ExcludePairs: {"pairs": "csr"},
-        SuppressRisk: {"risk": "vector", "threshold": "float"},
-        DemoteRisk: {
-            "risk": "vector",
-            "weight": "float",
-            "curve": "str",
-            "knots": "knots",
-            "floor": "float",
-        },
-        BlockLabeled: {
-            "categories": "strs",
-            "min_severity": "float",
-            "labels": "labels",
-            "severity": "vector",
-            "action": "str",
-            "weight": "float",
-        },
-        SuppressNeighborhood: {
-            "risk": "vector",
-            "threshold": "float",
-            "demote_threshold": "float",
-            "demote_weight": "float",
-            "seeds": "mask",
-            "alpha": "float",
-            "demote_reason": "str",
-        },
-        CohortRule: {
-            "viewer_cohorts": "ints",
-            "candidate_cohorts": "ints",
-            "matrix": "matrix",
-            "viewer_labels": "strs",
-            "candidate_labels": "strs",
-            "weight": "float",
-            "unknown_viewer": "str_or_int",
-        },
-        ContextRisk: {
-            "risk": "vector",
-            "threshold": "float",
-            "pool": "mask",
-            "new_viewer_interactions": "int",
-            "known_viewers": "int",
-        },
-        ViewerCircuitBreaker: {
-            "risk": "vector",
-            "item_threshold": "float",
-            "trip": "float",
-            "pool_threshold": "float",
-            "pool": "mask",
-            "viewer_risk": "vector",
-            "min_interactions": "int",
-            "strip_interactions": "bool",
-        },
-        ShareCap: {
-            "max_share": "float",
-            "risk": "vector",
-            "threshold": "float",
-            "communities": "ints",
-            "min_count": "int",
-        },
-        RelationshipRule: {
-            "targets": "mask",
-            "follows": "csr",
-            "use_call_interactions": "bool",
-            "action": "str",
-            "weight": "float",
-        },
-    }
-    with _LOCK:
-        for cls, spec in specs.items():
-            _REGISTRY.setdefault(cls.name, (cls, spec))
-        _BUILTINS_LOADED = True
-=======
 _REGISTRY: dict[str, tuple[type, dict[str, str]]] = {
     cls.name: (cls, dict(cls.config_spec)) for cls in BUILTINS
 }
->>>>>>> main
 
 
 def registered_filters() -> dict[str, type]:

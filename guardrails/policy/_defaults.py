@@ -236,7 +236,6 @@ def default_policy(
             viewer_risk=viewer_risk,
         )
     )
-<<<<<<< HEAD
     # The viewing context: a viewed profile (similar_items, similar_users) or a new
     # account's first follows in the flagged band get the low-risk pool only, so a risky
     # but unflagged profile suggests neither its neighbourhood nor itself.
@@ -254,48 +253,9 @@ def default_policy(
             known_viewers=known_viewers,
         )
     )
-    if minor_mask is not None and minor_mask.any():
-        # Any sign of the network (one interaction on a dropped candidate, in the call
-        # or stored) and minors' accounts are never suggested: a second breaker whose
-        # pool is everything but the minors, tripping on any risky interaction.
-        stored = None
-        if viewer_risk is not None:
-            stored = (viewer_risk > 0).astype(np.float32)
-        filters.append(
-            ViewerCircuitBreaker(
-                breaker_risk,
-                item_threshold=drop_t,
-                trip=1e-6,
-                pool=~minor_mask,
-                viewer_risk=stored,
-                strip_interactions=False,
-                reason="minors_protected",
-                name="protect_minors",
-            )
-        )
-    if minor_viewers is not None:
-        mv = np.asarray(minor_viewers)
-        if mv.dtype != bool:  # indices: as many viewers as the stored risk, or up to the last
-            size = viewer_risk.shape[0] if viewer_risk is not None else int(mv.max(initial=-1)) + 1
-            mv = seed_mask(mv, size, "minor_viewers", where)
-        cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
-        if seed_arg is not None:
-            cand[seed_arg] = 0
-        filters.append(
-            CohortRule(
-                mv.astype(np.int64),
-                cand,
-                [["allow"], ["drop"]],
-                viewer_labels=("adult", "minor"),
-                candidate_labels=("flagged_band",),
-                reason="minor_viewer_protected",
-                name="minor_viewers",
-            )
-=======
     filters.extend(
         _minor_filters(
             minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
->>>>>>> main
         )
     )
     filters.append(
