@@ -7,9 +7,6 @@ Same users, factors and interactions for every row, timed side by side in one ru
 - ``guard-4``: the foundation's four filters (global block of 1%, about 50 excluded pairs
   per viewer, risk suppression, risk demotion), as in ``bench_recommend.py``;
 - ``default``: ``gr.default_policy(risk=..., seeds=...)``;
-- ``default+ctx``: the default policy plus :class:`~guardrails.filters.ContextRisk` (the
-  viewing-context filter of the family audit's candidate defaults, reading every viewer's
-  interactions as context);
 - ``all``: every built-in filter on at once: BlockItems, ExcludePairs, SuppressRisk,
   DemoteRisk (graded), BlockLabeled, SuppressNeighborhood, CohortRule (10% minors,
   minors never get adult candidates), ViewerCircuitBreaker, ShareCap, RelationshipRule;
@@ -43,7 +40,6 @@ from guardrails.filters import (
     BlockItems,
     BlockLabeled,
     CohortRule,
-    ContextRisk,
     DemoteRisk,
     ExcludePairs,
     RelationshipRule,
@@ -109,14 +105,10 @@ def run_case(n_users, n_items, factors, repeat, threads):
         n_users, n_items, density=20 / n_items, format="csr", random_state=3, dtype=np.float32
     )
     four, dflt, everything = policies(n_users, n_items, risk, blocked, pairs)
-    pool = risk <= np.median(risk)
-    ctx = ContextRisk(risk, threshold=float(np.quantile(risk, 0.9)), pool=pool, new_viewer_interactions=25)
-    dflt_ctx = Policy([*dflt.filters, ctx])
     guards = {
         "guard-0": gr.Guard(model, num_threads=threads),
         "guard-4": gr.Guard(model, four, num_threads=threads),
         "default": gr.Guard(model, dflt, num_threads=threads),
-        "default+ctx": gr.Guard(model, dflt_ctx, num_threads=threads),
         "all": gr.Guard(model, everything, num_threads=threads),
         "all-shadow": gr.Guard(model, everything.with_mode("shadow"), num_threads=threads),
     }
@@ -135,23 +127,23 @@ def main():
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = ap.parse_args()
-    names = ["guard-0", "guard-4", "default", "default+ctx", "all", "all-shadow", "all+record"]
+    names = ["guard-0", "guard-4", "default", "all", "all-shadow", "all+record"]
     print(
         f"# bench_policy: {args.threads} threads, medians of {args.repeat} runs, N=10, user_items on every call\n"
     )
     print(
         "| users | items | factors | "
         + " | ".join(f"{n} u/s" for n in names)
-        + " | default / guard-4 | default+ctx / guard-4 | all / guard-4 | shadow / guard-4 |"
+        + " | default / guard-4 | all / guard-4 | shadow / guard-4 |"
     )
-    print("|" + "---|" * (3 + len(names) + 4))
+    print("|" + "---|" * (3 + len(names) + 3))
     for n_items in args.items:
         t, counters = run_case(args.users, n_items, args.factors, args.repeat, args.threads)
         ups = {k: args.users / v for k, v in t.items()}
         cells = " | ".join(f"{ups[n]:.0f}" for n in names)
         print(
             f"| {args.users} | {n_items} | {args.factors} | {cells} | {ups['default'] / ups['guard-4']:.2f} | "
-            f"{ups['default+ctx'] / ups['guard-4']:.2f} | {ups['all'] / ups['guard-4']:.2f} | {ups['all-shadow'] / ups['guard-4']:.2f} |",
+            f"{ups['all'] / ups['guard-4']:.2f} | {ups['all-shadow'] / ups['guard-4']:.2f} |",
             flush=True,
         )
         print(f"\ncounters of the `all` guard: {counters}\n")
