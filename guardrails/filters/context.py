@@ -43,7 +43,7 @@ class ContextRisk(Filter):
         the default policy: the flagged band, not only the dropped accounts).
     pool : array-like of bool, shape (n_candidates,), keyword-only
         Candidates a viewer with a risky context may still get; candidates at or above
-        ``threshold`` are always removed from it.
+        ``threshold`` are always left out of it when the filter compiles.
     new_viewer_interactions : int, keyword-only
         Viewers with at most this many interactions in the call are new accounts: their
         interactions count as context. 0 reads only the viewed profile.
@@ -83,7 +83,7 @@ class ContextRisk(Filter):
         p = np.asarray(pool)
         if p.dtype != bool or p.shape != self.risk.shape:
             raise fail("pool", where, f"a bool mask of length {self.risk.shape[0]}", pool)
-        self.pool = p & (self.risk < self.threshold)
+        self.pool = p.copy()
         self.new_viewer_interactions = check_int(
             new_viewer_interactions, "new_viewer_interactions", where, low=0
         )
@@ -130,7 +130,9 @@ class ContextRisk(Filter):
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
         catalog.check_sized("ContextRisk", "risk", self.risk.shape[0])
-        return CohortTable(self.name, self.reason, (~self.pool)[None, :], None, ("risky_context",))
+        # The risky candidates are never in the pool: a risky profile is not its own suggestion.
+        allowed = self.pool & (self.risk < self.threshold)
+        return CohortTable(self.name, self.reason, (~allowed)[None, :], None, ("risky_context",))
 
     def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
         return np.where(self.risky_context(viewers, catalog.kind), 0, -1).astype(np.int64)
