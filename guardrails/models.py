@@ -188,7 +188,13 @@ def adapt_model(model: Any) -> FactorModel | ItemItemModel:
                     _model.recalculate_user(userids, user_items), dtype=np.float32
                 ).reshape(user_items.shape[0], -1)
 
-        adapter = FactorModel(model.user_factors, model.item_factors, recalculate=recalc)
+        # Copies: implicit trains in place (a second ``fit`` updates these very arrays),
+        # and a Guard must serve one consistent model until ``swap_model``.
+        adapter = FactorModel(
+            np.array(model.user_factors, dtype=np.float32, order="C", copy=True),
+            np.array(model.item_factors, dtype=np.float32, order="C", copy=True),
+            recalculate=recalc,
+        )
         adapter._native_recalculate = recalc is not None  # type: ignore[attr-defined]
         adapter.source = model
         return adapter

@@ -122,10 +122,12 @@ def test_similarity_kernel_matches_brute_force(p, width, N):
         block_rows=2,
     )
     raw = (queries @ sim).toarray()
+    # Only reachable items (a non-zero product, before penalties) are candidates.
+    reachable = raw != 0
     if p["pen"] is not None:
         raw -= p["pen"].astype(np.float64)[None, :]
     raw -= p["vp"].toarray()
-    ok = ~p["hard"][None, :] & (p["vm"].toarray() == 0)
+    ok = ~p["hard"][None, :] & (p["vm"].toarray() == 0) & reachable
     for r in range(p["m"]):
         cand = np.flatnonzero(ok[r])
         k = min(N, cand.size)

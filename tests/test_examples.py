@@ -21,6 +21,21 @@ def test_quickstart(capsys):
     assert "none flagged" in capsys.readouterr().out
 
 
+def test_serving_example_fails_closed():
+    """The HTTP service serves guarded slates, exports metrics, and answers 503 once its
+    refresher breaks and the last snapshot ages out."""
+    out = _load("serving").main(
+        ["--demo", "--users", "150", "--items", "100", "--refresh", "0.1", "--max-age", "0.6"]
+    )
+    assert out["ok"] == [10] * 20
+    assert out["health"] == 200
+    assert 'guardrails_decisions_total{counter="calls"}' in out["metrics"]
+    assert "guardrails_serving_healthy 1.0" in out["metrics"]
+    assert out["after_break"] == (503, "fail_closed")
+    assert out["health_after"] == 503
+    assert out["refresh_failures"] >= 1
+
+
 def test_audit_own_data(tmp_path, capsys):
     rc = _load("audit_own_data").main(
         [

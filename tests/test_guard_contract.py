@@ -7,6 +7,10 @@ exclusions), random calls (single and batch, N from 1 to beyond the catalogue,
 
 - never return a suppressed id;
 - fill every slate when enough eligible items exist, and pad batches with -1 / -inf;
+  for item-item models "eligible" also means *reachable* (a non-zero score: a similarity
+  path from the viewer's interactions or the query item), as implicit returns, unless the
+  Guard has an explicit ``backfill``: then short slates are filled from the unreachable
+  eligible items, after the reachable ones, by ``backfill - penalty`` then id;
 - return the true top-N of the eligible items (checked against a brute force);
 - return for a batch exactly what it returns for each id alone.
 """
@@ -46,6 +50,10 @@ def scenarios(draw, kind=None):
     else:
         sim = _random_csr(rng, n_items, n_items, draw(st.sampled_from([0.0, 0.05, 0.3])))
         model = gr.ItemItemModel(sim)
+    backfill = None
+    if kind == "similarity" and draw(st.booleans()):
+        # Integer popularity with ties, so the id tie-break is exercised too.
+        backfill = rng.integers(0, 4, n_items).astype(np.float64)
     filters = []
     blocked = np.zeros(n_items, dtype=bool)
     penalty = np.zeros(n_items)
@@ -77,6 +85,7 @@ def scenarios(draw, kind=None):
         user_items=user_items,
         n_users=n_users,
         n_items=n_items,
+        backfill=backfill,
     )
 
 
@@ -106,7 +115,21 @@ def _eligible(s, userids, filter_liked, filter_items, items):
     return ok
 
 
-def _check_rows(ids, scores, ok, brute, n_cols, exact_ties):
+def _item_item_tiers(s, ok, raw):
+    """Eligibility and tier of every cell for an item-item model.
+
+    ``raw`` is the unpenalised score: non-zero cells are reachable. Without backfill only
+    those are eligible; with it the unreachable eligible ones form a second tier, ranked
+    by ``backfill - penalty``.
+    """
+    reach = raw != 0
+    if s["backfill"] is None:
+        return ok & reach, None
+    tier = np.where(reach, np.inf, s["backfill"][None, :] - s["penalty"][None, :])
+    return ok, tier
+
+
+def _check_rows(ids, scores, ok, brute, n_cols, exact_ties, tier=None):
     assert ids.shape == scores.shape == (ok.shape[0], n_cols)
     for r in range(ok.shape[0]):
         n_ok = int(ok[r].sum())
@@ -121,12 +144,18 @@ def _check_rows(ids, scores, ok, brute, n_cols, exact_ties):
         assert ok[r, got].all()
         assert len(set(got.tolist())) == k
         assert np.isfinite(scores[r, :k]).all()
-        if k:
+        if k and tier is None:
             top = np.abs(scores[r, :k]).max()
             assert np.all(np.diff(scores[r, :k].astype(np.float64)) <= 1e-6 * (1 + top))
         # the true top-k of the eligible items
         cand = np.flatnonzero(ok[r])
-        order = np.lexsort((cand, -brute[r, cand]))
+        if tier is None:
+            order = np.lexsort((cand, -brute[r, cand]))
+        else:
+            # reachable items by score, then the backfill tier by its key, ties by id
+            t = tier[r, cand]
+            reach = np.isposinf(t)
+            order = np.lexsort((cand, np.where(reach, -brute[r, cand], -t), ~reach))
         want = cand[order][:k]
         tol = 1e-4 * (1 + np.abs(brute[r]).max())
         np.testing.assert_allclose(scores[r, :k], brute[r, want], rtol=0, atol=tol)
@@ -143,6 +172,7 @@ def test_recommend_contract(s, data):
         s["filters"],
         num_threads=data.draw(st.sampled_from([1, 2])),
         block_rows=data.draw(st.sampled_from([None, 1, 3])),
+        backfill=s["backfill"],
     )
     m = data.draw(st.integers(1, s["n_users"]))
     userids = s["rng"].choice(s["n_users"], size=m, replace=False)
@@ -169,13 +199,18 @@ def test_recommend_contract(s, data):
     )
     n_cands = s["n_items"] if items is None else len(np.unique(items))
     ok = _eligible(s, userids, filter_liked, filter_items, items)
+    brute = _brute_scores(s, userids)
+    tier = None
+    if isinstance(s["model"], gr.ItemItemModel):
+        raw = (s["user_items"][userids] @ s["model"].similarity).toarray()
+        ok, tier = _item_item_tiers(s, ok, raw)
     exact = (
         isinstance(s["model"], gr.ItemItemModel)
         or np.issubdtype(s["model"].user_factors.dtype, np.floating)
         and np.all(s["model"].user_factors == np.round(s["model"].user_factors))
         and np.all(s["penalty"] == 0)
     )
-    _check_rows(ids, scores, ok, _brute_scores(s, userids), min(N, n_cands), exact)
+    _check_rows(ids, scores, ok, brute, min(N, n_cands), exact, tier)
     # batch equals single, bit for bit
     for r, u in enumerate(userids):
         i1, s1 = guard.recommend(
@@ -214,15 +249,25 @@ def test_similar_items_contract(s, data):
 @SETTINGS
 @given(s=scenarios(kind="similarity"), data=st.data())
 def test_similar_items_item_item_contract(s, data):
-    guard = gr.Guard(s["model"], [f for f in s["filters"] if not isinstance(f, ExcludePairs)])
+    guard = gr.Guard(
+        s["model"],
+        [f for f in s["filters"] if not isinstance(f, ExcludePairs)],
+        backfill=s["backfill"],
+    )
     itemids = s["rng"].choice(
         s["n_items"], size=data.draw(st.integers(1, s["n_items"])), replace=False
     )
     N = data.draw(st.integers(1, s["n_items"] + 3))
     ids, scores = guard.similar_items(itemids, N=N)
-    brute = s["model"].similarity[itemids].toarray() - s["penalty"][None, :]
-    ok = np.tile(~s["blocked"], (itemids.size, 1))
-    _check_rows(ids, scores, ok, brute, min(N, s["n_items"]), True)
+    raw = s["model"].similarity[itemids].toarray()
+    brute = raw - s["penalty"][None, :]
+    ok, tier = _item_item_tiers(s, np.tile(~s["blocked"], (itemids.size, 1)), raw)
+    _check_rows(ids, scores, ok, brute, min(N, s["n_items"]), True, tier)
+    for r, i in enumerate(itemids):
+        i1, s1 = guard.similar_items(int(i), N=N)
+        k = int((ids[r] >= 0).sum())
+        np.testing.assert_array_equal(i1, ids[r, :k])
+        np.testing.assert_array_equal(s1, scores[r, :k])
 
 
 @SETTINGS

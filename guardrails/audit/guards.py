@@ -133,6 +133,9 @@ def seed_risk(
             np.flatnonzero(is_seed),
             direction="out",
             damping=damping,
+            # The audit's thresholds are read on personalised PageRank's scale; auto
+            # (the public default) may rank by another scorer.
+            method="ppr",
             tol=1e-6,
             max_iter=max(n_iter, 1),
         )

@@ -36,6 +36,8 @@ def _hits(ids: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     cols = ids.ravel()
     real = cols >= 0
     out = np.zeros(ids.size, dtype=bool)
+    if not real.any():  # all padding (short item-item slates): scipy would return a matrix
+        return out.reshape(ids.shape)
     vals = np.asarray(truth[rows[real], cols[real]]).ravel()
     out[real] = vals > 0
     return out.reshape(ids.shape)

@@ -30,7 +30,7 @@ Memory is bounded by ``block_rows * n_eligible`` scores per worker, whatever the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -196,6 +196,12 @@ class SimilaritySpace:
     Scores of a query row are ``query_row @ similarity[:, eligible] - penalty``, computed
     by scipy's row-wise sparse product in float64: each output row depends on its own
     input row only, so the scores are exact with respect to batching.
+
+    Only *reachable* items are candidates, as in implicit: items with a non-zero entry in
+    the product (a similarity path from the query's interactions). With ``fill`` set, the
+    space is the backfill tier instead: the eligible items that are *not* reachable,
+    scored ``fill - penalty`` (``fill`` is a per-eligible-item backfill score, such as
+    popularity), and the reachable ones are masked.
     """
 
     ids: np.ndarray
@@ -204,6 +210,7 @@ class SimilaritySpace:
     penalty: np.ndarray | None
     width: int
     n_blocks: int
+    fill: np.ndarray | None = None
 
     @property
     def n_eligible(self) -> int:
@@ -238,11 +245,24 @@ class SimilaritySpace:
 
     def chunk_scores(self, queries: sp.csr_matrix) -> np.ndarray:
         out = np.full((queries.shape[0], self.width * self.n_blocks), -np.inf, dtype=np.float64)
-        dense = (queries @ self.similarity).toarray()
-        if self.penalty is not None:
-            dense -= self.penalty
-        out[:, : self.n_eligible] = dense
+        # scipy's product keeps only non-zero sums: its pattern is the reachable items.
+        prod = sp.csr_matrix(queries @ self.similarity)
+        rows = np.repeat(np.arange(prod.shape[0]), np.diff(prod.indptr))
+        cols = prod.indices
+        if self.fill is None:
+            vals = prod.data.astype(np.float64)
+            if self.penalty is not None:
+                vals = vals - self.penalty[cols]
+            out[rows, cols] = vals
+        else:
+            tier = self.fill if self.penalty is None else self.fill - self.penalty
+            out[:, : self.n_eligible] = tier
+            out[rows, cols] = -np.inf
         return out
+
+    def backfill(self, fill: np.ndarray) -> SimilaritySpace:
+        """The backfill tier of this space, from global per-item ``fill`` scores."""
+        return replace(self, fill=np.ascontiguousarray(fill[self.ids], dtype=np.float64))
 
     def exact_scores(self, queries, rows, cols) -> np.ndarray:  # pragma: no cover - unused
         raise NotImplementedError

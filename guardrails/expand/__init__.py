@@ -8,7 +8,9 @@ returns float32 risk in [0, 1] on one documented scale (see
 risk decays with distance. The arrays feed :class:`guardrails.filters.SuppressRisk`
 (with :data:`DEFAULT_THRESHOLD`) and :class:`guardrails.filters.DemoteRisk` directly.
 
-- :func:`propagate` / :class:`RiskGraph`: personalised PageRank over an account graph;
+- :func:`propagate` / :class:`RiskGraph`: risk over an account graph, by the scorer the
+  seeds themselves pick (``method="auto"``: personalised PageRank variants, a one-hop
+  count, a heat kernel; the choice and its validation scores in :class:`Selection`);
 - :func:`coengagement_risk`: over the recommender's user x item matrix;
 - :func:`embedding_risk`: proximity in the model's item-factor space (the Guard's kernel);
 - :func:`term_risk`: account x hashtag / term / link-domain co-use;
@@ -17,6 +19,7 @@ risk decays with distance. The arrays feed :class:`guardrails.filters.SuppressRi
 - :func:`neighbourhood`: a risk array to a set of accounts (threshold, top-k, quantile).
 """
 
+from ._auto import Selection
 from ._engine import ConvergenceWarning
 from .bipartite import BipartiteRiskGraph, coengagement_risk, term_risk
 from .combine import combine_risk
@@ -38,6 +41,7 @@ __all__ = [
     "Explanation",
     "Contribution",
     "ConvergenceWarning",
+    "Selection",
     "DEFAULT_THRESHOLD",
     "DEFAULT_DAMPING",
     "DEFAULT_RADIUS",

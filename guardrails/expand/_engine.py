@@ -44,6 +44,8 @@ __all__ = [
     "solve_power",
     "solve_bicgstab",
     "walk",
+    "transpose_scaled",
+    "TransposeOperator",
     "ConvergenceWarning",
 ]
 
@@ -61,6 +63,39 @@ BACKENDS = ("auto", "compiled", "scipy")
 def compiled_available() -> bool:
     """Whether the compiled sparse product was built with this installation."""
     return _spmm is not None
+
+
+def transpose_scaled(
+    A: sp.csr_matrix, scale: np.ndarray, col_counts: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """``(diag(scale) A)^T`` as a float32 CSR matrix with sorted rows, in one pass.
+
+    With the compiled loops, one scatter over ``A`` writes the transposed indices and the
+    scaled values together (scipy needs a scaled copy, then a CSR -> CSC conversion, then
+    a copy back to CSR). ``col_counts`` (non-zeros per column), when the caller already
+    has it, saves a pass.
+    """
+    n, m = A.shape
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    if _spmm is None or A.dtype != np.float32:
+        counts = np.diff(A.indptr)
+        data = np.asarray(A.data, dtype=np.float32) * np.repeat(scale, counts)
+        T = sp.csr_matrix((data, A.indices, A.indptr), shape=A.shape).T.tocsr()
+        T.sort_indices()
+        return T
+    if col_counts is None:
+        col_counts = np.bincount(A.indices, minlength=m)
+    itype = A.indices.dtype if A.nnz < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(col_counts, out=indptr[1:])
+    nxt = indptr[:-1].copy()
+    indices = np.empty(A.nnz, dtype=itype)
+    data = np.empty(A.nnz, dtype=np.float32)
+    Ai = A.indptr if A.indptr.dtype == A.indices.dtype else A.indptr.astype(A.indices.dtype)
+    _spmm.csr_transpose(Ai, A.indices, A.data, scale, nxt, indices, data)
+    T = sp.csr_matrix((data, indices, indptr.astype(itype, copy=False)), shape=(m, n))
+    T.has_sorted_indices = True
+    return T
 
 
 class Operator:
@@ -226,6 +261,111 @@ class Operator:
         pool = shared_pool(len(plan))
         futures = [pool.submit(lambda ch: [fn(lo, hi) for lo, hi, _ in ch], ch) for ch in plan]
         return [r for f in futures for r in f.result()]
+
+
+class TransposeOperator:
+    """``(diag(scale) A)^T`` applied from ``A``'s own CSR arrays, without a transposed copy.
+
+    For a single propagation over a graph, where building the transpose (a pass of
+    random writes over every edge, and a second copy of the graph) would cost as much
+    as the solve. Each thread scatters its block of ``A``'s rows into its own output
+    (the first into ``out`` itself), and the blocks are added up; epilogues then run
+    over row chunks of the finished output. Offers the part of :class:`Operator`'s
+    interface the solvers use; its ``backend`` is ``'scatter'``, so solvers take their
+    generic (not the fused compiled) path. Needs the compiled loops.
+    """
+
+    def __init__(
+        self,
+        matrix: sp.csr_matrix,
+        scale: np.ndarray,
+        *,
+        num_threads: int = 0,
+        min_parallel_nnz: int = 200_000,
+        chunk_values: int = 1 << 16,
+    ):
+        if _spmm is None:  # pragma: no cover - callers check compiled_available()
+            raise ImportError("TransposeOperator needs the compiled loops")
+        m = matrix
+        if m.indptr.dtype != m.indices.dtype:
+            dtype = np.promote_types(m.indptr.dtype, m.indices.dtype)
+            m = sp.csr_matrix(
+                (m.data, m.indices.astype(dtype), m.indptr.astype(dtype)), shape=m.shape, copy=False
+            )
+        self.matrix = m
+        self.scale = np.ascontiguousarray(scale, dtype=np.float32)
+        self.shape = (m.shape[1], m.shape[0])
+        self.nnz = int(m.nnz)
+        self.backend = "scatter"
+        threads = default_num_threads() if num_threads <= 0 else int(num_threads)
+        if self.nnz < min_parallel_nnz:
+            threads = 1
+        n = m.shape[0]
+        if threads == 1 or n == 0:
+            cuts = [0, n]
+        else:
+            inner = np.searchsorted(m.indptr, np.linspace(0, self.nnz, threads + 1)[1:-1])
+            cuts = [0, *np.unique(inner).tolist(), n]
+        self.blocks = [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo]
+        self.num_threads = max(1, len(self.blocks))
+        self.chunk_values = max(1, int(chunk_values))
+        self._plans: dict[int, list] = {}
+
+    def plan(self, n_columns: int):
+        """Row chunks of the output, one list per thread (as :meth:`Operator.plan`)."""
+        plan = self._plans.get(n_columns)
+        if plan is None:
+            rows = self.shape[0]
+            step = max(256, self.chunk_values // max(1, n_columns))
+            chunks = [(a, min(rows, a + step), None) for a in range(0, rows, step)]
+            k = self.num_threads
+            plan = [chunks[i::k] for i in range(k)] if chunks else []
+            plan = [p for p in plan if p]
+            self._plans[n_columns] = plan
+        return plan
+
+    def map_rows(self, fn, n_columns: int) -> list:
+        plan = self.plan(n_columns)
+        if len(plan) <= 1:
+            return [fn(lo, hi) for lo, hi, _ in plan[0]] if plan else []
+        pool = shared_pool(len(plan))
+        futures = [
+            pool.submit(lambda ch: [(lo, fn(lo, hi)) for lo, hi, _ in ch], ch) for ch in plan
+        ]
+        # Results in row order, as Operator.map_rows returns them.
+        return [r for _, r in sorted((x for f in futures for x in f.result()), key=lambda t: t[0])]
+
+    def matmul(self, X: np.ndarray, out: np.ndarray | None = None, epilogue=None):
+        if X.ndim not in (1, 2) or X.shape[0] != self.shape[1]:
+            raise ValueError(
+                f"TransposeOperator.matmul: X has shape {X.shape}, matrix {self.shape}"
+            )
+        shape = (self.shape[0], *X.shape[1:])
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        c = 1 if X.ndim == 1 else X.shape[1]
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        m = self.matrix
+        bufs = [out] + [np.zeros(shape, dtype=np.float32) for _ in self.blocks[1:]]
+        out[...] = 0.0
+        if c:
+
+            def run(k):
+                lo, hi = self.blocks[k]
+                _spmm.csr_scatter(m.indptr, m.indices, m.data, self.scale, X, bufs[k], lo, hi, c)
+
+            if len(self.blocks) <= 1:
+                for k in range(len(self.blocks)):
+                    run(k)
+            else:
+                pool = shared_pool(len(self.blocks))
+                for f in [pool.submit(run, k) for k in range(len(self.blocks))]:
+                    f.result()
+                for b in bufs[1:]:
+                    out += b
+        if epilogue is None:
+            return out
+        return self.map_rows(epilogue, c)
 
 
 class _ColumnSums:

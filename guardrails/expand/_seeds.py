@@ -14,6 +14,10 @@ __all__ = ["seed_matrix"]
 
 def _one(ids, weights, n: int, name: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     idx, _ = check_ids(ids, name, where, n)
+    if idx.size == 0:
+        # An empty seed list is almost always a lost signal (an empty export, a failed
+        # query): say so rather than return a risk of zero everywhere.
+        raise fail(name, where, "a non-empty array of seed ids (one per flagged node)", ids)
     if weights is None:
         w = np.ones(idx.size, dtype=np.float32)
     else:

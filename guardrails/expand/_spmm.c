@@ -7,6 +7,9 @@
  *   cg_update   Z += alpha P, R -= alpha Q, P = R + beta P on rows lo:hi, with the column
  *               sums of |P / s|, |Z / s|, R.R and R.P
  *   power_product  Y[lo:hi] = a (A @ X)[lo:hi] + W[lo:hi], with the sums of |Y - X| and |Y|
+ *   csr_scatter (diag(s) A)^T @ X from A's own rows, without a transposed copy
+ *   csr_transpose  the transpose of A with each non-zero scaled by its row's factor, in
+ *               one pass (a walk's operator against the edges, built once per graph)
  *
  * A is CSR (float32 data; int32 or int64 indptr and indices), the dense arrays are
  * float32, row-major with c columns (one per seed category), the sums float64.
@@ -460,7 +463,177 @@ cg_update(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(csr_transpose_doc,
+"csr_transpose(indptr, indices, data, scale, next, out_indices, out_data, /)\n--\n\n"
+"Scatter A (CSR, n rows) into its transpose, scaling each non-zero by scale[row]:\n"
+"for row i and non-zero (i, j, v), write i and v * scale[i] at position next[j]\n"
+"(then next[j] += 1) of out_indices and out_data. next (int64, one entry per column\n"
+"of A) starts as the transpose's indptr without its last entry, computed by the\n"
+"caller from the column counts; rows come in order, so each transposed row is\n"
+"sorted. One pass over A, with the GIL released: the transposed copy and the\n"
+"normalisation of a walk in one step. Every position is checked against its\n"
+"column's end (the next column's start), so inconsistent input raises ValueError.");
+
+static PyObject *
+csr_transpose(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[7];
+    Py_buffer v[7];
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOOO:csr_transpose", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6])) {
+        return NULL;
+    }
+    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
+        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "scale") ||
+        get_buffer(o[4], &v[4], 1, 'i', "next") || get_buffer(o[5], &v[5], 1, 'i', "out_indices") ||
+        get_buffer(o[6], &v[6], 1, 'f', "out_data")) {
+        release_all(v, 7);
+        return NULL;
+    }
+    const int w = (int)v[0].itemsize, wo = (int)v[5].itemsize;
+    const Py_ssize_t n = v[0].len / w - 1, ncols = v[4].len / 8, cap = v[5].len / wo;
+    int bad = v[1].itemsize != w || v[4].itemsize != 8 || n < 0 || v[3].len / 4 < n ||
+              v[6].len / 4 < cap;
+    if (!bad) {
+        const int64_t nnz = index_at(&v[0], w, n);
+        bad = index_at(&v[0], w, 0) != 0 || nnz < 0 || v[1].len / w < nnz || v[2].len / 4 < nnz ||
+              cap < nnz;
+        for (Py_ssize_t i = 0; !bad && i < n; i++) {
+            bad = index_at(&v[0], w, i + 1) < index_at(&v[0], w, i);
+        }
+    }
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "csr_transpose: inconsistent array lengths or dtypes");
+        release_all(v, 7);
+        return NULL;
+    }
+    int rc = 0;
+    int64_t *next = (int64_t *)v[4].buf;
+    const float *data = (const float *)v[2].buf, *scale = (const float *)v[3].buf;
+    float *odata = (float *)v[6].buf;
+    /* The end of column j's range is next[j + 1] as given (cap for the last column). */
+    int64_t *ends = (int64_t *)PyMem_RawMalloc((size_t)(ncols > 0 ? ncols : 1) * 8);
+    if (ends == NULL) {
+        release_all(v, 7);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t j = 0; j < ncols; j++) ends[j] = j + 1 < ncols ? next[j + 1] : cap;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        const int64_t first = index_at(&v[0], w, i), last = index_at(&v[0], w, i + 1);
+        const float s = scale[i];
+        for (int64_t jj = first; jj < last; jj++) {
+            const uint64_t j = (uint64_t)index_at(&v[1], w, jj);
+            if (j >= (uint64_t)ncols) { rc = -1; break; }
+            const int64_t pos = next[j];
+            if (pos < 0 || pos >= ends[j]) { rc = -1; break; }
+            next[j] = pos + 1;
+            if (wo == 4) ((int32_t *)v[5].buf)[pos] = (int32_t)i;
+            else ((int64_t *)v[5].buf)[pos] = (int64_t)i;
+            odata[pos] = data[jj] * s;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(ends);
+    release_all(v, 7);
+    if (rc != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "csr_transpose: a column index or position outside its range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(csr_scatter_doc,
+"csr_scatter(indptr, indices, data, scale, x, y, lo, hi, c, /)\n--\n\n"
+"Add rows lo:hi of (diag(scale) A)^T @ X into y: for row i of A and its non-zero\n"
+"(i, j, v), y[j] += v * scale[i] * x[i] (c columns). A is read in its own CSR order,\n"
+"so the transpose's product needs no transposed copy; threads pass separate y\n"
+"buffers (their rows of A scatter anywhere) and the caller adds them up. Releases the\n"
+"GIL. ValueError on inconsistent lengths, IndexError on a column index outside y.");
+
+static PyObject *
+csr_scatter(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[6];
+    Py_buffer v[6];
+    Py_ssize_t lo, hi, c;
+    csr_rows rows;
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOOnnn:csr_scatter", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &lo, &hi, &c)) {
+        return NULL;
+    }
+    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
+        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "scale") ||
+        get_buffer(o[4], &v[4], 0, 'f', "x") || get_buffer(o[5], &v[5], 1, 'f', "y") ||
+        check_apart(&v[5], &v[4], "y", "x") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
+        check_rows(&v[4], hi, c, "x")) {
+        release_all(v, 6);
+        return NULL;
+    }
+    if (v[3].len / 4 < hi) {
+        PyErr_SetString(PyExc_ValueError, "scale has fewer than hi entries");
+        release_all(v, 6);
+        return NULL;
+    }
+    const uint64_t yrows = (uint64_t)(v[5].len / 4 / c);
+    const int w = rows.width;
+    const float *data = (const float *)v[2].buf, *scale = (const float *)v[3].buf;
+    const float *x = (const float *)v[4].buf;
+    float *y = (float *)v[5].buf;
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = lo; i < hi && rc == 0; i++) {
+        const int64_t first = index_at(&v[0], w, i), last = index_at(&v[0], w, i + 1);
+        if (first < rows.start || last > rows.end || last < first) { rc = -2; break; }
+        const float *xi = x + (size_t)i * c;
+        const float s = scale[i];
+        if (c == 1) {
+            const float xs = xi[0] * s;
+            if (xs == 0.0f) continue;
+            if (w == 4) {
+                const int32_t *ind = (const int32_t *)v[1].buf;
+                for (int64_t jj = first; jj < last; jj++) {
+                    const uint64_t j = (uint64_t)(int64_t)ind[jj];
+                    if (j >= yrows) { rc = -1; break; }
+                    y[j] += data[jj] * xs;
+                }
+            } else {
+                const int64_t *ind = (const int64_t *)v[1].buf;
+                for (int64_t jj = first; jj < last; jj++) {
+                    const uint64_t j = (uint64_t)ind[jj];
+                    if (j >= yrows) { rc = -1; break; }
+                    y[j] += data[jj] * xs;
+                }
+            }
+        } else {
+            for (int64_t jj = first; jj < last; jj++) {
+                const uint64_t j = (uint64_t)index_at(&v[1], w, jj);
+                if (j >= yrows) { rc = -1; break; }
+                const float f = data[jj] * s;
+                float *yj = y + j * (uint64_t)c;
+                for (Py_ssize_t k = 0; k < c; k++) yj[k] += f * xi[k];
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(v, 6);
+    if (rc == -1) {
+        PyErr_SetString(PyExc_IndexError, "a column index is outside y");
+        return NULL;
+    }
+    if (rc != 0) {
+        PyErr_SetString(PyExc_ValueError, "indptr changed during the call");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"csr_scatter", csr_scatter, METH_VARARGS, csr_scatter_doc},
+    {"csr_transpose", csr_transpose, METH_VARARGS, csr_transpose_doc},
     {"csr_matmul", csr_matmul, METH_VARARGS, csr_matmul_doc},
     {"cg_product", cg_product, METH_VARARGS, cg_product_doc},
     {"cg_update", cg_update, METH_VARARGS, cg_update_doc},

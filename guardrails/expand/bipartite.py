@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_ids, fail
+from .._validation import check_csr, check_ids, check_int, fail
+from ._auto import Selection
 from ._seeds import seed_matrix
 from .propagate import DEFAULT_DAMPING, RiskGraph
 
@@ -101,21 +102,80 @@ class BipartiteRiskGraph:
         max_iter: int = 200,
         progress: bool = False,
         raw: bool = False,
+        method: str = "auto",
+        n_folds: int = 5,
+        random_state: int = 0,
+        candidates=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Risk of both sides from seeds on either side.
+
+        Parameters
+        ----------
+        method : str
+            ``'auto'`` (default): as :meth:`RiskGraph.propagate`, with one more
+            candidate, ``'coengagement'`` (a seed, plus ``damping`` on the nodes one hop
+            from a seed, plus ``damping**2`` times the share of a node's neighbours that
+            are one hop from a seed: for items, the share of the item's audience that
+            also engaged with a flagged item); held-out seeds are ranked among the
+            nodes of the seeds' own side. ``'ppr'``, ``'coengagement'`` or any
+            candidate name: that scorer alone. The choice is in :attr:`selection_`.
+        n_folds, random_state, candidates
+            As in :meth:`RiskGraph.propagate`.
 
         Returns
         -------
         row_risk : ndarray of float32, shape (n_rows,) or (n_rows, c)
         col_risk : ndarray of float32, shape (n_cols,) or (n_cols, c)
         """
-        W, squeeze = self._seeds(
-            row_seeds, col_seeds, row_weights, col_weights, "BipartiteRiskGraph.propagate"
-        )
-        Y = self.graph.propagate(W, tol=tol, max_iter=max_iter, progress=progress, raw=raw)
+        where = "BipartiteRiskGraph.propagate"
+        W, squeeze = self._seeds(row_seeds, col_seeds, row_weights, col_weights, where)
+        extra = {"coengagement": self._coengagement}
+        if method == "coengagement":
+            Y = self._coengagement(W)
+            self.selection_ = [Selection(category=j, method=method) for j in range(W.shape[1])]
+            if not raw:
+                np.clip(Y, 0.0, 1.0, out=Y)
+        elif method == "auto":
+            check_int(n_folds, "n_folds", where, low=2)
+            check_int(random_state, "random_state", where, low=0)
+            names = self.graph._check_candidates(candidates, where, extra=tuple(extra))
+            mask = np.zeros(self.n_rows + self.n_cols, dtype=bool)
+            if row_seeds is not None:
+                mask[: self.n_rows] = True
+            if col_seeds is not None:
+                mask[self.n_rows :] = True
+            Y, self.selection_ = self.graph._auto(
+                W,
+                tol=tol,
+                max_iter=max_iter,
+                progress=progress,
+                n_folds=n_folds,
+                random_state=random_state,
+                candidates=names,
+                mask=mask,
+                extra_scorer=extra,
+            )
+            if not raw:
+                np.clip(Y, 0.0, 1.0, out=Y)
+        else:
+            Y = self.graph.propagate(
+                W, tol=tol, max_iter=max_iter, progress=progress, raw=raw, method=method
+            )
+            self.selection_ = self.graph.selection_
         if squeeze:
             Y = Y[:, 0]
         return Y[: self.n_rows], Y[self.n_rows :]
+
+    def _coengagement(self, W: np.ndarray) -> np.ndarray:
+        """Unclipped co-engagement score (see :meth:`propagate`) for the columns of ``W``."""
+        g = self.graph
+        F = g._operator("adj")
+        a = np.float32(g.damping)
+        W = np.ascontiguousarray(W, dtype=np.float32)
+        hit = np.minimum(F.matmul(W), np.float32(1.0))
+        two = F.matmul(hit)
+        two /= np.where(g.degree > 0, g.degree, 1.0)[:, None].astype(np.float32)
+        return W + a * hit + (a * a) * two
 
     def contributions(
         self,

@@ -76,7 +76,8 @@ def propagate_seed_risk(
     s = seed_mask(seeds, n, "seeds", where)
     if not s.any():
         return np.zeros(n, dtype=np.float32)
-    risk = propagate(abs(g), np.flatnonzero(s), direction="both", damping=damping)
+    # Thresholds of the risk filters are set on personalised PageRank's scale and order.
+    risk = propagate(abs(g), np.flatnonzero(s), direction="both", damping=damping, method="ppr")
     risk = np.clip(np.asarray(risk, dtype=np.float32), 0.0, 1.0)
     risk[s] = 1.0
     return risk

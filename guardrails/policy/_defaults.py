@@ -410,7 +410,7 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     parts = []
     if graph is not None:
         parts.append(
-            np.asarray(propagate(abs(graph), idx, weights=w[idx], direction="both"), np.float32)
+            np.asarray(propagate(abs(graph), idx, weights=w[idx], direction="both", method="ppr"), np.float32)
         )
     if interactions is not None:
         item_risk, _ = coengagement_risk(abs(interactions), idx, weights=w[idx])

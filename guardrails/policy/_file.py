@@ -7,9 +7,13 @@ or by a relative path beside the file, and never loaded with pickle.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
+import io
 import math
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +80,16 @@ def save_policy(policy: Policy, path, *, data_dir: str | None = None) -> dict[st
     -------
     dict of str to str
         Array reference -> file written.
+
+    Notes
+    -----
+    Every file is written atomically (a temporary file in the same directory, then
+    ``os.replace``): the arrays first, the TOML file last, so a reader never sees a torn
+    file and a failed save leaves the previous policy file as it was. Array file names are
+    derived from filter names and categories with unsafe characters replaced, so they
+    always stay inside the data directory. Overwriting a policy while another process
+    loads it may pair the old TOML with new arrays of the same names; write a new path
+    and point readers to it when that matters.
     """
     path = os.fspath(path)
     base = os.path.dirname(os.path.abspath(path))
@@ -85,18 +99,20 @@ def save_policy(policy: Policy, path, *, data_dir: str | None = None) -> dict[st
 
     def store(name: str, arr) -> str:
         os.makedirs(os.path.join(base, rel), exist_ok=True)
+        buf = io.BytesIO()
         if sp.issparse(arr):
-            ref = f"{rel}/{name}.npz"
-            sp.save_npz(os.path.join(base, ref), sp.csr_matrix(arr), compressed=True)
+            ref = f"{rel}/{_file_stem(name)}.npz"
+            sp.save_npz(buf, sp.csr_matrix(arr), compressed=True)
         else:
-            ref = f"{rel}/{name}.npy"
-            np.save(os.path.join(base, ref), np.asarray(arr), allow_pickle=False)
+            ref = f"{rel}/{_file_stem(name)}.npy"
+            np.save(buf, np.asarray(arr), allow_pickle=False)
+        _write_atomic(os.path.join(base, ref), buf.getvalue())
         written[ref] = os.path.join(base, ref)
         return ref
 
     doc = policy_to_dict(policy, store=store)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(dump_toml(doc))
+    # The TOML text is complete (and checked) before anything replaces the old file.
+    _write_atomic(path, dump_toml(doc).encode("utf-8"))
     return written
 
 
@@ -394,70 +410,81 @@ def _file_value(kind: str, v: Any, ref: str, store: Callable[[str, Any], str]):
 
 
 def dump_toml(doc: dict) -> str:
-    """A small TOML writer for policy documents (scalars, arrays, tables, arrays of tables)."""
-    lines: list[str] = []
-    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict) and not _is_table_array(v)}
-    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
-    arrays = {k: v for k, v in doc.items() if _is_table_array(v)}
-    for k, v in scalars.items():
-        lines.append(f"{_key(k)} = {_val(v)}")
-    for k, v in tables.items():
-        lines.append("")
-        lines.append(f"[{_key(k)}]")
-        for kk, vv in v.items():
-            lines.append(f"{_key(kk)} = {_val(vv)}")
-    for k, v in arrays.items():
-        for t in v:
-            lines.append("")
-            lines.append(f"[[{_key(k)}]]")
-            for kk, vv in t.items():
-                lines.append(f"{_key(kk)} = {_val(vv)}")
-    return "\n".join(lines) + "\n"
+    """The policy document as TOML text, written by tomli-w.
+
+    tomli-w quotes and escapes keys and strings as TOML 1.0 requires: a category such as
+    ``"catégorie"`` (bare keys are ASCII only) or ``"a.b"`` (a dotted key if bare) is
+    written as a quoted key, so :func:`load_policy` reads back exactly what was written.
+    numpy scalars become Python numbers; non-finite floats are refused (TOML could hold
+    ``nan``, but a policy threshold of NaN is a bug, not a setting).
+    """
+    import tomli_w
+
+    return tomli_w.dumps(_plain(doc))
 
 
-def _is_table_array(v) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def _key(k: str) -> str:
-    if k and all(c.isalnum() or c in "_-" for c in k):
-        return k
-    return _str(k)
-
-
-def _str(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _val(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
+def _plain(v: Any) -> Any:
+    """``v`` with Python scalars only, checked for what a policy file may hold."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
     if isinstance(v, (int, np.integer)):
-        return str(int(v))
+        return int(v)
     if isinstance(v, (float, np.floating)):
         f = float(v)
         if not math.isfinite(f):
             raise ValidationError(f"Cannot write the non-finite number {f!r} to a policy file.")
-        return repr(f)
+        return f
     if isinstance(v, str):
-        return _str(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_val(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_val(x)}" for k, x in v.items()) + " }"
+        return v
     raise ValidationError(f"Cannot write a value of type {type(v).__name__} to a policy file.")
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    A temporary file in the same directory (same file system, so the rename is atomic)
+    is written and flushed to disk, then renamed over ``path`` with ``os.replace``: a
+    reader sees the old file or the new one, never a torn one, and a failed write leaves
+    the old file in place and no temporary file behind.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # Make the rename itself durable where the platform allows opening a directory.
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _file_stem(name: str) -> str:
+    """A file name for an array reference: portable characters only, never a path.
+
+    Names come from filter names and label categories, which may hold any character
+    (``/``, ``..``, non-ASCII); anything but ``[A-Za-z0-9_.-]`` is replaced and a short
+    hash of the original keeps two such names apart.
+    """
+    safe = "".join(c if (c.isascii() and (c.isalnum() or c in "_.-")) else "_" for c in name)
+    safe = safe.lstrip(".") or "_"
+    if safe != name:
+        safe = f"{safe[:80]}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:10]}"
+    return safe

@@ -1,0 +1,178 @@
+"""``method="auto"``: choose a scorer per seed category by cross-validation on the seeds.
+
+No fixed propagation wins on every graph: degree-normalised personalised PageRank is
+best on sparse graphs with hubs, plain PageRank or a one-hop count on small dense ones.
+The seeds themselves say which: hide part of them, score with the rest, and see which
+candidate ranks the hidden seeds highest. Everything here is arrays only; the
+candidates' scores come from :class:`~guardrails.expand.RiskGraph`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Selection", "Folds", "make_folds", "average_precision", "choose"]
+
+#: Fewer seeds than this in a category: no validation, the documented fallback.
+MIN_SEEDS = 5
+#: Up to this many seeds in a category, validation leaves one seed out per fold.
+LOO_SEEDS = 10
+#: Validation metric: "auc" or "ap" (see ``choose``).
+METRIC = "auc"
+#: Standard errors by which a candidate must beat the default to replace it.
+Z_SWITCH = 2.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``method="auto"`` chose for one seed category, and why.
+
+    Attributes
+    ----------
+    category : int
+        Column of the seed matrix.
+    method : str
+        The candidate used for this category's risk (for example ``"degree@0.85"``).
+    scores : dict of str to float
+        Mean average precision of the held-out seeds per candidate, over the folds
+        (empty when ``fallback``).
+    n_seeds : int
+        Seeds (positive weights) in the category.
+    n_folds : int
+        Folds used (0 when ``fallback``).
+    fallback : bool
+        True when the category had fewer than ``MIN_SEEDS`` seeds and got the
+        documented default (the graph's own personalised PageRank) without validation.
+    """
+
+    category: int
+    method: str
+    scores: dict = field(default_factory=dict)
+    n_seeds: int = 0
+    n_folds: int = 0
+    fallback: bool = False
+
+
+@dataclass
+class Folds:
+    """Training columns for every validated category, and what each column hides."""
+
+    W: np.ndarray  # (n, m) float32: one column per (category, fold), held-out seeds zeroed
+    columns: list  # per column: (category, held-out ids, training ids)
+    validated: list  # categories validated, in order
+    counts: dict  # category -> number of seeds
+
+
+def make_folds(W: np.ndarray, n_folds: int, random_state: int, min_seeds: int = MIN_SEEDS):
+    """Split each category's seeds into ``min(n_folds, n_seeds)`` folds, deterministically.
+
+    The permutation of a category's seeds comes from ``random_state`` and the category's
+    index only, so a category's choice does not depend on the other categories.
+    """
+    n, c = W.shape
+    cols, meta, validated, counts = [], [], [], {}
+    for j in range(c):
+        ids = np.flatnonzero(W[:, j] > 0)
+        counts[j] = int(ids.size)
+        if ids.size < min_seeds:
+            continue
+        validated.append(j)
+        rng = np.random.default_rng([int(random_state), j])
+        perm = ids[rng.permutation(ids.size)]
+        # Up to LOO_SEEDS seeds, leave one out: every fold keeps as many training seeds
+        # as possible, and each seed is held out once.
+        k = ids.size if ids.size <= LOO_SEEDS else min(n_folds, ids.size)
+        for held in np.array_split(perm, k):
+            held = np.sort(held)
+            col = W[:, j].copy()
+            col[held] = 0.0
+            cols.append(col)
+            meta.append((j, held, np.setdiff1d(ids, held)))
+    Wt = np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=np.float32)
+    return Folds(np.ascontiguousarray(Wt, dtype=np.float32), meta, validated, counts)
+
+
+def average_precision(
+    scores: np.ndarray, positives: np.ndarray, exclude: np.ndarray, mask=None, *, auc=False
+):
+    """Average precision of ``positives`` when ranking every node not in ``exclude``
+    (with ``auc``: the area under the ROC curve instead, the mean share of the other
+    eligible nodes each positive ranks above).
+
+    Ties count half (a positive tied with ``t`` other nodes ranks ``t / 2`` below the
+    nodes strictly above it), so a constant score has the precision of a random order
+    and no candidate gains from the order of node ids. Only nodes scoring at least the
+    lowest positive are sorted.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n,)
+    positives, exclude : ndarray of int
+        Held-out seeds, and the training seeds (never ranked).
+    mask : ndarray of bool, shape (n,), optional
+        Nodes eligible for the ranking (for a bipartite graph, the seeds' side).
+    """
+    if positives.size == 0:
+        return float("nan")
+    s = np.asarray(scores, dtype=np.float64)
+    ok = np.isfinite(s)
+    if mask is not None:
+        ok &= mask
+    ok[exclude] = False
+    s = np.where(ok, s, -np.inf)
+    pos = np.sort(s[positives])
+    low = pos[0]
+    pool = np.sort(s[s >= low]) if np.isfinite(low) else np.sort(s[ok])
+    # For each positive: nodes strictly above and nodes tied (itself included).
+    above = pool.size - np.searchsorted(pool, pos, side="right")
+    tied = np.searchsorted(pool, pos, side="right") - np.searchsorted(pool, pos, side="left")
+    if not np.isfinite(low):
+        # Positives outside the ranking (not eligible): they rank after everything.
+        n_ok = int(ok.sum())
+        out = ~np.isfinite(pos)
+        above = np.where(out, n_ok, above)
+        tied = np.where(out, 1, tied)
+    rank = above + 1.0 + (tied - 1) / 2.0
+    if auc:
+        n_ok = int(ok.sum()) - positives.size + 1
+        # Each positive against the other eligible nodes: the positives themselves do
+        # not count against one another.
+        rank = rank - (np.searchsorted(np.sort(rank), rank, side="left"))
+        return float(np.mean(1.0 - (rank - 1.0) / max(n_ok - 1, 1)))
+    rank = np.sort(rank)
+    hits = np.arange(1, rank.size + 1, dtype=np.float64)
+    return float(np.mean(hits / np.maximum(rank, hits)))
+
+
+def choose(names, fold_scores, folds: Folds, *, mask=None):
+    """Mean held-out average precision per category and candidate, and the best name.
+
+    ``fold_scores[name]`` is an (n, m) array of scores for the training columns.
+    Returns ``{category: (best name, {name: mean AP})}``. Ties (within 1e-9) go to the
+    earlier candidate in ``names``, so the choice is deterministic.
+    """
+    per: dict[int, dict[str, list[float]]] = {j: {nm: [] for nm in names} for j in folds.validated}
+    for col, (j, held, train) in enumerate(folds.columns):
+        for nm in names:
+            per[j][nm].append(
+                average_precision(fold_scores[nm][:, col], held, train, mask, auc=METRIC == "auc")
+            )
+    out = {}
+    for j in folds.validated:
+        ap = {nm: np.asarray(v) for nm, v in per[j].items()}
+        means = {nm: float(v.mean()) for nm, v in ap.items()}
+        best = names[0]
+        for nm in names[1:]:
+            if means[nm] > means[best] + 1e-9:
+                best = nm
+        # One-standard-error rule against the default (names[0]): held-out seeds are few,
+        # and the best of many noisy means is biased upwards; leave the default only
+        # when the paired gain over the folds exceeds Z_SWITCH standard errors.
+        d = ap[best] - ap[names[0]]
+        se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.inf
+        if best != names[0] and not d.mean() > Z_SWITCH * se:
+            best = names[0]
+        out[j] = (best, means)
+    return out
