@@ -30,7 +30,7 @@ from .family import (
     train_family_model,
 )
 from .guards import default_guard_policy
-from .metrics import evaluation_users, ordinary_viewers, ranking_quality, suppressed_share
+from .metrics import evaluation_users, ordinary_viewers, ranking_quality
 from .walks import follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
@@ -102,6 +102,27 @@ def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int 
     return out
 
 
+def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
+    """Share of benign accounts the unguarded model serves an ordinary viewer (full-length
+    slate) that the guard does not: item-item models score only the neighbours of a
+    viewer's follows, so the unguarded slate, not the catalogue, is the reference."""
+    n = platform.n_accounts
+    benign = platform.benign
+    shares = []
+    for u in viewers:
+        row = platform.train[int(u)]
+        served = []
+        for g in (bare, guard):
+            ids, _ = g.recommend(int(u), row, N=n, filter_already_liked_items=False)
+            m = np.zeros(n, dtype=bool)
+            m[ids[ids >= 0]] = True
+            served.append(m)
+        base = benign & served[0]
+        shares.append((base & ~served[1]).sum() / max(int(base.sum()), 1))
+    s = np.asarray(shares, dtype=np.float64)
+    return {"mean": float(s.mean()) if s.size else 0.0, "max": float(s.max()) if s.size else 0.0}
+
+
 def evaluate_family_platform(
     platform: FamilyPlatform,
     spec: dict,
@@ -165,7 +186,7 @@ def evaluate_family_platform(
     q = ranking_quality(guard, platform, users, k=N)
     qb = ranking_quality(bare, platform, users, k=N)
     viewers = ordinary_viewers(platform, n=20, seed=seed)
-    sup = suppressed_share(guard, platform, viewers)
+    sup = _suppressed_by_guard(guard, bare, platform, viewers)
     minors = max(
         walks[k].vulnerable_share.max()
         for k in ("follow_handful", "follow_handful_unknown", "search_start", "risky_viewers")
