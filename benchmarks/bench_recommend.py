@@ -9,14 +9,20 @@ For each size (items x factors), on the same users and factors:
 - ``guard-4``: the Guard with four filters: a global block of 1% of the items, about 50
   excluded pairs per viewer, risk suppression and risk demotion;
 - ``numpy``: a plain chunked product of the same user blocks with the item factors on the
-  same number of threads, no selection at all (the floor no ranking can beat).
+  same number of threads, writing the scores, no selection at all;
+- ``fused`` / ``unfused``: the kernel alone (``guarded_topk``) on the four-filter plan's
+  arrays with the fused tile path forced on (``tile_items=2048``) and off (``0``).
+
+Factors are random (``--data gaussian``: popularity-skewed Gaussian items, the flat score
+distribution that is the hard case for block pruning) or trained (``--data als``:
+implicit's ALS, a few iterations on synthetic power-law interactions).
 
 Each is timed ``--repeat`` times and the median reported, as users per second and as a
 ratio to implicit and to numpy. Peak extra memory of the guarded call is measured in a
 separate run with tracemalloc. Results print as a markdown table.
 
     python benchmarks/bench_recommend.py                   # 50k items, 64 factors
-    python benchmarks/bench_recommend.py --full            # the issue's grid
+    python benchmarks/bench_recommend.py --items 50000 200000 --factors 64 128 --data gaussian als
 """
 
 from __future__ import annotations
@@ -58,6 +64,35 @@ def make_case(n_users, n_items, factors, seed=0):
     return U, V, risk, blocked, pairs
 
 
+def als_case(n_users, n_items, factors, seed=0):
+    """Factors trained by implicit's ALS on power-law interactions, the same filters."""
+    import implicit
+
+    U, V, risk, blocked, pairs = make_case(n_users, n_items, factors, seed)
+    rng = np.random.default_rng(seed + 1)
+    per_user = 30
+    pop = rng.pareto(1.2, n_items) + 1.0
+    pop /= pop.sum()
+    rows = np.repeat(np.arange(n_users), per_user)
+    cols = rng.choice(n_items, size=rows.size, p=pop)
+    X = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n_users, n_items))
+    X.sum_duplicates()
+    model = implicit.cpu.als.AlternatingLeastSquares(
+        factors=factors, iterations=3, random_state=seed, num_threads=2
+    )
+    with threadpool_limits(1, "blas"):
+        model.fit(X, show_progress=False)
+    U = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+    V = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    # Risk in one region of the trained embedding, as for the Gaussian case.
+    direction = V[np.argmax(np.linalg.norm(V, axis=1))]
+    unit = V / (np.linalg.norm(V, axis=1, keepdims=True) + 1e-12)
+    proj = unit @ (direction / np.linalg.norm(direction))
+    lo, hi = np.quantile(proj, [0.90, 0.995])
+    risk = np.clip((proj - lo) / (hi - lo), 0, 1).astype(np.float32)
+    return U, V, risk, blocked, pairs
+
+
 def median_time(fn, repeat):
     fn()  # warm-up: caches, thread pools
     times = []
@@ -68,10 +103,13 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
-def run_case(n_users, n_items, factors, repeat, threads):
+def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
     import implicit
 
-    U, V, risk, blocked, pairs = make_case(n_users, n_items, factors)
+    from guardrails.core.kernel import FactorSpace, guarded_topk
+
+    maker = als_case if data == "als" else make_case
+    U, V, risk, blocked, pairs = maker(n_users, n_items, factors)
     users = np.arange(n_users)
     empty = sp.csr_matrix((n_users, n_items), dtype=np.float32)
 
@@ -116,10 +154,31 @@ def run_case(n_users, n_items, factors, repeat, threads):
         lambda: g4.recommend(users, None, N=10, filter_already_liked_items=False), repeat
     )
 
-    tracemalloc.start()
-    g4.recommend(users[: min(n_users, 2000)], None, N=10, filter_already_liked_items=False)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    # The kernel alone on the same plan: global block and risk suppression compacted
+    # away, risk demotion folded into the product, excluded pairs per viewer.
+    hard = np.zeros(n_items, dtype=bool)
+    hard[blocked] = True
+    hard |= risk >= 0.3
+    space = FactorSpace.build(V, hard_mask=hard, penalty=2.0 * risk, block_width=32)
+    # The fused path forced on (2048-item tiles, what it picks for 128-row chunks), whatever
+    # the catalogue size; by default it runs from 100k eligible items.
+    for name, tile in (("fused", 2048), ("unfused", 0)):
+        out[name] = median_time(
+            lambda tile=tile: guarded_topk(
+                space, U, 10, viewer_masks=[pairs], num_threads=threads, tile_items=tile
+            ),
+            repeat,
+        )
+
+    peaks = {}
+    for name, tile in (("fused", 2048), ("unfused", 0)):
+        tracemalloc.start()
+        guarded_topk(
+            space, U[:2000], 10, viewer_masks=[pairs[:2000]], num_threads=threads, tile_items=tile
+        )
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    peak = peaks
     # short slates from filtering implicit's top-k afterwards, for the record
     ids, _ = model.recommend(users[:2000], empty[:2000], N=110, filter_already_liked_items=False)
     bad = (risk[ids] >= 0.3) | np.isin(ids, blocked)
@@ -136,13 +195,9 @@ def main():
     ap.add_argument("--factors", type=int, nargs="*", default=[64])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument(
-        "--full", action="store_true", help="50k/200k users x 50k/200k items x 64/128 factors"
-    )
+    ap.add_argument("--data", nargs="*", default=["gaussian"], choices=["gaussian", "als"])
     args = ap.parse_args()
-    grid = [(args.users, i, f) for i in args.items for f in args.factors]
-    if args.full:
-        grid = [(u, i, f) for u in (50_000, 200_000) for i in (50_000, 200_000) for f in (64, 128)]
+    grid = [(args.users, i, f, d) for d in args.data for i in args.items for f in args.factors]
 
     blas = [
         (x["internal_api"], x.get("architecture"), x["num_threads"])
@@ -150,21 +205,26 @@ def main():
         if x["user_api"] == "blas"
     ]
     print(
-        f"# bench_recommend: {args.threads} threads, BLAS {blas}, medians of {args.repeat} runs, N=10\n"
+        f"# bench_recommend: {args.threads} threads, BLAS {blas}, "
+        f"medians of {args.repeat} runs, N=10\n"
     )
     print(
-        "| users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s | guard-4 u/s | numpy u/s "
-        "| guard-4 / implicit | guard-4 / numpy | guard-0 / numpy | guard-4 peak MiB (2k users) | short slates, filter after top-110 |"
+        "| data | users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s "
+        "| guard-4 u/s | numpy u/s | guard-4 / implicit | guard-4 / numpy | fused u/s "
+        "| unfused u/s | fused / unfused | peak MiB fused / unfused (2k users) "
+        "| short slates, filter after top-110 |"
     )
-    print("|" + "---|" * 13)
-    for n_users, n_items, factors in grid:
-        t, peak, short = run_case(n_users, n_items, factors, args.repeat, args.threads)
+    print("|" + "---|" * 16)
+    for n_users, n_items, factors, data in grid:
+        t, peak, short = run_case(n_users, n_items, factors, args.repeat, args.threads, data)
         ups = {k: n_users / v for k, v in t.items()}
         print(
-            f"| {n_users} | {n_items} | {factors} | {ups['implicit']:.0f} | {ups['implicit+filter']:.0f} | "
-            f"{ups['guard-0']:.0f} | {ups['guard-4']:.0f} | {ups['numpy']:.0f} | "
-            f"{ups['guard-4'] / ups['implicit']:.2f} | {ups['guard-4'] / ups['numpy']:.2f} | "
-            f"{ups['guard-0'] / ups['numpy']:.2f} | {peak / 2**20:.1f} | {short:.1%} |",
+            f"| {data} | {n_users} | {n_items} | {factors} | {ups['implicit']:.0f} "
+            f"| {ups['implicit+filter']:.0f} | {ups['guard-0']:.0f} | {ups['guard-4']:.0f} "
+            f"| {ups['numpy']:.0f} | {ups['guard-4'] / ups['implicit']:.2f} "
+            f"| {ups['guard-4'] / ups['numpy']:.2f} | {ups['fused']:.0f} | {ups['unfused']:.0f} "
+            f"| {ups['fused'] / ups['unfused']:.2f} "
+            f"| {peak['fused'] / 2**20:.1f} / {peak['unfused'] / 2**20:.1f} | {short:.1%} |",
             flush=True,
         )
 

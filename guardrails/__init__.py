@@ -38,6 +38,7 @@ _EXPORTS = {
     "GuardResult": ".guard",
     "FactorModel": ".models",
     "ItemItemModel": ".models",
+    "ANNRetrieval": ".retrieval",
     "Decision": ".policy",
     "DecisionCounters": ".policy",
     "Explanation": ".policy",
@@ -89,6 +90,7 @@ if _typing.TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_policy,
         save_policy,
     )
+    from .retrieval import ANNRetrieval
     from .serving import ServingGuard
     from .signals import IdMap, LabelStore, ReportQueue, Snapshot
     from .text import TextGuard
@@ -103,6 +105,7 @@ __all__ = [
     "ServingGuard",
     "FactorModel",
     "ItemItemModel",
+    "ANNRetrieval",
     # policy
     "Policy",
     "Holdback",

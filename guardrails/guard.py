@@ -474,6 +474,20 @@ def _normalized(factors: np.ndarray) -> np.ndarray:
     return (factors / norms[:, None]).astype(np.float32)
 
 
+
+def _check_retrieval(retrieval, model):
+    """The Guard's ``retrieval`` argument, built on the model's item factors if needed."""
+    if retrieval is None:
+        return None
+    if not callable(getattr(retrieval, "topk", None)) or not hasattr(retrieval, "build"):
+        raise fail("retrieval", "Guard", "an ANNRetrieval or None", retrieval)
+    if not isinstance(model, FactorModel):
+        raise fail("retrieval", "Guard", "None for an item-item model", retrieval)
+    if not retrieval.built:
+        retrieval.build(model.item_factors)
+    retrieval.check_model(model.n_items, model.n_factors, "Guard")
+    return retrieval
+
 class Guard(GuardCalls):
     """Guarded recommendations from an implicit model.
 
@@ -497,6 +511,15 @@ class Guard(GuardCalls):
         ``block_rows * n_items`` scores. Chosen from the catalogue size when omitted.
     num_threads : int, keyword-only
         Kernel threads; 0 uses every available core.
+    retrieval : ANNRetrieval, optional, keyword-only
+        Approximate candidate retrieval for ``recommend`` on factor models (very large
+        catalogues): candidate pools from an index, the exact guarded kernel on each
+        pool, widening and an exact fallback keep the contract. Built on the model's
+        item factors here if not built yet; policy and snapshot swaps never rebuild it.
+        After :meth:`swap_model`, rebuild it on the new factors
+        (``guard.retrieval.build(...)``, atomic); until then calls whose model no longer
+        matches the index's shape take the exact path. See
+        :class:`~guardrails.ANNRetrieval`.
     backfill : array-like of float, shape (n_items,), optional, keyword-only
         Item-item models only: scores that fill slates with fewer than ``N`` reachable
         eligible items (by default such slates are short, as in implicit). A common
@@ -541,11 +564,13 @@ class Guard(GuardCalls):
         block_rows: int | None = None,
         num_threads: int = 0,
         backfill=None,
+        retrieval=None,
     ):
         self.block_rows = None if block_rows is None else check_int(block_rows, "block_rows", "Guard")
         self.num_threads = check_int(num_threads, "num_threads", "Guard", low=0)
         adapted = adapt_model(model)
         fill = _check_backfill(backfill, adapted, "Guard")
+        self.retrieval = _check_retrieval(retrieval, adapted)
         self._lock = threading.Lock()
         self._counters = DecisionCounters()
         self._state = self._compile(
@@ -756,6 +781,25 @@ class Guard(GuardCalls):
             ms = list(masks)
             if exclude is not None:
                 ms.append(exclude if sub is None else exclude[sub])
+            if (
+                self.retrieval is not None
+                and kind == "dot"
+                and restrict is None
+                and request.ranking is None
+                and self.retrieval.matches(state.model_.n_items, state.model_.n_factors)
+            ):
+                return self.retrieval.topk(
+                    space,
+                    q,
+                    n,
+                    hard_mask=variant.hard_mask,
+                    call_mask=request.call_mask,
+                    viewer_masks=ms,
+                    viewer_penalties=pens,
+                    block_rows=self.block_rows,
+                    num_threads=self.num_threads,
+                    score_dtype=request.dtype,
+                )
             out = guarded_topk(
                 space,
                 q,

@@ -2,6 +2,8 @@
 
 Narrow blocks (width 1 to 8) make the pruning path (block maxima, threshold, gather)
 run on small catalogues, where the Guard's default width would score everything.
+Narrow tiles (``tile_items``) do the same for the fused path, which must return the
+unfused path's ids and scores bit for bit.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ def _expected(p, N):
     N=st.integers(1, 30),
     block_rows=st.integers(1, 5),
     threads=st.sampled_from([1, 2]),
+    tile=st.sampled_from([0, None, 1, 3, 8, 24, 64]),
 )
-def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads):
+def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads, tile):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
     ids, scores = guarded_topk(
         space,
@@ -75,6 +78,7 @@ def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads):
         viewer_penalties=[p["vp"]],
         block_rows=block_rows,
         num_threads=threads,
+        tile_items=tile,
     )
     raw, ok = _expected(p, N)
     for r in range(p["m"]):
@@ -90,19 +94,21 @@ def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads):
         np.testing.assert_allclose(scores[r, :k], raw[r, want], rtol=1e-6, atol=tol)
         if p["ties"] and p["pen"] is None and p["vp"].nnz == 0:
             np.testing.assert_array_equal(got, want)
-    # every chunking and thread count gives the same bits
-    ids1, scores1 = guarded_topk(
-        space,
-        p["Q"],
-        N,
-        call_mask=p["call"],
-        viewer_masks=[p["vm"]],
-        viewer_penalties=[p["vp"]],
-        block_rows=1000,
-        num_threads=1,
-    )
-    np.testing.assert_array_equal(ids, ids1)
-    np.testing.assert_array_equal(scores, scores1)
+    # every chunking, thread count and tiling (fused or not) gives the same bits
+    for other in (0, 5):
+        ids1, scores1 = guarded_topk(
+            space,
+            p["Q"],
+            N,
+            call_mask=p["call"],
+            viewer_masks=[p["vm"]],
+            viewer_penalties=[p["vp"]],
+            block_rows=1000,
+            num_threads=1,
+            tile_items=other,
+        )
+        np.testing.assert_array_equal(ids, ids1)
+        np.testing.assert_array_equal(scores, scores1)
 
 
 @SETTINGS

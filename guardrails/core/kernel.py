@@ -22,9 +22,17 @@ scores are computed the same way whatever the batch. It also means that a masked
 can never come out: masks are ``-inf`` before selection, and the final filter drops
 every candidate whose score is not finite, so no sentinel score is ever trusted.
 
+For a factor space with many blocks per slate slot, steps 1 to 3 are fused
+(:func:`_run_chunk_tiled`): the chunk is scored one cache-sized tile of items at a time,
+each tile is masked, penalised and reduced to its block maxima and then discarded, and
+only the surviving blocks are scored again; the ``block_rows x n_eligible`` score matrix
+is never written. The candidates and their exact scores are the same, so the results are
+the same bit for bit (``tile_items=0`` turns the fused path off; the tests compare both).
+
 Chunks run on a thread pool; numpy and BLAS release the GIL in every heavy step, and
 BLAS is limited to one thread per chunk so that the pool, not BLAS, uses the cores.
-Memory is bounded by ``block_rows * n_eligible`` scores per worker, whatever the batch.
+Memory is bounded by ``block_rows * n_eligible`` scores per worker on the unfused path,
+and by one tile plus ``block_rows * n_eligible / W`` block maxima on the fused path.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ __all__ = [
     "FactorSpace",
     "SimilaritySpace",
     "guarded_topk",
+    "pool_topk",
     "default_num_threads",
     "PAD_ID",
 ]
@@ -59,6 +68,14 @@ _MAX_BLOCK_ROWS = 128
 # (32 rows x 1M items is 128 MiB of scores per thread: set block_rows to go lower).
 _MIN_BLOCK_ROWS = 32
 _DEFAULT_BLOCK_WIDTH = 32
+# One tile of scores per worker (the fused path): small enough to stay in cache
+# (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
+_TILE_BYTES = 1 << 20
+# The fused path by default only from this many eligible items: side by side on the
+# 2-core machine it measured 1.16x the unfused path at 200k items x 64 factors and 0.88x
+# at 50k (noisy; bench_recommend.py's fused / unfused column), where a chunk's scores
+# still fit in the last-level cache.
+_FUSED_MIN_ITEMS = 100_000
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
 
@@ -107,6 +124,20 @@ class FactorSpace:
     @property
     def n_eligible(self) -> int:
         return int(self.ids.shape[0])
+
+    @property
+    def factors_rows(self) -> np.ndarray:
+        """``factors_t`` item-major, shape (W * B, k), built on first use by the fused path.
+
+        A tile of items is then one contiguous slab, and so is a block of ``W`` items
+        that survives pruning and is scored again.
+        """
+        rows = self.__dict__.get("_rows")
+        if rows is None:
+            rows = np.ascontiguousarray(self.factors_t.T)
+            # Frozen dataclass: a derived cache, not state; racing builders agree.
+            object.__setattr__(self, "_rows", rows)
+        return rows
 
     @classmethod
     def build(
@@ -315,6 +346,7 @@ def guarded_topk(
     block_rows: int | None = None,
     num_threads: int = 0,
     score_dtype=np.float32,
+    tile_items: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``N`` eligible items for every query row.
 
@@ -337,6 +369,11 @@ def guarded_topk(
         scores per worker thread. Chosen from the catalogue size when omitted.
     num_threads : int
         Worker threads; 0 uses every core this process may run on.
+    tile_items : int, optional
+        Items per tile of the fused path (factor spaces): each chunk is scored one tile
+        at a time and the score matrix is never written. ``None`` sizes tiles to the
+        cache and uses the fused path where pruning pays (many blocks per slate slot);
+        ``0`` turns it off. Results are the same bit for bit either way.
 
     Returns
     -------
@@ -362,8 +399,10 @@ def guarded_topk(
     penalties = [p for p in viewer_penalties if p is not None and p.nnz]
     masks = [v for v in viewer_masks if v is not None and v.nnz]
 
+    tile = _tile_items(space, N, block_rows, tile_items)
+
     def run(lo: int, hi: int) -> None:
-        _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores)
+        _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile)
 
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
     threads = default_num_threads() if num_threads <= 0 else num_threads
@@ -378,9 +417,31 @@ def guarded_topk(
     return ids, scores
 
 
-def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, scores_out) -> None:
+def _tile_items(space, N: int, block_rows: int, tile_items: int | None) -> int:
+    """Tile width of the fused path for this call, 0 for the unfused path."""
+    if not isinstance(space, FactorSpace) or tile_items == 0:
+        return 0
+    if tile_items is not None:
+        return max(space.width, int(tile_items))
+    if space.n_blocks < _MIN_BLOCKS_PER_SLOT * N or space.n_eligible < _FUSED_MIN_ITEMS:
+        return 0
+    # At least a few blocks per slate slot in every tile, so the running bound rises.
+    t = max(_TILE_BYTES // (4 * block_rows), _MIN_BLOCKS_PER_SLOT * N * space.width)
+    t = -(-t // space.width) * space.width
+    # A catalogue of one or two tiles gains nothing from tiling.
+    return t if space.width * space.n_blocks > 2 * t else 0
+
+
+def _run_chunk(
+    space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, scores_out, tile_items=None
+) -> None:
     r = hi - lo
     q = qa[lo:hi]
+    if tile_items and isinstance(space, FactorSpace):
+        _run_chunk_tiled(
+            space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out
+        )
+        return
     S = space.chunk_scores(q)
     W, B = space.width, space.n_blocks
     if call_cols is not None and call_cols.size:
@@ -390,21 +451,12 @@ def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, score
         S[rr, cc] = -np.inf
     lookup = None
     extra = np.zeros(r, dtype=np.float64)
-    if penalties:
-        parts = [_chunk_cells(csr, lo, hi, space.pos) for csr in penalties]
-        rr = np.concatenate([p[0] for p in parts])
-        cc = np.concatenate([p[1] for p in parts])
-        vv = np.concatenate([p[2] for p in parts]).astype(np.float64)
-        if rr.size:
-            # Sum penalties on the same cell once, in float64, so exact rescoring and the
-            # pruning pass agree on the cell's value.
-            keys = rr * S.shape[1] + cc
-            uniq, inv = np.unique(keys, return_inverse=True)
-            total = np.bincount(inv, weights=vv, minlength=uniq.size)
-            urows, ucols = uniq // S.shape[1], uniq % S.shape[1]
-            S[urows, ucols] -= total.astype(S.dtype)
-            lookup = _PairLookup(urows, ucols, total, S.shape[1])
-            np.maximum.at(extra, urows, np.abs(total))
+    cells = _penalty_cells(space, lo, hi, penalties, S.shape[1])
+    if cells is not None:
+        urows, ucols, total = cells
+        S[urows, ucols] -= total.astype(S.dtype)
+        lookup = _PairLookup(urows, ucols, total, S.shape[1])
+        np.maximum.at(extra, urows, np.abs(total))
 
     exact = isinstance(space, SimilaritySpace)
     if exact:
@@ -441,10 +493,32 @@ def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, score
         rows, cols = np.divmod(flat, n_pad)
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
-    c_rows = rows[keep]
-    c_cols = cols[keep]
+    c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
+    _emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out)
+
+
+def _penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
+    """``(rows, compact cols, float64 totals)`` of a chunk's penalised cells, or None."""
+    if not penalties:
+        return None
+    parts = [_chunk_cells(csr, lo, hi, space.pos) for csr in penalties]
+    rr = np.concatenate([p[0] for p in parts])
+    cc = np.concatenate([p[1] for p in parts])
+    vv = np.concatenate([p[2] for p in parts]).astype(np.float64)
+    if not rr.size:
+        return None
+    # Sum penalties on the same cell once, in float64, so exact rescoring and the
+    # pruning pass agree on the cell's value.
+    keys = rr * n_cols + cc
+    uniq, inv = np.unique(keys, return_inverse=True)
+    total = np.bincount(inv, weights=vv, minlength=uniq.size)
+    return uniq // n_cols, uniq % n_cols, total
+
+
+def _emit(space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out) -> None:
+    """Rescore the candidates exactly, keep the finite ones, write each row's top ``N``."""
     if exact:
-        e = vals[keep].astype(np.float64)
+        e = vals.astype(np.float64)
     else:
         e = space.exact_scores(q, c_rows, c_cols)
         if lookup is not None:
@@ -459,6 +533,221 @@ def _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, score
     take = rank < N
     ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
     scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def pool_topk(
+    space: FactorSpace,
+    queries: np.ndarray,
+    pool_ids: np.ndarray,
+    N: int,
+    *,
+    pool_scores: np.ndarray | None = None,
+    call_mask: np.ndarray | None = None,
+    viewer_masks: Sequence[sp.csr_matrix] = (),
+    viewer_penalties: Sequence[sp.csr_matrix] = (),
+    score_dtype=np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
+
+    Every pooled item is scored exactly as :func:`guarded_topk` scores its candidates
+    (same products, same penalties, same tie-break), so a pool that holds a row's exact
+    top ``N`` gives that row exactly the exact path's slate. Items outside ``space``
+    (globally hard-masked), in ``call_mask`` or masked for the viewer are dropped:
+    nothing in a pool is trusted.
+
+    With ``pool_scores`` (the index's float32 inner products of the raw factors) the
+    pool is pruned before exact rescoring, by the kernel's argument: a score within
+    ``delta`` of the exact one, the penalties added, bounds the ``N``-th exact score,
+    and only cells within ``2 delta`` of that bound are rescored.
+
+    Parameters
+    ----------
+    space : FactorSpace
+        The eligible items of the plan variant.
+    queries : ndarray of float32, shape (m, n_factors)
+    pool_ids : ndarray of int64, shape (m, P)
+        Global item indices per row; ``-1`` and repeats are ignored.
+    N : int
+    pool_scores : ndarray of float32, shape (m, P), optional
+        Unpenalised inner products of the pooled items, any float32 summation order.
+    call_mask, viewer_masks, viewer_penalties, score_dtype
+        As for :func:`guarded_topk`.
+
+    Returns
+    -------
+    ids, scores : ndarray, shape (m, N)
+        As for :func:`guarded_topk`, padded where a pool has fewer than ``N`` eligible
+        items.
+    """
+    m = queries.shape[0]
+    ids = np.full((m, N), PAD_ID, dtype=np.int64)
+    scores = np.full((m, N), -np.inf, dtype=score_dtype)
+    if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
+        return ids, scores
+    n_items = space.pos.shape[0]
+    pool_ids = np.asarray(pool_ids, dtype=np.int64)
+    rows = np.repeat(np.arange(m, dtype=np.int64), pool_ids.shape[1])
+    g = pool_ids.reshape(-1)
+    ok = (g >= 0) & (g < n_items)
+    g = np.where(ok, g, 0)
+    cols = space.pos[g]
+    ok &= cols >= 0
+    if call_mask is not None and np.size(call_mask):
+        banned = np.zeros(n_items, dtype=bool)
+        banned[call_mask] = True
+        ok &= ~banned[g]
+    rows, cols = rows[ok], cols[ok]
+    approx = None if pool_scores is None else np.asarray(pool_scores).reshape(-1)[ok]
+    n_pad = space.width * space.n_blocks
+    for csr in viewer_masks:
+        if csr is None or not csr.nnz:
+            continue
+        rr, cc, _ = _chunk_cells(csr, 0, m, space.pos)
+        hit = _PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
+        rows, cols = rows[~hit], cols[~hit]
+        approx = None if approx is None else approx[~hit]
+    pens = [p for p in viewer_penalties if p is not None and p.nnz]
+    cells = _penalty_cells(space, 0, m, pens, n_pad)
+    lookup = None if cells is None else _PairLookup(cells[0], cells[1], cells[2], n_pad)
+    qa = space.augment_queries(queries)
+    # One cell per (row, item), whatever the pool repeats (before counting N of them).
+    keys, first = np.unique(rows * n_pad + cols, return_index=True)
+    rows, cols = keys // n_pad, keys % n_pad
+    approx = None if approx is None else approx[first]
+    if approx is not None and rows.size:
+        a = approx.astype(np.float64)
+        extra = np.zeros(m, dtype=np.float64)
+        if space.neg_penalty is not None:
+            a += space.neg_penalty[cols]
+        if lookup is not None:
+            a -= lookup.get(rows, cols)
+            np.maximum.at(extra, cells[0], np.abs(cells[2]))
+        delta = space.error_bound(qa) + 4.0 * _EPS32 * extra
+        # N-th largest finite approximate score per row; fewer than N keeps the row whole.
+        fin = np.isfinite(a)
+        order = np.lexsort((-np.where(fin, a, -np.inf), rows))
+        r_sorted = rows[order]
+        rank = np.arange(order.size) - np.searchsorted(r_sorted, r_sorted)
+        t = np.full(m, -np.inf)
+        at_n = rank == N - 1
+        t[r_sorted[at_n]] = a[order[at_n]]
+        t[~np.isfinite(t)] = -np.inf
+        keep = ~fin | (a >= t[rows] - 2.0 * delta[rows])
+        rows, cols = rows[keep], cols[keep]
+    _emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
+    return ids, scores
+
+
+def _run_chunk_tiled(
+    space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out
+) -> None:
+    """The fused path: score item tiles that stay in cache; never write the score matrix.
+
+    1. Every tile of ``T`` items is multiplied into one small buffer (item-major),
+       masked and penalised, and reduced to the maxima of its blocks of ``W``
+       consecutive items; the tile is then discarded. Only the block maxima,
+       ``r x n_eligible / W`` floats, outlive it.
+    2. The ``N``-th largest block maximum ``t`` is a lower bound on the ``N``-th largest
+       score, as in the unfused path; only blocks whose maximum reaches ``t - 2 delta``
+       survive (about ``N`` per row).
+    3. The surviving blocks are scored again in float32 from an item-major copy of the
+       factors, masked and penalised again from the same cell lists, and their cells
+       that reach ``t - 2 delta`` go to :func:`_emit`, which rescores them exactly.
+
+    Both products are float32 sums of the same terms, each within ``delta`` of the
+    exact score, so the candidates include every item whose exact score ties or beats
+    the ``N``-th exact score: the module docstring's argument holds unchanged, and the
+    result equals the unfused path's bit for bit, whatever the batch.
+    """
+    W, B = space.width, space.n_blocks
+    n, n_pad = space.n_eligible, W * B
+    hi = lo + r
+    T = max(W, (int(tile_items) // W) * W)
+    rows_f = space.factors_rows
+    starts = list(range(0, n_pad, T))
+    bounds = np.array(starts + [n_pad], dtype=np.int64)
+    # Per-viewer cells of the chunk, sorted by column so that each tile takes one slice.
+    mrow, mcol = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for csr in masks:
+        rr, cc, _ = _chunk_cells(csr, lo, hi, space.pos)
+        mrow.append(rr)
+        mcol.append(cc)
+    m_rows, m_cols = np.concatenate(mrow), np.concatenate(mcol)
+    o = np.argsort(m_cols, kind="stable")
+    m_rows, m_cols = m_rows[o], m_cols[o]
+    m_at = np.searchsorted(m_cols, bounds)
+    c_sorted = np.sort(call_cols) if call_cols is not None else np.empty(0, np.int64)
+    c_at = np.searchsorted(c_sorted, bounds)
+    lookup = None
+    extra = np.zeros(r, dtype=np.float64)
+    cells = _penalty_cells(space, lo, hi, penalties, n_pad)
+    if cells is not None:
+        urows, ucols, total = cells
+        lookup = _PairLookup(urows, ucols, total, n_pad)
+        np.maximum.at(extra, urows, np.abs(total))
+        o = np.argsort(ucols, kind="stable")
+        p_rows, p_cols, p_vals = urows[o], ucols[o], total[o].astype(np.float32)
+    else:
+        p_rows = p_cols = np.empty(0, np.int64)
+        p_vals = np.empty(0, np.float32)
+    p_at = np.searchsorted(p_cols, bounds)
+    delta = space.error_bound(q) + 4.0 * _EPS32 * extra
+
+    qt = np.ascontiguousarray(q.T)
+    m_all = np.empty((B, r), dtype=np.float32)
+    buf = np.empty((T, r), dtype=np.float32)
+    for i, c0 in enumerate(starts):
+        c1 = min(c0 + T, n_pad)
+        S = buf if c1 - c0 == T else np.empty((c1 - c0, r), dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.matmul(rows_f[c0:c1], qt, out=S)
+        _mask_tile(S, c0, n, c_sorted[c_at[i] : c_at[i + 1]], m_rows, m_cols, m_at[i], m_at[i + 1])
+        a, b = p_at[i], p_at[i + 1]
+        if b > a:
+            S[p_cols[a:b] - c0, p_rows[a:b]] -= p_vals[a:b]
+        M = S.reshape(-1, W, r).max(axis=1)
+        top = M.max()
+        if (np.isnan(top) or top == np.inf) and _sanitize(S):
+            M = S.reshape(-1, W, r).max(axis=1)
+        m_all[c0 // W : c1 // W] = M
+    Mr = np.ascontiguousarray(m_all.T)
+    if B >= N:
+        t = np.partition(Mr, B - N, axis=1)[:, B - N].astype(np.float64)
+    else:
+        t = np.full(r, -np.inf)
+    thr = _threshold(t, delta, np.float32)
+    blk_r, blk_g = np.divmod(np.flatnonzero(Mr >= thr[:, None]), B)
+    if not blk_r.size:
+        return
+    # Score the surviving blocks again: (s, W, k) slabs times each row's query.
+    slabs = rows_f.reshape(B, W, -1)[blk_g]
+    vals = np.matmul(slabs, q[blk_r][:, :, None])[:, :, 0]
+    cols = blk_g[:, None] * W + np.arange(W, dtype=np.int64)[None, :]
+    rows = np.broadcast_to(blk_r[:, None], cols.shape)
+    bad = cols >= n
+    if c_sorted.size:
+        call = np.zeros(n_pad, dtype=bool)
+        call[c_sorted] = True
+        bad |= call[cols]
+    if m_rows.size:
+        masked = _PairLookup(m_rows, m_cols, np.ones(m_rows.size), n_pad)
+        hit = masked.get(rows.ravel(), cols.ravel())
+        bad |= hit.reshape(cols.shape) > 0
+    vals = vals.astype(np.float64)
+    if lookup is not None:
+        vals -= lookup.get(rows.ravel(), cols.ravel()).reshape(cols.shape)
+    keep = ~bad & np.isfinite(vals) & (vals >= thr[rows])
+    _emit(space, q, lo, r, N, rows[keep], cols[keep], None, False, lookup, ids_out, scores_out)
+
+
+def _mask_tile(S, c0, n, call, m_rows, m_cols, a, b) -> None:
+    """``-inf`` into a tile's padding, call-masked items and per-viewer masked cells."""
+    if c0 + S.shape[0] > n:
+        S[max(0, n - c0) :] = -np.inf
+    if call.size:
+        S[call - c0] = -np.inf
+    if b > a:
+        S[m_cols[a:b] - c0, m_rows[a:b]] = -np.inf
 
 
 def _sanitize(S: np.ndarray) -> bool:

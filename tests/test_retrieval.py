@@ -1,0 +1,214 @@
+"""Guarded ANN retrieval: the contract on pools, widening and the exact fallback.
+
+Small pools, few probed lists and low ``max_pool`` make the index miss on purpose, so
+that every path runs: a full pool, a widened pool, and the exact fallback. Whatever the
+index returns, the Guard must never return a suppressed id, must fill every slate when
+enough eligible items exist, and must return for a batch exactly what it returns for
+each viewer alone. Only the ranking may be approximate.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("faiss")
+
+from test_guard_contract import _eligible, scenarios  # noqa: E402
+
+import guardrails as gr  # noqa: E402
+from guardrails.core.kernel import FactorSpace, guarded_topk, pool_topk  # noqa: E402
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _retrieval(data, n_items):
+    pool = data.draw(st.integers(1, 8))
+    return gr.ANNRetrieval(
+        kind=data.draw(st.sampled_from(["ivf", "hnsw"])),
+        pool=pool,
+        max_pool=data.draw(st.integers(pool, pool * 8)),
+        widen=data.draw(st.integers(2, 4)),
+        nprobe=1,
+        M=4,
+        ef_search=data.draw(st.sampled_from([1, 16])),
+    )
+
+
+@SETTINGS
+@given(s=scenarios(kind="factors"), data=st.data())
+def test_ann_recommend_contract(s, data):
+    retrieval = _retrieval(data, s["n_items"])
+    guard = gr.Guard(s["model"], s["filters"], retrieval=retrieval)
+    m = data.draw(st.integers(1, s["n_users"]))
+    userids = s["rng"].choice(s["n_users"], size=m, replace=False)
+    N = data.draw(st.integers(1, s["n_items"] + 3))
+    filter_liked = data.draw(st.booleans())
+    filter_items = None
+    if data.draw(st.booleans()):
+        filter_items = s["rng"].choice(
+            s["n_items"], size=s["rng"].integers(1, s["n_items"] + 1), replace=False
+        )
+    rows = s["user_items"][userids]
+    call = dict(N=N, filter_already_liked_items=filter_liked, filter_items=filter_items)
+    ids, scores = guard.recommend(userids, rows, **call)
+    ok = _eligible(s, userids, filter_liked, filter_items, None)
+    n_cols = min(N, s["n_items"])
+    assert ids.shape == scores.shape == (m, n_cols)
+    for r in range(m):
+        k = min(n_cols, int(ok[r].sum()))
+        valid = ids[r] >= 0
+        assert valid[:k].all() and not valid[k:].any()  # full when k eligible exist
+        assert ok[r, ids[r, :k]].all()  # never a suppressed id
+        assert len(set(ids[r, :k].tolist())) == k
+        assert np.isfinite(scores[r, :k]).all() and np.isneginf(scores[r, k:]).all()
+        assert np.all(np.diff(scores[r, :k].astype(np.float64)) <= 0)
+    # batch equals single: pools, widening and fallback are decided per viewer
+    for r, u in enumerate(userids):
+        i1, s1 = guard.recommend(int(u), rows[r], **call)
+        k = int((ids[r] >= 0).sum())
+        np.testing.assert_array_equal(i1, ids[r, :k])
+        np.testing.assert_array_equal(s1, scores[r, :k])
+
+
+@st.composite
+def pools(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    m, n, d = draw(st.integers(1, 8)), draw(st.integers(1, 150)), draw(st.integers(1, 5))
+    Q = (rng.standard_normal((m, d)) * draw(st.sampled_from([1e-3, 1.0, 1e3]))).astype(np.float32)
+    V = (
+        rng.integers(-2, 3, (n, d)).astype(np.float32)
+        if draw(st.booleans())
+        else (rng.standard_normal((n, d)).astype(np.float32))
+    )
+    hard = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.9]))
+    pen = (rng.random(n) * 3).astype(np.float32) if draw(st.booleans()) else None
+    vm = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.3])), format="csr", random_state=rng)
+    vp = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.3])), format="csr", random_state=rng)
+    call = (
+        rng.choice(n, size=rng.integers(0, n + 1), replace=False) if draw(st.booleans()) else None
+    )
+    return dict(Q=Q, V=V, hard=hard, pen=pen, vm=vm, vp=vp, call=call, m=m, n=n)
+
+
+@SETTINGS
+@given(p=pools(), N=st.integers(1, 20), junk=st.booleans(), scored=st.booleans())
+def test_pool_covering_everything_gives_the_exact_slate(p, N, junk, scored):
+    """A pool holding every item returns the exact path's ids and scores bit for bit."""
+    rng = np.random.default_rng(p["n"])
+    space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=4)
+    kw = dict(call_mask=p["call"], viewer_masks=[p["vm"]], viewer_penalties=[p["vp"]])
+    want_ids, want_scores = guarded_topk(space, p["Q"], N, **kw)
+    pool = np.stack([rng.permutation(p["n"]) for _ in range(p["m"])])
+    if junk:  # padding and repeats, as an index may return
+        pool = np.concatenate([pool, np.full((p["m"], 3), -1), pool[:, :2]], axis=1)
+    dots = None
+    if scored:
+        # float32 inner products in another summation order than the kernel's
+        V = p["V"][np.clip(pool, 0, None)]
+        dots = np.einsum("mpk,mk->mp", V[:, :, ::-1], p["Q"][:, ::-1]).astype(np.float32)
+    ids, scores = pool_topk(space, p["Q"], pool, N, pool_scores=dots, **kw)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+
+
+def _small(seed=0, n_users=30, n_items=400, d=8):
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((n_users, d)).astype(np.float32)
+    V = rng.standard_normal((n_items, d)).astype(np.float32)
+    return gr.FactorModel(U, V), rng
+
+
+def test_swaps_reuse_the_index():
+    model, rng = _small()
+    retrieval = gr.ANNRetrieval(pool=20)
+    guard = gr.Guard(model, [gr.filters.BlockItems([1, 2, 3], reason="x")], retrieval=retrieval)
+    index = retrieval.index_
+    guard.swap_policy(gr.Policy([gr.filters.BlockItems(np.arange(100), reason="y")]))
+    assert retrieval.index_ is index
+    ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
+    assert not np.isin(ids, np.arange(100)).any() and (ids >= 0).all()
+
+
+def test_widening_and_fallback_fill_slates_when_most_items_are_blocked():
+    model, rng = _small(n_items=400)
+    blocked = np.arange(395)  # five eligible items left
+    retrieval = gr.ANNRetrieval(pool=2, max_pool=4, nprobe=1)
+    guard = gr.Guard(model, [gr.filters.BlockItems(blocked, reason="x")], retrieval=retrieval)
+    ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
+    assert ids.shape == (30, 10)
+    assert (np.sort(ids[:, :5], axis=1) == np.arange(395, 400)).all()
+    assert (ids[:, 5:] == -1).all()
+    assert retrieval.last_fallbacks_ == 30  # five eligible items never fill a slate of 10
+
+
+def test_widening_alone_fills_slates():
+    model, rng = _small(n_items=400)
+    # each viewer has already liked their own top 20: the first pool holds nothing new
+    top = np.argsort(-(model.user_factors @ model.item_factors.T), axis=1)[:, :20]
+    liked = sp.csr_matrix(
+        (np.ones(top.size, np.float32), (np.repeat(np.arange(30), 20), top.ravel())),
+        shape=(30, 400),
+    )
+    retrieval = gr.ANNRetrieval(pool=2, max_pool=400, nprobe=1_000)
+    guard = gr.Guard(model, retrieval=retrieval)
+    ids, _ = guard.recommend(np.arange(30), liked, N=10)
+    assert (ids >= 0).all() and not (liked[np.arange(30)[:, None], ids].toarray()).any()
+    assert retrieval.last_widened_ == 30 and retrieval.last_fallbacks_ == 0
+    # every list probed: the widened pools hold the exact top 10
+    np.testing.assert_array_equal(ids, gr.Guard(model).recommend(np.arange(30), liked, N=10)[0])
+
+
+def test_pickled_guard_keeps_its_index():
+    model, _ = _small()
+    guard = gr.Guard(model, retrieval=gr.ANNRetrieval(kind="hnsw", pool=16))
+    again = pickle.loads(pickle.dumps(guard))
+    a = guard.recommend(np.arange(30), None, N=5, filter_already_liked_items=False)
+    b = again.recommend(np.arange(30), None, N=5, filter_already_liked_items=False)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_save_and_load(tmp_path):
+    model, _ = _small()
+    built = gr.ANNRetrieval(pool=16).build(model.item_factors)
+    built.save(tmp_path / "items.faiss")
+    loaded = gr.ANNRetrieval(pool=16).load(tmp_path / "items.faiss")
+    assert (loaded.n_items_, loaded.n_factors_) == (400, 8)
+    assert loaded.memory_bytes() > 0
+    gr.Guard(model, retrieval=loaded)
+
+
+def test_refuses_a_mismatched_index_and_item_item_models():
+    model, _ = _small()
+    other = gr.ANNRetrieval().build(np.ones((10, 8), np.float32))
+    with pytest.raises(gr.ValidationError, match="retrieval"):
+        gr.Guard(model, retrieval=other)
+    with pytest.raises(gr.ValidationError, match="retrieval"):
+        gr.Guard(gr.ItemItemModel(sp.identity(5, format="csr")), retrieval=gr.ANNRetrieval())
+    with pytest.raises(gr.ValidationError, match="retrieval"):
+        gr.Guard(model, retrieval="faiss")
+    with pytest.raises(gr.ValidationError, match="kind"):
+        gr.ANNRetrieval(kind="lsh")
+    with pytest.raises(gr.ValidationError, match="max_pool"):
+        gr.ANNRetrieval(pool=10, max_pool=5)
+
+
+def test_a_swapped_model_of_another_shape_takes_the_exact_path_until_rebuilt():
+    model, _ = _small(n_items=400)
+    retrieval = gr.ANNRetrieval(pool=16)
+    guard = gr.Guard(model, [gr.filters.BlockItems([0, 1], reason="x")], retrieval=retrieval)
+    bigger, _ = _small(seed=1, n_items=500)
+    guard.swap_model(bigger)
+    ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
+    exact = gr.Guard(bigger, [gr.filters.BlockItems([0, 1], reason="x")])
+    want = exact.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)[0]
+    np.testing.assert_array_equal(ids, want)
+    retrieval.build(bigger.item_factors)  # rebuilt: pools again, same contract
+    ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
+    assert (ids >= 0).all() and not np.isin(ids, [0, 1]).any()
