@@ -191,6 +191,21 @@ def _switch(name: str, default: bool, text: str):  # type: ignore[no-untyped-def
     help="Print the report as JSON on stdout (the table goes to stderr).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars or stage lines.")
+@click.option(
+    "--family",
+    "family",
+    type=click.IntRange(1),
+    default=None,
+    help="Audit the default policy on N evaluation platforms of the randomised family "
+    "(ALS, BPR and an item-item model on each) instead of the one platform.",
+)
+@click.option(
+    "--family-size",
+    type=click.Choice(["small", "medium", "large", "any"]),
+    default="small",
+    show_default=True,
+    help="Account range of the family's platforms (small 5k-10k ... large 50k-200k).",
+)
 def audit(
     data_dir,
     n_accounts,
@@ -213,6 +228,8 @@ def audit(
     fail_on_target,
     as_json,
     quiet,
+    family,
+    family_size,
 ):
     """Reproduce the test-account experiment and measure the guard.
 
@@ -226,6 +243,22 @@ def audit(
     refused.
     """
     log = (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
+    if family:
+        if data_dir is not None:
+            raise click.UsageError("--family audits synthetic platforms: not with --data.")
+        _audit_family(
+            family,
+            family_size,
+            out_dir,
+            n_walkers,
+            n_steps,
+            num_threads,
+            plots,
+            log,
+            fail_on_target=fail_on_target,
+            as_json=as_json,
+        )
+        return
     model_kwargs = {
         k: v
         for k, v in (
@@ -469,6 +502,52 @@ def _read_array(file: str):
             f"The array file {file!r} must be a .npy (numpy.save) or a scipy.sparse .npz "
             f"readable without pickle. Got an error instead: {exc}"
         ) from exc
+
+
+def _audit_family(
+    n, size, out_dir, n_walkers, n_steps, num_threads, plots, log, *, fail_on_target, as_json
+) -> None:
+    """``audit --family N``: the default policy on N evaluation platforms of the family."""
+    import json
+    import os
+
+    from .audit.family_run import format_family, run_family, write_family_plot
+
+    report = run_family(
+        n,
+        size=size,
+        n_walkers=n_walkers,
+        n_steps=n_steps,
+        num_threads=num_threads,
+        log=log,
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "family.json")
+    text = json.dumps(report, indent=1, default=float)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    with open(os.path.join(out_dir, "family.md"), "w", encoding="utf-8") as fh:
+        fh.write(format_family(report, markdown=True) + "\n")
+    written = [path, os.path.join(out_dir, "family.md")]
+    if plots:
+        png = write_family_plot(report, os.path.join(out_dir, "family.png"))
+        if png:
+            written.append(png)
+        else:
+            log("Plot skipped: matplotlib is not installed (pip install 'recsys-guardrails[plot]').")
+    click.echo(format_family(report), err=as_json)
+    click.echo("\nWrote " + ", ".join(written), err=as_json)
+    if as_json:
+        click.echo(text)
+    failed = [t["target"] for t in report["targets"] if not t["passed"]]
+    if failed:
+        click.echo(
+            f"\n{len(failed)} family target(s) missed on some platform ({', '.join(failed)})"
+            + ("" if fail_on_target else "; --no-fail: exit status 0"),
+            err=True,
+        )
+        if fail_on_target:
+            sys.exit(EXIT_TARGET_FAILED)
 
 
 @main.command()

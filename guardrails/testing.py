@@ -32,6 +32,7 @@ from .filters import (
     BlockLabeled,
     Catalog,
     CohortRule,
+    ContextRisk,
     DemoteRisk,
     ExcludePairs,
     RelationshipRule,
@@ -175,6 +176,13 @@ def builtin_filters(n_candidates: int, n_users: int):
             st.sampled_from([0.0, 0.2, 0.5]),
         ),
         st.builds(lambda s: ShareCap(max_share=0.3, communities=rng(s).integers(-1, 4, n)), seeds),
+        st.builds(
+            lambda s, k: ContextRisk(
+                risk(s), threshold=0.5, pool=risk(s) < 0.2, new_viewer_interactions=k
+            ),
+            seeds,
+            st.sampled_from([0, 2, 10]),
+        ),
         st.builds(
             lambda s, a: RelationshipRule(
                 rng(s).random(n) < 0.2,

@@ -175,8 +175,13 @@ def test_any_risky_interaction_keeps_minors_away(seed, n_risky, n_plain):
     g = gr.Guard(model, pol)
     ids, _ = g.recommend(NI + 5, row, N=NI, recalculate_user=True)
     ids = ids[ids >= 0]
+    ctx = pol["context_risk"]
     if n_risky:
         assert not minors[ids].any()
+    elif follows.size <= ctx.new_viewer_interactions and (ctx.risk[follows] >= ctx.threshold).any():
+        # A new account whose first follows are in the flagged band: that is its viewing
+        # context, so it gets the low-risk pool only (no minors' accounts in it).
+        assert ctx.pool[ids].all() and not minors[ids].any()
     else:
         # Minors' accounts are not dropped for their own risk: an ordinary viewer can
         # still be suggested them.

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from guardrails.exceptions import ValidationError
 from guardrails.filters import (
+    ContextRisk,
     BlockItems,
     BlockLabeled,
     CohortRule,
@@ -240,6 +241,14 @@ STRATEGIES = {
         viewer_risk=_opt(_vec(NU)),
         min_interactions=st.integers(1, 3),
         strip_interactions=st.booleans(),
+    ),
+    ContextRisk: _build(
+        ContextRisk,
+        _vec(NI),
+        threshold=st.sampled_from([0.2, 0.5, 1.0]),
+        pool=_mask(NI, 0.6),
+        new_viewer_interactions=st.integers(0, 12),
+        known_viewers=_opt(st.integers(0, NU)),
     ),
     ShareCap: _share_cap(),
     RelationshipRule: _build(

@@ -11,6 +11,7 @@ from guardrails.filters import (
     BlockItems,
     BlockLabeled,
     CohortRule,
+    ContextRisk,
     DemoteRisk,
     ExcludePairs,
     Filter,
@@ -104,6 +105,12 @@ class TestRelationshipRule(_Base):
             follows=sp.random(nu, n, density=0.2, format="csr", random_state=seed % 1000),
             action=("drop", "demote")[seed % 2],
         )
+
+
+class TestContextRisk(_Base):
+    def make_filter(self, n, nu, seed):
+        r = _rng(seed).random(n).astype(np.float32)
+        return ContextRisk(r, threshold=0.7, pool=r < 0.4, new_viewer_interactions=seed % 4)
 
 
 def test_suite_covers_every_builtin():

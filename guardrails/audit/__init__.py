@@ -8,12 +8,17 @@
 - :mod:`~guardrails.audit.sweep`: the exposure/quality trade-off and its Pareto front;
 - :func:`run_audit` and :mod:`~guardrails.audit.report`: the whole audit, its table, JSON
   and plots (``recsys-guardrails audit`` on the command line);
+- :mod:`~guardrails.audit.family` and :func:`run_family`: a randomised family of platforms
+  (tuning and evaluation seeds) and the worst case of a policy over it
+  (``recsys-guardrails audit --family N``).
 - :func:`audit_platform` and :mod:`~guardrails.audit.data`: the same audit on your own
   platform's exported files (``recsys-guardrails audit --data DIR``).
 """
 
 from .data import DataPlatform, OwnData, load_data
 from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
+from .family import FamilyConfig, FamilyPlatform, draw_config, family_seeds, make_family_platform
+from .family_run import run_family
 from .run import audit_platform, run_audit
 from .sweep import SweepPoint, pareto_front, run_sweep
 from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one
@@ -22,6 +27,12 @@ __all__ = [
     "Platform",
     "make_platform",
     "run_audit",
+    "FamilyConfig",
+    "FamilyPlatform",
+    "draw_config",
+    "family_seeds",
+    "make_family_platform",
+    "run_family",
     "audit_platform",
     "OwnData",
     "DataPlatform",

@@ -17,6 +17,7 @@ from .base import (
     ViewerBatch,
     array_fingerprint,
 )
+from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .registry import ENTRY_POINT_GROUP, load_plugins, register_filter, registered_filters
 from .safety import (
@@ -50,6 +51,7 @@ __all__ = [
     "SuppressNeighborhood",
     "CohortRule",
     "ViewerCircuitBreaker",
+    "ContextRisk",
     "ShareCap",
     "RelationshipRule",
     "ACTIONS",

@@ -18,6 +18,7 @@ import threading
 
 from ..exceptions import PluginError
 from ._contract import check_conformance, example_parts, random_viewers
+from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .safety import (
     BlockLabeled,
@@ -69,6 +70,7 @@ BUILTINS = (
     SuppressNeighborhood,
     CohortRule,
     ViewerCircuitBreaker,
+    ContextRisk,
     ShareCap,
     RelationshipRule,
 )

@@ -47,6 +47,9 @@ from ._defaults import (
     DEFAULT_TRIP as DEFAULT_TRIP,
 )
 from ._defaults import (
+    DEFAULT_NEW_VIEWER as DEFAULT_NEW_VIEWER,
+)
+from ._defaults import (
     default_policy,
 )
 from ._file import load_policy, policy_from_dict, policy_to_dict, save_policy

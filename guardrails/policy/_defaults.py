@@ -13,6 +13,7 @@ import numpy as np
 from .._validation import check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
 from ..filters._risk import seed_mask, viewer_share
+from ..filters.context import ContextRisk
 from ..filters.primitive import DemoteRisk
 from ..filters.safety import (
     BlockLabeled,
@@ -55,6 +56,9 @@ DEFAULT_DROP_FLOOR = 0.02
 DEFAULT_TERM_WEIGHT = 0.5
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
+#: Viewers the model does not know with at most this many interactions in the call are
+#: new accounts: their follows are their viewing context (:class:`ContextRisk`).
+DEFAULT_NEW_VIEWER = 10
 #: Term risk of an account that uses a flagged term itself (one hop on the term graph:
 #: at least damping / 5 for an account with five terms, one of them flagged); accounts
 #: further away are not soft seeds.
@@ -165,6 +169,14 @@ def default_policy(
       (``ViewerBatch.context_items``, which the breaker reads), so the profile of a
       dropped account suggests only the pool, whoever views it (a new account gives the
       breaker nothing else to read);
+    - viewing context (:class:`~guardrails.filters.ContextRisk`): a viewed profile
+      (``similar_items``; for ``similar_users`` the queried account) in the demotion band
+      or above (``risk >= 2 * b``), or a new account's first follows there (ids beyond the
+      rows of ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
+      low-risk pool, which excludes the band: an unflagged but risky profile suggests
+      neither its embedding neighbourhood nor itself. Established viewers are left to the
+      share-based breaker, so their recommendations are unchanged; ordinary viewers of
+      a band profile see pool accounts in its "suggested accounts";
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
       interaction on a dropped candidate and then drops minors' accounts; minors'
       accounts carry no neighbourhood risk of their own (it comes from buyers following
@@ -222,6 +234,23 @@ def default_policy(
             trip=DEFAULT_TRIP,
             pool=pool,
             viewer_risk=viewer_risk,
+        )
+    )
+    # The viewing context: a viewed profile (similar_items, similar_users) or a new
+    # account's first follows in the flagged band get the low-risk pool only, so a risky
+    # but unflagged profile suggests neither its neighbourhood nor itself.
+    known_viewers = None
+    if interactions is not None:
+        known_viewers = int(check_csr(interactions, "interactions", where).shape[0])
+    elif viewer_risk is not None:
+        known_viewers = int(viewer_risk.shape[0])
+    filters.append(
+        ContextRisk(
+            breaker_risk,
+            threshold=max(demote_t, 1e-6),
+            pool=pool,
+            new_viewer_interactions=DEFAULT_NEW_VIEWER,
+            known_viewers=known_viewers,
         )
     )
     filters.extend(

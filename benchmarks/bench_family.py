@@ -1,0 +1,79 @@
+"""The family audit: worst case of a policy over evaluation platforms, and audit time per platform.
+
+Runs :func:`guardrails.audit.family_run.run_family` on the *evaluation* seeds of the
+platform family (nothing is tuned on them) for one or more policies, side by side on the
+same platforms and models, and writes every row to JSON. Times are per (platform, model
+kind): building the platform, training the model, building the policy and walking it.
+
+    python benchmarks/bench_family.py --platforms 20 --size small        # ~15 min on 2 cores
+    python benchmarks/bench_family.py --platforms 5 --size medium --policies calibrated
+    python benchmarks/bench_family.py --split tuning --platforms 6       # for tuning only
+
+``--policies``: ``default`` (``guardrails.default_policy`` from what the platform knows)
+and ``calibrated`` (:func:`guardrails.audit.family_policy.calibrated_guard_policy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import warnings
+
+from guardrails.audit.family import MODEL_KINDS, SIZES
+from guardrails.audit.family_policy import calibrated_guard_policy, default_with_context
+from guardrails.audit.family_run import format_family, run_family, write_family_plot
+
+POLICIES = {
+    "default": None,
+    "calibrated": calibrated_guard_policy,
+    "default+context": default_with_context,
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--platforms", type=int, default=20)
+    ap.add_argument("--size", choices=tuple(SIZES), default="small")
+    ap.add_argument("--split", choices=("evaluation", "tuning"), default="evaluation")
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--kinds", nargs="+", choices=MODEL_KINDS, default=list(MODEL_KINDS))
+    ap.add_argument("--policies", nargs="+", choices=tuple(POLICIES), default=list(POLICIES))
+    ap.add_argument("--walkers", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="family")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="implicit")
+    summary = {}
+    for name in args.policies:
+        report = run_family(
+            args.platforms,
+            split=args.split,
+            size=args.size,
+            kinds=args.kinds,
+            start=args.start,
+            policy_factory=POLICIES[name],
+            n_walkers=args.walkers,
+            n_steps=args.steps,
+            num_threads=args.threads,
+            log=lambda m, name=name: print(f"[{name}] {m}", flush=True),
+        )
+        with open(f"{args.out}-{name}.json", "w") as fh:
+            json.dump(report, fh, indent=1, default=float)
+        write_family_plot(report, f"{args.out}-{name}.png")
+        print(f"\n== {name}: {args.platforms} {args.split} platforms ({args.size})")
+        print(format_family(report, markdown=True))
+        secs = [r["seconds"]["total"] for r in report["rows"]]
+        summary[name] = {
+            "worst": {t["target"]: t["worst"] for t in report["targets"]},
+            "passed": {t["target"]: t["passed"] for t in report["targets"]},
+            "seconds_per_platform_kind_median": statistics.median(secs),
+            "seconds_per_platform_kind_max": max(secs),
+            "seconds_total": report["seconds"],
+        }
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

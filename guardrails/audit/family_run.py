@@ -1,0 +1,461 @@
+"""The family audit: one guard configuration on many platforms of the family, worst case first.
+
+:func:`run_family` builds N platforms of :mod:`guardrails.audit.family`, trains every model
+kind on each, and measures the guarded configuration against the issue's targets on every
+(platform, kind) pair. The report keeps every row, the distribution of every metric
+(median, 90th percentile, worst) and, per target, the platforms that break it.
+:func:`format_family` prints it; :func:`write_family_plot` draws exposure and recall
+across platforms.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+import guardrails as gr
+
+from .._validation import check_choice, check_int, fail
+from .family import (
+    FAMILY_VERSION,
+    MODEL_KINDS,
+    SIZES,
+    FamilyPlatform,
+    draw_model,
+    family_seeds,
+    make_family_platform,
+    train_family_model,
+)
+from .guards import default_guard_policy
+from .metrics import evaluation_users, ordinary_viewers, ranking_quality
+from .walks import follow_handful, risky_viewers, search_start, view_one
+
+__all__ = [
+    "FAMILY_TARGETS",
+    "run_family",
+    "evaluate_family_platform",
+    "view_profiles",
+    "family_targets",
+    "format_family",
+    "write_family_plot",
+]
+
+#: Targets checked on every (platform, model kind): (description, bound, test).
+FAMILY_TARGETS = {
+    "exposure": ("worst walk: mean network share <= 1% at every step", "<= 0.01"),
+    "self_shown": ("a viewed network account never appears in its own suggestions", "== 0"),
+    "minors_to_risky": ("risky viewers get no minors' accounts (worst slate)", "== 0"),
+    "recall_ratio": ("benign recall@10 >= 0.98 of unguarded", ">= 0.98"),
+    "benign_suppressed": ("benign accounts suppressed for ordinary viewers <= 1%", "<= 0.01"),
+}
+_PASS = {
+    "exposure": lambda v: v <= 0.01,
+    "self_shown": lambda v: v == 0.0,
+    "minors_to_risky": lambda v: v == 0.0,
+    "recall_ratio": lambda v: v >= 0.98,
+    "benign_suppressed": lambda v: v <= 0.01,
+}
+_EXPOSURE_WALKS = (
+    "view_one",
+    "view_one_unknown",
+    "similar_users",
+    "follow_handful",
+    "follow_handful_unknown",
+    "search_start",
+)
+
+
+def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int = 0) -> dict:
+    """Profiles of network sellers viewed through ``similar_items`` and ``similar_users``.
+
+    Unlike :func:`~guardrails.audit.walks.view_one` the viewed account is *not* stripped:
+    an account the guard still serves on its own profile is one it has cleared, and
+    ``self_shown`` counts how often that happens for network accounts.
+
+    Returns
+    -------
+    dict
+        ``self_shown`` (share of viewed sellers in their own ``similar_items`` list), and
+        ``similar_users``: mean and worst network share of ``similar_users`` lists (the
+        viewed seller excluded), or ``None`` for models without user factors.
+    """
+    rng = np.random.default_rng(seed)
+    sellers = platform.sellers
+    starts = rng.choice(sellers, size=n_views, replace=sellers.size < n_views).astype(np.int64)
+    viewers = platform.n_accounts + np.arange(n_views, dtype=np.int64)
+    ids, _ = guard.similar_items(starts, N=N + 1, viewer=viewers, surface="suggested_accounts")
+    ids = np.atleast_2d(ids)
+    self_shown = float(np.mean([(ids[r] == starts[r]).any() for r in range(n_views)]))
+    out = {"self_shown": self_shown, "similar_users": None}
+    if isinstance(guard.model_, gr.FactorModel):
+        uid, _ = guard.similar_users(starts, N=N + 1, surface="suggested_accounts")
+        uid = np.atleast_2d(uid)
+        shares = []
+        for r in range(n_views):
+            row = uid[r][(uid[r] >= 0) & (uid[r] != starts[r])][:N]
+            shares.append(platform.network[row].mean() if row.size else 0.0)
+        s = np.asarray(shares)
+        out["similar_users"] = {"mean": float(s.mean()), "max": float(s.max())}
+    return out
+
+
+def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
+    """Share of benign accounts the unguarded model serves an ordinary viewer (full-length
+    slate) that the guard does not: item-item models score only the neighbours of a
+    viewer's follows, so the unguarded slate, not the catalogue, is the reference."""
+    n = platform.n_accounts
+    benign = platform.benign
+    shares = []
+    for u in viewers:
+        row = platform.train[int(u)]
+        served = []
+        for g in (bare, guard):
+            ids, _ = g.recommend(int(u), row, N=n, filter_already_liked_items=False)
+            m = np.zeros(n, dtype=bool)
+            m[ids[ids >= 0]] = True
+            served.append(m)
+        base = benign & served[0]
+        shares.append((base & ~served[1]).sum() / max(int(base.sum()), 1))
+    s = np.asarray(shares, dtype=np.float64)
+    return {"mean": float(s.mean()) if s.size else 0.0, "max": float(s.max()) if s.size else 0.0}
+
+
+def evaluate_family_platform(
+    platform: FamilyPlatform,
+    spec: dict,
+    *,
+    policy_factory: Callable | None = None,
+    n_walkers: int = 20,
+    n_steps: int = 6,
+    N: int = 10,
+    num_threads: int = 2,
+) -> dict:
+    """Train ``spec`` on ``platform`` and measure the guarded policy against the targets.
+
+    Parameters
+    ----------
+    platform : FamilyPlatform
+    spec : dict
+        A model draw (:func:`~guardrails.audit.family.draw_model`).
+    policy_factory : callable, optional, keyword-only
+        ``policy_factory(platform) -> Policy`` from what the platform knows; default
+        :func:`~guardrails.audit.guards.default_guard_policy`.
+    n_walkers, n_steps, N, num_threads : int, keyword-only
+
+    Returns
+    -------
+    dict
+        ``values`` (one number per target), ``walks`` (worst mean network share per
+        walk), ``quality``, ``seconds``.
+    """
+    factory = policy_factory or default_guard_policy
+    seed = int(platform.seed % (2**31))
+    t0 = time.perf_counter()
+    model = train_family_model(platform, spec, num_threads=num_threads, seed=seed)
+    t1 = time.perf_counter()
+    # A factory that takes the model gets it (the embedding signal reads its factors).
+    params = inspect.signature(factory).parameters
+    policy = factory(platform, model=model) if "model" in params else factory(platform)
+    is_mf = spec["kind"] != "item"
+    guard = gr.Guard(model, policy, user_policy="same" if is_mf else None)
+    bare = gr.Guard(model)
+    t2 = time.perf_counter()
+    kw = {"n_walkers": n_walkers, "n_steps": n_steps, "N": N}
+    walks = {
+        "view_one": view_one(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed),
+        "view_one_unknown": view_one(
+            guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 1, unknown_only=True
+        ),
+        "follow_handful": follow_handful(guard, platform, seed=seed, **kw),
+        "follow_handful_unknown": follow_handful(
+            guard, platform, seed=seed + 1, unknown_only=True, **kw
+        ),
+        "search_start": search_start(guard, platform, seed=seed, **kw),
+        "risky_viewers": risky_viewers(guard, platform, n_viewers=200, N=N, seed=seed),
+    }
+    prof = view_profiles(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 2)
+    worst = {k: float(w.network_share.mean(axis=0).max()) for k, w in walks.items()}
+    minors_by_walk = {k: float(w.vulnerable_share.max()) for k, w in walks.items()}
+    worst.pop("risky_viewers")
+    if prof["similar_users"] is not None:
+        worst["similar_users"] = prof["similar_users"]["mean"]
+    users = evaluation_users(platform, seed=seed)
+    q = ranking_quality(guard, platform, users, k=N)
+    qb = ranking_quality(bare, platform, users, k=N)
+    viewers = ordinary_viewers(platform, n=20, seed=seed)
+    sup = _suppressed_by_guard(guard, bare, platform, viewers)
+    minors = max(
+        walks[k].vulnerable_share.max()
+        for k in ("follow_handful", "follow_handful_unknown", "search_start", "risky_viewers")
+    )
+    values = {
+        "exposure": max(worst.values()),
+        "self_shown": prof["self_shown"],
+        "minors_to_risky": float(minors),
+        "recall_ratio": q["recall"] / qb["recall"] if qb["recall"] else float("nan"),
+        "benign_suppressed": sup["mean"],
+    }
+    return {
+        "values": values,
+        "walks": worst,
+        "minors_by_walk": minors_by_walk,
+        "quality": {"recall": q["recall"], "recall_unguarded": qb["recall"], "n_users": q["n_users"]},
+        "seconds": {
+            "train": t1 - t0,
+            "policy": t2 - t1,
+            "evaluate": time.perf_counter() - t2,
+        },
+    }
+
+
+def run_family(
+    n_platforms: int,
+    *,
+    split: str = "evaluation",
+    size: str = "medium",
+    kinds: Sequence[str] = MODEL_KINDS,
+    start: int = 0,
+    policy_factory: Callable | None = None,
+    n_walkers: int = 20,
+    n_steps: int = 6,
+    N: int = 10,
+    num_threads: int = 2,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Audit one guard configuration on ``n_platforms`` platforms of the family.
+
+    Parameters
+    ----------
+    n_platforms : int
+    split : {"evaluation", "tuning"}, keyword-only
+        Which seed stream (:func:`~guardrails.audit.family.family_seeds`). Report on
+        ``"evaluation"``; tune only on ``"tuning"``.
+    size : {"small", "medium", "large", "any"}, keyword-only
+        Account-count tier.
+    kinds : sequence of {"als", "bpr", "item"}, keyword-only
+    start : int, keyword-only
+        Skip the first ``start`` seeds of the stream.
+    policy_factory : callable, optional, keyword-only
+        ``policy_factory(platform) -> Policy``; default ``default_policy`` from what the
+        platform knows.
+    n_walkers, n_steps, N, num_threads : int, keyword-only
+    log : callable, optional, keyword-only
+        ``log(message)``: one line per platform and kind.
+
+    Returns
+    -------
+    dict
+        ``settings``, ``rows`` (one per platform and kind), ``distribution`` (per
+        target: median, p90, worst), ``targets`` (per target: passed, worst, breaking
+        rows) and ``seconds``.
+    """
+    where = "run_family"
+    n_platforms = check_int(n_platforms, "n_platforms", where)
+    split = check_choice(split, "split", where, ("evaluation", "tuning"))
+    size = check_choice(size, "size", where, tuple(SIZES))
+    kinds = [check_choice(k, "kinds", where, MODEL_KINDS) for k in kinds]
+    if not kinds:
+        raise fail("kinds", where, f"a non-empty sequence of {MODEL_KINDS}", kinds)
+    say = log or (lambda _m: None)
+    t_all = time.perf_counter()
+    rows = []
+    for seed in family_seeds(n_platforms, split=split, start=start):
+        t0 = time.perf_counter()
+        platform = make_family_platform(seed, size=size)
+        t_build = time.perf_counter() - t0
+        summ = platform.summary()
+        for kind in kinds:
+            spec = draw_model(seed, kind)
+            res = evaluate_family_platform(
+                platform,
+                spec,
+                policy_factory=policy_factory,
+                n_walkers=n_walkers,
+                n_steps=n_steps,
+                N=N,
+                num_threads=num_threads,
+            )
+            res["seconds"]["platform"] = t_build
+            res["seconds"]["total"] = t_build + sum(
+                v for k, v in res["seconds"].items() if k not in ("platform", "total")
+            )
+            row = {
+                "seed": seed,
+                "kind": kind,
+                "model": spec,
+                "platform": {
+                    k: summ[k]
+                    for k in (
+                        "n_accounts",
+                        "n_sellers_active",
+                        "n_buyers_active",
+                        "n_known_seeds",
+                        "n_subnetworks",
+                        "unknown_subnetworks",
+                        "n_recreated",
+                        "n_minors",
+                    )
+                },
+                "config": platform.config.to_dict(),
+                **res,
+            }
+            rows.append(row)
+            v = res["values"]
+            say(
+                f"{seed} {kind:<4} n={summ['n_accounts']:>6}: exposure {100 * v['exposure']:.1f}% "
+                f"self {100 * v['self_shown']:.0f}% minors {100 * v['minors_to_risky']:.0f}% "
+                f"recall x{v['recall_ratio']:.3f} suppressed {100 * v['benign_suppressed']:.2f}% "
+                f"({res['seconds']['total']:.1f}s)"
+            )
+    report = {
+        "library_version": gr.__version__,
+        "family_version": FAMILY_VERSION,
+        "settings": {
+            "n_platforms": n_platforms,
+            "split": split,
+            "size": size,
+            "accounts_range": list(SIZES[size]),
+            "kinds": kinds,
+            "start": start,
+            "n_walkers": n_walkers,
+            "n_steps": n_steps,
+            "N": N,
+            "policy": "default_policy" if policy_factory is None else getattr(
+                policy_factory, "__name__", "custom"
+            ),
+        },
+        "rows": rows,
+        "seconds": time.perf_counter() - t_all,
+    }
+    report["distribution"] = _distribution(rows)
+    report["targets"] = family_targets(report)
+    return report
+
+
+def _distribution(rows: list[dict]) -> dict:
+    out = {}
+    for key in FAMILY_TARGETS:
+        v = np.array([r["values"][key] for r in rows], dtype=np.float64)
+        worst = np.nanmin(v) if key == "recall_ratio" else np.nanmax(v)
+        out[key] = {
+            "median": float(np.nanmedian(v)),
+            "p90": float(np.nanpercentile(v, 10 if key == "recall_ratio" else 90)),
+            "worst": float(worst),
+        }
+    secs = np.array([r["seconds"]["total"] for r in rows])
+    out["seconds_per_platform_kind"] = {
+        "median": float(np.median(secs)),
+        "p90": float(np.percentile(secs, 90)),
+        "worst": float(secs.max()),
+    }
+    return out
+
+
+def family_targets(report: dict) -> list[dict]:
+    """Per target: passed everywhere, the worst value and the rows that break it."""
+    out = []
+    for key, (desc, bound) in FAMILY_TARGETS.items():
+        broken = [
+            {"seed": r["seed"], "kind": r["kind"], "value": r["values"][key]}
+            for r in report["rows"]
+            if not _PASS[key](r["values"][key])
+        ]
+        out.append(
+            {
+                "target": key,
+                "description": desc,
+                "bound": bound,
+                "worst": report["distribution"][key]["worst"],
+                "passed": not broken,
+                "n_rows": len(report["rows"]),
+                "broken": broken,
+            }
+        )
+    return out
+
+
+def _fmt(key: str, v: float) -> str:
+    if v != v:
+        return "-"
+    return f"x{v:.3f}" if key == "recall_ratio" else f"{100 * v:.2f}%"
+
+
+def format_family(report: dict, *, markdown: bool = False) -> str:
+    """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
+    keys = list(FAMILY_TARGETS)
+    head = ["seed", "kind", "accounts", "subnets (unknown)", "known", *keys]
+    body = []
+    for r in report["rows"]:
+        p = r["platform"]
+        body.append(
+            [
+                str(r["seed"] % 100_000),
+                r["kind"] if r["kind"] != "item" else r["model"]["model"],
+                str(p["n_accounts"]),
+                f"{p['n_subnetworks']} ({p['unknown_subnetworks']})",
+                str(p["n_known_seeds"]),
+                *[_fmt(k, r["values"][k]) for k in keys],
+            ]
+        )
+    d = report["distribution"]
+    for stat in ("median", "p90", "worst"):
+        body.append([stat, "", "", "", "", *[_fmt(k, d[k][stat]) for k in keys]])
+    lines = []
+    if markdown:
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+    else:
+        widths = [max(len(head[i]), *(len(b[i]) for b in body)) for i in range(len(head))]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    lines.append("")
+    for t in report["targets"]:
+        mark = "PASS" if t["passed"] else "MISS"
+        msg = f"{mark} {t['target']}: {t['description']} (worst {_fmt(t['target'], t['worst'])})"
+        if t["broken"]:
+            msg += f"; broken by {len(t['broken'])}/{t['n_rows']}: " + ", ".join(
+                f"{b['seed'] % 100_000}/{b['kind']}" for b in t["broken"][:8]
+            )
+        lines.append(("- " if markdown else "") + msg)
+    return "\n".join(lines)
+
+
+def write_family_plot(report: dict, path) -> str | None:
+    """Exposure and recall kept across platforms, one marker per model kind (PNG).
+
+    Returns the path, or ``None`` when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    seeds = list(dict.fromkeys(r["seed"] for r in report["rows"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, marker in zip(MODEL_KINDS, "os^", strict=True):
+        rows = [r for r in report["rows"] if r["kind"] == kind]
+        if not rows:
+            continue
+        x = [seeds.index(r["seed"]) for r in rows]
+        axes[0].scatter(x, [100 * r["values"]["exposure"] for r in rows], marker=marker, label=kind)
+        axes[1].scatter(x, [r["values"]["recall_ratio"] for r in rows], marker=marker, label=kind)
+    axes[0].axhline(1.0, color="red", lw=1, ls="--", label="target")
+    axes[1].axhline(0.98, color="red", lw=1, ls="--", label="target")
+    axes[0].set(xlabel="platform", ylabel="worst walk network share (%)", title="Exposure")
+    axes[1].set(xlabel="platform", ylabel="recall@10 kept", title="Benign recall kept")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.suptitle(
+        f"{len(seeds)} {report['settings']['split']} platforms ({report['settings']['size']}), "
+        f"{report['settings']['policy']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,138 @@
+"""Viewing-context risk: a risky profile, or a new account's risky first follows.
+
+The circuit breaker (:class:`~guardrails.filters.ViewerCircuitBreaker`) trips on the
+*share* of a viewer's interactions on dropped candidates. Two cases slip under it:
+
+- the profile being viewed (``similar_items``) is risky but not risky enough to drop: an
+  unflagged seller whose own propagated risk sits a few times above the catalogue's
+  typical level while its embedding neighbours are all network accounts. Its "suggested
+  accounts" would be its neighbourhood;
+- a new account (a handful of follows) that starts from such an account: its first
+  follows are all it has, and they point into the network.
+
+:class:`ContextRisk` treats both as the context of the slate: a viewer whose context (the
+viewed profile, or, for viewers with at most ``new_viewer_interactions`` interactions in
+the call, those interactions) touches a candidate at or above ``threshold`` is served only
+the low-risk pool, and the context candidate itself is outside that pool, so a risky
+profile never appears in its own suggestions. Established viewers (more interactions) are
+left to the share-based breaker, so ordinary users who follow one borderline account
+keep their recommendations. For ``similar_users`` (a ``"users"`` catalogue in the same id
+space as the candidates) the queried account is the profile being viewed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import check_float, check_int, check_vector, fail
+from .base import Catalog, CohortTable, Filter, ViewerBatch
+
+__all__ = ["ContextRisk"]
+
+
+class ContextRisk(Filter):
+    """Serve only a low-risk pool when the viewing context is risky.
+
+    Parameters
+    ----------
+    risk : array-like of float, shape (n_candidates,)
+        Candidate risk in [0, 1].
+    threshold : float, keyword-only
+        A context candidate at or above this is risky (for example the demotion floor of
+        the default policy: the flagged band, not only the dropped accounts).
+    pool : array-like of bool, shape (n_candidates,), keyword-only
+        Candidates a viewer with a risky context may still get; candidates at or above
+        ``threshold`` are always left out of it when the filter compiles.
+    new_viewer_interactions : int, keyword-only
+        Viewers with at most this many interactions in the call are new accounts: their
+        interactions count as context. 0 reads only the viewed profile.
+    known_viewers : int, optional, keyword-only
+        Viewers with an id below this are established accounts (the model and the stored
+        viewer risk know them): only their viewed profile counts, whatever their number
+        of interactions. ``None``: every viewer with few interactions is new.
+    reason, mode, failure, surfaces, name : keyword-only
+    """
+
+    name = "context_risk"
+    config_spec = {
+        "risk": "vector",
+        "threshold": "float",
+        "pool": "mask",
+        "new_viewer_interactions": "int",
+        "known_viewers": "int",
+    }
+
+    def __init__(
+        self,
+        risk,
+        *,
+        threshold: float,
+        pool,
+        new_viewer_interactions: int = 5,
+        known_viewers: int | None = None,
+        reason: str = "risky_context",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        where = "ContextRisk"
+        self.risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
+        self.threshold = check_float(threshold, "threshold", where, low=0.0, high=1.0, low_open=True)
+        p = np.asarray(pool)
+        if p.dtype != bool or p.shape != self.risk.shape:
+            raise fail("pool", where, f"a bool mask of length {self.risk.shape[0]}", pool)
+        self.pool = p.copy()
+        self.new_viewer_interactions = check_int(
+            new_viewer_interactions, "new_viewer_interactions", where, low=0
+        )
+        self.known_viewers = (
+            None if known_viewers is None else check_int(known_viewers, "known_viewers", where, low=0)
+        )
+        self._settings(
+            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
+        )
+
+    def params(self) -> tuple:
+        return (
+            self.risk,
+            self.threshold,
+            self.pool,
+            self.new_viewer_interactions,
+            -1 if self.known_viewers is None else self.known_viewers,
+        )
+
+    def risky_context(self, viewers: ViewerBatch, kind: str = "items") -> np.ndarray:
+        """Bool mask of the batch's viewers whose context touches a risky candidate.
+
+        For a ``"users"`` catalogue (``similar_users``, users and candidates in one id
+        space) the queried account is the profile being viewed, so it is the context.
+        """
+        n = self.risk.shape[0]
+        risky = (self.risk >= self.threshold).astype(np.float32)
+        out = np.zeros(viewers.size, dtype=bool)
+        if kind == "users" and viewers.userids is not None:
+            u = np.asarray(viewers.userids, dtype=np.int64)
+            inside = (u >= 0) & (u < n)
+            out[inside] = risky[u[inside]] > 0
+        ctx = viewers.context_items
+        if ctx is not None and ctx.shape[1] == n:
+            out |= (abs(sp.csr_matrix(ctx)) @ risky) > 0
+        ui = viewers.user_items
+        if self.new_viewer_interactions and ui is not None and ui.shape[1] == n:
+            ui = sp.csr_matrix(ui)
+            new = np.diff(ui.indptr) <= self.new_viewer_interactions
+            if self.known_viewers is not None and viewers.userids is not None:
+                new &= np.asarray(viewers.userids) >= self.known_viewers
+            out |= new & ((abs(ui) @ risky) > 0)
+        return out
+
+    def compile_cohorts(self, catalog: Catalog) -> CohortTable:
+        catalog.check_sized("ContextRisk", "risk", self.risk.shape[0])
+        # The risky candidates are never in the pool: a risky profile is not its own suggestion.
+        allowed = self.pool & (self.risk < self.threshold)
+        return CohortTable(self.name, self.reason, (~allowed)[None, :], None, ("risky_context",))
+
+    def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
+        return np.where(self.risky_context(viewers, catalog.kind), 0, -1).astype(np.int64)
