@@ -534,7 +534,10 @@ def _audit_family(
         if png:
             written.append(png)
         else:
-            log("Plot skipped: matplotlib is not installed (pip install 'recsys-guardrails[plot]').")
+            log(
+                "Plot skipped: matplotlib is not installed "
+                "(pip install 'recsys-guardrails[plot]')."
+            )
     click.echo(format_family(report), err=as_json)
     click.echo("\nWrote " + ", ".join(written), err=as_json)
     if as_json:

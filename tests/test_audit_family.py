@@ -20,7 +20,7 @@ from guardrails.audit.family import (
     family_seeds,
     make_family_platform,
 )
-from guardrails.audit.family_policy import calibrated_guard_policy, calibrated_policy
+from guardrails.audit.family_policy import calibrated_policy
 from guardrails.audit.family_run import (
     FAMILY_TARGETS,
     family_targets,
@@ -231,7 +231,9 @@ def test_risky_profile_gets_the_pool_and_never_itself():
 def test_new_viewers_follows_count_as_context_established_ones_do_not():
     n = 30
     f = _context_filter()
-    f2 = ContextRisk(f.risk, threshold=0.7, pool=f.pool, new_viewer_interactions=2, known_viewers=10)
+    f2 = ContextRisk(
+        f.risk, threshold=0.7, pool=f.pool, new_viewer_interactions=2, known_viewers=10
+    )
     risky = int(np.flatnonzero(f.risk >= 0.7)[0])
     ui = sp.csr_matrix(([1.0, 1.0], ([0, 1], [risky, risky])), shape=(2, n))
     vb = ViewerBatch(np.array([3, 12]), ui, None)
@@ -240,9 +242,13 @@ def test_new_viewers_follows_count_as_context_established_ones_do_not():
     assert f2.assign_cohorts(Catalog("items", n), vb).tolist() == [-1, 0]
     # Many interactions: not new either.
     many = sp.csr_matrix(np.ones((1, n), np.float32))
-    assert f.assign_cohorts(Catalog("items", n), ViewerBatch(np.array([20]), many, None)).tolist() == [-1]
+    assert f.assign_cohorts(
+        Catalog("items", n), ViewerBatch(np.array([20]), many, None)
+    ).tolist() == [-1]
     # similar_users: the queried account is the profile being viewed.
-    assert f.assign_cohorts(Catalog("users", n), ViewerBatch(np.array([risky]), None, None)).tolist() == [0]
+    assert f.assign_cohorts(
+        Catalog("users", n), ViewerBatch(np.array([risky]), None, None)
+    ).tolist() == [0]
 
 
 @_SLOW

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from guardrails.exceptions import ValidationError
 from guardrails.filters import (
-    ContextRisk,
     BlockItems,
     BlockLabeled,
     CohortRule,
+    ContextRisk,
     DemoteRisk,
     ExcludePairs,
     RelationshipRule,

@@ -16,9 +16,9 @@
 """
 
 from .data import DataPlatform, OwnData, load_data
-from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
 from .family import FamilyConfig, FamilyPlatform, draw_config, family_seeds, make_family_platform
 from .family_run import run_family
+from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
 from .run import audit_platform, run_audit
 from .sweep import SweepPoint, pareto_front, run_sweep
 from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one

@@ -204,9 +204,7 @@ def family_seeds(n: int, *, split: str = "evaluation", start: int = 0) -> list[i
     parity = 0 if split == "tuning" else 1
     # A stride that is odd keeps successive seeds distinct; doubling plus the parity keeps
     # the two streams disjoint.
-    return [
-        ((base + 104_729 * (start + i)) % (1 << 60)) * 2 + parity for i in range(n)
-    ]
+    return [((base + 104_729 * (start + i)) % (1 << 60)) * 2 + parity for i in range(n)]
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -287,7 +285,9 @@ class _Pool:
             return np.full(groups.size, -1, dtype=np.int64)
         u = self.lo[groups] + rng.random(groups.size) * (self.hi[groups] - self.lo[groups])
         idx = np.searchsorted(self.cum, u, side="right")
-        idx = np.clip(idx, self.first[groups], np.maximum(self.last[groups] - 1, self.first[groups]))
+        idx = np.clip(
+            idx, self.first[groups], np.maximum(self.last[groups] - 1, self.first[groups])
+        )
         out = self.ids[np.minimum(idx, self.ids.size - 1)]
         return np.where(self.last[groups] > self.first[groups], out, -1).astype(np.int64)
 
@@ -439,7 +439,13 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
     deg = _counts(rng, ordinary.size, c.mean_follows, low=1)
     k_noise = rng.binomial(deg, c.noise_share)
     k_in = rng.binomial(deg - k_noise, c.community_density)
-    k_celeb = rng.binomial(deg - k_noise - k_in, min(1.0, c.celebrity_pull / (1 - c.community_density + 1e-9))) if n_celeb else np.zeros_like(deg)
+    k_celeb = (
+        rng.binomial(
+            deg - k_noise - k_in, min(1.0, c.celebrity_pull / (1 - c.community_density + 1e-9))
+        )
+        if n_celeb
+        else np.zeros_like(deg)
+    )
     add(_edges(rng, ordinary, k_in, in_comm, community[ordinary]))
     add(_edges(rng, ordinary, deg - k_noise - k_in - k_celeb, anyone_benign))
     add(_edges(rng, ordinary, k_noise, everyone))
@@ -453,7 +459,11 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
     add(_edges(rng, youth_all, deg - k_in, celeb_pool if n_celeb else anyone_benign))
 
     # ------------------------------------------------------------ the network
-    add(_edges(rng, buyers, _counts(rng, n_buy, c.buyer_seller_follows, low=1), seller_pool, buyer_sub))
+    add(
+        _edges(
+            rng, buyers, _counts(rng, n_buy, c.buyer_seller_follows, low=1), seller_pool, buyer_sub
+        )
+    )
     add(_edges(rng, buyers, _counts(rng, n_buy, 3.0), buyer_pool, buyer_sub))
     add(_edges(rng, sellers, _counts(rng, n_sell, 5.0, low=1), seller_pool, seller_sub))
     add(_edges(rng, sellers, _counts(rng, n_sell, 8.0, low=1), buyer_pool, seller_sub))
@@ -468,13 +478,15 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
 
     # ------------------------------------------------------------ who is known
     indeg = np.asarray(follows.sum(axis=0)).ravel()
-    identified = []
+    picked: list[np.ndarray] = []
     for k in range(n_sub):
         if n_ident_k[k]:
             cand = sellers[seller_sub == k]
             w = indeg[cand] + 1.0
-            identified.append(rng.choice(cand, size=int(n_ident_k[k]), replace=False, p=w / w.sum()))
-    identified = np.sort(np.concatenate(identified)).astype(np.int64)
+            picked.append(
+                rng.choice(cand, size=int(n_ident_k[k]), replace=False, p=w / w.sum())
+            )
+    identified = np.sort(np.concatenate(picked)).astype(np.int64)
 
     # ------------------------------------------------------------ hashtags
     tags_per_comm, n_flagged = 5, int(rng.integers(2, 7))
@@ -485,7 +497,9 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
     k_tags[n_base:] = 0
     t_src = np.repeat(np.arange(n), k_tags)
     own = community[t_src] * tags_per_comm + rng.integers(0, tags_per_comm, t_src.size)
-    t_dst = np.where(rng.random(t_src.size) < 0.7, own, n_comm_tags + rng.integers(0, 20, t_src.size))
+    t_dst = np.where(
+        rng.random(t_src.size) < 0.7, own, n_comm_tags + rng.integers(0, 20, t_src.size)
+    )
     taggers = np.concatenate(
         [
             sellers[rng.random(n_sell) < c.seller_tag_rate],
@@ -544,7 +558,9 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
     counts = np.diff(follows.indptr)[benign_users]
     chosen = benign_users[counts >= 5]
     chosen = chosen[rng.random(chosen.size) < 0.2]
-    offs = follows.indptr[chosen] + (rng.random(chosen.size) * np.diff(follows.indptr)[chosen]).astype(np.int64)
+    offs = follows.indptr[chosen] + (
+        rng.random(chosen.size) * np.diff(follows.indptr)[chosen]
+    ).astype(np.int64)
     held_out = _binary(chosen, follows.indices[offs], n)
     train = follows.copy()
     train.data[offs] = 0.0

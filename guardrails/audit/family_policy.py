@@ -38,7 +38,14 @@ from ..filters import (
 )
 from .platform import Platform
 
-__all__ = ["calibrated_policy", "calibrated_guard_policy", "default_with_context", "DROP_K", "DEMOTE_K", "DROP_CAP"]
+__all__ = [
+    "calibrated_policy",
+    "calibrated_guard_policy",
+    "default_with_context",
+    "DROP_K",
+    "DEMOTE_K",
+    "DROP_CAP",
+]
 
 #: Drop at this many upper spreads (median to 75th percentile, log risk) above the median.
 DROP_K = 4.5
@@ -171,9 +178,7 @@ def calibrated_policy(
             )
         )
     if CAP_K is not None:
-        filters.append(
-            ShareCap(max_share=0.1, risk=risk, threshold=cap_t, name="share_cap_risky")
-        )
+        filters.append(ShareCap(max_share=0.1, risk=risk, threshold=cap_t, name="share_cap_risky"))
     return gr.Policy(filters, name=name)
 
 

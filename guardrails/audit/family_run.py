@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int 
     ids, _ = guard.similar_items(starts, N=N + 1, viewer=viewers, surface="suggested_accounts")
     ids = np.atleast_2d(ids)
     self_shown = float(np.mean([(ids[r] == starts[r]).any() for r in range(n_views)]))
-    out = {"self_shown": self_shown, "similar_users": None}
+    out: dict[str, object] = {"self_shown": self_shown, "similar_users": None}
     if isinstance(guard.model_, gr.FactorModel):
         uid, _ = guard.similar_users(starts, N=N + 1, surface="suggested_accounts")
         uid = np.atleast_2d(uid)
@@ -163,7 +164,7 @@ def evaluate_family_platform(
     guard = gr.Guard(model, policy, user_policy="same" if is_mf else None)
     bare = gr.Guard(model)
     t2 = time.perf_counter()
-    kw = {"n_walkers": n_walkers, "n_steps": n_steps, "N": N}
+    kw: dict[str, Any] = {"n_walkers": n_walkers, "n_steps": n_steps, "N": N}
     walks = {
         "view_one": view_one(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed),
         "view_one_unknown": view_one(
@@ -202,7 +203,11 @@ def evaluate_family_platform(
         "values": values,
         "walks": worst,
         "minors_by_walk": minors_by_walk,
-        "quality": {"recall": q["recall"], "recall_unguarded": qb["recall"], "n_users": q["n_users"]},
+        "quality": {
+            "recall": q["recall"],
+            "recall_unguarded": qb["recall"],
+            "n_users": q["n_users"],
+        },
         "seconds": {
             "train": t1 - t0,
             "policy": t2 - t1,
@@ -299,7 +304,7 @@ def run_family(
                         "n_minors",
                     )
                 },
-                "config": platform.config.to_dict(),
+                "config": None if platform.config is None else platform.config.to_dict(),
                 **res,
             }
             rows.append(row)
@@ -323,9 +328,9 @@ def run_family(
             "n_walkers": n_walkers,
             "n_steps": n_steps,
             "N": N,
-            "policy": "default_policy" if policy_factory is None else getattr(
-                policy_factory, "__name__", "custom"
-            ),
+            "policy": "default_policy"
+            if policy_factory is None
+            else getattr(policy_factory, "__name__", "custom"),
         },
         "rows": rows,
         "seconds": time.perf_counter() - t_all,

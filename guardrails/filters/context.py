@@ -79,7 +79,9 @@ class ContextRisk(Filter):
     ):
         where = "ContextRisk"
         self.risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
-        self.threshold = check_float(threshold, "threshold", where, low=0.0, high=1.0, low_open=True)
+        self.threshold = check_float(
+            threshold, "threshold", where, low=0.0, high=1.0, low_open=True
+        )
         p = np.asarray(pool)
         if p.dtype != bool or p.shape != self.risk.shape:
             raise fail("pool", where, f"a bool mask of length {self.risk.shape[0]}", pool)
@@ -88,7 +90,9 @@ class ContextRisk(Filter):
             new_viewer_interactions, "new_viewer_interactions", where, low=0
         )
         self.known_viewers = (
-            None if known_viewers is None else check_int(known_viewers, "known_viewers", where, low=0)
+            None
+            if known_viewers is None
+            else check_int(known_viewers, "known_viewers", where, low=0)
         )
         self._settings(
             name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where

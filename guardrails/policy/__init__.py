@@ -38,6 +38,9 @@ from ._defaults import (
     DEFAULT_DROP_LIFT as DEFAULT_DROP_LIFT,
 )
 from ._defaults import (
+    DEFAULT_NEW_VIEWER as DEFAULT_NEW_VIEWER,
+)
+from ._defaults import (
     DEFAULT_POOL_LIFT as DEFAULT_POOL_LIFT,
 )
 from ._defaults import (
@@ -45,9 +48,6 @@ from ._defaults import (
 )
 from ._defaults import (
     DEFAULT_TRIP as DEFAULT_TRIP,
-)
-from ._defaults import (
-    DEFAULT_NEW_VIEWER as DEFAULT_NEW_VIEWER,
 )
 from ._defaults import (
     default_policy,

@@ -134,4 +134,5 @@ def report_from_row(row, now: float, max_attempts: int) -> Report:
     if state == "claimed" and lease_expires is not None and lease_expires <= now:
         state = "dead" if attempts >= max_attempts else "pending"
     # Report's fields follow the stored columns: key before seq, and no lease token (row[11]).
-    return Report(key, seq, *row[2:8], state, attempts, row[10], lease_expires, *row[13:])
+    # mypy cannot count the fields of a row sliced from a tuple of unknown length.
+    return Report(key, seq, *row[2:8], state, attempts, row[10], lease_expires, *row[13:])  # type: ignore[call-arg]
