@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_csr, check_ids, check_int, fail
+from ..core.files import atomic_write
 from ..exceptions import FailClosedError
 from ..guard import Guard
 from ..models import FactorModel
@@ -61,7 +62,9 @@ COLUMNS = ("user_id", "rank", "item_id", "score", "policy_version", "snapshot_ve
 MANIFEST_NAME = "_manifest.json"
 _MANIFEST_FORMAT = "recsys-guardrails-batch"
 _PART = re.compile(r"^part-\d{6,}\.parquet$")
-_TMP = re.compile(r"^\.part-\d{6,}\.parquet\.[0-9a-f]{32}\.tmp$")
+# Temporaries of core.files.atomic_write (tempfile.mkstemp: the prefix, random letters,
+# digits and underscores, the suffix) left behind by killed attempts.
+_TMP = re.compile(r"^\.part-\d{6,}\.parquet\.[a-z0-9_]+\.tmp$")
 # Ids accepted when the model has no user rows to index (item-item, recalculate_user).
 _ANY_ID = 2**62
 _WHERE = "recommend_all"
@@ -215,17 +218,8 @@ def _write_atomic(table, directory: str, block: int) -> str:
 
     name = _part_name(block)
     final = os.path.join(directory, name)
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(final) as fh:
+        pq.write_table(table, fh)
     return name
 
 

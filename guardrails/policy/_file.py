@@ -7,13 +7,11 @@ or by a relative path beside the file, and never loaded with pickle.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import io
 import math
 import os
-import tempfile
 import tomllib
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_choice, fail
+from ..core.files import atomic_write
 from ..exceptions import PolicyFileError, ValidationError
 from ..filters.base import MODES, check_surfaces
 from ..filters.registry import filter_class, registered_filters
@@ -444,36 +443,9 @@ def _plain(v: Any) -> Any:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically.
-
-    A temporary file in the same directory (same file system, so the rename is atomic)
-    is written and flushed to disk, then renamed over ``path`` with ``os.replace``: a
-    reader sees the old file or the new one, never a torn one, and a failed write leaves
-    the old file in place and no temporary file behind.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable where the platform allows opening a directory.
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    """Write ``data`` to ``path`` atomically (:func:`guardrails.core.files.atomic_write`)."""
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def _file_stem(name: str) -> str:

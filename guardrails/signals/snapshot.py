@@ -20,7 +20,6 @@ import io
 import json
 import numbers
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import fail
+from ..core.files import atomic_write
 from ..exceptions import CorruptStoreError, NotAGuardrailsStoreError, SchemaVersionError, StoreError
 from .labels import KNOWN_SOURCES, SUBJECT_KINDS
 
@@ -543,28 +543,8 @@ class Snapshot:
         }
         if self.risk is not None:
             arrays["risk"] = self.risk
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        try:
-            dfd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        with atomic_write(path, prefix=".snapshot-") as fh:
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Snapshot:
