@@ -122,6 +122,28 @@ def _guards(
     return {k: gr.Guard(model, p) for k, p in policies.items()}
 
 
+def _evaluate_configs(
+    guards, platform, *, walks_per_step: int, label: str, progress: bool, n_steps: int, **kw
+) -> dict:
+    """Every guard's walks and metrics, with quality and minor reach as ratios to unguarded.
+
+    ``kw`` goes to :func:`evaluate_config` as it is; ``walks_per_step`` sizes the progress
+    bar (the search walk runs only where the platform has flagged terms).
+    """
+    configs = {}
+    with _bar(walks_per_step * n_steps * len(guards), label, progress) as bar:
+        for name, guard in guards.items():
+            configs[name] = evaluate_config(guard, platform, n_steps=n_steps, bar=bar, **kw)
+    base = configs["unguarded"]
+    for c in configs.values():
+        q, b = c["quality"], base["quality"]
+        q["recall_ratio"] = q["recall"] / b["recall"] if b["recall"] else float("nan")
+        q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
+        r, rb = c["minor_reach"], base["minor_reach"]
+        r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
+    return configs
+
+
 def run_audit(
     *,
     n_accounts: int = DEFAULT_ACCOUNTS,
@@ -211,29 +233,20 @@ def run_audit(
             youth = np.flatnonzero(platform.ordinary & follows_minor)
             if youth.size > 500:
                 youth = np.sort(np.random.default_rng(seed).choice(youth, 500, replace=False))
-            configs = {}
-            per_config = 3 * n_steps
-            with _bar(per_config * len(guards), f"walks seed={seed} {scenario}", progress) as bar:
-                for name, guard in guards.items():
-                    configs[name] = evaluate_config(
-                        guard,
-                        platform,
-                        users=users,
-                        viewers=viewers,
-                        youth_viewers=youth,
-                        n_walkers=n_walkers,
-                        n_steps=n_steps,
-                        N=N,
-                        seed=seed,
-                        bar=bar,
-                    )
-            base = configs["unguarded"]
-            for c in configs.values():
-                q, b = c["quality"], base["quality"]
-                q["recall_ratio"] = q["recall"] / b["recall"] if b["recall"] else float("nan")
-                q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
-                r, rb = c["minor_reach"], base["minor_reach"]
-                r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
+            configs = _evaluate_configs(
+                guards,
+                platform,
+                users=users,
+                viewers=viewers,
+                youth_viewers=youth,
+                n_walkers=n_walkers,
+                n_steps=n_steps,
+                N=N,
+                seed=seed,
+                walks_per_step=3,
+                label=f"walks seed={seed} {scenario}",
+                progress=progress,
+            )
             runs.append(
                 {
                     "seed": seed,
@@ -472,29 +485,20 @@ def audit_platform(
     users = platform.evaluation_users(seed=seed)
     viewers = platform.ordinary_viewers(n=20, seed=seed)
     youth = platform.youth_viewers(seed=seed)
-    configs = {}
-    per_config = (3 if platform.has_search else 2) * n_steps
-    with _bar(per_config * len(guards), "walks (own data)", progress) as bar:
-        for name, guard in guards.items():
-            configs[name] = evaluate_config(
-                guard,
-                platform,
-                users=users,
-                viewers=viewers,
-                youth_viewers=youth,
-                n_walkers=n_walkers,
-                n_steps=n_steps,
-                N=N,
-                seed=seed,
-                bar=bar,
-            )
-    base = configs["unguarded"]
-    for c in configs.values():
-        q, b = c["quality"], base["quality"]
-        q["recall_ratio"] = q["recall"] / b["recall"] if b["recall"] else float("nan")
-        q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
-        r, rb = c["minor_reach"], base["minor_reach"]
-        r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
+    configs = _evaluate_configs(
+        guards,
+        platform,
+        users=users,
+        viewers=viewers,
+        youth_viewers=youth,
+        n_walkers=n_walkers,
+        n_steps=n_steps,
+        N=N,
+        seed=seed,
+        walks_per_step=3 if platform.has_search else 2,
+        label="walks (own data)",
+        progress=progress,
+    )
     t3 = time.perf_counter()
     sweep_out = None
     if sweep:
