@@ -59,7 +59,10 @@ def test_batch_tagging_catches_what_queries_catch(rnd, idx):
                 AccountText("v", hashtags=("#" + tag,))] * 4  # a batch: the array path
     res = GUARD.tag_accounts(accounts)
     seeded = set(res.seed_ids("blocked"))
-    assert {"u", "v"} <= seeded and "x" not in seeded
+    # The batch's array path flags exactly the accounts whose texts a single query flags
+    # (recall itself is the per-class test's job; short terms cut into chunks are a known gap).
+    expected = {k for k, text in (("u", bio), ("v", "#" + tag)) if _found(text)}
+    assert seeded == expected
 
 
 def test_issue_examples():
