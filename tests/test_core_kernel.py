@@ -3,7 +3,9 @@
 Narrow blocks (width 1 to 8) make the pruning path (block maxima, threshold, gather)
 run on small catalogues, where the Guard's default width would score everything.
 Narrow tiles (``tile_items``) do the same for the fused path, which must return the
-unfused path's ids and scores bit for bit.
+unfused path's ids and scores bit for bit. Items with widely spread norms (as trained
+factors have) let the fused path skip tiles by its norm bound; those problems check that
+it does skip, and that what it returns is still exact, whatever the batch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def problems(draw):
         scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
         Q = (rng.standard_normal((m, d)) * scale).astype(np.float32)
         V = (rng.standard_normal((n, d)) * scale).astype(np.float32)
+    if draw(st.booleans()):
+        # Popularity-skewed norms, as trained factors have: the fused path's bound prunes.
+        V = (V * (rng.pareto(1.0, n) + 0.05)[:, None]).astype(np.float32)
     hard = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.95]))
     pen = None
     if draw(st.booleans()):
@@ -40,6 +45,9 @@ def problems(draw):
         m, n, density=draw(st.sampled_from([0.0, 0.2, 0.9])), format="csr", random_state=rng
     )
     vp = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.3])), format="csr", random_state=rng)
+    if draw(st.booleans()):
+        # Negative viewer penalties are boosts: they lift scores above the norm bound.
+        vp.data = (vp.data - 0.5) * 4.0
     call = (
         rng.choice(n, size=rng.integers(0, n + 1), replace=False) if draw(st.booleans()) else None
     )
@@ -158,3 +166,75 @@ def test_empty_catalogue_pads():
     space = FactorSpace.build(np.ones((3, 2), np.float32), hard_mask=np.ones(3, bool))
     ids, scores = guarded_topk(space, np.ones((2, 2), np.float32), 2)
     assert (ids == -1).all() and np.isneginf(scores).all()
+
+
+@st.composite
+def skewed(draw):
+    """Few rows, many items of widely spread norms, short slates: tiles get skipped."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    m, n, d = draw(st.integers(1, 6)), draw(st.integers(64, 400)), draw(st.integers(1, 6))
+    V = rng.standard_normal((n, d)) * (rng.pareto(draw(st.sampled_from([0.7, 1.5])), n) + 0.01)[:, None]
+    Q = rng.standard_normal((m, d))
+    if draw(st.booleans()):
+        Q, V = np.round(Q), np.round(V)  # ties across tiles
+    hard = rng.random(n) < draw(st.sampled_from([0.0, 0.3]))
+    pen = (rng.random(n) * 2.0).astype(np.float32) if draw(st.booleans()) else None
+    vm = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.1])), format="csr", random_state=rng)
+    vp = sp.random(m, n, density=draw(st.sampled_from([0.0, 0.05])), format="csr", random_state=rng)
+    vp.data = (vp.data - draw(st.sampled_from([0.0, 0.5]))) * 3.0
+    call = rng.choice(n, size=n // 10, replace=False) if draw(st.booleans()) else None
+    return dict(
+        Q=Q.astype(np.float32), V=V.astype(np.float32), hard=hard, pen=pen, vm=vm, vp=vp,
+        call=call, m=m, n=n, ties=False,
+    )
+
+
+@SETTINGS
+@given(p=skewed(), N=st.integers(1, 8), tile=st.sampled_from([4, 8, 16]), width=st.integers(1, 4))
+def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width):
+    space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
+
+    def run(rows, tile_items, stats=None):
+        return guarded_topk(
+            space,
+            p["Q"][rows],
+            N,
+            call_mask=p["call"],
+            viewer_masks=[p["vm"][rows]],
+            viewer_penalties=[p["vp"][rows]],
+            block_rows=3,
+            num_threads=1,
+            tile_items=tile_items,
+            stats=stats,
+        )
+
+    every = np.arange(p["m"])
+    stats: dict = {}
+    ids, scores = run(every, tile, stats)
+    assert 0 < stats["scored"] <= stats["cells"]
+    ids0, scores0 = run(every, 0)
+    np.testing.assert_array_equal(ids, ids0)
+    np.testing.assert_array_equal(scores, scores0)
+    raw, ok = _expected(p, N)
+    for r in range(p["m"]):
+        one_ids, one_scores = run(np.array([r]), tile)
+        np.testing.assert_array_equal(one_ids[0], ids[r])
+        np.testing.assert_array_equal(one_scores[0], scores[r])
+        got = ids[r][ids[r] >= 0]
+        assert ok[r, got].all()  # nothing suppressed, masked or call-filtered
+        assert got.size == min(N, int(ok[r].sum()))  # full slates when enough are eligible
+        want = np.sort(raw[r, ok[r]])[::-1][: got.size]
+        np.testing.assert_allclose(raw[r, got], want, rtol=0, atol=1e-4 * (1 + np.abs(want).max(initial=0)))
+
+
+def test_pruned_fused_path_skips_most_of_a_skewed_catalogue():
+    rng = np.random.default_rng(7)
+    V = (rng.standard_normal((4000, 8)) * (rng.pareto(1.0, 4000) + 0.01)[:, None]).astype(np.float32)
+    Q = rng.standard_normal((50, 8)).astype(np.float32)
+    space = FactorSpace.build(V, penalty=(rng.random(4000) * 0.1).astype(np.float32), block_width=8)
+    stats: dict = {}
+    ids, scores = guarded_topk(space, Q, 10, tile_items=64, num_threads=1, stats=stats)
+    ids0, scores0 = guarded_topk(space, Q, 10, tile_items=0, num_threads=1)
+    np.testing.assert_array_equal(ids, ids0)
+    np.testing.assert_array_equal(scores, scores0)
+    assert stats["scored"] < 0.5 * stats["cells"]
