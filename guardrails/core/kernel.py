@@ -846,12 +846,18 @@ def _run_chunk_tiled(
         else:
             # Block maxima are scores of distinct items: still a lower bound.
             vals = Mt
-        cat = np.concatenate([top[li], vals], axis=1)
-        kept = np.partition(cat, cat.shape[1] - N, axis=1)[:, -N:]
-        top[li] = kept
-        t_rows = kept.min(axis=1).astype(np.float64)
-        thr[li] = t_rows - 2.0 * delta[li]
-        thr32[li] = tl = _threshold(t_rows, delta[li], np.float32)
+        # Only rows with a score above their N-th so far can raise it.
+        cur = top[li]
+        g = np.flatnonzero(vals.max(axis=1) > cur.min(axis=1))
+        if g.size:
+            cat = np.concatenate([cur[g], vals[g]], axis=1)
+            kept = np.partition(cat, cat.shape[1] - N, axis=1)[:, -N:]
+            gl = li[g]
+            top[gl] = kept
+            t_rows = kept.min(axis=1).astype(np.float64)
+            thr[gl] = t_rows - 2.0 * delta[gl]
+            thr32[gl] = _threshold(t_rows, delta[gl], np.float32)
+        tl = thr32[li]
         # Candidates: every cell of a block whose maximum reaches the threshold.
         hr, hb = np.nonzero(Mt >= tl[:, None])
         if hr.size:
