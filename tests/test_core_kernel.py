@@ -11,11 +11,16 @@ it does skip, and that what it returns is still exact, whatever the batch.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guardrails.core.kernel import FactorSpace, SimilaritySpace, guarded_topk
+from guardrails.core.kernel import HAS_COMPILED_TILE, FactorSpace, SimilaritySpace, guarded_topk
+from guardrails.exceptions import ValidationError
+
+#: The fused path's selection backends to test: numpy always, C where it was built.
+BACKENDS = ["numpy", "compiled"] if HAS_COMPILED_TILE else ["numpy"]
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -74,8 +79,9 @@ def _expected(p, N):
     block_rows=st.integers(1, 5),
     threads=st.sampled_from([1, 2]),
     tile=st.sampled_from([0, None, 1, 3, 8, 24, 64]),
+    backend=st.sampled_from(BACKENDS),
 )
-def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads, tile):
+def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads, tile, backend):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
     ids, scores = guarded_topk(
         space,
@@ -87,6 +93,7 @@ def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads, til
         block_rows=block_rows,
         num_threads=threads,
         tile_items=tile,
+        backend=backend,
     )
     raw, ok = _expected(p, N)
     for r in range(p["m"]):
@@ -190,8 +197,14 @@ def skewed(draw):
 
 
 @SETTINGS
-@given(p=skewed(), N=st.integers(1, 8), tile=st.sampled_from([4, 8, 16]), width=st.integers(1, 4))
-def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width):
+@given(
+    p=skewed(),
+    N=st.integers(1, 8),
+    tile=st.sampled_from([4, 8, 16]),
+    width=st.integers(1, 4),
+    backend=st.sampled_from(BACKENDS),
+)
+def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width, backend):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
 
     def run(rows, tile_items, stats=None):
@@ -206,6 +219,7 @@ def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width):
             num_threads=1,
             tile_items=tile_items,
             stats=stats,
+            backend=backend,
         )
 
     every = np.arange(p["m"])
@@ -227,14 +241,64 @@ def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width):
         np.testing.assert_allclose(raw[r, got], want, rtol=0, atol=1e-4 * (1 + np.abs(want).max(initial=0)))
 
 
-def test_pruned_fused_path_skips_most_of_a_skewed_catalogue():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pruned_fused_path_skips_most_of_a_skewed_catalogue(backend):
     rng = np.random.default_rng(7)
     V = (rng.standard_normal((4000, 8)) * (rng.pareto(1.0, 4000) + 0.01)[:, None]).astype(np.float32)
     Q = rng.standard_normal((50, 8)).astype(np.float32)
     space = FactorSpace.build(V, penalty=(rng.random(4000) * 0.1).astype(np.float32), block_width=8)
     stats: dict = {}
-    ids, scores = guarded_topk(space, Q, 10, tile_items=64, num_threads=1, stats=stats)
+    ids, scores = guarded_topk(
+        space, Q, 10, tile_items=64, num_threads=1, stats=stats, backend=backend
+    )
     ids0, scores0 = guarded_topk(space, Q, 10, tile_items=0, num_threads=1)
     np.testing.assert_array_equal(ids, ids0)
     np.testing.assert_array_equal(scores, scores0)
     assert stats["scored"] < 0.5 * stats["cells"]
+
+
+def test_compiled_and_numpy_selection_agree_with_nan_and_inf_factors():
+    rng = np.random.default_rng(3)
+    V = (rng.standard_normal((600, 4)) * (rng.pareto(1.0, 600) + 0.01)[:, None]).astype(np.float32)
+    V[5] = np.nan
+    V[17, 0] = np.inf
+    V[40] = 3e38
+    Q = rng.standard_normal((9, 4)).astype(np.float32)
+    space = FactorSpace.build(V, block_width=4)
+    ref = guarded_topk(space, Q, 7, tile_items=0, num_threads=1)
+    for backend in BACKENDS:
+        ids, scores = guarded_topk(space, Q, 7, tile_items=32, num_threads=1, backend=backend)
+        np.testing.assert_array_equal(ids, ref[0])
+        np.testing.assert_array_equal(scores, ref[1])
+        assert np.isfinite(scores[ids >= 0]).all()
+        assert not np.isin(ids, [5, 17]).any()
+
+
+def test_unknown_backend_is_a_clear_error():
+    space = FactorSpace.build(np.ones((3, 2), np.float32))
+    with pytest.raises(ValidationError, match="'backend' parameter"):
+        guarded_topk(space, np.ones((1, 2), np.float32), 1, backend="fortran")
+
+
+@pytest.mark.parametrize("skew", [True, False])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_default_tiling_gives_the_unfused_results(skew, backend):
+    # Large enough for the default fused path (block_rows 128, 2048-item tiles), with
+    # several chunks: in numpy the first chunk decides whether the rest stay fused.
+    rng = np.random.default_rng(11)
+    V = rng.standard_normal((9000, 4))
+    if skew:
+        V *= (rng.pareto(1.0, 9000) + 0.01)[:, None]
+    V = V.astype(np.float32)
+    Q = rng.standard_normal((300, 4)).astype(np.float32)
+    vm = sp.random(300, 9000, density=0.001, format="csr", random_state=rng)
+    space = FactorSpace.build(V, hard_mask=rng.random(9000) < 0.05, block_width=32)
+    stats: dict = {}
+    ids, scores = guarded_topk(
+        space, Q, 10, viewer_masks=[vm], block_rows=128, stats=stats, backend=backend
+    )
+    ids0, scores0 = guarded_topk(space, Q, 10, viewer_masks=[vm], block_rows=128, tile_items=0)
+    np.testing.assert_array_equal(ids, ids0)
+    np.testing.assert_array_equal(scores, scores0)
+    if skew:
+        assert stats["scored"] < 0.5 * stats["cells"]
