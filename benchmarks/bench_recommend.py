@@ -14,7 +14,8 @@ For each size (items x factors), on the same users and factors:
   arrays with the fused tile path (item tiles by decreasing norm, tiles skipped where the
   Cauchy-Schwarz bound cannot reach a row's N-th score) forced on (``tile_items=2048``)
   and off (``0``); ``skipped`` is the share of the product the pruned path did not
-  compute.
+  compute. ``pruned`` selects with the compiled step (``guardrails.core._tile``) where it
+  was built, ``pruned-numpy`` with its numpy fallback.
 
 Factors are random (``--data gaussian``: popularity-skewed Gaussian items, the flat score
 distribution that is the hard case for block pruning) or trained (``--data als``:
@@ -45,6 +46,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import guardrails as gr
+from guardrails.core.kernel import HAS_COMPILED_TILE
 
 
 def make_case(n_users, n_items, factors, seed=0):
@@ -162,9 +164,16 @@ def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
     hard |= risk >= 0.3
     space = FactorSpace.build(V, hard_mask=hard, penalty=2.0 * risk, block_width=32)
 
-    def kernel(tile, stats=None):
+    def kernel(tile, stats=None, backend="auto"):
         return guarded_topk(
-            space, U, 10, viewer_masks=[pairs], num_threads=threads, tile_items=tile, stats=stats
+            space,
+            U,
+            10,
+            viewer_masks=[pairs],
+            num_threads=threads,
+            tile_items=tile,
+            stats=stats,
+            backend=backend,
         )
 
     fns = {
@@ -190,6 +199,7 @@ def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
         # The pruned path forced on (2048-item tiles, what it picks for 128-row chunks)
         # and off.
         "pruned": (lambda: kernel(2048), False),
+        "pruned-numpy": (lambda: kernel(2048, backend="numpy"), False),
         "unfused": (lambda: kernel(0), False),
     }
     out = interleaved_medians(fns, repeat)
@@ -235,15 +245,15 @@ def main():
     ]
     print(
         f"# bench_recommend: {args.threads} threads, BLAS {blas}, "
-        f"medians of {args.repeat} runs, N=10\n"
+        f"medians of {args.repeat} runs, N=10, compiled selection step: {HAS_COMPILED_TILE}\n"
     )
     print(
         "| data | users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s "
         "| guard-4 u/s | numpy u/s | guard-4 / implicit | guard-4 / numpy | pruned u/s "
-        "| unfused u/s | pruned / unfused | product skipped | peak MiB pruned / unfused / bound "
-        "(2k users) | short slates, filter after top-110 |"
+        "| pruned-numpy u/s | unfused u/s | pruned / unfused | product skipped "
+        "| peak MiB pruned / unfused / bound (2k users) | short slates, filter after top-110 |"
     )
-    print("|" + "---|" * 17)
+    print("|" + "---|" * 18)
     for n_users, n_items, factors, data in grid:
         t, peak, short = run_case(n_users, n_items, factors, args.repeat, args.threads, data)
         skipped = t.pop("skipped")
@@ -252,7 +262,8 @@ def main():
             f"| {data} | {n_users} | {n_items} | {factors} | {ups['implicit']:.0f} "
             f"| {ups['implicit+filter']:.0f} | {ups['guard-0']:.0f} | {ups['guard-4']:.0f} "
             f"| {ups['numpy']:.0f} | {ups['guard-4'] / ups['implicit']:.2f} "
-            f"| {ups['guard-4'] / ups['numpy']:.2f} | {ups['pruned']:.0f} | {ups['unfused']:.0f} "
+            f"| {ups['guard-4'] / ups['numpy']:.2f} | {ups['pruned']:.0f} "
+            f"| {ups['pruned-numpy']:.0f} | {ups['unfused']:.0f} "
             f"| {ups['pruned'] / ups['unfused']:.2f} | {skipped:.0%} "
             f"| {peak['pruned'] / 2**20:.1f} / {peak['unfused'] / 2**20:.1f} "
             f"/ {peak['bound'] / 2**20:.1f} | {short:.1%} |",

@@ -180,7 +180,10 @@ def skewed(draw):
     """Few rows, many items of widely spread norms, short slates: tiles get skipped."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     m, n, d = draw(st.integers(1, 6)), draw(st.integers(64, 400)), draw(st.integers(1, 6))
-    V = rng.standard_normal((n, d)) * (rng.pareto(draw(st.sampled_from([0.7, 1.5])), n) + 0.01)[:, None]
+    V = (
+        rng.standard_normal((n, d))
+        * (rng.pareto(draw(st.sampled_from([0.7, 1.5])), n) + 0.01)[:, None]
+    )
     Q = rng.standard_normal((m, d))
     if draw(st.booleans()):
         Q, V = np.round(Q), np.round(V)  # ties across tiles
@@ -191,8 +194,16 @@ def skewed(draw):
     vp.data = (vp.data - draw(st.sampled_from([0.0, 0.5]))) * 3.0
     call = rng.choice(n, size=n // 10, replace=False) if draw(st.booleans()) else None
     return dict(
-        Q=Q.astype(np.float32), V=V.astype(np.float32), hard=hard, pen=pen, vm=vm, vp=vp,
-        call=call, m=m, n=n, ties=False,
+        Q=Q.astype(np.float32),
+        V=V.astype(np.float32),
+        hard=hard,
+        pen=pen,
+        vm=vm,
+        vp=vp,
+        call=call,
+        m=m,
+        n=n,
+        ties=False,
     )
 
 
@@ -238,13 +249,17 @@ def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width, bac
         assert ok[r, got].all()  # nothing suppressed, masked or call-filtered
         assert got.size == min(N, int(ok[r].sum()))  # full slates when enough are eligible
         want = np.sort(raw[r, ok[r]])[::-1][: got.size]
-        np.testing.assert_allclose(raw[r, got], want, rtol=0, atol=1e-4 * (1 + np.abs(want).max(initial=0)))
+        np.testing.assert_allclose(
+            raw[r, got], want, rtol=0, atol=1e-4 * (1 + np.abs(want).max(initial=0))
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pruned_fused_path_skips_most_of_a_skewed_catalogue(backend):
     rng = np.random.default_rng(7)
-    V = (rng.standard_normal((4000, 8)) * (rng.pareto(1.0, 4000) + 0.01)[:, None]).astype(np.float32)
+    V = (rng.standard_normal((4000, 8)) * (rng.pareto(1.0, 4000) + 0.01)[:, None]).astype(
+        np.float32
+    )
     Q = rng.standard_normal((50, 8)).astype(np.float32)
     space = FactorSpace.build(V, penalty=(rng.random(4000) * 0.1).astype(np.float32), block_width=8)
     stats: dict = {}

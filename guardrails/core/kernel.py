@@ -902,9 +902,7 @@ def _run_chunk_tiled(
                 pp, vv, rr = pp[rr >= 0], vv[rr >= 0], rr[rr >= 0]
             S[pp - c0, rr] -= vv
         if compiled is not None:
-            k = compiled.tile_select(
-                S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals
-            )
+            k = compiled.tile_select(S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals)
             if k:
                 found_r.append(o_rows[:k].copy())
                 found_p.append(o_pos[:k].copy())
