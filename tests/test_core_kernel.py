@@ -10,6 +10,8 @@ it does skip, and that what it returns is still exact, whatever the batch.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -317,3 +319,13 @@ def test_default_tiling_gives_the_unfused_results(skew, backend):
     np.testing.assert_array_equal(scores, scores0)
     if skew:
         assert stats["scored"] < 0.5 * stats["cells"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("GUARDRAILS_REQUIRE_COMPILED"),
+    reason="set GUARDRAILS_REQUIRE_COMPILED=1 where a C compiler is known to be present",
+)
+def test_the_compiled_selection_step_was_built():
+    # .ci/run sets the variable: the build is optional, so a compiler or source error
+    # would otherwise pass unnoticed, with every test on the numpy fallback.
+    assert HAS_COMPILED_TILE
