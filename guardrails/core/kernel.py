@@ -491,6 +491,9 @@ def guarded_topk(
     m = queries.shape[0]
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
+    if stats is not None:
+        stats.setdefault("cells", 0)
+        stats.setdefault("scored", 0)
     if m == 0 or space.n_eligible == 0:
         return ids, scores
     n_pad = space.width * space.n_blocks
