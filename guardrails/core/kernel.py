@@ -521,10 +521,15 @@ def guarded_topk(
         # Selecting in numpy, the fused path costs more than the unfused one unless it
         # skips a good part of the product: the first chunk tells (same results either way).
         lo, hi = bounds.pop(0)
-        scored = run(lo, hi)
+        with blas_single_thread():
+            scored = run(lo, hi)
         if scored > _NUMPY_FUSED_MAX_SCORED * (hi - lo) * space.n_eligible:
             tile = 0
-    if len(bounds) == 1 or threads == 1:
+    if (len(bounds) == 1 or threads == 1) and tile:
+        # Many small products, one per tile: BLAS threads would cost more than they give.
+        with blas_single_thread():
+            scored += sum(run(lo, hi) for lo, hi in bounds)
+    elif len(bounds) == 1 or threads == 1:
         scored += sum(run(lo, hi) for lo, hi in bounds)
     elif bounds:
         with blas_single_thread():
