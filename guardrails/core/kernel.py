@@ -81,6 +81,9 @@ _MAX_BLOCK_ROWS = 128
 # GEMM efficiency falls off below a few dozen rows; large catalogues take this floor
 # (32 rows x 1M items is 128 MiB of scores per thread: set block_rows to go lower).
 _MIN_BLOCK_ROWS = 32
+# Spaces so small that 128 rows make fewer score cells than this take more rows per chunk
+# (4 MiB of float32 scores per worker at most).
+_SMALL_CHUNK_CELLS = 1 << 20
 _DEFAULT_BLOCK_WIDTH = 32
 # One tile of scores per worker (the fused path): small enough to stay in cache
 # (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
@@ -497,8 +500,14 @@ def guarded_topk(
     if m == 0 or space.n_eligible == 0:
         return ids, scores
     n_pad = space.width * space.n_blocks
+    threads = default_num_threads() if num_threads <= 0 else num_threads
     if block_rows is None:
         block_rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, _CHUNK_CELLS // max(1, n_pad)))
+        if n_pad * block_rows < _SMALL_CHUNK_CELLS:
+            # A small space (a cohort's or a share cap's few candidates): per-chunk
+            # costs outweigh 128-row products, so take more rows, while every worker
+            # still gets a chunk. Results do not depend on the chunking.
+            block_rows = max(block_rows, min(_SMALL_CHUNK_CELLS // n_pad, -(-m // threads)))
     call_cols = None
     if call_mask is not None and call_mask.size:
         call_cols = space.pos[call_mask]
@@ -515,7 +524,6 @@ def guarded_topk(
         )
 
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
-    threads = default_num_threads() if num_threads <= 0 else num_threads
     scored = 0
     if tile and tile_items is None and compiled is None and len(bounds) > 1:
         # Selecting in numpy, the fused path costs more than the unfused one unless it
