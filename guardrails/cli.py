@@ -395,13 +395,14 @@ def _exit_on_failed_targets(report: dict, fail_on_target: bool) -> None:
     failed = failed_targets(report)
     if failed:
         names = sorted({t["target"] for t in failed})
-        click.echo(
-            f"\n{len(failed)} target check(s) failed ({', '.join(names)})"
-            + ("" if fail_on_target else "; --no-fail: exit status 0"),
-            err=True,
-        )
-        if fail_on_target:
-            sys.exit(EXIT_TARGET_FAILED)
+        _exit_failed(f"{len(failed)} target check(s) failed ({', '.join(names)})", fail_on_target)
+
+
+def _exit_failed(message: str, fail_on_target: bool) -> None:
+    """Say which targets failed; exit with status 1 unless --no-fail."""
+    click.echo(f"\n{message}" + ("" if fail_on_target else "; --no-fail: exit status 0"), err=True)
+    if fail_on_target:
+        sys.exit(EXIT_TARGET_FAILED)
 
 
 def _check_policy_on_platform(policy_path, n_accounts: int, seed: int, scenario: str) -> None:
@@ -564,13 +565,10 @@ def _audit_family(
         click.echo(text)
     failed = [t["target"] for t in report["targets"] if not t["passed"]]
     if failed:
-        click.echo(
-            f"\n{len(failed)} family target(s) missed on some platform ({', '.join(failed)})"
-            + ("" if fail_on_target else "; --no-fail: exit status 0"),
-            err=True,
+        _exit_failed(
+            f"{len(failed)} family target(s) missed on some platform ({', '.join(failed)})",
+            fail_on_target,
         )
-        if fail_on_target:
-            sys.exit(EXIT_TARGET_FAILED)
 
 
 @main.command()
