@@ -510,16 +510,12 @@ def policy_check(path, n_items, data_dir, arrays):
 
 def _read_array(file: str):
     """An array file for ``policy check --array``, read without pickle."""
-    import numpy as np
-    import scipy.sparse as sp
-
+    from .core.files import ARRAY_FILE_ERRORS, read_array
     from .exceptions import ValidationError
 
     try:
-        if file.endswith(".npz"):
-            return sp.load_npz(file)
-        return np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        return read_array(file)
+    except ARRAY_FILE_ERRORS as exc:
         raise ValidationError(
             f"The array file {file!r} must be a .npy (numpy.save) or a scipy.sparse .npz "
             f"readable without pickle. Got an error instead: {exc}"

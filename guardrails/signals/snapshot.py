@@ -583,6 +583,7 @@ class Snapshot:
             OSError,
             KeyError,
             zipfile.BadZipFile,
+            NotImplementedError,  # zipfile, on a damaged header: "compression method", "version"
             EOFError,
             UnicodeDecodeError,
         ) as exc:
