@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.plan import Action
-from ..core.threads import blas_single_thread
 from ..core.select import TopK, capped_topk, merge_slates, missing
+from ..core.threads import blas_single_thread
 from ..filters.base import ViewerBatch
 from ._decisions import (
     Decision,
