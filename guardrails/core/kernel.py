@@ -95,8 +95,12 @@ _TILE_BYTES = 1 << 20
 _MIN_TILES = 4
 # Selecting in numpy, the fused path measured 0.64x the unfused one at 50k x 128
 # Gaussian factors (nothing skipped) and 1.1x at 50k x 64 (45% skipped): by default it is
-# kept only where the first chunk computed at most this share of the product.
+# kept only where the first chunk computed at most this share of the product (the rest
+# of the call then runs unfused).
 _NUMPY_FUSED_MAX_SCORED = 0.6
+# With the compiled selection step: 0.75x the unfused path at 50k x 128 Gaussian factors
+# with nothing skipped (2 threads), 2x at 50k x 64 with 43% skipped.
+_FUSED_MAX_SCORED = 0.8
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
 
@@ -525,13 +529,14 @@ def guarded_topk(
 
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
     scored = 0
-    if tile and tile_items is None and compiled is None and len(bounds) > 1:
-        # Selecting in numpy, the fused path costs more than the unfused one unless it
-        # skips a good part of the product: the first chunk tells (same results either way).
+    if tile and tile_items is None and len(bounds) > 1:
+        # The fused path costs more than the unfused one unless it skips a good part of
+        # the product: the first chunk tells (same results either way).
         lo, hi = bounds.pop(0)
         with blas_single_thread():
             scored = run(lo, hi)
-        if scored > _NUMPY_FUSED_MAX_SCORED * (hi - lo) * space.n_eligible:
+        most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
+        if scored > most * (hi - lo) * space.n_eligible:
             tile = 0
     if (len(bounds) == 1 or threads == 1) and tile:
         # Many small products, one per tile: BLAS threads would cost more than they give.
