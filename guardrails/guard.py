@@ -384,6 +384,16 @@ class Guard(GuardCalls):
         elif kind == "cos" and queries is None:
             queries = state.cos_items[request.ids]
         spaces: dict = {}
+        # The share cap runs two kernel calls per viewer group on the same rows: slice the
+        # call's exclusions for those rows once (keyed by the rows array itself).
+        excluded: list = [None, None]
+
+        def exclude_rows(sub):
+            if sub is None:
+                return exclude
+            if excluded[0] is not sub:
+                excluded[0], excluded[1] = sub, exclude[sub]
+            return excluded[1]
 
         def topk(variant, sub, masks, pens, strip, n):
             if restrict is None and request.ranking is None:
@@ -401,7 +411,7 @@ class Guard(GuardCalls):
                 q = queries if sub is None else queries[sub]
             ms = list(masks)
             if exclude is not None:
-                ms.append(exclude if sub is None else exclude[sub])
+                ms.append(exclude_rows(sub))
             kernel: dict[str, Any] = {
                 "call_mask": request.call_mask,
                 "viewer_masks": ms,

@@ -172,11 +172,22 @@ class ViewerCircuitBreaker(Filter):
         trip = self.tripped(viewers)
         if not trip.any():
             return None
-        outside = (~self.low_risk_pool()).astype(np.float32)
-        keep_rows = sp.diags(trip.astype(np.float32))
-        strip = (keep_rows @ (ui != 0).astype(np.float32)) @ sp.diags(outside)
-        strip = sp.csr_matrix(strip)
-        strip.eliminate_zeros()
+        # The tripped rows' stored non-zero interactions outside the low-risk pool, as
+        # ones: selected cell by cell rather than by two diagonal products over the batch.
+        ui = sp.csr_matrix(ui)
+        if not ui.has_canonical_format:
+            ui = ui.copy()
+            ui.sum_duplicates()
+        outside = ~self.low_risk_pool()
+        rows = np.repeat(np.arange(ui.shape[0]), np.diff(ui.indptr))
+        keep = trip[rows] & outside[ui.indices] & (ui.data != 0)
+        indptr = np.zeros(ui.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[keep], minlength=ui.shape[0]), out=indptr[1:])
+        strip = sp.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=np.float32), ui.indices[keep], indptr),
+            shape=ui.shape,
+        )
+        strip.sum_duplicates()
         return strip
 
 
@@ -378,6 +389,58 @@ class RelationshipRule(Filter):
             out = out + (ui != 0).astype(np.float32)
         return sp.csr_matrix(out)
 
+    def followed_targets(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
+        """Ones at the cells of :meth:`followed` whose candidate is a target.
+
+        The same cells as ``followed(...) > 0`` restricted to the targets' columns, but
+        each source is cut to those columns before it is sliced and merged.
+        """
+        m, n = viewers.size, catalog.n
+        is_target = np.zeros(n, dtype=bool)
+        is_target[self.targets_] = True
+        rows, cols = [], []
+        if self.follows_ is not None and viewers.userids is not None:
+            ft = self._target_follows(is_target)
+            sub = viewer_rows(ft, viewers.userids)
+            rows.append(np.repeat(np.arange(m, dtype=np.int64), np.diff(sub.indptr)))
+            cols.append(sub.indices.astype(np.int64))
+        ui = viewers.user_items
+        if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
+            ui = sp.csr_matrix(ui)
+            if not ui.has_canonical_format:
+                ui = ui.copy()
+                ui.sum_duplicates()
+            r = np.repeat(np.arange(m, dtype=np.int64), np.diff(ui.indptr))
+            keep = is_target[ui.indices] & (ui.data != 0)
+            rows.append(r[keep])
+            cols.append(ui.indices[keep].astype(np.int64))
+        keys = np.unique(np.concatenate(rows) * n + np.concatenate(cols)) if rows else None
+        if keys is None or not keys.size:
+            return sp.csr_matrix((m, n), dtype=np.float32)
+        r, c = np.divmod(keys, n)
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(r, minlength=m), out=indptr[1:])
+        return sp.csr_matrix((np.ones(keys.size, dtype=np.float32), c, indptr), shape=(m, n))
+
+    def _target_follows(self, is_target: np.ndarray) -> sp.csr_matrix:
+        """``follows_`` with only the targets' columns stored (computed once)."""
+        memo = getattr(self, "_follows_memo", None)
+        if memo is not None and memo[0] is self.follows_ and memo[1] is self.targets_:
+            return memo[2]
+        f = self.follows_
+        rows = np.repeat(np.arange(f.shape[0], dtype=np.int64), np.diff(f.indptr))
+        keep = is_target[f.indices]
+        indptr = np.zeros(f.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[keep], minlength=f.shape[0]), out=indptr[1:])
+        out = sp.csr_matrix((f.data[keep], f.indices[keep], indptr), shape=f.shape)
+        self._follows_memo = (self.follows_, self.targets_, out)
+        return out
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_follows_memo", None)
+        return state
+
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         # A demotion is global, and followers get it back per viewer (a few cells), which
         # costs far less than a per-viewer penalty on every target for every viewer.
@@ -396,11 +459,7 @@ class RelationshipRule(Filter):
         if self.action_ == "demote":
             if self.weight_ == 0:
                 return None
-            fol = self.followed(catalog, viewers)
-            is_target = np.zeros(n, dtype=np.float32)
-            is_target[self.targets_] = 1.0
-            back = sp.csr_matrix((fol > 0).astype(np.float32) @ sp.diags(is_target))
-            back.eliminate_zeros()
+            back = self.followed_targets(catalog, viewers)
             if not back.nnz:
                 return None
             back.data[:] = -np.float32(self.weight_)

@@ -192,12 +192,7 @@ def build_slate(
     for i in with_tables:
         cols.append(cp.cached_groups(cache, i))
     if cols and m > 1:
-        keys = np.stack(cols, axis=1)
-        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-        inv = inv.ravel()
-        groups = [(np.flatnonzero(inv == k), uniq[k]) for k in range(uniq.shape[0])]
-        if len(groups) == 1:
-            groups = [(None, uniq[0])]
+        groups = group_rows(cols)
     else:
         groups = [
             (
@@ -261,6 +256,41 @@ def build_slate(
     if scores is None:
         scores = np.full((m, N), -np.inf, dtype=np.float32)
     return Slate(ids, scores, on, capped)
+
+
+def group_rows(cols: list[np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """Rows of every distinct key ``(cols[0][r], cols[1][r], ...)``, keys in lexicographic order.
+
+    Each column holds small ints ``>= -1`` (held back, cohorts); the key is packed into
+    one int64 in mixed radix (lexicographic order kept), which sorts far faster than
+    ``np.unique(axis=0)``. ``rows`` is ``None`` when all rows share one key.
+    """
+    m = cols[0].shape[0]
+    packed = np.zeros(m, dtype=np.int64)
+    radix = 1
+    for c in cols:
+        span = int(c.max(initial=-1)) + 2  # values -1 .. max, shifted to 0 .. max + 1
+        radix *= span
+        if radix >= 1 << 62:
+            keys = np.stack(cols, axis=1)
+            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+            inv = inv.ravel()
+            order = np.argsort(inv, kind="stable")
+            bounds = np.searchsorted(inv[order], np.arange(uniq.shape[0] + 1))
+            out = [(order[bounds[k] : bounds[k + 1]], uniq[k]) for k in range(uniq.shape[0])]
+            return [(None, uniq[0])] if len(out) == 1 else out
+        packed = packed * span + (c + 1)
+    first = packed[0]
+    if (packed == first).all():
+        return [(None, np.array([int(c[0]) for c in cols], dtype=np.int64))]
+    order = np.argsort(packed, kind="stable")
+    sk = packed[order]
+    starts = np.r_[0, np.flatnonzero(sk[1:] != sk[:-1]) + 1, m]
+    out = []
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+        r0 = int(order[a])
+        out.append((order[a:b], np.array([int(c[r0]) for c in cols], dtype=np.int64)))
+    return out
 
 
 def capped_slate(
