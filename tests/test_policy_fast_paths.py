@@ -1,0 +1,167 @@
+"""The policy run's fast paths equal the straightforward computations they replace.
+
+- viewer groups keyed by one packed int (``_run.group_rows``) equal ``np.unique(axis=0)``;
+- the relationship rule's give-back cells equal ``followed(...) > 0`` on the targets;
+- the circuit breaker's stripped cells equal the diagonal-product formula;
+- with every built-in filter on (cohorts, breaker, share cap, relationships), a batch
+  serves each viewer bit for bit what a single-viewer call serves, never a suppressed id,
+  and full slates.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import guardrails as gr
+from guardrails.filters import (
+    BlockItems,
+    CohortRule,
+    DemoteRisk,
+    ExcludePairs,
+    RelationshipRule,
+    ShareCap,
+    SuppressRisk,
+    ViewerCircuitBreaker,
+)
+from guardrails.filters.base import Catalog, ViewerBatch
+from guardrails.policy import Policy
+from guardrails.policy._run import group_rows
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+NU, NI, F = 24, 60, 5
+
+
+def _reference_groups(cols):
+    keys = np.stack(cols, axis=1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    groups = [(np.flatnonzero(inv == k), uniq[k]) for k in range(uniq.shape[0])]
+    return [(None, uniq[0])] if len(groups) == 1 else groups
+
+
+@SETTINGS
+@given(data=st.data(), m=st.integers(2, 40), k=st.integers(1, 4), wide=st.booleans())
+def test_group_rows_equals_unique_rows(data, m, k, wide):
+    hi = 2**40 if wide else 4  # wide: the packed key would overflow, the fallback runs
+    cols = [
+        np.array(data.draw(st.lists(st.integers(-1, hi), min_size=m, max_size=m)), np.int64)
+        for _ in range(k)
+    ]
+    got, want = group_rows(cols), _reference_groups(cols)
+    assert len(got) == len(want)
+    for (gr_, gk), (wr, wk) in zip(got, want, strict=True):
+        assert (gr_ is None) == (wr is None)
+        if wr is not None:
+            assert np.array_equal(gr_, wr)
+        assert np.array_equal(gk, wk) and gk.dtype == np.int64
+
+
+def _cells(data, m, n, dup):
+    nnz = data.draw(st.integers(0, m * n // 3))
+    r = np.array(data.draw(st.lists(st.integers(0, m - 1), min_size=nnz, max_size=nnz)), np.int64)
+    c = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=nnz, max_size=nnz)), np.int64)
+    vals = st.sampled_from([0.0, 1.0, 2.5, -1.0])
+    v = np.array(data.draw(st.lists(vals, min_size=nnz, max_size=nnz)), np.float32)
+    csr = sp.csr_matrix((v, (r, c)), shape=(m, n))
+    if dup:
+        # Not canonical: every cell stored twice, as (value + 1) and -1 (zeros included).
+        k = np.diff(csr.indptr)
+        csr = sp.csr_matrix(
+            (
+                np.stack([csr.data + 1, -np.ones_like(csr.data)], axis=1).ravel(),
+                np.repeat(csr.indices, 2),
+                np.r_[0, np.cumsum(2 * k)],
+            ),
+            shape=(m, n),
+        )
+    return csr
+
+
+@SETTINGS
+@given(data=st.data(), dup=st.booleans(), use_ui=st.booleans(), with_follows=st.booleans())
+def test_relationship_give_back_cells_equal_followed_targets(data, dup, use_ui, with_follows):
+    m = data.draw(st.integers(1, 8))
+    targets = np.array(data.draw(st.lists(st.integers(0, NI - 1), min_size=1, max_size=10)))
+    follows = _cells(data, 6, NI, False) if with_follows else None
+    f = RelationshipRule(
+        targets, follows=follows, use_call_interactions=use_ui, action="demote", weight=0.7
+    )
+    ui = _cells(data, m, NI, dup)
+    userids = np.array(data.draw(st.lists(st.integers(0, 9), min_size=m, max_size=m)), np.int64)
+    viewers = ViewerBatch(userids, ui)
+    cat = Catalog("items", NI)
+    is_target = np.zeros(NI, np.float32)
+    is_target[f.targets_] = 1
+    want = sp.csr_matrix((f.followed(cat, viewers) > 0).astype(np.float32) @ sp.diags(is_target))
+    want.eliminate_zeros()
+    got = f.followed_targets(cat, viewers)
+    assert got.shape == want.shape and got.nnz == want.nnz
+    assert (got != want).nnz == 0
+    part = f.compile_viewers(cat, viewers)
+    if want.nnz:
+        assert np.all(part.viewer_penalty.data == -np.float32(0.7))
+        assert ((part.viewer_penalty != 0) != (want != 0)).nnz == 0
+    else:
+        assert part is None
+
+
+@SETTINGS
+@given(data=st.data(), dup=st.booleans(), trip=st.sampled_from([0.05, 0.3, 0.6]))
+def test_breaker_stripped_cells_equal_diagonal_products(data, dup, trip):
+    m = data.draw(st.integers(1, 8))
+    risk = np.array(data.draw(st.lists(st.floats(0, 1), min_size=NI, max_size=NI)), np.float32)
+    f = ViewerCircuitBreaker(risk, item_threshold=0.4, trip=trip)
+    ui = _cells(data, m, NI, dup)
+    viewers = ViewerBatch(np.arange(m), ui)
+    got = f.compile_queries(Catalog("items", NI), viewers)
+    tripped = f.tripped(viewers)
+    if not tripped.any():
+        assert got is None
+        return
+    outside = (~f.low_risk_pool()).astype(np.float32)
+    want = sp.diags(tripped.astype(np.float32)) @ (ui != 0).astype(np.float32) @ sp.diags(outside)
+    want = sp.csr_matrix(want)
+    want.eliminate_zeros()
+    assert got.shape == want.shape and got.nnz == want.nnz
+    assert (got != want).nnz == 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 10_000), N=st.integers(1, 8))
+def test_every_filter_batch_equals_single_calls(seed, N):
+    rng = np.random.default_rng(seed)
+    model = gr.FactorModel(rng.normal(size=(NU, F)), rng.normal(size=(NI, F)))
+    risk = rng.random(NI).astype(np.float32) ** 3
+    blocked = rng.choice(NI, size=3, replace=False)
+    pairs = sp.random(NU, NI, density=0.05, format="csr", random_state=seed)
+    follows = sp.random(NU, NI, density=0.1, format="csr", random_state=seed + 1)
+    targets = rng.random(NI) < 0.1
+    pol = Policy(
+        [
+            BlockItems(blocked),
+            ExcludePairs(pairs),
+            SuppressRisk(risk, threshold=0.6),
+            DemoteRisk(risk, weight=1.5),
+            CohortRule(rng.integers(0, 2, NU), rng.integers(0, 2, NI), [["allow", "allow"], ["drop", "allow"]]),
+            ViewerCircuitBreaker(risk, item_threshold=0.2, trip=0.3),
+            ShareCap(max_share=0.3, risk=risk, threshold=0.1),
+            RelationshipRule(targets, follows=follows, action="demote", weight=0.5),
+        ]
+    )
+    g = gr.Guard(model, pol)
+    users = np.arange(NU)
+    ui = sp.random(users.size, NI, density=0.15, format="csr", random_state=seed + 2, dtype=np.float32)
+    ids, scores = g.recommend(users, ui, N=N)
+    suppressed = np.zeros(NI, bool)
+    suppressed[blocked] = True
+    suppressed |= risk >= 0.6
+    for r, u in enumerate(users):
+        one, s1 = g.recommend(int(u), ui[r], N=N)
+        row = ids[r][ids[r] >= 0]
+        assert np.array_equal(one, row) and np.array_equal(s1, scores[r][ids[r] >= 0])
+        assert not suppressed[row].any()
+        assert not np.isin(row, pairs[u].indices).any()
+    # Viewers neither tripped nor minors have far more than N eligible items here.
+    plain = ~pol.filters[5].tripped(ViewerBatch(users, ui)) & (pol.filters[4].viewer_cohorts_ == 0)
+    assert ((ids[plain] >= 0).sum(axis=1) == N).all()
