@@ -143,7 +143,11 @@ def test_every_filter_batch_equals_single_calls(seed, N):
             ExcludePairs(pairs),
             SuppressRisk(risk, threshold=0.6),
             DemoteRisk(risk, weight=1.5),
-            CohortRule(rng.integers(0, 2, NU), rng.integers(0, 2, NI), [["allow", "allow"], ["drop", "allow"]]),
+            CohortRule(
+                rng.integers(0, 2, NU),
+                rng.integers(0, 2, NI),
+                [["allow", "allow"], ["drop", "allow"]],
+            ),
             ViewerCircuitBreaker(risk, item_threshold=0.2, trip=0.3),
             ShareCap(max_share=0.3, risk=risk, threshold=0.1),
             RelationshipRule(targets, follows=follows, action="demote", weight=0.5),
@@ -151,7 +155,9 @@ def test_every_filter_batch_equals_single_calls(seed, N):
     )
     g = gr.Guard(model, pol)
     users = np.arange(NU)
-    ui = sp.random(users.size, NI, density=0.15, format="csr", random_state=seed + 2, dtype=np.float32)
+    ui = sp.random(
+        users.size, NI, density=0.15, format="csr", random_state=seed + 2, dtype=np.float32
+    )
     ids, scores = g.recommend(users, ui, N=N)
     suppressed = np.zeros(NI, bool)
     suppressed[blocked] = True

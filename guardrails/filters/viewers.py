@@ -428,6 +428,7 @@ class RelationshipRule(Filter):
         if memo is not None and memo[0] is self.follows_ and memo[1] is self.targets_:
             return memo[2]
         f = self.follows_
+        assert f is not None
         rows = np.repeat(np.arange(f.shape[0], dtype=np.int64), np.diff(f.indptr))
         keep = is_target[f.indices]
         indptr = np.zeros(f.shape[0] + 1, dtype=np.int64)

@@ -277,7 +277,9 @@ def group_rows(cols: list[np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarr
             inv = inv.ravel()
             order = np.argsort(inv, kind="stable")
             bounds = np.searchsorted(inv[order], np.arange(uniq.shape[0] + 1))
-            out = [(order[bounds[k] : bounds[k + 1]], uniq[k]) for k in range(uniq.shape[0])]
+            out: list[tuple[np.ndarray | None, np.ndarray]] = [
+                (order[bounds[k] : bounds[k + 1]], uniq[k]) for k in range(uniq.shape[0])
+            ]
             return [(None, uniq[0])] if len(out) == 1 else out
         packed = packed * span + (c + 1)
     first = packed[0]
@@ -286,11 +288,11 @@ def group_rows(cols: list[np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarr
     order = np.argsort(packed, kind="stable")
     sk = packed[order]
     starts = np.r_[0, np.flatnonzero(sk[1:] != sk[:-1]) + 1, m]
-    out = []
+    groups: list[tuple[np.ndarray | None, np.ndarray]] = []
     for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
         r0 = int(order[a])
-        out.append((order[a:b], np.array([int(c[r0]) for c in cols], dtype=np.int64)))
-    return out
+        groups.append((order[a:b], np.array([int(c[r0]) for c in cols], dtype=np.int64)))
+    return groups
 
 
 def capped_slate(
