@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import guardrails as gr
@@ -29,21 +29,26 @@ def unseen_ap(scores, group, seeds):
     return average_precision(scores, pos, seeds)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     blocks=st.integers(2, 4),
-    size=st.integers(30, 50),
-    p_in=st.floats(0.3, 0.6),
-    ratio=st.floats(0.01, 0.06),
+    size=st.integers(20, 60),
+    p_in=st.floats(0.2, 0.6),
+    ratio=st.floats(0.01, 0.15),
     seed=st.integers(0, 10_000),
 )
+# Found on random runs: validation put plain@0.95 ahead of the prior, whose unseen
+# members ranked better (0.989 against 1.0).
+@example(blocks=4, size=37, p_in=0.40625, ratio=0.03125, seed=536)
 def test_auto_is_never_far_below_the_best_fixed_candidate(blocks, size, p_in, ratio, seed):
-    """On planted partitions with clear blocks auto never picks a scorer more than 0.01
-    below the best fixed one (it can pick badly only by leaving the default on noise).
+    """On planted partitions auto never picks a scorer more than 0.01 (average precision
+    of the unseen members) below the best fixed one.
 
-    Not claimed for weak blocks: with p_out / p_in up to 0.2 and 20-node blocks,
-    Hypothesis finds draws where auto keeps the default 0.018 below the best candidate
-    (see docs/expand.md, "Choosing the method")."""
+    Over sizes 20-60 and densities p_in 0.2-0.6, p_out / p_in up to 0.15, where a
+    block's members have at least 6 expected neighbours inside it: sparser than that,
+    the best fixed candidate in hindsight beats every single candidate, the prior
+    included, by chance on some draws (0.125 on 20-node blocks at p_in 0.23)."""
+    assume(p_in * (size - 1) >= 6)
     A, lab = planted_partition([size] * blocks, p_in, p_in * ratio, seed)
     group = lab == 0
     rng = np.random.default_rng([seed, 1])  # not the graph's own stream
@@ -71,9 +76,15 @@ def test_auto_is_deterministic_and_records_its_choice():
     assert not a.fallback and a.n_folds == 5 and a.n_seeds == 12
     assert set(a.scores) == set(g1.candidates()) and a.method in a.scores
     assert all(0.0 <= v <= 1.0 for v in a.scores.values())
-    assert b.fallback and b.method == "degree@0.85" and b.scores == {} and b.n_seeds == 3
-    # the fallback is exactly the graph's own personalised PageRank
-    np.testing.assert_allclose(r1[:, 1], g1.propagate(seeds["b"], method="ppr"), atol=1e-4)
+    assert b.fallback and b.method == "degree@0.95" == g1.candidates()[0]
+    assert b.scores == {} and b.n_seeds == 3 and b.n_folds == 0
+    # the fallback is the prior's order on the graph's own PageRank's values
+    raw_b = g1.propagate(seeds, random_state=7, raw=True)[:, 1]
+    prior_b = g1.propagate(seeds["b"], method=b.method, raw=True)
+    own_b = g1.propagate(seeds["b"], method="ppr", raw=True)
+    o = np.argsort(prior_b, kind="stable")
+    assert np.all(np.diff(raw_b[o]) >= -1e-6)
+    np.testing.assert_allclose(np.sort(raw_b), np.sort(own_b), atol=1e-4)
     # the chosen candidate orders the nodes; the graph's own PageRank gives the values
     chosen = g1.propagate(seeds["a"], method=a.method, raw=True)
     own = g1.propagate(seeds["a"], method="ppr", raw=True)

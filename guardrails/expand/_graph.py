@@ -30,7 +30,7 @@ from ._engine import (
 )
 from ._seeds import seed_matrix, weighted_csr
 
-__all__ = ["RiskGraph", "DEFAULT_DAMPING"]
+__all__ = ["RiskGraph", "DEFAULT_DAMPING", "BIPARTITE_PRIOR"]
 
 #: Probability that the walk continues at each step.
 DEFAULT_DAMPING = 0.85
@@ -41,8 +41,11 @@ _METHODS = ("auto", "cg", "bicgstab", "power", "sybilrank")
 # Restart dampings tried by method="auto" (with the graph's own), and the heat kernel's time.
 _AUTO_DAMPINGS = (0.5, 0.85, 0.95)
 _HEAT_T = 2.0
-# The candidate auto keeps unless another is clearly better (see RiskGraph.candidates).
+# The candidate auto keeps unless another is clearly better, and uses unvalidated (see
+# RiskGraph.candidates): on one-mode graphs, and on the two-sided graph of a bipartite
+# matrix (BipartiteRiskGraph), each the best fixed candidate on the tuning draws.
 _PRIOR = "degree@0.95"
+BIPARTITE_PRIOR = "degree@0.5"
 # Working memory per column of each solver, in float32 vectors of length n (the seeds
 # and the result included).
 _VECTORS_PER_COLUMN = {"cg": 6, "bicgstab": 9, "power": 3, "sybilrank": 3}
@@ -154,6 +157,7 @@ class RiskGraph:
         self._col_counts = col_counts
         self._ops: dict[str, Operator] = {}
         self._far: dict[float, np.ndarray] = {}  # see _far_shape
+        self._prior = _PRIOR  # see candidates(); a BipartiteRiskGraph sets its own
         safe = np.where(self.degree > 0, self.degree, 1.0).astype(np.float64)
         self._sqrt_deg = np.sqrt(safe).astype(np.float32)
 
@@ -375,12 +379,15 @@ class RiskGraph:
         ``onehop``: the seed itself plus ``damping`` times its weighted count of flagged
         neighbours; ``heat``: the heat kernel ``sum_k t^k / k! (D^-1 A)^k w`` with
         ``t = 2``. The first is the prior: another candidate replaces it only when it
-        ranks held-out seeds better by more than two standard errors over the folds.
-        It is ``degree@0.95``, the best fixed candidate on every tuning graph (LFR and
-        block-model graphs; see docs/expand.md), then this graph's own PageRank.
+        ranks held-out seeds significantly better over the folds (see
+        ``_auto.choose``), and a category with under 5 seeds gets it unvalidated. It
+        is ``degree@0.95`` on a one-mode graph, the best fixed candidate on the tuning
+        draws of the LFR and block-model graphs, and ``degree@0.5`` on the two-sided
+        graph of a :class:`~guardrails.expand.BipartiteRiskGraph`, the best on the
+        tuning draws of MovieLens (docs/expand.md); then this graph's own PageRank.
         """
         own = _ppr_name(self.normalization, self.damping)
-        names = [_PRIOR, own] if own != _PRIOR else [own]
+        names = list(dict.fromkeys([self._prior, own]))
         for a in sorted({*_AUTO_DAMPINGS, self.damping}):
             for kind in ("degree", "plain"):
                 nm = f"{kind}@{a:g}"

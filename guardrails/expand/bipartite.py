@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from .._validation import check_ids, fail
 from ._auto import Selection
-from ._graph import DEFAULT_DAMPING, RiskGraph
+from ._graph import BIPARTITE_PRIOR, DEFAULT_DAMPING, RiskGraph
 from ._seeds import seed_matrix, weighted_csr
 
 __all__ = ["BipartiteRiskGraph", "coengagement_risk", "term_risk"]
@@ -55,6 +55,9 @@ class BipartiteRiskGraph:
         self.graph = RiskGraph(
             full, direction="out", damping=damping, num_threads=num_threads, _symmetric=True
         )
+        # A walk over the two-sided graph alternates sides: 'auto' starts from the prior
+        # that ranked best on bipartite data (see RiskGraph.candidates).
+        self.graph._prior = BIPARTITE_PRIOR
 
     def _seeds(self, row_seeds, col_seeds, row_weights, col_weights, where):
         if row_seeds is None and col_seeds is None:
