@@ -613,11 +613,15 @@ class RiskGraph:
         ``M = sum_k a^k T^k``; row ``i`` of ``M`` is one propagation with the transposed
         walk started at ``i``, so this costs one propagation per batch of nodes.
 
-        With ``method='auto'`` (or ``'ppr'``) each category is decomposed by the
-        personalised PageRank that the last :meth:`propagate` of the same number of
-        categories chose for it (:attr:`selection_`); where it chose ``onehop`` or
-        ``heat``, or there was no such call, by this graph's own PageRank. A PageRank
-        candidate name decomposes that candidate.
+        ``'ppr'`` (and the solver names) decompose this graph's own PageRank, a
+        PageRank candidate name (``'degree@0.5'``) that candidate, exactly. With
+        ``method='auto'`` (the default) this runs :meth:`propagate` with ``'auto'`` for
+        the same seeds (default ``n_folds`` and ``random_state``, so the choice is the one
+        a default call makes; it is in :attr:`selection_`): each category's seeds are
+        weighed by the PageRank candidate auto chose for it (this graph's own where it
+        chose ``onehop`` or ``heat``), and each node's contributions are scaled to add
+        up to the unclipped risk auto returned (whose values are the graph's own
+        PageRank's, placed in the chosen order: not linear in the seeds).
 
         Parameters
         ----------
@@ -640,26 +644,36 @@ class RiskGraph:
         )
         idx, _ = check_ids(nodes, "nodes", where, self.n_nodes)
         W, _, _ = seed_matrix(seeds, weights, self.n_nodes, where)
+        raw, selections = None, None
+        if method == "auto":
+            raw = self.propagate(W, method="auto", tol=tol, max_iter=max_iter, raw=True)
+            selections = self.selection_
+        elif "@" in method:
+            selections = [Selection(category=j, method=method) for j in range(W.shape[1])]
+        return self._contributions(
+            idx,
+            W,
+            selections,
+            raw,
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            progress=progress,
+            n_steps=n_steps,
+        )
+
+    def _contributions(self, idx, W, selections, raw, *, method, tol, max_iter, progress, n_steps):
+        """Seed contributions to the nodes ``idx`` under the PageRank candidate of each
+        category's selection (this graph's own for ``onehop``, ``heat`` or none), scaled
+        per node to add up to ``raw[idx]`` when ``raw`` is given (see contributions)."""
         seed_ids = np.flatnonzero(W.max(axis=1) > 0).astype(np.int64)
         c = W.shape[1]
-        # Per category, the personalised PageRank whose risk is decomposed: with 'auto',
-        # the one the last propagation chose for that category when it chose one (the
-        # other candidates are ranked by their own series, and decomposed here by the
-        # graph's own PageRank).
-        own = (self.normalization, self.damping)
-        specs = [own] * c
-        last = getattr(self, "selection_", None)
-        if method in ("auto", "ppr") and last is not None and len(last) == c:
-            for j, sel in enumerate(last):
-                kind, _, p = sel.method.partition("@")
-                if kind in ("degree", "plain"):
-                    specs[j] = ("degree" if kind == "degree" else "none", float(p))
-        elif "@" in method:
-            kind, _, p = method.partition("@")
-            specs = [("degree" if kind == "degree" else "none", float(p))] * c
-        solver = (
-            "ppr" if method == "auto" or "@" in method or method in ("onehop", "heat") else method
-        )
+        specs = [(self.normalization, self.damping)] * c
+        for j, sel in enumerate(selections or ()):
+            kind, _, p = sel.method.partition("@")
+            if kind in ("degree", "plain"):
+                specs[j] = ("degree" if kind == "degree" else "none", float(p))
+        solver = "ppr" if method == "auto" or "@" in method else method
         E = np.zeros((self.n_nodes, idx.size), dtype=np.float32)
         E[idx, np.arange(idx.size)] = 1.0
         C = np.zeros((idx.size, seed_ids.size, c), dtype=np.float32)
@@ -680,6 +694,11 @@ class RiskGraph:
             # C[j, t, k] = M[nodes[j], seed_ids[t]] * W[seed_ids[t], k]
             Ms = Mrows[seed_ids].T  # (m, S)
             C[:, :, cols] = np.maximum(Ms[:, :, None] * W[seed_ids][:, cols][None, :, :], 0.0)
+        if raw is not None:
+            # Shares under the chosen scorer, scaled to the risk auto returned.
+            total = C.sum(axis=1)  # (m, c)
+            want = raw[idx]
+            C *= np.where(total > 0, want / np.where(total > 0, total, 1.0), 0.0)[:, None, :]
         return seed_ids, C
 
 

@@ -190,7 +190,29 @@ class BipartiteRiskGraph:
         if col_nodes is not None:
             nodes.append(check_ids(col_nodes, "col_nodes", where, self.n_cols)[0] + self.n_rows)
         idx = np.concatenate(nodes) if nodes else np.zeros(0, dtype=np.int64)
-        return self.graph.contributions(idx, W, tol=tol, max_iter=max_iter)
+        # The risk this graph's default propagate gives (auto, with co-engagement among
+        # the candidates), and the seeds' shares of it (see RiskGraph.contributions).
+        rows, cols = self.propagate(
+            row_seeds=row_seeds,
+            col_seeds=col_seeds,
+            row_weights=row_weights,
+            col_weights=col_weights,
+            tol=tol,
+            max_iter=max_iter,
+            raw=True,
+        )
+        raw = np.concatenate([rows.reshape(self.n_rows, -1), cols.reshape(self.n_cols, -1)])
+        return self.graph._contributions(
+            idx,
+            W,
+            self.selection_,
+            raw,
+            method="auto",
+            tol=tol,
+            max_iter=max_iter,
+            progress=False,
+            n_steps=1,
+        )
 
 
 def coengagement_risk(
