@@ -231,16 +231,29 @@ def compile_queries(
     s.eliminate_zeros()
     if not s.nnz:
         return None
-    has = sp.csr_matrix(ui, copy=True)
-    has.data = np.ones_like(has.data)
-    extra = sp.csr_matrix(s, copy=True)
-    extra.data = np.ones_like(extra.data, dtype=np.float32)
-    if (extra - extra.multiply(has)).nnz:
+    if not _cells_within(s, sp.csr_matrix(ui)):
         raise ValidationError(
             f"Filter {name!r} compiled query cells outside the viewers' interactions; it may "
             "only leave out interactions the viewers have."
         )
     return s
+
+
+def _cells_within(s: sp.csr_matrix, ui: sp.csr_matrix) -> bool:
+    """Every stored cell of ``s`` is a stored cell of ``ui`` (same shape, both CSR).
+
+    Runs on every call that strips interactions, so it compares cell keys
+    (``row * n_cols + col``) instead of building sparse intermediates.
+    """
+    n = ui.shape[1]
+    s_keys = np.repeat(np.arange(s.shape[0], dtype=np.int64) * n, np.diff(s.indptr)) + s.indices
+    u_keys = np.repeat(np.arange(ui.shape[0], dtype=np.int64) * n, np.diff(ui.indptr)) + ui.indices
+    if not ui.has_sorted_indices:
+        u_keys = np.sort(u_keys)
+    if not u_keys.size:
+        return not s_keys.size
+    pos = np.minimum(np.searchsorted(u_keys, s_keys), u_keys.size - 1)
+    return bool(np.array_equal(u_keys[pos], s_keys))
 
 
 # ---------------------------------------------------------------------------- conformance
