@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import is_int_vector
 from ..core.plan import PlanPart
 from ..exceptions import ConformanceError, ValidationError
 from .base import (
@@ -197,11 +198,7 @@ def assign_cohorts(
     """The cohort of every viewer of the batch (``-1``: none), checked against ``table``."""
     g = np.asarray(f.assign_cohorts(catalog, viewers))
     k = table.n_cohorts
-    if (
-        g.shape != (viewers.size,)
-        or not (g.size == 0 or np.issubdtype(g.dtype, np.integer))
-        or (g.size and (g.min() < -1 or g.max() >= k))
-    ):
+    if g.shape != (viewers.size,) or not is_int_vector(g, low=-1, high=k):
         raise ValidationError(
             f"Filter {name!r} assigned cohorts of shape {g.shape} or out of range; expected "
             f"ints in [-1, {k}) of shape ({viewers.size},)."
