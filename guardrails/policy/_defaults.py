@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validation import check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
-from ..filters._risk import seed_mask, viewer_share
+from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
 from ..filters.primitive import DemoteRisk
 from ..filters.safety import (
@@ -59,6 +59,9 @@ DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
 #: new accounts: their follows are their viewing context (:class:`ContextRisk`).
 DEFAULT_NEW_VIEWER = 10
+#: Nearest items (in the model's factor space, or by its item-item similarity) whose mean
+#: risk is an item's neighbourhood risk.
+DEFAULT_NEIGHBOURS = 10
 #: Term risk of an account that uses a flagged term itself (one hop on the term graph:
 #: at least damping / 5 for an account with five terms, one of them flagged); accounts
 #: further away are not soft seeds.
@@ -79,6 +82,8 @@ def default_policy(
     viewer_risk=None,
     minors=None,
     minor_viewers=None,
+    item_factors=None,
+    item_similarity=None,
     viewer_cohorts=None,
     candidate_cohorts=None,
     cohort_matrix=None,
@@ -207,6 +212,25 @@ def default_policy(
         risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
         risk = risk.astype(np.float32)
     drop_t, demote_t, pool_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
+    near = None
+    if item_factors is not None or item_similarity is not None:
+        nbrs = nearest_items(
+            item_factors=item_factors,
+            item_similarity=item_similarity,
+            k=DEFAULT_NEIGHBOURS,
+            where=where,
+        )
+        if nbrs.shape[0] != n:
+            raise fail(
+                "item_factors" if item_factors is not None else "item_similarity",
+                where,
+                f"one row per candidate ({n})",
+                f"{nbrs.shape[0]} rows",
+                describe=False,
+            )
+        near = neighbour_risk(risk, nbrs)
+        if minor_mask is not None:
+            near = np.where(minor_mask, 0.0, near).astype(np.float32)
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
@@ -217,6 +241,8 @@ def default_policy(
         if ui.shape[1] == n:
             viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
     pool = risk <= pool_t
+    if near is not None:
+        pool &= near < demote_t
     for excluded in (seed_arg, minor_mask):
         if excluded is not None:
             pool &= ~excluded
@@ -244,9 +270,10 @@ def default_policy(
         known_viewers = int(check_csr(interactions, "interactions", where).shape[0])
     elif viewer_risk is not None:
         known_viewers = int(viewer_risk.shape[0])
+    context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
     filters.append(
         ContextRisk(
-            breaker_risk,
+            context_risk,
             threshold=max(demote_t, 1e-6),
             pool=pool,
             new_viewer_interactions=DEFAULT_NEW_VIEWER,
