@@ -282,7 +282,14 @@ def default_policy(
     )
     filters.extend(
         _minor_filters(
-            minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
+            minor_mask,
+            minor_viewers,
+            context_risk,
+            demote_t,
+            risk,
+            seed_arg,
+            viewer_risk,
+            interactions,
         )
     )
     filters.append(
@@ -344,19 +351,28 @@ def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float,
 
 
 def _minor_filters(
-    minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
+    minor_mask, minor_viewers, context_risk, demote_t, risk, seed_arg, viewer_risk, interactions
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
     out: list = []
     if minor_mask is not None and minor_mask.any():
-        # Any sign of the network (one interaction on a dropped candidate, in the call
-        # or stored) and minors' accounts are never suggested: a second breaker whose
-        # pool is everything but the minors, tripping on any risky interaction.
-        stored = None if viewer_risk is None else (viewer_risk > 0).astype(np.float32)
+        # Any sign of the network and minors' accounts are never suggested: a second
+        # breaker whose pool is everything but the minors, tripping on one interaction
+        # (in the call, or stored) with an account in the flagged band by its own or its
+        # neighbourhood's risk, not only on a dropped one: buyers of a sub-network the
+        # seeds barely reach follow sellers in the band, not above the drop threshold.
+        band = (context_risk >= demote_t).astype(np.float32)
+        stored = None
+        if interactions is not None:
+            ui = check_csr(interactions, "interactions", "default_policy")
+            if ui.shape[1] == band.shape[0]:
+                stored = ((abs(ui) @ band) > 0).astype(np.float32)
+        if stored is None and viewer_risk is not None:
+            stored = (viewer_risk > 0).astype(np.float32)
         out.append(
             ViewerCircuitBreaker(
-                breaker_risk,
-                item_threshold=drop_t,
+                context_risk,
+                item_threshold=max(demote_t, 1e-6),
                 trip=1e-6,
                 pool=~minor_mask,
                 viewer_risk=stored,
