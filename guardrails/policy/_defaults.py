@@ -54,6 +54,11 @@ DEFAULT_DROP_FLOOR = 0.02
 #: Confidence given to an account only because it uses a flagged term (hashtag): the
 #: terms have innocent uses too, so term use alone is half the evidence of a label.
 DEFAULT_TERM_WEIGHT = 0.5
+#: Lift of own or neighbourhood risk at which one interaction trips the minors' breaker
+#: (at most the drop threshold): a buyer follows several such accounts, an ordinary viewer
+#: rarely one (on the family's tuning platforms 3-12 % of ordinary viewers follow one,
+#: against 77-100 % of buyers; the flagged band from DEFAULT_DEMOTE_LIFT is too wide).
+DEFAULT_MINOR_TRIP_LIFT = 4.0
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -286,6 +291,7 @@ def default_policy(
             minor_viewers,
             context_risk,
             demote_t,
+            _minor_trip_threshold(risk, seed_arg, drop_t),
             risk,
             seed_arg,
             viewer_risk,
@@ -350,18 +356,33 @@ def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float,
     return drop_t, demote_t, pool_t
 
 
+def _minor_trip_threshold(risk: np.ndarray, seed_arg, drop_t: float) -> float:
+    """Context risk at which one interaction trips the minors' breaker."""
+    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
+    base = float(np.median(rest)) if rest.size else 0.0
+    return min(drop_t, max(DEFAULT_MINOR_TRIP_LIFT * base, 1e-6))
+
+
 def _minor_filters(
-    minor_mask, minor_viewers, context_risk, demote_t, risk, seed_arg, viewer_risk, interactions
+    minor_mask,
+    minor_viewers,
+    context_risk,
+    demote_t,
+    trip_t,
+    risk,
+    seed_arg,
+    viewer_risk,
+    interactions,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
     out: list = []
     if minor_mask is not None and minor_mask.any():
         # Any sign of the network and minors' accounts are never suggested: a second
         # breaker whose pool is everything but the minors, tripping on one interaction
-        # (in the call, or stored) with an account in the flagged band by its own or its
-        # neighbourhood's risk, not only on a dropped one: buyers of a sub-network the
-        # seeds barely reach follow sellers in the band, not above the drop threshold.
-        band = (context_risk >= demote_t).astype(np.float32)
+        # (in the call, or stored) with an account whose own or neighbourhood risk is at
+        # DEFAULT_MINOR_TRIP_LIFT or above, not only on a dropped one: buyers of a
+        # sub-network the seeds barely reach follow sellers that are not dropped.
+        band = (context_risk >= trip_t).astype(np.float32)
         stored = None
         if interactions is not None:
             ui = check_csr(interactions, "interactions", "default_policy")
@@ -372,7 +393,7 @@ def _minor_filters(
         out.append(
             ViewerCircuitBreaker(
                 context_risk,
-                item_threshold=max(demote_t, 1e-6),
+                item_threshold=trip_t,
                 trip=1e-6,
                 pool=~minor_mask,
                 viewer_risk=stored,
