@@ -18,6 +18,11 @@ profile never appears in its own suggestions. Established viewers (more interact
 left to the share-based breaker, so ordinary users who follow one borderline account
 keep their recommendations. For ``similar_users`` (a ``"users"`` catalogue in the same id
 space as the candidates) the queried account is the profile being viewed.
+
+A new account stops counting as new once it has followed more than
+``new_viewer_interactions`` accounts, but the model would still fold its risky first
+follow into its taste: with ``strip_interactions`` (the default) the risky interactions of
+viewers the policy does not know are left out of their queries, whatever their number.
 """
 
 from __future__ import annotations

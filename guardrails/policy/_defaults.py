@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_DEMOTE_LIFT",
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
+    "DEFAULT_HIGH_LIFT",
     "DEFAULT_POOL_LIFT",
     "DEFAULT_TERM_WEIGHT",
     "DEFAULT_TRIP",
@@ -36,11 +37,13 @@ __all__ = [
 
 
 #: Lift (risk over the catalogue's typical risk, its median) at or above which an account
-#: is in a flagged neighbourhood and dropped: a walk from it meets flagged accounts four
-#: times as often as a walk from a typical account. Risk from personalised PageRank has a
+#: is in a flagged neighbourhood and dropped: a walk from it meets flagged accounts six
+#: times as often as a walk from a typical account (4 dropped up to 2 % of ordinary
+#: accounts on the family's tuning platforms; the viewing context, not the drop, now
+#: keeps test accounts off the band between). Risk from personalised PageRank has a
 #: background level that grows with the amount of seed evidence (more seeds, more visits
 #: everywhere), so a lift over the background means the same thing whatever the seeds.
-DEFAULT_DROP_LIFT = 4.0
+DEFAULT_DROP_LIFT = 6.0
 #: Lift at or above which an account is demoted (graded by its risk), not dropped: the
 #: moderate band, mostly ordinary accounts near camouflage follows.
 DEFAULT_DEMOTE_LIFT = 2.0
@@ -54,11 +57,13 @@ DEFAULT_DROP_FLOOR = 0.02
 #: Confidence given to an account only because it uses a flagged term (hashtag): the
 #: terms have innocent uses too, so term use alone is half the evidence of a label.
 DEFAULT_TERM_WEIGHT = 0.5
-#: Lift of own or neighbourhood risk at which one interaction trips the minors' breaker
-#: (at most the drop threshold): a buyer follows several such accounts, an ordinary viewer
-#: rarely one (on the family's tuning platforms 3-12 % of ordinary viewers follow one,
-#: against 77-100 % of buyers; the flagged band from DEFAULT_DEMOTE_LIFT is too wide).
-DEFAULT_MINOR_TRIP_LIFT = 4.0
+#: Lift at or above which an account is high-risk (at most the drop threshold): one
+#: interaction with an account this risky by its own or its neighbourhood's risk trips
+#: the minors' breaker, and at most 10 % of a slate comes from such accounts. A buyer
+#: follows several, an ordinary viewer rarely one (on the family's tuning platforms
+#: 3-12 % of ordinary viewers follow one, against 77-100 % of buyers; the demotion band
+#: is too wide for either rule: up to 87 % of ordinary viewers follow one of its accounts).
+DEFAULT_HIGH_LIFT = 4.0
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -131,12 +136,22 @@ def default_policy(
     minors : array-like of bool or int, shape (n_items,), optional, keyword-only
         Candidates that are minors' accounts (a vulnerable cohort, from the platform's
         age signals). They are never suggested to a viewer with any interaction on a
-        flagged neighbourhood (call or stored), never to a tripped viewer or on a risky
+        high-risk account (call or stored), never to a tripped viewer or on a risky
         profile; they are not dropped for their own neighbourhood risk (buyers following
         them is what makes it high: they are the network's targets, not its members).
     minor_viewers : array-like of bool or int, shape (n_users,), optional, keyword-only
         Viewers who are minors: they never get candidates at or above the demotion
         floor (the flagged band), and new viewers (unknown ids) are treated the same.
+    item_factors : array-like of float, shape (n_items, n_factors), optional, keyword-only
+        The model's item factors (for implicit's ALS or BPR: ``model.item_factors``).
+        Every candidate gets a *neighbourhood risk*, the mean risk of its ten nearest
+        candidates by cosine (:data:`DEFAULT_NEIGHBOURS`): the model places accounts the
+        same users engage with side by side, so a network account's neighbours are
+        network accounts even when its own follows are camouflaged by ordinary ones.
+    item_similarity : sparse matrix, shape (n_items, n_items), optional, keyword-only
+        Instead of ``item_factors``, an item-item model's similarity (for implicit's
+        Cosine or BM25 recommenders: ``model.similarity``): neighbours are the largest
+        entries of each row. Without either, there is no neighbourhood risk.
     viewer_cohorts, candidate_cohorts, cohort_matrix, cohort_labels : optional
         An extra :class:`~guardrails.filters.CohortRule`.
     label_categories : sequence of str, keyword-only
@@ -164,8 +179,8 @@ def default_policy(
     over the catalogue's typical (median) risk ``b``; they mean the same on a platform
     the policy has never seen, with no tuning:
 
-    - drop: ``risk >= max(0.02, 4 * b)`` (:data:`DEFAULT_DROP_LIFT`): a walk from the
-      account meets flagged accounts four times as often as a walk from a typical one;
+    - drop: ``risk >= max(0.02, 6 * b)`` (:data:`DEFAULT_DROP_LIFT`): a walk from the
+      account meets flagged accounts six times as often as a walk from a typical one;
       raised if needed so that at most 10 % (``"balanced"``: 5 %) of the catalogue is
       dropped (a collateral cap); seeds are always dropped;
     - demote: ``2 * b <= risk < drop`` (:data:`DEFAULT_DEMOTE_LIFT`) by
@@ -174,26 +189,33 @@ def default_policy(
     - circuit breaker: a viewer with at least 30 % (:data:`DEFAULT_TRIP`) of their
       interactions (in the call, or stored from ``interactions``) on dropped candidates
       is tripped and gets only the low-risk pool (``risk <= b``, the less risky half;
-      seeds and minors excluded); their risky interactions are left out of the query.
+      seeds, minors and, with ``item_factors`` / ``item_similarity``, candidates whose
+      neighbourhood risk is in the band excluded); their risky interactions are left
+      out of the query.
       For ``similar_items`` the Guard passes the viewed account as the viewer's context
       (``ViewerBatch.context_items``, which the breaker reads), so the profile of a
       dropped account suggests only the pool, whoever views it (a new account gives the
       breaker nothing else to read);
-    - viewing context (:class:`~guardrails.filters.ContextRisk`): a viewed profile
-      (``similar_items``; for ``similar_users`` the queried account) in the demotion band
-      or above (``risk >= 2 * b``), or a new account's first follows there (ids beyond the
-      rows of ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
+    - viewing context (:class:`~guardrails.filters.ContextRisk`), on the larger of a
+      candidate's own and its neighbourhood risk: a viewed profile (``similar_items``;
+      for ``similar_users`` the queried account) in the demotion band or above
+      (``>= 2 * b``), or a new account's first follows there (ids beyond the rows of
+      ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
       low-risk pool, which excludes the band: an unflagged but risky profile suggests
-      neither its embedding neighbourhood nor itself. Established viewers are left to the
+      neither its neighbourhood nor itself. A new account's follows in the band are
+      also left out of its query whatever their number, so it is not steered back to
+      them once it stops counting as new. Established viewers are left to the
       share-based breaker, so their recommendations are unchanged; ordinary viewers of
       a band profile see pool accounts in its "suggested accounts";
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
-      interaction on a dropped candidate and then drops minors' accounts; minors'
-      accounts carry no neighbourhood risk of their own (it comes from buyers following
-      them), so ordinary viewers keep seeing them; ``minor_viewers=`` adds a
-      ``CohortRule`` that keeps the whole band at or above ``2 * b`` away from minors
-      and from viewers the policy does not know (new accounts might be minors);
-    - risky share cap: at most 10 % of a slate from candidates at or above ``2 * b``.
+      interaction (in the call, or stored from ``interactions``) with a high-risk
+      account, own or neighbourhood risk ``>= 4 * b`` (:data:`DEFAULT_HIGH_LIFT`, at
+      most the drop threshold), and then drops minors' accounts; minors' accounts carry
+      no risk of their own (it comes from buyers following them), so ordinary viewers
+      keep seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
+      band at or above ``2 * b`` away from minors and from viewers the policy does not
+      know (new accounts might be minors);
+    - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
 
     Raises
     ------
@@ -216,7 +238,7 @@ def default_policy(
         # not dropped or demoted for the risk that buyers' follows give them.
         risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
         risk = risk.astype(np.float32)
-    drop_t, demote_t, pool_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
+    drop_t, demote_t, pool_t, high_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
     near = None
     if item_factors is not None or item_similarity is not None:
         nbrs = nearest_items(
@@ -291,7 +313,7 @@ def default_policy(
             minor_viewers,
             context_risk,
             demote_t,
-            _minor_trip_threshold(risk, seed_arg, drop_t),
+            high_t,
             risk,
             seed_arg,
             viewer_risk,
@@ -302,7 +324,7 @@ def default_policy(
         ShareCap(
             max_share=0.1,
             risk=risk,
-            threshold=max(demote_t, 1e-6),
+            threshold=high_t,
             surfaces=discovery_surfaces,
             name="share_cap_risky",
         )
@@ -345,22 +367,19 @@ def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, whe
     return _default_risk(seeds, graph, interactions, account_terms, seed_terms, where)
 
 
-def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float]:
-    """Drop, demote and low-risk-pool thresholds: lifts over the typical non-seed risk."""
+def _thresholds(
+    risk: np.ndarray, seed_arg, q_cap: float
+) -> tuple[float, float, float, float]:
+    """Drop, demote, low-risk-pool and high-risk thresholds: lifts over the typical
+    non-seed risk."""
     rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
     top = float(np.quantile(rest, 1.0 - q_cap)) if rest.size else 1.0
     base = float(np.median(rest)) if rest.size else 0.0
     drop_t = min(1.0, max(DEFAULT_DROP_FLOOR, DEFAULT_DROP_LIFT * base, top + 1e-7))
     demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
     pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
-    return drop_t, demote_t, pool_t
-
-
-def _minor_trip_threshold(risk: np.ndarray, seed_arg, drop_t: float) -> float:
-    """Context risk at which one interaction trips the minors' breaker."""
-    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
-    base = float(np.median(rest)) if rest.size else 0.0
-    return min(drop_t, max(DEFAULT_MINOR_TRIP_LIFT * base, 1e-6))
+    high_t = min(drop_t, max(DEFAULT_HIGH_LIFT * base, demote_t))
+    return drop_t, demote_t, pool_t, high_t
 
 
 def _minor_filters(
