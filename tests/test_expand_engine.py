@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import guardrails.expand as ex
 from guardrails.exceptions import MissingDependencyError
-from guardrails.expand import _engine
+from guardrails.expand import _engine, _operators
 
 BACKENDS = ["scipy", "compiled"] if _engine.compiled_available() else ["scipy"]
 
@@ -161,6 +161,7 @@ def test_unknown_and_missing_backends_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="backend"):
         ex.RiskGraph(A, backend="gpu")
     monkeypatch.setattr(_engine, "_spmm", None)
+    monkeypatch.setattr(_operators, "_spmm", None)
     with pytest.raises(MissingDependencyError, match="compiled"):
         ex.RiskGraph(A, backend="compiled")
     with pytest.raises(ImportError, match="compiled"):

@@ -9,11 +9,22 @@ candidates' scores come from :class:`~guardrails.expand.RiskGraph`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Selection", "Folds", "make_folds", "average_precision", "choose"]
+from ..exceptions import ConvergenceWarning
+
+__all__ = [
+    "Selection",
+    "Folds",
+    "make_folds",
+    "average_precision",
+    "choose",
+    "auto_risk",
+    "rank_map",
+]
 
 #: Fewer seeds than this in a category: no validation, the documented fallback.
 MIN_SEEDS = 5
@@ -175,4 +186,84 @@ def choose(names, fold_scores, folds: Folds, *, mask=None):
         if best != names[0] and not d.mean() > Z_SWITCH * se:
             best = names[0]
         out[j] = (best, means)
+    return out
+
+
+def auto_risk(W, names, score, *, own, n_folds, random_state, tol, progress=False, mask=None):
+    """Cross-validate the candidates ``names`` on the seeds of each column of ``W``;
+    return the unclipped risk and one :class:`Selection` per column.
+
+    Parameters
+    ----------
+    W : ndarray of float32, shape (n, c)
+        Seed weights, one column per category.
+    names : tuple of str
+        Candidates, the prior first (ties and unclear gains go to it).
+    score : callable
+        ``score(name, X, tol, progress)``: candidate ``name``'s unclipped scores for the
+        columns of ``X`` (float32, shape of ``X``).
+    own : str
+        The graph's own personalised PageRank: the scale every choice is mapped onto,
+        and the fallback for categories too small to validate.
+    mask : ndarray of bool, shape (n,), optional
+        The seeds' side of a bipartite graph (validation ranks only that side, and the
+        scale is mapped per side).
+    """
+    folds = make_folds(W, n_folds, random_state)
+    names = tuple(names)
+    chosen = {}
+    if folds.columns:
+        # The ranking only needs a few digits: validate at a looser tolerance.
+        vtol = max(tol, 1e-3)
+        with warnings.catch_warnings():
+            # A candidate that stops at its cap still ranks: only the final solve warns.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fold_scores = {nm: score(nm, folds.W, vtol, False) for nm in names}
+        chosen = choose(names, fold_scores, folds, mask=mask)
+    n, c = W.shape
+    selections = []
+    for j in range(c):
+        if j in chosen:
+            best, means = chosen[j]
+            n_folds_j = sum(1 for m in folds.columns if m[0] == j)
+            selections.append(Selection(j, best, means, folds.counts[j], n_folds_j))
+        else:
+            # Unvalidated categories get the graph's own PageRank (the behaviour before
+            # 'auto', exactly): too few seeds to tell candidates apart.
+            selections.append(Selection(j, own, n_seeds=folds.counts[j], fallback=True))
+    Y = np.empty((n, c), dtype=np.float32)
+    for nm in dict.fromkeys(s.method for s in selections):
+        cols = [s.category for s in selections if s.method == nm]
+        Y[:, cols] = score(nm, np.ascontiguousarray(W[:, cols]), tol, progress)
+    # The chosen scorer decides the order; the graph's own PageRank keeps the scale.
+    # Each category's scores are replaced, rank for rank, by the values of the graph's
+    # own PageRank for the same seeds (per side of a bipartite graph; tied scores share
+    # the mean of their values), so a threshold set on that scale (DEFAULT_THRESHOLD,
+    # SuppressRisk) keeps catching as many nodes whatever scorer the seeds chose; seeds
+    # keep at least their weight.
+    recal = [s.category for s in selections if s.method != own]
+    if recal:
+        ref = score(own, np.ascontiguousarray(W[:, recal]), tol, progress)
+        sides = [np.ones(n, dtype=bool)] if mask is None else [mask, ~mask]
+        for k, j in enumerate(recal):
+            for side in sides:
+                idx = np.flatnonzero(side)
+                if idx.size:
+                    Y[idx, j] = rank_map(Y[idx, j], ref[idx, k])
+            np.maximum(Y[:, j], W[:, j], out=Y[:, j])
+    return Y, selections
+
+
+def rank_map(order_by: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values``, sorted, placed in the order of ``order_by`` (ties get their mean)."""
+    key = np.asarray(order_by, dtype=np.float64)
+    srt = np.argsort(key, kind="stable")
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    ks = key[srt]
+    # Mean of the values over each run of tied keys.
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    sums = np.add.reduceat(v, starts)
+    lens = np.diff(np.r_[starts, ks.size])
+    out = np.empty(key.size, dtype=np.float32)
+    out[srt] = np.repeat(sums / lens, lens)
     return out

@@ -1,4 +1,5 @@
-"""Seed sets at the public boundary: indices, categories and weights to one matrix."""
+"""Inputs at the public boundary: seed sets (indices, categories and weights) to one
+matrix, and weighted graphs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,23 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_ids, check_vector, fail
+from .._validation import check_csr, check_ids, check_vector, fail
 
-__all__ = ["seed_matrix"]
+__all__ = ["seed_matrix", "weighted_csr"]
+
+
+def weighted_csr(matrix, name: str, where: str, shape=(None, None)) -> sp.csr_matrix:
+    """``matrix`` checked as a CSR matrix (of ``shape``) with non-negative edge weights."""
+    A = check_csr(matrix, name, where, shape=shape)
+    if A.nnz and A.data.min() < 0:
+        raise fail(
+            name,
+            where,
+            "a matrix with non-negative edge weights",
+            "negative weights",
+            describe=False,
+        )
+    return A
 
 
 def _one(ids, weights, n: int, name: str, where: str) -> tuple[np.ndarray, np.ndarray]:

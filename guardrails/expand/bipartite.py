@@ -11,13 +11,15 @@ engagement that comes from users of the flagged item.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_ids, check_int, fail
+from .._validation import check_ids, fail
 from ._auto import Selection
-from ._seeds import seed_matrix
-from .propagate import DEFAULT_DAMPING, RiskGraph
+from ._graph import DEFAULT_DAMPING, RiskGraph
+from ._seeds import seed_matrix, weighted_csr
 
 __all__ = ["BipartiteRiskGraph", "coengagement_risk", "term_risk"]
 
@@ -44,15 +46,7 @@ class BipartiteRiskGraph:
         num_threads: int = 0,
     ):
         where = "BipartiteRiskGraph"
-        B = check_csr(biadjacency, "biadjacency", where).astype(np.float32)
-        if B.nnz and B.data.min() < 0:
-            raise fail(
-                "biadjacency",
-                where,
-                "a matrix with non-negative weights",
-                "negative weights",
-                describe=False,
-            )
+        B = weighted_csr(biadjacency, "biadjacency", where).astype(np.float32)
         if binary:
             B.data[:] = 1.0
         B.eliminate_zeros()
@@ -129,38 +123,23 @@ class BipartiteRiskGraph:
         """
         where = "BipartiteRiskGraph.propagate"
         W, squeeze = self._seeds(row_seeds, col_seeds, row_weights, col_weights, where)
-        extra = {"coengagement": self._coengagement}
+        opts: dict[str, Any] = {"tol": tol, "max_iter": max_iter, "progress": progress, "raw": raw}
         if method == "coengagement":
             Y = self._coengagement(W)
             self.selection_ = [Selection(category=j, method=method) for j in range(W.shape[1])]
             if not raw:
                 np.clip(Y, 0.0, 1.0, out=Y)
         elif method == "auto":
-            check_int(n_folds, "n_folds", where, low=2)
-            check_int(random_state, "random_state", where, low=0)
-            names = self.graph._check_candidates(candidates, where, extra=tuple(extra))
+            # Validation ranks the held-out seeds among the nodes of their own side.
             mask = np.zeros(self.n_rows + self.n_cols, dtype=bool)
-            if row_seeds is not None:
-                mask[: self.n_rows] = True
-            if col_seeds is not None:
-                mask[self.n_rows :] = True
-            Y, self.selection_ = self.graph._auto(
-                W,
-                tol=tol,
-                max_iter=max_iter,
-                progress=progress,
-                n_folds=n_folds,
-                random_state=random_state,
-                candidates=names,
-                mask=mask,
-                extra_scorer=extra,
-            )
-            if not raw:
-                np.clip(Y, 0.0, 1.0, out=Y)
+            mask[: self.n_rows] = row_seeds is not None
+            mask[self.n_rows :] = col_seeds is not None
+            extra = {"coengagement": self._coengagement}
+            auto = {"n_folds": n_folds, "random_state": random_state, "candidates": candidates}
+            Y = self.graph._propagate_auto(W, where, mask=mask, extra=extra, **auto, **opts)
+            self.selection_ = self.graph.selection_
         else:
-            Y = self.graph.propagate(
-                W, tol=tol, max_iter=max_iter, progress=progress, raw=raw, method=method
-            )
+            Y = self.graph.propagate(W, method=method, **opts)
             self.selection_ = self.graph.selection_
         if squeeze:
             Y = Y[:, 0]

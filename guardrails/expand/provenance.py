@@ -179,20 +179,18 @@ class RiskExpansion:
         num_threads: int = 0,
     ) -> RiskExpansion:
         """Add the recommender's interaction matrix (n_users x n_accounts)."""
-        g = BipartiteRiskGraph(user_items, damping=damping, binary=binary, num_threads=num_threads)
-        if g.n_cols != self.n_accounts:
-            raise fail(
-                "user_items",
-                "RiskExpansion.add_coengagement",
-                f"a matrix with {self.n_accounts} item columns",
-                user_items,
-            )
-        Wu = None
-        if seed_users is not None:
-            Wu = self._side_seeds(
-                seed_users, user_weights, g.n_rows, "RiskExpansion.add_coengagement"
-            )
-        return self._add(name, weight, {"kind": "coengagement", "graph": g, "side_seeds": Wu})
+        return self._add_bipartite(
+            "coengagement",
+            user_items,
+            "user_items",
+            name,
+            weight,
+            seed_users,
+            user_weights,
+            damping=damping,
+            binary=binary,
+            num_threads=num_threads,
+        )
 
     def add_embedding(
         self,
@@ -238,20 +236,37 @@ class RiskExpansion:
         num_threads: int = 0,
     ) -> RiskExpansion:
         """Add an account x term (hashtag, link domain) matrix (n_accounts x n_terms)."""
-        g = BipartiteRiskGraph(
-            account_terms, damping=damping, binary=binary, num_threads=num_threads
+        return self._add_bipartite(
+            "terms",
+            account_terms,
+            "account_terms",
+            name,
+            weight,
+            seed_terms,
+            term_weights,
+            damping=damping,
+            binary=binary,
+            num_threads=num_threads,
         )
-        if g.n_rows != self.n_accounts:
-            raise fail(
-                "account_terms",
-                "RiskExpansion.add_terms",
-                f"a matrix with {self.n_accounts} account rows",
-                account_terms,
-            )
-        Wt = None
-        if seed_terms is not None:
-            Wt = self._side_seeds(seed_terms, term_weights, g.n_cols, "RiskExpansion.add_terms")
-        return self._add(name, weight, {"kind": "terms", "graph": g, "side_seeds": Wt})
+
+    def _add_bipartite(
+        self, kind, matrix, arg, name, weight, side_seeds, side_weights, **graph
+    ) -> RiskExpansion:
+        """A bipartite source: accounts are the columns of a co-engagement matrix (users
+        the other side) and the rows of a term matrix (terms the other side)."""
+        where = f"RiskExpansion.add_{kind}"
+        g = BipartiteRiskGraph(matrix, **graph)
+        accounts, other, what = (
+            (g.n_cols, g.n_rows, "item columns")
+            if kind == "coengagement"
+            else (g.n_rows, g.n_cols, "account rows")
+        )
+        if accounts != self.n_accounts:
+            raise fail(arg, where, f"a matrix with {self.n_accounts} {what}", matrix)
+        Ws = None
+        if side_seeds is not None:
+            Ws = self._side_seeds(side_seeds, side_weights, other, where)
+        return self._add(name, weight, {"kind": kind, "graph": g, "side_seeds": Ws})
 
     def _side_seeds(self, seeds, weights, n, where):
         W, _, _ = seed_matrix(seeds, weights, n, where)

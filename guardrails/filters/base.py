@@ -77,6 +77,8 @@ CATALOG_KINDS = ("items", "users")
 MODES = ("enforce", "shadow", "off")
 #: What happens when a filter cannot compile (for example its labels are missing).
 FAILURE_MODES = ("fail_closed", "fail_open")
+#: Constructor arguments every built-in filter takes (see :meth:`Filter._settings`).
+_COMMON = ("name", "reason", "mode", "failure", "surfaces")
 
 
 @dataclass(frozen=True)
@@ -343,6 +345,17 @@ class Filter:
         """
         for key in type(self).config_spec or ():
             setattr(self, key, arguments[key])
+
+    def _apply_settings(self, arguments: dict, where: str) -> None:
+        """:meth:`_settings` from the constructor's ``locals()``: its common arguments
+        (``name``, ``reason``, ``mode``, ``failure``, ``surfaces``) as they stand."""
+        self._settings(**{key: arguments[key] for key in _COMMON}, where=where)
+
+    def _fitted(self, *keys: str) -> tuple:
+        """The validated values (``key_``) of ``keys``, by default of every
+        ``config_spec`` key in order: the ``params()`` of a filter whose arguments are
+        all it compiles from."""
+        return tuple(getattr(self, key + "_") for key in keys or type(self).config_spec or ())
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         return None

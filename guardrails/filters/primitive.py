@@ -57,17 +57,10 @@ class BlockItems(Filter):
                 describe=False,
             )
         self.ids_ = np.unique(arr.astype(np.int64))
-        self._settings(
-            name=name,
-            reason=reason,
-            mode=mode,
-            failure=failure,
-            surfaces=surfaces,
-            where="BlockItems",
-        )
+        self._apply_settings(locals(), "BlockItems")
 
     def params(self) -> tuple:
-        return (self.ids_,)
+        return self._fitted()
 
     def compile_global(self, catalog: Catalog) -> PlanPart:
         if self.ids_.size and self.ids_[-1] >= catalog.n:
@@ -121,17 +114,10 @@ class ExcludePairs(Filter):
         )
         csr.eliminate_zeros()
         self.pairs_ = csr
-        self._settings(
-            name=name,
-            reason=reason,
-            mode=mode,
-            failure=failure,
-            surfaces=surfaces,
-            where="ExcludePairs",
-        )
+        self._apply_settings(locals(), "ExcludePairs")
 
     def params(self) -> tuple:
-        return (self.pairs_,)
+        return self._fitted()
 
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
         if viewers.userids is None:
@@ -192,17 +178,10 @@ class SuppressRisk(Filter):
         self.threshold_ = check_float(
             threshold, "threshold", "SuppressRisk", low=0.0, high=1.0, low_open=True
         )
-        self._settings(
-            name=name,
-            reason=reason,
-            mode=mode,
-            failure=failure,
-            surfaces=surfaces,
-            where="SuppressRisk",
-        )
+        self._apply_settings(locals(), "SuppressRisk")
 
     def params(self) -> tuple:
-        return (self.risk_, self.threshold_)
+        return self._fitted()
 
     def compile_global(self, catalog: Catalog) -> PlanPart:
         catalog.check_sized("SuppressRisk", "risk", self.risk_.shape[0])
@@ -268,14 +247,12 @@ class DemoteRisk(Filter):
         self.curve_ = check_choice(curve, "curve", where, self.CURVES)
         self.floor_ = check_float(floor, "floor", where, low=0.0, high=1.0)
         self.knots_ = None if knots is None else _check_knots(knots, where)
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
         # The linear default keeps the fingerprint of the original two-parameter filter
         # shape plus its curve, so versions stay stable across releases.
-        return (self.risk_, self.weight_, self.curve_, self.knots_, self.floor_)
+        return self._fitted()
 
     def levels(self) -> np.ndarray:
         """``curve(risk)`` per candidate, float64 in [0, 1]."""

@@ -157,9 +157,7 @@ class BlockLabeled(Filter):
             failure = "fail_closed" if self.protected else "fail_open"
         if reason is None:
             reason = f"label:{self.categories_[0]}" if self.categories_ else "label_severity"
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
         lab = (
@@ -362,9 +360,7 @@ class SuppressNeighborhood(Filter):
         if not isinstance(demote_reason, str) or not demote_reason:
             raise fail("demote_reason", where, "a non-empty string", demote_reason)
         self.demote_reason_ = demote_reason
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
         return (
@@ -539,9 +535,7 @@ class CohortRule(Filter):
             self.unknown_viewer_ = check_int(
                 unknown_viewer, "unknown_viewer", where, low=0, high=n_v - 1
             )
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
         return (

@@ -118,21 +118,10 @@ class ViewerCircuitBreaker(Filter):
         if not isinstance(strip_interactions, bool):
             raise fail("strip_interactions", where, "a bool", strip_interactions)
         self.strip_interactions_ = strip_interactions
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.risk_,
-            self.item_threshold_,
-            self.trip_,
-            self.pool_threshold_,
-            self.pool_,
-            self.viewer_risk_,
-            self.min_interactions_,
-            self.strip_interactions_,
-        )
+        return self._fitted()
 
     def low_risk_pool(self) -> np.ndarray:
         return self.pool_ if self.pool_ is not None else self.risk_ < self.pool_threshold_
@@ -271,12 +260,10 @@ class ShareCap(Filter):
         self.min_count_ = (
             default_min if min_count is None else check_int(min_count, "min_count", where, low=0)
         )
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (self.max_share_, self.risk_, self.threshold_, self.communities_, self.min_count_)
+        return self._fitted()
 
     def compile_caps(self, catalog: Catalog) -> CapSpec:
         if self.risk_ is not None:
@@ -365,9 +352,7 @@ class RelationshipRule(Filter):
         self.use_call_interactions_ = use_call_interactions
         self.action_ = check_action(action, where)
         self.weight_ = check_float(weight, "weight", where, low=0.0)
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
         return (
