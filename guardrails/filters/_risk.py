@@ -195,4 +195,3 @@ def neighbour_risk(risk: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return np.divide(vals, count, out=np.zeros(vals.shape, np.float64), where=count > 0).astype(
         np.float32
     )
-

@@ -178,7 +178,9 @@ class ContextRisk(Filter):
             return None
         risky = (self.risk >= self.threshold).astype(np.float32)
         keep_rows = sp.diags(rows.astype(np.float32))
-        strip = sp.csr_matrix((keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky))
+        strip = sp.csr_matrix(
+            (keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky)
+        )
         strip.eliminate_zeros()
         return strip if strip.nnz else None
 

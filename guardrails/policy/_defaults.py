@@ -367,9 +367,7 @@ def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, whe
     return _default_risk(seeds, graph, interactions, account_terms, seed_terms, where)
 
 
-def _thresholds(
-    risk: np.ndarray, seed_arg, q_cap: float
-) -> tuple[float, float, float, float]:
+def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float, float]:
     """Drop, demote, low-risk-pool and high-risk thresholds: lifts over the typical
     non-seed risk."""
     rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
@@ -493,7 +491,10 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     parts = []
     if graph is not None:
         parts.append(
-            np.asarray(propagate(abs(graph), idx, weights=w[idx], direction="both", method="ppr"), np.float32)
+            np.asarray(
+                propagate(abs(graph), idx, weights=w[idx], direction="both", method="ppr"),
+                np.float32,
+            )
         )
     if interactions is not None:
         item_risk, _ = coengagement_risk(abs(interactions), idx, weights=w[idx])
