@@ -57,13 +57,18 @@ DEFAULT_DROP_FLOOR = 0.02
 #: Confidence given to an account only because it uses a flagged term (hashtag): the
 #: terms have innocent uses too, so term use alone is half the evidence of a label.
 DEFAULT_TERM_WEIGHT = 0.5
-#: Lift at or above which an account is high-risk (at most the drop threshold): one
-#: interaction with an account this risky by its own or its neighbourhood's risk trips
-#: the minors' breaker, and at most 10 % of a slate comes from such accounts. A buyer
-#: follows several, an ordinary viewer rarely one (on the family's tuning platforms
-#: 3-12 % of ordinary viewers follow one, against 77-100 % of buyers; the demotion band
-#: is too wide for either rule: up to 87 % of ordinary viewers follow one of its accounts).
+#: Lift at or above which an account is high-risk (at most the drop threshold): at most
+#: 10 % of a slate comes from such accounts.
 DEFAULT_HIGH_LIFT = 4.0
+#: The minors' breaker also trips (stored, from ``interactions``) on this many follows of
+#: accounts whose own or neighbourhood risk is at DEFAULT_MINOR_BAND_LIFT or above. On
+#: the family's tuning platforms this rule with "one follow of a dropped account" trips
+#: 98-100 % of buyers and 0.8-7 % of ordinary viewers; one follow at four times trips
+#: 77-100 % and 3.5-12 %; one follow in the demotion band trips up to 87 % of ordinary
+#: viewers.
+DEFAULT_MINOR_BAND_FOLLOWS = 2
+#: See DEFAULT_MINOR_BAND_FOLLOWS.
+DEFAULT_MINOR_BAND_LIFT = 3.0
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -135,9 +140,9 @@ def default_policy(
         interactions on flagged neighbourhoods).
     minors : array-like of bool or int, shape (n_items,), optional, keyword-only
         Candidates that are minors' accounts (a vulnerable cohort, from the platform's
-        age signals). They are never suggested to a viewer with any interaction on a
-        high-risk account (call or stored), never to a tripped viewer or on a risky
-        profile; they are not dropped for their own neighbourhood risk (buyers following
+        age signals). They are never suggested to a viewer with an interaction on a
+        dropped account (call or stored) or two on risky ones (stored), never to a
+        tripped viewer or on a risky profile; they are not dropped for their own neighbourhood risk (buyers following
         them is what makes it high: they are the network's targets, not its members).
     minor_viewers : array-like of bool or int, shape (n_users,), optional, keyword-only
         Viewers who are minors: they never get candidates at or above the demotion
@@ -208,9 +213,10 @@ def default_policy(
       share-based breaker, so their recommendations are unchanged; ordinary viewers of
       a band profile see pool accounts in its "suggested accounts";
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
-      interaction (in the call, or stored from ``interactions``) with a high-risk
-      account, own or neighbourhood risk ``>= 4 * b`` (:data:`DEFAULT_HIGH_LIFT`, at
-      most the drop threshold), and then drops minors' accounts; minors' accounts carry
+      interaction (in the call, or stored from ``interactions``) on a dropped
+      candidate, or (stored) on two follows (:data:`DEFAULT_MINOR_BAND_FOLLOWS`) of
+      accounts whose own or neighbourhood risk is ``>= 3 * b``
+      (:data:`DEFAULT_MINOR_BAND_LIFT`), and then drops minors' accounts; minors' accounts carry
       no risk of their own (it comes from buyers following them), so ordinary viewers
       keep seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
@@ -311,9 +317,11 @@ def default_policy(
         _minor_filters(
             minor_mask,
             minor_viewers,
+            breaker_risk,
             context_risk,
+            drop_t,
             demote_t,
-            high_t,
+            _base(risk, seed_arg),
             risk,
             seed_arg,
             viewer_risk,
@@ -367,6 +375,12 @@ def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, whe
     return _default_risk(seeds, graph, interactions, account_terms, seed_terms, where)
 
 
+def _base(risk: np.ndarray, seed_arg) -> float:
+    """The catalogue's typical risk: the median over the non-seed candidates."""
+    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
+    return float(np.median(rest)) if rest.size else 0.0
+
+
 def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float, float]:
     """Drop, demote, low-risk-pool and high-risk thresholds: lifts over the typical
     non-seed risk."""
@@ -383,9 +397,11 @@ def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float,
 def _minor_filters(
     minor_mask,
     minor_viewers,
+    breaker_risk,
     context_risk,
+    drop_t,
     demote_t,
-    trip_t,
+    base,
     risk,
     seed_arg,
     viewer_risk,
@@ -396,21 +412,26 @@ def _minor_filters(
     if minor_mask is not None and minor_mask.any():
         # Any sign of the network and minors' accounts are never suggested: a second
         # breaker whose pool is everything but the minors, tripping on one interaction
-        # (in the call, or stored) with an account whose own or neighbourhood risk is at
-        # DEFAULT_MINOR_TRIP_LIFT or above, not only on a dropped one: buyers of a
-        # sub-network the seeds barely reach follow sellers that are not dropped.
-        band = (context_risk >= trip_t).astype(np.float32)
+        # (in the call, or stored) on a dropped candidate, or (stored) on
+        # DEFAULT_MINOR_BAND_FOLLOWS accounts whose own or neighbourhood risk is at
+        # DEFAULT_MINOR_BAND_LIFT or above: buyers of a sub-network the seeds barely
+        # reach follow sellers that are risky but not dropped.
+        risky = (breaker_risk >= drop_t).astype(np.float32)
+        band_t = min(drop_t, max(DEFAULT_MINOR_BAND_LIFT * base, demote_t))
+        band = (context_risk >= band_t).astype(np.float32)
         stored = None
         if interactions is not None:
             ui = check_csr(interactions, "interactions", "default_policy")
             if ui.shape[1] == band.shape[0]:
-                stored = ((abs(ui) @ band) > 0).astype(np.float32)
+                ui = abs(ui).astype(bool).astype(np.float32)
+                hit = ((ui @ risky) > 0) | ((ui @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
+                stored = hit.astype(np.float32)
         if stored is None and viewer_risk is not None:
             stored = (viewer_risk > 0).astype(np.float32)
         out.append(
             ViewerCircuitBreaker(
-                context_risk,
-                item_threshold=trip_t,
+                breaker_risk,
+                item_threshold=drop_t,
                 trip=1e-6,
                 pool=~minor_mask,
                 viewer_risk=stored,
