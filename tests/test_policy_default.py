@@ -281,3 +281,33 @@ def test_nearest_items_are_the_most_similar_other_items(seed, n, k):
     risk = rng.random(n).astype(np.float32)
     nb = neighbour_risk(risk, got)
     assert np.allclose(nb, [risk[r[r >= 0]].mean() if (r >= 0).any() else 0 for r in got])
+
+
+def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
+    from guardrails.policy._defaults import DEFAULT_MINOR_BAND_FOLLOWS, DEFAULT_MINOR_BAND_LIFT
+
+    n = 100
+    risk = np.full(n, 0.01, np.float32)
+    band = np.arange(80, 90)  # DEFAULT_MINOR_BAND_LIFT x typical or more, not dropped
+    risk[band] = 0.035
+    risk[90:] = 0.5  # dropped
+    minors = np.zeros(n, bool)
+    minors[:5] = True
+    follows = [band[:DEFAULT_MINOR_BAND_FOLLOWS], band[:1], np.array([95]), np.arange(10, 14)]
+    ui = sp.csr_matrix(
+        (
+            np.ones(sum(f.size for f in follows), np.float32),
+            np.concatenate(follows),
+            np.r_[0, np.cumsum([f.size for f in follows])],
+        ),
+        shape=(len(follows), n),
+    )
+    pol = default_policy(risk=risk, minors=minors, interactions=ui)
+    assert pol["suppress_neighborhood"].threshold > 0.035 >= DEFAULT_MINOR_BAND_LIFT * 0.01
+    rng = np.random.default_rng(0)
+    model = gr.FactorModel(rng.normal(size=(4, 8)), rng.normal(size=(n, 8)))
+    ids, _ = gr.Guard(model, pol).recommend(np.arange(4), ui, N=n)
+    got_minors = [int(minors[r[r >= 0]].sum()) for r in ids]
+    # Two risky follows or one dropped: no minors' accounts; one risky follow, or none:
+    # an ordinary viewer, who still gets them.
+    assert got_minors == [0, 5, 0, 5]
