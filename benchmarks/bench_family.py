@@ -11,8 +11,9 @@ kind): building the platform, training the model, building the policy and walkin
 
 ``--policies``: ``default`` (``guardrails.default_policy`` from what the platform knows
 and the model's item space, :func:`guardrails.audit.family_run.family_default_policy`)
-and ``no-model`` (the same without the model's item space, so no neighbourhood risk:
-:func:`guardrails.audit.guards.default_guard_policy`).
+``no-model`` (the same without the model's item space, so no neighbourhood risk:
+:func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
+without the platform's minors' list, to measure what the policy does without age signals).
 """
 
 from __future__ import annotations
@@ -26,14 +27,25 @@ from guardrails.audit.family import MODEL_KINDS, SIZES
 from guardrails.audit.family_run import (
     family_default_policy,
     format_family,
+    model_neighbours,
     run_family,
     write_family_plot,
 )
 from guardrails.audit.guards import default_guard_policy
 
+
+def no_minors_list(platform, model=None):
+    """``default_policy`` as in ``default`` but without the minors' list (no age signals):
+    what keeps minors' accounts from risky viewers then is the risk machinery alone."""
+    return default_guard_policy(
+        platform, minors=None, minor_viewers=None, **model_neighbours(model)
+    )
+
+
 POLICIES = {
     "default": family_default_policy,
     "no-model": default_guard_policy,
+    "no-minors-list": no_minors_list,
 }
 
 
