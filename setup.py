@@ -1,8 +1,9 @@
 """Build script for the optional compiled kernel; the project's metadata is in pyproject.toml.
 
-``guardrails.expand._spmm`` (sparse times dense products for propagation) is optional:
-without a C compiler the build goes on without it and ``guardrails.expand`` uses scipy's
-products instead (slower with several seed categories, same results).
+``guardrails.expand._spmm`` (sparse times dense products for propagation) and
+``guardrails.core._tile`` (the guarded kernel's selection step over a scored tile) are
+optional: without a C compiler the build goes on without them, ``guardrails.expand`` uses
+scipy's products and the kernel selects in numpy instead (slower, same results).
 """
 
 import sys
@@ -20,6 +21,14 @@ setup(
             sources=["guardrails/expand/_spmm.c"],
             extra_compile_args=FLAGS,
             optional=True,
-        )
+        ),
+        # The kernel's fused-path selection step; without it the kernel selects in numpy
+        # (same results).
+        Extension(
+            "guardrails.core._tile",
+            sources=["guardrails/core/_tile.c"],
+            extra_compile_args=FLAGS,
+            optional=True,
+        ),
     ]
 )

@@ -10,16 +10,23 @@ For each size (items x factors), on the same users and factors:
   excluded pairs per viewer, risk suppression and risk demotion;
 - ``numpy``: a plain chunked product of the same user blocks with the item factors on the
   same number of threads, writing the scores, no selection at all;
-- ``fused`` / ``unfused``: the kernel alone (``guarded_topk``) on the four-filter plan's
-  arrays with the fused tile path forced on (``tile_items=2048``) and off (``0``).
+- ``pruned`` / ``unfused``: the kernel alone (``guarded_topk``) on the four-filter plan's
+  arrays with the fused tile path (item tiles by decreasing norm, tiles skipped where the
+  Cauchy-Schwarz bound cannot reach a row's N-th score) forced on (``tile_items=2048``)
+  and off (``0``); ``skipped`` is the share of the product the pruned path did not
+  compute. ``pruned`` selects with the compiled step (``guardrails.core._tile``) where it
+  was built, ``pruned-numpy`` with its numpy fallback.
 
 Factors are random (``--data gaussian``: popularity-skewed Gaussian items, the flat score
 distribution that is the hard case for block pruning) or trained (``--data als``:
 implicit's ALS, a few iterations on synthetic power-law interactions).
 
-Each is timed ``--repeat`` times and the median reported, as users per second and as a
-ratio to implicit and to numpy. Peak extra memory of the guarded call is measured in a
-separate run with tracemalloc. Results print as a markdown table.
+Everything is timed round-robin (one call of each per round, ``--repeat`` rounds, after a
+warm-up) so that load on a shared machine hits all alike, and the median reported, as
+users per second and as a ratio to implicit and to numpy. Peak extra memory of the kernel
+is measured in a separate run with tracemalloc, next to the unfused path's documented
+bound (``threads x block_rows x eligible items`` float32 scores). Results print as a
+markdown table.
 
     python benchmarks/bench_recommend.py                   # 50k items, 64 factors
     python benchmarks/bench_recommend.py --items 50000 200000 --factors 64 128 --data gaussian als
@@ -39,6 +46,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import guardrails as gr
+from guardrails.core.kernel import HAS_COMPILED_TILE
 
 
 def make_case(n_users, n_items, factors, seed=0):
@@ -93,14 +101,28 @@ def als_case(n_users, n_items, factors, seed=0):
     return U, V, risk, blocked, pairs
 
 
-def median_time(fn, repeat):
-    fn()  # warm-up: caches, thread pools
-    times = []
+def interleaved_medians(fns: dict, repeat: int) -> dict:
+    """Median wall time of every callable, timed round-robin so drift hits all alike.
+
+    Each callable is ``(fn, blas_one_thread)``; the BLAS limit is set around its call only.
+    """
+
+    def call(fn, one):
+        if one:
+            with threadpool_limits(1, "blas"):
+                fn()
+        else:
+            fn()
+
+    for fn, one in fns.values():
+        call(fn, one)  # warm-up: variant spaces, prune indexes, thread pools
+    times: dict = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, (fn, one) in fns.items():
+            t0 = time.perf_counter()
+            call(fn, one)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
@@ -135,43 +157,58 @@ def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
         with ThreadPoolExecutor(threads) as ex:
             list(ex.map(one, range(0, n_users, block)))
 
-    out = {}
-    with threadpool_limits(1, "blas"):
-        out["implicit"] = median_time(
-            lambda: model.recommend(users, empty, N=10, filter_already_liked_items=False), repeat
-        )
-        out["implicit+filter"] = median_time(
-            lambda: model.recommend(
-                users, empty, N=10, filter_already_liked_items=False, filter_items=blocked
-            ),
-            repeat,
-        )
-        out["numpy"] = median_time(numpy_product, repeat)
-    out["guard-0"] = median_time(
-        lambda: g0.recommend(users, None, N=10, filter_already_liked_items=False), repeat
-    )
-    out["guard-4"] = median_time(
-        lambda: g4.recommend(users, None, N=10, filter_already_liked_items=False), repeat
-    )
-
     # The kernel alone on the same plan: global block and risk suppression compacted
     # away, risk demotion folded into the product, excluded pairs per viewer.
     hard = np.zeros(n_items, dtype=bool)
     hard[blocked] = True
     hard |= risk >= 0.3
     space = FactorSpace.build(V, hard_mask=hard, penalty=2.0 * risk, block_width=32)
-    # The fused path forced on (2048-item tiles, what it picks for 128-row chunks), whatever
-    # the catalogue size; by default it runs from 100k eligible items.
-    for name, tile in (("fused", 2048), ("unfused", 0)):
-        out[name] = median_time(
-            lambda tile=tile: guarded_topk(
-                space, U, 10, viewer_masks=[pairs], num_threads=threads, tile_items=tile
-            ),
-            repeat,
+
+    def kernel(tile, stats=None, backend="auto"):
+        return guarded_topk(
+            space,
+            U,
+            10,
+            viewer_masks=[pairs],
+            num_threads=threads,
+            tile_items=tile,
+            stats=stats,
+            backend=backend,
         )
 
+    fns = {
+        "implicit": (
+            lambda: model.recommend(users, empty, N=10, filter_already_liked_items=False),
+            True,
+        ),
+        "implicit+filter": (
+            lambda: model.recommend(
+                users, empty, N=10, filter_already_liked_items=False, filter_items=blocked
+            ),
+            True,
+        ),
+        "numpy": (numpy_product, True),
+        "guard-0": (
+            lambda: g0.recommend(users, None, N=10, filter_already_liked_items=False),
+            False,
+        ),
+        "guard-4": (
+            lambda: g4.recommend(users, None, N=10, filter_already_liked_items=False),
+            False,
+        ),
+        # The pruned path forced on (2048-item tiles, what it picks for 128-row chunks)
+        # and off.
+        "pruned": (lambda: kernel(2048), False),
+        "pruned-numpy": (lambda: kernel(2048, backend="numpy"), False),
+        "unfused": (lambda: kernel(0), False),
+    }
+    out = interleaved_medians(fns, repeat)
+    stats: dict = {}
+    kernel(2048, stats)
+    out["skipped"] = 1.0 - stats["scored"] / stats["cells"]
+
     peaks = {}
-    for name, tile in (("fused", 2048), ("unfused", 0)):
+    for name, tile in (("pruned", 2048), ("unfused", 0)):
         tracemalloc.start()
         guarded_topk(
             space, U[:2000], 10, viewer_masks=[pairs[:2000]], num_threads=threads, tile_items=tile
@@ -179,6 +216,8 @@ def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
         peaks[name] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     peak = peaks
+    rows = min(128, max(32, (1 << 25) // space.n_eligible))  # the kernel's default block_rows
+    peak["bound"] = threads * rows * space.n_eligible * 4
     # short slates from filtering implicit's top-k afterwards, for the record
     ids, _ = model.recommend(users[:2000], empty[:2000], N=110, filter_already_liked_items=False)
     bad = (risk[ids] >= 0.3) | np.isin(ids, blocked)
@@ -206,25 +245,28 @@ def main():
     ]
     print(
         f"# bench_recommend: {args.threads} threads, BLAS {blas}, "
-        f"medians of {args.repeat} runs, N=10\n"
+        f"medians of {args.repeat} runs, N=10, compiled selection step: {HAS_COMPILED_TILE}\n"
     )
     print(
         "| data | users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s "
-        "| guard-4 u/s | numpy u/s | guard-4 / implicit | guard-4 / numpy | fused u/s "
-        "| unfused u/s | fused / unfused | peak MiB fused / unfused (2k users) "
-        "| short slates, filter after top-110 |"
+        "| guard-4 u/s | numpy u/s | guard-4 / implicit | guard-4 / numpy | pruned u/s "
+        "| pruned-numpy u/s | unfused u/s | pruned / unfused | product skipped "
+        "| peak MiB pruned / unfused / bound (2k users) | short slates, filter after top-110 |"
     )
-    print("|" + "---|" * 16)
+    print("|" + "---|" * 18)
     for n_users, n_items, factors, data in grid:
         t, peak, short = run_case(n_users, n_items, factors, args.repeat, args.threads, data)
+        skipped = t.pop("skipped")
         ups = {k: n_users / v for k, v in t.items()}
         print(
             f"| {data} | {n_users} | {n_items} | {factors} | {ups['implicit']:.0f} "
             f"| {ups['implicit+filter']:.0f} | {ups['guard-0']:.0f} | {ups['guard-4']:.0f} "
             f"| {ups['numpy']:.0f} | {ups['guard-4'] / ups['implicit']:.2f} "
-            f"| {ups['guard-4'] / ups['numpy']:.2f} | {ups['fused']:.0f} | {ups['unfused']:.0f} "
-            f"| {ups['fused'] / ups['unfused']:.2f} "
-            f"| {peak['fused'] / 2**20:.1f} / {peak['unfused'] / 2**20:.1f} | {short:.1%} |",
+            f"| {ups['guard-4'] / ups['numpy']:.2f} | {ups['pruned']:.0f} "
+            f"| {ups['pruned-numpy']:.0f} | {ups['unfused']:.0f} "
+            f"| {ups['pruned'] / ups['unfused']:.2f} | {skipped:.0%} "
+            f"| {peak['pruned'] / 2**20:.1f} / {peak['unfused'] / 2**20:.1f} "
+            f"/ {peak['bound'] / 2**20:.1f} | {short:.1%} |",
             flush=True,
         )
 

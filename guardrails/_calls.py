@@ -195,6 +195,14 @@ class GuardRequest:
         )
 
 
+def _arguments(own: dict[str, Any]) -> dict[str, Any]:
+    """A method's arguments by name, from the ``locals()`` it takes first thing (less
+    ``self``): each plain form hands all of its arguments to its ``*_detailed`` form, and
+    each ``*_detailed`` form all of its own to :meth:`GuardCalls.prepare`, by name, so the
+    public signatures are the one list of them."""
+    return {name: value for name, value in own.items() if name != "self"}
+
+
 class GuardCalls:
     """implicit's call surface, written once: ``recommend``, ``similar_items``,
     ``similar_users`` and their ``*_detailed`` forms.
@@ -261,16 +269,7 @@ class GuardCalls:
             user, (m, N') for a batch
         scores : ndarray, same shape
         """
-        r = self.recommend_detailed(
-            userid,
-            user_items,
-            N,
-            filter_already_liked_items,
-            filter_items,
-            recalculate_user,
-            items,
-            surface=surface,
-        )
+        r = self.recommend_detailed(**_arguments(locals()))
         return r.ids, r.scores
 
     def recommend_detailed(
@@ -297,19 +296,7 @@ class GuardCalls:
         jobs ship each block its own users' factors and the Guard without user factors
         (:mod:`guardrails.distributed`). User ids are then not checked against the model.
         """
-        return self._call(
-            "recommend",
-            userid=userid,
-            user_items=user_items,
-            N=N,
-            filter_already_liked_items=filter_already_liked_items,
-            filter_items=filter_items,
-            recalculate_user=recalculate_user,
-            items=items,
-            surface=surface,
-            record=record,
-            user_factors=user_factors,
-        )
+        return self._call("recommend", **_arguments(locals()))
 
     # ------------------------------------------------------------------ similar items
     def similar_items(
@@ -344,16 +331,7 @@ class GuardCalls:
         -------
         ids, scores : ndarrays, implicit's shapes; scores are cosines for factor models
         """
-        r = self.similar_items_detailed(
-            itemid,
-            N,
-            recalculate_item,
-            item_users,
-            filter_items,
-            items,
-            viewer=viewer,
-            surface=surface,
-        )
+        r = self.similar_items_detailed(**_arguments(locals()))
         return r.ids, r.scores
 
     def similar_items_detailed(
@@ -371,18 +349,7 @@ class GuardCalls:
     ) -> GuardResult:
         """As :meth:`similar_items`, returning a :class:`GuardResult` (``record`` as in
         :meth:`recommend_detailed`)."""
-        return self._call(
-            "similar_items",
-            itemid=itemid,
-            N=N,
-            recalculate_item=recalculate_item,
-            item_users=item_users,
-            filter_items=filter_items,
-            items=items,
-            viewer=viewer,
-            surface=surface,
-            record=record,
-        )
+        return self._call("similar_items", **_arguments(locals()))
 
     # ------------------------------------------------------------------ similar users
     def similar_users(
@@ -392,7 +359,7 @@ class GuardCalls:
 
         Uses ``user_policy``; see :class:`Guard`.
         """
-        r = self.similar_users_detailed(userid, N, filter_users, users, surface=surface)
+        r = self.similar_users_detailed(**_arguments(locals()))
         return r.ids, r.scores
 
     def similar_users_detailed(
@@ -406,15 +373,7 @@ class GuardCalls:
         record: bool = False,
     ) -> GuardResult:
         """As :meth:`similar_users`, returning a :class:`GuardResult`."""
-        return self._call(
-            "similar_users",
-            userid=userid,
-            N=N,
-            filter_users=filter_users,
-            users=users,
-            surface=surface,
-            record=record,
-        )
+        return self._call("similar_users", **_arguments(locals()))
 
 
 def normalized_rows(factors: np.ndarray) -> np.ndarray:

@@ -81,6 +81,16 @@ def check_choice(value: Any, name: str, where: str, choices: tuple[str, ...]) ->
     return value
 
 
+def is_int_vector(arr: np.ndarray, low: int | None = None, high: int | None = None) -> bool:
+    """Whether ``arr`` is a 1-d array of ints (an empty one of any dtype) in ``[low, high)``
+    (``None``: unbounded on that side). Bools are not ints."""
+    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        return False
+    if not arr.size:
+        return True
+    return (low is None or arr.min() >= low) and (high is None or arr.max() < high)
+
+
 def check_ids(value: Any, name: str, where: str, n: int) -> tuple[np.ndarray, bool]:
     """Return ``(ids, is_scalar)`` with ``ids`` a 1-d int64 array of indices in ``[0, n)``."""
     what = f"an int or a 1-d array of ints in [0, {n})"
@@ -94,7 +104,7 @@ def check_ids(value: Any, name: str, where: str, n: int) -> tuple[np.ndarray, bo
     if arr.ndim == 0:
         scalar = True
         arr = arr.reshape(1)
-    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+    if not is_int_vector(arr):
         raise fail(name, where, what, value)
     arr = arr.astype(np.int64, copy=False)
     if arr.size and (arr.min() < 0 or arr.max() >= n):

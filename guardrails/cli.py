@@ -85,7 +85,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _count_option(  # type: ignore[no-untyped-def]
-    flag: str, dest: str, low: int, default: int, text: str
+    flag: str, dest: str, low: int, default: int, text: str | None = None
 ):
     """An integer option of at least ``low`` whose default --help shows."""
     return click.option(
@@ -98,14 +98,39 @@ def _switch(name: str, default: bool, text: str):  # type: ignore[no-untyped-def
     return click.option(f"--{name}/--no-{name}", default=default, show_default=True, help=text)
 
 
+def _data_option(text: str):  # type: ignore[no-untyped-def]
+    """``--data DIR``: an own-data folder (:mod:`guardrails.audit.data`)."""
+    return click.option(
+        "--data", "data_dir", type=click.Path(file_okay=False), default=None, help=text
+    )
+
+
+def _platform_options(accounts: int):  # type: ignore[no-untyped-def]
+    """``--accounts``, ``--seed`` and ``--scenario`` of one synthetic platform."""
+
+    def apply(command):  # type: ignore[no-untyped-def]
+        for option in reversed(
+            (
+                _count_option("--accounts", "n_accounts", 500, accounts, None),
+                _count_option("--seed", "seed", 0, 0, None),
+                click.option(
+                    "--scenario",
+                    type=click.Choice(["default", "stale"]),
+                    default="default",
+                    show_default=True,
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @main.command()
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Audit your own platform: a folder of exported files (see the README's own-data "
-    "section) instead of the synthetic platform.",
+@_data_option(
+    "Audit your own platform: a folder of exported files (see the README's own-data "
+    "section) instead of the synthetic platform."
 )
 @click.option(
     "--accounts",
@@ -370,13 +395,14 @@ def _exit_on_failed_targets(report: dict, fail_on_target: bool) -> None:
     failed = failed_targets(report)
     if failed:
         names = sorted({t["target"] for t in failed})
-        click.echo(
-            f"\n{len(failed)} target check(s) failed ({', '.join(names)})"
-            + ("" if fail_on_target else "; --no-fail: exit status 0"),
-            err=True,
-        )
-        if fail_on_target:
-            sys.exit(EXIT_TARGET_FAILED)
+        _exit_failed(f"{len(failed)} target check(s) failed ({', '.join(names)})", fail_on_target)
+
+
+def _exit_failed(message: str, fail_on_target: bool) -> None:
+    """Say which targets failed; exit with status 1 unless --no-fail."""
+    click.echo(f"\n{message}" + ("" if fail_on_target else "; --no-fail: exit status 0"), err=True)
+    if fail_on_target:
+        sys.exit(EXIT_TARGET_FAILED)
 
 
 def _check_policy_on_platform(policy_path, n_accounts: int, seed: int, scenario: str) -> None:
@@ -433,13 +459,9 @@ def policy_group() -> None:
     default=None,
     help="Catalogue size the policy's per-candidate arrays must match (not needed with --data).",
 )
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="An own-data folder: its arrays (seeds, risk, graph, minors, ...) are the names "
-    "the file may use, as in `audit --data`.",
+@_data_option(
+    "An own-data folder: its arrays (seeds, risk, graph, minors, ...) are the names "
+    "the file may use, as in `audit --data`."
 )
 @click.option(
     "--array",
@@ -488,16 +510,12 @@ def policy_check(path, n_items, data_dir, arrays):
 
 def _read_array(file: str):
     """An array file for ``policy check --array``, read without pickle."""
-    import numpy as np
-    import scipy.sparse as sp
-
+    from .core.files import ARRAY_FILE_ERRORS, read_array
     from .exceptions import ValidationError
 
     try:
-        if file.endswith(".npz"):
-            return sp.load_npz(file)
-        return np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        return read_array(file)
+    except ARRAY_FILE_ERRORS as exc:
         raise ValidationError(
             f"The array file {file!r} must be a .npy (numpy.save) or a scipy.sparse .npz "
             f"readable without pickle. Got an error instead: {exc}"
@@ -535,8 +553,7 @@ def _audit_family(
             written.append(png)
         else:
             log(
-                "Plot skipped: matplotlib is not installed "
-                "(pip install 'recsys-guardrails[plot]')."
+                "Plot skipped: matplotlib is not installed (pip install 'recsys-guardrails[plot]')."
             )
     click.echo(format_family(report), err=as_json)
     click.echo("\nWrote " + ", ".join(written), err=as_json)
@@ -544,13 +561,10 @@ def _audit_family(
         click.echo(text)
     failed = [t["target"] for t in report["targets"] if not t["passed"]]
     if failed:
-        click.echo(
-            f"\n{len(failed)} family target(s) missed on some platform ({', '.join(failed)})"
-            + ("" if fail_on_target else "; --no-fail: exit status 0"),
-            err=True,
+        _exit_failed(
+            f"{len(failed)} family target(s) missed on some platform ({', '.join(failed)})",
+            fail_on_target,
         )
-        if fail_on_target:
-            sys.exit(EXIT_TARGET_FAILED)
 
 
 @main.command()
@@ -558,11 +572,7 @@ def _audit_family(
 @click.option(
     "--viewer", type=click.IntRange(0), default=None, help="Viewing account [default: none]."
 )
-@click.option("--accounts", "n_accounts", type=click.IntRange(500), default=5000, show_default=True)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option(
-    "--scenario", type=click.Choice(["default", "stale"]), default="default", show_default=True
-)
+@_platform_options(accounts=5000)
 def explain(account, viewer, n_accounts, seed, scenario):
     """Why ACCOUNT would be hidden or demoted on the synthetic platform.
 
@@ -577,13 +587,7 @@ def explain(account, viewer, n_accounts, seed, scenario):
 
 
 @main.command("platform")
-@click.option(
-    "--accounts", "n_accounts", type=click.IntRange(500), default=30_000, show_default=True
-)
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
-@click.option(
-    "--scenario", type=click.Choice(["default", "stale"]), default="default", show_default=True
-)
+@_platform_options(accounts=30_000)
 def platform_cmd(n_accounts, seed, scenario):
     """Build a synthetic platform and print its counts as JSON."""
     import json

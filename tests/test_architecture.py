@@ -4,6 +4,7 @@ The order (DESIGN.md)::
 
     core <- filters <- policy <- guard <- serving <- {testing, audit, distributed, cli}
 
+(the Guard's call surface, ``_calls``, sits between ``policy`` and ``guard``),
 with ``signals``, ``expand``, ``text`` and ``models`` beside ``filters``, using only
 ``core``, ``_validation`` and ``exceptions``. Imports are read with ``ast`` (every
 ``import`` statement, function bodies included, except under ``if TYPE_CHECKING:``), so

@@ -55,7 +55,7 @@ def test_propagate_matches_dense_solve(direction, normalization, directed):
     W[seeds, 0] = w
     want = exact_series(A, W, direction=direction, normalization=normalization)[:, 0]
     g = ex.RiskGraph(A, direction=direction, normalization=normalization)
-    got = g.propagate(seeds, weights=w, tol=1e-7, raw=True)
+    got = g.propagate(seeds, weights=w, method="ppr", tol=1e-7, raw=True)
     assert got.dtype == np.float32 and got.shape == (40,)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert g.symmetric == (direction == "both" or not directed)
@@ -182,10 +182,21 @@ def test_contributions_sum_to_risk():
     seeds, w = [0, 3, 9], [1.0, 0.4, 0.8]
     for normalization in ("degree", "none"):
         g = ex.RiskGraph(A, normalization=normalization)
-        raw = g.propagate(seeds, weights=w, tol=1e-8, raw=True)
-        ids, C = g.contributions([5, 12, 3], seeds, weights=w)
+        # personalised PageRank is linear in the seeds: an exact decomposition
+        raw = g.propagate(seeds, weights=w, method="ppr", tol=1e-8, raw=True)
+        ids, C = g.contributions([5, 12, 3], seeds, weights=w, method="ppr")
         assert ids.tolist() == seeds and C.shape == (3, 3, 1)
         np.testing.assert_allclose(C.sum(axis=1)[:, 0], raw[[5, 12, 3]], rtol=1e-4, atol=1e-6)
+        # auto: the chosen candidate's shares, scaled to the risk auto returns
+        raw = g.propagate(seeds, weights=w, tol=1e-8, raw=True)
+        chosen = g.selection_[0].method
+        ids, C = g.contributions([5, 12, 3], seeds, weights=w)
+        np.testing.assert_allclose(C.sum(axis=1)[:, 0], raw[[5, 12, 3]], rtol=1e-4, atol=1e-6)
+        _, Cc = g.contributions([5, 12, 3], seeds, weights=w, method=chosen)
+        shares = Cc[:, :, 0] / Cc[:, :, 0].sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(
+            C[:, :, 0] / C[:, :, 0].sum(axis=1, keepdims=True), shares, atol=1e-5
+        )
 
 
 def test_validation_messages():
@@ -409,7 +420,7 @@ def test_background_level_is_the_seeds_share_of_the_graph():
     A = random_graph(60, 0.1, 13, weighted=True)
     g = ex.RiskGraph(A)
     seeds, w = np.array([1, 4, 9]), np.array([1.0, 0.5, 0.2], dtype=np.float32)
-    raw = g.propagate(seeds, weights=w, tol=1e-8, raw=True)
+    raw = g.propagate(seeds, weights=w, method="ppr", tol=1e-8, raw=True)
     d = g.degree.astype(np.float64)
     want = (d[seeds] * w).sum() / ((1 - A_DAMP) * d.sum())
     assert np.isclose((d * raw).sum() / d.sum(), want, rtol=1e-4)

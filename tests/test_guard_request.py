@@ -106,3 +106,33 @@ def test_serving_guard_checks_arguments_once_per_call(model, monkeypatch):
     assert s.ids.tolist() == [1, 2, 3]  # never the query item, never a blocked one
     with pytest.raises(ValidationError, match="'N' parameter of Guard.recommend"):
         sg.recommend(0, N=0, filter_already_liked_items=False)
+
+
+@pytest.mark.parametrize("method", ["recommend", "similar_items", "similar_users"])
+@pytest.mark.parametrize("cls", [Guard, ServingGuard])
+def test_plain_forms_take_a_prefix_of_the_detailed_arguments(cls, method):
+    # The plain forms hand every argument on to their *_detailed form by name: each of
+    # their parameters is one of the detailed form's, of the same kind and default.
+    import inspect
+
+    plain = inspect.signature(getattr(cls, method)).parameters
+    detailed = inspect.signature(getattr(cls, f"{method}_detailed")).parameters
+    assert list(plain) == list(detailed)[: len(plain)]
+    for name, p in plain.items():
+        assert (p.kind, p.default) == (detailed[name].kind, detailed[name].default), name
+
+
+@pytest.mark.parametrize("positional", [True, False])
+def test_plain_recommend_equals_the_detailed_ids(model, positional):
+    guard = Guard(model, [BlockItems([1, 2])])
+    liked = sp.random(3, N_ITEMS, density=0.1, format="csr", random_state=2)
+    args = ([0, 4, 9], liked, 7, True, [3], False, None)
+    if positional:
+        ids, scores = guard.recommend(*args, surface="home")
+    else:
+        names = ("userid", "user_items", "N", "filter_already_liked_items", "filter_items")
+        names += ("recalculate_user", "items")
+        ids, scores = guard.recommend(**dict(zip(names, args, strict=True)), surface="home")
+    r = guard.recommend_detailed(*args, surface="home")
+    assert np.array_equal(ids, r.ids) and np.allclose(scores, r.scores)
+    assert not np.isin(ids, [1, 2, 3]).any()

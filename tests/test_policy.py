@@ -333,3 +333,49 @@ def test_default_policy_with_cohorts_and_labels():
     assert pol.settings[0].protected
     with pytest.raises(FailClosedError):
         gr.Guard(_model(nu=60, ni=60), pol)  # labels asked for, no snapshot: refuse
+
+
+class _Strips(gr.filters.Filter):
+    """A query filter that leaves out exactly the given cells."""
+
+    name = "strips"
+
+    def __init__(self, cells):
+        self.cells = cells
+
+    def compile_queries(self, catalog, viewers):
+        return self.cells
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), shuffled=st.booleans(), outside=st.booleans())
+def test_a_filter_may_leave_out_only_the_viewers_interactions(seed, shuffled, outside):
+    from guardrails.filters._contract import compile_queries
+
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 6))
+    ui = _ui(m, seed, density=0.2)
+    cells = ui.toarray() != 0
+    strip = cells & (rng.random(cells.shape) < 0.5)
+    if outside and (~cells).any():
+        free = np.argwhere(~cells)
+        r, c = free[rng.integers(len(free))]
+        strip[r, c] = True
+    else:
+        outside = False
+    if shuffled:  # the viewers' rows with unsorted column indices
+        order = np.concatenate(
+            [ui.indptr[r] + rng.permutation(ui.indptr[r + 1] - ui.indptr[r]) for r in range(m)]
+        ).astype(np.int64)
+        ui = sp.csr_matrix((ui.data[order], ui.indices[order], ui.indptr), shape=ui.shape)
+    viewers = ViewerBatch(np.arange(m), ui)
+    f = _Strips(sp.csr_matrix(strip.astype(np.float32)))
+    if outside:
+        with pytest.raises(ValidationError, match="outside the viewers' interactions"):
+            compile_queries(f, Catalog("items", NI), viewers, f.name)
+        return
+    out = compile_queries(f, Catalog("items", NI), viewers, f.name)
+    if strip.any():
+        np.testing.assert_array_equal(out.toarray() != 0, strip)
+    else:
+        assert out is None

@@ -157,3 +157,29 @@ def test_array_files_never_unpickle(tmp_path):
         load_policy(p)
     np.save(tmp_path / "risk.npy", np.zeros(NI, np.float32))
     assert len(load_policy(p)) == 1
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "zip_version"])
+def test_damaged_array_files_are_policy_file_errors(tmp_path, damage):
+    import io
+
+    import scipy.sparse as sp
+
+    name = "risk.npy" if damage != "zip_version" else "risk.npz"
+    buf = io.BytesIO()
+    if name.endswith(".npz"):
+        sp.save_npz(buf, sp.csr_matrix(np.ones((1, NI), np.float32)), compressed=False)
+    else:
+        np.save(buf, np.zeros(NI, np.float32))
+    data = buf.getvalue()
+    if damage == "empty":
+        data = b""
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # "version needed to extract" of the first central-directory entry: 21.0
+        cd = data.index(b"PK\x01\x02")
+        data = data[: cd + 6] + bytes([210, 0]) + data[cd + 8 :]
+    (tmp_path / name).write_bytes(data)
+    p = _write(tmp_path, GOOD.replace('"risk"\n', f'"{name}"\n'))
+    with pytest.raises(PolicyFileError, match="readable array file"):
+        load_policy(p)

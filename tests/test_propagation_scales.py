@@ -31,7 +31,9 @@ def test_distributed_scale_is_unnormalised_propagation_times_one_minus_damping()
     pr = nx.pagerank(G, alpha=d, personalization={3: 0.5, 7: 0.5}, tol=1e-13, max_iter=5000)
     pr = np.array([pr[i] for i in range(A.shape[0])])
     g = RiskGraph(A, direction="out", normalization="none", damping=d)
-    r = np.asarray(g.propagate(seeds, weights=np.full(2, 0.5), raw=True, tol=1e-9, max_iter=5000))
+    r = np.asarray(
+        g.propagate(seeds, weights=np.full(2, 0.5), method="ppr", raw=True, tol=1e-9, max_iter=5000)
+    )
     np.testing.assert_allclose(r.ravel(), pr / (1 - d), atol=1e-6)
 
 

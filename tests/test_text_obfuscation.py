@@ -10,7 +10,7 @@ pytest.importorskip("ahocorasick_rs")
 pytest.importorskip("confusable_homoglyphs")
 pytest.importorskip("anyascii")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from guardrails.exceptions import ValidationError  # noqa: E402
@@ -44,6 +44,9 @@ def _found(text: str) -> set[str]:
        context=st.sampled_from(obf.CONTEXTS))
 def test_every_class_of_obfuscation_is_caught(kind, rnd, idx, context):
     term = TERMS[idx]
+    # Chunks are matched only for terms of min_chunked_length letters or more (the
+    # matcher's module docstring says why): "p ass" is not "pass", by design.
+    assume(kind != "chunks" or len(term) >= GUARD.matcher.min_chunked_length)
     text = obf.place(obf.obfuscate(term, kind, rnd), context, rnd, FILLER)
     assert term in _found(text), (kind, text, GUARD.normalizer.readings(text))
 

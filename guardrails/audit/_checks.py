@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import is_int_vector
 from ..exceptions import ValidationError
 
 
@@ -67,7 +68,7 @@ def ids_mask(value, n: int, source: str, field: str, *, what_ids: str) -> np.nda
         if arr.ndim != 1 or arr.shape[0] != n:
             raise bad(source, field, what, shown(arr))
         return arr.copy()
-    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+    if not is_int_vector(arr):
         raise bad(source, field, what, shown(arr))
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         wrong = arr[(arr < 0) | (arr >= n)]

@@ -40,7 +40,8 @@ def read_npz(path: str, name: str) -> dict:
         raise bad(
             name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})"
         ) from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    # NotImplementedError: zipfile on a damaged header ("compression method", "version").
+    except (OSError, zipfile.BadZipFile, NotImplementedError, EOFError) as exc:
         raise bad(
             name, "(file)", "an .npz archive (numpy.savez)", f"an unreadable file ({exc})"
         ) from exc

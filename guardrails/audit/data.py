@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -70,6 +71,7 @@ from ._checks import (
     seed_categories,
 )
 from ._files import implicit_model, read_npz, sparse_file
+from ._interactions import UsersByItems
 from .guards import seed_risk
 
 __all__ = ["OwnData", "DataPlatform", "load_data", "DATA_FILES"]
@@ -110,7 +112,7 @@ def _held_out(held_out, ui: sp.csr_matrix, f: dict) -> sp.csr_matrix:
 
 # ---------------------------------------------------------------------------- data
 @dataclass(frozen=True, eq=False)
-class OwnData:
+class OwnData(UsersByItems):
     """A platform's exported data, validated (see the module docstring for each field).
 
     Attributes
@@ -149,13 +151,7 @@ class OwnData:
     model: object = None
     source: str = "<arrays>"
 
-    @property
-    def n_users(self) -> int:
-        return int(self.interactions.shape[0])
-
-    @property
-    def n_items(self) -> int:
-        return int(self.interactions.shape[1])
+    interactions_field: ClassVar[str] = "interactions"
 
     @classmethod
     def from_arrays(

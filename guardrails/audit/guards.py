@@ -159,13 +159,20 @@ def primitive_policy(
     return gr.Policy(filters, name=f"primitive(t={threshold:g},w={weight:g})")
 
 
-def _default_policy_fn():
-    return getattr(gr, "default_policy", None)
+def _library_function(name: str, *, required: bool = True):
+    """``guardrails.<name>`` where this version of the library provides it; otherwise a
+    MissingDependencyError (``required``) or None."""
+    fn = getattr(gr, name, None)
+    if fn is None and required:
+        raise MissingDependencyError(
+            f"guardrails.{name} is not available in this version of recsys-guardrails."
+        )
+    return fn
 
 
 def default_policy_available() -> bool:
     """Whether this version of the library provides ``default_policy``."""
-    return _default_policy_fn() is not None
+    return _library_function("default_policy", required=False) is not None
 
 
 def default_guard_policy(platform: Platform, **knobs):
@@ -191,11 +198,7 @@ def default_guard_policy(platform: Platform, **knobs):
     MissingDependencyError
         When this version of the library has no ``default_policy``.
     """
-    fn = _default_policy_fn()
-    if fn is None:
-        raise MissingDependencyError(
-            "guardrails.default_policy is not available in this version of recsys-guardrails."
-        )
+    fn = _library_function("default_policy")
     own = getattr(platform, "policy_signals", None)  # own data (audit.data.DataPlatform)
     if own is not None:
         return fn(**{**own(), **knobs})
@@ -222,11 +225,7 @@ def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):
     (:func:`seed_risk`, float32), ``minors`` (bool; the minors' accounts), ``graph``
     (the training follow graph, CSR) and ``flagged_tags`` (int64).
     """
-    fn = getattr(gr, "load_policy", None)
-    if fn is None:
-        raise MissingDependencyError(
-            "guardrails.load_policy is not available in this version of recsys-guardrails."
-        )
+    fn = _library_function("load_policy")
     own = getattr(platform, "policy_data", None)  # own data (audit.data.DataPlatform)
     if own is not None:
         return fn(path, data=own(risk))

@@ -43,6 +43,12 @@ def _hits(ids: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     return out.reshape(ids.shape)
 
 
+def _top_k(ids, truth, k, where: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """``k`` checked, the hits of the top ``k`` of every slate, and held-out items per row."""
+    k = check_int(k, "k", where)
+    return k, _hits(np.atleast_2d(ids)[:, :k], truth), np.diff(sp.csr_matrix(truth).indptr)
+
+
 def recall_at_k(ids: np.ndarray, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:
     """Recall@k per user: held-out items in the top ``k``, over ``min(k, |held out|)``.
 
@@ -58,31 +64,18 @@ def recall_at_k(ids: np.ndarray, truth: sp.csr_matrix, k: int = 10) -> np.ndarra
     -------
     ndarray of float64, shape (m,); NaN for users without held-out items
     """
-    k = check_int(k, "k", "recall_at_k")
-    hits = _hits(np.atleast_2d(ids)[:, :k], truth)
-    n_true = np.diff(sp.csr_matrix(truth).indptr)
+    k, hits, n_true = _top_k(ids, truth, k, "recall_at_k")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_true > 0, hits.sum(axis=1) / np.minimum(n_true, k), np.nan)
 
 
 def ndcg_at_k(ids: np.ndarray, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:
-    """NDCG@k per user with binary relevance.
-
-    Parameters
-    ----------
-    ids : ndarray of int, shape (m, >= k)
-    truth : csr_matrix, shape (m, n_items)
-    k : int
-
-    Returns
-    -------
-    ndarray of float64, shape (m,); NaN for users without held-out items
-    """
-    k = check_int(k, "k", "ndcg_at_k")
-    hits = _hits(np.atleast_2d(ids)[:, :k], truth)
+    """NDCG@k per user with binary relevance; parameters and result as in
+    :func:`recall_at_k`."""
+    k, hits, n_true = _top_k(ids, truth, k, "ndcg_at_k")
     disc = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
     dcg = (hits * disc).sum(axis=1)
-    n_true = np.minimum(np.diff(sp.csr_matrix(truth).indptr), k)
+    n_true = np.minimum(n_true, k)
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])[n_true]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_true > 0, dcg / ideal, np.nan)

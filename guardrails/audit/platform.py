@@ -568,12 +568,13 @@ def _follow_graph(rng: np.random.Generator, p: dict, a: SimpleNamespace) -> sp.c
         "network_",
     )
 
-    def zeros(arr):  # one group for a whole pool
-        return np.zeros(arr.size, np.int64)
-
     src, dst = [], []
 
-    def add(s, d):
+    def add(sources, k, pools, groups=None):
+        # ``groups=None``: one group (pool) for all of ``sources``.
+        s, d = _edges(
+            rng, sources, k, pools, np.zeros(sources.size, np.int64) if groups is None else groups
+        )
         src.append(s)
         dst.append(d)
 
@@ -583,58 +584,42 @@ def _follow_graph(rng: np.random.Generator, p: dict, a: SimpleNamespace) -> sp.c
     k_in = rng.binomial(deg, 0.65)
     k_celeb = rng.binomial(deg - k_in, 0.3) if n_celeb else np.zeros_like(deg)
     k_glob = deg - k_in - k_celeb
-    add(*_edges(rng, ordinary, k_in, in_comm, community[ordinary]))
+    add(ordinary, k_in, in_comm, community[ordinary])
     if n_celeb:
-        add(*_edges(rng, ordinary, k_celeb, celeb_s, zeros(ordinary)))
-    add(*_edges(rng, ordinary, k_glob, everyone, zeros(ordinary)))
+        add(ordinary, k_celeb, celeb_s)
+    add(ordinary, k_glob, everyone)
     if youth_all.size:
         # Some ordinary adults (relatives, fans of the local team) follow a few youth accounts.
         fam = ordinary[rng.random(ordinary.size) < 0.03]
-        add(*_edges(rng, fam, rng.integers(1, 4, fam.size), youth_s, zeros(fam)))
+        add(fam, rng.integers(1, 4, fam.size), youth_s)
         # The youth-sports community follows itself, plus celebrities and a few others.
         deg = _degrees(rng, youth_all.size, mean_follows * 0.8)
         k_in = rng.binomial(deg, 0.75)
         k_celeb = rng.binomial(deg - k_in, 0.6) if n_celeb else np.zeros_like(deg)
-        add(*_edges(rng, youth_all, k_in, youth_s, zeros(youth_all)))
+        add(youth_all, k_in, youth_s)
         if n_celeb:
-            add(*_edges(rng, youth_all, k_celeb, celeb_s, zeros(youth_all)))
-        add(*_edges(rng, youth_all, deg - k_in - k_celeb, everyone, zeros(youth_all)))
+            add(youth_all, k_celeb, celeb_s)
+        add(youth_all, deg - k_in - k_celeb, everyone)
     if n_celeb:
         deg = _degrees(rng, celebs_.size, mean_follows * 0.5)
-        add(*_edges(rng, celebs_, deg, celeb_s, zeros(celebs_)))
-        add(*_edges(rng, celebs_, deg, in_comm, community[celebs_]))
+        add(celebs_, deg, celeb_s)
+        add(celebs_, deg, in_comm, community[celebs_])
 
     # ---------------------------------------------------------------- the network
     # Buyers follow many sellers, some other buyers and minors; everybody in the network
     # camouflages with ordinary follows of their cover community and celebrities.
-    add(
-        *_edges(
-            rng,
-            buyers_,
-            _degrees(rng, buyers_.size, buyer_seller_follows, low=2),
-            seller_s,
-            zeros(buyers_),
-        )
-    )
-    add(*_edges(rng, buyers_, _degrees(rng, buyers_.size, 3.0, low=0), buyer_s, zeros(buyers_)))
+    add(buyers_, _degrees(rng, buyers_.size, buyer_seller_follows, low=2), seller_s)
+    add(buyers_, _degrees(rng, buyers_.size, 3.0, low=0), buyer_s)
     if minors_.size and buyer_minor_follows > 0:
-        add(
-            *_edges(
-                rng,
-                buyers_,
-                _degrees(rng, buyers_.size, buyer_minor_follows, low=0),
-                minor_s,
-                zeros(buyers_),
-            )
-        )
-    add(*_edges(rng, sellers_, _degrees(rng, sellers_.size, 6.0, low=1), seller_s, zeros(sellers_)))
-    add(*_edges(rng, sellers_, _degrees(rng, sellers_.size, 10.0, low=1), buyer_s, zeros(sellers_)))
+        add(buyers_, _degrees(rng, buyers_.size, buyer_minor_follows, low=0), minor_s)
+    add(sellers_, _degrees(rng, sellers_.size, 6.0, low=1), seller_s)
+    add(sellers_, _degrees(rng, sellers_.size, 10.0, low=1), buyer_s)
     if camouflage_follows > 0:
         deg = _degrees(rng, network_.size, camouflage_follows, low=0)
         k_celeb = rng.binomial(deg, 0.3) if n_celeb else np.zeros_like(deg)
-        add(*_edges(rng, network_, deg - k_celeb, in_comm, community[network_]))
+        add(network_, deg - k_celeb, in_comm, community[network_])
         if n_celeb:
-            add(*_edges(rng, network_, k_celeb, celeb_s, zeros(network_)))
+            add(network_, k_celeb, celeb_s)
 
     rows = np.concatenate(src)
     cols = np.concatenate(dst)

@@ -145,6 +145,14 @@ def _walk(
     N: int,
     progress=None,
 ) -> WalkResult:
+    """Walk the test accounts of ``first_follows`` for ``n_steps`` suggestion rounds.
+
+    ``name`` is the public walk's name: the step counts are checked here, for both walks,
+    in its name.
+    """
+    n_steps = check_int(n_steps, "n_steps", name)
+    follows_per_step = check_int(follows_per_step, "follows_per_step", name)
+    N = check_int(N, "N", name)
     n = platform.n_accounts
     m = len(first_follows)
     # Test accounts are new: ids beyond every trained user, factors folded in per step.
@@ -259,7 +267,6 @@ def follow_handful(
     WalkResult
     """
     n_walkers = check_int(n_walkers, "n_walkers", "follow_handful")
-    n_steps = check_int(n_steps, "n_steps", "follow_handful")
     rng = np.random.default_rng(seed)
     starts = _pick_starts(platform, n_walkers, rng, unknown_only=unknown_only)
     return _walk(
@@ -269,8 +276,8 @@ def follow_handful(
         name="follow_handful",
         starts=starts,
         n_steps=n_steps,
-        follows_per_step=check_int(follows_per_step, "follows_per_step", "follow_handful"),
-        N=check_int(N, "N", "follow_handful"),
+        follows_per_step=follows_per_step,
+        N=N,
         progress=progress,
     )
 
@@ -324,9 +331,9 @@ def search_start(
         firsts,
         name="search_start",
         starts=starts,
-        n_steps=check_int(n_steps, "n_steps", "search_start"),
-        follows_per_step=check_int(follows_per_step, "follows_per_step", "search_start"),
-        N=check_int(N, "N", "search_start"),
+        n_steps=n_steps,
+        follows_per_step=follows_per_step,
+        N=N,
         progress=progress,
     )
 

@@ -1,14 +1,34 @@
-"""Durable, atomic file replacement, shared by policy files, snapshots and batch outputs."""
+"""Files: durable, atomic replacement (policy files, snapshots, batch outputs) and array
+files read without pickle (policy files, ``policy check --array``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "read_array", "ARRAY_FILE_ERRORS"]
+
+#: What reading a missing, damaged or foreign array file raises (zipfile raises
+#: ``NotImplementedError`` on a damaged header: "compression method", "zip file version").
+ARRAY_FILE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError)
+
+
+def read_array(path: str | os.PathLike) -> Any:
+    """An array file, read without pickle: ``.npz`` as ``scipy.sparse.save_npz`` writes it
+    (a sparse matrix), anything else as ``numpy.save`` writes it (an ndarray).
+
+    Raises one of :data:`ARRAY_FILE_ERRORS` for a file it cannot read.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    if os.fspath(path).endswith(".npz"):
+        return sp.load_npz(path)
+    return np.load(path, allow_pickle=False)
 
 
 @contextlib.contextmanager

@@ -22,17 +22,21 @@ scores are computed the same way whatever the batch. It also means that a masked
 can never come out: masks are ``-inf`` before selection, and the final filter drops
 every candidate whose score is not finite, so no sentinel score is ever trusted.
 
-For a factor space with many blocks per slate slot, steps 1 to 3 are fused
-(:func:`_run_chunk_tiled`): the chunk is scored one cache-sized tile of items at a time,
-each tile is masked, penalised and reduced to its block maxima and then discarded, and
-only the surviving blocks are scored again; the ``block_rows x n_eligible`` score matrix
-is never written. The candidates and their exact scores are the same, so the results are
-the same bit for bit (``tile_items=0`` turns the fused path off; the tests compare both).
+For a factor space of several cache-sized tiles, steps 1 to 3 are fused and pruned
+(:func:`_run_chunk_tiled`): the chunk is scored one tile of items at a time, largest item
+norms first; each tile is masked, penalised, reduced to its candidates and discarded, so
+the ``block_rows x n_eligible`` score matrix is never written; and a tile is skipped for
+the rows whose Cauchy-Schwarz bound ``|u| * max|v|`` (plus the largest offset) cannot
+reach their ``N``-th score so far. Trained factors have widely spread item norms, so most
+of the product is skipped. Every item that can enter a slate is still a candidate and is
+rescored exactly, so the results are the same bit for bit (``tile_items=0`` turns the
+fused path off; the tests compare both).
 
 Chunks run on a thread pool; numpy and BLAS release the GIL in every heavy step, and
 BLAS is limited to one thread per chunk so that the pool, not BLAS, uses the cores.
 Memory is bounded by ``block_rows * n_eligible`` scores per worker on the unfused path,
-and by one tile plus ``block_rows * n_eligible / W`` block maxima on the fused path.
+and by one tile plus the candidates (cells within the rounding margin of a row's running
+``N``-th score) on the fused path.
 """
 
 from __future__ import annotations
@@ -43,7 +47,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
+from ..exceptions import ValidationError
 from .threads import blas_single_thread, default_num_threads, shared_pool
+
+try:  # optional: built with the package where a C compiler was available (setup.py)
+    from . import _tile  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the build
+    _tile = None
+
+#: Whether the compiled selection step of the fused path is available.
+HAS_COMPILED_TILE = _tile is not None
 
 __all__ = [
     "FactorSpace",
@@ -52,6 +65,7 @@ __all__ = [
     "pool_topk",
     "default_num_threads",
     "PAD_ID",
+    "HAS_COMPILED_TILE",
 ]
 
 #: Item id used to pad batch slates that have fewer than ``N`` eligible items.
@@ -67,15 +81,26 @@ _MAX_BLOCK_ROWS = 128
 # GEMM efficiency falls off below a few dozen rows; large catalogues take this floor
 # (32 rows x 1M items is 128 MiB of scores per thread: set block_rows to go lower).
 _MIN_BLOCK_ROWS = 32
+# Spaces so small that 128 rows make fewer score cells than this take more rows per chunk
+# (4 MiB of float32 scores per worker at most).
+_SMALL_CHUNK_CELLS = 1 << 20
 _DEFAULT_BLOCK_WIDTH = 32
 # One tile of scores per worker (the fused path): small enough to stay in cache
 # (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
 _TILE_BYTES = 1 << 20
-# The fused path by default only from this many eligible items: side by side on the
-# 2-core machine it measured 1.16x the unfused path at 200k items x 64 factors and 0.88x
-# at 50k (noisy; bench_recommend.py's fused / unfused column), where a chunk's scores
-# still fit in the last-level cache.
-_FUSED_MIN_ITEMS = 100_000
+# The fused path by default from this many tiles: it then skips the tiles that cannot
+# win (ALS factors at 50k x 64: 89% of the product skipped, 2-3x faster than the unfused
+# path; popularity-skewed Gaussian factors: 45% skipped, about even), see
+# bench_recommend.py's pruned / unfused column.
+_MIN_TILES = 4
+# Selecting in numpy, the fused path measured 0.64x the unfused one at 50k x 128
+# Gaussian factors (nothing skipped) and 1.1x at 50k x 64 (45% skipped): by default it is
+# kept only where the first chunk computed at most this share of the product (the rest
+# of the call then runs unfused).
+_NUMPY_FUSED_MAX_SCORED = 0.6
+# With the compiled selection step: 0.75x the unfused path at 50k x 128 Gaussian factors
+# with nothing skipped (2 threads), 2x at 50k x 64 with 43% skipped.
+_FUSED_MAX_SCORED = 0.8
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
 
@@ -125,19 +150,18 @@ class FactorSpace:
     def n_eligible(self) -> int:
         return int(self.ids.shape[0])
 
-    @property
-    def factors_rows(self) -> np.ndarray:
-        """``factors_t`` item-major, shape (W * B, k), built on first use by the fused path.
-
-        A tile of items is then one contiguous slab, and so is a block of ``W`` items
-        that survives pruning and is scored again.
-        """
-        rows = self.__dict__.get("_rows")
-        if rows is None:
-            rows = np.ascontiguousarray(self.factors_t.T)
+    def prune_index(self, tile: int) -> _PruneIndex:
+        """The items in tiles of ``tile``, by decreasing norm; built on first use per size."""
+        cache = self.__dict__.get("_prune")
+        if cache is None:
+            cache = {}
             # Frozen dataclass: a derived cache, not state; racing builders agree.
-            object.__setattr__(self, "_rows", rows)
-        return rows
+            object.__setattr__(self, "_prune", cache)
+        index = cache.get(tile)
+        if index is None:
+            index = _PruneIndex.build(self, tile)
+            cache[tile] = index
+        return index
 
     @classmethod
     def build(
@@ -218,6 +242,72 @@ class FactorSpace:
         k = queries.shape[1]
         qn = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
         return 4.0 * (k + 2) * _EPS32 * qn * self.row_norm_max + 1e-30
+
+
+@dataclass(frozen=True, eq=False)
+class _PruneIndex:
+    """A factor space's items in tiles of decreasing norm, with a score bound per tile.
+
+    Parameters
+    ----------
+    tile : int
+        Items per tile, a multiple of the space's block width.
+    order : ndarray of int64, shape (n_tiles * tile,)
+        Compact column at each position (0 at the padding positions, ``>= n_eligible``).
+    inv : ndarray of int64, shape (W * B,)
+        Position of each compact column.
+    rows : ndarray of float32, shape (n_tiles * tile, k)
+        Item-major (augmented) factors in position order, zero padding: a tile, and a
+        block of ``W`` items in it, is one contiguous slab.
+    norm_max : ndarray of float64, shape (n_tiles,)
+        Largest Euclidean norm of an item's raw factors in the tile (``inf`` if any is
+        not finite), non-increasing.
+    pen_max, pen_rest : ndarray of float64, shape (n_tiles,)
+        Largest folded score offset (``-penalty``; 0 without one) in the tile, and in
+        the tile and every later one.
+    """
+
+    tile: int
+    order: np.ndarray
+    inv: np.ndarray
+    rows: np.ndarray
+    norm_max: np.ndarray
+    pen_max: np.ndarray
+    pen_rest: np.ndarray
+
+    @classmethod
+    def build(cls, space: FactorSpace, tile: int) -> _PruneIndex:
+        n, W = space.n_eligible, space.width
+        T = max(W, (int(tile) // W) * W)
+        d = space.item_rows.shape[1]
+        n_tiles = max(1, -(-n // T))
+        ft = space.factors_t
+        norms = np.sqrt((ft[:d, :n].astype(np.float64) ** 2).sum(axis=0))
+        norms[~np.isfinite(norms)] = np.inf
+        # Stable sort: equal norms keep the compact order, so the index is deterministic.
+        sorted_cols = np.argsort(-norms, kind="stable").astype(np.int64)
+        order = np.zeros(n_tiles * T, dtype=np.int64)
+        order[:n] = sorted_cols
+        inv = np.zeros(ft.shape[1], dtype=np.int64)
+        inv[sorted_cols] = np.arange(n, dtype=np.int64)
+        rows = np.zeros((n_tiles * T, ft.shape[0]), dtype=np.float32)
+        rows[:n] = ft[:, sorted_cols].T
+        padded = np.full(n_tiles * T, -np.inf)
+        padded[:n] = norms[sorted_cols]
+        norm_max = padded.reshape(n_tiles, T).max(axis=1)
+        if space.neg_penalty is not None:
+            off = np.full(n_tiles * T, -np.inf)
+            off[:n] = space.neg_penalty[sorted_cols].astype(np.float64)
+            # A NaN offset poisons its tile's bound, so that tile is never skipped.
+            pen_max = np.where(
+                np.isnan(off).reshape(n_tiles, T).any(axis=1),
+                np.inf,
+                off.reshape(n_tiles, T).max(axis=1),
+            )
+        else:
+            pen_max = np.zeros(n_tiles)
+        pen_rest = np.maximum.accumulate(pen_max[::-1])[::-1].copy()
+        return cls(T, order, inv, rows, norm_max, pen_max, pen_rest)
 
 
 @dataclass(frozen=True, eq=False)
@@ -347,6 +437,8 @@ def guarded_topk(
     num_threads: int = 0,
     score_dtype=np.float32,
     tile_items: int | None = None,
+    stats: dict | None = None,
+    backend: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``N`` eligible items for every query row.
 
@@ -374,6 +466,14 @@ def guarded_topk(
         at a time and the score matrix is never written. ``None`` sizes tiles to the
         cache and uses the fused path where pruning pays (many blocks per slate slot);
         ``0`` turns it off. Results are the same bit for bit either way.
+    stats : dict, optional
+        If given, receives ``"cells"`` (query rows times eligible items) and
+        ``"scored"`` (the cells the product actually computed: fewer where the fused
+        path skipped tiles), for benchmarks and tests.
+    backend : {"auto", "compiled", "numpy"}
+        The fused path's selection step: the compiled one (``guardrails.core._tile``,
+        built with the package where a C compiler was available), numpy, or the compiled
+        one when it was built. Results are the same bit for bit.
 
     Returns
     -------
@@ -383,14 +483,35 @@ def guarded_topk(
     scores : ndarray, shape (m, N)
         Scores of ``score_dtype``, padded with ``-inf``.
     """
+    if backend not in ("auto", "compiled", "numpy"):
+        raise ValidationError(
+            "The 'backend' parameter of guarded_topk must be a str among "
+            f"{{'auto', 'compiled', 'numpy'}}. Got {backend!r} instead."
+        )
+    if backend == "compiled" and _tile is None:
+        raise ValidationError(
+            "guarded_topk(backend='compiled'): the compiled selection step "
+            "(guardrails.core._tile) was not built with this installation; "
+            "use backend='numpy' or 'auto'."
+        )
+    compiled = _tile if backend != "numpy" else None
     m = queries.shape[0]
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
+    if stats is not None:
+        stats.setdefault("cells", 0)
+        stats.setdefault("scored", 0)
     if m == 0 or space.n_eligible == 0:
         return ids, scores
     n_pad = space.width * space.n_blocks
+    threads = default_num_threads() if num_threads <= 0 else num_threads
     if block_rows is None:
         block_rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, _CHUNK_CELLS // max(1, n_pad)))
+        if n_pad * block_rows < _SMALL_CHUNK_CELLS:
+            # A small space (a cohort's or a share cap's few candidates): per-chunk
+            # costs outweigh 128-row products, so take more rows, while every worker
+            # still gets a chunk. Results do not depend on the chunking.
+            block_rows = max(block_rows, min(_SMALL_CHUNK_CELLS // n_pad, -(-m // threads)))
     call_cols = None
     if call_mask is not None and call_mask.size:
         call_cols = space.pos[call_mask]
@@ -401,19 +522,35 @@ def guarded_topk(
 
     tile = _tile_items(space, N, block_rows, tile_items)
 
-    def run(lo: int, hi: int) -> None:
-        _run_chunk(space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile)
+    def run(lo: int, hi: int) -> int:
+        return _run_chunk(
+            space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled
+        )
 
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
-    threads = default_num_threads() if num_threads <= 0 else num_threads
-    if len(bounds) == 1 or threads == 1:
-        for lo, hi in bounds:
-            run(lo, hi)
-    else:
+    scored = 0
+    if tile and tile_items is None and len(bounds) > 1:
+        # The fused path costs more than the unfused one unless it skips a good part of
+        # the product: the first chunk tells (same results either way).
+        lo, hi = bounds.pop(0)
+        with blas_single_thread():
+            scored = run(lo, hi)
+        most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
+        if scored > most * (hi - lo) * space.n_eligible:
+            tile = 0
+    if (len(bounds) == 1 or threads == 1) and tile:
+        # Many small products, one per tile: BLAS threads would cost more than they give.
+        with blas_single_thread():
+            scored += sum(run(lo, hi) for lo, hi in bounds)
+    elif len(bounds) == 1 or threads == 1:
+        scored += sum(run(lo, hi) for lo, hi in bounds)
+    elif bounds:
         with blas_single_thread():
             futures = [shared_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
-            for f in futures:
-                f.result()
+            scored += sum(f.result() for f in futures)
+    if stats is not None:
+        stats["cells"] = stats.get("cells", 0) + m * space.n_eligible
+        stats["scored"] = stats.get("scored", 0) + scored
     return ids, scores
 
 
@@ -423,25 +560,47 @@ def _tile_items(space, N: int, block_rows: int, tile_items: int | None) -> int:
         return 0
     if tile_items is not None:
         return max(space.width, int(tile_items))
-    if space.n_blocks < _MIN_BLOCKS_PER_SLOT * N or space.n_eligible < _FUSED_MIN_ITEMS:
+    if space.n_blocks < _MIN_BLOCKS_PER_SLOT * N:
         return 0
     # At least a few blocks per slate slot in every tile, so the running bound rises.
     t = max(_TILE_BYTES // (4 * block_rows), _MIN_BLOCKS_PER_SLOT * N * space.width)
     t = -(-t // space.width) * space.width
-    # A catalogue of one or two tiles gains nothing from tiling.
-    return t if space.width * space.n_blocks > 2 * t else 0
+    # A catalogue of a few tiles has little to skip.
+    return t if space.n_eligible >= _MIN_TILES * t else 0
 
 
 def _run_chunk(
-    space, qa, lo, hi, N, call_cols, masks, penalties, ids_out, scores_out, tile_items=None
-) -> None:
+    space,
+    qa,
+    lo,
+    hi,
+    N,
+    call_cols,
+    masks,
+    penalties,
+    ids_out,
+    scores_out,
+    tile_items=None,
+    compiled=None,
+) -> int:
+    """Run one chunk of query rows; return the number of score cells computed."""
     r = hi - lo
     q = qa[lo:hi]
     if tile_items and isinstance(space, FactorSpace):
-        _run_chunk_tiled(
-            space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out
+        return _run_chunk_tiled(
+            space,
+            q,
+            lo,
+            r,
+            N,
+            tile_items,
+            call_cols,
+            masks,
+            penalties,
+            ids_out,
+            scores_out,
+            compiled,
         )
-        return
     S = space.chunk_scores(q)
     W, B = space.width, space.n_blocks
     if call_cols is not None and call_cols.size:
@@ -495,6 +654,7 @@ def _run_chunk(
         keep = np.isfinite(vals)
     c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
     _emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out)
+    return r * space.n_eligible
 
 
 def _penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
@@ -639,45 +799,57 @@ def pool_topk(
 
 
 def _run_chunk_tiled(
-    space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out
-) -> None:
-    """The fused path: score item tiles that stay in cache; never write the score matrix.
+    space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out, compiled
+) -> int:
+    """The fused, pruned path: item tiles by decreasing norm, skipped when they cannot win.
 
-    1. Every tile of ``T`` items is multiplied into one small buffer (item-major),
-       masked and penalised, and reduced to the maxima of its blocks of ``W``
-       consecutive items; the tile is then discarded. Only the block maxima,
-       ``r x n_eligible / W`` floats, outlive it.
-    2. The ``N``-th largest block maximum ``t`` is a lower bound on the ``N``-th largest
-       score, as in the unfused path; only blocks whose maximum reaches ``t - 2 delta``
-       survive (about ``N`` per row).
-    3. The surviving blocks are scored again in float32 from an item-major copy of the
-       factors, masked and penalised again from the same cell lists, and their cells
-       that reach ``t - 2 delta`` go to :func:`_emit`, which rescores them exactly.
+    1. The items are visited one tile of ``T`` at a time, largest norms first
+       (:class:`_PruneIndex`). A scored tile is masked and penalised in a small buffer
+       (item-major) and reduced to the maxima of its blocks of ``W`` consecutive items.
+    2. Every row keeps the ``N`` largest of the scores and block maxima seen so far (all
+       scores of distinct items); the smallest, ``t``, is a lower bound on the row's
+       ``N``-th largest score, as in the unfused path. In the first tile, which holds the
+       largest norms and so most of the top items, ``t`` is raised by the tile's ``N``
+       largest scores (they lie in its ``N`` blocks with the largest maxima), later by
+       block maxima only.
+    3. The cells of blocks whose maximum reaches ``t - 2 delta`` are kept as candidates,
+       and the tile is discarded: the score matrix is never written.
+    4. No score in a tile exceeds ``|u| * max|v| + max(-penalty) + max|viewer penalty|``
+       (Cauchy-Schwarz), computed in float64. A row whose bound, plus the rounding bound
+       ``delta``, stays below ``t - 2 delta`` skips the tile: every item in it scores
+       below the ``N``-th exact score, so none can enter the slate. A tile is multiplied
+       with the rows that remain only; once no row can gain from a later tile (norms
+       only fall), the chunk stops.
+    5. The candidates still above the final ``t - 2 delta`` go to :func:`_emit`, which
+       rescores them exactly.
 
-    Both products are float32 sums of the same terms, each within ``delta`` of the
-    exact score, so the candidates include every item whose exact score ties or beats
-    the ``N``-th exact score: the module docstring's argument holds unchanged, and the
-    result equals the unfused path's bit for bit, whatever the batch.
+    With ``compiled`` (``guardrails.core._tile``), steps 2 and 3 are two passes in C over
+    the tile, and ``t`` is raised by every score (a tighter bound, never a looser one).
+
+    ``t`` only rises, so every item whose exact score ties or beats the row's ``N``-th
+    exact score is a candidate: the module docstring's argument holds unchanged, and the
+    result equals the unfused path's bit for bit, whatever the batch. Returns the number
+    of (row, item) cells multiplied.
     """
-    W, B = space.width, space.n_blocks
-    n, n_pad = space.n_eligible, W * B
+    ix = space.prune_index(int(tile_items))
+    W, T, n = space.width, ix.tile, space.n_eligible
+    n_tiles = ix.norm_max.shape[0]
+    nb = T // W
     hi = lo + r
-    T = max(W, (int(tile_items) // W) * W)
-    rows_f = space.factors_rows
-    starts = list(range(0, n_pad, T))
-    bounds = np.array(starts + [n_pad], dtype=np.int64)
-    # Per-viewer cells of the chunk, sorted by column so that each tile takes one slice.
-    mrow, mcol = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    n_pad = space.width * space.n_blocks
+    bounds = np.arange(0, n_tiles * T + 1, T, dtype=np.int64)
+    # Per-viewer cells of the chunk, by position in the tile order: one slice per tile.
+    mrow, mpos = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for csr in masks:
         rr, cc, _ = _chunk_cells(csr, lo, hi, space.pos)
         mrow.append(rr)
-        mcol.append(cc)
-    m_rows, m_cols = np.concatenate(mrow), np.concatenate(mcol)
-    o = np.argsort(m_cols, kind="stable")
-    m_rows, m_cols = m_rows[o], m_cols[o]
-    m_at = np.searchsorted(m_cols, bounds)
-    c_sorted = np.sort(call_cols) if call_cols is not None else np.empty(0, np.int64)
-    c_at = np.searchsorted(c_sorted, bounds)
+        mpos.append(ix.inv[cc])
+    m_rows, m_pos = np.concatenate(mrow), np.concatenate(mpos)
+    o = np.argsort(m_pos, kind="stable")
+    m_rows, m_pos = m_rows[o], m_pos[o]
+    m_at = np.searchsorted(m_pos, bounds)
+    c_pos = np.sort(ix.inv[call_cols]) if call_cols is not None else np.empty(0, np.int64)
+    c_at = np.searchsorted(c_pos, bounds)
     lookup = None
     extra = np.zeros(r, dtype=np.float64)
     cells = _penalty_cells(space, lo, hi, penalties, n_pad)
@@ -685,69 +857,125 @@ def _run_chunk_tiled(
         urows, ucols, total = cells
         lookup = _PairLookup(urows, ucols, total, n_pad)
         np.maximum.at(extra, urows, np.abs(total))
-        o = np.argsort(ucols, kind="stable")
-        p_rows, p_cols, p_vals = urows[o], ucols[o], total[o].astype(np.float32)
+        p_pos = ix.inv[ucols]
+        o = np.argsort(p_pos, kind="stable")
+        p_rows, p_pos, p_vals = urows[o], p_pos[o], total[o].astype(np.float32)
     else:
-        p_rows = p_cols = np.empty(0, np.int64)
+        p_rows = p_pos = np.empty(0, np.int64)
         p_vals = np.empty(0, np.float32)
-    p_at = np.searchsorted(p_cols, bounds)
+    p_at = np.searchsorted(p_pos, bounds)
     delta = space.error_bound(q) + 4.0 * _EPS32 * extra
+    d = space.item_rows.shape[1]
+    unorm = np.sqrt((q[:, :d].astype(np.float64) ** 2).sum(axis=1))
+    # A row skips a tile when unorm * norm_max + pen_max + base < thr (float64).
+    base = extra + delta
+    thr = np.full(r, -np.inf)
+    thr32 = np.full(r, -np.inf, dtype=np.float32)
 
     qt = np.ascontiguousarray(q.T)
-    m_all = np.empty((B, r), dtype=np.float32)
-    buf = np.empty((T, r), dtype=np.float32)
-    for i, c0 in enumerate(starts):
-        c1 = min(c0 + T, n_pad)
-        S = buf if c1 - c0 == T else np.empty((c1 - c0, r), dtype=np.float32)
+    top = np.full((r, N), -np.inf, dtype=np.float32)
+    every = np.arange(r, dtype=np.int64)
+    in_block = np.arange(W, dtype=np.int64)
+    kb = min(N, nb)
+    found_r, found_p, found_v = [], [], []
+    scored = 0
+    if compiled is not None:
+        # Ascending per row, as the compiled step keeps it; its candidate buffers.
+        o_rows = np.empty(T * r, dtype=np.int64)
+        o_pos = np.empty(T * r, dtype=np.int64)
+        o_vals = np.empty(T * r, dtype=np.float32)
+    for i in range(n_tiles):
+        lift = unorm * ix.norm_max[i] + base
+        # NaN bounds (non-finite factors) compare False: such rows are never skipped.
+        if i and not (~(lift + ix.pen_rest[i] < thr)).any():
+            break
+        live = ~(lift + ix.pen_max[i] < thr)
+        li = every if live.all() else np.flatnonzero(live)
+        nl = li.size
+        if nl == 0:
+            continue
+        c0, c1 = int(bounds[i]), int(bounds[i + 1])
+        S = np.empty((T, nl), dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
-            np.matmul(rows_f[c0:c1], qt, out=S)
-        _mask_tile(S, c0, n, c_sorted[c_at[i] : c_at[i + 1]], m_rows, m_cols, m_at[i], m_at[i + 1])
+            np.matmul(ix.rows[c0:c1], qt if nl == r else qt[:, li], out=S)
+        scored += nl * (min(c1, n) - c0)
+        local = None
+        if nl != r:
+            local = np.full(r, -1, dtype=np.int64)
+            local[li] = np.arange(nl, dtype=np.int64)
+        if c1 > n:
+            S[max(0, n - c0) :] = -np.inf
+        a, b = c_at[i], c_at[i + 1]
+        if b > a:
+            S[c_pos[a:b] - c0] = -np.inf
+        a, b = m_at[i], m_at[i + 1]
+        if b > a:
+            rr, pp = m_rows[a:b], m_pos[a:b]
+            if local is not None:
+                rr = local[rr]
+                pp, rr = pp[rr >= 0], rr[rr >= 0]
+            S[pp - c0, rr] = -np.inf
         a, b = p_at[i], p_at[i + 1]
         if b > a:
-            S[p_cols[a:b] - c0, p_rows[a:b]] -= p_vals[a:b]
-        M = S.reshape(-1, W, r).max(axis=1)
-        top = M.max()
-        if (np.isnan(top) or top == np.inf) and _sanitize(S):
-            M = S.reshape(-1, W, r).max(axis=1)
-        m_all[c0 // W : c1 // W] = M
-    Mr = np.ascontiguousarray(m_all.T)
-    if B >= N:
-        t = np.partition(Mr, B - N, axis=1)[:, B - N].astype(np.float64)
-    else:
-        t = np.full(r, -np.inf)
-    thr = _threshold(t, delta, np.float32)
-    blk_r, blk_g = np.divmod(np.flatnonzero(Mr >= thr[:, None]), B)
-    if not blk_r.size:
-        return
-    # Score the surviving blocks again: (s, W, k) slabs times each row's query.
-    slabs = rows_f.reshape(B, W, -1)[blk_g]
-    vals = np.matmul(slabs, q[blk_r][:, :, None])[:, :, 0]
-    cols = blk_g[:, None] * W + np.arange(W, dtype=np.int64)[None, :]
-    rows = np.broadcast_to(blk_r[:, None], cols.shape)
-    bad = cols >= n
-    if c_sorted.size:
-        call = np.zeros(n_pad, dtype=bool)
-        call[c_sorted] = True
-        bad |= call[cols]
-    if m_rows.size:
-        masked = _PairLookup(m_rows, m_cols, np.ones(m_rows.size), n_pad)
-        hit = masked.get(rows.ravel(), cols.ravel())
-        bad |= hit.reshape(cols.shape) > 0
-    vals = vals.astype(np.float64)
-    if lookup is not None:
-        vals -= lookup.get(rows.ravel(), cols.ravel()).reshape(cols.shape)
-    keep = ~bad & np.isfinite(vals) & (vals >= thr[rows])
-    _emit(space, q, lo, r, N, rows[keep], cols[keep], None, False, lookup, ids_out, scores_out)
-
-
-def _mask_tile(S, c0, n, call, m_rows, m_cols, a, b) -> None:
-    """``-inf`` into a tile's padding, call-masked items and per-viewer masked cells."""
-    if c0 + S.shape[0] > n:
-        S[max(0, n - c0) :] = -np.inf
-    if call.size:
-        S[call - c0] = -np.inf
-    if b > a:
-        S[m_cols[a:b] - c0, m_rows[a:b]] = -np.inf
+            rr, pp, vv = p_rows[a:b], p_pos[a:b], p_vals[a:b]
+            if local is not None:
+                rr = local[rr]
+                pp, vv, rr = pp[rr >= 0], vv[rr >= 0], rr[rr >= 0]
+            S[pp - c0, rr] -= vv
+        if compiled is not None:
+            k = compiled.tile_select(S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals)
+            if k:
+                found_r.append(o_rows[:k].copy())
+                found_p.append(o_pos[:k].copy())
+                found_v.append(o_vals[:k].copy())
+            continue
+        S3 = S.reshape(nb, W, nl)
+        M = S3.max(axis=1)
+        best = M.max()
+        if (np.isnan(best) or best == np.inf) and _sanitize(S):
+            M = S3.max(axis=1)
+        Mt = np.ascontiguousarray(M.T)
+        if i == 0 and kb < nb:
+            # The top items cluster in the first tile's few blocks, so block maxima
+            # would bound t loosely there: read the tile's N largest scores, which lie
+            # in its N blocks with the largest maxima.
+            at = np.arange(nl, dtype=np.int64)
+            blk = np.argpartition(Mt, nb - kb, axis=1)[:, nb - kb :]
+            vals = S3[blk[:, :, None], in_block[None, None, :], at[:, None, None]].reshape(nl, -1)
+        else:
+            # Block maxima are scores of distinct items: still a lower bound.
+            vals = Mt
+        # Only rows with a score above their N-th so far can raise it.
+        cur = top[li]
+        g = np.flatnonzero(vals.max(axis=1) > cur.min(axis=1))
+        if g.size:
+            cat = np.concatenate([cur[g], vals[g]], axis=1)
+            kept = np.partition(cat, cat.shape[1] - N, axis=1)[:, -N:]
+            gl = li[g]
+            top[gl] = kept
+            t_rows = kept.min(axis=1).astype(np.float64)
+            thr[gl] = t_rows - 2.0 * delta[gl]
+            thr32[gl] = _threshold(t_rows, delta[gl], np.float32)
+        tl = thr32[li]
+        # Candidates: every cell of a block whose maximum reaches the threshold.
+        hr, hb = np.nonzero(Mt >= tl[:, None])
+        if hr.size:
+            cv = S3[hb[:, None], in_block[None, :], hr[:, None]]
+            cp = (c0 + hb * W)[:, None] + in_block[None, :]
+            ok = np.isfinite(cv) & (cv >= tl[hr][:, None])
+            found_r.append(np.broadcast_to(li[hr][:, None], cp.shape)[ok])
+            found_p.append(cp[ok])
+            found_v.append(cv[ok])
+    if not found_r:
+        return scored
+    rows = np.concatenate(found_r)
+    at = np.concatenate(found_p)
+    vals = np.concatenate(found_v)
+    # The threshold only rose: drop what an earlier, lower one let in.
+    keep = vals >= thr32[rows]
+    rows, cols = rows[keep], ix.order[at[keep]]
+    _emit(space, q, lo, r, N, rows, cols, None, False, lookup, ids_out, scores_out)
+    return scored
 
 
 def _sanitize(S: np.ndarray) -> bool:

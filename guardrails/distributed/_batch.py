@@ -162,13 +162,21 @@ def _items_only(guard: Guard, threads: int) -> Guard:
     else:
         model = copy.copy(m)
         model.source = None
-    return Guard(
+    shipped = Guard(
         model,
         guard.policy,
         snapshot=guard.snapshot,
         block_rows=guard.block_rows,
         num_threads=threads,
     )
+    if (shipped.policy_version, _snapshot_version(shipped)) != (
+        guard.policy_version,
+        _snapshot_version(guard),
+    ):
+        raise FailClosedError(
+            "The item-side copy of the Guard does not have the Guard's policy and snapshot."
+        )
+    return shipped
 
 
 def _arrow_table(user_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray, job: _Job, block: int):
@@ -337,12 +345,8 @@ def _finish_output(out: str, stats: list[dict], manifest: dict) -> None:
             f"The output directory {out!r} does not hold exactly one file per block: missing "
             f"{sorted(expected - present)[:3]}, unexpected {sorted(present - expected)[:3]}."
         )
-    tmp = os.path.join(out, f".{MANIFEST_NAME}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, os.path.join(out, MANIFEST_NAME))
+    with atomic_write(os.path.join(out, MANIFEST_NAME)) as fh:
+        fh.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def recommend_all(
@@ -422,9 +426,10 @@ def recommend_all(
         missing at the end. A filter's own errors propagate from the task unchanged.
     """
     # Long for its docstring and one linear sequence (check, ship the item side once,
-    # schedule, verify, assemble) whose steps share the client and the job; the user
-    # checks, the scheduling loop, the block checks and the manifest are _checked_users,
-    # _schedule, _check_blocks and _manifest.
+    # schedule, verify, assemble) whose steps share the client and the job; the flag and
+    # user checks, the item-side copy, the scheduling loop, the block checks and the
+    # manifest are _check_flags, _checked_users, _items_only, _schedule, _check_blocks and
+    # _manifest.
     started = time.perf_counter()
     mods = require_dask("recommend_all")
     distributed = mods["distributed"]
@@ -437,15 +442,12 @@ def recommend_all(
     threads = check_int(threads_per_task, "threads_per_task", _WHERE)
     if max_in_flight is not None:
         max_in_flight = check_int(max_in_flight, "max_in_flight", _WHERE)
-    for name, flag in (
-        ("filter_already_liked_items", filter_already_liked_items),
-        ("recalculate_user", recalculate_user),
-        ("overwrite", overwrite),
-    ):
-        if not isinstance(flag, bool | np.bool_):
-            raise fail(name, _WHERE, "a bool", flag)
-    if not (isinstance(progress, bool) or callable(progress)):
-        raise fail("progress", _WHERE, "a bool or a callable(done, total)", progress)
+    _check_flags(
+        filter_already_liked_items=filter_already_liked_items,
+        recalculate_user=recalculate_user,
+        overwrite=overwrite,
+        progress=progress,
+    )
     by_factor_row = isinstance(m, FactorModel) and not recalculate_user
     ids, rows = _checked_users(m, user_ids, user_items, by_factor_row)
     filter_items = None if filter_items is None else np.asarray(filter_items)
@@ -482,13 +484,6 @@ def recommend_all(
         policy_version=versions[0],
         snapshot_version=versions[1],
     )
-    if (shipped.policy_version, _snapshot_version(shipped)) != (
-        guard.policy_version,
-        _snapshot_version(guard),
-    ):
-        raise FailClosedError(
-            "The item-side copy of the Guard does not have the Guard's policy and snapshot."
-        )
 
     n_blocks = -(-ids.size // block_size)
     if max_in_flight is None:
@@ -551,6 +546,15 @@ def recommend_all(
         task_seconds=float(sum(s["seconds"] for s in stats)),
         _keep=keep,
     )
+
+
+def _check_flags(*, progress, **flags) -> None:
+    """The bool arguments of :func:`recommend_all`, and ``progress``."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool | np.bool_):
+            raise fail(name, _WHERE, "a bool", flag)
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise fail("progress", _WHERE, "a bool or a callable(done, total)", progress)
 
 
 def _checked_users(m, user_ids, user_items, by_factor_row: bool):

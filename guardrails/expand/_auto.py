@@ -26,14 +26,15 @@ __all__ = [
     "rank_map",
 ]
 
-#: Fewer seeds than this in a category: no validation, the documented fallback.
+#: Fewer seeds than this in a category: no validation, the prior (the documented fallback).
 MIN_SEEDS = 5
 #: Up to this many seeds in a category, validation leaves one seed out per fold.
 LOO_SEEDS = 10
 #: Validation metric: "auc" or "ap" (see ``choose``).
 METRIC = "auc"
-#: Standard errors by which a candidate must beat the default to replace it.
-Z_SWITCH = 2.0
+#: One-sided level of the test by which another candidate replaces the prior, before
+#: the Bonferroni correction over the alternatives (see ``choose``).
+ALPHA = 0.005
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,15 @@ class Selection:
     method : str
         The candidate used for this category's risk (for example ``"degree@0.85"``).
     scores : dict of str to float
-        Mean average precision of the held-out seeds per candidate, over the folds
-        (empty when ``fallback``).
+        Mean validation score (ROC AUC) of the held-out seeds per candidate, over the
+        folds (empty when ``fallback``).
     n_seeds : int
         Seeds (positive weights) in the category.
     n_folds : int
         Folds used (0 when ``fallback``).
     fallback : bool
-        True when the category had fewer than ``MIN_SEEDS`` seeds and got the
-        documented default (the graph's own personalised PageRank) without validation.
+        True when the category had fewer than ``MIN_SEEDS`` seeds and got the prior
+        (the first candidate) without validation.
     """
 
     category: int
@@ -158,11 +159,13 @@ def average_precision(
 
 
 def choose(names, fold_scores, folds: Folds, *, mask=None):
-    """Mean held-out average precision per category and candidate, and the best name.
+    """Mean held-out score (ROC AUC) per category and candidate, and the choice.
 
     ``fold_scores[name]`` is an (n, m) array of scores for the training columns.
-    Returns ``{category: (best name, {name: mean AP})}``. Ties (within 1e-9) go to the
-    earlier candidate in ``names``, so the choice is deterministic.
+    Returns ``{category: (chosen name, {name: mean AUC})}``: the best mean, when its
+    gain over the prior ``names[0]`` is significant (``_significant``), else the prior.
+    Ties (within 1e-9) go to the earlier candidate in ``names``, so the choice is
+    deterministic.
     """
     per: dict[int, dict[str, list[float]]] = {j: {nm: [] for nm in names} for j in folds.validated}
     for col, (j, held, train) in enumerate(folds.columns):
@@ -178,15 +181,38 @@ def choose(names, fold_scores, folds: Folds, *, mask=None):
         for nm in names[1:]:
             if means[nm] > means[best] + 1e-9:
                 best = nm
-        # One-standard-error rule against the default (names[0]): held-out seeds are few,
-        # and the best of many noisy means is biased upwards; leave the default only
-        # when the paired gain over the folds exceeds Z_SWITCH standard errors.
-        d = ap[best] - ap[names[0]]
-        se = d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else np.inf
-        if best != names[0] and not d.mean() > Z_SWITCH * se:
+        if best != names[0] and not _significant(ap[best] - ap[names[0]], len(names) - 1):
             best = names[0]
         out[j] = (best, means)
     return out
+
+
+def _significant(d: np.ndarray, n_alternatives: int) -> bool:
+    """Whether the paired per-fold gains ``d`` of the best alternative over the prior
+    are significant: Student's t on the folds at one-sided level ``ALPHA``, Bonferroni-
+    corrected over the ``n_alternatives`` candidates it was picked from.
+
+    Why this strict: the best of several noisy validation means is biased upwards, and
+    the validation AUC of held-out seeds also rewards whatever the few seeds share by
+    chance (on a planted partition whose seeds happened to have 1.5 times the members'
+    degree, plain PageRank, which favours hubs, led the prior by 0.19 AUC on all 8
+    folds while ranking the unseen members worse). Folds cannot see such chance in the
+    sample, so the level is strict: on 401 planted partitions (2-4 blocks of 20-60,
+    p_in 0.2-0.6) a two-standard-error margin left the prior 26 times to fall more than
+    0.01 below the best fixed candidate (by up to 0.36 average precision), this test at
+    2.5% 4 times, at 0.5% never (the one miss left there is a sparse draw where the
+    prior itself is 0.125 below), and once in 600 further draws; a clear failure of
+    the prior (a dense core every account links to) still passes.
+    """
+    from scipy.stats import t as student_t
+
+    k = d.size
+    if k < 2:
+        return False
+    mean = float(d.mean())
+    se = float(d.std(ddof=1)) / np.sqrt(k)
+    crit = float(student_t.ppf(1.0 - ALPHA / max(n_alternatives, 1), k - 1))
+    return mean > 0 and (se == 0 or mean > crit * se)
 
 
 def auto_risk(W, names, score, *, own, n_folds, random_state, tol, progress=False, mask=None):
@@ -198,13 +224,13 @@ def auto_risk(W, names, score, *, own, n_folds, random_state, tol, progress=Fals
     W : ndarray of float32, shape (n, c)
         Seed weights, one column per category.
     names : tuple of str
-        Candidates, the prior first (ties and unclear gains go to it).
+        Candidates, the prior first: ties and unclear gains go to it, and so do
+        categories with fewer than ``MIN_SEEDS`` seeds (not validated).
     score : callable
         ``score(name, X, tol, progress)``: candidate ``name``'s unclipped scores for the
         columns of ``X`` (float32, shape of ``X``).
     own : str
-        The graph's own personalised PageRank: the scale every choice is mapped onto,
-        and the fallback for categories too small to validate.
+        The graph's own personalised PageRank: the scale every choice is mapped onto.
     mask : ndarray of bool, shape (n,), optional
         The seeds' side of a bipartite graph (validation ranks only that side, and the
         scale is mapped per side).
@@ -228,9 +254,10 @@ def auto_risk(W, names, score, *, own, n_folds, random_state, tol, progress=Fals
             n_folds_j = sum(1 for m in folds.columns if m[0] == j)
             selections.append(Selection(j, best, means, folds.counts[j], n_folds_j))
         else:
-            # Unvalidated categories get the graph's own PageRank (the behaviour before
-            # 'auto', exactly): too few seeds to tell candidates apart.
-            selections.append(Selection(j, own, n_seeds=folds.counts[j], fallback=True))
+            # Too few seeds to tell candidates apart: the prior (names[0]), the best
+            # fixed candidate on the tuning graphs. Validating 2 to 4 seeds by leaving
+            # one out lost more than it gained on those graphs' draws.
+            selections.append(Selection(j, names[0], n_seeds=folds.counts[j], fallback=True))
     Y = np.empty((n, c), dtype=np.float32)
     for nm in dict.fromkeys(s.method for s in selections):
         cols = [s.category for s in selections if s.method == nm]

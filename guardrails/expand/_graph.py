@@ -9,12 +9,13 @@ them, with the solver's memory, for every later call.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_choice, check_float, check_ids, check_int, fail
-from ..exceptions import MissingDependencyError
+from ..exceptions import ConvergenceWarning, MissingDependencyError
 from ._auto import Selection, auto_risk
 from ._engine import (
     BACKENDS,
@@ -29,7 +30,7 @@ from ._engine import (
 )
 from ._seeds import seed_matrix, weighted_csr
 
-__all__ = ["RiskGraph", "DEFAULT_DAMPING"]
+__all__ = ["RiskGraph", "DEFAULT_DAMPING", "BIPARTITE_PRIOR"]
 
 #: Probability that the walk continues at each step.
 DEFAULT_DAMPING = 0.85
@@ -40,8 +41,11 @@ _METHODS = ("auto", "cg", "bicgstab", "power", "sybilrank")
 # Restart dampings tried by method="auto" (with the graph's own), and the heat kernel's time.
 _AUTO_DAMPINGS = (0.5, 0.85, 0.95)
 _HEAT_T = 2.0
-# The candidate auto keeps unless another is clearly better (see RiskGraph.candidates).
+# The candidate auto keeps unless another is clearly better, and uses unvalidated (see
+# RiskGraph.candidates): on one-mode graphs, and on the two-sided graph of a bipartite
+# matrix (BipartiteRiskGraph), each the best fixed candidate on the tuning draws.
 _PRIOR = "degree@0.95"
+BIPARTITE_PRIOR = "degree@0.5"
 # Working memory per column of each solver, in float32 vectors of length n (the seeds
 # and the result included).
 _VECTORS_PER_COLUMN = {"cg": 6, "bicgstab": 9, "power": 3, "sybilrank": 3}
@@ -152,6 +156,8 @@ class RiskGraph:
         self._share = bool(_share)
         self._col_counts = col_counts
         self._ops: dict[str, Operator] = {}
+        self._far: dict[float, np.ndarray] = {}  # see _far_shape
+        self._prior = _PRIOR  # see candidates(); a BipartiteRiskGraph sets its own
         safe = np.where(self.degree > 0, self.degree, 1.0).astype(np.float64)
         self._sqrt_deg = np.sqrt(safe).astype(np.float32)
 
@@ -273,18 +279,20 @@ class RiskGraph:
             # directed benchmark graph 17 fused products reached an L1 error of 4e-5
             # where BiCGSTAB took 52 and power iteration from the seeds stopped at 3e-4.
             n = W.shape[0]
-            start = np.empty_like(W)
-            far = (damping / (1.0 - damping)) * W.sum(axis=0, dtype=np.float64) / max(n, 1)
-            np.add(W, far.astype(np.float32)[None, :], out=start)
-            if self._share and "col" not in self._ops and self._scatter_ok():
+            one_call = self._share and "col" not in self._ops and self._scatter_ok()
+            if one_call:
                 # One call: the walk from the seeds read from A's own rows (no transpose
-                # built for a graph that is used once).
+                # built for a graph that is used once), the far mass spread evenly.
                 safe = np.where(self.degree > 0, self.degree, 1.0).astype(np.float64)
                 op = TransposeOperator(
                     self._A, (1.0 / safe).astype(np.float32), num_threads=self.num_threads
                 )
+                shape = np.full((n, 1), 1.0 / max(n, 1), dtype=np.float32)
             else:
                 op = self._operator(kind)
+                shape = self._far_shape(op, damping, max_iter)
+            far = (damping / (1.0 - damping)) * W.sum(axis=0, dtype=np.float64)
+            start = W + shape * far.astype(np.float32)[None, :]
             Y, self.n_iter_ = solve_power(
                 op,
                 W,
@@ -305,6 +313,30 @@ class RiskGraph:
             progress=progress,
         )
         return Y
+
+    def _far_shape(self, op, damping: float, max_iter: int) -> np.ndarray:
+        """Where a long walk from the seeds ends up, for the start of power iteration on a
+        prepared graph: this graph's PageRank with uniform restart (sum 1, shape (n, 1)),
+        solved once per damping (at ``tol=1e-3``: it only shapes the start) and kept.
+
+        Far from the seeds, ``a^k T^k w`` tends to ``a^k sum(w)`` times the walk's
+        stationary distribution, which a uniform spread only approximates: on the
+        directed 1M-node benchmark graph this start took 15 products for an L1 error of
+        8e-5 where the uniform one took 18 (6e-5), at tol=1e-4.
+        """
+        shape = self._far.get(damping)
+        if shape is None:
+            n = self.n_nodes
+            U = np.full((n, 1), 1.0 / max(n, 1), dtype=np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                P, _ = solve_power(
+                    op, U, damping=damping, tol=1e-3, max_iter=max_iter, start=U / (1 - damping)
+                )
+            total = float(P.sum(dtype=np.float64))
+            shape = (P / total if total > 0 else U).astype(np.float32)
+            self._far[damping] = shape
+        return shape
 
     def _check_candidates(self, candidates, where, extra=()):
         if candidates is None:
@@ -347,12 +379,15 @@ class RiskGraph:
         ``onehop``: the seed itself plus ``damping`` times its weighted count of flagged
         neighbours; ``heat``: the heat kernel ``sum_k t^k / k! (D^-1 A)^k w`` with
         ``t = 2``. The first is the prior: another candidate replaces it only when it
-        ranks held-out seeds better by more than two standard errors over the folds.
-        It is ``degree@0.95``, the best fixed candidate on every tuning graph (LFR and
-        block-model graphs; see docs/expand.md), then this graph's own PageRank.
+        ranks held-out seeds significantly better over the folds (see
+        ``_auto.choose``), and a category with under 5 seeds gets it unvalidated. It
+        is ``degree@0.95`` on a one-mode graph, the best fixed candidate on the tuning
+        draws of the LFR and block-model graphs, and ``degree@0.5`` on the two-sided
+        graph of a :class:`~guardrails.expand.BipartiteRiskGraph`, the best on the
+        tuning draws of MovieLens (docs/expand.md); then this graph's own PageRank.
         """
         own = _ppr_name(self.normalization, self.damping)
-        names = [_PRIOR, own] if own != _PRIOR else [own]
+        names = list(dict.fromkeys([self._prior, own]))
         for a in sorted({*_AUTO_DAMPINGS, self.damping}):
             for kind in ("degree", "plain"):
                 nm = f"{kind}@{a:g}"
@@ -578,11 +613,15 @@ class RiskGraph:
         ``M = sum_k a^k T^k``; row ``i`` of ``M`` is one propagation with the transposed
         walk started at ``i``, so this costs one propagation per batch of nodes.
 
-        With ``method='auto'`` (or ``'ppr'``) each category is decomposed by the
-        personalised PageRank that the last :meth:`propagate` of the same number of
-        categories chose for it (:attr:`selection_`); where it chose ``onehop`` or
-        ``heat``, or there was no such call, by this graph's own PageRank. A PageRank
-        candidate name decomposes that candidate.
+        ``'ppr'`` (and the solver names) decompose this graph's own PageRank, a
+        PageRank candidate name (``'degree@0.5'``) that candidate, exactly. With
+        ``method='auto'`` (the default) this runs :meth:`propagate` with ``'auto'`` for
+        the same seeds (default ``n_folds`` and ``random_state``, so the choice is the one
+        a default call makes; it is in :attr:`selection_`): each category's seeds are
+        weighed by the PageRank candidate auto chose for it (this graph's own where it
+        chose ``onehop`` or ``heat``), and each node's contributions are scaled to add
+        up to the unclipped risk auto returned (whose values are the graph's own
+        PageRank's, placed in the chosen order: not linear in the seeds).
 
         Parameters
         ----------
@@ -605,26 +644,36 @@ class RiskGraph:
         )
         idx, _ = check_ids(nodes, "nodes", where, self.n_nodes)
         W, _, _ = seed_matrix(seeds, weights, self.n_nodes, where)
+        raw, selections = None, None
+        if method == "auto":
+            raw = self.propagate(W, method="auto", tol=tol, max_iter=max_iter, raw=True)
+            selections = self.selection_
+        elif "@" in method:
+            selections = [Selection(category=j, method=method) for j in range(W.shape[1])]
+        return self._contributions(
+            idx,
+            W,
+            selections,
+            raw,
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            progress=progress,
+            n_steps=n_steps,
+        )
+
+    def _contributions(self, idx, W, selections, raw, *, method, tol, max_iter, progress, n_steps):
+        """Seed contributions to the nodes ``idx`` under the PageRank candidate of each
+        category's selection (this graph's own for ``onehop``, ``heat`` or none), scaled
+        per node to add up to ``raw[idx]`` when ``raw`` is given (see contributions)."""
         seed_ids = np.flatnonzero(W.max(axis=1) > 0).astype(np.int64)
         c = W.shape[1]
-        # Per category, the personalised PageRank whose risk is decomposed: with 'auto',
-        # the one the last propagation chose for that category when it chose one (the
-        # other candidates are ranked by their own series, and decomposed here by the
-        # graph's own PageRank).
-        own = (self.normalization, self.damping)
-        specs = [own] * c
-        last = getattr(self, "selection_", None)
-        if method in ("auto", "ppr") and last is not None and len(last) == c:
-            for j, sel in enumerate(last):
-                kind, _, p = sel.method.partition("@")
-                if kind in ("degree", "plain"):
-                    specs[j] = ("degree" if kind == "degree" else "none", float(p))
-        elif "@" in method:
-            kind, _, p = method.partition("@")
-            specs = [("degree" if kind == "degree" else "none", float(p))] * c
-        solver = (
-            "ppr" if method == "auto" or "@" in method or method in ("onehop", "heat") else method
-        )
+        specs = [(self.normalization, self.damping)] * c
+        for j, sel in enumerate(selections or ()):
+            kind, _, p = sel.method.partition("@")
+            if kind in ("degree", "plain"):
+                specs[j] = ("degree" if kind == "degree" else "none", float(p))
+        solver = "ppr" if method == "auto" or "@" in method else method
         E = np.zeros((self.n_nodes, idx.size), dtype=np.float32)
         E[idx, np.arange(idx.size)] = 1.0
         C = np.zeros((idx.size, seed_ids.size, c), dtype=np.float32)
@@ -645,6 +694,11 @@ class RiskGraph:
             # C[j, t, k] = M[nodes[j], seed_ids[t]] * W[seed_ids[t], k]
             Ms = Mrows[seed_ids].T  # (m, S)
             C[:, :, cols] = np.maximum(Ms[:, :, None] * W[seed_ids][:, cols][None, :, :], 0.0)
+        if raw is not None:
+            # Shares under the chosen scorer, scaled to the risk auto returned.
+            total = C.sum(axis=1)  # (m, c)
+            want = raw[idx]
+            C *= np.where(total > 0, want / np.where(total > 0, total, 1.0), 0.0)[:, None, :]
         return seed_ids, C
 
 

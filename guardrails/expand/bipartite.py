@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from .._validation import check_ids, fail
 from ._auto import Selection
-from ._graph import DEFAULT_DAMPING, RiskGraph
+from ._graph import BIPARTITE_PRIOR, DEFAULT_DAMPING, RiskGraph
 from ._seeds import seed_matrix, weighted_csr
 
 __all__ = ["BipartiteRiskGraph", "coengagement_risk", "term_risk"]
@@ -55,6 +55,9 @@ class BipartiteRiskGraph:
         self.graph = RiskGraph(
             full, direction="out", damping=damping, num_threads=num_threads, _symmetric=True
         )
+        # A walk over the two-sided graph alternates sides: 'auto' starts from the prior
+        # that ranked best on bipartite data (see RiskGraph.candidates).
+        self.graph._prior = BIPARTITE_PRIOR
 
     def _seeds(self, row_seeds, col_seeds, row_weights, col_weights, where):
         if row_seeds is None and col_seeds is None:
@@ -187,7 +190,29 @@ class BipartiteRiskGraph:
         if col_nodes is not None:
             nodes.append(check_ids(col_nodes, "col_nodes", where, self.n_cols)[0] + self.n_rows)
         idx = np.concatenate(nodes) if nodes else np.zeros(0, dtype=np.int64)
-        return self.graph.contributions(idx, W, tol=tol, max_iter=max_iter)
+        # The risk this graph's default propagate gives (auto, with co-engagement among
+        # the candidates), and the seeds' shares of it (see RiskGraph.contributions).
+        rows, cols = self.propagate(
+            row_seeds=row_seeds,
+            col_seeds=col_seeds,
+            row_weights=row_weights,
+            col_weights=col_weights,
+            tol=tol,
+            max_iter=max_iter,
+            raw=True,
+        )
+        raw = np.concatenate([rows.reshape(self.n_rows, -1), cols.reshape(self.n_cols, -1)])
+        return self.graph._contributions(
+            idx,
+            W,
+            self.selection_,
+            raw,
+            method="auto",
+            tol=tol,
+            max_iter=max_iter,
+            progress=False,
+            n_steps=1,
+        )
 
 
 def coengagement_risk(

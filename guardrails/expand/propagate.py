@@ -50,17 +50,18 @@ each candidate ranks the held-out seeds among all other nodes (the area under th
 curve: the share of nodes ranked below a held-out seed; average precision was noisier,
 as unlabelled members of the group compete with the one held-out seed). All folds of all
 categories are columns of one solve per candidate, on the operators the graph already
-holds. The prior ``degree@0.95`` is kept unless another candidate beats it by more than
-two standard errors of the paired per-fold differences (the best of eight noisy means is
-biased upwards). A category with fewer than 5 seeds is not validated: it gets the graph's own
-personalised PageRank (``normalization``, ``damping``), exactly ``method="ppr"`` (the
-documented fallback). Whatever ranks the nodes, the values are those of the graph's
-own personalised PageRank (``normalization``, ``damping``; ``method="ppr"``) for the same
-seeds, placed rank for rank in the chosen order (tied scores share the mean of their
-values; per side of a bipartite graph; seeds keep at least their weight): a threshold
-set on that scale (:data:`DEFAULT_THRESHOLD`) keeps selecting as many nodes whichever
-scorer the seeds chose. The choice, the mean score of every
-candidate, the number of seeds and folds, and whether the fallback was used are in
+holds. The prior (``degree@0.95``; ``degree@0.5`` on a bipartite graph) is kept unless
+another candidate's paired per-fold gain over it is significant (Student's t at 0.5%
+one-sided, Bonferroni-corrected over the alternatives: the best of eight noisy means is
+biased upwards, and a few seeds share traits by chance). A category with fewer than 5
+seeds is not validated: it gets the prior (the documented fallback). Whatever ranks
+the nodes, the values are those of the graph's own personalised PageRank
+(``normalization``, ``damping``; ``method="ppr"``) for the same seeds, placed rank for
+rank in the chosen order (tied scores share the mean of their values; per side of a
+bipartite graph; seeds keep at least their weight): a threshold set on that scale
+(:data:`DEFAULT_THRESHOLD`) keeps selecting as many nodes whichever scorer the seeds
+chose. The choice, the mean score of every candidate, the number of seeds and folds,
+and whether the fallback was used are in
 :attr:`RiskGraph.selection_` (one :class:`~guardrails.expand.Selection` per category).
 Called by name, every candidate keeps the scale above in its own way: a seed has risk
 at least its weight, and risk is clipped to [0, 1] (``onehop`` and ``heat`` saturate

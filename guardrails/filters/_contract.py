@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import is_int_vector
 from ..core.plan import PlanPart
 from ..exceptions import ConformanceError, ValidationError
 from .base import (
@@ -197,11 +198,7 @@ def assign_cohorts(
     """The cohort of every viewer of the batch (``-1``: none), checked against ``table``."""
     g = np.asarray(f.assign_cohorts(catalog, viewers))
     k = table.n_cohorts
-    if (
-        g.shape != (viewers.size,)
-        or not (g.size == 0 or np.issubdtype(g.dtype, np.integer))
-        or (g.size and (g.min() < -1 or g.max() >= k))
-    ):
+    if g.shape != (viewers.size,) or not is_int_vector(g, low=-1, high=k):
         raise ValidationError(
             f"Filter {name!r} assigned cohorts of shape {g.shape} or out of range; expected "
             f"ints in [-1, {k}) of shape ({viewers.size},)."
@@ -231,16 +228,29 @@ def compile_queries(
     s.eliminate_zeros()
     if not s.nnz:
         return None
-    has = sp.csr_matrix(ui, copy=True)
-    has.data = np.ones_like(has.data)
-    extra = sp.csr_matrix(s, copy=True)
-    extra.data = np.ones_like(extra.data, dtype=np.float32)
-    if (extra - extra.multiply(has)).nnz:
+    if not _cells_within(s, sp.csr_matrix(ui)):
         raise ValidationError(
             f"Filter {name!r} compiled query cells outside the viewers' interactions; it may "
             "only leave out interactions the viewers have."
         )
     return s
+
+
+def _cells_within(s: sp.csr_matrix, ui: sp.csr_matrix) -> bool:
+    """Every stored cell of ``s`` is a stored cell of ``ui`` (same shape, both CSR).
+
+    Runs on every call that strips interactions, so it compares cell keys
+    (``row * n_cols + col``) instead of building sparse intermediates.
+    """
+    n = ui.shape[1]
+    s_keys = np.repeat(np.arange(s.shape[0], dtype=np.int64) * n, np.diff(s.indptr)) + s.indices
+    u_keys = np.repeat(np.arange(ui.shape[0], dtype=np.int64) * n, np.diff(ui.indptr)) + ui.indices
+    if not ui.has_sorted_indices:
+        u_keys = np.sort(u_keys)
+    if not u_keys.size:
+        return not s_keys.size
+    pos = np.minimum(np.searchsorted(u_keys, s_keys), u_keys.size - 1)
+    return bool(np.array_equal(u_keys[pos], s_keys))
 
 
 # ---------------------------------------------------------------------------- conformance

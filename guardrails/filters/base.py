@@ -314,11 +314,7 @@ class Filter:
     ) -> None:
         """Validate and store the common settings of a built-in filter."""
         if name is not None:
-            if (
-                not isinstance(name, str)
-                or not name
-                or not name.replace("_", "").replace("-", "").isalnum()
-            ):
+            if not is_filter_name(name):
                 raise fail(
                     "name", where, "a non-empty string of letters, digits, '_' and '-'", name
                 )
@@ -380,6 +376,12 @@ class Filter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, reason={self.reason!r})"
+
+
+def is_filter_name(name) -> bool:
+    """Whether ``name`` can name a filter: a non-empty str of letters, digits, '_' and '-'
+    (a built-in's ``name=`` setting, a plug-in's class-level ``name``)."""
+    return isinstance(name, str) and bool(name) and name.replace("_", "").replace("-", "").isalnum()
 
 
 def check_surfaces(surfaces, where: str) -> tuple[str, ...] | None:

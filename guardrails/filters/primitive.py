@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_csr, check_float, check_vector, fail
+from .._validation import check_choice, check_csr, check_float, check_vector, fail, is_int_vector
 from ..core.plan import PlanPart
 from .base import Catalog, Filter, ViewerBatch
 
@@ -46,7 +46,7 @@ class BlockItems(Filter):
         # Arguments as given (sklearn style); validated state ends in '_'.
         self._keep_arguments(locals())
         arr = np.asarray(ids)
-        if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        if not is_int_vector(arr):
             raise fail("ids", "BlockItems", "a 1-d array of non-negative ints", ids)
         if arr.size and arr.min() < 0:
             raise fail(
@@ -108,12 +108,7 @@ class ExcludePairs(Filter):
     ):
         # Arguments as given (sklearn style); validated state ends in '_'.
         self._keep_arguments(locals())
-        csr = check_csr(pairs, "pairs", "ExcludePairs")
-        csr = sp.csr_matrix(
-            (np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape
-        )
-        csr.eliminate_zeros()
-        self.pairs_ = csr
+        self.pairs_ = stored_cells(check_csr(pairs, "pairs", "ExcludePairs"))
         self._apply_settings(locals(), "ExcludePairs")
 
     def params(self) -> tuple:
@@ -125,6 +120,14 @@ class ExcludePairs(Filter):
         catalog.check_sized("ExcludePairs", "pairs", self.pairs_.shape[1])
         rows = viewer_rows(self.pairs_, viewers.userids)
         return PlanPart(self.name, self.reason, viewer_mask=rows)
+
+
+def stored_cells(csr: sp.csr_matrix) -> sp.csr_matrix:
+    """A float32 CSR of ones at every stored cell of the canonical ``csr`` (a relationship:
+    ``(u, i)`` is there or not, whatever its weight)."""
+    return sp.csr_matrix(
+        (np.ones(csr.nnz, dtype=np.float32), csr.indices, csr.indptr), shape=csr.shape
+    )
 
 
 def viewer_rows(csr: sp.csr_matrix, userids: np.ndarray) -> sp.csr_matrix:

@@ -18,6 +18,7 @@ import threading
 
 from ..exceptions import PluginError
 from ._contract import check_conformance, example_parts, random_viewers
+from .base import is_filter_name
 from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .safety import (
@@ -149,11 +150,7 @@ def _check_plugin(cls, config) -> None:
         raise PluginError(f"Plug-in filter {cls!r} failed registration: it is not a class.")
     label = f"{cls.__module__}.{cls.__qualname__}"
     name = getattr(cls, "name", None)
-    if (
-        not isinstance(name, str)
-        or not name
-        or not name.replace("_", "").replace("-", "").isalnum()
-    ):
+    if not is_filter_name(name):
         raise PluginError(
             f"Plug-in filter {label!r} failed registration: it needs a class-level string 'name' of letters, digits, '_' and '-'."
         )

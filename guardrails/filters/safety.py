@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from .._validation import check_float, check_int, check_vector, fail
+from .._validation import check_float, check_int, check_vector, fail, is_int_vector
 from ..core.plan import PlanPart
 from ..exceptions import FailClosedError, GuardrailsWarning
 from ._actions import ACTION_CODE, ACTIONS, action_part, check_action
@@ -419,7 +419,7 @@ def _names(value, n: int, name: str, where: str, prefix: str) -> tuple[str, ...]
 def _cohort_ids(value, name: str, where: str, n_cohorts: int) -> np.ndarray:
     arr = np.asarray(value)
     what = f"a 1-d array of ints in [-1, {n_cohorts}) (-1: no cohort)"
-    if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+    if not is_int_vector(arr):
         raise fail(name, where, what, value)
     if arr.size and (arr.min() < -1 or arr.max() >= n_cohorts):
         raise fail(name, where, what, f"values in [{arr.min()}, {arr.max()}]", describe=False)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_float, check_int, check_vector, fail
+from .._validation import check_csr, check_float, check_int, check_vector, fail, is_int_vector
 from ..core.plan import PlanPart
 from ._actions import check_action
 from ._risk import viewer_share
 from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
-from .primitive import viewer_rows
+from .primitive import stored_cells, viewer_rows
 
 __all__ = ["ViewerCircuitBreaker", "ShareCap", "RelationshipRule"]
 
@@ -247,11 +247,7 @@ class ShareCap(Filter):
         self.risk_ = None if risk is None else check_vector(risk, "risk", where, low=0.0, high=1.0)
         if communities is not None:
             c = np.asarray(communities)
-            if (
-                c.ndim != 1
-                or not (c.size == 0 or np.issubdtype(c.dtype, np.integer))
-                or (c.size and c.min() < -1)
-            ):
+            if not is_int_vector(c, low=-1):
                 raise fail("communities", where, "a 1-d array of ints >= -1", communities)
             self.communities_ = c.astype(np.int64)
         else:
@@ -331,11 +327,7 @@ class RelationshipRule(Filter):
             self.targets_ = np.flatnonzero(t).astype(np.int64)
             self.n_candidates_: int | None = int(t.shape[0])
         else:
-            if (
-                t.ndim != 1
-                or not (t.size == 0 or np.issubdtype(t.dtype, np.integer))
-                or (t.size and t.min() < 0)
-            ):
+            if not is_int_vector(t, low=0):
                 raise fail(
                     "targets", where, "a 1-d bool mask or an array of non-negative indices", targets
                 )
@@ -343,10 +335,7 @@ class RelationshipRule(Filter):
             self.n_candidates_ = None
         self.follows_ = None
         if follows is not None:
-            f = check_csr(follows, "follows", where)
-            self.follows_ = sp.csr_matrix(
-                (np.ones(f.nnz, dtype=np.float32), f.indices, f.indptr), shape=f.shape
-            )
+            self.follows_ = stored_cells(check_csr(follows, "follows", where))
         if not isinstance(use_call_interactions, bool):
             raise fail("use_call_interactions", where, "a bool", use_call_interactions)
         self.use_call_interactions_ = use_call_interactions

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_choice, fail
-from ..core.files import atomic_write
+from ..core.files import ARRAY_FILE_ERRORS, atomic_write, read_array
 from ..exceptions import PolicyFileError, ValidationError
 from ..filters.base import MODES, check_surfaces
 from ..filters.registry import filter_class, registered_filters
@@ -146,10 +146,8 @@ class _Reader:
                 raise self.error(key, "a relative path inside the policy file's directory", ref)
             path = os.path.join(self.base_dir, ref)
             try:
-                if ref.endswith(".npz"):
-                    return sp.load_npz(path)
-                return np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+                return read_array(path)
+            except ARRAY_FILE_ERRORS as exc:
                 raise self.error(key, f"a readable array file ({exc})", ref) from exc
         raise self.error(
             key,

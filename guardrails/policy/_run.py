@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.plan import Action
 from ..core.select import TopK, capped_topk, merge_slates, missing
+from ..core.threads import blas_single_thread
 from ..filters.base import ViewerBatch
 from ._decisions import (
     Decision,
@@ -92,6 +93,14 @@ def run(
     info : dict
         Per-call counts (the same that go to ``counters``).
     """
+    # One BLAS limit for the whole batch rather than one per kernel call: each of the
+    # groups' calls would otherwise set and restore it (milliseconds each, on the BLAS
+    # control thread). The kernel's pool supplies the parallelism either way.
+    with blas_single_thread():
+        return _run(cp, viewers, topk, N, limit, record, counters, snapshot_version, query_ids)
+
+
+def _run(cp, viewers, topk, N, limit, record, counters, snapshot_version, query_ids):
     cache = CallCache(viewers)
     surface = viewers.surface
     enf, sh = cp.active(surface)

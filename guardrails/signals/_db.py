@@ -182,37 +182,34 @@ class Database:
         read-only file) raises ``StoreError`` after rolling back; any other error in the
         block is re-raised as it is, after the rollback.
         """
+        with self._transaction("BEGIN IMMEDIATE", end="ROLLBACK") as conn:
+            yield conn
+            conn.execute("COMMIT")  # a failed commit is rolled back like a failed statement
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read transaction (several statements see one state)."""
+        with self._transaction("BEGIN", end="COMMIT") as conn:
+            yield conn
+            _quietly(conn, "COMMIT")
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str, *, end: str) -> Iterator[sqlite3.Connection]:
+        """One transaction under the lock; a failure in it runs ``end`` quietly, and an
+        SQLite failure comes out as ``StoreError``."""
         with self.lock:
             conn = self._live()
-            self._begin(conn, "BEGIN IMMEDIATE")
+            self._begin(conn, begin)
             try:
                 yield conn
             except sqlite3.DatabaseError as exc:
                 # A statement failed (a full disk, a read-only file, a damaged page): the
                 # whole transaction goes, and the caller sees the library's error.
-                _quietly(conn, "ROLLBACK")
+                _quietly(conn, end)
                 raise as_store_error(exc, self.path) from exc
             except BaseException:
-                _quietly(conn, "ROLLBACK")
+                _quietly(conn, end)
                 raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                _quietly(conn, "ROLLBACK")
-                raise as_store_error(exc, self.path) from exc
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent read transaction (several statements see one state)."""
-        with self.lock:
-            conn = self._live()
-            self._begin(conn, "BEGIN")
-            try:
-                yield conn
-            except sqlite3.DatabaseError as exc:
-                raise as_store_error(exc, self.path) from exc
-            finally:
-                _quietly(conn, "COMMIT")
 
     def _begin(self, conn: sqlite3.Connection, statement: str) -> None:
         """Open a transaction; SQLite's refusal (locked, damaged) as the library's error."""
@@ -223,19 +220,17 @@ class Database:
 
     def query(self, sql: str, args: Any = ()) -> list[tuple]:
         """Every row of one read statement."""
-        with self.lock:
-            conn = self._live()
-            try:
-                return conn.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise as_store_error(exc, self.path) from exc
+        return self._fetch(sql, args, sqlite3.Cursor.fetchall)
 
     def query_one(self, sql: str, args: Any = ()) -> tuple | None:
         """The first row of one read statement, or ``None``."""
+        return self._fetch(sql, args, sqlite3.Cursor.fetchone)
+
+    def _fetch(self, sql: str, args: Any, fetch: Callable[[sqlite3.Cursor], Any]) -> Any:
         with self.lock:
             conn = self._live()
             try:
-                return conn.execute(sql, args).fetchone()
+                return fetch(conn.execute(sql, args))
             except sqlite3.DatabaseError as exc:
                 raise as_store_error(exc, self.path) from exc
 

@@ -203,6 +203,20 @@ def check_time(value: Any, name: str, where: str, *, optional: bool = False) -> 
     return float(value)
 
 
+def check_keys(d: dict, allowed: set[str], name: str, where: str) -> None:
+    """Refuse a spec dict (one of the dicts of the ``name`` argument) with a key outside
+    ``allowed``, naming the unknown keys."""
+    unknown = set(d) - allowed
+    if unknown:
+        raise fail(
+            name,
+            where,
+            f"dicts with keys among {sorted(allowed)}",
+            f"unknown keys {sorted(unknown)}",
+            describe=False,
+        )
+
+
 def check_kind(value: Any, where: str) -> str:
     if not isinstance(value, str) or value not in SUBJECT_KINDS:
         raise fail("kind", where, f"one of {', '.join(map(repr, SUBJECT_KINDS))}", value)

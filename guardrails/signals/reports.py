@@ -41,7 +41,7 @@ from ._intake import GroupCommit
 from ._records import REPORT_COLUMNS as _COLS
 from ._records import Ack, Claim, QueueStats, Report, report_from_row
 from ._triage import DEFAULT_CATEGORY_WEIGHTS, TriageEntry, TriageWeights, rank
-from .labels import check_kind, check_subject, check_text, check_time
+from .labels import check_keys, check_kind, check_subject, check_text, check_time
 from .store import LabelStore, insert_label, label_spec, retract_label
 
 __all__ = [
@@ -228,15 +228,7 @@ class ReportQueue:
 
     def _submit_spec(self, d: dict, where: str) -> dict:
         allowed = {"subject", "category", "reporter", "key", "note", "kind", "created_at"}
-        unknown = set(d) - allowed
-        if unknown:
-            raise fail(
-                "reports",
-                where,
-                f"dicts with keys among {sorted(allowed)}",
-                f"unknown keys {sorted(unknown)}",
-                describe=False,
-            )
+        check_keys(d, allowed, "reports", where)
         for req in ("subject", "category", "reporter", "key"):
             if req not in d:
                 raise fail(req, where, "given", None)

@@ -38,6 +38,8 @@ __all__ = ["IdMap", "Snapshot"]
 _SNAPSHOT_FORMAT = "recsys-guardrails-snapshot"
 _SNAPSHOT_FORMAT_VERSION = 1
 _ARRAYS = ("indptr", "items", "severity", "confidence", "source", "unknown_ids")
+#: The constructor's other arguments, in the order a saved file's metadata lists them.
+_META = ("kind", "n_items", "categories", "sources", "at", "created_at", "id_map_fingerprint")
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -484,22 +486,14 @@ class Snapshot:
         arr = check_vector(
             risk, "risk", "Snapshot.with_risk", length=self.n_items, low=0.0, high=1.0
         )
-        return Snapshot(
-            kind=self.kind,
-            n_items=self.n_items,
-            categories=self.categories,
-            sources=self.sources,
-            indptr=self._indptr,
-            items=self._items,
-            severity=self._severity,
-            confidence=self._confidence,
-            source=self._source,
-            unknown_ids=self.unknown_ids,
-            at=self.at,
-            created_at=self.created_at,
-            id_map_fingerprint=self.id_map_fingerprint,
-            risk=arr,
-        )
+        return Snapshot(**self._arguments(), risk=arr)
+
+    def _arguments(self) -> dict:
+        """The constructor's arguments that rebuild this snapshot, ``risk`` aside."""
+        out = {key: getattr(self, key) for key in _META}
+        for a in _ARRAYS:  # per-label arrays are private; unknown_ids is public
+            out[a] = getattr(self, a if a == "unknown_ids" else f"_{a}")
+        return out
 
     def age(self, now: float | None = None) -> float:
         """Seconds between ``at`` and ``now`` (default: the current time)."""
@@ -520,27 +514,15 @@ class Snapshot:
         pickled.
         """
         path = os.fspath(path)
+        args = self._arguments()
         meta = {
             "format": _SNAPSHOT_FORMAT,
             "format_version": _SNAPSHOT_FORMAT_VERSION,
-            "kind": self.kind,
-            "n_items": self.n_items,
-            "categories": list(self.categories),
-            "sources": list(self.sources),
-            "at": self.at,
-            "created_at": self.created_at,
-            "id_map_fingerprint": self.id_map_fingerprint,
+            **{key: args[key] for key in _META},  # tuples are written as JSON lists
             "content_hash": self.content_hash,
         }
-        arrays = {
-            "indptr": self._indptr,
-            "items": self._items,
-            "severity": self._severity,
-            "confidence": self._confidence,
-            "source": self._source,
-            "unknown_ids": self.unknown_ids,
-            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        }
+        arrays = {a: args[a] for a in _ARRAYS}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         if self.risk is not None:
             arrays["risk"] = self.risk
         with atomic_write(path, prefix=".snapshot-") as fh:
@@ -601,6 +583,7 @@ class Snapshot:
             OSError,
             KeyError,
             zipfile.BadZipFile,
+            NotImplementedError,  # zipfile, on a damaged header: "compression method", "version"
             EOFError,
             UnicodeDecodeError,
         ) as exc:

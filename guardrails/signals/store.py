@@ -37,6 +37,7 @@ from ..exceptions import ValidationError
 from ._db import APPLICATION_ID, SCHEMA_VERSION, Database, migrate  # noqa: F401 (re-exported)
 from .labels import (
     Label,
+    check_keys,
     check_kind,
     check_subject,
     check_text,
@@ -483,15 +484,7 @@ def label_spec(d: dict, where: str) -> dict:
         "actor",
         "reason",
     }
-    unknown = set(d) - allowed
-    if unknown:
-        raise fail(
-            "labels",
-            where,
-            f"dicts with keys among {sorted(allowed)}",
-            f"unknown keys {sorted(unknown)}",
-            describe=False,
-        )
+    check_keys(d, allowed, "labels", where)
     if "subject" not in d or "category" not in d:
         raise fail("labels", where, "dicts with 'subject' and 'category'", d)
     given_created = d.get("created_at") is not None
