@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import guardrails as gr
@@ -137,6 +137,9 @@ def _check_family_platform(p):
 
 @_SLOW
 @given(seed=st.integers(0, 2**62))
+# Found on a random run: a steep seller tail put the popular sellers among the banned ones
+# and left most buyers of a sub-network without any seller (reach 0.60).
+@example(seed=1085687869140164)
 def test_every_drawn_config_yields_a_valid_platform(seed):
     _check_family_platform(make_family_platform(seed, size="small"))
 
