@@ -6,11 +6,14 @@ same platforms and models, and writes every row to JSON. Times are per (platform
 kind): building the platform, training the model, building the policy and walking it.
 
     python benchmarks/bench_family.py --platforms 20 --size small        # ~15 min on 2 cores
-    python benchmarks/bench_family.py --platforms 5 --size medium --policies calibrated
+    python benchmarks/bench_family.py --platforms 5 --size medium --policies default no-model
     python benchmarks/bench_family.py --split tuning --platforms 6       # for tuning only
 
-``--policies``: ``default`` (``guardrails.default_policy`` from what the platform knows)
-and ``calibrated`` (:func:`guardrails.audit.family_policy.calibrated_guard_policy`).
+``--policies``: ``default`` (``guardrails.default_policy`` from what the platform knows
+and the model's item space, :func:`guardrails.audit.family_run.family_default_policy`)
+``no-model`` (the same without the model's item space, so no neighbourhood risk:
+:func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
+without the platform's minors' list, to measure what the policy does without age signals).
 """
 
 from __future__ import annotations
@@ -21,13 +24,28 @@ import statistics
 import warnings
 
 from guardrails.audit.family import MODEL_KINDS, SIZES
-from guardrails.audit.family_policy import calibrated_guard_policy, default_with_context
-from guardrails.audit.family_run import format_family, run_family, write_family_plot
+from guardrails.audit.family_run import (
+    family_default_policy,
+    format_family,
+    model_neighbours,
+    run_family,
+    write_family_plot,
+)
+from guardrails.audit.guards import default_guard_policy
+
+
+def no_minors_list(platform, model=None):
+    """``default_policy`` as in ``default`` but without the minors' list (no age signals):
+    what keeps minors' accounts from risky viewers then is the risk machinery alone."""
+    return default_guard_policy(
+        platform, minors=None, minor_viewers=None, **model_neighbours(model)
+    )
+
 
 POLICIES = {
-    "default": None,
-    "calibrated": calibrated_guard_policy,
-    "default+context": default_with_context,
+    "default": family_default_policy,
+    "no-model": default_guard_policy,
+    "no-minors-list": no_minors_list,
 }
 
 
@@ -38,7 +56,7 @@ def main(argv=None) -> None:
     ap.add_argument("--split", choices=("evaluation", "tuning"), default="evaluation")
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--kinds", nargs="+", choices=MODEL_KINDS, default=list(MODEL_KINDS))
-    ap.add_argument("--policies", nargs="+", choices=tuple(POLICIES), default=list(POLICIES))
+    ap.add_argument("--policies", nargs="+", choices=tuple(POLICIES), default=["default"])
     ap.add_argument("--walkers", type=int, default=20)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)

@@ -203,3 +203,111 @@ def test_minor_viewers_and_new_viewers_get_no_flagged_band():
     adult, _ = g.recommend(40, sp.csr_matrix((1, NI), dtype=np.float32), N=NI)
     adult = adult[adult >= 0]
     assert band[adult].any()  # adults still get the demoted band, at a demotion
+
+
+# ---------------------------------------------------------------------------- neighbourhood
+def _cluster_world(seed, n=120, f=8):
+    """Flagged accounts 0-19 and one unflagged account (20) all near one direction of the
+    factor space; everything else scattered. Account 20's own risk is typical."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=f)
+    V = rng.normal(size=(n, f))
+    V[:21] = centre + 0.05 * rng.normal(size=(21, f))
+    risk = rng.uniform(0.0, 0.05, n).astype(np.float32)
+    risk[:20] = rng.uniform(0.5, 1.0, 20)
+    risk[20] = np.float32(np.median(risk[21:]))
+    return risk, V.astype(np.float32)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), viewer=st.integers(0, 400))
+def test_a_profile_among_risky_neighbours_is_a_risky_context(seed, viewer):
+    risk, V = _cluster_world(seed)
+    n = risk.size
+    plain = default_policy(risk=risk)
+    pol = default_policy(risk=risk, item_factors=V)
+    ctx = pol["context_risk"]
+    # Its own risk clears it; its ten nearest accounts (all flagged) do not.
+    assert plain["context_risk"].risk[20] < plain["context_risk"].threshold
+    assert ctx.risk[20] >= ctx.threshold
+    model = gr.FactorModel(np.random.default_rng(seed).normal(size=(n, 8)), V)
+    ids, _ = gr.Guard(model, pol).similar_items(20, N=11, viewer=viewer)
+    ids = ids[ids >= 0]
+    # Never itself, and only the low-risk pool (which leaves risky neighbourhoods out).
+    assert 20 not in ids and ids.size
+    assert ctx.pool[ids].all() and (ctx.risk[ids] < ctx.threshold).all()
+    assert not ctx.pool[:21].any()
+
+
+def test_item_similarity_gives_the_same_neighbourhood_signal():
+    risk, V = _cluster_world(0)
+    U = V / np.linalg.norm(V, axis=1, keepdims=True)
+    S = U @ U.T
+    np.fill_diagonal(S, 0.0)
+    S[S < np.sort(S, axis=1)[:, -10][:, None]] = 0.0  # ten neighbours per row
+    a = default_policy(risk=risk, item_factors=V)["context_risk"].risk
+    b = default_policy(risk=risk, item_similarity=sp.csr_matrix(S))["context_risk"].risk
+    assert np.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValidationError):
+        default_policy(risk=risk, item_factors=V, item_similarity=sp.csr_matrix(S))
+    with pytest.raises(ValidationError):
+        default_policy(risk=risk, item_factors=V[:-1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), k=st.integers(1, 12))
+def test_nearest_items_are_the_most_similar_other_items(seed, n, k):
+    from guardrails.filters._risk import nearest_items, neighbour_risk
+
+    rng = np.random.default_rng(seed)
+    V = rng.normal(size=(n, 5)).astype(np.float32)
+    got = nearest_items(item_factors=V, k=k)
+    U = V / np.linalg.norm(V, axis=1, keepdims=True)
+    cos = U @ U.T
+    np.fill_diagonal(cos, -np.inf)
+    for i in range(n):
+        row = got[i][got[i] >= 0]
+        assert row.size == min(k, n - 1) and i not in row
+        want = np.sort(cos[i])[::-1][: row.size]
+        assert np.allclose(np.sort(cos[i, row])[::-1], want, atol=1e-5)
+    S = sp.random(n, n, density=0.3, random_state=seed, format="csr")
+    got_s = nearest_items(item_similarity=S, k=k)
+    dense = S.toarray()
+    np.fill_diagonal(dense, 0.0)
+    for i in range(n):
+        row = got_s[i][got_s[i] >= 0]
+        assert row.size == min(k, int((dense[i] > 0).sum()))
+        assert np.allclose(dense[i, row], np.sort(dense[i])[::-1][: row.size])
+    risk = rng.random(n).astype(np.float32)
+    nb = neighbour_risk(risk, got)
+    assert np.allclose(nb, [risk[r[r >= 0]].mean() if (r >= 0).any() else 0 for r in got])
+
+
+def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
+    from guardrails.policy._defaults import DEFAULT_MINOR_BAND_FOLLOWS, DEFAULT_MINOR_BAND_LIFT
+
+    n = 100
+    risk = np.full(n, 0.01, np.float32)
+    band = np.arange(80, 90)  # DEFAULT_MINOR_BAND_LIFT x typical or more, not dropped
+    risk[band] = 0.035
+    risk[90:] = 0.5  # dropped
+    minors = np.zeros(n, bool)
+    minors[:5] = True
+    follows = [band[:DEFAULT_MINOR_BAND_FOLLOWS], band[:1], np.array([95]), np.arange(10, 14)]
+    ui = sp.csr_matrix(
+        (
+            np.ones(sum(f.size for f in follows), np.float32),
+            np.concatenate(follows),
+            np.r_[0, np.cumsum([f.size for f in follows])],
+        ),
+        shape=(len(follows), n),
+    )
+    pol = default_policy(risk=risk, minors=minors, interactions=ui)
+    assert pol["suppress_neighborhood"].threshold > 0.035 >= DEFAULT_MINOR_BAND_LIFT * 0.01
+    rng = np.random.default_rng(0)
+    model = gr.FactorModel(rng.normal(size=(4, 8)), rng.normal(size=(n, 8)))
+    ids, _ = gr.Guard(model, pol).recommend(np.arange(4), ui, N=n)
+    got_minors = [int(minors[r[r >= 0]].sum()) for r in ids]
+    # Two risky follows or one dropped: no minors' accounts; one risky follow, or none:
+    # an ordinary viewer, who still gets them.
+    assert got_minors == [0, 5, 0, 5]

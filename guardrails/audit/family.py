@@ -552,6 +552,7 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
             n,
             n_tags,
         )
+        follows = _refind_sellers(follows, role, subnetwork, active, recreated, c.seed)
 
     # ------------------------------------------------------------ held-out follows
     benign_users = np.flatnonzero(~((role == SELLER) | (role == BUYER)) & active)
@@ -585,6 +586,43 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
         known_subnetworks=known_sub,
         config=c,
     )
+
+
+def _refind_sellers(follows, role, subnetwork, active, recreated, seed: int):
+    """Buyers whose every seller of their sub-network was banned find one again.
+
+    Popular sellers are the likeliest to be identified and banned, so on a platform with a
+    steep seller tail a ban can leave most buyers without any seller (seen: every buyer of a
+    sub-network). A buyer left so follows one active seller of its own sub-network, a
+    re-created account where its sub-network has one (the buyers of a banned account are
+    the ones who look for its new id). Its own random stream, so platforms with no such
+    buyer are unchanged.
+    """
+    rng = np.random.default_rng([int(seed), 0x5E11E])
+    buyers = np.flatnonzero((role == BUYER) & active)
+    f = follows[buyers].tocoo()
+    own = (role[f.col] == SELLER) & active[f.col]
+    own &= subnetwork[f.col] == subnetwork[buyers[f.row]]
+    lost = buyers[np.bincount(f.row[own], minlength=buyers.size) == 0]
+    if lost.size == 0:
+        return follows
+    sellers = (role == SELLER) & active
+    cols = np.full(lost.size, -1, dtype=np.int64)
+    for k in np.unique(subnetwork[lost]):
+        pick = subnetwork[lost] == k
+        pool = np.flatnonzero(sellers & recreated & (subnetwork == k))
+        if pool.size == 0:
+            pool = np.flatnonzero(sellers & (subnetwork == k))
+        if pool.size:
+            cols[pick] = rng.choice(pool, size=int(pick.sum()))
+    ok = cols >= 0
+    extra = sp.csr_matrix(
+        (np.ones(int(ok.sum()), dtype=follows.dtype), (lost[ok], cols[ok])),
+        shape=follows.shape,
+    )
+    out = (follows + extra).tocsr()
+    out.data[:] = 1.0
+    return out
 
 
 # ---------------------------------------------------------------------------- models

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 import guardrails as gr
 
@@ -36,6 +37,8 @@ from .walks import follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
     "FAMILY_TARGETS",
+    "model_neighbours",
+    "family_default_policy",
     "run_family",
     "evaluate_family_platform",
     "view_profiles",
@@ -67,6 +70,32 @@ _EXPOSURE_WALKS = (
     "follow_handful_unknown",
     "search_start",
 )
+
+
+def model_neighbours(model) -> dict:
+    """The model's own item space, as ``default_policy`` takes it.
+
+    ``{"item_factors": ...}`` for a factor model (implicit's ALS or BPR on the CPU),
+    ``{"item_similarity": ...}`` for an item-item model (its ``similarity``), ``{}``
+    for anything else (or ``None``).
+    """
+    factors = getattr(model, "item_factors", None)
+    if isinstance(factors, np.ndarray) and factors.ndim == 2:
+        return {"item_factors": factors}
+    sim = getattr(model, "similarity", None)
+    if sim is not None and sp.issparse(sim):
+        return {"item_similarity": sp.csr_matrix(sim)}
+    return {}
+
+
+def family_default_policy(platform, model=None):
+    """``default_policy`` from what the platform knows and the model it serves.
+
+    :func:`~guardrails.audit.guards.default_guard_policy` (the known seeds, the follow
+    graph, hashtags and flagged ones, minors' accounts) plus the trained model's item
+    space (:func:`model_neighbours`), which gives every account a neighbourhood risk.
+    """
+    return default_guard_policy(platform, **model_neighbours(model))
 
 
 def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int = 0) -> dict:
@@ -142,8 +171,9 @@ def evaluate_family_platform(
     spec : dict
         A model draw (:func:`~guardrails.audit.family.draw_model`).
     policy_factory : callable, optional, keyword-only
-        ``policy_factory(platform) -> Policy`` from what the platform knows; default
-        :func:`~guardrails.audit.guards.default_guard_policy`.
+        ``policy_factory(platform) -> Policy`` from what the platform knows (or
+        ``policy_factory(platform, model=model)`` when it takes the model); default
+        :func:`family_default_policy`.
     n_walkers, n_steps, N, num_threads : int, keyword-only
 
     Returns
@@ -152,7 +182,7 @@ def evaluate_family_platform(
         ``values`` (one number per target), ``walks`` (worst mean network share per
         walk), ``quality``, ``seconds``.
     """
-    factory = policy_factory or default_guard_policy
+    factory = policy_factory or family_default_policy
     seed = int(platform.seed % (2**31))
     t0 = time.perf_counter()
     model = train_family_model(platform, spec, num_threads=num_threads, seed=seed)
@@ -244,8 +274,9 @@ def run_family(
     start : int, keyword-only
         Skip the first ``start`` seeds of the stream.
     policy_factory : callable, optional, keyword-only
-        ``policy_factory(platform) -> Policy``; default ``default_policy`` from what the
-        platform knows.
+        ``policy_factory(platform) -> Policy`` (or with ``model=``); default
+        :func:`family_default_policy`: ``default_policy`` from what the platform knows
+        and the model's item space.
     n_walkers, n_steps, N, num_threads : int, keyword-only
     log : callable, optional, keyword-only
         ``log(message)``: one line per platform and kind.

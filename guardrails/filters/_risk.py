@@ -10,10 +10,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_float, fail
+from .._validation import check_csr, check_factors, check_float, fail
 from ..expand import DEFAULT_DAMPING, propagate
 
-__all__ = ["propagate_seed_risk", "check_damping", "seed_mask", "viewer_share"]
+__all__ = [
+    "propagate_seed_risk",
+    "check_damping",
+    "seed_mask",
+    "viewer_share",
+    "nearest_items",
+    "neighbour_risk",
+]
 
 
 def seed_mask(seeds, n: int, name: str, where: str) -> np.ndarray:
@@ -108,3 +115,83 @@ def viewer_share(user_items: sp.csr_matrix, risky: np.ndarray) -> tuple[np.ndarr
     on_risky = w @ risky.astype(np.float64)
     share = np.divide(on_risky, total, out=np.zeros_like(total, dtype=np.float64), where=total > 0)
     return share, np.diff(user_items.indptr).astype(np.int64)
+
+
+def nearest_items(
+    *,
+    item_factors=None,
+    item_similarity=None,
+    k: int = 10,
+    num_threads: int = 0,
+    where: str = "nearest_items",
+) -> np.ndarray:
+    """The ``k`` nearest other items of every item, in the model's own item space.
+
+    Parameters
+    ----------
+    item_factors : array-like of float, shape (n_items, n_factors), optional
+        A factor model's item factors: neighbours by cosine (one exact top-k query on
+        the Guard's kernel, :func:`guardrails.core.kernel.guarded_topk`).
+    item_similarity : sparse matrix, shape (n_items, n_items), optional
+        An item-item model's similarity (for implicit: ``model.similarity``): the
+        largest entries of each row. Exactly one of the two is given.
+    k : int
+        Neighbours per item.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_items, k)
+        Neighbour indices, nearest first, padded with ``-1`` (an item with fewer
+        neighbours, or none); an item is never its own neighbour.
+    """
+    from ..core.kernel import FactorSpace, guarded_topk
+
+    if (item_factors is None) == (item_similarity is None):
+        raise fail(
+            "item_factors",
+            where,
+            "given alone or with item_similarity left out (exactly one of them)",
+            "both or neither",
+            describe=False,
+        )
+    if item_similarity is not None:
+        s = check_csr(item_similarity, "item_similarity", where)
+        if s.shape[0] != s.shape[1]:
+            raise fail("item_similarity", where, "a square sparse matrix (n, n)", s)
+        s = s.tocoo()
+        keep = (s.row != s.col) & (s.data > 0)
+        row, col, val = s.row[keep], s.col[keep], s.data[keep]
+        order = np.lexsort((-val, row))
+        row, col = row[order], col[order]
+        start = np.searchsorted(row, np.arange(s.shape[0]), side="left")
+        rank = np.arange(row.size) - start[row]
+        ok = rank < k
+        out = np.full((s.shape[0], k), -1, dtype=np.int64)
+        out[row[ok], rank[ok]] = col[ok]
+        return out
+    V = check_factors(item_factors, "item_factors", where)
+    norms = np.sqrt((V.astype(np.float64) ** 2).sum(axis=1))
+    U = np.where(norms[:, None] > 0, V / np.maximum(norms, 1e-30)[:, None], 0.0)
+    U = np.ascontiguousarray(U, dtype=np.float32)
+    n = U.shape[0]
+    ids, _ = guarded_topk(FactorSpace.build(U), U, min(n, k + 1), num_threads=num_threads)
+    out = np.full((n, k), -1, dtype=np.int64)
+    for r in range(n):
+        row = ids[r][(ids[r] >= 0) & (ids[r] != r)][:k]
+        out[r, : row.size] = row
+    return out
+
+
+def neighbour_risk(risk: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Mean risk of each item's neighbours (:func:`nearest_items`), 0 without any.
+
+    The model places accounts that the same users engage with next to each other, so a
+    network account's neighbours are network accounts even when its own follows are
+    camouflaged by many ordinary ones: their mean risk says what its own may not.
+    """
+    valid = neighbours >= 0
+    vals = np.where(valid, risk[np.maximum(neighbours, 0)], 0.0).sum(axis=1)
+    count = valid.sum(axis=1)
+    return np.divide(vals, count, out=np.zeros(vals.shape, np.float64), where=count > 0).astype(
+        np.float32
+    )

@@ -18,6 +18,11 @@ profile never appears in its own suggestions. Established viewers (more interact
 left to the share-based breaker, so ordinary users who follow one borderline account
 keep their recommendations. For ``similar_users`` (a ``"users"`` catalogue in the same id
 space as the candidates) the queried account is the profile being viewed.
+
+A new account stops counting as new once it has followed more than
+``new_viewer_interactions`` accounts, but the model would still fold its risky first
+follow into its taste: with ``strip_interactions`` (the default) the risky interactions of
+viewers the policy does not know are left out of their queries, whatever their number.
 """
 
 from __future__ import annotations
@@ -51,6 +56,11 @@ class ContextRisk(Filter):
         Viewers with an id below this are established accounts (the model and the stored
         viewer risk know them): only their viewed profile counts, whatever their number
         of interactions. ``None``: every viewer with few interactions is new.
+    strip_interactions : bool, keyword-only
+        Leave the risky interactions of viewers the policy does not know (see
+        :meth:`unknown_viewers`) out of their queries, whatever their number: a new
+        account that follows one risky account and then many ordinary ones is not
+        steered back to the risky one's neighbourhood once it stops counting as new.
     reason, mode, failure, surfaces, name : keyword-only
     """
 
@@ -61,6 +71,7 @@ class ContextRisk(Filter):
         "pool": "mask",
         "new_viewer_interactions": "int",
         "known_viewers": "int",
+        "strip_interactions": "bool",
     }
 
     def __init__(
@@ -71,6 +82,7 @@ class ContextRisk(Filter):
         pool,
         new_viewer_interactions: int = 5,
         known_viewers: int | None = None,
+        strip_interactions: bool = True,
         reason: str = "risky_context",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -94,6 +106,9 @@ class ContextRisk(Filter):
             if known_viewers is None
             else check_int(known_viewers, "known_viewers", where, low=0)
         )
+        if not isinstance(strip_interactions, bool):
+            raise fail("strip_interactions", where, "a bool", strip_interactions)
+        self.strip_interactions = strip_interactions
         self._settings(
             name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
         )
@@ -105,6 +120,7 @@ class ContextRisk(Filter):
             self.pool,
             self.new_viewer_interactions,
             -1 if self.known_viewers is None else self.known_viewers,
+            self.strip_interactions,
         )
 
     def risky_context(self, viewers: ViewerBatch, kind: str = "items") -> np.ndarray:
@@ -131,6 +147,42 @@ class ContextRisk(Filter):
                 new &= np.asarray(viewers.userids) >= self.known_viewers
             out |= new & ((abs(ui) @ risky) > 0)
         return out
+
+    def unknown_viewers(self, viewers: ViewerBatch) -> np.ndarray:
+        """Bool mask of the batch's viewers the model and the stored viewer risk do not
+        know (ids from ``known_viewers`` on; without it, viewers with at most
+        ``new_viewer_interactions`` interactions in the call)."""
+        ui = viewers.user_items
+        m = viewers.size
+        if self.known_viewers is not None:
+            if viewers.userids is None:
+                return np.zeros(m, dtype=bool)
+            return np.asarray(viewers.userids) >= self.known_viewers
+        if ui is None:
+            return np.zeros(m, dtype=bool)
+        return np.diff(sp.csr_matrix(ui).indptr) <= self.new_viewer_interactions
+
+    def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None:
+        """Leave an unknown viewer's risky interactions out of its query.
+
+        A new account that follows a risky account and then many ordinary ones is no
+        longer new by its count, but the model would still fold the risky follow into
+        its taste; left out, its recommendations come from the rest of its follows.
+        """
+        ui = viewers.user_items
+        n = self.risk.shape[0]
+        if not self.strip_interactions or ui is None or ui.shape[1] != n:
+            return None
+        rows = self.unknown_viewers(viewers)
+        if not rows.any():
+            return None
+        risky = (self.risk >= self.threshold).astype(np.float32)
+        keep_rows = sp.diags(rows.astype(np.float32))
+        strip = sp.csr_matrix(
+            (keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky)
+        )
+        strip.eliminate_zeros()
+        return strip if strip.nnz else None
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
         catalog.check_sized("ContextRisk", "risk", self.risk.shape[0])

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validation import check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
-from ..filters._risk import seed_mask, viewer_share
+from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
 from ..filters.primitive import DemoteRisk
 from ..filters.safety import (
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_DEMOTE_LIFT",
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
+    "DEFAULT_HIGH_LIFT",
     "DEFAULT_POOL_LIFT",
     "DEFAULT_TERM_WEIGHT",
     "DEFAULT_TRIP",
@@ -36,11 +37,13 @@ __all__ = [
 
 
 #: Lift (risk over the catalogue's typical risk, its median) at or above which an account
-#: is in a flagged neighbourhood and dropped: a walk from it meets flagged accounts four
-#: times as often as a walk from a typical account. Risk from personalised PageRank has a
+#: is in a flagged neighbourhood and dropped: a walk from it meets flagged accounts six
+#: times as often as a walk from a typical account (4 dropped up to 2 % of ordinary
+#: accounts on the family's tuning platforms; the viewing context, not the drop, now
+#: keeps test accounts off the band between). Risk from personalised PageRank has a
 #: background level that grows with the amount of seed evidence (more seeds, more visits
 #: everywhere), so a lift over the background means the same thing whatever the seeds.
-DEFAULT_DROP_LIFT = 4.0
+DEFAULT_DROP_LIFT = 6.0
 #: Lift at or above which an account is demoted (graded by its risk), not dropped: the
 #: moderate band, mostly ordinary accounts near camouflage follows.
 DEFAULT_DEMOTE_LIFT = 2.0
@@ -54,11 +57,26 @@ DEFAULT_DROP_FLOOR = 0.02
 #: Confidence given to an account only because it uses a flagged term (hashtag): the
 #: terms have innocent uses too, so term use alone is half the evidence of a label.
 DEFAULT_TERM_WEIGHT = 0.5
+#: Lift at or above which an account is high-risk (at most the drop threshold): at most
+#: 10 % of a slate comes from such accounts.
+DEFAULT_HIGH_LIFT = 4.0
+#: The minors' breaker also trips (stored, from ``interactions``) on this many follows of
+#: accounts whose own or neighbourhood risk is at DEFAULT_MINOR_BAND_LIFT or above. On
+#: the family's tuning platforms this rule with "one follow of a dropped account" trips
+#: 98-100 % of buyers and 0.8-7 % of ordinary viewers; one follow at four times trips
+#: 77-100 % and 3.5-12 %; one follow in the demotion band trips up to 87 % of ordinary
+#: viewers.
+DEFAULT_MINOR_BAND_FOLLOWS = 2
+#: See DEFAULT_MINOR_BAND_FOLLOWS.
+DEFAULT_MINOR_BAND_LIFT = 3.0
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
 #: new accounts: their follows are their viewing context (:class:`ContextRisk`).
 DEFAULT_NEW_VIEWER = 10
+#: Nearest items (in the model's factor space, or by its item-item similarity) whose mean
+#: risk is an item's neighbourhood risk.
+DEFAULT_NEIGHBOURS = 10
 #: Term risk of an account that uses a flagged term itself (one hop on the term graph:
 #: at least damping / 5 for an account with five terms, one of them flagged); accounts
 #: further away are not soft seeds.
@@ -79,6 +97,8 @@ def default_policy(
     viewer_risk=None,
     minors=None,
     minor_viewers=None,
+    item_factors=None,
+    item_similarity=None,
     viewer_cohorts=None,
     candidate_cohorts=None,
     cohort_matrix=None,
@@ -120,13 +140,23 @@ def default_policy(
         interactions on flagged neighbourhoods).
     minors : array-like of bool or int, shape (n_items,), optional, keyword-only
         Candidates that are minors' accounts (a vulnerable cohort, from the platform's
-        age signals). They are never suggested to a viewer with any interaction on a
-        flagged neighbourhood (call or stored), never to a tripped viewer or on a risky
-        profile; they are not dropped for their own neighbourhood risk (buyers following
+        age signals). They are never suggested to a viewer with an interaction on a
+        dropped account (call or stored) or two on risky ones (stored), never to a
+        tripped viewer or on a risky profile; they are not dropped for their own neighbourhood risk (buyers following
         them is what makes it high: they are the network's targets, not its members).
     minor_viewers : array-like of bool or int, shape (n_users,), optional, keyword-only
         Viewers who are minors: they never get candidates at or above the demotion
         floor (the flagged band), and new viewers (unknown ids) are treated the same.
+    item_factors : array-like of float, shape (n_items, n_factors), optional, keyword-only
+        The model's item factors (for implicit's ALS or BPR: ``model.item_factors``).
+        Every candidate gets a *neighbourhood risk*, the mean risk of its ten nearest
+        candidates by cosine (:data:`DEFAULT_NEIGHBOURS`): the model places accounts the
+        same users engage with side by side, so a network account's neighbours are
+        network accounts even when its own follows are camouflaged by ordinary ones.
+    item_similarity : sparse matrix, shape (n_items, n_items), optional, keyword-only
+        Instead of ``item_factors``, an item-item model's similarity (for implicit's
+        Cosine or BM25 recommenders: ``model.similarity``): neighbours are the largest
+        entries of each row. Without either, there is no neighbourhood risk.
     viewer_cohorts, candidate_cohorts, cohort_matrix, cohort_labels : optional
         An extra :class:`~guardrails.filters.CohortRule`.
     label_categories : sequence of str, keyword-only
@@ -154,8 +184,8 @@ def default_policy(
     over the catalogue's typical (median) risk ``b``; they mean the same on a platform
     the policy has never seen, with no tuning:
 
-    - drop: ``risk >= max(0.02, 4 * b)`` (:data:`DEFAULT_DROP_LIFT`): a walk from the
-      account meets flagged accounts four times as often as a walk from a typical one;
+    - drop: ``risk >= max(0.02, 6 * b)`` (:data:`DEFAULT_DROP_LIFT`): a walk from the
+      account meets flagged accounts six times as often as a walk from a typical one;
       raised if needed so that at most 10 % (``"balanced"``: 5 %) of the catalogue is
       dropped (a collateral cap); seeds are always dropped;
     - demote: ``2 * b <= risk < drop`` (:data:`DEFAULT_DEMOTE_LIFT`) by
@@ -164,26 +194,34 @@ def default_policy(
     - circuit breaker: a viewer with at least 30 % (:data:`DEFAULT_TRIP`) of their
       interactions (in the call, or stored from ``interactions``) on dropped candidates
       is tripped and gets only the low-risk pool (``risk <= b``, the less risky half;
-      seeds and minors excluded); their risky interactions are left out of the query.
+      seeds, minors and, with ``item_factors`` / ``item_similarity``, candidates whose
+      neighbourhood risk is in the band excluded); their risky interactions are left
+      out of the query.
       For ``similar_items`` the Guard passes the viewed account as the viewer's context
       (``ViewerBatch.context_items``, which the breaker reads), so the profile of a
       dropped account suggests only the pool, whoever views it (a new account gives the
       breaker nothing else to read);
-    - viewing context (:class:`~guardrails.filters.ContextRisk`): a viewed profile
-      (``similar_items``; for ``similar_users`` the queried account) in the demotion band
-      or above (``risk >= 2 * b``), or a new account's first follows there (ids beyond the
-      rows of ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
+    - viewing context (:class:`~guardrails.filters.ContextRisk`), on the larger of a
+      candidate's own and its neighbourhood risk: a viewed profile (``similar_items``;
+      for ``similar_users`` the queried account) in the demotion band or above
+      (``>= 2 * b``), or a new account's first follows there (ids beyond the rows of
+      ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
       low-risk pool, which excludes the band: an unflagged but risky profile suggests
-      neither its embedding neighbourhood nor itself. Established viewers are left to the
+      neither its neighbourhood nor itself. A new account's follows in the band are
+      also left out of its query whatever their number, so it is not steered back to
+      them once it stops counting as new. Established viewers are left to the
       share-based breaker, so their recommendations are unchanged; ordinary viewers of
       a band profile see pool accounts in its "suggested accounts";
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
-      interaction on a dropped candidate and then drops minors' accounts; minors'
-      accounts carry no neighbourhood risk of their own (it comes from buyers following
-      them), so ordinary viewers keep seeing them; ``minor_viewers=`` adds a
-      ``CohortRule`` that keeps the whole band at or above ``2 * b`` away from minors
-      and from viewers the policy does not know (new accounts might be minors);
-    - risky share cap: at most 10 % of a slate from candidates at or above ``2 * b``.
+      interaction (in the call, or stored from ``interactions``) on a dropped
+      candidate, or (stored) on two follows (:data:`DEFAULT_MINOR_BAND_FOLLOWS`) of
+      accounts whose own or neighbourhood risk is ``>= 3 * b``
+      (:data:`DEFAULT_MINOR_BAND_LIFT`), and then drops minors' accounts; minors' accounts carry
+      no risk of their own (it comes from buyers following them), so ordinary viewers
+      keep seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
+      band at or above ``2 * b`` away from minors and from viewers the policy does not
+      know (new accounts might be minors);
+    - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
 
     Raises
     ------
@@ -206,7 +244,26 @@ def default_policy(
         # not dropped or demoted for the risk that buyers' follows give them.
         risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
         risk = risk.astype(np.float32)
-    drop_t, demote_t, pool_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
+    drop_t, demote_t, pool_t, high_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
+    near = None
+    if item_factors is not None or item_similarity is not None:
+        nbrs = nearest_items(
+            item_factors=item_factors,
+            item_similarity=item_similarity,
+            k=DEFAULT_NEIGHBOURS,
+            where=where,
+        )
+        if nbrs.shape[0] != n:
+            raise fail(
+                "item_factors" if item_factors is not None else "item_similarity",
+                where,
+                f"one row per candidate ({n})",
+                f"{nbrs.shape[0]} rows",
+                describe=False,
+            )
+        near = neighbour_risk(risk, nbrs)
+        if minor_mask is not None:
+            near = np.where(minor_mask, 0.0, near).astype(np.float32)
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
@@ -217,6 +274,8 @@ def default_policy(
         if ui.shape[1] == n:
             viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
     pool = risk <= pool_t
+    if near is not None:
+        pool &= near < demote_t
     for excluded in (seed_arg, minor_mask):
         if excluded is not None:
             pool &= ~excluded
@@ -244,9 +303,10 @@ def default_policy(
         known_viewers = int(check_csr(interactions, "interactions", where).shape[0])
     elif viewer_risk is not None:
         known_viewers = int(viewer_risk.shape[0])
+    context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
     filters.append(
         ContextRisk(
-            breaker_risk,
+            context_risk,
             threshold=max(demote_t, 1e-6),
             pool=pool,
             new_viewer_interactions=DEFAULT_NEW_VIEWER,
@@ -255,14 +315,24 @@ def default_policy(
     )
     filters.extend(
         _minor_filters(
-            minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
+            minor_mask,
+            minor_viewers,
+            breaker_risk,
+            context_risk,
+            drop_t,
+            demote_t,
+            _base(risk, seed_arg),
+            risk,
+            seed_arg,
+            viewer_risk,
+            interactions,
         )
     )
     filters.append(
         ShareCap(
             max_share=0.1,
             risk=risk,
-            threshold=max(demote_t, 1e-6),
+            threshold=high_t,
             surfaces=discovery_surfaces,
             name="share_cap_risky",
         )
@@ -305,27 +375,59 @@ def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, whe
     return _default_risk(seeds, graph, interactions, account_terms, seed_terms, where)
 
 
-def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float]:
-    """Drop, demote and low-risk-pool thresholds: lifts over the typical non-seed risk."""
+def _base(risk: np.ndarray, seed_arg) -> float:
+    """The catalogue's typical risk: the median over the non-seed candidates."""
+    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
+    return float(np.median(rest)) if rest.size else 0.0
+
+
+def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float, float]:
+    """Drop, demote, low-risk-pool and high-risk thresholds: lifts over the typical
+    non-seed risk."""
     rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
     top = float(np.quantile(rest, 1.0 - q_cap)) if rest.size else 1.0
     base = float(np.median(rest)) if rest.size else 0.0
     drop_t = min(1.0, max(DEFAULT_DROP_FLOOR, DEFAULT_DROP_LIFT * base, top + 1e-7))
     demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
     pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
-    return drop_t, demote_t, pool_t
+    high_t = min(drop_t, max(DEFAULT_HIGH_LIFT * base, demote_t))
+    return drop_t, demote_t, pool_t, high_t
 
 
 def _minor_filters(
-    minor_mask, minor_viewers, breaker_risk, drop_t, demote_t, risk, seed_arg, viewer_risk
+    minor_mask,
+    minor_viewers,
+    breaker_risk,
+    context_risk,
+    drop_t,
+    demote_t,
+    base,
+    risk,
+    seed_arg,
+    viewer_risk,
+    interactions,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
     out: list = []
     if minor_mask is not None and minor_mask.any():
-        # Any sign of the network (one interaction on a dropped candidate, in the call
-        # or stored) and minors' accounts are never suggested: a second breaker whose
-        # pool is everything but the minors, tripping on any risky interaction.
-        stored = None if viewer_risk is None else (viewer_risk > 0).astype(np.float32)
+        # Any sign of the network and minors' accounts are never suggested: a second
+        # breaker whose pool is everything but the minors, tripping on one interaction
+        # (in the call, or stored) on a dropped candidate, or (stored) on
+        # DEFAULT_MINOR_BAND_FOLLOWS accounts whose own or neighbourhood risk is at
+        # DEFAULT_MINOR_BAND_LIFT or above: buyers of a sub-network the seeds barely
+        # reach follow sellers that are risky but not dropped.
+        risky = (breaker_risk >= drop_t).astype(np.float32)
+        band_t = min(drop_t, max(DEFAULT_MINOR_BAND_LIFT * base, demote_t))
+        band = (context_risk >= band_t).astype(np.float32)
+        stored = None
+        if interactions is not None:
+            ui = check_csr(interactions, "interactions", "default_policy")
+            if ui.shape[1] == band.shape[0]:
+                ui = abs(ui).astype(bool).astype(np.float32)
+                hit = ((ui @ risky) > 0) | ((ui @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
+                stored = hit.astype(np.float32)
+        if stored is None and viewer_risk is not None:
+            stored = (viewer_risk > 0).astype(np.float32)
         out.append(
             ViewerCircuitBreaker(
                 breaker_risk,
@@ -410,7 +512,10 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     parts = []
     if graph is not None:
         parts.append(
-            np.asarray(propagate(abs(graph), idx, weights=w[idx], direction="both", method="ppr"), np.float32)
+            np.asarray(
+                propagate(abs(graph), idx, weights=w[idx], direction="both", method="ppr"),
+                np.float32,
+            )
         )
     if interactions is not None:
         item_risk, _ = coengagement_risk(abs(interactions), idx, weights=w[idx])
