@@ -101,6 +101,8 @@ _NUMPY_FUSED_MAX_SCORED = 0.6
 # With the compiled selection step: 0.75x the unfused path at 50k x 128 Gaussian factors
 # with nothing skipped (2 threads), 2x at 50k x 64 with 43% skipped.
 _FUSED_MAX_SCORED = 0.8
+# Rows, spread over a batch, that decide between the fused and the unfused path.
+_PROBE_ROWS = 64
 # Block pruning pays only when there are several blocks per slate slot.
 _MIN_BLOCKS_PER_SLOT = 4
 
@@ -529,15 +531,13 @@ def guarded_topk(
 
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
     scored = 0
-    if tile and tile_items is None and len(bounds) > 1:
+    if tile and tile_items is None and len(bounds) > 1 and _probe_scores_most(
+        space, qa, N, call_cols, masks, penalties, tile, compiled, scores.dtype
+    ):
         # The fused path costs more than the unfused one unless it skips a good part of
-        # the product: the first chunk tells (same results either way).
-        lo, hi = bounds.pop(0)
-        with blas_single_thread():
-            scored = run(lo, hi)
-        most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
-        if scored > most * (hi - lo) * space.n_eligible:
-            tile = 0
+        # the product: a probe of rows spread over the batch tells (same results either
+        # way).
+        tile = 0
     if (len(bounds) == 1 or threads == 1) and tile:
         # Many small products, one per tile: BLAS threads would cost more than they give.
         with blas_single_thread():
@@ -552,6 +552,40 @@ def guarded_topk(
         stats["cells"] = stats.get("cells", 0) + m * space.n_eligible
         stats["scored"] = stats.get("scored", 0) + scored
     return ids, scores
+
+
+def _probe_scores_most(
+    space, qa, N, call_cols, masks, penalties, tile, compiled, score_dtype
+) -> bool:
+    """Whether the fused path would compute most of the product on this batch.
+
+    The skipped share is a property of each row (its own running N-th score), so a few
+    rows spread evenly over the batch tell as well as a chunk, at the cost of those rows
+    on the fused path: a batch's first rows alone can be unlike the rest (a batch sorted
+    by cohort or by activity). The probe's slates are discarded.
+    """
+    m = qa.shape[0]
+    rows = np.unique(np.linspace(0, m - 1, min(m, _PROBE_ROWS)).astype(np.int64))
+    k = rows.size
+    ids = np.full((k, N), PAD_ID, dtype=np.int64)
+    scores = np.full((k, N), -np.inf, dtype=score_dtype)
+    with blas_single_thread():
+        scored = _run_chunk(
+            space,
+            qa[rows],
+            0,
+            k,
+            N,
+            call_cols,
+            [v[rows] for v in masks],
+            [p[rows] for p in penalties],
+            ids,
+            scores,
+            tile,
+            compiled,
+        )
+    most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
+    return scored > most * k * space.n_eligible
 
 
 def _tile_items(space, N: int, block_rows: int, tile_items: int | None) -> int:
