@@ -323,6 +323,9 @@ def _binary(rows, cols, n: int, m: int | None = None) -> sp.csr_matrix:
 
 
 # ---------------------------------------------------------------------------- platform
+# One draw built top to bottom in the order the platform's structure depends on
+# (sub-networks, follows, known sellers, stale seeds, held-out follows), each step in its
+# own commented section; the draws share one random stream, so the order is the seed's.
 def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> FamilyPlatform:
     """Build the platform of one draw of the family.
 

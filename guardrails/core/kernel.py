@@ -427,6 +427,8 @@ def _chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
     return rows[keep], cols[keep], vals[keep]
 
 
+# Over 120 lines with its numpydoc docstring (43 lines) and signature; the body is the
+# chunking and the fused-or-unfused choice, about 65 lines.
 def guarded_topk(
     space: FactorSpace | SimilaritySpace,
     queries,
@@ -832,6 +834,9 @@ def pool_topk(
     return ids, scores
 
 
+# One pass over a chunk's tiles: the running N-th scores, the tile order, the skip test
+# and the candidate buffers are local arrays every step reads and updates; split into
+# helpers they would travel as a dozen arguments per tile (the hot loop).
 def _run_chunk_tiled(
     space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out, compiled
 ) -> int:
