@@ -301,7 +301,8 @@ def test_unknown_backend_is_a_clear_error():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_default_tiling_gives_the_unfused_results(skew, backend):
     # Large enough for the default fused path (block_rows 128, 2048-item tiles), with
-    # several chunks: the first chunk decides whether the rest stay fused.
+    # several chunks: a probe of rows spread over the batch decides whether the rest stay
+    # fused.
     rng = np.random.default_rng(11)
     V = rng.standard_normal((9000, 4))
     if skew:

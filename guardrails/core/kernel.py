@@ -526,20 +526,37 @@ def guarded_topk(
 
     tile = _tile_items(space, N, block_rows, tile_items)
 
+    order = None
+    if tile and tile_items is None and m > block_rows:
+        # The fused path costs more than the unfused one unless it skips a good part of
+        # the product. The skipped share is a property of each row (its own running N-th
+        # score), so a few rows spread evenly over the batch tell (a batch's first rows
+        # alone can be unlike the rest: sorted by cohort or by activity). They go first
+        # and their slates are kept; rows are exact on either path, so the order and the
+        # path do not change the results.
+        probe = np.unique(np.linspace(0, m - 1, _PROBE_ROWS).astype(np.int64))
+        order = np.concatenate([probe, np.setdiff1d(np.arange(m), probe, assume_unique=True)])
+        qa = qa[order]
+        masks = [v[order] for v in masks]
+        penalties = [p[order] for p in penalties]
+        out_ids, out_scores = ids, scores
+        ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
+
     def run(lo: int, hi: int) -> int:
         return _run_chunk(
             space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled
         )
 
-    bounds = [(lo, min(m, lo + block_rows)) for lo in range(0, m, block_rows)]
     scored = 0
-    if tile and tile_items is None and len(bounds) > 1 and _probe_scores_most(
-        space, qa, N, call_cols, masks, penalties, tile, compiled, scores.dtype
-    ):
-        # The fused path costs more than the unfused one unless it skips a good part of
-        # the product: a probe of rows spread over the batch tells (same results either
-        # way).
-        tile = 0
+    start = 0
+    if order is not None:
+        start = int(probe.size)
+        with blas_single_thread():
+            scored = run(0, start)
+        most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
+        if scored > most * start * space.n_eligible:
+            tile = 0
+    bounds = [(lo, min(m, lo + block_rows)) for lo in range(start, m, block_rows)]
     if (len(bounds) == 1 or threads == 1) and tile:
         # Many small products, one per tile: BLAS threads would cost more than they give.
         with blas_single_thread():
@@ -550,44 +567,13 @@ def guarded_topk(
         with blas_single_thread():
             futures = [shared_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
             scored += sum(f.result() for f in futures)
+    if order is not None:
+        out_ids[order], out_scores[order] = ids, scores
+        ids, scores = out_ids, out_scores
     if stats is not None:
         stats["cells"] = stats.get("cells", 0) + m * space.n_eligible
         stats["scored"] = stats.get("scored", 0) + scored
     return ids, scores
-
-
-def _probe_scores_most(
-    space, qa, N, call_cols, masks, penalties, tile, compiled, score_dtype
-) -> bool:
-    """Whether the fused path would compute most of the product on this batch.
-
-    The skipped share is a property of each row (its own running N-th score), so a few
-    rows spread evenly over the batch tell as well as a chunk, at the cost of those rows
-    on the fused path: a batch's first rows alone can be unlike the rest (a batch sorted
-    by cohort or by activity). The probe's slates are discarded.
-    """
-    m = qa.shape[0]
-    rows = np.unique(np.linspace(0, m - 1, min(m, _PROBE_ROWS)).astype(np.int64))
-    k = rows.size
-    ids = np.full((k, N), PAD_ID, dtype=np.int64)
-    scores = np.full((k, N), -np.inf, dtype=score_dtype)
-    with blas_single_thread():
-        scored = _run_chunk(
-            space,
-            qa[rows],
-            0,
-            k,
-            N,
-            call_cols,
-            [v[rows] for v in masks],
-            [p[rows] for p in penalties],
-            ids,
-            scores,
-            tile,
-            compiled,
-        )
-    most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
-    return scored > most * k * space.n_eligible
 
 
 def _tile_items(space, N: int, block_rows: int, tile_items: int | None) -> int:
