@@ -33,6 +33,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../_buffers.h"
+
 #if defined(__GNUC__) || defined(__clang__)
 #define GR_PREFETCH(p) __builtin_prefetch((p), 0, 1)
 #define GR_PREFETCH_W(p) __builtin_prefetch((p), 1, 1)
@@ -169,45 +171,6 @@ index_at(const Py_buffer *b, int width, Py_ssize_t k)
     return width == 4 ? (int64_t)((const int32_t *)b->buf)[k] : ((const int64_t *)b->buf)[k];
 }
 
-/* A C-contiguous buffer of one element type: kind 'f' (float32), 'd' (float64) or 'i'
-   (signed int32 or int64). */
-static int
-get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) != 0) {
-        view->obj = NULL;
-        return -1;
-    }
-    const char *f = view->format ? view->format : "B";
-    /* Native byte order only: '<' or '>' (and '!') name one order explicitly. */
-    const uint16_t probe = 1;
-    const char foreign = *(const unsigned char *)&probe == 1 ? '>' : '<';
-    int ok = 1;
-    while (*f == '@' || *f == '=' || *f == '<' || *f == '>' || *f == '!') {
-        if (*f == foreign || *f == '!') ok = 0;
-        f++;
-    }
-    ok = ok && f[0] != '\0' && f[1] == '\0';
-    if (ok && kind == 'f') {
-        ok = f[0] == 'f' && view->itemsize == 4;
-    } else if (ok && kind == 'd') {
-        ok = f[0] == 'd' && view->itemsize == 8;
-    } else if (ok) {
-        ok = strchr("ilqn", f[0]) != NULL && (view->itemsize == 4 || view->itemsize == 8);
-    }
-    if (!ok) {
-        PyErr_Format(PyExc_TypeError, "%s must be %s in native byte order, got format '%s'",
-                     name,
-                     kind == 'f' ? "float32" : (kind == 'd' ? "float64" : "int32 or int64"),
-                     view->format ? view->format : "B");
-        PyBuffer_Release(view);
-        view->obj = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 /* Refuse an output buffer whose bytes overlap an input's: the loops read rows of the
    inputs after writing rows of the output, so aliasing would give wrong values. */
 static int
@@ -219,14 +182,6 @@ check_apart(const Py_buffer *out, const Py_buffer *in, const char *out_name, con
         return -1;
     }
     return 0;
-}
-
-static void
-release_all(Py_buffer *views, int n)
-{
-    for (int k = 0; k < n; k++) {
-        if (views[k].obj != NULL) PyBuffer_Release(&views[k]);
-    }
 }
 
 /* Dense float32 rows: at least hi rows of c values. */
