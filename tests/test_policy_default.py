@@ -311,3 +311,52 @@ def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
     # Two risky follows or one dropped: no minors' accounts; one risky follow, or none:
     # an ordinary viewer, who still gets them.
     assert got_minors == [0, 5, 0, 5]
+
+
+# ---------------------------------------------------------------------------- viewed profile
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    items=st.lists(st.integers(0, NI - 1), min_size=1, max_size=6),
+    N=st.integers(1, 15),
+    with_viewer=st.booleans(),
+)
+def test_the_viewed_profile_is_never_in_its_own_list(seed, items, N, with_viewer):
+    risk, minors, model = _world(seed)
+    pol = default_policy(risk=risk, minors=minors)
+    g = gr.Guard(model, pol, user_policy="same")
+    items = np.asarray(items, dtype=np.int64)
+    viewer = NI + np.arange(items.size) if with_viewer else None
+    kw = {"N": N, "surface": "suggested_accounts"}
+    ids, _ = g.similar_items(items, viewer=viewer, **kw)
+    # Accounts nobody is ever served: the dropped neighbourhood.
+    served = risk < pol["suppress_neighborhood"].threshold
+    for r, item in enumerate(items):
+        got = ids[r][ids[r] >= 0]
+        assert item not in got
+        assert np.unique(got).size == got.size
+        if not with_viewer and not (risk[item] >= pol["context_risk"].threshold):
+            # Enough eligible accounts: the list is full although the profile is left out.
+            eligible = int((served & (np.arange(NI) != item)).sum())
+            assert got.size == min(N, eligible)
+        # Batch == single.
+        one, _ = g.similar_items(int(item), viewer=None if viewer is None else int(viewer[r]), **kw)
+        assert one[one >= 0].tolist() == got.tolist()
+    # similar_users (users and candidates in one id space): the queried account is left out.
+    uids, _ = g.similar_users(items, **kw)
+    for r, item in enumerate(items):
+        assert item not in uids[r][uids[r] >= 0]
+
+
+def test_a_guard_without_the_rule_keeps_implicits_own_item_first():
+    risk, minors, model = _world(1)
+    calm = int(np.flatnonzero(risk < np.median(risk))[0])
+    ids, _ = gr.Guard(model).similar_items(calm, N=5)
+    assert ids[0] == calm
+    f = default_policy(risk=risk)["context_risk"]
+    assert f.exclude_viewed
+    plain = gr.filters.ContextRisk(f.risk, threshold=f.threshold, pool=f.pool)
+    ids, _ = gr.Guard(model, gr.Policy([plain])).similar_items(calm, N=5)
+    assert ids[0] == calm
+    ids, _ = gr.Guard(model, default_policy(risk=risk)).similar_items(calm, N=5)
+    assert calm not in ids and (ids >= 0).all()

@@ -212,6 +212,12 @@ def default_policy(
       them once it stops counting as new. Established viewers are left to the
       share-based breaker, so their recommendations are unchanged; ordinary viewers of
       a band profile see pool accounts in its "suggested accounts";
+    - the viewed profile itself (``similar_items``' item, ``similar_users``' queried
+      account) is never in its own list, whatever its risk (reason
+      ``"viewed_profile"``): a "similar accounts" list does not show the profile it sits
+      on, so an account the policy cannot clear never appears in its own suggestions
+      (implicit's ``similar_items`` puts the item itself first; a Guard without a
+      policy keeps that);
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
       interaction (in the call, or stored from ``interactions``) on a dropped
       candidate, or (stored) on two follows (:data:`DEFAULT_MINOR_BAND_FOLLOWS`) of
@@ -311,6 +317,7 @@ def default_policy(
             pool=pool,
             new_viewer_interactions=DEFAULT_NEW_VIEWER,
             known_viewers=known_viewers,
+            exclude_viewed=True,
         )
     )
     filters.extend(
