@@ -183,14 +183,4 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_tile",
-    "Compiled selection step of guardrails.core.kernel's fused path.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC
-PyInit__tile(void)
-{
-    return PyModule_Create(&module);
-}
+GR_MODULE(_tile, "Compiled selection step of guardrails.core.kernel's fused path.")

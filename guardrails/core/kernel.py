@@ -105,6 +105,24 @@ def _layout(n: int, width: int) -> tuple[int, int]:
     return w, b
 
 
+def _compact(n_items: int, hard_mask, restrict, block_width: int):
+    """``(ids, pos, W, B)`` of a space: the items not in ``hard_mask`` (and in ``restrict``).
+
+    ``ids`` (int64, sorted) are the eligible global items, ``pos`` (int64, ``(n_items,)``)
+    each global item's compact position or ``-1``, and ``(W, B)`` the block layout.
+    """
+    keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
+    if restrict is not None:
+        only = np.zeros(n_items, dtype=bool)
+        only[restrict] = True
+        keep &= only
+    ids = np.flatnonzero(keep).astype(np.int64)
+    pos = np.full(n_items, -1, dtype=np.int64)
+    pos[ids] = np.arange(ids.size, dtype=np.int64)
+    width, n_blocks = _layout(ids.size, block_width)
+    return ids, pos, width, n_blocks
+
+
 @dataclass(frozen=True, eq=False)
 class FactorSpace:
     """Eligible items of a matrix-factorisation plan, compacted and transposed.
@@ -177,15 +195,7 @@ class FactorSpace:
             If given, only these global items are candidates (implicit's ``items=``).
         """
         n_items, n_factors = item_factors.shape
-        keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
-        if restrict is not None:
-            only = np.zeros(n_items, dtype=bool)
-            only[restrict] = True
-            keep &= only
-        ids = np.flatnonzero(keep).astype(np.int64)
-        pos = np.full(n_items, -1, dtype=np.int64)
-        pos[ids] = np.arange(ids.size, dtype=np.int64)
-        width, n_blocks = _layout(ids.size, block_width)
+        ids, pos, width, n_blocks = _compact(n_items, hard_mask, restrict, block_width)
         augmented = penalty is not None and bool(np.any(penalty[ids] != 0))
         k = n_factors + 1 if augmented else n_factors
         ft = np.zeros((k, width * n_blocks), dtype=np.float32)
@@ -272,16 +282,7 @@ class SimilaritySpace:
         restrict: np.ndarray | None = None,
         block_width: int = _DEFAULT_BLOCK_WIDTH,
     ) -> SimilaritySpace:
-        n_items = similarity.shape[1]
-        keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
-        if restrict is not None:
-            only = np.zeros(n_items, dtype=bool)
-            only[restrict] = True
-            keep &= only
-        ids = np.flatnonzero(keep).astype(np.int64)
-        pos = np.full(n_items, -1, dtype=np.int64)
-        pos[ids] = np.arange(ids.size, dtype=np.int64)
-        width, n_blocks = _layout(ids.size, block_width)
+        ids, pos, width, n_blocks = _compact(similarity.shape[1], hard_mask, restrict, block_width)
         sim = sp.csr_matrix(similarity[:, ids], dtype=np.float64)
         pen = None if penalty is None else np.ascontiguousarray(penalty[ids], dtype=np.float64)
         return cls(ids, pos, sim, pen, width, n_blocks)
