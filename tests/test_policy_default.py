@@ -86,6 +86,16 @@ def test_own_terms_alone_never_drop_an_account():
     assert dropped[:10].all()
     assert not dropped[innocent]
     assert dropped[10:].mean() <= 0.05
+    # Its profile is a risky context, though: its suggestions come from the low-risk
+    # pool, and a new account that follows it is served the pool.
+    ctx = pol["context_risk"]
+    assert ctx.risk[innocent] >= ctx.threshold
+    calm = int(np.flatnonzero(~dropped & (ctx.risk < ctx.threshold))[0])
+    model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
+    guard = gr.Guard(model, pol)
+    ids, _ = guard.similar_items(np.array([innocent, calm]), N=10, viewer=[n + 1, n + 2])
+    assert np.all(ctx.pool[ids[0]]) and ids[0].size == 10
+    assert not np.all(ctx.pool[ids[1]])  # an ordinary profile's list is not restricted
 
 
 def test_default_policy_validates_term_inputs(stale):
@@ -360,3 +370,46 @@ def test_a_guard_without_the_rule_keeps_implicits_own_item_first():
     assert ids[0] == calm
     ids, _ = gr.Guard(model, default_policy(risk=risk)).similar_items(calm, N=5)
     assert calm not in ids and (ids >= 0).all()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_minor=st.integers(0, 3), n_band=st.integers(0, 1))
+def test_a_viewer_following_minors_and_a_band_account_gets_no_minors(seed, n_minor, n_band):
+    from guardrails.policy._defaults import DEFAULT_MINOR_FOLLOWS
+
+    n = 100
+    rng = np.random.default_rng(seed)
+    risk = rng.uniform(0.009, 0.011, n).astype(np.float32)
+    band = np.arange(80, 85)  # two to three times typical: the flagged band, not dropped
+    risk[band] = 0.025
+    minors = np.zeros(n, bool)
+    minors[:10] = True
+    follows = np.concatenate(
+        [rng.choice(10, n_minor, replace=False), band[:n_band], rng.choice(np.arange(20, 70), 5)]
+    )
+    follows = np.unique(follows)
+    # Row 0: an adult; row 1: the same follows by a known minor.
+    ui = sp.csr_matrix(
+        (
+            np.ones(2 * follows.size, np.float32),
+            np.r_[follows, follows],
+            [0, follows.size, 2 * follows.size],
+        ),
+        shape=(2, n),
+    )
+    pol = default_policy(
+        risk=risk, minors=minors, interactions=ui, minor_viewers=np.array([False, True])
+    )
+    assert pol["demote_risk"].floor <= 0.025 < pol["suppress_neighborhood"].threshold
+    model = gr.FactorModel(rng.normal(size=(2, 8)), rng.normal(size=(n, 8)))
+    ids, _ = gr.Guard(model, pol).recommend(np.arange(2), ui, N=n)
+    adult = ids[0][ids[0] >= 0]
+    expect_tripped = n_minor >= DEFAULT_MINOR_FOLLOWS and n_band >= 1
+    assert minors[adult].any() != expect_tripped
+    if expect_tripped:
+        assert not minors[adult].any()
+    else:  # every minor the adult does not follow yet is still suggested
+        assert minors[adult].sum() == 10 - n_minor
+    # A minor following minors is not the sign: the rule reads adults only.
+    tripped = pol["protect_minors"].viewer_risk
+    assert tripped[1] == 0
