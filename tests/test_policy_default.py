@@ -413,3 +413,39 @@ def test_a_viewer_following_minors_and_a_band_account_gets_no_minors(seed, n_min
     # A minor following minors is not the sign: the rule reads adults only.
     tripped = pol["protect_minors"].viewer_risk
     assert tripped[1] == 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_tagged=st.integers(0, 10))
+def test_a_profile_among_flagged_term_users_is_a_risky_context_without_seeds(seed, n_tagged):
+    from guardrails.policy._defaults import _binom_tail
+
+    risk, V = _cluster_world(seed)
+    n = risk.size
+    risk = np.full(n, 0.01, np.float32)  # no seed anywhere: only the terms say anything
+    terms = sp.lil_matrix((n, 4), dtype=np.float32)
+    for i in range(n):
+        terms[i, i % 3] = 1.0
+    terms[:n_tagged, 3] = 1.0  # some of the cluster use the flagged term
+    pol = default_policy(
+        risk=risk, item_factors=V, account_terms=sp.csr_matrix(terms), seed_terms=np.array([3])
+    )
+    ctx = pol["context_risk"]
+    # Nothing is dropped or demoted for terms.
+    assert not (pol["suppress_neighborhood"].risk >= pol["suppress_neighborhood"].threshold).any()
+    assert (ctx.risk[:n_tagged] >= ctx.threshold).all()
+    # Account 20 is untagged; its ten nearest accounts are the cluster's other members.
+    rate = n_tagged / n
+    k = 2
+    while _binom_tail(10, rate, k) >= 0.01:
+        k += 1
+    from guardrails.filters._risk import nearest_items
+
+    nbrs = nearest_items(item_factors=V, k=10)
+    tagged = np.arange(n) < n_tagged
+    tagged_near = tagged[nbrs].sum(axis=1)
+    want = tagged | (tagged_near >= k)
+    assert ((ctx.risk >= ctx.threshold) == want).all()
+    # Accounts scattered far from the cluster are not risky contexts.
+    far = np.arange(30, n)
+    assert (ctx.risk[far] >= ctx.threshold).mean() <= 0.05

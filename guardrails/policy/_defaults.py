@@ -379,6 +379,7 @@ def default_policy(
             seed_arg,
             viewer_risk,
             interactions,
+            term_context,
         )
     )
     filters.append(
@@ -459,6 +460,7 @@ def _minor_filters(
     seed_arg,
     viewer_risk,
     interactions,
+    term_context=None,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
     out: list = []
@@ -482,7 +484,8 @@ def _minor_filters(
                 # the flagged band: buyers of a sub-network no seed reaches follow minors
                 # and sellers that are only moderately risky.
                 # Minors who follow each other are not this sign.
-                flagged_band = (context_risk >= demote_t).astype(np.float32)
+                flagged = term_context if term_context is not None else band > 0
+                flagged_band = flagged.astype(np.float32)
                 follows_minors = (ui @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
                 hit |= (
                     follows_minors
