@@ -457,18 +457,16 @@ def test_a_profile_among_flagged_term_users_is_a_risky_context_without_seeds(see
     assert not (pol["suppress_neighborhood"].risk >= pol["suppress_neighborhood"].threshold).any()
     assert (ctx.risk[:n_tagged] >= ctx.threshold).all()
     # Account 20 is untagged; its ten nearest accounts are the cluster's other members.
+    rate = n_tagged / n
+    k = 2
+    while _binom_tail(10, rate, k) >= 0.01:
+        k += 1
     from guardrails.filters._risk import nearest_items
-
-    def crowded(mask):  # at least k of ten neighbours in mask, k from the binomial tail
-        k = 2
-        while _binom_tail(10, mask.mean(), k) >= 0.01:
-            k += 1
-        return mask[nbrs].sum(axis=1) >= k
 
     nbrs = nearest_items(item_factors=V, k=10)
     tagged = np.arange(n) < n_tagged
-    first = tagged | crowded(tagged)  # own terms, or a neighbourhood of term users
-    want = first | crowded(first)  # and one ring more
+    tagged_near = tagged[nbrs].sum(axis=1)
+    want = tagged | (tagged_near >= k)
     assert ((ctx.risk >= ctx.threshold) == want).all()
     # Untagged accounts with fewer tagged neighbours than the calibrated count are not.
     assert not (ctx.risk[~want] >= ctx.threshold).any()

@@ -308,7 +308,7 @@ def default_policy(
             uses_flagged &= ~minor_mask
         term_context = uses_flagged.copy()
         if nbrs is not None:
-            term_context |= _crowded_neighbourhood(uses_flagged, nbrs)
+            term_context |= _term_neighbourhood(uses_flagged, nbrs)
         if minor_mask is not None:
             term_context &= ~minor_mask
         if near is not None:
@@ -359,20 +359,6 @@ def default_policy(
         # a drop: an account's own terms are evidence about it, not about its neighbours.
         context_risk = np.where(
             term_context, np.maximum(context_risk, np.float32(demote_t)), context_risk
-        ).astype(np.float32)
-    if nbrs is not None:
-        # One more ring: an account whose nearest accounts are risky contexts far more
-        # often than the platform's own rate is one too (the untagged, unseeded members
-        # of a network sit among its tagged and seeded ones). One ring only, so the
-        # context does not spread through the whole catalogue.
-        ring = context_risk >= demote_t
-        if minor_mask is not None:
-            ring &= ~minor_mask
-        ring = _crowded_neighbourhood(ring, nbrs)
-        if minor_mask is not None:
-            ring &= ~minor_mask
-        context_risk = np.where(
-            ring, np.maximum(context_risk, np.float32(demote_t)), context_risk
         ).astype(np.float32)
     filters.append(
         ContextRisk(
@@ -565,12 +551,11 @@ def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.nda
     return np.asarray(abs(at)[:, st.astype(np.int64)].sum(axis=1)).ravel() > 0
 
 
-def _crowded_neighbourhood(uses_flagged: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
-    """Accounts with at least k of their nearest accounts in ``uses_flagged`` (flagged-term
-    users, or risky contexts), k the smallest count (at least
-    :data:`DEFAULT_TERM_NEIGHBOURS`) that a neighbourhood drawn at the platform's own rate
-    of the mask reaches with probability under :data:`_TERM_NEIGHBOUR_P` (binomial
-    tail)."""
+def _term_neighbourhood(uses_flagged: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+    """Accounts with at least k of their nearest accounts using a flagged term, k the
+    smallest count (at least :data:`DEFAULT_TERM_NEIGHBOURS`) that a neighbourhood drawn
+    at the platform's own rate of flagged-term use reaches with probability under
+    :data:`_TERM_NEIGHBOUR_P` (binomial tail)."""
     valid = nbrs >= 0
     k_nb = max(int(valid.sum(axis=1).max(initial=0)), 1)
     hits = (uses_flagged[np.maximum(nbrs, 0)] & valid).sum(axis=1)
