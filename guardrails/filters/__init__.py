@@ -5,7 +5,6 @@ register with :func:`register_filter` or the ``guardrails.filters`` entry-point 
 (:func:`load_plugins`), and check themselves with :mod:`guardrails.testing`.
 """
 
-from . import context, primitive, safety
 from .base import (
     CapFilter,
     CapSpec,
@@ -18,14 +17,21 @@ from .base import (
     ViewerBatch,
     array_fingerprint,
 )
-from .context import *  # noqa: F403
-from .primitive import *  # noqa: F403
+from .context import ContextRisk
+from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .registry import ENTRY_POINT_GROUP, load_plugins, register_filter, registered_filters
-from .safety import *  # noqa: F403
+from .safety import (
+    ACTIONS,
+    CHILD_SAFETY_CATEGORIES,
+    BlockLabeled,
+    CohortRule,
+    RelationshipRule,
+    ShareCap,
+    SuppressNeighborhood,
+    ViewerCircuitBreaker,
+    is_child_safety,
+)
 
-# Every name of the built-in filter modules; of .base and .registry, all but their tables
-# (base.MODES, base.FAILURE_MODES, registry.KINDS, registry.BUILTINS and
-# registry.filter_class), which stay in those modules.
 __all__ = [
     "Catalog",
     "ViewerBatch",
@@ -37,11 +43,22 @@ __all__ = [
     "CohortTable",
     "CapSpec",
     "array_fingerprint",
+    "BlockItems",
+    "ExcludePairs",
+    "SuppressRisk",
+    "DemoteRisk",
+    "BlockLabeled",
+    "SuppressNeighborhood",
+    "CohortRule",
+    "ViewerCircuitBreaker",
+    "ContextRisk",
+    "ShareCap",
+    "RelationshipRule",
+    "ACTIONS",
+    "CHILD_SAFETY_CATEGORIES",
+    "is_child_safety",
     "ENTRY_POINT_GROUP",
     "register_filter",
     "registered_filters",
     "load_plugins",
 ]
-__all__ += primitive.__all__
-__all__ += safety.__all__
-__all__ += context.__all__

@@ -16,23 +16,41 @@ See ``docs/signals.md`` for the semantics of expiry, retraction and supersession
 triage formula and the snapshot interface that filters read.
 """
 
-from . import reports, snapshot, store
 from .labels import KNOWN_SOURCES, SUBJECT_KINDS, Label
-from .reports import *  # noqa: F403
-from .snapshot import *  # noqa: F403
-from .store import *  # noqa: F403
+from .reports import (
+    DEFAULT_CATEGORY_WEIGHTS,
+    Ack,
+    Claim,
+    LeaseLostError,
+    QueueStats,
+    Report,
+    ReportQueue,
+    TriageEntry,
+    TriageWeights,
+)
+from .snapshot import IdMap, Snapshot
+from .store import SCHEMA_VERSION, AuditEntry, LabelStore
 
-# Every name of the store, the report queue and the snapshot; of .labels, all but its
-# helpers (labels.in_force, labels.select_effective).
 __all__ = [
     "Label",
+    "LabelStore",
+    "AuditEntry",
+    "SCHEMA_VERSION",
     "KNOWN_SOURCES",
     "SUBJECT_KINDS",
-    "ServingGuard",  # noqa: F405 - resolved by __getattr__ below, with a DeprecationWarning
+    "IdMap",
+    "Snapshot",
+    "ReportQueue",
+    "Report",
+    "Ack",
+    "Claim",
+    "QueueStats",
+    "TriageWeights",
+    "TriageEntry",
+    "LeaseLostError",
+    "DEFAULT_CATEGORY_WEIGHTS",
+    "ServingGuard",
 ]
-__all__ += store.__all__
-__all__ += snapshot.__all__
-__all__ += reports.__all__
 
 
 def __getattr__(name: str):
