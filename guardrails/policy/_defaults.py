@@ -70,13 +70,15 @@ DEFAULT_MINOR_BAND_FOLLOWS = 2
 #: See DEFAULT_MINOR_BAND_FOLLOWS.
 DEFAULT_MINOR_BAND_LIFT = 3.0
 #: The minors' breaker also trips (stored) on a viewer who is not a known minor, follows
-#: at least this many minors' accounts, and follows at least one account in the flagged
-#: band (own or neighbourhood risk at the demotion floor, 2x typical, or above). Buyers
-#: of a sub-network that no seed reaches follow minors and sellers that are only
-#: moderately risky; on the family's hardest tuning platforms (unknown sub-networks, 7-9
-#: % of sellers known) it took the rows where some buyer still got minors' accounts
-#: from 23 of 59 to 9, and ordinary viewers tripped from a median 3.9 % to 6.8 %; "two
-#: minors' accounts" alone left 12 rows and "a minor and two band follows" more.
+#: at least this many minors' accounts, and follows at least one flagged-term account
+#: (one that uses a flagged term, or sits among accounts that do; without terms, one at
+#: DEFAULT_MINOR_BAND_LIFT or above). Buyers of a sub-network that no seed reaches follow
+#: minors and sellers that are only moderately risky but tagged. On 59 rows of the
+#: family's tuning platforms (the hardest included) the same rule with "a follow in the
+#: demotion band" took the rows where some buyer still got minors' accounts from 23 to 9
+#: (ordinary viewers tripped: median 3.9 % to 6.8 %; "two minors' accounts" alone left
+#: 12) but tripped up to 87 % of a youth community's adults on a low-risk platform: the
+#: flagged-term version is narrower (docs/audit.md).
 DEFAULT_MINOR_FOLLOWS = 1
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
@@ -223,10 +225,12 @@ def default_policy(
       dropped account suggests only the pool, whoever views it (a new account gives the
       breaker nothing else to read);
     - viewing context (:class:`~guardrails.filters.ContextRisk`), on the larger of a
-      candidate's own and its neighbourhood risk (an account that uses a flagged term
-      itself, with ``account_terms`` / ``seed_terms``, counts as at the demotion floor:
-      its profile and a new follow of it are risky contexts, but it is not dropped or
-      demoted for its own terms): a viewed profile (``similar_items``;
+      candidate's own and its neighbourhood risk (with ``account_terms`` /
+      ``seed_terms``, an account that uses a flagged term itself, or has at least
+      :data:`DEFAULT_TERM_NEIGHBOURS` of its nearest accounts doing so, more when the
+      platform's own rate of use makes that likely by chance, counts as at the
+      demotion floor: its profile and a new follow of it are risky contexts, but it is
+      not dropped or demoted for its terms): a viewed profile (``similar_items``;
       for ``similar_users`` the queried account) in the demotion band or above
       (``>= 2 * b``), or a new account's first follows there (ids beyond the rows of
       ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
@@ -248,10 +252,11 @@ def default_policy(
       accounts whose own or neighbourhood risk is ``>= 3 * b``
       (:data:`DEFAULT_MINOR_BAND_LIFT`), or (stored) on a viewer who is not a known
       minor (``minor_viewers``), already follows a minor's account
-      (:data:`DEFAULT_MINOR_FOLLOWS`) and follows one account in the viewing context's
-      flagged band (``>= 2 * b``, or a flagged term), and then drops minors' accounts;
-      minors' accounts carry no risk of their own (it comes from buyers following them), so ordinary viewers
-      keep seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
+      (:data:`DEFAULT_MINOR_FOLLOWS`) and follows one flagged-term account (one that
+      uses a flagged term or sits among accounts that do; without terms, one at
+      ``>= 3 * b``), and then drops minors' accounts; minors' accounts carry no risk
+      of their own (it comes from buyers following them), so ordinary viewers keep
+      seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
       know (new accounts might be minors);
     - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
