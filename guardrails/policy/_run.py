@@ -300,21 +300,51 @@ def capped_slate(
 ):
     """Top-N under share caps.
 
-    One cap with a single group (a risky share): exact and without re-fetching, by
-    merging the top ``N`` outside the group with the top ``allowance`` inside it
-    (scores are exact and independent of the batch, so the merge equals greedy
-    selection over the full ranking). Otherwise: over-fetch, greedy selection,
-    re-fetch of the rows left short.
+    One cap with a single group (a risky share): exact, from the top ``N`` of the
+    whole space. Rows whose top ``N`` holds at most ``allowance`` items of the group
+    are final (the cap does not bind). The others take the top ``N`` outside the group
+    (one more kernel call, for those rows only) merged with the first ``allowance``
+    group items of their top ``N``, which are the group's best. Scores are exact and
+    independent of the batch, so either way the slate equals greedy selection over
+    the full ranking. Otherwise: over-fetch, greedy selection, re-fetch of the rows
+    left short.
     """
     if len(caps) == 1 and int(caps[0][1].groups.max(initial=-1)) == 0:
         ci, cap = caps[0]
         allow = min(cap.allowance(N), N)
         out_v = cp.variant(act, cohort, (ci, False))
-        ids, scores = topk(out_v, rows, masks, pens, strip, min(N, limit))
-        if allow > 0:
-            in_v = cp.variant(act, cohort, (ci, True))
-            ids_in, sc_in = topk(in_v, rows, masks, pens, strip, min(allow, limit))
-            ids, scores = merge_slates(ids, scores, ids_in, sc_in, N)
+        if allow == 0:
+            ids, scores = topk(out_v, rows, masks, pens, strip, min(N, limit))
+            return ids, scores, []
+        # The cap binds on few rows (viewers whose taste leans into the group), so one
+        # call over the whole space and a re-fetch of those rows costs less than a
+        # second call for every row over the group's items.
+        ids, scores = topk(variant, rows, masks, pens, strip, min(N, limit))
+        inside = (ids >= 0) & (cap.groups[np.maximum(ids, 0)] >= 0)
+        bind = np.flatnonzero(inside.sum(axis=1) > allow)
+        if bind.size == 0:
+            return ids, scores, []
+        sub = bind if rows is None else rows[bind]
+        o_ids, o_sc = topk(
+            out_v,
+            sub,
+            [x[bind] for x in masks],
+            [x[bind] for x in pens],
+            None if strip is None else strip[bind],
+            min(N, limit),
+        )
+        # The group's best `allow` items of each binding row: its first group items.
+        first = inside[bind] & (np.cumsum(inside[bind], axis=1) <= allow)
+        i_ids = np.where(first, ids[bind], -1)
+        i_sc = np.where(first, scores[bind], -np.inf).astype(scores.dtype)
+        m_ids, m_sc = merge_slates(o_ids, o_sc, i_ids, i_sc, N)
+        if ids.shape[1] < N:
+            w = N - ids.shape[1]
+            ids = np.concatenate([ids, np.full((ids.shape[0], w), -1, ids.dtype)], axis=1)
+            scores = np.concatenate(
+                [scores, np.full((scores.shape[0], w), -np.inf, scores.dtype)], axis=1
+            )
+        ids[bind], scores[bind] = m_ids, m_sc
         return ids, scores, []
     return capped_topk(topk, variant, rows, masks, pens, strip, N, limit, caps)
 
