@@ -1,7 +1,7 @@
 /*
- * Buffer checks shared by the compiled modules (guardrails/expand/_spmm.c,
- * guardrails/core/_tile.c): a Python object's buffer taken C-contiguous, of one element
- * type, in native byte order, or a TypeError naming the argument.
+ * What the compiled modules (guardrails/expand/_spmm.c, guardrails/core/_tile.c) share:
+ * buffer checks (a Python object's buffer taken C-contiguous, of one element type, in
+ * native byte order, or a TypeError naming the argument) and the module definition.
  */
 #ifndef GUARDRAILS_BUFFERS_H
 #define GUARDRAILS_BUFFERS_H
@@ -62,5 +62,12 @@ release_all(Py_buffer *views, int n)
         if (views[k].obj != NULL) PyBuffer_Release(&views[k]);
     }
 }
+
+/* The module NAME (its PyInit_NAME) with docstring DOC and the file's `methods` table. */
+#define GR_MODULE(NAME, DOC)                                                              \
+    static struct PyModuleDef gr_module = {                                                \
+        PyModuleDef_HEAD_INIT, #NAME, DOC, -1, methods, NULL, NULL, NULL, NULL,           \
+    };                                                                                     \
+    PyMODINIT_FUNC PyInit_##NAME(void) { return PyModule_Create(&gr_module); }
 
 #endif

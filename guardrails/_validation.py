@@ -152,6 +152,11 @@ def check_csr(
         raise fail(name, where, what, value)
     if csr.nnz and not np.isfinite(csr.data).all():
         raise fail(name, where, what, "a matrix with NaN or infinite values", describe=False)
+    return canonical_csr(csr)
+
+
+def canonical_csr(csr: sp.csr_matrix) -> sp.csr_matrix:
+    """``csr`` with sorted indices and no duplicate cells (summed), copied only if needed."""
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()

@@ -413,3 +413,27 @@ def test_viewed_profile_is_context_not_a_follow():
     # a benign profile is not restricted: the same slate as without the breaker
     np.testing.assert_array_equal(benign, gr.Guard(model).similar_items(5, N=10)[0])
     assert (benign >= 20).any()
+
+
+def test_memoised_state_is_left_out_of_pickles():
+    """Filters ship to workers by pickle; a memo of one batch (or of derived follows) stays
+    behind, and the filter rebuilds it on first use with the same results."""
+    import pickle
+
+    from guardrails.filters.base import ViewerBatch
+
+    ui = sp.csr_matrix(np.eye(3, 6, dtype=np.float32))
+    viewers = ViewerBatch(np.arange(3, dtype=np.int64), ui)
+    cat = Catalog("items", 6)
+    breaker = ViewerCircuitBreaker(np.linspace(0, 1, 6).astype(np.float32), trip=0.1)
+    tripped = breaker.tripped(viewers)
+    rule = RelationshipRule(np.array([1, 4]), follows=sp.csr_matrix(np.eye(6, dtype=np.float32)))
+    followed = rule.followed_targets(cat, viewers).toarray()
+    for f, memo in ((breaker, "_memo"), (rule, "_follows_memo")):
+        assert hasattr(f, memo)
+        back = pickle.loads(pickle.dumps(f))
+        assert not hasattr(back, memo)
+        assert back.fingerprint() == f.fingerprint()
+    assert np.array_equal(pickle.loads(pickle.dumps(breaker)).tripped(viewers), tripped)
+    back_rule = pickle.loads(pickle.dumps(rule))
+    assert np.array_equal(back_rule.followed_targets(cat, viewers).toarray(), followed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import is_int_vector
+from .._validation import canonical_csr, is_int_vector
 from ..exceptions import ValidationError
 
 
@@ -52,10 +52,7 @@ def check_matrix(
                 str(tuple(int(s) for s in m.shape)),
             )
     check_weights(m, source, "data")
-    m = sp.csr_matrix(m, dtype=np.float32)
-    if not m.has_canonical_format:
-        m = m.copy()
-        m.sum_duplicates()
+    m = canonical_csr(sp.csr_matrix(m, dtype=np.float32))
     m.eliminate_zeros()
     return m
 

@@ -1,6 +1,6 @@
 /*
- * The selection step of the kernel's fused, pruned path (guardrails/core/kernel.py,
- * _run_chunk_tiled) over one scored tile, in two passes instead of a dozen numpy ones,
+ * The selection step of the kernel's fused, pruned path (guardrails/core/_fused.py,
+ * run_chunk_tiled) over one scored tile, in two passes instead of a dozen numpy ones,
  * with the GIL released so that the kernel's worker threads run it side by side:
  *
  *   tile_select  block maxima of the tile; each row's N largest scores so far raised by
@@ -183,14 +183,4 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_tile",
-    "Compiled selection step of guardrails.core.kernel's fused path.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC
-PyInit__tile(void)
-{
-    return PyModule_Create(&module);
-}
+GR_MODULE(_tile, "Compiled selection step of guardrails.core.kernel's fused path.")

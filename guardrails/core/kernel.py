@@ -23,8 +23,8 @@ can never come out: masks are ``-inf`` before selection, and the final filter dr
 every candidate whose score is not finite, so no sentinel score is ever trusted.
 
 For a factor space of several cache-sized tiles, steps 1 to 3 are fused and pruned
-(:func:`_run_chunk_tiled`): the chunk is scored one tile of items at a time, largest item
-norms first; each tile is masked, penalised, reduced to its candidates and discarded, so
+(:mod:`guardrails.core._fused`): the chunk is scored one tile of items at a time, largest
+item norms first; each tile is masked, penalised, reduced to its candidates and discarded, so
 the ``block_rows x n_eligible`` score matrix is never written; and a tile is skipped for
 the rows whose Cauchy-Schwarz bound ``|u| * max|v|`` (plus the largest offset) cannot
 reach their ``N``-th score so far. Trained factors have widely spread item norms, so most
@@ -48,6 +48,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..exceptions import ValidationError
+from ._exact import (
+    EPS32,
+    MIN_BLOCKS_PER_SLOT,
+    PairLookup,
+    chunk_cells,
+    emit,
+    penalty_cells,
+    sanitize,
+    threshold,
+)
+from ._fused import PruneIndex, fused_pays, fused_tile_items, probe_order, run_chunk_tiled
 from .threads import blas_single_thread, default_num_threads, shared_pool
 
 try:  # optional: built with the package where a C compiler was available (setup.py)
@@ -71,8 +82,6 @@ __all__ = [
 #: Item id used to pad batch slates that have fewer than ``N`` eligible items.
 PAD_ID = -1
 
-_EPS32 = float(np.finfo(np.float32).eps)
-_F32_MAX = float(np.finfo(np.float32).max)
 # Rows per chunk: 128 measured best at 64 and 128 factors on 50k and 200k items (GEMM
 # efficiency grows with the rows), capped so one chunk's scores stay within 128 MiB
 # (float32) per thread, and never below 32 rows (1M items: 128 MiB; set block_rows lower).
@@ -85,26 +94,6 @@ _MIN_BLOCK_ROWS = 32
 # (4 MiB of float32 scores per worker at most).
 _SMALL_CHUNK_CELLS = 1 << 20
 _DEFAULT_BLOCK_WIDTH = 32
-# One tile of scores per worker (the fused path): small enough to stay in cache
-# (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
-_TILE_BYTES = 1 << 20
-# The fused path by default from this many tiles: it then skips the tiles that cannot
-# win (ALS factors at 50k x 64: 89% of the product skipped, 2-3x faster than the unfused
-# path; popularity-skewed Gaussian factors: 45% skipped, about even), see
-# bench_recommend.py's pruned / unfused column.
-_MIN_TILES = 4
-# Selecting in numpy, the fused path measured 0.64x the unfused one at 50k x 128
-# Gaussian factors (nothing skipped) and 1.1x at 50k x 64 (45% skipped): by default it is
-# kept only where the first chunk computed at most this share of the product (the rest
-# of the call then runs unfused).
-_NUMPY_FUSED_MAX_SCORED = 0.6
-# With the compiled selection step: 0.75x the unfused path at 50k x 128 Gaussian factors
-# with nothing skipped (2 threads), 2x at 50k x 64 with 43% skipped.
-_FUSED_MAX_SCORED = 0.8
-# Rows, spread over a batch, that decide between the fused and the unfused path.
-_PROBE_ROWS = 64
-# Block pruning pays only when there are several blocks per slate slot.
-_MIN_BLOCKS_PER_SLOT = 4
 
 
 def _layout(n: int, width: int) -> tuple[int, int]:
@@ -114,6 +103,24 @@ def _layout(n: int, width: int) -> tuple[int, int]:
     w = max(1, min(width, n))
     b = -(-n // w)
     return w, b
+
+
+def _compact(n_items: int, hard_mask, restrict, block_width: int):
+    """``(ids, pos, W, B)`` of a space: the items not in ``hard_mask`` (and in ``restrict``).
+
+    ``ids`` (int64, sorted) are the eligible global items, ``pos`` (int64, ``(n_items,)``)
+    each global item's compact position or ``-1``, and ``(W, B)`` the block layout.
+    """
+    keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
+    if restrict is not None:
+        only = np.zeros(n_items, dtype=bool)
+        only[restrict] = True
+        keep &= only
+    ids = np.flatnonzero(keep).astype(np.int64)
+    pos = np.full(n_items, -1, dtype=np.int64)
+    pos[ids] = np.arange(ids.size, dtype=np.int64)
+    width, n_blocks = _layout(ids.size, block_width)
+    return ids, pos, width, n_blocks
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +159,7 @@ class FactorSpace:
     def n_eligible(self) -> int:
         return int(self.ids.shape[0])
 
-    def prune_index(self, tile: int) -> _PruneIndex:
+    def prune_index(self, tile: int) -> PruneIndex:
         """The items in tiles of ``tile``, by decreasing norm; built on first use per size."""
         cache = self.__dict__.get("_prune")
         if cache is None:
@@ -161,7 +168,7 @@ class FactorSpace:
             object.__setattr__(self, "_prune", cache)
         index = cache.get(tile)
         if index is None:
-            index = _PruneIndex.build(self, tile)
+            index = PruneIndex.build(self, tile)
             cache[tile] = index
         return index
 
@@ -188,15 +195,7 @@ class FactorSpace:
             If given, only these global items are candidates (implicit's ``items=``).
         """
         n_items, n_factors = item_factors.shape
-        keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
-        if restrict is not None:
-            only = np.zeros(n_items, dtype=bool)
-            only[restrict] = True
-            keep &= only
-        ids = np.flatnonzero(keep).astype(np.int64)
-        pos = np.full(n_items, -1, dtype=np.int64)
-        pos[ids] = np.arange(ids.size, dtype=np.int64)
-        width, n_blocks = _layout(ids.size, block_width)
+        ids, pos, width, n_blocks = _compact(n_items, hard_mask, restrict, block_width)
         augmented = penalty is not None and bool(np.any(penalty[ids] != 0))
         k = n_factors + 1 if augmented else n_factors
         ft = np.zeros((k, width * n_blocks), dtype=np.float32)
@@ -243,73 +242,7 @@ class FactorSpace:
         """Per-row bound on ``|GEMM score - exact score|`` (float32 rounding, generous)."""
         k = queries.shape[1]
         qn = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
-        return 4.0 * (k + 2) * _EPS32 * qn * self.row_norm_max + 1e-30
-
-
-@dataclass(frozen=True, eq=False)
-class _PruneIndex:
-    """A factor space's items in tiles of decreasing norm, with a score bound per tile.
-
-    Parameters
-    ----------
-    tile : int
-        Items per tile, a multiple of the space's block width.
-    order : ndarray of int64, shape (n_tiles * tile,)
-        Compact column at each position (0 at the padding positions, ``>= n_eligible``).
-    inv : ndarray of int64, shape (W * B,)
-        Position of each compact column.
-    rows : ndarray of float32, shape (n_tiles * tile, k)
-        Item-major (augmented) factors in position order, zero padding: a tile, and a
-        block of ``W`` items in it, is one contiguous slab.
-    norm_max : ndarray of float64, shape (n_tiles,)
-        Largest Euclidean norm of an item's raw factors in the tile (``inf`` if any is
-        not finite), non-increasing.
-    pen_max, pen_rest : ndarray of float64, shape (n_tiles,)
-        Largest folded score offset (``-penalty``; 0 without one) in the tile, and in
-        the tile and every later one.
-    """
-
-    tile: int
-    order: np.ndarray
-    inv: np.ndarray
-    rows: np.ndarray
-    norm_max: np.ndarray
-    pen_max: np.ndarray
-    pen_rest: np.ndarray
-
-    @classmethod
-    def build(cls, space: FactorSpace, tile: int) -> _PruneIndex:
-        n, W = space.n_eligible, space.width
-        T = max(W, (int(tile) // W) * W)
-        d = space.item_rows.shape[1]
-        n_tiles = max(1, -(-n // T))
-        ft = space.factors_t
-        norms = np.sqrt((ft[:d, :n].astype(np.float64) ** 2).sum(axis=0))
-        norms[~np.isfinite(norms)] = np.inf
-        # Stable sort: equal norms keep the compact order, so the index is deterministic.
-        sorted_cols = np.argsort(-norms, kind="stable").astype(np.int64)
-        order = np.zeros(n_tiles * T, dtype=np.int64)
-        order[:n] = sorted_cols
-        inv = np.zeros(ft.shape[1], dtype=np.int64)
-        inv[sorted_cols] = np.arange(n, dtype=np.int64)
-        rows = np.zeros((n_tiles * T, ft.shape[0]), dtype=np.float32)
-        rows[:n] = ft[:, sorted_cols].T
-        padded = np.full(n_tiles * T, -np.inf)
-        padded[:n] = norms[sorted_cols]
-        norm_max = padded.reshape(n_tiles, T).max(axis=1)
-        if space.neg_penalty is not None:
-            off = np.full(n_tiles * T, -np.inf)
-            off[:n] = space.neg_penalty[sorted_cols].astype(np.float64)
-            # A NaN offset poisons its tile's bound, so that tile is never skipped.
-            pen_max = np.where(
-                np.isnan(off).reshape(n_tiles, T).any(axis=1),
-                np.inf,
-                off.reshape(n_tiles, T).max(axis=1),
-            )
-        else:
-            pen_max = np.zeros(n_tiles)
-        pen_rest = np.maximum.accumulate(pen_max[::-1])[::-1].copy()
-        return cls(T, order, inv, rows, norm_max, pen_max, pen_rest)
+        return 4.0 * (k + 2) * EPS32 * qn * self.row_norm_max + 1e-30
 
 
 @dataclass(frozen=True, eq=False)
@@ -349,16 +282,7 @@ class SimilaritySpace:
         restrict: np.ndarray | None = None,
         block_width: int = _DEFAULT_BLOCK_WIDTH,
     ) -> SimilaritySpace:
-        n_items = similarity.shape[1]
-        keep = np.ones(n_items, dtype=bool) if hard_mask is None else ~hard_mask
-        if restrict is not None:
-            only = np.zeros(n_items, dtype=bool)
-            only[restrict] = True
-            keep &= only
-        ids = np.flatnonzero(keep).astype(np.int64)
-        pos = np.full(n_items, -1, dtype=np.int64)
-        pos[ids] = np.arange(ids.size, dtype=np.int64)
-        width, n_blocks = _layout(ids.size, block_width)
+        ids, pos, width, n_blocks = _compact(similarity.shape[1], hard_mask, restrict, block_width)
         sim = sp.csr_matrix(similarity[:, ids], dtype=np.float64)
         pen = None if penalty is None else np.ascontiguousarray(penalty[ids], dtype=np.float64)
         return cls(ids, pos, sim, pen, width, n_blocks)
@@ -392,39 +316,6 @@ class SimilaritySpace:
 
     def error_bound(self, queries) -> np.ndarray:
         return np.zeros(queries.shape[0], dtype=np.float64)
-
-
-class _PairLookup:
-    """Sorted ``row * n_cols + col`` keys of a chunk's sparse cells, for exact rescoring."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int):
-        keys = rows * n_cols + cols
-        order = np.argsort(keys, kind="stable")
-        self.keys = keys[order]
-        self.vals = vals[order]
-        self.n_cols = n_cols
-
-    def get(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        out = np.zeros(rows.shape[0], dtype=np.float64)
-        if self.keys.size == 0 or rows.size == 0:
-            return out
-        keys = rows * self.n_cols + cols
-        at = np.searchsorted(self.keys, keys)
-        at_c = np.minimum(at, self.keys.size - 1)
-        hit = self.keys[at_c] == keys
-        out[hit] = self.vals[at_c[hit]]
-        return out
-
-
-def _chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
-    """Rows (local), compact columns and values of ``csr[lo:hi]`` that are eligible."""
-    start, stop = csr.indptr[lo], csr.indptr[hi]
-    counts = np.diff(csr.indptr[lo : hi + 1])
-    rows = np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
-    cols = pos[csr.indices[start:stop]]
-    vals = csr.data[start:stop]
-    keep = cols >= 0
-    return rows[keep], cols[keep], vals[keep]
 
 
 # Over 120 lines with its numpydoc docstring (43 lines) and signature; the body is the
@@ -524,18 +415,15 @@ def guarded_topk(
     penalties = [p for p in viewer_penalties if p is not None and p.nnz]
     masks = [v for v in viewer_masks if v is not None and v.nnz]
 
-    tile = _tile_items(space, N, block_rows, tile_items)
+    tile = (
+        fused_tile_items(space, N, block_rows, tile_items) if isinstance(space, FactorSpace) else 0
+    )
 
-    order = None
+    order, start = None, 0
     if tile and tile_items is None and m > block_rows:
-        # The fused path costs more than the unfused one unless it skips a good part of
-        # the product. The skipped share is a property of each row (its own running N-th
-        # score), so a few rows spread evenly over the batch tell (a batch's first rows
-        # alone can be unlike the rest: sorted by cohort or by activity). They go first
-        # and their slates are kept; rows are exact on either path, so the order and the
-        # path do not change the results.
-        probe = np.unique(np.linspace(0, m - 1, _PROBE_ROWS).astype(np.int64))
-        order = np.concatenate([probe, np.setdiff1d(np.arange(m), probe, assume_unique=True)])
+        # The probe rows go first and keep their slates; they decide the path for the
+        # rest (rows are exact on either path, so neither changes the results).
+        order, start = probe_order(m)
         qa = qa[order]
         masks = [v[order] for v in masks]
         penalties = [p[order] for p in penalties]
@@ -548,13 +436,10 @@ def guarded_topk(
         )
 
     scored = 0
-    start = 0
     if order is not None:
-        start = int(probe.size)
         with blas_single_thread():
             scored = run(0, start)
-        most = _NUMPY_FUSED_MAX_SCORED if compiled is None else _FUSED_MAX_SCORED
-        if scored > most * start * space.n_eligible:
+        if not fused_pays(scored, start * space.n_eligible, compiled is not None):
             tile = 0
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(start, m, block_rows)]
     if (len(bounds) == 1 or threads == 1) and tile:
@@ -576,21 +461,6 @@ def guarded_topk(
     return ids, scores
 
 
-def _tile_items(space, N: int, block_rows: int, tile_items: int | None) -> int:
-    """Tile width of the fused path for this call, 0 for the unfused path."""
-    if not isinstance(space, FactorSpace) or tile_items == 0:
-        return 0
-    if tile_items is not None:
-        return max(space.width, int(tile_items))
-    if space.n_blocks < _MIN_BLOCKS_PER_SLOT * N:
-        return 0
-    # At least a few blocks per slate slot in every tile, so the running bound rises.
-    t = max(_TILE_BYTES // (4 * block_rows), _MIN_BLOCKS_PER_SLOT * N * space.width)
-    t = -(-t // space.width) * space.width
-    # A catalogue of a few tiles has little to skip.
-    return t if space.n_eligible >= _MIN_TILES * t else 0
-
-
 def _run_chunk(
     space,
     qa,
@@ -609,7 +479,7 @@ def _run_chunk(
     r = hi - lo
     q = qa[lo:hi]
     if tile_items and isinstance(space, FactorSpace):
-        return _run_chunk_tiled(
+        return run_chunk_tiled(
             space,
             q,
             lo,
@@ -628,33 +498,33 @@ def _run_chunk(
     if call_cols is not None and call_cols.size:
         S[:, call_cols] = -np.inf
     for csr in masks:
-        rr, cc, _ = _chunk_cells(csr, lo, hi, space.pos)
+        rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
         S[rr, cc] = -np.inf
     lookup = None
     extra = np.zeros(r, dtype=np.float64)
-    cells = _penalty_cells(space, lo, hi, penalties, S.shape[1])
+    cells = penalty_cells(space, lo, hi, penalties, S.shape[1])
     if cells is not None:
         urows, ucols, total = cells
         S[urows, ucols] -= total.astype(S.dtype)
-        lookup = _PairLookup(urows, ucols, total, S.shape[1])
+        lookup = PairLookup(urows, ucols, total, S.shape[1])
         np.maximum.at(extra, urows, np.abs(total))
 
     exact = isinstance(space, SimilaritySpace)
     if exact:
         delta = np.zeros(r)
     else:
-        delta = space.error_bound(q) + 4.0 * _EPS32 * extra
+        delta = space.error_bound(q) + 4.0 * EPS32 * extra
 
     # Block maxima over strided blocks: item c lies in block c % B.
     n_pad = S.shape[1]
-    if B >= _MIN_BLOCKS_PER_SLOT * N:
+    if B >= MIN_BLOCKS_PER_SLOT * N:
         # Block maxima over strided blocks: item c lies in block c % B. The N-th largest
         # block maximum is a lower bound on the N-th largest score.
         M = S.reshape(r, W, B).max(axis=1)
         if not np.isfinite(M[~np.isneginf(M)]).all():
-            M = S.reshape(r, W, B).max(axis=1) if _sanitize(S) else M
+            M = S.reshape(r, W, B).max(axis=1) if sanitize(S) else M
         t = np.partition(M, B - N, axis=1)[:, B - N].astype(np.float64)
-        thr_cmp = _threshold(t, delta, S.dtype)
+        thr_cmp = threshold(t, delta, S.dtype)
         blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)
         cols = blk_b[:, None] + B * np.arange(W, dtype=np.int64)[None, :]
         vals = S.reshape(-1)[(blk_r * n_pad)[:, None] + cols]
@@ -664,57 +534,19 @@ def _run_chunk(
         # Few blocks per slate slot (a small catalogue, or a large N): blocks would not
         # prune, so bound the N-th score by a partition of the whole row instead.
         if not np.isfinite(S[~np.isneginf(S)]).all():
-            _sanitize(S)
+            sanitize(S)
         if N < n_pad:
             t = np.partition(S, n_pad - N, axis=1)[:, n_pad - N].astype(np.float64)
         else:
             t = np.full(r, -np.inf)
-        thr_cmp = _threshold(t, delta, S.dtype)
+        thr_cmp = threshold(t, delta, S.dtype)
         flat = np.flatnonzero(S >= thr_cmp[:, None])
         rows, cols = np.divmod(flat, n_pad)
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
     c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
-    _emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out)
+    emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out)
     return r * space.n_eligible
-
-
-def _penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
-    """``(rows, compact cols, float64 totals)`` of a chunk's penalised cells, or None."""
-    if not penalties:
-        return None
-    parts = [_chunk_cells(csr, lo, hi, space.pos) for csr in penalties]
-    rr = np.concatenate([p[0] for p in parts])
-    cc = np.concatenate([p[1] for p in parts])
-    vv = np.concatenate([p[2] for p in parts]).astype(np.float64)
-    if not rr.size:
-        return None
-    # Sum penalties on the same cell once, in float64, so exact rescoring and the
-    # pruning pass agree on the cell's value.
-    keys = rr * n_cols + cc
-    uniq, inv = np.unique(keys, return_inverse=True)
-    total = np.bincount(inv, weights=vv, minlength=uniq.size)
-    return uniq // n_cols, uniq % n_cols, total
-
-
-def _emit(space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out) -> None:
-    """Rescore the candidates exactly, keep the finite ones, write each row's top ``N``."""
-    if exact:
-        e = vals.astype(np.float64)
-    else:
-        e = space.exact_scores(q, c_rows, c_cols)
-        if lookup is not None:
-            e -= lookup.get(c_rows, c_cols)
-        finite = np.abs(e) <= _F32_MAX  # False for NaN and inf too
-        c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
-    g_ids = space.ids[c_cols]
-    order = np.lexsort((g_ids, -e, c_rows))
-    c_rows, g_ids, e = c_rows[order], g_ids[order], e[order]
-    starts = np.searchsorted(c_rows, np.arange(r))
-    rank = np.arange(c_rows.size) - starts[c_rows]
-    take = rank < N
-    ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
-    scores_out[lo + c_rows[take], rank[take]] = e[take]
 
 
 def pool_topk(
@@ -784,13 +616,13 @@ def pool_topk(
     for csr in viewer_masks:
         if csr is None or not csr.nnz:
             continue
-        rr, cc, _ = _chunk_cells(csr, 0, m, space.pos)
-        hit = _PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
+        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
+        hit = PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
         rows, cols = rows[~hit], cols[~hit]
         approx = None if approx is None else approx[~hit]
     pens = [p for p in viewer_penalties if p is not None and p.nnz]
-    cells = _penalty_cells(space, 0, m, pens, n_pad)
-    lookup = None if cells is None else _PairLookup(cells[0], cells[1], cells[2], n_pad)
+    cells = penalty_cells(space, 0, m, pens, n_pad)
+    lookup = None if cells is None else PairLookup(cells[0], cells[1], cells[2], n_pad)
     qa = space.augment_queries(queries)
     # One cell per (row, item), whatever the pool repeats (before counting N of them).
     keys, first = np.unique(rows * n_pad + cols, return_index=True)
@@ -804,7 +636,7 @@ def pool_topk(
         if lookup is not None:
             a -= lookup.get(rows, cols)
             np.maximum.at(extra, cells[0], np.abs(cells[2]))
-        delta = space.error_bound(qa) + 4.0 * _EPS32 * extra
+        delta = space.error_bound(qa) + 4.0 * EPS32 * extra
         # N-th largest finite approximate score per row; fewer than N keeps the row whole.
         fin = np.isfinite(a)
         order = np.lexsort((-np.where(fin, a, -np.inf), rows))
@@ -816,210 +648,5 @@ def pool_topk(
         t[~np.isfinite(t)] = -np.inf
         keep = ~fin | (a >= t[rows] - 2.0 * delta[rows])
         rows, cols = rows[keep], cols[keep]
-    _emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
+    emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
     return ids, scores
-
-
-# One pass over a chunk's tiles: the running N-th scores, the tile order, the skip test
-# and the candidate buffers are local arrays every step reads and updates; split into
-# helpers they would travel as a dozen arguments per tile (the hot loop).
-def _run_chunk_tiled(
-    space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out, compiled
-) -> int:
-    """The fused, pruned path: item tiles by decreasing norm, skipped when they cannot win.
-
-    1. The items are visited one tile of ``T`` at a time, largest norms first
-       (:class:`_PruneIndex`). A scored tile is masked and penalised in a small buffer
-       (item-major) and reduced to the maxima of its blocks of ``W`` consecutive items.
-    2. Every row keeps the ``N`` largest of the scores and block maxima seen so far (all
-       scores of distinct items); the smallest, ``t``, is a lower bound on the row's
-       ``N``-th largest score, as in the unfused path. In the first tile, which holds the
-       largest norms and so most of the top items, ``t`` is raised by the tile's ``N``
-       largest scores (they lie in its ``N`` blocks with the largest maxima), later by
-       block maxima only.
-    3. The cells of blocks whose maximum reaches ``t - 2 delta`` are kept as candidates,
-       and the tile is discarded: the score matrix is never written.
-    4. No score in a tile exceeds ``|u| * max|v| + max(-penalty) + max|viewer penalty|``
-       (Cauchy-Schwarz), computed in float64. A row whose bound, plus the rounding bound
-       ``delta``, stays below ``t - 2 delta`` skips the tile: every item in it scores
-       below the ``N``-th exact score, so none can enter the slate. A tile is multiplied
-       with the rows that remain only; once no row can gain from a later tile (norms
-       only fall), the chunk stops.
-    5. The candidates still above the final ``t - 2 delta`` go to :func:`_emit`, which
-       rescores them exactly.
-
-    With ``compiled`` (``guardrails.core._tile``), steps 2 and 3 are two passes in C over
-    the tile, and ``t`` is raised by every score (a tighter bound, never a looser one).
-
-    ``t`` only rises, so every item whose exact score ties or beats the row's ``N``-th
-    exact score is a candidate: the module docstring's argument holds unchanged, and the
-    result equals the unfused path's bit for bit, whatever the batch. Returns the number
-    of (row, item) cells multiplied.
-    """
-    ix = space.prune_index(int(tile_items))
-    W, T, n = space.width, ix.tile, space.n_eligible
-    n_tiles = ix.norm_max.shape[0]
-    nb = T // W
-    hi = lo + r
-    n_pad = space.width * space.n_blocks
-    bounds = np.arange(0, n_tiles * T + 1, T, dtype=np.int64)
-    # Per-viewer cells of the chunk, by position in the tile order: one slice per tile.
-    mrow, mpos = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for csr in masks:
-        rr, cc, _ = _chunk_cells(csr, lo, hi, space.pos)
-        mrow.append(rr)
-        mpos.append(ix.inv[cc])
-    m_rows, m_pos = np.concatenate(mrow), np.concatenate(mpos)
-    o = np.argsort(m_pos, kind="stable")
-    m_rows, m_pos = m_rows[o], m_pos[o]
-    m_at = np.searchsorted(m_pos, bounds)
-    c_pos = np.sort(ix.inv[call_cols]) if call_cols is not None else np.empty(0, np.int64)
-    c_at = np.searchsorted(c_pos, bounds)
-    lookup = None
-    extra = np.zeros(r, dtype=np.float64)
-    cells = _penalty_cells(space, lo, hi, penalties, n_pad)
-    if cells is not None:
-        urows, ucols, total = cells
-        lookup = _PairLookup(urows, ucols, total, n_pad)
-        np.maximum.at(extra, urows, np.abs(total))
-        p_pos = ix.inv[ucols]
-        o = np.argsort(p_pos, kind="stable")
-        p_rows, p_pos, p_vals = urows[o], p_pos[o], total[o].astype(np.float32)
-    else:
-        p_rows = p_pos = np.empty(0, np.int64)
-        p_vals = np.empty(0, np.float32)
-    p_at = np.searchsorted(p_pos, bounds)
-    delta = space.error_bound(q) + 4.0 * _EPS32 * extra
-    d = space.item_rows.shape[1]
-    unorm = np.sqrt((q[:, :d].astype(np.float64) ** 2).sum(axis=1))
-    # A row skips a tile when unorm * norm_max + pen_max + base < thr (float64).
-    base = extra + delta
-    thr = np.full(r, -np.inf)
-    thr32 = np.full(r, -np.inf, dtype=np.float32)
-
-    qt = np.ascontiguousarray(q.T)
-    top = np.full((r, N), -np.inf, dtype=np.float32)
-    every = np.arange(r, dtype=np.int64)
-    in_block = np.arange(W, dtype=np.int64)
-    kb = min(N, nb)
-    found_r, found_p, found_v = [], [], []
-    scored = 0
-    if compiled is not None:
-        # Ascending per row, as the compiled step keeps it; its candidate buffers.
-        o_rows = np.empty(T * r, dtype=np.int64)
-        o_pos = np.empty(T * r, dtype=np.int64)
-        o_vals = np.empty(T * r, dtype=np.float32)
-    for i in range(n_tiles):
-        lift = unorm * ix.norm_max[i] + base
-        # NaN bounds (non-finite factors) compare False: such rows are never skipped.
-        if i and not (~(lift + ix.pen_rest[i] < thr)).any():
-            break
-        live = ~(lift + ix.pen_max[i] < thr)
-        li = every if live.all() else np.flatnonzero(live)
-        nl = li.size
-        if nl == 0:
-            continue
-        c0, c1 = int(bounds[i]), int(bounds[i + 1])
-        S = np.empty((T, nl), dtype=np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.matmul(ix.rows[c0:c1], qt if nl == r else qt[:, li], out=S)
-        scored += nl * (min(c1, n) - c0)
-        local = None
-        if nl != r:
-            local = np.full(r, -1, dtype=np.int64)
-            local[li] = np.arange(nl, dtype=np.int64)
-        if c1 > n:
-            S[max(0, n - c0) :] = -np.inf
-        a, b = c_at[i], c_at[i + 1]
-        if b > a:
-            S[c_pos[a:b] - c0] = -np.inf
-        a, b = m_at[i], m_at[i + 1]
-        if b > a:
-            rr, pp = m_rows[a:b], m_pos[a:b]
-            if local is not None:
-                rr = local[rr]
-                pp, rr = pp[rr >= 0], rr[rr >= 0]
-            S[pp - c0, rr] = -np.inf
-        a, b = p_at[i], p_at[i + 1]
-        if b > a:
-            rr, pp, vv = p_rows[a:b], p_pos[a:b], p_vals[a:b]
-            if local is not None:
-                rr = local[rr]
-                pp, vv, rr = pp[rr >= 0], vv[rr >= 0], rr[rr >= 0]
-            S[pp - c0, rr] -= vv
-        if compiled is not None:
-            k = compiled.tile_select(S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals)
-            if k:
-                found_r.append(o_rows[:k].copy())
-                found_p.append(o_pos[:k].copy())
-                found_v.append(o_vals[:k].copy())
-            continue
-        S3 = S.reshape(nb, W, nl)
-        M = S3.max(axis=1)
-        best = M.max()
-        if (np.isnan(best) or best == np.inf) and _sanitize(S):
-            M = S3.max(axis=1)
-        Mt = np.ascontiguousarray(M.T)
-        if i == 0 and kb < nb:
-            # The top items cluster in the first tile's few blocks, so block maxima
-            # would bound t loosely there: read the tile's N largest scores, which lie
-            # in its N blocks with the largest maxima.
-            at = np.arange(nl, dtype=np.int64)
-            blk = np.argpartition(Mt, nb - kb, axis=1)[:, nb - kb :]
-            vals = S3[blk[:, :, None], in_block[None, None, :], at[:, None, None]].reshape(nl, -1)
-        else:
-            # Block maxima are scores of distinct items: still a lower bound.
-            vals = Mt
-        # Only rows with a score above their N-th so far can raise it.
-        cur = top[li]
-        g = np.flatnonzero(vals.max(axis=1) > cur.min(axis=1))
-        if g.size:
-            cat = np.concatenate([cur[g], vals[g]], axis=1)
-            kept = np.partition(cat, cat.shape[1] - N, axis=1)[:, -N:]
-            gl = li[g]
-            top[gl] = kept
-            t_rows = kept.min(axis=1).astype(np.float64)
-            thr[gl] = t_rows - 2.0 * delta[gl]
-            thr32[gl] = _threshold(t_rows, delta[gl], np.float32)
-        tl = thr32[li]
-        # Candidates: every cell of a block whose maximum reaches the threshold.
-        hr, hb = np.nonzero(Mt >= tl[:, None])
-        if hr.size:
-            cv = S3[hb[:, None], in_block[None, :], hr[:, None]]
-            cp = (c0 + hb * W)[:, None] + in_block[None, :]
-            ok = np.isfinite(cv) & (cv >= tl[hr][:, None])
-            found_r.append(np.broadcast_to(li[hr][:, None], cp.shape)[ok])
-            found_p.append(cp[ok])
-            found_v.append(cv[ok])
-    if not found_r:
-        return scored
-    rows = np.concatenate(found_r)
-    at = np.concatenate(found_p)
-    vals = np.concatenate(found_v)
-    # The threshold only rose: drop what an earlier, lower one let in.
-    keep = vals >= thr32[rows]
-    rows, cols = rows[keep], ix.order[at[keep]]
-    _emit(space, q, lo, r, N, rows, cols, None, False, lookup, ids_out, scores_out)
-    return scored
-
-
-def _sanitize(S: np.ndarray) -> bool:
-    """Overflowed or NaN scores can never be served: make them ``-inf``. Rare path."""
-    bad = ~np.isfinite(S) & ~np.isneginf(S)
-    S[bad] = -np.inf
-    return bool(bad.any())
-
-
-def _threshold(t: np.ndarray, delta: np.ndarray, dtype) -> np.ndarray:
-    """Lower ``t`` by twice the rounding bound; no finite candidate above it is lost."""
-    thr = t - 2.0 * delta
-    thr[~np.isfinite(thr)] = -np.inf
-    return thr if dtype == np.float64 else _down(thr)
-
-
-def _down(thr: np.ndarray) -> np.ndarray:
-    """float64 thresholds rounded down to float32, so a float32 comparison never excludes."""
-    t32 = thr.astype(np.float32)
-    over = t32.astype(np.float64) > thr
-    t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
-    return t32

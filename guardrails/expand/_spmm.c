@@ -619,14 +619,4 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_spmm",
-    "Compiled loops of guardrails.expand's propagation engine.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-PyMODINIT_FUNC
-PyInit__spmm(void)
-{
-    return PyModule_Create(&module);
-}
+GR_MODULE(_spmm, "Compiled loops of guardrails.expand's propagation engine.")

@@ -301,6 +301,9 @@ class Filter:
     #: Policy-file kind (see :data:`guardrails.filters.registry.KINDS`) of every
     #: constructor argument besides the common settings; ``None``: not in policy files.
     config_spec: ClassVar[dict[str, str] | None] = None
+    #: Instance attributes that memoise derived state: left out when pickled (a worker
+    #: rebuilds them on first use, and a memo of a batch means nothing elsewhere).
+    _transient: ClassVar[tuple[str, ...]] = ()
 
     def _settings(
         self,
@@ -376,6 +379,12 @@ class Filter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, reason={self.reason!r})"
+
+    def __getstate__(self):  # type: ignore[no-untyped-def]
+        state = super().__getstate__()
+        if self._transient and isinstance(state, dict):
+            state = {k: v for k, v in state.items() if k not in self._transient}
+        return state
 
 
 def is_filter_name(name) -> bool:

@@ -130,6 +130,18 @@ def stored_cells(csr: sp.csr_matrix) -> sp.csr_matrix:
     )
 
 
+def select_cells(csr: sp.csr_matrix, keep: np.ndarray, data=None) -> sp.csr_matrix:
+    """The stored cells of ``csr`` where ``keep`` (bool, one per stored cell) holds.
+
+    Their values are kept, or replaced by ``data`` (one per kept cell); the shape and the
+    order of the cells are kept.
+    """
+    kept = np.zeros(csr.nnz + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    values = csr.data[keep] if data is None else data
+    return sp.csr_matrix((values, csr.indices[keep], kept[csr.indptr]), shape=csr.shape)
+
+
 def viewer_rows(csr: sp.csr_matrix, userids: np.ndarray) -> sp.csr_matrix:
     """Rows ``csr[userids]``, with empty rows for ids beyond the matrix."""
     n_rows = csr.shape[0]

@@ -9,12 +9,20 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_csr, check_float, check_int, check_vector, fail, is_int_vector
+from .._validation import (
+    canonical_csr,
+    check_csr,
+    check_float,
+    check_int,
+    check_vector,
+    fail,
+    is_int_vector,
+)
 from ..core.plan import PlanPart
 from ._actions import check_action
 from ._risk import viewer_share
 from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
-from .primitive import stored_cells, viewer_rows
+from .primitive import select_cells, stored_cells, viewer_rows
 
 __all__ = ["ViewerCircuitBreaker", "ShareCap", "RelationshipRule"]
 
@@ -57,6 +65,7 @@ class ViewerCircuitBreaker(Filter):
     """
 
     name = "viewer_circuit_breaker"
+    _transient = ("_memo",)
 
     #: Policy-file kind of every constructor argument (the common settings aside).
     config_spec = {
@@ -151,11 +160,6 @@ class ViewerCircuitBreaker(Filter):
         self._memo = (viewers, out)
         return out
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_memo", None)
-        return state
-
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
         catalog.check_sized("ViewerCircuitBreaker", "risk", self.risk_.shape[0])
         return CohortTable(
@@ -174,21 +178,11 @@ class ViewerCircuitBreaker(Filter):
             return None
         # The tripped rows' stored non-zero interactions outside the low-risk pool, as
         # ones: selected cell by cell rather than by two diagonal products over the batch.
-        ui = sp.csr_matrix(ui)
-        if not ui.has_canonical_format:
-            ui = ui.copy()
-            ui.sum_duplicates()
+        ui = canonical_csr(sp.csr_matrix(ui))
         outside = ~self.low_risk_pool()
         rows = np.repeat(np.arange(ui.shape[0]), np.diff(ui.indptr))
         keep = trip[rows] & outside[ui.indices] & (ui.data != 0)
-        indptr = np.zeros(ui.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows[keep], minlength=ui.shape[0]), out=indptr[1:])
-        strip = sp.csr_matrix(
-            (np.ones(int(keep.sum()), dtype=np.float32), ui.indices[keep], indptr),
-            shape=ui.shape,
-        )
-        strip.sum_duplicates()
-        return strip
+        return select_cells(ui, keep, np.ones(int(keep.sum()), dtype=np.float32))
 
 
 # ---------------------------------------------------------------------------- share caps
@@ -304,6 +298,7 @@ class RelationshipRule(Filter):
     """
 
     name = "relationship_rule"
+    _transient = ("_follows_memo",)
 
     #: Policy-file kind of every constructor argument (the common settings aside).
     config_spec = {
@@ -406,10 +401,7 @@ class RelationshipRule(Filter):
             cols.append(sub.indices.astype(np.int64))
         ui = viewers.user_items
         if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
-            ui = sp.csr_matrix(ui)
-            if not ui.has_canonical_format:
-                ui = ui.copy()
-                ui.sum_duplicates()
+            ui = canonical_csr(sp.csr_matrix(ui))
             r = np.repeat(np.arange(m, dtype=np.int64), np.diff(ui.indptr))
             keep = is_target[ui.indices] & (ui.data != 0)
             rows.append(r[keep])
@@ -429,18 +421,9 @@ class RelationshipRule(Filter):
             return memo[2]
         f = self.follows_
         assert f is not None
-        rows = np.repeat(np.arange(f.shape[0], dtype=np.int64), np.diff(f.indptr))
-        keep = is_target[f.indices]
-        indptr = np.zeros(f.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows[keep], minlength=f.shape[0]), out=indptr[1:])
-        out = sp.csr_matrix((f.data[keep], f.indices[keep], indptr), shape=f.shape)
+        out = select_cells(f, is_target[f.indices])
         self._follows_memo = (self.follows_, self.targets_, out)
         return out
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.pop("_follows_memo", None)
-        return state
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         # A demotion is global, and followers get it back per viewer (a few cells), which

@@ -221,21 +221,10 @@ class Normalizer:
         transliterate: bool = True,
         cache_size: int = 65536,
     ) -> None:
-        flags = dict(
-            nfkc=nfkc,
-            casefold=casefold,
-            ignorables=ignorables,
-            confusables=confusables,
-            diacritics=diacritics,
-            leetspeak=leetspeak,
-            separators=separators,
-            emoji=emoji,
-            squeeze=squeeze,
-            transliterate=transliterate,
-        )
-        for name, value in flags.items():
-            if not isinstance(value, bool):
-                raise fail(name, "Normalizer", "a bool", value)
+        arguments = locals()
+        for name in self.STEPS:
+            if not isinstance(arguments[name], bool):
+                raise fail(name, "Normalizer", "a bool", arguments[name])
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise fail("cache_size", "Normalizer", "an int in [0, inf)", cache_size)
         self.nfkc = nfkc

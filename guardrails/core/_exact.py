@@ -1,0 +1,124 @@
+"""What the kernel's two scoring paths share: a chunk's cells, safe thresholds, exact rescoring.
+
+Both the unfused path (:func:`guardrails.core.kernel.guarded_topk` scoring a whole chunk)
+and the fused, pruned one (:mod:`guardrails.core._fused`) prune with float32 scores and a
+threshold lowered by twice the proven rounding bound (:func:`threshold`), then hand every
+surviving candidate to :func:`emit`, which rescores it exactly, in float64 and in an order
+that does not depend on the batch. That is why both paths return the same slates bit for
+bit, and why a batch returns what single calls return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "EPS32",
+    "F32_MAX",
+    "MIN_BLOCKS_PER_SLOT",
+    "PairLookup",
+    "chunk_cells",
+    "penalty_cells",
+    "emit",
+    "sanitize",
+    "threshold",
+]
+
+EPS32 = float(np.finfo(np.float32).eps)
+F32_MAX = float(np.finfo(np.float32).max)
+# Block pruning pays only when there are several blocks per slate slot.
+MIN_BLOCKS_PER_SLOT = 4
+
+
+class PairLookup:
+    """Sorted ``row * n_cols + col`` keys of a chunk's sparse cells, for exact rescoring."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int):
+        keys = rows * n_cols + cols
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.vals = vals[order]
+        self.n_cols = n_cols
+
+    def get(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        out = np.zeros(rows.shape[0], dtype=np.float64)
+        if self.keys.size == 0 or rows.size == 0:
+            return out
+        keys = rows * self.n_cols + cols
+        at = np.searchsorted(self.keys, keys)
+        at_c = np.minimum(at, self.keys.size - 1)
+        hit = self.keys[at_c] == keys
+        out[hit] = self.vals[at_c[hit]]
+        return out
+
+
+def chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
+    """Rows (local), compact columns and values of ``csr[lo:hi]`` that are eligible."""
+    start, stop = csr.indptr[lo], csr.indptr[hi]
+    counts = np.diff(csr.indptr[lo : hi + 1])
+    rows = np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
+    cols = pos[csr.indices[start:stop]]
+    vals = csr.data[start:stop]
+    keep = cols >= 0
+    return rows[keep], cols[keep], vals[keep]
+
+
+def penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
+    """``(rows, compact cols, float64 totals)`` of a chunk's penalised cells, or None."""
+    if not penalties:
+        return None
+    parts = [chunk_cells(csr, lo, hi, space.pos) for csr in penalties]
+    rr = np.concatenate([p[0] for p in parts])
+    cc = np.concatenate([p[1] for p in parts])
+    vv = np.concatenate([p[2] for p in parts]).astype(np.float64)
+    if not rr.size:
+        return None
+    # Sum penalties on the same cell once, in float64, so exact rescoring and the
+    # pruning pass agree on the cell's value.
+    keys = rr * n_cols + cc
+    uniq, inv = np.unique(keys, return_inverse=True)
+    total = np.bincount(inv, weights=vv, minlength=uniq.size)
+    return uniq // n_cols, uniq % n_cols, total
+
+
+def emit(space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out) -> None:
+    """Rescore the candidates exactly, keep the finite ones, write each row's top ``N``."""
+    if exact:
+        e = vals.astype(np.float64)
+    else:
+        e = space.exact_scores(q, c_rows, c_cols)
+        if lookup is not None:
+            e -= lookup.get(c_rows, c_cols)
+        finite = np.abs(e) <= F32_MAX  # False for NaN and inf too
+        c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
+    g_ids = space.ids[c_cols]
+    order = np.lexsort((g_ids, -e, c_rows))
+    c_rows, g_ids, e = c_rows[order], g_ids[order], e[order]
+    starts = np.searchsorted(c_rows, np.arange(r))
+    rank = np.arange(c_rows.size) - starts[c_rows]
+    take = rank < N
+    ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
+    scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def sanitize(S: np.ndarray) -> bool:
+    """Overflowed or NaN scores can never be served: make them ``-inf``. Rare path."""
+    bad = ~np.isfinite(S) & ~np.isneginf(S)
+    S[bad] = -np.inf
+    return bool(bad.any())
+
+
+def threshold(t: np.ndarray, delta: np.ndarray, dtype) -> np.ndarray:
+    """Lower ``t`` by twice the rounding bound; no finite candidate above it is lost."""
+    thr = t - 2.0 * delta
+    thr[~np.isfinite(thr)] = -np.inf
+    return thr if dtype == np.float64 else _down(thr)
+
+
+def _down(thr: np.ndarray) -> np.ndarray:
+    """float64 thresholds rounded down to float32, so a float32 comparison never excludes."""
+    t32 = thr.astype(np.float32)
+    over = t32.astype(np.float64) > thr
+    t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
+    return t32
