@@ -297,12 +297,13 @@ def test_unknown_backend_is_a_clear_error():
         guarded_topk(space, np.ones((1, 2), np.float32), 1, backend="fortran")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("skew", [True, False])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_default_tiling_gives_the_unfused_results(skew, backend):
+def test_default_tiling_gives_the_unfused_results(skew, backend, threads):
     # Large enough for the default fused path (block_rows 128, 2048-item tiles), with
     # several chunks: a probe of rows spread over the batch decides whether the rest stay
-    # fused.
+    # fused, while the other workers already run the first chunks fused.
     rng = np.random.default_rng(11)
     V = rng.standard_normal((9000, 4))
     if skew:
@@ -313,7 +314,14 @@ def test_default_tiling_gives_the_unfused_results(skew, backend):
     space = FactorSpace.build(V, hard_mask=rng.random(9000) < 0.05, block_width=32)
     stats: dict = {}
     ids, scores = guarded_topk(
-        space, Q, 10, viewer_masks=[vm], block_rows=128, stats=stats, backend=backend
+        space,
+        Q,
+        10,
+        viewer_masks=[vm],
+        block_rows=128,
+        stats=stats,
+        backend=backend,
+        num_threads=threads,
     )
     ids0, scores0 = guarded_topk(space, Q, 10, viewer_masks=[vm], block_rows=128, tile_items=0)
     np.testing.assert_array_equal(ids, ids0)

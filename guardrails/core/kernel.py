@@ -42,6 +42,7 @@ and by one tile plus the candidates (cells within the rounding margin of a row's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -430,27 +431,24 @@ def guarded_topk(
         out_ids, out_scores = ids, scores
         ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
 
-    def run(lo: int, hi: int) -> int:
+    def run(lo: int, hi: int, tile: int) -> int:
         return _run_chunk(
             space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled
         )
 
     scored = 0
-    if order is not None:
-        with blas_single_thread():
-            scored = run(0, start)
-        if not fused_pays(scored, start * space.n_eligible, compiled is not None):
-            tile = 0
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(start, m, block_rows)]
-    if (len(bounds) == 1 or threads == 1) and tile:
+    if order is not None:
+        scored = _probe_then_run(run, start, bounds, tile, threads, space.n_eligible, compiled)
+    elif (len(bounds) == 1 or threads == 1) and tile:
         # Many small products, one per tile: BLAS threads would cost more than they give.
         with blas_single_thread():
-            scored += sum(run(lo, hi) for lo, hi in bounds)
+            scored += sum(run(lo, hi, tile) for lo, hi in bounds)
     elif len(bounds) == 1 or threads == 1:
-        scored += sum(run(lo, hi) for lo, hi in bounds)
+        scored += sum(run(lo, hi, tile) for lo, hi in bounds)
     elif bounds:
         with blas_single_thread():
-            futures = [shared_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
+            futures = [shared_pool(threads).submit(run, lo, hi, tile) for lo, hi in bounds]
             scored += sum(f.result() for f in futures)
     if order is not None:
         out_ids[order], out_scores[order] = ids, scores
@@ -459,6 +457,37 @@ def guarded_topk(
         stats["cells"] = stats.get("cells", 0) + m * space.n_eligible
         stats["scored"] = stats.get("scored", 0) + scored
     return ids, scores
+
+
+def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> int:
+    """Run the probe rows ``[0, start)`` fused, then ``bounds`` on the path they choose.
+
+    While the calling thread runs the probe, the pool's other workers already run the
+    first chunks on the fused path, so no core idles while the path is decided. Fused is
+    the safe guess with the compiled selection step: with nothing skipped it costs about
+    what the unfused path does, where the unfused path costs several times the fused one
+    when most of the product is skipped (selecting in numpy, the fused path can cost half
+    again as much, so there the workers wait for the probe).
+    Rows are exact on either path, so the guess never changes a result. Returns the
+    number of score cells computed.
+    """
+    with blas_single_thread():
+        pool = shared_pool(threads) if threads > 1 else None
+        futures = []
+        if pool is not None and compiled is not None:
+            futures = [pool.submit(run, lo, hi, tile) for lo, hi in bounds[: threads - 1]]
+        try:
+            scored = run(0, start, tile)
+            if not fused_pays(scored, start * n_eligible, compiled is not None):
+                tile = 0
+            rest = bounds[len(futures) :]
+            if pool is None:
+                return scored + sum(run(lo, hi, tile) for lo, hi in rest)
+            futures += [pool.submit(run, lo, hi, tile) for lo, hi in rest]
+            return scored + sum(f.result() for f in futures)
+        finally:
+            # The BLAS limit must outlast every chunk still running, even on an error.
+            wait(futures)
 
 
 def _run_chunk(
