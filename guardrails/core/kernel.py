@@ -550,8 +550,10 @@ def _run_chunk(
         # Block maxima over strided blocks: item c lies in block c % B. The N-th largest
         # block maximum is a lower bound on the N-th largest score.
         M = S.reshape(r, W, B).max(axis=1)
-        if not np.isfinite(M[~np.isneginf(M)]).all():
-            M = S.reshape(r, W, B).max(axis=1) if sanitize(S) else M
+        # NaN or +inf anywhere shows in the maximum (max propagates NaN): rare, sanitise.
+        best = M.max()
+        if (np.isnan(best) or best == np.inf) and sanitize(S):
+            M = S.reshape(r, W, B).max(axis=1)
         t = np.partition(M, B - N, axis=1)[:, B - N].astype(np.float64)
         thr_cmp = threshold(t, delta, S.dtype)
         blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)
