@@ -23,6 +23,8 @@ __all__ = [
     "check_csr",
     "check_vector",
     "check_choice",
+    "check_bool",
+    "check_mask",
 ]
 
 
@@ -79,6 +81,21 @@ def check_choice(value: Any, name: str, where: str, choices: tuple[str, ...]) ->
     if not isinstance(value, str) or value not in choices:
         raise fail(name, where, f"one of {', '.join(map(repr, choices))}", value)
     return value
+
+
+def check_bool(value: Any, name: str, where: str) -> bool:
+    """Return ``value`` if it is a bool (not an int, not a numpy bool)."""
+    if not isinstance(value, bool):
+        raise fail(name, where, "a bool", value)
+    return value
+
+
+def check_mask(value: Any, name: str, where: str, length: int) -> np.ndarray:
+    """Return a copy of ``value`` if it is a 1-d bool array of ``length`` items."""
+    arr = np.asarray(value)
+    if arr.dtype != bool or arr.shape != (length,):
+        raise fail(name, where, f"a bool mask of length {length}", value)
+    return arr.copy()
 
 
 def is_int_vector(arr: np.ndarray, low: int | None = None, high: int | None = None) -> bool:

@@ -657,17 +657,14 @@ def train_family_model(platform: Platform, spec: dict, *, num_threads: int = 2, 
     from threadpoolctl import threadpool_limits
 
     kind = check_choice(spec.get("kind"), "spec", "train_family_model", MODEL_KINDS)
+    # What the factor models share besides their drawn size: the threads and the seed.
+    shared = {"num_threads": num_threads, "random_state": seed}
     with threadpool_limits(1, "blas"):
         if kind == "als":
             from implicit.cpu.als import AlternatingLeastSquares
 
             model = AlternatingLeastSquares(
-                factors=spec["factors"],
-                iterations=15,
-                regularization=0.05,
-                alpha=2.0,
-                num_threads=num_threads,
-                random_state=seed,
+                factors=spec["factors"], iterations=15, regularization=0.05, alpha=2.0, **shared
             )
         elif kind == "bpr":
             from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -677,8 +674,7 @@ def train_family_model(platform: Platform, spec: dict, *, num_threads: int = 2, 
                 iterations=60,
                 learning_rate=0.05,
                 regularization=0.01,
-                num_threads=num_threads,
-                random_state=seed,
+                **shared,
             )
         else:
             from implicit.nearest_neighbours import BM25Recommender, CosineRecommender

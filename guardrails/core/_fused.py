@@ -184,16 +184,16 @@ def run_chunk_tiled(
        below the ``N``-th exact score, so none can enter the slate. A tile is multiplied
        with the rows that remain only; once no row can gain from a later tile (norms
        only fall), the chunk stops.
-    5. The candidates still above the final ``t - 2 delta`` go to :func:`emit`, which
-       rescores them exactly.
+    5. The candidates still above the final ``t - 2 delta`` go to
+       :func:`~guardrails.core._exact.emit`, which rescores them exactly.
 
     With ``compiled`` (``guardrails.core._tile``), steps 2 and 3 are two passes in C over
     the tile, and ``t`` is raised by every score (a tighter bound, never a looser one).
 
     ``t`` only rises, so every item whose exact score ties or beats the row's ``N``-th
-    exact score is a candidate: the module docstring's argument holds unchanged, and the
-    result equals the unfused path's bit for bit, whatever the batch. Returns the number
-    of (row, item) cells multiplied.
+    exact score is a candidate: the argument of :mod:`guardrails.core.kernel`'s docstring
+    holds unchanged, and the result equals the unfused path's bit for bit, whatever the
+    batch. Returns the number of (row, item) cells multiplied.
     """
     ix = space.prune_index(int(tile_items))
     W, T, n = space.width, ix.tile, space.n_eligible

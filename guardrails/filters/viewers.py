@@ -11,9 +11,11 @@ import scipy.sparse as sp
 
 from .._validation import (
     canonical_csr,
+    check_bool,
     check_csr,
     check_float,
     check_int,
+    check_mask,
     check_vector,
     fail,
     is_int_vector,
@@ -111,22 +113,15 @@ class ViewerCircuitBreaker(Filter):
                 pool_threshold, "pool_threshold", where, low=0.0, high=1.0, low_open=True
             )
         )
-        if pool is not None:
-            p = np.asarray(pool)
-            if p.dtype != bool or p.shape != self.risk_.shape:
-                raise fail("pool", where, f"a bool mask of length {self.risk_.shape[0]}", pool)
-            self.pool_ = p.copy()
-        else:
-            self.pool_ = None
+        n = self.risk_.shape[0]
+        self.pool_ = None if pool is None else check_mask(pool, "pool", where, n)
         self.viewer_risk_ = (
             None
             if viewer_risk is None
             else check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
         )
         self.min_interactions_ = check_int(min_interactions, "min_interactions", where, low=1)
-        if not isinstance(strip_interactions, bool):
-            raise fail("strip_interactions", where, "a bool", strip_interactions)
-        self.strip_interactions_ = strip_interactions
+        self.strip_interactions_ = check_bool(strip_interactions, "strip_interactions", where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
@@ -342,9 +337,9 @@ class RelationshipRule(Filter):
         self.follows_ = None
         if follows is not None:
             self.follows_ = stored_cells(check_csr(follows, "follows", where))
-        if not isinstance(use_call_interactions, bool):
-            raise fail("use_call_interactions", where, "a bool", use_call_interactions)
-        self.use_call_interactions_ = use_call_interactions
+        self.use_call_interactions_ = check_bool(
+            use_call_interactions, "use_call_interactions", where
+        )
         self.action_ = check_action(action, where)
         self.weight_ = check_float(weight, "weight", where, low=0.0)
         self._apply_settings(locals(), where)

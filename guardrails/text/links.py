@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .._validation import fail
+from .._validation import check_bool, fail
 from ._extra import import_text_extra
 from .matcher import check_rule
 from .normalize import Normalizer
@@ -235,8 +235,7 @@ class DomainRule:
 
     def __post_init__(self) -> None:
         check_rule(self, "domain", "DomainRule")
-        if not isinstance(self.include_subdomains, bool):
-            raise fail("include_subdomains", "DomainRule", "a bool", self.include_subdomains)
+        check_bool(self.include_subdomains, "include_subdomains", "DomainRule")
 
 
 class DomainMatcher:

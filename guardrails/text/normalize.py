@@ -78,7 +78,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import fail
+from .._validation import check_bool, fail
 from ._data import is_default_ignorable, script_of, skeleton_map
 from ._extra import import_text_extra
 from .scripts import is_mixed_script, mixed_script_tokens
@@ -223,8 +223,7 @@ class Normalizer:
     ) -> None:
         arguments = locals()
         for name in self.STEPS:
-            if not isinstance(arguments[name], bool):
-                raise fail(name, "Normalizer", "a bool", arguments[name])
+            check_bool(arguments[name], name, "Normalizer")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise fail("cache_size", "Normalizer", "an int in [0, inf)", cache_size)
         self.nfkc = nfkc
