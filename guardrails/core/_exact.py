@@ -20,6 +20,7 @@ __all__ = [
     "PairLookup",
     "chunk_cells",
     "penalty_cells",
+    "penalty_terms",
     "emit",
     "sanitize",
     "threshold",
@@ -80,6 +81,23 @@ def penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
     uniq, inv = np.unique(keys, return_inverse=True)
     total = np.bincount(inv, weights=vv, minlength=uniq.size)
     return uniq // n_cols, uniq % n_cols, total
+
+
+def penalty_terms(space, lo: int, hi: int, penalties, n_cols: int):
+    """A chunk's per-viewer penalties, as every path of the kernel uses them.
+
+    Returns ``(cells, lookup, extra)``: the :func:`penalty_cells` triple (or None), a
+    :class:`PairLookup` of it for :func:`emit`'s exact rescoring (or None), and each row's
+    largest absolute penalty, whose float32 subtraction the rounding bound covers
+    (``space.error_bound(q, extra)``).
+    """
+    extra = np.zeros(hi - lo, dtype=np.float64)
+    cells = penalty_cells(space, lo, hi, penalties, n_cols)
+    if cells is None:
+        return None, None, extra
+    urows, ucols, total = cells
+    np.maximum.at(extra, urows, np.abs(total))
+    return cells, PairLookup(urows, ucols, total, n_cols), extra
 
 
 def emit(space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out) -> None:

@@ -23,16 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._exact import (
-    EPS32,
-    MIN_BLOCKS_PER_SLOT,
-    PairLookup,
-    chunk_cells,
-    emit,
-    penalty_cells,
-    sanitize,
-    threshold,
-)
+from ._exact import MIN_BLOCKS_PER_SLOT, chunk_cells, emit, penalty_terms, sanitize, threshold
 
 if TYPE_CHECKING:
     from .kernel import FactorSpace
@@ -214,13 +205,9 @@ def run_chunk_tiled(
     m_at = np.searchsorted(m_pos, bounds)
     c_pos = np.sort(ix.inv[call_cols]) if call_cols is not None else np.empty(0, np.int64)
     c_at = np.searchsorted(c_pos, bounds)
-    lookup = None
-    extra = np.zeros(r, dtype=np.float64)
-    cells = penalty_cells(space, lo, hi, penalties, n_pad)
+    cells, lookup, extra = penalty_terms(space, lo, hi, penalties, n_pad)
     if cells is not None:
         urows, ucols, total = cells
-        lookup = PairLookup(urows, ucols, total, n_pad)
-        np.maximum.at(extra, urows, np.abs(total))
         p_pos = ix.inv[ucols]
         o = np.argsort(p_pos, kind="stable")
         p_rows, p_pos, p_vals = urows[o], p_pos[o], total[o].astype(np.float32)
@@ -228,7 +215,7 @@ def run_chunk_tiled(
         p_rows = p_pos = np.empty(0, np.int64)
         p_vals = np.empty(0, np.float32)
     p_at = np.searchsorted(p_pos, bounds)
-    delta = space.error_bound(q) + 4.0 * EPS32 * extra
+    delta = space.error_bound(q, extra)
     d = space.item_rows.shape[1]
     unorm = np.sqrt((q[:, :d].astype(np.float64) ** 2).sum(axis=1))
     # A row skips a tile when unorm * norm_max + pen_max + base < thr (float64).

@@ -55,7 +55,7 @@ from ._exact import (
     PairLookup,
     chunk_cells,
     emit,
-    penalty_cells,
+    penalty_terms,
     sanitize,
     threshold,
 )
@@ -239,11 +239,18 @@ class FactorSpace:
             out += self.neg_penalty[cols]
         return out
 
-    def error_bound(self, queries: np.ndarray) -> np.ndarray:
-        """Per-row bound on ``|GEMM score - exact score|`` (float32 rounding, generous)."""
+    def error_bound(self, queries: np.ndarray, penalty_max=None) -> np.ndarray:
+        """Per-row bound on ``|GEMM score - exact score|`` (float32 rounding, generous).
+
+        ``penalty_max``: each row's largest absolute per-viewer penalty, subtracted from
+        the GEMM scores in float32; its rounding is added to the bound.
+        """
         k = queries.shape[1]
         qn = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
-        return 4.0 * (k + 2) * EPS32 * qn * self.row_norm_max + 1e-30
+        bound = 4.0 * (k + 2) * EPS32 * qn * self.row_norm_max + 1e-30
+        if penalty_max is not None:
+            bound += 4.0 * EPS32 * penalty_max
+        return bound
 
 
 @dataclass(frozen=True, eq=False)
@@ -315,7 +322,7 @@ class SimilaritySpace:
     def exact_scores(self, queries, rows, cols) -> np.ndarray:  # pragma: no cover - unused
         raise NotImplementedError
 
-    def error_bound(self, queries) -> np.ndarray:
+    def error_bound(self, queries, penalty_max=None) -> np.ndarray:
         return np.zeros(queries.shape[0], dtype=np.float64)
 
 
@@ -529,20 +536,13 @@ def _run_chunk(
     for csr in masks:
         rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
         S[rr, cc] = -np.inf
-    lookup = None
-    extra = np.zeros(r, dtype=np.float64)
-    cells = penalty_cells(space, lo, hi, penalties, S.shape[1])
+    cells, lookup, extra = penalty_terms(space, lo, hi, penalties, S.shape[1])
     if cells is not None:
         urows, ucols, total = cells
         S[urows, ucols] -= total.astype(S.dtype)
-        lookup = PairLookup(urows, ucols, total, S.shape[1])
-        np.maximum.at(extra, urows, np.abs(total))
 
     exact = isinstance(space, SimilaritySpace)
-    if exact:
-        delta = np.zeros(r)
-    else:
-        delta = space.error_bound(q) + 4.0 * EPS32 * extra
+    delta = space.error_bound(q, extra)
 
     # Block maxima over strided blocks: item c lies in block c % B.
     n_pad = S.shape[1]
@@ -652,8 +652,7 @@ def pool_topk(
         rows, cols = rows[~hit], cols[~hit]
         approx = None if approx is None else approx[~hit]
     pens = [p for p in viewer_penalties if p is not None and p.nnz]
-    cells = penalty_cells(space, 0, m, pens, n_pad)
-    lookup = None if cells is None else PairLookup(cells[0], cells[1], cells[2], n_pad)
+    _, lookup, extra = penalty_terms(space, 0, m, pens, n_pad)
     qa = space.augment_queries(queries)
     # One cell per (row, item), whatever the pool repeats (before counting N of them).
     keys, first = np.unique(rows * n_pad + cols, return_index=True)
@@ -661,13 +660,11 @@ def pool_topk(
     approx = None if approx is None else approx[first]
     if approx is not None and rows.size:
         a = approx.astype(np.float64)
-        extra = np.zeros(m, dtype=np.float64)
         if space.neg_penalty is not None:
             a += space.neg_penalty[cols]
         if lookup is not None:
             a -= lookup.get(rows, cols)
-            np.maximum.at(extra, cells[0], np.abs(cells[2]))
-        delta = space.error_bound(qa) + 4.0 * EPS32 * extra
+        delta = space.error_bound(qa, extra)
         # N-th largest finite approximate score per row; fewer than N keeps the row whole.
         fin = np.isfinite(a)
         order = np.lexsort((-np.where(fin, a, -np.inf), rows))
