@@ -28,7 +28,15 @@ from ._exact import MIN_BLOCKS_PER_SLOT, chunk_cells, emit, penalty_terms, sanit
 if TYPE_CHECKING:
     from .kernel import FactorSpace
 
-__all__ = ["PruneIndex", "fused_tile_items", "probe_order", "fused_pays", "run_chunk_tiled"]
+__all__ = [
+    "PruneIndex",
+    "fused_tile_items",
+    "probe_order",
+    "fused_pays",
+    "probe_due",
+    "note_probe",
+    "run_chunk_tiled",
+]
 
 # One tile of scores per worker (the fused path): small enough to stay in cache
 # (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
@@ -48,6 +56,9 @@ _NUMPY_FUSED_MAX_SCORED = 0.6
 _FUSED_MAX_SCORED = 0.8
 # Rows, spread over a batch, that decide between the fused and the unfused path.
 _PROBE_ROWS = 64
+# Where a probe chose the unfused path, calls on the same space probe again after this
+# many (see probe_due).
+_REPROBE_EVERY = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +159,31 @@ def fused_pays(scored: int, cells: int, compiled: bool) -> bool:
     """Whether the probe, having computed ``scored`` of its ``cells``, keeps the fused path."""
     most = _FUSED_MAX_SCORED if compiled else _NUMPY_FUSED_MAX_SCORED
     return scored <= most * cells
+
+
+def probe_due(space: object, key: tuple) -> bool:
+    """Whether a call on ``space`` (``key``: tile, ``N``, backend) should probe the path.
+
+    After a probe finds that the fused path does not pay on a space (flat scores: nothing
+    to skip), the next calls on it go unfused without probing, and every
+    ``_REPROBE_EVERY``-th call probes again: the probe's fused rows cost more than
+    unfused ones there. Both paths are exact, so this never changes a result.
+    """
+    memo = space.__dict__.get("_path")
+    if memo is None or memo.get(key, 0) <= 0:
+        return True
+    memo[key] -= 1
+    return False
+
+
+def note_probe(space: object, key: tuple, pays: bool) -> None:
+    """Record a probe's verdict for :func:`probe_due`."""
+    memo = space.__dict__.get("_path")
+    if memo is None:
+        memo = {}
+        # Frozen dataclass: a derived cache, not state; a race only moves the next probe.
+        object.__setattr__(space, "_path", memo)
+    memo[key] = 0 if pays else _REPROBE_EVERY - 1
 
 
 # One pass over a chunk's tiles: the running N-th scores, the tile order, the skip test

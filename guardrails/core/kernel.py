@@ -59,7 +59,15 @@ from ._exact import (
     sanitize,
     threshold,
 )
-from ._fused import PruneIndex, fused_pays, fused_tile_items, probe_order, run_chunk_tiled
+from ._fused import (
+    PruneIndex,
+    fused_pays,
+    fused_tile_items,
+    note_probe,
+    probe_due,
+    probe_order,
+    run_chunk_tiled,
+)
 from .threads import blas_single_thread, default_num_threads, shared_pool
 
 try:  # optional: built with the package where a C compiler was available (setup.py)
@@ -428,6 +436,9 @@ def guarded_topk(
     )
 
     order, start = None, 0
+    path_key = (tile, N, compiled is not None)
+    if tile and tile_items is None and m > block_rows and not probe_due(space, path_key):
+        tile = 0  # a recent probe on this space found that the fused path does not pay
     if tile and tile_items is None and m > block_rows:
         # The probe rows go first and keep their slates; they decide the path for the
         # rest (rows are exact on either path, so neither changes the results).
@@ -446,7 +457,10 @@ def guarded_topk(
     scored = 0
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(start, m, block_rows)]
     if order is not None:
-        scored = _probe_then_run(run, start, bounds, tile, threads, space.n_eligible, compiled)
+        scored, pays = _probe_then_run(
+            run, start, bounds, tile, threads, space.n_eligible, compiled
+        )
+        note_probe(space, path_key, pays)
     elif (len(bounds) == 1 or threads == 1) and tile:
         # Many small products, one per tile: BLAS threads would cost more than they give.
         with blas_single_thread():
@@ -466,7 +480,7 @@ def guarded_topk(
     return ids, scores
 
 
-def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> int:
+def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> tuple[int, bool]:
     """Run the probe rows ``[0, start)`` fused, then ``bounds`` on the path they choose.
 
     While the calling thread runs the probe, the pool's other workers already run the
@@ -476,7 +490,7 @@ def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> 
     when most of the product is skipped (selecting in numpy, the fused path can cost half
     again as much, so there the workers wait for the probe).
     Rows are exact on either path, so the guess never changes a result. Returns the
-    number of score cells computed.
+    number of score cells computed and whether the fused path paid.
     """
     with blas_single_thread():
         pool = shared_pool(threads) if threads > 1 else None
@@ -485,13 +499,13 @@ def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> 
             futures = [pool.submit(run, lo, hi, tile) for lo, hi in bounds[: threads - 1]]
         try:
             scored = run(0, start, tile)
-            if not fused_pays(scored, start * n_eligible, compiled is not None):
-                tile = 0
+            pays = fused_pays(scored, start * n_eligible, compiled is not None)
+            tile = tile if pays else 0
             rest = bounds[len(futures) :]
             if pool is None:
-                return scored + sum(run(lo, hi, tile) for lo, hi in rest)
+                return scored + sum(run(lo, hi, tile) for lo, hi in rest), pays
             futures += [pool.submit(run, lo, hi, tile) for lo, hi in rest]
-            return scored + sum(f.result() for f in futures)
+            return scored + sum(f.result() for f in futures), pays
         finally:
             # The BLAS limit must outlast every chunk still running, even on an error.
             wait(futures)
