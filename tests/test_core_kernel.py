@@ -297,12 +297,13 @@ def test_unknown_backend_is_a_clear_error():
         guarded_topk(space, np.ones((1, 2), np.float32), 1, backend="fortran")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("skew", [True, False])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_default_tiling_gives_the_unfused_results(skew, backend):
+def test_default_tiling_gives_the_unfused_results(skew, backend, threads):
     # Large enough for the default fused path (block_rows 128, 2048-item tiles), with
     # several chunks: a probe of rows spread over the batch decides whether the rest stay
-    # fused.
+    # fused, while the other workers already run the first chunks fused.
     rng = np.random.default_rng(11)
     V = rng.standard_normal((9000, 4))
     if skew:
@@ -313,7 +314,14 @@ def test_default_tiling_gives_the_unfused_results(skew, backend):
     space = FactorSpace.build(V, hard_mask=rng.random(9000) < 0.05, block_width=32)
     stats: dict = {}
     ids, scores = guarded_topk(
-        space, Q, 10, viewer_masks=[vm], block_rows=128, stats=stats, backend=backend
+        space,
+        Q,
+        10,
+        viewer_masks=[vm],
+        block_rows=128,
+        stats=stats,
+        backend=backend,
+        num_threads=threads,
     )
     ids0, scores0 = guarded_topk(space, Q, 10, viewer_masks=[vm], block_rows=128, tile_items=0)
     np.testing.assert_array_equal(ids, ids0)
@@ -330,3 +338,26 @@ def test_the_compiled_selection_step_was_built():
     # .ci/run sets the variable: the build is optional, so a compiler or source error
     # would otherwise pass unnoticed, with every test on the numpy fallback.
     assert HAS_COMPILED_TILE
+
+
+def test_a_probe_that_finds_nothing_to_skip_is_remembered_for_a_few_calls():
+    from guardrails.core._fused import _REPROBE_EVERY, note_probe, probe_due
+
+    rng = np.random.default_rng(12)
+    V = rng.standard_normal((9000, 4)).astype(np.float32)  # flat: nothing to skip
+    Q = rng.standard_normal((300, 4)).astype(np.float32)
+    vm = sp.random(300, 9000, density=0.001, format="csr", random_state=rng)
+    space = FactorSpace.build(V, block_width=32)
+    ref = guarded_topk(space, Q, 10, viewer_masks=[vm], block_rows=128, tile_items=0)
+    for _ in range(2 * _REPROBE_EVERY + 1):  # probing, remembered, probing again
+        ids, scores = guarded_topk(space, Q, 10, viewer_masks=[vm], block_rows=128)
+        np.testing.assert_array_equal(ids, ref[0])
+        np.testing.assert_array_equal(scores, ref[1])
+    other = FactorSpace.build(V, block_width=32)
+    key = (2048, 10, True)
+    assert probe_due(other, key)
+    note_probe(other, key, False)
+    skipped = [not probe_due(other, key) for _ in range(_REPROBE_EVERY)]
+    assert skipped == [True] * (_REPROBE_EVERY - 1) + [False]
+    note_probe(other, key, True)
+    assert probe_due(other, key) and probe_due(other, key)

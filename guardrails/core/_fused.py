@@ -28,7 +28,15 @@ from ._exact import MIN_BLOCKS_PER_SLOT, chunk_cells, emit, penalty_terms, sanit
 if TYPE_CHECKING:
     from .kernel import FactorSpace
 
-__all__ = ["PruneIndex", "fused_tile_items", "probe_order", "fused_pays", "run_chunk_tiled"]
+__all__ = [
+    "PruneIndex",
+    "fused_tile_items",
+    "probe_order",
+    "fused_pays",
+    "probe_due",
+    "note_probe",
+    "run_chunk_tiled",
+]
 
 # One tile of scores per worker (the fused path): small enough to stay in cache
 # (1 MiB measured ahead of 256 KiB at 50k x 64 on the 2-core machine).
@@ -48,6 +56,9 @@ _NUMPY_FUSED_MAX_SCORED = 0.6
 _FUSED_MAX_SCORED = 0.8
 # Rows, spread over a batch, that decide between the fused and the unfused path.
 _PROBE_ROWS = 64
+# Where a probe chose the unfused path, calls on the same space probe again after this
+# many (see probe_due).
+_REPROBE_EVERY = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +161,31 @@ def fused_pays(scored: int, cells: int, compiled: bool) -> bool:
     return scored <= most * cells
 
 
+def probe_due(space: object, key: tuple) -> bool:
+    """Whether a call on ``space`` (``key``: tile, ``N``, backend) should probe the path.
+
+    After a probe finds that the fused path does not pay on a space (flat scores: nothing
+    to skip), the next calls on it go unfused without probing, and every
+    ``_REPROBE_EVERY``-th call probes again: the probe's fused rows cost more than
+    unfused ones there. Both paths are exact, so this never changes a result.
+    """
+    memo = space.__dict__.get("_path")
+    if memo is None or memo.get(key, 0) <= 0:
+        return True
+    memo[key] -= 1
+    return False
+
+
+def note_probe(space: object, key: tuple, pays: bool) -> None:
+    """Record a probe's verdict for :func:`probe_due`."""
+    memo = space.__dict__.get("_path")
+    if memo is None:
+        memo = {}
+        # Frozen dataclass: a derived cache, not state; a race only moves the next probe.
+        object.__setattr__(space, "_path", memo)
+    memo[key] = 0 if pays else _REPROBE_EVERY - 1
+
+
 # One pass over a chunk's tiles: the running N-th scores, the tile order, the skip test
 # and the candidate buffers are local arrays every step reads and updates; split into
 # helpers they would travel as a dozen arguments per tile (the hot loop).
@@ -230,93 +266,100 @@ def run_chunk_tiled(
     kb = min(N, nb)
     found_r, found_p, found_v = [], [], []
     scored = 0
+    buf = np.empty(T * r, dtype=np.float32)
     if compiled is not None:
         # Ascending per row, as the compiled step keeps it; its candidate buffers.
         o_rows = np.empty(T * r, dtype=np.int64)
         o_pos = np.empty(T * r, dtype=np.int64)
         o_vals = np.empty(T * r, dtype=np.float32)
-    for i in range(n_tiles):
-        lift = unorm * ix.norm_max[i] + base
-        # NaN bounds (non-finite factors) compare False: such rows are never skipped.
-        if i and not (~(lift + ix.pen_rest[i] < thr)).any():
-            break
-        live = ~(lift + ix.pen_max[i] < thr)
-        li = every if live.all() else np.flatnonzero(live)
-        nl = li.size
-        if nl == 0:
-            continue
-        c0, c1 = int(bounds[i]), int(bounds[i + 1])
-        S = np.empty((T, nl), dtype=np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
+    # Overflowed products are -inf'd or sanitised below: no warning per tile.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(n_tiles):
+            lift = unorm * ix.norm_max[i] + base
+            # NaN bounds (non-finite factors) compare False: such rows are never skipped.
+            if i and not (~(lift + ix.pen_rest[i] < thr)).any():
+                break
+            live = ~(lift + ix.pen_max[i] < thr)
+            li = every if live.all() else np.flatnonzero(live)
+            nl = li.size
+            if nl == 0:
+                continue
+            c0, c1 = int(bounds[i]), int(bounds[i + 1])
+            # One buffer per chunk for every tile (C-contiguous for any number of live rows).
+            S = buf[: T * nl].reshape(T, nl)
             np.matmul(ix.rows[c0:c1], qt if nl == r else qt[:, li], out=S)
-        scored += nl * (min(c1, n) - c0)
-        local = None
-        if nl != r:
-            local = np.full(r, -1, dtype=np.int64)
-            local[li] = np.arange(nl, dtype=np.int64)
-        if c1 > n:
-            S[max(0, n - c0) :] = -np.inf
-        a, b = c_at[i], c_at[i + 1]
-        if b > a:
-            S[c_pos[a:b] - c0] = -np.inf
-        a, b = m_at[i], m_at[i + 1]
-        if b > a:
-            rr, pp = m_rows[a:b], m_pos[a:b]
-            if local is not None:
-                rr = local[rr]
-                pp, rr = pp[rr >= 0], rr[rr >= 0]
-            S[pp - c0, rr] = -np.inf
-        a, b = p_at[i], p_at[i + 1]
-        if b > a:
-            rr, pp, vv = p_rows[a:b], p_pos[a:b], p_vals[a:b]
-            if local is not None:
-                rr = local[rr]
-                pp, vv, rr = pp[rr >= 0], vv[rr >= 0], rr[rr >= 0]
-            S[pp - c0, rr] -= vv
-        if compiled is not None:
-            k = compiled.tile_select(S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals)
-            if k:
-                found_r.append(o_rows[:k].copy())
-                found_p.append(o_pos[:k].copy())
-                found_v.append(o_vals[:k].copy())
-            continue
-        S3 = S.reshape(nb, W, nl)
-        M = S3.max(axis=1)
-        best = M.max()
-        if (np.isnan(best) or best == np.inf) and sanitize(S):
+            scored += nl * (min(c1, n) - c0)
+            local = None
+            if nl != r:
+                local = np.full(r, -1, dtype=np.int64)
+                local[li] = np.arange(nl, dtype=np.int64)
+            if c1 > n:
+                S[max(0, n - c0) :] = -np.inf
+            a, b = c_at[i], c_at[i + 1]
+            if b > a:
+                S[c_pos[a:b] - c0] = -np.inf
+            a, b = m_at[i], m_at[i + 1]
+            if b > a:
+                rr, pp = m_rows[a:b], m_pos[a:b]
+                if local is not None:
+                    rr = local[rr]
+                    pp, rr = pp[rr >= 0], rr[rr >= 0]
+                S[pp - c0, rr] = -np.inf
+            a, b = p_at[i], p_at[i + 1]
+            if b > a:
+                rr, pp, vv = p_rows[a:b], p_pos[a:b], p_vals[a:b]
+                if local is not None:
+                    rr = local[rr]
+                    pp, vv, rr = pp[rr >= 0], vv[rr >= 0], rr[rr >= 0]
+                S[pp - c0, rr] -= vv
+            if compiled is not None:
+                k = compiled.tile_select(
+                    S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals
+                )
+                if k:
+                    found_r.append(o_rows[:k].copy())
+                    found_p.append(o_pos[:k].copy())
+                    found_v.append(o_vals[:k].copy())
+                continue
+            S3 = S.reshape(nb, W, nl)
             M = S3.max(axis=1)
-        Mt = np.ascontiguousarray(M.T)
-        if i == 0 and kb < nb:
-            # The top items cluster in the first tile's few blocks, so block maxima
-            # would bound t loosely there: read the tile's N largest scores, which lie
-            # in its N blocks with the largest maxima.
-            at = np.arange(nl, dtype=np.int64)
-            blk = np.argpartition(Mt, nb - kb, axis=1)[:, nb - kb :]
-            vals = S3[blk[:, :, None], in_block[None, None, :], at[:, None, None]].reshape(nl, -1)
-        else:
-            # Block maxima are scores of distinct items: still a lower bound.
-            vals = Mt
-        # Only rows with a score above their N-th so far can raise it.
-        cur = top[li]
-        g = np.flatnonzero(vals.max(axis=1) > cur.min(axis=1))
-        if g.size:
-            cat = np.concatenate([cur[g], vals[g]], axis=1)
-            kept = np.partition(cat, cat.shape[1] - N, axis=1)[:, -N:]
-            gl = li[g]
-            top[gl] = kept
-            t_rows = kept.min(axis=1).astype(np.float64)
-            thr[gl] = t_rows - 2.0 * delta[gl]
-            thr32[gl] = threshold(t_rows, delta[gl], np.float32)
-        tl = thr32[li]
-        # Candidates: every cell of a block whose maximum reaches the threshold.
-        hr, hb = np.nonzero(Mt >= tl[:, None])
-        if hr.size:
-            cv = S3[hb[:, None], in_block[None, :], hr[:, None]]
-            cp = (c0 + hb * W)[:, None] + in_block[None, :]
-            ok = np.isfinite(cv) & (cv >= tl[hr][:, None])
-            found_r.append(np.broadcast_to(li[hr][:, None], cp.shape)[ok])
-            found_p.append(cp[ok])
-            found_v.append(cv[ok])
+            best = M.max()
+            if (np.isnan(best) or best == np.inf) and sanitize(S):
+                M = S3.max(axis=1)
+            Mt = np.ascontiguousarray(M.T)
+            if i == 0 and kb < nb:
+                # The top items cluster in the first tile's few blocks, so block maxima
+                # would bound t loosely there: read the tile's N largest scores, which lie
+                # in its N blocks with the largest maxima.
+                at = np.arange(nl, dtype=np.int64)
+                blk = np.argpartition(Mt, nb - kb, axis=1)[:, nb - kb :]
+                vals = S3[blk[:, :, None], in_block[None, None, :], at[:, None, None]].reshape(
+                    nl, -1
+                )
+            else:
+                # Block maxima are scores of distinct items: still a lower bound.
+                vals = Mt
+            # Only rows with a score above their N-th so far can raise it.
+            cur = top[li]
+            g = np.flatnonzero(vals.max(axis=1) > cur.min(axis=1))
+            if g.size:
+                cat = np.concatenate([cur[g], vals[g]], axis=1)
+                kept = np.partition(cat, cat.shape[1] - N, axis=1)[:, -N:]
+                gl = li[g]
+                top[gl] = kept
+                t_rows = kept.min(axis=1).astype(np.float64)
+                thr[gl] = t_rows - 2.0 * delta[gl]
+                thr32[gl] = threshold(t_rows, delta[gl], np.float32)
+            tl = thr32[li]
+            # Candidates: every cell of a block whose maximum reaches the threshold.
+            hr, hb = np.nonzero(Mt >= tl[:, None])
+            if hr.size:
+                cv = S3[hb[:, None], in_block[None, :], hr[:, None]]
+                cp = (c0 + hb * W)[:, None] + in_block[None, :]
+                ok = np.isfinite(cv) & (cv >= tl[hr][:, None])
+                found_r.append(np.broadcast_to(li[hr][:, None], cp.shape)[ok])
+                found_p.append(cp[ok])
+                found_v.append(cv[ok])
     if not found_r:
         return scored
     rows = np.concatenate(found_r)

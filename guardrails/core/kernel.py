@@ -42,6 +42,7 @@ and by one tile plus the candidates (cells within the rounding margin of a row's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -58,7 +59,15 @@ from ._exact import (
     sanitize,
     threshold,
 )
-from ._fused import PruneIndex, fused_pays, fused_tile_items, probe_order, run_chunk_tiled
+from ._fused import (
+    PruneIndex,
+    fused_pays,
+    fused_tile_items,
+    note_probe,
+    probe_due,
+    probe_order,
+    run_chunk_tiled,
+)
 from .threads import blas_single_thread, default_num_threads, shared_pool
 
 try:  # optional: built with the package where a C compiler was available (setup.py)
@@ -427,6 +436,9 @@ def guarded_topk(
     )
 
     order, start = None, 0
+    path_key = (tile, N, compiled is not None)
+    if tile and tile_items is None and m > block_rows and not probe_due(space, path_key):
+        tile = 0  # a recent probe on this space found that the fused path does not pay
     if tile and tile_items is None and m > block_rows:
         # The probe rows go first and keep their slates; they decide the path for the
         # rest (rows are exact on either path, so neither changes the results).
@@ -437,27 +449,27 @@ def guarded_topk(
         out_ids, out_scores = ids, scores
         ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
 
-    def run(lo: int, hi: int) -> int:
+    def run(lo: int, hi: int, tile: int) -> int:
         return _run_chunk(
             space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled
         )
 
     scored = 0
-    if order is not None:
-        with blas_single_thread():
-            scored = run(0, start)
-        if not fused_pays(scored, start * space.n_eligible, compiled is not None):
-            tile = 0
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(start, m, block_rows)]
-    if (len(bounds) == 1 or threads == 1) and tile:
+    if order is not None:
+        scored, pays = _probe_then_run(
+            run, start, bounds, tile, threads, space.n_eligible, compiled
+        )
+        note_probe(space, path_key, pays)
+    elif (len(bounds) == 1 or threads == 1) and tile:
         # Many small products, one per tile: BLAS threads would cost more than they give.
         with blas_single_thread():
-            scored += sum(run(lo, hi) for lo, hi in bounds)
+            scored += sum(run(lo, hi, tile) for lo, hi in bounds)
     elif len(bounds) == 1 or threads == 1:
-        scored += sum(run(lo, hi) for lo, hi in bounds)
+        scored += sum(run(lo, hi, tile) for lo, hi in bounds)
     elif bounds:
         with blas_single_thread():
-            futures = [shared_pool(threads).submit(run, lo, hi) for lo, hi in bounds]
+            futures = [shared_pool(threads).submit(run, lo, hi, tile) for lo, hi in bounds]
             scored += sum(f.result() for f in futures)
     if order is not None:
         out_ids[order], out_scores[order] = ids, scores
@@ -466,6 +478,37 @@ def guarded_topk(
         stats["cells"] = stats.get("cells", 0) + m * space.n_eligible
         stats["scored"] = stats.get("scored", 0) + scored
     return ids, scores
+
+
+def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> tuple[int, bool]:
+    """Run the probe rows ``[0, start)`` fused, then ``bounds`` on the path they choose.
+
+    While the calling thread runs the probe, the pool's other workers already run the
+    first chunks on the fused path, so no core idles while the path is decided. Fused is
+    the safe guess with the compiled selection step: with nothing skipped it costs about
+    what the unfused path does, where the unfused path costs several times the fused one
+    when most of the product is skipped (selecting in numpy, the fused path can cost half
+    again as much, so there the workers wait for the probe).
+    Rows are exact on either path, so the guess never changes a result. Returns the
+    number of score cells computed and whether the fused path paid.
+    """
+    with blas_single_thread():
+        pool = shared_pool(threads) if threads > 1 else None
+        futures = []
+        if pool is not None and compiled is not None:
+            futures = [pool.submit(run, lo, hi, tile) for lo, hi in bounds[: threads - 1]]
+        try:
+            scored = run(0, start, tile)
+            pays = fused_pays(scored, start * n_eligible, compiled is not None)
+            tile = tile if pays else 0
+            rest = bounds[len(futures) :]
+            if pool is None:
+                return scored + sum(run(lo, hi, tile) for lo, hi in rest), pays
+            futures += [pool.submit(run, lo, hi, tile) for lo, hi in rest]
+            return scored + sum(f.result() for f in futures), pays
+        finally:
+            # The BLAS limit must outlast every chunk still running, even on an error.
+            wait(futures)
 
 
 def _run_chunk(
@@ -521,8 +564,10 @@ def _run_chunk(
         # Block maxima over strided blocks: item c lies in block c % B. The N-th largest
         # block maximum is a lower bound on the N-th largest score.
         M = S.reshape(r, W, B).max(axis=1)
-        if not np.isfinite(M[~np.isneginf(M)]).all():
-            M = S.reshape(r, W, B).max(axis=1) if sanitize(S) else M
+        # NaN or +inf anywhere shows in the maximum (max propagates NaN): rare, sanitise.
+        best = M.max()
+        if (np.isnan(best) or best == np.inf) and sanitize(S):
+            M = S.reshape(r, W, B).max(axis=1)
         t = np.partition(M, B - N, axis=1)[:, B - N].astype(np.float64)
         thr_cmp = threshold(t, delta, S.dtype)
         blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)

@@ -103,6 +103,10 @@ class CompiledPolicy:
         )
         self._variants: dict[tuple, Variant] = {}
         self._lock = PicklableLock()
+        #: Share of the last call's rows whose slate filled a one-group share cap, per
+        #: (filter, viewer group's variant key): picks how the next call computes
+        #: capped slates (both ways exact; see ``_run.capped_slate``).
+        self.cap_saturation: dict[tuple, float] = {}
 
     def _compile_one(self, i: int, f, st: FilterSettings) -> CompiledFilter:
         if self.policy.effective_mode(i) == "off":
