@@ -543,6 +543,15 @@ def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.nda
     terms."""
     if account_terms is None or seed_terms is None:
         return None
+    at, st = _checked_terms(account_terms, seed_terms, n, where)
+    if not st.size:
+        return None
+    return np.asarray(at[:, st].sum(axis=1)).ravel() > 0
+
+
+def _checked_terms(account_terms, seed_terms, n: int, where: str):
+    """``(|account_terms|, seed_terms as int64)``: the account-term matrix (one row per
+    candidate) and the flagged terms' column indices, checked."""
     at = check_csr(account_terms, "account_terms", where)
     if at.shape[0] != n:
         raise fail("account_terms", where, f"a matrix with {n} rows (one per candidate)", at)
@@ -551,9 +560,7 @@ def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.nda
         raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
     if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
         raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
-    if not st.size:
-        return None
-    return np.asarray(abs(at)[:, st.astype(np.int64)].sum(axis=1)).ravel() > 0
+    return abs(at), st.astype(np.int64)
 
 
 def _term_neighbourhood(uses_flagged: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
@@ -624,16 +631,9 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     w = s.astype(np.float32)
     soft = np.zeros(n, dtype=np.float32)
     if account_terms is not None:
-        at = check_csr(account_terms, "account_terms", where)
-        if at.shape[0] != n:
-            raise fail("account_terms", where, f"a matrix with {n} rows (one per candidate)", at)
-        st = np.asarray(seed_terms)
-        if st.ndim != 1 or not (st.size == 0 or np.issubdtype(st.dtype, np.integer)):
-            raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
-        if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
-            raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
+        at, st = _checked_terms(account_terms, seed_terms, n, where)
         if st.size:
-            acc, _ = term_risk(abs(at), seed_terms=st.astype(np.int64))
+            acc, _ = term_risk(at, seed_terms=st)
             acc = np.asarray(acc, dtype=np.float32)
             soft = np.where(acc >= _TERM_DIRECT, DEFAULT_TERM_WEIGHT * acc, 0.0)
             soft = np.where(s, 0.0, soft).astype(np.float32)
