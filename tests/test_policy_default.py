@@ -470,3 +470,42 @@ def test_a_profile_among_flagged_term_users_is_a_risky_context_without_seeds(see
     assert ((ctx.risk >= ctx.threshold) == want).all()
     # Untagged accounts with fewer tagged neighbours than the calibrated count are not.
     assert not (ctx.risk[~want] >= ctx.threshold).any()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), with_factors=st.booleans())
+def test_flagged_term_accounts_stay_out_of_a_tripped_viewers_pool(seed, with_factors):
+    # With or without the model's space, an account that uses a flagged term is a risky
+    # context: a viewer tripped as a likely buyer is never served it from the pool.
+    risk, minors, model = _world(seed)
+    rng = np.random.default_rng(seed)
+    tagged = rng.choice(np.arange(20, 60), 6, replace=False)
+    terms = sp.lil_matrix((NI, 3), dtype=np.float32)
+    for i in range(NI):
+        terms[i, i % 2] = 1.0
+    terms[tagged, 2] = 1.0
+    kw = {"item_factors": np.asarray(model.item_factors)} if with_factors else {}
+    pol = default_policy(
+        risk=risk,
+        minors=minors,
+        account_terms=sp.csr_matrix(terms),
+        seed_terms=np.array([2]),
+        **kw,
+    )
+    pool = pol["viewer_circuit_breaker"].low_risk_pool()
+    assert not pool[tagged].any()
+    dropped = np.flatnonzero(risk >= pol["suppress_neighborhood"].threshold)
+    row = sp.csr_matrix(([1.0], [dropped[0]], [0, 1]), shape=(1, NI), dtype=np.float32)
+    ids, _ = gr.Guard(model, pol).recommend(NI + 3, row, N=NI, recalculate_user=True)
+    ids = ids[ids >= 0]
+    assert ids.size and not np.isin(ids, tagged).any()
+
+
+@pytest.mark.parametrize(
+    "bad", [np.array(["a", "b"]), np.ones((NI, 1), bool), np.array([0.5, 1.5])]
+)
+def test_malformed_minor_viewers_is_a_validation_error(bad):
+    risk, minors, _ = _world(0)
+    ui = sp.csr_matrix(np.eye(2, NI, dtype=np.float32))
+    with pytest.raises(ValidationError, match="'minor_viewers' parameter of default_policy"):
+        default_policy(risk=risk, minors=minors, interactions=ui, minor_viewers=bad)

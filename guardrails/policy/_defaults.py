@@ -331,7 +331,9 @@ def default_policy(
     pool = risk <= pool_t
     if near is not None:
         pool &= near < demote_t
-    for excluded in (seed_arg, minor_mask):
+    # Flagged-term contexts stay out of the pool with or without the model's space (with
+    # it, ``near`` already keeps them out): a tripped viewer is never served them.
+    for excluded in (seed_arg, minor_mask, term_context):
         if excluded is not None:
             pool &= ~excluded
     demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
@@ -473,6 +475,11 @@ def _minor_filters(
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
     out: list = []
+    mv = None
+    if minor_viewers is not None:
+        mv = _checked_minor_viewers(
+            minor_viewers, viewer_risk.shape[0] if viewer_risk is not None else None
+        )
     if minor_mask is not None and minor_mask.any():
         # Any sign of the network and minors' accounts are never suggested: a second
         # breaker whose pool is everything but the minors, tripping on one interaction
@@ -496,11 +503,7 @@ def _minor_filters(
                 flagged = term_context if term_context is not None else band > 0
                 flagged_band = flagged.astype(np.float32)
                 follows_minors = (ui @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
-                hit |= (
-                    follows_minors
-                    & ((ui @ flagged_band) >= 1)
-                    & ~_viewer_mask(minor_viewers, ui.shape[0])
-                )
+                hit |= follows_minors & ((ui @ flagged_band) >= 1) & ~_viewer_mask(mv, ui.shape[0])
                 stored = hit.astype(np.float32)
         if stored is None and viewer_risk is not None:
             stored = (viewer_risk > 0).astype(np.float32)
@@ -516,11 +519,7 @@ def _minor_filters(
                 name="protect_minors",
             )
         )
-    if minor_viewers is not None:
-        mv = np.asarray(minor_viewers)
-        if mv.dtype != bool:  # indices: as many viewers as the stored risk, or up to the last
-            size = viewer_risk.shape[0] if viewer_risk is not None else int(mv.max(initial=-1)) + 1
-            mv = seed_mask(mv, size, "minor_viewers", "default_policy")
+    if mv is not None:
         cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
         if seed_arg is not None:
             cand[seed_arg] = 0
@@ -583,6 +582,24 @@ def _binom_tail(n: int, p: float, k: int) -> float:
     from math import comb
 
     return float(sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1)))
+
+
+def _checked_minor_viewers(minor_viewers, n_viewers: int | None) -> np.ndarray:
+    """``minor_viewers`` as a bool mask over viewers, checked before any rule reads it: a
+    1-d bool mask, or viewer indices (as many viewers as the stored risk, or up to the
+    last index when there is none)."""
+    mv = np.asarray(minor_viewers)
+    if mv.dtype == bool and mv.ndim == 1:
+        return mv
+    if mv.ndim != 1 or not (mv.size == 0 or np.issubdtype(mv.dtype, np.integer)):
+        raise fail(
+            "minor_viewers",
+            "default_policy",
+            "a 1-d bool mask or an array of viewer indices",
+            minor_viewers,
+        )
+    size = n_viewers if n_viewers is not None else int(mv.max(initial=-1)) + 1
+    return seed_mask(mv, size, "minor_viewers", "default_policy")
 
 
 def _viewer_mask(viewers, n_users: int) -> np.ndarray:
