@@ -86,6 +86,16 @@ def test_own_terms_alone_never_drop_an_account():
     assert dropped[:10].all()
     assert not dropped[innocent]
     assert dropped[10:].mean() <= 0.05
+    # Its profile is a risky context, though: its suggestions come from the low-risk
+    # pool, and a new account that follows it is served the pool.
+    ctx = pol["context_risk"]
+    assert ctx.risk[innocent] >= ctx.threshold
+    calm = int(np.flatnonzero(~dropped & (ctx.risk < ctx.threshold))[0])
+    model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
+    guard = gr.Guard(model, pol)
+    ids, _ = guard.similar_items(np.array([innocent, calm]), N=10, viewer=[n + 1, n + 2])
+    assert np.all(ctx.pool[ids[0]]) and ids[0].size == 10
+    assert not np.all(ctx.pool[ids[1]])  # an ordinary profile's list is not restricted
 
 
 def test_default_policy_validates_term_inputs(stale):
@@ -311,3 +321,152 @@ def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
     # Two risky follows or one dropped: no minors' accounts; one risky follow, or none:
     # an ordinary viewer, who still gets them.
     assert got_minors == [0, 5, 0, 5]
+
+
+# ---------------------------------------------------------------------------- viewed profile
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    items=st.lists(st.integers(0, NI - 1), min_size=1, max_size=6),
+    N=st.integers(1, 15),
+    with_viewer=st.booleans(),
+)
+def test_the_viewed_profile_is_never_in_its_own_list(seed, items, N, with_viewer):
+    risk, minors, model = _world(seed)
+    pol = default_policy(risk=risk, minors=minors)
+    g = gr.Guard(model, pol, user_policy="same")
+    items = np.asarray(items, dtype=np.int64)
+    viewer = NI + np.arange(items.size) if with_viewer else None
+    kw = {"N": N, "surface": "suggested_accounts"}
+    ids, _ = g.similar_items(items, viewer=viewer, **kw)
+    # Accounts nobody is ever served: the dropped neighbourhood.
+    served = risk < pol["suppress_neighborhood"].threshold
+    for r, item in enumerate(items):
+        got = ids[r][ids[r] >= 0]
+        assert item not in got
+        assert np.unique(got).size == got.size
+        if not with_viewer and not (risk[item] >= pol["context_risk"].threshold):
+            # Enough eligible accounts: the list is full although the profile is left out.
+            eligible = int((served & (np.arange(NI) != item)).sum())
+            assert got.size == min(N, eligible)
+        # Batch == single.
+        one, _ = g.similar_items(int(item), viewer=None if viewer is None else int(viewer[r]), **kw)
+        assert one[one >= 0].tolist() == got.tolist()
+    # similar_users (users and candidates in one id space): the queried account is left out.
+    uids, _ = g.similar_users(items, **kw)
+    for r, item in enumerate(items):
+        assert item not in uids[r][uids[r] >= 0]
+
+
+def test_a_guard_without_the_rule_keeps_implicits_own_item_first():
+    risk, minors, model = _world(1)
+    calm = int(np.flatnonzero(risk < np.median(risk))[0])
+    ids, _ = gr.Guard(model).similar_items(calm, N=5)
+    assert ids[0] == calm
+    f = default_policy(risk=risk)["context_risk"]
+    assert f.exclude_viewed
+    plain = gr.filters.ContextRisk(f.risk, threshold=f.threshold, pool=f.pool)
+    ids, _ = gr.Guard(model, gr.Policy([plain])).similar_items(calm, N=5)
+    assert ids[0] == calm
+    ids, _ = gr.Guard(model, default_policy(risk=risk)).similar_items(calm, N=5)
+    assert calm not in ids and (ids >= 0).all()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_minor=st.integers(0, 3),
+    n_tagged=st.integers(0, 1),
+    n_band=st.integers(0, 1),
+)
+def test_an_adult_following_minors_and_a_flagged_term_account_gets_no_minors(
+    seed, n_minor, n_tagged, n_band
+):
+    from guardrails.policy._defaults import DEFAULT_MINOR_FOLLOWS
+
+    n = 100
+    rng = np.random.default_rng(seed)
+    risk = rng.uniform(0.009, 0.011, n).astype(np.float32)
+    band = np.arange(80, 85)  # two to three times typical: the demotion band, not dropped
+    risk[band] = 0.025
+    tagged = np.arange(85, 90)  # use a flagged term; typical risk otherwise
+    minors = np.zeros(n, bool)
+    minors[:10] = True
+    terms = sp.lil_matrix((n, 3), dtype=np.float32)
+    for i in range(n):
+        terms[i, i % 2] = 1.0
+    terms[tagged, 2] = 1.0
+    follows = np.unique(
+        np.concatenate(
+            [
+                rng.choice(10, n_minor, replace=False),
+                tagged[:n_tagged],
+                band[:n_band],
+                rng.choice(np.arange(20, 70), 5),
+            ]
+        )
+    )
+    # Row 0: an adult; row 1: the same follows by a known minor.
+    ui = sp.csr_matrix(
+        (
+            np.ones(2 * follows.size, np.float32),
+            np.r_[follows, follows],
+            [0, follows.size, 2 * follows.size],
+        ),
+        shape=(2, n),
+    )
+    pol = default_policy(
+        risk=risk,
+        minors=minors,
+        interactions=ui,
+        minor_viewers=np.array([False, True]),
+        account_terms=sp.csr_matrix(terms),
+        seed_terms=np.array([2]),
+    )
+    assert pol["demote_risk"].floor <= 0.025 < pol["suppress_neighborhood"].threshold
+    model = gr.FactorModel(rng.normal(size=(2, 8)), rng.normal(size=(n, 8)))
+    ids, _ = gr.Guard(model, pol).recommend(np.arange(2), ui, N=n)
+    adult = ids[0][ids[0] >= 0]
+    # A follow in the wide demotion band is not the sign; a flagged-term account is.
+    expect_tripped = n_minor >= DEFAULT_MINOR_FOLLOWS and n_tagged >= 1
+    if expect_tripped:
+        assert not minors[adult].any()
+    else:  # every minor the adult does not follow yet is still suggested
+        assert minors[adult].sum() == 10 - n_minor
+    # A minor following minors is not the sign: the rule reads adults only.
+    assert pol["protect_minors"].viewer_risk[1] == 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_tagged=st.integers(0, 10))
+def test_a_profile_among_flagged_term_users_is_a_risky_context_without_seeds(seed, n_tagged):
+    from guardrails.policy._defaults import _binom_tail
+
+    risk, V = _cluster_world(seed)
+    n = risk.size
+    risk = np.full(n, 0.01, np.float32)  # no seed anywhere: only the terms say anything
+    terms = sp.lil_matrix((n, 4), dtype=np.float32)
+    for i in range(n):
+        terms[i, i % 3] = 1.0
+    terms[:n_tagged, 3] = 1.0  # some of the cluster use the flagged term
+    pol = default_policy(
+        risk=risk, item_factors=V, account_terms=sp.csr_matrix(terms), seed_terms=np.array([3])
+    )
+    ctx = pol["context_risk"]
+    # Nothing is dropped or demoted for terms.
+    assert not (pol["suppress_neighborhood"].risk >= pol["suppress_neighborhood"].threshold).any()
+    assert (ctx.risk[:n_tagged] >= ctx.threshold).all()
+    # Account 20 is untagged; its ten nearest accounts are the cluster's other members.
+    rate = n_tagged / n
+    k = 2
+    while _binom_tail(10, rate, k) >= 0.01:
+        k += 1
+    from guardrails.filters._risk import nearest_items
+
+    nbrs = nearest_items(item_factors=V, k=10)
+    tagged = np.arange(n) < n_tagged
+    tagged_near = tagged[nbrs].sum(axis=1)
+    want = tagged | (tagged_near >= k)
+    assert ((ctx.risk >= ctx.threshold) == want).all()
+    # Untagged accounts with fewer tagged neighbours than the calibrated count are not.
+    assert not (ctx.risk[~want] >= ctx.threshold).any()

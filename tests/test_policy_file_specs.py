@@ -249,6 +249,7 @@ STRATEGIES = {
         pool=_mask(NI, 0.6),
         new_viewer_interactions=st.integers(0, 12),
         known_viewers=_opt(st.integers(0, NU)),
+        exclude_viewed=st.booleans(),
     ),
     ShareCap: _share_cap(),
     RelationshipRule: _build(

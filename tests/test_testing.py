@@ -110,7 +110,13 @@ class TestRelationshipRule(_Base):
 class TestContextRisk(_Base):
     def make_filter(self, n, nu, seed):
         r = _rng(seed).random(n).astype(np.float32)
-        return ContextRisk(r, threshold=0.7, pool=r < 0.4, new_viewer_interactions=seed % 4)
+        return ContextRisk(
+            r,
+            threshold=0.7,
+            pool=r < 0.4,
+            new_viewer_interactions=seed % 4,
+            exclude_viewed=seed % 2 == 0,
+        )
 
 
 def test_suite_covers_every_builtin():

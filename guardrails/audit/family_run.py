@@ -103,7 +103,8 @@ def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int 
 
     Unlike :func:`~guardrails.audit.walks.view_one` the viewed account is *not* stripped:
     an account the guard still serves on its own profile is one it has cleared, and
-    ``self_shown`` counts how often that happens for network accounts.
+    ``self_shown`` counts how often that happens for network accounts
+    (``default_policy`` never lists the viewed profile, so for it this checks that rule).
 
     Returns
     -------

@@ -19,6 +19,12 @@ left to the share-based breaker, so ordinary users who follow one borderline acc
 keep their recommendations. For ``similar_users`` (a ``"users"`` catalogue in the same id
 space as the candidates) the queried account is the profile being viewed.
 
+With ``exclude_viewed`` the viewed profile itself (the item of ``similar_items``, the
+queried account of ``similar_users``) is never in its own list, whatever its risk: a
+"similar accounts" list on a profile page does not show the profile. An account the
+policy cannot clear then never appears in its own suggestions, without the policy
+having to decide, on little evidence, whether it is risky.
+
 A new account stops counting as new once it has followed more than
 ``new_viewer_interactions`` accounts, but the model would still fold its risky first
 follow into its taste: with ``strip_interactions`` (the default) the risky interactions of
@@ -31,6 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_float, check_int, check_vector, fail
+from ..core.plan import PlanPart
 from .base import Catalog, CohortTable, Filter, ViewerBatch
 
 __all__ = ["ContextRisk"]
@@ -61,6 +68,10 @@ class ContextRisk(Filter):
         :meth:`unknown_viewers`) out of their queries, whatever their number: a new
         account that follows one risky account and then many ordinary ones is not
         steered back to the risky one's neighbourhood once it stops counting as new.
+    exclude_viewed : bool, keyword-only
+        Never return the viewed profile (``similar_items``' item, ``similar_users``'
+        queried account) in its own list, reason ``"viewed_profile"``. Other calls and
+        the rest of the slate are unchanged.
     reason, mode, failure, surfaces, name : keyword-only
     """
 
@@ -72,6 +83,7 @@ class ContextRisk(Filter):
         "new_viewer_interactions": "int",
         "known_viewers": "int",
         "strip_interactions": "bool",
+        "exclude_viewed": "bool",
     }
 
     def __init__(
@@ -83,6 +95,7 @@ class ContextRisk(Filter):
         new_viewer_interactions: int = 5,
         known_viewers: int | None = None,
         strip_interactions: bool = True,
+        exclude_viewed: bool = False,
         reason: str = "risky_context",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -109,6 +122,9 @@ class ContextRisk(Filter):
         if not isinstance(strip_interactions, bool):
             raise fail("strip_interactions", where, "a bool", strip_interactions)
         self.strip_interactions = strip_interactions
+        if not isinstance(exclude_viewed, bool):
+            raise fail("exclude_viewed", where, "a bool", exclude_viewed)
+        self.exclude_viewed = exclude_viewed
         self._settings(
             name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
         )
@@ -121,7 +137,40 @@ class ContextRisk(Filter):
             self.new_viewer_interactions,
             -1 if self.known_viewers is None else self.known_viewers,
             self.strip_interactions,
+            self.exclude_viewed,
         )
+
+    def viewed(self, viewers: ViewerBatch, kind: str = "items") -> sp.csr_matrix | None:
+        """The viewed profile of each row of the batch, as a (m, n) 0/1 matrix, or
+        ``None`` when no row views one: ``similar_items``' item (the context), or for a
+        ``"users"`` catalogue ``similar_users``' queried account."""
+        n = self.risk.shape[0]
+        if kind == "users":
+            if viewers.userids is None:
+                return None
+            u = np.asarray(viewers.userids, dtype=np.int64)
+            inside = (u >= 0) & (u < n)
+            if not inside.any():
+                return None
+            return sp.csr_matrix(
+                (np.ones(int(inside.sum()), np.float32), u[inside], np.r_[0, np.cumsum(inside)]),
+                shape=(u.size, n),
+            )
+        ctx = viewers.context_items
+        if ctx is None or ctx.shape[1] != n or ctx.nnz == 0:
+            return None
+        out = sp.csr_matrix(ctx != 0, dtype=np.float32)
+        return out
+
+    def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
+        """With ``exclude_viewed``: the viewed profile is never in its own list."""
+        if not self.exclude_viewed:
+            return None
+        catalog.check_sized("ContextRisk", "risk", self.risk.shape[0])
+        mask = self.viewed(viewers, catalog.kind)
+        if mask is None:
+            return None
+        return PlanPart(self.name, "viewed_profile", viewer_mask=mask)
 
     def risky_context(self, viewers: ViewerBatch, kind: str = "items") -> np.ndarray:
         """Bool mask of the batch's viewers whose context touches a risky candidate.

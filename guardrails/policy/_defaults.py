@@ -69,6 +69,17 @@ DEFAULT_HIGH_LIFT = 4.0
 DEFAULT_MINOR_BAND_FOLLOWS = 2
 #: See DEFAULT_MINOR_BAND_FOLLOWS.
 DEFAULT_MINOR_BAND_LIFT = 3.0
+#: The minors' breaker also trips (stored) on a viewer who is not a known minor, follows
+#: at least this many minors' accounts, and follows at least one flagged-term account
+#: (one that uses a flagged term, or sits among accounts that do; without terms, one at
+#: DEFAULT_MINOR_BAND_LIFT or above). Buyers of a sub-network that no seed reaches follow
+#: minors and sellers that are only moderately risky but tagged. On 59 rows of the
+#: family's tuning platforms (the hardest included) the same rule with "a follow in the
+#: demotion band" took the rows where some buyer still got minors' accounts from 23 to 9
+#: (ordinary viewers tripped: median 3.9 % to 6.8 %; "two minors' accounts" alone left
+#: 12) but tripped up to 87 % of a youth community's adults on a low-risk platform: the
+#: flagged-term version is narrower (docs/audit.md).
+DEFAULT_MINOR_FOLLOWS = 1
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -81,6 +92,14 @@ DEFAULT_NEIGHBOURS = 10
 #: at least damping / 5 for an account with five terms, one of them flagged); accounts
 #: further away are not soft seeds.
 _TERM_DIRECT = 0.1
+#: An account with at least this many of its DEFAULT_NEIGHBOURS nearest accounts using a
+#: flagged term is a risky context (more when the platform's own rate of flagged-term use
+#: makes that count likely by chance, see _TERM_NEIGHBOUR_P): the model places the
+#: untagged members of a network beside its tagged ones, with or without a known seed.
+DEFAULT_TERM_NEIGHBOURS = 2
+#: Chance, at the platform's own rate of flagged-term use, that an account's
+#: neighbourhood reaches the term-neighbour count: the count is raised until it is below.
+_TERM_NEIGHBOUR_P = 0.01
 #: Largest share of the catalogue neighbourhood suppression may drop (a collateral cap).
 _DROP_CAP = {"strict": 0.10, "balanced": 0.05}
 
@@ -206,7 +225,12 @@ def default_policy(
       dropped account suggests only the pool, whoever views it (a new account gives the
       breaker nothing else to read);
     - viewing context (:class:`~guardrails.filters.ContextRisk`), on the larger of a
-      candidate's own and its neighbourhood risk: a viewed profile (``similar_items``;
+      candidate's own and its neighbourhood risk (with ``account_terms`` /
+      ``seed_terms``, an account that uses a flagged term itself, or has at least
+      :data:`DEFAULT_TERM_NEIGHBOURS` of its nearest accounts doing so, more when the
+      platform's own rate of use makes that likely by chance, counts as at the
+      demotion floor: its profile and a new follow of it are risky contexts, but it is
+      not dropped or demoted for its terms): a viewed profile (``similar_items``;
       for ``similar_users`` the queried account) in the demotion band or above
       (``>= 2 * b``), or a new account's first follows there (ids beyond the rows of
       ``interactions``, at most :data:`DEFAULT_NEW_VIEWER` follows), get only the
@@ -216,13 +240,23 @@ def default_policy(
       them once it stops counting as new. Established viewers are left to the
       share-based breaker, so their recommendations are unchanged; ordinary viewers of
       a band profile see pool accounts in its "suggested accounts";
+    - the viewed profile itself (``similar_items``' item, ``similar_users``' queried
+      account) is never in its own list, whatever its risk (reason
+      ``"viewed_profile"``): a "similar accounts" list does not show the profile it sits
+      on, so an account the policy cannot clear never appears in its own suggestions
+      (implicit's ``similar_items`` puts the item itself first; a Guard without a
+      policy keeps that);
     - minors (``minors=``): a second breaker, ``protect_minors``, trips on a single
       interaction (in the call, or stored from ``interactions``) on a dropped
       candidate, or (stored) on two follows (:data:`DEFAULT_MINOR_BAND_FOLLOWS`) of
       accounts whose own or neighbourhood risk is ``>= 3 * b``
-      (:data:`DEFAULT_MINOR_BAND_LIFT`), and then drops minors' accounts; minors' accounts carry
-      no risk of their own (it comes from buyers following them), so ordinary viewers
-      keep seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
+      (:data:`DEFAULT_MINOR_BAND_LIFT`), or (stored) on a viewer who is not a known
+      minor (``minor_viewers``), already follows a minor's account
+      (:data:`DEFAULT_MINOR_FOLLOWS`) and follows one flagged-term account (one that
+      uses a flagged term or sits among accounts that do; without terms, one at
+      ``>= 3 * b``), and then drops minors' accounts; minors' accounts carry no risk
+      of their own (it comes from buyers following them), so ordinary viewers keep
+      seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
       know (new accounts might be minors);
     - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
@@ -250,6 +284,7 @@ def default_policy(
         risk = risk.astype(np.float32)
     drop_t, demote_t, pool_t, high_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
     near = None
+    nbrs = None
     if item_factors is not None or item_similarity is not None:
         nbrs = nearest_items(
             item_factors=item_factors,
@@ -268,6 +303,22 @@ def default_policy(
         near = neighbour_risk(risk, nbrs)
         if minor_mask is not None:
             near = np.where(minor_mask, 0.0, near).astype(np.float32)
+    # Accounts that use a flagged term themselves, and accounts whose nearest accounts in
+    # the model's space do so far more often than the platform's own rate: risky contexts
+    # that need no seed nearby.
+    uses_flagged = _flagged_term_users(account_terms, seed_terms, n, where)
+    term_context = None
+    if uses_flagged is not None:
+        if minor_mask is not None:
+            uses_flagged &= ~minor_mask
+        term_context = uses_flagged.copy()
+        if nbrs is not None:
+            term_context |= _term_neighbourhood(uses_flagged, nbrs)
+        if minor_mask is not None:
+            term_context &= ~minor_mask
+        if near is not None:
+            near = np.where(term_context, np.maximum(near, np.float32(demote_t)), near)
+            near = near.astype(np.float32)
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
@@ -308,6 +359,12 @@ def default_policy(
     elif viewer_risk is not None:
         known_viewers = int(viewer_risk.shape[0])
     context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
+    if term_context is not None:
+        # A risky context (a profile's suggestions, a new account's first follow), never
+        # a drop: an account's own terms are evidence about it, not about its neighbours.
+        context_risk = np.where(
+            term_context, np.maximum(context_risk, np.float32(demote_t)), context_risk
+        ).astype(np.float32)
     filters.append(
         ContextRisk(
             context_risk,
@@ -315,6 +372,7 @@ def default_policy(
             pool=pool,
             new_viewer_interactions=DEFAULT_NEW_VIEWER,
             known_viewers=known_viewers,
+            exclude_viewed=True,
         )
     )
     filters.extend(
@@ -330,6 +388,7 @@ def default_policy(
             seed_arg,
             viewer_risk,
             interactions,
+            term_context,
         )
     )
     filters.append(
@@ -410,6 +469,7 @@ def _minor_filters(
     seed_arg,
     viewer_risk,
     interactions,
+    term_context=None,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
     out: list = []
@@ -429,6 +489,18 @@ def _minor_filters(
             if ui.shape[1] == band.shape[0]:
                 ui = abs(ui).astype(bool).astype(np.float32)
                 hit = ((ui @ risky) > 0) | ((ui @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
+                # A viewer who already follows minors' accounts and also an account in
+                # the flagged band: buyers of a sub-network no seed reaches follow minors
+                # and sellers that are only moderately risky.
+                # Minors who follow each other are not this sign.
+                flagged = term_context if term_context is not None else band > 0
+                flagged_band = flagged.astype(np.float32)
+                follows_minors = (ui @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
+                hit |= (
+                    follows_minors
+                    & ((ui @ flagged_band) >= 1)
+                    & ~_viewer_mask(minor_viewers, ui.shape[0])
+                )
                 stored = hit.astype(np.float32)
         if stored is None and viewer_risk is not None:
             stored = (viewer_risk > 0).astype(np.float32)
@@ -466,6 +538,69 @@ def _minor_filters(
     return out
 
 
+def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.ndarray | None:
+    """Accounts that use a flagged term themselves (bool, shape (n,)), or ``None`` without
+    terms."""
+    if account_terms is None or seed_terms is None:
+        return None
+    at, st = _checked_terms(account_terms, seed_terms, n, where)
+    if not st.size:
+        return None
+    return np.asarray(at[:, st].sum(axis=1)).ravel() > 0
+
+
+def _checked_terms(account_terms, seed_terms, n: int, where: str):
+    """``(|account_terms|, seed_terms as int64)``: the account-term matrix (one row per
+    candidate) and the flagged terms' column indices, checked."""
+    at = check_csr(account_terms, "account_terms", where)
+    if at.shape[0] != n:
+        raise fail("account_terms", where, f"a matrix with {n} rows (one per candidate)", at)
+    st = np.asarray(seed_terms)
+    if st.ndim != 1 or not (st.size == 0 or np.issubdtype(st.dtype, np.integer)):
+        raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
+    if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
+        raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
+    return abs(at), st.astype(np.int64)
+
+
+def _term_neighbourhood(uses_flagged: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+    """Accounts with at least k of their nearest accounts using a flagged term, k the
+    smallest count (at least :data:`DEFAULT_TERM_NEIGHBOURS`) that a neighbourhood drawn
+    at the platform's own rate of flagged-term use reaches with probability under
+    :data:`_TERM_NEIGHBOUR_P` (binomial tail)."""
+    valid = nbrs >= 0
+    k_nb = max(int(valid.sum(axis=1).max(initial=0)), 1)
+    hits = (uses_flagged[np.maximum(nbrs, 0)] & valid).sum(axis=1)
+    rate = float(uses_flagged.mean()) if uses_flagged.size else 0.0
+    k = DEFAULT_TERM_NEIGHBOURS
+    while k <= k_nb and _binom_tail(k_nb, rate, k) >= _TERM_NEIGHBOUR_P:
+        k += 1
+    return hits >= k
+
+
+def _binom_tail(n: int, p: float, k: int) -> float:
+    """P(Binomial(n, p) >= k)."""
+    from math import comb
+
+    return float(sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1)))
+
+
+def _viewer_mask(viewers, n_users: int) -> np.ndarray:
+    """A bool mask over ``n_users`` viewers from a bool mask or indices (``None``: none);
+    entries beyond ``n_users`` are ignored, missing ones are ``False``."""
+    out = np.zeros(n_users, dtype=bool)
+    if viewers is None:
+        return out
+    v = np.asarray(viewers)
+    if v.dtype == bool:
+        k = min(n_users, v.shape[0])
+        out[:k] = v[:k]
+        return out
+    v = v.astype(np.int64)
+    out[v[(v >= 0) & (v < n_users)]] = True
+    return out
+
+
 def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     """Item risk from labelled seeds and flagged terms over the graph and/or interactions.
 
@@ -496,16 +631,9 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     w = s.astype(np.float32)
     soft = np.zeros(n, dtype=np.float32)
     if account_terms is not None:
-        at = check_csr(account_terms, "account_terms", where)
-        if at.shape[0] != n:
-            raise fail("account_terms", where, f"a matrix with {n} rows (one per candidate)", at)
-        st = np.asarray(seed_terms)
-        if st.ndim != 1 or not (st.size == 0 or np.issubdtype(st.dtype, np.integer)):
-            raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
-        if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
-            raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
+        at, st = _checked_terms(account_terms, seed_terms, n, where)
         if st.size:
-            acc, _ = term_risk(abs(at), seed_terms=st.astype(np.int64))
+            acc, _ = term_risk(at, seed_terms=st)
             acc = np.asarray(acc, dtype=np.float32)
             soft = np.where(acc >= _TERM_DIRECT, DEFAULT_TERM_WEIGHT * acc, 0.0)
             soft = np.where(s, 0.0, soft).astype(np.float32)
