@@ -26,7 +26,7 @@ from guardrails.filters import (
 )
 from guardrails.filters.base import Catalog, ViewerBatch
 from guardrails.policy import Policy
-from guardrails.policy._run import group_rows
+from guardrails.policy._run import GroupRows, group_rows
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 NU, NI, F = 24, 60, 5
@@ -55,6 +55,41 @@ def test_group_rows_equals_unique_rows(data, m, k, wide):
         if wr is not None:
             assert np.array_equal(gr_, wr)
         assert np.array_equal(gk, wk) and gk.dtype == np.int64
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    m=st.integers(2, 30),
+    k=st.integers(1, 3),
+    dup=st.booleans(),
+    array=st.booleans(),
+)
+def test_group_row_slices_equal_fancy_row_indexing(data, m, k, dup, array):
+    """Each viewer group's rows of a per-viewer matrix, sliced once per batch, equal
+    ``matrix[rows]`` cell for cell and in stored order (sparse matrices and arrays,
+    duplicate and explicit-zero cells included; dense arrays fall back to indexing)."""
+    cols = [
+        np.array(data.draw(st.lists(st.integers(-1, 2), min_size=m, max_size=m)), np.int64)
+        for _ in range(k)
+    ]
+    groups = group_rows(cols)
+    take = GroupRows(groups)
+    mats = [_cells(data, m, 7, dup), _cells(data, m, 5, False)]
+    if array:
+        mats = [sp.csr_array(x) for x in mats]
+    dense = np.arange(m * 3, dtype=np.float32).reshape(m, 3)
+    for _ in range(2):  # a second pass reuses the permuted matrices
+        for j, (rows, _key) in enumerate(groups):
+            for x in mats:
+                got, want = take(x, j), (x if rows is None else x[rows])
+                assert type(got) is type(want) and got.shape == want.shape
+                assert got.dtype == want.dtype and got.indices.dtype == want.indices.dtype
+                assert np.array_equal(got.indptr, want.indptr)
+                assert np.array_equal(got.indices, want.indices)
+                assert np.array_equal(got.data, want.data)
+            d = take(dense, j)
+            assert np.array_equal(d, dense if rows is None else dense[rows])
 
 
 def _cells(data, m, n, dup):

@@ -10,9 +10,10 @@ the served, shadow and audit slates compile each filter's viewer parts once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..core.plan import Action
 from ..core.select import TopK, capped_topk, merge_slates, missing
@@ -206,7 +207,8 @@ def build_slate(
     scores = None
     on = np.zeros((m, len(cp.policy.filters)), dtype=bool)
     capped: list = []
-    for rows, key in groups:
+    take = GroupRows(groups)
+    for k, (rows, key) in enumerate(groups):
         off = 0
         is_held = False
         if held is not None:
@@ -224,12 +226,12 @@ def build_slate(
         for i in act:
             for p in cp.cached_parts(cache, i):
                 if p.viewer_mask is not None:
-                    masks.append(p.viewer_mask if rows is None else p.viewer_mask[rows])
+                    masks.append(take(p.viewer_mask, k))
                 if p.viewer_penalty is not None:
-                    pens.append(p.viewer_penalty if rows is None else p.viewer_penalty[rows])
+                    pens.append(take(p.viewer_penalty, k))
             s = cp.cached_strip(cache, i)
             if s is not None:
-                s = s if rows is None else s[rows]
+                s = take(s, k)
                 strip = s if strip is None else strip + s
         caps = [(i, cp.filters[i].caps) for i in act if cp.filters[i].caps is not None]
         if caps:
@@ -256,6 +258,47 @@ def build_slate(
     if scores is None:
         scores = np.full((m, N), -np.inf, dtype=np.float32)
     return Slate(ids, scores, on, capped)
+
+
+class GroupRows:
+    """Rows of per-viewer sparse matrices for each viewer group, sliced once per batch.
+
+    ``take(matrix, k)`` equals ``matrix[rows_k]`` (``matrix`` itself when the batch is one
+    group). Rather than one fancy row index per group and matrix, each matrix is permuted
+    once into group order (``matrix[order]``, the groups' rows concatenated) and each
+    group's rows are a contiguous range of it, taken as views of its arrays.
+    """
+
+    def __init__(self, groups: list[tuple[np.ndarray | None, np.ndarray]]) -> None:
+        self.whole = len(groups) == 1 and groups[0][0] is None
+        self.order = None
+        self.bounds = np.zeros(1, dtype=np.int64)
+        if not self.whole:
+            parts = [np.asarray(r, dtype=np.int64) for r, _ in groups]
+            self.order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            self.bounds = np.r_[0, np.cumsum([r.shape[0] for r in parts])].astype(np.int64)
+        self.single = len(groups) <= 1
+        self.groups = groups
+        self.permuted: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, matrix: Any, k: int) -> Any:
+        if self.whole:
+            return matrix
+        rows = self.groups[k][0]
+        if self.single or not (sp.issparse(matrix) and matrix.format == "csr"):
+            return matrix[rows]
+        hit = self.permuted.get(id(matrix))
+        if hit is None or hit[0] is not matrix:
+            hit = (matrix, matrix[self.order])
+            self.permuted[id(matrix)] = hit
+        p = hit[1]
+        a, b = int(self.bounds[k]), int(self.bounds[k + 1])
+        lo, hi = int(p.indptr[a]), int(p.indptr[b])
+        return type(p)(
+            (p.data[lo:hi], p.indices[lo:hi], p.indptr[a : b + 1] - p.indptr[a]),
+            shape=(b - a, p.shape[1]),
+            copy=False,
+        )
 
 
 def group_rows(cols: list[np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarray]]:
