@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import guardrails as gr
@@ -474,6 +474,7 @@ def test_a_profile_among_flagged_term_users_is_a_risky_context_without_seeds(see
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), with_factors=st.booleans())
+@example(seed=7, with_factors=True)  # the model's space leaves an empty pool
 def test_flagged_term_accounts_stay_out_of_a_tripped_viewers_pool(seed, with_factors):
     # With or without the model's space, an account that uses a flagged term is a risky
     # context: a viewer tripped as a likely buyer is never served it from the pool.
@@ -498,7 +499,9 @@ def test_flagged_term_accounts_stay_out_of_a_tripped_viewers_pool(seed, with_fac
     row = sp.csr_matrix(([1.0], [dropped[0]], [0, 1]), shape=(1, NI), dtype=np.float32)
     ids, _ = gr.Guard(model, pol).recommend(NI + 3, row, N=NI, recalculate_user=True)
     ids = ids[ids >= 0]
-    assert ids.size and not np.isin(ids, tagged).any()
+    # The viewer is tripped: whatever it gets comes from the pool (an empty pool, as the
+    # model's space can leave on a small random catalogue, gives an empty slate).
+    assert pool[ids].all() and not np.isin(ids, tagged).any()
 
 
 @pytest.mark.parametrize(
