@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_float, check_int, check_vector, fail
+from .._validation import check_bool, check_float, check_int, check_mask, check_vector
 from ..core.plan import PlanPart
 from .base import Catalog, CohortTable, Filter, ViewerBatch
 
@@ -107,10 +107,7 @@ class ContextRisk(Filter):
         self.threshold = check_float(
             threshold, "threshold", where, low=0.0, high=1.0, low_open=True
         )
-        p = np.asarray(pool)
-        if p.dtype != bool or p.shape != self.risk.shape:
-            raise fail("pool", where, f"a bool mask of length {self.risk.shape[0]}", pool)
-        self.pool = p.copy()
+        self.pool = check_mask(pool, "pool", where, self.risk.shape[0])
         self.new_viewer_interactions = check_int(
             new_viewer_interactions, "new_viewer_interactions", where, low=0
         )
@@ -119,12 +116,8 @@ class ContextRisk(Filter):
             if known_viewers is None
             else check_int(known_viewers, "known_viewers", where, low=0)
         )
-        if not isinstance(strip_interactions, bool):
-            raise fail("strip_interactions", where, "a bool", strip_interactions)
-        self.strip_interactions = strip_interactions
-        if not isinstance(exclude_viewed, bool):
-            raise fail("exclude_viewed", where, "a bool", exclude_viewed)
-        self.exclude_viewed = exclude_viewed
+        self.strip_interactions = check_bool(strip_interactions, "strip_interactions", where)
+        self.exclude_viewed = check_bool(exclude_viewed, "exclude_viewed", where)
         self._settings(
             name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
         )
