@@ -282,7 +282,7 @@ def default_policy(
         # not dropped or demoted for the risk that buyers' follows give them.
         risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
         risk = risk.astype(np.float32)
-    drop_t, demote_t, pool_t, high_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
+    base, drop_t, demote_t, pool_t, high_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
     near = None
     nbrs = None
     if item_factors is not None or item_similarity is not None:
@@ -316,23 +316,18 @@ def default_policy(
             term_context |= _term_neighbourhood(uses_flagged, nbrs)
         if minor_mask is not None:
             term_context &= ~minor_mask
-        if near is not None:
-            near = np.where(term_context, np.maximum(near, np.float32(demote_t)), near)
-            near = near.astype(np.float32)
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
     if viewer_risk is not None:
         viewer_risk = check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
-    elif interactions is not None:
-        ui = check_csr(interactions, "interactions", where)
-        if ui.shape[1] == n:
-            viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
+    ui = None if interactions is None else check_csr(interactions, "interactions", where)
+    if viewer_risk is None and ui is not None and ui.shape[1] == n:
+        viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
     pool = risk <= pool_t
     if near is not None:
         pool &= near < demote_t
-    # Flagged-term contexts stay out of the pool with or without the model's space (with
-    # it, ``near`` already keeps them out): a tripped viewer is never served them.
+    # Flagged-term contexts stay out of the pool: a tripped viewer is never served them.
     for excluded in (seed_arg, minor_mask, term_context):
         if excluded is not None:
             pool &= ~excluded
@@ -356,8 +351,8 @@ def default_policy(
     # account's first follows in the flagged band get the low-risk pool only, so a risky
     # but unflagged profile suggests neither its neighbourhood nor itself.
     known_viewers = None
-    if interactions is not None:
-        known_viewers = int(check_csr(interactions, "interactions", where).shape[0])
+    if ui is not None:
+        known_viewers = int(ui.shape[0])
     elif viewer_risk is not None:
         known_viewers = int(viewer_risk.shape[0])
     context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
@@ -385,11 +380,11 @@ def default_policy(
             context_risk,
             drop_t,
             demote_t,
-            _base(risk, seed_arg),
+            base,
             risk,
             seed_arg,
             viewer_risk,
-            interactions,
+            ui,
             term_context,
         )
     )
@@ -440,15 +435,11 @@ def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, whe
     return _default_risk(seeds, graph, interactions, account_terms, seed_terms, where)
 
 
-def _base(risk: np.ndarray, seed_arg) -> float:
-    """The catalogue's typical risk: the median over the non-seed candidates."""
-    rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
-    return float(np.median(rest)) if rest.size else 0.0
-
-
-def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float, float, float]:
-    """Drop, demote, low-risk-pool and high-risk thresholds: lifts over the typical
-    non-seed risk."""
+def _thresholds(
+    risk: np.ndarray, seed_arg, q_cap: float
+) -> tuple[float, float, float, float, float]:
+    """The catalogue's typical risk ``b`` (the median over the non-seed candidates) and the
+    drop, demote, low-risk-pool and high-risk thresholds: lifts over ``b``."""
     rest = risk if seed_arg is None or seed_arg.all() else risk[~seed_arg]
     top = float(np.quantile(rest, 1.0 - q_cap)) if rest.size else 1.0
     base = float(np.median(rest)) if rest.size else 0.0
@@ -456,7 +447,7 @@ def _thresholds(risk: np.ndarray, seed_arg, q_cap: float) -> tuple[float, float,
     demote_t = min(drop_t, max(DEFAULT_DEMOTE_LIFT * base, 1e-6))
     pool_t = min(demote_t, DEFAULT_POOL_LIFT * base)
     high_t = min(drop_t, max(DEFAULT_HIGH_LIFT * base, demote_t))
-    return drop_t, demote_t, pool_t, high_t
+    return base, drop_t, demote_t, pool_t, high_t
 
 
 def _minor_filters(
@@ -470,7 +461,7 @@ def _minor_filters(
     risk,
     seed_arg,
     viewer_risk,
-    interactions,
+    ui,
     term_context=None,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network."""
@@ -491,20 +482,22 @@ def _minor_filters(
         band_t = min(drop_t, max(DEFAULT_MINOR_BAND_LIFT * base, demote_t))
         band = (context_risk >= band_t).astype(np.float32)
         stored = None
-        if interactions is not None:
-            ui = check_csr(interactions, "interactions", "default_policy")
-            if ui.shape[1] == band.shape[0]:
-                ui = abs(ui).astype(bool).astype(np.float32)
-                hit = ((ui @ risky) > 0) | ((ui @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
-                # A viewer who already follows minors' accounts and also an account in
-                # the flagged band: buyers of a sub-network no seed reaches follow minors
-                # and sellers that are only moderately risky.
-                # Minors who follow each other are not this sign.
-                flagged = term_context if term_context is not None else band > 0
-                flagged_band = flagged.astype(np.float32)
-                follows_minors = (ui @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
-                hit |= follows_minors & ((ui @ flagged_band) >= 1) & ~_viewer_mask(mv, ui.shape[0])
-                stored = hit.astype(np.float32)
+        if ui is not None and ui.shape[1] == band.shape[0]:
+            follows = abs(ui).astype(bool).astype(np.float32)
+            hit = ((follows @ risky) > 0) | ((follows @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
+            # A viewer who already follows minors' accounts and also an account in
+            # the flagged band: buyers of a sub-network no seed reaches follow minors
+            # and sellers that are only moderately risky.
+            # Minors who follow each other are not this sign.
+            flagged = term_context if term_context is not None else band > 0
+            flagged_band = flagged.astype(np.float32)
+            follows_minors = (follows @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
+            hit |= (
+                follows_minors
+                & ((follows @ flagged_band) >= 1)
+                & ~_viewer_mask(mv, follows.shape[0])
+            )
+            stored = hit.astype(np.float32)
         if stored is None and viewer_risk is not None:
             stored = (viewer_risk > 0).astype(np.float32)
         out.append(

@@ -306,7 +306,8 @@ def group_rows(cols: list[np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarr
 
     Each column holds small ints ``>= -1`` (held back, cohorts); the key is packed into
     one int64 in mixed radix (lexicographic order kept), which sorts far faster than
-    ``np.unique(axis=0)``. ``rows`` is ``None`` when all rows share one key.
+    ``np.unique(axis=0)``, the fallback when the radix would overflow (its inverse is in
+    the same order). ``rows`` is ``None`` when all rows share one key.
     """
     m = cols[0].shape[0]
     packed = np.zeros(m, dtype=np.int64)
@@ -315,15 +316,8 @@ def group_rows(cols: list[np.ndarray]) -> list[tuple[np.ndarray | None, np.ndarr
         span = int(c.max(initial=-1)) + 2  # values -1 .. max, shifted to 0 .. max + 1
         radix *= span
         if radix >= 1 << 62:
-            keys = np.stack(cols, axis=1)
-            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-            inv = inv.ravel()
-            order = np.argsort(inv, kind="stable")
-            bounds = np.searchsorted(inv[order], np.arange(uniq.shape[0] + 1))
-            out: list[tuple[np.ndarray | None, np.ndarray]] = [
-                (order[bounds[k] : bounds[k + 1]], uniq[k]) for k in range(uniq.shape[0])
-            ]
-            return [(None, uniq[0])] if len(out) == 1 else out
+            packed = np.unique(np.stack(cols, axis=1), axis=0, return_inverse=True)[1].ravel()
+            break
         packed = packed * span + (c + 1)
     first = packed[0]
     if (packed == first).all():
@@ -379,9 +373,7 @@ def capped_slate(
             _note_saturation(cp, seen, cap, ids, allow)
             return ids, scores, []
         ids, scores = topk(variant, rows, masks, pens, strip, min(N, limit))
-        inside = (ids >= 0) & (cap.groups[np.maximum(ids, 0)] >= 0)
-        n_in = inside.sum(axis=1)
-        cp.cap_saturation[seen] = float(np.mean(n_in >= allow)) if n_in.size else 0.0
+        inside, n_in = _note_saturation(cp, seen, cap, ids, allow)
         bind = np.flatnonzero(n_in > allow)
         if bind.size == 0:
             return ids, scores, []
@@ -416,10 +408,15 @@ def capped_slate(
 _SPLIT_CAP_FROM = 0.25
 
 
-def _note_saturation(cp: CompiledPolicy, seen: tuple, cap, ids: np.ndarray, allow: int) -> None:
+def _note_saturation(
+    cp: CompiledPolicy, seen: tuple, cap, ids: np.ndarray, allow: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Record the share of rows whose slate filled the cap; return which slate entries
+    are in the capped group and how many per row."""
     inside = (ids >= 0) & (cap.groups[np.maximum(ids, 0)] >= 0)
     n_in = inside.sum(axis=1)
     cp.cap_saturation[seen] = float(np.mean(n_in >= allow)) if n_in.size else 0.0
+    return inside, n_in
 
 
 def count(
