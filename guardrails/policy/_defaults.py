@@ -376,16 +376,14 @@ def default_policy(
         _minor_filters(
             minor_mask,
             minor_viewers,
-            breaker_risk,
-            context_risk,
-            drop_t,
-            demote_t,
-            base,
-            risk,
-            seed_arg,
-            viewer_risk,
-            ui,
-            term_context,
+            breaker_risk=breaker_risk,
+            context_risk=context_risk,
+            thresholds=(base, drop_t, demote_t),
+            risk=risk,
+            seed_arg=seed_arg,
+            viewer_risk=viewer_risk,
+            ui=ui,
+            term_context=term_context,
         )
     )
     filters.append(
@@ -453,18 +451,21 @@ def _thresholds(
 def _minor_filters(
     minor_mask,
     minor_viewers,
+    *,
     breaker_risk,
     context_risk,
-    drop_t,
-    demote_t,
-    base,
+    thresholds: tuple[float, float, float],
     risk,
     seed_arg,
     viewer_risk,
     ui,
-    term_context=None,
+    term_context,
 ) -> list:
-    """The filters that keep minors' accounts and minor viewers apart from the network."""
+    """The filters that keep minors' accounts and minor viewers apart from the network.
+
+    ``thresholds``: the typical risk, the drop and the demotion thresholds; ``ui``: the
+    checked interactions (or ``None``)."""
+    base, drop_t, demote_t = thresholds
     out: list = []
     mv = None
     if minor_viewers is not None:
