@@ -100,10 +100,28 @@ def penalty_terms(space, lo: int, hi: int, penalties, n_cols: int):
     return cells, PairLookup(urows, ucols, total, n_cols), extra
 
 
-def emit(space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out) -> None:
-    """Rescore the candidates exactly, keep the finite ones, write each row's top ``N``."""
+def emit(
+    space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out, groups=None
+) -> None:
+    """Rescore the candidates exactly, keep the finite ones, write each row's top ``N``.
+
+    With ``groups`` (:class:`~._groups.GroupTerms`), each row's candidates are rescored
+    with its own group's penalty instead of the space's folded one.
+    """
     if exact:
         e = vals.astype(np.float64)
+    elif groups is not None:
+        e = space.exact_scores(q, c_rows, c_cols, fold=False)
+        of = groups.of_row[lo + c_rows]
+        for g in np.unique(of).tolist():
+            neg = groups.negs[g]
+            if neg is not None:
+                sel = of == g
+                e[sel] += neg[c_cols[sel]]
+        if lookup is not None:
+            e -= lookup.get(c_rows, c_cols)
+        finite = np.abs(e) <= F32_MAX  # False for NaN and inf too
+        c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
     else:
         e = space.exact_scores(q, c_rows, c_cols)
         if lookup is not None:

@@ -190,7 +190,19 @@ def note_probe(space: object, key: tuple, pays: bool) -> None:
 # and the candidate buffers are local arrays every step reads and updates; split into
 # helpers they would travel as a dozen arguments per tile (the hot loop).
 def run_chunk_tiled(
-    space, q, lo, r, N, tile_items, call_cols, masks, penalties, ids_out, scores_out, compiled
+    space,
+    q,
+    lo,
+    r,
+    N,
+    tile_items,
+    call_cols,
+    masks,
+    penalties,
+    ids_out,
+    scores_out,
+    compiled,
+    groups=None,
 ) -> int:
     """The fused, pruned path: item tiles by decreasing norm, skipped when they cannot win.
 
@@ -216,6 +228,10 @@ def run_chunk_tiled(
 
     With ``compiled`` (``guardrails.core._tile``), steps 2 and 3 are two passes in C over
     the tile, and ``t`` is raised by every score (a tighter bound, never a looser one).
+
+    With ``groups`` (:class:`~._groups.GroupTerms`), step 1 also applies each viewer
+    group's dense mask and offset to its rows, whose largest offset joins the per-row
+    penalty bound of step 4.
 
     ``t`` only rises, so every item whose exact score ties or beats the row's ``N``-th
     exact score is a candidate: the argument of :mod:`guardrails.core.kernel`'s docstring
@@ -251,6 +267,21 @@ def run_chunk_tiled(
         p_rows = p_pos = np.empty(0, np.int64)
         p_vals = np.empty(0, np.float32)
     p_at = np.searchsorted(p_pos, bounds)
+    # Each viewer group's dense terms in tile order (padding positions are -inf anyway).
+    dense = []
+    if groups is not None:
+        extra = extra + groups.row_boost(lo, hi)
+        for g, rr in groups.active(lo, hi):
+            in_chunk = np.zeros(r, dtype=bool)
+            in_chunk[rr] = True
+            off, mask = groups.offsets[g], groups.masks[g]
+            dense.append(
+                (
+                    in_chunk,
+                    None if off is None else off[ix.order],
+                    None if mask is None else mask[ix.order],
+                )
+            )
     delta = space.error_bound(q, extra)
     d = space.item_rows.shape[1]
     unorm = np.sqrt((q[:, :d].astype(np.float64) ** 2).sum(axis=1))
@@ -312,6 +343,24 @@ def run_chunk_tiled(
                     rr = local[rr]
                     pp, vv, rr = pp[rr >= 0], vv[rr >= 0], rr[rr >= 0]
                 S[pp - c0, rr] -= vv
+            for in_chunk, off_t, mask_t in dense:
+                sel = in_chunk[li]
+                n_sel = int(np.count_nonzero(sel))
+                if n_sel == 0:
+                    continue
+                if n_sel == nl:
+                    if off_t is not None:
+                        S -= off_t[c0:c1, None]
+                    if mask_t is not None:
+                        S[mask_t[c0:c1]] = -np.inf
+                    continue
+                cs = np.flatnonzero(sel)
+                blk = S[:, cs]
+                if off_t is not None:
+                    blk -= off_t[c0:c1, None]
+                if mask_t is not None:
+                    blk[mask_t[c0:c1]] = -np.inf
+                S[:, cs] = blk
             if compiled is not None:
                 k = compiled.tile_select(
                     S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals
@@ -368,5 +417,5 @@ def run_chunk_tiled(
     # The threshold only rose: drop what an earlier, lower one let in.
     keep = vals >= thr32[rows]
     rows, cols = rows[keep], ix.order[at[keep]]
-    emit(space, q, lo, r, N, rows, cols, None, False, lookup, ids_out, scores_out)
+    emit(space, q, lo, r, N, rows, cols, None, False, lookup, ids_out, scores_out, groups)
     return scored

@@ -68,6 +68,7 @@ from ._fused import (
     probe_order,
     run_chunk_tiled,
 )
+from ._groups import GroupTerms, RowGroups, group_terms
 from .threads import blas_single_thread, default_num_threads, shared_pool
 
 try:  # optional: built with the package where a C compiler was available (setup.py)
@@ -83,6 +84,7 @@ __all__ = [
     "SimilaritySpace",
     "guarded_topk",
     "pool_topk",
+    "RowGroups",
     "default_num_threads",
     "PAD_ID",
     "HAS_COMPILED_TILE",
@@ -236,14 +238,17 @@ class FactorSpace:
         scores[:, self.n_eligible :] = -np.inf
         return scores
 
-    def exact_scores(self, queries: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    def exact_scores(
+        self, queries: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, fold: bool = True
+    ) -> np.ndarray:
         # Each product is summed over the factors in a fixed order, independent of how
-        # many other pairs are rescored alongside it.
+        # many other pairs are rescored alongside it. ``fold=False`` leaves out the
+        # folded penalty (a viewer group adds its own, see _groups).
         d = self.item_rows.shape[1]
         q = queries[rows, :d].astype(np.float64)
         q *= self.item_rows[self.ids[cols]]
         out = q.sum(axis=1)
-        if self.neg_penalty is not None:
+        if fold and self.neg_penalty is not None:
             out += self.neg_penalty[cols]
         return out
 
@@ -350,6 +355,7 @@ def guarded_topk(
     tile_items: int | None = None,
     stats: dict | None = None,
     backend: str = "auto",
+    groups: RowGroups | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``N`` eligible items for every query row.
 
@@ -385,6 +391,11 @@ def guarded_topk(
         The fused path's selection step: the compiled one (``guardrails.core._tile``,
         built with the package where a C compiler was available), numpy, or the compiled
         one when it was built. Results are the same bit for bit.
+    groups : RowGroups, optional
+        Viewer groups sharing this call (factor spaces only): ``space`` holds every
+        item some group may receive, and each row gets its own group's hard mask and
+        penalty (:mod:`guardrails.core._groups`). Each row's slate equals what a call
+        on its group's own space returns, bit for bit.
 
     Returns
     -------
@@ -407,6 +418,16 @@ def guarded_topk(
         )
     compiled = _tile if backend != "numpy" else None
     m = queries.shape[0]
+    if groups is not None and not isinstance(space, FactorSpace):
+        raise ValidationError(
+            "guarded_topk(groups=...): viewer groups share one call on factor spaces "
+            f"only. Got a {type(space).__name__} instead; call once per group."
+        )
+    if groups is not None and np.shape(groups.of_row) != (m,):
+        raise ValidationError(
+            "The 'groups' parameter of guarded_topk must give a group for every query "
+            f"row ({m}). Got {np.shape(groups.of_row)} instead."
+        )
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
     if stats is not None:
@@ -428,6 +449,7 @@ def guarded_topk(
         call_cols = space.pos[call_mask]
         call_cols = call_cols[call_cols >= 0]
     qa = space.augment_queries(queries)
+    gt = None if groups is None else group_terms(space, groups)
     penalties = [p for p in viewer_penalties if p is not None and p.nnz]
     masks = [v for v in viewer_masks if v is not None and v.nnz]
 
@@ -446,12 +468,13 @@ def guarded_topk(
         qa = qa[order]
         masks = [v[order] for v in masks]
         penalties = [p[order] for p in penalties]
+        gt = None if gt is None else gt.permuted(order)
         out_ids, out_scores = ids, scores
         ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
 
     def run(lo: int, hi: int, tile: int) -> int:
         return _run_chunk(
-            space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled
+            space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled, gt
         )
 
     scored = 0
@@ -524,6 +547,7 @@ def _run_chunk(
     scores_out,
     tile_items=None,
     compiled=None,
+    groups: GroupTerms | None = None,
 ) -> int:
     """Run one chunk of query rows; return the number of score cells computed."""
     r = hi - lo
@@ -542,6 +566,7 @@ def _run_chunk(
             ids_out,
             scores_out,
             compiled,
+            groups,
         )
     S = space.chunk_scores(q)
     W, B = space.width, space.n_blocks
@@ -554,6 +579,9 @@ def _run_chunk(
     if cells is not None:
         urows, ucols, total = cells
         S[urows, ucols] -= total.astype(S.dtype)
+    if groups is not None:
+        extra = extra + groups.row_boost(lo, hi)
+        _apply_groups(S, groups, lo, hi, space.n_eligible)
 
     exact = isinstance(space, SimilaritySpace)
     delta = space.error_bound(q, extra)
@@ -590,8 +618,23 @@ def _run_chunk(
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
     c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
-    emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out)
+    emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out, groups)
     return r * space.n_eligible
+
+
+def _apply_groups(S: np.ndarray, groups: GroupTerms, lo: int, hi: int, n: int) -> None:
+    """Each group's dense mask and offset on its rows of a chunk's scores (rows x items)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g, rr in groups.active(lo, hi):
+            whole = rr.size == hi - lo
+            blk = S[:, :n] if whole else S[rr, :n]
+            off, mask = groups.offsets[g], groups.masks[g]
+            if off is not None:
+                blk -= off
+            if mask is not None:
+                blk[:, mask] = -np.inf
+            if not whole:
+                S[rr, :n] = blk
 
 
 def pool_topk(
