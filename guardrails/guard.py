@@ -413,6 +413,7 @@ class Guard(GuardCalls):
             if exclude is not None:
                 ms.append(exclude_rows(sub))
             kernel: dict[str, Any] = {
+                "groups": getattr(variant, "row_groups", None),
                 "call_mask": request.call_mask,
                 "viewer_masks": ms,
                 "viewer_penalties": pens,
@@ -420,19 +421,24 @@ class Guard(GuardCalls):
                 "num_threads": self.num_threads,
                 "score_dtype": request.dtype,
             }
-            if (
-                self.retrieval is not None
-                and kind == "dot"
-                and restrict is None
-                and request.ranking is None
-                and self.retrieval.matches(state.model_.n_items, state.model_.n_factors)
-            ):
+            if retrieves:
                 return self.retrieval.topk(space, q, n, hard_mask=variant.hard_mask, **kernel)
             out = guarded_topk(space, q, n, **kernel)
             if kind == "sim" and state.fill is not None:
                 out = self._backfill(space, state.fill, q, n, out, request.call_mask, ms, list(pens))
             return out
 
+        retrieves = (
+            self.retrieval is not None
+            and kind == "dot"
+            and restrict is None
+            and request.ranking is None
+            and self.retrieval.matches(state.model_.n_items, state.model_.n_factors)
+        )
+        # Viewer groups may share one kernel call on factor spaces scored exactly (the
+        # policy then passes a SharedCall as the variant); item-item spaces and ANN
+        # retrieval take one call per group.
+        topk.shares_groups = kind != "sim" and not retrieves  # type: ignore[attr-defined]
         return cp.run(
             request.viewers,
             topk,

@@ -205,6 +205,29 @@ class CompiledPolicy:
                 self._variants[key] = v
         return v
 
+    def shared_variant(self, members: tuple[Variant, ...], folded: Variant) -> Variant:
+        """The space shared by several viewer groups' variants in one kernel call.
+
+        Its candidates are every item some member may return (the members' hard masks
+        intersected) and it folds ``folded``'s penalty; each member's own mask and
+        penalty are applied per row by the kernel (:mod:`guardrails.core._groups`).
+        """
+        key = ("shared", tuple(v.key for v in members), folded.key)
+        v = self._variants.get(key)
+        if v is not None:
+            return v
+        with self._lock:
+            v = self._variants.get(key)
+            if v is None:
+                hard = None
+                if all(m.hard_mask is not None for m in members):
+                    hard = np.logical_and.reduce([m.hard_mask for m in members])
+                v = Variant(key, hard, folded.penalty)
+                if len(self._variants) >= self._MAX_VARIANTS:
+                    self._variants.clear()
+                self._variants[key] = v
+        return v
+
     def viewer_parts(self, i: int, viewers: ViewerBatch) -> tuple[PlanPart, ...]:
         """Filter ``i``'s per-viewer parts for one batch, checked; ``()`` if it failed open."""
         cf = self.filters[i]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.kernel import RowGroups
 from ..core.plan import Action
 from ..core.select import TopK, capped_topk, merge_slates, missing
 from ..core.threads import blas_single_thread
@@ -31,9 +32,20 @@ from ._decisions import (
 )
 
 if TYPE_CHECKING:
-    from ._compiled import CompiledPolicy
+    from ._compiled import CompiledPolicy, Variant
 
-__all__ = ["CallCache", "Slate", "run", "explain"]
+__all__ = ["CallCache", "Slate", "SharedCall", "run", "explain"]
+
+#: How a batch's viewer groups reach the kernel: ``"off"``, one call per group;
+#: ``"auto"``, groups whose first calls are alike share one call where the cost model
+#: says it pays (:func:`_shared_first_calls`); ``"always"``, every such group (tests).
+#: Slates are the same bit for bit either way.
+SHARED_CALLS = "auto"
+# A group joins a shared call when scoring its rows against the shared space's extra
+# items (and the others' rows against the items it adds) costs at most this many score
+# cells: about the fixed cost of one kernel call (0.4-1 ms measured at 10k items x 64
+# factors, where a cell costs 5-9 ns).
+_SHARED_EXTRA_CELLS = 1 << 16
 
 
 @dataclass(eq=False)
@@ -208,6 +220,7 @@ def build_slate(
     on = np.zeros((m, len(cp.policy.filters)), dtype=bool)
     capped: list = []
     take = GroupRows(groups)
+    plans: list[_GroupPlan] = []
     for k, (rows, key) in enumerate(groups):
         off = 0
         is_held = False
@@ -234,12 +247,20 @@ def build_slate(
                 s = take(s, k)
                 strip = s if strip is None else strip + s
         caps = [(i, cp.filters[i].caps) for i in act if cp.filters[i].caps is not None]
+        plans.append(_GroupPlan(k, rows, act, tuple(cohort), variant, masks, pens, strip, caps))
+    first: dict[int, _Prefetched] = {}
+    if SHARED_CALLS != "off" and len(plans) > 1 and getattr(topk, "shares_groups", False):
+        first = _shared_first_calls(cp, cache, plans, take, topk, N, limit)
+    for plan in plans:
+        k, rows, act, variant = plan.k, plan.rows, plan.act, plan.variant
+        masks, pens, strip, caps = plan.masks, plan.pens, plan.strip, plan.caps
+        tk = first.get(k, topk)
         if caps:
             gi, gs, gc = capped_slate(
-                cp, topk, act, tuple(cohort), variant, rows, masks, pens, strip, N, limit, caps
+                cp, tk, act, plan.cohort, variant, rows, masks, pens, strip, N, limit, caps
             )
         else:
-            gi, gs = topk(variant, rows, masks, pens, strip, min(N, limit))
+            gi, gs = tk(variant, rows, masks, pens, strip, min(N, limit))
             gc = []
         if scores is None:
             scores = np.full((m, N), -np.inf, dtype=gs.dtype)
@@ -258,6 +279,163 @@ def build_slate(
     if scores is None:
         scores = np.full((m, N), -np.inf, dtype=np.float32)
     return Slate(ids, scores, on, capped)
+
+
+@dataclass(eq=False)
+class _GroupPlan:
+    """One viewer group of a batch: its rows, active filters, variant and viewer parts."""
+
+    k: int
+    rows: np.ndarray | None
+    act: tuple[int, ...]
+    cohort: tuple[tuple[int, int], ...]
+    variant: Variant
+    masks: list
+    pens: list
+    strip: Any
+    caps: list
+
+
+@dataclass(eq=False)
+class SharedCall:
+    """Several viewer groups' kernel calls as one, for a ``topk`` that ``shares_groups``.
+
+    Stands in for a :class:`~._compiled.Variant`: ``key``, ``hard_mask``, ``penalty`` and
+    ``space`` are the shared variant's (every item some group may receive), and
+    ``row_groups`` gives the kernel each row's own group plan
+    (:class:`guardrails.core.kernel.RowGroups`).
+    """
+
+    shared: Variant
+    row_groups: RowGroups
+
+    @property
+    def key(self) -> tuple:
+        return self.shared.key
+
+    @property
+    def hard_mask(self) -> np.ndarray | None:
+        return self.shared.hard_mask
+
+    @property
+    def penalty(self) -> np.ndarray | None:
+        return self.shared.penalty
+
+    def space(self, kind, build):
+        return self.shared.space(kind, build)
+
+
+class _Prefetched:
+    """A group's ``topk`` whose first call was already computed in a shared call.
+
+    Returns the stored slates for exactly that call (same variant, same rows array, same
+    width), once; every other call goes to ``topk``.
+    """
+
+    def __init__(self, topk: TopK, variant, rows, n: int, out) -> None:
+        self.topk, self.variant, self.rows, self.n, self.out = topk, variant, rows, n, out
+
+    def __call__(self, variant, rows, masks, pens, strip, n):
+        if self.out is not None and variant is self.variant and rows is self.rows and n == self.n:
+            out, self.out = self.out, None
+            return out
+        return self.topk(variant, rows, masks, pens, strip, n)
+
+
+def _first_call(cp: CompiledPolicy, plan: _GroupPlan, N: int, limit: int) -> tuple[Any, int]:
+    """The variant and width of a group's first kernel call (as :func:`capped_slate`)."""
+    n = min(N, limit)
+    if not plan.caps:
+        return plan.variant, n
+    if len(plan.caps) == 1 and int(plan.caps[0][1].groups.max(initial=-1)) == 0:
+        ci, cap = plan.caps[0]
+        out_v = cp.variant(plan.act, plan.cohort, (ci, False))
+        if min(cap.allowance(N), N) == 0:
+            return out_v, n
+        if cp.cap_saturation.get((ci, plan.variant.key), 0.0) > _SPLIT_CAP_FROM:
+            return out_v, n
+        return plan.variant, n
+    return plan.variant, min(limit, max(2 * N, N + 8))
+
+
+def _eligible(v: Variant, n_items: int) -> np.ndarray:
+    return np.ones(n_items, dtype=bool) if v.hard_mask is None else ~v.hard_mask
+
+
+def _shared_first_calls(cp, cache, plans, take, topk, N, limit) -> dict[int, _Prefetched]:
+    """Run the groups' first kernel calls that pay to share, in as few calls as pay.
+
+    Groups with the same active filters and first-call width are candidates to share a
+    call (their viewer parts are rows of the same matrices). Largest group first, a
+    group joins when the extra score cells it brings, its rows against the shared
+    space's items it may not receive plus the others' rows against the items it adds,
+    stay under about one call's fixed cost (``"always"``: whatever they cost).
+    Returns each sharing group's first call, prefetched.
+    """
+    n_items = cp.catalog.n
+    buckets: dict[tuple, list] = {}
+    for plan in plans:
+        v, n = _first_call(cp, plan, N, limit)
+        buckets.setdefault((plan.act, n), []).append((plan, v))
+    out: dict[int, _Prefetched] = {}
+    for (act, n), members in buckets.items():
+        members.sort(key=lambda pv: -pv[0].rows.size)
+        while len(members) > 1:
+            chosen, members = _share(members, n_items)
+            if len(chosen) > 1:
+                _run_shared(cp, cache, take, topk, act, n, chosen, out)
+    return out
+
+
+def _share(members: list, n_items: int) -> tuple[list, list]:
+    """The largest group and the groups that pay to join its call; and the rest."""
+    lead_plan, lead_v = members[0]
+    union = _eligible(lead_v, n_items)
+    size, rows_in = int(union.sum()), lead_plan.rows.size
+    chosen, rest = [members[0]], []
+    for plan, v in members[1:]:
+        own = _eligible(v, n_items)
+        grown = union | own
+        g_size = int(grown.sum())
+        extra = plan.rows.size * (g_size - int(own.sum())) + rows_in * (g_size - size)
+        if SHARED_CALLS == "always" or extra <= _SHARED_EXTRA_CELLS:
+            chosen.append((plan, v))
+            union, size, rows_in = grown, g_size, rows_in + plan.rows.size
+        else:
+            rest.append((plan, v))
+    return chosen, rest
+
+
+def _run_shared(cp, cache, take, topk, act, n, chosen, out) -> None:
+    """One kernel call for the ``chosen`` groups' first calls; store each group's part."""
+    lead_v = chosen[0][1]
+    chosen.sort(key=lambda pv: pv[0].k)
+    ks = [plan.k for plan, _ in chosen]
+    rows = np.concatenate([plan.rows for plan, _ in chosen])
+    sizes = [plan.rows.size for plan, _ in chosen]
+    of_row = np.repeat(np.arange(len(chosen), dtype=np.int64), sizes)
+    variants = tuple(v for _, v in chosen)
+    shared = cp.shared_variant(variants, lead_v)
+    call = SharedCall(
+        shared,
+        RowGroups(of_row, tuple(v.hard_mask for v in variants), tuple(v.penalty for v in variants)),
+    )
+    masks, pens, strip = [], [], None
+    for i in act:
+        for p in cp.cached_parts(cache, i):
+            if p.viewer_mask is not None:
+                masks.append(take.many(p.viewer_mask, ks))
+            if p.viewer_penalty is not None:
+                pens.append(take.many(p.viewer_penalty, ks))
+        st = cp.cached_strip(cache, i)
+        if st is not None:
+            st = take.many(st, ks)
+            strip = st if strip is None else strip + st
+    ids, scores = topk(call, rows, masks, pens, strip, n)
+    at = np.r_[0, np.cumsum(sizes)]
+    for j, (plan, v) in enumerate(chosen):
+        a, b = int(at[j]), int(at[j + 1])
+        out[plan.k] = _Prefetched(topk, v, plan.rows, n, (ids[a:b], scores[a:b]))
 
 
 class GroupRows:
@@ -282,17 +460,25 @@ class GroupRows:
         self.permuted: dict[int, tuple[Any, Any]] = {}
 
     def __call__(self, matrix: Any, k: int) -> Any:
+        return self.many(matrix, [k])
+
+    def many(self, matrix: Any, ks: list[int]) -> Any:
+        """The rows of groups ``ks`` (increasing), concatenated in that order."""
         if self.whole:
             return matrix
-        rows = self.groups[k][0]
-        if self.single or not (sp.issparse(matrix) and matrix.format == "csr"):
+        consecutive = all(b == a + 1 for a, b in zip(ks, ks[1:], strict=False))
+        if len(ks) == 1:
+            rows = self.groups[ks[0]][0]
+        else:
+            rows = np.concatenate([self.groups[k][0] for k in ks])
+        if self.single or not consecutive or not (sp.issparse(matrix) and matrix.format == "csr"):
             return matrix[rows]
         hit = self.permuted.get(id(matrix))
         if hit is None or hit[0] is not matrix:
             hit = (matrix, matrix[self.order])
             self.permuted[id(matrix)] = hit
         p = hit[1]
-        a, b = int(self.bounds[k]), int(self.bounds[k + 1])
+        a, b = int(self.bounds[ks[0]]), int(self.bounds[ks[-1] + 1])
         lo, hi = int(p.indptr[a]), int(p.indptr[b])
         return type(p)(
             (p.data[lo:hi], p.indices[lo:hi], p.indptr[a : b + 1] - p.indptr[a]),
