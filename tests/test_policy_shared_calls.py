@@ -103,6 +103,19 @@ def _serve(model, pol, ui, N, mode, record=False):
         return g, out
 
 
+def _serve_more(model, pol, ui, N, mode):
+    """``items=`` (a per-call space) and ``similar_items`` with viewers, both grouped."""
+    n_items = ui.shape[1]
+    with mock.patch.object(run, "SHARED_CALLS", mode):
+        g = gr.Guard(model, pol)
+        users = np.arange(NU)
+        some = np.arange(0, n_items, 2)
+        return (
+            g.recommend(users, ui, N=N, items=some),
+            g.similar_items(users % n_items, N=N, viewer=users),
+        )
+
+
 @pytest.mark.parametrize("backend,fuse", PATHS)
 @SETTINGS
 @given(
@@ -139,6 +152,12 @@ def test_shared_calls_serve_what_one_call_per_group_serves(
                 assert d1 == d0 and c1 == c0
             if mode == "always":
                 assert calls["n"] <= per_group_calls
+        want_more = _serve_more(model, pol, ui, N, "off")
+        for got_ids, got_scores in _serve_more(model, pol, ui, N, "always"):
+            want_ids, want_scores = want_more[0]
+            want_more = want_more[1:]
+            np.testing.assert_array_equal(got_ids, want_ids)
+            np.testing.assert_array_equal(got_scores, want_scores)
         ids, scores = got[-1][0], got[-1][1]
         users = np.arange(NU)
         for r in range(NU):
