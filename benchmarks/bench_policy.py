@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import guardrails as gr
+import guardrails.policy._run as policy_run
 from guardrails.filters import (
     BlockItems,
     BlockLabeled,
@@ -126,10 +127,21 @@ def main():
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument(
+        "--shared-calls",
+        choices=["off", "auto", "always"],
+        default=None,
+        help="how viewer groups reach the kernel (default: the library's setting); "
+        "'auto' lets groups with alike first calls share one kernel call",
+    )
     args = ap.parse_args()
+    if args.shared_calls is not None:
+        # A run-wide switch of the policy run (results are the same bit for bit).
+        policy_run.SHARED_CALLS = args.shared_calls
     names = ["guard-0", "guard-4", "default", "all", "all-shadow", "all+record"]
     print(
-        f"# bench_policy: {args.threads} threads, medians of {args.repeat} runs, N=10, user_items on every call\n"
+        f"# bench_policy: {args.threads} threads, medians of {args.repeat} runs, N=10, user_items on every call, "
+        f"shared group calls: {policy_run.SHARED_CALLS}\n"
     )
     print(
         "| users | items | factors | "

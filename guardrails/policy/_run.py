@@ -1,7 +1,9 @@
 """Executing a compiled policy: one call's slates, counters and explanations.
 
 A call groups its viewers by what applies to them (holdback, cohorts), runs the kernel
-once per group on the matching candidate space (:class:`~._compiled.Variant`), applies
+once per group on the matching candidate space (:class:`~._compiled.Variant`) or, for
+groups whose first calls are alike and with :data:`SHARED_CALLS` on, once for several
+groups on a space they share (:class:`SharedCall`, same slates bit for bit), applies
 share caps, and when asked recomputes the full-enforcement and unguarded slates to
 record decisions. Per-call compiled viewer state lives in one :class:`CallCache`, so
 the served, shadow and audit slates compile each filter's viewer parts once.
@@ -39,8 +41,12 @@ __all__ = ["CallCache", "Slate", "SharedCall", "run", "explain"]
 #: How a batch's viewer groups reach the kernel: ``"off"``, one call per group;
 #: ``"auto"``, groups whose first calls are alike share one call where the cost model
 #: says it pays (:func:`_shared_first_calls`); ``"always"``, every such group (tests).
-#: Slates are the same bit for bit either way.
-SHARED_CALLS = "auto"
+#: Slates are the same bit for bit either way. Off by default: at 10k items the calls it
+#: saves cost about 0.4-1 ms each of a ~300 ms batch (the small groups' cost is mostly
+#: per row, and a cohort with a small space, such as minors', is cheaper alone), and
+#: side-by-side runs on the shared two-core machine did not measure it faster (see
+#: benchmarks/results/policy.md).
+SHARED_CALLS = "off"
 # A group joins a shared call when scoring its rows against the shared space's extra
 # items (and the others' rows against the items it adds) costs at most this many score
 # cells: about the fixed cost of one kernel call (0.4-1 ms measured at 10k items x 64
