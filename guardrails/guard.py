@@ -430,7 +430,6 @@ class Guard(GuardCalls):
             if exclude is not None:
                 ms.append(exclude_rows(sub))
             kernel: dict[str, Any] = {
-                "groups": getattr(variant, "row_groups", None),
                 "call_mask": request.call_mask,
                 "viewer_masks": ms,
                 "viewer_penalties": pens,
@@ -440,7 +439,7 @@ class Guard(GuardCalls):
             }
             if retrieves:
                 return self.retrieval.topk(space, q, n, hard_mask=variant.hard_mask, **kernel)
-            out = guarded_topk(space, q, n, **kernel)
+            out = guarded_topk(space, q, n, groups=getattr(variant, "row_groups", None), **kernel)
             if kind == "sim" and state.fill is not None:
                 out = self._backfill(space, state.fill, q, n, out, request.call_mask, ms, list(pens))
             return out
