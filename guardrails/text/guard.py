@@ -20,7 +20,14 @@ import numpy as np
 
 from .._validation import check_choice, check_int, fail
 from .links import DomainMatcher, DomainRule, NormalizedLink, extract_links
-from .matcher import ACTIONS, Term, TermMatcher
+from .matcher import (
+    ACTIONS,
+    MAX_CHUNK_LENGTH,
+    MIN_CHUNKED_LENGTH,
+    MIN_SUBSTRING_LENGTH,
+    Term,
+    TermMatcher,
+)
 from .normalize import Normalizer, mixed_script_tokens
 
 __all__ = [
@@ -256,9 +263,9 @@ class TextGuard:
         malformed_link_action: str = "warn",
         mixed_script_action: str = "warn",
         max_query_length: int = 512,
-        min_substring_length: int = 4,
-        min_chunked_length: int = 5,
-        max_chunk_length: int = 4,
+        min_substring_length: int = MIN_SUBSTRING_LENGTH,
+        min_chunked_length: int = MIN_CHUNKED_LENGTH,
+        max_chunk_length: int = MAX_CHUNK_LENGTH,
     ) -> None:
         where = "TextGuard"
         self.shortener_action = check_choice(shortener_action, "shortener_action", where, ACTIONS)
