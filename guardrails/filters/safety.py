@@ -384,13 +384,8 @@ class SuppressNeighborhood(Filter):
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.risk_,
-            self.seeds_,
-            self.threshold_,
-            self.demote_threshold_,
-            self.demote_weight_,
-            self.demote_reason_,
+        return self._fitted(
+            "risk", "seeds", "threshold", "demote_threshold", "demote_weight", "demote_reason"
         )
 
     def risk_for(self, catalog: Catalog) -> np.ndarray:
@@ -556,14 +551,14 @@ class CohortRule(Filter):
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.matrix_,
-            self.viewer_cohorts_,
-            self.candidate_cohorts_,
-            self.viewer_labels_,
-            self.candidate_labels_,
-            self.weight_,
-            self.unknown_viewer_,
+        return self._fitted(
+            "matrix",
+            "viewer_cohorts",
+            "candidate_cohorts",
+            "viewer_labels",
+            "candidate_labels",
+            "weight",
+            "unknown_viewer",
         )
 
     def actions(self) -> np.ndarray:
