@@ -25,12 +25,10 @@ from .safety import (
     CHILD_SAFETY_CATEGORIES,
     BlockLabeled,
     CohortRule,
-    RelationshipRule,
-    ShareCap,
     SuppressNeighborhood,
-    ViewerCircuitBreaker,
     is_child_safety,
 )
+from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
     "Catalog",
