@@ -45,7 +45,7 @@ __all__ = ["CallCache", "Slate", "SharedCall", "run", "explain"]
 #: saves cost about 0.4-1 ms each of a ~300 ms batch (the small groups' cost is mostly
 #: per row, and a cohort with a small space, such as minors', is cheaper alone), and
 #: side-by-side runs on the shared two-core machine did not measure it faster (see
-#: benchmarks/results/policy.md).
+#: benchmarks/README.md, "Viewer groups in one kernel call").
 SHARED_CALLS = "off"
 # A group joins a shared call when scoring its rows against the shared space's extra
 # items (and the others' rows against the items it adds) costs at most this many score
