@@ -31,6 +31,7 @@ from .safety import (
     ViewerCircuitBreaker,
     is_child_safety,
 )
+from .ties import TIE_DIRECTIONS, RequireTie
 
 __all__ = [
     "Catalog",
@@ -54,6 +55,8 @@ __all__ = [
     "ContextRisk",
     "ShareCap",
     "RelationshipRule",
+    "RequireTie",
+    "TIE_DIRECTIONS",
     "ACTIONS",
     "CHILD_SAFETY_CATEGORIES",
     "is_child_safety",

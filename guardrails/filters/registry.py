@@ -29,6 +29,7 @@ from .safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
+from .ties import RequireTie
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -74,6 +75,7 @@ BUILTINS = (
     ContextRisk,
     ShareCap,
     RelationshipRule,
+    RequireTie,
 )
 
 _LOCK = threading.Lock()

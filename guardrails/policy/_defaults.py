@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._validation import check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
 from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
 from ..filters.primitive import DemoteRisk
+from ..filters.ties import RequireTie
 from ..filters.safety import (
     BlockLabeled,
     CohortRule,
@@ -29,6 +31,11 @@ __all__ = [
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
     "DEFAULT_HIGH_LIFT",
+    "DEFAULT_MINOR_TIE_ACTION",
+    "DEFAULT_MINOR_TIE_HUB",
+    "DEFAULT_MINOR_TIE_SHARED",
+    "DEFAULT_MINOR_TIE_THROUGH",
+    "DEFAULT_MINOR_TIE_WEIGHT",
     "DEFAULT_POOL_LIFT",
     "DEFAULT_TERM_WEIGHT",
     "DEFAULT_TRIP",
@@ -80,6 +87,19 @@ DEFAULT_MINOR_BAND_LIFT = 3.0
 #: 12) but tripped up to 87 % of a youth community's adults on a low-risk platform: the
 #: flagged-term version is narrower (docs/audit.md).
 DEFAULT_MINOR_FOLLOWS = 1
+#: The minors' tie rule (:class:`~guardrails.filters.RequireTie`): a minor's account
+#: reaches an adult viewer (anyone not in ``minor_viewers``) only when the viewer follows
+#: it or follows at least this many accounts it follows (shared contacts). TUNING.
+DEFAULT_MINOR_TIE_SHARED = 1
+#: Which intermediaries tie a viewer to a minor: accounts the minor follows. TUNING.
+DEFAULT_MINOR_TIE_THROUGH = "followees"
+#: Intermediaries followed by more accounts than this quantile of the follower counts
+#: (the platform's hubs: celebrities) are no tie. TUNING.
+DEFAULT_MINOR_TIE_HUB = 0.99
+#: What happens to a minor's account an adult has no tie to. TUNING.
+DEFAULT_MINOR_TIE_ACTION = "drop"
+#: Demotion of an untied minor's account (``"demote"``), in score units. TUNING.
+DEFAULT_MINOR_TIE_WEIGHT = 100.0
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -384,6 +404,7 @@ def default_policy(
             viewer_risk=viewer_risk,
             ui=ui,
             term_context=term_context,
+            tie_graph=_tie_graph(graph, ui, n, where),
         )
     )
     filters.append(
@@ -460,11 +481,13 @@ def _minor_filters(
     viewer_risk,
     ui,
     term_context,
+    tie_graph=None,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network.
 
     ``thresholds``: the typical risk, the drop and the demotion thresholds; ``ui``: the
-    checked interactions (or ``None``)."""
+    checked interactions (or ``None``); ``tie_graph``: the checked follow graph between
+    candidates for the tie rule (or ``None``: no tie rule)."""
     base, drop_t, demote_t = thresholds
     out: list = []
     mv = None
@@ -513,6 +536,8 @@ def _minor_filters(
                 name="protect_minors",
             )
         )
+        if tie_graph is not None:
+            out.append(_minor_tie_rule(minor_mask, mv, tie_graph, ui))
     if mv is not None:
         cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
         if seed_arg is not None:
@@ -529,6 +554,43 @@ def _minor_filters(
             )
         )
     return out
+
+
+def _tie_graph(graph, ui, n: int, where: str):
+    """The follow graph between candidates the minors' tie rule reads, checked: ``graph``,
+    or without it square ``interactions`` (users and candidates in one id space); else
+    ``None``."""
+    if graph is not None:
+        g = check_csr(graph, "graph", where)
+        if g.shape != (n, n):
+            raise fail("graph", where, f"a square sparse matrix ({n}, {n})", g)
+        return g
+    if ui is not None and ui.shape == (n, n):
+        return ui
+    return None
+
+
+def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui) -> RequireTie:
+    """Minors' accounts reach adults only through an existing tie (:class:`RequireTie`):
+    the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
+    follows that are not hubs (followed by more accounts than the DEFAULT_MINOR_TIE_HUB
+    quantile)."""
+    followers = np.diff(sp.csc_matrix(tie_graph).indptr)
+    hub = int(np.quantile(followers, DEFAULT_MINOR_TIE_HUB)) if followers.size else 0
+    follows = ui if ui is not None and ui.shape[1] == tie_graph.shape[0] else None
+    return RequireTie(
+        minor_mask,
+        graph=tie_graph,
+        follows=follows,
+        min_shared=DEFAULT_MINOR_TIE_SHARED,
+        through=DEFAULT_MINOR_TIE_THROUGH,
+        max_followers=hub,
+        exempt_viewers=mv,
+        action=DEFAULT_MINOR_TIE_ACTION,
+        weight=DEFAULT_MINOR_TIE_WEIGHT,
+        reason="minor_without_tie",
+        name="minors_need_tie",
+    )
 
 
 def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.ndarray | None:
