@@ -137,9 +137,7 @@ class RequireTie(Filter):
         self.targets_ = _indices(targets, "targets", where, n)
         self.follows_ = None
         if follows is not None:
-            self.follows_ = stored_cells(
-                check_csr(follows, "follows", where, shape=(None, n))
-            )
+            self.follows_ = stored_cells(check_csr(follows, "follows", where, shape=(None, n)))
         self.use_call_interactions_ = check_bool(
             use_call_interactions, "use_call_interactions", where
         )

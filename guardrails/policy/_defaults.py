@@ -16,7 +16,6 @@ from ..expand import coengagement_risk, propagate, term_risk
 from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
 from ..filters.primitive import DemoteRisk
-from ..filters.ties import RequireTie
 from ..filters.safety import (
     BlockLabeled,
     CohortRule,
@@ -24,6 +23,7 @@ from ..filters.safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
+from ..filters.ties import RequireTie
 from ._policy import Policy
 
 __all__ = [
