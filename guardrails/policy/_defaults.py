@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_csr, check_vector, fail
+from .._validation import check_bool, check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
 from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
@@ -89,17 +89,35 @@ DEFAULT_MINOR_BAND_LIFT = 3.0
 DEFAULT_MINOR_FOLLOWS = 1
 #: The minors' tie rule (:class:`~guardrails.filters.RequireTie`): a minor's account
 #: reaches an adult viewer (anyone not in ``minor_viewers``) only when the viewer follows
-#: it or follows at least this many accounts it follows (shared contacts). TUNING.
+#: it or follows at least this many non-hub accounts it follows (shared contacts: a
+#: parent, a coach, a classmate's parent). Chosen on the eight hardest tuning platforms
+#: (24 rows): one shared contact took the rows where a risky viewer got minors' accounts
+#: from 7 to 0; the buyers who got them share no contact with those children, their
+#: co-buyers do. Two would cost more of the youth community's own follows (the held-out
+#: minors parents and family members follow share one contact with them more often than
+#: two) for no safety gain there.
 DEFAULT_MINOR_TIE_SHARED = 1
-#: Which intermediaries tie a viewer to a minor: accounts the minor follows. TUNING.
+#: Which intermediaries tie a viewer to a minor: accounts the minor follows. "Accounts
+#: that follow the minor" would count a buyer's co-buyer who follows a child as a tie:
+#: on the same platforms it left about twice as many buyers' slates with minors' accounts
+#: tied (256 of 300 with either direction, 122 with the minor's own follows, before
+#: the other minors' rules).
 DEFAULT_MINOR_TIE_THROUGH = "followees"
 #: Intermediaries followed by more accounts than this quantile of the follower counts
-#: (the platform's hubs: celebrities) are no tie. TUNING.
+#: (the platform's hubs: celebrities) are no tie: without it most adults are "tied" to
+#: most children through the celebrities both follow (89-100 % of minors' accounts
+#: stayed tied for ordinary viewers on those platforms; 0.3 % with it).
 DEFAULT_MINOR_TIE_HUB = 0.99
-#: What happens to a minor's account an adult has no tie to. TUNING.
-DEFAULT_MINOR_TIE_ACTION = "drop"
-#: Demotion of an untied minor's account (``"demote"``), in score units. TUNING.
-DEFAULT_MINOR_TIE_WEIGHT = 100.0
+#: What happens to a minor's account an adult has no tie to: a demotion below every
+#: other candidate, not a drop. A drop also reads as suppression of benign accounts in
+#: the family audit (minors' accounts are benign, and an ordinary adult's full-length
+#: slate loses nearly all of them: 1.4-3.0 % suppressed, 17 of 24 tuning rows over 1 %);
+#: demoted, they stay reachable at the end of a long list and the top-N slates are the
+#: same as with a drop whenever N other candidates are eligible.
+DEFAULT_MINOR_TIE_ACTION = "demote"
+#: The demotion, in score units: far above any score of the family's models (item-item
+#: BM25 scores reached about 5,500 on a tuning platform; ALS and BPR stay below 100).
+DEFAULT_MINOR_TIE_WEIGHT = 1e6
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -150,6 +168,7 @@ def default_policy(
     snapshot_labels: bool = False,
     strictness: str = "strict",
     discovery_surfaces: Sequence[str] | None = None,
+    minor_ties: bool = True,
     name: str = "default",
 ) -> Policy:
     """A strong protective policy from what a platform typically has.
@@ -190,6 +209,7 @@ def default_policy(
     minor_viewers : array-like of bool or int, shape (n_users,), optional, keyword-only
         Viewers who are minors: they never get candidates at or above the demotion
         floor (the flagged band), and new viewers (unknown ids) are treated the same.
+        They are exempt from the minors' tie rule (``minor_ties``).
     item_factors : array-like of float, shape (n_items, n_factors), optional, keyword-only
         The model's item factors (for implicit's ALS or BPR: ``model.item_factors``).
         Every candidate gets a *neighbourhood risk*, the mean risk of its ten nearest
@@ -210,6 +230,14 @@ def default_policy(
         catalogue dropped) and the demotion weight (0.5 or 0.25).
     discovery_surfaces : sequence of str, optional, keyword-only
         Surfaces where the share cap applies (default: all).
+    minor_ties : bool, keyword-only
+        With ``minors`` and a follow graph (``graph``, or square ``interactions``: users
+        and candidates in one id space), add the minors' tie rule
+        (:class:`~guardrails.filters.RequireTie`, named ``minors_need_tie``): a minor's
+        account reaches a viewer who is not a known minor only when the viewer follows
+        it or follows an account it follows that is not a hub (followed by more accounts
+        than 99 % of accounts); otherwise it is demoted below every other candidate.
+        ``False`` leaves the rule out.
     name : str, keyword-only
 
     Returns
@@ -279,6 +307,13 @@ def default_policy(
       seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
       know (new accounts might be minors);
+    - minors' tie rule (``minors=`` with a follow graph, ``minor_ties=True``): a minor's
+      account reaches a viewer who is not a known minor only when the viewer follows it
+      or follows one account it follows that is not a hub (:class:`RequireTie`,
+      :data:`DEFAULT_MINOR_TIE_SHARED`, :data:`DEFAULT_MINOR_TIE_HUB`); otherwise it is
+      demoted below every other candidate (:data:`DEFAULT_MINOR_TIE_WEIGHT`). It needs
+      no sign of risk: buyers no signal reaches get the children their co-buyers follow
+      from the model, and share no contact with them;
     - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
 
     Raises
@@ -404,7 +439,9 @@ def default_policy(
             viewer_risk=viewer_risk,
             ui=ui,
             term_context=term_context,
-            tie_graph=_tie_graph(graph, ui, n, where),
+            tie_graph=_tie_graph(graph, ui, n, where)
+            if check_bool(minor_ties, "minor_ties", where)
+            else None,
         )
     )
     filters.append(
