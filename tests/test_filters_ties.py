@@ -354,3 +354,31 @@ def test_default_policy_without_a_follow_graph_has_no_tie_rule():
         default_policy(risk=risk, minors=minors, graph=g, minor_ties=1)
     with pytest.raises(ValidationError):
         default_policy(risk=risk, minors=minors, graph=g[:10])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 6), kw=tie_settings)
+def test_guard_invariants_hold_for_the_tie_rule(seed, m, kw):
+    from guardrails.testing import check_guard_respects, random_viewers
+
+    n = 30
+    g = sp.random(n, n, density=0.15, format="csr", random_state=seed % 10_000)
+    f = RequireTie(
+        np.random.default_rng(seed).random(n) < 0.3,
+        graph=g,
+        follows=sp.random(12, n, density=0.1, format="csr", random_state=(seed + 7) % 10_000),
+        min_shared=kw["t"],
+        through=kw["through"],
+        max_followers=kw["max_followers"],
+        exempt_viewers=np.random.default_rng(seed + 1).random(12) < 0.3,
+    )
+    check_guard_respects(f, Catalog("items", n), random_viewers(n, 12, m, seed=seed))
+
+
+def test_run_family_indices_must_match_the_platform_count():
+    from guardrails.audit.family_run import run_family
+
+    with pytest.raises(ValidationError):
+        run_family(2, split="tuning", size="small", indices=[24])
+    with pytest.raises(ValidationError):
+        run_family(1, split="tuning", size="small", indices=[-1])
