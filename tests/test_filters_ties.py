@@ -382,3 +382,13 @@ def test_run_family_indices_must_match_the_platform_count():
         run_family(2, split="tuning", size="small", indices=[24])
     with pytest.raises(ValidationError):
         run_family(1, split="tuning", size="small", indices=[-1])
+
+
+def test_the_demotion_is_above_any_score_an_item_item_model_can_give():
+    g, minors, _, _ = _youth_world(0)
+    sim = sp.csr_matrix(g.T @ g, dtype=np.float32) * 3.0
+    pol = default_policy(seeds=[70], graph=g, interactions=g, minors=minors, item_similarity=sim)
+    bound = float(np.asarray(abs(sim).sum(axis=0)).max())
+    assert pol["minors_need_tie"].weight_ >= 2 * bound
+    plain = default_policy(seeds=[70], graph=g, interactions=g, minors=minors)
+    assert plain["minors_need_tie"].weight_ == 1e3

@@ -115,9 +115,13 @@ DEFAULT_MINOR_TIE_HUB = 0.99
 #: demoted, they stay reachable at the end of a long list and the top-N slates are the
 #: same as with a drop whenever N other candidates are eligible.
 DEFAULT_MINOR_TIE_ACTION = "demote"
-#: The demotion, in score units: far above any score of the family's models (item-item
-#: BM25 scores reached about 5,500 on a tuning platform; ALS and BPR stay below 100).
-DEFAULT_MINOR_TIE_WEIGHT = 1e6
+#: The demotion, in score units: above any score of a factor model in the family (ALS and
+#: BPR stay below 100); with ``item_similarity`` it is raised to twice the largest score
+#: the item-item model can give (BM25 scores reached about 5,500 on a tuning platform).
+#: Not larger: the kernel's exact rescoring breaks ties at float32 precision, and a
+#: penalty of 1e6 made default_policy serve 34 viewers/s instead of about 1,200
+#: (benchmarks/bench_minor_ties.py, 1,000 viewers).
+DEFAULT_MINOR_TIE_WEIGHT = 1e3
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -442,6 +446,7 @@ def default_policy(
             tie_graph=_tie_graph(graph, ui, n, where)
             if check_bool(minor_ties, "minor_ties", where)
             else None,
+            tie_weight=_tie_weight(item_similarity, where),
         )
     )
     filters.append(
@@ -519,12 +524,14 @@ def _minor_filters(
     ui,
     term_context,
     tie_graph=None,
+    tie_weight: float = 1.0,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network.
 
     ``thresholds``: the typical risk, the drop and the demotion thresholds; ``ui``: the
     checked interactions (or ``None``); ``tie_graph``: the checked follow graph between
-    candidates for the tie rule (or ``None``: no tie rule)."""
+    candidates for the tie rule (or ``None``: no tie rule) and ``tie_weight`` its
+    demotion."""
     base, drop_t, demote_t = thresholds
     out: list = []
     mv = None
@@ -574,7 +581,7 @@ def _minor_filters(
             )
         )
         if tie_graph is not None:
-            out.append(_minor_tie_rule(minor_mask, mv, tie_graph, ui))
+            out.append(_minor_tie_rule(minor_mask, mv, tie_graph, ui, tie_weight))
     if mv is not None:
         cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
         if seed_arg is not None:
@@ -607,7 +614,18 @@ def _tie_graph(graph, ui, n: int, where: str):
     return None
 
 
-def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui) -> RequireTie:
+def _tie_weight(item_similarity, where: str) -> float:
+    """The tie rule's demotion: DEFAULT_MINOR_TIE_WEIGHT, or with an item-item model's
+    similarity twice the largest score it can give (a candidate's score is a sum of its
+    similarities to the viewer's follows, at most its column's sum), if that is more."""
+    if item_similarity is None:
+        return DEFAULT_MINOR_TIE_WEIGHT
+    sim = abs(check_csr(item_similarity, "item_similarity", where))
+    top = float(np.asarray(sim.sum(axis=0)).max(initial=0.0))
+    return max(DEFAULT_MINOR_TIE_WEIGHT, 2.0 * top)
+
+
+def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) -> RequireTie:
     """Minors' accounts reach adults only through an existing tie (:class:`RequireTie`):
     the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
     follows that are not hubs (followed by more accounts than the DEFAULT_MINOR_TIE_HUB
@@ -624,7 +642,7 @@ def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui) -> RequireTie:
         max_followers=hub,
         exempt_viewers=mv,
         action=DEFAULT_MINOR_TIE_ACTION,
-        weight=DEFAULT_MINOR_TIE_WEIGHT,
+        weight=weight,
         reason="minor_without_tie",
         name="minors_need_tie",
     )
