@@ -95,6 +95,21 @@ class _Compiled:
         return cp.global_plan()
 
 
+_NORMALISING = threading.Lock()
+
+
+def _normalised(state: _Compiled, name: str, factors: np.ndarray) -> np.ndarray:
+    """``state.<name>``: unit-length rows of ``factors``, computed once, on first use."""
+    got = getattr(state, name)
+    if got is None:
+        with _NORMALISING:
+            got = getattr(state, name)
+            if got is None:
+                got = normalized_rows(factors)
+                object.__setattr__(state, name, got)
+    return got
+
+
 def _check_retrieval(retrieval, model):
     """The Guard's ``retrieval`` argument, built on the model's item factors if needed."""
     if retrieval is None:
@@ -276,18 +291,19 @@ class Guard(GuardCalls):
         users = None
         cos_items = cos_users = None
         if isinstance(m, FactorModel):
-            cos_items = normalized_rows(m.item_factors)
             if upol is not None:
                 users = compiled(upol, Catalog("users", m.n_users, snapshot))
         state = _Compiled(
             policy, upol, snapshot, items, users, cos_items, cos_users, raw, m, fill, key
         )
-        # Build the spaces of the common variant now, so the first call pays nothing.
+        # Build the recommend space of the common variant now, so the first call pays
+        # nothing. similar_items' space (a normalised copy of the item factors, compacted)
+        # is built by its first call: a Guard that only recommends, as behind an ANN index
+        # over tens of millions of items, does not hold two more copies of the factors.
         enforced = items.active(None)[0]
         base = items.variant(enforced)
         if isinstance(m, FactorModel):
             base.space(("dot", key), self._builder(state, "dot"))
-            base.space(("cos", key), self._builder(state, "cos"))
             if users is not None:
                 users.variant(users.active(None)[0]).space(("users", key), self._builder(state, "users"))
         else:
@@ -323,7 +339,7 @@ class Guard(GuardCalls):
             )
         if kind == "cos":
             return lambda h, p: FactorSpace.build(
-                state.cos_items, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
+                self._cos_items(state), hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
             )
         if kind == "users":
             return lambda h, p: FactorSpace.build(
@@ -333,10 +349,11 @@ class Guard(GuardCalls):
             m.similarity, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
         )
 
+    def _cos_items(self, state: _Compiled) -> np.ndarray:
+        return _normalised(state, "cos_items", state.model_.item_factors)
+
     def _cos_users(self, state: _Compiled) -> np.ndarray:
-        if state.cos_users is None:
-            object.__setattr__(state, "cos_users", normalized_rows(state.model_.user_factors))
-        return state.cos_users
+        return _normalised(state, "cos_users", state.model_.user_factors)
 
     def execute(self, request: GuardRequest) -> GuardResult:
         """Serve one checked request (from :meth:`prepare`) against the compiled state.
@@ -382,7 +399,7 @@ class Guard(GuardCalls):
         if kind == "users":
             queries = self._cos_users(state)[request.ids]
         elif kind == "cos" and queries is None:
-            queries = state.cos_items[request.ids]
+            queries = self._cos_items(state)[request.ids]
         spaces: dict = {}
         # The share cap runs two kernel calls per viewer group on the same rows: slice the
         # call's exclusions for those rows once (keyed by the rows array itself).

@@ -59,7 +59,11 @@ def _to_sphere(x: np.ndarray) -> np.ndarray:
     capture; on raw factors a high-norm item far from a viewer's cluster is missed by the
     lists near the viewer (the MIPS-to-NNS reduction of Bachrach et al., RecSys 2014).
     """
-    norms = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))
+    # float64 squared norms a slice of rows at a time (no float64 copy of all the items)
+    norms = np.empty(x.shape[0], dtype=np.float64)
+    for lo in range(0, x.shape[0], 1 << 16):
+        part = x[lo : lo + (1 << 16)].astype(np.float64)
+        norms[lo : lo + part.shape[0]] = np.einsum("ij,ij->i", part, part)
     out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
     out[:, :-1] = x
     out[:, -1] = np.sqrt(np.maximum(norms.max() - norms, 0.0))

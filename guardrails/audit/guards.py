@@ -68,19 +68,24 @@ def train_model(
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    where = "train_model"
-    kw = {
+    kw = als_params("train_model", factors, iterations, regularization, alpha, num_threads)
+    # implicit checks the BLAS thread pool when the model is built: build it inside the limit.
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(random_state=seed, **kw)
+        model.fit(platform.train, show_progress=False)
+    return model
+
+
+def als_params(where: str, factors, iterations, regularization, alpha, num_threads) -> dict:
+    """ALS hyperparameters checked for ``where``, as :func:`train_model` passes them to
+    implicit."""
+    return {
         "factors": check_int(factors, "factors", where),
         "iterations": check_int(iterations, "iterations", where),
         "regularization": check_float(regularization, "regularization", where, low=0.0),
         "alpha": check_float(alpha, "alpha", where, low=0.0, low_open=True),
         "num_threads": check_int(num_threads, "num_threads", where, low=0),
     }
-    # implicit checks the BLAS thread pool when the model is built: build it inside the limit.
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(random_state=seed, **kw)
-        model.fit(platform.train, show_progress=False)
-    return model
 
 
 def seed_risk(

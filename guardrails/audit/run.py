@@ -17,6 +17,7 @@ import guardrails as gr
 
 from .._validation import check_choice, check_float, check_int, fail
 from .guards import (
+    als_params,
     default_guard_policy,
     default_policy_available,
     policy_file_guard_policy,
@@ -486,7 +487,7 @@ def audit_platform(
         where, n_walkers, n_steps, N, log, primitive_knobs
     )
     seed = check_int(seed, "seed", where, low=0)
-    model_kw = _als_args(where, factors, iterations, regularization, alpha, num_threads)
+    model_kw = als_params(where, factors, iterations, regularization, alpha, num_threads)
     risky_share = check_float(risky_share, "risky_share", where, low=0.0, high=1.0, low_open=True)
     t0 = time.perf_counter()
     data, platform, risk, policies = _own_platform(
@@ -547,17 +548,6 @@ def audit_platform(
     report = _report(settings, [run], sweep_out, t0, data=platform.summary())
     report["targets"] = _own_targets(report, has_minors=data.minors is not None)
     return report
-
-
-def _als_args(where: str, factors, iterations, regularization, alpha, num_threads) -> dict:
-    """ALS hyperparameters, checked, as :func:`train_model` takes them."""
-    return {
-        "factors": check_int(factors, "factors", where),
-        "iterations": check_int(iterations, "iterations", where),
-        "regularization": check_float(regularization, "regularization", where, low=0.0),
-        "alpha": check_float(alpha, "alpha", where, low=0.0, low_open=True),
-        "num_threads": check_int(num_threads, "num_threads", where, low=0),
-    }
 
 
 def _own_targets(report: dict, *, has_minors: bool) -> list[dict]:

@@ -38,28 +38,20 @@ DEFAULT_WEIGHTS = (0.0, 4.0)
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One configuration of the sweep.
+    """One configuration of the sweep."""
 
-    Attributes
-    ----------
-    name : str
-    knobs : dict
-        The policy knobs of this point.
-    exposure : float
-        Mean network share over all walk steps, in [0, 1].
-    vulnerable_exposure : float
-        Mean share of minors' accounts over the follow and search walks, in [0, 1].
-    recall : float
-        Benign recall@10.
-    recall_ratio : float
-        ``recall`` over the unguarded recall.
-    """
-
+    #: What the point guards with: ``"unguarded"``, ``"primitive"`` (the primitive
+    #: filters) or ``"default_policy"``.
     name: str
+    #: The policy knobs of this point.
     knobs: dict = field(default_factory=dict)
+    #: Mean network share over all walk steps, in [0, 1].
     exposure: float = 0.0
+    #: Mean share of minors' accounts over the follow and search walks, in [0, 1].
     vulnerable_exposure: float = 0.0
+    #: Benign recall@10.
     recall: float = 0.0
+    #: ``recall`` over the unguarded recall.
     recall_ratio: float = 0.0
 
     def to_dict(self) -> dict:

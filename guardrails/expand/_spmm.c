@@ -340,12 +340,16 @@ product_with_epilogue(PyObject *args, const char *format, const char *const name
     Py_RETURN_NONE;
 }
 
-static PyObject *
-cg_product(PyObject *Py_UNUSED(self), PyObject *args)
-{
-    static const char *const names[3] = {"p", "r", "q"};
-    return product_with_epilogue(args, "OOOOOOnnnfO:cg_product", names, 3, GR_CG);
-}
+/* A module function FN: product_with_epilogue with the names of its x, r, y arguments,
+   NSUMS blocks of sums and the epilogue MODE (the format names FN in errors). */
+#define GR_DEFINE_PRODUCT(FN, X, R, Y, NSUMS, MODE)                                          \
+    static PyObject *FN(PyObject *Py_UNUSED(self), PyObject *args)                           \
+    {                                                                                        \
+        static const char *const names[3] = {X, R, Y};                                       \
+        return product_with_epilogue(args, "OOOOOOnnnfO:" #FN, names, NSUMS, MODE);          \
+    }
+
+GR_DEFINE_PRODUCT(cg_product, "p", "r", "q", 3, GR_CG)
 
 PyDoc_STRVAR(power_product_doc,
 "power_product(indptr, indices, data, x, w, y, lo, hi, c, a, sums, /)\n--\n\n"
@@ -353,12 +357,7 @@ PyDoc_STRVAR(power_product_doc,
 "sums[0:c] and sums[c:2c] (float64). x, w, y: float32, c columns (x is the last\n"
 "iterate of a power iteration, y the next one).");
 
-static PyObject *
-power_product(PyObject *Py_UNUSED(self), PyObject *args)
-{
-    static const char *const names[3] = {"x", "w", "y"};
-    return product_with_epilogue(args, "OOOOOOnnnfO:power_product", names, 2, GR_POWER);
-}
+GR_DEFINE_PRODUCT(power_product, "x", "w", "y", 2, GR_POWER)
 
 PyDoc_STRVAR(cg_update_doc,
 "cg_update(p, q, r, z, inv, alpha, beta, lo, hi, c, sums, /)\n--\n\n"

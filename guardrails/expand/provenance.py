@@ -31,49 +31,33 @@ __all__ = ["RiskExpansion", "Explanation", "Contribution"]
 
 @dataclass(frozen=True)
 class Contribution:
-    """One seed's share of an account's risk through one source.
+    """One seed's share of an account's risk through one source."""
 
-    Attributes
-    ----------
-    source : str
-        Name of the source (``'graph'``, ``'coengagement'``, ...).
-    kind : str
-        ``'account'`` (a flagged account), ``'user'`` (a flagged viewer, co-engagement)
-        or ``'term'`` (a flagged term, term co-use).
-    index : int
-        Index of the seed among accounts, users or terms.
-    value : float
-        Its contribution, calibrated by the source's weight (unclipped).
-    """
-
+    #: Name of the source (``'graph'``, ``'coengagement'``, ...).
     source: str
+    #: ``'account'`` (a flagged account), ``'user'`` (a flagged viewer, co-engagement)
+    #: or ``'term'`` (a flagged term, term co-use).
     kind: str
+    #: Index of the seed among accounts, users or terms.
     index: int
+    #: Its contribution, calibrated by the source's weight (unclipped).
     value: float
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why one account has its risk.
+    """Why one account has its risk."""
 
-    Attributes
-    ----------
-    account : int
-    category : int
-        The seed category (column) whose risk is explained: the riskiest one.
-    risk : float
-        Combined risk of the account in that category.
-    by_source : dict of str to float
-        Calibrated risk from each source, largest first.
-    seeds : tuple of Contribution
-        The largest seed contributions over all sources, largest first.
-    """
-
+    #: The account explained (its index among the accounts).
     account: int
+    #: The seed category (column) whose risk is explained: the riskiest one.
     category: int
+    #: Combined risk of the account in that category.
     risk: float
-    by_source: dict = field(default_factory=dict)
-    seeds: tuple = ()
+    #: Calibrated risk from each source, by source name, largest first.
+    by_source: dict[str, float] = field(default_factory=dict)
+    #: The largest seed contributions over all sources, largest first.
+    seeds: tuple[Contribution, ...] = ()
 
     @property
     def top_source(self) -> str | None:

@@ -25,13 +25,11 @@ from .safety import (
     CHILD_SAFETY_CATEGORIES,
     BlockLabeled,
     CohortRule,
-    RelationshipRule,
-    ShareCap,
     SuppressNeighborhood,
-    ViewerCircuitBreaker,
     is_child_safety,
 )
 from .ties import TIE_DIRECTIONS, RequireTie
+from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
     "Catalog",

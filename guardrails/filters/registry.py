@@ -21,15 +21,9 @@ from ._contract import check_conformance, example_parts, random_viewers
 from .base import is_filter_name
 from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
-from .safety import (
-    BlockLabeled,
-    CohortRule,
-    RelationshipRule,
-    ShareCap,
-    SuppressNeighborhood,
-    ViewerCircuitBreaker,
-)
+from .safety import BlockLabeled, CohortRule, SuppressNeighborhood
 from .ties import RequireTie
+from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -68,6 +68,31 @@ def is_child_safety(category: str) -> bool:
     return c in CHILD_SAFETY_CATEGORIES or c.startswith(_CHILD_PREFIXES)
 
 
+def _plain_or_snapshot(
+    catalog: Catalog,
+    arr: np.ndarray | None,
+    *,
+    where: str,
+    name: str,
+    attribute: str,
+    missing: str,
+    dtype=None,
+) -> np.ndarray:
+    """A per-candidate array: ``arr``, the plain array given to the filter as ``name``, or
+    without it ``catalog.snapshot.<attribute>``; checked against the catalogue's size.
+
+    Raises :class:`FailClosedError` with the message ``missing`` when neither is there.
+    """
+    if arr is None:
+        snap = catalog.snapshot
+        read = None if snap is None else getattr(snap, attribute, None)
+        if read is None:
+            raise FailClosedError(missing)
+        name, arr = "snapshot", np.asarray(read, dtype=dtype)
+    catalog.check_sized(where, name, arr.shape[0])
+    return arr
+
+
 # ---------------------------------------------------------------------------- labels
 class BlockLabeled(Filter):
     """Drop (or demote) accounts that carry labels of given categories or severity.
@@ -206,19 +231,15 @@ class BlockLabeled(Filter):
         return arr
 
     def _severity(self, catalog: Catalog) -> np.ndarray:
-        if self.severity_ is not None:
-            catalog.check_sized("BlockLabeled", "severity", self.severity_.shape[0])
-            return self.severity_
-        snap = catalog.snapshot
-        sev = None if snap is None else getattr(snap, "max_severity", None)
-        if sev is None:
-            raise FailClosedError(
-                f"BlockLabeled {self.name!r} cannot read label severity: no snapshot with "
-                "max_severity and no plain severity were given."
-            )
-        sev = np.asarray(sev)
-        catalog.check_sized("BlockLabeled", "snapshot", sev.shape[0])
-        return sev
+        return _plain_or_snapshot(
+            catalog,
+            self.severity_,
+            where="BlockLabeled",
+            name="severity",
+            attribute="max_severity",
+            missing=f"BlockLabeled {self.name!r} cannot read label severity: no snapshot with "
+            "max_severity and no plain severity were given.",
+        )
 
     def matches(self, catalog: Catalog) -> np.ndarray:
         """Bool mask of the candidates this filter acts on, shape ``(catalog.n,)``."""
@@ -363,29 +384,21 @@ class SuppressNeighborhood(Filter):
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.risk_,
-            self.seeds_,
-            self.threshold_,
-            self.demote_threshold_,
-            self.demote_weight_,
-            self.demote_reason_,
+        return self._fitted(
+            "risk", "seeds", "threshold", "demote_threshold", "demote_weight", "demote_reason"
         )
 
     def risk_for(self, catalog: Catalog) -> np.ndarray:
-        if self.risk_ is not None:
-            catalog.check_sized("SuppressNeighborhood", "risk", self.risk_.shape[0])
-            return self.risk_
-        snap = catalog.snapshot
-        risk = None if snap is None else getattr(snap, "risk", None)
-        if risk is None:
-            raise FailClosedError(
-                f"SuppressNeighborhood {self.name!r} has no risk: pass risk=, seeds= with graph=, "
-                "or give the Guard a snapshot with a risk array."
-            )
-        risk = np.asarray(risk, dtype=np.float32)
-        catalog.check_sized("SuppressNeighborhood", "snapshot", risk.shape[0])
-        return risk
+        return _plain_or_snapshot(
+            catalog,
+            self.risk_,
+            where="SuppressNeighborhood",
+            name="risk",
+            attribute="risk",
+            missing=f"SuppressNeighborhood {self.name!r} has no risk: pass risk=, seeds= with "
+            "graph=, or give the Guard a snapshot with a risk array.",
+            dtype=np.float32,
+        )
 
     def compile_global(self, catalog: Catalog) -> list[PlanPart]:
         risk = self.risk_for(catalog)
@@ -538,14 +551,14 @@ class CohortRule(Filter):
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.matrix_,
-            self.viewer_cohorts_,
-            self.candidate_cohorts_,
-            self.viewer_labels_,
-            self.candidate_labels_,
-            self.weight_,
-            self.unknown_viewer_,
+        return self._fitted(
+            "matrix",
+            "viewer_cohorts",
+            "candidate_cohorts",
+            "viewer_labels",
+            "candidate_labels",
+            "weight",
+            "unknown_viewer",
         )
 
     def actions(self) -> np.ndarray:

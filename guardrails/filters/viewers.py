@@ -345,13 +345,8 @@ class RelationshipRule(Filter):
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.targets_,
-            self.n_candidates_,
-            self.follows_,
-            self.use_call_interactions_,
-            self.action_,
-            self.weight_,
+        return self._fitted(
+            "targets", "n_candidates", "follows", "use_call_interactions", "action", "weight"
         )
 
     def _check(self, catalog: Catalog) -> None:

@@ -14,67 +14,52 @@ REPORT_COLUMNS = (
 
 @dataclass(frozen=True)
 class Report:
-    """A report as stored.
+    """A report as stored."""
 
-    Attributes
-    ----------
-    key : str
-        Idempotency key supplied at submission.
-    seq : int
-        Arrival order.
-    kind : {"account", "item"}
-    subject : int or str
-        External id of the reported account or item.
-    reporter : int or str
-        External id of the reporting user.
-    category : str
-        What the reporter chose (``"child_safety"``, ``"spam"``, ...).
-    note : str or None
-    created_at : float
-    state : {"pending", "claimed", "resolved", "dead"}
-        As of the time the report was read (an expired lease reads as pending or dead).
-    attempts : int
-        Claims so far (a released claim is not counted).
-    claimed_by : str or None
-    lease_expires : float or None
-    resolved_at : float or None
-    resolved_by : str or None
-    outcome : str or None
-    last_error : str or None
-    """
-
+    #: Idempotency key supplied at submission.
     key: str
+    #: Arrival order.
     seq: int
+    #: What is reported: ``"account"`` or ``"item"``.
     kind: str
+    #: External id of the reported account or item.
     subject: int | str
+    #: External id of the reporting user.
     reporter: int | str
+    #: What the reporter chose (``"child_safety"``, ``"spam"``, ...).
     category: str
+    #: The reporter's free-text note, if any.
     note: str | None
+    #: When the report was made (given at submission, else the store's clock).
     created_at: float
+    #: ``"pending"``, ``"claimed"``, ``"resolved"`` or ``"dead"``, as of the time the
+    #: report was read (an expired lease reads as pending or dead).
     state: str
+    #: Claims so far (a released claim is not counted).
     attempts: int
+    #: The reviewer of the report's lease, if it has one.
     claimed_by: str | None
+    #: When that lease expires.
     lease_expires: float | None
+    #: When the report was resolved.
     resolved_at: float | None
+    #: The reviewer who resolved it.
     resolved_by: str | None
+    #: The reviewer's outcome (``"actioned"``, ...) of a resolved report.
     outcome: str | None
+    #: Why the last claim failed or ended (``"lease expired"``), if one did.
     last_error: str | None
 
 
 @dataclass(frozen=True)
 class Ack:
-    """Acknowledgement of a durable submission.
+    """Acknowledgement of a durable submission."""
 
-    Attributes
-    ----------
-    key : str
-    seq : int
-    duplicate : bool
-        True when the key was already stored (nothing was written).
-    """
-
+    #: Idempotency key of the report.
     key: str
+    #: Arrival order of the stored report (the earlier one, for a duplicate).
     seq: int
+    #: True when the key was already stored (nothing was written).
     duplicate: bool
 
 
@@ -94,28 +79,19 @@ class Claim:
 
 @dataclass(frozen=True)
 class QueueStats:
-    """Counters over the whole queue; nothing is ever silently dropped.
+    """Counters over the whole queue; nothing is ever silently dropped."""
 
-    Attributes
-    ----------
-    pending : int
-        Waiting for a reviewer (expired leases included).
-    claimed : int
-        Held under a live lease.
-    dead : int
-        Dead-lettered: attempts exhausted; visible until requeued.
-    resolved : int
-    oldest_pending_age_s : float or None
-        Age of the oldest pending report, ``None`` when nothing is pending.
-    expired_leases : int
-        Claims whose lease has expired (counted in ``pending`` or ``dead``).
-    """
-
+    #: Waiting for a reviewer (expired leases included).
     pending: int
+    #: Held under a live lease.
     claimed: int
+    #: Dead-lettered: attempts exhausted; visible until requeued.
     dead: int
+    #: Resolved by a reviewer.
     resolved: int
+    #: Age of the oldest pending report, ``None`` when nothing is pending.
     oldest_pending_age_s: float | None
+    #: Claims whose lease has expired (counted in ``pending`` or ``dead``).
     expired_leases: int
 
     @property

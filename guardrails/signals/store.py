@@ -62,36 +62,26 @@ _LABEL_COLUMNS = (
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One row of the append-only audit log.
+    """One row of the append-only audit log."""
 
-    Attributes
-    ----------
-    seq : int
-    at : float
-        When the change was committed (the store's clock).
-    entity : {"label", "report", "schema", "category"}
-    entity_id : str
-    action : str
-        For example ``"add"``, ``"retract"``, ``"submit"``, ``"claim"``, ``"resolve"``,
-        ``"lease_expired"``, ``"dead_letter"``, ``"migrate"``.
-    source : str or None
-        The label source, or the channel of a report.
-    actor : str or None
-        Who made the change (a reviewer, a service).
-    reason : str or None
-        Why.
-    detail : dict
-        Action-specific fields.
-    """
-
+    #: Position in the log (increasing).
     seq: int
+    #: When the change was committed (the store's clock).
     at: float
+    #: What changed: ``"label"``, ``"report"``, ``"schema"`` or ``"category"``.
     entity: str
+    #: Id of the label, report, schema version or category that changed.
     entity_id: str
+    #: For example ``"add"``, ``"retract"``, ``"submit"``, ``"claim"``, ``"resolve"``,
+    #: ``"lease_expired"``, ``"dead_letter"``, ``"migrate"``.
     action: str
+    #: The label source, or the channel of a report.
     source: str | None
+    #: Who made the change (a reviewer, a service).
     actor: str | None
+    #: Why.
     reason: str | None
+    #: Action-specific fields.
     detail: dict
 
 

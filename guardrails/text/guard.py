@@ -20,7 +20,14 @@ import numpy as np
 
 from .._validation import check_choice, check_int, fail
 from .links import DomainMatcher, DomainRule, NormalizedLink, extract_links
-from .matcher import ACTIONS, Term, TermMatcher
+from .matcher import (
+    ACTIONS,
+    MAX_CHUNK_LENGTH,
+    MIN_CHUNKED_LENGTH,
+    MIN_SUBSTRING_LENGTH,
+    Term,
+    TermMatcher,
+)
 from .normalize import Normalizer, mixed_script_tokens
 
 __all__ = [
@@ -57,29 +64,23 @@ def _snip(text: str) -> str:
 
 @dataclass(frozen=True)
 class TextMatch:
-    """One piece of evidence found in a text.
+    """One piece of evidence found in a text."""
 
-    Attributes
-    ----------
-    kind : {"term", "domain", "shortener", "malformed_link", "mixed_script", "too_long"}
-    field : str
-        Where it was found: ``"query"``, ``"bio"``, ``"display_name"``, ``"hashtag"``,
-        ``"link"`` or ``"text"``.
-    matched : str
-        The term or domain rule as written, or the offending token or link.
-    category : str
-    severity : float
-    action : {"allow", "warn", "block"}
-    mode : str or None
-        ``"token"`` or ``"substring"`` for term matches, else None.
-    """
-
+    #: ``"term"``, ``"domain"``, ``"shortener"``, ``"malformed_link"``,
+    #: ``"mixed_script"`` or ``"too_long"``.
     kind: str
+    #: Where it was found: ``"query"``, ``"bio"``, ``"display_name"``, ``"hashtag"``,
+    #: ``"link"`` or ``"text"``.
     field: str
+    #: The term or domain rule as written, or the offending token or link.
     matched: str
+    #: Label category: the rule's, or the check's own (``"url_shortener"``, ...).
     category: str
+    #: The rule's severity (a fixed one for link and script checks), in [0, 1].
     severity: float
+    #: ``"allow"``, ``"warn"`` or ``"block"``.
     action: str
+    #: ``"token"`` or ``"substring"`` for term matches, else None.
     mode: str | None = None
 
     @property
@@ -96,19 +97,14 @@ class TextMatch:
 
 @dataclass(frozen=True)
 class TextVerdict:
-    """The outcome of checking one text or search query.
+    """The outcome of checking one text or search query."""
 
-    Attributes
-    ----------
-    action : {"allow", "warn", "block"}
-        The strongest action among the matches (``"allow"`` when nothing matched).
-    matches : tuple of TextMatch
-    reasons : tuple of str
-        One line per match.
-    """
-
+    #: ``"allow"``, ``"warn"`` or ``"block"``: the strongest action among the matches
+    #: (``"allow"`` when nothing matched).
     action: str
+    #: Every match, strongest first.
     matches: tuple[TextMatch, ...] = ()
+    #: One line per match.
     reasons: tuple[str, ...] = ()
 
     @property
@@ -185,52 +181,36 @@ class AccountText:
 
 @dataclass(frozen=True)
 class TextLabel:
-    """A label produced by text matching, ready for the signals store.
+    """A label produced by text matching, ready for the signals store."""
 
-    Attributes
-    ----------
-    account_id : hashable
-    category : str
-    severity : float
-        The largest severity among the evidence.
-    confidence : float
-        The largest confidence among the evidence (see :data:`CONFIDENCE`).
-    source : str
-        Always ``"text_match"``.
-    evidence : str
-        Up to five evidence references, ``"; "``-separated, e.g.
-        ``"hashtag:term:pedo; link:domain:example.com"``.
-    """
-
+    #: External id of the labelled account.
     account_id: Any
+    #: Label category.
     category: str
+    #: The largest severity among the evidence.
     severity: float
+    #: The largest confidence among the evidence (see :data:`CONFIDENCE`).
     confidence: float
+    #: Always ``"text_match"``.
     source: str = "text_match"
+    #: Up to five evidence references, ``"; "``-separated, e.g.
+    #: ``"hashtag:term:pedo; link:domain:example.com"``.
     evidence: str = ""
 
 
 @dataclass(frozen=True)
 class TaggingResult:
-    """Labels, seeds and evidence from :meth:`TextGuard.tag_accounts`.
+    """Labels, seeds and evidence from :meth:`TextGuard.tag_accounts`."""
 
-    Attributes
-    ----------
-    account_ids : tuple
-        The accounts, in input order; seeds index into it.
-    labels : tuple of TextLabel
-        One label per (account, category) with any evidence.
-    matches : tuple of (int, TextMatch)
-        Every piece of evidence with the position of its account, including link
-        flags (shorteners, malformed links) that do not become labels.
-    seeds : dict of str to ndarray of int64
-        For each category, the sorted positions of accounts with evidence whose action
-        reaches the ``seed_action`` of the call: starting points for graph expansion.
-    """
-
+    #: The accounts, in input order; seeds index into it.
     account_ids: tuple[Any, ...]
+    #: One label per (account, category) with any evidence.
     labels: tuple[TextLabel, ...]
+    #: Every piece of evidence with the position of its account, including link flags
+    #: (shorteners, malformed links) that do not become labels.
     matches: tuple[tuple[int, TextMatch], ...]
+    #: For each category, the sorted positions (int64) of accounts with evidence whose
+    #: action reaches the ``seed_action`` of the call: starting points for graph expansion.
     seeds: dict[str, np.ndarray] = field(default_factory=dict)
 
     def seed_ids(self, category: str) -> list[Any]:
@@ -283,9 +263,9 @@ class TextGuard:
         malformed_link_action: str = "warn",
         mixed_script_action: str = "warn",
         max_query_length: int = 512,
-        min_substring_length: int = 4,
-        min_chunked_length: int = 5,
-        max_chunk_length: int = 4,
+        min_substring_length: int = MIN_SUBSTRING_LENGTH,
+        min_chunked_length: int = MIN_CHUNKED_LENGTH,
+        max_chunk_length: int = MAX_CHUNK_LENGTH,
     ) -> None:
         where = "TextGuard"
         self.shortener_action = check_choice(shortener_action, "shortener_action", where, ACTIONS)

@@ -58,6 +58,12 @@ __all__ = ["Term", "TermMatcher", "ACTIONS", "MODES"]
 ACTIONS = ("allow", "warn", "block")
 #: Matching modes of a term.
 MODES = ("token", "substring")
+#: Default length bounds of :class:`TermMatcher` (and of the
+#: :class:`~guardrails.text.guard.TextGuard` that builds one): shortest substring-term
+#: key, shortest word that counts as written in chunks, longest chunk.
+MIN_SUBSTRING_LENGTH = 4
+MIN_CHUNKED_LENGTH = 5
+MAX_CHUNK_LENGTH = 4
 
 _CHUNK_CHARS = 1 << 20  # characters per automaton call
 _SEP = "\n"  # never inside a key (whitespace becomes spaces), so matches cannot straddle texts
@@ -169,10 +175,10 @@ class TermMatcher:
         terms: Iterable[Term | str],
         *,
         normalizer: Normalizer | None = None,
-        min_substring_length: int = 4,
+        min_substring_length: int = MIN_SUBSTRING_LENGTH,
         max_term_length: int = 256,
-        min_chunked_length: int = 5,
-        max_chunk_length: int = 4,
+        min_chunked_length: int = MIN_CHUNKED_LENGTH,
+        max_chunk_length: int = MAX_CHUNK_LENGTH,
     ) -> None:
         where = "TermMatcher"
         if isinstance(terms, (str, bytes)):
