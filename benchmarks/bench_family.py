@@ -8,12 +8,14 @@ kind): building the platform, training the model, building the policy and walkin
     python benchmarks/bench_family.py --platforms 20 --size small        # ~15 min on 2 cores
     python benchmarks/bench_family.py --platforms 5 --size medium --policies default no-model
     python benchmarks/bench_family.py --split tuning --platforms 6       # for tuning only
+    python benchmarks/bench_family.py --split tuning --indices 24 39 50 62 65 12 53 66
 
 ``--policies``: ``default`` (``guardrails.default_policy`` from what the platform knows
 and the model's item space, :func:`guardrails.audit.family_run.family_default_policy`)
 ``no-model`` (the same without the model's item space, so no neighbourhood risk:
 :func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
-without the platform's minors' list, to measure what the policy does without age signals).
+without the platform's minors' list, to measure what the policy does without age signals)
+and ``no-minor-ties`` (``default`` without the minors' tie rule).
 """
 
 from __future__ import annotations
@@ -42,8 +44,15 @@ def no_minors_list(platform, model=None):
     )
 
 
+def no_minor_ties(platform, model=None):
+    """``default_policy`` as in ``default`` but without the minors' tie rule
+    (``minor_ties=False``): the policy before the rule, for a side-by-side run."""
+    return default_guard_policy(platform, minor_ties=False, **model_neighbours(model))
+
+
 POLICIES = {
     "default": family_default_policy,
+    "no-minor-ties": no_minor_ties,
     "no-model": default_guard_policy,
     "no-minors-list": no_minors_list,
 }
@@ -55,6 +64,14 @@ def main(argv=None) -> None:
     ap.add_argument("--size", choices=tuple(SIZES), default="small")
     ap.add_argument("--split", choices=("evaluation", "tuning"), default="evaluation")
     ap.add_argument("--start", type=int, default=0)
+    ap.add_argument(
+        "--indices",
+        type=int,
+        nargs="+",
+        default=None,
+        help="positions in the seed stream instead of --platforms/--start "
+        "(the hardest tuning platforms: --split tuning --indices 24 39 50 62 65 12 53 66)",
+    )
     ap.add_argument("--kinds", nargs="+", choices=MODEL_KINDS, default=list(MODEL_KINDS))
     ap.add_argument("--policies", nargs="+", choices=tuple(POLICIES), default=["default"])
     ap.add_argument("--walkers", type=int, default=20)
@@ -66,11 +83,12 @@ def main(argv=None) -> None:
     summary = {}
     for name in args.policies:
         report = run_family(
-            args.platforms,
+            args.platforms if args.indices is None else len(args.indices),
             split=args.split,
             size=args.size,
             kinds=args.kinds,
             start=args.start,
+            indices=args.indices,
             policy_factory=POLICIES[name],
             n_walkers=args.walkers,
             n_steps=args.steps,

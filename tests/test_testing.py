@@ -16,6 +16,7 @@ from guardrails.filters import (
     ExcludePairs,
     Filter,
     RelationshipRule,
+    RequireTie,
     ShareCap,
     SuppressNeighborhood,
     SuppressRisk,
@@ -103,6 +104,22 @@ class TestRelationshipRule(_Base):
         return RelationshipRule(
             _rng(seed).random(n) < 0.3,
             follows=sp.random(nu, n, density=0.2, format="csr", random_state=seed % 1000),
+            action=("drop", "demote")[seed % 2],
+        )
+
+
+class TestRequireTie(_Base):
+    def make_filter(self, n, nu, seed):
+        r = _rng(seed)
+        g = sp.random(n, n, density=0.15, format="csr", random_state=seed % 1000)
+        return RequireTie(
+            r.random(n) < 0.3,
+            graph=g,
+            follows=sp.random(nu, n, density=0.2, format="csr", random_state=seed % 997),
+            min_shared=1 + seed % 2,
+            through=("followees", "followers", "both")[seed % 3],
+            max_followers=(None, 4)[seed % 2],
+            exempt_viewers=r.random(nu) < 0.3,
             action=("drop", "demote")[seed % 2],
         )
 

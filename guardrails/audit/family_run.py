@@ -256,6 +256,7 @@ def run_family(
     size: str = "medium",
     kinds: Sequence[str] = MODEL_KINDS,
     start: int = 0,
+    indices: Sequence[int] | None = None,
     policy_factory: Callable | None = None,
     n_walkers: int = 20,
     n_steps: int = 6,
@@ -276,6 +277,10 @@ def run_family(
     kinds : sequence of {"als", "bpr", "item"}, keyword-only
     start : int, keyword-only
         Skip the first ``start`` seeds of the stream.
+    indices : sequence of int, optional, keyword-only
+        Instead of ``n_platforms`` seeds from ``start``, the seeds at these positions of
+        the stream (for example the hardest tuning platforms); ``n_platforms`` must then
+        equal their number.
     policy_factory : callable, optional, keyword-only
         ``policy_factory(platform) -> Policy`` (or with ``model=``); default
         :func:`family_default_policy`: ``default_policy`` from what the platform knows
@@ -299,9 +304,16 @@ def run_family(
     if not kinds:
         raise fail("kinds", where, f"a non-empty sequence of {MODEL_KINDS}", kinds)
     say = log or (lambda _m: None)
+    if indices is None:
+        seeds = family_seeds(n_platforms, split=split, start=start)
+    else:
+        idx = [check_int(i, "indices", where, low=0) for i in indices]
+        if len(idx) != n_platforms:
+            raise fail("indices", where, f"{n_platforms} positions (n_platforms)", indices)
+        seeds = [family_seeds(1, split=split, start=i)[0] for i in idx]
     t_all = time.perf_counter()
     rows = []
-    for seed in family_seeds(n_platforms, split=split, start=start):
+    for seed in seeds:
         t0 = time.perf_counter()
         platform = make_family_platform(seed, size=size)
         t_build = time.perf_counter() - t0
@@ -359,6 +371,7 @@ def run_family(
             "accounts_range": list(SIZES[size]),
             "kinds": kinds,
             "start": start,
+            "indices": None if indices is None else [int(i) for i in indices],
             "n_walkers": n_walkers,
             "n_steps": n_steps,
             "N": N,

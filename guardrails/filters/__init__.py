@@ -28,6 +28,7 @@ from .safety import (
     SuppressNeighborhood,
     is_child_safety,
 )
+from .ties import TIE_DIRECTIONS, RequireTie
 from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "ContextRisk",
     "ShareCap",
     "RelationshipRule",
+    "RequireTie",
+    "TIE_DIRECTIONS",
     "ACTIONS",
     "CHILD_SAFETY_CATEGORIES",
     "is_child_safety",

@@ -22,6 +22,7 @@ from .base import is_filter_name
 from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .safety import BlockLabeled, CohortRule, SuppressNeighborhood
+from .ties import RequireTie
 from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
@@ -68,6 +69,7 @@ BUILTINS = (
     ContextRisk,
     ShareCap,
     RelationshipRule,
+    RequireTie,
 )
 
 _LOCK = threading.Lock()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
-from .._validation import check_choice, check_csr, check_vector, fail
+from .._validation import check_bool, check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
 from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
@@ -22,6 +23,7 @@ from ..filters.safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
+from ..filters.ties import RequireTie
 from ._policy import Policy
 
 __all__ = [
@@ -29,6 +31,11 @@ __all__ = [
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
     "DEFAULT_HIGH_LIFT",
+    "DEFAULT_MINOR_TIE_ACTION",
+    "DEFAULT_MINOR_TIE_HUB",
+    "DEFAULT_MINOR_TIE_SHARED",
+    "DEFAULT_MINOR_TIE_THROUGH",
+    "DEFAULT_MINOR_TIE_WEIGHT",
     "DEFAULT_POOL_LIFT",
     "DEFAULT_TERM_WEIGHT",
     "DEFAULT_TRIP",
@@ -80,6 +87,41 @@ DEFAULT_MINOR_BAND_LIFT = 3.0
 #: 12) but tripped up to 87 % of a youth community's adults on a low-risk platform: the
 #: flagged-term version is narrower (docs/audit.md).
 DEFAULT_MINOR_FOLLOWS = 1
+#: The minors' tie rule (:class:`~guardrails.filters.RequireTie`): a minor's account
+#: reaches an adult viewer (anyone not in ``minor_viewers``) only when the viewer follows
+#: it or follows at least this many non-hub accounts it follows (shared contacts: a
+#: parent, a coach, a classmate's parent). Chosen on the eight hardest tuning platforms
+#: (24 rows): one shared contact took the rows where a risky viewer got minors' accounts
+#: from 7 to 0; the buyers who got them share no contact with those children, their
+#: co-buyers do. Two would cost more of the youth community's own follows (the held-out
+#: minors parents and family members follow share one contact with them more often than
+#: two) for no safety gain there.
+DEFAULT_MINOR_TIE_SHARED = 1
+#: Which intermediaries tie a viewer to a minor: accounts the minor follows. "Accounts
+#: that follow the minor" would count a buyer's co-buyer who follows a child as a tie:
+#: on the same platforms it left about twice as many buyers' slates with minors' accounts
+#: tied (256 of 300 with either direction, 122 with the minor's own follows, before
+#: the other minors' rules).
+DEFAULT_MINOR_TIE_THROUGH = "followees"
+#: Intermediaries followed by more accounts than this quantile of the follower counts
+#: (the platform's hubs: celebrities) are no tie: without it most adults are "tied" to
+#: most children through the celebrities both follow (89-100 % of minors' accounts
+#: stayed tied for ordinary viewers on those platforms; 0.3 % with it).
+DEFAULT_MINOR_TIE_HUB = 0.99
+#: What happens to a minor's account an adult has no tie to: a demotion below every
+#: other candidate, not a drop. A drop also reads as suppression of benign accounts in
+#: the family audit (minors' accounts are benign, and an ordinary adult's full-length
+#: slate loses nearly all of them: 1.4-3.0 % suppressed, 17 of 24 tuning rows over 1 %);
+#: demoted, they stay reachable at the end of a long list and the top-N slates are the
+#: same as with a drop whenever N other candidates are eligible.
+DEFAULT_MINOR_TIE_ACTION = "demote"
+#: The demotion, in score units: above any score of a factor model in the family (ALS and
+#: BPR stay below 100); with ``item_similarity`` it is raised to twice the largest score
+#: the item-item model can give (BM25 scores reached about 5,500 on a tuning platform).
+#: Not larger: the kernel's exact rescoring breaks ties at float32 precision, and a
+#: penalty of 1e6 made default_policy serve 34 viewers/s instead of about 1,200
+#: (benchmarks/bench_minor_ties.py, 1,000 viewers).
+DEFAULT_MINOR_TIE_WEIGHT = 1e3
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -130,6 +172,7 @@ def default_policy(
     snapshot_labels: bool = False,
     strictness: str = "strict",
     discovery_surfaces: Sequence[str] | None = None,
+    minor_ties: bool = True,
     name: str = "default",
 ) -> Policy:
     """A strong protective policy from what a platform typically has.
@@ -170,6 +213,7 @@ def default_policy(
     minor_viewers : array-like of bool or int, shape (n_users,), optional, keyword-only
         Viewers who are minors: they never get candidates at or above the demotion
         floor (the flagged band), and new viewers (unknown ids) are treated the same.
+        They are exempt from the minors' tie rule (``minor_ties``).
     item_factors : array-like of float, shape (n_items, n_factors), optional, keyword-only
         The model's item factors (for implicit's ALS or BPR: ``model.item_factors``).
         Every candidate gets a *neighbourhood risk*, the mean risk of its ten nearest
@@ -190,6 +234,14 @@ def default_policy(
         catalogue dropped) and the demotion weight (0.5 or 0.25).
     discovery_surfaces : sequence of str, optional, keyword-only
         Surfaces where the share cap applies (default: all).
+    minor_ties : bool, keyword-only
+        With ``minors`` and a follow graph (``graph``, or square ``interactions``: users
+        and candidates in one id space), add the minors' tie rule
+        (:class:`~guardrails.filters.RequireTie`, named ``minors_need_tie``): a minor's
+        account reaches a viewer who is not a known minor only when the viewer follows
+        it or follows an account it follows that is not a hub (followed by more accounts
+        than 99 % of accounts); otherwise it is demoted below every other candidate.
+        ``False`` leaves the rule out.
     name : str, keyword-only
 
     Returns
@@ -259,6 +311,13 @@ def default_policy(
       seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
       know (new accounts might be minors);
+    - minors' tie rule (``minors=`` with a follow graph, ``minor_ties=True``): a minor's
+      account reaches a viewer who is not a known minor only when the viewer follows it
+      or follows one account it follows that is not a hub (:class:`RequireTie`,
+      :data:`DEFAULT_MINOR_TIE_SHARED`, :data:`DEFAULT_MINOR_TIE_HUB`); otherwise it is
+      demoted below every other candidate (:data:`DEFAULT_MINOR_TIE_WEIGHT`). It needs
+      no sign of risk: buyers no signal reaches get the children their co-buyers follow
+      from the model, and share no contact with them;
     - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
 
     Raises
@@ -384,6 +443,10 @@ def default_policy(
             viewer_risk=viewer_risk,
             ui=ui,
             term_context=term_context,
+            tie_graph=_tie_graph(graph, ui, n, where)
+            if check_bool(minor_ties, "minor_ties", where)
+            else None,
+            tie_weight=_tie_weight(item_similarity, where),
         )
     )
     filters.append(
@@ -460,11 +523,15 @@ def _minor_filters(
     viewer_risk,
     ui,
     term_context,
+    tie_graph=None,
+    tie_weight: float = 1.0,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network.
 
     ``thresholds``: the typical risk, the drop and the demotion thresholds; ``ui``: the
-    checked interactions (or ``None``)."""
+    checked interactions (or ``None``); ``tie_graph``: the checked follow graph between
+    candidates for the tie rule (or ``None``: no tie rule) and ``tie_weight`` its
+    demotion."""
     base, drop_t, demote_t = thresholds
     out: list = []
     mv = None
@@ -513,6 +580,8 @@ def _minor_filters(
                 name="protect_minors",
             )
         )
+        if tie_graph is not None:
+            out.append(_minor_tie_rule(minor_mask, mv, tie_graph, ui, tie_weight))
     if mv is not None:
         cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
         if seed_arg is not None:
@@ -529,6 +598,54 @@ def _minor_filters(
             )
         )
     return out
+
+
+def _tie_graph(graph, ui, n: int, where: str):
+    """The follow graph between candidates the minors' tie rule reads, checked: ``graph``,
+    or without it square ``interactions`` (users and candidates in one id space); else
+    ``None``."""
+    if graph is not None:
+        g = check_csr(graph, "graph", where)
+        if g.shape != (n, n):
+            raise fail("graph", where, f"a square sparse matrix ({n}, {n})", g)
+        return g
+    if ui is not None and ui.shape == (n, n):
+        return ui
+    return None
+
+
+def _tie_weight(item_similarity, where: str) -> float:
+    """The tie rule's demotion: DEFAULT_MINOR_TIE_WEIGHT, or with an item-item model's
+    similarity twice the largest score it can give (a candidate's score is a sum of its
+    similarities to the viewer's follows, at most its column's sum), if that is more."""
+    if item_similarity is None:
+        return DEFAULT_MINOR_TIE_WEIGHT
+    sim = abs(check_csr(item_similarity, "item_similarity", where))
+    top = float(np.asarray(sim.sum(axis=0)).max(initial=0.0))
+    return max(DEFAULT_MINOR_TIE_WEIGHT, 2.0 * top)
+
+
+def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) -> RequireTie:
+    """Minors' accounts reach adults only through an existing tie (:class:`RequireTie`):
+    the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
+    follows that are not hubs (followed by more accounts than the DEFAULT_MINOR_TIE_HUB
+    quantile)."""
+    followers = np.diff(sp.csc_matrix(tie_graph).indptr)
+    hub = int(np.quantile(followers, DEFAULT_MINOR_TIE_HUB)) if followers.size else 0
+    follows = ui if ui is not None and ui.shape[1] == tie_graph.shape[0] else None
+    return RequireTie(
+        minor_mask,
+        graph=tie_graph,
+        follows=follows,
+        min_shared=DEFAULT_MINOR_TIE_SHARED,
+        through=DEFAULT_MINOR_TIE_THROUGH,
+        max_followers=hub,
+        exempt_viewers=mv,
+        action=DEFAULT_MINOR_TIE_ACTION,
+        weight=weight,
+        reason="minor_without_tie",
+        name="minors_need_tie",
+    )
 
 
 def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.ndarray | None:

@@ -1,0 +1,294 @@
+"""Protected accounts reach a viewer only through an existing tie in the follow graph.
+
+Platforms have moved from "keep risky viewers away from teenagers" to a rule that needs
+no judgement about the viewer: a minor's account is not suggested to an adult who has no
+existing tie to it. :class:`RequireTie` is that rule for any protected set of candidates
+(``targets``): a viewer outside ``exempt_viewers`` gets a target only when they already
+follow it, or when they follow at least ``min_shared`` accounts that the target follows
+(``through="followees"``: shared contacts, the people a parent, a coach or a classmate
+has in common with the child), that follow the target (``"followers"``), or either
+(``"both"``). Intermediaries followed by more than ``max_followers`` accounts do not
+count: following the same celebrity is no tie.
+
+The filter needs no risk score and no recognition of the viewer as risky: a buyer who
+follows no minor and no flagged account still gets no minors' accounts that the model
+carries to him from his co-buyers' follows, because he has nothing in common with those
+children.
+
+The tie counts are one sparse product per batch, ``viewer_follows @ B`` with ``B`` the
+follow graph restricted to the targets' columns (and to the intermediaries that count),
+computed once: only the protected columns are ever touched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import (
+    canonical_csr,
+    check_bool,
+    check_choice,
+    check_csr,
+    check_float,
+    check_int,
+    fail,
+    is_int_vector,
+)
+from ..core.plan import PlanPart
+from ._actions import check_action
+from .base import Catalog, Filter, ViewerBatch
+from .primitive import stored_cells, viewer_rows
+
+__all__ = ["RequireTie", "TIE_DIRECTIONS"]
+
+#: How an intermediary account ties a viewer to a target: the viewer follows an account
+#: that the target follows (``"followees"``), that follows the target (``"followers"``),
+#: or either (``"both"``).
+TIE_DIRECTIONS = ("followees", "followers", "both")
+
+
+class RequireTie(Filter):
+    """Protected candidates are suggested only to viewers with an existing tie to them.
+
+    Parameters
+    ----------
+    targets : array-like of bool, shape (n_candidates,), or of int
+        The protected candidates (for example minors' accounts).
+    graph : sparse matrix, shape (n_candidates, n_candidates), keyword-only
+        The follow graph between candidates: non-zero ``(a, b)`` when ``a`` follows ``b``.
+    follows : sparse matrix, shape (n_users, n_candidates), optional, keyword-only
+        The viewers' stored follows (for example the model's interaction matrix). Viewers
+        beyond its rows have only the call's interactions.
+    use_call_interactions : bool, keyword-only
+        Also count the interactions passed in the call (``user_items``) as follows.
+    min_shared : int, keyword-only
+        Intermediaries needed for a tie (at least 1). Following the target itself is
+        always a tie.
+    through : {"followees", "followers", "both"}, keyword-only
+        Which intermediaries tie a viewer to a target: accounts the viewer follows that
+        the target follows, that follow the target, or either (each counted once).
+    max_followers : int, optional, keyword-only
+        Intermediaries followed by more than this many accounts (in ``graph``) do not
+        count: a celebrity that a viewer and a child both follow is no tie. ``None``:
+        every intermediary counts.
+    exempt_viewers : array-like of bool, shape (n_users,), or of int, optional, keyword-only
+        Viewers the rule does not apply to (for minors' accounts: viewers who are minors
+        themselves). Ids beyond a bool mask are not exempt.
+    action : {"drop", "demote"}, keyword-only
+        Drop the targets a viewer has no tie to, or demote them by ``weight``.
+    weight : float, keyword-only
+        The demotion, in score units (``action="demote"``).
+    reason, mode, failure, surfaces, name : keyword-only
+
+    Notes
+    -----
+    Per batch of ``m`` viewers with ``k`` targets this costs one sparse product of the
+    viewers' follows with an ``(n_candidates, k)`` matrix and an ``(m, k)`` mask;
+    nothing outside the targets' columns is touched. New viewers (ids beyond
+    ``follows``, a call with no interactions) have no tie, so they get no targets: the
+    strict reading for an account nothing is known about.
+    """
+
+    name = "require_tie"
+    _transient = ("_memo",)
+
+    #: Policy-file kind of every constructor argument (the common settings aside).
+    config_spec = {
+        "targets": "indices",
+        "graph": "csr",
+        "follows": "csr",
+        "use_call_interactions": "bool",
+        "min_shared": "int",
+        "through": "str",
+        "max_followers": "int",
+        "exempt_viewers": "indices",
+        "action": "str",
+        "weight": "float",
+    }
+
+    def __init__(
+        self,
+        targets,
+        *,
+        graph,
+        follows=None,
+        use_call_interactions: bool = True,
+        min_shared: int = 1,
+        through: str = "followees",
+        max_followers: int | None = None,
+        exempt_viewers=None,
+        action: str = "drop",
+        weight: float = 1.0,
+        reason: str = "no_tie",
+        mode: str = "enforce",
+        failure: str = "fail_closed",
+        surfaces=None,
+        name: str | None = None,
+    ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
+        where = "RequireTie"
+        g = check_csr(graph, "graph", where)
+        if g.shape[0] != g.shape[1]:
+            raise fail("graph", where, "a square sparse matrix (n_candidates, n_candidates)", g)
+        n = int(g.shape[0])
+        self.graph_ = stored_cells(g)
+        self.targets_ = _indices(targets, "targets", where, n)
+        self.follows_ = None
+        if follows is not None:
+            self.follows_ = stored_cells(check_csr(follows, "follows", where, shape=(None, n)))
+        self.use_call_interactions_ = check_bool(
+            use_call_interactions, "use_call_interactions", where
+        )
+        self.min_shared_ = check_int(min_shared, "min_shared", where, low=1)
+        self.through_ = check_choice(through, "through", where, TIE_DIRECTIONS)
+        self.max_followers_ = (
+            -1 if max_followers is None else check_int(max_followers, "max_followers", where, low=0)
+        )
+        self.exempt_viewers_ = _exempt(exempt_viewers, where)
+        self.action_ = check_action(action, where)
+        self.weight_ = check_float(weight, "weight", where, low=0.0)
+        self._apply_settings(locals(), where)
+
+    def params(self) -> tuple:
+        return (
+            self.targets_,
+            self.graph_,
+            self.follows_,
+            self.use_call_interactions_,
+            self.min_shared_,
+            self.through_,
+            self.max_followers_,
+            self.exempt_viewers_,
+            self.action_,
+            self.weight_,
+        )
+
+    # ------------------------------------------------------------------ the tie counts
+    def _bridges(self) -> sp.csr_matrix:
+        """``B``, shape (n_candidates, k): ``B[a, j]`` is 1 when intermediary ``a`` ties
+        its followers to target ``j`` (computed once)."""
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] is self.graph_:
+            return memo[1]
+        g = self.graph_
+        t = self.targets_
+        parts = []
+        if self.through_ in ("followees", "both"):
+            parts.append(sp.csr_matrix(g[t].T))  # a followed by target j
+        if self.through_ in ("followers", "both"):
+            parts.append(sp.csr_matrix(g[:, t]))  # a follows target j
+        b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
+        b = stored_cells(canonical_csr(b))
+        if self.max_followers_ >= 0:
+            followers = np.diff(sp.csc_matrix(g).indptr)
+            counts = (followers <= self.max_followers_).astype(np.float32)
+            b = sp.csr_matrix(sp.diags(counts) @ b)
+            b.eliminate_zeros()
+        b = sp.csr_matrix(b, dtype=np.float32)
+        self._memo = (self.graph_, b)
+        return b
+
+    def viewer_follows(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
+        """Ones at the cells ``(row, candidate)`` the batch's viewers follow (stored and,
+        with ``use_call_interactions``, in the call), shape ``(m, n_candidates)``."""
+        m, n = viewers.size, catalog.n
+        out = sp.csr_matrix((m, n), dtype=np.float32)
+        if self.follows_ is not None and viewers.userids is not None:
+            out = out + viewer_rows(self.follows_, np.asarray(viewers.userids, np.int64))
+        ui = viewers.user_items
+        if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
+            out = out + (sp.csr_matrix(ui) != 0).astype(np.float32)
+        out = sp.csr_matrix(out)
+        out.data[:] = 1.0
+        return out
+
+    def exempt(self, viewers: ViewerBatch) -> np.ndarray:
+        """Bool mask of the batch's viewers the rule does not apply to."""
+        m = viewers.size
+        ex = self.exempt_viewers_
+        if ex is None or viewers.userids is None or not ex.size:
+            return np.zeros(m, dtype=bool)
+        u = np.asarray(viewers.userids, dtype=np.int64)
+        inside = (u >= 0) & (u < ex.shape[0])
+        out = np.zeros(m, dtype=bool)
+        out[inside] = ex[u[inside]]
+        return out
+
+    def tied(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
+        """Bool ``(m, k)``: viewer row ``r`` has a tie to target ``targets_[j]``."""
+        self._check(catalog)
+        fol = self.viewer_follows(catalog, viewers)
+        k = self.targets_.size
+        out = np.zeros((viewers.size, k), dtype=bool)
+        if not k or not fol.nnz:
+            return out
+        counts = (fol @ self._bridges()).toarray()
+        out |= counts >= self.min_shared_
+        out |= fol[:, self.targets_].toarray() > 0
+        return out
+
+    # ------------------------------------------------------------------ compile
+    def _check(self, catalog: Catalog) -> None:
+        catalog.check_sized("RequireTie", "graph", self.graph_.shape[0])
+
+    def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
+        self._check(catalog)
+        m, k = viewers.size, self.targets_.size
+        if m == 0 or k == 0:
+            return None
+        if self.action_ == "demote" and self.weight_ == 0:
+            return None
+        untied = ~self.tied(catalog, viewers)
+        untied[self.exempt(viewers)] = False
+        rows, cols = np.nonzero(untied)
+        if not rows.size:
+            return None
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+        value = np.float32(1.0 if self.action_ == "drop" else self.weight_)
+        cells = sp.csr_matrix(
+            (np.full(rows.size, value, dtype=np.float32), self.targets_[cols], indptr),
+            shape=(m, catalog.n),
+        )
+        if self.action_ == "drop":
+            return PlanPart(self.name, self.reason, viewer_mask=cells)
+        return PlanPart(self.name, self.reason, viewer_penalty=cells)
+
+    @classmethod
+    def example(cls) -> tuple:
+        """A small instance and its catalogue, for the conformance checks."""
+        rng = np.random.default_rng(0)
+        n = 40
+        g = sp.random(n, n, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+        f = cls(np.arange(0, n, 5), graph=g, follows=g, max_followers=6)
+        return f, Catalog("items", n)
+
+
+def _indices(value, name: str, where: str, n: int) -> np.ndarray:
+    """Sorted unique int64 candidate indices from a bool mask of length ``n`` or indices."""
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise fail(name, where, f"a bool mask of length {n} or indices in [0, {n})", value)
+        return np.flatnonzero(arr).astype(np.int64)
+    if not is_int_vector(arr, low=0, high=n):
+        raise fail(name, where, f"a bool mask of length {n} or indices in [0, {n})", value)
+    return np.unique(arr.astype(np.int64))
+
+
+def _exempt(value, where: str) -> np.ndarray | None:
+    """Exempt viewers as a bool mask (indices become a mask up to the largest one)."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        if arr.ndim != 1:
+            raise fail("exempt_viewers", where, "a 1-d bool mask or viewer indices", value)
+        return arr.copy()
+    if not is_int_vector(arr, low=0):
+        raise fail("exempt_viewers", where, "a 1-d bool mask or non-negative viewer indices", value)
+    out = np.zeros(int(arr.max(initial=-1)) + 1, dtype=bool)
+    out[arr.astype(np.int64)] = True
+    return out
