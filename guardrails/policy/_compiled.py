@@ -164,46 +164,36 @@ class CompiledPolicy:
         single group of share cap ``i``.
         """
         key = (tuple(i for i in filters if self.filters[i].global_parts), cohorts, split)
-        v = self._variants.get(key)
-        if v is not None:
-            return v
-        with self._lock:
-            v = self._variants.get(key)
-            if v is None:
-                n = self.catalog.n
-                hard = None
-                pen = None
-                for i in key[0]:
-                    for p in self.filters[i].global_parts:
-                        if p.hard_mask is not None:
-                            hard = p.hard_mask.copy() if hard is None else (hard | p.hard_mask)
-                        if p.penalty is not None:
-                            pen = p.penalty.astype(np.float64) if pen is None else pen + p.penalty
-                for i, g in cohorts:
-                    t = self.filters[i].table
-                    if t.hard_masks is not None:
-                        hard = t.hard_masks[g].copy() if hard is None else (hard | t.hard_masks[g])
-                    if t.penalties is not None:
-                        pen = (
-                            t.penalties[g].astype(np.float64)
-                            if pen is None
-                            else pen + t.penalties[g]
-                        )
-                if split is not None:
-                    ci, inside = split
-                    out = (
-                        (self.filters[ci].caps.groups < 0)
-                        if inside
-                        else (self.filters[ci].caps.groups >= 0)
-                    )
-                    hard = out.copy() if hard is None else (hard | out)
-                if hard is None and n == 0:
-                    hard = np.zeros(0, dtype=bool)
-                v = Variant(key, hard, None if pen is None else pen.astype(np.float32))
-                if len(self._variants) >= self._MAX_VARIANTS:
-                    self._variants.clear()
-                self._variants[key] = v
-        return v
+
+        def build() -> Variant:
+            n = self.catalog.n
+            hard = None
+            pen = None
+            for i in key[0]:
+                for p in self.filters[i].global_parts:
+                    if p.hard_mask is not None:
+                        hard = p.hard_mask.copy() if hard is None else (hard | p.hard_mask)
+                    if p.penalty is not None:
+                        pen = p.penalty.astype(np.float64) if pen is None else pen + p.penalty
+            for i, g in cohorts:
+                t = self.filters[i].table
+                if t.hard_masks is not None:
+                    hard = t.hard_masks[g].copy() if hard is None else (hard | t.hard_masks[g])
+                if t.penalties is not None:
+                    pen = t.penalties[g].astype(np.float64) if pen is None else pen + t.penalties[g]
+            if split is not None:
+                ci, inside = split
+                out = (
+                    (self.filters[ci].caps.groups < 0)
+                    if inside
+                    else (self.filters[ci].caps.groups >= 0)
+                )
+                hard = out.copy() if hard is None else (hard | out)
+            if hard is None and n == 0:
+                hard = np.zeros(0, dtype=bool)
+            return Variant(key, hard, None if pen is None else pen.astype(np.float32))
+
+        return self._cached_variant(key, build)
 
     def shared_variant(self, members: tuple[Variant, ...], folded: Variant) -> Variant:
         """The space shared by several viewer groups' variants in one kernel call.
@@ -213,16 +203,24 @@ class CompiledPolicy:
         penalty are applied per row by the kernel (:mod:`guardrails.core._groups`).
         """
         key = ("shared", tuple(v.key for v in members), folded.key)
+
+        def build() -> Variant:
+            hard = None
+            if all(m.hard_mask is not None for m in members):
+                hard = np.logical_and.reduce([m.hard_mask for m in members])
+            return Variant(key, hard, folded.penalty)
+
+        return self._cached_variant(key, build)
+
+    def _cached_variant(self, key: tuple, build: Callable[[], Variant]) -> Variant:
+        """The variant of ``key``, built once (under the lock) and cached."""
         v = self._variants.get(key)
         if v is not None:
             return v
         with self._lock:
             v = self._variants.get(key)
             if v is None:
-                hard = None
-                if all(m.hard_mask is not None for m in members):
-                    hard = np.logical_and.reduce([m.hard_mask for m in members])
-                v = Variant(key, hard, folded.penalty)
+                v = build()
                 if len(self._variants) >= self._MAX_VARIANTS:
                     self._variants.clear()
                 self._variants[key] = v
