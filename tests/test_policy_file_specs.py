@@ -167,11 +167,11 @@ def _suppress_neighborhood():
 
 
 def _cohort_rule():
-    def make(s, nv, nc, labels, unknown, weight):
+    def make(s, nv, nc, labels, unknown, weight, protected):
         rng = _rng(s)
         acts = np.array(["allow", "demote", "drop"])
         matrix = acts[rng.integers(0, 3, (nv, nc))].tolist()
-        kw = {"weight": weight}
+        kw = {"weight": weight, "protected": protected}
         vl = [f"v{i}" for i in range(nv)]
         if labels:
             kw["viewer_labels"] = vl
@@ -194,6 +194,7 @@ def _cohort_rule():
         st.booleans(),
         st.sampled_from(["strictest", "label", "index"]),
         weights,
+        st.booleans(),
     ).flatmap(lambda t: _common().map(lambda c: (t[0], t[1], {**t[2], **c})))
 
 
@@ -242,6 +243,7 @@ STRATEGIES = {
         viewer_risk=_opt(_vec(NU)),
         min_interactions=st.integers(1, 3),
         strip_interactions=st.booleans(),
+        protected=st.booleans(),
     ),
     ContextRisk: _build(
         ContextRisk,
@@ -273,6 +275,7 @@ STRATEGIES = {
         exempt_viewers=_opt(_indices(NU)),
         action=st.sampled_from(["drop", "demote"]),
         weight=weights,
+        protected=st.booleans(),
     ),
 }
 

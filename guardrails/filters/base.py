@@ -53,7 +53,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, fail
+from .._validation import check_bool, check_choice, fail
 from ..core.plan import PlanPart
 
 __all__ = [
@@ -336,6 +336,11 @@ class Filter:
                 failure,
             )
 
+    def _protect(self, protected, where: str) -> None:
+        """Validate and store the ``protected`` setting of a filter that takes it (called
+        before :meth:`_settings`, which then refuses ``failure="fail_open"``)."""
+        self.protected = check_bool(protected, "protected", where)
+
     def _keep_arguments(self, arguments: dict) -> None:
         """Store the constructor arguments named in ``config_spec`` as given.
 
@@ -353,8 +358,10 @@ class Filter:
     def _fitted(self, *keys: str) -> tuple:
         """The validated values (``key_``) of ``keys``, by default of every
         ``config_spec`` key in order: the ``params()`` of a filter whose arguments are
-        all it compiles from."""
-        return tuple(getattr(self, key + "_") for key in keys or type(self).config_spec or ())
+        all it compiles from. ``protected`` is a setting (in every fingerprint), not a
+        fitted value."""
+        keys = keys or tuple(k for k in type(self).config_spec or () if k != "protected")
+        return tuple(getattr(self, key + "_") for key in keys)
 
     def compile_global(self, catalog: Catalog) -> PlanPart | None:
         return None

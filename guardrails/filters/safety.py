@@ -465,6 +465,11 @@ class CohortRule(Filter):
         Cohort of viewers beyond ``viewer_cohorts`` (new accounts) and of calls without
         a viewer. ``"strictest"`` (default) applies the strictest action of any cohort
         to each candidate cohort: a viewer we know nothing about might be a minor.
+    protected : bool, keyword-only
+        A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
+        nor set ``failure="fail_open"`` (both refused with a
+        :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
+        always raises :class:`~guardrails.exceptions.FailClosedError`.
     reason : str, keyword-only
     mode, failure, surfaces, name : keyword-only
     """
@@ -480,6 +485,7 @@ class CohortRule(Filter):
         "candidate_labels": "strs",
         "weight": "float",
         "unknown_viewer": "str_or_int",
+        "protected": "bool",
     }
 
     def __init__(
@@ -492,6 +498,7 @@ class CohortRule(Filter):
         candidate_labels=None,
         weight: float = 1.0,
         unknown_viewer="strictest",
+        protected: bool = False,
         reason: str = "cohort_rule",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -548,6 +555,7 @@ class CohortRule(Filter):
             self.unknown_viewer_ = check_int(
                 unknown_viewer, "unknown_viewer", where, low=0, high=n_v - 1
             )
+        self._protect(protected, where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:

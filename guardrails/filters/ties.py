@@ -79,6 +79,11 @@ class RequireTie(Filter):
         Drop the targets a viewer has no tie to, or demote them by ``weight``.
     weight : float, keyword-only
         The demotion, in score units (``action="demote"``).
+    protected : bool, keyword-only
+        A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
+        nor set ``failure="fail_open"`` (both refused with a
+        :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
+        always raises :class:`~guardrails.exceptions.FailClosedError`.
     reason, mode, failure, surfaces, name : keyword-only
 
     Notes
@@ -105,6 +110,7 @@ class RequireTie(Filter):
         "exempt_viewers": "indices",
         "action": "str",
         "weight": "float",
+        "protected": "bool",
     }
 
     def __init__(
@@ -120,6 +126,7 @@ class RequireTie(Filter):
         exempt_viewers=None,
         action: str = "drop",
         weight: float = 1.0,
+        protected: bool = False,
         reason: str = "no_tie",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -149,6 +156,7 @@ class RequireTie(Filter):
         self.exempt_viewers_ = _exempt(exempt_viewers, where)
         self.action_ = check_action(action, where)
         self.weight_ = check_float(weight, "weight", where, low=0.0)
+        self._protect(protected, where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:

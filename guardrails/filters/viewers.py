@@ -62,6 +62,11 @@ class ViewerCircuitBreaker(Filter):
     min_interactions : int, keyword-only
         Call interactions needed before the share counts (stored risk always counts).
     strip_interactions : bool, keyword-only
+    protected : bool, keyword-only
+        A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
+        nor set ``failure="fail_open"`` (both refused with a
+        :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
+        always raises :class:`~guardrails.exceptions.FailClosedError`.
     reason : str, keyword-only
     mode, failure, surfaces, name : keyword-only
     """
@@ -79,6 +84,7 @@ class ViewerCircuitBreaker(Filter):
         "viewer_risk": "vector",
         "min_interactions": "int",
         "strip_interactions": "bool",
+        "protected": "bool",
     }
 
     def __init__(
@@ -92,6 +98,7 @@ class ViewerCircuitBreaker(Filter):
         viewer_risk=None,
         min_interactions: int = 1,
         strip_interactions: bool = True,
+        protected: bool = False,
         reason: str = "viewer_circuit_breaker",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -122,6 +129,7 @@ class ViewerCircuitBreaker(Filter):
         )
         self.min_interactions_ = check_int(min_interactions, "min_interactions", where, low=1)
         self.strip_interactions_ = check_bool(strip_interactions, "strip_interactions", where)
+        self._protect(protected, where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:

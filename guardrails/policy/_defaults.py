@@ -320,6 +320,12 @@ def default_policy(
       from the model, and share no contact with them;
     - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
 
+    The minors' filters (``protect_minors``, ``minors_need_tie``, ``minor_viewers``) are
+    ``protected`` child-safety rules, like label filters on child-safety categories: a
+    :class:`~guardrails.Holdback` naming them or ``failure="fail_open"`` is refused, and
+    a failure to read their signals raises
+    :class:`~guardrails.exceptions.FailClosedError`.
+
     Raises
     ------
     ValidationError
@@ -578,6 +584,7 @@ def _minor_filters(
                 strip_interactions=False,
                 reason="minors_protected",
                 name="protect_minors",
+                protected=True,
             )
         )
         if tie_graph is not None:
@@ -595,6 +602,7 @@ def _minor_filters(
                 candidate_labels=("flagged_band",),
                 reason="minor_viewer_protected",
                 name="minor_viewers",
+                protected=True,
             )
         )
     return out
@@ -645,6 +653,7 @@ def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) ->
         weight=weight,
         reason="minor_without_tie",
         name="minors_need_tie",
+        protected=True,
     )
 
 
