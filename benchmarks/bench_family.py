@@ -15,7 +15,8 @@ and the model's item space, :func:`guardrails.audit.family_run.family_default_po
 ``no-model`` (the same without the model's item space, so no neighbourhood risk:
 :func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
 without the platform's minors' list, to measure what the policy does without age signals)
-and ``no-minor-ties`` (``default`` without the minors' tie rule).
+``no-minor-ties`` (``default`` without the minors' tie rule) and ``no-minor-attention``
+(``default`` without the attention-to-minors context).
 """
 
 from __future__ import annotations
@@ -50,8 +51,15 @@ def no_minor_ties(platform, model=None):
     return default_guard_policy(platform, minor_ties=False, **model_neighbours(model))
 
 
+def no_minor_attention(platform, model=None):
+    """``default_policy`` as in ``default`` but without the attention-to-minors context
+    (``minor_attention=False``): the policy before it, for a side-by-side run."""
+    return default_guard_policy(platform, minor_attention=False, **model_neighbours(model))
+
+
 POLICIES = {
     "default": family_default_policy,
+    "no-minor-attention": no_minor_attention,
     "no-minor-ties": no_minor_ties,
     "no-model": default_guard_policy,
     "no-minors-list": no_minors_list,

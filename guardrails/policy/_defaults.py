@@ -24,9 +24,13 @@ from ..filters.safety import (
     ViewerCircuitBreaker,
 )
 from ..filters.ties import RequireTie
+from ._attention import attention_marks
 from ._policy import Policy
 
 __all__ = [
+    "DEFAULT_ATTENTION_LIFT",
+    "DEFAULT_ATTENTION_MINORS",
+    "DEFAULT_ATTENTION_MINOR_SHARE",
     "DEFAULT_DEMOTE_LIFT",
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
@@ -122,6 +126,25 @@ DEFAULT_MINOR_TIE_ACTION = "demote"
 #: penalty of 1e6 made default_policy serve 34 viewers/s instead of about 1,200
 #: (benchmarks/bench_minor_ties.py, 1,000 viewers).
 DEFAULT_MINOR_TIE_WEIGHT = 1e3
+#: An adult who follows at least this many minors' accounts with no tie to them (no
+#: shared non-hub contact, as in the tie rule) shows *untied attention* to minors. On 14
+#: tuning platforms (the eight hardest and six more) one such follow also counts noise
+#: follows and relatives and, before the other conditions, marked 1.25 % of ordinary
+#: accounts; two marked 1.03 %.
+DEFAULT_ATTENTION_MINORS = 2
+#: An account is a risky context when adults with untied attention to minors are at
+#: least this many times as frequent among its followers as on the platform (and more
+#: than a binomial draw at the platform's rate reaches with probability 1 / n_items,
+#: and minors make up at most DEFAULT_ATTENTION_MINOR_SHARE of its followers). On the
+#: same 14 tuning platforms (with the two other conditions) it marked 72 of 268 sellers
+#: of sub-networks with no known seed (34 of 37, 11 of 11, 9 of 19 where many buyers
+#: follow minors; none where few do) and 25 of 97,504 ordinary accounts; the binomial
+#: condition at 1 % instead marked 600 ordinary accounts, most of them the youth
+#: community's adults, whom relatives follow.
+DEFAULT_ATTENTION_LIFT = 4.0
+#: See DEFAULT_ATTENTION_LIFT: an account minors follow (over this share of its
+#: followers) is part of their community (a coach, a parent), not an audience of them.
+DEFAULT_ATTENTION_MINOR_SHARE = 0.1
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -173,6 +196,7 @@ def default_policy(
     strictness: str = "strict",
     discovery_surfaces: Sequence[str] | None = None,
     minor_ties: bool = True,
+    minor_attention: bool = True,
     name: str = "default",
 ) -> Policy:
     """A strong protective policy from what a platform typically has.
@@ -372,6 +396,13 @@ def default_policy(
     # the model's space do so far more often than the platform's own rate: risky contexts
     # that need no seed nearby.
     uses_flagged = _flagged_term_users(account_terms, seed_terms, n, where)
+    ui = None if interactions is None else check_csr(interactions, "interactions", where)
+    follow_graph = _tie_graph(graph, ui, n, where)
+    # Accounts whose audience is made of adults following unrelated minors, and their
+    # neighbourhood in the model's space: risky contexts that need no seed and no term.
+    attention = None
+    if check_bool(minor_attention, "minor_attention", where):
+        attention = _attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs)
     term_context = None
     if uses_flagged is not None:
         if minor_mask is not None:
@@ -386,14 +417,13 @@ def default_policy(
         risky |= seed_arg
     if viewer_risk is not None:
         viewer_risk = check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
-    ui = None if interactions is None else check_csr(interactions, "interactions", where)
     if viewer_risk is None and ui is not None and ui.shape[1] == n:
         viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
     pool = risk <= pool_t
     if near is not None:
         pool &= near < demote_t
     # Flagged-term contexts stay out of the pool: a tripped viewer is never served them.
-    for excluded in (seed_arg, minor_mask, term_context):
+    for excluded in (seed_arg, minor_mask, term_context, attention):
         if excluded is not None:
             pool &= ~excluded
     demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
@@ -421,11 +451,14 @@ def default_policy(
     elif viewer_risk is not None:
         known_viewers = int(viewer_risk.shape[0])
     context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
-    if term_context is not None:
+    for marked in (term_context, attention):
+        if marked is None:
+            continue
         # A risky context (a profile's suggestions, a new account's first follow), never
-        # a drop: an account's own terms are evidence about it, not about its neighbours.
+        # a drop: an account's own terms, or its audience, are evidence about it, not
+        # about its neighbours.
         context_risk = np.where(
-            term_context, np.maximum(context_risk, np.float32(demote_t)), context_risk
+            marked, np.maximum(context_risk, np.float32(demote_t)), context_risk
         ).astype(np.float32)
     filters.append(
         ContextRisk(
@@ -449,9 +482,8 @@ def default_policy(
             viewer_risk=viewer_risk,
             ui=ui,
             term_context=term_context,
-            tie_graph=_tie_graph(graph, ui, n, where)
-            if check_bool(minor_ties, "minor_ties", where)
-            else None,
+            attention=attention,
+            tie_graph=follow_graph if check_bool(minor_ties, "minor_ties", where) else None,
             tie_weight=_tie_weight(item_similarity, where),
         )
     )
@@ -529,6 +561,7 @@ def _minor_filters(
     viewer_risk,
     ui,
     term_context,
+    attention=None,
     tie_graph=None,
     tie_weight: float = 1.0,
 ) -> list:
@@ -564,6 +597,8 @@ def _minor_filters(
             # and sellers that are only moderately risky.
             # Minors who follow each other are not this sign.
             flagged = term_context if term_context is not None else band > 0
+            if attention is not None:
+                flagged = flagged | attention
             flagged_band = flagged.astype(np.float32)
             follows_minors = (follows @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
             hit |= (
@@ -655,6 +690,34 @@ def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) ->
         name="minors_need_tie",
         protected=True,
     )
+
+
+def _attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs) -> np.ndarray | None:
+    """Accounts whose followers are adults following unrelated minors far beyond chance
+    (:func:`~guardrails.policy._attention.attention_marks` with the tie rule's hub cap and
+    DEFAULT_ATTENTION_* settings), and accounts with more of them among their nearest
+    accounts in the model's space than the platform's rate makes likely
+    (:func:`_term_neighbourhood`); ``None`` without minors or a follow graph between
+    candidates. Minors' accounts are never marked."""
+    if minor_mask is None or not minor_mask.any() or follow_graph is None:
+        return None
+    n = minor_mask.shape[0]
+    exempt = None
+    if minor_viewers is not None and ui is not None and ui.shape == (n, n):
+        # Users and candidates share one id space: minor viewers are accounts too.
+        exempt = _viewer_mask(_checked_minor_viewers(minor_viewers, n), n)
+    marks = attention_marks(
+        follow_graph,
+        minor_mask,
+        exempt=exempt,
+        hub_quantile=DEFAULT_MINOR_TIE_HUB,
+        min_untied=DEFAULT_ATTENTION_MINORS,
+        lift=DEFAULT_ATTENTION_LIFT,
+        minor_share=DEFAULT_ATTENTION_MINOR_SHARE,
+    )
+    if nbrs is not None and marks.any():
+        marks = marks | _term_neighbourhood(marks, nbrs)
+    return marks & ~minor_mask
 
 
 def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.ndarray | None:

@@ -1,0 +1,116 @@
+"""Attention to unrelated minors: a seed-free sign of a network around minors' accounts.
+
+An adult who follows several minors' accounts with none of whom he shares a contact (the
+tie of :class:`~guardrails.filters.RequireTie`: a non-hub account the minor follows) is
+*untied attention*. One such adult means little (a relative, a noise follow); an account
+whose audience is made of them far more often than the platform's own rate, and which
+minors themselves do not follow, is what a network that targets children looks like from
+the outside, with or without a labelled seed. :func:`attention_marks` finds those
+accounts from the follow graph and the platform's minors' list alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["attention_marks", "untied_minor_follows"]
+
+
+def untied_minor_follows(
+    graph: sp.csr_matrix,
+    minors: np.ndarray,
+    *,
+    hub_quantile: float,
+    min_shared: int = 1,
+) -> np.ndarray:
+    """For every account, how many minors' accounts it follows without a tie to them.
+
+    Parameters
+    ----------
+    graph : csr_matrix, shape (n, n)
+        The follow graph: non-zero ``(a, b)`` when ``a`` follows ``b``.
+    minors : ndarray of bool, shape (n,)
+    hub_quantile : float, keyword-only
+        Followees with more followers than this quantile of the follower counts (hubs)
+        are no tie.
+    min_shared : int, keyword-only
+        Shared non-hub followees that make a tie.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Untied follows of minors' accounts (0 for minors themselves).
+    """
+    g = sp.csr_matrix(graph, dtype=np.float32, copy=True)
+    g.data[:] = 1.0
+    g.eliminate_zeros()
+    m_idx = np.flatnonzero(minors)
+    if not m_idx.size:
+        return np.zeros(g.shape[0], dtype=np.int64)
+    followers = np.diff(sp.csc_matrix(g).indptr)
+    hub = float(np.quantile(followers, hub_quantile)) if followers.size else 0.0
+    nonhub = sp.diags((followers <= hub).astype(np.float32))
+    # follows[a, j]: a follows minor j; shared[a, j]: non-hub followees a and j share.
+    follows = sp.csr_matrix(g[:, m_idx])
+    shared = sp.csr_matrix((g @ nonhub) @ sp.csr_matrix(g[m_idx]).T)
+    tied = follows.multiply(shared >= min_shared)
+    out = np.asarray(follows.sum(axis=1)).ravel() - np.asarray(tied.sum(axis=1)).ravel()
+    out = np.rint(out).astype(np.int64)
+    out[minors] = 0
+    return out
+
+
+def attention_marks(
+    graph: sp.csr_matrix,
+    minors: np.ndarray,
+    *,
+    exempt: np.ndarray | None = None,
+    hub_quantile: float,
+    min_untied: int,
+    lift: float,
+    minor_share: float,
+) -> np.ndarray:
+    """Accounts whose followers are adults with untied attention to minors, far beyond
+    chance.
+
+    An adult (not a minor, not ``exempt``) with at least ``min_untied`` untied follows of
+    minors' accounts (:func:`untied_minor_follows`) is an *attentive* account. An account
+    is marked when, among its followers, attentive accounts are
+
+    - at least ``lift`` times as frequent as on the whole platform, and
+    - at least two, and more than a binomial draw at the platform's rate gives with
+      probability ``1 / n`` (so fewer than one account in the catalogue reaches it by
+      chance), and
+    - minors make up at most ``minor_share`` of its followers (an account minors follow
+      is part of their community: a coach, a parent).
+
+    Minors' accounts are never marked.
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+    """
+    from scipy.stats import binom
+
+    n = graph.shape[0]
+    attentive = untied_minor_follows(graph, minors, hub_quantile=hub_quantile) >= min_untied
+    attentive &= ~minors
+    if exempt is not None:
+        attentive &= ~exempt
+    rate = float(attentive.mean()) if n else 0.0
+    if rate <= 0.0:
+        return np.zeros(n, dtype=bool)
+    g = sp.csc_matrix(graph, dtype=np.float32, copy=True)
+    g.data[:] = 1.0
+    g.eliminate_zeros()
+    n_followers = np.diff(g.indptr).astype(np.int64)
+    hits = np.rint(g.T @ attentive.astype(np.float32)).astype(np.int64)
+    young = np.rint(g.T @ minors.astype(np.float32)).astype(np.int64)
+    share = hits / np.maximum(n_followers, 1)
+    # P(Binomial(followers, rate) >= hits) < 1 / n
+    tail = binom.sf(hits - 1, n_followers, rate)
+    out = (hits >= 2) & (share >= lift * rate) & (tail < 1.0 / max(n, 1))
+    out &= young <= minor_share * np.maximum(n_followers, 1)
+    out &= ~minors
+    return out
