@@ -266,6 +266,11 @@ def default_policy(
         it or follows an account it follows that is not a hub (followed by more accounts
         than 99 % of accounts); otherwise it is demoted below every other candidate.
         ``False`` leaves the rule out.
+    minor_attention : bool, keyword-only
+        With ``minors`` and a follow graph between candidates, accounts whose followers
+        are adults following unrelated minors far more often than the platform's rate
+        (the *attention-to-minors context*, below), and accounts among them in the
+        model's space, are risky viewing contexts. ``False`` leaves the signal out.
     name : str, keyword-only
 
     Returns
@@ -335,6 +340,20 @@ def default_policy(
       seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
       know (new accounts might be minors);
+    - attention to minors (``minors=`` with a follow graph, ``minor_attention=True``): an
+      adult (not a minor, not a known minor viewer) who follows at least two minors'
+      accounts with none of whom he shares a non-hub contact shows untied attention
+      (:data:`DEFAULT_ATTENTION_MINORS`); an account whose followers are such adults at
+      least four times as often as the platform's rate, beyond what a binomial draw at
+      that rate reaches with probability ``1 / n_items``, and whose followers are at most
+      10 % minors, is marked (:data:`DEFAULT_ATTENTION_LIFT`,
+      :data:`DEFAULT_ATTENTION_MINOR_SHARE`), and so is an account with more marked
+      accounts among its nearest accounts in the model's space than the platform's rate
+      makes likely (as for flagged terms). Marked accounts are treated like flagged-term
+      contexts: their profile and a new follow of them get the low-risk pool, they stay
+      out of the pool, and following one with a minor's account trips the minors'
+      breaker; they are never dropped or demoted for it. No seed and no term is needed:
+      it is what a network that targets children looks like from its audience;
     - minors' tie rule (``minors=`` with a follow graph, ``minor_ties=True``): a minor's
       account reaches a viewer who is not a known minor only when the viewer follows it
       or follows one account it follows that is not a hub (:class:`RequireTie`,
