@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import draw_factors
 
 from guardrails.core.kernel import HAS_COMPILED_TILE, FactorSpace, SimilaritySpace, guarded_topk
 from guardrails.exceptions import ValidationError
@@ -33,17 +34,7 @@ def problems(draw):
     m = draw(st.integers(1, 12))
     n = draw(st.integers(1, 200))
     d = draw(st.integers(1, 5))
-    ties = draw(st.booleans())
-    if ties:
-        Q = rng.integers(-2, 3, (m, d)).astype(np.float32)
-        V = rng.integers(-2, 3, (n, d)).astype(np.float32)
-    else:
-        scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
-        Q = (rng.standard_normal((m, d)) * scale).astype(np.float32)
-        V = (rng.standard_normal((n, d)) * scale).astype(np.float32)
-    if draw(st.booleans()):
-        # Popularity-skewed norms, as trained factors have: the fused path's bound prunes.
-        V = (V * (rng.pareto(1.0, n) + 0.05)[:, None]).astype(np.float32)
+    Q, V, ties = draw_factors(draw, rng, m, n, d)
     hard = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.95]))
     pen = None
     if draw(st.booleans()):

@@ -15,6 +15,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import draw_factors
 
 from guardrails.core.kernel import (
     HAS_COMPILED_TILE,
@@ -36,17 +37,7 @@ def grouped(draw):
     n = draw(st.integers(1, 240))
     d = draw(st.integers(1, 5))
     G = draw(st.integers(1, 4))
-    ties = draw(st.booleans())
-    if ties:
-        Q = rng.integers(-2, 3, (m, d)).astype(np.float32)
-        V = rng.integers(-2, 3, (n, d)).astype(np.float32)
-    else:
-        scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
-        Q = (rng.standard_normal((m, d)) * scale).astype(np.float32)
-        V = (rng.standard_normal((n, d)) * scale).astype(np.float32)
-    if draw(st.booleans()):
-        # Popularity-skewed norms: the fused path skips tiles by its norm bound.
-        V = (V * (rng.pareto(1.0, n) + 0.05)[:, None]).astype(np.float32)
+    Q, V, _ = draw_factors(draw, rng, m, n, d)
     base = rng.random(n) < draw(st.sampled_from([0.0, 0.2]))
     base_pen = None
     if draw(st.booleans()):
