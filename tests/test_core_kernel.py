@@ -17,13 +17,10 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from worlds import draw_factors
+from worlds import KERNEL_BACKENDS, draw_factors
 
 from guardrails.core.kernel import HAS_COMPILED_TILE, FactorSpace, SimilaritySpace, guarded_topk
 from guardrails.exceptions import ValidationError
-
-#: The fused path's selection backends to test: numpy always, C where it was built.
-BACKENDS = ["numpy", "compiled"] if HAS_COMPILED_TILE else ["numpy"]
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -72,7 +69,7 @@ def _expected(p, N):
     block_rows=st.integers(1, 5),
     threads=st.sampled_from([1, 2]),
     tile=st.sampled_from([0, None, 1, 3, 8, 24, 64]),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(KERNEL_BACKENDS),
 )
 def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads, tile, backend):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
@@ -206,7 +203,7 @@ def skewed(draw):
     N=st.integers(1, 8),
     tile=st.sampled_from([4, 8, 16]),
     width=st.integers(1, 4),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(KERNEL_BACKENDS),
 )
 def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width, backend):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
@@ -247,7 +244,7 @@ def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width, bac
         )
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_pruned_fused_path_skips_most_of_a_skewed_catalogue(backend):
     rng = np.random.default_rng(7)
     V = (rng.standard_normal((4000, 8)) * (rng.pareto(1.0, 4000) + 0.01)[:, None]).astype(
@@ -274,7 +271,7 @@ def test_compiled_and_numpy_selection_agree_with_nan_and_inf_factors():
     Q = rng.standard_normal((9, 4)).astype(np.float32)
     space = FactorSpace.build(V, block_width=4)
     ref = guarded_topk(space, Q, 7, tile_items=0, num_threads=1)
-    for backend in BACKENDS:
+    for backend in KERNEL_BACKENDS:
         ids, scores = guarded_topk(space, Q, 7, tile_items=32, num_threads=1, backend=backend)
         np.testing.assert_array_equal(ids, ref[0])
         np.testing.assert_array_equal(scores, ref[1])
@@ -290,7 +287,7 @@ def test_unknown_backend_is_a_clear_error():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("skew", [True, False])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_default_tiling_gives_the_unfused_results(skew, backend, threads):
     # Large enough for the default fused path (block_rows 128, 2048-item tiles), with
     # several chunks: a probe of rows spread over the batch decides whether the rest stay

@@ -15,10 +15,9 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from worlds import draw_factors
+from worlds import KERNEL_BACKENDS, draw_factors
 
 from guardrails.core.kernel import (
-    HAS_COMPILED_TILE,
     FactorSpace,
     RowGroups,
     SimilaritySpace,
@@ -26,7 +25,6 @@ from guardrails.core.kernel import (
 )
 from guardrails.exceptions import ValidationError
 
-BACKENDS = ["numpy", "compiled"] if HAS_COMPILED_TILE else ["numpy"]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -124,7 +122,7 @@ def _per_group(p, N, width, **kw):
     block_rows=st.sampled_from([1, 3, 1000]),
     threads=st.sampled_from([1, 2]),
     tile=st.sampled_from([0, None, 4, 16, 64]),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(KERNEL_BACKENDS),
 )
 def test_one_call_for_all_groups_equals_one_call_per_group(
     p, N, width, block_rows, threads, tile, backend
@@ -189,7 +187,7 @@ def test_groups_need_a_factor_space_and_one_group_per_row():
         guarded_topk(sim, sp.identity(4, format="csr")[:3], 2, groups=groups)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("tile", [0, 8])
 def test_a_group_lifted_above_the_folded_penalty_is_not_pruned(backend, tile):
     # The folded penalty sinks the low-norm items (100) that the second group does not

@@ -20,7 +20,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from worlds import BREAKER, COHORTS, every_filter_case
+from worlds import BREAKER, COHORTS, KERNEL_BACKENDS, every_filter_case
 
 import guardrails as gr
 import guardrails.core._fused as fused
@@ -33,9 +33,7 @@ from guardrails.policy import Policy
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 NU, F = 40, 6
 # (backend, fused): numpy or compiled selection; tiny tiles force the fused path.
-PATHS = [("numpy", False), ("numpy", True)]
-if kernel.HAS_COMPILED_TILE:
-    PATHS += [("compiled", False), ("compiled", True)]
+PATHS = [(backend, fuse) for backend in KERNEL_BACKENDS for fuse in (False, True)]
 
 
 def _paths(stack: ExitStack, backend: str, fuse: bool) -> None:

@@ -1,8 +1,9 @@
 """Random problems shared by several test modules (imported by name: pytest puts this
 folder on ``sys.path``).
 
-- :func:`draw_factors`: query and item factors for the kernel's tests, with exact ties
-  or spread scales, and at times popularity-skewed item norms;
+- :data:`KERNEL_BACKENDS` and :func:`draw_factors`: the kernel's selection backends, and
+  query and item factors for its tests, with exact ties or spread scales, and at times
+  popularity-skewed item norms;
 - :func:`every_filter_case`: a factor model under a policy with every built-in filter
   that compiles a plan part (blocks, pairs, risk, cohorts, breaker, share cap,
   relationships), for the policy run's tests.
@@ -15,6 +16,7 @@ import scipy.sparse as sp
 from hypothesis import strategies as st
 
 import guardrails as gr
+from guardrails.core.kernel import HAS_COMPILED_TILE
 from guardrails.filters import (
     BlockItems,
     CohortRule,
@@ -26,6 +28,9 @@ from guardrails.filters import (
     ViewerCircuitBreaker,
 )
 from guardrails.policy import Holdback, Policy
+
+#: The fused path's selection backends to test: numpy always, C where it was built.
+KERNEL_BACKENDS = ["numpy", "compiled"] if HAS_COMPILED_TILE else ["numpy"]
 
 
 def draw_factors(draw, rng, m: int, n: int, d: int):
