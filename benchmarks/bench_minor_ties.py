@@ -18,7 +18,6 @@ relative to ``guard-4``; ``ties / minors`` is the rule's own price.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -29,7 +28,7 @@ import guardrails as gr
 from guardrails.policy import default_policy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_policy import interleaved_medians, policies  # noqa: E402
+from bench_policy import case_arguments, interleaved_medians, policies  # noqa: E402
 from bench_recommend import make_case  # noqa: E402
 
 
@@ -73,12 +72,7 @@ def run_case(n_users, n_items, factors, repeat, threads, follows_per_account=20)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=5_000)
-    ap.add_argument("--items", type=int, nargs="*", default=[10_000])
-    ap.add_argument("--factors", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap = case_arguments(__doc__.split("\n")[0], items=10_000, repeat=5)
     args = ap.parse_args()
     names = ["guard-4", "default", "minors", "minors+ties"]
     print(f"# bench_minor_ties: {args.threads} threads, medians of {args.repeat} runs, N=10\n")

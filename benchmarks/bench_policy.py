@@ -68,6 +68,17 @@ def interleaved_medians(fns: dict, repeat: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def case_arguments(description: str, *, items: int, repeat: int) -> argparse.ArgumentParser:
+    """The options of a policy benchmark: viewers, catalogue sizes, factors, rounds, threads."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--users", type=int, default=5_000)
+    ap.add_argument("--items", type=int, nargs="*", default=[items])
+    ap.add_argument("--factors", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    return ap
+
+
 def policies(n_users, n_items, risk, blocked, pairs, seed=0):
     rng = np.random.default_rng(seed)
     four = [
@@ -121,12 +132,7 @@ def run_case(n_users, n_items, factors, repeat, threads):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=5_000)
-    ap.add_argument("--items", type=int, nargs="*", default=[50_000])
-    ap.add_argument("--factors", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap = case_arguments(__doc__.split("\n")[0], items=50_000, repeat=7)
     ap.add_argument(
         "--shared-calls",
         choices=["off", "auto", "always"],

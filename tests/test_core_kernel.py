@@ -17,12 +17,10 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import KERNEL_BACKENDS, draw_factors
 
 from guardrails.core.kernel import HAS_COMPILED_TILE, FactorSpace, SimilaritySpace, guarded_topk
 from guardrails.exceptions import ValidationError
-
-#: The fused path's selection backends to test: numpy always, C where it was built.
-BACKENDS = ["numpy", "compiled"] if HAS_COMPILED_TILE else ["numpy"]
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -33,17 +31,7 @@ def problems(draw):
     m = draw(st.integers(1, 12))
     n = draw(st.integers(1, 200))
     d = draw(st.integers(1, 5))
-    ties = draw(st.booleans())
-    if ties:
-        Q = rng.integers(-2, 3, (m, d)).astype(np.float32)
-        V = rng.integers(-2, 3, (n, d)).astype(np.float32)
-    else:
-        scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
-        Q = (rng.standard_normal((m, d)) * scale).astype(np.float32)
-        V = (rng.standard_normal((n, d)) * scale).astype(np.float32)
-    if draw(st.booleans()):
-        # Popularity-skewed norms, as trained factors have: the fused path's bound prunes.
-        V = (V * (rng.pareto(1.0, n) + 0.05)[:, None]).astype(np.float32)
+    Q, V, ties = draw_factors(draw, rng, m, n, d)
     hard = rng.random(n) < draw(st.sampled_from([0.0, 0.3, 0.95]))
     pen = None
     if draw(st.booleans()):
@@ -81,7 +69,7 @@ def _expected(p, N):
     block_rows=st.integers(1, 5),
     threads=st.sampled_from([1, 2]),
     tile=st.sampled_from([0, None, 1, 3, 8, 24, 64]),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(KERNEL_BACKENDS),
 )
 def test_factor_kernel_matches_brute_force(p, width, N, block_rows, threads, tile, backend):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
@@ -215,7 +203,7 @@ def skewed(draw):
     N=st.integers(1, 8),
     tile=st.sampled_from([4, 8, 16]),
     width=st.integers(1, 4),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(KERNEL_BACKENDS),
 )
 def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width, backend):
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=width)
@@ -256,7 +244,7 @@ def test_pruned_fused_path_is_exact_and_batch_independent(p, N, tile, width, bac
         )
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_pruned_fused_path_skips_most_of_a_skewed_catalogue(backend):
     rng = np.random.default_rng(7)
     V = (rng.standard_normal((4000, 8)) * (rng.pareto(1.0, 4000) + 0.01)[:, None]).astype(
@@ -283,7 +271,7 @@ def test_compiled_and_numpy_selection_agree_with_nan_and_inf_factors():
     Q = rng.standard_normal((9, 4)).astype(np.float32)
     space = FactorSpace.build(V, block_width=4)
     ref = guarded_topk(space, Q, 7, tile_items=0, num_threads=1)
-    for backend in BACKENDS:
+    for backend in KERNEL_BACKENDS:
         ids, scores = guarded_topk(space, Q, 7, tile_items=32, num_threads=1, backend=backend)
         np.testing.assert_array_equal(ids, ref[0])
         np.testing.assert_array_equal(scores, ref[1])
@@ -299,7 +287,7 @@ def test_unknown_backend_is_a_clear_error():
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("skew", [True, False])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_default_tiling_gives_the_unfused_results(skew, backend, threads):
     # Large enough for the default fused path (block_rows 128, 2048-item tiles), with
     # several chunks: a probe of rows spread over the batch decides whether the rest stay

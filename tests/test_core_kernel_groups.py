@@ -15,9 +15,9 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import KERNEL_BACKENDS, draw_factors
 
 from guardrails.core.kernel import (
-    HAS_COMPILED_TILE,
     FactorSpace,
     RowGroups,
     SimilaritySpace,
@@ -25,7 +25,6 @@ from guardrails.core.kernel import (
 )
 from guardrails.exceptions import ValidationError
 
-BACKENDS = ["numpy", "compiled"] if HAS_COMPILED_TILE else ["numpy"]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -36,17 +35,7 @@ def grouped(draw):
     n = draw(st.integers(1, 240))
     d = draw(st.integers(1, 5))
     G = draw(st.integers(1, 4))
-    ties = draw(st.booleans())
-    if ties:
-        Q = rng.integers(-2, 3, (m, d)).astype(np.float32)
-        V = rng.integers(-2, 3, (n, d)).astype(np.float32)
-    else:
-        scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
-        Q = (rng.standard_normal((m, d)) * scale).astype(np.float32)
-        V = (rng.standard_normal((n, d)) * scale).astype(np.float32)
-    if draw(st.booleans()):
-        # Popularity-skewed norms: the fused path skips tiles by its norm bound.
-        V = (V * (rng.pareto(1.0, n) + 0.05)[:, None]).astype(np.float32)
+    Q, V, _ = draw_factors(draw, rng, m, n, d)
     base = rng.random(n) < draw(st.sampled_from([0.0, 0.2]))
     base_pen = None
     if draw(st.booleans()):
@@ -133,7 +122,7 @@ def _per_group(p, N, width, **kw):
     block_rows=st.sampled_from([1, 3, 1000]),
     threads=st.sampled_from([1, 2]),
     tile=st.sampled_from([0, None, 4, 16, 64]),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(KERNEL_BACKENDS),
 )
 def test_one_call_for_all_groups_equals_one_call_per_group(
     p, N, width, block_rows, threads, tile, backend
@@ -198,7 +187,7 @@ def test_groups_need_a_factor_space_and_one_group_per_row():
         guarded_topk(sim, sp.identity(4, format="csr")[:3], 2, groups=groups)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("tile", [0, 8])
 def test_a_group_lifted_above_the_folded_penalty_is_not_pruned(backend, tile):
     # The folded penalty sinks the low-norm items (100) that the second group does not

@@ -27,9 +27,14 @@ def _world(seed, density=0.12):
     return rng, graph, follows, targets, exempt, model
 
 
-def _reference_tied(graph, follows_row, j, *, t, through, max_followers):
+def _rule(targets, graph, follows, exempt, **settings):
+    """RequireTie over one :func:`_world`: its targets, graph and follows, its exempt viewers."""
+    return RequireTie(targets, graph=graph, follows=follows, exempt_viewers=exempt, **settings)
+
+
+def _reference_tied(graph, follows_row, j, *, min_shared, through, max_followers):
     """Whether a viewer following ``follows_row`` (candidate ids) is tied to ``j``: the
-    definition, written out cell by cell."""
+    definition, written out cell by cell (the settings are :class:`RequireTie`'s)."""
     g = (sp.csr_matrix(graph) != 0).toarray()
     if j in follows_row:
         return True
@@ -46,7 +51,7 @@ def _reference_tied(graph, follows_row, j, *, t, through, max_followers):
             "both": by_followee or by_follower,
         }[through]
         shared += bool(hit)
-    return shared >= t
+    return shared >= min_shared
 
 
 def _viewer_follows(follows, userid, row):
@@ -57,9 +62,10 @@ def _viewer_follows(follows, userid, row):
     return np.array(sorted(out), dtype=np.int64)
 
 
+#: RequireTie's settings of the tie itself, by keyword.
 tie_settings = st.fixed_dictionaries(
     {
-        "t": st.integers(1, 3),
+        "min_shared": st.integers(1, 3),
         "through": st.sampled_from(["followees", "followers", "both"]),
         "max_followers": st.one_of(st.none(), st.integers(0, 6)),
     }
@@ -75,15 +81,7 @@ tie_settings = st.fixed_dictionaries(
 )
 def test_no_untied_target_is_ever_returned_and_slates_are_full(seed, kw, users, N):
     rng, graph, follows, targets, exempt, model = _world(seed)
-    f = RequireTie(
-        targets,
-        graph=graph,
-        follows=follows,
-        min_shared=kw["t"],
-        through=kw["through"],
-        max_followers=kw["max_followers"],
-        exempt_viewers=exempt,
-    )
+    f = _rule(targets, graph, follows, exempt, **kw)
     guard = gr.Guard(model, gr.Policy([f]))
     userids = np.asarray(users, dtype=np.int64)
     rows = sp.random(
@@ -104,14 +102,7 @@ def test_no_untied_target_is_ever_returned_and_slates_are_full(seed, kw, users, 
         fol = _viewer_follows(follows, int(u), rows[r])
         eligible = N_ITEMS
         for j in np.flatnonzero(targets):
-            tied = _reference_tied(
-                graph,
-                fol,
-                int(j),
-                t=kw["t"],
-                through=kw["through"],
-                max_followers=kw["max_followers"],
-            )
+            tied = _reference_tied(graph, fol, int(j), **kw)
             if not (tied or is_exempt):
                 assert j not in got, (u, j)
                 eligible -= 1
@@ -123,17 +114,7 @@ def test_no_untied_target_is_ever_returned_and_slates_are_full(seed, kw, users, 
 @given(seed=st.integers(0, 2**31 - 1), kw=tie_settings, action=st.sampled_from(["drop", "demote"]))
 def test_batch_equals_single_viewer(seed, kw, action):
     rng, graph, follows, targets, exempt, model = _world(seed)
-    f = RequireTie(
-        targets,
-        graph=graph,
-        follows=follows,
-        min_shared=kw["t"],
-        through=kw["through"],
-        max_followers=kw["max_followers"],
-        exempt_viewers=exempt,
-        action=action,
-        weight=50.0,
-    )
+    f = _rule(targets, graph, follows, exempt, **kw, action=action, weight=50.0)
     guard = gr.Guard(model, gr.Policy([f]))
     userids = np.arange(N_USERS, dtype=np.int64)
     rows = sp.csr_matrix(follows, dtype=np.float32)
@@ -148,17 +129,7 @@ def test_batch_equals_single_viewer(seed, kw, action):
 @given(seed=st.integers(0, 2**31 - 1), kw=tie_settings, N=st.integers(1, N_ITEMS))
 def test_a_demoted_untied_target_only_fills_a_slate_nothing_else_can(seed, kw, N):
     rng, graph, follows, targets, exempt, model = _world(seed)
-    f = RequireTie(
-        targets,
-        graph=graph,
-        follows=follows,
-        min_shared=kw["t"],
-        through=kw["through"],
-        max_followers=kw["max_followers"],
-        exempt_viewers=exempt,
-        action="demote",
-        weight=1000.0,
-    )
+    f = _rule(targets, graph, follows, exempt, **kw, action="demote", weight=1000.0)
     guard = gr.Guard(model, gr.Policy([f]))
     ids, _ = guard.recommend(
         np.arange(N_USERS),
@@ -173,18 +144,7 @@ def test_a_demoted_untied_target_only_fills_a_slate_nothing_else_can(seed, kw, N
             continue
         fol = _viewer_follows(follows, u, sp.csr_matrix((1, N_ITEMS)))
         untied = np.array(
-            [
-                bool(targets[j])
-                and not _reference_tied(
-                    graph,
-                    fol,
-                    j,
-                    t=kw["t"],
-                    through=kw["through"],
-                    max_followers=kw["max_followers"],
-                )
-                for j in range(N_ITEMS)
-            ]
+            [bool(targets[j]) and not _reference_tied(graph, fol, j, **kw) for j in range(N_ITEMS)]
         )
         # Untied targets come after every other candidate.
         flags = untied[got]
@@ -198,15 +158,7 @@ def test_a_demoted_untied_target_only_fills_a_slate_nothing_else_can(seed, kw, N
 @given(seed=st.integers(0, 2**31 - 1), kw=tie_settings, viewer=st.integers(0, N_USERS + 3))
 def test_similar_items_for_a_viewer_keeps_the_rule(seed, kw, viewer):
     rng, graph, follows, targets, exempt, model = _world(seed)
-    f = RequireTie(
-        targets,
-        graph=graph,
-        follows=follows,
-        min_shared=kw["t"],
-        through=kw["through"],
-        max_followers=kw["max_followers"],
-        exempt_viewers=exempt,
-    )
+    f = _rule(targets, graph, follows, exempt, **kw)
     guard = gr.Guard(model, gr.Policy([f]))
     item = int(rng.integers(0, N_ITEMS))
     ids, _ = guard.similar_items(item, N=N_ITEMS, viewer=viewer)
@@ -215,14 +167,7 @@ def test_similar_items_for_a_viewer_keeps_the_rule(seed, kw, viewer):
         return
     fol = _viewer_follows(follows, viewer, sp.csr_matrix((1, N_ITEMS)))
     for j in np.flatnonzero(targets):
-        if not _reference_tied(
-            graph,
-            fol,
-            int(j),
-            t=kw["t"],
-            through=kw["through"],
-            max_followers=kw["max_followers"],
-        ):
+        if not _reference_tied(graph, fol, int(j), **kw):
             assert j not in got
 
 
@@ -308,7 +253,8 @@ def _youth_world(seed):
 @given(seed=st.integers(0, 10_000))
 def test_default_policy_keeps_minors_from_adults_without_a_tie(seed):
     g, minors, model, (coach, parent, adult, celeb) = _youth_world(seed)
-    pol = default_policy(seeds=[70], graph=g, interactions=g, minors=minors, minor_viewers=minors)
+    signals = dict(seeds=[70], graph=g, interactions=g, minors=minors, minor_viewers=minors)
+    pol = default_policy(**signals)
     assert "minors_need_tie" in [f.name for f in pol.filters]
     guard = gr.Guard(model, pol)
     users = np.array([0, parent, adult])
@@ -327,17 +273,8 @@ def test_default_policy_keeps_minors_from_adults_without_a_tie(seed):
     # The parent shares the coach (not a hub) with every minor: nothing is demoted.
     if tie.min_shared_ == 1:
         short, _ = guard.recommend(parent, g[parent], N=30, filter_already_liked_items=False)
-        ref, _ = gr.Guard(
-            model,
-            default_policy(
-                seeds=[70],
-                graph=g,
-                interactions=g,
-                minors=minors,
-                minor_viewers=minors,
-                minor_ties=False,
-            ),
-        ).recommend(parent, g[parent], N=30, filter_already_liked_items=False)
+        untied = gr.Guard(model, default_policy(**signals, minor_ties=False))
+        ref, _ = untied.recommend(parent, g[parent], N=30, filter_already_liked_items=False)
         np.testing.assert_array_equal(short, ref)
     # A minor viewer is exempt.
     assert minors[got[0]].sum() == minors.sum()
@@ -367,9 +304,7 @@ def test_guard_invariants_hold_for_the_tie_rule(seed, m, kw):
         np.random.default_rng(seed).random(n) < 0.3,
         graph=g,
         follows=sp.random(12, n, density=0.1, format="csr", random_state=(seed + 7) % 10_000),
-        min_shared=kw["t"],
-        through=kw["through"],
-        max_followers=kw["max_followers"],
+        **kw,
         exempt_viewers=np.random.default_rng(seed + 1).random(12) < 0.3,
     )
     check_guard_respects(f, Catalog("items", n), random_viewers(n, 12, m, seed=seed))

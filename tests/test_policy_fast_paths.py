@@ -12,20 +12,18 @@ import numpy as np
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import BREAKER, COHORTS, every_filter_case
 
 import guardrails as gr
 from guardrails.filters import (
-    BlockItems,
     CohortRule,
     DemoteRisk,
     ExcludePairs,
     RelationshipRule,
     ShareCap,
-    SuppressRisk,
     ViewerCircuitBreaker,
 )
 from guardrails.filters.base import Catalog, ViewerBatch
-from guardrails.policy import Policy
 from guardrails.policy._run import GroupRows, group_rows
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -165,46 +163,21 @@ def test_breaker_stripped_cells_equal_diagonal_products(data, dup, trip):
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 10_000), N=st.integers(1, 8))
 def test_every_filter_batch_equals_single_calls(seed, N):
-    rng = np.random.default_rng(seed)
-    model = gr.FactorModel(rng.normal(size=(NU, F)), rng.normal(size=(NI, F)))
-    risk = rng.random(NI).astype(np.float32) ** 3
-    blocked = rng.choice(NI, size=3, replace=False)
-    pairs = sp.random(NU, NI, density=0.05, format="csr", random_state=seed)
-    follows = sp.random(NU, NI, density=0.1, format="csr", random_state=seed + 1)
-    targets = rng.random(NI) < 0.1
-    pol = Policy(
-        [
-            BlockItems(blocked),
-            ExcludePairs(pairs),
-            SuppressRisk(risk, threshold=0.6),
-            DemoteRisk(risk, weight=1.5),
-            CohortRule(
-                rng.integers(0, 2, NU),
-                rng.integers(0, 2, NI),
-                [["allow", "allow"], ["drop", "allow"]],
-            ),
-            ViewerCircuitBreaker(risk, item_threshold=0.2, trip=0.3),
-            ShareCap(max_share=0.3, risk=risk, threshold=0.1),
-            RelationshipRule(targets, follows=follows, action="demote", weight=0.5),
-        ]
-    )
+    model, pol, ui, suppressed, pairs = every_filter_case(seed, n_users=NU, n_items=NI, n_factors=F)
     g = gr.Guard(model, pol)
     users = np.arange(NU)
-    ui = sp.random(
-        users.size, NI, density=0.15, format="csr", random_state=seed + 2, dtype=np.float32
-    )
     ids, scores = g.recommend(users, ui, N=N)
-    suppressed = np.zeros(NI, bool)
-    suppressed[blocked] = True
-    suppressed |= risk >= 0.6
     for r, u in enumerate(users):
         one, s1 = g.recommend(int(u), ui[r], N=N)
         row = ids[r][ids[r] >= 0]
         assert np.array_equal(one, row) and np.array_equal(s1, scores[r][ids[r] >= 0])
         assert not suppressed[row].any()
         assert not np.isin(row, pairs[u].indices).any()
-    # Viewers neither tripped nor minors have far more than N eligible items here.
-    plain = ~pol.filters[5].tripped(ViewerBatch(users, ui)) & (pol.filters[4].viewer_cohorts_ == 0)
+    # Viewers not tripped, in cohort 0 (which drops nothing), have far more than N eligible
+    # items here.
+    plain = ~pol.filters[BREAKER].tripped(ViewerBatch(users, ui)) & (
+        pol.filters[COHORTS].viewer_cohorts_ == 0
+    )
     assert ((ids[plain] >= 0).sum(axis=1) == N).all()
 
 

@@ -31,6 +31,7 @@ from guardrails.filters import (
     SuppressRisk,
     ViewerCircuitBreaker,
 )
+from guardrails.filters.base import Filter
 from guardrails.filters.registry import BUILTINS, KINDS, filter_class
 from guardrails.policy import Policy, load_policy, save_policy
 
@@ -46,6 +47,34 @@ def test_spec_is_the_constructor(cls):
     assert filter_class(cls.name) == (cls, cls.config_spec)
     # Every built-in takes the common settings itself: the loader never sets attributes.
     assert COMMON - {"self"} <= set(inspect.signature(cls.__init__).parameters)
+
+
+#: Common settings whose default a built-in derives from its other arguments (``None`` in
+#: the signature): BlockLabeled fails closed only for child-safety categories.
+DERIVED = {"block_labeled": {"failure", "reason"}}
+
+
+@pytest.mark.parametrize("cls", BUILTINS, ids=lambda c: c.name)
+def test_common_settings_are_keyword_only_with_the_base_defaults(cls):
+    """Each built-in spells the common settings out in its signature (help() and type
+    checkers show them, defaults included); the defaults are the base class's, or derived
+    where :data:`DERIVED` says, so none can drift."""
+    params = inspect.signature(cls.__init__).parameters
+    derived = DERIVED.get(cls.name, set())
+    for key, default in (
+        ("mode", Filter.mode),
+        ("failure", Filter.failure),
+        ("surfaces", Filter.surfaces),
+        ("name", None),
+        ("reason", None),
+    ):
+        assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, key
+        if key in derived:
+            assert params[key].default is None, key
+        elif key == "reason":  # each filter's own reason code
+            assert isinstance(params[key].default, str) and params[key].default
+        else:
+            assert params[key].default == default, key
 
 
 # ---------------------------------------------------------------------------- strategies

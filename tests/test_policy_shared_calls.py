@@ -12,7 +12,7 @@ these small catalogues) are exercised.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from unittest import mock
 
 import numpy as np
@@ -20,67 +20,20 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import BREAKER, COHORTS, KERNEL_BACKENDS, every_filter_case
 
 import guardrails as gr
 import guardrails.core._fused as fused
 import guardrails.core.kernel as kernel
 import guardrails.policy._run as run
-from guardrails.filters import (
-    BlockItems,
-    CohortRule,
-    DemoteRisk,
-    ExcludePairs,
-    RelationshipRule,
-    ShareCap,
-    SuppressRisk,
-    ViewerCircuitBreaker,
-)
+from guardrails.filters import CohortRule, DemoteRisk, ViewerCircuitBreaker
 from guardrails.filters.base import ViewerBatch
-from guardrails.policy import Holdback, Policy
+from guardrails.policy import Policy
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 NU, F = 40, 6
 # (backend, fused): numpy or compiled selection; tiny tiles force the fused path.
-PATHS = [("numpy", False), ("numpy", True)]
-if kernel.HAS_COMPILED_TILE:
-    PATHS += [("compiled", False), ("compiled", True)]
-
-
-def _case(seed: int, NI: int, cap_groups: int, holdback: bool):
-    rng = np.random.default_rng(seed)
-    U, V = rng.normal(size=(NU, F)), rng.normal(size=(NI, F))
-    if rng.random() < 0.5:
-        V = V * (rng.pareto(1.0, NI) + 0.05)[:, None]  # skewed norms: tiles get skipped
-    risk = (rng.random(NI) ** 3).astype(np.float32)
-    blocked = rng.choice(NI, size=3, replace=False)
-    pairs = sp.random(NU, NI, density=0.05, format="csr", random_state=seed)
-    follows = sp.random(NU, NI, density=0.1, format="csr", random_state=seed + 1)
-    if cap_groups == 1:
-        cap = ShareCap(max_share=0.3, risk=risk, threshold=0.2)
-    else:
-        cap = ShareCap(max_share=0.4, communities=rng.integers(-1, cap_groups, NI))
-    filters = [
-        BlockItems(blocked),
-        ExcludePairs(pairs),
-        SuppressRisk(risk, threshold=0.7),
-        DemoteRisk(risk, weight=1.5),
-        CohortRule(
-            rng.integers(-1, 3, NU),
-            rng.integers(-1, 3, NI),
-            [["allow", "demote", "allow"], ["drop", "allow", "demote"], ["allow", "drop", "drop"]],
-            weight=0.8,
-        ),
-        ViewerCircuitBreaker(risk, item_threshold=0.2, trip=0.3),
-        cap,
-        RelationshipRule(rng.random(NI) < 0.1, follows=follows, action="demote", weight=0.5),
-    ]
-    hb = Holdback(0.3, salt="s", filters=["demote_risk"]) if holdback else None
-    pol = Policy(filters, holdback=hb)
-    ui = sp.random(NU, NI, density=0.12, format="csr", random_state=seed + 2, dtype=np.float32)
-    suppressed = np.zeros(NI, bool)
-    suppressed[blocked] = True
-    suppressed |= risk >= 0.7
-    return gr.FactorModel(U, V), pol, ui, suppressed, pairs
+PATHS = [(backend, fuse) for backend in KERNEL_BACKENDS for fuse in (False, True)]
 
 
 def _paths(stack: ExitStack, backend: str, fuse: bool) -> None:
@@ -90,6 +43,20 @@ def _paths(stack: ExitStack, backend: str, fuse: bool) -> None:
         # One-kilobyte tiles: the fused, pruned path runs on a few hundred items.
         stack.enter_context(mock.patch.object(fused, "_TILE_BYTES", 1 << 10))
         stack.enter_context(mock.patch.object(fused, "_MIN_TILES", 2))
+
+
+@contextmanager
+def _kernel_calls():
+    """Record the ``groups`` of every kernel call the Guard makes (``None``: one group)."""
+    seen = []
+    real = kernel.guarded_topk
+
+    def spy(*args, **kw):
+        seen.append(kw.get("groups"))
+        return real(*args, **kw)
+
+    with mock.patch("guardrails.guard.guarded_topk", spy):
+        yield seen
 
 
 def _serve(model, pol, ui, N, mode, record=False):
@@ -128,30 +95,24 @@ def _serve_more(model, pol, ui, N, mode):
 def test_shared_calls_serve_what_one_call_per_group_serves(
     backend, fuse, seed, N, NI, cap_groups, holdback
 ):
-    model, pol, ui, suppressed, pairs = _case(seed, NI, cap_groups, holdback)
+    model, pol, ui, suppressed, pairs = every_filter_case(
+        seed, n_users=NU, n_items=NI, n_factors=F, cap_groups=cap_groups, holdback=holdback
+    )
     with ExitStack() as stack:
         _paths(stack, backend, fuse)
-        calls = {"n": 0, "shared": 0}
-        real = kernel.guarded_topk
-
-        def counting(*a, **kw):
-            calls["n"] += 1
-            calls["shared"] += kw.get("groups") is not None
-            return real(*a, **kw)
-
-        stack.enter_context(mock.patch("guardrails.guard.guarded_topk", counting))
+        seen = stack.enter_context(_kernel_calls())
         _, want = _serve(model, pol, ui, N, "off", record=True)
-        per_group_calls = calls["n"]
-        assert calls["shared"] == 0
+        per_group_calls = len(seen)
+        assert all(groups is None for groups in seen)
         for mode in ("always", "auto"):
-            calls.update(n=0, shared=0)
+            seen.clear()
             g, got = _serve(model, pol, ui, N, mode, record=True)
             for (i1, s1, d1, c1), (i0, s0, d0, c0) in zip(got, want, strict=True):
                 np.testing.assert_array_equal(i1, i0)
                 np.testing.assert_array_equal(s1, s0)
                 assert d1 == d0 and c1 == c0
             if mode == "always":
-                assert calls["n"] <= per_group_calls
+                assert len(seen) <= per_group_calls
         want_more = _serve_more(model, pol, ui, N, "off")
         for got_ids, got_scores in _serve_more(model, pol, ui, N, "always"):
             want_ids, want_scores = want_more[0]
@@ -169,8 +130,8 @@ def test_shared_calls_serve_what_one_call_per_group_serves(
             np.testing.assert_array_equal(s1, scores[r][ids[r] >= 0])
         # Viewers with no cohort and no tripped breaker have far more than N eligible
         # items, so their slates are full (unless the cap's groups leave fewer).
-        plain = ~pol.filters[5].tripped(ViewerBatch(users, ui)) & (
-            pol.filters[4].viewer_cohorts_ < 0
+        plain = ~pol.filters[BREAKER].tripped(ViewerBatch(users, ui)) & (
+            pol.filters[COHORTS].viewer_cohorts_ < 0
         )
         if cap_groups == 1:
             assert ((ids[plain] >= 0).sum(axis=1) == N).all()
@@ -195,14 +156,7 @@ def test_groups_alike_share_one_kernel_call():
         ]
     )
     ui = sp.random(NU, NI, density=0.05, format="csr", random_state=1, dtype=np.float32)
-    seen = []
-    real = kernel.guarded_topk
-
-    def spy(space, q, n, **kw):
-        seen.append(kw.get("groups"))
-        return real(space, q, n, **kw)
-
-    with mock.patch("guardrails.guard.guarded_topk", spy):
+    with _kernel_calls() as seen:
         _, got = _serve(model, pol, ui, 5, "auto")
         shared = list(seen)
         seen.clear()
@@ -229,14 +183,7 @@ def test_item_item_models_keep_one_call_per_group():
         ]
     )
     ui = sp.random(NU, NI, density=0.2, format="csr", random_state=3, dtype=np.float32)
-    seen = []
-    real = kernel.guarded_topk
-
-    def spy(space, q, n, **kw):
-        seen.append(kw.get("groups"))
-        return real(space, q, n, **kw)
-
-    with mock.patch("guardrails.guard.guarded_topk", spy):
+    with _kernel_calls() as seen:
         _, got = _serve(model, pol, ui, 4, "always")
     assert len(seen) >= 4 and all(s is None for s in seen)
     _, want = _serve(model, pol, ui, 4, "off")

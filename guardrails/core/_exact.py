@@ -10,6 +10,10 @@ bit, and why a batch returns what single calls return.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -17,6 +21,7 @@ __all__ = [
     "EPS32",
     "F32_MAX",
     "MIN_BLOCKS_PER_SLOT",
+    "TopkCall",
     "PairLookup",
     "chunk_cells",
     "penalty_cells",
@@ -30,6 +35,46 @@ EPS32 = float(np.finfo(np.float32).eps)
 F32_MAX = float(np.finfo(np.float32).max)
 # Block pruning pays only when there are several blocks per slate slot.
 MIN_BLOCKS_PER_SLOT = 4
+
+
+@dataclass(frozen=True, eq=False)
+class TopkCall:
+    """One top-``N`` call as each of its chunks of query rows sees it.
+
+    A chunk ``[lo, hi)`` reads the call's rows ``queries[lo:hi]`` and ``masks`` and
+    ``penalties`` rows, and writes its slates to rows ``lo:hi`` of ``ids_out`` and
+    ``scores_out``; chunks share nothing else, so worker threads run them apart.
+
+    Attributes
+    ----------
+    space : FactorSpace or SimilaritySpace
+        The eligible items.
+    queries : ndarray or csr_matrix, shape (m, ...)
+        Every query row of the call, as the space scores them (``augment_queries``).
+    N : int
+        Slate length.
+    call_cols : ndarray of int64 or None
+        Compact columns masked for the whole call.
+    masks, penalties : sequence of csr_matrix, each of shape (m, n_items)
+        Per-viewer masks and penalties (those with cells only).
+    ids_out, scores_out : ndarray, shape (m, N)
+        The slates, filled chunk by chunk.
+    compiled : module or None
+        The compiled selection step of the fused path (``guardrails.core._tile``).
+    groups : GroupTerms or None
+        Viewer groups sharing the call (:mod:`guardrails.core._groups`).
+    """
+
+    space: Any
+    queries: Any
+    N: int
+    call_cols: np.ndarray | None
+    masks: Sequence[sp.csr_matrix]
+    penalties: Sequence[sp.csr_matrix]
+    ids_out: np.ndarray
+    scores_out: np.ndarray
+    compiled: Any = None
+    groups: Any = None
 
 
 class PairLookup:
@@ -100,14 +145,17 @@ def penalty_terms(space, lo: int, hi: int, penalties, n_cols: int):
     return cells, PairLookup(urows, ucols, total, n_cols), extra
 
 
-def emit(
-    space, q, lo, r, N, c_rows, c_cols, vals, exact, lookup, ids_out, scores_out, groups=None
-) -> None:
-    """Rescore the candidates exactly, keep the finite ones, write each row's top ``N``.
+def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) -> None:
+    """Rescore the candidates of rows ``lo:hi`` exactly, keep the finite ones, write each
+    row's top ``N`` to the call's output.
 
-    With ``groups`` (:class:`~._groups.GroupTerms`), each row's candidates are rescored
-    with its own group's penalty instead of the space's folded one.
+    ``c_rows`` are chunk-local rows, ``c_cols`` compact columns; with ``exact`` the
+    float32 ``vals`` are already exact (similarity spaces). With the call's ``groups``
+    (:class:`~._groups.GroupTerms`), each row's candidates are rescored with its own
+    group's penalty instead of the space's folded one.
     """
+    space, groups = call.space, call.groups
+    q = call.queries[lo:hi]
     if exact:
         e = vals.astype(np.float64)
     elif groups is not None:
@@ -131,11 +179,11 @@ def emit(
     g_ids = space.ids[c_cols]
     order = np.lexsort((g_ids, -e, c_rows))
     c_rows, g_ids, e = c_rows[order], g_ids[order], e[order]
-    starts = np.searchsorted(c_rows, np.arange(r))
+    starts = np.searchsorted(c_rows, np.arange(hi - lo))
     rank = np.arange(c_rows.size) - starts[c_rows]
-    take = rank < N
-    ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
-    scores_out[lo + c_rows[take], rank[take]] = e[take]
+    take = rank < call.N
+    call.ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
+    call.scores_out[lo + c_rows[take], rank[take]] = e[take]
 
 
 def sanitize(S: np.ndarray) -> bool:

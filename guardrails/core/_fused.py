@@ -26,6 +26,7 @@ import numpy as np
 from ._exact import MIN_BLOCKS_PER_SLOT, chunk_cells, emit, penalty_terms, sanitize, threshold
 
 if TYPE_CHECKING:
+    from ._exact import TopkCall
     from .kernel import FactorSpace
 
 __all__ = [
@@ -189,21 +190,7 @@ def note_probe(space: object, key: tuple, pays: bool) -> None:
 # One pass over a chunk's tiles: the running N-th scores, the tile order, the skip test
 # and the candidate buffers are local arrays every step reads and updates; split into
 # helpers they would travel as a dozen arguments per tile (the hot loop).
-def run_chunk_tiled(
-    space,
-    q,
-    lo,
-    r,
-    N,
-    tile_items,
-    call_cols,
-    masks,
-    penalties,
-    ids_out,
-    scores_out,
-    compiled,
-    groups=None,
-) -> int:
+def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     """The fused, pruned path: item tiles by decreasing norm, skipped when they cannot win.
 
     1. The items are visited one tile of ``T`` at a time, largest norms first
@@ -226,10 +213,14 @@ def run_chunk_tiled(
     5. The candidates still above the final ``t - 2 delta`` go to
        :func:`~guardrails.core._exact.emit`, which rescores them exactly.
 
-    With ``compiled`` (``guardrails.core._tile``), steps 2 and 3 are two passes in C over
-    the tile, and ``t`` is raised by every score (a tighter bound, never a looser one).
+    Rows ``lo:hi`` of ``call`` (a :class:`~._exact.TopkCall` on a factor space) are
+    scored, in tiles sized by ``tile_items`` (:meth:`FactorSpace.prune_index`).
 
-    With ``groups`` (:class:`~._groups.GroupTerms`), step 1 also applies each viewer
+    With the call's ``compiled`` (``guardrails.core._tile``), steps 2 and 3 are two passes
+    in C over the tile, and ``t`` is raised by every score (a tighter bound, never a
+    looser one).
+
+    With the call's ``groups`` (:class:`~._groups.GroupTerms`), step 1 also applies each viewer
     group's dense mask and offset to its rows, whose largest offset joins the per-row
     penalty bound of step 4.
 
@@ -238,16 +229,17 @@ def run_chunk_tiled(
     holds unchanged, and the result equals the unfused path's bit for bit, whatever the
     batch. Returns the number of (row, item) cells multiplied.
     """
+    space, N, compiled, groups = call.space, call.N, call.compiled, call.groups
+    q, r = call.queries[lo:hi], hi - lo
     ix = space.prune_index(int(tile_items))
     W, T, n = space.width, ix.tile, space.n_eligible
     n_tiles = ix.norm_max.shape[0]
     nb = T // W
-    hi = lo + r
     n_pad = space.width * space.n_blocks
     bounds = np.arange(0, n_tiles * T + 1, T, dtype=np.int64)
     # Per-viewer cells of the chunk, by position in the tile order: one slice per tile.
     mrow, mpos = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for csr in masks:
+    for csr in call.masks:
         rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
         mrow.append(rr)
         mpos.append(ix.inv[cc])
@@ -255,9 +247,10 @@ def run_chunk_tiled(
     o = np.argsort(m_pos, kind="stable")
     m_rows, m_pos = m_rows[o], m_pos[o]
     m_at = np.searchsorted(m_pos, bounds)
+    call_cols = call.call_cols
     c_pos = np.sort(ix.inv[call_cols]) if call_cols is not None else np.empty(0, np.int64)
     c_at = np.searchsorted(c_pos, bounds)
-    cells, lookup, extra = penalty_terms(space, lo, hi, penalties, n_pad)
+    cells, lookup, extra = penalty_terms(space, lo, hi, call.penalties, n_pad)
     if cells is not None:
         urows, ucols, total = cells
         p_pos = ix.inv[ucols]
@@ -417,5 +410,5 @@ def run_chunk_tiled(
     # The threshold only rose: drop what an earlier, lower one let in.
     keep = vals >= thr32[rows]
     rows, cols = rows[keep], ix.order[at[keep]]
-    emit(space, q, lo, r, N, rows, cols, None, False, lookup, ids_out, scores_out, groups)
+    emit(call, lo, hi, rows, cols, None, False, lookup)
     return scored

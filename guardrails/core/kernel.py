@@ -53,6 +53,7 @@ from ._exact import (
     EPS32,
     MIN_BLOCKS_PER_SLOT,
     PairLookup,
+    TopkCall,
     chunk_cells,
     emit,
     penalty_terms,
@@ -472,10 +473,10 @@ def guarded_topk(
         out_ids, out_scores = ids, scores
         ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
 
+    call = TopkCall(space, qa, N, call_cols, masks, penalties, ids, scores, compiled, gt)
+
     def run(lo: int, hi: int, tile: int) -> int:
-        return _run_chunk(
-            space, qa, lo, hi, N, call_cols, masks, penalties, ids, scores, tile, compiled, gt
-        )
+        return _run_chunk(call, lo, hi, tile)
 
     scored = 0
     bounds = [(lo, min(m, lo + block_rows)) for lo in range(start, m, block_rows)]
@@ -534,48 +535,24 @@ def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> 
             wait(futures)
 
 
-def _run_chunk(
-    space,
-    qa,
-    lo,
-    hi,
-    N,
-    call_cols,
-    masks,
-    penalties,
-    ids_out,
-    scores_out,
-    tile_items=None,
-    compiled=None,
-    groups: GroupTerms | None = None,
-) -> int:
-    """Run one chunk of query rows; return the number of score cells computed."""
-    r = hi - lo
-    q = qa[lo:hi]
+def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
+    """Run the query rows ``lo:hi`` of ``call``; return the number of score cells computed.
+
+    With ``tile_items`` (factor spaces), on the fused path (:func:`run_chunk_tiled`).
+    """
+    space, N, call_cols, groups = call.space, call.N, call.call_cols, call.groups
     if tile_items and isinstance(space, FactorSpace):
-        return run_chunk_tiled(
-            space,
-            q,
-            lo,
-            r,
-            N,
-            tile_items,
-            call_cols,
-            masks,
-            penalties,
-            ids_out,
-            scores_out,
-            compiled,
-            groups,
-        )
+        return run_chunk_tiled(call, lo, hi, tile_items)
+    r = hi - lo
+    q = call.queries[lo:hi]
     S = space.chunk_scores(q)
     W, B = space.width, space.n_blocks
     if call_cols is not None and call_cols.size:
         S[:, call_cols] = -np.inf
-    for csr in masks:
+    for csr in call.masks:
         rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
         S[rr, cc] = -np.inf
-    cells, lookup, extra = penalty_terms(space, lo, hi, penalties, S.shape[1])
+    cells, lookup, extra = penalty_terms(space, lo, hi, call.penalties, S.shape[1])
     if cells is not None:
         urows, ucols, total = cells
         S[urows, ucols] -= total.astype(S.dtype)
@@ -618,7 +595,7 @@ def _run_chunk(
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
     c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
-    emit(space, q, lo, r, N, c_rows, c_cols, c_vals, exact, lookup, ids_out, scores_out, groups)
+    emit(call, lo, hi, c_rows, c_cols, c_vals, exact, lookup)
     return r * space.n_eligible
 
 
@@ -733,5 +710,7 @@ def pool_topk(
         t[~np.isfinite(t)] = -np.inf
         keep = ~fin | (a >= t[rows] - 2.0 * delta[rows])
         rows, cols = rows[keep], cols[keep]
-    emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
+    # The cells left are unmasked, and their penalties are in ``lookup``: emit rescores them.
+    call = TopkCall(space, qa, N, None, (), (), ids, scores)
+    emit(call, 0, m, rows, cols, None, False, lookup)
     return ids, scores

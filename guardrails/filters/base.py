@@ -112,6 +112,17 @@ class Catalog:
                 describe=False,
             )
 
+    def check_indices(self, where: str, name: str, ids: np.ndarray) -> None:
+        """Raise a typed error unless sorted, non-negative ``ids`` all index this catalogue."""
+        if ids.size and ids[-1] >= self.n:
+            raise fail(
+                name,
+                where,
+                f"indices in [0, {self.n}) of the {self.kind} catalogue",
+                f"ids up to {int(ids[-1])}",
+                describe=False,
+            )
+
 
 @dataclass(frozen=True, eq=False)
 class ViewerBatch:

@@ -76,6 +76,8 @@ class ContextRisk(Filter):
     """
 
     name = "context_risk"
+
+    #: Policy-file kind of every constructor argument (the common settings aside).
     config_spec = {
         "risk": "vector",
         "threshold": "float",
@@ -102,42 +104,42 @@ class ContextRisk(Filter):
         surfaces=None,
         name: str | None = None,
     ):
+        # Arguments as given (sklearn style); validated state ends in '_'.
+        self._keep_arguments(locals())
         where = "ContextRisk"
-        self.risk = check_vector(risk, "risk", where, low=0.0, high=1.0)
-        self.threshold = check_float(
+        self.risk_ = check_vector(risk, "risk", where, low=0.0, high=1.0)
+        self.threshold_ = check_float(
             threshold, "threshold", where, low=0.0, high=1.0, low_open=True
         )
-        self.pool = check_mask(pool, "pool", where, self.risk.shape[0])
-        self.new_viewer_interactions = check_int(
+        self.pool_ = check_mask(pool, "pool", where, self.risk_.shape[0])
+        self.new_viewer_interactions_ = check_int(
             new_viewer_interactions, "new_viewer_interactions", where, low=0
         )
-        self.known_viewers = (
+        self.known_viewers_ = (
             None
             if known_viewers is None
             else check_int(known_viewers, "known_viewers", where, low=0)
         )
-        self.strip_interactions = check_bool(strip_interactions, "strip_interactions", where)
-        self.exclude_viewed = check_bool(exclude_viewed, "exclude_viewed", where)
-        self._settings(
-            name=name, reason=reason, mode=mode, failure=failure, surfaces=surfaces, where=where
-        )
+        self.strip_interactions_ = check_bool(strip_interactions, "strip_interactions", where)
+        self.exclude_viewed_ = check_bool(exclude_viewed, "exclude_viewed", where)
+        self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
         return (
-            self.risk,
-            self.threshold,
-            self.pool,
-            self.new_viewer_interactions,
-            -1 if self.known_viewers is None else self.known_viewers,
-            self.strip_interactions,
-            self.exclude_viewed,
+            self.risk_,
+            self.threshold_,
+            self.pool_,
+            self.new_viewer_interactions_,
+            -1 if self.known_viewers_ is None else self.known_viewers_,
+            self.strip_interactions_,
+            self.exclude_viewed_,
         )
 
     def viewed(self, viewers: ViewerBatch, kind: str = "items") -> sp.csr_matrix | None:
         """The viewed profile of each row of the batch, as a (m, n) 0/1 matrix, or
         ``None`` when no row views one: ``similar_items``' item (the context), or for a
         ``"users"`` catalogue ``similar_users``' queried account."""
-        n = self.risk.shape[0]
+        n = self.risk_.shape[0]
         if kind == "users":
             if viewers.userids is None:
                 return None
@@ -157,9 +159,9 @@ class ContextRisk(Filter):
 
     def compile_viewers(self, catalog: Catalog, viewers: ViewerBatch) -> PlanPart | None:
         """With ``exclude_viewed``: the viewed profile is never in its own list."""
-        if not self.exclude_viewed:
+        if not self.exclude_viewed_:
             return None
-        catalog.check_sized("ContextRisk", "risk", self.risk.shape[0])
+        catalog.check_sized("ContextRisk", "risk", self.risk_.shape[0])
         mask = self.viewed(viewers, catalog.kind)
         if mask is None:
             return None
@@ -171,8 +173,8 @@ class ContextRisk(Filter):
         For a ``"users"`` catalogue (``similar_users``, users and candidates in one id
         space) the queried account is the profile being viewed, so it is the context.
         """
-        n = self.risk.shape[0]
-        risky = (self.risk >= self.threshold).astype(np.float32)
+        n = self.risk_.shape[0]
+        risky = (self.risk_ >= self.threshold_).astype(np.float32)
         out = np.zeros(viewers.size, dtype=bool)
         if kind == "users" and viewers.userids is not None:
             u = np.asarray(viewers.userids, dtype=np.int64)
@@ -182,11 +184,11 @@ class ContextRisk(Filter):
         if ctx is not None and ctx.shape[1] == n:
             out |= (abs(sp.csr_matrix(ctx)) @ risky) > 0
         ui = viewers.user_items
-        if self.new_viewer_interactions and ui is not None and ui.shape[1] == n:
+        if self.new_viewer_interactions_ and ui is not None and ui.shape[1] == n:
             ui = sp.csr_matrix(ui)
-            new = np.diff(ui.indptr) <= self.new_viewer_interactions
-            if self.known_viewers is not None and viewers.userids is not None:
-                new &= np.asarray(viewers.userids) >= self.known_viewers
+            new = np.diff(ui.indptr) <= self.new_viewer_interactions_
+            if self.known_viewers_ is not None and viewers.userids is not None:
+                new &= np.asarray(viewers.userids) >= self.known_viewers_
             out |= new & ((abs(ui) @ risky) > 0)
         return out
 
@@ -196,13 +198,13 @@ class ContextRisk(Filter):
         ``new_viewer_interactions`` interactions in the call)."""
         ui = viewers.user_items
         m = viewers.size
-        if self.known_viewers is not None:
+        if self.known_viewers_ is not None:
             if viewers.userids is None:
                 return np.zeros(m, dtype=bool)
-            return np.asarray(viewers.userids) >= self.known_viewers
+            return np.asarray(viewers.userids) >= self.known_viewers_
         if ui is None:
             return np.zeros(m, dtype=bool)
-        return np.diff(sp.csr_matrix(ui).indptr) <= self.new_viewer_interactions
+        return np.diff(sp.csr_matrix(ui).indptr) <= self.new_viewer_interactions_
 
     def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None:
         """Leave an unknown viewer's risky interactions out of its query.
@@ -212,13 +214,13 @@ class ContextRisk(Filter):
         its taste; left out, its recommendations come from the rest of its follows.
         """
         ui = viewers.user_items
-        n = self.risk.shape[0]
-        if not self.strip_interactions or ui is None or ui.shape[1] != n:
+        n = self.risk_.shape[0]
+        if not self.strip_interactions_ or ui is None or ui.shape[1] != n:
             return None
         rows = self.unknown_viewers(viewers)
         if not rows.any():
             return None
-        risky = (self.risk >= self.threshold).astype(np.float32)
+        risky = (self.risk_ >= self.threshold_).astype(np.float32)
         keep_rows = sp.diags(rows.astype(np.float32))
         strip = sp.csr_matrix(
             (keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky)
@@ -227,9 +229,9 @@ class ContextRisk(Filter):
         return strip if strip.nnz else None
 
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
-        catalog.check_sized("ContextRisk", "risk", self.risk.shape[0])
+        catalog.check_sized("ContextRisk", "risk", self.risk_.shape[0])
         # The risky candidates are never in the pool: a risky profile is not its own suggestion.
-        allowed = self.pool & (self.risk < self.threshold)
+        allowed = self.pool_ & (self.risk_ < self.threshold_)
         return CohortTable(self.name, self.reason, (~allowed)[None, :], None, ("risky_context",))
 
     def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:

@@ -63,14 +63,7 @@ class BlockItems(Filter):
         return self._fitted()
 
     def compile_global(self, catalog: Catalog) -> PlanPart:
-        if self.ids_.size and self.ids_[-1] >= catalog.n:
-            raise fail(
-                "ids",
-                "BlockItems",
-                f"indices in [0, {catalog.n}) of the {catalog.kind} catalogue",
-                f"ids up to {int(self.ids_[-1])}",
-                describe=False,
-            )
+        catalog.check_indices("BlockItems", "ids", self.ids_)
         mask = np.zeros(catalog.n, dtype=bool)
         mask[self.ids_] = True
         return PlanPart(self.name, self.reason, hard_mask=mask)

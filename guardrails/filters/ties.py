@@ -160,18 +160,7 @@ class RequireTie(Filter):
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
-        return (
-            self.targets_,
-            self.graph_,
-            self.follows_,
-            self.use_call_interactions_,
-            self.min_shared_,
-            self.through_,
-            self.max_followers_,
-            self.exempt_viewers_,
-            self.action_,
-            self.weight_,
-        )
+        return self._fitted()
 
     # ------------------------------------------------------------------ the tie counts
     def _bridges(self) -> sp.csr_matrix:

@@ -360,14 +360,7 @@ class RelationshipRule(Filter):
     def _check(self, catalog: Catalog) -> None:
         if self.n_candidates_ is not None:
             catalog.check_sized("RelationshipRule", "targets", self.n_candidates_)
-        if self.targets_.size and self.targets_[-1] >= catalog.n:
-            raise fail(
-                "targets",
-                "RelationshipRule",
-                f"indices in [0, {catalog.n})",
-                f"ids up to {self.targets_[-1]}",
-                describe=False,
-            )
+        catalog.check_indices("RelationshipRule", "targets", self.targets_)
         if self.follows_ is not None:
             catalog.check_sized("RelationshipRule", "follows", self.follows_.shape[1])
 
