@@ -741,6 +741,7 @@ def pool_topk(
     viewer_masks: Sequence[sp.csr_matrix] = (),
     viewer_penalties: Sequence[sp.csr_matrix] = (),
     score_dtype=np.float32,
+    unique: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
 
@@ -768,6 +769,10 @@ def pool_topk(
         Unpenalised inner products of the pooled items, any float32 summation order.
     call_mask, viewer_masks, viewer_penalties, score_dtype
         As for :func:`guarded_topk`.
+    unique : bool
+        The caller vouches that no row repeats an item (an index's result rows): the
+        pool is then pruned as a dense ``(m, P)`` array, without deduplication. Same
+        results.
 
     Returns
     -------
@@ -779,6 +784,20 @@ def pool_topk(
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
     if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
+        return ids, scores
+    if unique and pool_scores is not None:
+        _pool_dense(
+            space,
+            queries,
+            pool_ids,
+            pool_scores,
+            N,
+            call_mask,
+            viewer_masks,
+            viewer_penalties,
+            ids,
+            scores,
+        )
         return ids, scores
     n_items = space.pos.shape[0]
     pool_ids = np.asarray(pool_ids, dtype=np.int64)
@@ -836,3 +855,55 @@ def pool_topk(
         rows, cols = rows[keep], cols[keep]
     emit(space, qa, 0, m, N, rows, cols, None, False, lookup, ids, scores)
     return ids, scores
+
+
+def _pool_dense(
+    space, queries, pool_ids, pool_scores, N, call_mask, viewer_masks, viewer_penalties, ids, scores
+) -> None:
+    """:func:`pool_topk` on rows without repeats: the same cells, pruned as dense arrays."""
+    m, P = pool_ids.shape
+    n_items = space.pos.shape[0]
+    n_pad = space.width * space.n_blocks
+    g = np.asarray(pool_ids, dtype=np.int64)
+    ok = (g >= 0) & (g < n_items)
+    g = np.where(ok, g, 0)
+    cols = space.pos[g]
+    ok &= cols >= 0
+    if call_mask is not None and np.size(call_mask):
+        banned = np.zeros(n_items, dtype=bool)
+        banned[call_mask] = True
+        ok &= ~banned[g]
+    rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], (m, P))
+    for csr in viewer_masks:
+        if csr is None or not csr.nnz:
+            continue
+        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
+        at = np.flatnonzero(ok)
+        hit = PairLookup(rr, cc, np.ones(rr.size), n_pad).get(
+            rows.reshape(-1)[at], cols.reshape(-1)[at]
+        )
+        ok.reshape(-1)[at[hit > 0]] = False
+    pens = [p for p in viewer_penalties if p is not None and p.nnz]
+    _, lookup, _, _ = penalty_terms(space, 0, m, pens, n_pad)
+    qa = space.augment_queries(queries)
+    a = np.asarray(pool_scores, dtype=np.float64).copy()
+    if space.neg_penalty is not None:
+        a += space.neg_penalty[np.where(ok, cols, 0)]
+    if lookup is not None:
+        at = np.flatnonzero(ok)
+        a.reshape(-1)[at] -= lookup.get(rows.reshape(-1)[at], cols.reshape(-1)[at])
+    # As pool_topk: the N-th largest finite approximate score of the eligible cells.
+    fin = ok & np.isfinite(a)
+    t = np.full(m, -np.inf)
+    if P >= N:
+        t = np.partition(np.where(fin, a, -np.inf), P - N, axis=1)[:, P - N]
+        t[~np.isfinite(t)] = -np.inf
+    d = space.item_rows.shape[1]
+    norm_raw = space._fold_stats()[0]
+    qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
+    delta = 4.0 * (d + 3) * EPS32 * qn * norm_raw + 1e-30
+    thr = lower(t, delta, np.full(m, 4.0 * EPS32))
+    with np.errstate(invalid="ignore"):
+        keep = ok & (~fin | (a >= thr[:, None]))
+    r, c = np.nonzero(keep)
+    emit(space, qa, 0, m, N, r, cols[r, c], None, False, lookup, ids, scores)
