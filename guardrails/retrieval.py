@@ -429,7 +429,9 @@ class ANNRetrieval:
         self.last_widened_ = self.last_fallbacks_ = 0
         if m == 0:
             return ids, scores
-        kernel = dict(call_mask=call_mask, block_rows=block_rows, num_threads=num_threads)
+        kernel: dict[str, Any] = dict(
+            call_mask=call_mask, block_rows=block_rows, num_threads=num_threads
+        )
         head = self._head_space(space)
         h_ids = h_scores = None
         if head is not None:
@@ -449,7 +451,9 @@ class ANNRetrieval:
             return h_ids, h_scores.astype(score_dtype)
         bits = None
         if hard_mask is not None or (call_mask is not None and np.size(call_mask)):
-            allowed = np.ones(self.n_items_, dtype=bool) if hard_mask is None else ~hard_mask
+            allowed: np.ndarray = (
+                np.ones(int(self.n_items_ or 0), dtype=bool) if hard_mask is None else ~hard_mask
+            )
             if call_mask is not None and np.size(call_mask):
                 allowed = allowed.copy()
                 allowed[call_mask] = False
