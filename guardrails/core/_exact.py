@@ -25,6 +25,7 @@ __all__ = [
     "lower",
     "emit",
     "sanitize",
+    "column_norms",
     "threshold",
 ]
 
@@ -177,6 +178,20 @@ def emit(
     take = rank < N
     ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
     scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def column_norms(ft: np.ndarray, rows: int, n: int) -> np.ndarray:
+    """float64 Euclidean norms of ``ft[:rows, :n]``'s columns, a slice of columns at a time.
+
+    No float64 copy of the whole matrix (at 10M items x 64 factors that copy and its
+    square alone are 10 GB).
+    """
+    out = np.empty(n, dtype=np.float64)
+    step = 1 << 16
+    for lo in range(0, n, step):
+        part = ft[:rows, lo : lo + step].astype(np.float64)
+        out[lo : lo + part.shape[1]] = np.sqrt((part * part).sum(axis=0))
+    return out
 
 
 def sanitize(S: np.ndarray) -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 from ._exact import (
     MIN_BLOCKS_PER_SLOT,
     chunk_cells,
+    column_norms,
     emit,
     forced_candidates,
     lower,
@@ -108,7 +109,7 @@ class PruneIndex:
         d = space.item_rows.shape[1]
         n_tiles = max(1, -(-n // T))
         ft = space.factors_t
-        norms = np.sqrt((ft[:d, :n].astype(np.float64) ** 2).sum(axis=0))
+        norms = column_norms(ft, d, n)
         norms[~np.isfinite(norms)] = np.inf
         # Stable sort: equal norms keep the compact order, so the index is deterministic.
         sorted_cols = np.argsort(-norms, kind="stable").astype(np.int64)

@@ -54,6 +54,7 @@ from ._exact import (
     MIN_BLOCKS_PER_SLOT,
     PairLookup,
     chunk_cells,
+    column_norms,
     emit,
     forced_candidates,
     lower,
@@ -215,9 +216,7 @@ class FactorSpace:
         ft[:n_factors, : ids.size] = item_factors[ids].T
         if augmented:
             ft[n_factors, : ids.size] = -penalty[ids]
-        norm_max = (
-            float(np.sqrt((ft.astype(np.float64) ** 2).sum(axis=0).max())) if ids.size else 0.0
-        )
+        norm_max = float(column_norms(ft, k, ids.size).max()) if ids.size else 0.0
         # Row-major factors for exact rescoring: gathering a few rows is cache-friendly,
         # gathering columns of the transposed copy is not. No copy when already float32.
         item_rows = np.ascontiguousarray(item_factors, dtype=np.float32)
@@ -260,8 +259,7 @@ class FactorSpace:
         if stats is None:
             d = self.item_rows.shape[1]
             n = self.n_eligible
-            raw = self.factors_t[:d, :n].astype(np.float64)
-            norm = float(np.sqrt((raw**2).sum(axis=0).max())) if n else 0.0
+            norm = float(column_norms(self.factors_t, d, n).max()) if n else 0.0
             # NaN fails the test: such a space keeps the bound that needs no sign.
             nonneg = self.neg_penalty is None or bool(np.all(self.neg_penalty <= 0))
             stats = (norm, nonneg)
