@@ -189,7 +189,7 @@ def column_norms(ft: np.ndarray, rows: int, n: int) -> np.ndarray:
     out = np.empty(n, dtype=np.float64)
     step = 1 << 16
     for lo in range(0, n, step):
-        part = ft[:rows, lo : lo + step].astype(np.float64)
+        part = ft[:rows, lo : min(n, lo + step)].astype(np.float64)
         out[lo : lo + part.shape[1]] = np.sqrt((part * part).sum(axis=0))
     return out
 
