@@ -210,6 +210,7 @@ class ANNRetrieval:
         self.n_items_: int | None = None
         self._lock = threading.Lock()
         self._heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._bits: dict[int, tuple[Any, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ index
     @property
@@ -245,6 +246,7 @@ class ANNRetrieval:
             self.n_items_, self.n_factors_ = n, d
             self.build_seconds_ = seconds
             self._heads = weakref.WeakKeyDictionary()
+            self._bits = {}
         return self
 
     def _build_tail(self, faiss, x, tail, norms):
@@ -327,12 +329,13 @@ class ANNRetrieval:
             self.head_ids_, self.tail_ids_ = head, tail
             self.n_items_, self.n_factors_ = n, d
             self._heads = weakref.WeakKeyDictionary()
+            self._bits = {}
         return self
 
     def __getstate__(self) -> dict:
         # A Guard with a retrieval travels to batch workers: the index goes as bytes.
         state = self.__dict__.copy()
-        del state["_lock"], state["_heads"]
+        del state["_lock"], state["_heads"], state["_bits"]
         if self.index_ is not None:
             state["index_"] = self._serialized()
         return state
@@ -341,6 +344,7 @@ class ANNRetrieval:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._heads = weakref.WeakKeyDictionary()
+        self._bits = {}
         if isinstance(self.index_, np.ndarray):
             self.index_ = _faiss().deserialize_index(self.index_)
 
@@ -387,6 +391,33 @@ class ANNRetrieval:
             with self._lock:
                 self._heads[space] = head
         return head
+
+    def _tail_bits(self, hard_mask, call_mask) -> np.ndarray | None:
+        """The selector's bitmap over the tail's labels: the items neither mask holds.
+
+        Without a call mask it depends on the variant's hard mask only (an array the
+        compiled policy keeps), and is kept for the next calls with that same array
+        object: at 10M items, building it costs about 9 ms per call.
+        """
+        has_call = call_mask is not None and bool(np.size(call_mask))
+        if hard_mask is None and not has_call:
+            return None
+        if not has_call:
+            with self._lock:
+                hit = self._bits.get(id(hard_mask))
+            if hit is not None and hit[0]() is hard_mask:
+                return hit[1]
+        allowed: np.ndarray = (
+            np.ones(int(self.n_items_ or 0), dtype=bool) if hard_mask is None else ~hard_mask
+        )
+        if has_call:
+            allowed[call_mask] = False
+        bits = np.packbits(allowed[self.tail_ids_], bitorder="little")
+        if not has_call:
+            with self._lock:
+                self._bits = {k: v for k, v in self._bits.items() if v[0]() is not None}
+                self._bits[id(hard_mask)] = (weakref.ref(hard_mask), bits)
+        return bits
 
     def _params(self, allowed_bits, n_tail: int, k: int, scale: int = 1):
         faiss = _faiss()
@@ -473,15 +504,7 @@ class ANNRetrieval:
             # Every item is in the head: its slates are the exact ones.
             assert h_ids is not None and h_scores is not None
             return h_ids, h_scores.astype(score_dtype)
-        bits = None
-        if hard_mask is not None or (call_mask is not None and np.size(call_mask)):
-            allowed: np.ndarray = (
-                np.ones(int(self.n_items_ or 0), dtype=bool) if hard_mask is None else ~hard_mask
-            )
-            if call_mask is not None and np.size(call_mask):
-                allowed = allowed.copy()
-                allowed[call_mask] = False
-            bits = np.packbits(allowed[self.tail_ids_], bitorder="little")
+        bits = self._tail_bits(hard_mask, call_mask)
         raw = np.ascontiguousarray(queries[:, : self.n_factors_], dtype=np.float32)
         n_tail = int(self.tail_ids_.size)
         todo = np.arange(m)
