@@ -3,20 +3,44 @@
 An exact product over every item per viewer stops scaling somewhere past a few million
 items. :class:`ANNRetrieval` keeps the Guard's contract on approximate candidates:
 
-1. a faiss index over the model's item factors returns a pool of ``pool`` candidates per
-   viewer by inner product, with the policy's global hard mask (and the call's
-   ``filter_items``) applied *inside* the search by an id selector, so suppressed items
-   never take pool slots;
+0. at build, the items are split by the norm of their factors: the *head* (the
+   ``n_items // 200`` largest norms by default) is scored exactly for every viewer, by
+   the guarded kernel on a small space; only the *tail* is indexed. Large inner products
+   concentrate on large norms, which direction-partitioned lists miss most (measured:
+   every exact-slate item an IVF pool of 100 missed at 1M items had one of the 5,000
+   largest norms);
+1. a faiss index over the tail returns a pool of ``pool`` candidates per viewer by inner
+   product, with the policy's global hard mask (and the call's ``filter_items``)
+   applied *inside* the search by an id selector, so suppressed items never take pool
+   slots;
 2. the pool goes through the exact guarded kernel (:func:`guardrails.core.kernel.pool_topk`):
    exact scores, the policy's penalties, per-viewer masks and penalties, nothing in the
-   pool trusted;
-3. a viewer whose pool holds fewer than ``N`` eligible items is searched again with a
-   pool ``widen`` times larger, up to ``max_pool``;
+   pool trusted; the head's and the pool's slates merge by exact score, then item id
+   (the kernel's order);
+3. a viewer whose merged slate has fewer than ``N`` items, or whose ``N``-th score is
+   below the index's score of its ``pool``-th candidate (an item left out could still
+   beat it), is searched again with a pool ``widen`` times larger (and as many times
+   more lists), up to ``max_pool``;
 4. a viewer still short then takes the exact path over the whole catalogue.
 
-So no suppressed id is ever returned, and a slate has exactly ``N`` items whenever ``N``
-eligible items exist; only the ranking is approximate (recall against the exact guarded
-slate is measured by ``benchmarks/bench_ann.py``).
+What is guaranteed, exactly:
+
+- no suppressed id is ever returned (masks are applied by the exact kernel to every
+  candidate, whatever the index returned), and a slate has exactly ``N`` items whenever
+  ``N`` eligible items exist (widening, then the exact path);
+- a batch returns what single calls return: each row's pool, widening and fallback
+  depend on its own query and masks only (faiss searches each query on its own; the
+  tests compare batches with single calls for every kind);
+- each slate is the exact guarded top ``N`` of the head and the row's pool, scored
+  exactly; it equals the exact Guard's slate whenever the pool holds every tail item
+  of that slate. Only this is approximate: an index can leave out a tail item that
+  would have ranked (recall against the exact guarded slates is measured by
+  ``benchmarks/bench_ann.py``). The widening test of step 3 compares exact scores with
+  the index's score of its last candidate: an exact float32 inner product for
+  ``"ivf"``, the 4-bit codes' estimate for ``"ivfpq"`` (there the candidates are
+  rescored exactly before the kernel prunes them, so the kernel's bound on the pool
+  stays sound); it widens where a left-out item could win *were the search over the
+  probed lists exact*, which no IVF or graph index is over the lists it did not probe.
 
 Building and refreshing
 -----------------------
@@ -37,6 +61,7 @@ filter predicate, so the hard mask could only be applied after the search.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -48,25 +73,35 @@ from .exceptions import ValidationError, missing_extra
 __all__ = ["ANNRetrieval"]
 
 _WHERE = "ANNRetrieval"
-_KINDS = ("ivf", "hnsw")
+_KINDS = ("ivf", "ivfpq", "hnsw")
+# Smaller tails take flat lists (16 centroids per 4-bit code want >= 624 to train).
+_PQ_MIN_TAIL = 1000
 
 
-def _to_sphere(x: np.ndarray) -> np.ndarray:
-    """Items with one more coordinate, ``sqrt(M^2 - |x|^2)``: every row then has norm ``M``.
+def _norms(x: np.ndarray) -> np.ndarray:
+    """float64 Euclidean norms of the rows, a slice at a time (no float64 copy of ``x``)."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    for lo in range(0, x.shape[0], 1 << 16):
+        part = x[lo : lo + (1 << 16)].astype(np.float64)
+        out[lo : lo + part.shape[0]] = np.sqrt(np.einsum("ij,ij->i", part, part))
+    return out
+
+
+def _to_sphere(x: np.ndarray, rows: np.ndarray, norms: np.ndarray, width: int) -> np.ndarray:
+    """Items ``rows`` with one more coordinate, ``sqrt(M^2 - |x|^2)``: every row then has
+    norm ``M`` (their largest norm); zero columns pad it to ``width``.
 
     Inner products with a query padded by 0 are unchanged, but the largest inner product
     becomes the nearest neighbour on a sphere, which k-means lists and graph links
     capture; on raw factors a high-norm item far from a viewer's cluster is missed by the
     lists near the viewer (the MIPS-to-NNS reduction of Bachrach et al., RecSys 2014).
     """
-    # float64 squared norms a slice of rows at a time (no float64 copy of all the items)
-    norms = np.empty(x.shape[0], dtype=np.float64)
-    for lo in range(0, x.shape[0], 1 << 16):
-        part = x[lo : lo + (1 << 16)].astype(np.float64)
-        norms[lo : lo + part.shape[0]] = np.einsum("ij,ij->i", part, part)
-    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
-    out[:, :-1] = x
-    out[:, -1] = np.sqrt(np.maximum(norms.max() - norms, 0.0))
+    d = x.shape[1]
+    sq = norms[rows] ** 2
+    out = np.zeros((rows.size, width), dtype=np.float32)
+    for lo in range(0, rows.size, 1 << 16):
+        out[lo : lo + (1 << 16), :d] = x[rows[lo : lo + (1 << 16)]]
+    out[:, d] = np.sqrt(np.maximum(sq.max() - sq, 0.0)) if rows.size else 0.0
     return out
 
 
@@ -78,26 +113,49 @@ def _faiss():
     return faiss
 
 
+def _merge(a_ids, a_scores, b_ids, b_scores, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's top ``N`` of two disjoint slates, by score then item id (the kernel's order)."""
+    ids = np.concatenate([a_ids, b_ids], axis=1)
+    scores = np.concatenate([a_scores, b_scores], axis=1).astype(np.float64)
+    real = ids >= 0
+    scores = np.where(real, scores, -np.inf)
+    key = np.where(real, ids, np.iinfo(np.int64).max)
+    order = np.lexsort((key, -scores))[:, :N]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
 class ANNRetrieval:
     """Candidate pools from a faiss index, under the Guard's contract.
 
+    The items are split once, at :meth:`build`, by the norm of their factors: the
+    ``head`` items of largest norm are scored exactly for every viewer (the guarded
+    kernel on a small space), and only the rest, the *tail*, is indexed. Largest inner
+    products concentrate on large norms (popular items), which an index partitioned
+    by direction misses most often; scoring them exactly costs little and lets the
+    index search few lists.
+
     Parameters
     ----------
-    kind : {"ivf", "hnsw"}, keyword-only
-        ``"ivf"``: an inverted file of ``nlist`` k-means lists (fast to build, searched in
-        ``nprobe`` lists); ``"hnsw"``: a graph of ``M`` links per item (slower to build,
-        searched with ``ef_search`` candidates). Both index the item factors lifted onto
-        a sphere (one extra coordinate, see :func:`_to_sphere`) and return the plain
-        inner products of the factors.
+    kind : {"ivf", "ivfpq", "hnsw"}, keyword-only
+        ``"ivf"``: an inverted file of ``nlist`` k-means lists holding the tail's
+        factors (fast to build, searched in ``nprobe`` lists, exact float32 inner
+        products); ``"ivfpq"``: the same lists holding 4-bit product-quantised codes
+        searched with SIMD fast scan (faiss ``IndexIVFPQFastScan``, two dimensions per
+        code, about 8x smaller than the factors), the pool then rescored exactly;
+        ``"hnsw"``: a graph of ``M`` links per item (slower to build, searched with
+        ``ef_search`` candidates). All index the tail lifted onto a sphere (one extra
+        coordinate, see :func:`_to_sphere`).
     pool : int, keyword-only
-        Candidates retrieved per viewer at first (at least ``N`` is always asked for).
+        Tail candidates retrieved per viewer at first (at least ``N``).
     max_pool : int, keyword-only
         Largest pool tried before a short viewer falls back to the exact path.
     widen : int, keyword-only
         Factor by which a short viewer's pool grows on each retry (at least 2).
+    head : int, optional, keyword-only
+        Items of largest norm scored exactly (default ``n_items // 200``; 0: none).
     nlist, nprobe : int, optional, keyword-only
-        IVF lists (default ``2 * sqrt(n_items)``) and lists searched (default
-        ``max(8, nlist // 32)``).
+        IVF lists (default ``min(n_tail // 39, 2 * sqrt(n_tail))``) and lists searched
+        (default ``max(8, nlist // 256)``).
     M, ef_construction, ef_search : int, keyword-only
         HNSW links per item, build and search beam widths (``ef_search`` is raised to
         the pool size when smaller).
@@ -106,8 +164,11 @@ class ANNRetrieval:
 
     Attributes
     ----------
-    index_ : faiss.Index
-        The built index (after :meth:`build`).
+    index_ : faiss.Index or None
+        The tail's index (after :meth:`build`; None when the head holds every item).
+    head_ids_, tail_ids_ : ndarray of int64
+        The items scored exactly and the indexed ones (sorted; index label ``j`` is
+        item ``tail_ids_[j]``).
     n_items_, n_factors_ : int
         Shape of the factors it was built on.
     build_seconds_ : float
@@ -120,10 +181,11 @@ class ANNRetrieval:
     def __init__(
         self,
         *,
-        kind: str = "ivf",
+        kind: str = "ivfpq",
         pool: int = 100,
         max_pool: int = 3200,
         widen: int = 4,
+        head: int | None = None,
         nlist: int | None = None,
         nprobe: int | None = None,
         M: int = 32,
@@ -132,11 +194,12 @@ class ANNRetrieval:
         seed: int = 0,
     ):
         if kind not in _KINDS:
-            raise fail("kind", _WHERE, "one of 'ivf', 'hnsw'", kind)
+            raise fail("kind", _WHERE, "one of 'ivf', 'ivfpq', 'hnsw'", kind)
         self.kind = kind
         self.pool = check_int(pool, "pool", _WHERE)
         self.max_pool = check_int(max_pool, "max_pool", _WHERE, low=self.pool)
         self.widen = check_int(widen, "widen", _WHERE, low=2)
+        self.head = None if head is None else check_int(head, "head", _WHERE, low=0)
         self.nlist = None if nlist is None else check_int(nlist, "nlist", _WHERE)
         self.nprobe = None if nprobe is None else check_int(nprobe, "nprobe", _WHERE)
         self.M = check_int(M, "M", _WHERE, low=2)
@@ -144,12 +207,15 @@ class ANNRetrieval:
         self.ef_search = check_int(ef_search, "ef_search", _WHERE)
         self.seed = check_int(seed, "seed", _WHERE, low=0)
         self.index_: Any = None
+        self.n_items_: int | None = None
         self._lock = threading.Lock()
+        self._heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._bits: dict[int, tuple[Any, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ index
     @property
     def built(self) -> bool:
-        return self.index_ is not None
+        return self.n_items_ is not None
 
     def build(self, item_factors) -> ANNRetrieval:
         """Build the index over ``item_factors`` (shape (n_items, n_factors)); returns self.
@@ -164,57 +230,112 @@ class ANNRetrieval:
         if n == 0:
             raise fail("item_factors", f"{_WHERE}.build", "at least one item", x)
         t0 = time.perf_counter()
-        x = _to_sphere(x)
-        if self.kind == "ivf":
-            nlist = self.nlist or int(max(1, min(n // 39, 2 * np.sqrt(n))))
-            nlist = max(1, min(nlist, n))
-            quantizer = faiss.IndexFlatIP(d + 1)
-            index = faiss.IndexIVFFlat(quantizer, d + 1, nlist, faiss.METRIC_INNER_PRODUCT)
-            # k-means on a sample: faiss needs >= 39 points per list, more buys little.
-            rng = np.random.default_rng(self.seed)
-            m = min(n, 40 * nlist)
-            sample = x if m == n else x[np.sort(rng.choice(n, m, replace=False))]
-            index.cp.seed = self.seed
-            index.train(sample)
-            index.add(x)
-            index.nprobe = self.nprobe or max(8, nlist // 32)
-        else:
-            index = faiss.IndexHNSWFlat(d + 1, self.M, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.ef_construction
-            index.add(x)
+        norms = _norms(x)
+        n_head = min(n, n // 200 if self.head is None else self.head)
+        # Stable: equal norms keep the item order, so the split is deterministic.
+        order = np.argsort(-norms, kind="stable")
+        head = np.sort(order[:n_head]).astype(np.int64)
+        tail = np.sort(order[n_head:]).astype(np.int64)
+        index = None
+        if tail.size:
+            index = self._build_tail(faiss, x, tail, norms)
         seconds = time.perf_counter() - t0
         with self._lock:
             self.index_ = index
+            self.head_ids_, self.tail_ids_ = head, tail
             self.n_items_, self.n_factors_ = n, d
             self.build_seconds_ = seconds
+            self._heads = weakref.WeakKeyDictionary()
+            self._bits = {}
         return self
 
+    def _build_tail(self, faiss, x, tail, norms):
+        n, d = tail.size, x.shape[1]
+        pq = self.kind == "ivfpq" and n >= _PQ_MIN_TAIL
+        # PQ codes of two dimensions each: the lifted factors padded to an even width.
+        width = d + 1 + ((d + 1) % 2 if pq else 0)
+        lifted = _to_sphere(x, tail, norms, width)
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(width, self.M, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.ef_construction
+            index.add(lifted)
+            return index
+        nlist = self.nlist or int(max(1, min(n // 39, 2 * np.sqrt(n))))
+        nlist = max(1, min(nlist, n))
+        quantizer = faiss.IndexFlatIP(width)
+        if pq:
+            index = faiss.IndexIVFPQFastScan(
+                quantizer, width, nlist, width // 2, 4, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            index = faiss.IndexIVFFlat(quantizer, width, nlist, faiss.METRIC_INNER_PRODUCT)
+        # k-means on a sample: faiss needs >= 39 points per list, more buys little.
+        rng = np.random.default_rng(self.seed)
+        m = min(n, 40 * nlist)
+        sample = lifted if m == n else lifted[np.sort(rng.choice(n, m, replace=False))]
+        index.cp.seed = self.seed
+        index.train(sample)
+        index.add(lifted)
+        index.nprobe = self.nprobe or max(8, nlist // 256)
+        return index
+
     def memory_bytes(self) -> int:
-        """Size of the serialised index (its vectors, lists or graph)."""
-        return int(self._serialized().nbytes)
+        """Size of the serialised index (its codes, lists or graph) and item split."""
+        self._check_built("memory_bytes")
+        ids = self.head_ids_.nbytes + self.tail_ids_.nbytes
+        return ids + (0 if self.index_ is None else int(self._serialized().nbytes))
 
     def _serialized(self) -> np.ndarray:
-        self._check_built("memory_bytes")
         return _faiss().serialize_index(self.index_)
 
     def save(self, path) -> None:
-        """Write the index to ``path`` (faiss's own format)."""
+        """Write the index and the item split to ``path`` (an ``.npz`` archive)."""
         self._check_built("save")
-        _faiss().write_index(self.index_, str(path))
+        index = np.zeros(0, np.uint8) if self.index_ is None else self._serialized()
+        with open(path, "wb") as f:
+            np.savez(
+                f,
+                version=np.array(1),
+                kind=np.array(self.kind),
+                shape=np.array([self.n_items_, self.n_factors_], dtype=np.int64),
+                head=self.head_ids_,
+                tail=self.tail_ids_,
+                index=index,
+            )
 
     def load(self, path) -> ANNRetrieval:
-        """Read an index written by :meth:`save`; returns self."""
+        """Read what :meth:`save` wrote; returns self. A bare faiss index written by
+        ``faiss.write_index`` (over every item, lifted) loads too, with no head."""
         faiss = _faiss()
-        index = faiss.read_index(str(path))
+        with open(path, "rb") as f:
+            zipped = f.read(2) == b"PK"
+        if zipped:
+            with np.load(path, allow_pickle=False) as z:
+                kind = str(z["kind"])
+                n, d = (int(v) for v in z["shape"])
+                head, tail = z["head"].astype(np.int64), z["tail"].astype(np.int64)
+                raw = z["index"]
+            index = faiss.deserialize_index(raw) if raw.size else None
+        else:
+            index = faiss.read_index(str(path))
+            kind = "ivf" if hasattr(index, "nprobe") else "hnsw"
+            n, d = int(index.ntotal), int(index.d) - 1
+            head, tail = np.zeros(0, np.int64), np.arange(n, dtype=np.int64)
+        if kind not in _KINDS or head.size + tail.size != n:
+            raise fail("path", f"{_WHERE}.load", "an index written by ANNRetrieval.save", path)
         with self._lock:
+            self.kind = kind
             self.index_ = index
-            self.n_items_, self.n_factors_ = int(index.ntotal), int(index.d) - 1
+            self.head_ids_, self.tail_ids_ = head, tail
+            self.n_items_, self.n_factors_ = n, d
+            self._heads = weakref.WeakKeyDictionary()
+            self._bits = {}
         return self
 
     def __getstate__(self) -> dict:
         # A Guard with a retrieval travels to batch workers: the index goes as bytes.
         state = self.__dict__.copy()
-        del state["_lock"]
+        del state["_lock"], state["_heads"], state["_bits"]
         if self.index_ is not None:
             state["index_"] = self._serialized()
         return state
@@ -222,11 +343,13 @@ class ANNRetrieval:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._heads = weakref.WeakKeyDictionary()
+        self._bits = {}
         if isinstance(self.index_, np.ndarray):
             self.index_ = _faiss().deserialize_index(self.index_)
 
     def _check_built(self, what: str) -> None:
-        if self.index_ is None:
+        if not self.built:
             raise ValidationError(
                 f"ANNRetrieval.{what} needs a built index. Got an unbuilt ANNRetrieval "
                 "instead (call build(item_factors) first)."
@@ -234,7 +357,7 @@ class ANNRetrieval:
 
     def matches(self, n_items: int, n_factors: int) -> bool:
         """Whether the index was built on factors of this shape."""
-        return self.index_ is not None and (self.n_items_, self.n_factors_) == (n_items, n_factors)
+        return self.built and (self.n_items_, self.n_factors_) == (n_items, n_factors)
 
     def check_model(self, n_items: int, n_factors: int, where: str) -> None:
         """Refuse an index built on factors of another shape (another model)."""
@@ -248,31 +371,92 @@ class ANNRetrieval:
             )
 
     # ------------------------------------------------------------------ search
-    def _params(self, allowed: np.ndarray | None, k: int, scale: int = 1):
+    def _head_space(self, space: FactorSpace) -> FactorSpace | None:
+        """The head items of ``space`` (same factors, same folded penalty), built once."""
+        if not self.head_ids_.size:
+            return None
+        with self._lock:
+            head = self._heads.get(space)
+        if head is None:
+            n = space.pos.shape[0]
+            keep = np.zeros(n, dtype=bool)
+            keep[self.head_ids_] = True
+            keep &= space.pos >= 0
+            pen = None
+            if space.neg_penalty is not None:
+                # -(-p) is p exactly: the same float64 exact scores as ``space``'s.
+                pen = np.zeros(n, dtype=np.float32)
+                pen[space.ids] = -space.neg_penalty
+            head = FactorSpace.build(space.item_rows, hard_mask=~keep, penalty=pen)
+            with self._lock:
+                self._heads[space] = head
+        return head
+
+    def _tail_bits(self, hard_mask, call_mask) -> np.ndarray | None:
+        """The selector's bitmap over the tail's labels: the items neither mask holds.
+
+        Without a call mask it depends on the variant's hard mask only (an array the
+        compiled policy keeps), and is kept for the next calls with that same array
+        object: at 10M items, building it costs about 9 ms per call.
+        """
+        has_call = call_mask is not None and bool(np.size(call_mask))
+        if hard_mask is None and not has_call:
+            return None
+        if not has_call:
+            with self._lock:
+                hit = self._bits.get(id(hard_mask))
+            if hit is not None and hit[0]() is hard_mask:
+                return hit[1]
+        allowed: np.ndarray = (
+            np.ones(int(self.n_items_ or 0), dtype=bool) if hard_mask is None else ~hard_mask
+        )
+        if has_call:
+            allowed[call_mask] = False
+        bits = np.packbits(allowed[self.tail_ids_], bitorder="little")
+        if not has_call:
+            with self._lock:
+                self._bits = {k: v for k, v in self._bits.items() if v[0]() is not None}
+                self._bits[id(hard_mask)] = (weakref.ref(hard_mask), bits)
+        return bits
+
+    def _params(self, allowed_bits, n_tail: int, k: int, scale: int = 1):
         faiss = _faiss()
-        if self.kind == "ivf":
-            params = faiss.SearchParametersIVF()
-            params.nprobe = min(self.index_.nlist, self.index_.nprobe * scale)
-        else:
+        if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.ef_search, k)
+        else:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(self.index_.nlist, self.index_.nprobe * scale)
         keep = None
-        if allowed is not None:
-            bits = np.packbits(allowed, bitorder="little")
-            sel = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bits))
+        if allowed_bits is not None:
+            sel = faiss.IDSelectorBitmap(n_tail, faiss.swig_ptr(allowed_bits))
             params.sel = sel
-            # the selector reads ``bits`` during every search: the caller holds both
-            keep = (sel, bits)
+            # the selector reads the bits during every search: the caller holds both
+            keep = (sel, allowed_bits)
         return params, keep
 
-    def _search(self, q: np.ndarray, k: int, params) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, self.n_items_)
-        # The items' extra coordinate meets a query's 0: the distances are the plain
-        # float32 inner products of the factors, which pool_topk prunes with.
-        qa = np.zeros((q.shape[0], q.shape[1] + 1), dtype=np.float32)
-        qa[:, :-1] = q
+    def _search(self, raw: np.ndarray, k: int, params, items: np.ndarray):
+        """Tail pool of ``k`` per row: global ids, float32 raw inner products, the bound.
+
+        The bound is the index's score of its ``k``-th candidate (``-inf`` when it
+        returned fewer), which an item left out would not beat were the search exact.
+        """
+        k = min(k, self.tail_ids_.size)
+        qa = np.zeros((raw.shape[0], self.index_.d), dtype=np.float32)
+        qa[:, : raw.shape[1]] = raw
         dist, labels = self.index_.search(qa, k, params=params)
-        return dist, labels
+        found = labels >= 0
+        ids = np.where(found, self.tail_ids_[np.where(found, labels, 0)], -1)
+        bound = np.where(found[:, -1], dist[:, -1], -np.inf)
+        if self.kind == "ivfpq":
+            # Codes give approximate scores: the pool's float32 inner products, exactly
+            # what pool_topk prunes with (any summation order), a slice of rows at a time.
+            dist = np.empty(ids.shape, dtype=np.float32)
+            step = max(1, (1 << 22) // max(1, k * raw.shape[1]))
+            for lo in range(0, ids.shape[0], step):
+                rows = items[np.maximum(ids[lo : lo + step], 0)]
+                dist[lo : lo + step] = np.einsum("mkd,md->mk", rows, raw[lo : lo + step])
+        return ids, np.where(found, dist, -np.inf).astype(np.float32), bound
 
     def topk(
         self,
@@ -297,27 +481,42 @@ class ANNRetrieval:
         m = queries.shape[0]
         ids = np.full((m, N), -1, dtype=np.int64)
         scores = np.full((m, N), -np.inf, dtype=score_dtype)
+        self.last_widened_ = self.last_fallbacks_ = 0
         if m == 0:
             return ids, scores
-        allowed = None
-        if hard_mask is not None or (call_mask is not None and np.size(call_mask)):
-            allowed = np.ones(self.n_items_, dtype=bool) if hard_mask is None else ~hard_mask
-            if call_mask is not None and np.size(call_mask):
-                allowed = allowed.copy()
-                allowed[call_mask] = False
+        kernel: dict[str, Any] = dict(
+            call_mask=call_mask, block_rows=block_rows, num_threads=num_threads
+        )
+        head = self._head_space(space)
+        h_ids = h_scores = None
+        if head is not None:
+            # The head, exactly: the guarded kernel on the head items alone.
+            h_ids, h_scores = guarded_topk(
+                head,
+                queries,
+                N,
+                viewer_masks=list(viewer_masks),
+                viewer_penalties=list(viewer_penalties),
+                score_dtype=np.float64,
+                **kernel,
+            )
+        if self.index_ is None:
+            # Every item is in the head: its slates are the exact ones.
+            assert h_ids is not None and h_scores is not None
+            return h_ids, h_scores.astype(score_dtype)
+        bits = self._tail_bits(hard_mask, call_mask)
         raw = np.ascontiguousarray(queries[:, : self.n_factors_], dtype=np.float32)
+        n_tail = int(self.tail_ids_.size)
         todo = np.arange(m)
         k0 = k = max(self.pool, N)
         widened = 0
         while todo.size:
-            last = k >= min(self.max_pool, self.n_items_)
+            last = k >= min(self.max_pool, n_tail)
             widened += todo.size if k > k0 else 0
             # A wider pool searches proportionally more IVF lists (HNSW: ef >= pool).
-            params, keep = self._params(allowed, k, k // k0)
-            dist, labels = self._search(raw[todo], k, params)
+            params, keep = self._params(bits, n_tail, k, k // k0)
+            labels, dist, bound = self._search(raw[todo], k, params, space.item_rows)
             del keep
-            sub = [v[todo] for v in viewer_masks]
-            subp = [v[todo] for v in viewer_penalties]
             got_ids, got_scores = pool_topk(
                 space,
                 queries[todo],
@@ -325,23 +524,25 @@ class ANNRetrieval:
                 N,
                 pool_scores=dist,
                 call_mask=call_mask,
-                viewer_masks=sub,
-                viewer_penalties=subp,
-                score_dtype=score_dtype,
+                viewer_masks=[v[todo] for v in viewer_masks],
+                viewer_penalties=[v[todo] for v in viewer_penalties],
+                score_dtype=np.float64,
+                unique=True,  # an index never repeats an item in a result row
             )
+            if h_ids is not None and h_scores is not None:
+                got_ids, got_scores = _merge(h_ids[todo], h_scores[todo], got_ids, got_scores, N)
             full = got_ids[:, N - 1] >= 0
             if not last:
-                # Widen also a full pool that cannot vouch for its slate: penalties only
-                # lower scores, so an item outside the pool (raw score at most the pool's
-                # last, were the search exact) could still beat the N-th guarded score.
-                bound = np.where(labels[:, -1] >= 0, dist[:, -1], -np.inf)
-                full &= got_scores[:, N - 1].astype(np.float64) >= bound
+                # Widen also a full slate that the pool cannot vouch for: penalties only
+                # lower scores, so a tail item outside the pool (raw score at most the
+                # pool's last, were the search exact) could still beat the N-th score.
+                full &= got_scores[:, N - 1] >= bound
             ids[todo[full]] = got_ids[full]
             scores[todo[full]] = got_scores[full]
             todo = todo[~full]
             if last:
                 break
-            k = min(k * self.widen, self.max_pool, self.n_items_)
+            k = min(k * self.widen, self.max_pool, n_tail)
         if todo.size:
             # Fewer than N eligible in the widest pool: the exact path decides, so a
             # slate is short only when the catalogue has fewer than N eligible items.
@@ -349,12 +550,10 @@ class ANNRetrieval:
                 space,
                 queries[todo],
                 N,
-                call_mask=call_mask,
                 viewer_masks=[v[todo] for v in viewer_masks],
                 viewer_penalties=[v[todo] for v in viewer_penalties],
-                block_rows=block_rows,
-                num_threads=num_threads,
                 score_dtype=score_dtype,
+                **kernel,
             )
             ids[todo], scores[todo] = e_ids, e_scores
         # Diagnostics of the last call (benchmarks, tests): rows searched again, rows

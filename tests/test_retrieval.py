@@ -30,8 +30,9 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 def _retrieval(data, n_items):
     pool = data.draw(st.integers(1, 8))
     return gr.ANNRetrieval(
-        kind=data.draw(st.sampled_from(["ivf", "hnsw"])),
+        kind=data.draw(st.sampled_from(["ivf", "ivfpq", "hnsw"])),
         pool=pool,
+        head=data.draw(st.sampled_from([None, 0, 1, 5, n_items])),
         max_pool=data.draw(st.integers(pool, pool * 8)),
         widen=data.draw(st.integers(2, 4)),
         nprobe=1,
@@ -115,6 +116,32 @@ def test_pool_covering_everything_gives_the_exact_slate(p, N, junk, scored):
     ids, scores = pool_topk(space, p["Q"], pool, N, pool_scores=dots, **kw)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(scores, want_scores)
+    if not junk and scored:
+        # rows without repeats, pruned as dense arrays (what ANNRetrieval passes)
+        ids, scores = pool_topk(space, p["Q"], pool, N, pool_scores=dots, unique=True, **kw)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(scores, want_scores)
+
+
+@SETTINGS
+@given(p=pools(), N=st.integers(1, 20), P=st.integers(1, 40), pad=st.booleans())
+def test_dense_pool_pruning_matches_the_general_one(p, N, P, pad):
+    """Partial pools without repeats (and -1 padding): both prunings, the same slates."""
+    rng = np.random.default_rng(p["n"] + P)
+    space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=4)
+    kw = dict(call_mask=p["call"], viewer_masks=[p["vm"]], viewer_penalties=[p["vp"]])
+    P = min(P, p["n"])
+    pool = np.stack([rng.permutation(p["n"])[:P] for _ in range(p["m"])])
+    if pad:
+        pool[:, P // 2 :] = -1
+    dots = np.einsum("mpk,mk->mp", p["V"][np.clip(pool, 0, None)], p["Q"]).astype(np.float32)
+    general = pool_topk(space, p["Q"], pool, N, pool_scores=dots, **kw)
+    dense = pool_topk(space, p["Q"], pool, N, pool_scores=dots, unique=True, **kw)
+    np.testing.assert_array_equal(dense[0], general[0])
+    np.testing.assert_array_equal(dense[1], general[1])
+    for r in range(p["m"]):
+        got = dense[0][r][dense[0][r] >= 0]
+        assert np.isin(got, pool[r]).all() and not p["hard"][got].any()
 
 
 def _small(seed=0, n_users=30, n_items=400, d=8):
@@ -155,7 +182,7 @@ def test_widening_alone_fills_slates():
         (np.ones(top.size, np.float32), (np.repeat(np.arange(30), 20), top.ravel())),
         shape=(30, 400),
     )
-    retrieval = gr.ANNRetrieval(pool=2, max_pool=400, nprobe=1_000)
+    retrieval = gr.ANNRetrieval(kind="ivf", pool=2, max_pool=400, nprobe=1_000)
     guard = gr.Guard(model, retrieval=retrieval)
     ids, _ = guard.recommend(np.arange(30), liked, N=10)
     assert (ids >= 0).all() and not (liked[np.arange(30)[:, None], ids].toarray()).any()
@@ -212,3 +239,115 @@ def test_a_swapped_model_of_another_shape_takes_the_exact_path_until_rebuilt():
     retrieval.build(bigger.item_factors)  # rebuilt: pools again, same contract
     ids, _ = guard.recommend(np.arange(30), None, N=10, filter_already_liked_items=False)
     assert (ids >= 0).all() and not np.isin(ids, [0, 1]).any()
+
+
+def _policy_case(rng, n_users, n_items, d, ties=False):
+    if ties:
+        U = rng.integers(-2, 3, (n_users, d)).astype(np.float32)
+        V = rng.integers(-2, 3, (n_items, d)).astype(np.float32)
+    else:
+        U = rng.standard_normal((n_users, d)).astype(np.float32)
+        V = (rng.standard_normal((n_items, d)) * (rng.pareto(2.0, n_items) + 0.2)[:, None]).astype(
+            np.float32
+        )
+    risk = rng.random(n_items).astype(np.float32)
+    blocked = rng.choice(n_items, size=n_items // 10, replace=False)
+    pairs = sp.random(n_users, n_items, density=0.05, format="csr", random_state=rng)
+    policy = [
+        gr.filters.BlockItems(blocked, reason="x"),
+        gr.filters.ExcludePairs(pairs, reason="y"),
+        gr.filters.SuppressRisk(risk, threshold=0.8),
+        gr.filters.DemoteRisk(risk, weight=2.0),
+    ]
+    ok = np.ones((n_users, n_items), dtype=bool)
+    ok[:, blocked] = False
+    ok[:, risk >= 0.8] = False
+    ok &= pairs.toarray() == 0
+    return gr.FactorModel(U, V), policy, ok
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    head=st.sampled_from([None, 0, 40]),
+    pool=st.integers(1, 30),
+    N=st.integers(1, 25),
+    nprobe=st.sampled_from([1, 4]),
+)
+def test_quantised_lists_keep_the_contract(seed, head, pool, N, nprobe):
+    """4-bit fast-scan codes (a tail of >= 1000 items), exact rescoring, the same contract."""
+    rng = np.random.default_rng(seed)
+    model, policy, ok = _policy_case(rng, 20, 1300, 6)
+    retrieval = gr.ANNRetrieval(
+        kind="ivfpq", pool=pool, max_pool=pool * 4, head=head, nprobe=nprobe, seed=seed % 7
+    )
+    guard = gr.Guard(model, policy, retrieval=retrieval)
+    assert retrieval.index_ is not None and "FastScan" in type(retrieval.index_).__name__
+    users = np.arange(20)
+    ids, scores = guard.recommend(users, None, N=N, filter_already_liked_items=False)
+    for r in users:
+        k = min(N, int(ok[r].sum()))
+        assert (ids[r, :k] >= 0).all() and (ids[r, k:] == -1).all()
+        assert ok[r, ids[r, :k]].all()  # never a suppressed id
+        assert len(set(ids[r, :k].tolist())) == k
+        assert np.all(np.diff(scores[r, :k].astype(np.float64)) <= 0)
+        one_ids, one_scores = guard.recommend(int(r), None, N=N, filter_already_liked_items=False)
+        np.testing.assert_array_equal(one_ids, ids[r, :k])
+        np.testing.assert_array_equal(one_scores, scores[r, :k])
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("head", [0, 7, 1300])
+@pytest.mark.parametrize("ties", [False, True])
+def test_every_list_and_a_whole_pool_give_the_exact_slates(kind, head, ties):
+    # The head scored exactly and merged by score then id (the kernel's tie-break), the
+    # tail's pool holding every tail item: the exact Guard's slates, bit for bit.
+    rng = np.random.default_rng(5)
+    model, policy, _ = _policy_case(rng, 25, 1300, 6, ties=ties)
+    retrieval = gr.ANNRetrieval(
+        kind=kind, pool=1300, max_pool=1300, head=head, nprobe=10_000, ef_search=2000
+    )
+    guard = gr.Guard(model, policy, retrieval=retrieval)
+    exact = gr.Guard(model, policy)
+    users = np.arange(25)
+    call = dict(N=12, filter_already_liked_items=False)
+    ids, scores = guard.recommend(users, None, **call)
+    want_ids, want_scores = exact.recommend(users, None, **call)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+    assert retrieval.head_ids_.size == head and retrieval.last_fallbacks_ == 0
+
+
+def test_save_and_load_keep_the_head_and_read_a_bare_faiss_index(tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(2)
+    model, policy, _ = _policy_case(rng, 10, 1300, 6)
+    built = gr.ANNRetrieval(head=50).build(model.item_factors)
+    built.save(tmp_path / "items.npz")
+    loaded = gr.ANNRetrieval().load(tmp_path / "items.npz")
+    assert loaded.kind == built.kind == "ivfpq"
+    np.testing.assert_array_equal(loaded.head_ids_, built.head_ids_)
+    np.testing.assert_array_equal(loaded.tail_ids_, built.tail_ids_)
+    # the head holds the largest norms
+    norms = np.linalg.norm(model.item_factors, axis=1)
+    assert norms[built.head_ids_].min() >= norms[built.tail_ids_].max()
+    a = gr.Guard(model, policy, retrieval=built).recommend(
+        np.arange(10), None, N=5, filter_already_liked_items=False
+    )
+    b = gr.Guard(model, policy, retrieval=loaded).recommend(
+        np.arange(10), None, N=5, filter_already_liked_items=False
+    )
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    # a bare index over every item (the format before the head), e.g. written by faiss
+    bare = gr.ANNRetrieval(kind="ivf", head=0).build(model.item_factors)
+    faiss.write_index(bare.index_, str(tmp_path / "bare.faiss"))
+    old = gr.ANNRetrieval().load(tmp_path / "bare.faiss")
+    assert old.kind == "ivf" and old.head_ids_.size == 0 and old.tail_ids_.size == 1300
+    gr.Guard(model, policy, retrieval=old).recommend(
+        np.arange(10), None, N=5, filter_already_liked_items=False
+    )
+    (tmp_path / "junk.npz").write_bytes(b"PK not an archive")
+    with pytest.raises(Exception):  # noqa: B017 - numpy's own error for a broken zip
+        gr.ANNRetrieval().load(tmp_path / "junk.npz")

@@ -2,10 +2,10 @@
 
 Both the unfused path (:func:`guardrails.core.kernel.guarded_topk` scoring a whole chunk)
 and the fused, pruned one (:mod:`guardrails.core._fused`) prune with float32 scores and a
-threshold lowered by twice the proven rounding bound (:func:`threshold`), then hand every
-surviving candidate to :func:`emit`, which rescores it exactly, in float64 and in an order
-that does not depend on the batch. That is why both paths return the same slates bit for
-bit, and why a batch returns what single calls return.
+threshold lowered by twice the proven rounding bound (:func:`threshold`, :func:`lower`),
+then hand every surviving candidate to :func:`emit`, which rescores it exactly, in
+float64 and in an order that does not depend on the batch. That is why both paths return
+the same slates bit for bit, and why a batch returns what single calls return.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ __all__ = [
     "chunk_cells",
     "penalty_cells",
     "penalty_terms",
+    "forced_candidates",
+    "lower",
     "emit",
     "sanitize",
+    "column_norms",
     "threshold",
 ]
 
@@ -63,6 +66,8 @@ class TopkCall:
         The compiled selection step of the fused path (``guardrails.core._tile``).
     groups : GroupTerms or None
         Viewer groups sharing the call (:mod:`guardrails.core._groups`).
+    tally : list of int or None
+        If given, each chunk appends the number of candidates it rescored exactly.
     """
 
     space: Any
@@ -75,6 +80,7 @@ class TopkCall:
     scores_out: np.ndarray
     compiled: Any = None
     groups: Any = None
+    tally: list[int] | None = None
 
 
 class PairLookup:
@@ -128,21 +134,60 @@ def penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
     return uniq // n_cols, uniq % n_cols, total
 
 
-def penalty_terms(space, lo: int, hi: int, penalties, n_cols: int):
+def penalty_terms(space, lo: int, hi: int, penalties, n_cols: int, split: bool = False):
     """A chunk's per-viewer penalties, as every path of the kernel uses them.
 
-    Returns ``(cells, lookup, extra)``: the :func:`penalty_cells` triple (or None), a
-    :class:`PairLookup` of it for :func:`emit`'s exact rescoring (or None), and each row's
-    largest absolute penalty, whose float32 subtraction the rounding bound covers
-    (``space.error_bound(q, extra)``).
+    Returns ``(cells, lookup, has, forced)``: the :func:`penalty_cells` triple (or None)
+    that pruning subtracts in float32, a :class:`PairLookup` of every penalised cell for
+    :func:`emit`'s exact rescoring (or None), whether each row has penalised cells (their
+    float32 subtraction rounds: ``space.error_bound(q, has)``), and, with ``split``,
+    the cells whose viewer penalty is negative or NaN as ``(rows, cols)`` (or None).
+
+    ``split`` (factor spaces): a negative cell restores part of a folded penalty (as
+    FollowGraph's followers get), so its float32 value carries the rounding of that
+    penalty, however large; it is left out of ``cells``, and the pruning paths take it
+    as a candidate whatever its float32 value (:func:`forced_candidates`), so the
+    rounding bound of every other cell stays relative to its own value.
     """
-    extra = np.zeros(hi - lo, dtype=np.float64)
+    r = hi - lo
     cells = penalty_cells(space, lo, hi, penalties, n_cols)
+    has = np.zeros(r, dtype=bool)
     if cells is None:
-        return None, None, extra
+        return None, None, has, None
     urows, ucols, total = cells
-    np.maximum.at(extra, urows, np.abs(total))
-    return cells, PairLookup(urows, ucols, total, n_cols), extra
+    has[urows] = True
+    lookup = PairLookup(urows, ucols, total, n_cols)
+    forced = None
+    if split:
+        neg = ~(total >= 0)
+        if neg.any():
+            forced = (urows[neg], ucols[neg])
+            cells = (urows[~neg], ucols[~neg], total[~neg])
+    return cells, lookup, has, forced
+
+
+def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None):
+    """The cells of ``forced`` (local rows, compact cols) that no mask of the chunk hits.
+
+    The same test on every path (call mask, per-viewer masks, viewer groups' masks), so
+    the fused and unfused paths rescore the same forced cells.
+    """
+    rows, cols = forced
+    ok = np.ones(rows.size, dtype=bool)
+    if call_cols is not None and call_cols.size:
+        ok &= ~np.isin(cols, call_cols)
+    keys = rows * n_cols + cols
+    for csr in masks:
+        rr, cc, _ = chunk_cells(csr, lo, hi, pos)
+        ok &= ~np.isin(keys, rr * n_cols + cc)
+    if groups is not None:
+        of = groups.of_row[lo + rows]
+        for g in np.unique(of).tolist():
+            mask = groups.masks[g]
+            if mask is not None:
+                sel = of == g
+                ok[sel] &= ~mask[cols[sel]]
+    return rows[ok], cols[ok]
 
 
 def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) -> None:
@@ -186,6 +231,20 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
     call.scores_out[lo + c_rows[take], rank[take]] = e[take]
 
 
+def column_norms(ft: np.ndarray, rows: int, n: int) -> np.ndarray:
+    """float64 Euclidean norms of ``ft[:rows, :n]``'s columns, a slice of columns at a time.
+
+    No float64 copy of the whole matrix (at 10M items x 64 factors that copy and its
+    square alone are 10 GB).
+    """
+    out = np.empty(n, dtype=np.float64)
+    step = 1 << 16
+    for lo in range(0, n, step):
+        part = ft[:rows, lo : min(n, lo + step)].astype(np.float64)
+        out[lo : lo + part.shape[1]] = np.sqrt((part * part).sum(axis=0))
+    return out
+
+
 def sanitize(S: np.ndarray) -> bool:
     """Overflowed or NaN scores can never be served: make them ``-inf``. Rare path."""
     bad = ~np.isfinite(S) & ~np.isneginf(S)
@@ -193,10 +252,27 @@ def sanitize(S: np.ndarray) -> bool:
     return bool(bad.any())
 
 
-def threshold(t: np.ndarray, delta: np.ndarray, dtype) -> np.ndarray:
-    """Lower ``t`` by twice the rounding bound; no finite candidate above it is lost."""
-    thr = t - 2.0 * delta
+def lower(t: np.ndarray, delta: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """float64 pruning thresholds: no finite cell whose exact score can reach the row's
+    ``N``-th exact score is below them.
+
+    ``t`` is a row's ``N``-th largest float32 value (or a lower bound on it: block
+    maxima), and every cell's float32 value ``v`` is within ``delta + rel * |v|`` of its
+    exact score (``space.error_bound``). ``v - delta - rel |v|`` grows with ``v``, so the
+    ``N``-th exact score is at least ``L = t - delta - rel |t|``; a cell can reach it only
+    if ``v + delta + rel |v| >= L``, which holds for every ``v >= L - delta - 2 rel |L|``
+    (``rel <= 1/2``). With ``rel = 0``: ``t - 2 delta``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        low = t - delta - rel * np.abs(t)
+        thr = low - delta - 2.0 * rel * np.abs(low)
     thr[~np.isfinite(thr)] = -np.inf
+    return thr
+
+
+def threshold(t: np.ndarray, delta: np.ndarray, rel: np.ndarray, dtype) -> np.ndarray:
+    """:func:`lower`, rounded down to ``dtype``; no finite candidate above it is lost."""
+    thr = lower(t, delta, rel)
     return thr if dtype == np.float64 else _down(thr)
 
 

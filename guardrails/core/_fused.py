@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._exact import MIN_BLOCKS_PER_SLOT, chunk_cells, emit, penalty_terms, sanitize, threshold
+from ._exact import (
+    MIN_BLOCKS_PER_SLOT,
+    chunk_cells,
+    column_norms,
+    emit,
+    forced_candidates,
+    lower,
+    penalty_terms,
+    sanitize,
+    threshold,
+)
 
 if TYPE_CHECKING:
     from ._exact import TopkCall
@@ -100,7 +110,7 @@ class PruneIndex:
         d = space.item_rows.shape[1]
         n_tiles = max(1, -(-n // T))
         ft = space.factors_t
-        norms = np.sqrt((ft[:d, :n].astype(np.float64) ** 2).sum(axis=0))
+        norms = column_norms(ft, d, n)
         norms[~np.isfinite(norms)] = np.inf
         # Stable sort: equal norms keep the compact order, so the index is deterministic.
         sorted_cols = np.argsort(-norms, kind="stable").astype(np.int64)
@@ -202,14 +212,17 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
        largest norms and so most of the top items, ``t`` is raised by the tile's ``N``
        largest scores (they lie in its ``N`` blocks with the largest maxima), later by
        block maxima only.
-    3. The cells of blocks whose maximum reaches ``t - 2 delta`` are kept as candidates,
+    3. The cells of blocks whose maximum reaches ``t - 2 delta`` (:func:`~._exact.lower`,
+       with the rounding relative to the scores too) are kept as candidates,
        and the tile is discarded: the score matrix is never written.
-    4. No score in a tile exceeds ``|u| * max|v| + max(-penalty) + max|viewer penalty|``
-       (Cauchy-Schwarz), computed in float64. A row whose bound, plus the rounding bound
-       ``delta``, stays below ``t - 2 delta`` skips the tile: every item in it scores
-       below the ``N``-th exact score, so none can enter the slate. A tile is multiplied
-       with the rows that remain only; once no row can gain from a later tile (norms
-       only fall), the chunk stops.
+    4. No score in a tile exceeds ``|u| * max|v| + max(-penalty)`` (Cauchy-Schwarz),
+       computed in float64: the per-viewer penalties left in the tiles are demotions
+       (``>= 0``), however large; negative ones (restoring a folded penalty) are set
+       apart as candidates (:func:`~._exact.penalty_terms`). A row whose bound, plus
+       the rounding bound ``delta``, stays below ``t - 2 delta`` skips the tile: every
+       item in it scores below the ``N``-th exact score, so none can enter the slate.
+       A tile is multiplied with the rows that remain only; once no row can gain from a
+       later tile (norms only fall), the chunk stops.
     5. The candidates still above the final ``t - 2 delta`` go to
        :func:`~guardrails.core._exact.emit`, which rescores them exactly.
 
@@ -250,7 +263,16 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     call_cols = call.call_cols
     c_pos = np.sort(ix.inv[call_cols]) if call_cols is not None else np.empty(0, np.int64)
     c_at = np.searchsorted(c_pos, bounds)
-    cells, lookup, extra = penalty_terms(space, lo, hi, call.penalties, n_pad)
+    cells, lookup, has, forced = penalty_terms(space, lo, hi, call.penalties, n_pad, split=True)
+    if forced is not None:
+        # Restoring cells: -inf in the tiles (their float32 values carry a folded
+        # penalty's rounding), candidates whatever their value (see penalty_terms).
+        forced = forced_candidates(forced, call_cols, call.masks, lo, hi, space.pos, n_pad, groups)
+        m_rows = np.concatenate([m_rows, forced[0]])
+        m_pos = np.concatenate([m_pos, ix.inv[forced[1]]])
+        o = np.argsort(m_pos, kind="stable")
+        m_rows, m_pos = m_rows[o], m_pos[o]
+        m_at = np.searchsorted(m_pos, bounds)
     if cells is not None:
         urows, ucols, total = cells
         p_pos = ix.inv[ucols]
@@ -262,8 +284,9 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     p_at = np.searchsorted(p_pos, bounds)
     # Each viewer group's dense terms in tile order (padding positions are -inf anyway).
     dense = []
+    gmax = np.zeros(r)
     if groups is not None:
-        extra = extra + groups.row_boost(lo, hi)
+        gmax = groups.row_boost(lo, hi)
         for g, rr in groups.active(lo, hi):
             in_chunk = np.zeros(r, dtype=bool)
             in_chunk[rr] = True
@@ -275,11 +298,14 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
                     None if mask is None else mask[ix.order],
                 )
             )
-    delta = space.error_bound(q, extra)
+    delta, rel = space.error_bound(q, has, gmax)
     d = space.item_rows.shape[1]
     unorm = np.sqrt((q[:, :d].astype(np.float64) ** 2).sum(axis=1))
-    # A row skips a tile when unorm * norm_max + pen_max + base < thr (float64).
-    base = extra + delta
+    # A row skips a tile when unorm * norm_max + pen_max + base < thr (float64): no
+    # cell of the tile scores above unorm * norm_max plus the tile's largest folded
+    # offset and the row's largest group offset (per-viewer penalties left in the
+    # tiles are >= 0: they only lower scores, however large).
+    base = gmax + delta
     thr = np.full(r, -np.inf)
     thr32 = np.full(r, -np.inf, dtype=np.float32)
 
@@ -356,7 +382,7 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
                 S[:, cs] = blk
             if compiled is not None:
                 k = compiled.tile_select(
-                    S, W, li, top, delta, thr, thr32, c0, o_rows, o_pos, o_vals
+                    S, W, li, top, delta, rel, thr, thr32, c0, o_rows, o_pos, o_vals
                 )
                 if k:
                     found_r.append(o_rows[:k].copy())
@@ -390,8 +416,8 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
                 gl = li[g]
                 top[gl] = kept
                 t_rows = kept.min(axis=1).astype(np.float64)
-                thr[gl] = t_rows - 2.0 * delta[gl]
-                thr32[gl] = threshold(t_rows, delta[gl], np.float32)
+                thr[gl] = lower(t_rows, delta[gl], rel[gl])
+                thr32[gl] = threshold(t_rows, delta[gl], rel[gl], np.float32)
             tl = thr32[li]
             # Candidates: every cell of a block whose maximum reaches the threshold.
             hr, hb = np.nonzero(Mt >= tl[:, None])
@@ -402,13 +428,18 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
                 found_r.append(np.broadcast_to(li[hr][:, None], cp.shape)[ok])
                 found_p.append(cp[ok])
                 found_v.append(cv[ok])
-    if not found_r:
+    if not found_r and forced is None:
         return scored
-    rows = np.concatenate(found_r)
-    at = np.concatenate(found_p)
-    vals = np.concatenate(found_v)
+    rows = np.concatenate(found_r or [np.empty(0, np.int64)])
+    at = np.concatenate(found_p or [np.empty(0, np.int64)])
+    vals = np.concatenate(found_v or [np.empty(0, np.float32)])
     # The threshold only rose: drop what an earlier, lower one let in.
     keep = vals >= thr32[rows]
     rows, cols = rows[keep], ix.order[at[keep]]
+    if forced is not None:
+        rows = np.concatenate([rows, forced[0]])
+        cols = np.concatenate([cols, forced[1]])
+    if call.tally is not None:
+        call.tally.append(int(rows.size))  # list.append: safe from worker threads
     emit(call, lo, hi, rows, cols, None, False, lookup)
     return scored

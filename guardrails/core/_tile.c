@@ -4,8 +4,8 @@
  * with the GIL released so that the kernel's worker threads run it side by side:
  *
  *   tile_select  block maxima of the tile; each row's N largest scores so far raised by
- *                the tile's own scores; the row's thresholds t - 2 delta (float64, and
- *                float32 rounded down); every finite cell of a block whose maximum
+ *                the tile's own scores; the row's thresholds (float64, and float32
+ *                rounded down; guardrails.core._exact.lower: t - 2 delta when rel is 0); every finite cell of a block whose maximum
  *                reaches the float32 threshold, at or above it, written out as a
  *                candidate (row, position, score).
  *
@@ -54,32 +54,32 @@ round_down(double thr)
 }
 
 PyDoc_STRVAR(tile_select_doc,
-"tile_select(tile, width, rows, top, delta, thr, thr32, offset, out_rows, out_pos,\n"
-"            out_vals, /)\n--\n\n"
+"tile_select(tile, width, rows, top, delta, rel, thr, thr32, offset, out_rows,\n"
+"            out_pos, out_vals, /)\n--\n\n"
 "Select the candidates of one scored tile (float32, item-major, T x nl, T a multiple\n"
 "of width). rows (int64, nl): each tile column's row in top (float32, r x N, each row\n"
-"ascending: its N largest scores so far), delta, thr (float64, r) and thr32 (float32,\n"
-"r); top, thr and thr32 are updated for those rows. Candidates (row, offset + item,\n"
+"ascending: its N largest scores so far), delta, rel, thr (float64, r) and thr32\n"
+"(float32, r); top, thr and thr32 are updated for those rows. Candidates (row, offset + item,\n"
 "score) go to out_rows, out_pos (int64) and out_vals (float32), which must hold T * nl\n"
 "entries; returns their number. Releases the GIL.");
 
 static PyObject *
 tile_select(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *o[10];
-    Py_buffer v[10];
+    PyObject *o[11];
+    Py_buffer v[11];
     Py_ssize_t width, offset;
     memset(v, 0, sizeof(v));
-    if (!PyArg_ParseTuple(args, "OnOOOOOnOOO:tile_select", &o[0], &width, &o[1], &o[2], &o[3],
-                          &o[4], &o[5], &offset, &o[6], &o[7], &o[8])) {
+    if (!PyArg_ParseTuple(args, "OnOOOOOOnOOO:tile_select", &o[0], &width, &o[1], &o[2], &o[3],
+                          &o[9], &o[4], &o[5], &offset, &o[6], &o[7], &o[8])) {
         return NULL;
     }
     if (get_buffer(o[0], &v[0], 0, 'f', "tile") || get_buffer(o[1], &v[1], 0, 'q', "rows") ||
         get_buffer(o[2], &v[2], 1, 'f', "top") || get_buffer(o[3], &v[3], 0, 'd', "delta") ||
         get_buffer(o[4], &v[4], 1, 'd', "thr") || get_buffer(o[5], &v[5], 1, 'f', "thr32") ||
         get_buffer(o[6], &v[6], 1, 'q', "out_rows") || get_buffer(o[7], &v[7], 1, 'q', "out_pos") ||
-        get_buffer(o[8], &v[8], 1, 'f', "out_vals")) {
-        release_all(v, 9);
+        get_buffer(o[8], &v[8], 1, 'f', "out_vals") || get_buffer(o[9], &v[9], 0, 'd', "rel")) {
+        release_all(v, 10);
         return NULL;
     }
     const Py_ssize_t nl = v[1].len / 8;
@@ -90,6 +90,7 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     else if (v[2].ndim != 2 || v[2].shape[0] != r || v[2].shape[1] < 1)
         err = "top must have one row of at least one score per delta";
     else if (v[4].len / 8 != r || v[5].len / 4 != r) err = "thr and thr32 must match delta";
+    else if (v[9].len / 8 != r) err = "rel must match delta";
     else if (offset < 0) err = "offset must be >= 0";
     const Py_ssize_t T = err ? 0 : v[0].shape[0];
     const Py_ssize_t cap = T * nl;
@@ -101,7 +102,7 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     }
     if (err) {
         PyErr_SetString(PyExc_ValueError, err);
-        release_all(v, 9);
+        release_all(v, 10);
         return NULL;
     }
     const Py_ssize_t N = v[2].shape[1];
@@ -111,12 +112,13 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     if (maxima == NULL || lim == NULL) {
         free(maxima);
         free(lim);
-        release_all(v, 9);
+        release_all(v, 10);
         return PyErr_NoMemory();
     }
     const float *S = (const float *)v[0].buf;
     float *top = (float *)v[2].buf;
     const double *delta = (const double *)v[3].buf;
+    const double *rel = (const double *)v[9].buf;
     double *thr = (double *)v[4].buf;
     float *thr32 = (float *)v[5].buf;
     int64_t *out_rows = (int64_t *)v[6].buf, *out_pos = (int64_t *)v[7].buf;
@@ -151,7 +153,9 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     for (Py_ssize_t j = 0; j < nl; j++) {
         const int64_t g = rows[j];
         const double t = (double)top[g * N];
-        const double x = t - 2.0 * delta[g];
+        /* guardrails.core._exact.lower: the same float64 operations, in the same order */
+        const double low = t - delta[g] - rel[g] * fabs(t) - delta[g];
+        const double x = low - 2.0 * rel[g] * fabs(low);
         thr[g] = x == x ? x : -INFINITY;
         thr32[g] = lim[j] = round_down(x);
     }
@@ -174,7 +178,7 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     Py_END_ALLOW_THREADS
     free(maxima);
     free(lim);
-    release_all(v, 9);
+    release_all(v, 10);
     return PyLong_FromSsize_t(count);
 }
 

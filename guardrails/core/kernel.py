@@ -55,7 +55,10 @@ from ._exact import (
     PairLookup,
     TopkCall,
     chunk_cells,
+    column_norms,
     emit,
+    forced_candidates,
+    lower,
     penalty_terms,
     sanitize,
     threshold,
@@ -214,9 +217,7 @@ class FactorSpace:
         ft[:n_factors, : ids.size] = item_factors[ids].T
         if augmented:
             ft[n_factors, : ids.size] = -penalty[ids]
-        norm_max = (
-            float(np.sqrt((ft.astype(np.float64) ** 2).sum(axis=0).max())) if ids.size else 0.0
-        )
+        norm_max = float(column_norms(ft, k, ids.size).max()) if ids.size else 0.0
         # Row-major factors for exact rescoring: gathering a few rows is cache-friendly,
         # gathering columns of the transposed copy is not. No copy when already float32.
         item_rows = np.ascontiguousarray(item_factors, dtype=np.float32)
@@ -253,18 +254,70 @@ class FactorSpace:
             out += self.neg_penalty[cols]
         return out
 
-    def error_bound(self, queries: np.ndarray, penalty_max=None) -> np.ndarray:
-        """Per-row bound on ``|GEMM score - exact score|`` (float32 rounding, generous).
+    def _fold_stats(self) -> tuple[float, bool]:
+        """Largest norm of an item's raw factors, and whether every folded penalty is >= 0."""
+        stats = self.__dict__.get("_fold")
+        if stats is None:
+            d = self.item_rows.shape[1]
+            n = self.n_eligible
+            norm = float(column_norms(self.factors_t, d, n).max()) if n else 0.0
+            # NaN fails the test: such a space keeps the bound that needs no sign.
+            nonneg = self.neg_penalty is None or bool(np.all(self.neg_penalty <= 0))
+            stats = (norm, nonneg)
+            # Frozen dataclass: a derived cache, not state; racing builders agree.
+            object.__setattr__(self, "_fold", stats)
+        return stats
 
-        ``penalty_max``: each row's largest absolute per-viewer penalty, subtracted from
-        the GEMM scores in float32; its rounding is added to the bound.
+    def error_bound(
+        self, queries: np.ndarray, has: np.ndarray | None = None, group_max=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row ``(delta, rel)``: every float32 cell ``v`` is within
+        ``delta + rel * |v|`` of its exact score (generous float32 rounding bounds).
+
+        ``queries`` are augmented (:meth:`augment_queries`); ``has`` whether each row
+        has per-viewer penalties (non-negative: ``penalty_terms`` sets the negative ones
+        apart), subtracted in float32 after the product;
+        ``group_max`` each row's largest absolute viewer-group offset, subtracted after
+        them (:mod:`._groups`). With ``gamma = 4 (k + 2) eps`` the product of ``k``
+        factors is within ``gamma * sum |q_i v_i|`` of the exact one, which gives two
+        bounds, and each row takes the tighter:
+
+        1. ``sum |q_i v_i| <= |q| * row_norm_max`` (the folded penalty included), and each
+           later float32 subtraction rounds by ``eps`` of its operands, which are within
+           that bound of ``v``: ``delta = (gamma + 2 eps) |q| row_norm_max + 4 eps
+           group_max``, ``rel = 4 eps``. A large folded penalty makes it loose.
+        2. Where every folded penalty is ``>= 0`` (a demotion; the viewer ones are),
+           the penalties sum to ``dot - exact <= |q_raw| raw_norm_max + |exact|``, so
+           their rounding is relative to the result: ``delta = 2 gamma' A + (4 eps +
+           2 gamma') group_max`` and ``rel = gamma' + 4 eps``, with ``A = |q_raw|
+           raw_norm_max`` and ``gamma' = gamma / (1 - gamma)``. However large a demotion,
+           the bound stays that of the scores near the top (which are small).
+
+        Without penalties or offsets ``rel`` is 0 and ``delta`` is bound 1.
         """
         k = queries.shape[1]
-        qn = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
-        bound = 4.0 * (k + 2) * EPS32 * qn * self.row_norm_max + 1e-30
-        if penalty_max is not None:
-            bound += 4.0 * EPS32 * penalty_max
-        return bound
+        r = queries.shape[0]
+        q64 = queries.astype(np.float64)
+        qn = np.sqrt((q64**2).sum(axis=1))
+        gamma = 4.0 * (k + 2) * EPS32
+        has = np.zeros(r, bool) if has is None else has
+        gmax = np.zeros(r) if group_max is None else np.asarray(group_max, dtype=np.float64)
+        rounds = has | (gmax != 0)
+        delta = np.where(has, gamma + 2.0 * EPS32, gamma) * qn * self.row_norm_max
+        delta += 4.0 * EPS32 * gmax + 1e-30
+        rel = np.where(rounds, 4.0 * EPS32, 0.0)
+        if self.augmented:
+            norm_raw, nonneg = self._fold_stats()
+            d = self.item_rows.shape[1]
+            if nonneg:
+                g1 = gamma / (1.0 - gamma)
+                a = np.sqrt((q64[:, :d] ** 2).sum(axis=1)) * norm_raw
+                delta2 = 2.0 * g1 * a + (4.0 * EPS32 + 2.0 * g1) * gmax + 1e-30
+                use = delta2 < delta
+                delta = np.where(use, delta2, delta)
+                rel = np.where(use, g1 + 4.0 * EPS32, rel)
+        # NaN anywhere makes the thresholds -inf (lower): nothing is pruned.
+        return delta, rel
 
 
 @dataclass(frozen=True, eq=False)
@@ -336,8 +389,10 @@ class SimilaritySpace:
     def exact_scores(self, queries, rows, cols) -> np.ndarray:  # pragma: no cover - unused
         raise NotImplementedError
 
-    def error_bound(self, queries, penalty_max=None) -> np.ndarray:
-        return np.zeros(queries.shape[0], dtype=np.float64)
+    def error_bound(self, queries, pens=None, group_max=None) -> tuple[np.ndarray, np.ndarray]:
+        # Scores are float64 sums of the sparse product, the same whatever the batch.
+        zero = np.zeros(queries.shape[0], dtype=np.float64)
+        return zero, zero.copy()
 
 
 # Over 120 lines with its numpydoc docstring (43 lines) and signature; the body is the
@@ -387,7 +442,8 @@ def guarded_topk(
     stats : dict, optional
         If given, receives ``"cells"`` (query rows times eligible items) and
         ``"scored"`` (the cells the product actually computed: fewer where the fused
-        path skipped tiles), for benchmarks and tests.
+        path skipped tiles) and ``"rescored"`` (the candidate cells that survived
+        pruning and were rescored exactly), for benchmarks and tests.
     backend : {"auto", "compiled", "numpy"}
         The fused path's selection step: the compiled one (``guardrails.core._tile``,
         built with the package where a C compiler was available), numpy, or the compiled
@@ -434,6 +490,7 @@ def guarded_topk(
     if stats is not None:
         stats.setdefault("cells", 0)
         stats.setdefault("scored", 0)
+        stats.setdefault("rescored", 0)
     if m == 0 or space.n_eligible == 0:
         return ids, scores
     n_pad = space.width * space.n_blocks
@@ -473,7 +530,8 @@ def guarded_topk(
         out_ids, out_scores = ids, scores
         ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
 
-    call = TopkCall(space, qa, N, call_cols, masks, penalties, ids, scores, compiled, gt)
+    tally: list[int] | None = None if stats is None else []
+    call = TopkCall(space, qa, N, call_cols, masks, penalties, ids, scores, compiled, gt, tally)
 
     def run(lo: int, hi: int, tile: int) -> int:
         return _run_chunk(call, lo, hi, tile)
@@ -501,6 +559,7 @@ def guarded_topk(
     if stats is not None:
         stats["cells"] = stats.get("cells", 0) + m * space.n_eligible
         stats["scored"] = stats.get("scored", 0) + scored
+        stats["rescored"] = stats.get("rescored", 0) + sum(tally or ())
     return ids, scores
 
 
@@ -552,16 +611,25 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     for csr in call.masks:
         rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
         S[rr, cc] = -np.inf
-    cells, lookup, extra = penalty_terms(space, lo, hi, call.penalties, S.shape[1])
+    exact = isinstance(space, SimilaritySpace)
+    cells, lookup, has, forced = penalty_terms(
+        space, lo, hi, call.penalties, S.shape[1], split=not exact
+    )
     if cells is not None:
         urows, ucols, total = cells
         S[urows, ucols] -= total.astype(S.dtype)
+    gmax = None
     if groups is not None:
-        extra = extra + groups.row_boost(lo, hi)
+        gmax = groups.row_boost(lo, hi)
         _apply_groups(S, groups, lo, hi, space.n_eligible)
+    if forced is not None:
+        # Restoring cells: candidates whatever their float32 value (see penalty_terms).
+        forced = forced_candidates(
+            forced, call_cols, call.masks, lo, hi, space.pos, S.shape[1], groups
+        )
+        S[forced[0], forced[1]] = -np.inf
 
-    exact = isinstance(space, SimilaritySpace)
-    delta = space.error_bound(q, extra)
+    delta, rel = space.error_bound(q, has, gmax)
 
     # Block maxima over strided blocks: item c lies in block c % B.
     n_pad = S.shape[1]
@@ -574,7 +642,7 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
         if (np.isnan(best) or best == np.inf) and sanitize(S):
             M = S.reshape(r, W, B).max(axis=1)
         t = np.partition(M, B - N, axis=1)[:, B - N].astype(np.float64)
-        thr_cmp = threshold(t, delta, S.dtype)
+        thr_cmp = threshold(t, delta, rel, S.dtype)
         blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)
         cols = blk_b[:, None] + B * np.arange(W, dtype=np.int64)[None, :]
         vals = S.reshape(-1)[(blk_r * n_pad)[:, None] + cols]
@@ -589,12 +657,18 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
             t = np.partition(S, n_pad - N, axis=1)[:, n_pad - N].astype(np.float64)
         else:
             t = np.full(r, -np.inf)
-        thr_cmp = threshold(t, delta, S.dtype)
+        thr_cmp = threshold(t, delta, rel, S.dtype)
         flat = np.flatnonzero(S >= thr_cmp[:, None])
         rows, cols = np.divmod(flat, n_pad)
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
     c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
+    if forced is not None and forced[0].size:
+        c_rows = np.concatenate([c_rows, forced[0]])
+        c_cols = np.concatenate([c_cols, forced[1]])
+        c_vals = np.concatenate([c_vals, np.full(forced[0].size, np.nan, c_vals.dtype)])
+    if call.tally is not None:
+        call.tally.append(int(c_rows.size))  # list.append: safe from worker threads
     emit(call, lo, hi, c_rows, c_cols, c_vals, exact, lookup)
     return r * space.n_eligible
 
@@ -625,6 +699,7 @@ def pool_topk(
     viewer_masks: Sequence[sp.csr_matrix] = (),
     viewer_penalties: Sequence[sp.csr_matrix] = (),
     score_dtype=np.float32,
+    unique: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
 
@@ -636,8 +711,9 @@ def pool_topk(
 
     With ``pool_scores`` (the index's float32 inner products of the raw factors) the
     pool is pruned before exact rescoring, by the kernel's argument: a score within
-    ``delta`` of the exact one, the penalties added, bounds the ``N``-th exact score,
-    and only cells within ``2 delta`` of that bound are rescored.
+    ``delta`` of the exact one, the penalties added in float64, bounds the ``N``-th
+    exact score, and only cells that can reach that bound are rescored
+    (:func:`~._exact.lower`).
 
     Parameters
     ----------
@@ -651,6 +727,10 @@ def pool_topk(
         Unpenalised inner products of the pooled items, any float32 summation order.
     call_mask, viewer_masks, viewer_penalties, score_dtype
         As for :func:`guarded_topk`.
+    unique : bool
+        The caller vouches that no row repeats an item (an index's result rows): the
+        pool is then pruned as a dense ``(m, P)`` array, without deduplication. Same
+        results.
 
     Returns
     -------
@@ -662,6 +742,20 @@ def pool_topk(
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
     if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
+        return ids, scores
+    if unique and pool_scores is not None:
+        _pool_dense(
+            space,
+            queries,
+            pool_ids,
+            pool_scores,
+            N,
+            call_mask,
+            viewer_masks,
+            viewer_penalties,
+            ids,
+            scores,
+        )
         return ids, scores
     n_items = space.pos.shape[0]
     pool_ids = np.asarray(pool_ids, dtype=np.int64)
@@ -686,7 +780,7 @@ def pool_topk(
         rows, cols = rows[~hit], cols[~hit]
         approx = None if approx is None else approx[~hit]
     pens = [p for p in viewer_penalties if p is not None and p.nnz]
-    _, lookup, extra = penalty_terms(space, 0, m, pens, n_pad)
+    _, lookup, _, _ = penalty_terms(space, 0, m, pens, n_pad)
     qa = space.augment_queries(queries)
     # One cell per (row, item), whatever the pool repeats (before counting N of them).
     keys, first = np.unique(rows * n_pad + cols, return_index=True)
@@ -698,7 +792,14 @@ def pool_topk(
             a += space.neg_penalty[cols]
         if lookup is not None:
             a -= lookup.get(rows, cols)
-        delta = space.error_bound(qa, extra)
+        # The pool's float32 inner products of the raw factors are within
+        # ``gamma |q| max|v|`` of the exact ones; the penalties are added in float64
+        # (rounding relative to the result, far below ``4 eps``).
+        d = space.item_rows.shape[1]
+        norm_raw = space._fold_stats()[0]
+        qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
+        delta = 4.0 * (d + 3) * EPS32 * qn * norm_raw + 1e-30
+        rel = np.full(m, 4.0 * EPS32)
         # N-th largest finite approximate score per row; fewer than N keeps the row whole.
         fin = np.isfinite(a)
         order = np.lexsort((-np.where(fin, a, -np.inf), rows))
@@ -708,9 +809,62 @@ def pool_topk(
         at_n = rank == N - 1
         t[r_sorted[at_n]] = a[order[at_n]]
         t[~np.isfinite(t)] = -np.inf
-        keep = ~fin | (a >= t[rows] - 2.0 * delta[rows])
+        keep = ~fin | (a >= lower(t, delta, rel)[rows])
         rows, cols = rows[keep], cols[keep]
     # The cells left are unmasked, and their penalties are in ``lookup``: emit rescores them.
     call = TopkCall(space, qa, N, None, (), (), ids, scores)
     emit(call, 0, m, rows, cols, None, False, lookup)
     return ids, scores
+
+
+def _pool_dense(
+    space, queries, pool_ids, pool_scores, N, call_mask, viewer_masks, viewer_penalties, ids, scores
+) -> None:
+    """:func:`pool_topk` on rows without repeats: the same cells, pruned as dense arrays."""
+    m, P = pool_ids.shape
+    n_items = space.pos.shape[0]
+    n_pad = space.width * space.n_blocks
+    g = np.asarray(pool_ids, dtype=np.int64)
+    ok = (g >= 0) & (g < n_items)
+    g = np.where(ok, g, 0)
+    cols = space.pos[g]
+    ok &= cols >= 0
+    if call_mask is not None and np.size(call_mask):
+        banned = np.zeros(n_items, dtype=bool)
+        banned[call_mask] = True
+        ok &= ~banned[g]
+    rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], (m, P))
+    for csr in viewer_masks:
+        if csr is None or not csr.nnz:
+            continue
+        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
+        at = np.flatnonzero(ok)
+        hit = PairLookup(rr, cc, np.ones(rr.size), n_pad).get(
+            rows.reshape(-1)[at], cols.reshape(-1)[at]
+        )
+        ok.reshape(-1)[at[hit > 0]] = False
+    pens = [p for p in viewer_penalties if p is not None and p.nnz]
+    _, lookup, _, _ = penalty_terms(space, 0, m, pens, n_pad)
+    qa = space.augment_queries(queries)
+    a = np.asarray(pool_scores, dtype=np.float64).copy()
+    if space.neg_penalty is not None:
+        a += space.neg_penalty[np.where(ok, cols, 0)]
+    if lookup is not None:
+        at = np.flatnonzero(ok)
+        a.reshape(-1)[at] -= lookup.get(rows.reshape(-1)[at], cols.reshape(-1)[at])
+    # As pool_topk: the N-th largest finite approximate score of the eligible cells.
+    fin = ok & np.isfinite(a)
+    t = np.full(m, -np.inf)
+    if P >= N:
+        t = np.partition(np.where(fin, a, -np.inf), P - N, axis=1)[:, P - N]
+        t[~np.isfinite(t)] = -np.inf
+    d = space.item_rows.shape[1]
+    norm_raw = space._fold_stats()[0]
+    qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
+    delta = 4.0 * (d + 3) * EPS32 * qn * norm_raw + 1e-30
+    thr = lower(t, delta, np.full(m, 4.0 * EPS32))
+    with np.errstate(invalid="ignore"):
+        keep = ok & (~fin | (a >= thr[:, None]))
+    r, c = np.nonzero(keep)
+    call = TopkCall(space, qa, N, None, (), (), ids, scores)
+    emit(call, 0, m, r, cols[r, c], None, False, lookup)
