@@ -21,6 +21,7 @@ __all__ = [
     "EPS32",
     "F32_MAX",
     "MIN_BLOCKS_PER_SLOT",
+    "PAD_ID",
     "TopkCall",
     "PairLookup",
     "chunk_cells",
@@ -36,6 +37,8 @@ __all__ = [
 
 EPS32 = float(np.finfo(np.float32).eps)
 F32_MAX = float(np.finfo(np.float32).max)
+#: Item id used to pad batch slates that have fewer than ``N`` eligible items.
+PAD_ID = -1
 # Block pruning pays only when there are several blocks per slate slot.
 MIN_BLOCKS_PER_SLOT = 4
 

@@ -52,13 +52,12 @@ from ..exceptions import ValidationError
 from ._exact import (
     EPS32,
     MIN_BLOCKS_PER_SLOT,
-    PairLookup,
+    PAD_ID,
     TopkCall,
     chunk_cells,
     column_norms,
     emit,
     forced_candidates,
-    lower,
     penalty_terms,
     sanitize,
     threshold,
@@ -73,6 +72,7 @@ from ._fused import (
     run_chunk_tiled,
 )
 from ._groups import GroupTerms, RowGroups, group_terms
+from ._pool import pool_topk
 from .threads import blas_single_thread, default_num_threads, shared_pool
 
 try:  # optional: built with the package where a C compiler was available (setup.py)
@@ -93,9 +93,6 @@ __all__ = [
     "PAD_ID",
     "HAS_COMPILED_TILE",
 ]
-
-#: Item id used to pad batch slates that have fewer than ``N`` eligible items.
-PAD_ID = -1
 
 # Rows per chunk: 128 measured best at 64 and 128 factors on 50k and 200k items (GEMM
 # efficiency grows with the rows), capped so one chunk's scores stay within 128 MiB
@@ -253,6 +250,11 @@ class FactorSpace:
         if fold and self.neg_penalty is not None:
             out += self.neg_penalty[cols]
         return out
+
+    @property
+    def raw_norm_max(self) -> float:
+        """Largest Euclidean norm of an eligible item's raw factors (no folded penalty)."""
+        return self._fold_stats()[0]
 
     def _fold_stats(self) -> tuple[float, bool]:
         """Largest norm of an item's raw factors, and whether every folded penalty is >= 0."""
@@ -686,185 +688,3 @@ def _apply_groups(S: np.ndarray, groups: GroupTerms, lo: int, hi: int, n: int) -
                 blk[:, mask] = -np.inf
             if not whole:
                 S[rr, :n] = blk
-
-
-def pool_topk(
-    space: FactorSpace,
-    queries: np.ndarray,
-    pool_ids: np.ndarray,
-    N: int,
-    *,
-    pool_scores: np.ndarray | None = None,
-    call_mask: np.ndarray | None = None,
-    viewer_masks: Sequence[sp.csr_matrix] = (),
-    viewer_penalties: Sequence[sp.csr_matrix] = (),
-    score_dtype=np.float32,
-    unique: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
-
-    Every pooled item is scored exactly as :func:`guarded_topk` scores its candidates
-    (same products, same penalties, same tie-break), so a pool that holds a row's exact
-    top ``N`` gives that row exactly the exact path's slate. Items outside ``space``
-    (globally hard-masked), in ``call_mask`` or masked for the viewer are dropped:
-    nothing in a pool is trusted.
-
-    With ``pool_scores`` (the index's float32 inner products of the raw factors) the
-    pool is pruned before exact rescoring, by the kernel's argument: a score within
-    ``delta`` of the exact one, the penalties added in float64, bounds the ``N``-th
-    exact score, and only cells that can reach that bound are rescored
-    (:func:`~._exact.lower`).
-
-    Parameters
-    ----------
-    space : FactorSpace
-        The eligible items of the plan variant.
-    queries : ndarray of float32, shape (m, n_factors)
-    pool_ids : ndarray of int64, shape (m, P)
-        Global item indices per row; ``-1`` and repeats are ignored.
-    N : int
-    pool_scores : ndarray of float32, shape (m, P), optional
-        Unpenalised inner products of the pooled items, any float32 summation order.
-    call_mask, viewer_masks, viewer_penalties, score_dtype
-        As for :func:`guarded_topk`.
-    unique : bool
-        The caller vouches that no row repeats an item (an index's result rows): the
-        pool is then pruned as a dense ``(m, P)`` array, without deduplication. Same
-        results.
-
-    Returns
-    -------
-    ids, scores : ndarray, shape (m, N)
-        As for :func:`guarded_topk`, padded where a pool has fewer than ``N`` eligible
-        items.
-    """
-    m = queries.shape[0]
-    ids = np.full((m, N), PAD_ID, dtype=np.int64)
-    scores = np.full((m, N), -np.inf, dtype=score_dtype)
-    if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
-        return ids, scores
-    if unique and pool_scores is not None:
-        _pool_dense(
-            space,
-            queries,
-            pool_ids,
-            pool_scores,
-            N,
-            call_mask,
-            viewer_masks,
-            viewer_penalties,
-            ids,
-            scores,
-        )
-        return ids, scores
-    n_items = space.pos.shape[0]
-    pool_ids = np.asarray(pool_ids, dtype=np.int64)
-    rows = np.repeat(np.arange(m, dtype=np.int64), pool_ids.shape[1])
-    g = pool_ids.reshape(-1)
-    ok = (g >= 0) & (g < n_items)
-    g = np.where(ok, g, 0)
-    cols = space.pos[g]
-    ok &= cols >= 0
-    if call_mask is not None and np.size(call_mask):
-        banned = np.zeros(n_items, dtype=bool)
-        banned[call_mask] = True
-        ok &= ~banned[g]
-    rows, cols = rows[ok], cols[ok]
-    approx = None if pool_scores is None else np.asarray(pool_scores).reshape(-1)[ok]
-    n_pad = space.width * space.n_blocks
-    for csr in viewer_masks:
-        if csr is None or not csr.nnz:
-            continue
-        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
-        hit = PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
-        rows, cols = rows[~hit], cols[~hit]
-        approx = None if approx is None else approx[~hit]
-    pens = [p for p in viewer_penalties if p is not None and p.nnz]
-    _, lookup, _, _ = penalty_terms(space, 0, m, pens, n_pad)
-    qa = space.augment_queries(queries)
-    # One cell per (row, item), whatever the pool repeats (before counting N of them).
-    keys, first = np.unique(rows * n_pad + cols, return_index=True)
-    rows, cols = keys // n_pad, keys % n_pad
-    approx = None if approx is None else approx[first]
-    if approx is not None and rows.size:
-        a = approx.astype(np.float64)
-        if space.neg_penalty is not None:
-            a += space.neg_penalty[cols]
-        if lookup is not None:
-            a -= lookup.get(rows, cols)
-        # The pool's float32 inner products of the raw factors are within
-        # ``gamma |q| max|v|`` of the exact ones; the penalties are added in float64
-        # (rounding relative to the result, far below ``4 eps``).
-        d = space.item_rows.shape[1]
-        norm_raw = space._fold_stats()[0]
-        qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
-        delta = 4.0 * (d + 3) * EPS32 * qn * norm_raw + 1e-30
-        rel = np.full(m, 4.0 * EPS32)
-        # N-th largest finite approximate score per row; fewer than N keeps the row whole.
-        fin = np.isfinite(a)
-        order = np.lexsort((-np.where(fin, a, -np.inf), rows))
-        r_sorted = rows[order]
-        rank = np.arange(order.size) - np.searchsorted(r_sorted, r_sorted)
-        t = np.full(m, -np.inf)
-        at_n = rank == N - 1
-        t[r_sorted[at_n]] = a[order[at_n]]
-        t[~np.isfinite(t)] = -np.inf
-        keep = ~fin | (a >= lower(t, delta, rel)[rows])
-        rows, cols = rows[keep], cols[keep]
-    # The cells left are unmasked, and their penalties are in ``lookup``: emit rescores them.
-    call = TopkCall(space, qa, N, None, (), (), ids, scores)
-    emit(call, 0, m, rows, cols, None, False, lookup)
-    return ids, scores
-
-
-def _pool_dense(
-    space, queries, pool_ids, pool_scores, N, call_mask, viewer_masks, viewer_penalties, ids, scores
-) -> None:
-    """:func:`pool_topk` on rows without repeats: the same cells, pruned as dense arrays."""
-    m, P = pool_ids.shape
-    n_items = space.pos.shape[0]
-    n_pad = space.width * space.n_blocks
-    g = np.asarray(pool_ids, dtype=np.int64)
-    ok = (g >= 0) & (g < n_items)
-    g = np.where(ok, g, 0)
-    cols = space.pos[g]
-    ok &= cols >= 0
-    if call_mask is not None and np.size(call_mask):
-        banned = np.zeros(n_items, dtype=bool)
-        banned[call_mask] = True
-        ok &= ~banned[g]
-    rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], (m, P))
-    for csr in viewer_masks:
-        if csr is None or not csr.nnz:
-            continue
-        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
-        at = np.flatnonzero(ok)
-        hit = PairLookup(rr, cc, np.ones(rr.size), n_pad).get(
-            rows.reshape(-1)[at], cols.reshape(-1)[at]
-        )
-        ok.reshape(-1)[at[hit > 0]] = False
-    pens = [p for p in viewer_penalties if p is not None and p.nnz]
-    _, lookup, _, _ = penalty_terms(space, 0, m, pens, n_pad)
-    qa = space.augment_queries(queries)
-    a = np.asarray(pool_scores, dtype=np.float64).copy()
-    if space.neg_penalty is not None:
-        a += space.neg_penalty[np.where(ok, cols, 0)]
-    if lookup is not None:
-        at = np.flatnonzero(ok)
-        a.reshape(-1)[at] -= lookup.get(rows.reshape(-1)[at], cols.reshape(-1)[at])
-    # As pool_topk: the N-th largest finite approximate score of the eligible cells.
-    fin = ok & np.isfinite(a)
-    t = np.full(m, -np.inf)
-    if P >= N:
-        t = np.partition(np.where(fin, a, -np.inf), P - N, axis=1)[:, P - N]
-        t[~np.isfinite(t)] = -np.inf
-    d = space.item_rows.shape[1]
-    norm_raw = space._fold_stats()[0]
-    qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
-    delta = 4.0 * (d + 3) * EPS32 * qn * norm_raw + 1e-30
-    thr = lower(t, delta, np.full(m, 4.0 * EPS32))
-    with np.errstate(invalid="ignore"):
-        keep = ok & (~fin | (a >= thr[:, None]))
-    r, c = np.nonzero(keep)
-    call = TopkCall(space, qa, N, None, (), (), ids, scores)
-    emit(call, 0, m, r, cols[r, c], None, False, lookup)

@@ -1,0 +1,198 @@
+"""Top-``N`` of each row's own candidate pool: the exact step of ANN retrieval.
+
+An approximate index (:mod:`guardrails.retrieval`) proposes a pool of items per row;
+:func:`pool_topk` drops what the plan does not allow and hands the rest to the kernel's
+exact rescoring (:func:`~._exact.emit`). ``guardrails.core.kernel`` re-exports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._exact import EPS32, PAD_ID, PairLookup, TopkCall, chunk_cells, emit, lower, penalty_terms
+
+if TYPE_CHECKING:
+    from .kernel import FactorSpace
+
+__all__ = ["pool_topk"]
+
+
+def pool_topk(
+    space: FactorSpace,
+    queries: np.ndarray,
+    pool_ids: np.ndarray,
+    N: int,
+    *,
+    pool_scores: np.ndarray | None = None,
+    call_mask: np.ndarray | None = None,
+    viewer_masks: Sequence[sp.csr_matrix] = (),
+    viewer_penalties: Sequence[sp.csr_matrix] = (),
+    score_dtype=np.float32,
+    unique: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
+
+    Every pooled item is scored exactly as :func:`~.kernel.guarded_topk` scores its candidates
+    (same products, same penalties, same tie-break), so a pool that holds a row's exact
+    top ``N`` gives that row exactly the exact path's slate. Items outside ``space``
+    (globally hard-masked), in ``call_mask`` or masked for the viewer are dropped:
+    nothing in a pool is trusted.
+
+    With ``pool_scores`` (the index's float32 inner products of the raw factors) the
+    pool is pruned before exact rescoring, by the kernel's argument: a score within
+    ``delta`` of the exact one, the penalties added in float64, bounds the ``N``-th
+    exact score, and only cells that can reach that bound are rescored
+    (:func:`~._exact.lower`).
+
+    Parameters
+    ----------
+    space : FactorSpace
+        The eligible items of the plan variant.
+    queries : ndarray of float32, shape (m, n_factors)
+    pool_ids : ndarray of int64, shape (m, P)
+        Global item indices per row; ``-1`` and repeats are ignored.
+    N : int
+    pool_scores : ndarray of float32, shape (m, P), optional
+        Unpenalised inner products of the pooled items, any float32 summation order.
+    call_mask, viewer_masks, viewer_penalties, score_dtype
+        As for :func:`~.kernel.guarded_topk`.
+    unique : bool
+        The caller vouches that no row repeats an item (an index's result rows): the
+        pool is then pruned as a dense ``(m, P)`` array, without deduplication. Same
+        results.
+
+    Returns
+    -------
+    ids, scores : ndarray, shape (m, N)
+        As for :func:`~.kernel.guarded_topk`, padded where a pool has fewer than ``N`` eligible
+        items.
+    """
+    m = queries.shape[0]
+    ids = np.full((m, N), PAD_ID, dtype=np.int64)
+    scores = np.full((m, N), -np.inf, dtype=score_dtype)
+    if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
+        return ids, scores
+    call = TopkCall(space, space.augment_queries(queries), N, None, (), (), ids, scores)
+    pens = [p for p in viewer_penalties if p is not None and p.nnz]
+    _, lookup, _, _ = penalty_terms(space, 0, m, pens, space.width * space.n_blocks)
+    pool_ids = np.asarray(pool_ids, dtype=np.int64)
+    cells = _pool_dense if unique and pool_scores is not None else _pool_cells
+    rows, cols = cells(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, N, lookup)
+    # The cells left are unmasked, and their penalties are in ``lookup``: emit rescores them.
+    emit(call, 0, m, rows, cols, None, False, lookup)
+    return ids, scores
+
+
+def _pool_cells(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, N, lookup):
+    """The ``(rows, cols)`` cells of the pool that can enter a slate, one per (row, item)."""
+    m = queries.shape[0]
+    n_pad = space.width * space.n_blocks
+    rows = np.repeat(np.arange(m, dtype=np.int64), pool_ids.shape[1])
+    ok, cols = _eligible(space, pool_ids.reshape(-1), call_mask)
+    rows, cols = rows[ok], cols[ok]
+    approx = None if pool_scores is None else np.asarray(pool_scores).reshape(-1)[ok]
+    hit = _viewer_masked(space, viewer_masks, m, rows, cols)
+    rows, cols = rows[~hit], cols[~hit]
+    approx = None if approx is None else approx[~hit]
+    # One cell per (row, item), whatever the pool repeats (before counting N of them).
+    keys, first = np.unique(rows * n_pad + cols, return_index=True)
+    rows, cols = keys // n_pad, keys % n_pad
+    if approx is None or not rows.size:
+        return rows, cols
+    a = _penalised(space, approx[first], rows, cols, lookup)
+    # N-th largest finite approximate score per row; fewer than N keeps the row whole.
+    fin = np.isfinite(a)
+    order = np.lexsort((-np.where(fin, a, -np.inf), rows))
+    r_sorted = rows[order]
+    rank = np.arange(order.size) - np.searchsorted(r_sorted, r_sorted)
+    t = np.full(m, -np.inf)
+    at_n = rank == N - 1
+    t[r_sorted[at_n]] = a[order[at_n]]
+    t[~np.isfinite(t)] = -np.inf
+    keep = ~fin | (a >= _pool_lower(space, queries, t)[rows])
+    return rows[keep], cols[keep]
+
+
+def _pool_dense(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, N, lookup):
+    """:func:`_pool_cells` on rows without repeats: the same cells, pruned as dense arrays."""
+    m, P = pool_ids.shape
+    ok, cols = _eligible(space, pool_ids, call_mask)
+    rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], (m, P))
+    at = np.flatnonzero(ok)
+    hit = _viewer_masked(space, viewer_masks, m, rows.reshape(-1)[at], cols.reshape(-1)[at])
+    ok.reshape(-1)[at[hit]] = False
+    a = np.zeros((m, P))
+    at = np.flatnonzero(ok)
+    a.reshape(-1)[at] = _penalised(
+        space,
+        np.asarray(pool_scores).reshape(-1)[at],
+        rows.reshape(-1)[at],
+        cols.reshape(-1)[at],
+        lookup,
+    )
+    # As _pool_cells: the N-th largest finite approximate score of the eligible cells.
+    fin = ok & np.isfinite(a)
+    t = np.full(m, -np.inf)
+    if P >= N:
+        t = np.partition(np.where(fin, a, -np.inf), P - N, axis=1)[:, P - N]
+        t[~np.isfinite(t)] = -np.inf
+    thr = _pool_lower(space, queries, t)
+    with np.errstate(invalid="ignore"):
+        keep = ok & (~fin | (a >= thr[:, None]))
+    r, c = np.nonzero(keep)
+    return r, cols[r, c]
+
+
+def _eligible(space, g: np.ndarray, call_mask) -> tuple[np.ndarray, np.ndarray]:
+    """``(ok, cols)`` for global item indices ``g`` (any shape): whether each is a valid id
+    of an item in the space and not masked for the call, and its compact column (0 where
+    not ``ok``)."""
+    n_items = space.pos.shape[0]
+    ok = (g >= 0) & (g < n_items)
+    g = np.where(ok, g, 0)
+    cols = space.pos[g]
+    ok &= cols >= 0
+    if call_mask is not None and np.size(call_mask):
+        banned = np.zeros(n_items, dtype=bool)
+        banned[call_mask] = True
+        ok &= ~banned[g]
+    return ok, np.where(ok, cols, 0)
+
+
+def _viewer_masked(space, viewer_masks, m: int, rows, cols) -> np.ndarray:
+    """Whether each cell ``(rows, cols)`` (compact columns) is masked for its viewer."""
+    hit = np.zeros(rows.shape[0], dtype=bool)
+    n_pad = space.width * space.n_blocks
+    for csr in viewer_masks:
+        if csr is None or not csr.nnz:
+            continue
+        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
+        hit |= PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
+    return hit
+
+
+def _penalised(space, approx, rows, cols, lookup) -> np.ndarray:
+    """The pool's approximate scores of cells ``(rows, cols)`` with every penalty, float64."""
+    a = np.asarray(approx, dtype=np.float64).copy()
+    if space.neg_penalty is not None:
+        a += space.neg_penalty[cols]
+    if lookup is not None:
+        a -= lookup.get(rows, cols)
+    return a
+
+
+def _pool_lower(space, queries, t: np.ndarray) -> np.ndarray:
+    """Pruning thresholds from each row's ``N``-th approximate score ``t``.
+
+    The pool's float32 inner products of the raw factors are within
+    ``gamma |q| max|v|`` of the exact ones; the penalties are added in float64
+    (rounding relative to the result, far below ``4 eps``).
+    """
+    d = space.item_rows.shape[1]
+    qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
+    delta = 4.0 * (d + 3) * EPS32 * qn * space.raw_norm_max + 1e-30
+    return lower(t, delta, np.full(t.shape[0], 4.0 * EPS32))
