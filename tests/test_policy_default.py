@@ -440,7 +440,7 @@ def test_an_adult_following_minors_and_a_flagged_term_account_gets_no_minors(
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), n_tagged=st.integers(0, 10))
 def test_a_profile_among_flagged_term_users_is_a_risky_context_without_seeds(seed, n_tagged):
-    from guardrails.policy._defaults import _binom_tail
+    from guardrails.policy._terms import binom_tail as _binom_tail
 
     risk, V = _cluster_world(seed)
     n = risk.size

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._validation import check_bool, check_choice, check_csr, check_vector, fail
 from ..expand import coengagement_risk, propagate, term_risk
@@ -23,10 +22,28 @@ from ..filters.safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
-from ..filters.ties import RequireTie
-from ._attention import attention_marks
+from ._minors import (
+    DEFAULT_ATTENTION_LIFT,
+    DEFAULT_ATTENTION_MINOR_SHARE,
+    DEFAULT_ATTENTION_MINORS,
+    DEFAULT_MINOR_BAND_FOLLOWS,
+    DEFAULT_MINOR_BAND_LIFT,
+    DEFAULT_MINOR_FOLLOWS,
+    DEFAULT_MINOR_TIE_ACTION,
+    DEFAULT_MINOR_TIE_HUB,
+    DEFAULT_MINOR_TIE_SHARED,
+    DEFAULT_MINOR_TIE_THROUGH,
+    DEFAULT_MINOR_TIE_WEIGHT,
+    attention_context,
+    minor_filters,
+    tie_graph,
+    tie_weight,
+)
 from ._policy import Policy
+from ._terms import DEFAULT_TERM_NEIGHBOURS, checked_terms, flagged_term_context
 
+# The minors' and the flagged-term defaults live beside the rules they tune (_minors,
+# _terms); default_policy's docstring names them, so they are re-exported here.
 __all__ = [
     "DEFAULT_ATTENTION_LIFT",
     "DEFAULT_ATTENTION_MINORS",
@@ -35,12 +52,16 @@ __all__ = [
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
     "DEFAULT_HIGH_LIFT",
+    "DEFAULT_MINOR_BAND_FOLLOWS",
+    "DEFAULT_MINOR_BAND_LIFT",
+    "DEFAULT_MINOR_FOLLOWS",
     "DEFAULT_MINOR_TIE_ACTION",
     "DEFAULT_MINOR_TIE_HUB",
     "DEFAULT_MINOR_TIE_SHARED",
     "DEFAULT_MINOR_TIE_THROUGH",
     "DEFAULT_MINOR_TIE_WEIGHT",
     "DEFAULT_POOL_LIFT",
+    "DEFAULT_TERM_NEIGHBOURS",
     "DEFAULT_TERM_WEIGHT",
     "DEFAULT_TRIP",
     "default_policy",
@@ -71,80 +92,6 @@ DEFAULT_TERM_WEIGHT = 0.5
 #: Lift at or above which an account is high-risk (at most the drop threshold): at most
 #: 10 % of a slate comes from such accounts.
 DEFAULT_HIGH_LIFT = 4.0
-#: The minors' breaker also trips (stored, from ``interactions``) on this many follows of
-#: accounts whose own or neighbourhood risk is at DEFAULT_MINOR_BAND_LIFT or above. On
-#: the family's tuning platforms this rule with "one follow of a dropped account" trips
-#: 98-100 % of buyers and 0.8-7 % of ordinary viewers; one follow at four times trips
-#: 77-100 % and 3.5-12 %; one follow in the demotion band trips up to 87 % of ordinary
-#: viewers.
-DEFAULT_MINOR_BAND_FOLLOWS = 2
-#: See DEFAULT_MINOR_BAND_FOLLOWS.
-DEFAULT_MINOR_BAND_LIFT = 3.0
-#: The minors' breaker also trips (stored) on a viewer who is not a known minor, follows
-#: at least this many minors' accounts, and follows at least one flagged-term account
-#: (one that uses a flagged term, or sits among accounts that do; without terms, one at
-#: DEFAULT_MINOR_BAND_LIFT or above). Buyers of a sub-network that no seed reaches follow
-#: minors and sellers that are only moderately risky but tagged. On 59 rows of the
-#: family's tuning platforms (the hardest included) the same rule with "a follow in the
-#: demotion band" took the rows where some buyer still got minors' accounts from 23 to 9
-#: (ordinary viewers tripped: median 3.9 % to 6.8 %; "two minors' accounts" alone left
-#: 12) but tripped up to 87 % of a youth community's adults on a low-risk platform: the
-#: flagged-term version is narrower (docs/audit.md).
-DEFAULT_MINOR_FOLLOWS = 1
-#: The minors' tie rule (:class:`~guardrails.filters.RequireTie`): a minor's account
-#: reaches an adult viewer (anyone not in ``minor_viewers``) only when the viewer follows
-#: it or follows at least this many non-hub accounts it follows (shared contacts: a
-#: parent, a coach, a classmate's parent). Chosen on the eight hardest tuning platforms
-#: (24 rows): one shared contact took the rows where a risky viewer got minors' accounts
-#: from 7 to 0; the buyers who got them share no contact with those children, their
-#: co-buyers do. Two would cost more of the youth community's own follows (the held-out
-#: minors parents and family members follow share one contact with them more often than
-#: two) for no safety gain there.
-DEFAULT_MINOR_TIE_SHARED = 1
-#: Which intermediaries tie a viewer to a minor: accounts the minor follows. "Accounts
-#: that follow the minor" would count a buyer's co-buyer who follows a child as a tie:
-#: on the same platforms it left about twice as many buyers' slates with minors' accounts
-#: tied (256 of 300 with either direction, 122 with the minor's own follows, before
-#: the other minors' rules).
-DEFAULT_MINOR_TIE_THROUGH = "followees"
-#: Intermediaries followed by more accounts than this quantile of the follower counts
-#: (the platform's hubs: celebrities) are no tie: without it most adults are "tied" to
-#: most children through the celebrities both follow (89-100 % of minors' accounts
-#: stayed tied for ordinary viewers on those platforms; 0.3 % with it).
-DEFAULT_MINOR_TIE_HUB = 0.99
-#: What happens to a minor's account an adult has no tie to: a demotion below every
-#: other candidate, not a drop. A drop also reads as suppression of benign accounts in
-#: the family audit (minors' accounts are benign, and an ordinary adult's full-length
-#: slate loses nearly all of them: 1.4-3.0 % suppressed, 17 of 24 tuning rows over 1 %);
-#: demoted, they stay reachable at the end of a long list and the top-N slates are the
-#: same as with a drop whenever N other candidates are eligible.
-DEFAULT_MINOR_TIE_ACTION = "demote"
-#: The demotion, in score units: above any score of a factor model in the family (ALS and
-#: BPR stay below 100); with ``item_similarity`` it is raised to twice the largest score
-#: the item-item model can give (BM25 scores reached about 5,500 on a tuning platform).
-#: Not larger: the kernel's exact rescoring breaks ties at float32 precision, and a
-#: penalty of 1e6 made default_policy serve 34 viewers/s instead of about 1,200
-#: (benchmarks/bench_minor_ties.py, 1,000 viewers).
-DEFAULT_MINOR_TIE_WEIGHT = 1e3
-#: An adult who follows at least this many minors' accounts with no tie to them (no
-#: shared non-hub contact, as in the tie rule) shows *untied attention* to minors. On 14
-#: tuning platforms (the eight hardest and six more) one such follow also counts noise
-#: follows and relatives and, before the other conditions, marked 1.25 % of ordinary
-#: accounts; two marked 1.03 %.
-DEFAULT_ATTENTION_MINORS = 2
-#: An account is a risky context when adults with untied attention to minors are at
-#: least this many times as frequent among its followers as on the platform (and more
-#: than a binomial draw at the platform's rate reaches with probability 1 / n_items,
-#: and minors make up at most DEFAULT_ATTENTION_MINOR_SHARE of its followers). On the
-#: same 14 tuning platforms (with the two other conditions) it marked 72 of 268 sellers
-#: of sub-networks with no known seed (34 of 37, 11 of 11, 9 of 19 where many buyers
-#: follow minors; none where few do) and 25 of 97,504 ordinary accounts; the binomial
-#: condition at 1 % instead marked 600 ordinary accounts, most of them the youth
-#: community's adults, whom relatives follow.
-DEFAULT_ATTENTION_LIFT = 4.0
-#: See DEFAULT_ATTENTION_LIFT: an account minors follow (over this share of its
-#: followers) is part of their community (a coach, a parent), not an audience of them.
-DEFAULT_ATTENTION_MINOR_SHARE = 0.1
 #: Share of a viewer's interactions on dropped accounts that trips the breaker.
 DEFAULT_TRIP = 0.3
 #: Viewers the model does not know with at most this many interactions in the call are
@@ -157,22 +104,15 @@ DEFAULT_NEIGHBOURS = 10
 #: at least damping / 5 for an account with five terms, one of them flagged); accounts
 #: further away are not soft seeds.
 _TERM_DIRECT = 0.1
-#: An account with at least this many of its DEFAULT_NEIGHBOURS nearest accounts using a
-#: flagged term is a risky context (more when the platform's own rate of flagged-term use
-#: makes that count likely by chance, see _TERM_NEIGHBOUR_P): the model places the
-#: untagged members of a network beside its tagged ones, with or without a known seed.
-DEFAULT_TERM_NEIGHBOURS = 2
-#: Chance, at the platform's own rate of flagged-term use, that an account's
-#: neighbourhood reaches the term-neighbour count: the count is raised until it is below.
-_TERM_NEIGHBOUR_P = 0.01
 #: Largest share of the catalogue neighbourhood suppression may drop (a collateral cap).
 _DROP_CAP = {"strict": 0.10, "balanced": 0.05}
 
 
-# Over 120 lines by its numpydoc docstring (about 120 lines: every default and why it
-# holds); the body (about 120 lines) is one linear sequence, inputs, risk, thresholds,
-# pool, then the filters in order, with the parts that stand alone split out
-# (_input_risk, _thresholds, _minor_filters).
+# Over 120 lines by its numpydoc docstring (about 175 lines: every default and why it
+# holds); the body (about 95 lines) is one linear sequence, inputs, risk, thresholds,
+# pool, then the filters in order, with each part that stands alone in a helper
+# (_input_risk, _thresholds, _neighbourhood, _viewer_risk, _context_risk, _context_filter;
+# flagged_term_context in _terms; attention_context and minor_filters in _minors).
 def default_policy(
     *,
     n_items: int | None = None,
@@ -391,53 +331,22 @@ def default_policy(
         risk = np.where(minor_mask & ~(seed_arg if seed_arg is not None else False), 0.0, risk)
         risk = risk.astype(np.float32)
     base, drop_t, demote_t, pool_t, high_t = _thresholds(risk, seed_arg, _DROP_CAP[strictness])
-    near = None
-    nbrs = None
-    if item_factors is not None or item_similarity is not None:
-        nbrs = nearest_items(
-            item_factors=item_factors,
-            item_similarity=item_similarity,
-            k=DEFAULT_NEIGHBOURS,
-            where=where,
-        )
-        if nbrs.shape[0] != n:
-            raise fail(
-                "item_factors" if item_factors is not None else "item_similarity",
-                where,
-                f"one row per candidate ({n})",
-                f"{nbrs.shape[0]} rows",
-                describe=False,
-            )
-        near = neighbour_risk(risk, nbrs)
-        if minor_mask is not None:
-            near = np.where(minor_mask, 0.0, near).astype(np.float32)
+    nbrs, near = _neighbourhood(risk, minor_mask, item_factors, item_similarity, where)
     # Accounts that use a flagged term themselves, and accounts whose nearest accounts in
     # the model's space do so far more often than the platform's own rate: risky contexts
     # that need no seed nearby.
-    uses_flagged = _flagged_term_users(account_terms, seed_terms, n, where)
+    term_context = flagged_term_context(account_terms, seed_terms, minor_mask, nbrs, n, where)
     ui = None if interactions is None else check_csr(interactions, "interactions", where)
-    follow_graph = _tie_graph(graph, ui, n, where)
+    follow_graph = tie_graph(graph, ui, n, where)
     # Accounts whose audience is made of adults following unrelated minors, and their
     # neighbourhood in the model's space: risky contexts that need no seed and no term.
     attention = None
     if check_bool(minor_attention, "minor_attention", where):
-        attention = _attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs)
-    term_context = None
-    if uses_flagged is not None:
-        if minor_mask is not None:
-            uses_flagged &= ~minor_mask
-        term_context = uses_flagged.copy()
-        if nbrs is not None:
-            term_context |= _term_neighbourhood(uses_flagged, nbrs)
-        if minor_mask is not None:
-            term_context &= ~minor_mask
+        attention = attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs)
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
-    if viewer_risk is not None:
-        viewer_risk = check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
-    if viewer_risk is None and ui is not None and ui.shape[1] == n:
-        viewer_risk = viewer_share(ui, risky)[0].astype(np.float32)
+    viewer_risk = _viewer_risk(viewer_risk, ui, risky, where)
     pool = risk <= pool_t
     if near is not None:
         pool &= near < demote_t
@@ -445,13 +354,14 @@ def default_policy(
     for excluded in (seed_arg, minor_mask, term_context, attention):
         if excluded is not None:
             pool &= ~excluded
-    demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
+    breaker_risk = np.where(risky, np.float32(1.0), risk).astype(np.float32)
+    context_risk = _context_risk(breaker_risk, near, (term_context, attention), demote_t)
     filters: list = []
     if snapshot_labels:
         filters.append(BlockLabeled(tuple(label_categories), name="block_labeled"))
     filters.append(SuppressNeighborhood(risk, threshold=drop_t, seeds=seed_arg))
+    demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]
     filters.append(DemoteRisk(risk, weight=demote_weight, curve="sqrt", floor=demote_t))
-    breaker_risk = np.where(risky, np.float32(1.0), risk).astype(np.float32)
     filters.append(
         ViewerCircuitBreaker(
             breaker_risk,
@@ -461,36 +371,9 @@ def default_policy(
             viewer_risk=viewer_risk,
         )
     )
-    # The viewing context: a viewed profile (similar_items, similar_users) or a new
-    # account's first follows in the flagged band get the low-risk pool only, so a risky
-    # but unflagged profile suggests neither its neighbourhood nor itself.
-    known_viewers = None
-    if ui is not None:
-        known_viewers = int(ui.shape[0])
-    elif viewer_risk is not None:
-        known_viewers = int(viewer_risk.shape[0])
-    context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
-    for marked in (term_context, attention):
-        if marked is None:
-            continue
-        # A risky context (a profile's suggestions, a new account's first follow), never
-        # a drop: an account's own terms, or its audience, are evidence about it, not
-        # about its neighbours.
-        context_risk = np.where(
-            marked, np.maximum(context_risk, np.float32(demote_t)), context_risk
-        ).astype(np.float32)
-    filters.append(
-        ContextRisk(
-            context_risk,
-            threshold=max(demote_t, 1e-6),
-            pool=pool,
-            new_viewer_interactions=DEFAULT_NEW_VIEWER,
-            known_viewers=known_viewers,
-            exclude_viewed=True,
-        )
-    )
+    filters.append(_context_filter(context_risk, demote_t, pool, ui, viewer_risk))
     filters.extend(
-        _minor_filters(
+        minor_filters(
             minor_mask,
             minor_viewers,
             breaker_risk=breaker_risk,
@@ -503,7 +386,7 @@ def default_policy(
             term_context=term_context,
             attention=attention,
             tie_graph=follow_graph if check_bool(minor_ties, "minor_ties", where) else None,
-            tie_weight=_tie_weight(item_similarity, where),
+            tie_weight=tie_weight(item_similarity, where),
         )
     )
     filters.append(
@@ -527,6 +410,80 @@ def default_policy(
             )
         )
     return Policy(filters, name=name)
+
+
+def _neighbourhood(risk, minor_mask, item_factors, item_similarity, where: str):
+    """``(nbrs, near)``: each candidate's DEFAULT_NEIGHBOURS nearest candidates in the
+    model's space and their mean risk (minors' accounts: 0), or ``(None, None)`` without
+    ``item_factors`` or ``item_similarity``."""
+    if item_factors is None and item_similarity is None:
+        return None, None
+    n = risk.shape[0]
+    nbrs = nearest_items(
+        item_factors=item_factors,
+        item_similarity=item_similarity,
+        k=DEFAULT_NEIGHBOURS,
+        where=where,
+    )
+    if nbrs.shape[0] != n:
+        raise fail(
+            "item_factors" if item_factors is not None else "item_similarity",
+            where,
+            f"one row per candidate ({n})",
+            f"{nbrs.shape[0]} rows",
+            describe=False,
+        )
+    near = neighbour_risk(risk, nbrs)
+    if minor_mask is not None:
+        near = np.where(minor_mask, 0.0, near).astype(np.float32)
+    return nbrs, near
+
+
+def _viewer_risk(viewer_risk, ui, risky: np.ndarray, where: str):
+    """The breakers' stored viewer risk: ``viewer_risk`` checked, or without it the share
+    of each user's ``interactions`` on ``risky`` candidates (``None`` without either)."""
+    if viewer_risk is not None:
+        return check_vector(viewer_risk, "viewer_risk", where, low=0.0, high=1.0)
+    if ui is not None and ui.shape[1] == risky.shape[0]:
+        return viewer_share(ui, risky)[0].astype(np.float32)
+    return None
+
+
+def _context_risk(breaker_risk, near, marks, demote_t: float) -> np.ndarray:
+    """The risk of an account as a viewing context: the larger of its own (breaker) and its
+    neighbourhood risk, and at least the demotion floor where one of ``marks`` (flagged
+    terms, attention to minors) marks it."""
+    context_risk = breaker_risk if near is None else np.maximum(breaker_risk, near)
+    for marked in marks:
+        if marked is None:
+            continue
+        # A risky context (a profile's suggestions, a new account's first follow), never
+        # a drop: an account's own terms, or its audience, are evidence about it, not
+        # about its neighbours.
+        context_risk = np.where(
+            marked, np.maximum(context_risk, np.float32(demote_t)), context_risk
+        ).astype(np.float32)
+    return context_risk
+
+
+def _context_filter(context_risk, demote_t: float, pool, ui, viewer_risk) -> ContextRisk:
+    """The viewing context: a viewed profile (similar_items, similar_users) or a new
+    account's first follows in the flagged band get the low-risk pool only, so a risky
+    but unflagged profile suggests neither its neighbourhood nor itself. Viewers beyond
+    the rows of ``interactions`` (or of the stored risk) are new."""
+    known_viewers = None
+    if ui is not None:
+        known_viewers = int(ui.shape[0])
+    elif viewer_risk is not None:
+        known_viewers = int(viewer_risk.shape[0])
+    return ContextRisk(
+        context_risk,
+        threshold=max(demote_t, 1e-6),
+        pool=pool,
+        new_viewer_interactions=DEFAULT_NEW_VIEWER,
+        known_viewers=known_viewers,
+        exclude_viewed=True,
+    )
 
 
 def _input_risk(risk, seeds, graph, interactions, account_terms, seed_terms, where):
@@ -568,258 +525,6 @@ def _thresholds(
     return base, drop_t, demote_t, pool_t, high_t
 
 
-def _minor_filters(
-    minor_mask,
-    minor_viewers,
-    *,
-    breaker_risk,
-    context_risk,
-    thresholds: tuple[float, float, float],
-    risk,
-    seed_arg,
-    viewer_risk,
-    ui,
-    term_context,
-    attention=None,
-    tie_graph=None,
-    tie_weight: float = 1.0,
-) -> list:
-    """The filters that keep minors' accounts and minor viewers apart from the network.
-
-    ``thresholds``: the typical risk, the drop and the demotion thresholds; ``ui``: the
-    checked interactions (or ``None``); ``tie_graph``: the checked follow graph between
-    candidates for the tie rule (or ``None``: no tie rule) and ``tie_weight`` its
-    demotion."""
-    base, drop_t, demote_t = thresholds
-    out: list = []
-    mv = None
-    if minor_viewers is not None:
-        mv = _checked_minor_viewers(
-            minor_viewers, viewer_risk.shape[0] if viewer_risk is not None else None
-        )
-    if minor_mask is not None and minor_mask.any():
-        # Any sign of the network and minors' accounts are never suggested: a second
-        # breaker whose pool is everything but the minors, tripping on one interaction
-        # (in the call, or stored) on a dropped candidate, or (stored) on
-        # DEFAULT_MINOR_BAND_FOLLOWS accounts whose own or neighbourhood risk is at
-        # DEFAULT_MINOR_BAND_LIFT or above: buyers of a sub-network the seeds barely
-        # reach follow sellers that are risky but not dropped.
-        risky = (breaker_risk >= drop_t).astype(np.float32)
-        band_t = min(drop_t, max(DEFAULT_MINOR_BAND_LIFT * base, demote_t))
-        band = (context_risk >= band_t).astype(np.float32)
-        stored = None
-        if ui is not None and ui.shape[1] == band.shape[0]:
-            follows = abs(ui).astype(bool).astype(np.float32)
-            hit = ((follows @ risky) > 0) | ((follows @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
-            # A viewer who already follows minors' accounts and also an account in
-            # the flagged band: buyers of a sub-network no seed reaches follow minors
-            # and sellers that are only moderately risky.
-            # Minors who follow each other are not this sign.
-            flagged = term_context if term_context is not None else band > 0
-            if attention is not None:
-                flagged = flagged | attention
-            flagged_band = flagged.astype(np.float32)
-            follows_minors = (follows @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
-            hit |= (
-                follows_minors
-                & ((follows @ flagged_band) >= 1)
-                & ~_viewer_mask(mv, follows.shape[0])
-            )
-            stored = hit.astype(np.float32)
-        if stored is None and viewer_risk is not None:
-            stored = (viewer_risk > 0).astype(np.float32)
-        out.append(
-            ViewerCircuitBreaker(
-                breaker_risk,
-                item_threshold=drop_t,
-                trip=1e-6,
-                pool=~minor_mask,
-                viewer_risk=stored,
-                strip_interactions=False,
-                reason="minors_protected",
-                name="protect_minors",
-                protected=True,
-            )
-        )
-        if tie_graph is not None:
-            out.append(_minor_tie_rule(minor_mask, mv, tie_graph, ui, tie_weight))
-    if mv is not None:
-        cand = np.where(risk >= demote_t, 0, -1).astype(np.int64)
-        if seed_arg is not None:
-            cand[seed_arg] = 0
-        out.append(
-            CohortRule(
-                mv.astype(np.int64),
-                cand,
-                [["allow"], ["drop"]],
-                viewer_labels=("adult", "minor"),
-                candidate_labels=("flagged_band",),
-                reason="minor_viewer_protected",
-                name="minor_viewers",
-                protected=True,
-            )
-        )
-    return out
-
-
-def _tie_graph(graph, ui, n: int, where: str):
-    """The follow graph between candidates the minors' tie rule reads, checked: ``graph``,
-    or without it square ``interactions`` (users and candidates in one id space); else
-    ``None``."""
-    if graph is not None:
-        g = check_csr(graph, "graph", where)
-        if g.shape != (n, n):
-            raise fail("graph", where, f"a square sparse matrix ({n}, {n})", g)
-        return g
-    if ui is not None and ui.shape == (n, n):
-        return ui
-    return None
-
-
-def _tie_weight(item_similarity, where: str) -> float:
-    """The tie rule's demotion: DEFAULT_MINOR_TIE_WEIGHT, or with an item-item model's
-    similarity twice the largest score it can give (a candidate's score is a sum of its
-    similarities to the viewer's follows, at most its column's sum), if that is more."""
-    if item_similarity is None:
-        return DEFAULT_MINOR_TIE_WEIGHT
-    sim = abs(check_csr(item_similarity, "item_similarity", where))
-    top = float(np.asarray(sim.sum(axis=0)).max(initial=0.0))
-    return max(DEFAULT_MINOR_TIE_WEIGHT, 2.0 * top)
-
-
-def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) -> RequireTie:
-    """Minors' accounts reach adults only through an existing tie (:class:`RequireTie`):
-    the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
-    follows that are not hubs (followed by more accounts than the DEFAULT_MINOR_TIE_HUB
-    quantile)."""
-    followers = np.diff(sp.csc_matrix(tie_graph).indptr)
-    hub = int(np.quantile(followers, DEFAULT_MINOR_TIE_HUB)) if followers.size else 0
-    follows = ui if ui is not None and ui.shape[1] == tie_graph.shape[0] else None
-    return RequireTie(
-        minor_mask,
-        graph=tie_graph,
-        follows=follows,
-        min_shared=DEFAULT_MINOR_TIE_SHARED,
-        through=DEFAULT_MINOR_TIE_THROUGH,
-        max_followers=hub,
-        exempt_viewers=mv,
-        action=DEFAULT_MINOR_TIE_ACTION,
-        weight=weight,
-        reason="minor_without_tie",
-        name="minors_need_tie",
-        protected=True,
-    )
-
-
-def _attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs) -> np.ndarray | None:
-    """Accounts whose followers are adults following unrelated minors far beyond chance
-    (:func:`~guardrails.policy._attention.attention_marks` with the tie rule's hub cap and
-    DEFAULT_ATTENTION_* settings), and accounts with more of them among their nearest
-    accounts in the model's space than the platform's rate makes likely
-    (:func:`_term_neighbourhood`); ``None`` without minors or a follow graph between
-    candidates. Minors' accounts are never marked."""
-    if minor_mask is None or not minor_mask.any() or follow_graph is None:
-        return None
-    n = minor_mask.shape[0]
-    exempt = None
-    if minor_viewers is not None and ui is not None and ui.shape == (n, n):
-        # Users and candidates share one id space: minor viewers are accounts too.
-        exempt = _viewer_mask(_checked_minor_viewers(minor_viewers, n), n)
-    marks = attention_marks(
-        follow_graph,
-        minor_mask,
-        exempt=exempt,
-        hub_quantile=DEFAULT_MINOR_TIE_HUB,
-        min_untied=DEFAULT_ATTENTION_MINORS,
-        lift=DEFAULT_ATTENTION_LIFT,
-        minor_share=DEFAULT_ATTENTION_MINOR_SHARE,
-    )
-    if nbrs is not None and marks.any():
-        marks = marks | _term_neighbourhood(marks, nbrs)
-    return marks & ~minor_mask
-
-
-def _flagged_term_users(account_terms, seed_terms, n: int, where: str) -> np.ndarray | None:
-    """Accounts that use a flagged term themselves (bool, shape (n,)), or ``None`` without
-    terms."""
-    if account_terms is None or seed_terms is None:
-        return None
-    at, st = _checked_terms(account_terms, seed_terms, n, where)
-    if not st.size:
-        return None
-    return np.asarray(at[:, st].sum(axis=1)).ravel() > 0
-
-
-def _checked_terms(account_terms, seed_terms, n: int, where: str):
-    """``(|account_terms|, seed_terms as int64)``: the account-term matrix (one row per
-    candidate) and the flagged terms' column indices, checked."""
-    at = check_csr(account_terms, "account_terms", where)
-    if at.shape[0] != n:
-        raise fail("account_terms", where, f"a matrix with {n} rows (one per candidate)", at)
-    st = np.asarray(seed_terms)
-    if st.ndim != 1 or not (st.size == 0 or np.issubdtype(st.dtype, np.integer)):
-        raise fail("seed_terms", where, "a 1-d array of term indices", seed_terms)
-    if st.size and (st.min() < 0 or st.max() >= at.shape[1]):
-        raise fail("seed_terms", where, f"indices in [0, {at.shape[1]})", seed_terms)
-    return abs(at), st.astype(np.int64)
-
-
-def _term_neighbourhood(uses_flagged: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
-    """Accounts with at least k of their nearest accounts using a flagged term, k the
-    smallest count (at least :data:`DEFAULT_TERM_NEIGHBOURS`) that a neighbourhood drawn
-    at the platform's own rate of flagged-term use reaches with probability under
-    :data:`_TERM_NEIGHBOUR_P` (binomial tail)."""
-    valid = nbrs >= 0
-    k_nb = max(int(valid.sum(axis=1).max(initial=0)), 1)
-    hits = (uses_flagged[np.maximum(nbrs, 0)] & valid).sum(axis=1)
-    rate = float(uses_flagged.mean()) if uses_flagged.size else 0.0
-    k = DEFAULT_TERM_NEIGHBOURS
-    while k <= k_nb and _binom_tail(k_nb, rate, k) >= _TERM_NEIGHBOUR_P:
-        k += 1
-    return hits >= k
-
-
-def _binom_tail(n: int, p: float, k: int) -> float:
-    """P(Binomial(n, p) >= k)."""
-    from math import comb
-
-    return float(sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1)))
-
-
-def _checked_minor_viewers(minor_viewers, n_viewers: int | None) -> np.ndarray:
-    """``minor_viewers`` as a bool mask over viewers, checked before any rule reads it: a
-    1-d bool mask, or viewer indices (as many viewers as the stored risk, or up to the
-    last index when there is none)."""
-    mv = np.asarray(minor_viewers)
-    if mv.dtype == bool and mv.ndim == 1:
-        return mv
-    if mv.ndim != 1 or not (mv.size == 0 or np.issubdtype(mv.dtype, np.integer)):
-        raise fail(
-            "minor_viewers",
-            "default_policy",
-            "a 1-d bool mask or an array of viewer indices",
-            minor_viewers,
-        )
-    size = n_viewers if n_viewers is not None else int(mv.max(initial=-1)) + 1
-    return seed_mask(mv, size, "minor_viewers", "default_policy")
-
-
-def _viewer_mask(viewers, n_users: int) -> np.ndarray:
-    """A bool mask over ``n_users`` viewers from a bool mask or indices (``None``: none);
-    entries beyond ``n_users`` are ignored, missing ones are ``False``."""
-    out = np.zeros(n_users, dtype=bool)
-    if viewers is None:
-        return out
-    v = np.asarray(viewers)
-    if v.dtype == bool:
-        k = min(n_users, v.shape[0])
-        out[:k] = v[:k]
-        return out
-    v = v.astype(np.int64)
-    out[v[(v >= 0) & (v < n_users)]] = True
-    return out
-
-
 def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     """Item risk from labelled seeds and flagged terms over the graph and/or interactions.
 
@@ -850,7 +555,7 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     w = s.astype(np.float32)
     soft = np.zeros(n, dtype=np.float32)
     if account_terms is not None:
-        at, st = _checked_terms(account_terms, seed_terms, n, where)
+        at, st = checked_terms(account_terms, seed_terms, n, where)
         if st.size:
             acc, _ = term_risk(at, seed_terms=st)
             acc = np.asarray(acc, dtype=np.float32)
