@@ -397,8 +397,9 @@ class SimilaritySpace:
         return zero, zero.copy()
 
 
-# Over 120 lines with its numpydoc docstring (43 lines) and signature; the body is the
-# chunking and the fused-or-unfused choice, about 65 lines.
+# Over 120 lines with its numpydoc docstring (49 lines) and signature (16); the body is
+# the chunking and the fused-or-unfused choice, about 75 lines (argument checks and the
+# chunk size in _checked_backend and _block_rows).
 def guarded_topk(
     space: FactorSpace | SimilaritySpace,
     queries,
@@ -464,29 +465,8 @@ def guarded_topk(
     scores : ndarray, shape (m, N)
         Scores of ``score_dtype``, padded with ``-inf``.
     """
-    if backend not in ("auto", "compiled", "numpy"):
-        raise ValidationError(
-            "The 'backend' parameter of guarded_topk must be a str among "
-            f"{{'auto', 'compiled', 'numpy'}}. Got {backend!r} instead."
-        )
-    if backend == "compiled" and _tile is None:
-        raise ValidationError(
-            "guarded_topk(backend='compiled'): the compiled selection step "
-            "(guardrails.core._tile) was not built with this installation; "
-            "use backend='numpy' or 'auto'."
-        )
-    compiled = _tile if backend != "numpy" else None
     m = queries.shape[0]
-    if groups is not None and not isinstance(space, FactorSpace):
-        raise ValidationError(
-            "guarded_topk(groups=...): viewer groups share one call on factor spaces "
-            f"only. Got a {type(space).__name__} instead; call once per group."
-        )
-    if groups is not None and np.shape(groups.of_row) != (m,):
-        raise ValidationError(
-            "The 'groups' parameter of guarded_topk must give a group for every query "
-            f"row ({m}). Got {np.shape(groups.of_row)} instead."
-        )
+    compiled = _checked_backend(backend, space, groups, m)
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
     if stats is not None:
@@ -498,12 +478,7 @@ def guarded_topk(
     n_pad = space.width * space.n_blocks
     threads = default_num_threads() if num_threads <= 0 else num_threads
     if block_rows is None:
-        block_rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, _CHUNK_CELLS // max(1, n_pad)))
-        if n_pad * block_rows < _SMALL_CHUNK_CELLS:
-            # A small space (a cohort's or a share cap's few candidates): per-chunk
-            # costs outweigh 128-row products, so take more rows, while every worker
-            # still gets a chunk. Results do not depend on the chunking.
-            block_rows = max(block_rows, min(_SMALL_CHUNK_CELLS // n_pad, -(-m // threads)))
+        block_rows = _block_rows(n_pad, m, threads)
     call_cols = None
     if call_mask is not None and call_mask.size:
         call_cols = space.pos[call_mask]
@@ -563,6 +538,44 @@ def guarded_topk(
         stats["scored"] = stats.get("scored", 0) + scored
         stats["rescored"] = stats.get("rescored", 0) + sum(tally or ())
     return ids, scores
+
+
+def _checked_backend(backend: str, space, groups: RowGroups | None, m: int):
+    """The compiled selection step :func:`guarded_topk` uses (``None``: numpy), after
+    checking ``backend`` and that ``groups`` fit the space and the ``m`` query rows."""
+    if backend not in ("auto", "compiled", "numpy"):
+        raise ValidationError(
+            "The 'backend' parameter of guarded_topk must be a str among "
+            f"{{'auto', 'compiled', 'numpy'}}. Got {backend!r} instead."
+        )
+    if backend == "compiled" and _tile is None:
+        raise ValidationError(
+            "guarded_topk(backend='compiled'): the compiled selection step "
+            "(guardrails.core._tile) was not built with this installation; "
+            "use backend='numpy' or 'auto'."
+        )
+    if groups is not None and not isinstance(space, FactorSpace):
+        raise ValidationError(
+            "guarded_topk(groups=...): viewer groups share one call on factor spaces "
+            f"only. Got a {type(space).__name__} instead; call once per group."
+        )
+    if groups is not None and np.shape(groups.of_row) != (m,):
+        raise ValidationError(
+            "The 'groups' parameter of guarded_topk must give a group for every query "
+            f"row ({m}). Got {np.shape(groups.of_row)} instead."
+        )
+    return _tile if backend != "numpy" else None
+
+
+def _block_rows(n_pad: int, m: int, threads: int) -> int:
+    """Query rows per chunk for a space of ``n_pad`` (padded) items and ``m`` rows."""
+    rows = max(_MIN_BLOCK_ROWS, min(_MAX_BLOCK_ROWS, _CHUNK_CELLS // max(1, n_pad)))
+    if n_pad * rows < _SMALL_CHUNK_CELLS:
+        # A small space (a cohort's or a share cap's few candidates): per-chunk costs
+        # outweigh 128-row products, so take more rows, while every worker still gets a
+        # chunk. Results do not depend on the chunking.
+        rows = max(rows, min(_SMALL_CHUNK_CELLS // n_pad, -(-m // threads)))
+    return rows
 
 
 def _probe_then_run(run, start, bounds, tile, threads, n_eligible, compiled) -> tuple[int, bool]:
