@@ -294,7 +294,7 @@ def test_nearest_items_are_the_most_similar_other_items(seed, n, k):
 
 
 def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
-    from guardrails.policy._defaults import DEFAULT_MINOR_BAND_FOLLOWS, DEFAULT_MINOR_BAND_LIFT
+    from guardrails.policy._minors import DEFAULT_MINOR_BAND_FOLLOWS, DEFAULT_MINOR_BAND_LIFT
 
     n = 100
     risk = np.full(n, 0.01, np.float32)
@@ -382,7 +382,7 @@ def test_a_guard_without_the_rule_keeps_implicits_own_item_first():
 def test_an_adult_following_minors_and_a_flagged_term_account_gets_no_minors(
     seed, n_minor, n_tagged, n_band
 ):
-    from guardrails.policy._defaults import DEFAULT_MINOR_FOLLOWS
+    from guardrails.policy._minors import DEFAULT_MINOR_FOLLOWS
 
     n = 100
     rng = np.random.default_rng(seed)

@@ -1,7 +1,10 @@
 """``default_policy``: a strong protective policy from what a platform typically has.
 
 The thresholds are lifts over the catalogue's typical risk, so they mean the same thing
-whatever the amount of seed evidence; each constant says where its value comes from.
+whatever the amount of seed evidence; each constant says where its value comes from. The
+minors' rules and their defaults (``DEFAULT_MINOR_*``, ``DEFAULT_ATTENTION_*``) are in
+:mod:`guardrails.policy._minors`, the flagged-term contexts (``DEFAULT_TERM_NEIGHBOURS``)
+in :mod:`guardrails.policy._terms`.
 """
 
 from __future__ import annotations
@@ -22,46 +25,16 @@ from ..filters.safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
-from ._minors import (
-    DEFAULT_ATTENTION_LIFT,
-    DEFAULT_ATTENTION_MINOR_SHARE,
-    DEFAULT_ATTENTION_MINORS,
-    DEFAULT_MINOR_BAND_FOLLOWS,
-    DEFAULT_MINOR_BAND_LIFT,
-    DEFAULT_MINOR_FOLLOWS,
-    DEFAULT_MINOR_TIE_ACTION,
-    DEFAULT_MINOR_TIE_HUB,
-    DEFAULT_MINOR_TIE_SHARED,
-    DEFAULT_MINOR_TIE_THROUGH,
-    DEFAULT_MINOR_TIE_WEIGHT,
-    attention_context,
-    minor_filters,
-    tie_graph,
-    tie_weight,
-)
+from ._minors import attention_context, minor_filters, tie_graph, tie_weight
 from ._policy import Policy
-from ._terms import DEFAULT_TERM_NEIGHBOURS, checked_terms, flagged_term_context
+from ._terms import checked_terms, flagged_term_context
 
-# The minors' and the flagged-term defaults live beside the rules they tune (_minors,
-# _terms); default_policy's docstring names them, so they are re-exported here.
 __all__ = [
-    "DEFAULT_ATTENTION_LIFT",
-    "DEFAULT_ATTENTION_MINORS",
-    "DEFAULT_ATTENTION_MINOR_SHARE",
     "DEFAULT_DEMOTE_LIFT",
     "DEFAULT_DROP_FLOOR",
     "DEFAULT_DROP_LIFT",
     "DEFAULT_HIGH_LIFT",
-    "DEFAULT_MINOR_BAND_FOLLOWS",
-    "DEFAULT_MINOR_BAND_LIFT",
-    "DEFAULT_MINOR_FOLLOWS",
-    "DEFAULT_MINOR_TIE_ACTION",
-    "DEFAULT_MINOR_TIE_HUB",
-    "DEFAULT_MINOR_TIE_SHARED",
-    "DEFAULT_MINOR_TIE_THROUGH",
-    "DEFAULT_MINOR_TIE_WEIGHT",
     "DEFAULT_POOL_LIFT",
-    "DEFAULT_TERM_NEIGHBOURS",
     "DEFAULT_TERM_WEIGHT",
     "DEFAULT_TRIP",
     "default_policy",
