@@ -149,11 +149,11 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kind", nargs="*", default=["ivfpq"], choices=["ivf", "ivfpq", "hnsw"])
     ap.add_argument("--pool", type=int, default=100)
-    ap.add_argument("--head", type=int, default=None, help="default: n_items // 200")
-    ap.add_argument("--nprobe", type=int, default=None, help="default: max(8, nlist // 256)")
+    ap.add_argument("--head", type=int, default=None, help="default: 2 * sqrt(n_items)")
+    ap.add_argument("--nprobe", type=int, default=None, help="default: 8")
     args = ap.parse_args()
     print(
-        f"# bench_ann: pool {args.pool}, head {args.head or 'n // 200'}, "
+        f"# bench_ann: pool {args.pool}, head {args.head or '2 sqrt(n)'}, "
         f"nprobe {args.nprobe or 'default'}, {args.users} users, N=10, medians (worst) of "
         f"{args.repeat} runs, seed {args.seed}, load {os.getloadavg()[0]:.2f}\n"
     )

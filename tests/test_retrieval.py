@@ -351,3 +351,56 @@ def test_save_and_load_keep_the_head_and_read_a_bare_faiss_index(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"PK not an archive")
     with pytest.raises(Exception):  # noqa: B017 - numpy's own error for a broken zip
         gr.ANNRetrieval().load(tmp_path / "junk.npz")
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(0, 12),
+    k=st.integers(1, 30),
+    n=st.integers(1, 60),
+    d=st.integers(1, 33),
+)
+def test_pool_rescoring_is_the_float32_inner_product(seed, m, k, n, d):
+    """The 4-bit path's exact rescoring of a pool: each cell within float32 rounding of
+    the float64 inner product, ``-inf`` for a missing label, and an out-of-range label
+    refused (it would read outside the factors)."""
+    from guardrails.retrieval import _inner_products_by_id
+
+    rng = np.random.default_rng(seed)
+    items = (rng.standard_normal((n, d)) * rng.uniform(0.1, 10.0, (n, 1))).astype(np.float32)
+    raw = rng.standard_normal((m, d)).astype(np.float32)
+    ids = rng.integers(-1, n, size=(m, k)).astype(np.int64)
+    got = _inner_products_by_id(raw, items, ids)
+    assert got.shape == (m, k) and got.dtype == np.float32
+    want = np.einsum(
+        "mkd,md->mk", items[np.maximum(ids, 0)].astype(np.float64), raw.astype(np.float64)
+    )
+    tol = (
+        (d + 2)
+        * np.finfo(np.float32).eps
+        * np.outer(np.linalg.norm(raw.astype(np.float64), axis=1), np.ones(k))
+        * np.linalg.norm(items.astype(np.float64), axis=1)[np.maximum(ids, 0)]
+    )
+    real = ids >= 0
+    assert np.all(np.abs(got[real] - want[real]) <= tol[real] + 1e-30)
+    assert np.isneginf(got[~real]).all()
+    if m:
+        bad = ids.copy()
+        bad[0, 0] = n
+        with pytest.raises(gr.ValidationError):
+            _inner_products_by_id(raw, items, bad)
+
+
+def test_default_head_and_lists_searched():
+    """Defaults: the 2 sqrt(n) items of largest norm scored exactly, 8 lists searched
+    (never more than the index has)."""
+    rng = np.random.default_rng(3)
+    V = (rng.standard_normal((1300, 6)) * rng.uniform(0.5, 3.0, (1300, 1))).astype(np.float32)
+    r = gr.ANNRetrieval(kind="ivfpq").build(V)
+    assert r.head_ids_.size == int(2 * np.sqrt(1300))
+    norms = np.linalg.norm(V.astype(np.float64), axis=1)
+    assert norms[r.head_ids_].min() >= norms[r.tail_ids_].max()
+    assert r.index_.nprobe == min(8, r.index_.nlist)
+    small = gr.ANNRetrieval(kind="ivf", nlist=3).build(V[:400])
+    assert small.index_.nprobe == 3
