@@ -87,6 +87,15 @@ def _check_family_platform(p):
     assert (p.train + p.held_out - p.follows).count_nonzero() == 0
     held_rows = np.flatnonzero(np.diff(p.held_out.indptr))
     assert p.benign[held_rows].all()
+    # Held-out follows: every active benign account with enough follows holds out its
+    # share of them (at least one), and no other account holds out any.
+    deg = np.diff(p.follows.indptr)
+    eligible = np.flatnonzero(p.benign & p.active & (deg >= fam.HELD_OUT_MIN_FOLLOWS))
+    assert np.array_equal(held_rows, eligible)
+    want = np.maximum(1, np.rint(fam.HELD_OUT_SHARE * deg[eligible]))
+    assert np.array_equal(np.diff(p.held_out.indptr)[eligible], want)
+    assert np.array_equal(np.diff(p.train.indptr)[eligible], deg[eligible] - want)
+    assert np.all(np.diff(p.train.indptr)[eligible] >= 4)
     # Deactivated accounts have no follows either way.
     gone = np.flatnonzero(~p.active)
     assert p.follows[gone].nnz == 0 and p.follows[:, gone].nnz == 0
