@@ -68,8 +68,9 @@ _PASS = {
 }
 #: Evaluation users per platform for the recall target (every one on the small tier).
 RECALL_USERS = 10_000
-#: Paired bootstrap of the recall ratio: resamples, confidence level and its fixed seed.
-_BOOT = {"n": 2000, "level": 0.95, "seed": 0xB007}
+#: Paired bootstrap of the recall ratio: resamples and confidence level (seeded with the
+#: platform's seed, so a row's interval is repeatable).
+_BOOT: dict[str, Any] = {"n": 2000, "level": 0.95}
 _EXPOSURE_WALKS = (
     "view_one",
     "view_one_unknown",
@@ -490,7 +491,10 @@ def run_family(
                 "min_follows": HELD_OUT_MIN_FOLLOWS,
                 "max_users": RECALL_USERS,
             },
-            "recall_interval": {"method": "paired bootstrap over evaluation users", **_BOOT},
+            "recall_interval": {
+                "method": "paired bootstrap over evaluation users, seeded by platform",
+                **_BOOT,
+            },
         },
         "rows": rows,
         "seconds": time.perf_counter() - t_all,
@@ -501,7 +505,7 @@ def run_family(
 
 
 def _distribution(rows: list[dict]) -> dict:
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for key in FAMILY_TARGETS:
         v = np.array([r["values"][key] for r in rows], dtype=np.float64)
         worst = np.nanmin(v) if key == "recall_ratio" else np.nanmax(v)
@@ -512,12 +516,13 @@ def _distribution(rows: list[dict]) -> dict:
         }
     # The recall ratio's interval on its worst row, and how many hits the ratios rest on.
     with_ci = [
-        r for r in rows if _interval(r) is not None and np.isfinite(r["values"]["recall_ratio"])
+        (r["values"]["recall_ratio"], ci, r["quality"]["hits_unguarded"])
+        for r in rows
+        if (ci := _interval(r)) is not None and np.isfinite(r["values"]["recall_ratio"])
     ]
     if with_ci:
-        w = min(with_ci, key=lambda r: r["values"]["recall_ratio"])
-        out["recall_ratio"]["worst_interval"] = list(_interval(w))
-        hits = np.array([r["quality"]["hits_unguarded"] for r in with_ci])
+        out["recall_ratio"]["worst_interval"] = list(min(with_ci, key=lambda t: t[0])[1])
+        hits = np.array([t[2] for t in with_ci])
         out["recall_ratio"]["hits_unguarded"] = {
             "median": float(np.median(hits)),
             "min": int(hits.min()),
