@@ -186,3 +186,39 @@ def test_rows_without_an_interval_keep_the_old_table():
     report["targets"] = family_targets(report)
     assert "CI" not in format_family(report)
     assert family_targets(report)[3]["significant"] == []
+
+
+def test_cli_family_reports_the_interval_and_the_significant_misses(monkeypatch, tmp_path):
+    """``audit --family``: the table carries the interval and the hits, and the exit
+    message says how many recall misses are significant (run_family replaced by a report
+    of known rows, so the CLI's own part is what is checked)."""
+    from click.testing import CliRunner
+
+    import guardrails.audit.family_run as fr
+    from guardrails.cli import main
+
+    rows = [_row(1, "als", 0.95, 0.90, 1.00), _row(2, "bpr", 0.90, 0.85, 0.95)]
+
+    def fake_run_family(n, **_kw):
+        report = {
+            "rows": rows[:n],
+            "settings": {"recall_interval": {"level": 0.95}},
+            "distribution": {
+                k: {
+                    "median": 0.0,
+                    "p90": 0.0,
+                    "worst": min(r["values"][k] for r in rows[:n]) if k == "recall_ratio" else 0.0,
+                }
+                for k in FAMILY_TARGETS
+            },
+        }
+        report["targets"] = family_targets(report)
+        return report
+
+    monkeypatch.setattr(fr, "run_family", fake_run_family)
+    res = CliRunner().invoke(
+        main, ["audit", "--family", "2", "--out", str(tmp_path), "--no-plots", "--quiet"]
+    )
+    assert res.exit_code == 1, res.output
+    assert "recall_ratio (1 significant of 2)" in res.output
+    assert "[0.850, 0.950]" in (tmp_path / "family.md").read_text()
