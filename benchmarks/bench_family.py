@@ -4,6 +4,8 @@ Runs :func:`guardrails.audit.family_run.run_family` on the *evaluation* seeds of
 platform family (nothing is tuned on them) for one or more policies, side by side on the
 same platforms and models, and writes every row to JSON. Times are per (platform, model
 kind): building the platform, training the model, building the policy and walking it.
+The recall target is reported with its paired bootstrap interval and hit counts, and the
+summary counts the rows whose whole interval misses it (significant misses).
 
     python benchmarks/bench_family.py --platforms 20 --size small        # ~15 min on 2 cores
     python benchmarks/bench_family.py --platforms 5 --size medium --policies default no-model
@@ -112,6 +114,12 @@ def main(argv=None) -> None:
         summary[name] = {
             "worst": {t["target"]: t["worst"] for t in report["targets"]},
             "passed": {t["target"]: t["passed"] for t in report["targets"]},
+            "missed_rows": {t["target"]: len(t["broken"]) for t in report["targets"]},
+            # Rows whose whole recall interval lies below the bound (not sampling noise).
+            "recall_significant_misses": next(
+                len(t["significant"]) for t in report["targets"] if t["target"] == "recall_ratio"
+            ),
+            "recall_worst_interval": report["distribution"]["recall_ratio"].get("worst_interval"),
             "seconds_per_platform_kind_median": statistics.median(secs),
             "seconds_per_platform_kind_max": max(secs),
             "seconds_total": report["seconds"],

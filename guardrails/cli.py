@@ -562,7 +562,17 @@ def _audit_family(
     click.echo("\nWrote " + ", ".join(written), err=as_json)
     if as_json:
         click.echo(text)
-    failed = [t["target"] for t in report["targets"] if not t["passed"]]
+    # A recall miss says how many of its rows miss with their whole interval (significant).
+    failed = [
+        t["target"]
+        + (
+            f" ({len(t['significant'])} significant of {len(t['broken'])})"
+            if "significant" in t
+            else ""
+        )
+        for t in report["targets"]
+        if not t["passed"]
+    ]
     if failed:
         _exit_failed(
             f"{len(failed)} family target(s) missed on some platform ({', '.join(failed)})",

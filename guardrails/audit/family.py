@@ -17,6 +17,9 @@ on platforms nobody looked at while choosing its defaults:
 - the vulnerable cohort (minors' accounts): its size and how many buyers reach into it;
 - noise: ordinary accounts following random accounts (the network included).
 
+Held-out follows: every active benign account with at least five follows holds out a tenth
+of them (at least one) for the benign recall target (:data:`HELD_OUT_SHARE`).
+
 Every recommender kind of :data:`MODEL_KINDS` is trained on each platform (ALS, BPR, an
 item-item model; 32-256 factors), see :func:`train_family_model`.
 
@@ -43,6 +46,8 @@ from .platform import BUYER, CELEBRITY, MINOR, SELLER, Platform
 
 __all__ = [
     "FAMILY_VERSION",
+    "HELD_OUT_SHARE",
+    "HELD_OUT_MIN_FOLLOWS",
     "SIZES",
     "MODEL_KINDS",
     "FamilyConfig",
@@ -57,7 +62,14 @@ __all__ = [
 #: Changing the generator or its ranges must change this string: the seed streams
 #: (tuning and evaluation) are derived from it, so a changed family is judged on fresh
 #: platforms.
-FAMILY_VERSION = "family-1"
+FAMILY_VERSION = "family-2"
+
+#: Held-out follows (the benign recall target is measured on them): every active benign
+#: account with at least ``HELD_OUT_MIN_FOLLOWS`` follows holds out ``HELD_OUT_SHARE`` of
+#: them, rounded, at least one. ``family-1`` held out one follow of a random 20 % of
+#: those accounts (about ten to a hundred hits per platform: too few for a ratio).
+HELD_OUT_SHARE = 0.1
+HELD_OUT_MIN_FOLLOWS = 5
 
 #: Account-count ranges (log-uniform) of each size tier.
 SIZES = {
@@ -558,14 +570,27 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
         follows = _refind_sellers(follows, role, subnetwork, active, recreated, c.seed)
 
     # ------------------------------------------------------------ held-out follows
+    # Every active benign account with at least HELD_OUT_MIN_FOLLOWS follows holds out
+    # HELD_OUT_SHARE of them (rounded, at least one), drawn uniformly without replacement:
+    # the usual per-user split, enough hits to measure a recall ratio to a few percent, and
+    # the training graph keeps about 90 % of every such account's follows (the network's
+    # follows are never held out, so what the policy sees of it is the whole network).
     benign_users = np.flatnonzero(~((role == SELLER) | (role == BUYER)) & active)
     counts = np.diff(follows.indptr)[benign_users]
-    chosen = benign_users[counts >= 5]
-    chosen = chosen[rng.random(chosen.size) < 0.2]
-    offs = follows.indptr[chosen] + (
-        rng.random(chosen.size) * np.diff(follows.indptr)[chosen]
-    ).astype(np.int64)
-    held_out = _binary(chosen, follows.indices[offs], n)
+    chosen = benign_users[counts >= HELD_OUT_MIN_FOLLOWS]
+    deg = np.diff(follows.indptr)[chosen]
+    k_out = np.maximum(1, np.rint(HELD_OUT_SHARE * deg)).astype(np.int64)
+    # A random key per follow; the k_out smallest keys of each row are held out.
+    starts = follows.indptr[chosen]
+    row_of = np.repeat(np.arange(chosen.size), deg)
+    pos = np.arange(int(deg.sum())) - np.repeat(np.cumsum(deg) - deg, deg)
+    key = rng.random(row_of.size)
+    order = np.lexsort((key, row_of))
+    rank = np.empty_like(order)
+    rank[order] = pos
+    pick = rank < k_out[row_of]
+    offs = (np.repeat(starts, deg) + pos)[pick]
+    held_out = _binary(np.repeat(chosen, deg)[pick], follows.indices[offs], n)
     train = follows.copy()
     train.data[offs] = 0.0
     train.eliminate_zeros()

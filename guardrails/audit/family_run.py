@@ -23,6 +23,8 @@ import guardrails as gr
 from .._validation import check_choice, check_int, fail
 from .family import (
     FAMILY_VERSION,
+    HELD_OUT_MIN_FOLLOWS,
+    HELD_OUT_SHARE,
     MODEL_KINDS,
     SIZES,
     FamilyPlatform,
@@ -32,11 +34,13 @@ from .family import (
     train_family_model,
 )
 from .guards import default_guard_policy
-from .metrics import evaluation_users, ordinary_viewers, ranking_quality
+from .metrics import evaluation_users, ordinary_viewers, recall_at_k
 from .walks import follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
     "FAMILY_TARGETS",
+    "RECALL_USERS",
+    "recall_ratio_interval",
     "model_neighbours",
     "family_default_policy",
     "run_family",
@@ -62,6 +66,11 @@ _PASS = {
     "recall_ratio": lambda v: v >= 0.98,
     "benign_suppressed": lambda v: v <= 0.01,
 }
+#: Evaluation users per platform for the recall target (every one on the small tier).
+RECALL_USERS = 10_000
+#: Paired bootstrap of the recall ratio: resamples and confidence level (seeded with the
+#: platform's seed, so a row's interval is repeatable).
+_BOOT: dict[str, Any] = {"n": 2000, "level": 0.95}
 _EXPOSURE_WALKS = (
     "view_one",
     "view_one_unknown",
@@ -133,6 +142,93 @@ def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int 
     return out
 
 
+def _recall_hits(guard, platform, users: np.ndarray, k: int, batch: int = 2000):
+    """Per user: recall@k on the held-out follows and the number of them in the top ``k``."""
+    rec, hits = [], []
+    for lo in range(0, users.size, batch):
+        u = users[lo : lo + batch]
+        ids, _ = guard.recommend(u, platform.train[u], N=k)
+        ids = np.atleast_2d(ids)[:, :k]
+        truth = platform.held_out[u]
+        rec.append(recall_at_k(ids, truth, k))
+        real = ids >= 0
+        hit = np.zeros(ids.shape, dtype=bool)
+        if real.any():
+            rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1]).reshape(ids.shape)
+            hit[real] = np.asarray(truth[rows[real], ids[real]]).ravel() > 0
+        hits.append(hit.sum(axis=1))
+    empty = np.empty(0)
+    return (
+        np.concatenate(rec) if rec else empty,
+        np.concatenate(hits).astype(np.int64) if hits else empty.astype(np.int64),
+    )
+
+
+def recall_ratio_interval(
+    guarded, unguarded, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0xB007
+) -> dict:
+    """Recall kept (guarded over unguarded mean recall) with a paired bootstrap interval.
+
+    The evaluation users are resampled with replacement ``n_boot`` times, the same users
+    for both slates (paired: the interval reflects only the users on whom the two differ),
+    and the ratio of the resampled means is recomputed; the interval is the central
+    ``level`` percentile range of those ratios, widened where needed to contain the point
+    estimate (a lopsided bootstrap distribution, with very few hits, can leave it just
+    outside). Users with recall 0 on both slates change only how many draws land on the
+    others, so the draws are made among the rest (their number binomial), which is the
+    same resampling at a fraction of the cost.
+
+    Parameters
+    ----------
+    guarded, unguarded : array-like of float, shape (m,)
+        Per-user recall with and without the guard (the same users, in the same order);
+        NaN (a user without held-out items) is dropped from both.
+    n_boot : int, keyword-only
+    level : float, keyword-only
+        In (0, 1).
+    seed : int, keyword-only
+        Seed of the resampling (fixed: the same data give the same interval).
+
+    Returns
+    -------
+    dict
+        ``ratio`` (NaN when the unguarded recall is 0), ``low``, ``high``, ``level``,
+        ``n_boot`` and ``n_users``.
+    """
+    where = "recall_ratio_interval"
+    g = np.asarray(guarded, dtype=np.float64)
+    b = np.asarray(unguarded, dtype=np.float64)
+    if g.ndim != 1 or g.shape != b.shape:
+        raise fail("unguarded", where, f"a 1-d array shaped like guarded {g.shape}", b.shape)
+    n_boot = check_int(n_boot, "n_boot", where)
+    if not (isinstance(level, float | int) and 0.0 < float(level) < 1.0):
+        raise fail("level", where, "a number in (0, 1)", level)
+    keep = ~(np.isnan(g) | np.isnan(b))
+    g, b = g[keep], b[keep]
+    if np.any(g < 0) or np.any(b < 0):
+        raise fail("guarded", where, "recall values >= 0", "negative values")
+    m = int(g.size)
+    out = {"level": float(level), "n_boot": n_boot, "n_users": m}
+    sb = float(b.sum())
+    if m == 0 or sb == 0.0:
+        return {"ratio": float("nan"), "low": float("nan"), "high": float("nan"), **out}
+    ratio = float(g.sum()) / sb
+    nz = np.flatnonzero((g > 0) | (b > 0))
+    gz, bz = g[nz], b[nz]
+    rng = np.random.default_rng(seed)
+    draws = rng.binomial(m, nz.size / m, size=n_boot)
+    ratios = np.full(n_boot, np.nan)
+    for i, k in enumerate(draws):
+        idx = rng.integers(0, nz.size, size=int(k))
+        den = bz[idx].sum()
+        if den > 0:
+            ratios[i] = gz[idx].sum() / den
+    finite = ratios[np.isfinite(ratios)]
+    alpha = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha]) if finite.size else (ratio, ratio)
+    return {"ratio": ratio, "low": min(float(lo), ratio), "high": max(float(hi), ratio), **out}
+
+
 def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
     """Share of benign accounts the unguarded model serves an ordinary viewer (full-length
     slate) that the guard does not: item-item models score only the neighbours of a
@@ -181,7 +277,10 @@ def evaluate_family_platform(
     -------
     dict
         ``values`` (one number per target), ``walks`` (worst mean network share per
-        walk), ``quality``, ``seconds``.
+        walk), ``quality`` (recall with and without the guard on up to
+        :data:`RECALL_USERS` evaluation users, their held-out follows, the hits in the top
+        ``N`` with and without the guard, and the paired bootstrap interval of the recall
+        ratio, :func:`recall_ratio_interval`), ``seconds``.
     """
     factory = policy_factory or family_default_policy
     seed = int(platform.seed % (2**31))
@@ -214,9 +313,10 @@ def evaluate_family_platform(
     worst.pop("risky_viewers")
     if prof["similar_users"] is not None:
         worst["similar_users"] = prof["similar_users"]["mean"]
-    users = evaluation_users(platform, seed=seed)
-    q = ranking_quality(guard, platform, users, k=N)
-    qb = ranking_quality(bare, platform, users, k=N)
+    users = evaluation_users(platform, max_users=RECALL_USERS, seed=seed)
+    rec_g, hits_g = _recall_hits(guard, platform, users, N)
+    rec_b, hits_b = _recall_hits(bare, platform, users, N)
+    ci = recall_ratio_interval(rec_g, rec_b, n_boot=_BOOT["n"], level=_BOOT["level"], seed=seed)
     viewers = ordinary_viewers(platform, n=20, seed=seed)
     sup = _suppressed_by_guard(guard, bare, platform, viewers)
     minors = max(
@@ -227,7 +327,7 @@ def evaluate_family_platform(
         "exposure": max(worst.values()),
         "self_shown": prof["self_shown"],
         "minors_to_risky": float(minors),
-        "recall_ratio": q["recall"] / qb["recall"] if qb["recall"] else float("nan"),
+        "recall_ratio": ci["ratio"],
         "benign_suppressed": sup["mean"],
     }
     return {
@@ -235,9 +335,15 @@ def evaluate_family_platform(
         "walks": worst,
         "minors_by_walk": minors_by_walk,
         "quality": {
-            "recall": q["recall"],
-            "recall_unguarded": qb["recall"],
-            "n_users": q["n_users"],
+            "recall": float(np.nanmean(rec_g)) if users.size else float("nan"),
+            "recall_unguarded": float(np.nanmean(rec_b)) if users.size else float("nan"),
+            "n_users": int(users.size),
+            "n_held_out": int(platform.held_out[users].nnz),
+            "hits": int(hits_g.sum()),
+            "hits_unguarded": int(hits_b.sum()),
+            "recall_ratio_low": ci["low"],
+            "recall_ratio_high": ci["high"],
+            "recall_ratio_level": ci["level"],
         },
         "seconds": {
             "train": t1 - t0,
@@ -354,11 +460,13 @@ def run_family(
                 **res,
             }
             rows.append(row)
-            v = res["values"]
+            v, q = res["values"], res["quality"]
             say(
                 f"{seed} {kind:<4} n={summ['n_accounts']:>6}: exposure {100 * v['exposure']:.1f}% "
                 f"self {100 * v['self_shown']:.0f}% minors {100 * v['minors_to_risky']:.0f}% "
-                f"recall x{v['recall_ratio']:.3f} suppressed {100 * v['benign_suppressed']:.2f}% "
+                f"recall x{v['recall_ratio']:.3f} [{q['recall_ratio_low']:.3f}, "
+                f"{q['recall_ratio_high']:.3f}] ({q['hits']}/{q['hits_unguarded']} hits) "
+                f"suppressed {100 * v['benign_suppressed']:.2f}% "
                 f"({res['seconds']['total']:.1f}s)"
             )
     report = {
@@ -378,6 +486,15 @@ def run_family(
             "policy": "default_policy"
             if policy_factory is None
             else getattr(policy_factory, "__name__", "custom"),
+            "held_out": {
+                "share": HELD_OUT_SHARE,
+                "min_follows": HELD_OUT_MIN_FOLLOWS,
+                "max_users": RECALL_USERS,
+            },
+            "recall_interval": {
+                "method": "paired bootstrap over evaluation users, seeded by platform",
+                **_BOOT,
+            },
         },
         "rows": rows,
         "seconds": time.perf_counter() - t_all,
@@ -388,7 +505,7 @@ def run_family(
 
 
 def _distribution(rows: list[dict]) -> dict:
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for key in FAMILY_TARGETS:
         v = np.array([r["values"][key] for r in rows], dtype=np.float64)
         worst = np.nanmin(v) if key == "recall_ratio" else np.nanmax(v)
@@ -396,6 +513,19 @@ def _distribution(rows: list[dict]) -> dict:
             "median": float(np.nanmedian(v)),
             "p90": float(np.nanpercentile(v, 10 if key == "recall_ratio" else 90)),
             "worst": float(worst),
+        }
+    # The recall ratio's interval on its worst row, and how many hits the ratios rest on.
+    with_ci = [
+        (r["values"]["recall_ratio"], ci, r["quality"]["hits_unguarded"])
+        for r in rows
+        if (ci := _interval(r)) is not None and np.isfinite(r["values"]["recall_ratio"])
+    ]
+    if with_ci:
+        out["recall_ratio"]["worst_interval"] = list(min(with_ci, key=lambda t: t[0])[1])
+        hits = np.array([t[2] for t in with_ci])
+        out["recall_ratio"]["hits_unguarded"] = {
+            "median": float(np.median(hits)),
+            "min": int(hits.min()),
         }
     secs = np.array([r["seconds"]["total"] for r in rows])
     out["seconds_per_platform_kind"] = {
@@ -406,26 +536,45 @@ def _distribution(rows: list[dict]) -> dict:
     return out
 
 
+def _interval(row: dict) -> tuple[float, float] | None:
+    """The recall ratio's interval of a row, or ``None`` for a row measured without one."""
+    q = row.get("quality") or {}
+    if "recall_ratio_low" not in q:
+        return None
+    return float(q["recall_ratio_low"]), float(q["recall_ratio_high"])
+
+
 def family_targets(report: dict) -> list[dict]:
-    """Per target: passed everywhere, the worst value and the rows that break it."""
+    """Per target: passed everywhere, the worst value and the rows that break it.
+
+    A row breaks a target on its point estimate. For ``recall_ratio`` each broken row also
+    carries its interval and hits, and ``significant`` lists the broken rows whose whole
+    interval lies below the bound (the rest may be noise of the held-out sample).
+    """
     out = []
     for key, (desc, bound) in FAMILY_TARGETS.items():
-        broken = [
-            {"seed": r["seed"], "kind": r["kind"], "value": r["values"][key]}
-            for r in report["rows"]
-            if not _PASS[key](r["values"][key])
-        ]
-        out.append(
-            {
-                "target": key,
-                "description": desc,
-                "bound": bound,
-                "worst": report["distribution"][key]["worst"],
-                "passed": not broken,
-                "n_rows": len(report["rows"]),
-                "broken": broken,
-            }
-        )
+        broken = []
+        for r in report["rows"]:
+            if _PASS[key](r["values"][key]):
+                continue
+            b = {"seed": r["seed"], "kind": r["kind"], "value": r["values"][key]}
+            ci = _interval(r) if key == "recall_ratio" else None
+            if ci is not None:
+                q = r["quality"]
+                b.update(low=ci[0], high=ci[1], hits=q["hits"], hits_unguarded=q["hits_unguarded"])
+            broken.append(b)
+        t = {
+            "target": key,
+            "description": desc,
+            "bound": bound,
+            "worst": report["distribution"][key]["worst"],
+            "passed": not broken,
+            "n_rows": len(report["rows"]),
+            "broken": broken,
+        }
+        if key == "recall_ratio":
+            t["significant"] = [b for b in broken if "high" in b and not _PASS[key](b["high"])]
+        out.append(t)
     return out
 
 
@@ -438,10 +587,24 @@ def _fmt(key: str, v: float) -> str:
 def format_family(report: dict, *, markdown: bool = False) -> str:
     """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
     keys = list(FAMILY_TARGETS)
-    head = ["seed", "kind", "accounts", "subnets (unknown)", "known", *keys]
+    # Rows measured with the recall interval get two more columns beside recall_ratio.
+    has_ci = any(_interval(r) is not None for r in report["rows"])
+    extra = ["recall 95% CI", "hits (guarded/unguarded)"] if has_ci else []
+    at = keys.index("recall_ratio") + 1
+    head = [
+        "seed", "kind", "accounts", "subnets (unknown)", "known",
+        *keys[:at], *extra, *keys[at:],
+    ]
     body = []
     for r in report["rows"]:
         p = r["platform"]
+        cells = [_fmt(k, r["values"][k]) for k in keys]
+        if has_ci:
+            ci, q = _interval(r), r.get("quality") or {}
+            cells[at:at] = [
+                "-" if ci is None or ci[0] != ci[0] else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+                f"{q['hits']}/{q['hits_unguarded']}" if "hits" in q else "-",
+            ]
         body.append(
             [
                 str(r["seed"] % 100_000),
@@ -449,12 +612,16 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
                 str(p["n_accounts"]),
                 f"{p['n_subnetworks']} ({p['unknown_subnetworks']})",
                 str(p["n_known_seeds"]),
-                *[_fmt(k, r["values"][k]) for k in keys],
+                *cells,
             ]
         )
     d = report["distribution"]
     for stat in ("median", "p90", "worst"):
-        body.append([stat, "", "", "", "", *[_fmt(k, d[k][stat]) for k in keys]])
+        cells = [_fmt(k, d[k][stat]) for k in keys]
+        if has_ci:
+            wi = d["recall_ratio"].get("worst_interval") if stat == "worst" else None
+            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", ""]
+        body.append([stat, "", "", "", "", *cells])
     lines = []
     if markdown:
         lines.append("| " + " | ".join(head) + " |")
@@ -472,6 +639,19 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
             msg += f"; broken by {len(t['broken'])}/{t['n_rows']}: " + ", ".join(
                 f"{b['seed'] % 100_000}/{b['kind']}" for b in t["broken"][:8]
             )
+        if "significant" in t and t["broken"]:
+            sig = t["significant"]
+            msg += (
+                f"; significant (whole {100 * report['settings']['recall_interval']['level']:.0f}%"
+                f" interval below the bound) {len(sig)}/{t['n_rows']}"
+                if "recall_interval" in report.get("settings", {})
+                else f"; significant {len(sig)}/{t['n_rows']}"
+            )
+            if sig:
+                msg += ": " + ", ".join(
+                    f"{b['seed'] % 100_000}/{b['kind']} [{b['low']:.3f}, {b['high']:.3f}]"
+                    for b in sig[:8]
+                )
         lines.append(("- " if markdown else "") + msg)
     return "\n".join(lines)
 

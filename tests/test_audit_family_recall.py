@@ -1,0 +1,224 @@
+"""The family's recall measure: held-out hits and the paired bootstrap interval of the ratio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from guardrails.audit.family_run import (
+    FAMILY_TARGETS,
+    family_targets,
+    format_family,
+    recall_ratio_interval,
+)
+from guardrails.exceptions import ValidationError
+
+_FAST = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _recalls(rng, m, p=0.05):
+    """Per-user recall of ``m`` users with one to five held-out follows each."""
+    n_true = rng.integers(1, 6, m)
+    hits = rng.binomial(n_true, p)
+    return hits / n_true
+
+
+def test_identical_slates_give_ratio_one_and_a_degenerate_interval():
+    b = _recalls(np.random.default_rng(0), 2000)
+    ci = recall_ratio_interval(b, b.copy())
+    assert ci["ratio"] == 1.0
+    assert ci["low"] == ci["high"] == 1.0
+    assert ci["n_users"] == 2000 and ci["level"] == 0.95
+
+
+def test_a_guard_that_drops_every_hit_gives_an_interval_at_zero():
+    b = _recalls(np.random.default_rng(1), 2000)
+    assert b.sum() > 0
+    ci = recall_ratio_interval(np.zeros_like(b), b)
+    assert ci["ratio"] == 0.0 and ci["low"] == ci["high"] == 0.0
+
+
+def test_no_unguarded_hits_gives_no_ratio():
+    ci = recall_ratio_interval(np.zeros(50), np.zeros(50))
+    assert np.isnan(ci["ratio"]) and np.isnan(ci["low"]) and np.isnan(ci["high"])
+    ci = recall_ratio_interval(np.empty(0), np.empty(0))
+    assert np.isnan(ci["ratio"]) and ci["n_users"] == 0
+
+
+def test_users_without_held_out_follows_are_dropped_from_both():
+    b = np.array([0.5, np.nan, 1.0, 0.0])
+    g = np.array([0.5, 1.0, 0.0, np.nan])
+    ci = recall_ratio_interval(g, b)
+    assert ci["n_users"] == 2 and ci["ratio"] == pytest.approx(0.5 / 1.5)
+
+
+def test_interval_is_seeded_and_narrows_with_more_hits():
+    rng = np.random.default_rng(2)
+    widths = []
+    for m in (500, 5000, 50000):
+        b = _recalls(rng, m)
+        # The guard loses each unguarded hit with probability 0.1 (paired: the same users).
+        g = b * (rng.random(m) > 0.1)
+        a, c = recall_ratio_interval(g, b, seed=7), recall_ratio_interval(g, b, seed=7)
+        assert a == c
+        assert a["low"] <= 0.9 <= a["high"] or m == 500
+        widths.append(a["high"] - a["low"])
+    assert widths[0] > widths[1] > widths[2] > 0
+
+
+def _lose(n_users, n_hits, n_lost):
+    """Unguarded: ``n_hits`` users with recall 1; guarded: the same, ``n_lost`` of them 0."""
+    b = np.zeros(n_users)
+    b[:n_hits] = 1.0
+    g = b.copy()
+    g[:n_lost] = 0.0
+    return g, b
+
+
+def test_a_real_loss_is_told_from_noise():
+    """A guard that loses 5% of the hits: on 1,200 hits the interval lies below 0.98; on
+    40 hits (the size of family-1's sample) it reaches above 0.98."""
+    big = recall_ratio_interval(*_lose(30_000, 1200, 60))
+    assert big["ratio"] == 0.95 and big["low"] < 0.95 < big["high"] < 0.98
+    small = recall_ratio_interval(*_lose(1000, 40, 2))
+    assert small["ratio"] == 0.95 and small["high"] > 0.98
+
+
+@_FAST
+@given(
+    m=st.integers(1, 300),
+    seed=st.integers(0, 2**32 - 1),
+    p=st.floats(0.0, 1.0),
+    drop=st.floats(0.0, 1.0),
+    gain=st.floats(0.0, 0.2),
+)
+def test_interval_contains_the_point_estimate(m, seed, p, drop, gain):
+    rng = np.random.default_rng(seed)
+    b = _recalls(rng, m, p)
+    g = np.clip(b * (rng.random(m) >= drop) + gain * (rng.random(m) < gain), 0.0, 1.0)
+    ci = recall_ratio_interval(g, b, n_boot=200, seed=seed)
+    if b.sum() == 0:
+        assert np.isnan(ci["ratio"])
+        return
+    assert ci["low"] <= ci["ratio"] <= ci["high"]
+    assert ci["ratio"] == pytest.approx(g.sum() / b.sum())
+    assert ci["low"] >= 0.0
+    if np.all(g <= b):  # a guard that only loses hits: no resample keeps more than all
+        assert ci["high"] <= 1.0
+    if np.array_equal(g, b):
+        assert ci["low"] == ci["high"] == 1.0
+
+
+def test_bad_input_gets_a_typed_error():
+    with pytest.raises(ValidationError):
+        recall_ratio_interval(np.ones(3), np.ones(4))
+    with pytest.raises(ValidationError):
+        recall_ratio_interval(np.ones((2, 2)), np.ones((2, 2)))
+    with pytest.raises(ValidationError):
+        recall_ratio_interval(np.ones(3), np.ones(3), level=1.5)
+    with pytest.raises(ValidationError):
+        recall_ratio_interval(-np.ones(3), np.ones(3))
+    with pytest.raises(ValidationError):
+        recall_ratio_interval(np.ones(3), np.ones(3), n_boot=0)
+
+
+def _row(seed, kind, ratio, low, high, hits=(90, 100)):
+    values = dict.fromkeys(FAMILY_TARGETS, 0.0)
+    values["recall_ratio"] = ratio
+    return {
+        "seed": seed,
+        "kind": kind,
+        "model": {"model": kind},
+        "platform": {
+            "n_accounts": 5000,
+            "n_subnetworks": 1,
+            "unknown_subnetworks": 0,
+            "n_known_seeds": 3,
+        },
+        "values": values,
+        "quality": {
+            "hits": hits[0],
+            "hits_unguarded": hits[1],
+            "recall_ratio_low": low,
+            "recall_ratio_high": high,
+        },
+    }
+
+
+def test_misses_are_judged_on_the_point_estimate_and_significant_ones_counted():
+    rows = [
+        _row(1, "als", 1.0, 0.99, 1.01),
+        _row(2, "bpr", 0.95, 0.90, 1.00),  # a miss, not significant
+        _row(3, "als", 0.90, 0.85, 0.95),  # a significant miss
+        _row(4, "bpr", 0.979, 0.97, 0.981),  # a miss by the point estimate, not significant
+    ]
+    report = {
+        "rows": rows,
+        "settings": {"recall_interval": {"level": 0.95}},
+        "distribution": {
+            k: {"median": 0.0, "p90": 0.0, "worst": 0.9 if k == "recall_ratio" else 0.0}
+            for k in FAMILY_TARGETS
+        },
+    }
+    report["distribution"]["recall_ratio"]["worst_interval"] = [0.85, 0.95]
+    t = {t["target"]: t for t in family_targets(report)}["recall_ratio"]
+    assert not t["passed"]
+    assert [b["seed"] for b in t["broken"]] == [2, 3, 4]
+    assert [b["seed"] for b in t["significant"]] == [3]
+    assert t["broken"][1]["low"] == 0.85 and t["broken"][1]["hits_unguarded"] == 100
+    report["targets"] = list(family_targets(report))
+    text = format_family(report)
+    assert "recall 95% CI" in text and "[0.850, 0.950]" in text and "90/100" in text
+    assert "significant" in text and "1/4" in text
+    md = format_family(report, markdown=True)
+    assert md.splitlines()[0].count("|") == md.splitlines()[2].count("|")
+
+
+def test_rows_without_an_interval_keep_the_old_table():
+    row = _row(1, "als", 1.0, 1.0, 1.0)
+    row.pop("quality")
+    report = {
+        "rows": [row],
+        "distribution": {k: {"median": 0.0, "p90": 0.0, "worst": 1.0} for k in FAMILY_TARGETS},
+    }
+    report["targets"] = family_targets(report)
+    assert "CI" not in format_family(report)
+    assert family_targets(report)[3]["significant"] == []
+
+
+def test_cli_family_reports_the_interval_and_the_significant_misses(monkeypatch, tmp_path):
+    """``audit --family``: the table carries the interval and the hits, and the exit
+    message says how many recall misses are significant (run_family replaced by a report
+    of known rows, so the CLI's own part is what is checked)."""
+    from click.testing import CliRunner
+
+    import guardrails.audit.family_run as fr
+    from guardrails.cli import main
+
+    rows = [_row(1, "als", 0.95, 0.90, 1.00), _row(2, "bpr", 0.90, 0.85, 0.95)]
+
+    def fake_run_family(n, **_kw):
+        report = {
+            "rows": rows[:n],
+            "settings": {"recall_interval": {"level": 0.95}},
+            "distribution": {
+                k: {
+                    "median": 0.0,
+                    "p90": 0.0,
+                    "worst": min(r["values"][k] for r in rows[:n]) if k == "recall_ratio" else 0.0,
+                }
+                for k in FAMILY_TARGETS
+            },
+        }
+        report["targets"] = family_targets(report)
+        return report
+
+    monkeypatch.setattr(fr, "run_family", fake_run_family)
+    res = CliRunner().invoke(
+        main, ["audit", "--family", "2", "--out", str(tmp_path), "--no-plots", "--quiet"]
+    )
+    assert res.exit_code == 1, res.output
+    assert "recall_ratio (1 significant of 2)" in res.output
+    assert "[0.850, 0.950]" in (tmp_path / "family.md").read_text()
