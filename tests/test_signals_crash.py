@@ -94,8 +94,11 @@ while True:
 def _run_and_kill(script: str, args: list[str], rng: random.Random) -> list[str]:
     """Start a worker, SIGKILL it at a random moment once it works, return its output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Unbuffered pipes: a buffered readline of "ready" may read acknowledgements ahead,
+    # and communicate() reads the pipe's descriptor, so those lines would be lost.
     p = subprocess.Popen(
         [sys.executable, "-c", script, *args],
+        bufsize=0,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
