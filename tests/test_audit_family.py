@@ -301,10 +301,15 @@ def test_small_family_report_shape(small_family, tmp_path):
 
 #: Safety targets checked on the small CI family (every platform, every model kind).
 _CI_WORST_CASE = ("exposure", "self_shown", "minors_to_risky")
+#: How far a pinned miss may move before the test fails: one slot of a slate of 10. The
+#: models train on one thread with fixed seeds, but another CPU's BLAS can round ALS and
+#: BPR differently, and a changed factor moves these shares in steps of whole slots.
+_CI_SLACK = 0.10
 #: Safety misses measured on the CI family of family-2 (position in the evaluation
-#: stream, model kind) -> the measured value, which the row must not exceed. The first
-#: evaluation platform of family-2 (8,854 accounts, five sub-networks, one unknown; also
-#: the first row of the 20-platform evaluation in docs/audit.md) leaks with every model:
+#: stream, model kind) -> the measured value, which the row must not exceed by more than
+#: _CI_SLACK. The first evaluation platform of family-2 (8,854 accounts, five
+#: sub-networks, one unknown; also the first row of the 20-platform evaluation in
+#: docs/audit.md) leaks with every model:
 #: follow-a-handful and view-one walks reach 10-20% network share and buyers get minors'
 #: accounts (ALS 50%, item-item 10%). It leaked with family-1's held-out rule too (same
 #: seed: 9-15% exposure, 10-50% minors), so the misses belong to the policy, not to the
@@ -335,7 +340,7 @@ def test_small_family_worst_case_targets(small_family):
         for b in t["broken"]:
             known = _CI_KNOWN_MISSES.get((seeds.index(b["seed"]), b["kind"]), {})
             assert t["target"] in known, (t["target"], b)
-            assert b["value"] <= known[t["target"]] + 1e-9, (t["target"], b)
+            assert b["value"] <= known[t["target"]] + _CI_SLACK, (t["target"], b)
     # A pinned miss that no longer misses must leave the list.
     broken = {
         (seeds.index(b["seed"]), b["kind"], t["target"])

@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from worlds import youth_world
 
 import guardrails as gr
 from guardrails.exceptions import ValidationError
@@ -224,35 +225,10 @@ def test_a_catalogue_of_another_size_is_a_validation_error():
 
 
 # ---------------------------------------------------------------------------- default_policy
-def _youth_world(seed):
-    """Ten minors who follow each other and a coach; a parent who follows the coach and
-    two minors; an adult who follows only ordinary accounts; a celebrity everyone follows."""
-    rng = np.random.default_rng(seed)
-    n = 80
-    minors = np.zeros(n, bool)
-    minors[:10] = True
-    coach, parent, adult, celeb = 10, 11, 12, 13
-    edges = []
-    for m in range(10):
-        edges += [(m, int(x)) for x in rng.choice(10, 3, replace=False) if x != m]
-        edges += [(m, coach), (m, celeb)]
-    edges += [(parent, coach), (parent, 0), (parent, 1), (parent, celeb)]
-    edges += [(adult, int(x)) for x in rng.choice(np.arange(20, n), 6, replace=False)]
-    edges += [(adult, celeb)]
-    for a in range(20, n):
-        edges += [(a, int(x)) for x in rng.choice(np.arange(20, n), 4, replace=False)]
-        edges += [(a, celeb)]
-    r, c = np.array(edges).T
-    g = sp.csr_matrix((np.ones(r.size, np.float32), (r, c)), shape=(n, n))
-    g.data[:] = 1.0
-    model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
-    return g, minors, model, (coach, parent, adult, celeb)
-
-
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000))
 def test_default_policy_keeps_minors_from_adults_without_a_tie(seed):
-    g, minors, model, (coach, parent, adult, celeb) = _youth_world(seed)
+    g, minors, model, (coach, parent, adult, celeb) = youth_world(seed)
     signals = dict(seeds=[70], graph=g, interactions=g, minors=minors, minor_viewers=minors)
     pol = default_policy(**signals)
     assert "minors_need_tie" in [f.name for f in pol.filters]
@@ -281,7 +257,7 @@ def test_default_policy_keeps_minors_from_adults_without_a_tie(seed):
 
 
 def test_default_policy_without_a_follow_graph_has_no_tie_rule():
-    g, minors, _, _ = _youth_world(0)
+    g, minors, _, _ = youth_world(0)
     risk = np.full(minors.size, 0.01, np.float32)
     pol = default_policy(risk=risk, minors=minors)
     assert "minors_need_tie" not in [f.name for f in pol.filters]
@@ -320,7 +296,7 @@ def test_run_family_indices_must_match_the_platform_count():
 
 
 def test_the_demotion_is_above_any_score_an_item_item_model_can_give():
-    g, minors, _, _ = _youth_world(0)
+    g, minors, _, _ = youth_world(0)
     sim = sp.csr_matrix(g.T @ g, dtype=np.float32) * 3.0
     pol = default_policy(seeds=[70], graph=g, interactions=g, minors=minors, item_similarity=sim)
     bound = float(np.asarray(abs(sim).sum(axis=0)).max())

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from worlds import youth_world
 
 import guardrails as gr
 from guardrails.exceptions import FailClosedError, ValidationError
@@ -21,34 +21,9 @@ from guardrails.policy import Holdback, Policy, default_policy
 MINOR_FILTERS = ("protect_minors", "minors_need_tie", "minor_viewers")
 
 
-def _youth_world(seed):
-    """Ten minors who follow each other and a coach; a parent who follows the coach and
-    two minors; an adult who follows only ordinary accounts; a celebrity everyone follows."""
-    rng = np.random.default_rng(seed)
-    n = 80
-    minors = np.zeros(n, bool)
-    minors[:10] = True
-    coach, parent, adult, celeb = 10, 11, 12, 13
-    edges = []
-    for m in range(10):
-        edges += [(m, int(x)) for x in rng.choice(10, 3, replace=False) if x != m]
-        edges += [(m, coach), (m, celeb)]
-    edges += [(parent, coach), (parent, 0), (parent, 1), (parent, celeb)]
-    edges += [(adult, int(x)) for x in rng.choice(np.arange(20, n), 6, replace=False)]
-    edges += [(adult, celeb), (adult, 70)]
-    for a in range(20, n):
-        edges += [(a, int(x)) for x in rng.choice(np.arange(20, n), 4, replace=False)]
-        edges += [(a, celeb)]
-    r, c = np.array(edges).T
-    g = sp.csr_matrix((np.ones(r.size, np.float32), (r, c)), shape=(n, n))
-    g.data[:] = 1.0
-    model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
-    return g, minors, model, (coach, parent, adult, celeb)
-
-
 @pytest.fixture(scope="module")
 def world():
-    g, minors, model, people = _youth_world(0)
+    g, minors, model, people = youth_world(0, adult_also_follows=[70])
     pol = default_policy(seeds=[70], graph=g, interactions=g, minors=minors, minor_viewers=minors)
     return g, minors, model, people, pol
 

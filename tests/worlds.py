@@ -123,3 +123,31 @@ def every_filter_case(
     suppressed[blocked] = True
     suppressed |= risk >= 0.7
     return gr.FactorModel(U, V), Policy(filters, holdback=hb), ui, suppressed, pairs
+
+
+def youth_world(seed, adult_also_follows=()):
+    """Ten minors who follow each other and a coach; a parent who follows the coach and
+    two minors; an adult who follows only ordinary accounts; a celebrity everyone follows.
+
+    ``adult_also_follows``: more accounts the adult follows (e.g. a flagged seed).
+    Returns ``(graph, minors, model, (coach, parent, adult, celeb))``."""
+    rng = np.random.default_rng(seed)
+    n = 80
+    minors = np.zeros(n, bool)
+    minors[:10] = True
+    coach, parent, adult, celeb = 10, 11, 12, 13
+    edges = []
+    for m in range(10):
+        edges += [(m, int(x)) for x in rng.choice(10, 3, replace=False) if x != m]
+        edges += [(m, coach), (m, celeb)]
+    edges += [(parent, coach), (parent, 0), (parent, 1), (parent, celeb)]
+    edges += [(adult, int(x)) for x in rng.choice(np.arange(20, n), 6, replace=False)]
+    edges += [(adult, celeb)] + [(adult, int(x)) for x in adult_also_follows]
+    for a in range(20, n):
+        edges += [(a, int(x)) for x in rng.choice(np.arange(20, n), 4, replace=False)]
+        edges += [(a, celeb)]
+    r, c = np.array(edges).T
+    g = sp.csr_matrix((np.ones(r.size, np.float32), (r, c)), shape=(n, n))
+    g.data[:] = 1.0
+    model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
+    return g, minors, model, (coach, parent, adult, celeb)
