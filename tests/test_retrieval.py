@@ -404,3 +404,43 @@ def test_default_head_and_lists_searched():
     assert r.index_.nprobe == min(8, r.index_.nlist)
     small = gr.ANNRetrieval(kind="ivf", nlist=3).build(V[:400])
     assert small.index_.nprobe == 3
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 12),
+    n=st.integers(1, 300),
+    density=st.sampled_from([0.0, 0.01, 0.2, 1.0]),
+    bits=st.sampled_from([None, 1, 2, 6]),
+    shuffle=st.booleans(),
+    zeros=st.booleans(),
+)
+def test_pool_viewer_masks_match_a_pair_lookup(seed, m, n, density, bits, shuffle, zeros):
+    """The pool's per-viewer mask test (hashed table, exact check) equals the kernel's
+    sorted pair lookup on every cell, for tables small enough that most cells collide,
+    masks whose rows hold unsorted columns or stored zeros, and repeated cells."""
+    from guardrails.core import _pool
+    from guardrails.core._exact import PairLookup, chunk_cells
+
+    rng = np.random.default_rng(seed)
+    vm = sp.random(m, n, density=density, format="csr", random_state=rng)
+    if zeros and vm.nnz:
+        vm.data[rng.random(vm.nnz) < 0.5] = 0.0  # a stored entry masks, whatever its value
+    if shuffle and vm.nnz:
+        for r in range(m):  # columns out of order within each row
+            lo, hi = vm.indptr[r], vm.indptr[r + 1]
+            perm = rng.permutation(hi - lo)
+            vm.indices[lo:hi], vm.data[lo:hi] = vm.indices[lo:hi][perm], vm.data[lo:hi][perm]
+        vm.has_sorted_indices = False
+    k = int(rng.integers(0, 4 * n + 1))
+    rows = rng.integers(0, m, k).astype(np.int64)
+    g = rng.integers(0, n, k).astype(np.int64)
+    pos = np.arange(n, dtype=np.int64)
+    rr, cc, _ = chunk_cells(vm, 0, m, pos)
+    want = PairLookup(rr, cc, np.ones(rr.size), n).get(rows, g) > 0
+    got = _pool._viewer_masked([vm, None, sp.csr_matrix((m, n))], m, rows, g)
+    np.testing.assert_array_equal(got, want)
+    if bits is not None and vm.nnz:
+        keys = _pool._row_keys(vm, m, n)
+        np.testing.assert_array_equal(_pool._in_sorted(keys, rows * n + g, bits), want)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from ._exact import EPS32, PAD_ID, PairLookup, TopkCall, chunk_cells, emit, lower, penalty_terms
+from ._exact import EPS32, PAD_ID, TopkCall, emit, lower, penalty_terms
 
 if TYPE_CHECKING:
     from .kernel import FactorSpace
@@ -95,7 +95,7 @@ def _pool_cells(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, 
     ok, cols = _eligible(space, pool_ids.reshape(-1), call_mask)
     rows, cols = rows[ok], cols[ok]
     approx = None if pool_scores is None else np.asarray(pool_scores).reshape(-1)[ok]
-    hit = _viewer_masked(space, viewer_masks, m, rows, cols)
+    hit = _viewer_masked(viewer_masks, m, rows, pool_ids.reshape(-1)[ok])
     rows, cols = rows[~hit], cols[~hit]
     approx = None if approx is None else approx[~hit]
     # One cell per (row, item), whatever the pool repeats (before counting N of them).
@@ -123,7 +123,7 @@ def _pool_dense(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, 
     ok, cols = _eligible(space, pool_ids, call_mask)
     rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], (m, P))
     at = np.flatnonzero(ok)
-    hit = _viewer_masked(space, viewer_masks, m, rows.reshape(-1)[at], cols.reshape(-1)[at])
+    hit = _viewer_masked(viewer_masks, m, rows.reshape(-1)[at], pool_ids.reshape(-1)[at])
     ok.reshape(-1)[at[hit]] = False
     a = np.zeros((m, P))
     at = np.flatnonzero(ok)
@@ -163,16 +163,65 @@ def _eligible(space, g: np.ndarray, call_mask) -> tuple[np.ndarray, np.ndarray]:
     return ok, np.where(ok, cols, 0)
 
 
-def _viewer_masked(space, viewer_masks, m: int, rows, cols) -> np.ndarray:
-    """Whether each cell ``(rows, cols)`` (compact columns) is masked for its viewer."""
-    hit = np.zeros(rows.shape[0], dtype=bool)
-    n_pad = space.width * space.n_blocks
+def _viewer_masked(viewer_masks, m: int, rows, g) -> np.ndarray:
+    """Whether each cell ``(rows, g)`` is masked for its viewer: ``g`` are global item
+    indices of items in the space, ``rows`` the viewers' rows (``< m``).
+
+    Each cell is looked up among its own viewer's mask cells (a stored entry masks,
+    whatever its value, as in :func:`~.kernel.guarded_topk`), through a table hashed on
+    ``(row, item)``: a cell whose slot no mask cell set is unmasked; the few others
+    (masked cells and hash collisions) are checked exactly against the sorted mask keys.
+    """
+    hit = np.zeros(np.shape(rows)[0], dtype=bool)
     for csr in viewer_masks:
         if csr is None or not csr.nnz:
             continue
-        rr, cc, _ = chunk_cells(csr, 0, m, space.pos)
-        hit |= PairLookup(rr, cc, np.ones(rr.size), n_pad).get(rows, cols) > 0
+        n_items = csr.shape[1]
+        keys = _row_keys(csr, m, n_items)
+        if keys.size:
+            hit |= _in_sorted(keys, rows * n_items + g, _table_bits(keys.size))
     return hit
+
+
+# A table of about 32 slots per mask cell: about 3% of unmasked cells collide and take
+# the exact check. At most 2**24 one-byte slots (16 MiB), however many cells a mask has.
+_SLOTS_PER_KEY = 32
+_MAX_TABLE_BITS = 24
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _table_bits(n_keys: int) -> int:
+    return int(min(_MAX_TABLE_BITS, max(10, int(n_keys * _SLOTS_PER_KEY).bit_length())))
+
+
+def _row_keys(csr: sp.csr_matrix, m: int, n_items: int) -> np.ndarray:
+    """Sorted ``row * n_items + col`` keys of the stored cells of ``csr``'s first ``m`` rows."""
+    ip = np.asarray(csr.indptr[: m + 1], dtype=np.int64)
+    counts = np.diff(ip)
+    keys = np.repeat(np.arange(m, dtype=np.int64) * n_items, counts)
+    keys += csr.indices[ip[0] : ip[-1]]
+    if keys.size > 1 and not (keys[1:] >= keys[:-1]).all():
+        keys.sort()  # columns unsorted within some row
+    return keys
+
+
+def _in_sorted(keys: np.ndarray, q: np.ndarray, bits: int) -> np.ndarray:
+    """Whether each of the non-negative keys ``q`` is among the sorted ``keys``: a hashed
+    table of ``2**bits`` slots rules most out, a binary search decides the rest. Exact
+    for any ``bits`` (a small table only sends more keys to the binary search)."""
+    shift = np.uint64(64 - bits)
+    table = np.zeros(1 << bits, dtype=bool)
+    with np.errstate(over="ignore"):
+        table[(keys.view(np.uint64) * _GOLDEN) >> shift] = True
+        cand = np.flatnonzero(
+            table[(np.ascontiguousarray(q, dtype=np.int64).view(np.uint64) * _GOLDEN) >> shift]
+        )
+    out = np.zeros(q.shape[0], dtype=bool)
+    if cand.size:
+        sub = q[cand]
+        at = np.minimum(np.searchsorted(keys, sub), keys.size - 1)
+        out[cand] = keys[at] == sub
+    return out
 
 
 def _penalised(space, approx, rows, cols, lookup) -> np.ndarray:
