@@ -85,7 +85,7 @@ def _default_head(n: int) -> int:
 
     Chosen on the benchmark's seed 1 (``bench_ann.py``): at 1M items a head of 2,000
     kept recall@10 at 0.997 (5,000, the former ``n // 200``: 0.999) for less head
-    time; at 10M a head of 6,325 gave 0.985 instead of scoring 50,000 items per viewer.
+    time; at 10M a head of 6,324 gave 0.985 instead of scoring 50,000 items per viewer.
     """
     return int(2.0 * np.sqrt(n))
 

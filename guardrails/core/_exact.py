@@ -203,11 +203,10 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
     group's penalty instead of the space's folded one.
     """
     space, groups = call.space, call.groups
-    q = call.queries[lo:hi]
     if exact:
         e = vals.astype(np.float64)
     elif groups is not None:
-        e = space.exact_scores(q, c_rows, c_cols, fold=False)
+        e = space.exact_scores(call.queries[lo:hi], c_rows, c_cols, fold=False)
         of = groups.of_row[lo + c_rows]
         for g in np.unique(of).tolist():
             neg = groups.negs[g]
@@ -219,7 +218,7 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
         finite = np.abs(e) <= F32_MAX  # False for NaN and inf too
         c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
     else:
-        e = space.exact_scores(q, c_rows, c_cols)
+        e = space.exact_scores(call.queries[lo:hi], c_rows, c_cols)
         if lookup is not None:
             e -= lookup.get(c_rows, c_cols)
         finite = np.abs(e) <= F32_MAX  # False for NaN and inf too

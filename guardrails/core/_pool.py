@@ -121,18 +121,15 @@ def _pool_dense(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, 
     """:func:`_pool_cells` on rows without repeats: the same cells, pruned as dense arrays."""
     m, P = pool_ids.shape
     ok, cols = _eligible(space, pool_ids, call_mask)
-    rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], (m, P))
     at = np.flatnonzero(ok)
-    hit = _viewer_masked(viewer_masks, m, rows.reshape(-1)[at], pool_ids.reshape(-1)[at])
-    ok.reshape(-1)[at[hit]] = False
+    r_at = at // P  # each eligible cell's row
+    if any(csr is not None and csr.nnz for csr in viewer_masks):
+        hit = _viewer_masked(viewer_masks, m, r_at, pool_ids.reshape(-1)[at])
+        ok.reshape(-1)[at[hit]] = False
+        at, r_at = at[~hit], r_at[~hit]
     a = np.zeros((m, P))
-    at = np.flatnonzero(ok)
     a.reshape(-1)[at] = _penalised(
-        space,
-        np.asarray(pool_scores).reshape(-1)[at],
-        rows.reshape(-1)[at],
-        cols.reshape(-1)[at],
-        lookup,
+        space, np.asarray(pool_scores).reshape(-1)[at], r_at, cols.reshape(-1)[at], lookup
     )
     # As _pool_cells: the N-th largest finite approximate score of the eligible cells.
     fin = ok & np.isfinite(a)
@@ -149,8 +146,8 @@ def _pool_dense(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, 
 
 def _eligible(space, g: np.ndarray, call_mask) -> tuple[np.ndarray, np.ndarray]:
     """``(ok, cols)`` for global item indices ``g`` (any shape): whether each is a valid id
-    of an item in the space and not masked for the call, and its compact column (0 where
-    not ``ok``)."""
+    of an item in the space and not masked for the call, and its compact column
+    (meaningless where not ``ok``)."""
     n_items = space.pos.shape[0]
     ok = (g >= 0) & (g < n_items)
     g = np.where(ok, g, 0)
@@ -160,7 +157,7 @@ def _eligible(space, g: np.ndarray, call_mask) -> tuple[np.ndarray, np.ndarray]:
         banned = np.zeros(n_items, dtype=bool)
         banned[call_mask] = True
         ok &= ~banned[g]
-    return ok, np.where(ok, cols, 0)
+    return ok, cols
 
 
 def _viewer_masked(viewer_masks, m: int, rows, g) -> np.ndarray:
@@ -173,13 +170,16 @@ def _viewer_masked(viewer_masks, m: int, rows, g) -> np.ndarray:
     (masked cells and hash collisions) are checked exactly against the sorted mask keys.
     """
     hit = np.zeros(np.shape(rows)[0], dtype=bool)
+    cells: dict[int, np.ndarray] = {}  # the cells' keys, per mask width (one in practice)
     for csr in viewer_masks:
         if csr is None or not csr.nnz:
             continue
         n_items = csr.shape[1]
         keys = _row_keys(csr, m, n_items)
         if keys.size:
-            hit |= _in_sorted(keys, rows * n_items + g, _table_bits(keys.size))
+            if n_items not in cells:
+                cells[n_items] = rows * n_items + g
+            hit |= _in_sorted(keys, cells[n_items], _table_bits(keys.size))
     return hit
 
 
