@@ -34,7 +34,7 @@ from .family import (
     train_family_model,
 )
 from .guards import default_guard_policy
-from .metrics import evaluation_users, ordinary_viewers, recall_at_k
+from .metrics import evaluation_users, hit_matrix, ordinary_viewers, recall_at_k
 from .walks import follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
@@ -151,12 +151,7 @@ def _recall_hits(guard, platform, users: np.ndarray, k: int, batch: int = 2000):
         ids = np.atleast_2d(ids)[:, :k]
         truth = platform.held_out[u]
         rec.append(recall_at_k(ids, truth, k))
-        real = ids >= 0
-        hit = np.zeros(ids.shape, dtype=bool)
-        if real.any():
-            rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1]).reshape(ids.shape)
-            hit[real] = np.asarray(truth[rows[real], ids[real]]).ravel() > 0
-        hits.append(hit.sum(axis=1))
+        hits.append(hit_matrix(ids, truth).sum(axis=1))
     empty = np.empty(0)
     return (
         np.concatenate(rec) if rec else empty,

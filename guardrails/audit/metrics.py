@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-def _hits(ids: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
+def hit_matrix(ids: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     """``hits[r, j]``: item ``ids[r, j]`` is in row ``r`` of ``truth``; padding never hits."""
     ids = np.atleast_2d(np.asarray(ids))
     truth = sp.csr_matrix(truth)
@@ -46,7 +46,7 @@ def _hits(ids: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
 def _top_k(ids, truth, k, where: str) -> tuple[int, np.ndarray, np.ndarray]:
     """``k`` checked, the hits of the top ``k`` of every slate, and held-out items per row."""
     k = check_int(k, "k", where)
-    return k, _hits(np.atleast_2d(ids)[:, :k], truth), np.diff(sp.csr_matrix(truth).indptr)
+    return k, hit_matrix(np.atleast_2d(ids)[:, :k], truth), np.diff(sp.csr_matrix(truth).indptr)
 
 
 def recall_at_k(ids: np.ndarray, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:

@@ -42,13 +42,22 @@ def untied_minor_follows(
     ndarray of int64, shape (n,)
         Untied follows of minors' accounts (0 for minors themselves).
     """
+    return _untied(*_unit_graph(graph), minors, hub_quantile, min_shared)
+
+
+def _unit_graph(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The follow graph with every stored cell 1 (float32 CSR), and each account's number
+    of followers."""
     g = sp.csr_matrix(graph, dtype=np.float32, copy=True)
     g.data[:] = 1.0
-    g.eliminate_zeros()
+    return g, np.diff(sp.csc_matrix(g).indptr).astype(np.int64)
+
+
+def _untied(g, followers, minors, hub_quantile: float, min_shared: int) -> np.ndarray:
+    """:func:`untied_minor_follows` on :func:`_unit_graph`'s graph and follower counts."""
     m_idx = np.flatnonzero(minors)
     if not m_idx.size:
         return np.zeros(g.shape[0], dtype=np.int64)
-    followers = np.diff(sp.csc_matrix(g).indptr)
     hub = float(np.quantile(followers, hub_quantile)) if followers.size else 0.0
     nonhub = sp.diags((followers <= hub).astype(np.float32))
     # follows[a, j]: a follows minor j; shared[a, j]: non-hub followees a and j share.
@@ -94,17 +103,14 @@ def attention_marks(
     from scipy.stats import binom
 
     n = graph.shape[0]
-    attentive = untied_minor_follows(graph, minors, hub_quantile=hub_quantile) >= min_untied
+    g, n_followers = _unit_graph(graph)
+    attentive = _untied(g, n_followers, minors, hub_quantile, 1) >= min_untied
     attentive &= ~minors
     if exempt is not None:
         attentive &= ~exempt
     rate = float(attentive.mean()) if n else 0.0
     if rate <= 0.0:
         return np.zeros(n, dtype=bool)
-    g = sp.csc_matrix(graph, dtype=np.float32, copy=True)
-    g.data[:] = 1.0
-    g.eliminate_zeros()
-    n_followers = np.diff(g.indptr).astype(np.int64)
     hits = np.rint(g.T @ attentive.astype(np.float32)).astype(np.int64)
     young = np.rint(g.T @ minors.astype(np.float32)).astype(np.int64)
     share = hits / np.maximum(n_followers, 1)

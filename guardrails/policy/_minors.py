@@ -3,8 +3,7 @@
 Minors' accounts are the network's targets, not its members: they are protected by viewer
 rules (a breaker that trips on any sign of the network, the tie rule, the minor viewers'
 cohort rule) rather than dropped or demoted for the risk that buyers' follows give them.
-Each constant says where its value comes from; ``guardrails.policy._defaults`` re-exports
-them.
+Each constant says where its value comes from.
 """
 
 from __future__ import annotations
