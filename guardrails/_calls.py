@@ -484,7 +484,16 @@ def _recommend(
             def requery(sub, strip):
                 r = rows if sub is None else rows[sub]
                 u = userids if sub is None else userids[sub]
-                return m.recalculate_user(u, _without(r, strip))
+                kept = _without(r, strip)
+                q = m.recalculate_user(u, kept)
+                # A viewer whose every interaction was left out would score every item 0
+                # and get its eligible items in id order (the same arbitrary accounts for
+                # every such viewer): it queries as the model's typical user instead.
+                emptied = (np.diff(kept.indptr) == 0) & (np.diff(r.indptr) > 0)
+                if emptied.any():
+                    q = np.array(q, dtype=np.float32, copy=True)
+                    q[emptied] = m.typical_user()
+                return q
 
         elif user_factors is not None:
             queries = user_factors

@@ -51,6 +51,7 @@ class FactorModel:
         )
         self.regularization = check_float(regularization, "regularization", "FactorModel", low=0.0)
         self._recalculate = recalculate
+        self._typical: np.ndarray | None = None
         self.source: Any = None
         self._check_range()
 
@@ -70,6 +71,20 @@ class FactorModel:
     @property
     def n_users(self) -> int:
         return int(self.user_factors.shape[0])
+
+    def typical_user(self) -> np.ndarray:
+        """The mean of the user factors, shape (n_factors,), float32.
+
+        Its scores rank items by the model's average predicted preference over its users,
+        the model's own notion of broadly liked items. The Guard queries with it for a
+        viewer whose every interaction a policy left out of the query, where the empty
+        query would score every item 0 and rank them by id.
+        """
+        if self._typical is None:
+            u = self.user_factors
+            mean = u.astype(np.float64).mean(axis=0) if u.shape[0] else np.zeros(u.shape[1])
+            self._typical = mean.astype(np.float32)
+        return self._typical
 
     @property
     def n_items(self) -> int:

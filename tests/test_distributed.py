@@ -27,7 +27,14 @@ import guardrails as gr  # noqa: E402
 from guardrails.distributed import COLUMNS, MANIFEST_NAME, recommend_all  # noqa: E402
 from guardrails.distributed._batch import _items_only  # noqa: E402
 from guardrails.exceptions import FailClosedError, ValidationError  # noqa: E402
-from guardrails.filters import BlockItems, DemoteRisk, ExcludePairs, Filter, SuppressRisk  # noqa: E402
+from guardrails.filters import (  # noqa: E402
+    BlockItems,
+    ContextRisk,
+    DemoteRisk,
+    ExcludePairs,
+    Filter,
+    SuppressRisk,
+)
 
 # Test filters below travel to the workers by value (the tests folder is not a package).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -304,7 +311,9 @@ def test_item_side_copy_carries_no_user_factors():
     rng = np.random.default_rng(0)
     big = gr.Guard(gr.FactorModel(rng.standard_normal((20_000, 16)), rng.standard_normal((50, 16))))
     shipped = _items_only(big, 1)
-    assert shipped.model_.user_factors.shape == (0, 16)
+    # One row: the typical user, what a viewer whose whole query is stripped scores by.
+    assert shipped.model_.user_factors.shape == (1, 16)
+    np.testing.assert_array_equal(shipped.model_.typical_user(), big.model_.typical_user())
     assert shipped.policy_version == big.policy_version and shipped.num_threads == 1
     assert len(cloudpickle.dumps(shipped)) < big.model_.user_factors.nbytes / 20
 
@@ -312,7 +321,32 @@ def test_item_side_copy_carries_no_user_factors():
 def test_item_side_copy_of_implicit_model_drops_users():
     guard, _ = _case("als")
     shipped = _items_only(guard, 1)
-    assert shipped.model.user_factors.shape[0] == 0 and guard.model.user_factors.shape[0] == 300
+    assert shipped.model.user_factors.shape[0] == 1 and guard.model.user_factors.shape[0] == 300
+    np.testing.assert_array_equal(shipped.model_.typical_user(), guard.model_.typical_user())
+
+
+def test_viewers_whose_whole_query_is_stripped_match_single_process(client):
+    """New accounts whose every follow is a risky context query as the model's typical
+    user on the workers exactly as in one process."""
+    guard, ui = _case("als")
+    rng = np.random.default_rng(4)
+    risk = rng.random(60).astype(np.float32)
+    risky = np.flatnonzero(risk >= 0.7)
+    ctx = ContextRisk(risk, threshold=0.7, pool=risk < 0.3, new_viewer_interactions=3)
+    guard = gr.Guard(guard.model, [*guard.policy.filters, ctx], num_threads=1)
+    rows = ui[:80].tolil()
+    for r in range(0, 80, 2):
+        rows.rows[r] = sorted(rng.choice(risky, 2, replace=False).tolist())
+        rows.data[r] = [1.0, 1.0]
+    rows = sp.csr_matrix(rows, dtype=np.float32)
+    users = np.arange(80)
+    res = recommend_all(
+        guard, users, rows, N=8, client=client, block_size=23, recalculate_user=True
+    )
+    df = client.compute(res.frame).result()
+    ref = _assert_same(df, guard, users, rows, 8, recalculate_user=True)
+    # The stripped rows get the pool, not the lowest ids at score 0.
+    assert (ref.scores[::2, 0] != 0).all()
 
 
 def test_blocks_score_with_their_own_user_factors():

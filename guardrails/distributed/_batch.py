@@ -143,22 +143,23 @@ def _items_only(guard: Guard, threads: int) -> Guard:
     """A Guard with the same item side, policy and snapshot, without user-sized data.
 
     Rebuilt through the public constructor (the policy is compiled once, here, on the
-    client); the user factors are replaced by an empty matrix, because each task brings
-    its own block's rows.
+    client); the user factors are replaced by one row, the model's typical user (what a
+    viewer whose whole query a policy strips is scored by), because each task brings its
+    own block's rows.
     """
     m = guard.model_
     if isinstance(m, FactorModel):
-        empty = np.empty((0, m.n_factors), dtype=np.float32)
+        typical = m.typical_user()[None, :].copy()
         src = m.source
         if src is not None:
             # Keep the implicit model (its own fold-in for recalculate_user), minus users.
             model = copy.copy(src)
-            model.user_factors = empty
+            model.user_factors = typical
             if hasattr(model, "_user_norms"):
                 model._user_norms = None
         else:
             model = copy.copy(m)
-            model.user_factors = empty
+            model.user_factors = typical
     else:
         model = copy.copy(m)
         model.source = None

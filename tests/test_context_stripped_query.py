@@ -1,0 +1,85 @@
+"""A new account whose every follow is stripped from its query queries as the model's
+typical user: its slate is the eligible pool ranked by the model's average preference,
+not by account id, and batch calls equal single calls."""
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import guardrails as gr
+
+NI, NU, K = 60, 40, 6
+
+
+def _world(seed):
+    rng = np.random.default_rng(seed)
+    model = gr.FactorModel(rng.normal(size=(NU, K)), rng.normal(size=(NI, K)))
+    risk = rng.uniform(0.0, 0.05, NI)
+    risky = rng.choice(NI, 8, replace=False)
+    risk[risky] = rng.uniform(0.5, 1.0, 8)
+    pool = rng.uniform(size=NI) < 0.7
+    f = gr.filters.ContextRisk(risk, threshold=0.3, pool=pool, new_viewer_interactions=6)
+    return rng, model, risk, risky, pool, f
+
+
+def _rows(rng, risky, n_rows, n_kept_max):
+    """Rows of new accounts: one to three risky follows, and some ordinary ones (0 for
+    the rows whose whole query is stripped)."""
+    cells = []
+    for r in range(n_rows):
+        follows = set(rng.choice(risky, int(rng.integers(1, 4)), replace=False).tolist())
+        kept = int(rng.integers(0, n_kept_max + 1)) if r % 2 else 0
+        follows |= set(rng.choice(NI, kept, replace=False).tolist())
+        cells += [(r, c) for c in follows]
+    rr, cc = zip(*cells)
+    return sp.csr_matrix((np.ones(len(rr), np.float32), (rr, cc)), shape=(n_rows, NI))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_rows=st.integers(1, 6), N=st.integers(1, 15))
+def test_a_fully_stripped_viewer_gets_the_pool_by_the_typical_users_scores(seed, n_rows, N):
+    rng, model, risk, risky, pool, f = _world(seed)
+    rows = _rows(rng, risky, n_rows, 2)
+    g = gr.Guard(model, gr.Policy([f]))
+    ids, scores = g.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
+    typical = model.user_factors.astype(np.float64).mean(axis=0).astype(np.float32)
+    want_scores = model.item_factors @ typical
+    eligible = pool & (risk < 0.3)
+    for r in range(n_rows):
+        row = rows[r]
+        got = ids[r][ids[r] >= 0]
+        # No suppressed id: every item comes from the pool (the risky context trips it).
+        assert eligible[got].all()
+        # Full slate: as many as the pool has.
+        assert got.size == min(N, int(eligible.sum()))
+        if np.isin(row.indices, risky).all():
+            # Every follow is stripped: the slate is the pool's best by the typical user,
+            # whatever the accounts' ids.
+            cand = np.flatnonzero(eligible)
+            best = cand[np.argsort(-want_scores[cand], kind="stable")][: got.size]
+            assert np.allclose(np.sort(want_scores[got]), np.sort(want_scores[best]), atol=1e-5)
+            assert np.allclose(scores[r][: got.size], want_scores[got], atol=1e-5)
+        # Batch equals single.
+        one, one_scores = g.recommend(r, row, N=N, recalculate_user=True)
+        assert np.array_equal(one, got)
+        assert np.array_equal(one_scores, scores[r][: got.size])
+
+
+def test_implicits_own_empty_query_is_left_as_it_is():
+    """A viewer with no interactions at all was not stripped by the policy: the Guard
+    scores it as implicit would (a zero query), so an empty policy keeps implicit's
+    results."""
+    rng, model, risk, risky, pool, f = _world(3)
+    g = gr.Guard(model, gr.Policy([f]))
+    empty = sp.csr_matrix((1, NI), dtype=np.float32)
+    _, scores = g.recommend(0, empty, N=5, recalculate_user=True)
+    assert np.all(scores == 0)
+
+
+def test_the_typical_user_is_the_mean_of_the_user_factors():
+    rng, model, *_ = _world(5)
+    want = model.user_factors.astype(np.float64).mean(axis=0).astype(np.float32)
+    assert np.array_equal(model.typical_user(), want)
+    empty = gr.FactorModel(np.zeros((0, K)), model.item_factors)
+    assert np.array_equal(empty.typical_user(), np.zeros(K, np.float32))
