@@ -323,6 +323,45 @@ def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
     assert got_minors == [0, 5, 0, 5]
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    risky_viewer=st.integers(80, 89),
+    plain_viewer=st.integers(20, 79),
+    n_follows=st.integers(1, 6),
+)
+def test_minors_breaker_trips_on_the_viewers_own_risky_account(
+    seed, risky_viewer, plain_viewer, n_follows
+):
+    """Users and candidates in one id space: an adult whose own account is at the minors'
+    band line gets no minors' accounts even when it follows only ordinary accounts (a
+    camouflaged buyer); an ordinary adult with the same follows, and a minor whose own
+    risk comes from who follows it, still get them."""
+    n = 100
+    risk = np.full(n, 0.01, np.float32)
+    risk[80:90] = 0.035  # the band: DEFAULT_MINOR_BAND_LIFT x typical or more, not dropped
+    risk[95:] = 0.5  # dropped
+    risk[0] = 0.035  # a minor that buyers follow
+    minors = np.zeros(n, bool)
+    minors[:5] = True
+    rng = np.random.default_rng(seed)
+    follows = rng.choice(np.arange(20, 80), n_follows, replace=False)
+    rows = [risky_viewer, plain_viewer, 0]
+    ui = sp.lil_matrix((n, n), dtype=np.float32)
+    for r in rows:
+        ui[r, follows[follows != r]] = 1.0
+    for m in range(1, 5):  # the minor's friends follow it and it follows them: ties
+        ui[0, m] = ui[m, 0] = 1.0
+    ui = sp.csr_matrix(ui)
+    pol = default_policy(risk=risk, minors=minors, interactions=ui, minor_viewers=minors)
+    model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
+    ids, _ = gr.Guard(model, pol).recommend(rows, ui[rows], N=n)
+    got_minors = [int(minors[r[r >= 0]].sum()) for r in ids]
+    assert got_minors[0] == 0
+    assert got_minors[1] > 0
+    assert got_minors[2] > 0
+
+
 # ---------------------------------------------------------------------------- viewed profile
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(

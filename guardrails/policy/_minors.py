@@ -169,6 +169,13 @@ def minor_filters(
                 & ((follows @ flagged_band) >= 1)
                 & ~_viewer_mask(mv, follows.shape[0])
             )
+            if ui.shape[0] == ui.shape[1]:
+                # Users and candidates share one id space: a viewer whose own account is
+                # at the minors' band line or above is a risky viewer, whatever it
+                # follows (a buyer camouflaged by ordinary follows). Minors' own risk
+                # comes from the buyers who follow them: it is not this sign.
+                own = (context_risk >= band_t) & ~minor_mask
+                hit |= own & ~_viewer_mask(mv, follows.shape[0])
             stored = hit.astype(np.float32)
         if stored is None and viewer_risk is not None:
             stored = (viewer_risk > 0).astype(np.float32)
