@@ -326,27 +326,27 @@ def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
-    risky_viewer=st.integers(80, 89),
+    risky_viewer=st.integers(80, 84),
     plain_viewer=st.integers(20, 79),
     n_follows=st.integers(1, 6),
 )
 def test_minors_breaker_trips_on_the_viewers_own_risky_account(
     seed, risky_viewer, plain_viewer, n_follows
 ):
-    """Users and candidates in one id space: an adult whose own account is at the minors'
-    band line gets no minors' accounts even when it follows only ordinary accounts (a
-    camouflaged buyer); an ordinary adult with the same follows, and a minor whose own
-    risk comes from who follows it, still get them."""
+    """Users and candidates in one id space: an adult whose own account is at the drop
+    line gets no minors' accounts even when it follows only ordinary accounts (a
+    camouflaged buyer); an adult in the band below it or an ordinary adult with the same
+    follows, and a minor whose own risk comes from who follows it, still get them."""
     n = 100
     risk = np.full(n, 0.01, np.float32)
-    risk[80:90] = 0.035  # the band: DEFAULT_MINOR_BAND_LIFT x typical or more, not dropped
-    risk[95:] = 0.5  # dropped
-    risk[0] = 0.035  # a minor that buyers follow
+    risk[80:85] = 0.5  # dropped
+    risk[90:95] = 0.035  # the band: DEFAULT_MINOR_BAND_LIFT x typical, not dropped
+    risk[0] = 0.5  # a minor that buyers follow
     minors = np.zeros(n, bool)
     minors[:5] = True
     rng = np.random.default_rng(seed)
     follows = rng.choice(np.arange(20, 80), n_follows, replace=False)
-    rows = [risky_viewer, plain_viewer, 0]
+    rows = [risky_viewer, plain_viewer, 0, 90 + risky_viewer % 5]
     ui = sp.lil_matrix((n, n), dtype=np.float32)
     for r in rows:
         ui[r, follows[follows != r]] = 1.0
@@ -357,9 +357,11 @@ def test_minors_breaker_trips_on_the_viewers_own_risky_account(
     model = gr.FactorModel(rng.normal(size=(n, 8)), rng.normal(size=(n, 8)))
     ids, _ = gr.Guard(model, pol).recommend(rows, ui[rows], N=n)
     got_minors = [int(minors[r[r >= 0]].sum()) for r in ids]
+    assert 0.035 < pol["suppress_neighborhood"].threshold <= 0.5
     assert got_minors[0] == 0
     assert got_minors[1] > 0
     assert got_minors[2] > 0
+    assert got_minors[3] > 0
 
 
 # ---------------------------------------------------------------------------- viewed profile

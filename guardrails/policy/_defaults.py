@@ -250,7 +250,7 @@ def default_policy(
       uses a flagged term or sits among accounts that do; without terms, one at
       ``>= 3 * b``), or (stored, when ``interactions`` is square: users and
       candidates in one id space) on an adult whose own account's own or
-      neighbourhood risk is ``>= 3 * b`` (a buyer camouflaged by ordinary follows),
+      neighbourhood risk is at the drop line (a buyer camouflaged by ordinary follows),
       and then drops minors' accounts; minors' accounts carry no risk
       of their own (it comes from buyers following them), so ordinary viewers keep
       seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
