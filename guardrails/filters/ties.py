@@ -164,26 +164,12 @@ class RequireTie(Filter):
 
     # ------------------------------------------------------------------ the tie counts
     def _bridges(self) -> sp.csr_matrix:
-        """``B``, shape (n_candidates, k): ``B[a, j]`` is 1 when intermediary ``a`` ties
-        its followers to target ``j`` (computed once)."""
+        """:func:`tie_bridges` of the rule's graph and targets (computed once)."""
         memo = getattr(self, "_memo", None)
         if memo is not None and memo[0] is self.graph_:
             return memo[1]
-        g = self.graph_
-        t = self.targets_
-        parts = []
-        if self.through_ in ("followees", "both"):
-            parts.append(sp.csr_matrix(g[t].T))  # a followed by target j
-        if self.through_ in ("followers", "both"):
-            parts.append(sp.csr_matrix(g[:, t]))  # a follows target j
-        b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
-        b = stored_cells(canonical_csr(b))
-        if self.max_followers_ >= 0:
-            followers = np.diff(sp.csc_matrix(g).indptr)
-            counts = (followers <= self.max_followers_).astype(np.float32)
-            b = sp.csr_matrix(sp.diags(counts) @ b)
-            b.eliminate_zeros()
-        b = sp.csr_matrix(b, dtype=np.float32)
+        cap = None if self.max_followers_ < 0 else self.max_followers_
+        b = tie_bridges(self.graph_, self.targets_, through=self.through_, max_followers=cap)
         self._memo = (self.graph_, b)
         return b
 
@@ -261,6 +247,55 @@ class RequireTie(Filter):
         g = sp.random(n, n, density=0.1, format="csr", random_state=rng, dtype=np.float32)
         f = cls(np.arange(0, n, 5), graph=g, follows=g, max_followers=6)
         return f, Catalog("items", n)
+
+
+def follower_counts(graph: sp.csr_matrix) -> np.ndarray:
+    """How many accounts follow each account: the stored cells in each column of the
+    follow graph ``graph`` (canonical CSR)."""
+    return np.diff(sp.csc_matrix(graph).indptr)
+
+
+def tie_bridges(
+    graph: sp.csr_matrix,
+    targets: np.ndarray,
+    *,
+    through: str = "followees",
+    max_followers: float | None = None,
+    followers: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """The tie rule's intermediaries: ``B``, float32 CSR of shape (n, k), with ``B[a, j]``
+    1 when account ``a`` ties its followers to target ``targets[j]``.
+
+    ``viewer_follows @ B`` counts each viewer's shared accounts with every target: the
+    one definition of a tie, read by :class:`RequireTie` and by the attention to
+    unrelated minors (:mod:`guardrails.policy._attention`).
+
+    Parameters
+    ----------
+    graph : csr_matrix, shape (n, n)
+        The follow graph, canonical, with 1 at every stored cell (:func:`stored_cells`).
+    targets : ndarray of int64, shape (k,)
+    through : {"followees", "followers", "both"}, keyword-only
+        ``a`` followed by the target, following it, or either (counted once).
+    max_followers : int or float, optional, keyword-only
+        Accounts with more followers than this (hubs) tie nobody; ``None``: no cap.
+    followers : ndarray, shape (n,), optional, keyword-only
+        :func:`follower_counts` of ``graph``, when the caller has it.
+    """
+    parts = []
+    if through in ("followees", "both"):
+        parts.append(sp.csr_matrix(graph[targets].T))  # a followed by target j
+    if through in ("followers", "both"):
+        parts.append(sp.csr_matrix(graph[:, targets]))  # a follows target j
+    b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
+    b = stored_cells(canonical_csr(b))
+    if max_followers is not None:
+        if followers is None:
+            followers = follower_counts(graph)
+        keep = (followers <= max_followers).astype(np.float32)
+        b = sp.csr_matrix(sp.diags(keep) @ b)
+        b.eliminate_zeros()
+    return sp.csr_matrix(b, dtype=np.float32)
 
 
 def _indices(value, name: str, where: str, n: int) -> np.ndarray:
