@@ -38,7 +38,12 @@ from .._validation import (
 from ..core.plan import PlanPart
 from ._actions import check_action
 from .base import Catalog, Filter, ViewerBatch
-from .primitive import stored_cells, viewer_rows
+from .primitive import (
+    followed_cells,
+    row_ordered_cells,
+    stored_cells,
+    viewer_values,
+)
 
 __all__ = ["RequireTie", "TIE_DIRECTIONS"]
 
@@ -176,28 +181,16 @@ class RequireTie(Filter):
     def viewer_follows(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
         """Ones at the cells ``(row, candidate)`` the batch's viewers follow (stored and,
         with ``use_call_interactions``, in the call), shape ``(m, n_candidates)``."""
-        m, n = viewers.size, catalog.n
-        out = sp.csr_matrix((m, n), dtype=np.float32)
-        if self.follows_ is not None and viewers.userids is not None:
-            out = out + viewer_rows(self.follows_, np.asarray(viewers.userids, np.int64))
-        ui = viewers.user_items
-        if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
-            out = out + (sp.csr_matrix(ui) != 0).astype(np.float32)
-        out = sp.csr_matrix(out)
+        out = followed_cells(self.follows_, viewers, catalog.n, self.use_call_interactions_)
         out.data[:] = 1.0
         return out
 
     def exempt(self, viewers: ViewerBatch) -> np.ndarray:
         """Bool mask of the batch's viewers the rule does not apply to."""
-        m = viewers.size
         ex = self.exempt_viewers_
-        if ex is None or viewers.userids is None or not ex.size:
-            return np.zeros(m, dtype=bool)
-        u = np.asarray(viewers.userids, dtype=np.int64)
-        inside = (u >= 0) & (u < ex.shape[0])
-        out = np.zeros(m, dtype=bool)
-        out[inside] = ex[u[inside]]
-        return out
+        if ex is None or viewers.userids is None:
+            return np.zeros(viewers.size, dtype=bool)
+        return viewer_values(ex, viewers.userids, False)
 
     def tied(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
         """Bool ``(m, k)``: viewer row ``r`` has a tie to target ``targets_[j]``."""
@@ -228,12 +221,12 @@ class RequireTie(Filter):
         rows, cols = np.nonzero(untied)
         if not rows.size:
             return None
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
         value = np.float32(1.0 if self.action_ == "drop" else self.weight_)
-        cells = sp.csr_matrix(
-            (np.full(rows.size, value, dtype=np.float32), self.targets_[cols], indptr),
-            shape=(m, catalog.n),
+        cells = row_ordered_cells(
+            rows,
+            self.targets_[cols],
+            np.full(rows.size, value, dtype=np.float32),
+            (m, catalog.n),
         )
         if self.action_ == "drop":
             return PlanPart(self.name, self.reason, viewer_mask=cells)
