@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from ._validation import check_csr, check_factors, check_ids, check_int, fail
 from .exceptions import UnsupportedModelError, ValidationError
 from .filters.base import ViewerBatch
+from .filters.primitive import id_cells
 from .models import FactorModel, ItemItemModel
 from .policy import Decision
 
@@ -562,11 +563,7 @@ def _similar_items(
         kind, dtype = "sim", np.float64
     # The viewed account is the viewer's context (not an interaction): filters that
     # read a viewer's risk (the circuit breaker) count the profile being viewed.
-    inside = itemids < m.n_items
-    context = sp.csr_matrix(
-        (np.ones(int(inside.sum()), np.float32), itemids[inside], np.r_[0, np.cumsum(inside)]),
-        shape=(itemids.size, m.n_items),
-    )
+    context = id_cells(itemids, m.n_items)
     return GuardRequest(
         method="similar_items",
         ids=itemids,

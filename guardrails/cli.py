@@ -85,11 +85,17 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _count_option(  # type: ignore[no-untyped-def]
-    flag: str, dest: str, low: int, default: int, text: str | None = None
+    flag: str, dest: str, low: int, default: int | None, text: str | None = None
 ):
-    """An integer option of at least ``low`` whose default --help shows."""
+    """An integer option of at least ``low`` whose default --help shows (``None``: the
+    option falls back to a value that depends on other options, and ``text`` says which)."""
     return click.option(
-        flag, dest, type=click.IntRange(low), default=default, show_default=True, help=text
+        flag,
+        dest,
+        type=click.IntRange(low),
+        default=default,
+        show_default=None if default is None else True,
+        help=text,
     )
 
 
@@ -135,12 +141,12 @@ def _platform_options(accounts: int):  # type: ignore[no-untyped-def]
     "Audit your own platform: a folder of exported files (see the README's own-data "
     "section) instead of the synthetic platform."
 )
-@click.option(
+@_count_option(
     "--accounts",
     "n_accounts",
-    type=click.IntRange(500),
-    default=None,
-    help="Accounts of the synthetic platform [default: 30000; 3000 with --quick].",
+    500,
+    None,
+    "Accounts of the synthetic platform [default: 30000; 3000 with --quick].",
 )
 @click.option(
     "--seed",
@@ -175,10 +181,8 @@ def _platform_options(accounts: int):  # type: ignore[no-untyped-def]
 @_count_option("--walkers", "n_walkers", 1, 20, "Test accounts per walk.")
 @_count_option("--steps", "n_steps", 1, 6, "Suggestion rounds per walk.")
 @_count_option("--threads", "num_threads", 0, 2, "ALS training threads (0: all cores).")
-@click.option("--factors", type=click.IntRange(1), default=None, help="ALS factors [default: 64].")
-@click.option(
-    "--iterations", type=click.IntRange(1), default=None, help="ALS iterations [default: 15]."
-)
+@_count_option("--factors", "factors", 1, None, "ALS factors [default: 64].")
+@_count_option("--iterations", "iterations", 1, None, "ALS iterations [default: 15].")
 @click.option(
     "--regularization",
     type=click.FloatRange(0.0),
@@ -219,12 +223,12 @@ def _platform_options(accounts: int):  # type: ignore[no-untyped-def]
     help="Print the report as JSON on stdout (the table goes to stderr).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars or stage lines.")
-@click.option(
+@_count_option(
     "--family",
     "family",
-    type=click.IntRange(1),
-    default=None,
-    help="Audit the default policy on N evaluation platforms of the randomised family "
+    1,
+    None,
+    "Audit the default policy on N evaluation platforms of the randomised family "
     "(ALS, BPR and an item-item model on each) instead of the one platform.",
 )
 @click.option(
@@ -456,11 +460,12 @@ def policy_group() -> None:
 
 @policy_group.command("check")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option(
+@_count_option(
     "--n-items",
-    type=click.IntRange(1),
-    default=None,
-    help="Catalogue size the policy's per-candidate arrays must match (not needed with --data).",
+    "n_items",
+    1,
+    None,
+    "Catalogue size the policy's per-candidate arrays must match (not needed with --data).",
 )
 @_data_option(
     "An own-data folder: its arrays (seeds, risk, graph, minors, ...) are the names "
@@ -582,9 +587,7 @@ def _audit_family(
 
 @main.command()
 @click.argument("account", type=click.IntRange(0))
-@click.option(
-    "--viewer", type=click.IntRange(0), default=None, help="Viewing account [default: none]."
-)
+@_count_option("--viewer", "viewer", 0, None, "Viewing account [default: none].")
 @_platform_options(accounts=5000)
 def explain(account, viewer, n_accounts, seed, scenario):
     """Why ACCOUNT would be hidden or demoted on the synthetic platform.

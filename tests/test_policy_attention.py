@@ -87,6 +87,29 @@ def test_untied_follows_are_the_definition(seed, n, density):
         assert got[a] == want, a
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 30), hub_quantile=st.floats(0.0, 1.0))
+def test_a_follow_stored_twice_counts_once(seed, n, hub_quantile):
+    """A CSR graph with duplicate cells (the same follow stored twice) is read as the tie
+    rule reads its graph: each follow once, in the follows and in the follower counts."""
+    rng = np.random.default_rng(seed)
+    g = (sp.random(n, n, density=0.2, format="csr", random_state=seed % 10_000) > 0).astype(
+        np.float32
+    )
+    coo = g.tocoo()
+    k = min(4, coo.nnz)
+    rows, cols = np.r_[coo.row, coo.row[:k]], np.r_[coo.col, coo.col[:k]]
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    doubled = sp.csr_matrix((np.ones(rows.size, np.float32), cols[order], indptr), shape=(n, n))
+    assert doubled.nnz == g.nnz + k
+    minors = rng.random(n) < 0.3
+    got = untied_minor_follows(doubled, minors, hub_quantile=hub_quantile, min_shared=1)
+    want = untied_minor_follows(g, minors, hub_quantile=hub_quantile, min_shared=1)
+    assert np.array_equal(got, want)
+
+
 def test_sellers_followed_by_attentive_adults_are_marked_and_nobody_else():
     g, minors, _, _ = _world(0)
     marks = attention_marks(

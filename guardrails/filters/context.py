@@ -39,6 +39,7 @@ import scipy.sparse as sp
 from .._validation import check_bool, check_float, check_int, check_mask, check_vector
 from ..core.plan import PlanPart
 from .base import Catalog, CohortTable, Filter, ViewerBatch
+from .primitive import id_cells, viewer_values
 
 __all__ = ["ContextRisk"]
 
@@ -143,14 +144,8 @@ class ContextRisk(Filter):
         if kind == "users":
             if viewers.userids is None:
                 return None
-            u = np.asarray(viewers.userids, dtype=np.int64)
-            inside = (u >= 0) & (u < n)
-            if not inside.any():
-                return None
-            return sp.csr_matrix(
-                (np.ones(int(inside.sum()), np.float32), u[inside], np.r_[0, np.cumsum(inside)]),
-                shape=(u.size, n),
-            )
+            cells = id_cells(viewers.userids, n)
+            return cells if cells.nnz else None
         ctx = viewers.context_items
         if ctx is None or ctx.shape[1] != n or ctx.nnz == 0:
             return None
@@ -177,9 +172,7 @@ class ContextRisk(Filter):
         risky = (self.risk_ >= self.threshold_).astype(np.float32)
         out = np.zeros(viewers.size, dtype=bool)
         if kind == "users" and viewers.userids is not None:
-            u = np.asarray(viewers.userids, dtype=np.int64)
-            inside = (u >= 0) & (u < n)
-            out[inside] = risky[u[inside]] > 0
+            out = viewer_values(risky > 0, viewers.userids, False)
         ctx = viewers.context_items
         if ctx is not None and ctx.shape[1] == n:
             out |= (abs(sp.csr_matrix(ctx)) @ risky) > 0

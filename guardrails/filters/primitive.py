@@ -149,6 +149,48 @@ def viewer_rows(csr: sp.csr_matrix, userids: np.ndarray) -> sp.csr_matrix:
     return rows.tocsr()
 
 
+def viewer_values(values: np.ndarray, userids, fill) -> np.ndarray:
+    """``values[userids]`` per viewer, with ``fill`` for ids outside ``values`` (accounts
+    newer than the stored array): the dense counterpart of :func:`viewer_rows`."""
+    u = np.asarray(userids, dtype=np.int64)
+    inside = (u >= 0) & (u < values.shape[0])
+    out = np.full(u.shape[0], fill, dtype=values.dtype)
+    out[inside] = values[u[inside]]
+    return out
+
+
+def id_cells(ids, n: int) -> sp.csr_matrix:
+    """One float32 row per id with a 1 in column ``id`` (an empty row for an id outside
+    ``[0, n)``): for example the profile each row of a batch is viewing."""
+    ids = np.asarray(ids, dtype=np.int64)
+    inside = (ids >= 0) & (ids < n)
+    return sp.csr_matrix(
+        (np.ones(int(inside.sum()), np.float32), ids[inside], np.r_[0, np.cumsum(inside)]),
+        shape=(ids.size, n),
+    )
+
+
+def row_ordered_cells(rows: np.ndarray, cols: np.ndarray, data, shape) -> sp.csr_matrix:
+    """The CSR matrix of cells ``(rows[k], cols[k])`` holding ``data[k]``, listed row by
+    row (``rows`` sorted, no cell twice)."""
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return sp.csr_matrix((data, cols, indptr), shape=shape)
+
+
+def followed_cells(follows, viewers: ViewerBatch, n: int, use_call: bool) -> sp.csr_matrix:
+    """What the batch's viewers follow, float32 CSR ``(m, n)``: their stored rows of
+    ``follows`` (ones; none without it or without viewer ids), plus, with ``use_call``,
+    the call's non-zero interactions (a cell known both ways holds 2)."""
+    out = sp.csr_matrix((viewers.size, n), dtype=np.float32)
+    if follows is not None and viewers.userids is not None:
+        out = out + viewer_rows(follows, np.asarray(viewers.userids, np.int64))
+    ui = viewers.user_items
+    if use_call and ui is not None and ui.shape[1] == n:
+        out = out + (sp.csr_matrix(ui) != 0).astype(np.float32)
+    return sp.csr_matrix(out)
+
+
 class SuppressRisk(Filter):
     """Never return candidates whose risk is at or above a threshold.
 

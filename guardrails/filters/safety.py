@@ -29,6 +29,7 @@ from ..exceptions import FailClosedError, GuardrailsWarning
 from ._actions import ACTION_CODE, ACTIONS, action_part, check_action
 from ._risk import check_damping, propagate_seed_risk, seed_mask
 from .base import Catalog, CohortTable, Filter, ViewerBatch
+from .primitive import viewer_values
 from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
@@ -600,11 +601,7 @@ class CohortRule(Filter):
         )
         if viewers.userids is None:
             return np.full(viewers.size, unknown, dtype=np.int64)
-        u = viewers.userids
-        inside = u < self.viewer_cohorts_.shape[0]
-        out = np.full(u.shape[0], unknown, dtype=np.int64)
-        out[inside] = self.viewer_cohorts_[u[inside]]
-        return out
+        return viewer_values(self.viewer_cohorts_, viewers.userids, unknown)
 
 
 def warn_skipped(name: str, exc: BaseException) -> None:

@@ -38,7 +38,12 @@ from .._validation import (
 from ..core.plan import PlanPart
 from ._actions import check_action
 from .base import Catalog, Filter, ViewerBatch
-from .primitive import stored_cells, viewer_rows
+from .primitive import (
+    followed_cells,
+    row_ordered_cells,
+    stored_cells,
+    viewer_values,
+)
 
 __all__ = ["RequireTie", "TIE_DIRECTIONS"]
 
@@ -164,54 +169,28 @@ class RequireTie(Filter):
 
     # ------------------------------------------------------------------ the tie counts
     def _bridges(self) -> sp.csr_matrix:
-        """``B``, shape (n_candidates, k): ``B[a, j]`` is 1 when intermediary ``a`` ties
-        its followers to target ``j`` (computed once)."""
+        """:func:`tie_bridges` of the rule's graph and targets (computed once)."""
         memo = getattr(self, "_memo", None)
         if memo is not None and memo[0] is self.graph_:
             return memo[1]
-        g = self.graph_
-        t = self.targets_
-        parts = []
-        if self.through_ in ("followees", "both"):
-            parts.append(sp.csr_matrix(g[t].T))  # a followed by target j
-        if self.through_ in ("followers", "both"):
-            parts.append(sp.csr_matrix(g[:, t]))  # a follows target j
-        b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
-        b = stored_cells(canonical_csr(b))
-        if self.max_followers_ >= 0:
-            followers = np.diff(sp.csc_matrix(g).indptr)
-            counts = (followers <= self.max_followers_).astype(np.float32)
-            b = sp.csr_matrix(sp.diags(counts) @ b)
-            b.eliminate_zeros()
-        b = sp.csr_matrix(b, dtype=np.float32)
+        cap = None if self.max_followers_ < 0 else self.max_followers_
+        b = tie_bridges(self.graph_, self.targets_, through=self.through_, max_followers=cap)
         self._memo = (self.graph_, b)
         return b
 
     def viewer_follows(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
         """Ones at the cells ``(row, candidate)`` the batch's viewers follow (stored and,
         with ``use_call_interactions``, in the call), shape ``(m, n_candidates)``."""
-        m, n = viewers.size, catalog.n
-        out = sp.csr_matrix((m, n), dtype=np.float32)
-        if self.follows_ is not None and viewers.userids is not None:
-            out = out + viewer_rows(self.follows_, np.asarray(viewers.userids, np.int64))
-        ui = viewers.user_items
-        if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
-            out = out + (sp.csr_matrix(ui) != 0).astype(np.float32)
-        out = sp.csr_matrix(out)
+        out = followed_cells(self.follows_, viewers, catalog.n, self.use_call_interactions_)
         out.data[:] = 1.0
         return out
 
     def exempt(self, viewers: ViewerBatch) -> np.ndarray:
         """Bool mask of the batch's viewers the rule does not apply to."""
-        m = viewers.size
         ex = self.exempt_viewers_
-        if ex is None or viewers.userids is None or not ex.size:
-            return np.zeros(m, dtype=bool)
-        u = np.asarray(viewers.userids, dtype=np.int64)
-        inside = (u >= 0) & (u < ex.shape[0])
-        out = np.zeros(m, dtype=bool)
-        out[inside] = ex[u[inside]]
-        return out
+        if ex is None or viewers.userids is None:
+            return np.zeros(viewers.size, dtype=bool)
+        return viewer_values(ex, viewers.userids, False)
 
     def tied(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:
         """Bool ``(m, k)``: viewer row ``r`` has a tie to target ``targets_[j]``."""
@@ -242,12 +221,12 @@ class RequireTie(Filter):
         rows, cols = np.nonzero(untied)
         if not rows.size:
             return None
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
         value = np.float32(1.0 if self.action_ == "drop" else self.weight_)
-        cells = sp.csr_matrix(
-            (np.full(rows.size, value, dtype=np.float32), self.targets_[cols], indptr),
-            shape=(m, catalog.n),
+        cells = row_ordered_cells(
+            rows,
+            self.targets_[cols],
+            np.full(rows.size, value, dtype=np.float32),
+            (m, catalog.n),
         )
         if self.action_ == "drop":
             return PlanPart(self.name, self.reason, viewer_mask=cells)
@@ -261,6 +240,55 @@ class RequireTie(Filter):
         g = sp.random(n, n, density=0.1, format="csr", random_state=rng, dtype=np.float32)
         f = cls(np.arange(0, n, 5), graph=g, follows=g, max_followers=6)
         return f, Catalog("items", n)
+
+
+def follower_counts(graph: sp.csr_matrix) -> np.ndarray:
+    """How many accounts follow each account: the stored cells in each column of the
+    follow graph ``graph`` (canonical CSR)."""
+    return np.diff(sp.csc_matrix(graph).indptr)
+
+
+def tie_bridges(
+    graph: sp.csr_matrix,
+    targets: np.ndarray,
+    *,
+    through: str = "followees",
+    max_followers: float | None = None,
+    followers: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """The tie rule's intermediaries: ``B``, float32 CSR of shape (n, k), with ``B[a, j]``
+    1 when account ``a`` ties its followers to target ``targets[j]``.
+
+    ``viewer_follows @ B`` counts each viewer's shared accounts with every target: the
+    one definition of a tie, read by :class:`RequireTie` and by the attention to
+    unrelated minors (:mod:`guardrails.policy._attention`).
+
+    Parameters
+    ----------
+    graph : csr_matrix, shape (n, n)
+        The follow graph, canonical, with 1 at every stored cell (:func:`stored_cells`).
+    targets : ndarray of int64, shape (k,)
+    through : {"followees", "followers", "both"}, keyword-only
+        ``a`` followed by the target, following it, or either (counted once).
+    max_followers : int or float, optional, keyword-only
+        Accounts with more followers than this (hubs) tie nobody; ``None``: no cap.
+    followers : ndarray, shape (n,), optional, keyword-only
+        :func:`follower_counts` of ``graph``, when the caller has it.
+    """
+    parts = []
+    if through in ("followees", "both"):
+        parts.append(sp.csr_matrix(graph[targets].T))  # a followed by target j
+    if through in ("followers", "both"):
+        parts.append(sp.csr_matrix(graph[:, targets]))  # a follows target j
+    b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
+    b = stored_cells(canonical_csr(b))
+    if max_followers is not None:
+        if followers is None:
+            followers = follower_counts(graph)
+        keep = (followers <= max_followers).astype(np.float32)
+        b = sp.csr_matrix(sp.diags(keep) @ b)
+        b.eliminate_zeros()
+    return sp.csr_matrix(b, dtype=np.float32)
 
 
 def _indices(value, name: str, where: str, n: int) -> np.ndarray:

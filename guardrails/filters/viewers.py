@@ -24,7 +24,14 @@ from ..core.plan import PlanPart
 from ._actions import check_action
 from ._risk import viewer_share
 from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
-from .primitive import select_cells, stored_cells, viewer_rows
+from .primitive import (
+    followed_cells,
+    row_ordered_cells,
+    select_cells,
+    stored_cells,
+    viewer_rows,
+    viewer_values,
+)
 
 __all__ = ["ViewerCircuitBreaker", "ShareCap", "RelationshipRule"]
 
@@ -147,11 +154,7 @@ class ViewerCircuitBreaker(Filter):
             share, count = viewer_share(ui, self.risk_ >= self.item_threshold_)
             out = np.where(count >= self.min_interactions_, share, 0.0)
         if self.viewer_risk_ is not None and viewers.userids is not None:
-            u = viewers.userids
-            inside = u < self.viewer_risk_.shape[0]
-            stored = np.zeros(m, dtype=np.float64)
-            stored[inside] = self.viewer_risk_[u[inside]]
-            out = np.maximum(out, stored)
+            out = np.maximum(out, viewer_values(self.viewer_risk_, viewers.userids, 0.0))
         return out
 
     def tripped(self, viewers: ViewerBatch) -> np.ndarray:
@@ -366,14 +369,7 @@ class RelationshipRule(Filter):
 
     def followed(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
         """Bool-valued CSR ``(m, n)`` of the relationships known for the batch."""
-        m, n = viewers.size, catalog.n
-        out = sp.csr_matrix((m, n), dtype=np.float32)
-        if self.follows_ is not None and viewers.userids is not None:
-            out = out + viewer_rows(self.follows_, viewers.userids)
-        ui = viewers.user_items
-        if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
-            out = out + (ui != 0).astype(np.float32)
-        return sp.csr_matrix(out)
+        return followed_cells(self.follows_, viewers, catalog.n, self.use_call_interactions_)
 
     def followed_targets(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix:
         """Ones at the cells of :meth:`followed` whose candidate is a target.
@@ -401,9 +397,7 @@ class RelationshipRule(Filter):
         if keys is None or not keys.size:
             return sp.csr_matrix((m, n), dtype=np.float32)
         r, c = np.divmod(keys, n)
-        indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(r, minlength=m), out=indptr[1:])
-        return sp.csr_matrix((np.ones(keys.size, dtype=np.float32), c, indptr), shape=(m, n))
+        return row_ordered_cells(r, c, np.ones(keys.size, dtype=np.float32), (m, n))
 
     def _target_follows(self, is_target: np.ndarray) -> sp.csr_matrix:
         """``follows_`` with only the targets' columns stored (computed once)."""

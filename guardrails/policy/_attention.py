@@ -14,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validation import canonical_csr
+from ..filters.primitive import stored_cells
+from ..filters.ties import follower_counts, tie_bridges
+
 __all__ = ["attention_marks", "untied_minor_follows"]
 
 
@@ -46,11 +50,10 @@ def untied_minor_follows(
 
 
 def _unit_graph(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The follow graph with every stored cell 1 (float32 CSR), and each account's number
-    of followers."""
-    g = sp.csr_matrix(graph, dtype=np.float32, copy=True)
-    g.data[:] = 1.0
-    return g, np.diff(sp.csc_matrix(g).indptr).astype(np.int64)
+    """The follow graph as the tie rule reads it (canonical, every stored cell 1, float32
+    CSR), and each account's number of followers."""
+    g = stored_cells(canonical_csr(sp.csr_matrix(graph)))
+    return g, follower_counts(g).astype(np.int64)
 
 
 def _untied(g, followers, minors, hub_quantile: float, min_shared: int) -> np.ndarray:
@@ -59,10 +62,11 @@ def _untied(g, followers, minors, hub_quantile: float, min_shared: int) -> np.nd
     if not m_idx.size:
         return np.zeros(g.shape[0], dtype=np.int64)
     hub = float(np.quantile(followers, hub_quantile)) if followers.size else 0.0
-    nonhub = sp.diags((followers <= hub).astype(np.float32))
-    # follows[a, j]: a follows minor j; shared[a, j]: non-hub followees a and j share.
+    # follows[a, j]: a follows minor j; shared[a, j]: non-hub followees a and j share
+    # (the tie rule's count, through="followees").
     follows = sp.csr_matrix(g[:, m_idx])
-    shared = sp.csr_matrix((g @ nonhub) @ sp.csr_matrix(g[m_idx]).T)
+    bridges = tie_bridges(g, m_idx, through="followees", max_followers=hub, followers=followers)
+    shared = sp.csr_matrix(g @ bridges)
     tied = follows.multiply(shared >= min_shared)
     out = np.asarray(follows.sum(axis=1)).ravel() - np.asarray(tied.sum(axis=1)).ravel()
     out = np.rint(out).astype(np.int64)

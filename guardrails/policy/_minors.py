@@ -9,12 +9,11 @@ Each constant says where its value comes from.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._validation import check_csr, fail
 from ..filters._risk import seed_mask
 from ..filters.safety import CohortRule, ViewerCircuitBreaker
-from ..filters.ties import RequireTie
+from ..filters.ties import RequireTie, follower_counts
 from ._attention import attention_marks
 from ._terms import term_neighbourhood
 
@@ -245,7 +244,7 @@ def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) ->
     the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
     follows that are not hubs (followed by more accounts than the DEFAULT_MINOR_TIE_HUB
     quantile)."""
-    followers = np.diff(sp.csc_matrix(tie_graph).indptr)
+    followers = follower_counts(tie_graph)
     hub = int(np.quantile(followers, DEFAULT_MINOR_TIE_HUB)) if followers.size else 0
     follows = ui if ui is not None and ui.shape[1] == tie_graph.shape[0] else None
     return RequireTie(
