@@ -33,7 +33,9 @@ def _rule(targets, graph, follows, exempt, **settings):
     return RequireTie(targets, graph=graph, follows=follows, exempt_viewers=exempt, **settings)
 
 
-def _reference_tied(graph, follows_row, j, *, min_shared, through, max_followers):
+def _reference_tied(
+    graph, follows_row, j, *, min_shared, through, max_followers, through_targets, targets
+):
     """Whether a viewer following ``follows_row`` (candidate ids) is tied to ``j``: the
     definition, written out cell by cell (the settings are :class:`RequireTie`'s)."""
     g = (sp.csr_matrix(graph) != 0).toarray()
@@ -43,6 +45,8 @@ def _reference_tied(graph, follows_row, j, *, min_shared, through, max_followers
     shared = 0
     for a in set(follows_row.tolist()):
         if max_followers is not None and followers[a] > max_followers:
+            continue
+        if not through_targets and targets[a]:
             continue
         by_followee = g[j, a]
         by_follower = g[a, j]
@@ -69,6 +73,7 @@ tie_settings = st.fixed_dictionaries(
         "min_shared": st.integers(1, 3),
         "through": st.sampled_from(["followees", "followers", "both"]),
         "max_followers": st.one_of(st.none(), st.integers(0, 6)),
+        "through_targets": st.booleans(),
     }
 )
 
@@ -103,7 +108,7 @@ def test_no_untied_target_is_ever_returned_and_slates_are_full(seed, kw, users, 
         fol = _viewer_follows(follows, int(u), rows[r])
         eligible = N_ITEMS
         for j in np.flatnonzero(targets):
-            tied = _reference_tied(graph, fol, int(j), **kw)
+            tied = _reference_tied(graph, fol, int(j), targets=targets, **kw)
             if not (tied or is_exempt):
                 assert j not in got, (u, j)
                 eligible -= 1
@@ -145,7 +150,7 @@ def test_a_demoted_untied_target_only_fills_a_slate_nothing_else_can(seed, kw, N
             continue
         fol = _viewer_follows(follows, u, sp.csr_matrix((1, N_ITEMS)))
         untied = np.array(
-            [bool(targets[j]) and not _reference_tied(graph, fol, j, **kw) for j in range(N_ITEMS)]
+            [bool(targets[j]) and not _reference_tied(graph, fol, j, targets=targets, **kw) for j in range(N_ITEMS)]
         )
         # Untied targets come after every other candidate.
         flags = untied[got]
@@ -168,7 +173,7 @@ def test_similar_items_for_a_viewer_keeps_the_rule(seed, kw, viewer):
         return
     fol = _viewer_follows(follows, viewer, sp.csr_matrix((1, N_ITEMS)))
     for j in np.flatnonzero(targets):
-        if not _reference_tied(graph, fol, int(j), **kw):
+        if not _reference_tied(graph, fol, int(j), targets=targets, **kw):
             assert j not in got
 
 
@@ -191,6 +196,14 @@ def test_tie_counts_are_the_sparse_product_of_the_definition():
     f4 = RequireTie([5, 6], graph=g, through="followers")
     v3 = ViewerBatch(np.array([9]), sp.csr_matrix(([1.0], [3], [0, 1]), shape=(1, 8)), n_rows=1)
     np.testing.assert_array_equal(f4.tied(cat, v3), [[True, False]])
+    # Minor 6 follows minor 5: a viewer who follows 5 is tied to 6 through 5's account,
+    # unless targets tie nobody.
+    g6 = sp.csr_matrix(g + sp.csr_matrix(([1.0], ([6], [5])), shape=(8, 8)))
+    v5 = ViewerBatch(np.array([9]), sp.csr_matrix(([1.0], [5], [0, 1]), shape=(1, 8)), n_rows=1)
+    f5 = RequireTie([5, 6], graph=g6)
+    np.testing.assert_array_equal(f5.tied(cat, v5), [[True, True]])
+    f6 = RequireTie([5, 6], graph=g6, through_targets=False)
+    np.testing.assert_array_equal(f6.tied(cat, v5), [[True, False]])
     part = f1.compile_viewers(cat, viewers)
     assert part.viewer_mask.toarray()[1, [5, 6]].all() and part.viewer_mask[0].nnz == 0
 
@@ -211,6 +224,7 @@ def test_tie_counts_are_the_sparse_product_of_the_definition():
         {"targets": [0], "graph": sp.csr_matrix((4, 4)), "follows": sp.csr_matrix((2, 3))},
         {"targets": [0], "graph": sp.csr_matrix((4, 4)), "action": "hide"},
         {"targets": [0], "graph": sp.csr_matrix((4, 4)), "weight": -1.0},
+        {"targets": [0], "graph": sp.csr_matrix((4, 4)), "through_targets": "no"},
     ],
 )
 def test_bad_input_is_a_validation_error(kw):

@@ -67,17 +67,24 @@ def _policy(g, minors, V, **kw):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(5, 40), density=st.floats(0.02, 0.3))
-def test_untied_follows_are_the_definition(seed, n, density):
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(5, 40),
+    density=st.floats(0.02, 0.3),
+    through_minors=st.booleans(),
+)
+def test_untied_follows_are_the_definition(seed, n, density, through_minors):
     rng = np.random.default_rng(seed)
     g = (sp.random(n, n, density=density, format="csr", random_state=seed % 10_000) > 0).astype(
         np.float32
     )
     minors = rng.random(n) < 0.3
-    got = untied_minor_follows(g, minors, hub_quantile=0.9)
+    got = untied_minor_follows(g, minors, hub_quantile=0.9, through_minors=through_minors)
     dense = g.toarray() > 0
     followers = dense.sum(axis=0)
     nonhub = followers <= np.quantile(followers, 0.9)
+    if not through_minors:
+        nonhub &= ~minors  # a minor's account ties nobody to another minor
     for a in range(n):
         want = 0
         if not minors[a]:

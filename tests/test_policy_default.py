@@ -321,6 +321,14 @@ def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
     # Two risky follows or one dropped: no minors' accounts; one risky follow, or none:
     # an ordinary viewer, who still gets them.
     assert got_minors == [0, 5, 0, 5]
+    # A known minor viewer with two follows in the band keeps its friends' accounts (its
+    # own cohort rule keeps the band from it); one dropped follow still trips it.
+    pol = default_policy(
+        risk=risk, minors=minors, interactions=ui, minor_viewers=np.array([0, 2])
+    )
+    ids, _ = gr.Guard(model, pol).recommend(np.arange(4), ui, N=n)
+    got_minors = [int(minors[r[r >= 0]].sum()) for r in ids]
+    assert got_minors == [5, 5, 0, 5]
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

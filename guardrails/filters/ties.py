@@ -77,6 +77,10 @@ class RequireTie(Filter):
         Intermediaries followed by more than this many accounts (in ``graph``) do not
         count: a celebrity that a viewer and a child both follow is no tie. ``None``:
         every intermediary counts.
+    through_targets : bool, keyword-only
+        Whether a target's own account can be the intermediary: ``False`` and a viewer
+        who follows one child is not tied to the children that child follows (or that
+        follow it); only accounts outside ``targets`` tie.
     exempt_viewers : array-like of bool, shape (n_users,), or of int, optional, keyword-only
         Viewers the rule does not apply to (for minors' accounts: viewers who are minors
         themselves). Ids beyond a bool mask are not exempt.
@@ -112,6 +116,7 @@ class RequireTie(Filter):
         "min_shared": "int",
         "through": "str",
         "max_followers": "int",
+        "through_targets": "bool",
         "exempt_viewers": "indices",
         "action": "str",
         "weight": "float",
@@ -128,6 +133,7 @@ class RequireTie(Filter):
         min_shared: int = 1,
         through: str = "followees",
         max_followers: int | None = None,
+        through_targets: bool = True,
         exempt_viewers=None,
         action: str = "drop",
         weight: float = 1.0,
@@ -158,6 +164,7 @@ class RequireTie(Filter):
         self.max_followers_ = (
             -1 if max_followers is None else check_int(max_followers, "max_followers", where, low=0)
         )
+        self.through_targets_ = check_bool(through_targets, "through_targets", where)
         self.exempt_viewers_ = _exempt(exempt_viewers, where)
         self.action_ = check_action(action, where)
         self.weight_ = check_float(weight, "weight", where, low=0.0)
@@ -174,7 +181,13 @@ class RequireTie(Filter):
         if memo is not None and memo[0] is self.graph_:
             return memo[1]
         cap = None if self.max_followers_ < 0 else self.max_followers_
-        b = tie_bridges(self.graph_, self.targets_, through=self.through_, max_followers=cap)
+        b = tie_bridges(
+            self.graph_,
+            self.targets_,
+            through=self.through_,
+            max_followers=cap,
+            through_targets=self.through_targets_,
+        )
         self._memo = (self.graph_, b)
         return b
 
@@ -255,6 +268,7 @@ def tie_bridges(
     through: str = "followees",
     max_followers: float | None = None,
     followers: np.ndarray | None = None,
+    through_targets: bool = True,
 ) -> sp.csr_matrix:
     """The tie rule's intermediaries: ``B``, float32 CSR of shape (n, k), with ``B[a, j]``
     1 when account ``a`` ties its followers to target ``targets[j]``.
@@ -274,6 +288,9 @@ def tie_bridges(
         Accounts with more followers than this (hubs) tie nobody; ``None``: no cap.
     followers : ndarray, shape (n,), optional, keyword-only
         :func:`follower_counts` of ``graph``, when the caller has it.
+    through_targets : bool, keyword-only
+        Whether a target's own account ties its followers to other targets. ``False``:
+        following one child is no tie to that child's friends.
     """
     parts = []
     if through in ("followees", "both"):
@@ -286,6 +303,11 @@ def tie_bridges(
         if followers is None:
             followers = follower_counts(graph)
         keep = (followers <= max_followers).astype(np.float32)
+        b = sp.csr_matrix(sp.diags(keep) @ b)
+        b.eliminate_zeros()
+    if not through_targets:
+        keep = np.ones(graph.shape[0], dtype=np.float32)
+        keep[targets] = 0.0
         b = sp.csr_matrix(sp.diags(keep) @ b)
         b.eliminate_zeros()
     return sp.csr_matrix(b, dtype=np.float32)

@@ -27,6 +27,7 @@ def untied_minor_follows(
     *,
     hub_quantile: float,
     min_shared: int = 1,
+    through_minors: bool = True,
 ) -> np.ndarray:
     """For every account, how many minors' accounts it follows without a tie to them.
 
@@ -40,13 +41,16 @@ def untied_minor_follows(
         are no tie.
     min_shared : int, keyword-only
         Shared non-hub followees that make a tie.
+    through_minors : bool, keyword-only
+        Whether a minor's account followed by both ties them (the tie rule's
+        ``through_targets``).
 
     Returns
     -------
     ndarray of int64, shape (n,)
         Untied follows of minors' accounts (0 for minors themselves).
     """
-    return _untied(*_unit_graph(graph), minors, hub_quantile, min_shared)
+    return _untied(*_unit_graph(graph), minors, hub_quantile, min_shared, through_minors)
 
 
 def _unit_graph(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -56,7 +60,9 @@ def _unit_graph(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     return g, follower_counts(g).astype(np.int64)
 
 
-def _untied(g, followers, minors, hub_quantile: float, min_shared: int) -> np.ndarray:
+def _untied(
+    g, followers, minors, hub_quantile: float, min_shared: int, through_minors: bool
+) -> np.ndarray:
     """:func:`untied_minor_follows` on :func:`_unit_graph`'s graph and follower counts."""
     m_idx = np.flatnonzero(minors)
     if not m_idx.size:
@@ -65,7 +71,14 @@ def _untied(g, followers, minors, hub_quantile: float, min_shared: int) -> np.nd
     # follows[a, j]: a follows minor j; shared[a, j]: non-hub followees a and j share
     # (the tie rule's count, through="followees").
     follows = sp.csr_matrix(g[:, m_idx])
-    bridges = tie_bridges(g, m_idx, through="followees", max_followers=hub, followers=followers)
+    bridges = tie_bridges(
+        g,
+        m_idx,
+        through="followees",
+        max_followers=hub,
+        followers=followers,
+        through_targets=through_minors,
+    )
     shared = sp.csr_matrix(g @ bridges)
     tied = follows.multiply(shared >= min_shared)
     out = np.asarray(follows.sum(axis=1)).ravel() - np.asarray(tied.sum(axis=1)).ravel()
@@ -83,6 +96,7 @@ def attention_marks(
     min_untied: int,
     lift: float,
     minor_share: float,
+    through_minors: bool = True,
 ) -> np.ndarray:
     """Accounts whose followers are adults with untied attention to minors, far beyond
     chance.
@@ -98,7 +112,8 @@ def attention_marks(
     - minors make up at most ``minor_share`` of its followers (an account minors follow
       is part of their community: a coach, a parent).
 
-    Minors' accounts are never marked.
+    Minors' accounts are never marked. ``through_minors``: as in
+    :func:`untied_minor_follows`.
 
     Returns
     -------
@@ -108,7 +123,7 @@ def attention_marks(
 
     n = graph.shape[0]
     g, n_followers = _unit_graph(graph)
-    attentive = _untied(g, n_followers, minors, hub_quantile, 1) >= min_untied
+    attentive = _untied(g, n_followers, minors, hub_quantile, 1, through_minors) >= min_untied
     attentive &= ~minors
     if exempt is not None:
         attentive &= ~exempt

@@ -176,8 +176,9 @@ def default_policy(
         and candidates in one id space), add the minors' tie rule
         (:class:`~guardrails.filters.RequireTie`, named ``minors_need_tie``): a minor's
         account reaches a viewer who is not a known minor only when the viewer follows
-        it or follows an account it follows that is not a hub (followed by more accounts
-        than 99 % of accounts); otherwise it is demoted below every other candidate.
+        it or follows an account it follows that is neither a hub (followed by more
+        accounts than 99 % of accounts) nor a minor's (following one child is no tie to
+        that child's friends); otherwise it is demoted below every other candidate.
         ``False`` leaves the rule out.
     minor_attention : bool, keyword-only
         With ``minors`` and a follow graph between candidates, accounts whose followers

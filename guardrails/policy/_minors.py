@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MINOR_TIE_HUB",
     "DEFAULT_MINOR_TIE_SHARED",
     "DEFAULT_MINOR_TIE_THROUGH",
+    "DEFAULT_MINOR_TIE_THROUGH_MINORS",
     "DEFAULT_MINOR_TIE_WEIGHT",
     "attention_context",
     "minor_filters",
@@ -71,6 +72,12 @@ DEFAULT_MINOR_TIE_SHARED = 1
 #: tied (256 of 300 with either direction, 122 with the minor's own follows, before
 #: the other minors' rules).
 DEFAULT_MINOR_TIE_THROUGH = "followees"
+#: Whether a minor's account ties an adult to the minors it follows. No: a buyer who
+#: follows one child is not thereby tied to that child's friends (children follow each
+#: other; where a youth community is small, most of its accounts are tied to each
+#: other). Parents, coaches and classmates' parents stay tied through adults' accounts.
+#: The same definition marks untied attention (:func:`attention_context`).
+DEFAULT_MINOR_TIE_THROUGH_MINORS = False
 #: Intermediaries followed by more accounts than this quantile of the follower counts
 #: (the platform's hubs: celebrities) are no tie: without it most adults are "tied" to
 #: most children through the celebrities both follow (89-100 % of minors' accounts
@@ -153,7 +160,13 @@ def minor_filters(
         stored = None
         if ui is not None and ui.shape[1] == band.shape[0]:
             follows = abs(ui).astype(bool).astype(np.float32)
-            hit = ((follows @ risky) > 0) | ((follows @ band) >= DEFAULT_MINOR_BAND_FOLLOWS)
+            adult = ~_viewer_mask(mv, follows.shape[0])
+            # Known minor viewers are kept from the band by their own cohort rule; their
+            # follows of the youth community's adults (at the band line where many
+            # buyers follow children) would otherwise hide their friends from them.
+            hit = ((follows @ risky) > 0) | (
+                ((follows @ band) >= DEFAULT_MINOR_BAND_FOLLOWS) & adult
+            )
             # A viewer who already follows minors' accounts and also an account in
             # the flagged band: buyers of a sub-network no seed reaches follow minors
             # and sellers that are only moderately risky.
@@ -163,11 +176,7 @@ def minor_filters(
                 flagged = flagged | attention
             flagged_band = flagged.astype(np.float32)
             follows_minors = (follows @ minor_mask.astype(np.float32)) >= DEFAULT_MINOR_FOLLOWS
-            hit |= (
-                follows_minors
-                & ((follows @ flagged_band) >= 1)
-                & ~_viewer_mask(mv, follows.shape[0])
-            )
+            hit |= follows_minors & ((follows @ flagged_band) >= 1) & adult
             if ui.shape[0] == ui.shape[1]:
                 # Users and candidates share one id space: a viewer whose own account is
                 # at the drop line (own or neighbourhood risk) is a risky viewer, whatever
@@ -176,7 +185,7 @@ def minor_filters(
                 # line, 3x: 0.1-5.2 %) for 0-0.4 % more buyers (3x: 0-2.1 %). Minors'
                 # own risk comes from the buyers who follow them: it is not this sign.
                 own = (context_risk >= drop_t) & ~minor_mask
-                hit |= own & ~_viewer_mask(mv, follows.shape[0])
+                hit |= own & adult
             stored = hit.astype(np.float32)
         if stored is None and viewer_risk is not None:
             stored = (viewer_risk > 0).astype(np.float32)
@@ -254,6 +263,7 @@ def _minor_tie_rule(minor_mask: np.ndarray, mv, tie_graph, ui, weight: float) ->
         min_shared=DEFAULT_MINOR_TIE_SHARED,
         through=DEFAULT_MINOR_TIE_THROUGH,
         max_followers=hub,
+        through_targets=DEFAULT_MINOR_TIE_THROUGH_MINORS,
         exempt_viewers=mv,
         action=DEFAULT_MINOR_TIE_ACTION,
         weight=weight,
@@ -285,6 +295,7 @@ def attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs) -> np.n
         min_untied=DEFAULT_ATTENTION_MINORS,
         lift=DEFAULT_ATTENTION_LIFT,
         minor_share=DEFAULT_ATTENTION_MINOR_SHARE,
+        through_minors=DEFAULT_MINOR_TIE_THROUGH_MINORS,
     )
     if nbrs is not None and marks.any():
         marks = marks | term_neighbourhood(marks, nbrs)
