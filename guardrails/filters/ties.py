@@ -38,12 +38,7 @@ from .._validation import (
 from ..core.plan import PlanPart
 from ._actions import check_action
 from .base import Catalog, Filter, ViewerBatch
-from .primitive import (
-    followed_cells,
-    row_ordered_cells,
-    stored_cells,
-    viewer_values,
-)
+from .primitive import followed_cells, row_ordered_cells, stored_cells, viewer_values
 
 __all__ = ["RequireTie", "TIE_DIRECTIONS"]
 
