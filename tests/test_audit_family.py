@@ -292,7 +292,7 @@ def test_small_family_report_shape(small_family, tmp_path):
     for t in r["targets"]:
         assert t["passed"] == (not t["broken"])
     text = format_family(r)
-    assert "worst" in text and "recall_ratio" in text
+    assert "worst" in text and "recall_ratio" in text and "adult-pair hits kept" in text
     md = format_family(r, markdown=True)
     assert md.startswith("| seed")
     pytest.importorskip("matplotlib")
@@ -363,6 +363,10 @@ def test_small_family_worst_case_targets(small_family):
         q = row["quality"]
         assert q["recall_ratio_low"] <= row["values"]["recall_ratio"] <= q["recall_ratio_high"]
         assert q["hits_unguarded"] >= 100 and q["n_held_out"] >= q["n_users"]
+        # Adult pairs are a part of the hits, measured the same way.
+        assert 0 < q["hits_adults_unguarded"] <= q["hits_unguarded"]
+        assert q["hits_adults"] <= q["hits"]
+        assert q["recall_ratio_adults"] == q["hits_adults"] / q["hits_adults_unguarded"]
 
 
 def test_family_targets_name_the_platforms_that_break_them():

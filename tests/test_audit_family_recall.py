@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,3 +223,30 @@ def test_cli_family_reports_the_interval_and_the_significant_misses(monkeypatch,
     assert res.exit_code == 1, res.output
     assert "recall_ratio (1 significant of 2)" in res.output
     assert "[0.850, 0.950]" in (tmp_path / "family.md").read_text()
+
+
+def test_adult_pair_hits_leave_out_minor_viewers_and_minors_accounts():
+    """Of the hits, the adult pairs are those where neither the viewer nor the followed
+    account is a minor's."""
+    from types import SimpleNamespace
+
+    from guardrails.audit.family_run import _recall_hits
+
+    n = 8
+    minors = np.zeros(n, bool)
+    minors[[1, 5]] = True
+    held = sp.csr_matrix(
+        (np.ones(5, np.float32), ([0, 0, 1, 2, 2], [3, 5, 4, 6, 7])), shape=(n, n)
+    )
+    platform = SimpleNamespace(train=sp.csr_matrix((n, n)), held_out=held, vulnerable=minors)
+    slates = {0: [3, 5, 2], 1: [4, 0, 2], 2: [6, -1, -1]}
+
+    class Fixed:
+        def recommend(self, users, rows, N):
+            return np.array([slates[int(u)][:N] for u in users]), None
+
+    rec, hits, adult = _recall_hits(Fixed(), platform, np.array([0, 1, 2]), 3)
+    # User 0 hits 3 and 5 (5 is a minor's), user 1 (a minor) hits 4, user 2 hits 6.
+    np.testing.assert_array_equal(hits, [2, 1, 1])
+    np.testing.assert_array_equal(adult, [1, 0, 1])
+    np.testing.assert_allclose(rec, [1.0, 1.0, 0.5])

@@ -143,20 +143,26 @@ def view_profiles(guard, platform, *, n_views: int = 50, N: int = 10, seed: int 
 
 
 def _recall_hits(guard, platform, users: np.ndarray, k: int, batch: int = 2000):
-    """Per user: recall@k on the held-out follows and the number of them in the top ``k``."""
-    rec, hits = [], []
+    """Per user: recall@k on the held-out follows, the number of them in the top ``k``,
+    and the number of those that are adult pairs (neither the user nor the followed
+    account a minor's: the hits the minors' rules never touch)."""
+    rec, hits, adult = [], [], []
+    minors = platform.vulnerable
     for lo in range(0, users.size, batch):
         u = users[lo : lo + batch]
         ids, _ = guard.recommend(u, platform.train[u], N=k)
         ids = np.atleast_2d(ids)[:, :k]
         truth = platform.held_out[u]
         rec.append(recall_at_k(ids, truth, k))
-        hits.append(hit_matrix(ids, truth).sum(axis=1))
+        hit = hit_matrix(ids, truth)
+        hits.append(hit.sum(axis=1))
+        grown = hit & ~minors[np.where(ids >= 0, ids, 0)] & ~minors[u][:, None]
+        adult.append(grown.sum(axis=1))
     empty = np.empty(0)
-    return (
-        np.concatenate(rec) if rec else empty,
-        np.concatenate(hits).astype(np.int64) if hits else empty.astype(np.int64),
+    whole = lambda parts: (
+        np.concatenate(parts).astype(np.int64) if parts else empty.astype(np.int64)
     )
+    return np.concatenate(rec) if rec else empty, whole(hits), whole(adult)
 
 
 def recall_ratio_interval(
@@ -309,8 +315,8 @@ def evaluate_family_platform(
     if prof["similar_users"] is not None:
         worst["similar_users"] = prof["similar_users"]["mean"]
     users = evaluation_users(platform, max_users=RECALL_USERS, seed=seed)
-    rec_g, hits_g = _recall_hits(guard, platform, users, N)
-    rec_b, hits_b = _recall_hits(bare, platform, users, N)
+    rec_g, hits_g, adult_g = _recall_hits(guard, platform, users, N)
+    rec_b, hits_b, adult_b = _recall_hits(bare, platform, users, N)
     ci = recall_ratio_interval(rec_g, rec_b, n_boot=_BOOT["n"], level=_BOOT["level"], seed=seed)
     viewers = ordinary_viewers(platform, n=20, seed=seed)
     sup = _suppressed_by_guard(guard, bare, platform, viewers)
@@ -336,6 +342,13 @@ def evaluate_family_platform(
             "n_held_out": int(platform.held_out[users].nnz),
             "hits": int(hits_g.sum()),
             "hits_unguarded": int(hits_b.sum()),
+            # Hits kept on adult pairs only: what the guard costs outside the minors'
+            # rules (which trade minors-related hits for the minors' safety).
+            "hits_adults": int(adult_g.sum()),
+            "hits_adults_unguarded": int(adult_b.sum()),
+            "recall_ratio_adults": (
+                float(adult_g.sum() / adult_b.sum()) if adult_b.sum() else float("nan")
+            ),
             "recall_ratio_low": ci["low"],
             "recall_ratio_high": ci["high"],
             "recall_ratio_level": ci["level"],
@@ -579,16 +592,30 @@ def _fmt(key: str, v: float) -> str:
     return f"x{v:.3f}" if key == "recall_ratio" else f"{100 * v:.2f}%"
 
 
+def _adult_hits(q: dict) -> str:
+    """The adult-pair hits kept, as ``x0.990 (990/1000)``, or ``-`` where not measured."""
+    if "hits_adults" not in q:
+        return "-"
+    a, b = q["hits_adults"], q["hits_adults_unguarded"]
+    return f"x{a / b:.3f} ({a}/{b})" if b else f"- ({a}/0)"
+
+
 def format_family(report: dict, *, markdown: bool = False) -> str:
     """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
     keys = list(FAMILY_TARGETS)
     # Rows measured with the recall interval get two more columns beside recall_ratio.
     has_ci = any(_interval(r) is not None for r in report["rows"])
-    extra = ["recall 95% CI", "hits (guarded/unguarded)"] if has_ci else []
+    extra = ["recall 95% CI", "hits (guarded/unguarded)", "adult-pair hits kept"] if has_ci else []
     at = keys.index("recall_ratio") + 1
     head = [
-        "seed", "kind", "accounts", "subnets (unknown)", "known",
-        *keys[:at], *extra, *keys[at:],
+        "seed",
+        "kind",
+        "accounts",
+        "subnets (unknown)",
+        "known",
+        *keys[:at],
+        *extra,
+        *keys[at:],
     ]
     body = []
     for r in report["rows"]:
@@ -599,6 +626,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
             cells[at:at] = [
                 "-" if ci is None or ci[0] != ci[0] else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
                 f"{q['hits']}/{q['hits_unguarded']}" if "hits" in q else "-",
+                _adult_hits(q),
             ]
         body.append(
             [
@@ -615,7 +643,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         cells = [_fmt(k, d[k][stat]) for k in keys]
         if has_ci:
             wi = d["recall_ratio"].get("worst_interval") if stat == "worst" else None
-            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", ""]
+            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", "", ""]
         body.append([stat, "", "", "", "", *cells])
     lines = []
     if markdown:
