@@ -235,9 +235,7 @@ def test_adult_pair_hits_leave_out_minor_viewers_and_minors_accounts():
     n = 8
     minors = np.zeros(n, bool)
     minors[[1, 5]] = True
-    held = sp.csr_matrix(
-        (np.ones(5, np.float32), ([0, 0, 1, 2, 2], [3, 5, 4, 6, 7])), shape=(n, n)
-    )
+    held = sp.csr_matrix((np.ones(5, np.float32), ([0, 0, 1, 2, 2], [3, 5, 4, 6, 7])), shape=(n, n))
     platform = SimpleNamespace(train=sp.csr_matrix((n, n)), held_out=held, vulnerable=minors)
     slates = {0: [3, 5, 2], 1: [4, 0, 2], 2: [6, -1, -1]}
 

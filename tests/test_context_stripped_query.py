@@ -32,7 +32,7 @@ def _rows(rng, risky, n_rows, n_kept_max):
         kept = int(rng.integers(0, n_kept_max + 1)) if r % 2 else 0
         follows |= set(rng.choice(NI, kept, replace=False).tolist())
         cells += [(r, c) for c in follows]
-    rr, cc = zip(*cells)
+    rr, cc = zip(*cells, strict=True)
     return sp.csr_matrix((np.ones(len(rr), np.float32), (rr, cc)), shape=(n_rows, NI))
 
 

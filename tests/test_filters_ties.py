@@ -150,7 +150,10 @@ def test_a_demoted_untied_target_only_fills_a_slate_nothing_else_can(seed, kw, N
             continue
         fol = _viewer_follows(follows, u, sp.csr_matrix((1, N_ITEMS)))
         untied = np.array(
-            [bool(targets[j]) and not _reference_tied(graph, fol, j, targets=targets, **kw) for j in range(N_ITEMS)]
+            [
+                bool(targets[j]) and not _reference_tied(graph, fol, j, targets=targets, **kw)
+                for j in range(N_ITEMS)
+            ]
         )
         # Untied targets come after every other candidate.
         flags = untied[got]

@@ -159,9 +159,10 @@ def _recall_hits(guard, platform, users: np.ndarray, k: int, batch: int = 2000):
         grown = hit & ~minors[np.where(ids >= 0, ids, 0)] & ~minors[u][:, None]
         adult.append(grown.sum(axis=1))
     empty = np.empty(0)
-    whole = lambda parts: (
-        np.concatenate(parts).astype(np.int64) if parts else empty.astype(np.int64)
-    )
+
+    def whole(parts):
+        return np.concatenate(parts).astype(np.int64) if parts else empty.astype(np.int64)
+
     return np.concatenate(rec) if rec else empty, whole(hits), whole(adult)
 
 
