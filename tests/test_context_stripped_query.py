@@ -83,3 +83,52 @@ def test_the_typical_user_is_the_mean_of_the_user_factors():
     assert np.array_equal(model.typical_user(), want)
     empty = gr.FactorModel(np.zeros((0, K)), model.item_factors)
     assert np.array_equal(empty.typical_user(), np.zeros(K, np.float32))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_risky=st.integers(0, 5),
+    n_plain=st.integers(0, 30),
+    known=st.booleans(),
+    sticky=st.booleans(),
+)
+def test_a_sticky_context_lasts_while_one_in_n_follows_is_risky(
+    seed, n_risky, n_plain, known, sticky
+):
+    """With ``sticky``, an unknown viewer's context stays risky past the new-account count
+    while at least one in ``new_viewer_interactions`` of its follows is risky; known
+    viewers and the rule without ``sticky`` are as before; a tripped viewer gets only the
+    pool, batch equal to single."""
+    rng, model, risk, risky, pool, _ = _world(seed)
+    nvi = 4
+    f = gr.filters.ContextRisk(
+        risk,
+        threshold=0.3,
+        pool=pool,
+        new_viewer_interactions=nvi,
+        known_viewers=NU,
+        sticky=sticky,
+    )
+    plain_ids = np.setdiff1d(np.arange(NI), risky)
+    follows = np.r_[
+        rng.choice(risky, n_risky, replace=False), rng.choice(plain_ids, n_plain, replace=False)
+    ]
+    row = sp.csr_matrix(
+        (np.ones(follows.size, np.float32), (np.zeros(follows.size, int), follows)),
+        shape=(1, NI),
+    )
+    uid = 3 if known else NU + 7
+    viewers = gr.filters.base.ViewerBatch(np.array([uid]), row, n_rows=1)
+    got = bool(f.risky_context(viewers)[0])
+    count = follows.size
+    want = (not known) and n_risky > 0 and (count <= nvi or (sticky and n_risky * nvi >= count))
+    assert got == want
+    g = gr.Guard(model, gr.Policy([f]))
+    ids, _ = g.recommend(
+        np.array([uid, uid]), sp.vstack([row, row]).tocsr(), N=8, recalculate_user=True
+    )
+    one, _ = g.recommend(uid, row, N=8, recalculate_user=True)
+    assert np.array_equal(ids[0][ids[0] >= 0], one) and np.array_equal(ids[0], ids[1])
+    if want:
+        assert (pool & (risk < 0.3))[one].all()

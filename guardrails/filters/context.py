@@ -73,6 +73,13 @@ class ContextRisk(Filter):
         Never return the viewed profile (``similar_items``' item, ``similar_users``'
         queried account) in its own list, reason ``"viewed_profile"``. Other calls and
         the rest of the slate are unchanged.
+    sticky : bool, keyword-only
+        With ``known_viewers``: an unknown viewer's context stays risky past
+        ``new_viewer_interactions`` interactions while at least one in
+        ``new_viewer_interactions`` of them is on a risky candidate (the new-account rule
+        carried on as a share, so following ordinary accounts after risky ones does not
+        end it at once; one risky follow among more than ``new_viewer_interactions``
+        does not start it).
     reason, mode, failure, surfaces, name : keyword-only
     """
 
@@ -87,6 +94,7 @@ class ContextRisk(Filter):
         "known_viewers": "int",
         "strip_interactions": "bool",
         "exclude_viewed": "bool",
+        "sticky": "bool",
     }
 
     def __init__(
@@ -99,6 +107,7 @@ class ContextRisk(Filter):
         known_viewers: int | None = None,
         strip_interactions: bool = True,
         exclude_viewed: bool = False,
+        sticky: bool = False,
         reason: str = "risky_context",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -123,6 +132,7 @@ class ContextRisk(Filter):
         )
         self.strip_interactions_ = check_bool(strip_interactions, "strip_interactions", where)
         self.exclude_viewed_ = check_bool(exclude_viewed, "exclude_viewed", where)
+        self.sticky_ = check_bool(sticky, "sticky", where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
@@ -134,6 +144,7 @@ class ContextRisk(Filter):
             -1 if self.known_viewers_ is None else self.known_viewers_,
             self.strip_interactions_,
             self.exclude_viewed_,
+            self.sticky_,
         )
 
     def viewed(self, viewers: ViewerBatch, kind: str = "items") -> sp.csr_matrix | None:
@@ -179,10 +190,16 @@ class ContextRisk(Filter):
         ui = viewers.user_items
         if self.new_viewer_interactions_ and ui is not None and ui.shape[1] == n:
             ui = sp.csr_matrix(ui)
-            new = np.diff(ui.indptr) <= self.new_viewer_interactions_
+            count = np.diff(ui.indptr)
+            on_risky = (ui != 0).astype(np.float32) @ risky
+            new = count <= self.new_viewer_interactions_
             if self.known_viewers_ is not None and viewers.userids is not None:
-                new &= np.asarray(viewers.userids) >= self.known_viewers_
-            out |= new & ((abs(ui) @ risky) > 0)
+                unknown = np.asarray(viewers.userids) >= self.known_viewers_
+                new &= unknown
+                if self.sticky_:
+                    # At most new_viewer_interactions follows, one risky is this share.
+                    new |= unknown & (on_risky * self.new_viewer_interactions_ >= count)
+            out |= new & (on_risky > 0)
         return out
 
     def unknown_viewers(self, viewers: ViewerBatch) -> np.ndarray:
