@@ -367,6 +367,8 @@ def test_small_family_worst_case_targets(small_family):
         assert 0 < q["hits_adults_unguarded"] <= q["hits_unguarded"]
         assert q["hits_adults"] <= q["hits"]
         assert q["recall_ratio_adults"] == q["hits_adults"] / q["hits_adults_unguarded"]
+        # The viewing-context collateral is a share of ordinary and of network accounts.
+        assert 0.0 <= q["contexts_ordinary"] <= 1.0 and 0.0 <= q["contexts_network"] <= 1.0
 
 
 def test_family_targets_name_the_platforms_that_break_them():

@@ -248,3 +248,40 @@ def test_adult_pair_hits_leave_out_minor_viewers_and_minors_accounts():
     np.testing.assert_array_equal(hits, [2, 1, 1])
     np.testing.assert_array_equal(adult, [1, 0, 1])
     np.testing.assert_allclose(rec, [1.0, 1.0, 0.5])
+
+
+def test_context_shares_count_the_context_filters_marks():
+    """Ordinary and network accounts at or above a ContextRisk filter's threshold, over
+    every such filter of the policy; NaN without one."""
+    from types import SimpleNamespace
+
+    import guardrails as gr
+    from guardrails.audit.family_run import context_shares
+
+    n = 10
+    risk = np.zeros(n)
+    risk[[0, 1, 6]] = 0.5
+    other = np.zeros(n)
+    other[2] = 0.9
+    pool = np.ones(n, bool)
+    ordinary = np.zeros(n, bool)
+    ordinary[:5] = True  # accounts 0-4; 0, 1 and 2 are marked
+    network = np.zeros(n, bool)
+    network[5:8] = True  # accounts 5-7; 6 is marked
+    platform = SimpleNamespace(
+        n_accounts=n,
+        ordinary=ordinary,
+        active=np.ones(n, bool),
+        vulnerable=np.zeros(n, bool),
+        network=network,
+    )
+    policy = gr.Policy(
+        [
+            gr.filters.ContextRisk(risk, threshold=0.4, pool=pool, name="a"),
+            gr.filters.ContextRisk(other, threshold=0.8, pool=pool, name="b"),
+        ]
+    )
+    got = context_shares(policy, platform)
+    assert got == {"ordinary": 3 / 5, "network": 1 / 3}
+    none = context_shares(gr.Policy([gr.filters.BlockItems([0])]), platform)
+    assert np.isnan(none["ordinary"]) and np.isnan(none["network"])

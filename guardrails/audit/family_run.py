@@ -41,6 +41,7 @@ __all__ = [
     "FAMILY_TARGETS",
     "RECALL_USERS",
     "recall_ratio_interval",
+    "context_shares",
     "model_neighbours",
     "family_default_policy",
     "run_family",
@@ -231,6 +232,27 @@ def recall_ratio_interval(
     return {"ratio": ratio, "low": min(float(lo), ratio), "high": max(float(hi), ratio), **out}
 
 
+def context_shares(policy, platform) -> dict:
+    """Share of ordinary accounts, and of the network's active accounts, that the policy's
+    viewing-context filters (:class:`~guardrails.filters.ContextRisk`) treat as risky
+    contexts: their profile suggests only the low-risk pool, and a new account that
+    follows one gets only the pool. A collateral that recall and suppression do not see
+    (they measure existing viewers' slates); NaN without such a filter."""
+    marked = None
+    for f in getattr(policy, "filters", ()):
+        if isinstance(f, gr.filters.ContextRisk):
+            m = np.asarray(f.risk) >= f.threshold
+            marked = m if marked is None else marked | m
+    if marked is None or marked.shape[0] != platform.n_accounts:
+        return {"ordinary": float("nan"), "network": float("nan")}
+    ordinary = platform.ordinary & platform.active & ~platform.vulnerable
+    network = platform.network & platform.active
+    return {
+        "ordinary": float(marked[ordinary].mean()) if ordinary.any() else float("nan"),
+        "network": float(marked[network].mean()) if network.any() else float("nan"),
+    }
+
+
 def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
     """Share of benign accounts the unguarded model serves an ordinary viewer (full-length
     slate) that the guard does not: item-item models score only the neighbours of a
@@ -293,6 +315,7 @@ def evaluate_family_platform(
     params = inspect.signature(factory).parameters
     policy = factory(platform, model=model) if "model" in params else factory(platform)
     is_mf = spec["kind"] != "item"
+    contexts = context_shares(policy, platform)
     guard = gr.Guard(model, policy, user_policy="same" if is_mf else None)
     bare = gr.Guard(model)
     t2 = time.perf_counter()
@@ -350,6 +373,8 @@ def evaluate_family_platform(
             "recall_ratio_adults": (
                 float(adult_g.sum() / adult_b.sum()) if adult_b.sum() else float("nan")
             ),
+            "contexts_ordinary": contexts["ordinary"],
+            "contexts_network": contexts["network"],
             "recall_ratio_low": ci["low"],
             "recall_ratio_high": ci["high"],
             "recall_ratio_level": ci["level"],
@@ -601,12 +626,29 @@ def _adult_hits(q: dict) -> str:
     return f"x{a / b:.3f} ({a}/{b})" if b else f"- ({a}/0)"
 
 
+def _contexts(q: dict) -> str:
+    """The shares of ordinary and network accounts that are risky viewing contexts."""
+    o, n = q.get("contexts_ordinary"), q.get("contexts_network")
+    if o is None or o != o:
+        return "-"
+    return f"{100 * o:.1f}% / {100 * n:.0f}%"
+
+
 def format_family(report: dict, *, markdown: bool = False) -> str:
     """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
     keys = list(FAMILY_TARGETS)
     # Rows measured with the recall interval get two more columns beside recall_ratio.
     has_ci = any(_interval(r) is not None for r in report["rows"])
-    extra = ["recall 95% CI", "hits (guarded/unguarded)", "adult-pair hits kept"] if has_ci else []
+    extra = (
+        [
+            "recall 95% CI",
+            "hits (guarded/unguarded)",
+            "adult-pair hits kept",
+            "contexts ordinary / network",
+        ]
+        if has_ci
+        else []
+    )
     at = keys.index("recall_ratio") + 1
     head = [
         "seed",
@@ -628,6 +670,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
                 "-" if ci is None or ci[0] != ci[0] else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
                 f"{q['hits']}/{q['hits_unguarded']}" if "hits" in q else "-",
                 _adult_hits(q),
+                _contexts(q),
             ]
         body.append(
             [
@@ -644,7 +687,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         cells = [_fmt(k, d[k][stat]) for k in keys]
         if has_ci:
             wi = d["recall_ratio"].get("worst_interval") if stat == "worst" else None
-            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", "", ""]
+            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", "", "", ""]
         body.append([stat, "", "", "", "", *cells])
     lines = []
     if markdown:
