@@ -241,7 +241,7 @@ def context_shares(policy, platform) -> dict:
     marked = None
     for f in getattr(policy, "filters", ()):
         if isinstance(f, gr.filters.ContextRisk):
-            m = np.asarray(f.risk) >= f.threshold
+            m = np.asarray(f.risk_) >= f.threshold_
             marked = m if marked is None else marked | m
     if marked is None or marked.shape[0] != platform.n_accounts:
         return {"ordinary": float("nan"), "network": float("nan")}
@@ -629,7 +629,7 @@ def _adult_hits(q: dict) -> str:
 def _contexts(q: dict) -> str:
     """The shares of ordinary and network accounts that are risky viewing contexts."""
     o, n = q.get("contexts_ordinary"), q.get("contexts_network")
-    if o is None or o != o:
+    if o is None or n is None or o != o:
         return "-"
     return f"{100 * o:.1f}% / {100 * n:.0f}%"
 
