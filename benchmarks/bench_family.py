@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import warnings
 
@@ -89,6 +90,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="family")
     args = ap.parse_args(argv)
+    # The outputs' folder exists before the platforms run, not after.
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="implicit")
     summary = {}
     for name in args.policies:
