@@ -539,6 +539,8 @@ def _audit_family(
 
     from .audit.family_run import format_family, run_family, write_family_plot
 
+    # The output folder first: a folder that cannot be made fails before the platforms run.
+    os.makedirs(out_dir, exist_ok=True)
     report = run_family(
         n,
         size=size,
@@ -547,7 +549,6 @@ def _audit_family(
         num_threads=num_threads,
         log=log,
     )
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "family.json")
     text = json.dumps(report, indent=1, default=float)
     with open(path, "w", encoding="utf-8") as fh:
