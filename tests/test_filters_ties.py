@@ -320,3 +320,25 @@ def test_the_demotion_is_above_any_score_an_item_item_model_can_give():
     assert pol["minors_need_tie"].weight_ >= 2 * bound
     plain = default_policy(seeds=[70], graph=g, interactions=g, minors=minors)
     assert plain["minors_need_tie"].weight_ == 1e3
+
+
+def test_default_policy_chooses_whether_minors_tie_through_minors():
+    """``minor_ties_through_minors`` reaches the tie rule; by default a minor's account
+    ties (DEFAULT_MINOR_TIE_THROUGH_MINORS); a non-bool is a ValidationError."""
+    from guardrails.policy._minors import DEFAULT_MINOR_TIE_THROUGH_MINORS
+
+    g = sp.csr_matrix(
+        ([1.0, 1.0, 1.0], ([0, 1, 2], [1, 2, 3])), shape=(6, 6), dtype=np.float32
+    )
+    minors = np.zeros(6, bool)
+    minors[[1, 2]] = True
+    risk = np.full(6, 0.01)
+    kw = {"risk": risk, "minors": minors, "graph": g, "interactions": g}
+    assert default_policy(**kw)["minors_need_tie"].through_targets is (
+        DEFAULT_MINOR_TIE_THROUGH_MINORS
+    )
+    for through in (True, False):
+        pol = default_policy(minor_ties_through_minors=through, **kw)
+        assert pol["minors_need_tie"].through_targets is through
+    with pytest.raises(ValidationError):
+        default_policy(minor_ties_through_minors="no", **kw)

@@ -25,7 +25,13 @@ from ..filters.safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
-from ._minors import attention_context, minor_filters, tie_graph, tie_weight
+from ._minors import (
+    DEFAULT_MINOR_TIE_THROUGH_MINORS,
+    attention_context,
+    minor_filters,
+    tie_graph,
+    tie_weight,
+)
 from ._policy import Policy
 from ._terms import checked_terms, flagged_term_context
 
@@ -110,6 +116,7 @@ def default_policy(
     discovery_surfaces: Sequence[str] | None = None,
     minor_ties: bool = True,
     minor_attention: bool = True,
+    minor_ties_through_minors: bool = DEFAULT_MINOR_TIE_THROUGH_MINORS,
     name: str = "default",
 ) -> Policy:
     """A strong protective policy from what a platform typically has.
@@ -176,15 +183,20 @@ def default_policy(
         and candidates in one id space), add the minors' tie rule
         (:class:`~guardrails.filters.RequireTie`, named ``minors_need_tie``): a minor's
         account reaches a viewer who is not a known minor only when the viewer follows
-        it or follows an account it follows that is neither a hub (followed by more
-        accounts than 99 % of accounts) nor a minor's (following one child is no tie to
-        that child's friends); otherwise it is demoted below every other candidate.
+        it or follows an account it follows that is not a hub (followed by more accounts
+        than 99 % of accounts); otherwise it is demoted below every other candidate.
         ``False`` leaves the rule out.
     minor_attention : bool, keyword-only
         With ``minors`` and a follow graph between candidates, accounts whose followers
         are adults following unrelated minors far more often than the platform's rate
         (the *attention-to-minors context*, below), and accounts among them in the
         model's space, are risky viewing contexts. ``False`` leaves the signal out.
+    minor_ties_through_minors : bool, keyword-only
+        Whether a minor's own account ties an adult to the minors it follows, in the tie
+        rule and in the attention to minors (:data:`DEFAULT_MINOR_TIE_THROUGH_MINORS`).
+        ``False``: following one child is no tie to that child's friends (fewer buyers
+        tied to children; parents and relatives tied only through their own child lose
+        the child's friends).
     name : str, keyword-only
 
     Returns
@@ -317,9 +329,12 @@ def default_policy(
     follow_graph = tie_graph(graph, ui, n, where)
     # Accounts whose audience is made of adults following unrelated minors, and their
     # neighbourhood in the model's space: risky contexts that need no seed and no term.
+    through_minors = check_bool(minor_ties_through_minors, "minor_ties_through_minors", where)
     attention = None
     if check_bool(minor_attention, "minor_attention", where):
-        attention = attention_context(minor_mask, minor_viewers, follow_graph, ui, nbrs)
+        attention = attention_context(
+            minor_mask, minor_viewers, follow_graph, ui, nbrs, through_minors=through_minors
+        )
     risky = risk >= drop_t
     if seed_arg is not None:
         risky |= seed_arg
@@ -363,6 +378,7 @@ def default_policy(
             term_context=term_context,
             attention=attention,
             tie_graph=follow_graph if check_bool(minor_ties, "minor_ties", where) else None,
+            tie_through_minors=through_minors,
             tie_weight=tie_weight(item_similarity, where),
         )
     )
