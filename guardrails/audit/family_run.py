@@ -157,8 +157,8 @@ def _recall_hits(guard, platform, users: np.ndarray, k: int, batch: int = 2000):
         rec.append(recall_at_k(ids, truth, k))
         hit = hit_matrix(ids, truth)
         hits.append(hit.sum(axis=1))
-        grown = hit & ~minors[np.where(ids >= 0, ids, 0)] & ~minors[u][:, None]
-        adult.append(grown.sum(axis=1))
+        adult_hit = hit & ~minors[np.where(ids >= 0, ids, 0)] & ~minors[u][:, None]
+        adult.append(adult_hit.sum(axis=1))
     empty = np.empty(0)
 
     def whole(parts):
@@ -241,7 +241,7 @@ def context_shares(policy, platform) -> dict:
     marked = None
     for f in getattr(policy, "filters", ()):
         if isinstance(f, gr.filters.ContextRisk):
-            m = np.asarray(f.risk_) >= f.threshold_
+            m = f.risky_candidates()
             marked = m if marked is None else marked | m
     if marked is None or marked.shape[0] != platform.n_accounts:
         return {"ordinary": float("nan"), "network": float("nan")}
@@ -637,7 +637,7 @@ def _contexts(q: dict) -> str:
 def format_family(report: dict, *, markdown: bool = False) -> str:
     """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
     keys = list(FAMILY_TARGETS)
-    # Rows measured with the recall interval get two more columns beside recall_ratio.
+    # Rows measured with the recall interval get four more columns beside recall_ratio.
     has_ci = any(_interval(r) is not None for r in report["rows"])
     extra = (
         [

@@ -173,6 +173,11 @@ class ContextRisk(Filter):
             return None
         return PlanPart(self.name, "viewed_profile", viewer_mask=mask)
 
+    def risky_candidates(self) -> np.ndarray:
+        """Bool mask of the candidates at or above ``threshold``: a viewing context on one
+        of them is risky, and none of them is in the pool."""
+        return self.risk_ >= self.threshold_
+
     def risky_context(self, viewers: ViewerBatch, kind: str = "items") -> np.ndarray:
         """Bool mask of the batch's viewers whose context touches a risky candidate.
 
@@ -180,7 +185,7 @@ class ContextRisk(Filter):
         space) the queried account is the profile being viewed, so it is the context.
         """
         n = self.risk_.shape[0]
-        risky = (self.risk_ >= self.threshold_).astype(np.float32)
+        risky = self.risky_candidates().astype(np.float32)
         out = np.zeros(viewers.size, dtype=bool)
         if kind == "users" and viewers.userids is not None:
             out = viewer_values(risky > 0, viewers.userids, False)
@@ -230,7 +235,7 @@ class ContextRisk(Filter):
         rows = self.unknown_viewers(viewers)
         if not rows.any():
             return None
-        risky = (self.risk_ >= self.threshold_).astype(np.float32)
+        risky = self.risky_candidates().astype(np.float32)
         keep_rows = sp.diags(rows.astype(np.float32))
         strip = sp.csr_matrix(
             (keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky)
@@ -241,7 +246,7 @@ class ContextRisk(Filter):
     def compile_cohorts(self, catalog: Catalog) -> CohortTable:
         catalog.check_sized("ContextRisk", "risk", self.risk_.shape[0])
         # The risky candidates are never in the pool: a risky profile is not its own suggestion.
-        allowed = self.pool_ & (self.risk_ < self.threshold_)
+        allowed = self.pool_ & ~self.risky_candidates()
         return CohortTable(self.name, self.reason, (~allowed)[None, :], None, ("risky_context",))
 
     def assign_cohorts(self, catalog: Catalog, viewers: ViewerBatch) -> np.ndarray:

@@ -294,16 +294,16 @@ def tie_bridges(
         parts.append(sp.csr_matrix(graph[:, targets]))  # a follows target j
     b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
     b = stored_cells(canonical_csr(b))
+    # Intermediaries that tie nobody: hubs, and (without through_targets) the targets.
+    keep = np.ones(graph.shape[0], dtype=bool)
     if max_followers is not None:
         if followers is None:
             followers = follower_counts(graph)
-        keep = (followers <= max_followers).astype(np.float32)
-        b = sp.csr_matrix(sp.diags(keep) @ b)
-        b.eliminate_zeros()
+        keep &= followers <= max_followers
     if not through_targets:
-        keep = np.ones(graph.shape[0], dtype=np.float32)
-        keep[targets] = 0.0
-        b = sp.csr_matrix(sp.diags(keep) @ b)
+        keep[targets] = False
+    if not keep.all():
+        b = sp.csr_matrix(sp.diags(keep.astype(np.float32)) @ b)
         b.eliminate_zeros()
     return sp.csr_matrix(b, dtype=np.float32)
 
