@@ -10,6 +10,7 @@ wraps its ``execute``. Public names live in :mod:`guardrails.guard`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -102,8 +103,9 @@ class GuardRequest:
         Per-row candidates never returned (the viewer's own items with
         ``filter_already_liked_items``).
     requery : callable or None
-        ``requery(rows, strip)``: query rows recomputed without the interactions in
-        ``strip`` (filters that strip interactions from a query).
+        ``requery(rows, strip, base)``: query rows recomputed without the cells in
+        ``strip`` (filters that strip interactions, or a viewed profile, from a query);
+        ``base`` holds the call's query rows for ``rows`` as the Guard resolved them.
     record : bool
         Also return per-item decisions.
     ranking : ndarray of float32, shape (n_candidates,), or None
@@ -482,7 +484,7 @@ def _recommend(
         if recalculate_user:
             queries = m.recalculate_user(userids, rows)
 
-            def requery(sub, strip):
+            def requery(sub, strip, _base):
                 r = rows if sub is None else rows[sub]
                 u = userids if sub is None else userids[sub]
                 kept = _without(r, strip)
@@ -504,7 +506,7 @@ def _recommend(
     else:
         queries = rows
 
-        def requery(sub, strip):
+        def requery(sub, strip, _base):
             r = rows if sub is None else rows[sub]
             return _without(r, strip)
 
@@ -564,6 +566,7 @@ def _similar_items(
     # The viewed account is the viewer's context (not an interaction): filters that
     # read a viewer's risk (the circuit breaker) count the profile being viewed.
     context = id_cells(itemids, m.n_items)
+
     return GuardRequest(
         method="similar_items",
         ids=itemids,
@@ -576,6 +579,7 @@ def _similar_items(
         dtype=dtype,
         call_mask=call_mask,
         restrict=restrict,
+        requery=functools.partial(_typical_for_stripped, m),
         record=bool(record),
         model=m,
     )
@@ -596,15 +600,28 @@ def _similar_users(m, *, userid, N, filter_users, users, surface, record) -> Gua
         scalar=scalar,
         N=N,
         n_candidates=m.n_users,
-        viewers=ViewerBatch(userids, None, surface, userids.size),
+        # The queried account is the profile being viewed, as in similar_items.
+        viewers=ViewerBatch(userids, None, surface, userids.size, id_cells(userids, m.n_users)),
         kind="users",
         queries=None,  # the compiled state's normalised user rows, at run time
         dtype=np.float32,
         call_mask=call_mask,
         restrict=restrict,
+        requery=functools.partial(_typical_for_stripped, m),
         record=bool(record),
         model=m,
     )
+
+
+def _typical_for_stripped(m, sub, strip: sp.csr_matrix, base):
+    """``requery`` of ``similar_items`` and ``similar_users``: a stripped row's query was
+    its viewed profile alone, so it is left empty. A factor model ranks for its typical
+    user (cosine, as the profile was); an item-item model reaches nothing from it."""
+    if isinstance(m, FactorModel):
+        q = np.array(base, dtype=np.float32, copy=True)
+        q[np.diff(strip.indptr) > 0] = normalized_rows(m.typical_user()[None, :])[0]
+        return q
+    return _without(sp.csr_matrix(base), strip)
 
 
 def _without(rows: sp.csr_matrix, strip: sp.csr_matrix) -> sp.csr_matrix:

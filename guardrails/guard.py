@@ -422,10 +422,9 @@ class Guard(GuardCalls):
                     build = self._builder(state, kind, restrict, request.ranking)
                     space = build(variant.hard_mask, variant.penalty)
                     spaces[variant.key] = space
+            q = queries if sub is None else queries[sub]
             if strip is not None and requery is not None:
-                q = requery(sub, strip)
-            else:
-                q = queries if sub is None else queries[sub]
+                q = requery(sub, strip, q)
             ms = list(masks)
             if exclude is not None:
                 ms.append(exclude_rows(sub))

@@ -177,15 +177,17 @@ def builtin_filters(n_candidates: int, n_users: int):
         ),
         st.builds(lambda s: ShareCap(max_share=0.3, communities=rng(s).integers(-1, 4, n)), seeds),
         st.builds(
-            lambda s, k, e: ContextRisk(
+            lambda s, k, e, c: ContextRisk(
                 risk(s),
                 threshold=0.5,
                 pool=risk(s) < 0.2,
                 new_viewer_interactions=k,
                 exclude_viewed=e,
+                strip_context=c,
             ),
             seeds,
             st.sampled_from([0, 2, 10]),
+            st.booleans(),
             st.booleans(),
         ),
         st.builds(

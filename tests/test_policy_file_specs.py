@@ -282,6 +282,8 @@ STRATEGIES = {
         new_viewer_interactions=st.integers(0, 12),
         known_viewers=_opt(st.integers(0, NU)),
         exclude_viewed=st.booleans(),
+        sticky=st.booleans(),
+        strip_context=st.booleans(),
     ),
     ShareCap: _share_cap(),
     RelationshipRule: _build(

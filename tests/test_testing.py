@@ -133,6 +133,7 @@ class TestContextRisk(_Base):
             pool=r < 0.4,
             new_viewer_interactions=seed % 4,
             exclude_viewed=seed % 2 == 0,
+            strip_context=seed % 3 == 0,
         )
 
 

@@ -211,14 +211,15 @@ def compile_queries(
 ) -> sp.csr_matrix | None:
     """Interactions ``f`` leaves out of the viewers' queries (``None``: none), checked.
 
-    A filter may only leave out interactions the viewers have.
+    A filter may only leave out cells the viewers' queries are built from
+    (:attr:`ViewerBatch.query_cells`: their interactions, or the viewed profile).
     """
-    if not isinstance(f, QueryFilter) or viewers.user_items is None:
+    if not isinstance(f, QueryFilter) or viewers.query_cells is None:
         return None
     s = f.compile_queries(catalog, viewers)
     if s is None:
         return None
-    ui = viewers.user_items
+    ui = viewers.query_cells
     if not sp.issparse(s) or s.shape != ui.shape:
         raise ValidationError(
             f"Filter {name!r} compiled query cells of shape {getattr(s, 'shape', None)}; they "
@@ -230,8 +231,8 @@ def compile_queries(
         return None
     if not _cells_within(s, sp.csr_matrix(ui)):
         raise ValidationError(
-            f"Filter {name!r} compiled query cells outside the viewers' interactions; it may "
-            "only leave out interactions the viewers have."
+            f"Filter {name!r} compiled query cells outside the viewers' queries; it may "
+            "only leave out interactions the viewers have (or the profile they view)."
         )
     return s
 

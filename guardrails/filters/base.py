@@ -31,8 +31,11 @@ and type checkers see the ones it has:
 ``compile_caps(catalog) -> CapSpec | None``
     A share cap applied at selection time, with backfill (see :class:`CapSpec`).
 ``compile_queries(catalog, viewers) -> csr_matrix | None``
-    Interactions to leave out of the viewers' query rows before scoring (used by the
-    circuit breaker to switch off expansion from flagged interests).
+    Cells to leave out of the viewers' query rows before scoring, drawn from
+    :attr:`ViewerBatch.query_cells` (used by the circuit breaker to switch off expansion
+    from flagged interests, and by :class:`~guardrails.filters.ContextRisk` to rank a
+    risky profile's list without it). A factor model's query left empty is the model's
+    typical user; an item-item query left empty reaches nothing but the Guard's backfill.
 
 and settings, also optional: ``mode`` (``"enforce"``, ``"shadow"`` or ``"off"``),
 ``failure`` (``"fail_closed"`` or ``"fail_open"``), ``surfaces`` (a tuple of surface
@@ -164,6 +167,13 @@ class ViewerBatch:
         return sp.csr_matrix(self.user_items + self.context_items)
 
     @property
+    def query_cells(self) -> sp.csr_matrix | None:
+        """The cells a viewer's query is built from: ``user_items`` (``recommend``) or,
+        without them, ``context_items`` (the profile ``similar_items`` scores against).
+        A filter's :meth:`~QueryFilter.compile_queries` may leave only these out."""
+        return self.user_items if self.user_items is not None else self.context_items
+
+    @property
     def size(self) -> int:
         if self.n_rows is not None:
             return int(self.n_rows)
@@ -271,7 +281,8 @@ class CapFilter(Protocol):
 
 @runtime_checkable
 class QueryFilter(Protocol):
-    """Optional step of a filter that leaves interactions out of the viewers' queries."""
+    """Optional step of a filter that leaves cells (interactions, or the viewed profile)
+    out of the viewers' queries."""
 
     def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None: ...
 

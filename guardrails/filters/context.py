@@ -25,6 +25,13 @@ queried account of ``similar_users``) is never in its own list, whatever its ris
 policy cannot clear then never appears in its own suggestions, without the policy
 having to decide, on little evidence, whether it is risky.
 
+With ``strip_context`` a risky viewed profile is also left out of its list's query. Ranked
+by similarity to the risky profile, the pool is led by the accounts closest to it, and
+those are the network's camouflaged members whose own risk stays below the line; left
+out, the query is empty and the pool is ranked for the model's typical user (factor
+models), or holds only the Guard's backfill (item-item models, where nothing is
+reachable from an empty query).
+
 A new account stops counting as new once it has followed more than
 ``new_viewer_interactions`` accounts, but the model would still fold its risky first
 follow into its taste: with ``strip_interactions`` (the default) the risky interactions of
@@ -73,6 +80,9 @@ class ContextRisk(Filter):
         Never return the viewed profile (``similar_items``' item, ``similar_users``'
         queried account) in its own list, reason ``"viewed_profile"``. Other calls and
         the rest of the slate are unchanged.
+    strip_context : bool, keyword-only
+        Leave a risky viewed profile (``similar_items``' item) out of its list's query,
+        so that the pool is not ranked by similarity to it (see the module docstring).
     sticky : bool, keyword-only
         With ``known_viewers``: an unknown viewer's context stays risky past
         ``new_viewer_interactions`` interactions while at least one in
@@ -95,6 +105,7 @@ class ContextRisk(Filter):
         "strip_interactions": "bool",
         "exclude_viewed": "bool",
         "sticky": "bool",
+        "strip_context": "bool",
     }
 
     def __init__(
@@ -108,6 +119,7 @@ class ContextRisk(Filter):
         strip_interactions: bool = True,
         exclude_viewed: bool = False,
         sticky: bool = False,
+        strip_context: bool = False,
         reason: str = "risky_context",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -133,6 +145,7 @@ class ContextRisk(Filter):
         self.strip_interactions_ = check_bool(strip_interactions, "strip_interactions", where)
         self.exclude_viewed_ = check_bool(exclude_viewed, "exclude_viewed", where)
         self.sticky_ = check_bool(sticky, "sticky", where)
+        self.strip_context_ = check_bool(strip_context, "strip_context", where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:
@@ -145,6 +158,7 @@ class ContextRisk(Filter):
             self.strip_interactions_,
             self.exclude_viewed_,
             self.sticky_,
+            self.strip_context_,
         )
 
     def viewed(self, viewers: ViewerBatch, kind: str = "items") -> sp.csr_matrix | None:
@@ -222,15 +236,18 @@ class ContextRisk(Filter):
         return np.diff(sp.csr_matrix(ui).indptr) <= self.new_viewer_interactions_
 
     def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None:
-        """Leave an unknown viewer's risky interactions out of its query.
+        """Leave an unknown viewer's risky interactions out of its query, and (with
+        ``strip_context``) a risky viewed profile out of its list's query.
 
         A new account that follows a risky account and then many ordinary ones is no
         longer new by its count, but the model would still fold the risky follow into
         its taste; left out, its recommendations come from the rest of its follows.
         """
-        ui = viewers.user_items
         n = self.risk_.shape[0]
-        if not self.strip_interactions_ or ui is None or ui.shape[1] != n:
+        ui = viewers.user_items
+        if ui is None:
+            return self._strip_viewed(viewers, n)
+        if not self.strip_interactions_ or ui.shape[1] != n:
             return None
         rows = self.unknown_viewers(viewers)
         if not rows.any():
@@ -239,6 +256,17 @@ class ContextRisk(Filter):
         keep_rows = sp.diags(rows.astype(np.float32))
         strip = sp.csr_matrix(
             (keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky)
+        )
+        strip.eliminate_zeros()
+        return strip if strip.nnz else None
+
+    def _strip_viewed(self, viewers: ViewerBatch, n: int) -> sp.csr_matrix | None:
+        """The risky viewed profiles of a ``similar_items`` batch, as query cells."""
+        ctx = viewers.context_items
+        if not self.strip_context_ or ctx is None or ctx.shape[1] != n:
+            return None
+        strip = sp.csr_matrix(
+            (ctx != 0).astype(np.float32) @ sp.diags(self.risky_candidates().astype(np.float32))
         )
         strip.eliminate_zeros()
         return strip if strip.nnz else None

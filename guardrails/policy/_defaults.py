@@ -476,6 +476,7 @@ def _context_filter(context_risk, demote_t: float, pool, ui, viewer_risk) -> Con
         new_viewer_interactions=DEFAULT_NEW_VIEWER,
         known_viewers=known_viewers,
         exclude_viewed=True,
+        strip_context=True,
     )
 
 

@@ -1,0 +1,163 @@
+"""A risky viewed profile is left out of its own list's query (``strip_context``).
+
+Ranked by similarity to a risky profile, the low-risk pool is led by the accounts closest
+to it. With ``strip_context`` the list of a risky profile is the pool ranked for the
+model's typical user (factor models) or only the Guard's backfill (item-item models),
+while ordinary profiles keep their similarity ranking; every slate keeps the contract (no
+suppressed id, full when the pool allows, batch equal to single).
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import guardrails as gr
+from guardrails.exceptions import ValidationError
+
+NI, NU, K = 70, 30, 5
+THRESHOLD = 0.3
+
+
+def _world(seed):
+    rng = np.random.default_rng(seed)
+    model = gr.FactorModel(rng.normal(size=(NU, K)), rng.normal(size=(NI, K)))
+    risk = rng.uniform(0.0, 0.05, NI)
+    risky = rng.choice(NI, 10, replace=False)
+    risk[risky] = rng.uniform(0.4, 1.0, risky.size)
+    pool = rng.uniform(size=NI) < 0.6
+    return rng, model, risk, risky, pool
+
+
+def _filter(risk, pool, strip_context=True, exclude_viewed=True):
+    return gr.filters.ContextRisk(
+        risk,
+        threshold=THRESHOLD,
+        pool=pool,
+        new_viewer_interactions=0,
+        exclude_viewed=exclude_viewed,
+        strip_context=strip_context,
+    )
+
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 8),
+    N=st.integers(1, 25),
+    exclude_viewed=st.booleans(),
+)
+def test_a_risky_profile_lists_the_pool_for_the_typical_user(seed, n_rows, N, exclude_viewed):
+    rng, model, risk, risky, pool = _world(seed)
+    f = _filter(risk, pool, exclude_viewed=exclude_viewed)
+    g = gr.Guard(model, gr.Policy([f]))
+    plain = gr.Guard(model, gr.Policy([_filter(risk, pool, False, exclude_viewed)]))
+    items = rng.choice(NI, n_rows, replace=True)
+    items[0] = rng.choice(risky)
+    ids, scores = g.similar_items(items, N=N)
+    base_ids, _ = plain.similar_items(items, N=N)
+    eligible = pool & (risk < THRESHOLD)
+    typical = _unit(model.typical_user())
+    cos_typical = _unit(model.item_factors) @ typical
+    for r, item in enumerate(items):
+        got = ids[r][ids[r] >= 0]
+        one, one_scores = g.similar_items(int(item), N=N)
+        # Batch equals single.
+        assert np.array_equal(one, got)
+        assert np.array_equal(one_scores, scores[r][: got.size])
+        if risk[item] >= THRESHOLD:
+            # Only the pool, never the profile itself; full as far as the pool goes.
+            assert eligible[got].all() and item not in got
+            assert got.size == min(N, int(eligible.sum()))
+            # Ranked for the typical user, whatever the profile's own neighbours.
+            cand = np.flatnonzero(eligible)
+            best = cand[np.argsort(-cos_typical[cand], kind="stable")][: got.size]
+            assert np.allclose(np.sort(cos_typical[got]), np.sort(cos_typical[best]), atol=1e-5)
+            assert np.allclose(scores[r][: got.size], cos_typical[got], atol=1e-5)
+        else:
+            # An ordinary profile keeps its similarity ranking.
+            assert np.array_equal(got, base_ids[r][base_ids[r] >= 0])
+
+
+def test_the_list_of_a_risky_profile_does_not_follow_its_neighbours():
+    """A camouflaged pool account nearest to the risky profile leads the list without
+    ``strip_context`` and is not favoured with it."""
+    rng, model, risk, risky, pool = _world(11)
+    seller = int(risky[0])
+    item_factors = model.item_factors.copy()
+    # A low-risk pool account right beside the seller in the embedding.
+    buyer = int(np.flatnonzero(pool & (risk < THRESHOLD))[0])
+    item_factors[buyer] = item_factors[seller] * 1.01
+    model = gr.FactorModel(model.user_factors, item_factors)
+    before, _ = gr.Guard(model, gr.Policy([_filter(risk, pool, False)])).similar_items(seller, N=5)
+    after, _ = gr.Guard(model, gr.Policy([_filter(risk, pool)])).similar_items(seller, N=5)
+    assert before[0] == buyer
+    cos_typical = _unit(item_factors) @ _unit(model.typical_user())
+    eligible = np.flatnonzero(pool & (risk < THRESHOLD))
+    want = eligible[np.argsort(-cos_typical[eligible], kind="stable")][:5]
+    assert np.array_equal(np.sort(after), np.sort(want))
+
+
+def _item_model(rng):
+    sim = sp.random(NI, NI, density=0.15, format="csr", random_state=rng)
+    sim.data[:] = rng.uniform(0.1, 1.0, sim.nnz)
+    return gr.ItemItemModel(sim)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), N=st.integers(1, 20), backfill=st.booleans())
+def test_an_item_item_model_lists_only_backfill_on_a_risky_profile(seed, N, backfill):
+    """An empty item-item query reaches nothing: a risky profile's list is empty, or the
+    backfill's best eligible accounts when the Guard has a backfill; ordinary profiles
+    are unchanged."""
+    rng, _, risk, risky, pool = _world(seed)
+    model = _item_model(rng)
+    fill = rng.uniform(size=NI) if backfill else None
+    g = gr.Guard(model, gr.Policy([_filter(risk, pool)]), backfill=fill)
+    plain = gr.Guard(model, gr.Policy([_filter(risk, pool, False)]), backfill=fill)
+    items = np.r_[risky[:3], np.setdiff1d(np.arange(NI), risky)[:3]]
+    ids, _ = g.similar_items(items, N=N)
+    base_ids, _ = plain.similar_items(items, N=N)
+    eligible = pool & (risk < THRESHOLD)
+    for r, item in enumerate(items):
+        got = ids[r][ids[r] >= 0]
+        assert np.array_equal(got, g.similar_items(int(item), N=N)[0])
+        if risk[item] >= THRESHOLD:
+            assert eligible[got].all() and item not in got
+            if fill is None:
+                assert got.size == 0
+            else:
+                cand = np.flatnonzero(eligible)
+                want = cand[np.lexsort((cand, -fill[cand]))][: min(N, cand.size)]
+                assert np.array_equal(got, want)
+        else:
+            assert np.array_equal(got, base_ids[r][base_ids[r] >= 0])
+
+
+def test_explanations_name_the_stripped_profile():
+    """The decisions of a risky profile's list say its query left the profile out."""
+    rng, model, risk, risky, pool = _world(4)
+    g = gr.Guard(model, gr.Policy([_filter(risk, pool)]))
+    res = g.similar_items_detailed(int(risky[0]), N=5, record=True)
+    reasons = {d.reason for d in res.decisions if d.action == "requery"}
+    assert "risky_context:interests_stripped" in reasons
+
+
+def test_strip_context_is_checked():
+    _, _, risk, _, pool = _world(0)
+    with pytest.raises(ValidationError, match="strip_context"):
+        gr.filters.ContextRisk(risk, threshold=0.3, pool=pool, strip_context="yes")
+
+
+def test_the_default_policy_strips_a_risky_profile():
+    _, model, risk, risky, pool = _world(2)
+    policy = gr.default_policy(risk=risk)
+    (ctx,) = [f for f in policy.filters if isinstance(f, gr.filters.ContextRisk)]
+    assert ctx.strip_context_
