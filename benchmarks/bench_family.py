@@ -17,8 +17,9 @@ and the model's item space, :func:`guardrails.audit.family_run.family_default_po
 ``no-model`` (the same without the model's item space, so no neighbourhood risk:
 :func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
 without the platform's minors' list, to measure what the policy does without age signals)
-``no-minor-ties`` (``default`` without the minors' tie rule) and ``no-minor-attention``
-(``default`` without the attention-to-minors context).
+``no-minor-ties`` (``default`` without the minors' tie rule), ``no-minor-attention``
+(``default`` without the attention-to-minors context) and ``no-strip-context``
+(``default`` with a risky profile's list ranked by similarity to it).
 """
 
 from __future__ import annotations
@@ -60,12 +61,19 @@ def no_minor_attention(platform, model=None):
     return default_guard_policy(platform, minor_attention=False, **model_neighbours(model))
 
 
+def no_strip_context(platform, model=None):
+    """``default_policy`` as in ``default`` but with a risky viewed profile kept in its
+    own list's query (``strip_context=False``): the policy before, for a side-by-side run."""
+    return default_guard_policy(platform, strip_context=False, **model_neighbours(model))
+
+
 POLICIES = {
     "default": family_default_policy,
     "no-minor-attention": no_minor_attention,
     "no-minor-ties": no_minor_ties,
     "no-model": default_guard_policy,
     "no-minors-list": no_minors_list,
+    "no-strip-context": no_strip_context,
 }
 
 

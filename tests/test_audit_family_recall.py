@@ -285,3 +285,40 @@ def test_context_shares_count_the_context_filters_marks():
     assert got == {"ordinary": 3 / 5, "network": 1 / 3}
     none = context_shares(gr.Policy([gr.filters.BlockItems([0])]), platform)
     assert np.isnan(none["ordinary"]) and np.isnan(none["network"])
+
+
+def test_profile_lists_kept_is_the_share_of_the_unguarded_list_still_shown():
+    """An ordinary profile's unguarded similar_items list (itself left out) against the
+    guarded one: an empty policy keeps everything; blocking accounts removes exactly the
+    blocked share; the marked profiles are averaged apart."""
+    from types import SimpleNamespace
+
+    import guardrails as gr
+    from guardrails.audit.family_run import profile_lists_kept
+
+    rng = np.random.default_rng(0)
+    n, k, N = 40, 4, 5
+    model = gr.FactorModel(rng.normal(size=(n, k)), rng.normal(size=(n, k)))
+    ordinary = np.zeros(n, bool)
+    ordinary[:30] = True
+    vulnerable = np.zeros(n, bool)
+    vulnerable[0] = True  # a minor's account: never sampled
+    platform = SimpleNamespace(
+        n_accounts=n, ordinary=ordinary, active=np.ones(n, bool), vulnerable=vulnerable
+    )
+    bare = gr.Guard(model)
+    same = profile_lists_kept(gr.Guard(model), bare, platform, n_profiles=50, N=N)
+    assert same["all"] == 1.0 and np.isnan(same["marked"]) and same["n_marked"] == 0
+    blocked = np.arange(30, 40)
+    marked = np.zeros(n, bool)
+    marked[[1, 2, 3]] = True
+    guard = gr.Guard(model, gr.Policy([gr.filters.BlockItems(blocked)]))
+    got = profile_lists_kept(guard, bare, platform, marked, n_profiles=50, N=N)
+    want = []
+    for item in range(1, 30):
+        ids, _ = bare.similar_items(item, N=N + 1)
+        base = ids[ids != item][:N]
+        want.append(1.0 - np.isin(base, blocked).mean())
+    assert got["all"] == pytest.approx(np.mean(want))
+    assert got["marked"] == pytest.approx(np.mean(want[:3]))
+    assert got["n_marked"] == 3

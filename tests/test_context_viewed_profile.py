@@ -157,7 +157,12 @@ def test_strip_context_is_checked():
 
 
 def test_the_default_policy_strips_a_risky_profile():
-    _, model, risk, risky, pool = _world(2)
-    policy = gr.default_policy(risk=risk)
-    (ctx,) = [f for f in policy.filters if isinstance(f, gr.filters.ContextRisk)]
-    assert ctx.strip_context_
+    """``default_policy`` strips a risky profile from its list's query unless
+    ``strip_context=False``; the keyword is checked."""
+    _, _, risk, _, _ = _world(2)
+    for on in (True, False):
+        policy = gr.default_policy(risk=risk, strip_context=on)
+        (ctx,) = [f for f in policy.filters if isinstance(f, gr.filters.ContextRisk)]
+        assert ctx.strip_context_ is on
+    with pytest.raises(ValidationError, match="strip_context"):
+        gr.default_policy(risk=risk, strip_context="yes")

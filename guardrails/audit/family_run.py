@@ -42,6 +42,8 @@ __all__ = [
     "RECALL_USERS",
     "recall_ratio_interval",
     "context_shares",
+    "context_marks",
+    "profile_lists_kept",
     "model_neighbours",
     "family_default_policy",
     "run_family",
@@ -232,24 +234,70 @@ def recall_ratio_interval(
     return {"ratio": ratio, "low": min(float(lo), ratio), "high": max(float(hi), ratio), **out}
 
 
+def context_marks(policy, n_accounts: int) -> np.ndarray | None:
+    """Bool mask of the accounts the policy's viewing-context filters
+    (:class:`~guardrails.filters.ContextRisk`) treat as risky contexts, or ``None``
+    without such a filter over ``n_accounts`` candidates."""
+    marked = None
+    for f in getattr(policy, "filters", ()):
+        if isinstance(f, gr.filters.ContextRisk):
+            m = f.risky_candidates()
+            marked = m if marked is None else marked | m
+    if marked is None or marked.shape[0] != n_accounts:
+        return None
+    return marked
+
+
 def context_shares(policy, platform) -> dict:
     """Share of ordinary accounts, and of the network's active accounts, that the policy's
     viewing-context filters (:class:`~guardrails.filters.ContextRisk`) treat as risky
     contexts: their profile suggests only the low-risk pool, and a new account that
     follows one gets only the pool. A collateral that recall and suppression do not see
     (they measure existing viewers' slates); NaN without such a filter."""
-    marked = None
-    for f in getattr(policy, "filters", ()):
-        if isinstance(f, gr.filters.ContextRisk):
-            m = f.risky_candidates()
-            marked = m if marked is None else marked | m
-    if marked is None or marked.shape[0] != platform.n_accounts:
+    marked = context_marks(policy, platform.n_accounts)
+    if marked is None:
         return {"ordinary": float("nan"), "network": float("nan")}
     ordinary = platform.ordinary & platform.active & ~platform.vulnerable
     network = platform.network & platform.active
     return {
         "ordinary": float(marked[ordinary].mean()) if ordinary.any() else float("nan"),
         "network": float(marked[network].mean()) if network.any() else float("nan"),
+    }
+
+
+def profile_lists_kept(
+    guard, bare, platform, marked=None, *, n_profiles: int = 200, N: int = 10, seed: int = 0
+) -> dict:
+    """How much of ordinary profiles' "suggested accounts" the guard keeps.
+
+    For up to ``n_profiles`` ordinary active accounts (minors' accounts aside), the
+    share of the unguarded ``similar_items`` list (``N`` accounts, the profile itself
+    left out) that is still in the guarded list, averaged over profiles: over all of
+    them, and over those ``marked`` (for example :func:`context_marks`: the profiles a
+    policy treats as risky viewing contexts, whose lists are restricted to its pool).
+    The collateral of the viewing-context rules on profile pages, which recall (read
+    from ``recommend``) does not see.
+
+    Returns
+    -------
+    dict
+        ``all`` and ``marked`` (NaN when no sampled profile is marked), and ``n_marked``.
+    """
+    ordinary = np.flatnonzero(platform.ordinary & platform.active & ~platform.vulnerable)
+    rng = np.random.default_rng(seed)
+    items = np.sort(rng.choice(ordinary, size=min(n_profiles, ordinary.size), replace=False))
+    kept = np.full(items.size, np.nan)
+    if items.size:
+        lists = [np.atleast_2d(g.similar_items(items, N=N + 1)[0]) for g in (bare, guard)]
+        for r, item in enumerate(items):
+            base, got = (row[(row >= 0) & (row != item)][:N] for row in (lists[0][r], lists[1][r]))
+            if base.size:
+                kept[r] = np.isin(base, got).mean()
+    on = np.zeros(items.size, dtype=bool) if marked is None else np.asarray(marked)[items]
+    return {
+        "all": float(np.nanmean(kept)) if np.isfinite(kept).any() else float("nan"),
+        "marked": float(np.nanmean(kept[on])) if np.isfinite(kept[on]).any() else float("nan"),
+        "n_marked": int(on.sum()),
     }
 
 
@@ -344,6 +392,9 @@ def evaluate_family_platform(
     ci = recall_ratio_interval(rec_g, rec_b, n_boot=_BOOT["n"], level=_BOOT["level"], seed=seed)
     viewers = ordinary_viewers(platform, n=20, seed=seed)
     sup = _suppressed_by_guard(guard, bare, platform, viewers)
+    lists = profile_lists_kept(
+        guard, bare, platform, context_marks(policy, platform.n_accounts), N=N, seed=seed
+    )
     minors = max(
         walks[k].vulnerable_share.max()
         for k in ("follow_handful", "follow_handful_unknown", "search_start", "risky_viewers")
@@ -375,6 +426,9 @@ def evaluate_family_platform(
             ),
             "contexts_ordinary": contexts["ordinary"],
             "contexts_network": contexts["network"],
+            # Ordinary profiles' "suggested accounts" kept, all and risky contexts.
+            "profiles_kept": lists["all"],
+            "profiles_kept_contexts": lists["marked"],
             "recall_ratio_low": ci["low"],
             "recall_ratio_high": ci["high"],
             "recall_ratio_level": ci["level"],
@@ -634,10 +688,18 @@ def _contexts(q: dict) -> str:
     return f"{100 * o:.1f}% / {100 * n:.0f}%"
 
 
+def _profiles_kept(q: dict) -> str:
+    """Ordinary profiles' lists kept, over all sampled profiles and risky contexts."""
+    a, c = q.get("profiles_kept"), q.get("profiles_kept_contexts")
+    if a is None or a != a:
+        return "-"
+    return f"{100 * a:.0f}% / " + ("-" if c is None or c != c else f"{100 * c:.0f}%")
+
+
 def format_family(report: dict, *, markdown: bool = False) -> str:
     """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
     keys = list(FAMILY_TARGETS)
-    # Rows measured with the recall interval get four more columns beside recall_ratio.
+    # Rows measured with the recall interval get five more columns beside recall_ratio.
     has_ci = any(_interval(r) is not None for r in report["rows"])
     extra = (
         [
@@ -645,6 +707,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
             "hits (guarded/unguarded)",
             "adult-pair hits kept",
             "contexts ordinary / network",
+            "profile lists kept (all / contexts)",
         ]
         if has_ci
         else []
@@ -671,6 +734,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
                 f"{q['hits']}/{q['hits_unguarded']}" if "hits" in q else "-",
                 _adult_hits(q),
                 _contexts(q),
+                _profiles_kept(q),
             ]
         body.append(
             [
@@ -687,7 +751,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         cells = [_fmt(k, d[k][stat]) for k in keys]
         if has_ci:
             wi = d["recall_ratio"].get("worst_interval") if stat == "worst" else None
-            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", "", "", ""]
+            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", "", "", "", ""]
         body.append([stat, "", "", "", "", *cells])
     lines = []
     if markdown:

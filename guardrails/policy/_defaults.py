@@ -117,6 +117,7 @@ def default_policy(
     minor_ties: bool = True,
     minor_attention: bool = True,
     minor_ties_through_minors: bool = DEFAULT_MINOR_TIE_THROUGH_MINORS,
+    strip_context: bool = True,
     name: str = "default",
 ) -> Policy:
     """A strong protective policy from what a platform typically has.
@@ -197,6 +198,13 @@ def default_policy(
         ``False``: following one child is no tie to that child's friends (fewer buyers
         tied to children; parents and relatives tied only through their own child lose
         the child's friends).
+    strip_context : bool, keyword-only
+        Leave a risky viewed profile (``similar_items``' item, ``similar_users``'
+        queried account) out of its own list's query
+        (:class:`~guardrails.filters.ContextRisk` ``strip_context``): its list is the
+        low-risk pool ranked for the model's typical user instead of by similarity to
+        it, where the network's camouflaged members lead the pool. ``False`` ranks the
+        pool by similarity to the profile.
     name : str, keyword-only
 
     Returns
@@ -363,7 +371,8 @@ def default_policy(
             viewer_risk=viewer_risk,
         )
     )
-    filters.append(_context_filter(context_risk, demote_t, pool, ui, viewer_risk))
+    strip = check_bool(strip_context, "strip_context", where)
+    filters.append(_context_filter(context_risk, demote_t, pool, ui, viewer_risk, strip))
     filters.extend(
         minor_filters(
             minor_mask,
@@ -459,11 +468,14 @@ def _context_risk(breaker_risk, near, marks, demote_t: float) -> np.ndarray:
     return context_risk
 
 
-def _context_filter(context_risk, demote_t: float, pool, ui, viewer_risk) -> ContextRisk:
+def _context_filter(
+    context_risk, demote_t: float, pool, ui, viewer_risk, strip_context: bool = True
+) -> ContextRisk:
     """The viewing context: a viewed profile (similar_items, similar_users) or a new
     account's first follows in the flagged band get the low-risk pool only, so a risky
     but unflagged profile suggests neither its neighbourhood nor itself. Viewers beyond
-    the rows of ``interactions`` (or of the stored risk) are new."""
+    the rows of ``interactions`` (or of the stored risk) are new. With ``strip_context``
+    a risky profile's list is ranked without it."""
     known_viewers = None
     if ui is not None:
         known_viewers = int(ui.shape[0])
@@ -476,7 +488,7 @@ def _context_filter(context_risk, demote_t: float, pool, ui, viewer_risk) -> Con
         new_viewer_interactions=DEFAULT_NEW_VIEWER,
         known_viewers=known_viewers,
         exclude_viewed=True,
-        strip_context=True,
+        strip_context=strip_context,
     )
 
 
