@@ -379,3 +379,19 @@ def test_a_filter_may_leave_out_only_the_viewers_interactions(seed, shuffled, ou
         np.testing.assert_array_equal(out.toarray() != 0, strip)
     else:
         assert out is None
+
+
+
+def test_a_filter_may_leave_out_the_viewed_profile_of_a_similar_items_batch():
+    """Without interactions (``similar_items``) a viewer's query is the viewed profile:
+    a filter may leave that cell out, and no other."""
+    from guardrails.filters._contract import compile_queries
+
+    ctx = sp.csr_matrix((np.ones(3, np.float32), [4, 9, 4], [0, 1, 2, 3]), shape=(3, NI))
+    viewers = ViewerBatch(None, None, None, 3, ctx)
+    ok = sp.csr_matrix((np.ones(1, np.float32), [9], [0, 0, 1, 1]), shape=(3, NI))
+    out = compile_queries(_Strips(ok), Catalog("items", NI), viewers, "s")
+    np.testing.assert_array_equal(out.toarray(), ok.toarray())
+    bad = sp.csr_matrix((np.ones(1, np.float32), [5], [0, 1, 1, 1]), shape=(3, NI))
+    with pytest.raises(ValidationError, match="outside the viewers' interactions"):
+        compile_queries(_Strips(bad), Catalog("items", NI), viewers, "s")

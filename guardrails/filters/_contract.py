@@ -231,8 +231,8 @@ def compile_queries(
         return None
     if not _cells_within(s, sp.csr_matrix(ui)):
         raise ValidationError(
-            f"Filter {name!r} compiled query cells outside the viewers' queries; it may "
-            "only leave out interactions the viewers have (or the profile they view)."
+            f"Filter {name!r} compiled query cells outside the viewers' interactions (or "
+            "the profile they view); it may only leave out cells of the viewers' queries."
         )
     return s
 
