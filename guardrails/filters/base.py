@@ -146,7 +146,8 @@ class ViewerBatch:
         ``similar_items`` without a viewer).
     context_items : csr_matrix, shape (m, n_items), or None
         What the viewer is looking at, without having interacted with it: the profile
-        whose "suggested accounts" ``similar_items`` computes. Filters that read a
+        whose "suggested accounts" ``similar_items`` computes (for ``similar_users``,
+        the queried account, in the users' id space). Filters that read a
         viewer's risk count it (see :attr:`interactions`); relationship filters do not
         treat it as a follow.
     """

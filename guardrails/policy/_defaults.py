@@ -235,10 +235,10 @@ def default_policy(
       seeds, minors and, with ``item_factors`` / ``item_similarity``, candidates whose
       neighbourhood risk is in the band excluded); their risky interactions are left
       out of the query.
-      For ``similar_items`` the Guard passes the viewed account as the viewer's context
-      (``ViewerBatch.context_items``, which the breaker reads), so the profile of a
-      dropped account suggests only the pool, whoever views it (a new account gives the
-      breaker nothing else to read);
+      For ``similar_items`` (and ``similar_users``) the Guard passes the viewed (queried)
+      account as the viewer's context (``ViewerBatch.context_items``, which the breaker
+      reads), so the profile of a dropped account suggests only the pool, whoever views
+      it (a new account gives the breaker nothing else to read);
     - viewing context (:class:`~guardrails.filters.ContextRisk`), on the larger of a
       candidate's own and its neighbourhood risk (with ``account_terms`` /
       ``seed_terms``, an account that uses a flagged term itself, or has at least
