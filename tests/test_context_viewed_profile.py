@@ -166,3 +166,55 @@ def test_the_default_policy_strips_a_risky_profile():
         assert ctx.strip_context_ is on
     with pytest.raises(ValidationError, match="strip_context"):
         gr.default_policy(risk=risk, strip_context="yes")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_rows=st.integers(1, 6), N=st.integers(1, 20))
+def test_a_risky_queried_account_lists_the_user_pool_for_the_typical_user(seed, n_rows, N):
+    """``similar_users`` with a user policy: the queried account is the viewed profile, so
+    a risky one gets only the pool, without itself, ranked for the typical user (cosine
+    in the users' space); ordinary ones keep their ranking; batch equals single."""
+    rng = np.random.default_rng(seed)
+    model = gr.FactorModel(rng.normal(size=(NU, K)), rng.normal(size=(NI, K)))
+    risk = rng.uniform(0.0, 0.05, NU)
+    risky = rng.choice(NU, 6, replace=False)
+    risk[risky] = rng.uniform(0.4, 1.0, risky.size)
+    pool = rng.uniform(size=NU) < 0.6
+    g = gr.Guard(model, user_policy=gr.Policy([_filter(risk, pool)]))
+    plain = gr.Guard(model, user_policy=gr.Policy([_filter(risk, pool, False)]))
+    users = rng.choice(NU, n_rows, replace=True)
+    users[0] = rng.choice(risky)
+    ids, scores = g.similar_users(users, N=N)
+    base_ids, _ = plain.similar_users(users, N=N)
+    eligible = pool & (risk < THRESHOLD)
+    cos_typical = _unit(model.user_factors) @ _unit(model.typical_user())
+    for r, u in enumerate(users):
+        got = ids[r][ids[r] >= 0]
+        one, one_scores = g.similar_users(int(u), N=N)
+        assert np.array_equal(one, got)
+        assert np.array_equal(one_scores, scores[r][: got.size])
+        if risk[u] >= THRESHOLD:
+            assert eligible[got].all() and u not in got
+            assert got.size == min(N, int(eligible.sum()))
+            cand = np.flatnonzero(eligible)
+            best = cand[np.argsort(-cos_typical[cand], kind="stable")][: got.size]
+            assert np.allclose(np.sort(cos_typical[got]), np.sort(cos_typical[best]), atol=1e-5)
+        else:
+            assert np.array_equal(got, base_ids[r][base_ids[r] >= 0])
+
+
+def test_the_breaker_reads_similar_users_queried_account():
+    """The circuit breaker reads ``similar_users``' queried account as the viewer's
+    context, as it reads ``similar_items``' item: a dropped account's similar users are
+    the breaker's pool only."""
+    rng = np.random.default_rng(7)
+    model = gr.FactorModel(rng.normal(size=(NU, K)), rng.normal(size=(NI, K)))
+    risk = np.full(NU, 0.01)
+    risk[:3] = 0.9
+    pool = np.zeros(NU, bool)
+    pool[10:20] = True
+    breaker = gr.filters.ViewerCircuitBreaker(risk, item_threshold=0.5, trip=0.5, pool=pool)
+    g = gr.Guard(model, user_policy=gr.Policy([breaker]))
+    ids, _ = g.similar_users(np.array([0, 25]), N=8)
+    assert set(ids[0][ids[0] >= 0].tolist()) <= set(range(10, 20))
+    assert not set(ids[1][ids[1] >= 0].tolist()) <= set(range(10, 20))
