@@ -48,6 +48,7 @@ from .core.kernel import FactorSpace, SimilaritySpace, guarded_topk
 from .core.plan import Plan
 from .exceptions import ValidationError
 from .filters.base import Catalog, ViewerBatch
+from .filters.primitive import id_cells
 from .models import FactorModel, ItemItemModel, adapt_model
 from .policy import CompiledPolicy, DecisionCounters, Explanation, Policy, as_policy
 
@@ -515,6 +516,7 @@ class Guard(GuardCalls):
         user_items=None,
         surface: str | None = None,
         candidates: str = "items",
+        viewed: int | None = None,
     ) -> Explanation:
         """Why ``itemid`` is, or would be, suppressed for ``userid``.
 
@@ -529,6 +531,11 @@ class Guard(GuardCalls):
             relationship rules read them).
         surface : str, optional, keyword-only
         candidates : {"items", "users"}, keyword-only
+            ``"users"``: why ``itemid`` is, or would be, left out of ``userid``'s
+            ``similar_users`` list (the queried account ``userid`` is the profile viewed).
+        viewed : int, optional, keyword-only
+            The profile being viewed, as ``similar_items`` passes it (its item): filters
+            that read the viewing context (the circuit breaker, ``ContextRisk``) read it.
 
         Returns
         -------
@@ -554,7 +561,17 @@ class Guard(GuardCalls):
             if uids.size != 1:
                 raise fail("userid", where, "a single id or None", userid)
         rows = None if user_items is None else check_csr(user_items, "user_items", where, shape=(1, m.n_items))
-        viewers = ViewerBatch(uids, rows, surface, 1)
+        # The viewed profile, as the Guard's calls pass it: similar_users' queried account,
+        # or similar_items' item.
+        context = None
+        if candidates == "users" and uids is not None:
+            context = id_cells(uids, n)
+        elif viewed is not None:
+            seen, _ = check_ids(viewed, "viewed", where, n)
+            if seen.size != 1:
+                raise fail("viewed", where, "a single id or None", viewed)
+            context = id_cells(seen, n)
+        viewers = ViewerBatch(uids, rows, surface, 1, context)
         return cp.explain(viewers, int(item[0]), snapshot_version=state.snapshot_version)
 
     def swap_policy(self, policy, *, user_policy=None) -> None:

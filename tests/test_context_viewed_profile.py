@@ -147,7 +147,7 @@ def test_explanations_name_the_stripped_profile():
     g = gr.Guard(model, gr.Policy([_filter(risk, pool)]))
     res = g.similar_items_detailed(int(risky[0]), N=5, record=True)
     reasons = {d.reason for d in res.decisions if d.action == "requery"}
-    assert "risky_context:interests_stripped" in reasons
+    assert "risky_context:profile_stripped" in reasons
 
 
 def test_strip_context_is_checked():
@@ -218,3 +218,28 @@ def test_the_breaker_reads_similar_users_queried_account():
     ids, _ = g.similar_users(np.array([0, 25]), N=8)
     assert set(ids[0][ids[0] >= 0].tolist()) <= set(range(10, 20))
     assert not set(ids[1][ids[1] >= 0].tolist()) <= set(range(10, 20))
+
+
+def test_explain_reads_the_viewed_profile_as_the_guard_does():
+    """``Guard.explain`` passes the viewed profile as the calls do: ``similar_users``'
+    queried account (``candidates="users"``), and ``similar_items``' item (``viewed=``).
+    A candidate the call leaves out is explained as dropped; without the viewed profile
+    the same candidate is allowed."""
+    rng = np.random.default_rng(7)
+    model = gr.FactorModel(rng.normal(size=(NU, K)), rng.normal(size=(NU, K)))
+    risk = np.full(NU, 0.01)
+    risk[:3] = 0.9
+    pool = np.zeros(NU, bool)
+    pool[10:20] = True
+    breaker = gr.filters.ViewerCircuitBreaker(risk, item_threshold=0.5, trip=0.5, pool=pool)
+    g = gr.Guard(model, gr.Policy([breaker]), user_policy="same")
+    users, _ = g.similar_users(0, N=NU)
+    items, _ = g.similar_items(0, N=NU)
+    outside = 25  # an eligible account outside the pool
+    assert outside not in users and outside not in items
+    assert g.explain(0, outside, candidates="users").action == "drop"
+    assert g.explain(None, outside, viewed=0).action == "drop"
+    assert g.explain(None, outside).action == "allow"
+    assert g.explain(None, outside, viewed=25).action == "allow"
+    with pytest.raises(ValidationError, match="viewed"):
+        g.explain(None, outside, viewed=[1, 2])

@@ -381,17 +381,40 @@ def test_a_filter_may_leave_out_only_the_viewers_interactions(seed, shuffled, ou
         assert out is None
 
 
+class _ProfileStrips(gr.filters.Filter):
+    """A profile query filter that leaves out exactly the given cells."""
 
-def test_a_filter_may_leave_out_the_viewed_profile_of_a_similar_items_batch():
+    name = "profile_strips"
+
+    def __init__(self, cells):
+        self.cells = cells
+
+    def compile_profile_queries(self, catalog, viewers):
+        return self.cells
+
+
+class _ReadsInteractions(_Strips):
+    """A query filter written for recommend: it reads the interactions."""
+
+    def compile_queries(self, catalog, viewers):
+        return viewers.user_items.multiply(0)
+
+
+def test_a_profile_batch_asks_only_profile_query_filters():
     """Without interactions (``similar_items``) a viewer's query is the viewed profile:
-    a filter may leave that cell out, and no other."""
+    a profile query filter may leave that cell out, and no other; a query filter written
+    for ``recommend`` is never handed the batch."""
     from guardrails.filters._contract import compile_queries
 
     ctx = sp.csr_matrix((np.ones(3, np.float32), [4, 9, 4], [0, 1, 2, 3]), shape=(3, NI))
     viewers = ViewerBatch(None, None, None, 3, ctx)
     ok = sp.csr_matrix((np.ones(1, np.float32), [9], [0, 0, 1, 1]), shape=(3, NI))
-    out = compile_queries(_Strips(ok), Catalog("items", NI), viewers, "s")
+    out = compile_queries(_ProfileStrips(ok), Catalog("items", NI), viewers, "s")
     np.testing.assert_array_equal(out.toarray(), ok.toarray())
     bad = sp.csr_matrix((np.ones(1, np.float32), [5], [0, 1, 1, 1]), shape=(3, NI))
     with pytest.raises(ValidationError, match="outside the viewers' interactions"):
-        compile_queries(_Strips(bad), Catalog("items", NI), viewers, "s")
+        compile_queries(_ProfileStrips(bad), Catalog("items", NI), viewers, "s")
+    assert compile_queries(_ReadsInteractions(ok), Catalog("items", NI), viewers, "s") is None
+    # And a recommend batch never asks a profile query filter.
+    rec = ViewerBatch(np.arange(3), ctx)
+    assert compile_queries(_ProfileStrips(ok), Catalog("items", NI), rec, "s") is None

@@ -23,6 +23,7 @@ from .base import (
     CohortFilter,
     CohortTable,
     FilterProtocol,
+    ProfileQueryFilter,
     QueryFilter,
     ViewerBatch,
 )
@@ -209,17 +210,25 @@ def assign_cohorts(
 def compile_queries(
     f: FilterProtocol, catalog: Catalog, viewers: ViewerBatch, name: str
 ) -> sp.csr_matrix | None:
-    """Interactions ``f`` leaves out of the viewers' queries (``None``: none), checked.
+    """Cells ``f`` leaves out of the viewers' queries (``None``: none), checked.
 
-    A filter may only leave out cells the viewers' queries are built from
-    (:attr:`ViewerBatch.query_cells`: their interactions, or the viewed profile).
+    A batch with interactions (``recommend``) asks a :class:`QueryFilter` for
+    interactions to leave out; a batch of profile views (no interactions, the viewed
+    profile in ``context_items``) asks a :class:`ProfileQueryFilter` for viewed profiles
+    to leave out. Either may only leave out cells the viewers' queries are built from.
     """
-    if not isinstance(f, QueryFilter) or viewers.query_cells is None:
+    if viewers.user_items is not None:
+        if not isinstance(f, QueryFilter):
+            return None
+        s = f.compile_queries(catalog, viewers)
+        ui = viewers.user_items
+    elif viewers.context_items is not None and isinstance(f, ProfileQueryFilter):
+        s = f.compile_profile_queries(catalog, viewers)
+        ui = viewers.context_items
+    else:
         return None
-    s = f.compile_queries(catalog, viewers)
     if s is None:
         return None
-    ui = viewers.query_cells
     if not sp.issparse(s) or s.shape != ui.shape:
         raise ValidationError(
             f"Filter {name!r} compiled query cells of shape {getattr(s, 'shape', None)}; they "
@@ -328,14 +337,16 @@ def _viewer_summary(
             out["cohort"] = assign_cohorts(f, catalog, viewers, table, name)
         except ValidationError as exc:
             raise _fail(f, "assign_cohorts", str(exc)) from exc
-    if isinstance(f, QueryFilter) and viewers.user_items is not None:
+    cells = viewers.user_items if viewers.user_items is not None else viewers.context_items
+    step = "compile_queries" if viewers.user_items is not None else "compile_profile_queries"
+    if cells is not None and isinstance(
+        f, QueryFilter if viewers.user_items is not None else ProfileQueryFilter
+    ):
         try:
             q = compile_queries(f, catalog, viewers, name)
         except ValidationError as exc:
-            raise _fail(f, "compile_queries", str(exc)) from exc
-        out["strip"] = (
-            np.zeros(viewers.user_items.shape, dtype=bool) if q is None else _dense(q) != 0
-        )
+            raise _fail(f, step, str(exc)) from exc
+        out["strip"] = np.zeros(cells.shape, dtype=bool) if q is None else _dense(q) != 0
     return out
 
 
@@ -385,9 +396,26 @@ def check_conformance(f, catalog: Catalog, viewers: ViewerBatch) -> None:
     if caps is not None and not 0 <= caps.max_share <= 1:
         raise _fail(f, "compile_caps", "the share of a CapSpec must be in [0, 1]")
 
-    # Per-viewer parts: checked like a policy checks them, deterministic, batch == rows.
+    # Per-viewer parts: checked like a policy checks them, deterministic, batch == rows;
+    # on the batch given and on the same viewers viewing profiles (similar_items).
     pens = [p.penalty for p in g1 if p.penalty is not None]
     restore = np.sum(pens, axis=0) if pens else None
+    for batch in (viewers, profile_views(viewers, catalog.n)):
+        _check_viewer_parts(f, catalog, batch, table, restore)
+
+
+def profile_views(viewers: ViewerBatch, n_candidates: int, *, seed: int = 0) -> ViewerBatch:
+    """The batch's viewers viewing one random profile each (as ``similar_items`` passes
+    them): no interactions, the viewed candidate in ``context_items``."""
+    rng = np.random.default_rng(seed)
+    m = viewers.size
+    viewed = rng.integers(0, max(n_candidates, 1), size=m)
+    ctx = sp.csr_matrix((np.ones(m, np.float32), viewed, np.arange(m + 1)), shape=(m, n_candidates))
+    return ViewerBatch(viewers.userids, None, viewers.surface, m, ctx)
+
+
+def _check_viewer_parts(f, catalog: Catalog, viewers: ViewerBatch, table, restore) -> None:
+    """Per-viewer parts of one batch: deterministic, and the batch equals its rows."""
     whole = _viewer_summary(f, catalog, viewers, table, restore)
     again = _viewer_summary(f, catalog, viewers, table, restore)
     for k in whole:

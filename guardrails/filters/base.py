@@ -19,7 +19,8 @@ masks after penalties, so the strictest action always wins (drop beats demote be
 allow) whatever the order of the filters.
 
 Optional steps, each a runtime-checkable protocol (:class:`CohortFilter`,
-:class:`CapFilter`, :class:`QueryFilter`) so that a minimal filter needs none of them
+:class:`CapFilter`, :class:`QueryFilter`, :class:`ProfileQueryFilter`) so that a minimal
+filter needs none of them
 and type checkers see the ones it has:
 
 ``compile_cohorts(catalog) -> CohortTable | None`` and ``assign_cohorts(catalog, viewers)``
@@ -31,11 +32,18 @@ and type checkers see the ones it has:
 ``compile_caps(catalog) -> CapSpec | None``
     A share cap applied at selection time, with backfill (see :class:`CapSpec`).
 ``compile_queries(catalog, viewers) -> csr_matrix | None``
-    Cells to leave out of the viewers' query rows before scoring, drawn from
-    :attr:`ViewerBatch.query_cells` (used by the circuit breaker to switch off expansion
-    from flagged interests, and by :class:`~guardrails.filters.ContextRisk` to rank a
-    risky profile's list without it). A factor model's query left empty is the model's
-    typical user; an item-item query left empty reaches nothing but the Guard's backfill.
+    Interactions to leave out of the viewers' query rows before scoring (used by the
+    circuit breaker to switch off expansion from flagged interests). Called for batches
+    with interactions (``recommend``).
+``compile_profile_queries(catalog, viewers) -> csr_matrix | None``
+    For a batch of profile views (``similar_items``, ``similar_users``: no interactions,
+    the viewed profile in ``context_items``), the viewed profiles to leave out of their
+    own list's query (used by :class:`~guardrails.filters.ContextRisk` to rank a risky
+    profile's list without it). A separate step, so that a query filter written for
+    ``recommend`` is never handed a batch without interactions.
+
+A factor model's query left empty is the model's typical user; an item-item query left
+empty reaches nothing but the Guard's backfill.
 
 and settings, also optional: ``mode`` (``"enforce"``, ``"shadow"`` or ``"off"``),
 ``failure`` (``"fail_closed"`` or ``"fail_open"``), ``surfaces`` (a tuple of surface
@@ -67,6 +75,7 @@ __all__ = [
     "CohortFilter",
     "CapFilter",
     "QueryFilter",
+    "ProfileQueryFilter",
     "CohortTable",
     "CapSpec",
     "array_fingerprint",
@@ -166,13 +175,6 @@ class ViewerBatch:
         if self.user_items is None:
             return self.context_items
         return sp.csr_matrix(self.user_items + self.context_items)
-
-    @property
-    def query_cells(self) -> sp.csr_matrix | None:
-        """The cells a viewer's query is built from: ``user_items`` (``recommend``) or,
-        without them, ``context_items`` (the profile ``similar_items`` scores against).
-        A filter's :meth:`~QueryFilter.compile_queries` may leave only these out."""
-        return self.user_items if self.user_items is not None else self.context_items
 
     @property
     def size(self) -> int:
@@ -282,10 +284,19 @@ class CapFilter(Protocol):
 
 @runtime_checkable
 class QueryFilter(Protocol):
-    """Optional step of a filter that leaves cells (interactions, or the viewed profile)
-    out of the viewers' queries."""
+    """Optional step of a filter that leaves interactions out of the viewers' queries."""
 
     def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None: ...
+
+
+@runtime_checkable
+class ProfileQueryFilter(Protocol):
+    """Optional step of a filter that leaves viewed profiles out of their own list's
+    query (``similar_items``, ``similar_users``)."""
+
+    def compile_profile_queries(
+        self, catalog: Catalog, viewers: ViewerBatch
+    ) -> sp.csr_matrix | None: ...
 
 
 def array_fingerprint(*arrays) -> bytes:

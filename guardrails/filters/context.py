@@ -81,8 +81,9 @@ class ContextRisk(Filter):
         queried account) in its own list, reason ``"viewed_profile"``. Other calls and
         the rest of the slate are unchanged.
     strip_context : bool, keyword-only
-        Leave a risky viewed profile (``similar_items``' item) out of its list's query,
-        so that the pool is not ranked by similarity to it (see the module docstring).
+        Leave a risky viewed profile (``similar_items``' item, ``similar_users``' queried
+        account) out of its list's query, so that the pool is not ranked by similarity
+        to it (see the module docstring).
     sticky : bool, keyword-only
         With ``known_viewers``: an unknown viewer's context stays risky past
         ``new_viewer_interactions`` interactions while at least one in
@@ -236,38 +237,36 @@ class ContextRisk(Filter):
         return np.diff(sp.csr_matrix(ui).indptr) <= self.new_viewer_interactions_
 
     def compile_queries(self, catalog: Catalog, viewers: ViewerBatch) -> sp.csr_matrix | None:
-        """Leave an unknown viewer's risky interactions out of its query, and (with
-        ``strip_context``) a risky viewed profile out of its list's query.
+        """Leave an unknown viewer's risky interactions out of its query.
 
         A new account that follows a risky account and then many ordinary ones is no
         longer new by its count, but the model would still fold the risky follow into
         its taste; left out, its recommendations come from the rest of its follows.
         """
-        n = self.risk_.shape[0]
         ui = viewers.user_items
-        if ui is None:
-            return self._strip_viewed(viewers, n)
-        if not self.strip_interactions_ or ui.shape[1] != n:
+        n = self.risk_.shape[0]
+        if not self.strip_interactions_ or ui is None or ui.shape[1] != n:
             return None
         rows = self.unknown_viewers(viewers)
         if not rows.any():
             return None
-        risky = self.risky_candidates().astype(np.float32)
-        keep_rows = sp.diags(rows.astype(np.float32))
-        strip = sp.csr_matrix(
-            (keep_rows @ (sp.csr_matrix(ui) != 0).astype(np.float32)) @ sp.diags(risky)
-        )
-        strip.eliminate_zeros()
-        return strip if strip.nnz else None
+        return self._on_risky(sp.diags(rows.astype(np.float32)) @ sp.csr_matrix(ui))
 
-    def _strip_viewed(self, viewers: ViewerBatch, n: int) -> sp.csr_matrix | None:
-        """The risky viewed profiles of a ``similar_items`` batch, as query cells."""
+    def compile_profile_queries(
+        self, catalog: Catalog, viewers: ViewerBatch
+    ) -> sp.csr_matrix | None:
+        """With ``strip_context``: the risky viewed profiles of a batch of profile views
+        (``similar_items``' items, ``similar_users``' queried accounts), left out of their
+        own list's query."""
         ctx = viewers.context_items
-        if not self.strip_context_ or ctx is None or ctx.shape[1] != n:
+        if not self.strip_context_ or ctx is None or ctx.shape[1] != self.risk_.shape[0]:
             return None
-        strip = sp.csr_matrix(
-            (ctx != 0).astype(np.float32) @ sp.diags(self.risky_candidates().astype(np.float32))
-        )
+        return self._on_risky(sp.csr_matrix(ctx))
+
+    def _on_risky(self, cells: sp.csr_matrix) -> sp.csr_matrix | None:
+        """The stored cells of ``cells`` on risky candidates, as a 0/1 matrix."""
+        risky = sp.diags(self.risky_candidates().astype(np.float32))
+        strip = sp.csr_matrix((cells != 0).astype(np.float32) @ risky)
         strip.eliminate_zeros()
         return strip if strip.nnz else None
 

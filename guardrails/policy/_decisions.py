@@ -48,8 +48,10 @@ class Decision:
     filter : str
         The deciding filter (the first, in policy order, with the strictest action).
     action : {"drop", "demote", "cap", "requery"}
-        ``"requery"``: the viewer's query left out interactions (circuit breaker), which
-        changed the ranking of items that were not themselves acted on.
+        ``"requery"``: the viewer's query left out interactions (circuit breaker, reason
+        ``"<reason>:interests_stripped"``) or the viewed profile (``ContextRisk``
+        ``strip_context``, reason ``"<reason>:profile_stripped"``), which changed the
+        ranking of items that were not themselves acted on.
     reason : str
     mode : {"enforce", "shadow", "holdback"}
         ``"shadow"`` and ``"holdback"`` decisions describe what enforcement would have
@@ -80,7 +82,7 @@ class DecisionCounters:
     ``padded`` (slate slots left empty for lack of eligible items). Per filter:
     ``viewers`` (viewers in one of its cohorts), ``viewer_cells`` (per-viewer masked or
     demoted cells), ``capped`` (items skipped by a share cap), ``stripped`` (query
-    interactions left out), ``skipped_fail_open`` (compiles skipped), and for shadow and
+    cells left out: interactions, or viewed profiles), ``skipped_fail_open`` (compiles skipped), and for shadow and
     holdback filters ``would_remove`` (items that enforcement would have removed).
     """
 
@@ -313,7 +315,8 @@ def reason_of(cp: CompiledPolicy, i: int, cache, r: int, item: int, action: str)
     if action == "cap":
         return cp.filters[i].caps.reason
     if action == "requery":
-        return f"{getattr(cp.policy.filters[i], 'reason', 'filtered')}:interests_stripped"
+        what = "interests" if cache.viewers.user_items is not None else "profile"
+        return f"{getattr(cp.policy.filters[i], 'reason', 'filtered')}:{what}_stripped"
     rows = np.array([r], dtype=np.int64)
     items = np.array([item], dtype=np.int64)
     want = Action.DROP if action == "drop" else Action.DEMOTE

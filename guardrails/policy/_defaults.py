@@ -203,8 +203,11 @@ def default_policy(
         queried account) out of its own list's query
         (:class:`~guardrails.filters.ContextRisk` ``strip_context``): its list is the
         low-risk pool ranked for the model's typical user instead of by similarity to
-        it, where the network's camouflaged members lead the pool. ``False`` ranks the
-        pool by similarity to the profile.
+        it, where the network's camouflaged members lead the pool. An item-item model
+        reaches nothing from an empty query: a risky profile's list is then the Guard's
+        ``backfill`` (best eligible first), or empty without one, so give an item-item
+        Guard a backfill (for example follower counts). ``False`` ranks the pool by
+        similarity to the profile.
     name : str, keyword-only
 
     Returns
