@@ -243,3 +243,60 @@ def test_explain_reads_the_viewed_profile_as_the_guard_does():
     assert g.explain(None, outside, viewed=25).action == "allow"
     with pytest.raises(ValidationError, match="viewed"):
         g.explain(None, outside, viewed=[1, 2])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 8),
+    N=st.integers(1, 15),
+    limit=st.sampled_from(["none", "filter_items", "items"]),
+    shared=st.sampled_from(["off", "always"]),
+)
+def test_stripped_profiles_keep_the_contract_with_caps_limits_and_shared_calls(
+    seed, n_rows, N, limit, shared
+):
+    """With a share cap, a block list, ``items=`` / ``filter_items=`` and viewer groups
+    sharing kernel calls: no suppressed id, caps held, risky profiles get only the pool
+    and never themselves, batch equals single."""
+    from unittest import mock
+
+    from guardrails.policy import _run as run
+
+    rng, model, risk, risky, pool = _world(seed)
+    blocked = rng.choice(NI, 5, replace=False)
+    communities = rng.integers(-1, 3, NI)
+    policy = gr.Policy(
+        [
+            _filter(risk, pool),
+            gr.filters.BlockItems(blocked),
+            gr.filters.ShareCap(max_share=0.3, communities=communities),
+        ]
+    )
+    items = rng.choice(NI, n_rows, replace=True)
+    items[0] = rng.choice(risky)
+    kw: dict = {}
+    allowed = np.ones(NI, bool)
+    if limit == "filter_items":
+        kw["filter_items"] = rng.choice(NI, 10, replace=False)
+        allowed[kw["filter_items"]] = False
+    elif limit == "items":
+        kw["items"] = rng.choice(NI, 40, replace=False)
+        allowed[:] = False
+        allowed[kw["items"]] = True
+    with mock.patch.object(run, "SHARED_CALLS", shared):
+        g = gr.Guard(model, policy)
+        ids, scores = g.similar_items(items, N=N, **kw)
+        ones = [g.similar_items(int(i), N=N, **kw) for i in items]
+    allowance = max(1, int(np.floor(0.3 * N)))
+    eligible = pool & (risk < THRESHOLD)
+    for r, item in enumerate(items):
+        got = ids[r][ids[r] >= 0]
+        assert np.array_equal(ones[r][0], got)
+        assert np.array_equal(ones[r][1], scores[r][: got.size])
+        assert allowed[got].all() and not np.isin(got, blocked).any()
+        c = communities[got]
+        c = c[c >= 0]
+        assert c.size == 0 or np.bincount(c).max() <= allowance
+        if risk[item] >= THRESHOLD:
+            assert eligible[got].all() and item not in got
