@@ -91,6 +91,9 @@ class ContextRisk(Filter):
         carried on as a share, so following ordinary accounts after risky ones does not
         end it at once; one risky follow among more than ``new_viewer_interactions``
         does not start it).
+    protected : bool, keyword-only
+        A child-safety rule (see :class:`~guardrails.filters.ViewerCircuitBreaker`):
+        neither held back nor failed open.
     reason, mode, failure, surfaces, name : keyword-only
     """
 
@@ -107,6 +110,7 @@ class ContextRisk(Filter):
         "exclude_viewed": "bool",
         "sticky": "bool",
         "strip_context": "bool",
+        "protected": "bool",
     }
 
     def __init__(
@@ -121,6 +125,7 @@ class ContextRisk(Filter):
         exclude_viewed: bool = False,
         sticky: bool = False,
         strip_context: bool = False,
+        protected: bool = False,
         reason: str = "risky_context",
         mode: str = "enforce",
         failure: str = "fail_closed",
@@ -147,6 +152,7 @@ class ContextRisk(Filter):
         self.exclude_viewed_ = check_bool(exclude_viewed, "exclude_viewed", where)
         self.sticky_ = check_bool(sticky, "sticky", where)
         self.strip_context_ = check_bool(strip_context, "strip_context", where)
+        self._protect(protected, where)
         self._apply_settings(locals(), where)
 
     def params(self) -> tuple:

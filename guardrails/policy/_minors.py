@@ -12,6 +12,7 @@ import numpy as np
 
 from .._validation import check_csr, fail
 from ..filters._risk import seed_mask
+from ..filters.context import ContextRisk
 from ..filters.safety import CohortRule, ViewerCircuitBreaker
 from ..filters.ties import RequireTie, follower_counts
 from ._attention import attention_marks
@@ -206,6 +207,11 @@ def minor_filters(
                 protected=True,
             )
         )
+        known = ui.shape[0] if ui is not None else None
+        if known is None and viewer_risk is not None:
+            known = viewer_risk.shape[0]
+        if known is not None:
+            out.append(_new_account_rule(minor_mask, context_risk, demote_t, int(known)))
         if tie_graph is not None:
             out.append(
                 _minor_tie_rule(minor_mask, mv, tie_graph, ui, tie_weight, tie_through_minors)
@@ -227,6 +233,33 @@ def minor_filters(
             )
         )
     return out
+
+
+def _new_account_rule(minor_mask, context_risk, demote_t: float, known: int) -> ContextRisk:
+    """A viewer the model does not know (an id from ``known`` on: a new account) that has
+    followed a risky viewing context gets neither minors' accounts nor risky contexts,
+    however many accounts it follows after.
+
+    The viewing-context rule serves such an account only the low-risk pool, but only for
+    its first follows: past them it is served as anyone, and nothing of the first risky
+    follow is left (it is stripped from the query). On a tuning platform test accounts
+    that followed one seller, then the pool's suggestions, then past ten follows the
+    ordinary suggestions, were served slates of up to 60% minors' accounts: the pool's
+    popular accounts tied them to the youth community. A known viewer's own follows are
+    read by the stored rules instead (one band follow is too common among ordinary
+    adults to trip them).
+    """
+    return ContextRisk(
+        context_risk,
+        threshold=max(demote_t, 1e-6),
+        pool=~minor_mask,
+        new_viewer_interactions=np.iinfo(np.int64).max,
+        known_viewers=known,
+        strip_interactions=False,
+        reason="minors_protected",
+        name="protect_minors_new_accounts",
+        protected=True,
+    )
 
 
 def tie_graph(graph, ui, n: int, where: str):
