@@ -214,9 +214,10 @@ def default_policy(
     -------
     Policy
         In order: labels (if asked), neighbourhood suppression, graded risk demotion of
-        the band below it, the viewer circuit breaker, the minors' protection breaker
-        and cohort rule (with ``minors`` / ``minor_viewers``), a risky-share cap, and
-        the extra cohort rule (if given).
+        the band below it, the viewer circuit breaker, the viewing context, the
+        minors' protection breaker, new-account rule, tie rule and cohort rule (with
+        ``minors`` / ``minor_viewers``), a risky-share cap, and the extra cohort rule
+        (if given).
 
     Notes
     -----
@@ -280,6 +281,16 @@ def default_policy(
       seeing them; ``minor_viewers=`` adds a ``CohortRule`` that keeps the whole
       band at or above ``2 * b`` away from minors and from viewers the policy does not
       know (new accounts might be minors);
+    - minors and new accounts (``minors=`` with ``interactions`` or ``viewer_risk``):
+      a viewer beyond their rows (a new account) that has followed a risky viewing
+      context (as for ``ContextRisk``, at ``>= 2 * b``) gets neither minors' accounts
+      nor risky contexts, however many accounts it follows after
+      (``protect_minors_new_accounts``, a protected
+      :class:`~guardrails.filters.ContextRisk`). The viewing context serves such an
+      account the pool only for its first follows; past them, test accounts that had
+      followed one seller and then the pool's suggestions were served minors' accounts
+      (up to 60 % of a slate on a tuning platform) through the youth community's popular
+      accounts;
     - attention to minors (``minors=`` with a follow graph, ``minor_attention=True``): an
       adult (not a minor, not a known minor viewer) who follows at least two minors'
       accounts with none of whom he shares a non-hub contact shows untied attention
@@ -303,7 +314,8 @@ def default_policy(
       from the model, and share no contact with them;
     - risky share cap: at most 10 % of a slate from high-risk candidates (``>= 4 * b``).
 
-    The minors' filters (``protect_minors``, ``minors_need_tie``, ``minor_viewers``) are
+    The minors' filters (``protect_minors``, ``protect_minors_new_accounts``,
+    ``minors_need_tie``, ``minor_viewers``) are
     ``protected`` child-safety rules, like label filters on child-safety categories: a
     :class:`~guardrails.Holdback` naming them or ``failure="fail_open"`` is refused, and
     a failure to read their signals raises
