@@ -322,3 +322,45 @@ def test_profile_lists_kept_is_the_share_of_the_unguarded_list_still_shown():
     assert got["all"] == pytest.approx(np.mean(want))
     assert got["marked"] == pytest.approx(np.mean(want[:3]))
     assert got["n_marked"] == 3
+
+
+def test_new_account_recall_serves_users_under_new_ids():
+    """Users served from their own follows under ids beyond the model's users (factors
+    folded in): an empty policy keeps everything; a block list keeps what the same
+    new-account calls keep; no users gives NaN."""
+    from types import SimpleNamespace
+
+    import guardrails as gr
+    from guardrails.audit.family_run import new_account_recall
+    from guardrails.audit.metrics import recall_at_k
+
+    rng = np.random.default_rng(3)
+    n, k = 50, 4
+    model = gr.FactorModel(rng.normal(size=(n, k)), rng.normal(size=(n, k)))
+    train = sp.random(n, n, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+    train.data[:] = 1.0
+    held = sp.random(n, n, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    held.data[:] = 1.0
+    platform = SimpleNamespace(n_accounts=n, train=train, held_out=held)
+    users = np.arange(0, 40, 2)
+    bare = gr.Guard(model)
+    assert new_account_recall(gr.Guard(model), bare, platform, users)["ratio"] == 1.0
+    blocked = np.arange(0, n, 3)
+    guard = gr.Guard(model, gr.Policy([gr.filters.BlockItems(blocked)]))
+    got = new_account_recall(guard, bare, platform, users, N=5)
+    ids = n + np.arange(users.size)
+    want = [
+        np.nanmean(
+            recall_at_k(
+                g.recommend(ids, train[users], N=5, recalculate_user=True)[0], held[users], 5
+            )
+        )
+        for g in (guard, bare)
+    ]
+    assert got["ratio"] == pytest.approx(want[0] / want[1]) and got["n_users"] == users.size
+    # The new ids are not the known users': a known user's stored factors would differ.
+    known = np.nanmean(recall_at_k(guard.recommend(users, train[users], N=5)[0], held[users], 5))
+    assert want[0] != known or want[1] != np.nanmean(
+        recall_at_k(bare.recommend(users, train[users], N=5)[0], held[users], 5)
+    )
+    assert np.isnan(new_account_recall(guard, bare, platform, users[:0])["ratio"])

@@ -147,7 +147,7 @@ def _profiles_kept(q: dict) -> str:
 def format_family(report: dict, *, markdown: bool = False) -> str:
     """Per-platform rows, the distribution and the targets, as text (or Markdown)."""
     keys = list(FAMILY_TARGETS)
-    # Rows measured with the recall interval get five more columns beside recall_ratio.
+    # Rows measured with the recall interval get six more columns beside recall_ratio.
     has_ci = any(_interval(r) is not None for r in report["rows"])
     extra = (
         [
@@ -156,6 +156,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
             "adult-pair hits kept",
             "contexts ordinary / network",
             "profile lists kept (all / contexts)",
+            "new-account recall kept",
         ]
         if has_ci
         else []
@@ -183,6 +184,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
                 _adult_hits(q),
                 _contexts(q),
                 _profiles_kept(q),
+                _fmt("recall_ratio", q.get("recall_ratio_new", float("nan"))),
             ]
         body.append(
             [
@@ -199,7 +201,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         cells = [_fmt(k, d[k][stat]) for k in keys]
         if has_ci:
             wi = d["recall_ratio"].get("worst_interval") if stat == "worst" else None
-            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", "", "", "", ""]
+            cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", *[""] * 5]
         body.append([stat, "", "", "", "", *cells])
     lines = []
     if markdown:

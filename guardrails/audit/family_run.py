@@ -51,6 +51,8 @@ __all__ = [
     "context_shares",
     "context_marks",
     "profile_lists_kept",
+    "new_account_recall",
+    "NEW_ACCOUNT_USERS",
     "model_neighbours",
     "family_default_policy",
     "run_family",
@@ -63,6 +65,8 @@ __all__ = [
 
 #: Evaluation users per platform for the recall target (every one on the small tier).
 RECALL_USERS = 10_000
+#: Evaluation users per platform served as new accounts (:func:`new_account_recall`).
+NEW_ACCOUNT_USERS = 1000
 #: Paired bootstrap of the recall ratio: resamples and confidence level (seeded with the
 #: platform's seed, so a row's interval is repeatable).
 _BOOT: dict[str, Any] = {"n": 2000, "level": 0.95}
@@ -293,6 +297,39 @@ def profile_lists_kept(
     }
 
 
+def new_account_recall(guard, bare, platform, users: np.ndarray, *, N: int = 10) -> dict:
+    """Recall kept for accounts served as *new* accounts.
+
+    Each of ``users`` is served from its own follows under an id beyond the model's
+    users (a factor model folds its factors in from them, ``recalculate_user=True``),
+    as a platform serves an account it has not trained on, by the guard and by the bare
+    model; the ratio of mean recall@``N`` on the held-out follows. The audit's recall
+    reads known users, whom the new-account rules (the viewing context's pool for the
+    first follows, the new-account minors rule) never touch.
+
+    Returns
+    -------
+    dict
+        ``ratio`` (NaN without users or unguarded recall) and ``n_users``.
+    """
+    if users.size == 0:
+        return {"ratio": float("nan"), "n_users": 0}
+    rows = platform.train[users]
+    ids = getattr(platform, "n_users", platform.n_accounts) + np.arange(users.size)
+    recalc = isinstance(guard.model_, gr.FactorModel)
+    truth = platform.held_out[users]
+    rec = [
+        float(
+            np.nanmean(
+                recall_at_k(g.recommend(ids, rows, N=N, recalculate_user=recalc)[0], truth, N)
+            )
+        )
+        for g in (guard, bare)
+    ]
+    ratio = rec[0] / rec[1] if rec[1] > 0 else float("nan")
+    return {"ratio": float(ratio), "n_users": int(users.size)}
+
+
 def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
     """Share of benign accounts the unguarded model serves an ordinary viewer (full-length
     slate) that the guard does not: item-item models score only the neighbours of a
@@ -387,6 +424,9 @@ def evaluate_family_platform(
     lists = profile_lists_kept(
         guard, bare, platform, context_marks(policy, platform.n_accounts), N=N, seed=seed
     )
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(users, size=min(NEW_ACCOUNT_USERS, users.size), replace=False))
+    new = new_account_recall(guard, bare, platform, sample, N=N)
     minors = max(
         walks[k].vulnerable_share.max()
         for k in ("follow_handful", "follow_handful_unknown", "search_start", "risky_viewers")
@@ -421,6 +461,9 @@ def evaluate_family_platform(
             # Ordinary profiles' "suggested accounts" kept, all and risky contexts.
             "profiles_kept": lists["all"],
             "profiles_kept_contexts": lists["marked"],
+            # Recall kept for a sample of them served as new accounts.
+            "recall_ratio_new": new["ratio"],
+            "n_users_new": new["n_users"],
             "recall_ratio_low": ci["low"],
             "recall_ratio_high": ci["high"],
             "recall_ratio_level": ci["level"],
