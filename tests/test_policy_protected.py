@@ -18,7 +18,12 @@ from guardrails.exceptions import FailClosedError, ValidationError
 from guardrails.filters import CohortRule, RequireTie, ViewerCircuitBreaker
 from guardrails.policy import Holdback, Policy, default_policy
 
-MINOR_FILTERS = ("protect_minors", "minors_need_tie", "minor_viewers")
+MINOR_FILTERS = (
+    "protect_minors",
+    "protect_minors_new_accounts",
+    "minors_need_tie",
+    "minor_viewers",
+)
 
 
 @pytest.fixture(scope="module")
