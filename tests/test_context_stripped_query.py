@@ -3,11 +3,13 @@ typical user: its slate is the eligible pool ranked by the model's average prefe
 not by account id, and batch calls equal single calls."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import guardrails as gr
+from guardrails.exceptions import ValidationError
 
 NI, NU, K = 60, 40, 6
 
@@ -132,3 +134,49 @@ def test_a_sticky_context_lasts_while_one_in_n_follows_is_risky(
     assert np.array_equal(ids[0][ids[0] >= 0], one) and np.array_equal(ids[0], ids[1])
     if want:
         assert (pool & (risk < 0.3))[one].all()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_risky=st.integers(0, 4),
+    n_plain=st.integers(0, 8),
+    share=st.sampled_from([0.0, 0.2, 1 / 3, 0.5, 1.0]),
+)
+def test_a_new_account_is_a_risky_context_from_a_share_of_risky_follows(
+    seed, n_risky, n_plain, share
+):
+    """With ``new_viewer_share`` a new account's follows make its context risky only when
+    at least that share of them is risky (0: any one); a tripped viewer gets only the
+    pool, batch equal to single."""
+    rng, model, risk, risky, pool, _ = _world(seed)
+    nvi = 12
+    f = gr.filters.ContextRisk(
+        risk,
+        threshold=0.3,
+        pool=pool,
+        new_viewer_interactions=nvi,
+        new_viewer_share=share,
+        known_viewers=NU,
+    )
+    plain_ids = np.setdiff1d(np.arange(NI), risky)
+    follows = np.r_[
+        rng.choice(risky, n_risky, replace=False), rng.choice(plain_ids, n_plain, replace=False)
+    ]
+    row = sp.csr_matrix(
+        (np.ones(follows.size, np.float32), (np.zeros(follows.size, int), follows)),
+        shape=(1, NI),
+    )
+    uid = NU + 7
+    got = bool(f.risky_context(gr.filters.base.ViewerBatch(np.array([uid]), row, n_rows=1))[0])
+    assert got == (n_risky > 0 and n_risky >= share * follows.size)
+    g = gr.Guard(model, gr.Policy([f]))
+    ids, _ = g.recommend(
+        np.array([uid, uid]), sp.vstack([row, row]).tocsr(), N=8, recalculate_user=True
+    )
+    one, _ = g.recommend(uid, row, N=8, recalculate_user=True)
+    assert np.array_equal(ids[0][ids[0] >= 0], one) and np.array_equal(ids[0], ids[1])
+    if got:
+        assert (pool & (risk < 0.3))[one].all()
+    with pytest.raises(ValidationError, match="new_viewer_share"):
+        gr.filters.ContextRisk(risk, threshold=0.3, pool=pool, new_viewer_share=1.5)

@@ -280,6 +280,7 @@ STRATEGIES = {
         threshold=st.sampled_from([0.2, 0.5, 1.0]),
         pool=_mask(NI, 0.6),
         new_viewer_interactions=st.integers(0, 12),
+        new_viewer_share=st.sampled_from([0.0, 0.25, 1.0]),
         known_viewers=_opt(st.integers(0, NU)),
         exclude_viewed=st.booleans(),
         sticky=st.booleans(),

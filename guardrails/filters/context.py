@@ -67,6 +67,11 @@ class ContextRisk(Filter):
     new_viewer_interactions : int, keyword-only
         Viewers with at most this many interactions in the call are new accounts: their
         interactions count as context. 0 reads only the viewed profile.
+    new_viewer_share : float, keyword-only
+        A new account's follows make its context risky only when at least this share of
+        them is on risky candidates (0: any one). An ordinary new account that follows
+        one band account among several ordinary ones keeps its recommendations; one that
+        starts from a risky account is risky from its first follow.
     known_viewers : int, optional, keyword-only
         Viewers with an id below this are established accounts (the model and the stored
         viewer risk know them): only their viewed profile counts, whatever their number
@@ -105,6 +110,7 @@ class ContextRisk(Filter):
         "threshold": "float",
         "pool": "mask",
         "new_viewer_interactions": "int",
+        "new_viewer_share": "float",
         "known_viewers": "int",
         "strip_interactions": "bool",
         "exclude_viewed": "bool",
@@ -120,6 +126,7 @@ class ContextRisk(Filter):
         threshold: float,
         pool,
         new_viewer_interactions: int = 5,
+        new_viewer_share: float = 0.0,
         known_viewers: int | None = None,
         strip_interactions: bool = True,
         exclude_viewed: bool = False,
@@ -143,6 +150,9 @@ class ContextRisk(Filter):
         self.new_viewer_interactions_ = check_int(
             new_viewer_interactions, "new_viewer_interactions", where, low=0
         )
+        self.new_viewer_share_ = check_float(
+            new_viewer_share, "new_viewer_share", where, low=0.0, high=1.0
+        )
         self.known_viewers_ = (
             None
             if known_viewers is None
@@ -161,6 +171,7 @@ class ContextRisk(Filter):
             self.threshold_,
             self.pool_,
             self.new_viewer_interactions_,
+            self.new_viewer_share_,
             -1 if self.known_viewers_ is None else self.known_viewers_,
             self.strip_interactions_,
             self.exclude_viewed_,
@@ -225,7 +236,7 @@ class ContextRisk(Filter):
                 if self.sticky_:
                     # At most new_viewer_interactions follows, one risky is this share.
                     new |= unknown & (on_risky * self.new_viewer_interactions_ >= count)
-            out |= new & (on_risky > 0)
+            out |= new & (on_risky > 0) & (on_risky >= self.new_viewer_share_ * count)
         return out
 
     def unknown_viewers(self, viewers: ViewerBatch) -> np.ndarray:

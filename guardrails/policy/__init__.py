@@ -41,6 +41,9 @@ from ._defaults import (
     DEFAULT_NEW_VIEWER as DEFAULT_NEW_VIEWER,
 )
 from ._defaults import (
+    DEFAULT_NEW_VIEWER_SHARE as DEFAULT_NEW_VIEWER_SHARE,
+)
+from ._defaults import (
     DEFAULT_POOL_LIFT as DEFAULT_POOL_LIFT,
 )
 from ._defaults import (
