@@ -188,9 +188,14 @@ def test_any_risky_interaction_keeps_minors_away(seed, n_risky, n_plain):
     ctx = pol["context_risk"]
     if n_risky:
         assert not minors[ids].any()
-    elif follows.size <= ctx.new_viewer_interactions and (ctx.risk[follows] >= ctx.threshold).any():
-        # A new account whose first follows are in the flagged band: that is its viewing
-        # context, so it gets the low-risk pool only (no minors' accounts in it).
+    elif (
+        follows.size <= ctx.new_viewer_interactions
+        and (on_band := int((ctx.risk[follows] >= ctx.threshold).sum())) > 0
+        and on_band >= ctx.new_viewer_share * follows.size
+    ):
+        # A new account whose first follows are in the flagged band (at least the share
+        # DEFAULT_NEW_VIEWER_SHARE of them): that is its viewing context, so it gets the
+        # low-risk pool only (no minors' accounts in it).
         assert ctx.pool[ids].all() and not minors[ids].any()
     else:
         # Minors' accounts are not dropped for their own risk: an ordinary viewer can
@@ -323,9 +328,7 @@ def test_minors_breaker_trips_on_one_dropped_or_two_risky_follows():
     assert got_minors == [0, 5, 0, 5]
     # A known minor viewer with two follows in the band keeps its friends' accounts (its
     # own cohort rule keeps the band from it); one dropped follow still trips it.
-    pol = default_policy(
-        risk=risk, minors=minors, interactions=ui, minor_viewers=np.array([0, 2])
-    )
+    pol = default_policy(risk=risk, minors=minors, interactions=ui, minor_viewers=np.array([0, 2]))
     ids, _ = gr.Guard(model, pol).recommend(np.arange(4), ui, N=n)
     got_minors = [int(minors[r[r >= 0]].sum()) for r in ids]
     assert got_minors == [5, 5, 0, 5]
