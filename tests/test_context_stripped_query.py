@@ -87,6 +87,34 @@ def test_the_typical_user_is_the_mean_of_the_user_factors():
     assert np.array_equal(empty.typical_user(), np.zeros(K, np.float32))
 
 
+def _follow_row(rng, risky, n_risky, n_plain):
+    """One viewer's follows: ``n_risky`` risky accounts, then ``n_plain`` others."""
+    plain_ids = np.setdiff1d(np.arange(NI), risky)
+    follows = np.r_[
+        rng.choice(risky, n_risky, replace=False), rng.choice(plain_ids, n_plain, replace=False)
+    ]
+    row = sp.csr_matrix(
+        (np.ones(follows.size, np.float32), (np.zeros(follows.size, int), follows)),
+        shape=(1, NI),
+    )
+    return follows, row
+
+
+def _check_new_account(model, f, uid, row, want, pool, risk):
+    """The filter trips the viewer exactly when ``want``; a tripped viewer gets only the
+    pool; batch equals single."""
+    got = bool(f.risky_context(gr.filters.base.ViewerBatch(np.array([uid]), row, n_rows=1))[0])
+    assert got == want
+    g = gr.Guard(model, gr.Policy([f]))
+    ids, _ = g.recommend(
+        np.array([uid, uid]), sp.vstack([row, row]).tocsr(), N=8, recalculate_user=True
+    )
+    one, _ = g.recommend(uid, row, N=8, recalculate_user=True)
+    assert np.array_equal(ids[0][ids[0] >= 0], one) and np.array_equal(ids[0], ids[1])
+    if want:
+        assert (pool & (risk < 0.3))[one].all()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),
@@ -112,28 +140,11 @@ def test_a_sticky_context_lasts_while_one_in_n_follows_is_risky(
         known_viewers=NU,
         sticky=sticky,
     )
-    plain_ids = np.setdiff1d(np.arange(NI), risky)
-    follows = np.r_[
-        rng.choice(risky, n_risky, replace=False), rng.choice(plain_ids, n_plain, replace=False)
-    ]
-    row = sp.csr_matrix(
-        (np.ones(follows.size, np.float32), (np.zeros(follows.size, int), follows)),
-        shape=(1, NI),
-    )
+    follows, row = _follow_row(rng, risky, n_risky, n_plain)
     uid = 3 if known else NU + 7
-    viewers = gr.filters.base.ViewerBatch(np.array([uid]), row, n_rows=1)
-    got = bool(f.risky_context(viewers)[0])
     count = follows.size
     want = (not known) and n_risky > 0 and (count <= nvi or (sticky and n_risky * nvi >= count))
-    assert got == want
-    g = gr.Guard(model, gr.Policy([f]))
-    ids, _ = g.recommend(
-        np.array([uid, uid]), sp.vstack([row, row]).tocsr(), N=8, recalculate_user=True
-    )
-    one, _ = g.recommend(uid, row, N=8, recalculate_user=True)
-    assert np.array_equal(ids[0][ids[0] >= 0], one) and np.array_equal(ids[0], ids[1])
-    if want:
-        assert (pool & (risk < 0.3))[one].all()
+    _check_new_account(model, f, uid, row, want, pool, risk)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -159,24 +170,8 @@ def test_a_new_account_is_a_risky_context_from_a_share_of_risky_follows(
         new_viewer_share=share,
         known_viewers=NU,
     )
-    plain_ids = np.setdiff1d(np.arange(NI), risky)
-    follows = np.r_[
-        rng.choice(risky, n_risky, replace=False), rng.choice(plain_ids, n_plain, replace=False)
-    ]
-    row = sp.csr_matrix(
-        (np.ones(follows.size, np.float32), (np.zeros(follows.size, int), follows)),
-        shape=(1, NI),
-    )
-    uid = NU + 7
-    got = bool(f.risky_context(gr.filters.base.ViewerBatch(np.array([uid]), row, n_rows=1))[0])
-    assert got == (n_risky > 0 and n_risky >= share * follows.size)
-    g = gr.Guard(model, gr.Policy([f]))
-    ids, _ = g.recommend(
-        np.array([uid, uid]), sp.vstack([row, row]).tocsr(), N=8, recalculate_user=True
-    )
-    one, _ = g.recommend(uid, row, N=8, recalculate_user=True)
-    assert np.array_equal(ids[0][ids[0] >= 0], one) and np.array_equal(ids[0], ids[1])
-    if got:
-        assert (pool & (risk < 0.3))[one].all()
+    follows, row = _follow_row(rng, risky, n_risky, n_plain)
+    want = n_risky > 0 and n_risky >= share * follows.size
+    _check_new_account(model, f, NU + 7, row, want, pool, risk)
     with pytest.raises(ValidationError, match="new_viewer_share"):
         gr.filters.ContextRisk(risk, threshold=0.3, pool=pool, new_viewer_share=1.5)
