@@ -103,9 +103,10 @@ class GuardRequest:
         Per-row candidates never returned (the viewer's own items with
         ``filter_already_liked_items``).
     requery : callable or None
-        ``requery(rows, strip, base)``: query rows recomputed without the cells in
+        ``requery(rows, strip, queries)``: query rows recomputed without the cells in
         ``strip`` (filters that strip interactions, or a viewed profile, from a query);
-        ``base`` holds the call's query rows for ``rows`` as the Guard resolved them.
+        ``queries`` holds the call's query rows as the Guard resolved them (all rows;
+        ``rows`` picks the group's).
     record : bool
         Also return per-item decisions.
     ranking : ndarray of float32, shape (n_candidates,), or None
@@ -484,7 +485,7 @@ def _recommend(
         if recalculate_user:
             queries = m.recalculate_user(userids, rows)
 
-            def requery(sub, strip, _base):
+            def requery(sub, strip, _queries):
                 r = rows if sub is None else rows[sub]
                 u = userids if sub is None else userids[sub]
                 kept = _without(r, strip)
@@ -506,7 +507,7 @@ def _recommend(
     else:
         queries = rows
 
-        def requery(sub, strip, _base):
+        def requery(sub, strip, _queries):
             r = rows if sub is None else rows[sub]
             return _without(r, strip)
 
@@ -613,10 +614,11 @@ def _similar_users(m, *, userid, N, filter_users, users, surface, record) -> Gua
     )
 
 
-def _typical_for_stripped(m, sub, strip: sp.csr_matrix, base):
+def _typical_for_stripped(m, sub, strip: sp.csr_matrix, queries):
     """``requery`` of ``similar_items`` and ``similar_users``: a stripped row's query was
     its viewed profile alone, so it is left empty. A factor model ranks for its typical
     user (cosine, as the profile was); an item-item model reaches nothing from it."""
+    base = queries if sub is None else queries[sub]
     if isinstance(m, FactorModel):
         q = np.array(base, dtype=np.float32, copy=True)
         q[np.diff(strip.indptr) > 0] = normalized_rows(m.typical_user()[None, :])[0]

@@ -423,9 +423,10 @@ class Guard(GuardCalls):
                     build = self._builder(state, kind, restrict, request.ranking)
                     space = build(variant.hard_mask, variant.penalty)
                     spaces[variant.key] = space
-            q = queries if sub is None else queries[sub]
             if strip is not None and requery is not None:
-                q = requery(sub, strip, q)
+                q = requery(sub, strip, queries)
+            else:
+                q = queries if sub is None else queries[sub]
             ms = list(masks)
             if exclude is not None:
                 ms.append(exclude_rows(sub))
