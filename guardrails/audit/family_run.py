@@ -42,7 +42,7 @@ from .family_report import (
 )
 from .guards import default_guard_policy
 from .metrics import evaluation_users, hit_matrix, ordinary_viewers, recall_at_k
-from .walks import follow_handful, risky_viewers, search_start, view_one
+from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
     "FAMILY_TARGETS",
@@ -57,6 +57,7 @@ __all__ = [
     "family_default_policy",
     "run_family",
     "evaluate_family_platform",
+    "family_walks",
     "view_profiles",
     "family_targets",
     "format_family",
@@ -351,6 +352,26 @@ def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
     return {"mean": float(s.mean()) if s.size else 0.0, "max": float(s.max()) if s.size else 0.0}
 
 
+def family_walks(
+    guard, platform, *, seed: int, n_walkers: int, n_steps: int, N: int
+) -> dict[str, WalkResult]:
+    """The audit's walks on one platform: view one (any seller, unknown sellers), follow a
+    handful (any, unknown), search start, and the suggestions of existing buyers."""
+    kw: dict[str, Any] = {"n_walkers": n_walkers, "n_steps": n_steps, "N": N}
+    return {
+        "view_one": view_one(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed),
+        "view_one_unknown": view_one(
+            guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 1, unknown_only=True
+        ),
+        "follow_handful": follow_handful(guard, platform, seed=seed, **kw),
+        "follow_handful_unknown": follow_handful(
+            guard, platform, seed=seed + 1, unknown_only=True, **kw
+        ),
+        "search_start": search_start(guard, platform, seed=seed, **kw),
+        "risky_viewers": risky_viewers(guard, platform, n_viewers=200, N=N, seed=seed),
+    }
+
+
 def evaluate_family_platform(
     platform: FamilyPlatform,
     spec: dict,
@@ -396,19 +417,7 @@ def evaluate_family_platform(
     guard = gr.Guard(model, policy, user_policy="same" if is_mf else None)
     bare = gr.Guard(model)
     t2 = time.perf_counter()
-    kw: dict[str, Any] = {"n_walkers": n_walkers, "n_steps": n_steps, "N": N}
-    walks = {
-        "view_one": view_one(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed),
-        "view_one_unknown": view_one(
-            guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 1, unknown_only=True
-        ),
-        "follow_handful": follow_handful(guard, platform, seed=seed, **kw),
-        "follow_handful_unknown": follow_handful(
-            guard, platform, seed=seed + 1, unknown_only=True, **kw
-        ),
-        "search_start": search_start(guard, platform, seed=seed, **kw),
-        "risky_viewers": risky_viewers(guard, platform, n_viewers=200, N=N, seed=seed),
-    }
+    walks = family_walks(guard, platform, seed=seed, n_walkers=n_walkers, n_steps=n_steps, N=N)
     prof = view_profiles(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 2)
     worst = {k: float(w.network_share.mean(axis=0).max()) for k, w in walks.items()}
     minors_by_walk = {k: float(w.vulnerable_share.max()) for k, w in walks.items()}
