@@ -399,6 +399,14 @@ def _write_and_report(report: dict, out_dir, *, plots: bool, as_json: bool, log)
 def _exit_on_failed_targets(report: dict, fail_on_target: bool) -> None:
     from .audit.run import failed_targets
 
+    unsure = [t for t in report["targets"] if t.get("verdict") == "UNSURE" and not t["passed"]]
+    if unsure:
+        click.echo(
+            f"\n{len(unsure)} recall check(s) UNSURE: below 0.98, but the 95% interval still "
+            "reaches it (too few held-out follows on this platform to show a miss; a larger "
+            "platform, --accounts, narrows it). They do not fail the audit.",
+            err=True,
+        )
     failed = failed_targets(report)
     if failed:
         names = sorted({t["target"] for t in failed})

@@ -30,7 +30,7 @@ from guardrails.audit.report import (
     write_json,
     write_plots,
 )
-from guardrails.audit.run import check_targets, run_audit
+from guardrails.audit.run import _recall_target, check_targets, failed_targets, run_audit
 from guardrails.audit.sweep import SweepPoint, pareto_front, run_sweep
 from guardrails.audit.walks import (
     follow_handful,
@@ -316,6 +316,48 @@ def test_run_audit_report(report, tmp_path):
     path = write_json({**report, "nan": float("nan")}, tmp_path / "r.json")
     loaded = json.loads(open(path).read())
     assert loaded["nan"] is None and loaded["runs"][0]["seed"] == 0
+
+
+def test_audit_reads_recall_kept_with_its_interval(report):
+    """Every configuration carries the recall ratio's bootstrap interval (the unguarded
+    one against itself: exactly 1), and the per-user recalls stay out of the report."""
+    for name, c in report["runs"][0]["configs"].items():
+        q = c["quality"]
+        assert "recall_per_user" not in q, name
+        assert q["recall_ratio_low"] <= q["recall_ratio"] <= q["recall_ratio_high"], name
+    un = report["runs"][0]["configs"]["unguarded"]["quality"]
+    assert un["recall_ratio_low"] == un["recall_ratio_high"] == pytest.approx(1.0)
+    json.dumps(report, default=float)  # JSON-ready: no arrays left
+
+
+@pytest.mark.parametrize(
+    ("ratio", "low", "high", "passed", "gating", "shown"),
+    [
+        (0.99, 0.95, 1.02, True, True, "PASS"),
+        (0.91, 0.80, 1.00, False, False, "UNSURE"),  # a few dozen hits: no shown miss
+        (0.95, 0.93, 0.97, False, True, "FAIL"),  # the whole interval below 0.98
+        (0.97, 0.97, 0.98, False, False, "UNSURE"),  # the interval reaches the bound
+    ],
+)
+def test_recall_target_reads_its_interval(ratio, low, high, passed, gating, shown):
+    q = {
+        "recall_ratio": ratio,
+        "recall_ratio_low": low,
+        "recall_ratio_high": high,
+        "recall_ratio_level": 0.95,
+    }
+    t = _recall_target("seed=0 default", "default_policy", q)
+    assert t["passed"] is passed and t.get("gating", True) is gating
+    assert f"95% CI [{low:.3f}, {high:.3f}]" in t["bound"]
+    line = format_targets({"targets": [t]})
+    assert line.startswith(f"[{shown}]"), line
+    assert (t in failed_targets({"targets": [t]})) is (shown == "FAIL")
+
+
+def test_recall_target_without_an_interval_reads_the_point():
+    """A report from before the interval (no bounds): the point decides, and gates."""
+    t = _recall_target("r", "c", {"recall_ratio": 0.9})
+    assert not t["passed"] and t.get("gating", True) and t["bound"] == ">= 0.98"
 
 
 def test_plots(report, tmp_path):

@@ -41,7 +41,13 @@ from .family_report import (
     write_family_plot,
 )
 from .guards import default_guard_policy
-from .metrics import evaluation_users, hit_matrix, ordinary_viewers, recall_at_k
+from .metrics import (
+    evaluation_users,
+    hit_matrix,
+    ordinary_viewers,
+    recall_at_k,
+    recall_ratio_interval,
+)
 from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
@@ -164,71 +170,6 @@ def _recall_hits(guard, platform, users: np.ndarray, k: int, batch: int = 2000):
         return np.concatenate(parts).astype(np.int64) if parts else empty.astype(np.int64)
 
     return np.concatenate(rec) if rec else empty, whole(hits), whole(adult)
-
-
-def recall_ratio_interval(
-    guarded, unguarded, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0xB007
-) -> dict:
-    """Recall kept (guarded over unguarded mean recall) with a paired bootstrap interval.
-
-    The evaluation users are resampled with replacement ``n_boot`` times, the same users
-    for both slates (paired: the interval reflects only the users on whom the two differ),
-    and the ratio of the resampled means is recomputed; the interval is the central
-    ``level`` percentile range of those ratios, widened where needed to contain the point
-    estimate (a lopsided bootstrap distribution, with very few hits, can leave it just
-    outside). Users with recall 0 on both slates change only how many draws land on the
-    others, so the draws are made among the rest (their number binomial), which is the
-    same resampling at a fraction of the cost.
-
-    Parameters
-    ----------
-    guarded, unguarded : array-like of float, shape (m,)
-        Per-user recall with and without the guard (the same users, in the same order);
-        NaN (a user without held-out items) is dropped from both.
-    n_boot : int, keyword-only
-    level : float, keyword-only
-        In (0, 1).
-    seed : int, keyword-only
-        Seed of the resampling (fixed: the same data give the same interval).
-
-    Returns
-    -------
-    dict
-        ``ratio`` (NaN when the unguarded recall is 0), ``low``, ``high``, ``level``,
-        ``n_boot`` and ``n_users``.
-    """
-    where = "recall_ratio_interval"
-    g = np.asarray(guarded, dtype=np.float64)
-    b = np.asarray(unguarded, dtype=np.float64)
-    if g.ndim != 1 or g.shape != b.shape:
-        raise fail("unguarded", where, f"a 1-d array shaped like guarded {g.shape}", b.shape)
-    n_boot = check_int(n_boot, "n_boot", where)
-    if not (isinstance(level, float | int) and 0.0 < float(level) < 1.0):
-        raise fail("level", where, "a number in (0, 1)", level)
-    keep = ~(np.isnan(g) | np.isnan(b))
-    g, b = g[keep], b[keep]
-    if np.any(g < 0) or np.any(b < 0):
-        raise fail("guarded", where, "recall values >= 0", "negative values")
-    m = int(g.size)
-    out = {"level": float(level), "n_boot": n_boot, "n_users": m}
-    sb = float(b.sum())
-    if m == 0 or sb == 0.0:
-        return {"ratio": float("nan"), "low": float("nan"), "high": float("nan"), **out}
-    ratio = float(g.sum()) / sb
-    nz = np.flatnonzero((g > 0) | (b > 0))
-    gz, bz = g[nz], b[nz]
-    rng = np.random.default_rng(seed)
-    draws = rng.binomial(m, nz.size / m, size=n_boot)
-    ratios = np.full(n_boot, np.nan)
-    for i, k in enumerate(draws):
-        idx = rng.integers(0, nz.size, size=int(k))
-        den = bz[idx].sum()
-        if den > 0:
-            ratios[i] = gz[idx].sum() / den
-    finite = ratios[np.isfinite(ratios)]
-    alpha = (1.0 - float(level)) / 2.0
-    lo, hi = np.quantile(finite, [alpha, 1.0 - alpha]) if finite.size else (ratio, ratio)
-    return {"ratio": ratio, "low": min(float(lo), ratio), "high": max(float(hi), ratio), **out}
 
 
 def context_marks(policy, n_accounts: int) -> np.ndarray | None:

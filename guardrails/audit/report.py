@@ -108,7 +108,8 @@ def format_table(report: dict, *, markdown: bool = False) -> str:
 
 
 def format_targets(report: dict, *, markdown: bool = False) -> str:
-    """One line per target and run: PASS or FAIL with the measured value."""
+    """One line per target and run: PASS, FAIL, or for a miss that does not gate INFO
+    (or its own ``verdict``, UNSURE for recall), with the measured value."""
     lines = []
     if markdown:
         lines += [
@@ -119,8 +120,10 @@ def format_targets(report: dict, *, markdown: bool = False) -> str:
         v = t["value"]
         shown = "never" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
         # A target with gating false (own data: whether the unguarded recommender floods
-        # at all) informs and never fails the audit.
-        res = "PASS" if t["passed"] else ("FAIL" if t.get("gating", True) else "INFO")
+        # at all; a recall miss its interval does not confirm) informs and never fails
+        # the audit.
+        gating = t.get("gating", True)
+        res = "PASS" if t["passed"] else ("FAIL" if gating else t.get("verdict", "INFO"))
         if markdown:
             lines.append(
                 f"| {t['description']} | {t['run']} | {t['config']} | {shown} "

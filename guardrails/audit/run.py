@@ -25,7 +25,14 @@ from .guards import (
     seed_risk,
     train_model,
 )
-from .metrics import evaluation_users, ordinary_viewers, ranking_quality, reach, suppressed_share
+from .metrics import (
+    evaluation_users,
+    ordinary_viewers,
+    ranking_quality,
+    reach,
+    recall_ratio_interval,
+    suppressed_share,
+)
 from .platform import MINOR, Platform, make_platform
 from .sweep import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS, pareto_front, run_sweep
 from .walks import follow_handful, risky_viewers, search_start, view_one
@@ -106,7 +113,7 @@ def evaluate_config(
             guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar
         )
     out = {"walks": {k: w.summary() for k, w in walks.items()}}
-    out["quality"] = ranking_quality(guard, platform, users, k=N)
+    out["quality"] = ranking_quality(guard, platform, users, k=N, per_user=True)
     out["suppressed"] = suppressed_share(guard, platform, viewers)
     out["minor_reach"] = reach(guard, platform, youth_viewers, platform.vulnerable, k=N)
     return out
@@ -149,9 +156,18 @@ def _evaluate_configs(
     for c in configs.values():
         q, b = c["quality"], base["quality"]
         q["recall_ratio"] = q["recall"] / b["recall"] if b["recall"] else float("nan")
+        # How far the sample lets the ratio be read: a paired bootstrap over the same
+        # users (a few hundred users and a few dozen held-out hits on a small platform).
+        ci = recall_ratio_interval(
+            q["recall_per_user"], b["recall_per_user"], seed=int(kw.get("seed", 0))
+        )
+        q["recall_ratio_low"], q["recall_ratio_high"] = ci["low"], ci["high"]
+        q["recall_ratio_level"] = ci["level"]
         q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
         r, rb = c["minor_reach"], base["minor_reach"]
         r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
+    for c in configs.values():  # per-user arrays stay out of the JSON report
+        c["quality"].pop("recall_per_user")
     return configs
 
 
@@ -388,11 +404,28 @@ def check_targets(report: dict, guarded: str | None = None) -> list[dict]:
         out.append(
             _target("risky_viewers_no_minors", tag, guarded, vul, vul == 0.0, "== 0 (worst slate)")
         )
-        ratio = g["quality"]["recall_ratio"]
-        out.append(_target("recall_ratio", tag, guarded, ratio, ratio >= 0.98, ">= 0.98"))
+        out.append(_recall_target(tag, guarded, g["quality"]))
         sup = g["suppressed"]["mean"]
         out.append(_target("benign_suppressed", tag, guarded, sup, sup <= 0.01, "<= 0.01"))
     return out
+
+
+def _recall_target(where: str, config: str, quality: dict) -> dict:
+    """Recall kept >= 0.98, read with its bootstrap interval: a point below 0.98 whose
+    interval still reaches 0.98 is no shown miss (too few held-out hits to tell, as on a
+    ``--quick`` platform): reported as ``UNSURE``, never gating. A miss the whole interval
+    confirms fails."""
+    ratio = quality["recall_ratio"]
+    high = quality.get("recall_ratio_high", ratio)
+    bound = ">= 0.98"
+    if "recall_ratio_low" in quality:
+        level = round(100 * quality.get("recall_ratio_level", 0.95))
+        bound += f"; {level}% CI [{quality['recall_ratio_low']:.3f}, {high:.3f}]"
+    t = _target("recall_ratio", where, config, ratio, ratio >= 0.98, bound)
+    if not t["passed"] and high >= 0.98:
+        t["gating"] = False
+        t["verdict"] = "UNSURE"
+    return t
 
 
 def _target(key: str, where: str, config: str, value, passed: bool, bound: str) -> dict:
@@ -556,7 +589,7 @@ def _own_targets(report: dict, *, has_minors: bool) -> list[dict]:
     for t in targets:
         # Whether *your* recommender floods test accounts is a finding, not a failure of
         # the guard: reported, never gating.
-        t["gating"] = t["target"] != "flood_reproduced"
+        t["gating"] = t.get("gating", True) and t["target"] != "flood_reproduced"
     if not has_minors:  # nothing to measure: a target that cannot fail is left out
         targets = [t for t in targets if t["target"] != "risky_viewers_no_minors"]
     return targets
