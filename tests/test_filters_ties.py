@@ -41,22 +41,36 @@ def _reference_tied(
     g = (sp.csr_matrix(graph) != 0).toarray()
     if j in follows_row:
         return True
+    kw = dict(min_shared=min_shared, through=through, max_followers=max_followers)
+    return _reference_shared(g, follows_row, j, through_targets, targets, **kw) >= min_shared
+
+
+def _reference_shared(g, follows_row, j, through_targets, targets, *, min_shared, **kw):
+    """How many intermediaries tie the viewer to ``j`` (``_reference_tied``'s count): with
+    ``through_targets="anchored"`` a followed target counts only when the viewer has
+    ``min_shared`` intermediaries to it outside the targets."""
     followers = g.sum(axis=0)
     shared = 0
     for a in set(follows_row.tolist()):
-        if max_followers is not None and followers[a] > max_followers:
+        if kw["max_followers"] is not None and followers[a] > kw["max_followers"]:
             continue
-        if not through_targets and targets[a]:
+        if targets[a] and through_targets is False:
             continue
+        if targets[a] and through_targets == "anchored":
+            outside = _reference_shared(
+                g, follows_row, a, False, targets, min_shared=min_shared, **kw
+            )
+            if outside < min_shared:
+                continue
         by_followee = g[j, a]
         by_follower = g[a, j]
         hit = {
             "followees": by_followee,
             "followers": by_follower,
             "both": by_followee or by_follower,
-        }[through]
+        }[kw["through"]]
         shared += bool(hit)
-    return shared >= min_shared
+    return shared
 
 
 def _viewer_follows(follows, userid, row):
@@ -73,7 +87,7 @@ tie_settings = st.fixed_dictionaries(
         "min_shared": st.integers(1, 3),
         "through": st.sampled_from(["followees", "followers", "both"]),
         "max_followers": st.one_of(st.none(), st.integers(0, 6)),
-        "through_targets": st.booleans(),
+        "through_targets": st.sampled_from([True, False, "anchored"]),
     }
 )
 
@@ -114,6 +128,24 @@ def test_no_untied_target_is_ever_returned_and_slates_are_full(seed, kw, users, 
                 eligible -= 1
         # Slates are full whenever enough eligible candidates exist.
         assert got.size == min(N, eligible)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), kw=tie_settings, density=st.floats(0.05, 0.4))
+def test_tie_counts_are_the_definition(seed, kw, density):
+    """``RequireTie.tied`` is the written-out definition for every viewer and target, both
+    ways (a tie missed would hide a child from its family; one too many would let a
+    stranger through)."""
+    rng, graph, follows, targets, exempt, model = _world(seed, density=density)
+    f = _rule(targets, graph, follows, exempt, **kw)
+    userids = np.arange(N_USERS, dtype=np.int64)
+    vb = ViewerBatch(userids, None, None, N_USERS)
+    got = f.tied(Catalog("items", N_ITEMS), vb)
+    for u in userids:
+        fol = _viewer_follows(follows, int(u), sp.csr_matrix((1, N_ITEMS)))
+        for c, j in enumerate(f.targets_):
+            want = _reference_tied(graph, fol, int(j), targets=targets, **kw)
+            assert got[u, c] == want, (u, j)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -324,7 +356,8 @@ def test_the_demotion_is_above_any_score_an_item_item_model_can_give():
 
 def test_default_policy_chooses_whether_minors_tie_through_minors():
     """``minor_ties_through_minors`` reaches the tie rule; by default a minor's account
-    ties (DEFAULT_MINOR_TIE_THROUGH_MINORS); a non-bool is a ValidationError."""
+    ties (DEFAULT_MINOR_TIE_THROUGH_MINORS); anything but True, False or "anchored" is a
+    ValidationError."""
     from guardrails.policy._minors import DEFAULT_MINOR_TIE_THROUGH_MINORS
 
     g = sp.csr_matrix(
@@ -337,8 +370,8 @@ def test_default_policy_chooses_whether_minors_tie_through_minors():
     assert default_policy(**kw)["minors_need_tie"].through_targets is (
         DEFAULT_MINOR_TIE_THROUGH_MINORS
     )
-    for through in (True, False):
+    for through in (True, False, "anchored"):
         pol = default_policy(minor_ties_through_minors=through, **kw)
-        assert pol["minors_need_tie"].through_targets is through
-    with pytest.raises(ValidationError):
+        assert pol["minors_need_tie"].through_targets == through
+    with pytest.raises(ValidationError, match="minor_ties_through_minors"):
         default_policy(minor_ties_through_minors="no", **kw)

@@ -71,7 +71,7 @@ def _policy(g, minors, V, **kw):
     seed=st.integers(0, 2**31 - 1),
     n=st.integers(5, 40),
     density=st.floats(0.02, 0.3),
-    through_minors=st.booleans(),
+    through_minors=st.sampled_from([True, False, "anchored"]),
 )
 def test_untied_follows_are_the_definition(seed, n, density, through_minors):
     rng = np.random.default_rng(seed)
@@ -83,13 +83,17 @@ def test_untied_follows_are_the_definition(seed, n, density, through_minors):
     dense = g.toarray() > 0
     followers = dense.sum(axis=0)
     nonhub = followers <= np.quantile(followers, 0.9)
-    if not through_minors:
-        nonhub &= ~minors  # a minor's account ties nobody to another minor
+    outside = nonhub & ~minors
     for a in range(n):
+        ties = nonhub if through_minors is True else outside.copy()
+        if through_minors == "anchored":
+            # A (non-hub) minor that a follows and shares an outside contact with ties.
+            for m in np.flatnonzero(minors & dense[a] & nonhub):
+                ties[m] = (dense[a] & dense[m] & outside).any()
         want = 0
         if not minors[a]:
             for m in np.flatnonzero(minors & dense[a]):
-                if not (dense[a] & dense[m] & nonhub).any():
+                if not (dense[a] & dense[m] & ties).any():
                     want += 1
         assert got[a] == want, a
 

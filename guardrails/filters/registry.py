@@ -53,6 +53,7 @@ KINDS = (
     "knots",
     "labels",
     "str_or_int",
+    "bool_or_str",
     "indices",
 )
 

@@ -22,6 +22,8 @@ computed once: only the protected columns are ever touched.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -40,7 +42,7 @@ from ._actions import check_action
 from .base import Catalog, Filter, ViewerBatch
 from .primitive import followed_cells, row_ordered_cells, stored_cells, viewer_values
 
-__all__ = ["RequireTie", "TIE_DIRECTIONS"]
+__all__ = ["RequireTie", "THROUGH_TARGETS", "TIE_DIRECTIONS", "TieBridges", "shared_contacts"]
 
 #: How an intermediary account ties a viewer to a target: the viewer follows an account
 #: that the target follows (``"followees"``), that follows the target (``"followers"``),
@@ -72,10 +74,14 @@ class RequireTie(Filter):
         Intermediaries followed by more than this many accounts (in ``graph``) do not
         count: a celebrity that a viewer and a child both follow is no tie. ``None``:
         every intermediary counts.
-    through_targets : bool, keyword-only
+    through_targets : bool or "anchored", keyword-only
         Whether a target's own account can be the intermediary: ``False`` and a viewer
         who follows one child is not tied to the children that child follows (or that
-        follow it); only accounts outside ``targets`` tie.
+        follow it); only accounts outside ``targets`` tie. ``"anchored"``: a followed
+        target ties the viewer to other targets only when the viewer is tied to that
+        target itself through accounts outside ``targets`` (a parent who shares a
+        contact with their child reaches the child's friends; a stranger who follows
+        a child does not).
     exempt_viewers : array-like of bool, shape (n_users,), or of int, optional, keyword-only
         Viewers the rule does not apply to (for minors' accounts: viewers who are minors
         themselves). Ids beyond a bool mask are not exempt.
@@ -111,7 +117,7 @@ class RequireTie(Filter):
         "min_shared": "int",
         "through": "str",
         "max_followers": "int",
-        "through_targets": "bool",
+        "through_targets": "bool_or_str",
         "exempt_viewers": "indices",
         "action": "str",
         "weight": "float",
@@ -128,7 +134,7 @@ class RequireTie(Filter):
         min_shared: int = 1,
         through: str = "followees",
         max_followers: int | None = None,
-        through_targets: bool = True,
+        through_targets: bool | str = True,
         exempt_viewers=None,
         action: str = "drop",
         weight: float = 1.0,
@@ -159,7 +165,7 @@ class RequireTie(Filter):
         self.max_followers_ = (
             -1 if max_followers is None else check_int(max_followers, "max_followers", where, low=0)
         )
-        self.through_targets_ = check_bool(through_targets, "through_targets", where)
+        self.through_targets_ = check_through_targets(through_targets, "through_targets", where)
         self.exempt_viewers_ = _exempt(exempt_viewers, where)
         self.action_ = check_action(action, where)
         self.weight_ = check_float(weight, "weight", where, low=0.0)
@@ -170,7 +176,7 @@ class RequireTie(Filter):
         return self._fitted()
 
     # ------------------------------------------------------------------ the tie counts
-    def _bridges(self) -> sp.csr_matrix:
+    def _bridges(self) -> TieBridges:
         """:func:`tie_bridges` of the rule's graph and targets (computed once)."""
         memo = getattr(self, "_memo", None)
         if memo is not None and memo[0] is self.graph_:
@@ -208,7 +214,7 @@ class RequireTie(Filter):
         out = np.zeros((viewers.size, k), dtype=bool)
         if not k or not fol.nnz:
             return out
-        counts = (fol @ self._bridges()).toarray()
+        counts = shared_contacts(fol, self._bridges(), self.min_shared_).toarray()
         out |= counts >= self.min_shared_
         out |= fol[:, self.targets_].toarray() > 0
         return out
@@ -256,6 +262,53 @@ def follower_counts(graph: sp.csr_matrix) -> np.ndarray:
     return np.diff(sp.csc_matrix(graph).indptr)
 
 
+#: ``through_targets`` settings: a target's own account ties its followers to other
+#: targets always (True), never (False), or only where they are tied to it through
+#: accounts outside the targets ("anchored").
+THROUGH_TARGETS = (True, False, "anchored")
+
+
+def check_through_targets(value, name: str, where: str) -> bool | str:
+    """``value`` as one of :data:`THROUGH_TARGETS`, or a ``ValidationError``."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, str) and value == "anchored":
+        return value
+    raise fail(name, where, 'True, False or "anchored"', value)
+
+
+@dataclass(frozen=True)
+class TieBridges:
+    """The tie rule's intermediaries (:func:`tie_bridges`).
+
+    ``outside``: float32 CSR (n, k), 1 where account ``a`` ties its followers to target
+    ``j`` (the targets' own rows left out when they tie only when anchored). ``anchored``:
+    with ``through_targets="anchored"``, float32 CSR (k, k), 1 where target ``i`` ties its
+    anchored followers to target ``j``; ``None`` otherwise.
+    """
+
+    outside: sp.csr_matrix
+    targets: np.ndarray
+    anchored: sp.csr_matrix | None = None
+
+
+def shared_contacts(follows: sp.csr_matrix, bridges: TieBridges, min_shared: int) -> sp.csr_matrix:
+    """Each viewer's shared intermediaries with every target: sparse (m, k) counts.
+
+    ``follows`` (m, n) holds 1 at every followed account. With anchored bridges, a
+    followed target to which the viewer has ``min_shared`` intermediaries outside the
+    targets adds its own ties (:class:`TieBridges`).
+    """
+    counts = sp.csr_matrix(follows @ bridges.outside)
+    if bridges.anchored is None or not counts.nnz:
+        return counts
+    direct = sp.csr_matrix(follows[:, bridges.targets])
+    anchor = sp.csr_matrix(direct.multiply(counts >= min_shared), dtype=np.float32)
+    if not anchor.nnz:
+        return counts
+    return sp.csr_matrix(counts + anchor @ bridges.anchored)
+
+
 def tie_bridges(
     graph: sp.csr_matrix,
     targets: np.ndarray,
@@ -263,14 +316,12 @@ def tie_bridges(
     through: str = "followees",
     max_followers: float | None = None,
     followers: np.ndarray | None = None,
-    through_targets: bool = True,
-) -> sp.csr_matrix:
-    """The tie rule's intermediaries: ``B``, float32 CSR of shape (n, k), with ``B[a, j]``
-    1 when account ``a`` ties its followers to target ``targets[j]``.
-
-    ``viewer_follows @ B`` counts each viewer's shared accounts with every target: the
-    one definition of a tie, read by :class:`RequireTie` and by the attention to
-    unrelated minors (:mod:`guardrails.policy._attention`).
+    through_targets: bool | str = True,
+) -> TieBridges:
+    """The tie rule's intermediaries (:class:`TieBridges`): ``shared_contacts(follows,
+    tie_bridges(...), min_shared)`` counts each viewer's shared accounts with every
+    target, the one definition of a tie, read by :class:`RequireTie` and by the attention
+    to unrelated minors (:mod:`guardrails.policy._attention`).
 
     Parameters
     ----------
@@ -283,10 +334,12 @@ def tie_bridges(
         Accounts with more followers than this (hubs) tie nobody; ``None``: no cap.
     followers : ndarray, shape (n,), optional, keyword-only
         :func:`follower_counts` of ``graph``, when the caller has it.
-    through_targets : bool, keyword-only
+    through_targets : bool or "anchored", keyword-only
         Whether a target's own account ties its followers to other targets. ``False``:
-        following one child is no tie to that child's friends.
+        following one child is no tie to that child's friends; ``"anchored"``: only for
+        followers tied to that child through accounts outside the targets.
     """
+    through_targets = check_through_targets(through_targets, "through_targets", "tie_bridges")
     parts = []
     if through in ("followees", "both"):
         parts.append(sp.csr_matrix(graph[targets].T))  # a followed by target j
@@ -294,14 +347,23 @@ def tie_bridges(
         parts.append(sp.csr_matrix(graph[:, targets]))  # a follows target j
     b = parts[0] if len(parts) == 1 else sp.csr_matrix(parts[0] + parts[1])
     b = stored_cells(canonical_csr(b))
-    # Intermediaries that tie nobody: hubs, and (without through_targets) the targets.
+    # Intermediaries that tie nobody: hubs, and (unless always) the targets.
     keep = np.ones(graph.shape[0], dtype=bool)
     if max_followers is not None:
         if followers is None:
             followers = follower_counts(graph)
         keep &= followers <= max_followers
-    if not through_targets:
+    anchored = None
+    if through_targets == "anchored":
+        # The targets' own rows (hubs still excluded), read only for anchored followers.
+        anchored = _rows_kept(sp.csr_matrix(b[targets]), keep[targets])
+    if through_targets is not True:
         keep[targets] = False
+    return TieBridges(_rows_kept(b, keep), np.asarray(targets, dtype=np.int64), anchored)
+
+
+def _rows_kept(b: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """``b`` with the rows outside ``keep`` emptied, float32 CSR."""
     if not keep.all():
         b = sp.csr_matrix(sp.diags(keep.astype(np.float32)) @ b)
         b.eliminate_zeros()

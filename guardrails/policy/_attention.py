@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from .._validation import canonical_csr
 from ..filters.primitive import stored_cells
-from ..filters.ties import follower_counts, tie_bridges
+from ..filters.ties import follower_counts, shared_contacts, tie_bridges
 
 __all__ = ["attention_marks", "untied_minor_follows"]
 
@@ -27,7 +27,7 @@ def untied_minor_follows(
     *,
     hub_quantile: float,
     min_shared: int = 1,
-    through_minors: bool = True,
+    through_minors: bool | str = True,
 ) -> np.ndarray:
     """For every account, how many minors' accounts it follows without a tie to them.
 
@@ -41,7 +41,7 @@ def untied_minor_follows(
         are no tie.
     min_shared : int, keyword-only
         Shared non-hub followees that make a tie.
-    through_minors : bool, keyword-only
+    through_minors : bool or "anchored", keyword-only
         Whether a minor's account followed by both ties them (the tie rule's
         ``through_targets``).
 
@@ -61,7 +61,7 @@ def _unit_graph(graph: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
 
 
 def _untied(
-    g, followers, minors, hub_quantile: float, min_shared: int, through_minors: bool
+    g, followers, minors, hub_quantile: float, min_shared: int, through_minors: bool | str
 ) -> np.ndarray:
     """:func:`untied_minor_follows` on :func:`_unit_graph`'s graph and follower counts."""
     m_idx = np.flatnonzero(minors)
@@ -79,7 +79,7 @@ def _untied(
         followers=followers,
         through_targets=through_minors,
     )
-    shared = sp.csr_matrix(g @ bridges)
+    shared = shared_contacts(g, bridges, min_shared)
     tied = follows.multiply(shared >= min_shared)
     out = np.asarray(follows.sum(axis=1)).ravel() - np.asarray(tied.sum(axis=1)).ravel()
     out = np.rint(out).astype(np.int64)
@@ -96,7 +96,7 @@ def attention_marks(
     min_untied: int,
     lift: float,
     minor_share: float,
-    through_minors: bool = True,
+    through_minors: bool | str = True,
 ) -> np.ndarray:
     """Accounts whose followers are adults with untied attention to minors, far beyond
     chance.

@@ -25,6 +25,7 @@ from ..filters.safety import (
     SuppressNeighborhood,
     ViewerCircuitBreaker,
 )
+from ..filters.ties import check_through_targets
 from ._minors import (
     DEFAULT_MINOR_TIE_THROUGH_MINORS,
     attention_context,
@@ -121,7 +122,7 @@ def default_policy(
     discovery_surfaces: Sequence[str] | None = None,
     minor_ties: bool = True,
     minor_attention: bool = True,
-    minor_ties_through_minors: bool = DEFAULT_MINOR_TIE_THROUGH_MINORS,
+    minor_ties_through_minors: bool | str = DEFAULT_MINOR_TIE_THROUGH_MINORS,
     strip_context: bool = True,
     name: str = "default",
 ) -> Policy:
@@ -197,12 +198,14 @@ def default_policy(
         are adults following unrelated minors far more often than the platform's rate
         (the *attention-to-minors context*, below), and accounts among them in the
         model's space, are risky viewing contexts. ``False`` leaves the signal out.
-    minor_ties_through_minors : bool, keyword-only
+    minor_ties_through_minors : bool or "anchored", keyword-only
         Whether a minor's own account ties an adult to the minors it follows, in the tie
         rule and in the attention to minors (:data:`DEFAULT_MINOR_TIE_THROUGH_MINORS`).
         ``False``: following one child is no tie to that child's friends (fewer buyers
         tied to children; parents and relatives tied only through their own child lose
-        the child's friends).
+        the child's friends). ``"anchored"``: only an adult tied to that child through
+        accounts outside the minors (a shared contact) is tied to the child's friends
+        through it.
     strip_context : bool, keyword-only
         Leave a risky viewed profile (``similar_items``' item, ``similar_users``'
         queried account) out of its own list's query
@@ -358,7 +361,9 @@ def default_policy(
     follow_graph = tie_graph(graph, ui, n, where)
     # Accounts whose audience is made of adults following unrelated minors, and their
     # neighbourhood in the model's space: risky contexts that need no seed and no term.
-    through_minors = check_bool(minor_ties_through_minors, "minor_ties_through_minors", where)
+    through_minors = check_through_targets(
+        minor_ties_through_minors, "minor_ties_through_minors", where
+    )
     attention = None
     if check_bool(minor_attention, "minor_attention", where):
         attention = attention_context(

@@ -176,6 +176,10 @@ class _Reader:
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 raise self.error(key, "a string or an integer", v)
             return v
+        if kind == "bool_or_str":
+            if not isinstance(v, (bool, str)):
+                raise self.error(key, "true, false or a string", v)
+            return v
         if kind == "strs":
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise self.error(key, "a list of strings", v)
@@ -403,6 +407,8 @@ def _file_value(kind: str, v: Any, ref: str, store: Callable[[str, Any], str]):
         return int(v)
     if kind == "str_or_int":
         return v if isinstance(v, str) else int(v)
+    if kind == "bool_or_str":
+        return v if isinstance(v, str) else bool(v)
     return v
 
 

@@ -137,7 +137,7 @@ def minor_filters(
     attention=None,
     tie_graph=None,
     tie_weight: float = 1.0,
-    tie_through_minors: bool = DEFAULT_MINOR_TIE_THROUGH_MINORS,
+    tie_through_minors: bool | str = DEFAULT_MINOR_TIE_THROUGH_MINORS,
 ) -> list:
     """The filters that keep minors' accounts and minor viewers apart from the network.
 
@@ -288,7 +288,7 @@ def tie_weight(item_similarity, where: str) -> float:
 
 
 def _minor_tie_rule(
-    minor_mask: np.ndarray, mv, tie_graph, ui, weight: float, through_minors: bool
+    minor_mask: np.ndarray, mv, tie_graph, ui, weight: float, through_minors: bool | str
 ) -> RequireTie:
     """Minors' accounts reach adults only through an existing tie (:class:`RequireTie`):
     the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
@@ -321,7 +321,7 @@ def attention_context(
     ui,
     nbrs,
     *,
-    through_minors: bool = DEFAULT_MINOR_TIE_THROUGH_MINORS,
+    through_minors: bool | str = DEFAULT_MINOR_TIE_THROUGH_MINORS,
 ) -> np.ndarray | None:
     """Accounts whose followers are adults following unrelated minors far beyond chance
     (:func:`~guardrails.policy._attention.attention_marks` with the tie rule's hub cap and
