@@ -311,16 +311,16 @@ _CI_SLACK = 0.10
 #: sub-networks, one unknown; also the first row of the 20-platform evaluation in
 #: docs/audit.md) leaks with every model:
 #: follow-a-handful and view-one walks reach 10-20% network share (a sub-network no seed
-#: reaches, with few tagged sellers and small audiences), and buyers get minors' accounts
-#: (ALS 50%, item-item 10%: a buyer who follows nine children is tied to their friends
-#: through them; ``minor_ties_through_minors=False`` removes it at a recall cost on the
-#: audit's own platform, see docs/policy.md). The misses belong to the policy, not to the
-#: measure; they are pinned here so that a new miss, or a known one getting worse, fails,
-#: and a row that starts meeting its target must be removed from this list.
+#: reaches, with few tagged sellers and small audiences). Its buyers no longer get
+#: minors' accounts (ALS 50% and item-item 10% before the anchored minors' ties: a buyer
+#: who follows nine children was tied to their friends through them). The misses belong
+#: to the policy, not to the measure; they are pinned here so that a new miss, or a known
+#: one getting worse, fails, and a row that starts meeting its target must be removed
+#: from this list.
 _CI_KNOWN_MISSES = {
-    (0, "als"): {"exposure": 0.20, "minors_to_risky": 0.50},
+    (0, "als"): {"exposure": 0.20},
     (0, "bpr"): {"exposure": 0.20},
-    (0, "item"): {"exposure": 0.10, "minors_to_risky": 0.10},
+    (0, "item"): {"exposure": 0.10},
 }
 #: Bounds the collateral stays within there (the point estimates; targets: recall kept
 #: >= 0.98, benign suppression <= 1%). Measured on family-2's CI family: recall kept

@@ -367,11 +367,32 @@ def test_default_policy_chooses_whether_minors_tie_through_minors():
     minors[[1, 2]] = True
     risk = np.full(6, 0.01)
     kw = {"risk": risk, "minors": minors, "graph": g, "interactions": g}
-    assert default_policy(**kw)["minors_need_tie"].through_targets is (
+    assert default_policy(**kw)["minors_need_tie"].through_targets == (
         DEFAULT_MINOR_TIE_THROUGH_MINORS
     )
+    assert DEFAULT_MINOR_TIE_THROUGH_MINORS == "anchored"
     for through in (True, False, "anchored"):
         pol = default_policy(minor_ties_through_minors=through, **kw)
         assert pol["minors_need_tie"].through_targets == through
     with pytest.raises(ValidationError, match="minor_ties_through_minors"):
         default_policy(minor_ties_through_minors="no", **kw)
+
+
+def test_anchored_ties_reach_a_childs_friends_for_family_not_strangers():
+    """A parent who shares a contact (the coach) with their child reaches the child's
+    friend through the child; a stranger who follows the same child does not. With
+    ``through_targets=True`` both would; with ``False`` neither."""
+    parent, stranger, child, friend, coach = range(5)
+    edges = [(friend, child), (child, coach), (parent, child), (parent, coach), (stranger, child)]
+    r, c = zip(*edges, strict=True)
+    g = sp.csr_matrix((np.ones(len(edges), np.float32), (r, c)), shape=(5, 5))
+    vb = ViewerBatch(np.array([parent, stranger]), None, None, 2)
+    tied = {
+        through: RequireTie([child, friend], graph=g, follows=g, through_targets=through).tied(
+            Catalog("items", 5), vb
+        )[:, 1]  # the friend's column
+        for through in (True, False, "anchored")
+    }
+    assert tied[True].tolist() == [True, True]
+    assert tied[False].tolist() == [False, False]
+    assert tied["anchored"].tolist() == [True, False]
