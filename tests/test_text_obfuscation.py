@@ -120,6 +120,20 @@ def test_chunks_must_cover_whole_tokens_and_long_terms():
         TermMatcher(["x"], max_chunk_length=True)  # type: ignore[arg-type]
 
 
+def test_a_free_standing_separator_glues_terms_of_any_length():
+    """``p . ass`` is ``pass`` cut by a separator with spaces around it (the generator's
+    "separators" class): every token-mode term matches across such cuts, short ones and
+    tokens longer than a chunk included; plain spaces still join only chunked spellings
+    of long terms, and a glued match must cover whole tokens."""
+    m = TermMatcher(["pass", "bamfenfenqua"])
+    for text in ["p . ass", "pa - ss", "p . a . ss", "buy p . ass now", "bamfenfen - qua"]:
+        assert m.match(text).size == 1, text
+        assert m.match_many([text, "filler"])[0].tolist() == [0], text  # batch == single
+    for text in ["p as s", "pa ss", "compass . now", "bypass - x", "p . ast"]:
+        assert m.match(text).size == 0, text
+        assert m.match_many([text])[0].size == 0, text
+
+
 def test_ordinary_sentences_stay_clean():
     english_words = pytest.importorskip("english_words")
     words = sorted(english_words.get_english_words_set(["web2"], lower=True, alpha=True))

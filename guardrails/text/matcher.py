@@ -206,6 +206,7 @@ class TermMatcher:
         token_patterns: dict[str, list[int]] = {}
         sub_patterns: dict[str, list[int]] = {}
         chunk_patterns: dict[str, list[int]] = {}
+        glued_patterns: dict[str, list[int]] = {}
         for i, term in enumerate(term_list):
             readings = normalizer.readings(term.text)
             token_key, compact_key, _ = readings[0]
@@ -244,6 +245,8 @@ class TermMatcher:
                     # Length in letters as written ("gikka" is five, its key "gika").
                     if n_letters >= min_chunked_length and len(r.compact) <= max_term_length:
                         _add(chunk_patterns, r.compact, i)
+                    if r.compact and len(r.compact) <= max_term_length:
+                        _add(glued_patterns, r.compact, i)
                 elif r.compact:
                     _add(sub_patterns, r.compact, i)
         self.terms_ = term_list
@@ -251,6 +254,7 @@ class TermMatcher:
         self._token = self._build(token_patterns)
         self._sub = self._build(sub_patterns)
         self._chunk = self._build(chunk_patterns)
+        self._glued = self._build(glued_patterns)
 
     @staticmethod
     def _build(patterns: dict[str, list[int]]):  # type: ignore[no-untyped-def]
@@ -358,22 +362,33 @@ class TermMatcher:
             found.append(owner[codes // width] * width + codes % width)
         if self._chunk is not None:
             found.append(self._scan_chunks([p[2] for p in parts], owner))
+        if self._glued is not None:
+            found.append(self._scan_chunks([p[2] for p in parts], owner, glued=True))
         pairs = np.unique(np.concatenate(found)) if found else empty
         return pairs // width, pairs % width
 
-    def _scan_chunks(self, chunk_keys: Sequence[str], owner: np.ndarray) -> np.ndarray:
-        """Codes of the chunked spellings found in runs of short tokens (all texts at once)."""
+    def _scan_chunks(
+        self, chunk_keys: Sequence[str], owner: np.ndarray, *, glued: bool = False
+    ) -> np.ndarray:
+        """Codes of the chunked spellings found in runs of short tokens (all texts at once),
+        or with ``glued`` of the spellings cut by punctuation alone (:func:`_glued_runs`)."""
         width = max(self.n_terms, 1)
         squeeze = self.normalizer.squeeze
+        built = self._glued if glued else self._chunk
         pieces: list[str] = []
         bounds: list[int] = []
         run_starts: list[int] = []
         run_owner: list[int] = []
         pos = 0
         for i, key in enumerate(chunk_keys):
-            if " " not in key:
+            if " " not in key or (glued and GLUE not in key):
                 continue
-            for joined, cuts in _chunk_runs(key, self.max_chunk_length, squeeze):
+            runs = (
+                _glued_runs(key, squeeze)
+                if glued
+                else _chunk_runs(key, self.max_chunk_length, squeeze)
+            )
+            for joined, cuts in runs:
                 run_starts.append(pos)
                 run_owner.append(int(owner[i]))
                 bounds.extend(pos + c for c in cuts)
@@ -382,7 +397,7 @@ class TermMatcher:
         if not pieces:
             return np.zeros(0, dtype=np.int64)
         codes = self._scan(
-            self._chunk,
+            built,
             _SEP.join(pieces),
             np.asarray(run_starts, dtype=np.int64),
             np.unique(np.asarray(bounds, dtype=np.int64)),
@@ -427,15 +442,24 @@ class TermMatcher:
                 automaton, ptr, idx = built
                 for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
                     found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
-            if self._chunk is None or " " not in chunk_key:
+            if " " not in chunk_key:
                 continue
-            automaton, ptr, idx = self._chunk
-            for joined, cuts in _chunk_runs(
-                chunk_key, self.max_chunk_length, self.normalizer.squeeze
-            ):
-                for pattern, b, e in automaton.find_matches_as_indexes(joined, overlapping=True):
-                    if b in cuts and e in cuts:
-                        found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
+            squeeze = self.normalizer.squeeze
+            for built, glued in ((self._chunk, False), (self._glued, True)):
+                if built is None or (glued and GLUE not in chunk_key):
+                    continue
+                automaton, ptr, idx = built
+                runs = (
+                    _glued_runs(chunk_key, squeeze)
+                    if glued
+                    else _chunk_runs(chunk_key, self.max_chunk_length, squeeze)
+                )
+                for joined, cuts in runs:
+                    for pattern, b, e in automaton.find_matches_as_indexes(
+                        joined, overlapping=True
+                    ):
+                        if b in cuts and e in cuts:
+                            found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
         return np.array(sorted(found), dtype=np.int64)
 
 
@@ -488,18 +512,46 @@ def _chunk_runs(key: str, max_chunk: int, squeeze: bool) -> list[tuple[str, set[
             j += 1
         run = [t for t in toks[i:j] if t != GLUE]
         if len(run) >= 2:
-            joined = run[0]
-            cuts = {0, len(joined)}
-            for t in run[1:]:
-                if squeeze and joined:
-                    k = 0
-                    while k < len(t) and t[k] == joined[-1]:
-                        k += 1
-                    if k:
-                        cuts.add(len(joined) - 1)
-                        t = t[k:]
-                joined += t
-                cuts.add(len(joined))
-            out.append((joined, cuts))
+            out.append(_join_run(run, squeeze))
         i = j
     return out
+
+
+def _glued_runs(key: str, squeeze: bool) -> list[tuple[str, set[int]]]:
+    """Join each run of tokens cut by punctuation alone (``p . ass``, ``bamfenfen - qua``:
+    one :data:`GLUE` token between every two) into one string, as :func:`_chunk_runs`
+    does. Every token-mode term is matched on these runs, whatever its length: a word
+    cut by a free-standing separator is an evasion, where ordinary sentences join their
+    words by spaces (which only chunked spellings of longer terms may cross)."""
+    toks = key.split(" ")
+    out: list[tuple[str, set[int]]] = []
+    i, n = 0, len(toks)
+    while i < n:
+        if toks[i] == GLUE:
+            i += 1
+            continue
+        run = [toks[i]]
+        while i + 2 < n and toks[i + 1] == GLUE and toks[i + 2] != GLUE:
+            run.append(toks[i + 2])
+            i += 2
+        if len(run) >= 2:
+            out.append(_join_run(run, squeeze))
+        i += 1
+    return out
+
+
+def _join_run(run: list[str], squeeze: bool) -> tuple[str, set[int]]:
+    """``(joined, cuts)`` of a run of tokens: see :func:`_chunk_runs`."""
+    joined = run[0]
+    cuts = {0, len(joined)}
+    for t in run[1:]:
+        if squeeze and joined:
+            k = 0
+            while k < len(t) and t[k] == joined[-1]:
+                k += 1
+            if k:
+                cuts.add(len(joined) - 1)
+                t = t[k:]
+        joined += t
+        cuts.add(len(joined))
+    return joined, cuts
