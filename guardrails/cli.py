@@ -403,8 +403,8 @@ def _exit_on_failed_targets(report: dict, fail_on_target: bool) -> None:
     if unsure:
         click.echo(
             f"\n{len(unsure)} recall check(s) UNSURE: below 0.98, but the 95% interval still "
-            "reaches it (too few held-out follows on this platform to show a miss; a larger "
-            "platform, --accounts, narrows it). They do not fail the audit.",
+            "reaches it (too few held-out follows to show a miss; more evaluation users, "
+            "a larger --accounts or more data, narrow it). They do not fail the audit.",
             err=True,
         )
     failed = failed_targets(report)
