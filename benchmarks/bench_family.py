@@ -67,12 +67,11 @@ def no_strip_context(platform, model=None):
     return default_guard_policy(platform, strip_context=False, **model_neighbours(model))
 
 
-def minor_ties_anchored(platform, model=None):
-    """``default_policy`` as in ``default`` but with a minor's account tying an adult to
-    the minors it follows only where the adult shares a contact outside the minors with
-    it (``minor_ties_through_minors="anchored"``), for a side-by-side run."""
+def minor_ties_none(platform, model=None):
+    """``default_policy`` as in ``default`` but with no minor's account tying an adult to
+    the minors it follows (``minor_ties_through_minors=False``), for a side-by-side run."""
     return default_guard_policy(
-        platform, minor_ties_through_minors="anchored", **model_neighbours(model)
+        platform, minor_ties_through_minors=False, **model_neighbours(model)
     )
 
 
@@ -85,7 +84,7 @@ def minor_ties_through_minors(platform, model=None):
 
 POLICIES = {
     "default": family_default_policy,
-    "minor-ties-anchored": minor_ties_anchored,
+    "minor-ties-none": minor_ties_none,
     "minor-ties-through-minors": minor_ties_through_minors,
     "no-minor-attention": no_minor_attention,
     "no-minor-ties": no_minor_ties,

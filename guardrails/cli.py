@@ -402,7 +402,7 @@ def _exit_on_failed_targets(report: dict, fail_on_target: bool) -> None:
     unsure = [t for t in report["targets"] if t.get("verdict") == "UNSURE" and not t["passed"]]
     if unsure:
         click.echo(
-            f"\n{len(unsure)} recall check(s) UNSURE: below 0.98, but the 95% interval still "
+            f"\n{len(unsure)} recall check(s) UNSURE: below 0.98, but the interval still "
             "reaches it (too few held-out follows to show a miss; more evaluation users, "
             "a larger --accounts or more data, narrow it). They do not fail the audit.",
             err=True,

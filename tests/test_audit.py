@@ -354,6 +354,29 @@ def test_recall_target_reads_its_interval(ratio, low, high, passed, gating, show
     assert (t in failed_targets({"targets": [t]})) is (shown == "FAIL")
 
 
+def test_a_miss_on_every_run_pooled_is_no_longer_unsure():
+    """A point miss the run's own interval cannot confirm stays UNSURE only while the
+    interval of every run's users pooled reaches 0.98 too."""
+    q = {"recall_ratio": 0.95, "recall_ratio_low": 0.90, "recall_ratio_high": 1.0,
+         "recall_ratio_level": 0.95}  # fmt: skip
+    wide = {"ratio": 0.97, "low": 0.94, "high": 0.99, "level": 0.95, "n_users": 900, "n_runs": 3}
+    tight = {**wide, "ratio": 0.95, "low": 0.93, "high": 0.97}
+    assert _recall_target("r", "c", q, wide).get("verdict") == "UNSURE"
+    t = _recall_target("r", "c", q, tight)
+    assert not t["passed"] and t.get("gating", True) and "pooled over 3 runs" in t["bound"]
+    assert format_targets({"targets": [t]}).startswith("[FAIL]")
+
+
+def test_audit_pools_recall_over_its_runs(report):
+    pooled = report["recall_pooled"]
+    assert set(pooled) == set(report["runs"][0]["configs"])
+    assert pooled["unguarded"]["ratio"] == pytest.approx(1.0)
+    for p in pooled.values():
+        assert p["n_runs"] == len(report["runs"]) and p["low"] <= p["ratio"] <= p["high"]
+    # evaluate_config alone stays JSON-ready: the per-user arrays only on request
+    assert "recall_per_user" not in report["runs"][0]["configs"]["unguarded"]["quality"]
+
+
 def test_recall_target_without_an_interval_reads_the_point():
     """A report from before the interval (no bounds): the point decides, and gates."""
     t = _recall_target("r", "c", {"recall_ratio": 0.9})

@@ -396,3 +396,16 @@ def test_anchored_ties_reach_a_childs_friends_for_family_not_strangers():
     assert tied[True].tolist() == [True, True]
     assert tied[False].tolist() == [False, False]
     assert tied["anchored"].tolist() == [True, False]
+
+
+def test_anchored_is_one_setting_however_spelled_and_min_shared_is_checked():
+    g = sp.csr_matrix(([1.0, 1.0], ([0, 1], [1, 2])), shape=(4, 4), dtype=np.float32)
+    a = RequireTie([1, 2], graph=g, through_targets="anchored")
+    b = RequireTie([1, 2], graph=g, through_targets=np.str_("anchored"))
+    assert type(b.through_targets_) is str
+    assert gr.Policy([a]).version == gr.Policy([b]).version
+    from guardrails.filters.ties import shared_contacts, tie_bridges
+
+    bridges = tie_bridges(g, np.array([1, 2]), through_targets="anchored")
+    with pytest.raises(ValidationError, match="min_shared"):
+        shared_contacts(g, bridges, 0)

@@ -126,12 +126,34 @@ def test_a_free_standing_separator_glues_terms_of_any_length():
     tokens longer than a chunk included; plain spaces still join only chunked spellings
     of long terms, and a glued match must cover whole tokens."""
     m = TermMatcher(["pass", "bamfenfenqua"])
-    for text in ["p . ass", "pa - ss", "p . a . ss", "buy p . ass now", "bamfenfen - qua"]:
+    for text in ["p . ass", "pa - ss", "p . a . ss", "buy p . ass now", "bamfenfen - qua",
+                 "p . . ass", "p - , ass"]:  # fmt: skip
         assert m.match(text).size == 1, text
         assert m.match_many([text, "filler"])[0].tolist() == [0], text  # batch == single
     for text in ["p as s", "pa ss", "compass . now", "bypass - x", "p . ast"]:
         assert m.match(text).size == 0, text
         assert m.match_many([text])[0].size == 0, text
+
+
+def test_ordinary_sentences_with_free_standing_separators_stay_clean():
+    """Separators standing between ordinary words ("paris - london", "yes . no") join
+    them for matching: with the suite's made-up terms that spells none of them."""
+    english_words = pytest.importorskip("english_words")
+    words = sorted(english_words.get_english_words_set(["web2"], lower=True, alpha=True))
+    rng = random.Random(12)
+    guard = TextGuard(obf.make_terms(300, rng, exclude=words))
+    short = [w for w in words if len(w) <= 4]
+    seps = [" - ", " . ", " , ", " / ", " & ", " | ", " . . "]
+    sentences = []
+    for _ in range(2000):
+        ws = [rng.choice(short) if rng.random() < 0.5 else rng.choice(words)
+              for _ in range(rng.randint(4, 14))]  # fmt: skip
+        text = ws[0]
+        for w in ws[1:]:
+            text += (rng.choice(seps) if rng.random() < 0.5 else " ") + w
+        sentences.append(text)
+    doc, _ = guard.matcher.match_many(sentences)
+    assert doc.size <= 4  # the benchmark's 0.1 % ceiling, as for sentences without them
 
 
 def test_ordinary_sentences_stay_clean():

@@ -89,8 +89,10 @@ def evaluate_config(
     N: int = 10,
     seed: int = 0,
     bar=None,
+    per_user: bool = False,
 ) -> dict:
-    """Every walk and metric of one guard on one platform, JSON-ready."""
+    """Every walk and metric of one guard on one platform, JSON-ready (with
+    ``per_user``, ``quality`` also holds the array ``recall_per_user``)."""
     walks = {
         "view_one": view_one(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed),
         "follow_handful": follow_handful(
@@ -113,7 +115,7 @@ def evaluate_config(
             guard, platform, n_walkers=n_walkers, n_steps=n_steps, N=N, seed=seed, progress=bar
         )
     out = {"walks": {k: w.summary() for k, w in walks.items()}}
-    out["quality"] = ranking_quality(guard, platform, users, k=N, per_user=True)
+    out["quality"] = ranking_quality(guard, platform, users, k=N, per_user=per_user)
     out["suppressed"] = suppressed_share(guard, platform, viewers)
     out["minor_reach"] = reach(guard, platform, youth_viewers, platform.vulnerable, k=N)
     return out
@@ -141,17 +143,29 @@ def _walk_args(where: str, n_walkers, n_steps, N, log, primitive_knobs) -> tuple
 
 
 def _evaluate_configs(
-    guards, platform, *, walks_per_step: int, label: str, progress: bool, n_steps: int, **kw
+    guards,
+    platform,
+    *,
+    walks_per_step: int,
+    label: str,
+    progress: bool,
+    n_steps: int,
+    pairs: dict | None = None,
+    **kw,
 ) -> dict:
     """Every guard's walks and metrics, with quality and minor reach as ratios to unguarded.
 
     ``kw`` goes to :func:`evaluate_config` as it is; ``walks_per_step`` sizes the progress
-    bar (the search walk runs only where the platform has flagged terms).
+    bar (the search walk runs only where the platform has flagged terms). ``pairs``
+    (optional) collects each configuration's per-user recalls with and without the guard,
+    for :func:`_pooled_recall`; they stay out of the returned, JSON-ready dict.
     """
     configs = {}
     with _bar(walks_per_step * n_steps * len(guards), label, progress) as bar:
         for name, guard in guards.items():
-            configs[name] = evaluate_config(guard, platform, n_steps=n_steps, bar=bar, **kw)
+            configs[name] = evaluate_config(
+                guard, platform, n_steps=n_steps, bar=bar, per_user=True, **kw
+            )
     base = configs["unguarded"]
     for c in configs.values():
         q, b = c["quality"], base["quality"]
@@ -166,9 +180,33 @@ def _evaluate_configs(
         q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
         r, rb = c["minor_reach"], base["minor_reach"]
         r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
-    for c in configs.values():  # per-user arrays stay out of the JSON report
+    for name, c in configs.items():  # per-user arrays stay out of the JSON report
+        if pairs is not None:
+            pairs.setdefault(name, []).append(
+                (c["quality"]["recall_per_user"], base["quality"]["recall_per_user"])
+            )
+    for c in configs.values():
         c["quality"].pop("recall_per_user")
     return configs
+
+
+def _pooled_recall(pairs: dict) -> dict:
+    """Recall kept per configuration over the users of every run pooled (one paired
+    bootstrap), JSON-ready: the reading a miss repeated on every seed cannot escape."""
+    out = {}
+    for name, runs in pairs.items():
+        g = np.concatenate([a for a, _ in runs])
+        b = np.concatenate([u for _, u in runs])
+        ci = recall_ratio_interval(g, b)
+        out[name] = {
+            "ratio": ci["ratio"],
+            "low": ci["low"],
+            "high": ci["high"],
+            "level": ci["level"],
+            "n_users": ci["n_users"],
+            "n_runs": len(runs),
+        }
+    return out
 
 
 def _sweep(model, platform, risk: np.ndarray, users: np.ndarray, *, seed: int, progress, say):
@@ -274,11 +312,13 @@ def run_audit(
     )
     t_start = time.perf_counter()
     runs, sweep_out = [], None
+    pairs: dict = {}
     for seed in seeds:
         for scenario in scenarios:
             run, fitted = _synthetic_run(
                 seed,
                 scenario,
+                pairs=pairs,
                 n_accounts=n_accounts,
                 policy_path=policy_path,
                 walk={"n_walkers": n_walkers, "n_steps": n_steps, "N": N},
@@ -303,7 +343,7 @@ def run_audit(
         "policy_path": None if policy_path is None else str(policy_path),
         "primitive_knobs": primitive_knobs,
     }
-    report = _report(settings, runs, sweep_out, t_start)
+    report = _report(settings, runs, sweep_out, t_start, recall_pooled=_pooled_recall(pairs))
     report["targets"] = check_targets(report)
     return report
 
@@ -321,6 +361,7 @@ def _synthetic_run(
     platform_kwargs: dict,
     model_kwargs: dict,
     primitive_knobs: dict,
+    pairs: dict | None = None,
 ) -> tuple[dict, tuple]:
     """One run of :func:`run_audit`: platform, model, guards, walks and metrics.
 
@@ -354,6 +395,7 @@ def _synthetic_run(
         walks_per_step=3,
         label=f"walks seed={seed} {scenario}",
         progress=progress,
+        pairs=pairs,
         **walk,
     )
     run = {
@@ -404,17 +446,19 @@ def check_targets(report: dict, guarded: str | None = None) -> list[dict]:
         out.append(
             _target("risky_viewers_no_minors", tag, guarded, vul, vul == 0.0, "== 0 (worst slate)")
         )
-        out.append(_recall_target(tag, guarded, g["quality"]))
+        pooled = report.get("recall_pooled", {}).get(guarded)
+        out.append(_recall_target(tag, guarded, g["quality"], pooled))
         sup = g["suppressed"]["mean"]
         out.append(_target("benign_suppressed", tag, guarded, sup, sup <= 0.01, "<= 0.01"))
     return out
 
 
-def _recall_target(where: str, config: str, quality: dict) -> dict:
+def _recall_target(where: str, config: str, quality: dict, pooled: dict | None = None) -> dict:
     """Recall kept >= 0.98, read with its bootstrap interval: a point below 0.98 whose
     interval still reaches 0.98 is no shown miss (too few held-out hits to tell, as on a
-    ``--quick`` platform): reported as ``UNSURE``, never gating. A miss the whole interval
-    confirms fails."""
+    ``--quick`` platform): reported as ``UNSURE``, never gating, unless the interval of
+    every run's users pooled (``pooled``, :func:`_pooled_recall`) lies below 0.98 too: a
+    miss repeated on every run is one. A miss the run's own interval confirms fails."""
     ratio = quality["recall_ratio"]
     high = quality.get("recall_ratio_high", ratio)
     bound = ">= 0.98"
@@ -422,9 +466,16 @@ def _recall_target(where: str, config: str, quality: dict) -> dict:
         level = round(100 * quality.get("recall_ratio_level", 0.95))
         bound += f"; {level}% CI [{quality['recall_ratio_low']:.3f}, {high:.3f}]"
     t = _target("recall_ratio", where, config, ratio, ratio >= 0.98, bound)
-    if not t["passed"] and high >= 0.98:
-        t["gating"] = False
-        t["verdict"] = "UNSURE"
+    if t["passed"] or high < 0.98:
+        return t
+    if pooled is not None and pooled["high"] < 0.98:
+        t["bound"] += (
+            f"; pooled over {pooled['n_runs']} runs x{pooled['ratio']:.3f} "
+            f"[{pooled['low']:.3f}, {pooled['high']:.3f}]"
+        )
+        return t
+    t["gating"] = False
+    t["verdict"] = "UNSURE"
     return t
 
 
@@ -536,6 +587,7 @@ def audit_platform(
         f"model {t2 - t1:.1f}s"
     )
     users = platform.evaluation_users(seed=seed)
+    pairs: dict = {}
     configs = _evaluate_configs(
         guards,
         platform,
@@ -549,6 +601,7 @@ def audit_platform(
         walks_per_step=3 if platform.has_search else 2,
         label="walks (own data)",
         progress=progress,
+        pairs=pairs,
     )
     t3 = time.perf_counter()
     sweep_out = (
@@ -578,7 +631,9 @@ def audit_platform(
         "policy_path": None if policy_path is None else str(policy_path),
         "primitive_knobs": primitive_knobs,
     }
-    report = _report(settings, [run], sweep_out, t0, data=platform.summary())
+    report = _report(
+        settings, [run], sweep_out, t0, data=platform.summary(), recall_pooled=_pooled_recall(pairs)
+    )
     report["targets"] = _own_targets(report, has_minors=data.minors is not None)
     return report
 

@@ -17,7 +17,8 @@ children.
 
 The tie counts are one sparse product per batch, ``viewer_follows @ B`` with ``B`` the
 follow graph restricted to the targets' columns (and to the intermediaries that count),
-computed once: only the protected columns are ever touched.
+computed once (with anchored ties a second, over the followed targets the viewer is tied
+to: :func:`shared_contacts`): only the protected columns are ever touched.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class RequireTie(Filter):
     Notes
     -----
     Per batch of ``m`` viewers with ``k`` targets this costs one sparse product of the
-    viewers' follows with an ``(n_candidates, k)`` matrix and an ``(m, k)`` mask;
+    viewers' follows with an ``(n_candidates, k)`` matrix (anchored: one more, with a
+    ``(k, k)`` one) and an ``(m, k)`` mask;
     nothing outside the targets' columns is touched. New viewers (ids beyond
     ``follows``, a call with no interactions) have no tie, so they get no targets: the
     strict reading for an account nothing is known about.
@@ -273,7 +275,7 @@ def check_through_targets(value, name: str, where: str) -> bool | str:
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, str) and value == "anchored":
-        return value
+        return "anchored"  # a plain str (np.str_ too): one policy version
     raise fail(name, where, 'True, False or "anchored"', value)
 
 
@@ -282,7 +284,7 @@ class TieBridges:
     """The tie rule's intermediaries (:func:`tie_bridges`).
 
     ``outside``: float32 CSR (n, k), 1 where account ``a`` ties its followers to target
-    ``j`` (the targets' own rows left out when they tie only when anchored). ``anchored``:
+    ``j`` (the targets' own rows left out unless ``through_targets`` is True). ``anchored``:
     with ``through_targets="anchored"``, float32 CSR (k, k), 1 where target ``i`` ties its
     anchored followers to target ``j``; ``None`` otherwise.
     """
@@ -299,6 +301,7 @@ def shared_contacts(follows: sp.csr_matrix, bridges: TieBridges, min_shared: int
     followed target to which the viewer has ``min_shared`` intermediaries outside the
     targets adds its own ties (:class:`TieBridges`).
     """
+    min_shared = check_int(min_shared, "min_shared", "shared_contacts", low=1)
     counts = sp.csr_matrix(follows @ bridges.outside)
     if bridges.anchored is None or not counts.nnz:
         return counts

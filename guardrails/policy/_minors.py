@@ -301,7 +301,8 @@ def _minor_tie_rule(
     """Minors' accounts reach adults only through an existing tie (:class:`RequireTie`):
     the viewer follows the minor, or follows DEFAULT_MINOR_TIE_SHARED accounts the minor
     follows that are not hubs (followed by more accounts than the DEFAULT_MINOR_TIE_HUB
-    quantile)."""
+    quantile), a followed minor counting as one only as ``through_minors`` says
+    (DEFAULT_MINOR_TIE_THROUGH_MINORS: where the viewer shares such an account with it)."""
     followers = follower_counts(tie_graph)
     hub = int(np.quantile(followers, DEFAULT_MINOR_TIE_HUB)) if followers.size else 0
     follows = ui if ui is not None and ui.shape[1] == tie_graph.shape[0] else None

@@ -38,6 +38,10 @@ boundaries, so ``buy b a mfen fen q ua now`` hits ``bamfenfenqua`` but ``tea m``
 never hits ``eam``). Short terms are left out because ordinary sentences are full of
 short words whose joins spell other short words; ``docs/text.md`` gives the measured
 false-positive rate for the defaults.
+
+Free-standing separators. Tokens cut by punctuation that stands alone (``p . ass``,
+``bamfenfen - qua``) are joined too, and every token-mode term, short ones included,
+matches across those cuts on whole tokens: ordinary sentences join words with spaces.
 """
 
 from __future__ import annotations
@@ -519,10 +523,11 @@ def _chunk_runs(key: str, max_chunk: int, squeeze: bool) -> list[tuple[str, set[
 
 def _glued_runs(key: str, squeeze: bool) -> list[tuple[str, set[int]]]:
     """Join each run of tokens cut by punctuation alone (``p . ass``, ``bamfenfen - qua``:
-    one :data:`GLUE` token between every two) into one string, as :func:`_chunk_runs`
-    does. Every token-mode term is matched on these runs, whatever its length: a word
-    cut by a free-standing separator is an evasion, where ordinary sentences join their
-    words by spaces (which only chunked spellings of longer terms may cross)."""
+    :data:`GLUE` tokens, one or more, between every two) into one string, as
+    :func:`_chunk_runs` does. Every token-mode term is matched on these runs, whatever
+    its length: a word cut by a free-standing separator is an evasion, where ordinary
+    sentences join their words by spaces (which only chunked spellings of longer terms
+    may cross)."""
     toks = key.split(" ")
     out: list[tuple[str, set[int]]] = []
     i, n = 0, len(toks)
@@ -531,9 +536,14 @@ def _glued_runs(key: str, squeeze: bool) -> list[tuple[str, set[int]]]:
             i += 1
             continue
         run = [toks[i]]
-        while i + 2 < n and toks[i + 1] == GLUE and toks[i + 2] != GLUE:
-            run.append(toks[i + 2])
-            i += 2
+        while True:
+            j = i + 1
+            while j < n and toks[j] == GLUE:  # one separator or several (``p . , ass``)
+                j += 1
+            if j == i + 1 or j >= n:
+                break
+            run.append(toks[j])
+            i = j
         if len(run) >= 2:
             out.append(_join_run(run, squeeze))
         i += 1
