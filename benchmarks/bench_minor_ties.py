@@ -8,7 +8,9 @@ one run (medians of ``--repeat`` rounds, after a warm-up):
 - ``minors``: the same with ``interactions``, ``minors`` (2% of accounts) and
   ``minor_viewers`` (10% of viewers): ``protect_minors`` and the minor-viewer cohort;
 - ``minors+ties``: the same with the follow graph between accounts (``graph=``), which
-  adds the tie rule (:class:`guardrails.filters.RequireTie`).
+  adds the tie rule (:class:`guardrails.filters.RequireTie`; anchored ties, the default);
+- ``ties-through``: the same with ``minor_ties_through_minors=True`` (one sparse product
+  fewer per batch than anchored ties).
 
 Every call passes the viewers' interactions (about 20 per viewer). Ratios are users/s
 relative to ``guard-4``; ``ties / minors`` is the rule's own price.
@@ -61,11 +63,13 @@ def run_case(n_users, n_items, factors, repeat, threads, follows_per_account=20)
     with_minors = default_policy(**common)
     with_ties = default_policy(**common, graph=graph)
     assert "minors_need_tie" in [f.name for f in with_ties.filters]
+    through = default_policy(**common, graph=graph, minor_ties_through_minors=True)
     guards = {
         "guard-4": gr.Guard(model, four, num_threads=threads),
         "default": gr.Guard(model, dflt, num_threads=threads),
         "minors": gr.Guard(model, with_minors, num_threads=threads),
         "minors+ties": gr.Guard(model, with_ties, num_threads=threads),
+        "ties-through": gr.Guard(model, through, num_threads=threads),
     }
     fns = {name: (lambda g=g: g.recommend(users, ui, N=10)) for name, g in guards.items()}
     return interleaved_medians(fns, repeat)
@@ -74,14 +78,15 @@ def run_case(n_users, n_items, factors, repeat, threads, follows_per_account=20)
 def main():
     ap = case_arguments(__doc__.split("\n")[0], items=10_000, repeat=5)
     args = ap.parse_args()
-    names = ["guard-4", "default", "minors", "minors+ties"]
+    names = ["guard-4", "default", "minors", "minors+ties", "ties-through"]
     print(f"# bench_minor_ties: {args.threads} threads, medians of {args.repeat} runs, N=10\n")
     print(
         "| users | items | "
         + " | ".join(f"{n} u/s" for n in names)
-        + " | default / guard-4 | minors / guard-4 | ties / guard-4 | ties / minors |"
+        + " | default / guard-4 | minors / guard-4 | ties / guard-4 | ties / minors"
+        + " | anchored / through |"
     )
-    print("|" + "---|" * (2 + len(names) + 4))
+    print("|" + "---|" * (2 + len(names) + 5))
     for n_items in args.items:
         t = run_case(args.users, n_items, args.factors, args.repeat, args.threads)
         ups = {k: args.users / v for k, v in t.items()}
@@ -90,7 +95,8 @@ def main():
         print(
             f"| {args.users} | {n_items} | {cells} | {ups['default'] / g4:.2f} | "
             f"{ups['minors'] / g4:.2f} | {ups['minors+ties'] / g4:.2f} | "
-            f"{ups['minors+ties'] / ups['minors']:.2f} |",
+            f"{ups['minors+ties'] / ups['minors']:.2f} | "
+            f"{ups['minors+ties'] / ups['ties-through']:.2f} |",
             flush=True,
         )
 
