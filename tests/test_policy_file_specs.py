@@ -282,9 +282,11 @@ STRATEGIES = {
         new_viewer_interactions=st.integers(0, 12),
         new_viewer_share=st.sampled_from([0.0, 0.25, 1.0]),
         known_viewers=_opt(st.integers(0, NU)),
+        strip_interactions=st.booleans(),
         exclude_viewed=st.booleans(),
         sticky=st.booleans(),
         strip_context=st.booleans(),
+        protected=st.booleans(),
     ),
     ShareCap: _share_cap(),
     RelationshipRule: _build(
@@ -304,6 +306,7 @@ STRATEGIES = {
         min_shared=st.integers(1, 3),
         through=st.sampled_from(["followees", "followers", "both"]),
         max_followers=_opt(st.integers(0, 5)),
+        through_targets=st.sampled_from([True, False, "anchored"]),
         exempt_viewers=_opt(_indices(NU)),
         action=st.sampled_from(["drop", "demote"]),
         weight=weights,
@@ -314,6 +317,24 @@ STRATEGIES = {
 
 def test_every_builtin_has_a_strategy():
     assert set(STRATEGIES) == set(BUILTINS)
+
+
+@pytest.mark.parametrize("cls", BUILTINS, ids=lambda c: c.name)
+def test_every_strategy_draws_every_spec_key(cls):
+    """The round trip below is only as good as what its strategies draw: every argument
+    of a filter's ``config_spec`` is drawn by its strategy (positionally or by keyword)."""
+    seen: set[str] = set()
+    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(spec=STRATEGIES[cls])
+    def draw(spec):
+        _, args, kw = spec
+        seen.update(names[: len(args)])
+        seen.update(kw)
+
+    draw()
+    assert set(cls.config_spec) <= seen, set(cls.config_spec) - seen
 
 
 # ---------------------------------------------------------------------------- comparison
