@@ -180,13 +180,11 @@ def _evaluate_configs(
         q["ndcg_ratio"] = q["ndcg"] / b["ndcg"] if b["ndcg"] else float("nan")
         r, rb = c["minor_reach"], base["minor_reach"]
         r["lost"] = 1.0 - r["slots"] / rb["slots"] if rb["slots"] else 0.0
+    base_users = base["quality"]["recall_per_user"]
     for name, c in configs.items():  # per-user arrays stay out of the JSON report
+        mine = c["quality"].pop("recall_per_user")
         if pairs is not None:
-            pairs.setdefault(name, []).append(
-                (c["quality"]["recall_per_user"], base["quality"]["recall_per_user"])
-            )
-    for c in configs.values():
-        c["quality"].pop("recall_per_user")
+            pairs.setdefault(name, []).append((mine, base_users))
     return configs
 
 

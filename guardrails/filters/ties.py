@@ -216,9 +216,10 @@ class RequireTie(Filter):
         out = np.zeros((viewers.size, k), dtype=bool)
         if not k or not fol.nnz:
             return out
-        counts = shared_contacts(fol, self._bridges(), self.min_shared_).toarray()
+        direct = sp.csr_matrix(fol[:, self.targets_])
+        counts = shared_contacts(fol, self._bridges(), self.min_shared_, direct).toarray()
         out |= counts >= self.min_shared_
-        out |= fol[:, self.targets_].toarray() > 0
+        out |= direct.toarray() > 0
         return out
 
     # ------------------------------------------------------------------ compile
@@ -294,18 +295,25 @@ class TieBridges:
     anchored: sp.csr_matrix | None = None
 
 
-def shared_contacts(follows: sp.csr_matrix, bridges: TieBridges, min_shared: int) -> sp.csr_matrix:
+def shared_contacts(
+    follows: sp.csr_matrix,
+    bridges: TieBridges,
+    min_shared: int,
+    direct: sp.csr_matrix | None = None,
+) -> sp.csr_matrix:
     """Each viewer's shared intermediaries with every target: sparse (m, k) counts.
 
-    ``follows`` (m, n) holds 1 at every followed account. With anchored bridges, a
-    followed target to which the viewer has ``min_shared`` intermediaries outside the
-    targets adds its own ties (:class:`TieBridges`).
+    ``follows`` (m, n) holds 1 at every followed account; ``direct`` is its targets'
+    columns, when the caller has them. With anchored bridges, a followed target to which
+    the viewer has ``min_shared`` intermediaries outside the targets adds its own ties
+    (:class:`TieBridges`).
     """
     min_shared = check_int(min_shared, "min_shared", "shared_contacts", low=1)
     counts = sp.csr_matrix(follows @ bridges.outside)
     if bridges.anchored is None or not counts.nnz:
         return counts
-    direct = sp.csr_matrix(follows[:, bridges.targets])
+    if direct is None:
+        direct = sp.csr_matrix(follows[:, bridges.targets])
     anchor = sp.csr_matrix(direct.multiply(counts >= min_shared), dtype=np.float32)
     if not anchor.nnz:
         return counts

@@ -371,13 +371,23 @@ class TermMatcher:
         pairs = np.unique(np.concatenate(found)) if found else empty
         return pairs // width, pairs % width
 
+    def _runs(self, chunk_key: str, glued: bool) -> list[tuple[str, set[int]]]:
+        """The joined runs of one chunk key that chunked spellings (:func:`_chunk_runs`)
+        or, with ``glued``, spellings cut by punctuation alone (:func:`_glued_runs`) are
+        matched on."""
+        if " " not in chunk_key or (glued and GLUE not in chunk_key):
+            return []
+        squeeze = self.normalizer.squeeze
+        if glued:
+            return _glued_runs(chunk_key, squeeze)
+        return _chunk_runs(chunk_key, self.max_chunk_length, squeeze)
+
     def _scan_chunks(
         self, chunk_keys: Sequence[str], owner: np.ndarray, *, glued: bool = False
     ) -> np.ndarray:
         """Codes of the chunked spellings found in runs of short tokens (all texts at once),
         or with ``glued`` of the spellings cut by punctuation alone (:func:`_glued_runs`)."""
         width = max(self.n_terms, 1)
-        squeeze = self.normalizer.squeeze
         built = self._glued if glued else self._chunk
         pieces: list[str] = []
         bounds: list[int] = []
@@ -385,14 +395,7 @@ class TermMatcher:
         run_owner: list[int] = []
         pos = 0
         for i, key in enumerate(chunk_keys):
-            if " " not in key or (glued and GLUE not in key):
-                continue
-            runs = (
-                _glued_runs(key, squeeze)
-                if glued
-                else _chunk_runs(key, self.max_chunk_length, squeeze)
-            )
-            for joined, cuts in runs:
+            for joined, cuts in self._runs(key, glued):
                 run_starts.append(pos)
                 run_owner.append(int(owner[i]))
                 bounds.extend(pos + c for c in cuts)
@@ -446,19 +449,11 @@ class TermMatcher:
                 automaton, ptr, idx = built
                 for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
                     found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
-            if " " not in chunk_key:
-                continue
-            squeeze = self.normalizer.squeeze
             for built, glued in ((self._chunk, False), (self._glued, True)):
-                if built is None or (glued and GLUE not in chunk_key):
+                if built is None:
                     continue
                 automaton, ptr, idx = built
-                runs = (
-                    _glued_runs(chunk_key, squeeze)
-                    if glued
-                    else _chunk_runs(chunk_key, self.max_chunk_length, squeeze)
-                )
-                for joined, cuts in runs:
+                for joined, cuts in self._runs(chunk_key, glued):
                     for pattern, b, e in automaton.find_matches_as_indexes(
                         joined, overlapping=True
                     ):
