@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* A C-contiguous buffer of one element type: kind 'f' (float32), 'd' (float64), 'q'
-   (int64) or 'i' (signed int32 or int64). */
+   (int64), 'i' (signed int32 or int64) or 'b' (bool or uint8, one byte). */
 static int
 get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *name)
 {
@@ -34,6 +34,8 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *
         ok = f[0] == 'f' && view->itemsize == 4;
     } else if (ok && kind == 'd') {
         ok = f[0] == 'd' && view->itemsize == 8;
+    } else if (ok && kind == 'b') {
+        ok = strchr("?B", f[0]) != NULL && view->itemsize == 1;
     } else if (ok && kind == 'q') {
         ok = strchr("lqn", f[0]) != NULL && view->itemsize == 8;
     } else if (ok) {
@@ -45,6 +47,7 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, char kind, const char *
                      kind == 'f'   ? "float32"
                      : kind == 'd' ? "float64"
                      : kind == 'q' ? "int64"
+                     : kind == 'b' ? "bool or uint8"
                                    : "int32 or int64",
                      view->format ? view->format : "B");
         PyBuffer_Release(view);

@@ -67,7 +67,8 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_factors, check_int, fail
-from .core.kernel import FactorSpace, guarded_topk, pool_topk
+from .core._exact import compiled_step
+from .core.kernel import HAS_COMPILED_TILE, FactorSpace, guarded_topk, pool_topk
 from .exceptions import ValidationError, missing_extra
 
 __all__ = ["ANNRetrieval"]
@@ -150,7 +151,29 @@ def _inner_products_by_id(raw: np.ndarray, items: np.ndarray, ids: np.ndarray) -
 
 
 def _merge(a_ids, a_scores, b_ids, b_scores, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's top ``N`` of two disjoint slates, by score then item id (the kernel's order)."""
+    """Each row's top ``N`` of two disjoint slates, by score then item id (the kernel's order).
+
+    In the compiled step where it was built (one pass per row); in numpy otherwise, with
+    the same results (``tests/test_retrieval.py`` compares them).
+    """
+    compiled = compiled_step()
+    if compiled is not None:
+        ids = np.empty((a_ids.shape[0], N), dtype=np.int64)
+        scores = np.empty((a_ids.shape[0], N), dtype=np.float64)
+        compiled.merge_slates(
+            np.ascontiguousarray(a_ids, dtype=np.int64),
+            np.ascontiguousarray(a_scores, dtype=np.float64),
+            np.ascontiguousarray(b_ids, dtype=np.int64),
+            np.ascontiguousarray(b_scores, dtype=np.float64),
+            ids,
+            scores,
+        )
+        return ids, scores
+    return _merge_numpy(a_ids, a_scores, b_ids, b_scores, N)
+
+
+def _merge_numpy(a_ids, a_scores, b_ids, b_scores, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_merge` in numpy."""
     ids = np.concatenate([a_ids, b_ids], axis=1)
     scores = np.concatenate([a_scores, b_scores], axis=1).astype(np.float64)
     real = ids >= 0
@@ -527,7 +550,9 @@ class ANNRetrieval:
         head = self._head_space(space)
         h_ids = h_scores = None
         if head is not None:
-            # The head, exactly: the guarded kernel on the head items alone.
+            # The head, exactly: the guarded kernel on the head items alone, selected
+            # by the compiled step as one tile where it was built (a few thousand items:
+            # 2x faster at 1M items than the unfused numpy selection; same results).
             h_ids, h_scores = guarded_topk(
                 head,
                 queries,
@@ -535,6 +560,7 @@ class ANNRetrieval:
                 viewer_masks=list(viewer_masks),
                 viewer_penalties=list(viewer_penalties),
                 score_dtype=np.float64,
+                tile_items=head.width * head.n_blocks if HAS_COMPILED_TILE else None,
                 **kernel,
             )
         if self.index_ is None:
@@ -565,6 +591,7 @@ class ANNRetrieval:
                 viewer_penalties=[v[todo] for v in viewer_penalties],
                 score_dtype=np.float64,
                 unique=True,  # an index never repeats an item in a result row
+                num_threads=num_threads,
             )
             if h_ids is not None and h_scores is not None:
                 got_ids, got_scores = _merge(h_ids[todo], h_scores[todo], got_ids, got_scores, N)

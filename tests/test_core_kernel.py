@@ -349,3 +349,105 @@ def test_a_probe_that_finds_nothing_to_skip_is_remembered_for_a_few_calls():
     assert skipped == [True] * (_REPROBE_EVERY - 1) + [False]
     note_probe(other, key, True)
     assert probe_due(other, key) and probe_due(other, key)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    d=st.sampled_from([1, 3, 7, 8, 9, 15, 16, 17, 64, 65]),
+    N=st.integers(1, 12),
+    specials=st.booleans(),
+    penalised=st.booleans(),
+)
+def test_compiled_rescoring_gives_numpy_bits(seed, d, N, specials, penalised):
+    """The compiled exact rescoring (``rescore_top``) sums in ``lane_sum``'s order: the
+    same scores bit for bit, the same finite test, the same tie-break, for any width."""
+    if not HAS_COMPILED_TILE:
+        pytest.skip("the compiled step was not built")
+    rng = np.random.default_rng(seed)
+    m, n = 7, 300
+    V = (rng.standard_normal((n, d)) * (rng.pareto(1.0, n) + 0.05)[:, None]).astype(np.float32)
+    Q = rng.standard_normal((m, d)).astype(np.float32)
+    if specials:
+        V[rng.integers(0, n, 3)] = np.nan
+        V[rng.integers(0, n), 0] = np.inf
+        V[rng.integers(0, n)] = 3e38
+        V[rng.integers(0, n, 40)] = V[0]  # exact ties: the item id decides
+    pen = (rng.random(n) * 2).astype(np.float32) if penalised else None
+    vm = sp.random(m, n, density=0.1, format="csr", random_state=rng)
+    vp = sp.random(m, n, density=0.2 if penalised else 0.0, format="csr", random_state=rng)
+    space = FactorSpace.build(V, hard_mask=rng.random(n) < 0.1, penalty=pen, block_width=4)
+    kw = dict(viewer_masks=[vm], viewer_penalties=[vp], num_threads=1, score_dtype=np.float64)
+    want = guarded_topk(space, Q, N, backend="numpy", tile_items=0, **kw)
+    for tile in (0, 16):
+        got = guarded_topk(space, Q, N, backend="compiled", tile_items=tile, **kw)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    # lane_sum is a sum: within float64 rounding of the exact one
+    from guardrails.core._exact import lane_sum
+
+    p = rng.standard_normal((50, d))
+    np.testing.assert_allclose(
+        lane_sum(p), [sum(map(float, row)) for row in p], rtol=1e-12, atol=1e-12
+    )
+
+
+@pytest.mark.skipif(not HAS_COMPILED_TILE, reason="the compiled step was not built")
+def test_compiled_pool_and_rescoring_steps_refuse_bad_buffers():
+    from guardrails.core import _tile
+
+    f32, f64, i64 = np.float32, np.float64, np.int64
+    Q, V, ids = np.ones((2, 3), f32), np.ones((4, 3), f32), np.arange(4, dtype=i64)
+    no_neg, no_pen = np.zeros(0, f32), np.zeros(0, f64)
+
+    def rescore(rows, cols, q=Q, out=(2, 1), neg=no_neg, item_ids=ids):
+        o_ids, o_sc = np.empty(out, i64), np.empty(out, f64)
+        _tile.rescore_top(
+            q, V, item_ids, neg, rows, cols, no_pen, o_ids, o_sc, np.empty(out[0], i64)
+        )
+        return o_ids, o_sc
+
+    rescore(np.array([0, 1], i64), np.array([3, 0], i64))  # a good call
+    for bad in (
+        dict(rows=np.array([2], i64), cols=np.array([0], i64)),  # row outside queries
+        dict(rows=np.array([0], i64), cols=np.array([4], i64)),  # column outside ids
+        dict(rows=np.array([0], i64), cols=np.array([0], i64), item_ids=np.array([9], i64)),
+        dict(rows=np.array([0], i64), cols=np.array([0, 1], i64)),  # lengths differ
+        dict(rows=np.array([0], i64), cols=np.array([0], i64), q=np.ones((2, 2), f32)),
+        dict(rows=np.array([0], i64), cols=np.array([0], i64), out=(3, 1)),
+        dict(rows=np.array([0], i64), cols=np.array([0], i64), neg=np.zeros(2, f32)),
+    ):
+        with pytest.raises(ValueError):
+            rescore(**bad)
+    with pytest.raises(TypeError, match="rows must be int64"):
+        rescore(np.array([0], np.int32), np.array([0], i64))
+
+    pool = np.array([[0, 3, -1]], i64)
+    hit = np.zeros((1, 3), bool)
+    _tile.pool_masked(pool, np.array([0, 1], np.int32), np.array([3], np.int32), hit)
+    assert hit.tolist() == [[False, True, False]]
+    with pytest.raises(ValueError, match="indptr"):
+        _tile.pool_masked(pool, np.array([0, 5], np.int32), np.array([3], np.int32), hit)
+    with pytest.raises(ValueError, match="hit"):
+        _tile.pool_masked(
+            pool, np.array([0, 1], np.int32), np.array([3], np.int32), np.zeros(2, bool)
+        )
+    with pytest.raises(TypeError, match="hit must be bool"):
+        _tile.pool_masked(
+            pool, np.array([0, 1], np.int32), np.array([3], np.int32), np.zeros((1, 3), f32)
+        )
+
+    pos = np.array([0, -1, 1, 2], i64)
+    out = np.empty(3, i64), np.empty(3, i64)
+    approx = np.ones((1, 3), f32)
+    no_b = np.zeros(0, bool)
+    args = (pool, approx, pos, no_neg, no_b, no_b, no_pen, np.zeros(1), 0.0, 1)
+    assert _tile.pool_prune(*args, *out) == 2  # ids 0 and 3 are in the space
+    with pytest.raises(ValueError, match="outside neg_penalty"):
+        _tile.pool_prune(pool, approx, pos, np.zeros(1, f32), *args[4:], *out)
+    with pytest.raises(ValueError, match="outputs"):
+        _tile.pool_prune(*args, np.empty(2, i64), np.empty(2, i64))
+    with pytest.raises(ValueError, match="delta"):
+        _tile.pool_prune(*args[:7], np.zeros(2), 0.0, 1, *out)
+    with pytest.raises(ValueError, match="N must"):
+        _tile.pool_prune(*args[:9], 0, *out)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from worlds import BREAKER, COHORTS, KERNEL_BACKENDS, every_filter_case
 
 import guardrails as gr
+import guardrails.core._exact as exact
 import guardrails.core._fused as fused
 import guardrails.core.kernel as kernel
 import guardrails.policy._run as run
@@ -38,7 +39,7 @@ PATHS = [(backend, fuse) for backend in KERNEL_BACKENDS for fuse in (False, True
 
 def _paths(stack: ExitStack, backend: str, fuse: bool) -> None:
     if backend == "numpy":
-        stack.enter_context(mock.patch.object(kernel, "_tile", None))
+        stack.enter_context(mock.patch.object(exact, "_tile", None))
     if fuse:
         # One-kilobyte tiles: the fused, pruned path runs on a few hundred items.
         stack.enter_context(mock.patch.object(fused, "_TILE_BYTES", 1 << 10))

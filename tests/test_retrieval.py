@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 pytest.importorskip("faiss")
 
 from test_guard_contract import _eligible, scenarios  # noqa: E402
+from worlds import KERNEL_BACKENDS  # noqa: E402
 
 import guardrails as gr  # noqa: E402
 from guardrails.core.kernel import FactorSpace, guarded_topk, pool_topk  # noqa: E402
@@ -97,14 +98,17 @@ def pools(draw):
     return dict(Q=Q, V=V, hard=hard, pen=pen, vm=vm, vp=vp, call=call, m=m, n=n)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(p=pools(), N=st.integers(1, 20), junk=st.booleans(), scored=st.booleans())
-def test_pool_covering_everything_gives_the_exact_slate(p, N, junk, scored):
-    """A pool holding every item returns the exact path's ids and scores bit for bit."""
+def test_pool_covering_everything_gives_the_exact_slate(p, N, junk, scored, backend):
+    """A pool holding every item returns the exact path's ids and scores bit for bit
+    (the exact path's numpy step against either pool step)."""
     rng = np.random.default_rng(p["n"])
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=4)
     kw = dict(call_mask=p["call"], viewer_masks=[p["vm"]], viewer_penalties=[p["vp"]])
-    want_ids, want_scores = guarded_topk(space, p["Q"], N, **kw)
+    want_ids, want_scores = guarded_topk(space, p["Q"], N, backend="numpy", **kw)
+    kw["backend"] = backend
     pool = np.stack([rng.permutation(p["n"]) for _ in range(p["m"])])
     if junk:  # padding and repeats, as an index may return
         pool = np.concatenate([pool, np.full((p["m"], 3), -1), pool[:, :2]], axis=1)
@@ -123,10 +127,12 @@ def test_pool_covering_everything_gives_the_exact_slate(p, N, junk, scored):
         np.testing.assert_array_equal(scores, want_scores)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(p=pools(), N=st.integers(1, 20), P=st.integers(1, 40), pad=st.booleans())
-def test_dense_pool_pruning_matches_the_general_one(p, N, P, pad):
-    """Partial pools without repeats (and -1 padding): both prunings, the same slates."""
+def test_dense_pool_pruning_matches_the_general_one(p, N, P, pad, backend):
+    """Partial pools without repeats (and -1 padding): both prunings (the dense one in
+    numpy or compiled), the same slates."""
     rng = np.random.default_rng(p["n"] + P)
     space = FactorSpace.build(p["V"], hard_mask=p["hard"], penalty=p["pen"], block_width=4)
     kw = dict(call_mask=p["call"], viewer_masks=[p["vm"]], viewer_penalties=[p["vp"]])
@@ -135,13 +141,51 @@ def test_dense_pool_pruning_matches_the_general_one(p, N, P, pad):
     if pad:
         pool[:, P // 2 :] = -1
     dots = np.einsum("mpk,mk->mp", p["V"][np.clip(pool, 0, None)], p["Q"]).astype(np.float32)
-    general = pool_topk(space, p["Q"], pool, N, pool_scores=dots, **kw)
-    dense = pool_topk(space, p["Q"], pool, N, pool_scores=dots, unique=True, **kw)
+    general = pool_topk(space, p["Q"], pool, N, pool_scores=dots, backend="numpy", **kw)
+    dense = pool_topk(space, p["Q"], pool, N, pool_scores=dots, unique=True, backend=backend, **kw)
     np.testing.assert_array_equal(dense[0], general[0])
     np.testing.assert_array_equal(dense[1], general[1])
     for r in range(p["m"]):
         got = dense[0][r][dense[0][r] >= 0]
         assert np.isin(got, pool[r]).all() and not p["hard"][got].any()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pool_rows_split_over_threads_give_the_one_piece_slates(threads):
+    """Enough rows for the compiled pool step to split them over workers: the same
+    slates as one piece and as the numpy step, and each row's as when it is alone."""
+    rng = np.random.default_rng(5)
+    m, n, d, P = 900, 3000, 16, 60
+    Q = rng.standard_normal((m, d)).astype(np.float32)
+    V = (rng.standard_normal((n, d)) * (rng.pareto(2.0, n) + 0.1)[:, None]).astype(np.float32)
+    space = FactorSpace.build(
+        V, hard_mask=rng.random(n) < 0.05, penalty=(rng.random(n) * 0.5).astype(np.float32)
+    )
+    vm = sp.random(m, n, density=0.01, format="csr", random_state=rng)
+    vp = sp.random(m, n, density=0.01, format="csr", random_state=rng)
+    call_mask = rng.choice(n, 50, replace=False)
+    pool = np.stack([rng.choice(n, P, replace=False) for _ in range(m)])
+    dots = np.einsum("mpk,mk->mp", V[pool], Q).astype(np.float32)
+    kw = dict(call_mask=call_mask, viewer_masks=[vm], viewer_penalties=[vp], unique=True)
+    ref = pool_topk(space, Q, pool, 10, pool_scores=dots, backend="numpy", **kw)
+    got = pool_topk(space, Q, pool, 10, pool_scores=dots, num_threads=threads, **kw)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert (got[0] >= 0).all()
+    for r in (0, 449, 899):
+        one = pool_topk(
+            space,
+            Q[r : r + 1],
+            pool[r : r + 1],
+            10,
+            pool_scores=dots[r : r + 1],
+            call_mask=call_mask,
+            viewer_masks=[vm[r]],
+            viewer_penalties=[vp[r]],
+            unique=True,
+        )
+        np.testing.assert_array_equal(one[0][0], got[0][r])
+        np.testing.assert_array_equal(one[1][0], got[1][r])
 
 
 def _small(seed=0, n_users=30, n_items=400, d=8):
@@ -444,3 +488,31 @@ def test_pool_viewer_masks_match_a_pair_lookup(seed, m, n, density, bits, shuffl
     if bits is not None and vm.nnz:
         keys = _pool._row_keys(vm, m, n)
         np.testing.assert_array_equal(_pool._in_sorted(keys, rows * n + g, bits), want)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 6),
+    Na=st.integers(1, 8),
+    Nb=st.integers(1, 8),
+    N=st.integers(1, 8),
+)
+def test_compiled_slate_merge_gives_the_numpy_merge(seed, m, Na, Nb, N):
+    """Head and pool slates (disjoint items, ties, padding) merge the same either way."""
+    from guardrails import retrieval
+    from guardrails.core._exact import compiled_step
+
+    if compiled_step() is None:
+        pytest.skip("the compiled step was not built")
+    rng = np.random.default_rng(seed)
+    items = np.stack([rng.permutation(40)[: Na + Nb] for _ in range(m)])
+    scores = rng.integers(-3, 3, (m, Na + Nb)).astype(np.float64)  # many ties
+    pad = rng.random((m, Na + Nb)) < 0.3
+    items[pad], scores[pad] = -1, -np.inf
+    args = (items[:, :Na], scores[:, :Na], items[:, Na:], scores[:, Na:])
+    N = min(N, Na + Nb)
+    got = retrieval._merge(*args, N)
+    want = retrieval._merge_numpy(*args, N)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

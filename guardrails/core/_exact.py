@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..exceptions import ValidationError
+
 __all__ = [
     "EPS32",
     "F32_MAX",
@@ -33,10 +35,42 @@ __all__ = [
     "sanitize",
     "column_norms",
     "threshold",
+    "lane_sum",
+    "checked_backend",
+    "compiled_step",
 ]
 
 EPS32 = float(np.finfo(np.float32).eps)
 F32_MAX = float(np.finfo(np.float32).max)
+
+try:  # optional: built with the package where a C compiler was available (setup.py)
+    from . import _tile  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the build
+    _tile = None
+
+
+def compiled_step():
+    """The compiled module (``guardrails.core._tile``), or ``None`` where it was not built."""
+    return _tile
+
+
+def checked_backend(backend: str, where: str = "guarded_topk"):
+    """The compiled module ``backend`` names for ``where`` (``None``: numpy), or a
+    ``ValidationError`` for an unknown backend or a compiled one that was not built."""
+    if backend not in ("auto", "compiled", "numpy"):
+        raise ValidationError(
+            f"The 'backend' parameter of {where} must be a str among "
+            f"{{'auto', 'compiled', 'numpy'}}. Got {backend!r} instead."
+        )
+    if backend == "compiled" and _tile is None:
+        raise ValidationError(
+            f"{where}(backend='compiled'): the compiled selection step "
+            "(guardrails.core._tile) was not built with this installation; "
+            "use backend='numpy' or 'auto'."
+        )
+    return _tile if backend != "numpy" else None
+
+
 #: Item id used to pad batch slates that have fewer than ``N`` eligible items.
 PAD_ID = -1
 # Block pruning pays only when there are several blocks per slate slot.
@@ -193,6 +227,29 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
     return rows[ok], cols[ok]
 
 
+def lane_sum(p: np.ndarray) -> np.ndarray:
+    """Row sums of the float64 products ``p`` (shape (c, d)) in one fixed order.
+
+    Eight lanes: lane ``j`` adds the products ``j, j + 8, j + 16, ...`` in turn (zeros
+    pad ``d`` to a multiple of 8), then ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``.
+    Every exact score is summed this way, on every path: the compiled rescoring
+    (``guardrails.core._tile.rescore_top``) does the same float64 operations in the same
+    order, so both give the same bits, and a score never depends on what else is rescored
+    with it.
+    """
+    c, d = p.shape
+    if d == 0:
+        return np.zeros(c, dtype=np.float64)
+    lanes = -(-d // 8)
+    if d != 8 * lanes:
+        p = np.concatenate([p, np.zeros((c, 8 * lanes - d), dtype=np.float64)], axis=1)
+    p = p.reshape(c, lanes, 8)
+    r = p[:, 0, :].copy()
+    for k in range(1, lanes):
+        r += p[:, k, :]
+    return ((r[:, 0] + r[:, 1]) + (r[:, 2] + r[:, 3])) + ((r[:, 4] + r[:, 5]) + (r[:, 6] + r[:, 7]))
+
+
 def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) -> None:
     """Rescore the candidates of rows ``lo:hi`` exactly, keep the finite ones, write each
     row's top ``N`` to the call's output.
@@ -217,6 +274,9 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
             e -= lookup.get(c_rows, c_cols)
         finite = np.abs(e) <= F32_MAX  # False for NaN and inf too
         c_rows, c_cols, e = c_rows[finite], c_cols[finite], e[finite]
+    elif call.compiled is not None:
+        _emit_compiled(call, lo, hi, c_rows, c_cols, lookup)
+        return
     else:
         e = space.exact_scores(call.queries[lo:hi], c_rows, c_cols)
         if lookup is not None:
@@ -231,6 +291,41 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
     take = rank < call.N
     call.ids_out[lo + c_rows[take], rank[take]] = g_ids[take]
     call.scores_out[lo + c_rows[take], rank[take]] = e[take]
+
+
+def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup) -> None:
+    """:func:`emit` of a factor space's candidates by the compiled step: the same exact
+    scores (:func:`lane_sum`'s order), the same finite test and the same order, one pass."""
+    space, N = call.space, call.N
+    r = hi - lo
+    c_rows = np.ascontiguousarray(c_rows, dtype=np.int64)
+    c_cols = np.ascontiguousarray(c_cols, dtype=np.int64)
+    pen = (
+        _NONE64 if lookup is None else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
+    )
+    neg = _NONE32 if space.neg_penalty is None else space.neg_penalty
+    ids = np.empty((r, N), dtype=np.int64)
+    scores = np.empty((r, N), dtype=np.float64)
+    counts = np.empty(r, dtype=np.int64)
+    call.compiled.rescore_top(
+        call.queries[lo:hi],
+        space.item_rows,
+        space.ids,
+        neg,
+        c_rows,
+        c_cols,
+        pen,
+        ids,
+        scores,
+        counts,
+    )
+    take = np.arange(N) < counts[:, None]
+    call.ids_out[lo:hi][take] = ids[take]
+    call.scores_out[lo:hi][take] = scores[take]
+
+
+_NONE64 = np.zeros(0, dtype=np.float64)
+_NONE32 = np.zeros(0, dtype=np.float32)
 
 
 def column_norms(ft: np.ndarray, rows: int, n: int) -> np.ndarray:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from ._exact import EPS32, PAD_ID, TopkCall, emit, lower, penalty_terms
+from ._exact import EPS32, PAD_ID, TopkCall, checked_backend, emit, lower, penalty_terms
+from .threads import default_num_threads, shared_pool
 
 if TYPE_CHECKING:
     from .kernel import FactorSpace
@@ -33,6 +34,8 @@ def pool_topk(
     viewer_penalties: Sequence[sp.csr_matrix] = (),
     score_dtype=np.float32,
     unique: bool = False,
+    backend: str = "auto",
+    num_threads: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``N`` eligible items of each row's own candidate pool (ANN retrieval).
 
@@ -64,6 +67,12 @@ def pool_topk(
         The caller vouches that no row repeats an item (an index's result rows): the
         pool is then pruned as a dense ``(m, P)`` array, without deduplication. Same
         results.
+    backend : {"auto", "compiled", "numpy"}
+        The exact rescoring step: compiled (``guardrails.core._tile``) or numpy, as for
+        :func:`~.kernel.guarded_topk`. Results are the same bit for bit.
+    num_threads : int
+        Worker threads for the compiled step (rows split in even chunks, each decided
+        on its own rows only; 0: every core). The numpy step runs in the caller's thread.
 
     Returns
     -------
@@ -71,20 +80,54 @@ def pool_topk(
         As for :func:`~.kernel.guarded_topk`, padded where a pool has fewer than ``N`` eligible
         items.
     """
+    compiled = checked_backend(backend, "pool_topk")
     m = queries.shape[0]
     ids = np.full((m, N), PAD_ID, dtype=np.int64)
     scores = np.full((m, N), -np.inf, dtype=score_dtype)
     if m == 0 or space.n_eligible == 0 or pool_ids.size == 0:
         return ids, scores
-    call = TopkCall(space, space.augment_queries(queries), N, None, (), (), ids, scores)
+    qa = space.augment_queries(queries)
+    call = TopkCall(space, qa, N, None, (), (), ids, scores, compiled)
     pens = [p for p in viewer_penalties if p is not None and p.nnz]
-    _, lookup, _, _ = penalty_terms(space, 0, m, pens, space.width * space.n_blocks)
+    masks = [v for v in viewer_masks if v is not None and v.nnz]
     pool_ids = np.asarray(pool_ids, dtype=np.int64)
-    cells = _pool_dense if unique and pool_scores is not None else _pool_cells
-    rows, cols = cells(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, N, lookup)
-    # The cells left are unmasked, and their penalties are in ``lookup``: emit rescores them.
-    emit(call, 0, m, rows, cols, None, False, lookup)
+    dense = unique and pool_scores is not None
+
+    def run(lo: int, hi: int) -> None:
+        _, lookup, _, _ = penalty_terms(space, lo, hi, pens, space.width * space.n_blocks)
+        args = (
+            space,
+            queries[lo:hi],
+            pool_ids[lo:hi],
+            None if pool_scores is None else pool_scores[lo:hi],
+            call_mask,
+            [v[lo:hi] for v in masks],
+            N,
+            lookup,
+        )
+        if dense:
+            rows, cols = _pool_dense(*args) if compiled is None else _pool_compiled(compiled, *args)
+        else:
+            rows, cols = _pool_cells(*args)
+        # The cells left are unmasked, their penalties in ``lookup``: emit rescores them.
+        emit(call, lo, hi, rows, cols, None, False, lookup)
+
+    threads = default_num_threads() if num_threads <= 0 else num_threads
+    parts = min(threads, m // _MIN_CHUNK_ROWS) if compiled is not None and dense else 1
+    if parts <= 1:
+        run(0, m)
+        return ids, scores
+    # Chunks share nothing but the outputs' disjoint rows; the compiled step releases
+    # the GIL, so they run side by side.
+    cuts = np.linspace(0, m, parts + 1).astype(int).tolist()
+    futures = [shared_pool(threads).submit(run, cuts[k], cuts[k + 1]) for k in range(parts)]
+    for f in futures:
+        f.result()
     return ids, scores
+
+
+# Rows per chunk below which the pool step runs in one piece.
+_MIN_CHUNK_ROWS = 256
 
 
 def _pool_cells(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, N, lookup):
@@ -142,6 +185,54 @@ def _pool_dense(space, queries, pool_ids, pool_scores, call_mask, viewer_masks, 
         keep = ok & (~fin | (a >= thr[:, None]))
     r, c = np.nonzero(keep)
     return r, cols[r, c]
+
+
+def _pool_compiled(
+    compiled, space, queries, pool_ids, pool_scores, call_mask, viewer_masks, N, lookup
+):
+    """:func:`_pool_dense` in the compiled step (``pool_masked``, ``pool_prune``): the same
+    cells, in the same order, in one pass over the pool."""
+    m, P = pool_ids.shape
+    ids = np.ascontiguousarray(pool_ids, dtype=np.int64)
+    approx = np.ascontiguousarray(pool_scores, dtype=np.float32)
+    n_items = space.pos.shape[0]
+    banned = _NO_BOOL
+    if call_mask is not None and np.size(call_mask):
+        banned = np.zeros(n_items, dtype=bool)
+        banned[call_mask] = True
+    hit = _NO_BOOL
+    for csr in viewer_masks:
+        if csr is not None and csr.nnz:
+            hit = np.zeros((m, P), dtype=bool) if hit is _NO_BOOL else hit
+            compiled.pool_masked(ids, csr.indptr[: m + 1], csr.indices, hit)
+    pen = _NO_FLOAT
+    if lookup is not None:
+        rows = np.repeat(np.arange(m, dtype=np.int64), P)
+        cols = space.pos[np.clip(ids.reshape(-1), 0, n_items - 1)]
+        pen = np.ascontiguousarray(lookup.get(rows, cols), dtype=np.float64)
+    neg = _NO_F32 if space.neg_penalty is None else space.neg_penalty
+    out_rows = np.empty(m * P, dtype=np.int64)
+    out_cols = np.empty(m * P, dtype=np.int64)
+    count = compiled.pool_prune(
+        ids,
+        approx,
+        space.pos,
+        neg,
+        banned,
+        hit,
+        pen,
+        _pool_delta(space, queries),
+        _REL,
+        N,
+        out_rows,
+        out_cols,
+    )
+    return out_rows[:count], out_cols[:count]
+
+
+_NO_BOOL = np.zeros(0, dtype=bool)
+_NO_FLOAT = np.zeros(0, dtype=np.float64)
+_NO_F32 = np.zeros(0, dtype=np.float32)
 
 
 def _eligible(space, g: np.ndarray, call_mask) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +332,15 @@ def _pool_lower(space, queries, t: np.ndarray) -> np.ndarray:
     ``gamma |q| max|v|`` of the exact ones; the penalties are added in float64
     (rounding relative to the result, far below ``4 eps``).
     """
+    return lower(t, _pool_delta(space, queries), np.full(t.shape[0], _REL))
+
+
+# The relative part of the bound: the penalties' float64 rounding, far below it.
+_REL = 4.0 * EPS32
+
+
+def _pool_delta(space, queries) -> np.ndarray:
+    """Each row's absolute bound ``gamma |q| max|v|`` on the pool's float32 inner products."""
     d = space.item_rows.shape[1]
     qn = np.sqrt((np.asarray(queries, dtype=np.float64)[:, :d] ** 2).sum(axis=1))
-    delta = 4.0 * (d + 3) * EPS32 * qn * space.raw_norm_max + 1e-30
-    return lower(t, delta, np.full(t.shape[0], 4.0 * EPS32))
+    return 4.0 * (d + 3) * EPS32 * qn * space.raw_norm_max + 1e-30

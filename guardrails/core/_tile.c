@@ -182,8 +182,481 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     return PyLong_FromSsize_t(count);
 }
 
+
+/* (e, id) ranks before (e2, id2): larger score first, then smaller item id. */
+static inline int
+ranks_before(double e, int64_t id, double e2, int64_t id2)
+{
+    return e > e2 || (e == e2 && id < id2);
+}
+
+PyDoc_STRVAR(rescore_top_doc,
+"rescore_top(queries, item_rows, ids, neg_penalty, rows, cols, pen, out_ids,\n"
+"            out_scores, counts, /)\n--\n\n"
+"Rescore candidate cells exactly and keep each row's top N (guardrails.core._exact.emit).\n"
+"queries (float32, r x dq) and item_rows (float32, n x d, d <= dq); ids (int64): each\n"
+"compact column's item row; neg_penalty (float32, one per compact column, or empty):\n"
+"added after the product; rows, cols (int64, c): the cells; pen (float64, c, or empty):\n"
+"subtracted last. The product is summed in lane_sum's order (eight lanes, then\n"
+"((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))), so the scores are numpy's bits.\n"
+"Cells whose score is not finite in float32 range are dropped. Each row's best N (score\n"
+"descending, then item id ascending) go to out_ids (int64, r x N: ids[col]) and\n"
+"out_scores (float64, r x N); counts (int64, r) receives how many each row got.\n"
+"Releases the GIL.");
+
+static PyObject *
+rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[10];
+    Py_buffer v[10];
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:rescore_top", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7], &o[8], &o[9])) {
+        return NULL;
+    }
+    if (get_buffer(o[0], &v[0], 0, 'f', "queries") || get_buffer(o[1], &v[1], 0, 'f', "item_rows") ||
+        get_buffer(o[2], &v[2], 0, 'q', "ids") || get_buffer(o[3], &v[3], 0, 'f', "neg_penalty") ||
+        get_buffer(o[4], &v[4], 0, 'q', "rows") || get_buffer(o[5], &v[5], 0, 'q', "cols") ||
+        get_buffer(o[6], &v[6], 0, 'd', "pen") || get_buffer(o[7], &v[7], 1, 'q', "out_ids") ||
+        get_buffer(o[8], &v[8], 1, 'd', "out_scores") || get_buffer(o[9], &v[9], 1, 'q', "counts")) {
+        release_all(v, 10);
+        return NULL;
+    }
+    const char *err = NULL;
+    if (v[0].ndim != 2 || v[1].ndim != 2) err = "queries and item_rows must be 2-d";
+    else if (v[1].shape[1] > v[0].shape[1]) err = "queries must have at least item_rows' factors";
+    else if (v[7].ndim != 2 || v[8].ndim != 2 || v[7].shape[0] != v[0].shape[0] ||
+             v[8].shape[0] != v[0].shape[0] || v[7].shape[1] != v[8].shape[1] || v[7].shape[1] < 1)
+        err = "out_ids and out_scores must be r x N, N >= 1";
+    else if (v[9].len / 8 != v[0].shape[0]) err = "counts must have one entry per query row";
+    const Py_ssize_t r = err ? 0 : v[0].shape[0], dq = err ? 0 : v[0].shape[1];
+    const Py_ssize_t n = err ? 0 : v[1].shape[0], d = err ? 0 : v[1].shape[1];
+    const Py_ssize_t n_ids = v[2].len / 8, n_neg = v[3].len / 4;
+    const Py_ssize_t c = v[4].len / 8;
+    const Py_ssize_t N = err ? 0 : v[7].shape[1];
+    if (!err && v[5].len / 8 != c) err = "rows and cols must have the same length";
+    else if (!err && v[6].len / 8 != 0 && v[6].len / 8 != c) err = "pen must be empty or one per cell";
+    else if (!err && n_neg != 0 && n_neg != n_ids) err = "neg_penalty must be empty or one per column";
+    const int64_t *ids = (const int64_t *)v[2].buf;
+    const int64_t *rows = (const int64_t *)v[4].buf, *cols = (const int64_t *)v[5].buf;
+    for (Py_ssize_t i = 0; !err && i < c; i++) {
+        if (rows[i] < 0 || rows[i] >= r) err = "a cell's row is outside queries";
+        else if (cols[i] < 0 || cols[i] >= n_ids) err = "a cell's column is outside ids";
+        else if (ids[cols[i]] < 0 || ids[cols[i]] >= n) err = "an item id is outside item_rows";
+    }
+    if (err) {
+        PyErr_SetString(PyExc_ValueError, err);
+        release_all(v, 10);
+        return NULL;
+    }
+    int64_t *start = (int64_t *)calloc((size_t)r + 1, sizeof(int64_t));
+    int64_t *order = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c > 0 ? c : 1));
+    double *score = (double *)malloc(sizeof(double) * (size_t)(c > 0 ? c : 1));
+    if (start == NULL || order == NULL || score == NULL) {
+        free(start);
+        free(order);
+        free(score);
+        release_all(v, 10);
+        return PyErr_NoMemory();
+    }
+    const float *Q = (const float *)v[0].buf, *V = (const float *)v[1].buf;
+    const float *neg = n_neg ? (const float *)v[3].buf : NULL;
+    const double *pen = v[6].len ? (const double *)v[6].buf : NULL;
+    int64_t *out_ids = (int64_t *)v[7].buf, *counts = (int64_t *)v[9].buf;
+    double *out_scores = (double *)v[8].buf;
+
+    Py_BEGIN_ALLOW_THREADS
+    /* The exact scores, in lane_sum's order. */
+    for (Py_ssize_t i = 0; i < c; i++) {
+#if defined(__GNUC__)
+        /* Cells reach scattered item rows: fetch a few cells ahead (memory-bound). */
+        if (i + 16 < c) __builtin_prefetch(ids + cols[i + 16]);
+        if (i + 8 < c) {
+            const char *ahead = (const char *)(V + ids[cols[i + 8]] * d);
+            for (Py_ssize_t b = 0; b < d * 4; b += 64) __builtin_prefetch(ahead + b);
+        }
+#endif
+        const float *q = Q + rows[i] * dq, *x = V + ids[cols[i]] * d;
+        double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const Py_ssize_t whole = d - d % 8;
+        Py_ssize_t k0 = 0;
+        if (whole) {
+            for (int j = 0; j < 8; j++) lane[j] = (double)q[j] * (double)x[j];
+            for (k0 = 8; k0 < whole; k0 += 8) {
+                for (int j = 0; j < 8; j++) lane[j] += (double)q[k0 + j] * (double)x[k0 + j];
+            }
+        }
+        if (k0 < d) {
+            /* the last, partial lanes, padded with zero products */
+            for (int j = 0; j < 8; j++) {
+                const double p = k0 + j < d ? (double)q[k0 + j] * (double)x[k0 + j] : 0.0;
+                lane[j] = k0 == 0 ? p : lane[j] + p;
+            }
+        }
+        double e = d == 0 ? 0.0
+                          : ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                                ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        if (neg != NULL) e += (double)neg[cols[i]];
+        if (pen != NULL) e -= pen[i];
+        score[i] = e;
+    }
+    /* The finite cells, grouped by row (a counting sort keeps each row's cells in order). */
+    for (Py_ssize_t i = 0; i < c; i++) {
+        if (fabs(score[i]) <= (double)FLT_MAX) start[rows[i] + 1]++;
+    }
+    for (Py_ssize_t g = 0; g < r; g++) start[g + 1] += start[g];
+    for (Py_ssize_t i = 0; i < c; i++) {
+        if (fabs(score[i]) <= (double)FLT_MAX) order[start[rows[i]]++] = i;
+    }
+    for (Py_ssize_t g = r; g > 0; g--) start[g] = start[g - 1];
+    start[0] = 0;
+    /* Each row's best N, by insertion (a row has few candidates). */
+    for (Py_ssize_t g = 0; g < r; g++) {
+        int64_t *oi = out_ids + g * N;
+        double *os = out_scores + g * N;
+        Py_ssize_t kept = 0;
+        for (int64_t t = start[g]; t < start[g + 1]; t++) {
+            const double e = score[order[t]];
+            const int64_t id = ids[cols[order[t]]];
+            if (kept == N && !ranks_before(e, id, os[N - 1], oi[N - 1])) continue;
+            Py_ssize_t at = kept < N ? kept++ : N - 1;
+            while (at > 0 && ranks_before(e, id, os[at - 1], oi[at - 1])) {
+                os[at] = os[at - 1];
+                oi[at] = oi[at - 1];
+                at--;
+            }
+            os[at] = e;
+            oi[at] = id;
+        }
+        counts[g] = kept;
+    }
+    Py_END_ALLOW_THREADS
+    free(start);
+    free(order);
+    free(score);
+    release_all(v, 10);
+    Py_RETURN_NONE;
+}
+
+/* Index k of an int32-or-int64 buffer. */
+static inline int64_t
+int_at(const Py_buffer *v, Py_ssize_t k)
+{
+    return v->itemsize == 4 ? (int64_t)((const int32_t *)v->buf)[k] : ((const int64_t *)v->buf)[k];
+}
+
+PyDoc_STRVAR(pool_masked_doc,
+"pool_masked(pool_ids, indptr, indices, hit, /)\n--\n\n"
+"Mark the pool cells a viewer mask holds (guardrails.core._pool): pool_ids (int64, m x P,\n"
+"global item ids, negative ids never match), a CSR mask's indptr (m + 1) and indices\n"
+"(int32 or int64, any order within a row); hit (bool, m x P) is set where pool_ids[i, j]\n"
+"is a stored column of row i. Releases the GIL.");
+
+static PyObject *
+pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[4];
+    Py_buffer v[4];
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOO:pool_masked", &o[0], &o[1], &o[2], &o[3])) return NULL;
+    if (get_buffer(o[0], &v[0], 0, 'q', "pool_ids") || get_buffer(o[1], &v[1], 0, 'i', "indptr") ||
+        get_buffer(o[2], &v[2], 0, 'i', "indices") || get_buffer(o[3], &v[3], 1, 'b', "hit")) {
+        release_all(v, 4);
+        return NULL;
+    }
+    const char *err = NULL;
+    if (v[0].ndim != 2) err = "pool_ids must be m x P";
+    const Py_ssize_t m = err ? 0 : v[0].shape[0], P = err ? 0 : v[0].shape[1];
+    const Py_ssize_t nnz = v[2].len / v[2].itemsize;
+    if (!err && v[1].len / v[1].itemsize != m + 1) err = "indptr must have m + 1 entries";
+    else if (!err && v[3].len != m * P) err = "hit must be m x P";
+    Py_ssize_t widest = 0;
+    for (Py_ssize_t i = 0; !err && i < m; i++) {
+        const int64_t a = int_at(&v[1], i), b = int_at(&v[1], i + 1);
+        if (a < 0 || b < a || b > nnz) err = "indptr must be non-decreasing within indices";
+        else if (b - a > widest) widest = (Py_ssize_t)(b - a);
+    }
+    if (err) {
+        PyErr_SetString(PyExc_ValueError, err);
+        release_all(v, 4);
+        return NULL;
+    }
+    /* Each row's mask cells in a small open-addressing table (at least twice as many
+       slots as cells, empty slots -1): a pool id costs one or two probes. */
+    int bits = 4;
+    while (((Py_ssize_t)1 << bits) < 2 * widest) bits++;
+    const Py_ssize_t slots = (Py_ssize_t)1 << bits;
+    int64_t *table = (int64_t *)malloc(sizeof(int64_t) * (size_t)slots);
+    if (table == NULL) {
+        release_all(v, 4);
+        return PyErr_NoMemory();
+    }
+    const int64_t *ids = (const int64_t *)v[0].buf;
+    uint8_t *hit = (uint8_t *)v[3].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m; i++) {
+        const int64_t a = int_at(&v[1], i), b = int_at(&v[1], i + 1);
+        const Py_ssize_t k = (Py_ssize_t)(b - a);
+        if (k == 0) continue;
+        int rb = 4;
+        while (((Py_ssize_t)1 << rb) < 2 * k) rb++;
+        const uint64_t mask = ((uint64_t)1 << rb) - 1;
+        for (uint64_t s = 0; s <= mask; s++) table[s] = -1;
+        for (Py_ssize_t t = 0; t < k; t++) {
+            const int64_t c = int_at(&v[2], a + t);
+            if (c < 0) continue;
+            uint64_t s = ((uint64_t)c * 0x9E3779B97F4A7C15ULL) >> (64 - rb);
+            while (table[s] != -1 && table[s] != c) s = (s + 1) & mask;
+            table[s] = c;
+        }
+        for (Py_ssize_t j = 0; j < P; j++) {
+            const int64_t g = ids[i * P + j];
+            if (g < 0) continue;
+            uint64_t s = ((uint64_t)g * 0x9E3779B97F4A7C15ULL) >> (64 - rb);
+            while (table[s] != -1 && table[s] != g) s = (s + 1) & mask;
+            if (table[s] == g) hit[i * P + j] = 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(table);
+    release_all(v, 4);
+    Py_RETURN_NONE;
+}
+
+/* The k-th largest (k >= 1) of x[0:n] (n >= k), x reordered (quickselect). */
+static double
+kth_largest(double *x, Py_ssize_t n, Py_ssize_t k)
+{
+    Py_ssize_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        const double pivot = x[lo + (hi - lo) / 2];
+        Py_ssize_t i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] > pivot) i++;
+            while (x[j] < pivot) j--;
+            if (i <= j) {
+                const double t = x[i];
+                x[i] = x[j];
+                x[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return x[want];
+    }
+    return x[want];
+}
+
+PyDoc_STRVAR(pool_prune_doc,
+"pool_prune(pool_ids, approx, pos, neg_penalty, banned, hit, pen, delta, rel, N,\n"
+"           out_rows, out_cols, /)\n--\n\n"
+"The pool cells that can enter a slate (guardrails.core._pool._pool_dense, one pass).\n"
+"pool_ids (int64, m x P, no repeats within a row) and approx (float32, m x P: their\n"
+"unpenalised inner products); pos (int64, n_items: each item's compact column, -1 when\n"
+"not in the space); neg_penalty (float32, per column, or empty), banned (bool, n_items,\n"
+"or empty: the call mask), hit (bool, m x P, or empty: viewer masks), pen (float64,\n"
+"m x P, or empty: viewer penalties); delta (float64, m) and rel: the rounding bound.\n"
+"A cell is eligible when its id is an item of the space, not banned and not hit; its\n"
+"penalised score is approx + neg_penalty - pen in float64; a row's threshold is\n"
+"guardrails.core._exact.lower of its N-th largest finite penalised score. Eligible\n"
+"cells at or above it, or not finite, go to out_rows and out_cols (int64, m * P, the\n"
+"compact column), row by row; returns their number. Releases the GIL.");
+
+static PyObject *
+pool_prune(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[10];
+    Py_buffer v[10];
+    double rel;
+    Py_ssize_t N;
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOOOOdnOO:pool_prune", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7], &rel, &N, &o[8], &o[9])) {
+        return NULL;
+    }
+    if (get_buffer(o[0], &v[0], 0, 'q', "pool_ids") || get_buffer(o[1], &v[1], 0, 'f', "approx") ||
+        get_buffer(o[2], &v[2], 0, 'q', "pos") || get_buffer(o[3], &v[3], 0, 'f', "neg_penalty") ||
+        get_buffer(o[4], &v[4], 0, 'b', "banned") || get_buffer(o[5], &v[5], 0, 'b', "hit") ||
+        get_buffer(o[6], &v[6], 0, 'd', "pen") || get_buffer(o[7], &v[7], 0, 'd', "delta") ||
+        get_buffer(o[8], &v[8], 1, 'q', "out_rows") || get_buffer(o[9], &v[9], 1, 'q', "out_cols")) {
+        release_all(v, 10);
+        return NULL;
+    }
+    const char *err = NULL;
+    if (v[0].ndim != 2) err = "pool_ids must be m x P";
+    const Py_ssize_t m = err ? 0 : v[0].shape[0], P = err ? 0 : v[0].shape[1];
+    const Py_ssize_t n_items = v[2].len / 8, n_neg = v[3].len / 4;
+    if (!err && v[1].len / 4 != m * P) err = "approx must be m x P";
+    else if (!err && v[4].len != 0 && v[4].len != n_items) err = "banned must be empty or one per item";
+    else if (!err && v[5].len != 0 && v[5].len != m * P) err = "hit must be empty or m x P";
+    else if (!err && v[6].len != 0 && v[6].len / 8 != m * P) err = "pen must be empty or m x P";
+    else if (!err && v[7].len / 8 != m) err = "delta must have one entry per row";
+    else if (!err && (v[8].len / 8 < m * P || v[9].len / 8 < m * P)) err = "the outputs must hold m * P cells";
+    else if (!err && N < 1) err = "N must be >= 1";
+    const int64_t *pos = (const int64_t *)v[2].buf;
+    if (err) {
+        PyErr_SetString(PyExc_ValueError, err);
+        release_all(v, 10);
+        return NULL;
+    }
+    double *a = (double *)malloc(sizeof(double) * (size_t)(P > 0 ? P : 1));
+    double *fin = (double *)malloc(sizeof(double) * (size_t)(P > 0 ? P : 1));
+    int64_t *col = (int64_t *)malloc(sizeof(int64_t) * (size_t)(P > 0 ? P : 1));
+    if (a == NULL || fin == NULL || col == NULL) {
+        free(a);
+        free(fin);
+        free(col);
+        release_all(v, 10);
+        return PyErr_NoMemory();
+    }
+    const int64_t *ids = (const int64_t *)v[0].buf;
+    const float *approx = (const float *)v[1].buf;
+    const float *neg = n_neg ? (const float *)v[3].buf : NULL;
+    const uint8_t *banned = v[4].len ? (const uint8_t *)v[4].buf : NULL;
+    const uint8_t *hit = v[5].len ? (const uint8_t *)v[5].buf : NULL;
+    const double *pen = v[6].len ? (const double *)v[6].buf : NULL;
+    const double *delta = (const double *)v[7].buf;
+    int64_t *out_rows = (int64_t *)v[8].buf, *out_cols = (int64_t *)v[9].buf;
+    Py_ssize_t count = 0;
+    int outside = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m && !outside; i++) {
+        Py_ssize_t n_fin = 0;
+        for (Py_ssize_t j = 0; j < P; j++) {
+            const Py_ssize_t at = i * P + j;
+            const int64_t g = ids[at];
+#if defined(__GNUC__)
+            /* Pool ids are scattered over the catalogue: fetch a few cells ahead. */
+            if (at + 16 < m * P && ids[at + 16] >= 0 && ids[at + 16] < n_items) {
+                __builtin_prefetch(pos + ids[at + 16]);
+                if (banned != NULL) __builtin_prefetch(banned + ids[at + 16]);
+            }
+            if (neg != NULL && at + 8 < m * P && ids[at + 8] >= 0 && ids[at + 8] < n_items) {
+                const int64_t c8 = pos[ids[at + 8]];
+                if (c8 >= 0 && c8 < n_neg) __builtin_prefetch(neg + c8);
+            }
+#endif
+            col[j] = -1;
+            if (g < 0 || g >= n_items || pos[g] < 0) continue;
+            if ((banned != NULL && banned[g]) || (hit != NULL && hit[at])) continue;
+            if (neg != NULL && pos[g] >= n_neg) {
+                outside = 1; /* checked here, not over every item beforehand */
+                break;
+            }
+            col[j] = pos[g];
+            double x = (double)approx[at];
+            if (neg != NULL) x += (double)neg[pos[g]];
+            if (pen != NULL) x -= pen[at];
+            a[j] = x;
+            if (x >= -DBL_MAX && x <= DBL_MAX) fin[n_fin++] = x;
+        }
+        double thr = -INFINITY;
+        if (n_fin >= N) {
+            /* guardrails.core._exact.lower: the same float64 operations, in the same order */
+            const double t = kth_largest(fin, n_fin, N);
+            const double low = t - delta[i] - rel * fabs(t);
+            const double x = low - delta[i] - 2.0 * rel * fabs(low);
+            thr = x == x ? x : -INFINITY;
+        }
+        for (Py_ssize_t j = 0; j < P; j++) {
+            if (col[j] < 0) continue;
+            const double x = a[j];
+            if (!(x >= -DBL_MAX && x <= DBL_MAX) || x >= thr) {
+                out_rows[count] = i;
+                out_cols[count] = col[j];
+                count++;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(a);
+    free(fin);
+    free(col);
+    release_all(v, 10);
+    if (outside) {
+        PyErr_SetString(PyExc_ValueError, "a column of pos is outside neg_penalty");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+PyDoc_STRVAR(merge_slates_doc,
+"merge_slates(a_ids, a_scores, b_ids, b_scores, out_ids, out_scores, /)\n--\n\n"
+"Each row's top N of two slates of different items (guardrails.retrieval's head and\n"
+"pool): a_ids (int64, m x Na), a_scores (float64, m x Na), b_ids and b_scores (m x Nb);\n"
+"a negative id is padding (score -inf, last). Ordered by score descending, then item id\n"
+"ascending (the kernel's order); out_ids and out_scores (m x N) receive them, padded\n"
+"with -1 and -inf. Releases the GIL.");
+
+static PyObject *
+merge_slates(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[6];
+    Py_buffer v[6];
+    memset(v, 0, sizeof(v));
+    if (!PyArg_ParseTuple(args, "OOOOOO:merge_slates", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5]))
+        return NULL;
+    if (get_buffer(o[0], &v[0], 0, 'q', "a_ids") || get_buffer(o[1], &v[1], 0, 'd', "a_scores") ||
+        get_buffer(o[2], &v[2], 0, 'q', "b_ids") || get_buffer(o[3], &v[3], 0, 'd', "b_scores") ||
+        get_buffer(o[4], &v[4], 1, 'q', "out_ids") || get_buffer(o[5], &v[5], 1, 'd', "out_scores")) {
+        release_all(v, 6);
+        return NULL;
+    }
+    const char *err = NULL;
+    for (int k = 0; k < 6 && !err; k++) {
+        if (v[k].ndim != 2 || v[k].shape[0] != v[0].shape[0]) err = "every slate must be m x (its N)";
+    }
+    if (!err && (v[1].shape[1] != v[0].shape[1] || v[3].shape[1] != v[2].shape[1] ||
+                 v[5].shape[1] != v[4].shape[1] || v[4].shape[1] < 1))
+        err = "ids and scores must have the same shape, N >= 1";
+    if (err) {
+        PyErr_SetString(PyExc_ValueError, err);
+        release_all(v, 6);
+        return NULL;
+    }
+    const Py_ssize_t m = v[0].shape[0], Na = v[0].shape[1], Nb = v[2].shape[1];
+    const Py_ssize_t N = v[4].shape[1];
+    const int64_t *ai = (const int64_t *)v[0].buf, *bi = (const int64_t *)v[2].buf;
+    const double *as = (const double *)v[1].buf, *bs = (const double *)v[3].buf;
+    int64_t *oi = (int64_t *)v[4].buf;
+    double *os = (double *)v[5].buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t *ti = oi + i * N;
+        double *ts = os + i * N;
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t t = 0; t < Na + Nb; t++) {
+            const int64_t id = t < Na ? ai[i * Na + t] : bi[i * Nb + t - Na];
+            if (id < 0) continue; /* padding */
+            const double e = t < Na ? as[i * Na + t] : bs[i * Nb + t - Na];
+            if (kept == N && !ranks_before(e, id, ts[N - 1], ti[N - 1])) continue;
+            Py_ssize_t at = kept < N ? kept++ : N - 1;
+            while (at > 0 && ranks_before(e, id, ts[at - 1], ti[at - 1])) {
+                ts[at] = ts[at - 1];
+                ti[at] = ti[at - 1];
+                at--;
+            }
+            ts[at] = e;
+            ti[at] = id;
+        }
+        for (Py_ssize_t t = kept; t < N; t++) {
+            ti[t] = -1;
+            ts[t] = -INFINITY;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release_all(v, 6);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"tile_select", tile_select, METH_VARARGS, tile_select_doc},
+    {"rescore_top", rescore_top, METH_VARARGS, rescore_top_doc},
+    {"pool_masked", pool_masked, METH_VARARGS, pool_masked_doc},
+    {"pool_prune", pool_prune, METH_VARARGS, pool_prune_doc},
+    {"merge_slates", merge_slates, METH_VARARGS, merge_slates_doc},
     {NULL, NULL, 0, NULL},
 };
 

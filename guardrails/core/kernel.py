@@ -54,10 +54,13 @@ from ._exact import (
     MIN_BLOCKS_PER_SLOT,
     PAD_ID,
     TopkCall,
+    checked_backend,
     chunk_cells,
     column_norms,
+    compiled_step,
     emit,
     forced_candidates,
+    lane_sum,
     penalty_terms,
     sanitize,
     threshold,
@@ -75,13 +78,8 @@ from ._groups import GroupTerms, RowGroups, group_terms
 from ._pool import pool_topk
 from .threads import blas_single_thread, default_num_threads, shared_pool
 
-try:  # optional: built with the package where a C compiler was available (setup.py)
-    from . import _tile  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the build
-    _tile = None
-
 #: Whether the compiled selection step of the fused path is available.
-HAS_COMPILED_TILE = _tile is not None
+HAS_COMPILED_TILE = compiled_step() is not None
 
 __all__ = [
     "FactorSpace",
@@ -240,13 +238,14 @@ class FactorSpace:
     def exact_scores(
         self, queries: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, fold: bool = True
     ) -> np.ndarray:
-        # Each product is summed over the factors in a fixed order, independent of how
-        # many other pairs are rescored alongside it. ``fold=False`` leaves out the
-        # folded penalty (a viewer group adds its own, see _groups).
+        # Each product is summed over the factors in one fixed order (lane_sum, the
+        # compiled rescoring's order too), independent of how many other pairs are
+        # rescored alongside it. ``fold=False`` leaves out the folded penalty (a viewer
+        # group adds its own, see _groups).
         d = self.item_rows.shape[1]
         q = queries[rows, :d].astype(np.float64)
         q *= self.item_rows[self.ids[cols]]
-        out = q.sum(axis=1)
+        out = lane_sum(q)
         if fold and self.neg_penalty is not None:
             out += self.neg_penalty[cols]
         return out
@@ -543,17 +542,7 @@ def guarded_topk(
 def _checked_backend(backend: str, space, groups: RowGroups | None, m: int):
     """The compiled selection step :func:`guarded_topk` uses (``None``: numpy), after
     checking ``backend`` and that ``groups`` fit the space and the ``m`` query rows."""
-    if backend not in ("auto", "compiled", "numpy"):
-        raise ValidationError(
-            "The 'backend' parameter of guarded_topk must be a str among "
-            f"{{'auto', 'compiled', 'numpy'}}. Got {backend!r} instead."
-        )
-    if backend == "compiled" and _tile is None:
-        raise ValidationError(
-            "guarded_topk(backend='compiled'): the compiled selection step "
-            "(guardrails.core._tile) was not built with this installation; "
-            "use backend='numpy' or 'auto'."
-        )
+    compiled = checked_backend(backend)
     if groups is not None and not isinstance(space, FactorSpace):
         raise ValidationError(
             "guarded_topk(groups=...): viewer groups share one call on factor spaces "
@@ -564,7 +553,7 @@ def _checked_backend(backend: str, space, groups: RowGroups | None, m: int):
             "The 'groups' parameter of guarded_topk must give a group for every query "
             f"row ({m}). Got {np.shape(groups.of_row)} instead."
         )
-    return _tile if backend != "numpy" else None
+    return compiled
 
 
 def _block_rows(n_pad: int, m: int, threads: int) -> int:
