@@ -451,3 +451,43 @@ def test_compiled_pool_and_rescoring_steps_refuse_bad_buffers():
         _tile.pool_prune(*args[:7], np.zeros(2), 0.0, 1, *out)
     with pytest.raises(ValueError, match="N must"):
         _tile.pool_prune(*args[:9], 0, *out)
+
+
+@pytest.mark.skipif(not HAS_COMPILED_TILE, reason="the compiled step was not built")
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    P=st.integers(1, 40),
+    N=st.integers(1, 45),
+    ties=st.booleans(),
+)
+def test_compiled_pool_prune_keeps_exactly_the_cells_at_or_above_the_nth(seed, P, N, ties):
+    """With no rounding bound, pool_prune keeps each row's eligible cells at or above its
+    N-th largest finite score (all of them when it has fewer than N), and the others
+    that are not finite: its selection of the N-th is exact, whatever the ties."""
+    from guardrails.core import _tile
+
+    rng = np.random.default_rng(seed)
+    m, n = 5, 60
+    ids = np.stack([rng.permutation(n)[:P] for _ in range(m)]).astype(np.int64)
+    ids[rng.random((m, P)) < 0.1] = -1
+    approx = (rng.integers(-3, 3, (m, P)) if ties else rng.standard_normal((m, P))).astype(
+        np.float32
+    )
+    approx[rng.random((m, P)) < 0.1] = np.nan
+    pos = np.where(rng.random(n) < 0.2, -1, np.arange(n)).astype(np.int64)
+    no_b, no_f = np.zeros(0, bool), np.zeros(0)
+    out = np.empty(m * P, np.int64), np.empty(m * P, np.int64)
+    count = _tile.pool_prune(
+        ids, approx, pos, np.zeros(0, np.float32), no_b, no_b, no_f, np.zeros(m), 0.0, N, *out
+    )
+    got = sorted(zip(out[0][:count].tolist(), out[1][:count].tolist(), strict=True))
+    want = []
+    for i in range(m):
+        ok = (ids[i] >= 0) & (pos[np.clip(ids[i], 0, None)] >= 0)
+        a = approx[i].astype(np.float64)
+        fin = ok & np.isfinite(a)
+        t = np.sort(a[fin])[::-1][N - 1] if fin.sum() >= N else -np.inf
+        keep = ok & (~np.isfinite(a) | (a >= t))
+        want += [(i, int(pos[g])) for g in ids[i][keep]]
+    assert got == sorted(want)

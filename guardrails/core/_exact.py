@@ -301,9 +301,9 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup) -> 
     c_rows = np.ascontiguousarray(c_rows, dtype=np.int64)
     c_cols = np.ascontiguousarray(c_cols, dtype=np.int64)
     pen = (
-        _NONE64 if lookup is None else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
+        _NO_F64 if lookup is None else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
     )
-    neg = _NONE32 if space.neg_penalty is None else space.neg_penalty
+    neg = _NO_F32 if space.neg_penalty is None else space.neg_penalty
     ids = np.empty((r, N), dtype=np.int64)
     scores = np.empty((r, N), dtype=np.float64)
     counts = np.empty(r, dtype=np.int64)
@@ -324,8 +324,8 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup) -> 
     call.scores_out[lo:hi][take] = scores[take]
 
 
-_NONE64 = np.zeros(0, dtype=np.float64)
-_NONE32 = np.zeros(0, dtype=np.float32)
+_NO_F64 = np.zeros(0, dtype=np.float64)
+_NO_F32 = np.zeros(0, dtype=np.float32)
 
 
 def column_norms(ft: np.ndarray, rows: int, n: int) -> np.ndarray:
