@@ -16,7 +16,9 @@ items. :class:`ANNRetrieval` keeps the Guard's contract on approximate candidate
 2. the pool goes through the exact guarded kernel (:func:`guardrails.core.kernel.pool_topk`):
    exact scores, the policy's penalties, per-viewer masks and penalties, nothing in the
    pool trusted; the head's and the pool's slates merge by exact score, then item id
-   (the kernel's order);
+   (the kernel's order). Where the optional C step was built, the pool's masks, pruning
+   and exact rescoring run in it, the viewers split over the worker threads, and the
+   head is selected by it as one tile (numpy otherwise: the same results);
 3. a viewer whose merged slate has fewer than ``N`` items, or whose ``N``-th score is
    below the index's score of its ``pool``-th candidate (an item left out could still
    beat it), is searched again with a pool ``widen`` times larger (and as many times

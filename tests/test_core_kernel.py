@@ -491,3 +491,17 @@ def test_compiled_pool_prune_keeps_exactly_the_cells_at_or_above_the_nth(seed, P
         keep = ok & (~np.isfinite(a) | (a >= t))
         want += [(i, int(pos[g])) for g in ids[i][keep]]
     assert got == sorted(want)
+
+
+@SETTINGS
+@given(
+    keys=st.lists(st.integers(0, 60), max_size=20),
+    table=st.lists(st.integers(0, 60), max_size=40),
+)
+def test_forced_cells_mask_lookup_is_isin(keys, table):
+    """The restored cells' mask test (a binary search in the chunk's mask keys, sorted
+    when they are not) answers what np.isin answers, repeats and disorder included."""
+    from guardrails.core._exact import _among
+
+    k, t = np.array(keys, dtype=np.int64), np.array(table, dtype=np.int64)
+    np.testing.assert_array_equal(_among(k, t), np.isin(k, t))

@@ -216,7 +216,7 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
     keys = rows * n_cols + cols
     for csr in masks:
         rr, cc, _ = chunk_cells(csr, lo, hi, pos)
-        ok &= ~np.isin(keys, rr * n_cols + cc)
+        ok &= ~_among(keys, rr * n_cols + cc)
     if groups is not None:
         of = groups.of_row[lo + rows]
         for g in np.unique(of).tolist():
@@ -225,6 +225,19 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
                 sel = of == g
                 ok[sel] &= ~mask[cols[sel]]
     return rows[ok], cols[ok]
+
+
+def _among(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, table)`` for a few ``keys`` and many ``table`` entries: a binary
+    search in the table (sorted once if it is not already: a chunk's mask cells come row
+    by row), where ``np.isin`` would sort or hash both (about 1 ms per chunk of 9,000 mask
+    cells against a few dozen restored cells)."""
+    if not keys.size or not table.size:
+        return np.zeros(keys.shape, dtype=bool)
+    if table.size > 1 and not (table[1:] >= table[:-1]).all():
+        table = np.sort(table)
+    at = np.minimum(np.searchsorted(table, keys), table.size - 1)
+    return table[at] == keys
 
 
 def lane_sum(p: np.ndarray) -> np.ndarray:
