@@ -213,10 +213,8 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
     ok = np.ones(rows.size, dtype=bool)
     if call_cols is not None and call_cols.size:
         ok &= ~np.isin(cols, call_cols)
-    keys = rows * n_cols + cols
     for csr in masks:
-        rr, cc, _ = chunk_cells(csr, lo, hi, pos)
-        ok &= ~_among(keys, rr * n_cols + cc)
+        ok &= ~_stored(csr, lo, rows, cols, pos, n_cols)
     if groups is not None:
         of = groups.of_row[lo + rows]
         for g in np.unique(of).tolist():
@@ -225,6 +223,27 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
                 sel = of == g
                 ok[sel] &= ~mask[cols[sel]]
     return rows[ok], cols[ok]
+
+
+def _stored(csr: sp.csr_matrix, lo: int, rows, cols, pos, n_cols: int) -> np.ndarray:
+    """Whether ``csr`` stores each cell ``(lo + rows[i], item of compact column cols[i])``.
+
+    Reads only the rows that hold such cells (restored cells are few; a chunk's mask
+    cells are many).
+    """
+    if not rows.size:
+        return np.zeros(0, dtype=bool)
+    ur, inv = np.unique(rows, return_inverse=True)
+    ip = csr.indptr
+    start = ip[lo + ur].astype(np.int64)
+    counts = ip[lo + ur + 1].astype(np.int64) - start
+    total = int(counts.sum())
+    if not total:
+        return np.zeros(rows.size, dtype=bool)
+    at = np.arange(total, dtype=np.int64) + np.repeat(start - (np.cumsum(counts) - counts), counts)
+    mc = pos[csr.indices[at]]
+    keys = np.repeat(np.arange(ur.size, dtype=np.int64), counts) * n_cols + mc
+    return _among(inv.reshape(-1) * n_cols + cols, keys[mc >= 0])
 
 
 def _among(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
