@@ -336,7 +336,7 @@ def _pool_lower(space, queries, t: np.ndarray) -> np.ndarray:
 
 
 # The relative part of the bound: the penalties' float64 rounding, far below it.
-_REL = 4.0 * EPS32
+_REL: float = 4.0 * EPS32
 
 
 def _pool_delta(space, queries) -> np.ndarray:
