@@ -40,8 +40,8 @@ __all__ = [
     "compiled_step",
 ]
 
-EPS32 = float(np.finfo(np.float32).eps)
-F32_MAX = float(np.finfo(np.float32).max)
+EPS32: float = float(np.finfo(np.float32).eps)
+F32_MAX: float = float(np.finfo(np.float32).max)
 
 try:  # optional: built with the package where a C compiler was available (setup.py)
     from . import _tile  # type: ignore[attr-defined]
