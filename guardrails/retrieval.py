@@ -152,6 +152,18 @@ def _inner_products_by_id(raw: np.ndarray, items: np.ndarray, ids: np.ndarray) -
     return out
 
 
+# The head's product is selected as one tile up to this many (padded) items: the default
+# head (2 sqrt(n)) is 2,000 items at 1M and 6,324 at 10M; a larger, user-set head keeps
+# the kernel's own tiling, whose memory per worker is bounded.
+_HEAD_TILE_MAX = 8192
+
+
+def _head_tile(head: FactorSpace) -> int | None:
+    """The head call's ``tile_items``: one compiled tile for a small head, else the default."""
+    n_pad = head.width * head.n_blocks
+    return n_pad if HAS_COMPILED_TILE and n_pad <= _HEAD_TILE_MAX else None
+
+
 def _merge(a_ids, a_scores, b_ids, b_scores, N: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's top ``N`` of two disjoint slates, by score then item id (the kernel's order).
 
@@ -160,8 +172,9 @@ def _merge(a_ids, a_scores, b_ids, b_scores, N: int) -> tuple[np.ndarray, np.nda
     """
     compiled = compiled_step()
     if compiled is not None:
-        ids = np.empty((a_ids.shape[0], N), dtype=np.int64)
-        scores = np.empty((a_ids.shape[0], N), dtype=np.float64)
+        width = min(N, a_ids.shape[1] + b_ids.shape[1])
+        ids = np.empty((a_ids.shape[0], width), dtype=np.int64)
+        scores = np.empty((a_ids.shape[0], width), dtype=np.float64)
         compiled.merge_slates(
             np.ascontiguousarray(a_ids, dtype=np.int64),
             np.ascontiguousarray(a_scores, dtype=np.float64),
@@ -562,7 +575,7 @@ class ANNRetrieval:
                 viewer_masks=list(viewer_masks),
                 viewer_penalties=list(viewer_penalties),
                 score_dtype=np.float64,
-                tile_items=head.width * head.n_blocks if HAS_COMPILED_TILE else None,
+                tile_items=_head_tile(head),
                 **kernel,
             )
         if self.index_ is None:

@@ -505,3 +505,25 @@ def test_forced_cells_mask_lookup_is_isin(keys, table):
 
     k, t = np.array(keys, dtype=np.int64), np.array(table, dtype=np.int64)
     np.testing.assert_array_equal(_among(k, t), np.isin(k, t))
+
+
+@pytest.mark.skipif(not HAS_COMPILED_TILE, reason="the compiled step was not built")
+def test_compiled_steps_never_index_by_what_an_aliased_output_overwrote():
+    """An output buffer sharing memory with an index input cannot lead the compiled steps
+    out of bounds: they index by validated copies (a segfault here before)."""
+    from guardrails.core import _tile
+
+    N, big = 4, 10**12
+    V = np.empty((big + 1, 0), np.float32)  # no memory: zero factors
+    Q = np.zeros((2, 0), np.float32)
+    buf = np.zeros(2 * N, np.int64)  # the cells' columns, and the ids written out
+    rows = np.array([1] * N + [0] * N)
+    ids = np.array([big])
+    _tile.rescore_top(
+        Q, V, ids, np.zeros(0, np.float32), rows, buf, np.zeros(0),
+        buf.reshape(2, N), np.empty((2, N)), np.empty(2, np.int64),
+    )  # fmt: skip
+    ip = np.array([0, 1], np.int64)
+    hit = ip.view(np.uint8)[:8].reshape(1, 8)  # hit aliases indptr
+    _tile.pool_masked(np.arange(8, dtype=np.int64).reshape(1, 8), ip, np.array([3]), hit)
+    assert ip.view(np.uint8)[3] == 1  # item 3 was found through the validated offsets

@@ -294,6 +294,16 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
     space, groups = call.space, call.groups
     if exact:
         e = vals.astype(np.float64)
+    elif groups is not None and call.compiled is not None:
+        # Each row's own group's folded penalty, per cell (0 where its group has none).
+        of = groups.of_row[lo + c_rows]
+        neg = np.zeros(np.size(c_rows), dtype=np.float32)
+        for g in np.unique(of).tolist():
+            if groups.negs[g] is not None:
+                sel = of == g
+                neg[sel] = groups.negs[g][c_cols[sel]]
+        _emit_compiled(call, lo, hi, c_rows, c_cols, lookup, neg)
+        return
     elif groups is not None:
         e = space.exact_scores(call.queries[lo:hi], c_rows, c_cols, fold=False)
         of = groups.of_row[lo + c_rows]
@@ -325,9 +335,11 @@ def emit(call: TopkCall, lo: int, hi: int, c_rows, c_cols, vals, exact, lookup) 
     call.scores_out[lo + c_rows[take], rank[take]] = e[take]
 
 
-def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup) -> None:
+def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup, cell_neg=None):
     """:func:`emit` of a factor space's candidates by the compiled step: the same exact
-    scores (:func:`lane_sum`'s order), the same finite test and the same order, one pass."""
+    scores (:func:`lane_sum`'s order), the same finite test and the same order, one pass.
+    ``cell_neg`` (float32, one per cell): viewer groups' folded penalties, added in place
+    of the space's."""
     space, N = call.space, call.N
     r = hi - lo
     c_rows = np.ascontiguousarray(c_rows, dtype=np.int64)
@@ -336,6 +348,8 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup) -> 
         _NO_F64 if lookup is None else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
     )
     neg = _NO_F32 if space.neg_penalty is None else space.neg_penalty
+    if cell_neg is not None:
+        neg = np.ascontiguousarray(cell_neg, dtype=np.float32)
     ids = np.empty((r, N), dtype=np.int64)
     scores = np.empty((r, N), dtype=np.float64)
     counts = np.empty(r, dtype=np.int64)
@@ -350,6 +364,7 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup) -> 
         ids,
         scores,
         counts,
+        cell_neg is not None,
     )
     take = np.arange(N) < counts[:, None]
     call.ids_out[lo:hi][take] = ids[take]

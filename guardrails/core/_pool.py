@@ -91,6 +91,9 @@ def pool_topk(
     pens = [p for p in viewer_penalties if p is not None and p.nnz]
     masks = [v for v in viewer_masks if v is not None and v.nnz]
     pool_ids = np.asarray(pool_ids, dtype=np.int64)
+    if pool_scores is not None:
+        # float32 on both steps (the bound is float32's), whatever the caller passed
+        pool_scores = np.asarray(pool_scores, dtype=np.float32)
     dense = unique and pool_scores is not None
 
     def run(lo: int, hi: int) -> None:

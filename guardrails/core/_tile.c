@@ -192,7 +192,7 @@ ranks_before(double e, int64_t id, double e2, int64_t id2)
 
 PyDoc_STRVAR(rescore_top_doc,
 "rescore_top(queries, item_rows, ids, neg_penalty, rows, cols, pen, out_ids,\n"
-"            out_scores, counts, /)\n--\n\n"
+"            out_scores, counts, per_cell=False, /)\n--\n\n"
 "Rescore candidate cells exactly and keep each row's top N (guardrails.core._exact.emit).\n"
 "queries (float32, r x dq) and item_rows (float32, n x d, d <= dq); ids (int64): each\n"
 "compact column's item row; neg_penalty (float32, one per compact column, or empty):\n"
@@ -202,16 +202,18 @@ PyDoc_STRVAR(rescore_top_doc,
 "Cells whose score is not finite in float32 range are dropped. Each row's best N (score\n"
 "descending, then item id ascending) go to out_ids (int64, r x N: ids[col]) and\n"
 "out_scores (float64, r x N); counts (int64, r) receives how many each row got.\n"
-"Releases the GIL.");
+"With per_cell, neg_penalty holds one value per cell instead (viewer groups' own\n"
+"folded penalties). Releases the GIL.");
 
 static PyObject *
 rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[10];
     Py_buffer v[10];
+    int per_cell = 0;
     memset(v, 0, sizeof(v));
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:rescore_top", &o[0], &o[1], &o[2], &o[3], &o[4],
-                          &o[5], &o[6], &o[7], &o[8], &o[9])) {
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO|p:rescore_top", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7], &o[8], &o[9], &per_cell)) {
         return NULL;
     }
     if (get_buffer(o[0], &v[0], 0, 'f', "queries") || get_buffer(o[1], &v[1], 0, 'f', "item_rows") ||
@@ -236,28 +238,51 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     const Py_ssize_t N = err ? 0 : v[7].shape[1];
     if (!err && v[5].len / 8 != c) err = "rows and cols must have the same length";
     else if (!err && v[6].len / 8 != 0 && v[6].len / 8 != c) err = "pen must be empty or one per cell";
-    else if (!err && n_neg != 0 && n_neg != n_ids) err = "neg_penalty must be empty or one per column";
-    const int64_t *ids = (const int64_t *)v[2].buf;
-    const int64_t *rows = (const int64_t *)v[4].buf, *cols = (const int64_t *)v[5].buf;
-    for (Py_ssize_t i = 0; !err && i < c; i++) {
-        if (rows[i] < 0 || rows[i] >= r) err = "a cell's row is outside queries";
-        else if (cols[i] < 0 || cols[i] >= n_ids) err = "a cell's column is outside ids";
-        else if (ids[cols[i]] < 0 || ids[cols[i]] >= n) err = "an item id is outside item_rows";
-    }
+    else if (!err && n_neg != 0 && n_neg != (per_cell ? c : n_ids))
+        err = "neg_penalty must be empty or one per column (per cell with per_cell)";
     if (err) {
         PyErr_SetString(PyExc_ValueError, err);
         release_all(v, 10);
         return NULL;
     }
+    const int64_t *ids = (const int64_t *)v[2].buf;
+    const int64_t *in_rows = (const int64_t *)v[4].buf, *in_cols = (const int64_t *)v[5].buf;
     int64_t *start = (int64_t *)calloc((size_t)r + 1, sizeof(int64_t));
     int64_t *order = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c > 0 ? c : 1));
     double *score = (double *)malloc(sizeof(double) * (size_t)(c > 0 ? c : 1));
-    if (start == NULL || order == NULL || score == NULL) {
+    /* Validated copies: the loops below run without the GIL and write the outputs, so
+       they never read an index from a caller's buffer (one may alias an output). */
+    int64_t *rows = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c > 0 ? c : 1));
+    int64_t *cols = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c > 0 ? c : 1));
+    int64_t *item = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c > 0 ? c : 1));
+    if (start == NULL || order == NULL || score == NULL || rows == NULL || cols == NULL ||
+        item == NULL) {
         free(start);
         free(order);
         free(score);
+        free(rows);
+        free(cols);
+        free(item);
         release_all(v, 10);
         return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; !err && i < c; i++) {
+        rows[i] = in_rows[i];
+        cols[i] = in_cols[i];
+        if (rows[i] < 0 || rows[i] >= r) err = "a cell's row is outside queries";
+        else if (cols[i] < 0 || cols[i] >= n_ids) err = "a cell's column is outside ids";
+        else if ((item[i] = ids[cols[i]]) < 0 || item[i] >= n) err = "an item id is outside item_rows";
+    }
+    if (err) {
+        PyErr_SetString(PyExc_ValueError, err);
+        free(start);
+        free(order);
+        free(score);
+        free(rows);
+        free(cols);
+        free(item);
+        release_all(v, 10);
+        return NULL;
     }
     const float *Q = (const float *)v[0].buf, *V = (const float *)v[1].buf;
     const float *neg = n_neg ? (const float *)v[3].buf : NULL;
@@ -270,13 +295,12 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     for (Py_ssize_t i = 0; i < c; i++) {
 #if defined(__GNUC__)
         /* Cells reach scattered item rows: fetch a few cells ahead (memory-bound). */
-        if (i + 16 < c) __builtin_prefetch(ids + cols[i + 16]);
         if (i + 8 < c) {
-            const char *ahead = (const char *)(V + ids[cols[i + 8]] * d);
+            const char *ahead = (const char *)(V + item[i + 8] * d);
             for (Py_ssize_t b = 0; b < d * 4; b += 64) __builtin_prefetch(ahead + b);
         }
 #endif
-        const float *q = Q + rows[i] * dq, *x = V + ids[cols[i]] * d;
+        const float *q = Q + rows[i] * dq, *x = V + item[i] * d;
         double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         const Py_ssize_t whole = d - d % 8;
         Py_ssize_t k0 = 0;
@@ -296,7 +320,7 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
         double e = d == 0 ? 0.0
                           : ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
                                 ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-        if (neg != NULL) e += (double)neg[cols[i]];
+        if (neg != NULL) e += (double)(per_cell ? neg[i] : neg[cols[i]]);
         if (pen != NULL) e -= pen[i];
         score[i] = e;
     }
@@ -317,7 +341,7 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
         Py_ssize_t kept = 0;
         for (int64_t t = start[g]; t < start[g + 1]; t++) {
             const double e = score[order[t]];
-            const int64_t id = ids[cols[order[t]]];
+            const int64_t id = item[order[t]];
             if (kept == N && !ranks_before(e, id, os[N - 1], oi[N - 1])) continue;
             Py_ssize_t at = kept < N ? kept++ : N - 1;
             while (at > 0 && ranks_before(e, id, os[at - 1], oi[at - 1])) {
@@ -334,6 +358,9 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     free(start);
     free(order);
     free(score);
+    free(rows);
+    free(cols);
+    free(item);
     release_all(v, 10);
     Py_RETURN_NONE;
 }
@@ -370,14 +397,23 @@ pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
     const Py_ssize_t nnz = v[2].len / v[2].itemsize;
     if (!err && v[1].len / v[1].itemsize != m + 1) err = "indptr must have m + 1 entries";
     else if (!err && v[3].len != m * P) err = "hit must be m x P";
+    /* A validated copy of indptr: the loop below runs without the GIL and writes hit, so
+       it never reads an offset from a caller's buffer (hit may alias one). */
+    int64_t *ptr = (int64_t *)malloc(sizeof(int64_t) * (size_t)(m + 1));
+    if (!err && ptr == NULL) {
+        release_all(v, 4);
+        return PyErr_NoMemory();
+    }
     Py_ssize_t widest = 0;
+    if (!err) ptr[0] = int_at(&v[1], 0);
     for (Py_ssize_t i = 0; !err && i < m; i++) {
-        const int64_t a = int_at(&v[1], i), b = int_at(&v[1], i + 1);
+        const int64_t a = ptr[i], b = ptr[i + 1] = int_at(&v[1], i + 1);
         if (a < 0 || b < a || b > nnz) err = "indptr must be non-decreasing within indices";
         else if (b - a > widest) widest = (Py_ssize_t)(b - a);
     }
     if (err) {
         PyErr_SetString(PyExc_ValueError, err);
+        free(ptr);
         release_all(v, 4);
         return NULL;
     }
@@ -388,6 +424,7 @@ pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
     const Py_ssize_t slots = (Py_ssize_t)1 << bits;
     int64_t *table = (int64_t *)malloc(sizeof(int64_t) * (size_t)slots);
     if (table == NULL) {
+        free(ptr);
         release_all(v, 4);
         return PyErr_NoMemory();
     }
@@ -395,7 +432,7 @@ pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
     uint8_t *hit = (uint8_t *)v[3].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < m; i++) {
-        const int64_t a = int_at(&v[1], i), b = int_at(&v[1], i + 1);
+        const int64_t a = ptr[i], b = ptr[i + 1];
         const Py_ssize_t k = (Py_ssize_t)(b - a);
         if (k == 0) continue;
         int rb = 4;
@@ -419,6 +456,7 @@ pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
     }
     Py_END_ALLOW_THREADS
     free(table);
+    free(ptr);
     release_all(v, 4);
     Py_RETURN_NONE;
 }
@@ -552,6 +590,7 @@ pool_prune(PyObject *Py_UNUSED(self), PyObject *args)
             a[j] = x;
             if (x >= -DBL_MAX && x <= DBL_MAX) fin[n_fin++] = x;
         }
+        if (outside) break;
         double thr = -INFINITY;
         if (n_fin >= N) {
             /* guardrails.core._exact.lower: the same float64 operations, in the same order */
