@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import guardrails as gr
+from guardrails.core.kernel import HAS_COMPILED_TILE
 
 
 def make_case(n_users, n_items, factors, seed):
@@ -164,7 +165,7 @@ def main():
         f"# bench_ann: pool {args.pool}, head {args.head or '2 sqrt(n)'}, "
         f"nprobe {args.nprobe or 'default'}, {args.users} users, N=10, medians (worst) of "
         f"{args.repeat} runs, seed {args.seed}, side by side up to {args.apart_above} items, "
-        f"load {os.getloadavg()[0]:.2f}\n"
+        f"compiled step: {HAS_COMPILED_TILE}, load {os.getloadavg()[0]:.2f}\n"
     )
     print(
         "| items | factors | kind | build s | index MiB | exact u/s | ANN u/s | ANN / exact "

@@ -10,6 +10,7 @@ each viewer alone. Only the ranking may be approximate.
 from __future__ import annotations
 
 import pickle
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from test_guard_contract import _eligible, scenarios  # noqa: E402
 from worlds import KERNEL_BACKENDS  # noqa: E402
 
 import guardrails as gr  # noqa: E402
+import guardrails.core._exact as exact  # noqa: E402
 from guardrails.core.kernel import FactorSpace, guarded_topk, pool_topk  # noqa: E402
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,9 +44,17 @@ def _retrieval(data, n_items):
     )
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @SETTINGS
 @given(s=scenarios(kind="factors"), data=st.data())
-def test_ann_recommend_contract(s, data):
+def test_ann_recommend_contract(s, data, backend):
+    """The contract on every path: the compiled pool step, rescoring and merge, or (with
+    the compiled module hidden) their numpy fallbacks."""
+    with mock.patch.object(exact, "_tile", exact._tile if backend == "compiled" else None):
+        _check_ann_contract(s, data)
+
+
+def _check_ann_contract(s, data):
     retrieval = _retrieval(data, s["n_items"])
     guard = gr.Guard(s["model"], s["filters"], retrieval=retrieval)
     m = data.draw(st.integers(1, s["n_users"]))
