@@ -70,7 +70,7 @@ import numpy as np
 
 from ._validation import check_factors, check_int, fail
 from .core._exact import compiled_step
-from .core.kernel import HAS_COMPILED_TILE, FactorSpace, guarded_topk, pool_topk
+from .core.kernel import FactorSpace, guarded_topk, pool_topk
 from .exceptions import ValidationError, missing_extra
 
 __all__ = ["ANNRetrieval"]
@@ -161,7 +161,7 @@ _HEAD_TILE_MAX = 8192
 def _head_tile(head: FactorSpace) -> int | None:
     """The head call's ``tile_items``: one compiled tile for a small head, else the default."""
     n_pad = head.width * head.n_blocks
-    return n_pad if HAS_COMPILED_TILE and n_pad <= _HEAD_TILE_MAX else None
+    return n_pad if compiled_step() is not None and n_pad <= _HEAD_TILE_MAX else None
 
 
 def _merge(a_ids, a_scores, b_ids, b_scores, N: int) -> tuple[np.ndarray, np.ndarray]:
