@@ -190,6 +190,24 @@ ranks_before(double e, int64_t id, double e2, int64_t id2)
     return e > e2 || (e == e2 && id < id2);
 }
 
+/* Insert (e, id) into a slate of kept <= N entries in rank order (the kernel's order:
+   score descending, then item id); returns the new count. An entry that ranks after a
+   full slate's last is dropped; ties with an entry already kept go after it. */
+static inline Py_ssize_t
+slate_insert(double *scores, int64_t *ids, Py_ssize_t kept, Py_ssize_t N, double e, int64_t id)
+{
+    if (kept == N && !ranks_before(e, id, scores[N - 1], ids[N - 1])) return kept;
+    Py_ssize_t at = kept < N ? kept++ : N - 1;
+    while (at > 0 && ranks_before(e, id, scores[at - 1], ids[at - 1])) {
+        scores[at] = scores[at - 1];
+        ids[at] = ids[at - 1];
+        at--;
+    }
+    scores[at] = e;
+    ids[at] = id;
+    return kept;
+}
+
 PyDoc_STRVAR(rescore_top_doc,
 "rescore_top(queries, item_rows, ids, neg_penalty, rows, cols, pen, out_ids,\n"
 "            out_scores, counts, per_cell=False, /)\n--\n\n"
@@ -275,14 +293,7 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     }
     if (err) {
         PyErr_SetString(PyExc_ValueError, err);
-        free(start);
-        free(order);
-        free(score);
-        free(rows);
-        free(cols);
-        free(item);
-        release_all(v, 10);
-        return NULL;
+        goto done;
     }
     const float *Q = (const float *)v[0].buf, *V = (const float *)v[1].buf;
     const float *neg = n_neg ? (const float *)v[3].buf : NULL;
@@ -339,22 +350,12 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
         int64_t *oi = out_ids + g * N;
         double *os = out_scores + g * N;
         Py_ssize_t kept = 0;
-        for (int64_t t = start[g]; t < start[g + 1]; t++) {
-            const double e = score[order[t]];
-            const int64_t id = item[order[t]];
-            if (kept == N && !ranks_before(e, id, os[N - 1], oi[N - 1])) continue;
-            Py_ssize_t at = kept < N ? kept++ : N - 1;
-            while (at > 0 && ranks_before(e, id, os[at - 1], oi[at - 1])) {
-                os[at] = os[at - 1];
-                oi[at] = oi[at - 1];
-                at--;
-            }
-            os[at] = e;
-            oi[at] = id;
-        }
+        for (int64_t t = start[g]; t < start[g + 1]; t++)
+            kept = slate_insert(os, oi, kept, N, score[order[t]], item[order[t]]);
         counts[g] = kept;
     }
     Py_END_ALLOW_THREADS
+done:
     free(start);
     free(order);
     free(score);
@@ -362,6 +363,7 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     free(cols);
     free(item);
     release_all(v, 10);
+    if (err) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -670,15 +672,7 @@ merge_slates(PyObject *Py_UNUSED(self), PyObject *args)
             const int64_t id = t < Na ? ai[i * Na + t] : bi[i * Nb + t - Na];
             if (id < 0) continue; /* padding */
             const double e = t < Na ? as[i * Na + t] : bs[i * Nb + t - Na];
-            if (kept == N && !ranks_before(e, id, ts[N - 1], ti[N - 1])) continue;
-            Py_ssize_t at = kept < N ? kept++ : N - 1;
-            while (at > 0 && ranks_before(e, id, ts[at - 1], ti[at - 1])) {
-                ts[at] = ts[at - 1];
-                ti[at] = ti[at - 1];
-                at--;
-            }
-            ts[at] = e;
-            ti[at] = id;
+            kept = slate_insert(ts, ti, kept, N, e, id);
         }
         for (Py_ssize_t t = kept; t < N; t++) {
             ti[t] = -1;
