@@ -66,6 +66,37 @@ release_all(Py_buffer *views, int n)
     }
 }
 
+/* Take the buffers of o[0..n) into v[0..n), n = strlen(spec): spec[k] is buffer k's kind
+   (as get_buffer's), upper case where it must be writable; names[k] names it in errors.
+   On failure, every buffer taken is released and -1 returned (a Python error set). */
+static int
+get_buffers(PyObject *const *o, Py_buffer *v, const char *spec, const char *const *names)
+{
+    const int n = (int)strlen(spec);
+    memset(v, 0, (size_t)n * sizeof(Py_buffer));
+    for (int k = 0; k < n; k++) {
+        const char c = spec[k];
+        const int writable = c >= 'A' && c <= 'Z';
+        if (get_buffer(o[k], &v[k], writable, writable ? (char)(c - 'A' + 'a') : c, names[k])) {
+            release_all(v, k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Raise ValueError(err), release the n buffers of v and return NULL (for `return`). */
+static inline PyObject *
+value_error(const char *err, Py_buffer *v, int n)
+{
+    PyErr_SetString(PyExc_ValueError, err);
+    release_all(v, n);
+    return NULL;
+}
+
+/* A `methods` table entry: the function FN, its docstring FN_doc, positional arguments. */
+#define GR_METHOD(FN) {#FN, FN, METH_VARARGS, FN##_doc}
+
 /* The module NAME (its PyInit_NAME) with docstring DOC and the file's `methods` table. */
 #define GR_MODULE(NAME, DOC)                                                              \
     static struct PyModuleDef gr_module = {                                                \

@@ -69,19 +69,13 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[11];
     Py_buffer v[11];
     Py_ssize_t width, offset;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OnOOOOOOnOOO:tile_select", &o[0], &width, &o[1], &o[2], &o[3],
                           &o[9], &o[4], &o[5], &offset, &o[6], &o[7], &o[8])) {
         return NULL;
     }
-    if (get_buffer(o[0], &v[0], 0, 'f', "tile") || get_buffer(o[1], &v[1], 0, 'q', "rows") ||
-        get_buffer(o[2], &v[2], 1, 'f', "top") || get_buffer(o[3], &v[3], 0, 'd', "delta") ||
-        get_buffer(o[4], &v[4], 1, 'd', "thr") || get_buffer(o[5], &v[5], 1, 'f', "thr32") ||
-        get_buffer(o[6], &v[6], 1, 'q', "out_rows") || get_buffer(o[7], &v[7], 1, 'q', "out_pos") ||
-        get_buffer(o[8], &v[8], 1, 'f', "out_vals") || get_buffer(o[9], &v[9], 0, 'd', "rel")) {
-        release_all(v, 10);
-        return NULL;
-    }
+    static const char *const names[] = {
+        "tile", "rows", "top", "delta", "thr", "thr32", "out_rows", "out_pos", "out_vals", "rel"};
+    if (get_buffers(o, v, "fqFdDFQQFd", names)) return NULL;
     const Py_ssize_t nl = v[1].len / 8;
     const Py_ssize_t r = v[3].len / 8;
     const char *err = NULL;
@@ -100,11 +94,7 @@ tile_select(PyObject *Py_UNUSED(self), PyObject *args)
     for (Py_ssize_t j = 0; !err && j < nl; j++) {
         if (rows[j] < 0 || rows[j] >= r) err = "a row index is outside top";
     }
-    if (err) {
-        PyErr_SetString(PyExc_ValueError, err);
-        release_all(v, 10);
-        return NULL;
-    }
+    if (err) return value_error(err, v, 10);
     const Py_ssize_t N = v[2].shape[1];
     const Py_ssize_t nb = T / width;
     float *maxima = (float *)malloc(sizeof(float) * (size_t)(nb > 0 ? nb : 1) * (size_t)(nl > 0 ? nl : 1));
@@ -229,19 +219,14 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[10];
     Py_buffer v[10];
     int per_cell = 0;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOOOOOO|p:rescore_top", &o[0], &o[1], &o[2], &o[3], &o[4],
                           &o[5], &o[6], &o[7], &o[8], &o[9], &per_cell)) {
         return NULL;
     }
-    if (get_buffer(o[0], &v[0], 0, 'f', "queries") || get_buffer(o[1], &v[1], 0, 'f', "item_rows") ||
-        get_buffer(o[2], &v[2], 0, 'q', "ids") || get_buffer(o[3], &v[3], 0, 'f', "neg_penalty") ||
-        get_buffer(o[4], &v[4], 0, 'q', "rows") || get_buffer(o[5], &v[5], 0, 'q', "cols") ||
-        get_buffer(o[6], &v[6], 0, 'd', "pen") || get_buffer(o[7], &v[7], 1, 'q', "out_ids") ||
-        get_buffer(o[8], &v[8], 1, 'd', "out_scores") || get_buffer(o[9], &v[9], 1, 'q', "counts")) {
-        release_all(v, 10);
-        return NULL;
-    }
+    static const char *const names[] = {
+        "queries", "item_rows", "ids", "neg_penalty", "rows", "cols", "pen", "out_ids",
+        "out_scores", "counts"};
+    if (get_buffers(o, v, "ffqfqqdQDQ", names)) return NULL;
     const char *err = NULL;
     if (v[0].ndim != 2 || v[1].ndim != 2) err = "queries and item_rows must be 2-d";
     else if (v[1].shape[1] > v[0].shape[1]) err = "queries must have at least item_rows' factors";
@@ -258,11 +243,7 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     else if (!err && v[6].len / 8 != 0 && v[6].len / 8 != c) err = "pen must be empty or one per cell";
     else if (!err && n_neg != 0 && n_neg != (per_cell ? c : n_ids))
         err = "neg_penalty must be empty or one per column (per cell with per_cell)";
-    if (err) {
-        PyErr_SetString(PyExc_ValueError, err);
-        release_all(v, 10);
-        return NULL;
-    }
+    if (err) return value_error(err, v, 10);
     const int64_t *ids = (const int64_t *)v[2].buf;
     const int64_t *in_rows = (const int64_t *)v[4].buf, *in_cols = (const int64_t *)v[5].buf;
     int64_t *start = (int64_t *)calloc((size_t)r + 1, sizeof(int64_t));
@@ -275,14 +256,9 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     int64_t *item = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c > 0 ? c : 1));
     if (start == NULL || order == NULL || score == NULL || rows == NULL || cols == NULL ||
         item == NULL) {
-        free(start);
-        free(order);
-        free(score);
-        free(rows);
-        free(cols);
-        free(item);
-        release_all(v, 10);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        err = "out of memory";
+        goto done;
     }
     for (Py_ssize_t i = 0; !err && i < c; i++) {
         rows[i] = in_rows[i];
@@ -386,13 +362,9 @@ pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[4];
     Py_buffer v[4];
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOO:pool_masked", &o[0], &o[1], &o[2], &o[3])) return NULL;
-    if (get_buffer(o[0], &v[0], 0, 'q', "pool_ids") || get_buffer(o[1], &v[1], 0, 'i', "indptr") ||
-        get_buffer(o[2], &v[2], 0, 'i', "indices") || get_buffer(o[3], &v[3], 1, 'b', "hit")) {
-        release_all(v, 4);
-        return NULL;
-    }
+    static const char *const names[] = {"pool_ids", "indptr", "indices", "hit"};
+    if (get_buffers(o, v, "qiiB", names)) return NULL;
     const char *err = NULL;
     if (v[0].ndim != 2) err = "pool_ids must be m x P";
     const Py_ssize_t m = err ? 0 : v[0].shape[0], P = err ? 0 : v[0].shape[1];
@@ -511,19 +483,14 @@ pool_prune(PyObject *Py_UNUSED(self), PyObject *args)
     Py_buffer v[10];
     double rel;
     Py_ssize_t N;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOOOOdnOO:pool_prune", &o[0], &o[1], &o[2], &o[3], &o[4],
                           &o[5], &o[6], &o[7], &rel, &N, &o[8], &o[9])) {
         return NULL;
     }
-    if (get_buffer(o[0], &v[0], 0, 'q', "pool_ids") || get_buffer(o[1], &v[1], 0, 'f', "approx") ||
-        get_buffer(o[2], &v[2], 0, 'q', "pos") || get_buffer(o[3], &v[3], 0, 'f', "neg_penalty") ||
-        get_buffer(o[4], &v[4], 0, 'b', "banned") || get_buffer(o[5], &v[5], 0, 'b', "hit") ||
-        get_buffer(o[6], &v[6], 0, 'd', "pen") || get_buffer(o[7], &v[7], 0, 'd', "delta") ||
-        get_buffer(o[8], &v[8], 1, 'q', "out_rows") || get_buffer(o[9], &v[9], 1, 'q', "out_cols")) {
-        release_all(v, 10);
-        return NULL;
-    }
+    static const char *const names[] = {
+        "pool_ids", "approx", "pos", "neg_penalty", "banned", "hit", "pen", "delta", "out_rows",
+        "out_cols"};
+    if (get_buffers(o, v, "qfqfbbddQQ", names)) return NULL;
     const char *err = NULL;
     if (v[0].ndim != 2) err = "pool_ids must be m x P";
     const Py_ssize_t m = err ? 0 : v[0].shape[0], P = err ? 0 : v[0].shape[1];
@@ -536,11 +503,7 @@ pool_prune(PyObject *Py_UNUSED(self), PyObject *args)
     else if (!err && (v[8].len / 8 < m * P || v[9].len / 8 < m * P)) err = "the outputs must hold m * P cells";
     else if (!err && N < 1) err = "N must be >= 1";
     const int64_t *pos = (const int64_t *)v[2].buf;
-    if (err) {
-        PyErr_SetString(PyExc_ValueError, err);
-        release_all(v, 10);
-        return NULL;
-    }
+    if (err) return value_error(err, v, 10);
     double *a = (double *)malloc(sizeof(double) * (size_t)(P > 0 ? P : 1));
     double *fin = (double *)malloc(sizeof(double) * (size_t)(P > 0 ? P : 1));
     int64_t *col = (int64_t *)malloc(sizeof(int64_t) * (size_t)(P > 0 ? P : 1));
@@ -636,15 +599,11 @@ merge_slates(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[6];
     Py_buffer v[6];
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOO:merge_slates", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5]))
         return NULL;
-    if (get_buffer(o[0], &v[0], 0, 'q', "a_ids") || get_buffer(o[1], &v[1], 0, 'd', "a_scores") ||
-        get_buffer(o[2], &v[2], 0, 'q', "b_ids") || get_buffer(o[3], &v[3], 0, 'd', "b_scores") ||
-        get_buffer(o[4], &v[4], 1, 'q', "out_ids") || get_buffer(o[5], &v[5], 1, 'd', "out_scores")) {
-        release_all(v, 6);
-        return NULL;
-    }
+    static const char *const names[] = {
+        "a_ids", "a_scores", "b_ids", "b_scores", "out_ids", "out_scores"};
+    if (get_buffers(o, v, "qdqdQD", names)) return NULL;
     const char *err = NULL;
     for (int k = 0; k < 6 && !err; k++) {
         if (v[k].ndim != 2 || v[k].shape[0] != v[0].shape[0]) err = "every slate must be m x (its N)";
@@ -652,11 +611,7 @@ merge_slates(PyObject *Py_UNUSED(self), PyObject *args)
     if (!err && (v[1].shape[1] != v[0].shape[1] || v[3].shape[1] != v[2].shape[1] ||
                  v[5].shape[1] != v[4].shape[1] || v[4].shape[1] < 1))
         err = "ids and scores must have the same shape, N >= 1";
-    if (err) {
-        PyErr_SetString(PyExc_ValueError, err);
-        release_all(v, 6);
-        return NULL;
-    }
+    if (err) return value_error(err, v, 6);
     const Py_ssize_t m = v[0].shape[0], Na = v[0].shape[1], Nb = v[2].shape[1];
     const Py_ssize_t N = v[4].shape[1];
     const int64_t *ai = (const int64_t *)v[0].buf, *bi = (const int64_t *)v[2].buf;
@@ -685,11 +640,11 @@ merge_slates(PyObject *Py_UNUSED(self), PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"tile_select", tile_select, METH_VARARGS, tile_select_doc},
-    {"rescore_top", rescore_top, METH_VARARGS, rescore_top_doc},
-    {"pool_masked", pool_masked, METH_VARARGS, pool_masked_doc},
-    {"pool_prune", pool_prune, METH_VARARGS, pool_prune_doc},
-    {"merge_slates", merge_slates, METH_VARARGS, merge_slates_doc},
+    GR_METHOD(tile_select),
+    GR_METHOD(rescore_top),
+    GR_METHOD(pool_masked),
+    GR_METHOD(pool_prune),
+    GR_METHOD(merge_slates),
     {NULL, NULL, 0, NULL},
 };
 

@@ -277,14 +277,13 @@ csr_matmul(PyObject *Py_UNUSED(self), PyObject *args)
     Py_buffer v[5];
     Py_ssize_t lo, hi, c;
     csr_rows rows;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOnnn:csr_matmul", &o[0], &o[1], &o[2], &o[3], &o[4], &lo,
                           &hi, &c)) {
         return NULL;
     }
-    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
-        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "x") ||
-        get_buffer(o[4], &v[4], 1, 'f', "y") || check_apart(&v[4], &v[3], "y", "x") ||
+    static const char *const names[] = {"indptr", "indices", "data", "x", "y"};
+    if (get_buffers(o, v, "iiffF", names) ||
+        check_apart(&v[4], &v[3], "y", "x") ||
         check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
         check_rows(&v[4], hi, c, "y") || run_rows(&rows, v, lo, hi, c, NULL, 0.0f, NULL, GR_PLAIN)) {
         release_all(v, 5);
@@ -311,16 +310,14 @@ product_with_epilogue(PyObject *args, const char *format, const char *const name
     Py_ssize_t lo, hi, c;
     float a;
     csr_rows rows;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, format, &o[0], &o[1], &o[2], &o[3], &o[5], &o[4], &lo, &hi, &c,
                           &a, &o[6])) {
         return NULL;
     }
     /* v: indptr, indices, data, x, y, r, sums */
-    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
-        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', names[0]) ||
-        get_buffer(o[4], &v[4], 1, 'f', names[2]) || get_buffer(o[5], &v[5], 0, 'f', names[1]) ||
-        get_buffer(o[6], &v[6], 1, 'd', "sums") || check_apart(&v[4], &v[3], names[2], names[0]) ||
+    const char *const bufs[] = {"indptr", "indices", "data", names[0], names[2], names[1], "sums"};
+    if (get_buffers(o, v, "iiffFfD", bufs) ||
+        check_apart(&v[4], &v[3], names[2], names[0]) ||
         check_apart(&v[4], &v[5], names[2], names[1]) ||
         check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) || check_rows(&v[3], hi, c, names[0]) ||
         check_rows(&v[4], hi, c, names[2]) || check_rows(&v[5], hi, c, names[1])) {
@@ -372,19 +369,13 @@ cg_update(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[8];
     Py_buffer v[8];
     Py_ssize_t lo, hi, c;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOOOnnnO:cg_update", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &o[6], &lo, &hi, &c, &o[7])) {
         return NULL;
     }
-    static const char *names[8] = {"p", "q", "r", "z", "inv", "alpha", "beta", "sums"};
+    static const char *const names[8] = {"p", "q", "r", "z", "inv", "alpha", "beta", "sums"};
     static const int writable[8] = {1, 0, 1, 1, 0, 0, 0, 1};
-    for (int k = 0; k < 8; k++) {
-        if (get_buffer(o[k], &v[k], writable[k], k == 7 ? 'd' : 'f', names[k])) {
-            release_all(v, 8);
-            return NULL;
-        }
-    }
+    if (get_buffers(o, v, "FfFFfffD", names)) return NULL;
     for (int k = 0; k < 8; k++) {
         for (int j = 0; j < 8; j++) {
             if (j != k && writable[k] && (j > k || !writable[j]) &&
@@ -448,18 +439,13 @@ csr_transpose(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o[7];
     Py_buffer v[7];
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOOO:csr_transpose", &o[0], &o[1], &o[2], &o[3], &o[4],
                           &o[5], &o[6])) {
         return NULL;
     }
-    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
-        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "scale") ||
-        get_buffer(o[4], &v[4], 1, 'i', "next") || get_buffer(o[5], &v[5], 1, 'i', "out_indices") ||
-        get_buffer(o[6], &v[6], 1, 'f', "out_data")) {
-        release_all(v, 7);
-        return NULL;
-    }
+    static const char *const names[] = {
+        "indptr", "indices", "data", "scale", "next", "out_indices", "out_data"};
+    if (get_buffers(o, v, "iiffIIF", names)) return NULL;
     const int w = (int)v[0].itemsize, wo = (int)v[5].itemsize;
     const Py_ssize_t n = v[0].len / w - 1, ncols = v[4].len / 8, cap = v[5].len / wo;
     int bad = v[1].itemsize != w || v[4].itemsize != 8 || n < 0 || v[3].len / 4 < n ||
@@ -529,14 +515,12 @@ csr_scatter(PyObject *Py_UNUSED(self), PyObject *args)
     Py_buffer v[6];
     Py_ssize_t lo, hi, c;
     csr_rows rows;
-    memset(v, 0, sizeof(v));
     if (!PyArg_ParseTuple(args, "OOOOOOnnn:csr_scatter", &o[0], &o[1], &o[2], &o[3], &o[4],
                           &o[5], &lo, &hi, &c)) {
         return NULL;
     }
-    if (get_buffer(o[0], &v[0], 0, 'i', "indptr") || get_buffer(o[1], &v[1], 0, 'i', "indices") ||
-        get_buffer(o[2], &v[2], 0, 'f', "data") || get_buffer(o[3], &v[3], 0, 'f', "scale") ||
-        get_buffer(o[4], &v[4], 0, 'f', "x") || get_buffer(o[5], &v[5], 1, 'f', "y") ||
+    static const char *const names[] = {"indptr", "indices", "data", "scale", "x", "y"};
+    if (get_buffers(o, v, "iifffF", names) ||
         check_apart(&v[5], &v[4], "y", "x") || check_csr(&v[0], &v[1], &v[2], lo, hi, c, &rows) ||
         check_rows(&v[4], hi, c, "x")) {
         release_all(v, 6);
@@ -609,12 +593,12 @@ csr_scatter(PyObject *Py_UNUSED(self), PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"csr_scatter", csr_scatter, METH_VARARGS, csr_scatter_doc},
-    {"csr_transpose", csr_transpose, METH_VARARGS, csr_transpose_doc},
-    {"csr_matmul", csr_matmul, METH_VARARGS, csr_matmul_doc},
-    {"cg_product", cg_product, METH_VARARGS, cg_product_doc},
-    {"cg_update", cg_update, METH_VARARGS, cg_update_doc},
-    {"power_product", power_product, METH_VARARGS, power_product_doc},
+    GR_METHOD(csr_scatter),
+    GR_METHOD(csr_transpose),
+    GR_METHOD(csr_matmul),
+    GR_METHOD(cg_product),
+    GR_METHOD(cg_update),
+    GR_METHOD(power_product),
     {NULL, NULL, 0, NULL},
 };
 
