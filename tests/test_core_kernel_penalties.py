@@ -174,3 +174,57 @@ def test_restored_demotions_keep_the_loose_bound_on_their_rows_only(backend):
     if target in ids[0]:
         k = int(np.flatnonzero(ids[0] == target)[0])
         assert scores[0, k] == pytest.approx(raw, rel=1e-6, abs=1e-6)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 40),
+    n=st.integers(8, 120),
+    n_pens=st.integers(1, 3),
+    density=st.sampled_from([0.02, 0.2, 0.6]),
+    neg_share=st.sampled_from([0.0, 0.3, 1.0]),
+    mask_density=st.sampled_from([0.0, 0.1, 0.5]),
+    cuts=st.lists(st.integers(0, 40), max_size=6),
+)
+def test_call_penalties_slice_equals_the_per_chunk_terms(
+    seed, m, n, n_pens, density, neg_share, mask_density, cuts
+):
+    # The kernel sums a call's per-viewer penalties once (CallPenalties) and slices
+    # them per chunk; each slice must be what the chunk computed on its own: the same
+    # cells and float64 totals, lookups, rows with penalties, and restored cells past
+    # the same masks.
+    from guardrails.core._exact import CallPenalties, TopkCall
+
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((n, 3)).astype(np.float32)
+    hard = rng.random(n) < 0.2
+    space = FactorSpace.build(V, hard_mask=hard, block_width=4)
+    n_cols = space.width * space.n_blocks
+    pens = []
+    for _ in range(n_pens):
+        p = sp.random(m, n, density=density, format="csr", random_state=rng, dtype=np.float64)
+        p.data[:] = np.where(rng.random(p.nnz) < neg_share, -1.0, 1.0) * rng.random(p.nnz)
+        pens.append(p)
+    masks = [sp.random(m, n, density=mask_density, format="csr", random_state=rng)]
+    masks = [x for x in masks if x.nnz]
+    call_cols = space.pos[rng.choice(n, size=3)]
+    call_cols = call_cols[call_cols >= 0]
+    terms = CallPenalties.build(space, pens, m, n_cols, True, call_cols, masks, None)
+    out = np.zeros((m, 1))
+    args = (space, None, 1, call_cols, masks, pens, out, out)
+    whole, alone = TopkCall(*args, terms=terms), TopkCall(*args)
+    bounds = sorted({0, m, *(c for c in cuts if c <= m)})
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        got = whole.chunk_penalties(lo, hi, n_cols, True)
+        want = alone.chunk_penalties(lo, hi, n_cols, True)
+        np.testing.assert_array_equal(got[2], want[2])
+        for g, w in ((got[0], want[0]), (got[3], want[3])):
+            assert (g is None) == (w is None)
+            if g is not None:
+                for a, b in zip(g, w, strict=True):
+                    np.testing.assert_array_equal(a, b)
+        assert (got[1] is None) == (want[1] is None)
+        if got[1] is not None:
+            np.testing.assert_array_equal(got[1].keys, want[1].keys)
+            np.testing.assert_array_equal(got[1].vals, want[1].vals)

@@ -29,6 +29,7 @@ __all__ = [
     "chunk_cells",
     "penalty_cells",
     "penalty_terms",
+    "CallPenalties",
     "forced_candidates",
     "lower",
     "emit",
@@ -105,6 +106,8 @@ class TopkCall:
         Viewer groups sharing the call (:mod:`guardrails.core._groups`).
     tally : list of int or None
         If given, each chunk appends the number of candidates it rescored exactly.
+    terms : CallPenalties or None
+        ``penalties`` summed per cell for the whole call (:meth:`chunk_penalties`).
     """
 
     space: Any
@@ -118,16 +121,45 @@ class TopkCall:
     compiled: Any = None
     groups: Any = None
     tally: list[int] | None = None
+    terms: CallPenalties | None = None
+
+    def chunk_penalties(self, lo: int, hi: int, n_cols: int, split: bool):
+        """:func:`penalty_terms` of rows ``lo:hi``, with the restored cells (``split``)
+        already past :func:`forced_candidates`: the slice of the call's
+        :class:`CallPenalties` where it has one."""
+        if self.terms is not None:
+            return self.terms.chunk(lo, hi)
+        cells, lookup, has, forced = penalty_terms(
+            self.space, lo, hi, self.penalties, n_cols, split=split
+        )
+        if forced is not None:
+            forced = forced_candidates(
+                forced, self.call_cols, self.masks, lo, hi, self.space.pos, n_cols, self.groups
+            )
+        return cells, lookup, has, forced
 
 
 class PairLookup:
-    """Sorted ``row * n_cols + col`` keys of a chunk's sparse cells, for exact rescoring."""
+    """Sorted ``row * n_cols + col`` keys of a chunk's sparse cells, for exact rescoring.
 
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_cols: int):
+    ``ordered=True``: the cells already come sorted by row, then column.
+    """
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        vals: np.ndarray,
+        n_cols: int,
+        *,
+        ordered: bool = False,
+    ):
         keys = rows * n_cols + cols
-        order = np.argsort(keys, kind="stable")
-        self.keys = keys[order]
-        self.vals = vals[order]
+        if ordered:
+            self.keys, self.vals = keys, vals
+        else:
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.vals = keys[order], vals[order]
         self.n_cols = n_cols
 
     def get(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -203,6 +235,69 @@ def penalty_terms(space, lo: int, hi: int, penalties, n_cols: int, split: bool =
     return cells, lookup, has, forced
 
 
+@dataclass(frozen=True, eq=False)
+class CallPenalties:
+    """A call's per-viewer penalties, summed per cell once for all its rows.
+
+    The same cells and float64 totals :func:`penalty_terms` computes chunk by chunk
+    (:func:`penalty_cells` sums a cell's penalties in the same order either way), sorted
+    by row and then column, so that each chunk of rows is a slice (:meth:`chunk`).
+    With ``split``, the restored cells (negative or NaN totals) are tested against the
+    call's masks once (:func:`forced_candidates`): ``forced_ok`` marks those no mask hits.
+    A chunk then costs a few slices where it cost a sort, a sum and a mask lookup per
+    penalty matrix.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    total: np.ndarray
+    at: np.ndarray
+    n_cols: int
+    neg: np.ndarray | None
+    forced_ok: np.ndarray | None
+
+    @classmethod
+    def build(
+        cls, space, penalties, m: int, n_cols: int, split: bool, call_cols, masks, groups
+    ) -> CallPenalties | None:
+        cells = penalty_cells(space, 0, m, penalties, n_cols)
+        if cells is None:
+            return None
+        rows, cols, total = cells
+        at = np.searchsorted(rows, np.arange(m + 1, dtype=np.int64))
+        neg = forced_ok = None
+        if split:
+            neg = ~(total >= 0)
+            if neg.any():
+                forced_ok = np.zeros(rows.size, dtype=bool)
+                forced_ok[neg] = _unmasked(
+                    rows[neg], cols[neg], call_cols, masks, 0, space.pos, n_cols, groups
+                )
+            else:
+                neg = None
+        return cls(rows, cols, total, at, n_cols, neg, forced_ok)
+
+    def chunk(self, lo: int, hi: int):
+        """:func:`penalty_terms` of rows ``lo:hi``, restored cells past
+        :func:`forced_candidates` (chunk-local rows)."""
+        a, b = int(self.at[lo]), int(self.at[hi])
+        has = np.zeros(hi - lo, dtype=bool)
+        if a == b:
+            return None, None, has, None
+        urows, ucols, total = self.rows[a:b] - lo, self.cols[a:b], self.total[a:b]
+        has[urows] = True
+        lookup = PairLookup(urows, ucols, total, self.n_cols, ordered=True)
+        cells = (urows, ucols, total)
+        forced = None
+        if self.neg is not None and self.forced_ok is not None:
+            neg = self.neg[a:b]
+            if neg.any():
+                ok = self.forced_ok[a:b]
+                forced = (urows[ok], ucols[ok])
+                cells = (urows[~neg], ucols[~neg], total[~neg])
+        return cells, lookup, has, forced
+
+
 def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None):
     """The cells of ``forced`` (local rows, compact cols) that no mask of the chunk hits.
 
@@ -210,6 +305,12 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
     the fused and unfused paths rescore the same forced cells.
     """
     rows, cols = forced
+    ok = _unmasked(rows, cols, call_cols, masks, lo, pos, n_cols, groups)
+    return rows[ok], cols[ok]
+
+
+def _unmasked(rows, cols, call_cols, masks, lo, pos, n_cols, groups) -> np.ndarray:
+    """Whether no mask hits each cell ``(lo + rows[i], cols[i])``: :func:`forced_candidates`."""
     ok = np.ones(rows.size, dtype=bool)
     if call_cols is not None and call_cols.size:
         ok &= ~np.isin(cols, call_cols)
@@ -222,7 +323,7 @@ def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None
             if mask is not None:
                 sel = of == g
                 ok[sel] &= ~mask[cols[sel]]
-    return rows[ok], cols[ok]
+    return ok
 
 
 def _stored(csr: sp.csr_matrix, lo: int, rows, cols, pos, n_cols: int) -> np.ndarray:

@@ -28,9 +28,7 @@ from ._exact import (
     chunk_cells,
     column_norms,
     emit,
-    forced_candidates,
     lower,
-    penalty_terms,
     sanitize,
     threshold,
 )
@@ -263,11 +261,10 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     call_cols = call.call_cols
     c_pos = np.sort(ix.inv[call_cols]) if call_cols is not None else np.empty(0, np.int64)
     c_at = np.searchsorted(c_pos, bounds)
-    cells, lookup, has, forced = penalty_terms(space, lo, hi, call.penalties, n_pad, split=True)
+    cells, lookup, has, forced = call.chunk_penalties(lo, hi, n_pad, split=True)
     if forced is not None:
-        # Restoring cells: -inf in the tiles (their float32 values carry a folded
-        # penalty's rounding), candidates whatever their value (see penalty_terms).
-        forced = forced_candidates(forced, call_cols, call.masks, lo, hi, space.pos, n_pad, groups)
+        # Restoring cells no mask hits: -inf in the tiles (their float32 values carry a
+        # folded penalty's rounding), candidates whatever their value (see penalty_terms).
         m_rows = np.concatenate([m_rows, forced[0]])
         m_pos = np.concatenate([m_pos, ix.inv[forced[1]]])
         o = np.argsort(m_pos, kind="stable")

@@ -53,15 +53,14 @@ from ._exact import (
     EPS32,
     MIN_BLOCKS_PER_SLOT,
     PAD_ID,
+    CallPenalties,
     TopkCall,
     checked_backend,
     chunk_cells,
     column_norms,
     compiled_step,
     emit,
-    forced_candidates,
     lane_sum,
-    penalty_terms,
     sanitize,
     threshold,
 )
@@ -507,7 +506,13 @@ def guarded_topk(
         ids, scores = np.full_like(out_ids, PAD_ID), np.full_like(out_scores, -np.inf)
 
     tally: list[int] | None = None if stats is None else []
-    call = TopkCall(space, qa, N, call_cols, masks, penalties, ids, scores, compiled, gt, tally)
+    # Penalties summed per cell once for the call: each chunk takes a slice.
+    terms = CallPenalties.build(
+        space, penalties, m, n_pad, isinstance(space, FactorSpace), call_cols, masks, gt
+    )
+    call = TopkCall(
+        space, qa, N, call_cols, masks, penalties, ids, scores, compiled, gt, tally, terms
+    )
 
     def run(lo: int, hi: int, tile: int) -> int:
         return _run_chunk(call, lo, hi, tile)
@@ -616,9 +621,7 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
         rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
         S[rr, cc] = -np.inf
     exact = isinstance(space, SimilaritySpace)
-    cells, lookup, has, forced = penalty_terms(
-        space, lo, hi, call.penalties, S.shape[1], split=not exact
-    )
+    cells, lookup, has, forced = call.chunk_penalties(lo, hi, S.shape[1], split=not exact)
     if cells is not None:
         urows, ucols, total = cells
         S[urows, ucols] -= total.astype(S.dtype)
@@ -627,10 +630,8 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
         gmax = groups.row_boost(lo, hi)
         _apply_groups(S, groups, lo, hi, space.n_eligible)
     if forced is not None:
-        # Restoring cells: candidates whatever their float32 value (see penalty_terms).
-        forced = forced_candidates(
-            forced, call_cols, call.masks, lo, hi, space.pos, S.shape[1], groups
-        )
+        # Restoring cells no mask hits: candidates whatever their float32 value (see
+        # penalty_terms); -inf here so that they do not raise the pruning bound.
         S[forced[0], forced[1]] = -np.inf
 
     delta, rel = space.error_bound(q, has, gmax)
