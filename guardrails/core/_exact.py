@@ -27,6 +27,7 @@ __all__ = [
     "TopkCall",
     "PairLookup",
     "chunk_cells",
+    "cell_positions",
     "penalty_cells",
     "penalty_terms",
     "CallPenalties",
@@ -326,6 +327,19 @@ def _unmasked(rows, cols, call_cols, masks, lo, pos, n_cols, groups) -> np.ndarr
     return ok
 
 
+def cell_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the stored cells of ``rows`` of a CSR matrix lie in its ``indices`` and
+    ``data`` (int64, row by row in the order of ``rows``), and how many each row holds:
+    a few rows' cells without slicing the matrix (scipy's row indexing costs a pass
+    over its arguments and a new matrix)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    start = indptr[rows].astype(np.int64)
+    counts = indptr[rows + 1].astype(np.int64) - start
+    total = int(counts.sum())
+    at = np.arange(total, dtype=np.int64) + np.repeat(start - (np.cumsum(counts) - counts), counts)
+    return at, counts
+
+
 def _stored(csr: sp.csr_matrix, lo: int, rows, cols, pos, n_cols: int) -> np.ndarray:
     """Whether ``csr`` stores each cell ``(lo + rows[i], item of compact column cols[i])``.
 
@@ -335,13 +349,9 @@ def _stored(csr: sp.csr_matrix, lo: int, rows, cols, pos, n_cols: int) -> np.nda
     if not rows.size:
         return np.zeros(0, dtype=bool)
     ur, inv = np.unique(rows, return_inverse=True)
-    ip = csr.indptr
-    start = ip[lo + ur].astype(np.int64)
-    counts = ip[lo + ur + 1].astype(np.int64) - start
-    total = int(counts.sum())
-    if not total:
+    at, counts = cell_positions(csr.indptr, lo + ur)
+    if not at.size:
         return np.zeros(rows.size, dtype=bool)
-    at = np.arange(total, dtype=np.int64) + np.repeat(start - (np.cumsum(counts) - counts), counts)
     mc = pos[csr.indices[at]]
     keys = np.repeat(np.arange(ur.size, dtype=np.int64), counts) * n_cols + mc
     return _among(inv.reshape(-1) * n_cols + cols, keys[mc >= 0])

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import is_int_vector
+from ..core._exact import cell_positions
 from ..core.plan import PlanPart
 from ..exceptions import ConformanceError, ValidationError
 from .base import (
@@ -250,20 +251,23 @@ def _cells_within(s: sp.csr_matrix, ui: sp.csr_matrix) -> bool:
     """Every stored cell of ``s`` is a stored cell of ``ui`` (same shape, both CSR).
 
     Runs on every call that strips interactions, so it compares cell keys
-    (``row * n_cols + col``) instead of building sparse intermediates.
+    (``row * n_cols + col``) of the rows ``s`` has cells in, instead of building sparse
+    intermediates or reading every row of ``ui``.
     """
     n = ui.shape[1]
-    s_keys = np.repeat(np.arange(s.shape[0], dtype=np.int64) * n, np.diff(s.indptr)) + s.indices
-    u_keys = np.repeat(np.arange(ui.shape[0], dtype=np.int64) * n, np.diff(ui.indptr)) + ui.indices
-    if not ui.has_sorted_indices:
-        u_keys = np.sort(u_keys)
-    if not u_keys.size:
-        return not s_keys.size
+    rows = np.flatnonzero(np.diff(s.indptr))
+    if not rows.size:
+        return True
+    s_at, s_counts = cell_positions(s.indptr, rows)
+    u_at, u_counts = cell_positions(ui.indptr, rows)
+    if not u_at.size:
+        return False
+    s_keys = np.repeat(rows * n, s_counts) + s.indices[s_at]
+    u_keys = np.sort(np.repeat(rows * n, u_counts) + ui.indices[u_at])
     pos = np.minimum(np.searchsorted(u_keys, s_keys), u_keys.size - 1)
     return bool(np.array_equal(u_keys[pos], s_keys))
 
 
-# ---------------------------------------------------------------------------- conformance
 def random_viewers(
     n_candidates: int,
     n_users: int,

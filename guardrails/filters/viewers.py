@@ -20,6 +20,7 @@ from .._validation import (
     fail,
     is_int_vector,
 )
+from ..core._exact import cell_positions
 from ..core.plan import PlanPart
 from ._actions import check_action
 from ._risk import viewer_share
@@ -183,12 +184,14 @@ class ViewerCircuitBreaker(Filter):
         if not trip.any():
             return None
         # The tripped rows' stored non-zero interactions outside the low-risk pool, as
-        # ones: selected cell by cell rather than by two diagonal products over the batch.
+        # ones: read from the tripped rows only (a few of the batch).
         ui = canonical_csr(sp.csr_matrix(ui))
-        outside = ~self.low_risk_pool()
-        rows = np.repeat(np.arange(ui.shape[0]), np.diff(ui.indptr))
-        keep = trip[rows] & outside[ui.indices] & (ui.data != 0)
-        return select_cells(ui, keep, np.ones(int(keep.sum()), dtype=np.float32))
+        tripped = np.flatnonzero(trip)
+        at, counts = cell_positions(ui.indptr, tripped)
+        cols = ui.indices[at].astype(np.int64)
+        keep = ~self.low_risk_pool()[cols] & (ui.data[at] != 0)
+        rows = np.repeat(tripped, counts)[keep]
+        return row_ordered_cells(rows, cols[keep], np.ones(rows.size, np.float32), ui.shape)
 
 
 # ---------------------------------------------------------------------------- share caps
