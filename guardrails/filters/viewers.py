@@ -30,7 +30,6 @@ from .primitive import (
     row_ordered_cells,
     select_cells,
     stored_cells,
-    viewer_rows,
     viewer_values,
 )
 
@@ -385,17 +384,20 @@ class RelationshipRule(Filter):
         is_target[self.targets_] = True
         rows, cols = [], []
         if self.follows_ is not None and viewers.userids is not None:
+            # Each viewer's stored row (none for ids beyond the matrix), read in place.
             ft = self._target_follows(is_target)
-            sub = viewer_rows(ft, viewers.userids)
-            rows.append(np.repeat(np.arange(m, dtype=np.int64), np.diff(sub.indptr)))
-            cols.append(sub.indices.astype(np.int64))
+            u = np.asarray(viewers.userids, dtype=np.int64)
+            known = np.flatnonzero((u >= 0) & (u < ft.shape[0]))
+            at, counts = cell_positions(ft.indptr, u[known])
+            rows.append(np.repeat(known, counts))
+            cols.append(ft.indices[at].astype(np.int64))
         ui = viewers.user_items
         if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
             ui = canonical_csr(sp.csr_matrix(ui))
-            r = np.repeat(np.arange(m, dtype=np.int64), np.diff(ui.indptr))
-            keep = is_target[ui.indices] & (ui.data != 0)
-            rows.append(r[keep])
-            cols.append(ui.indices[keep].astype(np.int64))
+            hit = np.flatnonzero(is_target[ui.indices] & (ui.data != 0))
+            # The row of each stored cell: the last row starting at or before it.
+            rows.append(np.searchsorted(ui.indptr, hit, side="right").astype(np.int64) - 1)
+            cols.append(ui.indices[hit].astype(np.int64))
         keys = np.unique(np.concatenate(rows) * n + np.concatenate(cols)) if rows else None
         if keys is None or not keys.size:
             return sp.csr_matrix((m, n), dtype=np.float32)
