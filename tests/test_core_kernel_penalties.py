@@ -228,3 +228,40 @@ def test_call_penalties_slice_equals_the_per_chunk_terms(
         if got[1] is not None:
             np.testing.assert_array_equal(got[1].keys, want[1].keys)
             np.testing.assert_array_equal(got[1].vals, want[1].vals)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 30),
+    n=st.integers(4, 80),
+    density=st.sampled_from([0.05, 0.3, 0.9]),
+)
+def test_penalty_cells_of_one_canonical_matrix_skip_the_sort_with_the_same_totals(
+    seed, m, n, density
+):
+    # One canonical matrix's cells are sorted and distinct: penalty_cells takes them as
+    # they are. Split into two matrices of disjoint cells, the same cells go through the
+    # sort and the per-cell sum; both must give the same cells and float64 bits
+    # (signed zeros and NaN included).
+    from guardrails.core._exact import penalty_cells
+
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((n, 2)).astype(np.float32)
+    space = FactorSpace.build(V, hard_mask=rng.random(n) < 0.2, block_width=2)
+    p = sp.random(m, n, density=density, format="coo", random_state=rng, dtype=np.float64)
+    special = rng.choice([0.0, -0.0, np.nan, 1e30], size=p.nnz)
+    data = np.where(rng.random(p.nnz) < 0.2, special, p.data - 0.5)
+    half = rng.random(p.nnz) < 0.5
+
+    def csr(sel):
+        return sp.csr_matrix((data[sel], (p.row[sel], p.col[sel])), shape=(m, n))
+
+    n_cols = space.width * space.n_blocks
+    one = penalty_cells(space, 0, m, [csr(np.ones(p.nnz, bool))], n_cols)
+    two = penalty_cells(space, 0, m, [csr(half), csr(~half)], n_cols)
+    assert (one is None) == (two is None)
+    if one is not None:
+        for x, y in zip(one, two, strict=True):
+            np.testing.assert_array_equal(x, y)
+        assert (np.signbit(one[2]) == np.signbit(two[2])).all()

@@ -199,6 +199,10 @@ def penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):
     # Sum penalties on the same cell once, in float64, so exact rescoring and the
     # pruning pass agree on the cell's value.
     keys = rr * n_cols + cc
+    if keys.size == 1 or (keys[1:] > keys[:-1]).all():
+        # Already sorted and one value per cell (one canonical matrix): no sort. ``+ 0.0``
+        # is bincount's sum of one value (it turns -0.0 into 0.0, as bincount does).
+        return rr, cc, vv + 0.0
     uniq, inv = np.unique(keys, return_inverse=True)
     total = np.bincount(inv, weights=vv, minlength=uniq.size)
     return uniq // n_cols, uniq % n_cols, total
