@@ -351,6 +351,30 @@ def test_a_probe_that_finds_nothing_to_skip_is_remembered_for_a_few_calls():
     assert probe_due(other, key) and probe_due(other, key)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_many_tiles_on_worker_threads_take_the_fused_path_without_a_probe(backend, threads):
+    # Over many tiles the compiled fused path on worker threads pays even with nothing to
+    # skip, so no probe runs there (none is recorded on the space); with numpy or one
+    # thread the probe decides. Every path returns the unfused slates bit for bit.
+    from guardrails.core.kernel import _FUSED_FROM_TILES
+
+    rng = np.random.default_rng(5)
+    n = _FUSED_FROM_TILES * 2048 + 500  # flat factors: nothing to skip
+    V = rng.standard_normal((n, 4)).astype(np.float32)
+    Q = rng.standard_normal((300, 4)).astype(np.float32)
+    vm = sp.random(300, n, density=0.0005, format="csr", random_state=rng)
+    space = FactorSpace.build(V, block_width=32)
+    ids, scores = guarded_topk(
+        space, Q, 10, viewer_masks=[vm], block_rows=128, backend=backend, num_threads=threads
+    )
+    ref = guarded_topk(space, Q, 10, viewer_masks=[vm], block_rows=128, tile_items=0)
+    np.testing.assert_array_equal(ids, ref[0])
+    np.testing.assert_array_equal(scores, ref[1])
+    probed = space.__dict__.get("_path") is not None
+    assert probed == (backend == "numpy" or threads == 1)
+
+
 @SETTINGS
 @given(
     seed=st.integers(0, 2**32 - 1),

@@ -102,6 +102,13 @@ _MIN_BLOCK_ROWS = 32
 # Spaces so small that 128 rows make fewer score cells than this take more rows per chunk
 # (4 MiB of float32 scores per worker at most).
 _SMALL_CHUNK_CELLS = 1 << 20
+# The fused path with the compiled selection step, on two or more worker threads, skips
+# the probe from this many tiles: where it skips nothing (Gaussian factors, 2 threads) it
+# measured 1.05-1.2x the unfused path at 50k items x 128 factors, about even at 30k, and
+# 0.94-0.97x at 10k and 20k (few tiles: the unfused chunk's scores stay in cache), where
+# the probe still decides. On one worker thread the unfused product runs on BLAS's own
+# threads, and the probe decides too (the fused path took 0.55x there).
+_FUSED_FROM_TILES = 16
 # Per-viewer penalties up to this many cells per query row are summed once per call
 # (CallPenalties). At 10k items x 64 factors, 5,000 rows and two threads, summing once
 # per call took 61-65 ms against 62-66 ms per chunk at 2-20 cells per row, and 79 against
@@ -497,9 +504,14 @@ def guarded_topk(
 
     order, start = None, 0
     path_key = (tile, N, compiled is not None)
-    if tile and tile_items is None and m > block_rows and not probe_due(space, path_key):
+    # With the compiled selection step on worker threads, over many tiles, the fused path
+    # pays even where it skips nothing (see _FUSED_FROM_TILES); otherwise a probe decides.
+    probe = tile and tile_items is None and m > block_rows
+    if compiled is not None and threads > 1 and space.n_eligible >= _FUSED_FROM_TILES * tile:
+        probe = False
+    if probe and not probe_due(space, path_key):
         tile = 0  # a recent probe on this space found that the fused path does not pay
-    if tile and tile_items is None and m > block_rows:
+    if probe and tile:
         # The probe rows go first and keep their slates; they decide the path for the
         # rest (rows are exact on either path, so neither changes the results).
         order, start = probe_order(m)
