@@ -24,9 +24,10 @@ implicit's ALS, a few iterations on synthetic power-law interactions).
 Everything is timed round-robin (one call of each per round, ``--repeat`` rounds, after a
 warm-up) so that load on a shared machine hits all alike, and the median reported, as
 users per second and as a ratio to implicit and to numpy. Peak extra memory of the kernel
-is measured in a separate run with tracemalloc, next to the unfused path's documented
-bound (``threads x block_rows x eligible items`` float32 scores). Results print as a
-markdown table.
+is measured in a separate run with tracemalloc (the kernel's default path, the pruned
+path with 128-row chunks, the unfused path), next to the unfused path's documented bound
+(``threads x block_rows x eligible items`` float32 scores). Results print as a markdown
+table.
 
     python benchmarks/bench_recommend.py                   # 50k items, 64 factors
     python benchmarks/bench_recommend.py --items 50000 200000 --factors 64 128 --data gaussian als
@@ -208,7 +209,7 @@ def run_case(n_users, n_items, factors, repeat, threads, data="gaussian"):
     out["skipped"] = 1.0 - stats["scored"] / stats["cells"]
 
     peaks = {}
-    for name, tile in (("pruned", 2048), ("unfused", 0)):
+    for name, tile in (("default", None), ("pruned", 2048), ("unfused", 0)):
         tracemalloc.start()
         guarded_topk(
             space, U[:2000], 10, viewer_masks=[pairs[:2000]], num_threads=threads, tile_items=tile
@@ -251,7 +252,8 @@ def main():
         "| data | users | items | factors | implicit u/s | implicit+filter u/s | guard-0 u/s "
         "| guard-4 u/s | numpy u/s | guard-4 / implicit | guard-4 / numpy | pruned u/s "
         "| pruned-numpy u/s | unfused u/s | pruned / unfused | product skipped "
-        "| peak MiB pruned / unfused / bound (2k users) | short slates, filter after top-110 |"
+        "| peak MiB default / pruned / unfused / bound (2k users) "
+        "| short slates, filter after top-110 |"
     )
     print("|" + "---|" * 18)
     for n_users, n_items, factors, data in grid:
@@ -265,7 +267,8 @@ def main():
             f"| {ups['guard-4'] / ups['numpy']:.2f} | {ups['pruned']:.0f} "
             f"| {ups['pruned-numpy']:.0f} | {ups['unfused']:.0f} "
             f"| {ups['pruned'] / ups['unfused']:.2f} | {skipped:.0%} "
-            f"| {peak['pruned'] / 2**20:.1f} / {peak['unfused'] / 2**20:.1f} "
+            f"| {peak['default'] / 2**20:.1f} / {peak['pruned'] / 2**20:.1f} "
+            f"/ {peak['unfused'] / 2**20:.1f} "
             f"/ {peak['bound'] / 2**20:.1f} | {short:.1%} |",
             flush=True,
         )

@@ -325,3 +325,31 @@ def test_kernel_memory_does_not_grow_with_batch():
     small, large = peak(200), peak(4000)
     outputs = 4000 * 10 * (8 + 4) + 4000 * 9 * 4 * 2
     assert large - small < outputs + 2 * 16 * 3000 * 8
+
+
+def test_fused_chunks_memory_does_not_grow_with_batch():
+    """On the fused path's large chunks (many tiles, the compiled step, two worker
+    threads) peak extra memory stops growing once every worker has a full chunk."""
+    import tracemalloc
+
+    from guardrails.core.kernel import _FUSED_BLOCK_ROWS, _FUSED_FROM_TILES, HAS_COMPILED_TILE
+
+    if not HAS_COMPILED_TILE:
+        pytest.skip("the fused path's large chunks need the compiled selection step")
+    rng = np.random.default_rng(1)
+    n_items = _FUSED_FROM_TILES * 2048 + 700
+    m_full = 2 * _FUSED_BLOCK_ROWS
+    model = gr.FactorModel(rng.standard_normal((4 * m_full, 8)), rng.standard_normal((n_items, 8)))
+    guard = gr.Guard(model, [BlockItems(np.arange(0, n_items, 7))], num_threads=2)
+
+    def peak(m):
+        guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
+        tracemalloc.start()
+        guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    full, larger = peak(m_full), peak(4 * m_full)
+    outputs = 4 * m_full * 10 * (8 + 4) * 3  # ids, scores and their copies, per user
+    assert larger - full < outputs + (1 << 20)

@@ -109,6 +109,11 @@ _SMALL_CHUNK_CELLS = 1 << 20
 # the probe still decides. On one worker thread the unfused product runs on BLAS's own
 # threads, and the probe decides too (the fused path took 0.55x there).
 _FUSED_FROM_TILES = 16
+# Query rows per chunk on that fused path (chunks of 1,000 rows against 128: 1.2-1.6x at
+# 50k and 200k items x 64 and 128, Gaussian and ALS factors, 2,000 users, two threads;
+# every tile step costs Python calls, and larger products run faster). Its tiles then
+# take MIN_BLOCKS_PER_SLOT blocks per slate slot (1,280 items at N=10).
+_FUSED_BLOCK_ROWS = 1024
 # Per-viewer penalties up to this many cells per query row are summed once per call
 # (CallPenalties). At 10k items x 64 factors, 5,000 rows and two threads, summing once
 # per call took 61-65 ms against 62-66 ms per chunk at 2-20 cells per row, and 79 against
@@ -487,6 +492,7 @@ def guarded_topk(
         return ids, scores
     n_pad = space.width * space.n_blocks
     threads = default_num_threads() if num_threads <= 0 else num_threads
+    auto_rows = block_rows is None
     if block_rows is None:
         block_rows = _block_rows(n_pad, m, threads)
     call_cols = None
@@ -509,6 +515,11 @@ def guarded_topk(
     probe = tile and tile_items is None and m > block_rows
     if compiled is not None and threads > 1 and space.n_eligible >= _FUSED_FROM_TILES * tile:
         probe = False
+        if auto_rows and tile_items is None:
+            # Its memory is a tile per worker, not a chunk's scores: take larger chunks
+            # (fewer tile steps, larger products), each worker still getting one.
+            block_rows = max(block_rows, min(_FUSED_BLOCK_ROWS, -(-m // threads)))
+            tile = fused_tile_items(space, N, block_rows, None)
     if probe and not probe_due(space, path_key):
         tile = 0  # a recent probe on this space found that the fused path does not pay
     if probe and tile:
