@@ -109,11 +109,13 @@ _SMALL_CHUNK_CELLS = 1 << 20
 # the probe still decides. On one worker thread the unfused product runs on BLAS's own
 # threads, and the probe decides too (the fused path took 0.55x there).
 _FUSED_FROM_TILES = 16
-# Query rows per chunk on that fused path (chunks of 1,000 rows against 128: 1.2-1.6x at
-# 50k and 200k items x 64 and 128, Gaussian and ALS factors, 2,000 users, two threads;
-# every tile step costs Python calls, and larger products run faster). Its tiles then
-# take MIN_BLOCKS_PER_SLOT blocks per slate slot (1,280 items at N=10).
-_FUSED_BLOCK_ROWS = 1024
+# Query rows per chunk on that fused path, with the tiles sized for 128-row chunks (2,048
+# items): chunks of 512 rows ran 1.2-1.35x the 128-row ones at 50k and 200k items x 64
+# and 128, Gaussian and ALS factors (2,000 users, two threads; every tile step costs
+# Python calls, and larger products run faster), and 1,024 rows only 2-4% more. A tile's
+# scores and candidate buffers then take 2,048 x 512 x 24 bytes per worker at most
+# (24 MiB, mostly untouched).
+_FUSED_BLOCK_ROWS = 512
 # Per-viewer penalties up to this many cells per query row are summed once per call
 # (CallPenalties). At 10k items x 64 factors, 5,000 rows and two threads, summing once
 # per call took 61-65 ms against 62-66 ms per chunk at 2-20 cells per row, and 79 against
@@ -517,9 +519,9 @@ def guarded_topk(
         probe = False
         if auto_rows and tile_items is None:
             # Its memory is a tile per worker, not a chunk's scores: take larger chunks
-            # (fewer tile steps, larger products), each worker still getting one.
+            # (fewer tile steps, larger products), each worker still getting one. The
+            # tiles keep their width, so the space keeps one tile index.
             block_rows = max(block_rows, min(_FUSED_BLOCK_ROWS, -(-m // threads)))
-            tile = fused_tile_items(space, N, block_rows, None)
     if probe and not probe_due(space, path_key):
         tile = 0  # a recent probe on this space found that the fused path does not pay
     if probe and tile:
