@@ -145,7 +145,9 @@ class Guard(GuardCalls):
         :meth:`swap_snapshot`.
     block_rows : int, optional, keyword-only
         Query rows per kernel chunk; peak extra memory per thread is about
-        ``block_rows * n_items`` scores. Chosen from the catalogue size when omitted.
+        ``block_rows * n_items`` scores (a tile of them where the kernel's fused path
+        runs). Chosen from the catalogue size when omitted
+        (:func:`guardrails.core.guarded_topk`).
     num_threads : int, keyword-only
         Kernel threads; 0 uses every available core.
     retrieval : ANNRetrieval, optional, keyword-only

@@ -451,7 +451,10 @@ def guarded_topk(
         Values subtracted from that row's scores (summed if several).
     block_rows : int, optional
         Query rows per chunk; bounds peak memory at about ``block_rows * n_eligible``
-        scores per worker thread. Chosen from the catalogue size when omitted.
+        scores per worker thread on the unfused path (a tile's scores on the fused one).
+        Chosen from the catalogue size when omitted: up to 128 rows, or up to 512 where
+        the fused path runs without a probe (the compiled step on worker threads, at
+        least 16 tiles), each worker getting a chunk.
     num_threads : int
         Worker threads; 0 uses every core this process may run on.
     tile_items : int, optional
