@@ -353,3 +353,27 @@ def test_fused_chunks_memory_does_not_grow_with_batch():
     full, larger = peak(m_full), peak(4 * m_full)
     outputs = 4 * m_full * 10 * (8 + 4) * 3  # ids, scores and their copies, per user
     assert larger - full < outputs + (1 << 20)
+
+
+def test_unfused_chunks_keep_their_row_cap():
+    """Large chunks are for the fused path only: a call the unfused path scores (here a
+    slate too long for block pruning) keeps chunks of at most 128 rows, whose scores bound
+    its memory."""
+    import tracemalloc
+
+    from guardrails.core.kernel import FactorSpace, guarded_topk
+
+    rng = np.random.default_rng(2)
+    n_items, m = 40_000, 2048
+    space = FactorSpace.build(rng.standard_normal((n_items, 8)).astype(np.float32))
+    Q = rng.standard_normal((m, 8)).astype(np.float32)
+    N = space.n_blocks // 4 + 1  # fewer than four blocks per slot: the unfused path
+    guarded_topk(space, Q, N, num_threads=2)
+    tracemalloc.start()
+    guarded_topk(space, Q, N, num_threads=2)
+    _, top = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    outputs = m * N * (8 + 4)
+    chunk = 128 * space.width * space.n_blocks * 4
+    # a chunk's scores and the temporaries of its selection (partition, masks), per worker
+    assert top < outputs + 2 * 4 * chunk

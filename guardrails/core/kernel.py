@@ -518,7 +518,8 @@ def guarded_topk(
     # With the compiled selection step on worker threads, over many tiles, the fused path
     # pays even where it skips nothing (see _FUSED_FROM_TILES); otherwise a probe decides.
     probe = tile and tile_items is None and m > block_rows
-    if compiled is not None and threads > 1 and space.n_eligible >= _FUSED_FROM_TILES * tile:
+    many_tiles = tile and space.n_eligible >= _FUSED_FROM_TILES * tile
+    if many_tiles and compiled is not None and threads > 1:
         probe = False
         if auto_rows and tile_items is None:
             # Its memory is a tile per worker, not a chunk's scores: take larger chunks
