@@ -121,6 +121,9 @@ _FUSED_BLOCK_ROWS = 512
 # per call took 61-65 ms against 62-66 ms per chunk at 2-20 cells per row, and 79 against
 # 72 ms at 50 (the one pass runs on one thread).
 _CALL_TERMS_PER_ROW = 16
+# ... and up to this many in all (about 26 bytes each: 26 MiB), so that a huge batch's
+# memory stays bounded by its chunks, not its penalties.
+_CALL_TERMS_MAX = 1 << 20
 _DEFAULT_BLOCK_WIDTH = 32
 
 
@@ -544,7 +547,8 @@ def guarded_topk(
     # the call and each chunk takes a slice; many (tens per row) are summed chunk by chunk,
     # on the worker threads.
     terms = None
-    if sum(p.nnz for p in penalties) <= _CALL_TERMS_PER_ROW * m:
+    n_terms = sum(p.nnz for p in penalties)
+    if n_terms <= min(_CALL_TERMS_PER_ROW * m, _CALL_TERMS_MAX):
         terms = CallPenalties.build(
             space, penalties, m, n_pad, isinstance(space, FactorSpace), call_cols, masks, gt
         )
