@@ -268,6 +268,7 @@ def _cells_within(s: sp.csr_matrix, ui: sp.csr_matrix) -> bool:
     return bool(np.array_equal(u_keys[pos], s_keys))
 
 
+# ---------------------------------------------------------------------------- conformance
 def random_viewers(
     n_candidates: int,
     n_users: int,
