@@ -186,9 +186,10 @@ def test_restored_demotions_keep_the_loose_bound_on_their_rows_only(backend):
     neg_share=st.sampled_from([0.0, 0.3, 1.0]),
     mask_density=st.sampled_from([0.0, 0.1, 0.5]),
     cuts=st.lists(st.integers(0, 40), max_size=6),
+    unmask_rows=st.sampled_from([1, 3, 512]),
 )
 def test_call_penalties_slice_equals_the_per_chunk_terms(
-    seed, m, n, n_pens, density, neg_share, mask_density, cuts
+    seed, m, n, n_pens, density, neg_share, mask_density, cuts, unmask_rows
 ):
     # The kernel sums a call's per-viewer penalties once (CallPenalties) and slices
     # them per chunk; each slice must be what the chunk computed on its own: the same
@@ -210,7 +211,13 @@ def test_call_penalties_slice_equals_the_per_chunk_terms(
     masks = [x for x in masks if x.nnz]
     call_cols = space.pos[rng.choice(n, size=3)]
     call_cols = call_cols[call_cols >= 0]
-    terms = CallPenalties.build(space, pens, m, n_cols, True, call_cols, masks, None)
+    import guardrails.core._exact as exact
+
+    before, exact._UNMASK_ROWS = exact._UNMASK_ROWS, unmask_rows  # blocks of the mask test
+    try:
+        terms = CallPenalties.build(space, pens, m, n_cols, True, call_cols, masks, None)
+    finally:
+        exact._UNMASK_ROWS = before
     out = np.zeros((m, 1))
     args = (space, None, 1, call_cols, masks, pens, out, out)
     whole, alone = TopkCall(*args, terms=terms), TopkCall(*args)
@@ -265,3 +272,37 @@ def test_penalty_cells_of_one_canonical_matrix_skip_the_sort_with_the_same_total
         for x, y in zip(one, two, strict=True):
             np.testing.assert_array_equal(x, y)
         assert (np.signbit(one[2]) == np.signbit(two[2])).all()
+
+
+def test_per_call_penalty_terms_keep_memory_bounded_by_chunks():
+    # Restored cells are tested against the masks' cells of their rows: a block of rows at
+    # a time, so a batch with a give-back on every row and a long mask per row does not
+    # hold every row's mask cells at once (it grew by about 10 KB per row when it did).
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, per = 20_000, 300
+    space = FactorSpace.build(rng.standard_normal((n, 8)).astype(np.float32))
+
+    def peak(m):
+        Q = rng.standard_normal((m, 8)).astype(np.float32)
+        idx = np.sort(rng.integers(0, n, (m, per)), axis=1).ravel()
+        mask = sp.csr_matrix((np.ones(m * per, np.float32), idx, np.arange(m + 1) * per), (m, n))
+        back = sp.csr_matrix(
+            (-np.ones(m, np.float32), rng.integers(0, n, m), np.arange(m + 1)), shape=(m, n)
+        )
+        kw = dict(viewer_masks=[mask], viewer_penalties=[back], num_threads=2, tile_items=0)
+        guarded_topk(
+            space,
+            Q[:256],
+            10,
+            **{**kw, "viewer_masks": [mask[:256]], "viewer_penalties": [back[:256]]},
+        )
+        tracemalloc.start()
+        guarded_topk(space, Q, 10, **kw)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(2_000), peak(12_000)
+    assert large - small < 8 * 2**20

@@ -127,9 +127,11 @@ class TopkCall:
     def chunk_penalties(self, lo: int, hi: int, n_cols: int, split: bool):
         """:func:`penalty_terms` of rows ``lo:hi``, with the restored cells (``split``)
         already past :func:`forced_candidates`: the slice of the call's
-        :class:`CallPenalties` where it has one."""
-        if self.terms is not None:
-            return self.terms.chunk(lo, hi)
+        :class:`CallPenalties` where it has one built for the same ``n_cols`` and
+        ``split``."""
+        t = self.terms
+        if t is not None and t.split == split and t.n_cols == n_cols:
+            return t.chunk(lo, hi)
         cells, lookup, has, forced = penalty_terms(
             self.space, lo, hi, self.penalties, n_cols, split=split
         )
@@ -258,6 +260,7 @@ class CallPenalties:
     total: np.ndarray
     at: np.ndarray
     n_cols: int
+    split: bool
     neg: np.ndarray | None
     forced_ok: np.ndarray | None
 
@@ -275,12 +278,18 @@ class CallPenalties:
             neg = ~(total >= 0)
             if neg.any():
                 forced_ok = np.zeros(rows.size, dtype=bool)
-                forced_ok[neg] = _unmasked(
-                    rows[neg], cols[neg], call_cols, masks, 0, space.pos, n_cols, groups
-                )
+                # The mask test reads the masks' cells of the rows holding restored cells:
+                # a block of rows at a time, so its memory stays that of a few chunks.
+                for r0 in range(0, m, _UNMASK_ROWS):
+                    a, b = int(at[r0]), int(at[min(m, r0 + _UNMASK_ROWS)])
+                    sel = a + np.flatnonzero(neg[a:b])
+                    if sel.size:
+                        forced_ok[sel] = _unmasked(
+                            rows[sel], cols[sel], call_cols, masks, 0, space.pos, n_cols, groups
+                        )
             else:
                 neg = None
-        return cls(rows, cols, total, at, n_cols, neg, forced_ok)
+        return cls(rows, cols, total, at, n_cols, split, neg, forced_ok)
 
     def chunk(self, lo: int, hi: int):
         """:func:`penalty_terms` of rows ``lo:hi``, restored cells past
@@ -301,6 +310,10 @@ class CallPenalties:
                 forced = (urows[ok], ucols[ok])
                 cells = (urows[~neg], ucols[~neg], total[~neg])
         return cells, lookup, has, forced
+
+
+# Rows per block of CallPenalties' restored-cell mask test (the kernel's largest chunks).
+_UNMASK_ROWS = 512
 
 
 def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None):

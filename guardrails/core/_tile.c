@@ -66,8 +66,8 @@ PyDoc_STRVAR(tile_select_doc,
 static PyObject *
 tile_select(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *o[11];
-    Py_buffer v[11];
+    PyObject *o[10];
+    Py_buffer v[10];
     Py_ssize_t width, offset;
     if (!PyArg_ParseTuple(args, "OnOOOOOOnOOO:tile_select", &o[0], &width, &o[1], &o[2], &o[3],
                           &o[9], &o[4], &o[5], &offset, &o[6], &o[7], &o[8])) {

@@ -121,8 +121,9 @@ _FUSED_BLOCK_ROWS = 512
 # per call took 61-65 ms against 62-66 ms per chunk at 2-20 cells per row, and 79 against
 # 72 ms at 50 (the one pass runs on one thread).
 _CALL_TERMS_PER_ROW = 16
-# ... and up to this many in all (about 26 bytes each: 26 MiB), so that a huge batch's
-# memory stays bounded by its chunks, not its penalties.
+# ... and up to this many in all (about 26 bytes each kept, 2-3 times that while they are
+# summed: under 80 MiB), so that a huge batch's memory stays bounded by its chunks, not
+# its penalties (the restored cells' mask test runs 512 rows at a time).
 _CALL_TERMS_MAX = 1 << 20
 _DEFAULT_BLOCK_WIDTH = 32
 

@@ -136,9 +136,9 @@ def select_cells(csr: sp.csr_matrix, keep: np.ndarray, data=None) -> sp.csr_matr
 
 
 def viewer_rows(csr: sp.csr_matrix, userids: np.ndarray) -> sp.csr_matrix:
-    """Rows ``csr[userids]``, with empty rows for ids beyond the matrix."""
+    """Rows ``csr[userids]``, with empty rows for ids beyond the matrix (or negative)."""
     n_rows = csr.shape[0]
-    known = userids < n_rows
+    known = (userids >= 0) & (userids < n_rows)
     if known.all():
         return csr[userids]
     safe = np.where(known, userids, 0)

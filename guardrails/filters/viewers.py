@@ -187,7 +187,7 @@ class ViewerCircuitBreaker(Filter):
         ui = canonical_csr(sp.csr_matrix(ui))
         tripped = np.flatnonzero(trip)
         at, counts = cell_positions(ui.indptr, tripped)
-        cols = ui.indices[at].astype(np.int64)
+        cols = ui.indices[at]
         keep = ~self.low_risk_pool()[cols] & (ui.data[at] != 0)
         rows = np.repeat(tripped, counts)[keep]
         return row_ordered_cells(rows, cols[keep], np.ones(rows.size, np.float32), ui.shape)
