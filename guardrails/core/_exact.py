@@ -21,6 +21,8 @@ from ..exceptions import ValidationError
 
 __all__ = [
     "EPS32",
+    "EMPTY_F32",
+    "EMPTY_F64",
     "F32_MAX",
     "MIN_BLOCKS_PER_SLOT",
     "PAD_ID",
@@ -473,9 +475,11 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup, cel
     c_rows = np.ascontiguousarray(c_rows, dtype=np.int64)
     c_cols = np.ascontiguousarray(c_cols, dtype=np.int64)
     pen = (
-        _NO_F64 if lookup is None else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
+        EMPTY_F64
+        if lookup is None
+        else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
     )
-    neg = _NO_F32 if space.neg_penalty is None else space.neg_penalty
+    neg = EMPTY_F32 if space.neg_penalty is None else space.neg_penalty
     if cell_neg is not None:
         neg = np.ascontiguousarray(cell_neg, dtype=np.float32)
     ids = np.empty((r, N), dtype=np.int64)
@@ -499,8 +503,9 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup, cel
     call.scores_out[lo:hi][take] = scores[take]
 
 
-_NO_F64 = np.zeros(0, dtype=np.float64)
-_NO_F32 = np.zeros(0, dtype=np.float32)
+#: Empty arrays: the compiled step's "none" for an optional float64 or float32 buffer.
+EMPTY_F64 = np.zeros(0, dtype=np.float64)
+EMPTY_F32 = np.zeros(0, dtype=np.float32)
 
 
 def column_norms(ft: np.ndarray, rows: int, n: int) -> np.ndarray:

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from ._exact import EPS32, PAD_ID, TopkCall, checked_backend, emit, lower, penalty_terms
+from ._exact import (
+    EMPTY_F32,
+    EMPTY_F64,
+    EPS32,
+    PAD_ID,
+    TopkCall,
+    checked_backend,
+    emit,
+    lower,
+    penalty_terms,
+)
 from .threads import default_num_threads, shared_pool
 
 if TYPE_CHECKING:
@@ -208,12 +218,12 @@ def _pool_compiled(
         if csr is not None and csr.nnz:
             hit = np.zeros((m, P), dtype=bool) if hit is _NO_BOOL else hit
             compiled.pool_masked(ids, csr.indptr[: m + 1], csr.indices, hit)
-    pen = _NO_FLOAT
+    pen = EMPTY_F64
     if lookup is not None:
         rows = np.repeat(np.arange(m, dtype=np.int64), P)
         cols = space.pos[np.clip(ids.reshape(-1), 0, n_items - 1)]
         pen = np.ascontiguousarray(lookup.get(rows, cols), dtype=np.float64)
-    neg = _NO_F32 if space.neg_penalty is None else space.neg_penalty
+    neg = EMPTY_F32 if space.neg_penalty is None else space.neg_penalty
     out_rows = np.empty(m * P, dtype=np.int64)
     out_cols = np.empty(m * P, dtype=np.int64)
     count = compiled.pool_prune(
@@ -233,9 +243,8 @@ def _pool_compiled(
     return out_rows[:count], out_cols[:count]
 
 
+# The compiled step's "none" for an optional bool buffer.
 _NO_BOOL = np.zeros(0, dtype=bool)
-_NO_FLOAT = np.zeros(0, dtype=np.float64)
-_NO_F32 = np.zeros(0, dtype=np.float32)
 
 
 def _eligible(space, g: np.ndarray, call_mask) -> tuple[np.ndarray, np.ndarray]:
