@@ -172,8 +172,15 @@ def check_csr(
     return canonical_csr(csr)
 
 
-def canonical_csr(csr: sp.csr_matrix) -> sp.csr_matrix:
-    """``csr`` with sorted indices and no duplicate cells (summed), copied only if needed."""
+def canonical_csr(csr: Any) -> sp.csr_matrix:
+    """``csr`` with sorted indices and no duplicate cells (summed), copied only if needed.
+
+    A ``csr_matrix`` is read as it is (scipy keeps its format check: a call's
+    ``user_items``, checked once by :func:`check_csr`, is not checked again by each
+    filter that reads it); any other sparse matrix is converted first.
+    """
+    if type(csr) is not sp.csr_matrix:
+        csr = sp.csr_matrix(csr)
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()

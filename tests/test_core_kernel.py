@@ -461,6 +461,21 @@ def test_compiled_pool_and_rescoring_steps_refuse_bad_buffers():
             pool, np.array([0, 1], np.int32), np.array([3], np.int32), np.zeros((1, 3), f32)
         )
 
+    ip, ind = np.array([0, 2, 3], np.int32), np.array([5, 3, 7], np.int32)
+    found = np.zeros(3, bool)
+    _tile.stored_cells(ip, ind, np.array([0, 0, 1], i64), np.array([3, 7, 7], i64), found)
+    assert found.tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="row is outside"):
+        _tile.stored_cells(ip, ind, np.array([2], i64), np.array([3], i64), np.zeros(1, bool))
+    with pytest.raises(ValueError, match="indptr"):
+        _tile.stored_cells(
+            np.array([0, 9], np.int32), ind, np.array([0], i64), np.array([3], i64), found[:1]
+        )
+    with pytest.raises(ValueError, match="one entry per cell"):
+        _tile.stored_cells(ip, ind, np.array([0], i64), np.array([3], i64), found)
+    with pytest.raises(TypeError, match="rows must be int64"):
+        _tile.stored_cells(ip, ind, np.array([0], np.int32), np.array([3], i64), found[:1])
+
     pos = np.array([0, -1, 1, 2], i64)
     out = np.empty(3, i64), np.empty(3, i64)
     approx = np.ones((1, 3), f32)

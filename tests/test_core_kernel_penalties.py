@@ -187,15 +187,17 @@ def test_restored_demotions_keep_the_loose_bound_on_their_rows_only(backend):
     mask_density=st.sampled_from([0.0, 0.1, 0.5]),
     cuts=st.lists(st.integers(0, 40), max_size=6),
     unmask_rows=st.sampled_from([1, 3, 512]),
+    scan=st.booleans(),
 )
 def test_call_penalties_slice_equals_the_per_chunk_terms(
-    seed, m, n, n_pens, density, neg_share, mask_density, cuts, unmask_rows
+    seed, m, n, n_pens, density, neg_share, mask_density, cuts, unmask_rows, scan
 ):
     # The kernel sums a call's per-viewer penalties once (CallPenalties) and slices
     # them per chunk; each slice must be what the chunk computed on its own: the same
     # cells and float64 totals, lookups, rows with penalties, and restored cells past
-    # the same masks.
-    from guardrails.core._exact import CallPenalties, TopkCall
+    # the same masks. With ``scan``, the call's mask test runs in the compiled step
+    # (where it was built); the per-chunk reference stays in numpy.
+    from guardrails.core._exact import CallPenalties, TopkCall, compiled_step
 
     rng = np.random.default_rng(seed)
     V = rng.standard_normal((n, 3)).astype(np.float32)
@@ -215,7 +217,9 @@ def test_call_penalties_slice_equals_the_per_chunk_terms(
 
     before, exact._UNMASK_ROWS = exact._UNMASK_ROWS, unmask_rows  # blocks of the mask test
     try:
-        terms = CallPenalties.build(space, pens, m, n_cols, True, call_cols, masks, None)
+        terms = CallPenalties.build(
+            space, pens, m, n_cols, True, call_cols, masks, None, compiled_step() if scan else None
+        )
     finally:
         exact._UNMASK_ROWS = before
     out = np.zeros((m, 1))
@@ -306,3 +310,72 @@ def test_per_call_penalty_terms_keep_memory_bounded_by_chunks():
 
     small, large = peak(2_000), peak(12_000)
     assert large - small < 8 * 2**20
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 30),
+    n=st.integers(2, 60),
+    density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    n_cells=st.integers(0, 80),
+    wide=st.booleans(),
+    shuffle=st.booleans(),
+    lo=st.integers(0, 5),
+)
+def test_compiled_mask_test_of_restored_cells_equals_numpy(
+    seed, m, n, density, n_cells, wide, shuffle, lo
+):
+    # The restored cells' mask test (_unmasked) reads each cell's mask row in the compiled
+    # step (stored_cells) or in numpy (_stored): the same answer for any CSR mask, with
+    # int32 or int64 offsets, unsorted and duplicate columns, explicit zeros (stored
+    # cells mask whatever their value) and hard-masked items.
+    import guardrails.core._exact as exact
+
+    compiled = exact.compiled_step()
+    if compiled is None:
+        pytest.skip("the compiled step was not built")
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((n, 2)).astype(np.float32)
+    space = FactorSpace.build(V, hard_mask=rng.random(n) < 0.3, block_width=2)
+    n_cols = space.width * space.n_blocks
+    coo = sp.random(m + lo, n, density=density, format="coo", random_state=rng)
+    extra = rng.integers(0, coo.nnz + 1)  # duplicates and explicit zeros
+    rows = np.r_[coo.row, coo.row[:extra]]
+    cols = np.r_[coo.col, coo.col[:extra]]
+    data = np.r_[coo.data, np.zeros(extra)]
+    if shuffle:
+        order = rng.permutation(rows.size)
+        rows, cols, data = rows[order], cols[order], data[order]
+    mask = sp.csr_matrix((m + lo, n))
+    counts = np.bincount(rows, minlength=m + lo)
+    order = np.argsort(rows, kind="stable")
+    it = np.int64 if wide else np.int32
+    mask.indptr = np.r_[0, np.cumsum(counts)].astype(it)
+    mask.indices = cols[order].astype(it)
+    mask.data = data[order]
+    eligible = np.flatnonzero(space.pos >= 0)
+    if eligible.size == 0:
+        return
+    c_rows = np.sort(rng.integers(0, m, n_cells)).astype(np.int64)
+    c_cols = space.pos[rng.choice(eligible, n_cells)].astype(np.int64)
+    want = exact._unmasked(c_rows, c_cols, None, [mask], lo, space.pos, n_cols, None)
+    assert exact._scan_pays(mask.indptr, lo + c_rows)  # small rows: the compiled scan runs
+    got = exact._unmasked(
+        c_rows, c_cols, None, [mask], lo, space.pos, n_cols, None, space.ids, compiled
+    )
+    np.testing.assert_array_equal(got, want)
+    dense = np.zeros((m + lo, n), dtype=bool)
+    dense[rows, cols] = True
+    np.testing.assert_array_equal(want, ~dense[lo + c_rows, space.ids[c_cols]])
+
+
+def test_compiled_mask_test_leaves_long_shared_rows_to_numpy():
+    # Each restored cell scans its whole mask row: many cells on one long row would read
+    # it again and again, so numpy (which reads each row once) takes that case.
+    from guardrails.core._exact import _scan_pays
+
+    indptr = np.array([0, 100_000, 100_010], dtype=np.int64)
+    assert not _scan_pays(indptr, np.zeros(50, dtype=np.int64))
+    assert _scan_pays(indptr, np.zeros(1, dtype=np.int64))
+    assert _scan_pays(indptr, np.ones(50, dtype=np.int64))

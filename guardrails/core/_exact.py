@@ -139,7 +139,16 @@ class TopkCall:
         )
         if forced is not None:
             forced = forced_candidates(
-                forced, self.call_cols, self.masks, lo, hi, self.space.pos, n_cols, self.groups
+                forced,
+                self.call_cols,
+                self.masks,
+                lo,
+                hi,
+                self.space.pos,
+                n_cols,
+                self.groups,
+                self.space.ids,
+                self.compiled,
             )
         return cells, lookup, has, forced
 
@@ -268,7 +277,16 @@ class CallPenalties:
 
     @classmethod
     def build(
-        cls, space, penalties, m: int, n_cols: int, split: bool, call_cols, masks, groups
+        cls,
+        space,
+        penalties,
+        m: int,
+        n_cols: int,
+        split: bool,
+        call_cols,
+        masks,
+        groups,
+        compiled=None,
     ) -> CallPenalties | None:
         cells = penalty_cells(space, 0, m, penalties, n_cols)
         if cells is None:
@@ -281,14 +299,27 @@ class CallPenalties:
             if neg.any():
                 forced_ok = np.zeros(rows.size, dtype=bool)
                 # The mask test reads the masks' cells of the rows holding restored cells:
-                # a block of rows at a time, so its memory stays that of a few chunks.
-                for r0 in range(0, m, _UNMASK_ROWS):
-                    a, b = int(at[r0]), int(at[min(m, r0 + _UNMASK_ROWS)])
-                    sel = a + np.flatnonzero(neg[a:b])
-                    if sel.size:
-                        forced_ok[sel] = _unmasked(
-                            rows[sel], cols[sel], call_cols, masks, 0, space.pos, n_cols, groups
-                        )
+                # _UNMASK_ROWS such rows at a time, so its memory stays that of a few
+                # chunks (rows without restored cells cost nothing).
+                cells = np.flatnonzero(neg)
+                nr = rows[cells]
+                firsts = np.flatnonzero(np.r_[True, nr[1:] != nr[:-1]])
+                for k in range(0, firsts.size, _UNMASK_ROWS):
+                    a = int(firsts[k])
+                    b = int(firsts[k + _UNMASK_ROWS]) if k + _UNMASK_ROWS < firsts.size else nr.size
+                    sel = cells[a:b]
+                    forced_ok[sel] = _unmasked(
+                        rows[sel],
+                        cols[sel],
+                        call_cols,
+                        masks,
+                        0,
+                        space.pos,
+                        n_cols,
+                        groups,
+                        space.ids,
+                        compiled,
+                    )
             else:
                 neg = None
         return cls(rows, cols, total, at, n_cols, split, neg, forced_ok)
@@ -314,27 +345,43 @@ class CallPenalties:
         return cells, lookup, has, forced
 
 
-# Rows per block of CallPenalties' restored-cell mask test (the kernel's largest chunks).
+# Rows holding restored cells per block of CallPenalties' mask test (the kernel's largest
+# chunks).
 _UNMASK_ROWS = 512
 
 
-def forced_candidates(forced, call_cols, masks, lo, hi, pos, n_cols, groups=None):
+def forced_candidates(
+    forced, call_cols, masks, lo, hi, pos, n_cols, groups=None, ids=None, compiled=None
+):
     """The cells of ``forced`` (local rows, compact cols) that no mask of the chunk hits.
 
     The same test on every path (call mask, per-viewer masks, viewer groups' masks), so
-    the fused and unfused paths rescore the same forced cells.
+    the fused and unfused paths rescore the same forced cells. With the space's ``ids``
+    and the ``compiled`` step, each cell is looked up in its mask row in C.
     """
     rows, cols = forced
-    ok = _unmasked(rows, cols, call_cols, masks, lo, pos, n_cols, groups)
+    ok = _unmasked(rows, cols, call_cols, masks, lo, pos, n_cols, groups, ids, compiled)
     return rows[ok], cols[ok]
 
 
-def _unmasked(rows, cols, call_cols, masks, lo, pos, n_cols, groups) -> np.ndarray:
+def _unmasked(
+    rows, cols, call_cols, masks, lo, pos, n_cols, groups, ids=None, compiled=None
+) -> np.ndarray:
     """Whether no mask hits each cell ``(lo + rows[i], cols[i])``: :func:`forced_candidates`."""
     ok = np.ones(rows.size, dtype=bool)
     if call_cols is not None and call_cols.size:
         ok &= ~np.isin(cols, call_cols)
+    items = None
+    if masks and ids is not None and compiled is not None:
+        items = np.ascontiguousarray(ids[cols], dtype=np.int64)
     for csr in masks:
+        if items is not None and _scan_pays(csr.indptr, lo + rows):
+            hit = np.zeros(rows.size, dtype=bool)
+            compiled.stored_cells(
+                csr.indptr, csr.indices, np.ascontiguousarray(lo + rows, np.int64), items, hit
+            )
+            ok &= ~hit
+            continue
         ok &= ~_stored(csr, lo, rows, cols, pos, n_cols)
     if groups is not None:
         of = groups.of_row[lo + rows]
@@ -357,6 +404,21 @@ def cell_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np
     total = int(counts.sum())
     at = np.arange(total, dtype=np.int64) + np.repeat(start - (np.cumsum(counts) - counts), counts)
     return at, counts
+
+
+def _scan_pays(indptr: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether the compiled step's row scan (``stored_cells``: each cell reads its row's
+    mask cells) reads at most :data:`_SCAN_REREADS` times the cells :func:`_stored` reads
+    (each row's once): false only where many restored cells share long mask rows."""
+    lengths = indptr[rows + 1].astype(np.int64) - indptr[rows]
+    runs = np.ones(rows.size, dtype=bool)
+    runs[1:] = rows[1:] != rows[:-1]
+    return int(lengths.sum()) <= _SCAN_REREADS * int(lengths[runs].sum()) + 4096
+
+
+# See _scan_pays: a compiled comparison costs about a twentieth of what _stored's numpy
+# passes cost per cell read.
+_SCAN_REREADS = 16
 
 
 def _stored(csr: sp.csr_matrix, lo: int, rows, cols, pos, n_cols: int) -> np.ndarray:

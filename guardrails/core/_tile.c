@@ -435,6 +435,73 @@ pool_masked(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(stored_cells_doc,
+"stored_cells(indptr, indices, rows, items, hit, /)\n--\n\n"
+"Whether a CSR matrix stores each cell (guardrails.core._exact._stored): indptr and\n"
+"indices (int32 or int64, any order within a row) of the matrix, rows and items (int64,\n"
+"c: row index and column of each cell); hit (bool, c) is set where items[k] is a stored\n"
+"column of row rows[k]. Reads only those rows' cells. Releases the GIL.");
+
+static PyObject *
+stored_cells(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o[5];
+    Py_buffer v[5];
+    if (!PyArg_ParseTuple(args, "OOOOO:stored_cells", &o[0], &o[1], &o[2], &o[3], &o[4]))
+        return NULL;
+    static const char *const names[] = {"indptr", "indices", "rows", "items", "hit"};
+    if (get_buffers(o, v, "iiqqB", names)) return NULL;
+    const Py_ssize_t m = v[0].len / v[0].itemsize - 1, nnz = v[1].len / v[1].itemsize;
+    const Py_ssize_t c = v[2].len / 8;
+    if (m < 0) return value_error("indptr must have at least one entry", v, 5);
+    if (v[3].len / 8 != c || v[4].len != c)
+        return value_error("rows, items and hit must have one entry per cell", v, 5);
+    /* Validated copies of each cell's row range and item: the loop below runs without the
+       GIL and writes hit, so it never reads an offset from a caller's buffer. */
+    int64_t *span = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * c + 1));
+    int64_t *item = (int64_t *)malloc(sizeof(int64_t) * (size_t)(c + 1));
+    if (span == NULL || item == NULL) {
+        free(span);
+        free(item);
+        release_all(v, 5);
+        return PyErr_NoMemory();
+    }
+    const int64_t *rows = (const int64_t *)v[2].buf, *items = (const int64_t *)v[3].buf;
+    const char *err = NULL;
+    for (Py_ssize_t k = 0; !err && k < c; k++) {
+        const int64_t r = rows[k];
+        if (r < 0 || r >= m) {
+            err = "a cell's row is outside indptr";
+            break;
+        }
+        const int64_t a = int_at(&v[0], r), b = int_at(&v[0], r + 1);
+        if (a < 0 || b < a || b > nnz) err = "indptr must be non-decreasing within indices";
+        span[2 * k] = a;
+        span[2 * k + 1] = b;
+        item[k] = items[k];
+    }
+    if (err) {
+        free(span);
+        free(item);
+        return value_error(err, v, 5);
+    }
+    uint8_t *hit = (uint8_t *)v[4].buf;
+    const Py_buffer *ind = &v[1];
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < c; k++) {
+        uint8_t found = 0;
+        for (int64_t t = span[2 * k]; t < span[2 * k + 1] && !found; t++) {
+            found = int_at(ind, t) == item[k];
+        }
+        hit[k] = found;
+    }
+    Py_END_ALLOW_THREADS
+    free(span);
+    free(item);
+    release_all(v, 5);
+    Py_RETURN_NONE;
+}
+
 /* The k-th largest (k >= 1) of x[0:n] (n >= k), x reordered (quickselect). */
 static double
 kth_largest(double *x, Py_ssize_t n, Py_ssize_t k)
@@ -643,6 +710,7 @@ static PyMethodDef methods[] = {
     GR_METHOD(tile_select),
     GR_METHOD(rescore_top),
     GR_METHOD(pool_masked),
+    GR_METHOD(stored_cells),
     GR_METHOD(pool_prune),
     GR_METHOD(merge_slates),
     {NULL, NULL, 0, NULL},

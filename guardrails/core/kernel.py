@@ -551,7 +551,15 @@ def guarded_topk(
     n_terms = sum(p.nnz for p in penalties)
     if n_terms <= min(_CALL_TERMS_PER_ROW * m, _CALL_TERMS_MAX):
         terms = CallPenalties.build(
-            space, penalties, m, n_pad, isinstance(space, FactorSpace), call_cols, masks, gt
+            space,
+            penalties,
+            m,
+            n_pad,
+            isinstance(space, FactorSpace),
+            call_cols,
+            masks,
+            gt,
+            compiled,
         )
     call = TopkCall(
         space, qa, N, call_cols, masks, penalties, ids, scores, compiled, gt, tally, terms
@@ -694,8 +702,11 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
         blk_r, blk_b = np.divmod(np.flatnonzero(M >= thr_cmp[:, None]), B)
         cols = blk_b[:, None] + B * np.arange(W, dtype=np.int64)[None, :]
         vals = S.reshape(-1)[(blk_r * n_pad)[:, None] + cols]
-        rows = np.broadcast_to(blk_r[:, None], cols.shape)
-        keep = np.isfinite(vals) & (vals >= thr_cmp[rows])
+        keep = np.isfinite(vals) & (vals >= thr_cmp[blk_r][:, None])
+        # Row of each kept cell from its block's index (indexing a broadcast rows array
+        # by the mask is several times slower).
+        kb, kw = np.nonzero(keep)
+        c_rows, c_cols, c_vals = blk_r[kb], cols[kb, kw], vals[kb, kw]
     else:
         # Few blocks per slate slot (a small catalogue, or a large N): blocks would not
         # prune, so bound the N-th score by a partition of the whole row instead.
@@ -710,7 +721,7 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
         rows, cols = np.divmod(flat, n_pad)
         vals = S.reshape(-1)[flat]
         keep = np.isfinite(vals)
-    c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
+        c_rows, c_cols, c_vals = rows[keep], cols[keep], vals[keep]
     if forced is not None and forced[0].size:
         c_rows = np.concatenate([c_rows, forced[0]])
         c_cols = np.concatenate([c_cols, forced[1]])

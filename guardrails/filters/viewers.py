@@ -184,7 +184,7 @@ class ViewerCircuitBreaker(Filter):
             return None
         # The tripped rows' stored non-zero interactions outside the low-risk pool, as
         # ones: read from the tripped rows only (a few of the batch).
-        ui = canonical_csr(sp.csr_matrix(ui))
+        ui = canonical_csr(ui)
         tripped = np.flatnonzero(trip)
         at, counts = cell_positions(ui.indptr, tripped)
         cols = ui.indices[at]
@@ -393,7 +393,7 @@ class RelationshipRule(Filter):
             cols.append(ft.indices[at].astype(np.int64))
         ui = viewers.user_items
         if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
-            ui = canonical_csr(sp.csr_matrix(ui))
+            ui = canonical_csr(ui)
             hit = np.flatnonzero(is_target[ui.indices] & (ui.data != 0))
             # The row of each stored cell: the last row starting at or before it.
             rows.append(np.searchsorted(ui.indptr, hit, side="right").astype(np.int64) - 1)
