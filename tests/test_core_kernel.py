@@ -446,6 +446,27 @@ def test_compiled_pool_and_rescoring_steps_refuse_bad_buffers():
     with pytest.raises(TypeError, match="rows must be int64"):
         rescore(np.array([0], np.int32), np.array([0], i64))
 
+    # Keyed penalties (row * n_cols + col, strictly increasing): the same bits as the
+    # per-cell pen they stand for; refused unsorted, mismatched, or beside pen.
+    rows, cols = np.array([0, 1, 1], i64), np.array([3, 0, 2], i64)
+    per_cell = np.array([0.25, 0.0, -0.5], f64)
+    outs = [(np.zeros((2, 2), i64), np.zeros((2, 2), f64), np.zeros(2, i64)) for _ in "ab"]
+    _tile.rescore_top(Q, V, ids, no_neg, rows, cols, per_cell, *outs[0])
+    keys, vals = np.array([3, 4 + 2], i64), np.array([0.25, -0.5], f64)
+    _tile.rescore_top(Q, V, ids, no_neg, rows, cols, no_pen, *outs[1], False, keys, vals, 4)
+    for a, b in zip(outs[0], outs[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for bad_keys, bad_vals, bad_pen, n_cols in (
+        (keys[::-1].copy(), vals, no_pen, 4),  # not increasing
+        (keys, vals[:1].copy(), no_pen, 4),  # one value per key
+        (keys, vals, per_cell, 4),  # both forms
+        (keys, vals, no_pen, 0),  # no width
+    ):
+        with pytest.raises(ValueError):
+            _tile.rescore_top(
+                Q, V, ids, no_neg, rows, cols, bad_pen, *outs[1], False, bad_keys, bad_vals, n_cols
+            )
+
     pool = np.array([[0, 3, -1]], i64)
     hit = np.zeros((1, 3), bool)
     _tile.pool_masked(pool, np.array([0, 1], np.int32), np.array([3], np.int32), hit)

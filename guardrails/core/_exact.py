@@ -536,11 +536,9 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup, cel
     r = hi - lo
     c_rows = np.ascontiguousarray(c_rows, dtype=np.int64)
     c_cols = np.ascontiguousarray(c_cols, dtype=np.int64)
-    pen = (
-        EMPTY_F64
-        if lookup is None
-        else np.ascontiguousarray(lookup.get(c_rows, c_cols), np.float64)
-    )
+    # The chunk's penalised cells go to the compiled step as keys, looked up there.
+    keys = None if lookup is None else np.ascontiguousarray(lookup.keys, dtype=np.int64)
+    vals = None if lookup is None else np.ascontiguousarray(lookup.vals, dtype=np.float64)
     neg = EMPTY_F32 if space.neg_penalty is None else space.neg_penalty
     if cell_neg is not None:
         neg = np.ascontiguousarray(cell_neg, dtype=np.float32)
@@ -554,11 +552,14 @@ def _emit_compiled(call: TopkCall, lo: int, hi: int, c_rows, c_cols, lookup, cel
         neg,
         c_rows,
         c_cols,
-        pen,
+        EMPTY_F64,
         ids,
         scores,
         counts,
         cell_neg is not None,
+        keys,
+        vals,
+        0 if lookup is None else lookup.n_cols,
     )
     take = np.arange(N) < counts[:, None]
     call.ids_out[lo:hi][take] = ids[take]

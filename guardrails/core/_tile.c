@@ -200,7 +200,8 @@ slate_insert(double *scores, int64_t *ids, Py_ssize_t kept, Py_ssize_t N, double
 
 PyDoc_STRVAR(rescore_top_doc,
 "rescore_top(queries, item_rows, ids, neg_penalty, rows, cols, pen, out_ids,\n"
-"            out_scores, counts, per_cell=False, /)\n--\n\n"
+"            out_scores, counts, per_cell=False, pen_keys=None, pen_vals=None,\n"
+"            n_cols=0, /)\n--\n\n"
 "Rescore candidate cells exactly and keep each row's top N (guardrails.core._exact.emit).\n"
 "queries (float32, r x dq) and item_rows (float32, n x d, d <= dq); ids (int64): each\n"
 "compact column's item row; neg_penalty (float32, one per compact column, or empty):\n"
@@ -211,7 +212,10 @@ PyDoc_STRVAR(rescore_top_doc,
 "descending, then item id ascending) go to out_ids (int64, r x N: ids[col]) and\n"
 "out_scores (float64, r x N); counts (int64, r) receives how many each row got.\n"
 "With per_cell, neg_penalty holds one value per cell instead (viewer groups' own\n"
-"folded penalties). Releases the GIL.");
+"folded penalties). pen_keys (int64, strictly increasing row * n_cols + col) and\n"
+"pen_vals (float64, one per key), with an empty pen: each cell found among the keys has\n"
+"its value subtracted last (guardrails.core._exact.PairLookup, looked up here).\n"
+"Releases the GIL.");
 
 static PyObject *
 rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
@@ -219,14 +223,51 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *o[10];
     Py_buffer v[10];
     int per_cell = 0;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOO|p:rescore_top", &o[0], &o[1], &o[2], &o[3], &o[4],
-                          &o[5], &o[6], &o[7], &o[8], &o[9], &per_cell)) {
+    PyObject *key_obj = Py_None, *val_obj = Py_None;
+    Py_ssize_t n_cols = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO|pOOn:rescore_top", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7], &o[8], &o[9], &per_cell, &key_obj, &val_obj,
+                          &n_cols)) {
         return NULL;
+    }
+    /* The keyed penalties (optional): validated copies, taken before the other buffers. */
+    Py_ssize_t n_keys = 0;
+    int64_t *pkeys = NULL;
+    double *pvals = NULL;
+    if (key_obj != Py_None || val_obj != Py_None) {
+        PyObject *ko[2] = {key_obj, val_obj};
+        Py_buffer kv[2];
+        static const char *const knames[] = {"pen_keys", "pen_vals"};
+        if (get_buffers(ko, kv, "qd", knames)) return NULL;
+        n_keys = kv[0].len / 8;
+        const char *kerr = NULL;
+        if (kv[1].len / 8 != n_keys) kerr = "pen_vals must have one value per key";
+        else if (n_keys && n_cols <= 0) kerr = "n_cols must be positive with pen_keys";
+        pkeys = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_keys + 1));
+        pvals = (double *)malloc(sizeof(double) * (size_t)(n_keys + 1));
+        if (!kerr && (pkeys == NULL || pvals == NULL)) kerr = "out of memory";
+        for (Py_ssize_t j = 0; !kerr && j < n_keys; j++) {
+            pkeys[j] = ((const int64_t *)kv[0].buf)[j];
+            pvals[j] = ((const double *)kv[1].buf)[j];
+            if (j && pkeys[j] <= pkeys[j - 1]) kerr = "pen_keys must be strictly increasing";
+        }
+        release_all(kv, 2);
+        if (kerr) {
+            free(pkeys);
+            free(pvals);
+            if (strcmp(kerr, "out of memory") == 0) return PyErr_NoMemory();
+            PyErr_SetString(PyExc_ValueError, kerr);
+            return NULL;
+        }
     }
     static const char *const names[] = {
         "queries", "item_rows", "ids", "neg_penalty", "rows", "cols", "pen", "out_ids",
         "out_scores", "counts"};
-    if (get_buffers(o, v, "ffqfqqdQDQ", names)) return NULL;
+    if (get_buffers(o, v, "ffqfqqdQDQ", names)) {
+        free(pkeys);
+        free(pvals);
+        return NULL;
+    }
     const char *err = NULL;
     if (v[0].ndim != 2 || v[1].ndim != 2) err = "queries and item_rows must be 2-d";
     else if (v[1].shape[1] > v[0].shape[1]) err = "queries must have at least item_rows' factors";
@@ -243,7 +284,13 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
     else if (!err && v[6].len / 8 != 0 && v[6].len / 8 != c) err = "pen must be empty or one per cell";
     else if (!err && n_neg != 0 && n_neg != (per_cell ? c : n_ids))
         err = "neg_penalty must be empty or one per column (per cell with per_cell)";
-    if (err) return value_error(err, v, 10);
+    else if (!err && n_keys && v[6].len)
+        err = "pen and pen_keys cannot both be given";
+    if (err) {
+        free(pkeys);
+        free(pvals);
+        return value_error(err, v, 10);
+    }
     const int64_t *ids = (const int64_t *)v[2].buf;
     const int64_t *in_rows = (const int64_t *)v[4].buf, *in_cols = (const int64_t *)v[5].buf;
     int64_t *start = (int64_t *)calloc((size_t)r + 1, sizeof(int64_t));
@@ -309,6 +356,17 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
                                 ((lane[4] + lane[5]) + (lane[6] + lane[7]));
         if (neg != NULL) e += (double)(per_cell ? neg[i] : neg[cols[i]]);
         if (pen != NULL) e -= pen[i];
+        if (n_keys) {
+            /* Binary search of the cell's key (e - 0.0 keeps e's bits where it is absent). */
+            const int64_t key = rows[i] * (int64_t)n_cols + cols[i];
+            Py_ssize_t a = 0, b = n_keys;
+            while (a < b) {
+                const Py_ssize_t mid = a + (b - a) / 2;
+                if (pkeys[mid] < key) a = mid + 1;
+                else b = mid;
+            }
+            if (a < n_keys && pkeys[a] == key) e -= pvals[a];
+        }
         score[i] = e;
     }
     /* The finite cells, grouped by row (a counting sort keeps each row's cells in order). */
@@ -338,6 +396,8 @@ done:
     free(rows);
     free(cols);
     free(item);
+    free(pkeys);
+    free(pvals);
     release_all(v, 10);
     if (err) return NULL;
     Py_RETURN_NONE;
