@@ -29,6 +29,7 @@ __all__ = [
     "TopkCall",
     "PairLookup",
     "chunk_cells",
+    "chunk_mask_cells",
     "cell_positions",
     "penalty_cells",
     "penalty_terms",
@@ -197,6 +198,23 @@ def chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
     vals = csr.data[start:stop]
     keep = cols >= 0
     return rows[keep], cols[keep], vals[keep]
+
+
+def chunk_mask_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
+    """Rows (local) and compact columns of ``csr[lo:hi]``'s stored cells that are eligible:
+    :func:`chunk_cells` without the values. Where most cells fall outside the space (a
+    small cohort's), each kept cell's row is found from the row offsets instead of
+    expanding a row per stored cell."""
+    start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
+    cols = pos[csr.indices[start:stop]]
+    keep = cols >= 0
+    hit = np.flatnonzero(keep)
+    if 4 * hit.size >= cols.size:
+        counts = np.diff(csr.indptr[lo : hi + 1])
+        rows = np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
+        return rows[keep], cols[keep]
+    rows = np.searchsorted(csr.indptr[lo + 1 : hi + 1], start + hit, side="right")
+    return rows.astype(np.int64), cols[hit]
 
 
 def penalty_cells(space, lo: int, hi: int, penalties, n_cols: int):

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._exact import (
     MIN_BLOCKS_PER_SLOT,
-    chunk_cells,
+    chunk_mask_cells,
     column_norms,
     emit,
     lower,
@@ -251,7 +251,7 @@ def run_chunk_tiled(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     # Per-viewer cells of the chunk, by position in the tile order: one slice per tile.
     mrow, mpos = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for csr in call.masks:
-        rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
+        rr, cc = chunk_mask_cells(csr, lo, hi, space.pos)
         mrow.append(rr)
         mpos.append(ix.inv[cc])
     m_rows, m_pos = np.concatenate(mrow), np.concatenate(mpos)

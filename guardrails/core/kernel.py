@@ -56,7 +56,7 @@ from ._exact import (
     CallPenalties,
     TopkCall,
     checked_backend,
-    chunk_cells,
+    chunk_mask_cells,
     column_norms,
     compiled_step,
     emit,
@@ -681,7 +681,7 @@ def _run_chunk(call: TopkCall, lo: int, hi: int, tile_items: int) -> int:
     if call_cols is not None and call_cols.size:
         S[:, call_cols] = -np.inf
     for csr in call.masks:
-        rr, cc, _ = chunk_cells(csr, lo, hi, space.pos)
+        rr, cc = chunk_mask_cells(csr, lo, hi, space.pos)
         S[rr, cc] = -np.inf
     exact = isinstance(space, SimilaritySpace)
     cells, lookup, has, forced = call.chunk_penalties(lo, hi, S.shape[1], split=not exact)
