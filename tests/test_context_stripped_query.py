@@ -175,3 +175,59 @@ def test_a_new_account_is_a_risky_context_from_a_share_of_risky_follows(
     _check_new_account(model, f, NU + 7, row, want, pool, risk)
     with pytest.raises(ValidationError, match="new_viewer_share"):
         gr.filters.ContextRisk(risk, threshold=0.3, pool=pool, new_viewer_share=1.5)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 12),
+    density=st.sampled_from([0.0, 0.05, 0.3]),
+    zeros=st.booleans(),
+    known=st.sampled_from([None, 0, 5, 100]),
+    sticky=st.booleans(),
+)
+def test_context_reads_the_stored_cells_as_the_sparse_products_did(
+    seed, m, density, zeros, known, sticky
+):
+    # risky_context counts each row's risky non-zero interactions in one pass over the
+    # stored cells, and compile_queries reads only the unknown viewers' rows: both equal
+    # the sparse products they replace ((ui != 0) @ risky, and diag(unknown) @ ui kept on
+    # risky columns), explicit zeros included.
+    from guardrails.filters.base import Catalog, ViewerBatch
+
+    rng = np.random.default_rng(seed)
+    risk = np.where(rng.random(NI) < 0.2, 0.8, 0.01)
+    f = gr.filters.ContextRisk(
+        risk,
+        threshold=0.3,
+        pool=rng.random(NI) < 0.7,
+        new_viewer_interactions=4,
+        known_viewers=known,
+        sticky=sticky,
+    )
+    ui = sp.random(m, NI, density=density, format="csr", random_state=rng, dtype=np.float32)
+    if zeros and ui.nnz:
+        ui.data[rng.random(ui.nnz) < 0.3] = 0.0  # explicit zeros stay stored
+    viewers = ViewerBatch(rng.integers(0, 10, m).astype(np.int64), ui)
+    risky = (risk >= 0.3).astype(np.float32)
+    count = np.diff(ui.indptr)
+    on_risky = (ui != 0).astype(np.float32) @ risky
+    new = count <= 4
+    if known is not None:
+        unknown = viewers.userids >= known
+        new &= unknown
+        if sticky:
+            new |= unknown & (on_risky * 4 >= count)
+    want = new & (on_risky > 0) & (on_risky >= f.new_viewer_share_ * count)
+    np.testing.assert_array_equal(f.risky_context(viewers), want)
+    rows = f.unknown_viewers(viewers)
+    ref = sp.csr_matrix(
+        (sp.diags(rows.astype(np.float32)) @ ui != 0).astype(np.float32) @ sp.diags(risky)
+    )
+    ref.eliminate_zeros()
+    got = f.compile_queries(Catalog("items", NI), viewers)
+    if not ref.nnz:
+        assert got is None
+    else:
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.toarray(), ref.toarray())

@@ -632,6 +632,10 @@ def _block_rows(n_pad: int, m: int, threads: int) -> int:
         rows = max(rows, min(_SMALL_CHUNK_CELLS // n_pad, -(-m // threads)))
         if m * n_pad <= _ONE_CHUNK_CELLS:
             rows = max(rows, m)
+    elif m <= rows and threads > 1 and m * n_pad > _ONE_CHUNK_CELLS:
+        # A call of one chunk's rows but many cells (a viewer group of a hundred rows):
+        # split over the workers rather than leave them idle.
+        rows = max(_MIN_BLOCK_ROWS, -(-m // threads))
     return rows
 
 

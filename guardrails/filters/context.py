@@ -43,10 +43,18 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_bool, check_float, check_int, check_mask, check_vector
+from .._validation import (
+    canonical_csr,
+    check_bool,
+    check_float,
+    check_int,
+    check_mask,
+    check_vector,
+)
+from ..core._exact import cell_positions
 from ..core.plan import PlanPart
 from .base import Catalog, CohortTable, Filter, ViewerBatch
-from .primitive import id_cells, viewer_values
+from .primitive import id_cells, row_ordered_cells, viewer_values
 
 __all__ = ["ContextRisk"]
 
@@ -226,9 +234,12 @@ class ContextRisk(Filter):
             out |= (abs(sp.csr_matrix(ctx)) @ risky) > 0
         ui = viewers.user_items
         if self.new_viewer_interactions_ and ui is not None and ui.shape[1] == n:
-            ui = sp.csr_matrix(ui)
+            ui = canonical_csr(ui)
             count = np.diff(ui.indptr)
-            on_risky = (ui != 0).astype(np.float32) @ risky
+            # Each row's non-zero interactions on risky candidates: one product over the
+            # stored cells as ones (whole numbers in float32), no copy of their columns.
+            ones = (ui.data != 0).astype(np.float32)
+            on_risky = sp.csr_matrix((ones, ui.indices, ui.indptr), shape=ui.shape) @ risky
             new = count <= self.new_viewer_interactions_
             if self.known_viewers_ is not None and viewers.userids is not None:
                 unknown = np.asarray(viewers.userids) >= self.known_viewers_
@@ -267,7 +278,17 @@ class ContextRisk(Filter):
         rows = self.unknown_viewers(viewers)
         if not rows.any():
             return None
-        return self._on_risky(sp.diags(rows.astype(np.float32)) @ sp.csr_matrix(ui))
+        # The unknown rows' non-zero interactions on risky candidates, as ones: read from
+        # those rows only.
+        ui = canonical_csr(ui)
+        unknown = np.flatnonzero(rows)
+        at, counts = cell_positions(ui.indptr, unknown)
+        cols = ui.indices[at]
+        keep = self.risky_candidates()[cols] & (ui.data[at] != 0)
+        if not keep.any():
+            return None
+        r = np.repeat(unknown, counts)[keep]
+        return row_ordered_cells(r, cols[keep], np.ones(r.size, np.float32), ui.shape)
 
     def compile_profile_queries(
         self, catalog: Catalog, viewers: ViewerBatch
