@@ -190,11 +190,14 @@ class PairLookup:
 
 
 def chunk_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
-    """Rows (local), compact columns and values of ``csr[lo:hi]`` that are eligible."""
+    """Rows (local), compact columns and values of ``csr[lo:hi]`` that are eligible.
+
+    ``np.take`` rather than ``pos[indices]``: by int32 indices (scipy's usual) it gathers
+    several times faster than fancy indexing, with the same result."""
     start, stop = csr.indptr[lo], csr.indptr[hi]
     counts = np.diff(csr.indptr[lo : hi + 1])
     rows = np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
-    cols = pos[csr.indices[start:stop]]
+    cols = np.take(pos, csr.indices[start:stop])
     vals = csr.data[start:stop]
     keep = cols >= 0
     return rows[keep], cols[keep], vals[keep]
@@ -206,7 +209,7 @@ def chunk_mask_cells(csr: sp.csr_matrix, lo: int, hi: int, pos: np.ndarray):
     small cohort's), each kept cell's row is found from the row offsets instead of
     expanding a row per stored cell."""
     start, stop = int(csr.indptr[lo]), int(csr.indptr[hi])
-    cols = pos[csr.indices[start:stop]]
+    cols = np.take(pos, csr.indices[start:stop])
     keep = cols >= 0
     hit = np.flatnonzero(keep)
     if 4 * hit.size >= cols.size:
@@ -451,7 +454,7 @@ def _stored(csr: sp.csr_matrix, lo: int, rows, cols, pos, n_cols: int) -> np.nda
     at, counts = cell_positions(csr.indptr, lo + ur)
     if not at.size:
         return np.zeros(rows.size, dtype=bool)
-    mc = pos[csr.indices[at]]
+    mc = np.take(pos, np.take(csr.indices, at))
     keys = np.repeat(np.arange(ur.size, dtype=np.int64), counts) * n_cols + mc
     return _among(inv.reshape(-1) * n_cols + cols, keys[mc >= 0])
 

@@ -394,7 +394,7 @@ class RelationshipRule(Filter):
         ui = viewers.user_items
         if self.use_call_interactions_ and ui is not None and ui.shape[1] == n:
             ui = canonical_csr(ui)
-            hit = np.flatnonzero(is_target[ui.indices] & (ui.data != 0))
+            hit = np.flatnonzero(np.take(is_target, ui.indices) & (ui.data != 0))
             # The row of each stored cell: the last row starting at or before it.
             rows.append(np.searchsorted(ui.indptr, hit, side="right").astype(np.int64) - 1)
             cols.append(ui.indices[hit].astype(np.int64))
