@@ -175,11 +175,14 @@ def check_csr(
 def canonical_csr(csr: Any) -> sp.csr_matrix:
     """``csr`` with sorted indices and no duplicate cells (summed), copied only if needed.
 
-    A ``csr_matrix`` is read as it is (scipy keeps its format check: a call's
-    ``user_items``, checked once by :func:`check_csr`, is not checked again by each
-    filter that reads it); any other sparse matrix is converted first.
+    A ``csr_matrix`` whose arrays hold exactly its cells is read as it is (scipy keeps its
+    format check: a call's ``user_items``, checked once by :func:`check_csr`, is not
+    checked again by each filter that reads it); any other sparse matrix is converted
+    first, and arrays longer than the cells (scipy sums a shared matrix's duplicates in
+    place) are trimmed, so ``indices`` and ``data`` hold one entry per cell.
     """
-    if type(csr) is not sp.csr_matrix:
+    n = int(csr.indptr[-1]) if type(csr) is sp.csr_matrix else -1
+    if n < 0 or csr.indices.shape[0] != n or csr.data.shape[0] != n:
         csr = sp.csr_matrix(csr)
     if not csr.has_canonical_format:
         csr = csr.copy()

@@ -225,3 +225,24 @@ def test_single_group_share_cap_equals_greedy_over_the_full_ranking(seed, N, sha
         ids, scores = g.recommend(users, ui, N=N)
         assert np.array_equal(ids, want_ids)
         assert np.array_equal(scores, want_sc)
+
+
+def test_filters_read_a_matrix_whose_duplicates_scipy_summed_in_place():
+    # scipy sums a shared matrix's duplicate cells in place (here through another
+    # wrapper's `!= 0`): the caller's matrix then has arrays longer than its cells.
+    # canonical_csr trims them, so the filters reading `indices` and `data` whole see
+    # each cell once.
+    from guardrails._validation import canonical_csr
+
+    ui = sp.csr_matrix(
+        (np.array([1.0, -1.0, 2.0], np.float32), np.array([0, 0, 3]), np.array([0, 2, 3])),
+        shape=(2, NI),
+    )
+    _ = sp.csr_matrix(ui) != 0  # sums (0, 0)'s duplicates into ui's own arrays
+    assert ui.indices.shape[0] > ui.indptr[-1]
+    c = canonical_csr(ui)
+    assert c.indices.shape[0] == c.data.shape[0] == c.indptr[-1] == 2
+    np.testing.assert_array_equal(c.toarray(), ui.toarray())
+    f = RelationshipRule(np.array([0, 3]), use_call_interactions=True, action="demote", weight=0.5)
+    got = f.followed_targets(Catalog("items", NI), ViewerBatch(np.array([0, 1]), ui))
+    np.testing.assert_array_equal(got.toarray()[:, [0, 3]], [[0, 0], [0, 1]])
