@@ -231,3 +231,21 @@ def test_context_reads_the_stored_cells_as_the_sparse_products_did(
     else:
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got.toarray(), ref.toarray())
+
+
+def test_a_duplicate_interaction_counts_once():
+    # A non-canonical user_items given to the filter directly: a cell stored twice is one
+    # interaction (summed), for the new-account count and the risky share alike.
+    from guardrails.filters.base import ViewerBatch
+
+    risk = np.array([0.9, 0.1, 0.1, 0.1])
+    f = gr.filters.ContextRisk(
+        risk, threshold=0.5, pool=np.ones(4, bool), new_viewer_interactions=2
+    )
+    dup = sp.csr_matrix(
+        (np.ones(3), np.array([0, 0, 1]), np.array([0, 3])), shape=(1, 4)
+    )  # account 0 twice, account 1 once: two follows, one risky
+    once = sp.csr_matrix((np.ones(2), np.array([0, 1]), np.array([0, 2])), shape=(1, 4))
+    got = f.risky_context(ViewerBatch(np.array([0]), dup))
+    np.testing.assert_array_equal(got, f.risky_context(ViewerBatch(np.array([0]), once)))
+    assert got.tolist() == [True]

@@ -461,6 +461,7 @@ def test_compiled_pool_and_rescoring_steps_refuse_bad_buffers():
         (keys, vals[:1].copy(), no_pen, 4),  # one value per key
         (keys, vals, per_cell, 4),  # both forms
         (keys, vals, no_pen, 0),  # no width
+        (keys, vals, no_pen, 2**62),  # keys would overflow int64
     ):
         with pytest.raises(ValueError):
             _tile.rescore_top(

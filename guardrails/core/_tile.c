@@ -286,6 +286,8 @@ rescore_top(PyObject *Py_UNUSED(self), PyObject *args)
         err = "neg_penalty must be empty or one per column (per cell with per_cell)";
     else if (!err && n_keys && v[6].len)
         err = "pen and pen_keys cannot both be given";
+    else if (!err && n_keys && r > 0 && n_cols > INT64_MAX / r)
+        err = "n_cols too large for the rows' keys";
     if (err) {
         free(pkeys);
         free(pvals);
