@@ -293,6 +293,9 @@ def test_small_family_report_shape(small_family, tmp_path):
         assert t["passed"] == (not t["broken"])
     text = format_family(r)
     assert "worst" in text and "recall_ratio" in text and "adult-pair hits kept" in text
+    assert "benign_suppressed (adults' accounts)" in text
+    for row in r["rows"]:
+        assert 0.0 <= row["quality"]["benign_suppressed_adults"] <= 1.0
     md = format_family(r, markdown=True)
     assert md.startswith("| seed")
     pytest.importorskip("matplotlib")
@@ -408,3 +411,20 @@ def test_view_profiles_counts_a_profile_in_its_own_list():
     band = np.flatnonzero(ctx.risk >= ctx.threshold)[:20]
     ids, _ = guarded.similar_items(band, N=11, viewer=p.n_accounts + np.arange(band.size))
     assert not np.any(ids == band[:, None])
+
+
+def test_benign_suppression_counts_minors_accounts_apart_from_adults():
+    # A guard that withholds exactly the minors' accounts suppresses benign accounts for
+    # ordinary viewers (minors' accounts are benign), and none of the adults' accounts.
+    from guardrails.audit.family_run import _suppressed_by_guard
+    from guardrails.audit.metrics import ordinary_viewers
+
+    p = make_family_platform(family_seeds(1, split="tuning")[0], size="small")
+    model = fam.train_family_model(p, draw_model(1, "als"), num_threads=1)
+    withhold = gr.Guard(model, gr.Policy([gr.filters.BlockItems(np.flatnonzero(p.vulnerable))]))
+    viewers = ordinary_viewers(p, n=5, seed=0)
+    out = _suppressed_by_guard(withhold, gr.Guard(model), p, viewers)
+    assert out["mean"] > 0.0
+    assert out["adults_mean"] == 0.0
+    same = _suppressed_by_guard(gr.Guard(model), gr.Guard(model), p, viewers)
+    assert same["mean"] == same["adults_mean"] == 0.0

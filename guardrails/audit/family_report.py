@@ -162,6 +162,9 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         else []
     )
     at = keys.index("recall_ratio") + 1
+    # Rows that measured it: benign suppression over adults' accounts only, beside the
+    # target (what is left is minors' accounts withheld from adults by the minors' rules).
+    has_adults = any("benign_suppressed_adults" in (r.get("quality") or {}) for r in report["rows"])
     head = [
         "seed",
         "kind",
@@ -171,6 +174,7 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         *keys[:at],
         *extra,
         *keys[at:],
+        *(["benign_suppressed (adults' accounts)"] if has_adults else []),
     ]
     body = []
     for r in report["rows"]:
@@ -186,6 +190,10 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
                 _profiles_kept(q),
                 _fmt("recall_ratio", q.get("recall_ratio_new", float("nan"))),
             ]
+        if has_adults:
+            q = r.get("quality") or {}
+            v = q.get("benign_suppressed_adults")
+            cells.append("-" if v is None else _fmt("benign_suppressed", v))
         body.append(
             [
                 str(r["seed"] % 100_000),
@@ -202,6 +210,8 @@ def format_family(report: dict, *, markdown: bool = False) -> str:
         if has_ci:
             wi = d["recall_ratio"].get("worst_interval") if stat == "worst" else None
             cells[at:at] = ["" if wi is None else f"[{wi[0]:.3f}, {wi[1]:.3f}]", *[""] * 5]
+        if has_adults:
+            cells.append("")
         body.append([stat, "", "", "", "", *cells])
     lines = []
     if markdown:

@@ -275,10 +275,15 @@ def new_account_recall(guard, bare, platform, users: np.ndarray, *, N: int = 10)
 def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
     """Share of benign accounts the unguarded model serves an ordinary viewer (full-length
     slate) that the guard does not: item-item models score only the neighbours of a
-    viewer's follows, so the unguarded slate, not the catalogue, is the reference."""
+    viewer's follows, so the unguarded slate, not the catalogue, is the reference.
+
+    ``adults_mean`` is the same share over benign adults' accounts only: the part of the
+    target that is not minors' accounts withheld from adult viewers by the minors' rules
+    (a child-safety trade the audit reports rather than hides)."""
     n = platform.n_accounts
     benign = platform.benign
-    shares = []
+    adults = benign & ~platform.vulnerable
+    shares, adult_shares = [], []
     for u in viewers:
         row = platform.train[int(u)]
         served = []
@@ -289,8 +294,15 @@ def _suppressed_by_guard(guard, bare, platform, viewers: np.ndarray) -> dict:
             served.append(m)
         base = benign & served[0]
         shares.append((base & ~served[1]).sum() / max(int(base.sum()), 1))
+        base_a = adults & served[0]
+        adult_shares.append((base_a & ~served[1]).sum() / max(int(base_a.sum()), 1))
     s = np.asarray(shares, dtype=np.float64)
-    return {"mean": float(s.mean()) if s.size else 0.0, "max": float(s.max()) if s.size else 0.0}
+    a = np.asarray(adult_shares, dtype=np.float64)
+    return {
+        "mean": float(s.mean()) if s.size else 0.0,
+        "max": float(s.max()) if s.size else 0.0,
+        "adults_mean": float(a.mean()) if a.size else 0.0,
+    }
 
 
 def family_walks(
@@ -413,6 +425,8 @@ def evaluate_family_platform(
             "profiles_kept_contexts": lists["marked"],
             # Recall kept for a sample of them served as new accounts.
             "recall_ratio_new": new["ratio"],
+            # benign_suppressed over adults' accounts only (minors' accounts aside).
+            "benign_suppressed_adults": sup["adults_mean"],
             "n_users_new": new["n_users"],
             "recall_ratio_low": ci["low"],
             "recall_ratio_high": ci["high"],
