@@ -51,10 +51,9 @@ from .._validation import (
     check_mask,
     check_vector,
 )
-from ..core._exact import cell_positions
 from ..core.plan import PlanPart
 from .base import Catalog, CohortTable, Filter, ViewerBatch
-from .primitive import id_cells, row_ordered_cells, viewer_values
+from .primitive import id_cells, rows_cells_on, viewer_values
 
 __all__ = ["ContextRisk"]
 
@@ -278,17 +277,9 @@ class ContextRisk(Filter):
         rows = self.unknown_viewers(viewers)
         if not rows.any():
             return None
-        # The unknown rows' non-zero interactions on risky candidates, as ones: read from
-        # those rows only.
-        ui = canonical_csr(ui)
-        unknown = np.flatnonzero(rows)
-        at, counts = cell_positions(ui.indptr, unknown)
-        cols = ui.indices[at]
-        keep = self.risky_candidates()[cols] & (ui.data[at] != 0)
-        if not keep.any():
-            return None
-        r = np.repeat(unknown, counts)[keep]
-        return row_ordered_cells(r, cols[keep], np.ones(r.size, np.float32), ui.shape)
+        # The unknown rows' non-zero interactions on risky candidates.
+        strip = rows_cells_on(ui, rows, self.risky_candidates())
+        return strip if strip.nnz else None
 
     def compile_profile_queries(
         self, catalog: Catalog, viewers: ViewerBatch

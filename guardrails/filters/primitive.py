@@ -8,7 +8,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_csr, check_float, check_vector, fail, is_int_vector
+from .._validation import (
+    canonical_csr,
+    check_choice,
+    check_csr,
+    check_float,
+    check_vector,
+    fail,
+    is_int_vector,
+)
+from ..core._exact import cell_positions
 from ..core.plan import PlanPart
 from .base import Catalog, Filter, ViewerBatch
 
@@ -168,6 +177,19 @@ def id_cells(ids, n: int) -> sp.csr_matrix:
         (np.ones(int(inside.sum()), np.float32), ids[inside], np.r_[0, np.cumsum(inside)]),
         shape=(ids.size, n),
     )
+
+
+def rows_cells_on(ui, rows: np.ndarray, columns: np.ndarray) -> sp.csr_matrix:
+    """Ones at the stored non-zero cells of ``ui``'s rows ``rows`` (bool, one per row)
+    whose column is in ``columns`` (bool, one per column), read from those rows only (a
+    few of the batch): the interactions a query filter leaves out."""
+    ui = canonical_csr(ui)
+    picked = np.flatnonzero(rows)
+    at, counts = cell_positions(ui.indptr, picked)
+    cols = ui.indices[at]
+    keep = columns[cols] & (ui.data[at] != 0)
+    r = np.repeat(picked, counts)[keep]
+    return row_ordered_cells(r, cols[keep], np.ones(r.size, np.float32), ui.shape)
 
 
 def row_ordered_cells(rows: np.ndarray, cols: np.ndarray, data, shape) -> sp.csr_matrix:

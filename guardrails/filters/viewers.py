@@ -28,6 +28,7 @@ from .base import CapSpec, Catalog, CohortTable, Filter, ViewerBatch
 from .primitive import (
     followed_cells,
     row_ordered_cells,
+    rows_cells_on,
     select_cells,
     stored_cells,
     viewer_values,
@@ -182,15 +183,8 @@ class ViewerCircuitBreaker(Filter):
         trip = self.tripped(viewers)
         if not trip.any():
             return None
-        # The tripped rows' stored non-zero interactions outside the low-risk pool, as
-        # ones: read from the tripped rows only (a few of the batch).
-        ui = canonical_csr(ui)
-        tripped = np.flatnonzero(trip)
-        at, counts = cell_positions(ui.indptr, tripped)
-        cols = ui.indices[at]
-        keep = ~self.low_risk_pool()[cols] & (ui.data[at] != 0)
-        rows = np.repeat(tripped, counts)[keep]
-        return row_ordered_cells(rows, cols[keep], np.ones(rows.size, np.float32), ui.shape)
+        # The tripped rows' stored non-zero interactions outside the low-risk pool.
+        return rows_cells_on(ui, trip, ~self.low_risk_pool())
 
 
 # ---------------------------------------------------------------------------- share caps
