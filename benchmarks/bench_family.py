@@ -17,7 +17,8 @@ and the model's item space, :func:`guardrails.audit.family_run.family_default_po
 ``no-model`` (the same without the model's item space, so no neighbourhood risk:
 :func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
 without the platform's minors' list, to measure what the policy does without age signals)
-``no-minor-ties`` (``default`` without the minors' tie rule), ``no-minor-attention``
+``no-minor-ties`` (``default`` without the minors' tie rule), ``no-audience-context``
+(``default`` without the audience of risky contexts), ``no-minor-attention``
 (``default`` without the attention-to-minors context) and ``no-strip-context``
 (``default`` with a risky profile's list ranked by similarity to it).
 """
@@ -55,6 +56,12 @@ def no_minor_ties(platform, model=None):
     return default_guard_policy(platform, minor_ties=False, **model_neighbours(model))
 
 
+def no_audience_context(platform, model=None):
+    """``default_policy`` as in ``default`` but without the audience context
+    (``audience_context=False``): the policy before it, for a side-by-side run."""
+    return default_guard_policy(platform, audience_context=False, **model_neighbours(model))
+
+
 def no_minor_attention(platform, model=None):
     """``default_policy`` as in ``default`` but without the attention-to-minors context
     (``minor_attention=False``): the policy before it, for a side-by-side run."""
@@ -86,6 +93,7 @@ POLICIES = {
     "default": family_default_policy,
     "minor-ties-none": minor_ties_none,
     "minor-ties-through-minors": minor_ties_through_minors,
+    "no-audience-context": no_audience_context,
     "no-minor-attention": no_minor_attention,
     "no-minor-ties": no_minor_ties,
     "no-model": default_guard_policy,

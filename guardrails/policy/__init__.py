@@ -29,6 +29,9 @@ Semantics
 from ._compiled import CompiledPolicy
 from ._decisions import Decision, DecisionCounters, Explanation, FilterVerdict
 from ._defaults import (
+    DEFAULT_AUDIENCE_LIFT as DEFAULT_AUDIENCE_LIFT,
+)
+from ._defaults import (
     DEFAULT_DEMOTE_LIFT as DEFAULT_DEMOTE_LIFT,
 )
 from ._defaults import (

@@ -18,7 +18,7 @@ from .._validation import canonical_csr
 from ..filters.primitive import stored_cells
 from ..filters.ties import follower_counts, shared_contacts, tie_bridges
 
-__all__ = ["attention_marks", "untied_minor_follows"]
+__all__ = ["attention_marks", "audience_marks", "untied_minor_follows"]
 
 
 def untied_minor_follows(
@@ -119,23 +119,82 @@ def attention_marks(
     -------
     ndarray of bool, shape (n,)
     """
-    from scipy.stats import binom
-
     n = graph.shape[0]
     g, n_followers = _unit_graph(graph)
     attentive = _untied(g, n_followers, minors, hub_quantile, 1, through_minors) >= min_untied
     attentive &= ~minors
     if exempt is not None:
         attentive &= ~exempt
-    rate = float(attentive.mean()) if n else 0.0
-    if rate <= 0.0:
-        return np.zeros(n, dtype=bool)
-    hits = np.rint(g.T @ attentive.astype(np.float32)).astype(np.int64)
+    out = _audience_test(g, n_followers, attentive, lift=lift, p_tail=1.0 / max(n, 1))
     young = np.rint(g.T @ minors.astype(np.float32)).astype(np.int64)
-    share = hits / np.maximum(n_followers, 1)
-    # P(Binomial(followers, rate) >= hits) < 1 / n
-    tail = binom.sf(hits - 1, n_followers, rate)
-    out = (hits >= 2) & (share >= lift * rate) & (tail < 1.0 / max(n, 1))
     out &= young <= minor_share * np.maximum(n_followers, 1)
     out &= ~minors
     return out
+
+
+def audience_marks(
+    graph: sp.csr_matrix,
+    marked: np.ndarray,
+    *,
+    lift: float,
+    p_tail: float,
+    exempt: np.ndarray | None = None,
+    fixed_point: bool = False,
+) -> np.ndarray:
+    """Accounts whose followers are ``marked`` accounts far beyond chance.
+
+    An account is marked when, among its followers, ``marked`` accounts are at least
+    ``lift`` times as frequent as on the whole platform, at least two, and more than a
+    binomial draw at the platform's rate gives with probability ``p_tail``. The audience
+    of a network's sellers is its buyers: where some of them are already risky contexts,
+    a seller that no seed, term or neighbourhood reaches still has an audience that
+    gives it away.
+
+    Parameters
+    ----------
+    graph : sparse matrix, shape (n, n)
+        The follow graph: non-zero ``(a, b)`` when ``a`` follows ``b``.
+    marked : ndarray of bool, shape (n,)
+    lift, p_tail : float, keyword-only
+    exempt : ndarray of bool, shape (n,), optional, keyword-only
+        Accounts never marked here, nor counted.
+    fixed_point : bool, keyword-only
+        Repeat the test with the accounts it marked counted as ``marked`` (the rate
+        taken afresh each round) until it marks no new account.
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+        The accounts the test marked (at any round), outside ``marked`` or not.
+    """
+    g, n_followers = _unit_graph(graph)
+    keep = None if exempt is None else ~np.asarray(exempt, dtype=bool)
+    given = np.asarray(marked, dtype=bool)
+    if keep is not None:
+        given = given & keep
+    current, out = given, np.zeros(given.shape[0], dtype=bool)
+    while True:
+        new = _audience_test(g, n_followers, current, lift=lift, p_tail=p_tail)
+        if keep is not None:
+            new &= keep
+        out |= new
+        # Marks only grow (a mark is never taken back), so the rounds end.
+        if not fixed_point or not (new & ~current).any():
+            return out
+        current = current | new
+
+
+def _audience_test(g, n_followers, marked: np.ndarray, *, lift: float, p_tail: float):
+    """The audience test of :func:`attention_marks` and :func:`audience_marks` on the unit
+    graph ``g`` (``n_followers`` its column counts)."""
+    from scipy.stats import binom
+
+    n = g.shape[0]
+    rate = float(marked.mean()) if n else 0.0
+    if rate <= 0.0:
+        return np.zeros(n, dtype=bool)
+    hits = np.rint(g.T @ marked.astype(np.float32)).astype(np.int64)
+    share = hits / np.maximum(n_followers, 1)
+    # P(Binomial(followers, rate) >= hits) < p_tail
+    tail = binom.sf(hits - 1, n_followers, rate)
+    return (hits >= 2) & (share >= lift * rate) & (tail < p_tail)
