@@ -94,9 +94,9 @@ _TERM_DIRECT = 0.1
 #: An account whose followers are risky viewing contexts at least this many times as often
 #: as the platform's accounts are (and beyond chance, _AUDIENCE_P) is a risky context
 #: itself: the same lift as the drop line, "meets flagged accounts six times as often".
-#: On the family's tuning platforms it marked 96-100 % of the active sellers (85-97 %
-#: before) where sub-networks go unseeded, and 0-1.6 % more of the ordinary accounts
-#: (one round at a lift of 1, only beyond chance: 0.6-3.7 %).
+#: On six rows of the family's tuning platforms it marked 94-100 % of the active sellers
+#: (85-100 % before) at 0-1.6 points more ordinary accounts; without the lift (only
+#: beyond chance) one round marked 0.2-3.7 % more.
 DEFAULT_AUDIENCE_LIFT = 6.0
 #: Chance, at the platform's rate of risky contexts, that an account's followers reach
 #: its count of risky contexts (binomial tail), below which the audience mark applies:
