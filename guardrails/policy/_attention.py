@@ -139,7 +139,7 @@ def audience_marks(
     lift: float,
     p_tail: float,
     exempt: np.ndarray | None = None,
-    fixed_point: bool = False,
+    repeat: bool = False,
 ) -> np.ndarray:
     """Accounts whose followers are ``marked`` accounts far beyond chance.
 
@@ -153,48 +153,73 @@ def audience_marks(
     Parameters
     ----------
     graph : sparse matrix, shape (n, n)
-        The follow graph: non-zero ``(a, b)`` when ``a`` follows ``b``.
+        The follow graph: a non-zero ``(a, b)`` when ``a`` follows ``b`` (a stored zero
+        is no follow; repeated cells are one).
     marked : ndarray of bool, shape (n,)
     lift, p_tail : float, keyword-only
     exempt : ndarray of bool, shape (n,), optional, keyword-only
-        Accounts never marked here, nor counted.
-    fixed_point : bool, keyword-only
-        Repeat the test with the accounts it marked counted as ``marked`` (the rate
-        taken afresh each round) until it marks no new account.
+        Accounts never marked here, nor counted as marked (they still count among an
+        account's followers and in the platform's accounts).
+    repeat : bool, keyword-only
+        Repeat the test with the accounts it marked counted as ``marked``, the rate taken
+        afresh each round, until a round marks no new account. A mark is never taken
+        back, even where the risen rate would no longer give it; each round tests every
+        account at ``p_tail``, so marks by chance add up over the rounds.
 
     Returns
     -------
     ndarray of bool, shape (n,)
         The accounts the test marked (at any round), outside ``marked`` or not.
     """
-    g, n_followers = _unit_graph(graph)
-    keep = None if exempt is None else ~np.asarray(exempt, dtype=bool)
-    given = np.asarray(marked, dtype=bool)
-    if keep is not None:
-        given = given & keep
-    current, out = given, np.zeros(given.shape[0], dtype=bool)
-    while True:
-        new = _audience_test(g, n_followers, current, lift=lift, p_tail=p_tail)
-        if keep is not None:
-            new &= keep
-        out |= new
-        # Marks only grow (a mark is never taken back), so the rounds end.
-        if not fixed_point or not (new & ~current).any():
-            return out
+    a = sp.csr_matrix(graph, copy=True)
+    a.sum_duplicates()
+    a.eliminate_zeros()
+    g, n_followers = _unit_graph(a)
+    n = g.shape[0]
+    keep = np.ones(n, dtype=bool) if exempt is None else ~np.asarray(exempt, dtype=bool)
+    current = np.asarray(marked, dtype=bool) & keep
+    hits = _hits(g, current)
+    out = _audience_pass(hits, n_followers, _rate(current), lift, p_tail) & keep
+    while repeat:
+        new = out & ~current
+        if not new.any():
+            break
         current = current | new
+        # Only the accounts the new marks follow gain hits; every other account keeps its
+        # count against a rate that only rose, so it cannot pass now if it did not before.
+        gained = np.rint(np.asarray(g[np.flatnonzero(new)].sum(axis=0)).ravel()).astype(np.int64)
+        hits += gained
+        tested = np.flatnonzero((gained > 0) & keep & ~out)
+        passed = _audience_pass(hits[tested], n_followers[tested], _rate(current), lift, p_tail)
+        out[tested[passed]] = True
+    return out
+
+
+def _hits(g, marked: np.ndarray) -> np.ndarray:
+    """How many of each account's followers are ``marked`` (int64)."""
+    return np.rint(g.T @ marked.astype(np.float32)).astype(np.int64)
+
+
+def _rate(marked: np.ndarray) -> float:
+    return float(marked.mean()) if marked.size else 0.0
+
+
+def _audience_pass(hits, n_followers, rate: float, lift: float, p_tail: float) -> np.ndarray:
+    """The audience test on counts: at least two hits, at least ``lift`` times the rate's
+    share of the followers, and a binomial tail at the rate under ``p_tail``."""
+    from scipy.stats import binom
+
+    if rate <= 0.0:
+        return np.zeros(hits.shape[0], dtype=bool)
+    share = hits / np.maximum(n_followers, 1)
+    out = (hits >= 2) & (share >= lift * rate)
+    idx = np.flatnonzero(out)
+    # P(Binomial(followers, rate) >= hits) < p_tail, only where the cheap tests pass
+    out[idx] = binom.sf(hits[idx] - 1, n_followers[idx], rate) < p_tail
+    return out
 
 
 def _audience_test(g, n_followers, marked: np.ndarray, *, lift: float, p_tail: float):
     """The audience test of :func:`attention_marks` and :func:`audience_marks` on the unit
     graph ``g`` (``n_followers`` its column counts)."""
-    from scipy.stats import binom
-
-    n = g.shape[0]
-    rate = float(marked.mean()) if n else 0.0
-    if rate <= 0.0:
-        return np.zeros(n, dtype=bool)
-    hits = np.rint(g.T @ marked.astype(np.float32)).astype(np.int64)
-    share = hits / np.maximum(n_followers, 1)
-    # P(Binomial(followers, rate) >= hits) < p_tail
-    tail = binom.sf(hits - 1, n_followers, rate)
-    return (hits >= 2) & (share >= lift * rate) & (tail < p_tail)
+    return _audience_pass(_hits(g, marked), n_followers, _rate(marked), lift, p_tail)

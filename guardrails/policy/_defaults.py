@@ -30,6 +30,7 @@ from ._attention import audience_marks
 from ._minors import (
     DEFAULT_MINOR_TIE_THROUGH_MINORS,
     attention_context,
+    minor_accounts,
     minor_filters,
     tie_graph,
     tie_weight,
@@ -402,7 +403,8 @@ def default_policy(
     context_risk = _context_risk(breaker_risk, near, (term_context, attention), demote_t)
     audience = None
     if check_bool(audience_context, "audience_context", where):
-        audience = _audience_context(context_risk, demote_t, minor_mask, follow_graph)
+        young = minor_accounts(minor_mask, minor_viewers, ui, n)
+        audience = _audience_context(context_risk, demote_t, young, follow_graph)
         context_risk = _context_risk(context_risk, None, (audience,), demote_t)
     pool = risk <= pool_t
     if near is not None:
@@ -523,25 +525,25 @@ def _context_risk(breaker_risk, near, marks, demote_t: float) -> np.ndarray:
     return context_risk
 
 
-def _audience_context(context_risk, demote_t: float, minor_mask, follow_graph):
+def _audience_context(context_risk, demote_t: float, young, follow_graph):
     """Accounts whose followers are risky viewing contexts far beyond chance
     (:func:`~guardrails.policy._attention.audience_marks` at DEFAULT_AUDIENCE_LIFT and
-    _AUDIENCE_P), counting accounts so marked, not already one themselves; ``None``
-    without a follow graph between candidates. Minors' accounts are never marked, nor
-    counted."""
+    _AUDIENCE_P, repeated with the accounts it marks counted), not already one
+    themselves; ``None`` without a follow graph between candidates. ``young`` (minors'
+    accounts, known minor viewers' own accounts) are never marked, nor counted as risky
+    contexts."""
     if follow_graph is None:
         return None
     first = context_risk >= max(demote_t, 1e-6)
-    # To the fixed point: an account marked for its audience counts in its followees'
-    # audiences (a buyer marked for the buyers following him marks the seller he
-    # follows).
+    # Repeated: an account marked for its audience counts in its followees' audiences (a
+    # buyer marked for the buyers following him marks the seller he follows).
     out = audience_marks(
         follow_graph,
         first,
         lift=DEFAULT_AUDIENCE_LIFT,
         p_tail=_AUDIENCE_P,
-        exempt=minor_mask,
-        fixed_point=True,
+        exempt=young,
+        repeat=True,
     )
     return out & ~first
 

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MINOR_TIE_THROUGH_MINORS",
     "DEFAULT_MINOR_TIE_WEIGHT",
     "attention_context",
+    "minor_accounts",
     "minor_filters",
     "tie_graph",
     "tie_weight",
@@ -341,10 +342,7 @@ def attention_context(
     if minor_mask is None or not minor_mask.any() or follow_graph is None:
         return None
     n = minor_mask.shape[0]
-    exempt = None
-    if minor_viewers is not None and ui is not None and ui.shape == (n, n):
-        # Users and candidates share one id space: minor viewers are accounts too.
-        exempt = _viewer_mask(_checked_minor_viewers(minor_viewers, n), n)
+    exempt = _minor_viewer_accounts(minor_viewers, ui, n)
     marks = attention_marks(
         follow_graph,
         minor_mask,
@@ -358,6 +356,24 @@ def attention_context(
     if nbrs is not None and marks.any():
         marks = marks | term_neighbourhood(marks, nbrs)
     return marks & ~minor_mask
+
+
+def minor_accounts(minor_mask, minor_viewers, ui, n: int) -> np.ndarray | None:
+    """The candidates known to be minors' accounts: ``minor_mask``, and when ``ui`` is
+    square (users and candidates in one id space) the known minor viewers' own accounts;
+    ``None`` when neither is known."""
+    viewers = _minor_viewer_accounts(minor_viewers, ui, n)
+    if minor_mask is None:
+        return viewers
+    return minor_mask if viewers is None else minor_mask | viewers
+
+
+def _minor_viewer_accounts(minor_viewers, ui, n: int) -> np.ndarray | None:
+    """The known minor viewers as candidates (bool, shape (n,)) when ``ui`` is square:
+    users and candidates share one id space, so minor viewers are accounts too."""
+    if minor_viewers is None or ui is None or ui.shape != (n, n):
+        return None
+    return _viewer_mask(_checked_minor_viewers(minor_viewers, n), n)
 
 
 def _checked_minor_viewers(minor_viewers, n_viewers: int | None) -> np.ndarray:
