@@ -85,6 +85,7 @@ while True:
         continue
     c = claims[0]
     os.write(1, f"C {c.key}\n".encode())
+    time.sleep(0.005)  # reviewing takes a moment: kills land while the lease is held
     q.resolve(c, outcome="actioned",
               labels=[{"category": "spam", "severity": 0.5, "label_id": f"L-{c.key}"}])
     os.write(1, f"R {c.key}\n".encode())
