@@ -344,11 +344,17 @@ def test_fused_chunks_memory_does_not_grow_with_batch():
 
     def peak(m):
         guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
-        tracemalloc.start()
-        guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
-        _, top = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        return top
+        tops = []
+        # The least of three calls: how the two workers interleave can keep a finished
+        # chunk's buffers alive a moment longer in one call (seen once in a full CI run);
+        # memory that grows with the batch grows in every call.
+        for _ in range(3):
+            tracemalloc.start()
+            guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
+            _, top = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            tops.append(top)
+        return min(tops)
 
     full, larger = peak(m_full), peak(4 * m_full)
     outputs = 4 * m_full * 10 * (8 + 4) * 3  # ids, scores and their copies, per user
