@@ -345,9 +345,7 @@ def test_fused_chunks_memory_does_not_grow_with_batch():
     def peak(m):
         guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
         tops = []
-        # The least of three calls: how the two workers interleave can keep a finished
-        # chunk's buffers alive a moment longer in one call (seen once in a full CI run);
-        # memory that grows with the batch grows in every call.
+        # The least of three calls: memory that grows with the batch grows in every call.
         for _ in range(3):
             tracemalloc.start()
             guard.recommend(np.arange(m), None, N=10, filter_already_liked_items=False)
@@ -356,7 +354,10 @@ def test_fused_chunks_memory_does_not_grow_with_batch():
             tops.append(top)
         return min(tops)
 
-    full, larger = peak(m_full), peak(4 * m_full)
+    # From four chunks on every thread holds one (the calling thread runs chunks beside
+    # the two workers); at two chunks the peak depends on how they interleave (10.0 or
+    # 13.2 MB in fresh CI clones, against 13.7 MB at four chunks and 14.6 MB at eight).
+    full, larger = peak(2 * m_full), peak(4 * m_full)
     outputs = 4 * m_full * 10 * (8 + 4) * 3  # ids, scores and their copies, per user
     assert larger - full < outputs + (1 << 20)
 
