@@ -291,7 +291,8 @@ def default_policy(
       account whose followers are such risky contexts at least six times as often as the
       platform's accounts are (:data:`DEFAULT_AUDIENCE_LIFT`), at least two of them and
       beyond what a binomial draw at that rate reaches with probability 1 %, is a risky
-      context too, and stays out of the pool; never dropped or demoted for it. The
+      context too (the test repeated with the accounts it marks counted, until it marks
+      no new one), and stays out of the pool; never dropped or demoted for it. The
       sellers of a sub-network that no seed, term or neighbourhood reaches are followed
       by its buyers, some of whom are risky contexts;
     - the viewed profile itself (``similar_items``' item, ``similar_users``' queried
