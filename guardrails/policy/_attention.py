@@ -125,8 +125,8 @@ def attention_marks(
     attentive &= ~minors
     if exempt is not None:
         attentive &= ~exempt
-    out = _audience_test(g, n_followers, attentive, lift=lift, p_tail=1.0 / max(n, 1))
-    young = np.rint(g.T @ minors.astype(np.float32)).astype(np.int64)
+    out = _audience_pass(_hits(g, attentive), n_followers, _rate(attentive), lift, 1.0 / max(n, 1))
+    young = _hits(g, minors)
     out &= young <= minor_share * np.maximum(n_followers, 1)
     out &= ~minors
     return out
@@ -217,9 +217,3 @@ def _audience_pass(hits, n_followers, rate: float, lift: float, p_tail: float) -
     # P(Binomial(followers, rate) >= hits) < p_tail, only where the cheap tests pass
     out[idx] = binom.sf(hits[idx] - 1, n_followers[idx], rate) < p_tail
     return out
-
-
-def _audience_test(g, n_followers, marked: np.ndarray, *, lift: float, p_tail: float):
-    """The audience test of :func:`attention_marks` and :func:`audience_marks` on the unit
-    graph ``g`` (``n_followers`` its column counts)."""
-    return _audience_pass(_hits(g, marked), n_followers, _rate(marked), lift, p_tail)
