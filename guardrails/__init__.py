@@ -15,67 +15,45 @@ install both into one environment.
 
 import typing as _typing
 
+from .exceptions import __all__ as _ERRORS  # the exception tree: standard library only
+
 # Names load on first access (PEP 562), so that ``import guardrails`` -- and the command
 # line's ``--version`` and ``--help`` -- do not pay for numpy, scipy and implicit.
 _EXPORTS = {
-    "ConvergenceWarning": ".exceptions",
-    "CorruptStoreError": ".exceptions",
-    "FailClosedError": ".exceptions",
-    "FailClosedWarning": ".exceptions",
-    "GuardrailsError": ".exceptions",
-    "GuardrailsWarning": ".exceptions",
-    "LeaseLostError": ".exceptions",
-    "MissingDependencyError": ".exceptions",
-    "NotAGuardrailsStoreError": ".exceptions",
-    "PluginError": ".exceptions",
-    "PolicyFileError": ".exceptions",
-    "SchemaVersionError": ".exceptions",
-    "StoreError": ".exceptions",
-    "UnsupportedModelError": ".exceptions",
-    "ValidationError": ".exceptions",
-    "register_filter": ".filters",
+    # serving
     "Guard": ".guard",
     "GuardResult": ".guard",
+    "ServingGuard": ".serving",
     "FactorModel": ".models",
     "ItemItemModel": ".models",
     "ANNRetrieval": ".retrieval",
+    # policy
+    "Policy": ".policy",
+    "Holdback": ".policy",
     "Decision": ".policy",
     "DecisionCounters": ".policy",
     "Explanation": ".policy",
-    "Holdback": ".policy",
-    "Policy": ".policy",
     "default_policy": ".policy",
     "load_policy": ".policy",
     "save_policy": ".policy",
-    "IdMap": ".signals",
+    "register_filter": ".filters",
+    # signals
     "LabelStore": ".signals",
     "ReportQueue": ".signals",
-    "ServingGuard": ".serving",
     "Snapshot": ".signals",
+    "IdMap": ".signals",
+    # text
     "TextGuard": ".text",
+    # errors and warnings (ConformanceError belongs to guardrails.testing's API)
+    **{name: ".exceptions" for name in _ERRORS if name != "ConformanceError"},
 }
+# Public names whose object lives under another name.
 _RENAMED = {"propagate_risk": (".expand", "propagate")}
 _SUBPACKAGES = ("expand", "filters", "signals", "testing", "text", "audit", "distributed")
 
 if _typing.TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import expand, filters, signals, testing, text
-    from .exceptions import (
-        ConvergenceWarning,
-        CorruptStoreError,
-        FailClosedError,
-        FailClosedWarning,
-        GuardrailsError,
-        GuardrailsWarning,
-        LeaseLostError,
-        MissingDependencyError,
-        NotAGuardrailsStoreError,
-        PluginError,
-        PolicyFileError,
-        SchemaVersionError,
-        StoreError,
-        UnsupportedModelError,
-        ValidationError,
-    )
+    from . import audit, distributed, expand, filters, signals, testing, text
+    from .exceptions import *  # noqa: F403
     from .expand import propagate as propagate_risk
     from .filters import register_filter
     from .guard import Guard, GuardResult
@@ -132,23 +110,9 @@ __all__ = [
     "testing",
     "audit",
     "distributed",
-    # errors and warnings
-    "GuardrailsError",
-    "ValidationError",
-    "PolicyFileError",
-    "UnsupportedModelError",
-    "FailClosedError",
-    "PluginError",
-    "StoreError",
-    "NotAGuardrailsStoreError",
-    "SchemaVersionError",
-    "CorruptStoreError",
-    "LeaseLostError",
-    "MissingDependencyError",
-    "GuardrailsWarning",
-    "FailClosedWarning",
-    "ConvergenceWarning",
 ]
+# errors and warnings: the exception tree's own list
+__all__ += [name for name in _ERRORS if name != "ConformanceError"]
 
 
 def __getattr__(name: str):

@@ -15,17 +15,16 @@
   platform's exported files (``recsys-guardrails audit --data DIR``).
 """
 
+from . import platform
 from .data import DataPlatform, OwnData, load_data
 from .family import FamilyConfig, FamilyPlatform, draw_config, family_seeds, make_family_platform
 from .family_run import run_family
-from .platform import BENIGN, BUYER, CELEBRITY, MINOR, ROLE_NAMES, SELLER, Platform, make_platform
+from .platform import *  # noqa: F403 (platform.__all__: the platform and its role codes)
 from .run import audit_platform, run_audit
 from .sweep import SweepPoint, pareto_front, run_sweep
 from .walks import WalkResult, follow_handful, risky_viewers, search_start, view_one
 
 __all__ = [
-    "Platform",
-    "make_platform",
     "run_audit",
     "FamilyConfig",
     "FamilyPlatform",
@@ -45,10 +44,5 @@ __all__ = [
     "SweepPoint",
     "run_sweep",
     "pareto_front",
-    "BENIGN",
-    "CELEBRITY",
-    "MINOR",
-    "SELLER",
-    "BUYER",
-    "ROLE_NAMES",
 ]
+__all__ += platform.__all__

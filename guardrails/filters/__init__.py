@@ -5,19 +5,8 @@ register with :func:`register_filter` or the ``guardrails.filters`` entry-point 
 (:func:`load_plugins`), and check themselves with :mod:`guardrails.testing`.
 """
 
-from .base import (
-    CapFilter,
-    CapSpec,
-    Catalog,
-    CohortFilter,
-    CohortTable,
-    Filter,
-    FilterProtocol,
-    ProfileQueryFilter,
-    QueryFilter,
-    ViewerBatch,
-    array_fingerprint,
-)
+from . import base
+from .base import *  # noqa: F403 (base.__all__: the protocol and its helpers)
 from .context import ContextRisk
 from .primitive import BlockItems, DemoteRisk, ExcludePairs, SuppressRisk
 from .registry import ENTRY_POINT_GROUP, load_plugins, register_filter, registered_filters
@@ -33,17 +22,6 @@ from .ties import TIE_DIRECTIONS, RequireTie
 from .viewers import RelationshipRule, ShareCap, ViewerCircuitBreaker
 
 __all__ = [
-    "Catalog",
-    "ViewerBatch",
-    "Filter",
-    "FilterProtocol",
-    "CohortFilter",
-    "CapFilter",
-    "QueryFilter",
-    "ProfileQueryFilter",
-    "CohortTable",
-    "CapSpec",
-    "array_fingerprint",
     "BlockItems",
     "ExcludePairs",
     "SuppressRisk",
@@ -65,3 +43,4 @@ __all__ = [
     "registered_filters",
     "load_plugins",
 ]
+__all__ += base.__all__

@@ -16,18 +16,9 @@ See ``docs/signals.md`` for the semantics of expiry, retraction and supersession
 triage formula and the snapshot interface that filters read.
 """
 
+from . import reports
 from .labels import KNOWN_SOURCES, SUBJECT_KINDS, Label
-from .reports import (
-    DEFAULT_CATEGORY_WEIGHTS,
-    Ack,
-    Claim,
-    LeaseLostError,
-    QueueStats,
-    Report,
-    ReportQueue,
-    TriageEntry,
-    TriageWeights,
-)
+from .reports import *  # noqa: F403 (reports.__all__: report intake)
 from .snapshot import IdMap, Snapshot
 from .store import SCHEMA_VERSION, AuditEntry, LabelStore
 
@@ -40,17 +31,9 @@ __all__ = [
     "SUBJECT_KINDS",
     "IdMap",
     "Snapshot",
-    "ReportQueue",
-    "Report",
-    "Ack",
-    "Claim",
-    "QueueStats",
-    "TriageWeights",
-    "TriageEntry",
-    "LeaseLostError",
-    "DEFAULT_CATEGORY_WEIGHTS",
-    "ServingGuard",
+    "ServingGuard",  # noqa: F405 (deprecated; resolved by __getattr__ below)
 ]
+__all__ += reports.__all__
 
 
 def __getattr__(name: str):
