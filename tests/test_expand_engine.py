@@ -120,12 +120,12 @@ def test_solvers_match_a_dense_solve(backend, n, p, c, seed, n_seeds, threads, c
         W[rng.choice(n, min(n, n_seeds), replace=False), k] = rng.uniform(0.1, 1.0)
     op = small_operator(N, backend, threads, chunk_values)
     want = dense_solution(N, W, 0.85, sqrt_deg)
-    Y, _ = _engine.solve_symmetric(op, W, sqrt_deg, damping=0.85, tol=1e-7, max_iter=500)
+    Y, _ = _engine.solve_symmetric(op, W, sqrt_deg, _engine.Solve(0.85, 1e-7, 500))
     np.testing.assert_allclose(Y, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
     # Power iteration on T = S^-1 N S, as a CSR operator of its own.
     T = sp.csr_matrix(sp.diags(1 / sqrt_deg) @ N @ sp.diags(sqrt_deg), dtype=np.float32)
     Yp, _ = _engine.solve_power(
-        small_operator(T, backend, threads, chunk_values), W, damping=0.85, tol=1e-8, max_iter=2000
+        small_operator(T, backend, threads, chunk_values), W, _engine.Solve(0.85, 1e-8, 2000)
     )
     np.testing.assert_allclose(Yp, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
 
@@ -400,7 +400,7 @@ def test_bicgstab_matches_a_dense_solve_on_directed_walks(
     )
     want = np.linalg.solve(np.eye(n) - 0.85 * T.toarray().astype(np.float64), W.astype(np.float64))
     op = small_operator(T, backend, threads, chunk_values)
-    Y, products = _engine.solve_bicgstab(op, W, damping=0.85, tol=1e-7, max_iter=400)
+    Y, products = _engine.solve_bicgstab(op, W, _engine.Solve(0.85, 1e-7, 400))
     scale = max(1.0, float(np.abs(want).max()))
     np.testing.assert_allclose(Y, want, rtol=1e-4, atol=2e-5 * scale)
     assert products <= 400 + 1
@@ -431,7 +431,7 @@ def test_bicgstab_breakdown_falls_back_to_power_iteration(monkeypatch):
 
     monkeypatch.setattr(op, "matmul", failing)
     monkeypatch.setattr(_engine, "solve_power", power)
-    Y, _ = _engine.solve_bicgstab(op, W, damping=0.85, tol=1e-7, max_iter=500)
+    Y, _ = _engine.solve_bicgstab(op, W, _engine.Solve(0.85, 1e-7, 500))
     assert calls["power"] == 1
     np.testing.assert_allclose(Y, want, rtol=1e-4, atol=1e-6)
 
@@ -527,9 +527,9 @@ def test_power_iteration_from_a_start_converges_to_the_same_solution():
     W[[3, 9], 0] = 1.0
     W[[20], 1] = 1.0
     op = small_operator(T, BACKENDS[-1], 1, 1 << 16)
-    Y0, n0 = _engine.solve_power(op, W, damping=0.85, tol=1e-7, max_iter=500)
+    Y0, n0 = _engine.solve_power(op, W, _engine.Solve(0.85, 1e-7, 500))
     start = Y0 + np.float32(1e-3)
-    Y1, n1 = _engine.solve_power(op, W, damping=0.85, tol=1e-7, max_iter=500, start=start)
+    Y1, n1 = _engine.solve_power(op, W, _engine.Solve(0.85, 1e-7, 500), start=start)
     np.testing.assert_allclose(Y1, Y0, rtol=1e-5, atol=1e-6)
     assert n1 < n0
 

@@ -23,6 +23,7 @@ most ``tol`` times the L1 norm of that column's current solution (a relative cha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 
 import numpy as np
@@ -46,6 +47,7 @@ __all__ = [
     "BACKENDS",
     "Operator",
     "compiled_available",
+    "Solve",
     "solve_symmetric",
     "solve_power",
     "solve_bicgstab",
@@ -54,6 +56,17 @@ __all__ = [
     "TransposeOperator",
     "ConvergenceWarning",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Solve:
+    """What every solver is asked: the damping ``a`` of ``Y = W + a T Y`` and when to
+    stop (``tol``, relative L1 change; ``max_iter``, the product budget; a progress bar)."""
+
+    damping: float
+    tol: float
+    max_iter: int
+    progress: bool = False
 
 
 class _ColumnSums:
@@ -221,14 +234,7 @@ class _CGPasses:
 
 
 def solve_symmetric(
-    N: Operator,
-    W: np.ndarray,
-    scale: np.ndarray,
-    *,
-    damping: float,
-    tol: float,
-    max_iter: int,
-    progress: bool = False,
+    N: Operator, W: np.ndarray, scale: np.ndarray, how: Solve
 ) -> tuple[np.ndarray, int]:
     """Solve ``Y = W + a T Y`` with ``T = S^-1 N S`` by conjugate gradients.
 
@@ -267,6 +273,7 @@ def solve_symmetric(
     each step still minimises the error along its own direction, so the iteration
     cannot diverge.
     """
+    damping, tol, max_iter, progress = dataclasses.astuple(how)
     cg = _CGPasses(N, W, scale, damping)
     n, c = W.shape
     tiny = np.finfo(np.float32).tiny
@@ -307,11 +314,8 @@ def solve_symmetric(
 def solve_power(
     T: Operator,
     W: np.ndarray,
+    how: Solve,
     *,
-    damping: float,
-    tol: float,
-    max_iter: int,
-    progress: bool = False,
     start: np.ndarray | None = None,
     cap: int | None = None,
 ) -> tuple[np.ndarray, int]:
@@ -330,6 +334,7 @@ def solve_power(
     Y : ndarray of float32, shape (n, c)
     n_iter : int
     """
+    damping, tol, max_iter, progress = dataclasses.astuple(how)
     a = np.float32(damping)
     W = np.ascontiguousarray(W, dtype=np.float32)
     n, c = W.shape
@@ -522,15 +527,7 @@ class _BiCGPasses:
             T.map_rows(lambda lo, hi: np.copyto(self.P[lo:hi], self.R[lo:hi]), c)
 
 
-def solve_bicgstab(
-    T: Operator,
-    W: np.ndarray,
-    *,
-    damping: float,
-    tol: float,
-    max_iter: int,
-    progress: bool = False,
-) -> tuple[np.ndarray, int]:
+def solve_bicgstab(T: Operator, W: np.ndarray, how: Solve) -> tuple[np.ndarray, int]:
     """Solve ``(I - a T) Y = W`` by BiCGSTAB, one column per category, for any ``T``.
 
     For directed walks, where conjugate gradients do not apply. On the benchmark's
@@ -562,6 +559,7 @@ def solve_bicgstab(
     n_iter : int
         Sparse products used (at most ``max_iter``).
     """
+    damping, tol, max_iter, progress = dataclasses.astuple(how)
     W = np.ascontiguousarray(W, dtype=np.float32)
     bi = _BiCGPasses(T, W, damping)
     bar = _progress(progress, max_iter, "propagate (bicgstab)")
@@ -582,14 +580,7 @@ def solve_bicgstab(
             _warn_capped(max_iter, tol)
         else:
             Y, more = solve_power(
-                T,
-                Ws,
-                damping=damping,
-                tol=tol,
-                max_iter=left,
-                progress=progress,
-                start=Y,
-                cap=max_iter,
+                T, Ws, dataclasses.replace(how, max_iter=left), start=Y, cap=max_iter
             )
             products += more
     Y *= bi.down

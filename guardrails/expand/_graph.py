@@ -20,6 +20,7 @@ from ._auto import Selection, auto_risk
 from ._engine import (
     BACKENDS,
     Operator,
+    Solve,
     TransposeOperator,
     compiled_available,
     solve_bicgstab,
@@ -248,6 +249,7 @@ class RiskGraph:
         if method == "sybilrank":
             op = self._operator(self._walk_kind(transpose, normalization))
             return walk(op, W, n_steps, progress=progress)
+        how = Solve(damping, tol, max_iter, progress)
         if method == "cg":
             if not self.symmetric:
                 raise fail(
@@ -260,15 +262,7 @@ class RiskGraph:
             # T = S^-1 N S with S = D^(1/2) for walks from each node, D^(-1/2) from seeds.
             forward = (normalization == "degree") != transpose
             scale = self._sqrt_deg if forward else 1.0 / self._sqrt_deg
-            Y, self.n_iter_ = solve_symmetric(
-                self._operator("sym"),
-                W,
-                scale,
-                damping=damping,
-                tol=tol,
-                max_iter=max_iter,
-                progress=progress,
-            )
+            Y, self.n_iter_ = solve_symmetric(self._operator("sym"), W, scale, how)
             return Y
         kind = self._walk_kind(transpose, normalization)
         if kind == "col" and self._chose_solver:
@@ -293,25 +287,10 @@ class RiskGraph:
                 shape = self._far_shape(op, damping, max_iter)
             far = (damping / (1.0 - damping)) * W.sum(axis=0, dtype=np.float64)
             start = W + shape * far.astype(np.float32)[None, :]
-            Y, self.n_iter_ = solve_power(
-                op,
-                W,
-                damping=damping,
-                tol=tol,
-                max_iter=max_iter,
-                progress=progress,
-                start=start,
-            )
+            Y, self.n_iter_ = solve_power(op, W, how, start=start)
             return Y
         solve = solve_bicgstab if method == "bicgstab" else solve_power
-        Y, self.n_iter_ = solve(
-            self._operator(kind),
-            W,
-            damping=damping,
-            tol=tol,
-            max_iter=max_iter,
-            progress=progress,
-        )
+        Y, self.n_iter_ = solve(self._operator(kind), W, how)
         return Y
 
     def _far_shape(self, op, damping: float, max_iter: int) -> np.ndarray:
@@ -330,9 +309,7 @@ class RiskGraph:
             U = np.full((n, 1), 1.0 / max(n, 1), dtype=np.float32)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                P, _ = solve_power(
-                    op, U, damping=damping, tol=1e-3, max_iter=max_iter, start=U / (1 - damping)
-                )
+                P, _ = solve_power(op, U, Solve(damping, 1e-3, max_iter), start=U / (1 - damping))
             total = float(P.sum(dtype=np.float64))
             shape = (P / total if total > 0 else U).astype(np.float32)
             self._far[damping] = shape

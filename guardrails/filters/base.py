@@ -331,6 +331,11 @@ class Filter:
     mode: str = "enforce"
     failure: str = "fail_closed"
     surfaces: tuple[str, ...] | None = None
+    #: A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
+    #: nor set ``failure="fail_open"`` (both refused with a
+    #: :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
+    #: always raises :class:`~guardrails.exceptions.FailClosedError`. A constructor
+    #: argument of the filters that take it.
     protected: bool = False
     #: Policy-file kind (see :data:`guardrails.filters.registry.KINDS`) of every
     #: constructor argument besides the common settings; ``None``: not in policy files.

@@ -467,10 +467,7 @@ class CohortRule(Filter):
         a viewer. ``"strictest"`` (default) applies the strictest action of any cohort
         to each candidate cohort: a viewer we know nothing about might be a minor.
     protected : bool, keyword-only
-        A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
-        nor set ``failure="fail_open"`` (both refused with a
-        :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
-        always raises :class:`~guardrails.exceptions.FailClosedError`.
+        A child-safety rule (:attr:`Filter.protected <guardrails.filters.Filter.protected>`).
     reason : str, keyword-only
     mode, failure, surfaces, name : keyword-only
     """

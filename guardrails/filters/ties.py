@@ -91,10 +91,7 @@ class RequireTie(Filter):
     weight : float, keyword-only
         The demotion, in score units (``action="demote"``).
     protected : bool, keyword-only
-        A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
-        nor set ``failure="fail_open"`` (both refused with a
-        :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
-        always raises :class:`~guardrails.exceptions.FailClosedError`.
+        A child-safety rule (:attr:`Filter.protected <guardrails.filters.Filter.protected>`).
     reason, mode, failure, surfaces, name : keyword-only
 
     Notes

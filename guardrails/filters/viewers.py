@@ -71,10 +71,7 @@ class ViewerCircuitBreaker(Filter):
         Call interactions needed before the share counts (stored risk always counts).
     strip_interactions : bool, keyword-only
     protected : bool, keyword-only
-        A child-safety rule: it can be neither held back (:class:`~guardrails.Holdback`)
-        nor set ``failure="fail_open"`` (both refused with a
-        :class:`~guardrails.exceptions.ValidationError`), and a failure to compile it
-        always raises :class:`~guardrails.exceptions.FailClosedError`.
+        A child-safety rule (:attr:`Filter.protected <guardrails.filters.Filter.protected>`).
     reason : str, keyword-only
     mode, failure, surfaces, name : keyword-only
     """
