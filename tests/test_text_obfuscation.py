@@ -139,6 +139,34 @@ def test_a_free_standing_separator_glues_terms_of_any_length():
         assert m.match_many([text])[0].size == 0, text
 
 
+@settings(max_examples=60, **_RELAXED)
+@given(
+    idx=st.integers(0, len(TERMS) - 1),
+    before=st.lists(st.sampled_from("aiu"), max_size=3),
+    after=st.lists(st.sampled_from("aiu"), max_size=3),
+    words=st.sampled_from([("", ""), ("buy", ""), ("", "now"), ("dm", "me")]),
+)
+def test_spaced_letters_beside_one_letter_words_are_caught(idx, before, after, words):
+    """``p a s s a`` is "pass a": the one-letter word joins the spaced-out run
+    (``pasa``). Up to three one-letter words (a, i, u) at either edge are read apart,
+    single calls and batches alike."""
+    term = TERMS[idx]
+    spaced = " ".join(term)
+    text = " ".join(w for w in (words[0], *before, spaced, *after, words[1]) if w)
+    assert term in _found(text), text
+    m = TermMatcher([term])
+    assert m.match(text).tolist() == [0], text
+    assert m.match_many(["filler", text])[0].tolist() == [1], text
+
+
+def test_only_one_letter_words_are_read_apart_from_a_spaced_run():
+    m = TermMatcher(["ass", "pass", "ped"])
+    for text in ["c l a s s", "x p a s s", "p a s s x", "b y p a s s", "i p e d o"]:
+        assert m.match(text).size == 0, text
+        assert m.match_many([text])[0].size == 0, text
+    assert m.match("p a s s a").tolist() == [1]
+
+
 def test_ordinary_sentences_with_free_standing_separators_stay_clean():
     """Separators standing between ordinary words ("paris - london", "yes . no") join
     them for matching: with the suite's made-up terms that spells none of them."""

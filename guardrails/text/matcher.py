@@ -70,6 +70,14 @@ MIN_CHUNKED_LENGTH = 5
 MAX_CHUNK_LENGTH = 4
 
 _CHUNK_CHARS = 1 << 20  # characters per automaton call
+#: Shortest run of spaced single letters read with an edge letter apart, and the most
+#: runs a reading is read so (:meth:`TermMatcher._edge_keys`).
+_EDGE_RUN = 4
+_EDGE_MAX_RUNS = 8
+#: One-letter words (as keys) that a spaced-out run may take in at its edges ("pass a",
+#: "i pass"), and the most of them read apart at each edge.
+_ONE_LETTER_WORDS = frozenset("aiu")
+_EDGE_MAX_WORDS = 3
 _SEP = "\n"  # never inside a key (whitespace becomes spaces), so matches cannot straddle texts
 
 
@@ -353,23 +361,75 @@ class TermMatcher:
         width = max(self.n_terms, 1)
         owner = np.asarray(owner, dtype=np.int64)
         found = []
-        for built, hay in (
-            (self._token, [f" {t} " for t, _, _ in parts]),
-            (self._sub, [c for _, c, _ in parts]),
+        # Whole-token matching also reads each spaced-out run with its edge letter apart.
+        edge = [(i, k) for i, p in enumerate(parts) for k in self._edge_keys(p[2])]
+        tokens = [f" {t} " for t, _, _ in parts] + [f" {k} " for _, k in edge]
+        token_owner = np.concatenate([owner, owner[[i for i, _ in edge]]]).astype(np.int64)
+        for built, hay, who in (
+            (self._token, tokens, token_owner),
+            (self._sub, [c for _, c, _ in parts], owner),
         ):
             if built is None:
                 continue
-            lengths = np.fromiter((len(p) + 1 for p in hay), dtype=np.int64, count=n)
-            starts = np.zeros(n, dtype=np.int64)
+            lengths = np.fromiter((len(p) + 1 for p in hay), dtype=np.int64, count=len(hay))
+            starts = np.zeros(len(hay), dtype=np.int64)
             np.cumsum(lengths[:-1], out=starts[1:])
             codes = self._scan(built, _SEP.join(hay), starts)
-            found.append(owner[codes // width] * width + codes % width)
+            found.append(who[codes // width] * width + codes % width)
         if self._chunk is not None:
             found.append(self._scan_chunks([p[2] for p in parts], owner))
         if self._glued is not None:
             found.append(self._scan_chunks([p[2] for p in parts], owner, glued=True))
         pairs = np.unique(np.concatenate(found)) if found else empty
         return pairs // width, pairs % width
+
+    def _edge_keys(self, chunk_key: str) -> list[str]:
+        """Token keys of one reading with the one-letter words at a spaced-out run's edges apart.
+
+        Spaced single letters are joined into one token (``p a s s`` is ``pass``), and so
+        is a one-letter word beside them: ``p a s s a`` ("pass a") reads ``pasa``, which
+        no whole-token match of ``pass`` sees. For each run of at least
+        :data:`_EDGE_RUN` single letters these keys read the run with one-letter words
+        (:data:`_ONE_LETTER_WORDS`) at its start, its end or both standing alone, up to
+        :data:`_EDGE_MAX_WORDS` at each edge, as long as three letters are left joined
+        (at most :data:`_EDGE_MAX_RUNS` runs a reading; one run at a time). Other
+        letters are never split off: ``c l a s s`` does not read ``ass``.
+        """
+        if " " not in chunk_key:
+            return []
+        toks = [t for t in chunk_key.split(" ") if t and t != GLUE]
+        single = [len(t) == 1 or t == "rn" for t in toks]  # "m" is "rn" in keys
+        runs: list[tuple[int, int]] = []
+        i, n = 0, len(toks)
+        while i < n and len(runs) < _EDGE_MAX_RUNS:
+            j = i
+            while j < n and single[j]:
+                j += 1
+            if j - i >= _EDGE_RUN:
+                runs.append((i, j))
+            i = max(j, i + 1)
+        if not runs:
+            return []
+        squeeze = self.normalizer._squeeze if self.normalizer.squeeze else str
+        # The key with every run joined: a list of words, a run's word at its start.
+        words: list[str | None] = list(toks)
+        for a, b in runs:
+            words[a:b] = [squeeze("".join(toks[a:b]))] + [None] * (b - a - 1)
+        out = []
+        for a, b in runs:
+            lead = next((k for k in range(b - a) if toks[a + k] not in _ONE_LETTER_WORDS), 0)
+            trail = next((k for k in range(b - a) if toks[b - 1 - k] not in _ONE_LETTER_WORDS), 0)
+            cuts = [
+                (a + x, b - y)
+                for x in range(min(lead, _EDGE_MAX_WORDS) + 1)
+                for y in range(min(trail, _EDGE_MAX_WORDS) + 1)
+                if (x or y) and b - y - (a + x) >= _EDGE_RUN - 1
+            ]
+            for lo, hi in cuts:
+                split = [*toks[a:lo], squeeze("".join(toks[lo:hi])), *toks[hi:b]]
+                key = [w for w in words[:a] if w is not None] + split
+                out.append(" ".join(key + [w for w in words[b:] if w is not None]))
+        return out
 
     def _runs(self, chunk_key: str, glued: bool) -> list[tuple[str, set[int]]]:
         """The joined runs of one chunk key that chunked spellings (:func:`_chunk_runs`)
@@ -443,12 +503,14 @@ class TermMatcher:
         # One short text (a search query): plain automaton calls, no array set-up.
         found: set[int] = set()
         for token_key, compact_key, chunk_key in readings:
-            for built, hay in ((self._token, f" {token_key} "), (self._sub, compact_key)):
-                if built is None or not hay:
+            tokens = [f" {k} " for k in (token_key, *self._edge_keys(chunk_key))]
+            for built, hays in ((self._token, tokens), (self._sub, [compact_key])):
+                if built is None:
                     continue
                 automaton, ptr, idx = built
-                for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
-                    found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
+                for hay in filter(None, hays):
+                    for pattern, _, _ in automaton.find_matches_as_indexes(hay, overlapping=True):
+                        found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
             for built, glued in ((self._chunk, False), (self._glued, True)):
                 if built is None:
                     continue
