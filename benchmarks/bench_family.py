@@ -17,8 +17,12 @@ and the model's item space, :func:`guardrails.audit.family_run.family_default_po
 ``no-model`` (the same without the model's item space, so no neighbourhood risk:
 :func:`guardrails.audit.guards.default_guard_policy`) and ``no-minors-list`` (``default``
 without the platform's minors' list, to measure what the policy does without age signals)
-``no-minor-ties`` (``default`` without the minors' tie rule), ``no-audience-context``
-(``default`` without the audience of risky contexts), ``no-minor-attention``
+``no-minor-ties`` (``default`` without the minors' tie rule), ``minor-ties-none`` and
+``minor-ties-through-minors`` (the tie rule with no, or every, minor's account as a
+tie), ``no-audience-context``
+(``default`` without the audience of risky contexts), ``no-drop-corroboration``
+(``default`` dropping every account at the drop line, without the model's agreement),
+``no-minor-attention``
 (``default`` without the attention-to-minors context) and ``no-strip-context``
 (``default`` with a risky profile's list ranked by similarity to it).
 """
@@ -42,63 +46,30 @@ from guardrails.audit.family_run import (
 from guardrails.audit.guards import default_guard_policy
 
 
-def no_minors_list(platform, model=None):
-    """``default_policy`` as in ``default`` but without the minors' list (no age signals):
-    what keeps minors' accounts from risky viewers then is the risk machinery alone."""
-    return default_guard_policy(
-        platform, minors=None, minor_viewers=None, **model_neighbours(model)
-    )
+def variant(**knobs):
+    """``default_policy`` as in ``default`` with ``knobs`` passed on: the policy before a
+    change (or without a signal), for a side-by-side run on the same platforms and models."""
 
+    def policy(platform, model=None):
+        return default_guard_policy(platform, **knobs, **model_neighbours(model))
 
-def no_minor_ties(platform, model=None):
-    """``default_policy`` as in ``default`` but without the minors' tie rule
-    (``minor_ties=False``): the policy before the rule, for a side-by-side run."""
-    return default_guard_policy(platform, minor_ties=False, **model_neighbours(model))
-
-
-def no_audience_context(platform, model=None):
-    """``default_policy`` as in ``default`` but without the audience context
-    (``audience_context=False``): the policy before it, for a side-by-side run."""
-    return default_guard_policy(platform, audience_context=False, **model_neighbours(model))
-
-
-def no_minor_attention(platform, model=None):
-    """``default_policy`` as in ``default`` but without the attention-to-minors context
-    (``minor_attention=False``): the policy before it, for a side-by-side run."""
-    return default_guard_policy(platform, minor_attention=False, **model_neighbours(model))
-
-
-def no_strip_context(platform, model=None):
-    """``default_policy`` as in ``default`` but with a risky viewed profile kept in its
-    own list's query (``strip_context=False``): the policy before, for a side-by-side run."""
-    return default_guard_policy(platform, strip_context=False, **model_neighbours(model))
-
-
-def minor_ties_none(platform, model=None):
-    """``default_policy`` as in ``default`` but with no minor's account tying an adult to
-    the minors it follows (``minor_ties_through_minors=False``), for a side-by-side run."""
-    return default_guard_policy(
-        platform, minor_ties_through_minors=False, **model_neighbours(model)
-    )
-
-
-def minor_ties_through_minors(platform, model=None):
-    """``default_policy`` as in ``default`` but with every followed minor's account tying
-    an adult to the minors it follows (``minor_ties_through_minors=True``), for a
-    side-by-side run."""
-    return default_guard_policy(platform, minor_ties_through_minors=True, **model_neighbours(model))
+    return policy
 
 
 POLICIES = {
     "default": family_default_policy,
-    "minor-ties-none": minor_ties_none,
-    "minor-ties-through-minors": minor_ties_through_minors,
-    "no-audience-context": no_audience_context,
-    "no-minor-attention": no_minor_attention,
-    "no-minor-ties": no_minor_ties,
+    # Each rule of the default switched off, or set as before it changed.
+    "minor-ties-none": variant(minor_ties_through_minors=False),
+    "minor-ties-through-minors": variant(minor_ties_through_minors=True),
+    "no-audience-context": variant(audience_context=False),
+    "no-drop-corroboration": variant(drop_corroboration=False),
+    "no-minor-attention": variant(minor_attention=False),
+    "no-minor-ties": variant(minor_ties=False),
     "no-model": default_guard_policy,
-    "no-minors-list": no_minors_list,
-    "no-strip-context": no_strip_context,
+    # Without the platform's minors' list (no age signals): what keeps minors' accounts
+    # from risky viewers then is the risk machinery alone.
+    "no-minors-list": variant(minors=None, minor_viewers=None),
+    "no-strip-context": variant(strip_context=False),
 }
 
 
