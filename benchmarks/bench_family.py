@@ -46,30 +46,34 @@ from guardrails.audit.family_run import (
 from guardrails.audit.guards import default_guard_policy
 
 
-def variant(**knobs):
+def variant(name: str, **knobs):
     """``default_policy`` as in ``default`` with ``knobs`` passed on: the policy before a
-    change (or without a signal), for a side-by-side run on the same platforms and models."""
+    change (or without a signal), for a side-by-side run on the same platforms and models.
+    ``name`` is what the report and its plot call it."""
 
     def policy(platform, model=None):
         return default_guard_policy(platform, **knobs, **model_neighbours(model))
 
+    policy.__name__ = policy.__qualname__ = name
     return policy
 
 
 POLICIES = {
     "default": family_default_policy,
     # Each rule of the default switched off, or set as before it changed.
-    "minor-ties-none": variant(minor_ties_through_minors=False),
-    "minor-ties-through-minors": variant(minor_ties_through_minors=True),
-    "no-audience-context": variant(audience_context=False),
-    "no-drop-corroboration": variant(drop_corroboration=False),
-    "no-minor-attention": variant(minor_attention=False),
-    "no-minor-ties": variant(minor_ties=False),
+    "minor-ties-none": variant("minor_ties_none", minor_ties_through_minors=False),
+    "minor-ties-through-minors": variant(
+        "minor_ties_through_minors", minor_ties_through_minors=True
+    ),
+    "no-audience-context": variant("no_audience_context", audience_context=False),
+    "no-drop-corroboration": variant("no_drop_corroboration", drop_corroboration=False),
+    "no-minor-attention": variant("no_minor_attention", minor_attention=False),
+    "no-minor-ties": variant("no_minor_ties", minor_ties=False),
     "no-model": default_guard_policy,
     # Without the platform's minors' list (no age signals): what keeps minors' accounts
     # from risky viewers then is the risk machinery alone.
-    "no-minors-list": variant(minors=None, minor_viewers=None),
-    "no-strip-context": variant(strip_context=False),
+    "no-minors-list": variant("no_minors_list", minors=None, minor_viewers=None),
+    "no-strip-context": variant("no_strip_context", strip_context=False),
 }
 
 

@@ -44,8 +44,8 @@ _EXPORTS = {
     "IdMap": ".signals",
     # text
     "TextGuard": ".text",
-    # errors and warnings (ConformanceError belongs to guardrails.testing's API)
-    **{name: ".exceptions" for name in _ERRORS if name != "ConformanceError"},
+    # errors and warnings: the exception tree's own list
+    **dict.fromkeys(_ERRORS, ".exceptions"),
 }
 # Public names whose object lives under another name.
 _RENAMED = {"propagate_risk": (".expand", "propagate")}
@@ -111,8 +111,10 @@ __all__ = [
     "audit",
     "distributed",
 ]
-# errors and warnings: the exception tree's own list
-__all__ += [name for name in _ERRORS if name != "ConformanceError"]
+# errors and warnings: the exception tree's own list. Type checkers read the names from
+# the star import above; mypy does not follow this extension for ``from guardrails
+# import *`` (import the names themselves, as the examples do).
+__all__ += _ERRORS
 
 
 def __getattr__(name: str):

@@ -9,10 +9,12 @@ demoted, and stays a risky context. Seeds are dropped whatever their neighbourho
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import guardrails as gr
+from guardrails.exceptions import ValidationError
 from guardrails.filters._risk import nearest_items, neighbour_risk
 from guardrails.policy import default_policy
 from guardrails.policy._defaults import _corroborated, _thresholds
@@ -89,9 +91,26 @@ def test_an_account_the_model_places_among_ordinary_ones_is_demoted_not_dropped(
     assert (why.action, why.deciding_filter) == ("demote", "demote_risk")
     ids0, _ = gr.Guard(model, plain).recommend(viewer, N=n, filter_already_liked_items=False)
     assert 20 not in set(ids0[ids0 >= 0].tolist())
-    # Still a risky viewing context: its profile suggests only the low-risk pool.
+    # Still at the line for the breaker and a risky viewing context: its profile
+    # suggests only the low-risk pool, and following it counts as a risky follow.
     ctx = pol["context_risk"]
     assert ctx.risk[20] >= ctx.threshold
+    breaker = pol["viewer_circuit_breaker"]
+    assert breaker.risk_[20] >= breaker.item_threshold_
+    assert not breaker.pool_[20]
+
+
+def test_minors_accounts_and_the_switch_itself():
+    risk, seeds, V = _world(1)
+    minors = np.zeros(risk.size, dtype=bool)
+    minors[[20, 30]] = True
+    pol = default_policy(risk=risk, seeds=seeds, item_factors=V, minors=minors)
+    # Minors' accounts carry no risk of their own: never at the line, with or without it.
+    assert (pol["suppress_neighborhood"].risk_[minors] == 0).all()
+    with pytest.raises(ValidationError, match="drop_corroboration"):
+        default_policy(risk=risk, seeds=seeds, drop_corroboration="no")
+    with pytest.raises(ValidationError, match="drop_corroboration"):
+        default_policy(risk=risk, seeds=seeds, item_factors=V, drop_corroboration=1)
 
 
 def test_without_a_model_space_every_account_at_the_line_is_dropped():

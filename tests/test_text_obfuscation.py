@@ -165,6 +165,13 @@ def test_only_one_letter_words_are_read_apart_from_a_spaced_run():
         assert m.match(text).size == 0, text
         assert m.match_many([text])[0].size == 0, text
     assert m.match("p a s s a").tolist() == [1]
+    # Runs without edge words cost nothing and hide nothing; a long text is read near
+    # its runs only, and a batch reads it as a single call does.
+    decoys = " ok ".join(["b c d e"] * 20) + " ok p a s s a"
+    assert m.match(decoys).tolist() == [1]
+    long_text = decoys + " and more ordinary words" * 5_000 + " buy i p a s s"
+    assert m.match(long_text).tolist() == [1]
+    assert m.match_many(["x", long_text])[0].tolist() == [1]
 
 
 def test_ordinary_sentences_with_free_standing_separators_stay_clean():

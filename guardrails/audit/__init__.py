@@ -45,4 +45,6 @@ __all__ = [
     "run_sweep",
     "pareto_front",
 ]
+# platform's own list (mypy does not follow this for a star import of the package:
+# import the names themselves).
 __all__ += platform.__all__

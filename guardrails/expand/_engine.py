@@ -246,6 +246,8 @@ def solve_symmetric(
         Seed weights, one column per category.
     scale : ndarray of float32, shape (n,)
         ``S`` (diagonal): ``Z = S Y`` is the symmetric unknown.
+    how : Solve
+        The damping ``a`` and the stopping rule.
 
     Returns
     -------
@@ -319,7 +321,8 @@ def solve_power(
     start: np.ndarray | None = None,
     cap: int | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Solve ``Y = W + a T Y`` by power iteration started at ``Y = W`` (or ``start``).
+    """Solve ``Y = W + a T Y`` by power iteration started at ``Y = W`` (or ``start``),
+    with the damping and stopping rule of ``how``.
 
     ``start`` (a float32 array shaped like ``W``, not ``W`` itself) is used as working
     memory; ``cap`` is the iteration cap named in the :class:`ConvergenceWarning` when it
@@ -528,7 +531,8 @@ class _BiCGPasses:
 
 
 def solve_bicgstab(T: Operator, W: np.ndarray, how: Solve) -> tuple[np.ndarray, int]:
-    """Solve ``(I - a T) Y = W`` by BiCGSTAB, one column per category, for any ``T``.
+    """Solve ``(I - a T) Y = W`` by BiCGSTAB, one column per category, for any ``T``, with
+    the damping and stopping rule of ``how``.
 
     For directed walks, where conjugate gradients do not apply. On the benchmark's
     directed 1M-node graph it reached an L1 error of 1.7e-5 in 14-16 sparse products

@@ -43,4 +43,6 @@ __all__ = [
     "registered_filters",
     "load_plugins",
 ]
+# base's own list (mypy does not follow this for a star import of the package:
+# import the names themselves).
 __all__ += base.__all__

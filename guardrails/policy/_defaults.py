@@ -434,7 +434,7 @@ def default_policy(
     if snapshot_labels:
         filters.append(BlockLabeled(tuple(label_categories), name="block_labeled"))
     drop_risk = risk
-    if near is not None and check_bool(drop_corroboration, "drop_corroboration", where):
+    if check_bool(drop_corroboration, "drop_corroboration", where) and near is not None:
         drop_risk = _corroborated(risk, near, drop_t, demote_t, seed_arg)
     filters.append(SuppressNeighborhood(drop_risk, threshold=drop_t, seeds=seed_arg))
     demote_weight = {"strict": 0.5, "balanced": 0.25}[strictness]

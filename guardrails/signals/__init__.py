@@ -33,6 +33,8 @@ __all__ = [
     "Snapshot",
     "ServingGuard",  # noqa: F405 (deprecated; resolved by __getattr__ below)
 ]
+# reports's own list (mypy does not follow this for a star import of the package:
+# import the names themselves).
 __all__ += reports.__all__
 
 

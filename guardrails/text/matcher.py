@@ -70,10 +70,9 @@ MIN_CHUNKED_LENGTH = 5
 MAX_CHUNK_LENGTH = 4
 
 _CHUNK_CHARS = 1 << 20  # characters per automaton call
-#: Shortest run of spaced single letters read with an edge letter apart, and the most
-#: runs a reading is read so (:meth:`TermMatcher._edge_keys`).
+#: Shortest run of spaced single letters read with its edge words apart
+#: (:meth:`TermMatcher._edge_keys`).
 _EDGE_RUN = 4
-_EDGE_MAX_RUNS = 8
 #: One-letter words (as keys) that a spaced-out run may take in at its edges ("pass a",
 #: "i pass"), and the most of them read apart at each edge.
 _ONE_LETTER_WORDS = frozenset("aiu")
@@ -389,34 +388,33 @@ class TermMatcher:
         Spaced single letters are joined into one token (``p a s s`` is ``pass``), and so
         is a one-letter word beside them: ``p a s s a`` ("pass a") reads ``pasa``, which
         no whole-token match of ``pass`` sees. For each run of at least
-        :data:`_EDGE_RUN` single letters these keys read the run with one-letter words
-        (:data:`_ONE_LETTER_WORDS`) at its start, its end or both standing alone, up to
-        :data:`_EDGE_MAX_WORDS` at each edge, as long as three letters are left joined
-        (at most :data:`_EDGE_MAX_RUNS` runs a reading; one run at a time). Other
-        letters are never split off: ``c l a s s`` does not read ``ass``.
+        :data:`_EDGE_RUN` single letters that starts or ends with one-letter words
+        (:data:`_ONE_LETTER_WORDS`), these keys read the run with up to
+        :data:`_EDGE_MAX_WORDS` of them at its start, its end or both standing alone, as
+        long as three letters are left joined. Each key holds the run and the tokens
+        within ``max_term_length`` characters of it (all a whole-token match through the
+        run can reach), so the keys of a text are at most 15 times its runs, whatever
+        its length. Keys are folded: ``l``, ``1`` and ``|`` are the word ``i`` there, and
+        ``4`` and ``@`` the word ``a``; other letters are never split off (``c l a s s``
+        does not read ``ass``).
         """
         if " " not in chunk_key:
             return []
         toks = [t for t in chunk_key.split(" ") if t and t != GLUE]
         single = [len(t) == 1 or t == "rn" for t in toks]  # "m" is "rn" in keys
-        runs: list[tuple[int, int]] = []
-        i, n = 0, len(toks)
-        while i < n and len(runs) < _EDGE_MAX_RUNS:
-            j = i
-            while j < n and single[j]:
-                j += 1
-            if j - i >= _EDGE_RUN:
-                runs.append((i, j))
-            i = max(j, i + 1)
-        if not runs:
-            return []
         squeeze = self.normalizer._squeeze if self.normalizer.squeeze else str
-        # The key with every run joined: a list of words, a run's word at its start.
-        words: list[str | None] = list(toks)
-        for a, b in runs:
-            words[a:b] = [squeeze("".join(toks[a:b]))] + [None] * (b - a - 1)
-        out = []
-        for a, b in runs:
+        out: list[str] = []
+        i, n = 0, len(toks)
+        while i < n:
+            if not single[i]:
+                i += 1
+                continue
+            a = i
+            while i < n and single[i]:
+                i += 1
+            b = i
+            if b - a < _EDGE_RUN:
+                continue
             lead = next((k for k in range(b - a) if toks[a + k] not in _ONE_LETTER_WORDS), 0)
             trail = next((k for k in range(b - a) if toks[b - 1 - k] not in _ONE_LETTER_WORDS), 0)
             cuts = [
@@ -425,10 +423,15 @@ class TermMatcher:
                 for y in range(min(trail, _EDGE_MAX_WORDS) + 1)
                 if (x or y) and b - y - (a + x) >= _EDGE_RUN - 1
             ]
+            if not cuts:
+                continue
+            left, right = (
+                _near(toks, a, -1, self.max_term_length),
+                _near(toks, b, 1, self.max_term_length),
+            )
             for lo, hi in cuts:
                 split = [*toks[a:lo], squeeze("".join(toks[lo:hi])), *toks[hi:b]]
-                key = [w for w in words[:a] if w is not None] + split
-                out.append(" ".join(key + [w for w in words[b:] if w is not None]))
+                out.append(" ".join(left + split + right))
         return out
 
     def _runs(self, chunk_key: str, glued: bool) -> list[tuple[str, set[int]]]:
@@ -522,6 +525,18 @@ class TermMatcher:
                         if b in cuts and e in cuts:
                             found.update(idx[ptr[pattern] : ptr[pattern + 1]].tolist())
         return np.array(sorted(found), dtype=np.int64)
+
+
+def _near(toks: list[str], start: int, step: int, reach: int) -> list[str]:
+    """The tokens beside ``toks[start]`` going ``step`` (-1: before it, in order; 1:
+    from it on) up to ``reach`` characters."""
+    out: list[str] = []
+    k, used = (start - 1, 0) if step < 0 else (start, 0)
+    while 0 <= k < len(toks) and used <= reach:
+        out.append(toks[k])
+        used += len(toks[k]) + 1
+        k += step
+    return out[::-1] if step < 0 else out
 
 
 def _add(patterns: dict[str, list[int]], key: str, i: int) -> None:
