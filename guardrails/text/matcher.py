@@ -404,15 +404,7 @@ class TermMatcher:
         single = [len(t) == 1 or t == "rn" for t in toks]  # "m" is "rn" in keys
         squeeze = self.normalizer._squeeze if self.normalizer.squeeze else str
         out: list[str] = []
-        i, n = 0, len(toks)
-        while i < n:
-            if not single[i]:
-                i += 1
-                continue
-            a = i
-            while i < n and single[i]:
-                i += 1
-            b = i
+        for a, b in _true_runs(single):
             if b - a < _EDGE_RUN:
                 continue
             lead = next((k for k in range(b - a) if toks[a + k] not in _ONE_LETTER_WORDS), 0)
@@ -527,6 +519,22 @@ class TermMatcher:
         return np.array(sorted(found), dtype=np.int64)
 
 
+def _true_runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every maximal run of true values in ``flags``."""
+    out = []
+    i, n = 0, len(flags)
+    while i < n:
+        if flags[i]:
+            j = i
+            while j < n and flags[j]:
+                j += 1
+            out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out
+
+
 def _near(toks: list[str], start: int, step: int, reach: int) -> list[str]:
     """The tokens beside ``toks[start]`` going ``step`` (-1: before it, in order; 1:
     from it on) up to ``reach`` characters."""
@@ -578,18 +586,10 @@ def _chunk_runs(key: str, max_chunk: int, squeeze: bool) -> list[tuple[str, set[
     if sum(ok) < 2:
         return []
     out: list[tuple[str, set[int]]] = []
-    i = 0
-    while i < n:
-        if not ok[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and ok[j]:
-            j += 1
+    for i, j in _true_runs(ok):
         run = [t for t in toks[i:j] if t != GLUE]
         if len(run) >= 2:
             out.append(_join_run(run, squeeze))
-        i = j
     return out
 
 
