@@ -360,7 +360,7 @@ class TermMatcher:
         width = max(self.n_terms, 1)
         owner = np.asarray(owner, dtype=np.int64)
         found = []
-        # Whole-token matching also reads each spaced-out run with its edge letter apart.
+        # Whole-token matching also reads each spaced-out run with its edge words apart.
         edge = [(i, k) for i, p in enumerate(parts) for k in self._edge_keys(p[2])]
         tokens = [f" {t} " for t, _, _ in parts] + [f" {k} " for _, k in edge]
         token_owner = np.concatenate([owner, owner[[i for i, _ in edge]]]).astype(np.int64)
@@ -398,8 +398,8 @@ class TermMatcher:
         ``4`` and ``@`` the word ``a``; other letters are never split off (``c l a s s``
         does not read ``ass``).
         """
-        if " " not in chunk_key:
-            return []
+        if self._token is None or " " not in chunk_key:
+            return []  # no whole-token terms, or no run
         toks = [t for t in chunk_key.split(" ") if t and t != GLUE]
         single = [len(t) == 1 or t == "rn" for t in toks]  # "m" is "rn" in keys
         squeeze = self.normalizer._squeeze if self.normalizer.squeeze else str
@@ -539,7 +539,7 @@ def _near(toks: list[str], start: int, step: int, reach: int) -> list[str]:
     """The tokens beside ``toks[start]`` going ``step`` (-1: before it, in order; 1:
     from it on) up to ``reach`` characters."""
     out: list[str] = []
-    k, used = (start - 1, 0) if step < 0 else (start, 0)
+    k, used = start - 1 if step < 0 else start, 0
     while 0 <= k < len(toks) and used <= reach:
         out.append(toks[k])
         used += len(toks[k]) + 1
