@@ -103,10 +103,12 @@ class GuardRequest:
         Per-row candidates never returned (the viewer's own items with
         ``filter_already_liked_items``).
     requery : callable or None
-        ``requery(rows, strip, queries)``: query rows recomputed without the cells in
-        ``strip`` (filters that strip interactions, or a viewed profile, from a query);
-        ``queries`` holds the call's query rows as the Guard resolved them (all rows;
-        ``rows`` picks the group's).
+        ``requery(rows, strip, queries) -> (queries, emptied)``: query rows recomputed
+        without the cells in ``strip`` (filters that strip interactions, or a viewed
+        profile, from a query); ``queries`` holds the call's query rows as the Guard
+        resolved them (all rows; ``rows`` picks the group's). ``emptied`` (bool per
+        recomputed row, or None) marks the factor-model rows left with no query of their
+        own, which the Guard ranks by its ``backfill`` when it has one.
     record : bool
         Also return per-item decisions.
     ranking : ndarray of float32, shape (n_candidates,), or None
@@ -497,7 +499,7 @@ def _recommend(
                 if emptied.any():
                     q = np.array(q, dtype=np.float32, copy=True)
                     q[emptied] = m.typical_user()
-                return q
+                return q, emptied
 
         elif user_factors is not None:
             queries = user_factors
@@ -509,7 +511,7 @@ def _recommend(
 
         def requery(sub, strip, _queries):
             r = rows if sub is None else rows[sub]
-            return _without(r, strip)
+            return _without(r, strip), None
 
         kind, dtype = "sim", np.float64
     return GuardRequest(
@@ -580,7 +582,7 @@ def _similar_items(
         dtype=dtype,
         call_mask=call_mask,
         restrict=restrict,
-        requery=functools.partial(_typical_for_stripped, m),
+        requery=functools.partial(_typical_for_stripped, m, ranked=True),
         record=bool(record),
         model=m,
     )
@@ -614,16 +616,18 @@ def _similar_users(m, *, userid, N, filter_users, users, surface, record) -> Gua
     )
 
 
-def _typical_for_stripped(m, sub, strip: sp.csr_matrix, queries):
+def _typical_for_stripped(m, sub, strip: sp.csr_matrix, queries, *, ranked: bool = False):
     """``requery`` of ``similar_items`` and ``similar_users``: a stripped row's query was
     its viewed profile alone, so it is left empty. A factor model ranks for its typical
-    user (cosine, as the profile was); an item-item model reaches nothing from it."""
+    user (cosine, as the profile was), or (``ranked``: items, not users) by the Guard's
+    backfill when it has one; an item-item model reaches nothing from it."""
     base = queries if sub is None else queries[sub]
     if isinstance(m, FactorModel):
         q = np.array(base, dtype=np.float32, copy=True)
-        q[np.diff(strip.indptr) > 0] = normalized_rows(m.typical_user()[None, :])[0]
-        return q
-    return _without(sp.csr_matrix(base), strip)
+        emptied = np.diff(strip.indptr) > 0
+        q[emptied] = normalized_rows(m.typical_user()[None, :])[0]
+        return q, (emptied if ranked else None)
+    return _without(sp.csr_matrix(base), strip), None
 
 
 def _without(rows: sp.csr_matrix, strip: sp.csr_matrix) -> sp.csr_matrix:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -160,13 +160,23 @@ class Guard(GuardCalls):
         matches the index's shape take the exact path. See
         :class:`~guardrails.ANNRetrieval`.
     backfill : array-like of float, shape (n_items,), optional, keyword-only
-        Item-item models only: scores that fill slates with fewer than ``N`` reachable
-        eligible items (by default such slates are short, as in implicit). A common
-        source is popularity, ``np.asarray(user_items.sum(axis=0)).ravel()`` over the
-        training interactions. Backfilled items come after every reachable one, ordered by
-        ``backfill - penalty`` then id, are drawn from the items the policy and the call
-        leave eligible (never a suppressed one), and carry their model score (0, minus
-        penalties). Factor models score every item, so they refuse this.
+        Scores for the slates the model cannot rank itself. A common source is
+        popularity, ``np.asarray(user_items.sum(axis=0)).ravel()`` over the training
+        interactions. Either way its items are drawn from the items the policy and the
+        call leave eligible (never a suppressed one), ordered by ``backfill - penalty``
+        then id.
+
+        - Item-item models: it fills slates with fewer than ``N`` reachable eligible
+          items (by default such slates are short, as in implicit). Backfilled items come
+          after every reachable one and carry their model score (0, minus penalties).
+        - Factor models score every item, so no slate is short; the backfill ranks the
+          rows a policy leaves with no query of their own, which are otherwise ranked for
+          the model's typical user (the mean of its user factors): a ``recommend`` viewer
+          (with ``recalculate_user``) whose every interaction the policy left out, and a
+          ``similar_items`` profile left out of its own list's query
+          (:class:`~guardrails.filters.ContextRisk` ``strip_context``). Such rows carry
+          ``backfill - penalty`` as their scores. ``similar_users`` ranks users, not
+          items, and keeps the typical user.
 
     Attributes
     ----------
@@ -336,6 +346,15 @@ class Guard(GuardCalls):
             return lambda h, p: FactorSpace.build(
                 fixed, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, fixed.shape[0])
             )
+        if kind == "fill":
+            # The backfill as a one-factor space: a query of 1 scores each item by it.
+            return lambda h, p: FactorSpace.build(
+                np.asarray(state.fill, dtype=np.float32)[:, None],
+                hard_mask=h,
+                penalty=p,
+                restrict=restrict,
+                block_width=width(h, m.n_items),
+            )
         if kind == "dot":
             return lambda h, p: FactorSpace.build(
                 m.item_factors, hard_mask=h, penalty=p, restrict=restrict, block_width=width(h, m.n_items)
@@ -425,8 +444,9 @@ class Guard(GuardCalls):
                     build = self._builder(state, kind, restrict, request.ranking)
                     space = build(variant.hard_mask, variant.penalty)
                     spaces[variant.key] = space
+            emptied = None
             if strip is not None and requery is not None:
-                q = requery(sub, strip, queries)
+                q, emptied = requery(sub, strip, queries)
             else:
                 q = queries if sub is None else queries[sub]
             ms = list(masks)
@@ -440,11 +460,24 @@ class Guard(GuardCalls):
                 "num_threads": self.num_threads,
                 "score_dtype": request.dtype,
             }
+            groups = getattr(variant, "row_groups", None)
             if retrieves:
-                return self.retrieval.topk(space, q, n, hard_mask=variant.hard_mask, **kernel)
-            out = guarded_topk(space, q, n, groups=getattr(variant, "row_groups", None), **kernel)
+                out = self.retrieval.topk(space, q, n, hard_mask=variant.hard_mask, **kernel)
+            else:
+                out = guarded_topk(space, q, n, groups=groups, **kernel)
             if kind == "sim" and state.fill is not None:
                 out = self._backfill(space, state.fill, q, n, out, request.call_mask, ms, list(pens))
+            elif state.fill is not None and emptied is not None and emptied.any():
+                fill_space = spaces.get(("fill", variant.key))
+                if restrict is None and request.ranking is None:
+                    fill_space = variant.space(
+                        ("fill", state.model_key), self._builder(state, "fill")
+                    )
+                elif fill_space is None:
+                    build = self._builder(state, "fill", restrict)
+                    fill_space = build(variant.hard_mask, variant.penalty)
+                    spaces[("fill", variant.key)] = fill_space
+                out = _ranked_by_fill(fill_space, out, np.flatnonzero(emptied), n, groups, kernel)
             return out
 
         retrieves = (
@@ -654,17 +687,29 @@ class Guard(GuardCalls):
         )
 
 
+def _ranked_by_fill(space, out, rows: np.ndarray, n: int, groups, kernel: dict):
+    """``out`` with ``rows`` (the rows a policy left with no query of their own) ranked by
+    the backfill scores instead: the fixed one-column space ``space`` of the same variant,
+    run through the same kernel with the same call mask and the rows' own viewer masks
+    and penalties, so that these rows honour the policy as every other row does."""
+    ids, scores = out
+    kw = dict(kernel)
+    kw["viewer_masks"] = [mk[rows] for mk in kernel["viewer_masks"] if mk is not None]
+    kw["viewer_penalties"] = [p[rows] for p in kernel["viewer_penalties"] if p is not None]
+    if groups is not None:
+        groups = replace(groups, of_row=groups.of_row[rows])
+    f_ids, f_scores = guarded_topk(
+        space, np.ones((rows.size, 1), dtype=np.float32), n, groups=groups, **kw
+    )
+    ids, scores = np.array(ids, copy=True), np.array(scores, copy=True)
+    ids[rows], scores[rows] = f_ids, f_scores.astype(scores.dtype, copy=False)
+    return ids, scores
+
+
 def _check_backfill(backfill, model, where: str) -> np.ndarray | None:
-    """Backfill scores as a float64 array of shape (n_items,), for item-item models only."""
+    """Backfill scores as a float64 array of shape (n_items,)."""
     if backfill is None:
         return None
-    if not isinstance(model, ItemItemModel):
-        raise fail(
-            "backfill",
-            where,
-            "None for a factor model (it scores every item, so no slate is short)",
-            backfill,
-        )
     arr = np.asarray(backfill)
     what = f"an array of {model.n_items} finite floats (one per item)"
     if arr.shape != (model.n_items,) or not (

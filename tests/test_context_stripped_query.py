@@ -249,3 +249,57 @@ def test_a_duplicate_interaction_counts_once():
     got = f.risky_context(ViewerBatch(np.array([0]), dup))
     np.testing.assert_array_equal(got, f.risky_context(ViewerBatch(np.array([0]), once)))
     assert got.tolist() == [True]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 6),
+    N=st.integers(1, 15),
+    demote=st.booleans(),
+)
+def test_a_fully_stripped_viewer_is_ranked_by_the_backfill(seed, n_rows, N, demote):
+    """With a ``backfill`` a viewer whose every follow was stripped gets the pool ranked
+    by ``backfill - penalty`` then id (its scores), not by the typical user; the other
+    viewers keep the model's ranking; batch equals single."""
+    rng, model, risk, risky, pool, f = _world(seed)
+    # Integer fills make ties, which go to the lower id.
+    fill = rng.integers(0, 5, NI).astype(np.float64)
+    filters = [f]
+    penalty = np.zeros(NI)
+    if demote:
+        demoted = rng.uniform(0.0, 0.2, NI)
+        filters.append(gr.filters.DemoteRisk(demoted, weight=2.0, curve="step", floor=0.1))
+        penalty = np.where(demoted >= 0.1, 2.0, 0.0)
+    rows = _rows(rng, risky, n_rows, 2)
+    g = gr.Guard(model, gr.Policy(filters), backfill=fill)
+    plain = gr.Guard(model, gr.Policy(filters))
+    ids, scores = g.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
+    base_ids, base_scores = plain.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
+    eligible = pool & (risk < 0.3)
+    key = fill - penalty
+    for r in range(n_rows):
+        row = rows[r]
+        got = ids[r][ids[r] >= 0]
+        assert eligible[got].all()
+        assert got.size == min(N, int(eligible.sum()))
+        if np.isin(row.indices, risky).all():
+            cand = np.flatnonzero(eligible)
+            want = cand[np.lexsort((cand, -key[cand]))][: got.size]
+            assert np.array_equal(got, want)
+            assert np.allclose(scores[r][: got.size], key[got], atol=1e-5)
+        else:
+            assert np.array_equal(got, base_ids[r][base_ids[r] >= 0])
+            assert np.array_equal(scores[r][: got.size], base_scores[r][: got.size])
+        one, one_scores = g.recommend(r, row, N=N, recalculate_user=True)
+        assert np.array_equal(one, got)
+        assert np.array_equal(one_scores, scores[r][: got.size])
+
+
+def test_the_backfill_is_checked_for_factor_models():
+    """A factor model takes a backfill of one finite score per item, and refuses others."""
+    rng, model, *_ = _world(1)
+    gr.Guard(model, backfill=np.arange(NI))
+    for bad in (np.arange(NI - 1), np.r_[np.arange(NI - 1), np.nan], np.zeros((NI, 1))):
+        with pytest.raises(ValidationError, match="backfill"):
+            gr.Guard(model, backfill=bad)

@@ -53,11 +53,17 @@ def _unit(x):
     n_rows=st.integers(1, 8),
     N=st.integers(1, 25),
     exclude_viewed=st.booleans(),
+    backfill=st.booleans(),
 )
-def test_a_risky_profile_lists_the_pool_for_the_typical_user(seed, n_rows, N, exclude_viewed):
+def test_a_risky_profile_lists_the_pool_for_the_typical_user(
+    seed, n_rows, N, exclude_viewed, backfill
+):
+    """A risky profile's list is the pool ranked for the typical user (cosine), or by
+    the Guard's backfill then id when it has one; ordinary profiles keep theirs."""
     rng, model, risk, risky, pool = _world(seed)
     f = _filter(risk, pool, exclude_viewed=exclude_viewed)
-    g = gr.Guard(model, gr.Policy([f]))
+    fill = rng.integers(0, 4, NI).astype(np.float64) if backfill else None
+    g = gr.Guard(model, gr.Policy([f]), backfill=fill)
     plain = gr.Guard(model, gr.Policy([_filter(risk, pool, False, exclude_viewed)]))
     items = rng.choice(NI, n_rows, replace=True)
     items[0] = rng.choice(risky)
@@ -76,8 +82,14 @@ def test_a_risky_profile_lists_the_pool_for_the_typical_user(seed, n_rows, N, ex
             # Only the pool, never the profile itself; full as far as the pool goes.
             assert eligible[got].all() and item not in got
             assert got.size == min(N, int(eligible.sum()))
-            # Ranked for the typical user, whatever the profile's own neighbours.
             cand = np.flatnonzero(eligible)
+            if fill is not None:
+                # By the backfill, ties to the lower id; its scores are the backfill.
+                want = cand[np.lexsort((cand, -fill[cand]))][: got.size]
+                assert np.array_equal(got, want)
+                assert np.allclose(scores[r][: got.size], fill[got])
+                continue
+            # Ranked for the typical user, whatever the profile's own neighbours.
             best = cand[np.argsort(-cos_typical[cand], kind="stable")][: got.size]
             assert np.allclose(np.sort(cos_typical[got]), np.sort(cos_typical[best]), atol=1e-5)
             assert np.allclose(scores[r][: got.size], cos_typical[got], atol=1e-5)
@@ -252,9 +264,10 @@ def test_explain_reads_the_viewed_profile_as_the_guard_does():
     N=st.integers(1, 15),
     limit=st.sampled_from(["none", "filter_items", "items"]),
     shared=st.sampled_from(["off", "always"]),
+    backfill=st.booleans(),
 )
 def test_stripped_profiles_keep_the_contract_with_caps_limits_and_shared_calls(
-    seed, n_rows, N, limit, shared
+    seed, n_rows, N, limit, shared, backfill
 ):
     """With a share cap, a block list, ``items=`` / ``filter_items=`` and viewer groups
     sharing kernel calls: no suppressed id, caps held, risky profiles get only the pool
@@ -284,8 +297,9 @@ def test_stripped_profiles_keep_the_contract_with_caps_limits_and_shared_calls(
         kw["items"] = rng.choice(NI, 40, replace=False)
         allowed[:] = False
         allowed[kw["items"]] = True
+    fill = rng.integers(0, 4, NI).astype(np.float64) if backfill else None
     with mock.patch.object(run, "SHARED_CALLS", shared):
-        g = gr.Guard(model, policy)
+        g = gr.Guard(model, policy, backfill=fill)
         ids, scores = g.similar_items(items, N=N, **kw)
         ones = [g.similar_items(int(i), N=N, **kw) for i in items]
     allowance = max(1, int(np.floor(0.3 * N)))

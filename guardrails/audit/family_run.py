@@ -367,8 +367,12 @@ def evaluate_family_platform(
     policy = factory(platform, model=model) if "model" in params else factory(platform)
     is_mf = spec["kind"] != "item"
     contexts = context_shares(policy, platform)
-    guard = gr.Guard(model, policy, user_policy="same" if is_mf else None)
-    bare = gr.Guard(model)
+    # Both Guards get the training followers as their backfill, as a deployment would
+    # (the Guard's docs): it ranks the rows the policy leaves with no query of their own
+    # (factor models) and fills short item-item slates (guarded and unguarded alike).
+    popularity = np.asarray(platform.train.sum(axis=0)).ravel().astype(np.float64)
+    guard = gr.Guard(model, policy, user_policy="same" if is_mf else None, backfill=popularity)
+    bare = gr.Guard(model, backfill=popularity)
     t2 = time.perf_counter()
     walks = family_walks(guard, platform, seed=seed, n_walkers=n_walkers, n_steps=n_steps, N=N)
     prof = view_profiles(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 2)
