@@ -526,3 +526,40 @@ def test_compiled_slate_merge_gives_the_numpy_merge(seed, m, Na, Nb, N):
     want = retrieval._merge_numpy(*args, N)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), N=st.integers(1, 12), m=st.integers(1, 8))
+def test_stripped_viewers_are_ranked_by_the_backfill_behind_an_index(seed, N, m):
+    """Behind an ANN index, a new viewer whose every follow a policy left out of its
+    query is ranked by the Guard's backfill, exactly as the exact Guard ranks it; no
+    suppressed id; batch equals single."""
+    model, rng = _small(seed, n_items=300)
+    risk = rng.uniform(0.0, 0.05, 300)
+    risky = rng.choice(300, 20, replace=False)
+    risk[risky] = 0.9
+    pool = rng.uniform(size=300) < 0.5
+    ctx = gr.filters.ContextRisk(risk, threshold=0.3, pool=pool, new_viewer_interactions=5)
+    fill = rng.integers(0, 6, 300).astype(np.float64)
+    ann = gr.Guard(model, [ctx], retrieval=gr.ANNRetrieval(pool=4, nprobe=1), backfill=fill)
+    exact_guard = gr.Guard(model, [ctx], backfill=fill)
+    follows = [rng.choice(risky, int(rng.integers(1, 3)), replace=False) for _ in range(m)]
+    rows = sp.csr_matrix(
+        (
+            np.ones(sum(f.size for f in follows), np.float32),
+            np.concatenate(follows),
+            np.r_[0, np.cumsum([f.size for f in follows])],
+        ),
+        shape=(m, 300),
+    )
+    users = np.arange(m)
+    ids, scores = ann.recommend(users, rows, N=N, recalculate_user=True)
+    want, want_scores = exact_guard.recommend(users, rows, N=N, recalculate_user=True)
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_array_equal(scores, want_scores)
+    eligible = np.flatnonzero(pool & (risk < 0.3))
+    best = eligible[np.lexsort((eligible, -fill[eligible]))][:N]
+    for r in range(m):
+        np.testing.assert_array_equal(ids[r][ids[r] >= 0], best)
+        one, _ = ann.recommend(r, rows[r], N=N, recalculate_user=True)
+        np.testing.assert_array_equal(one, best)
