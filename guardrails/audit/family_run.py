@@ -367,12 +367,15 @@ def evaluate_family_platform(
     policy = factory(platform, model=model) if "model" in params else factory(platform)
     is_mf = spec["kind"] != "item"
     contexts = context_shares(policy, platform)
-    # Both Guards get the training followers as their backfill, as a deployment would
-    # (the Guard's docs): it ranks the rows the policy leaves with no query of their own
-    # (factor models) and fills short item-item slates (guarded and unguarded alike).
+    # A factor model's Guard gets the training followers as its backfill, as a
+    # deployment would (the Guard's docs): it ranks the rows the policy leaves with no
+    # query of their own, and nothing else (the unguarded Guard has no such rows).
+    # Item-item Guards get none: a risky profile's list stays empty, and the unguarded
+    # slate (reachable accounts only) stays the reference of benign suppression.
     popularity = np.asarray(platform.train.sum(axis=0)).ravel().astype(np.float64)
-    guard = gr.Guard(model, policy, user_policy="same" if is_mf else None, backfill=popularity)
-    bare = gr.Guard(model, backfill=popularity)
+    fill = popularity if is_mf else None
+    guard = gr.Guard(model, policy, user_policy="same" if is_mf else None, backfill=fill)
+    bare = gr.Guard(model)
     t2 = time.perf_counter()
     walks = family_walks(guard, platform, seed=seed, n_walkers=n_walkers, n_steps=n_steps, N=N)
     prof = view_profiles(guard, platform, n_views=max(n_walkers, 50), N=N, seed=seed + 2)

@@ -28,8 +28,9 @@ having to decide, on little evidence, whether it is risky.
 With ``strip_context`` a risky viewed profile is also left out of its list's query. Ranked
 by similarity to the risky profile, the pool is led by the accounts closest to it, and
 those are the network's camouflaged members whose own risk stays below the line; left
-out, the query is empty and the pool is ranked for the model's typical user (factor
-models), or holds only the Guard's backfill (item-item models, where nothing is
+out, the query is empty and the pool is ranked by the Guard's backfill where it has one
+(factor models' ``similar_items``; give it popularity), else for the model's typical
+user (factor models), or holds only the backfill (item-item models, where nothing is
 reachable from an empty query).
 
 A new account stops counting as new once it has followed more than

@@ -226,11 +226,13 @@ def default_policy(
         Leave a risky viewed profile (``similar_items``' item, ``similar_users``'
         queried account) out of its own list's query
         (:class:`~guardrails.filters.ContextRisk` ``strip_context``): its list is the
-        low-risk pool ranked for the model's typical user instead of by similarity to
-        it, where the network's camouflaged members lead the pool. An item-item model
-        reaches nothing from an empty query: a risky profile's list is then the Guard's
-        ``backfill`` (best eligible first), or empty without one, so give an item-item
-        Guard a backfill (for example follower counts). ``False`` ranks the pool by
+        low-risk pool ranked by the Guard's ``backfill`` (best eligible first) or,
+        without one, for the model's typical user, instead of by similarity to it,
+        where the network's camouflaged members lead the pool. An item-item model
+        reaches nothing from an empty query: its list is empty without a backfill. Give
+        every Guard of this policy a backfill (for example follower counts): ranked for
+        the typical user by cosine, the list goes to barely-followed accounts, where
+        camouflaged network accounts sit (docs/audit.md). ``False`` ranks the pool by
         similarity to the profile.
     audience_context : bool, keyword-only
         Mark as risky viewing contexts the accounts whose followers are risky contexts
