@@ -1,6 +1,7 @@
 """A new account whose every follow is stripped from its query queries as the model's
 typical user: its slate is the eligible pool ranked by the model's average preference,
-not by account id, and batch calls equal single calls."""
+not by account id, or by the Guard's backfill when it has one; batch calls equal single
+calls."""
 
 import numpy as np
 import pytest
@@ -38,15 +39,36 @@ def _rows(rng, risky, n_rows, n_kept_max):
     return sp.csr_matrix((np.ones(len(rr), np.float32), (rr, cc)), shape=(n_rows, NI))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), n_rows=st.integers(1, 6), N=st.integers(1, 15))
-def test_a_fully_stripped_viewer_gets_the_pool_by_the_typical_users_scores(seed, n_rows, N):
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_rows=st.integers(1, 6),
+    N=st.integers(1, 15),
+    backfill=st.booleans(),
+    demote=st.booleans(),
+)
+def test_a_fully_stripped_viewer_gets_the_pool_by_the_typical_users_scores(
+    seed, n_rows, N, backfill, demote
+):
+    """Without a backfill the slate is the pool ranked by the typical user's scores
+    (minus penalties); with one, by ``backfill - penalty`` then id (its scores). The
+    other viewers keep the model's ranking either way."""
     rng, model, risk, risky, pool, f = _world(seed)
     rows = _rows(rng, risky, n_rows, 2)
-    g = gr.Guard(model, gr.Policy([f]))
+    filters = [f]
+    penalty = np.zeros(NI)
+    if demote:
+        demoted = rng.uniform(0.0, 0.2, NI)
+        filters.append(gr.filters.DemoteRisk(demoted, weight=2.0, curve="step", floor=0.1))
+        penalty = np.where(demoted >= 0.1, 2.0, 0.0)
+    # Integer fills make ties, which go to the lower id.
+    fill = rng.integers(0, 5, NI).astype(np.float64) if backfill else None
+    g = gr.Guard(model, gr.Policy(filters), backfill=fill)
+    plain = gr.Guard(model, gr.Policy(filters))
     ids, scores = g.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
+    base_ids, base_scores = plain.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
     typical = model.user_factors.astype(np.float64).mean(axis=0).astype(np.float32)
-    want_scores = model.item_factors @ typical
+    want_scores = model.item_factors @ typical - penalty
     eligible = pool & (risk < 0.3)
     for r in range(n_rows):
         row = rows[r]
@@ -55,13 +77,20 @@ def test_a_fully_stripped_viewer_gets_the_pool_by_the_typical_users_scores(seed,
         assert eligible[got].all()
         # Full slate: as many as the pool has.
         assert got.size == min(N, int(eligible.sum()))
-        if np.isin(row.indices, risky).all():
+        cand = np.flatnonzero(eligible)
+        if np.isin(row.indices, risky).all() and fill is not None:
+            key = fill - penalty
+            assert np.array_equal(got, cand[np.lexsort((cand, -key[cand]))][: got.size])
+            assert np.allclose(scores[r][: got.size], key[got], atol=1e-5)
+        elif np.isin(row.indices, risky).all():
             # Every follow is stripped: the slate is the pool's best by the typical user,
             # whatever the accounts' ids.
-            cand = np.flatnonzero(eligible)
             best = cand[np.argsort(-want_scores[cand], kind="stable")][: got.size]
             assert np.allclose(np.sort(want_scores[got]), np.sort(want_scores[best]), atol=1e-5)
             assert np.allclose(scores[r][: got.size], want_scores[got], atol=1e-5)
+        else:
+            assert np.array_equal(got, base_ids[r][base_ids[r] >= 0])
+            assert np.array_equal(scores[r][: got.size], base_scores[r][: got.size])
         # Batch equals single.
         one, one_scores = g.recommend(r, row, N=N, recalculate_user=True)
         assert np.array_equal(one, got)
@@ -249,51 +278,6 @@ def test_a_duplicate_interaction_counts_once():
     got = f.risky_context(ViewerBatch(np.array([0]), dup))
     np.testing.assert_array_equal(got, f.risky_context(ViewerBatch(np.array([0]), once)))
     assert got.tolist() == [True]
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 10_000),
-    n_rows=st.integers(1, 6),
-    N=st.integers(1, 15),
-    demote=st.booleans(),
-)
-def test_a_fully_stripped_viewer_is_ranked_by_the_backfill(seed, n_rows, N, demote):
-    """With a ``backfill`` a viewer whose every follow was stripped gets the pool ranked
-    by ``backfill - penalty`` then id (its scores), not by the typical user; the other
-    viewers keep the model's ranking; batch equals single."""
-    rng, model, risk, risky, pool, f = _world(seed)
-    # Integer fills make ties, which go to the lower id.
-    fill = rng.integers(0, 5, NI).astype(np.float64)
-    filters = [f]
-    penalty = np.zeros(NI)
-    if demote:
-        demoted = rng.uniform(0.0, 0.2, NI)
-        filters.append(gr.filters.DemoteRisk(demoted, weight=2.0, curve="step", floor=0.1))
-        penalty = np.where(demoted >= 0.1, 2.0, 0.0)
-    rows = _rows(rng, risky, n_rows, 2)
-    g = gr.Guard(model, gr.Policy(filters), backfill=fill)
-    plain = gr.Guard(model, gr.Policy(filters))
-    ids, scores = g.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
-    base_ids, base_scores = plain.recommend(np.arange(n_rows), rows, N=N, recalculate_user=True)
-    eligible = pool & (risk < 0.3)
-    key = fill - penalty
-    for r in range(n_rows):
-        row = rows[r]
-        got = ids[r][ids[r] >= 0]
-        assert eligible[got].all()
-        assert got.size == min(N, int(eligible.sum()))
-        if np.isin(row.indices, risky).all():
-            cand = np.flatnonzero(eligible)
-            want = cand[np.lexsort((cand, -key[cand]))][: got.size]
-            assert np.array_equal(got, want)
-            assert np.allclose(scores[r][: got.size], key[got], atol=1e-5)
-        else:
-            assert np.array_equal(got, base_ids[r][base_ids[r] >= 0])
-            assert np.array_equal(scores[r][: got.size], base_scores[r][: got.size])
-        one, one_scores = g.recommend(r, row, N=N, recalculate_user=True)
-        assert np.array_equal(one, got)
-        assert np.array_equal(one_scores, scores[r][: got.size])
 
 
 def test_the_backfill_is_checked_for_factor_models():
