@@ -26,8 +26,10 @@ The tree::
     GuardrailsWarning (UserWarning)
     ├── FailClosedWarning                a guard served its safe fallback instead of
     │                                    guarded results
-    └── ConvergenceWarning               a risk propagation reached its iteration cap
-                                         before its tolerance
+    ├── ConvergenceWarning               a risk propagation reached its iteration cap
+    │                                    before its tolerance
+    └── IsolatedSeedWarning              labelled seeds with no follows and no
+                                         interactions: no risk spreads from them
 
 Every error message has one shape: what was wrong, where, and what was received, for
 example ``"The 'N' parameter of Guard.recommend must be an int in [1, inf). Got 0
@@ -53,6 +55,7 @@ __all__ = [
     "GuardrailsWarning",
     "FailClosedWarning",
     "ConvergenceWarning",
+    "IsolatedSeedWarning",
 ]
 
 
@@ -134,3 +137,10 @@ def missing_extra(module: str, extra: str, feature: str) -> MissingDependencyErr
 
 class ConvergenceWarning(GuardrailsWarning):
     """A risk propagation reached its iteration cap before its tolerance."""
+
+
+class IsolatedSeedWarning(GuardrailsWarning):
+    """Labelled seeds that have no follows in the graph and no interactions, so no risk
+    spreads from them: typically banned or deleted accounts, whose edges the platform
+    removed. Their neighbourhood (the buyers who follow a re-created account) is found
+    only if their follows at the ban are passed in the graph."""

@@ -123,6 +123,18 @@ def _check_family_platform(p):
     assert (gone.size > 0) == (c.stale_share > 0 and p.scenario == "stale")
     if p.recreated.any():
         assert np.all(p.role[p.recreated] == SELLER) and p.active[p.recreated].all()
+    # What trust and safety kept of the banned: their follows at the ban, in and out,
+    # every one touching a banned account, none of them left in the follow graph, and
+    # every banned account with at least one (a banned seed is not an island there).
+    if gone.size:
+        b = p.banned_follows.tocoo()
+        assert p.banned_follows.shape == (n, n)
+        assert (np.isin(b.row, gone) | np.isin(b.col, gone)).all()
+        assert p.follows.multiply(p.banned_follows).nnz == 0
+        touched = np.diff(p.banned_follows.indptr) + np.bincount(b.col, minlength=n)
+        assert (touched[gone] > 0).all()
+    else:
+        assert p.banned_follows is None
     # Buyers follow sellers of their own sub-network (the ones that still exist).
     buyers = p.buyers
     f = p.follows[buyers].tocoo()

@@ -174,11 +174,16 @@ class FamilyPlatform(Platform):
     known_subnetworks : ndarray of bool, shape (n_subnetworks,)
         Whether the platform knows any seller of each sub-network.
     config : FamilyConfig
+    banned_follows : csr_matrix, shape (n_accounts, n_accounts), or None
+        The follows of the banned (identified) accounts at their ban, in and out, which
+        the follow graph no longer holds: what trust and safety keeps of a banned
+        account (``None`` on a platform with no bans).
     """
 
     subnetwork: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     known_subnetworks: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
     config: FamilyConfig | None = None
+    banned_follows: sp.csr_matrix | None = None
 
     def summary(self) -> dict:
         out = super().summary()
@@ -538,6 +543,7 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
     # ------------------------------------------------------------ stale seeds
     active = np.ones(n, dtype=bool)
     recreated = np.zeros(n, dtype=bool)
+    banned_follows = None
     if n_gone_total:
         gone = np.sort(rng.choice(identified, size=n_gone_total, replace=False))
         reborn = np.sort(rng.choice(gone, size=n_recreate, replace=False))
@@ -546,6 +552,8 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
         old_to_new[reborn] = new_ids
         fol = follows.tocoo()
         r, cc = fol.row.astype(np.int64), fol.col.astype(np.int64)
+        at_ban = np.isin(r, gone) | np.isin(cc, gone)
+        banned_follows = _binary(r[at_ban], cc[at_ban], n)
         out_e = old_to_new[r] >= 0
         in_e = (old_to_new[cc] >= 0) & (rng.random(cc.size) < 0.8)
         dead = np.zeros(n, dtype=bool)
@@ -613,6 +621,7 @@ def make_family_platform(config: FamilyConfig | int, *, size: str = "any") -> Fa
         subnetwork=subnetwork,
         known_subnetworks=known_sub,
         config=c,
+        banned_follows=banned_follows,
     )
 
 

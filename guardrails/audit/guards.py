@@ -186,7 +186,10 @@ def default_guard_policy(platform: Platform, **knobs):
     Signals: the known seeds, the training follow graph (also the interactions), the
     account x hashtag matrix with the flagged hashtags, and the minors' accounts (the
     platform's age signals; users and accounts share one id space, so the same mask gives
-    the minor viewers). Roles, the network and re-created accounts are never passed.
+    the minor viewers). A family platform with bans adds the banned seeds' follows at the
+    ban to the graph (``banned_follows``, what trust and safety keeps of a banned
+    account; not to the interactions the model trains on). Roles, the network and
+    re-created accounts are never passed.
 
     Parameters
     ----------
@@ -207,9 +210,17 @@ def default_guard_policy(platform: Platform, **knobs):
     own = getattr(platform, "policy_signals", None)  # own data (audit.data.DataPlatform)
     if own is not None:
         return fn(**{**own(), **knobs})
+    graph = platform.train
+    banned = getattr(platform, "banned_follows", None)
+    if banned is not None:
+        # What trust and safety keeps of a banned seed: its follows at the ban. The
+        # training graph no longer holds them, and without them a banned seed is an
+        # island (IsolatedSeedWarning) whose re-created account nothing reaches.
+        graph = (graph + banned).tocsr()
+        graph.data[:] = 1.0
     signals = {
         "seeds": platform.known_seeds,
-        "graph": platform.train,
+        "graph": graph,
         "interactions": platform.train,
         # What a platform has besides labels: the hashtags its accounts use and the ones
         # trust and safety flagged, and its own age signals (minors' accounts; users and

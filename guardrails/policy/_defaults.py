@@ -9,11 +9,13 @@ in :mod:`guardrails.policy._terms`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from .._validation import check_bool, check_choice, check_csr, check_vector, fail
+from ..exceptions import IsolatedSeedWarning
 from ..expand import coengagement_risk, propagate, term_risk
 from ..filters._risk import nearest_items, neighbour_risk, seed_mask, viewer_share
 from ..filters.context import ContextRisk
@@ -648,6 +650,33 @@ def _thresholds(
     return base, drop_t, demote_t, pool_t, high_t
 
 
+def _warn_isolated_seeds(s: np.ndarray, graph, interactions, where: str) -> None:
+    """Warn (:class:`~guardrails.exceptions.IsolatedSeedWarning`) about seeds with no
+    follow in ``graph`` either way and no interaction in ``interactions``: no risk spreads
+    from them, so they protect nothing beyond their own ids."""
+    if not s.any():
+        return
+    touched = np.zeros(s.size, dtype=bool)
+    if graph is not None:
+        touched |= np.diff(graph.indptr) > 0
+        touched |= np.bincount(graph.indices, minlength=s.size)[: s.size] > 0
+    if interactions is not None:
+        touched |= np.bincount(interactions.indices, minlength=s.size)[: s.size] > 0
+    alone = s & ~touched
+    if alone.any():
+        k, m = int(alone.sum()), int(s.sum())
+        warnings.warn(
+            IsolatedSeedWarning(
+                f"{where}: {k} of {m} seeds have no follows in 'graph' and no "
+                "interactions, so no risk spreads from them and they protect nothing "
+                "beyond their own ids (banned or deleted accounts whose edges were "
+                "removed?). Pass their follows at the ban in 'graph' to reach the "
+                f"accounts around them, for example seeds {np.flatnonzero(alone)[:5].tolist()}."
+            ),
+            stacklevel=5,
+        )
+
+
 def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
     """Item risk from labelled seeds and flagged terms over the graph and/or interactions.
 
@@ -675,6 +704,7 @@ def _default_risk(seeds, graph, interactions, account_terms, seed_terms, where):
             )
         n = interactions.shape[1]
     s = np.zeros(n, dtype=bool) if seeds is None else seed_mask(seeds, n, "seeds", where)
+    _warn_isolated_seeds(s, graph, interactions, where)
     w = s.astype(np.float32)
     soft = np.zeros(n, dtype=np.float32)
     if account_terms is not None:
