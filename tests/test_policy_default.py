@@ -593,3 +593,37 @@ def test_malformed_minor_viewers_is_a_validation_error(bad):
     ui = sp.csr_matrix(np.eye(2, NI, dtype=np.float32))
     with pytest.raises(ValidationError, match="'minor_viewers' parameter of default_policy"):
         default_policy(risk=risk, minors=minors, interactions=ui, minor_viewers=bad)
+
+
+def test_seeds_with_no_follows_and_no_interactions_are_warned_about():
+    """A banned seed whose edges the platform removed spreads no risk: default_policy says
+    so (IsolatedSeedWarning, with the count), and says nothing once the seed has a follow
+    in the graph or an interaction."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    n = 60
+    g = sp.random(n, n, density=0.08, format="lil", random_state=rng)
+    g[5, :] = 0
+    g[:, 5] = 0
+    g[7, :] = 0
+    g[:, 7] = 0
+    g = sp.csr_matrix(g)
+    g.data[:] = 1.0
+    with pytest.warns(gr.IsolatedSeedWarning, match="2 of 3 seeds"):
+        policy = gr.default_policy(seeds=[5, 7, 9], graph=g)
+    # The isolated seeds are still dropped themselves (their own ids).
+    sn = policy["suppress_neighborhood"]
+    assert sn.risk_[[5, 7]].min() >= sn.threshold_
+    # A follow at the ban in the graph, or an interaction, and the warning is gone.
+    g2 = g.tolil()
+    g2[5, 9] = 1.0
+    g2[11, 7] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gr.IsolatedSeedWarning)
+        gr.default_policy(seeds=[5, 7, 9], graph=sp.csr_matrix(g2))
+        ui = sp.csr_matrix(g.shape)
+        ui = ui.tolil()
+        ui[0, 5] = 1.0
+        ui[1, 7] = 1.0
+        gr.default_policy(seeds=[5, 7, 9], graph=g, interactions=sp.csr_matrix(ui))
