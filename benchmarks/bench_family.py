@@ -20,8 +20,8 @@ without the platform's minors' list, to measure what the policy does without age
 ``no-minor-ties`` (``default`` without the minors' tie rule), ``minor-ties-none`` and
 ``minor-ties-through-minors`` (the tie rule with no, or every, minor's account as a
 tie), ``no-audience-context``
-(``default`` without the audience of risky contexts), ``no-ban-history`` (``default``
-without the banned seeds' follows at the ban in its graph), ``no-drop-corroboration``
+(``default`` without the audience of risky contexts), ``ban-history`` (``default`` with
+the banned seeds' follows at the ban in its graph), ``no-drop-corroboration``
 (``default`` dropping every account at the drop line, without the model's agreement),
 ``no-minor-attention``
 (``default`` without the attention-to-minors context) and ``no-strip-context``
@@ -44,7 +44,7 @@ from guardrails.audit.family_run import (
     run_family,
     write_family_plot,
 )
-from guardrails.audit.guards import default_guard_policy
+from guardrails.audit.guards import default_guard_policy, with_ban_history
 
 
 def variant(name: str, **knobs):
@@ -59,10 +59,13 @@ def variant(name: str, **knobs):
     return policy
 
 
-def no_ban_history(platform, model=None):
-    """``default`` without the banned seeds' follows at the ban: the training graph only,
-    where a banned seed has no edge (``IsolatedSeedWarning``)."""
-    return default_guard_policy(platform, graph=platform.train, **model_neighbours(model))
+def ban_history(platform, model=None):
+    """``default`` with the banned seeds' follows at the ban added to its graph
+    (:func:`guardrails.audit.guards.with_ban_history`); ``default`` sees the training
+    graph only, where a banned seed has no edge (``IsolatedSeedWarning``)."""
+    return default_guard_policy(
+        platform, graph=with_ban_history(platform), **model_neighbours(model)
+    )
 
 
 POLICIES = {
@@ -73,7 +76,7 @@ POLICIES = {
         "minor_ties_through_minors", minor_ties_through_minors=True
     ),
     "no-audience-context": variant("no_audience_context", audience_context=False),
-    "no-ban-history": no_ban_history,
+    "ban-history": ban_history,
     "no-drop-corroboration": variant("no_drop_corroboration", drop_corroboration=False),
     "no-minor-attention": variant("no_minor_attention", minor_attention=False),
     "no-minor-ties": variant("no_minor_ties", minor_ties=False),

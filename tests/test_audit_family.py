@@ -440,3 +440,23 @@ def test_benign_suppression_counts_minors_accounts_apart_from_adults():
     assert out["adults_mean"] == 0.0
     same = _suppressed_by_guard(gr.Guard(model), gr.Guard(model), p, viewers)
     assert same["mean"] == same["adults_mean"] == 0.0
+
+
+def test_ban_history_adds_the_banned_seeds_follows_to_the_graph():
+    """``with_ban_history``: the training graph plus the banned seeds' follows at the ban,
+    binary; the default policy's signals keep the training graph alone, where a banned
+    seed is isolated (and ``default_policy`` warns about it)."""
+    from guardrails.audit.guards import default_guard_policy, with_ban_history
+
+    stale = next(
+        p
+        for p in (make_family_platform(s, size="small") for s in family_seeds(12, split="tuning"))
+        if p.banned_follows is not None
+    )
+    g = with_ban_history(stale)
+    want = (stale.train + stale.banned_follows) > 0
+    assert (g != want).nnz == 0 and set(np.unique(g.data)) == {1.0}
+    gone = np.flatnonzero(~stale.active)
+    assert stale.train[gone].nnz == 0 and stale.train[:, gone].nnz == 0
+    with pytest.warns(gr.IsolatedSeedWarning):
+        default_guard_policy(stale)

@@ -35,6 +35,7 @@ __all__ = [
     "primitive_policy",
     "default_policy_available",
     "default_guard_policy",
+    "with_ban_history",
     "policy_file_guard_policy",
 ]
 
@@ -186,10 +187,8 @@ def default_guard_policy(platform: Platform, **knobs):
     Signals: the known seeds, the training follow graph (also the interactions), the
     account x hashtag matrix with the flagged hashtags, and the minors' accounts (the
     platform's age signals; users and accounts share one id space, so the same mask gives
-    the minor viewers). A family platform with bans adds the banned seeds' follows at the
-    ban to the graph (``banned_follows``, what trust and safety keeps of a banned
-    account; not to the interactions the model trains on). Roles, the network and
-    re-created accounts are never passed.
+    the minor viewers). Roles, the network and re-created accounts are never passed, nor
+    a family platform's ``banned_follows`` (``with_ban_history`` adds them).
 
     Parameters
     ----------
@@ -210,17 +209,9 @@ def default_guard_policy(platform: Platform, **knobs):
     own = getattr(platform, "policy_signals", None)  # own data (audit.data.DataPlatform)
     if own is not None:
         return fn(**{**own(), **knobs})
-    graph = platform.train
-    banned = getattr(platform, "banned_follows", None)
-    if banned is not None:
-        # What trust and safety keeps of a banned seed: its follows at the ban. The
-        # training graph no longer holds them, and without them a banned seed is an
-        # island (IsolatedSeedWarning) whose re-created account nothing reaches.
-        graph = (graph + banned).tocsr()
-        graph.data[:] = 1.0
     signals = {
         "seeds": platform.known_seeds,
-        "graph": graph,
+        "graph": platform.train,
         "interactions": platform.train,
         # What a platform has besides labels: the hashtags its accounts use and the ones
         # trust and safety flagged, and its own age signals (minors' accounts; users and
@@ -232,6 +223,20 @@ def default_guard_policy(platform: Platform, **knobs):
     }
     signals.update(knobs)
     return fn(**signals)
+
+
+def with_ban_history(platform: Platform) -> sp.csr_matrix:
+    """The platform's training follow graph plus the banned seeds' follows at the ban
+    (``banned_follows`` of a family platform, what trust and safety keeps of a banned
+    account), binary; the training graph alone where the platform keeps none. Pass it as
+    ``graph=`` to :func:`default_guard_policy` (the model's interactions stay as they
+    are)."""
+    banned = getattr(platform, "banned_follows", None)
+    if banned is None:
+        return platform.train
+    graph = sp.csr_matrix(platform.train + banned)
+    graph.data[:] = 1.0
+    return graph
 
 
 def policy_file_guard_policy(path, platform: Platform, risk: np.ndarray):

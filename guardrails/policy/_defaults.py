@@ -151,7 +151,9 @@ def default_policy(
     n_items : int, optional, keyword-only
         Catalogue size; checked against the other arrays when given.
     seeds : array-like of bool or int, optional, keyword-only
-        Flagged accounts (candidate indices); always dropped.
+        Flagged accounts (candidate indices); always dropped. A seed with no follow in
+        ``graph`` and no interaction spreads no risk (a banned account whose edges were
+        removed): :class:`~guardrails.exceptions.IsolatedSeedWarning` names them.
     graph : sparse matrix, shape (n_items, n_items), optional, keyword-only
         Follow graph between candidates (accounts following accounts); risk propagates
         over it both ways (:func:`guardrails.expand.propagate`).
