@@ -121,6 +121,14 @@ def evaluate_config(
     return out
 
 
+def _guards(model, policies: dict, platform) -> dict:
+    """One Guard per policy, each with the training followers as its backfill (as the
+    Guard's docs advise with ``default_policy``): it ranks the rows a policy leaves with
+    no query of their own, and changes nothing for the others."""
+    fill = np.asarray(platform.train.sum(axis=0)).ravel().astype(np.float64)
+    return {k: gr.Guard(model, p, backfill=fill) for k, p in policies.items()}
+
+
 def _policies(platform, risk: np.ndarray, policy_path, primitive_knobs: dict) -> dict:
     """The policy of every audited configuration, by name (``None``: unguarded)."""
     policies = {"unguarded": None, "primitive": primitive_policy(platform, risk, **primitive_knobs)}
@@ -372,7 +380,7 @@ def _synthetic_run(
     t2 = time.perf_counter()
     risk = seed_risk(platform.train, platform.known_seeds)
     policies = _policies(platform, risk, policy_path, primitive_knobs)
-    guards = {k: gr.Guard(model, p) for k, p in policies.items()}
+    guards = _guards(model, policies, platform)
     t3 = time.perf_counter()
     say(
         f"seed {seed}, {scenario}: {platform.n_accounts} accounts, {platform.follows.nnz} follows; "
@@ -578,7 +586,7 @@ def audit_platform(
     t1 = time.perf_counter()
     model = _own_model(data, platform, seed, model_kw)
     t2 = time.perf_counter()
-    guards = {k: gr.Guard(model, p) for k, p in policies.items()}
+    guards = _guards(model, policies, platform)
     say(
         f"{data.source}: {data.n_users} users, {data.n_items} accounts, "
         f"{data.interactions.nnz} interactions; load and policies {t1 - t0:.1f}s, "
