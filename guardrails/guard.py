@@ -175,8 +175,10 @@ class Guard(GuardCalls):
           (with ``recalculate_user``) whose every interaction the policy left out, and a
           ``similar_items`` profile left out of its own list's query
           (:class:`~guardrails.filters.ContextRisk` ``strip_context``). Such rows carry
-          ``backfill - penalty`` as their scores. ``similar_users`` ranks users, not
-          items, and keeps the typical user.
+          ``backfill - penalty`` as their scores, compared in float32 as the model's
+          scores are (counts above 2**24 that differ by less than float32 resolves
+          tie, and go to the lower id). ``similar_users`` ranks users, not items, and
+          keeps the typical user.
 
     Attributes
     ----------
@@ -254,7 +256,7 @@ class Guard(GuardCalls):
 
     @property
     def backfill(self) -> np.ndarray | None:
-        """The item-item backfill scores, shape (n_items,), or None."""
+        """The backfill scores, shape (n_items,), or None (see the ``backfill`` argument)."""
         return self._state.fill
 
     @property
@@ -632,8 +634,9 @@ class Guard(GuardCalls):
             May have more (or fewer) users and items than the current one; the policy is
             recompiled for its catalogue, so its filters must accept that catalogue size.
         backfill : array-like of float, shape (n_items,), or None, keyword-only
-            New item-item backfill scores; kept from the current state when omitted (then
-            the catalogue size must not change, or pass new scores or ``None``).
+            New backfill scores (see the constructor); kept from the current state when
+            omitted (then the catalogue size must not change, or pass new scores or
+            ``None``).
         """
         adapted = adapt_model(model)
         with self._lock:

@@ -612,6 +612,13 @@ def test_seeds_with_no_follows_and_no_interactions_are_warned_about():
     g.data[:] = 1.0
     with pytest.warns(gr.IsolatedSeedWarning, match="2 of 3 seeds"):
         policy = gr.default_policy(seeds=[5, 7, 9], graph=g)
+    # Edges zeroed in place (stored zeros) are no edges.
+    zeroed = g.tolil()
+    zeroed[5, 9] = 1.0
+    zeroed = sp.csr_matrix(zeroed)
+    zeroed.data[zeroed.indices == 9] = 0.0
+    with pytest.warns(gr.IsolatedSeedWarning, match="of 3 seeds"):
+        gr.default_policy(seeds=[5, 7, 9], graph=zeroed)
     # The isolated seeds are still dropped themselves (their own ids).
     sn = policy["suppress_neighborhood"]
     assert sn.risk_[[5, 7]].min() >= sn.threshold_

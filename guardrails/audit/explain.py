@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import guardrails as gr
-
 from .._validation import check_int
 from .guards import (
+    audit_guard,
     default_guard_policy,
     default_policy_available,
     primitive_policy,
@@ -56,7 +55,7 @@ def explain_account(
         policy, label = default_guard_policy(platform), "default_policy"
     else:
         policy, label = primitive_policy(platform, risk), "primitive"
-    guard = gr.Guard(model, policy)
+    guard = audit_guard(model, policy, platform)
     lines = [
         f"account {account}: role {ROLE_NAMES[platform.role[account]]} "
         "(ground truth, never shown to the guard), "

@@ -40,7 +40,7 @@ from .family_report import (
     format_family,
     write_family_plot,
 )
-from .guards import default_guard_policy
+from .guards import audit_guard, default_guard_policy
 from .metrics import (
     evaluation_users,
     hit_matrix,
@@ -372,9 +372,7 @@ def evaluate_family_platform(
     # query of their own, and nothing else (the unguarded Guard has no such rows).
     # Item-item Guards get none: a risky profile's list stays empty, and the unguarded
     # slate (reachable accounts only) stays the reference of benign suppression.
-    popularity = np.asarray(platform.train.sum(axis=0)).ravel().astype(np.float64)
-    fill = popularity if is_mf else None
-    guard = gr.Guard(model, policy, user_policy="same" if is_mf else None, backfill=fill)
+    guard = audit_guard(model, policy, platform, user_policy="same" if is_mf else None)
     bare = gr.Guard(model)
     t2 = time.perf_counter()
     walks = family_walks(guard, platform, seed=seed, n_walkers=n_walkers, n_steps=n_steps, N=N)

@@ -35,6 +35,7 @@ __all__ = [
     "primitive_policy",
     "default_policy_available",
     "default_guard_policy",
+    "audit_guard",
     "with_ban_history",
     "policy_file_guard_policy",
 ]
@@ -223,6 +224,17 @@ def default_guard_policy(platform: Platform, **knobs):
     }
     signals.update(knobs)
     return fn(**signals)
+
+
+def audit_guard(model, policy, platform: Platform, **kwargs) -> gr.Guard:
+    """A Guard as the audits build it: for a factor model (one with ``item_factors``)
+    the platform's training followers are its ``backfill``, which ranks the rows a
+    policy leaves with no query of their own (and nothing else); an item-item model gets
+    none, so its slates stay implicit's reachable items. ``kwargs`` go to the Guard."""
+    fill = None
+    if getattr(model, "item_factors", None) is not None:
+        fill = np.asarray(platform.train.sum(axis=0)).ravel().astype(np.float64)
+    return gr.Guard(model, policy, backfill=fill, **kwargs)
 
 
 def with_ban_history(platform: Platform) -> sp.csr_matrix:

@@ -18,6 +18,7 @@ import guardrails as gr
 from .._validation import check_choice, check_float, check_int, fail
 from .guards import (
     als_params,
+    audit_guard,
     default_guard_policy,
     default_policy_available,
     policy_file_guard_policy,
@@ -119,14 +120,6 @@ def evaluate_config(
     out["suppressed"] = suppressed_share(guard, platform, viewers)
     out["minor_reach"] = reach(guard, platform, youth_viewers, platform.vulnerable, k=N)
     return out
-
-
-def _guards(model, policies: dict, platform) -> dict:
-    """One Guard per policy, each with the training followers as its backfill (as the
-    Guard's docs advise with ``default_policy``): it ranks the rows a policy leaves with
-    no query of their own, and changes nothing for the others."""
-    fill = np.asarray(platform.train.sum(axis=0)).ravel().astype(np.float64)
-    return {k: gr.Guard(model, p, backfill=fill) for k, p in policies.items()}
 
 
 def _policies(platform, risk: np.ndarray, policy_path, primitive_knobs: dict) -> dict:
@@ -380,7 +373,7 @@ def _synthetic_run(
     t2 = time.perf_counter()
     risk = seed_risk(platform.train, platform.known_seeds)
     policies = _policies(platform, risk, policy_path, primitive_knobs)
-    guards = _guards(model, policies, platform)
+    guards = {k: audit_guard(model, p, platform) for k, p in policies.items()}
     t3 = time.perf_counter()
     say(
         f"seed {seed}, {scenario}: {platform.n_accounts} accounts, {platform.follows.nnz} follows; "
@@ -586,7 +579,7 @@ def audit_platform(
     t1 = time.perf_counter()
     model = _own_model(data, platform, seed, model_kw)
     t2 = time.perf_counter()
-    guards = _guards(model, policies, platform)
+    guards = {k: audit_guard(model, p, platform) for k, p in policies.items()}
     say(
         f"{data.source}: {data.n_users} users, {data.n_items} accounts, "
         f"{data.interactions.nnz} interactions; load and policies {t1 - t0:.1f}s, "

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import guardrails as gr
-
-from .guards import default_guard_policy, default_policy_available, primitive_policy
+from .guards import (
+    audit_guard,
+    default_guard_policy,
+    default_policy_available,
+    primitive_policy,
+)
 from .metrics import ranking_quality
 from .platform import Platform
 from .walks import follow_handful, search_start, view_one
@@ -141,7 +144,7 @@ def run_sweep(
             policy = primitive_policy(platform, risk, threshold=spec[1], weight=spec[2])
         else:
             policy = default_guard_policy(platform, strictness=spec[1])
-        guard = gr.Guard(model, policy)
+        guard = audit_guard(model, policy, platform)
         net, vul = exposure(guard, platform, n_walkers=n_walkers, n_steps=n_steps, seed=seed)
         q = ranking_quality(guard, platform, users)
         if base_recall is None:

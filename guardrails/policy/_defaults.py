@@ -659,11 +659,15 @@ def _warn_isolated_seeds(s: np.ndarray, graph, interactions, where: str) -> None
     if not s.any():
         return
     touched = np.zeros(s.size, dtype=bool)
-    if graph is not None:
-        touched |= np.diff(graph.indptr) > 0
-        touched |= np.bincount(graph.indices, minlength=s.size)[: s.size] > 0
-    if interactions is not None:
-        touched |= np.bincount(interactions.indices, minlength=s.size)[: s.size] > 0
+    for m, rows in ((graph, True), (interactions, False)):
+        if m is None:
+            continue
+        # Stored zeros are no edge (an account's edges zeroed in place).
+        nz = m.data != 0
+        touched |= np.bincount(m.indices[nz], minlength=s.size)[: s.size] > 0
+        if rows:
+            owner = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+            touched |= np.bincount(owner[nz], minlength=s.size)[: s.size] > 0
     alone = s & ~touched
     if alone.any():
         k, m = int(alone.sum()), int(s.sum())
