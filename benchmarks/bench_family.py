@@ -21,7 +21,8 @@ without the platform's minors' list, to measure what the policy does without age
 ``minor-ties-through-minors`` (the tie rule with no, or every, minor's account as a
 tie), ``no-audience-context``
 (``default`` without the audience of risky contexts), ``ban-history`` (``default`` with
-the banned seeds' follows at the ban in its graph), ``no-drop-corroboration``
+the banned seeds' follows at the ban in its graph), ``no-seed-history`` (``default``
+without them as ``seed_history``, so no successor test), ``no-drop-corroboration``
 (``default`` dropping every account at the drop line, without the model's agreement),
 ``no-minor-attention``
 (``default`` without the attention-to-minors context) and ``no-strip-context``
@@ -64,7 +65,7 @@ def ban_history(platform, model=None):
     (:func:`guardrails.audit.guards.with_ban_history`); ``default`` sees the training
     graph only, where a banned seed has no edge (``IsolatedSeedWarning``)."""
     return default_guard_policy(
-        platform, graph=with_ban_history(platform), **model_neighbours(model)
+        platform, graph=with_ban_history(platform), seed_history=None, **model_neighbours(model)
     )
 
 
@@ -77,6 +78,7 @@ POLICIES = {
     ),
     "no-audience-context": variant("no_audience_context", audience_context=False),
     "ban-history": ban_history,
+    "no-seed-history": variant("no_seed_history", seed_history=None),
     "no-drop-corroboration": variant("no_drop_corroboration", drop_corroboration=False),
     "no-minor-attention": variant("no_minor_attention", minor_attention=False),
     "no-minor-ties": variant("no_minor_ties", minor_ties=False),

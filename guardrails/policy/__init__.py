@@ -50,6 +50,12 @@ from ._defaults import (
     DEFAULT_POOL_LIFT as DEFAULT_POOL_LIFT,
 )
 from ._defaults import (
+    DEFAULT_SUCCESSOR_FOLLOWERS as DEFAULT_SUCCESSOR_FOLLOWERS,
+)
+from ._defaults import (
+    DEFAULT_SUCCESSOR_JACCARD as DEFAULT_SUCCESSOR_JACCARD,
+)
+from ._defaults import (
     DEFAULT_TERM_WEIGHT as DEFAULT_TERM_WEIGHT,
 )
 from ._defaults import (
