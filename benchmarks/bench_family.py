@@ -62,8 +62,8 @@ def variant(name: str, **knobs):
 
 def ban_history(platform, model=None):
     """``default`` with the banned seeds' follows at the ban added to its graph
-    (:func:`guardrails.audit.guards.with_ban_history`); ``default`` sees the training
-    graph only, where a banned seed has no edge (``IsolatedSeedWarning``)."""
+    (:func:`guardrails.audit.guards.with_ban_history`) instead of passed as
+    ``seed_history`` (measured and not taken: docs/audit.md, rule 13)."""
     return default_guard_policy(
         platform, graph=with_ban_history(platform), seed_history=None, **model_neighbours(model)
     )

@@ -634,3 +634,64 @@ def test_seeds_with_no_follows_and_no_interactions_are_warned_about():
         ui[0, 5] = 1.0
         ui[1, 7] = 1.0
         gr.default_policy(seeds=[5, 7, 9], graph=g, interactions=sp.csr_matrix(ui))
+
+
+def _successor_world(rng, n=80, k=12):
+    """A graph where seed 0 was removed (no edges) after ``k`` accounts followed it, with
+    its follows at the removal in the history; account 1 is followed by most of them."""
+    g = sp.random(n, n, density=0.05, format="lil", random_state=rng)
+    g[0, :] = 0
+    g[:, 0] = 0
+    followers = rng.choice(np.arange(2, n), k, replace=False)
+    hist = sp.lil_matrix((n, n))
+    for f in followers:
+        hist[f, 0] = 1.0
+    g[:, 1] = 0
+    for f in followers[: int(0.8 * k)]:
+        g[f, 1] = 1.0
+    g = sp.csr_matrix(g)
+    g.data[:] = 1.0
+    return g, sp.csr_matrix(hist), followers
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_seed_history_finds_exactly_the_accounts_that_took_a_removed_seeds_followers(seed):
+    """An account is a removed seed's successor (and counts as a seed) exactly when the
+    Jaccard of its followers and the seed's followers at the removal is at least
+    DEFAULT_SUCCESSOR_JACCARD; a seed with a history is not warned about."""
+    import warnings
+
+    from guardrails.policy import DEFAULT_SUCCESSOR_FOLLOWERS, DEFAULT_SUCCESSOR_JACCARD
+
+    rng = np.random.default_rng(seed)
+    g, hist, followers = _successor_world(rng)
+    n = g.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gr.IsolatedSeedWarning)
+        policy = gr.default_policy(seeds=[0], graph=g, seed_history=hist)
+    got = policy["suppress_neighborhood"].seeds_
+    # Brute force: follower sets as Python sets.
+    past = set(followers.tolist())
+    want = np.zeros(n, dtype=bool)
+    want[0] = True
+    for a in range(n):
+        now = set(np.flatnonzero(g[:, a].toarray().ravel()).tolist())
+        union = past | now
+        if len(past) >= DEFAULT_SUCCESSOR_FOLLOWERS and union:
+            want[a] |= len(past & now) / len(union) >= DEFAULT_SUCCESSOR_JACCARD
+    assert np.array_equal(got, want)
+    assert got[1]  # 80% of the followers moved to account 1
+    # Without the history, only the seed, and the isolated seed is warned about.
+    with pytest.warns(gr.IsolatedSeedWarning):
+        plain = gr.default_policy(seeds=[0], graph=g)
+    assert plain["suppress_neighborhood"].seeds_.sum() == 1
+
+
+def test_seed_history_is_checked():
+    rng = np.random.default_rng(1)
+    g, hist, _ = _successor_world(rng)
+    with pytest.raises(ValidationError, match="seed_history"):
+        gr.default_policy(seeds=[0], graph=g, seed_history=hist[:10])
+    with pytest.raises(ValidationError, match="seed_history"):
+        gr.default_policy(seeds=[0], interactions=g, seed_history=hist)
