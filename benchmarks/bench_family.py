@@ -21,8 +21,8 @@ without the platform's minors' list, to measure what the policy does without age
 ``minor-ties-through-minors`` (the tie rule with no, or every, minor's account as a
 tie), ``no-audience-context``
 (``default`` without the audience of risky contexts), ``ban-history`` (``default`` with
-the banned seeds' follows at the ban in its graph), ``no-seed-history`` (``default``
-without them as ``seed_history``, so no successor test), ``no-drop-corroboration``
+the banned seeds' follows at the ban in its graph), ``seed-history`` (``default`` with
+them as ``seed_history``: their successors count as seeds), ``no-drop-corroboration``
 (``default`` dropping every account at the drop line, without the model's agreement),
 ``no-minor-attention``
 (``default`` without the attention-to-minors context) and ``no-strip-context``
@@ -60,12 +60,21 @@ def variant(name: str, **knobs):
     return policy
 
 
+def seed_history(platform, model=None):
+    """``default`` with the banned seeds' follows at the ban as ``seed_history``: their
+    successors (accounts that took most of a banned seed's followers) count as seeds
+    (measured and not made the default: docs/audit.md, rule 14)."""
+    return default_guard_policy(
+        platform, seed_history=platform.banned_follows, **model_neighbours(model)
+    )
+
+
 def ban_history(platform, model=None):
     """``default`` with the banned seeds' follows at the ban added to its graph
-    (:func:`guardrails.audit.guards.with_ban_history`) instead of passed as
-    ``seed_history`` (measured and not taken: docs/audit.md, rule 13)."""
+    (:func:`guardrails.audit.guards.with_ban_history`; measured and not taken:
+    docs/audit.md, rule 13)."""
     return default_guard_policy(
-        platform, graph=with_ban_history(platform), seed_history=None, **model_neighbours(model)
+        platform, graph=with_ban_history(platform), **model_neighbours(model)
     )
 
 
@@ -78,7 +87,7 @@ POLICIES = {
     ),
     "no-audience-context": variant("no_audience_context", audience_context=False),
     "ban-history": ban_history,
-    "no-seed-history": variant("no_seed_history", seed_history=None),
+    "seed-history": seed_history,
     "no-drop-corroboration": variant("no_drop_corroboration", drop_corroboration=False),
     "no-minor-attention": variant("no_minor_attention", minor_attention=False),
     "no-minor-ties": variant("no_minor_ties", minor_ties=False),

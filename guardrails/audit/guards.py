@@ -188,9 +188,10 @@ def default_guard_policy(platform: Platform, **knobs):
     Signals: the known seeds, the training follow graph (also the interactions), the
     account x hashtag matrix with the flagged hashtags, and the minors' accounts (the
     platform's age signals; users and accounts share one id space, so the same mask gives
-    the minor viewers); a family platform's ``banned_follows`` (the banned seeds'
-    follows at the ban) as ``seed_history``. Roles, the network and re-created accounts
-    are never passed.
+    the minor viewers). Roles, the network and re-created accounts are never passed, nor
+    a family platform's ``banned_follows`` (the banned seeds' follows at the ban: pass
+    ``seed_history=platform.banned_follows`` in ``knobs``, or ``graph=``
+    :func:`with_ban_history`, to measure them).
 
     Parameters
     ----------
@@ -223,11 +224,6 @@ def default_guard_policy(platform: Platform, **knobs):
         "minors": platform.vulnerable,
         "minor_viewers": platform.vulnerable,
     }
-    banned = getattr(platform, "banned_follows", None)
-    if banned is not None:
-        # What trust and safety keeps of a banned seed (its follows at the ban): the
-        # policy finds the accounts that took its place by their followers.
-        signals["seed_history"] = banned
     signals.update(knobs)
     return fn(**signals)
 
