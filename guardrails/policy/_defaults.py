@@ -639,10 +639,12 @@ def _context_filter(
 
 def _with_successors(seeds, seed_history, graph, where: str):
     """``(seeds, covered)``: the seeds with their successors added (bool mask), and the
-    seeds whose follows at their removal ``seed_history`` holds (bool mask).
+    seeds searched for one (bool mask: enough followers at their removal in
+    ``seed_history``).
 
     A successor is an account whose followers in ``graph`` are mostly the followers a
-    seed had when it was removed: Jaccard of the two follower sets at least
+    seed had when it was removed (those still in the graph): Jaccard of the two
+    follower sets at least
     :data:`DEFAULT_SUCCESSOR_JACCARD`, for a seed with at least
     :data:`DEFAULT_SUCCESSOR_FOLLOWERS` followers then. The followers of a banned
     account look for its new id; ordinary accounts share only part of a niche
@@ -657,16 +659,22 @@ def _with_successors(seeds, seed_history, graph, where: str):
         )
     g = check_csr(graph, "graph", where)
     n = g.shape[0]
+    if g.shape[1] != n:
+        raise fail("graph", where, "a square sparse matrix (n, n)", g)
     hist = check_csr(seed_history, "seed_history", where, shape=(n, n))
     s = seed_mask(seeds, n, "seeds", where)
     idx = np.flatnonzero(s)
-    # Followers at the removal, one row per seed (stored zeros are no follow).
-    past = sp.csr_matrix(hist[:, idx].T != 0, dtype=np.float32)
     now = sp.csr_matrix(g != 0, dtype=np.float32)
+    # Followers at the removal, one row per seed (stored zeros are no follow), of those
+    # still in the graph: a follower removed since (a co-banned seller) follows no one.
+    alive = (np.diff(now.indptr) > 0) | (np.bincount(now.indices, minlength=n) > 0)
+    past = sp.csr_matrix((hist[:, idx].T != 0).multiply(alive[None, :]), dtype=np.float32)
+    past.eliminate_zeros()
     size = np.diff(past.indptr)
     covered = np.zeros(n, dtype=bool)
-    covered[idx[size > 0]] = True
     keep = size >= DEFAULT_SUCCESSOR_FOLLOWERS
+    # Searched for a successor: not isolated for IsolatedSeedWarning.
+    covered[idx[keep]] = True
     if not keep.any():
         return s, covered
     past, size = past[keep], size[keep]
