@@ -112,7 +112,7 @@ _AUDIENCE_P = 0.01
 #: (``seed_history``): its followers now are mostly the seed's followers at its removal.
 #: On 150 tuning platforms of the family (re-created sellers keep 80 % of their
 #: followers) 0.5 marked 231 of 237 re-created accounts and 122 other network accounts
-#: that share their buyers, and no benign account (0.3: the same, 335 others).
+#: that share their buyers, and no benign account (0.3: the same, 336 others).
 DEFAULT_SUCCESSOR_JACCARD = 0.5
 #: Followers a removed seed needs at its removal for the successor test: with fewer, a
 #: handful of shared followers is no evidence.
