@@ -436,16 +436,20 @@ class Guard(GuardCalls):
                 excluded[0], excluded[1] = sub, exclude[sub]
             return excluded[1]
 
-        def topk(variant, sub, masks, pens, strip, n):
+        def space_of(variant, k):
+            """The variant's candidate space of kind ``k``: cached on the compiled policy,
+            or built for this call only (items=, or a ranking that is not the model's)."""
             if restrict is None and request.ranking is None:
-                space = variant.space((kind, state.model_key), self._builder(state, kind))
-            else:
-                # Spaces of this call only (items=, or a ranking that is not the model's).
-                space = spaces.get(variant.key)
-                if space is None:
-                    build = self._builder(state, kind, restrict, request.ranking)
-                    space = build(variant.hard_mask, variant.penalty)
-                    spaces[variant.key] = space
+                return variant.space((k, state.model_key), self._builder(state, k))
+            space = spaces.get((k, variant.key))
+            if space is None:
+                build = self._builder(state, k, restrict, request.ranking)
+                space = build(variant.hard_mask, variant.penalty)
+                spaces[(k, variant.key)] = space
+            return space
+
+        def topk(variant, sub, masks, pens, strip, n):
+            space = space_of(variant, kind)
             emptied = None
             if strip is not None and requery is not None:
                 q, emptied = requery(sub, strip, queries)
@@ -470,16 +474,9 @@ class Guard(GuardCalls):
             if kind == "sim" and state.fill is not None:
                 out = self._backfill(space, state.fill, q, n, out, request.call_mask, ms, list(pens))
             elif state.fill is not None and emptied is not None and emptied.any():
-                fill_space = spaces.get(("fill", variant.key))
-                if restrict is None and request.ranking is None:
-                    fill_space = variant.space(
-                        ("fill", state.model_key), self._builder(state, "fill")
-                    )
-                elif fill_space is None:
-                    build = self._builder(state, "fill", restrict)
-                    fill_space = build(variant.hard_mask, variant.penalty)
-                    spaces[("fill", variant.key)] = fill_space
-                out = _ranked_by_fill(fill_space, out, np.flatnonzero(emptied), n, groups, kernel)
+                out = _ranked_by_fill(
+                    space_of(variant, "fill"), out, np.flatnonzero(emptied), n, groups, kernel
+                )
             return out
 
         retrieves = (

@@ -667,7 +667,7 @@ def _with_successors(seeds, seed_history, graph, where: str):
     now = sp.csr_matrix(g != 0, dtype=np.float32)
     # Followers at the removal, one row per seed (stored zeros are no follow), of those
     # still in the graph: a follower removed since (a co-banned seller) follows no one.
-    alive = (np.diff(now.indptr) > 0) | (np.bincount(now.indices, minlength=n) > 0)
+    alive = _with_edges(now, n, as_rows=True)
     past = sp.csr_matrix((hist[:, idx].T != 0).multiply(alive[None, :]), dtype=np.float32)
     past.eliminate_zeros()
     size = np.diff(past.indptr)
@@ -726,6 +726,18 @@ def _thresholds(
     return base, drop_t, demote_t, pool_t, high_t
 
 
+def _with_edges(m: sp.csr_matrix, n: int, *, as_rows: bool) -> np.ndarray:
+    """Accounts (bool, shape (n,)) with a non-zero entry in ``m`` as a column (followed,
+    interacted with) or, with ``as_rows``, as a row too (following). Stored zeros are no
+    edge (an account's edges zeroed in place)."""
+    nz = m.data != 0
+    out = np.bincount(m.indices[nz], minlength=n)[:n] > 0
+    if as_rows:
+        owner = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        out |= np.bincount(owner[nz], minlength=n)[:n] > 0
+    return out
+
+
 def _warn_isolated_seeds(s: np.ndarray, graph, interactions, where: str, covered=None) -> None:
     """Warn (:class:`~guardrails.exceptions.IsolatedSeedWarning`) about seeds with no
     follow in ``graph`` either way, no interaction in ``interactions`` and no follows in
@@ -734,15 +746,10 @@ def _warn_isolated_seeds(s: np.ndarray, graph, interactions, where: str, covered
     if not s.any():
         return
     touched = np.zeros(s.size, dtype=bool) if covered is None else covered.copy()
-    for m, rows in ((graph, True), (interactions, False)):
-        if m is None:
-            continue
-        # Stored zeros are no edge (an account's edges zeroed in place).
-        nz = m.data != 0
-        touched |= np.bincount(m.indices[nz], minlength=s.size)[: s.size] > 0
-        if rows:
-            owner = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-            touched |= np.bincount(owner[nz], minlength=s.size)[: s.size] > 0
+    if graph is not None:
+        touched |= _with_edges(graph, s.size, as_rows=True)
+    if interactions is not None:
+        touched |= _with_edges(interactions, s.size, as_rows=False)
     alone = s & ~touched
     if alone.any():
         k, m = int(alone.sum()), int(s.sum())
